@@ -1,0 +1,44 @@
+"""callthrottle: per-number concurrency caps for outbound call centers.
+
+Ask for a slot on a caller-ID number before placing a call, hold it for the call's life, and
+give it back when the call ends; every process and host sharing the backend sees the same cap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import AcquireTimeout as AcquireTimeout
+from ._errors import BackendUnavailable as BackendUnavailable
+from ._errors import InvalidArgument as InvalidArgument
+from ._errors import LeaseConflict as LeaseConflict
+from ._errors import ThrottleError as ThrottleError
+from ._errors import UnknownScheme as UnknownScheme
+from ._errors import UnsupportedEventLoop as UnsupportedEventLoop
+from ._models import Lease as Lease
+from ._models import Usage as Usage
+from ._throttle import Throttle as Throttle
+
+__all__ = (
+    "AcquireTimeout",
+    "BackendUnavailable",
+    "InvalidArgument",
+    "Lease",
+    "LeaseConflict",
+    "Throttle",
+    "ThrottleError",
+    "UnknownScheme",
+    "UnsupportedEventLoop",
+    "Usage",
+)
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("callthrottle")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,101 @@
+"""Every error callthrottle raises.
+
+The hierarchy::
+
+    ThrottleError                       root of everything raised here; never raised bare
+    ├── InvalidArgument (ValueError)    bad input, refused before anything is written
+    │   └── UnknownScheme               Throttle.from_url() got a scheme it cannot serve
+    ├── LeaseConflict (ValueError)      the token already holds or waits for a slot on the number
+    ├── AcquireTimeout (TimeoutError)   no slot within the timeout (timeout=0: not at once)
+    ├── BackendUnavailable              the backend failed or timed out; the driver's error is __cause__
+    └── UnsupportedEventLoop (RuntimeError)
+                                        the backend cannot run on the current event loop (Redis on trio)
+
+Code that only wants to know "did the throttle refuse or fail?" catches :class:`ThrottleError`.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "AcquireTimeout",
+    "BackendUnavailable",
+    "InvalidArgument",
+    "LeaseConflict",
+    "ThrottleError",
+    "UnknownScheme",
+    "UnsupportedEventLoop",
+)
+
+
+class ThrottleError(Exception):
+    """Base class of every error raised by callthrottle."""
+
+
+class InvalidArgument(ThrottleError, ValueError):
+    """An argument broke a rule; nothing was written.
+
+    :ivar argument: the name of the offending argument
+    :ivar value: the value that was refused
+    :ivar rule: what the argument must be
+    """
+
+    def __init__(self, argument: str, value: object, rule: str) -> None:
+        self.argument = argument
+        self.value = value
+        self.rule = rule
+        super().__init__(f"{argument} must be {rule}, got {value!r}")
+
+
+class UnknownScheme(InvalidArgument):
+    """:meth:`Throttle.from_url` got a URL whose scheme no backend serves."""
+
+    def __init__(self, url: str, supported: tuple[str, ...]) -> None:
+        scheme = url.partition("://")[0] if "://" in url else url
+        super().__init__(
+            "url", url, "a URL with one of the schemes " + ", ".join(f"{s}://" for s in supported)
+        )
+        self.scheme = scheme
+        self.supported = supported
+
+
+class LeaseConflict(ThrottleError, ValueError):
+    """The token already holds (or waits for) a slot on this number.
+
+    Tokens identify leases: two live leases on one number must never share a token, or one of
+    them would not be counted against the cap. Pass a unique token per call (the call ID), or
+    let :meth:`Throttle.acquire` generate one.
+    """
+
+    def __init__(self, number: str, token: str, detail: str) -> None:
+        self.number = number
+        self.token = token
+        super().__init__(f"token {token!r} {detail} on number {number!r}")
+
+
+class AcquireTimeout(ThrottleError, TimeoutError):
+    """No slot on the number became free within the timeout.
+
+    With ``timeout=0`` this means the number was full (or had callers queued ahead) at the
+    moment of asking. Nothing is left behind: the caller is no longer queued.
+    """
+
+    def __init__(self, number: str, timeout: float | None) -> None:
+        self.number = number
+        self.timeout = timeout
+        if timeout == 0:
+            message = f"no free slot on number {number!r} (try-once acquire, timeout=0)"
+        else:
+            message = f"no free slot on number {number!r} within {timeout} s"
+        super().__init__(message)
+
+
+class BackendUnavailable(ThrottleError):
+    """The backend could not be reached or did not answer in time.
+
+    The driver's own exception is chained as ``__cause__``. After this error the outcome of the
+    operation is unknown to the caller; callthrottle gives back any slot it may have been granted.
+    """
+
+
+class UnsupportedEventLoop(ThrottleError, RuntimeError):
+    """The backend cannot run on the event loop in use (e.g. Redis under trio)."""

@@ -1,0 +1,90 @@
+"""The values callthrottle hands out: leases and usage snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ("Lease", "Usage")
+
+
+class Lease:
+    """A slot held on a caller-ID number, identified by ``(number, token)``.
+
+    :meth:`Throttle.acquire` returns one; the throttle that took it renews it in the background
+    until it is released. ``Lease(number=..., token=...)`` built anywhere (say, in a hang-up
+    handler in another process) names the same slot and can be passed to
+    :meth:`Throttle.release`. Two leases are equal when number and token are equal.
+
+    :ivar number: the caller-ID number the slot is on
+    :ivar token: the lease's token (the call ID when the dialer passed one)
+    :ivar owner: ``owner_id`` of the throttle that took the lease, or None for a bare handle
+    """
+
+    __slots__ = ("_lost", "_lost_reason", "_released", "number", "owner", "token")
+
+    def __init__(self, number: str, token: str, owner: str | None = None) -> None:
+        self.number = number
+        self.token = token
+        self.owner = owner
+        self._lost = False
+        self._lost_reason: str | None = None
+        self._released = False
+
+    @property
+    def lost(self) -> bool:
+        """True once the throttle found the lease gone although nobody released it.
+
+        That happens when renewal failed for longer than the lease TTL (a stalled process, a
+        long backend outage) or when ``max_hold`` ran out. The call may still be up, but the slot
+        is no longer counted: the number may now carry one call more than its cap.
+        """
+        return self._lost
+
+    @property
+    def lost_reason(self) -> str | None:
+        """Why the lease was lost (``"expired"`` or ``"max_hold"``), or None."""
+        return self._lost_reason
+
+    @property
+    def released(self) -> bool:
+        """True once the lease was released, by this throttle or by anyone else."""
+        return self._released
+
+    def _mark_lost(self, reason: str) -> None:
+        self._lost = True
+        self._lost_reason = reason
+
+    def _mark_released(self) -> None:
+        self._released = True
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Lease):
+            return NotImplemented
+        return self.number == other.number and self.token == other.token
+
+    def __hash__(self) -> int:
+        return hash((self.number, self.token))
+
+    def __repr__(self) -> str:
+        state = "lost" if self._lost else "released" if self._released else "held"
+        owner = f", owner={self.owner!r}" if self.owner is not None else ""
+        return f"Lease(number={self.number!r}, token={self.token!r}{owner}) <{state}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A snapshot of one number's slots, as the backend saw them at one instant.
+
+    :ivar in_use: live leases on the number (expired ones are not counted)
+    :ivar limit: the cap the asking throttle applies to the number
+    :ivar waiting: callers queued for a slot on the number, across every process
+    """
+
+    in_use: int
+    limit: int
+    waiting: int
+
+    @property
+    def free(self) -> int:
+        """Slots that could be taken now (never negative, even when a cap was lowered)."""
+        return max(self.limit - self.in_use, 0)

@@ -1,0 +1,575 @@
+"""The Throttle: policy on top of a backend's atomic primitives."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+
+from ._errors import AcquireTimeout, InvalidArgument, LeaseConflict, ThrottleError
+from ._models import Lease, Usage
+from ._url import backend_from_url
+from ._validate import (
+    check_limit,
+    check_max_hold,
+    check_number,
+    check_owner,
+    check_timeout,
+    check_token,
+    check_ttl,
+)
+from .backends import AcquireResult, Backend, Outcome, RenewState
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup
+
+__all__ = ("Throttle",)
+
+logger = logging.getLogger("callthrottle")
+
+#: How long cleanup (giving back a slot, releasing at close) may take before it is left to
+#: lease expiry.
+_CLEANUP_TIMEOUT = 5.0
+
+
+def _default_owner_id() -> str:
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-._") or "host"
+    return f"{host}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def _new_token() -> str:
+    return os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class _Held:
+    lease: Lease
+    renewed_at: float  # local monotonic time just before the last successful acquire/renew
+    deadline: float  # local monotonic time max_hold runs out (inf: none)
+
+
+class _Waiter:
+    __slots__ = ("event", "granted", "queued")
+
+    def __init__(self) -> None:
+        self.granted = False
+        self.queued = False
+        self.event: anyio.Event | None = None
+
+    def is_granted(self) -> bool:
+        return self.granted
+
+    def wake(self, granted: bool) -> None:
+        self.granted = self.granted or granted
+        if self.event is not None:
+            self.event.set()
+
+
+class Throttle:
+    """Caps concurrent outbound calls per caller-ID number, across processes and hosts.
+
+    Ask for a slot before placing a call, hold it for the call's life, give it back when the call
+    ends::
+
+        async with Throttle.from_url("redis://localhost:6379/0") as throttle:
+            async with throttle.slot("+8657188880001", timeout=5.0) as lease:
+                ...  # place and hold the call
+
+    Every slot is a *lease*: it expires ``lease_ttl`` seconds after it was taken or last renewed,
+    by the backend's clock. The throttle renews all the leases it took in one batched heartbeat
+    every ``lease_ttl / 3`` seconds until they are released (from any process), so a long call
+    keeps its slot and a crashed process gives its slots back within ``lease_ttl``.
+
+    Callers that find a number full wait in one first-come-first-served line shared by every
+    process, and are woken by notification when a slot frees up.
+
+    The throttle must be entered (``async with``) before use; leaving it gives back the leases
+    it still holds.
+
+    :param backend: where slot state lives (see :meth:`from_url`)
+    :param default_limit: the cap of a number when :meth:`acquire` is given no ``limit``
+    :param lease_ttl: seconds a lease lives without renewal; a crashed holder's slot is free
+        again at most this long after the crash
+    :param max_hold: if set, no lease lives longer than this many seconds, renewed or not: a
+        release lost by a buggy hang-up handler cannot hold a slot forever
+    :param owner_id: identifies this throttle's leases (for :meth:`release_owner`); defaults to
+        ``host:pid:random``
+    :param renew_interval: seconds between heartbeats; defaults to ``lease_ttl / 3``
+    :param close_backend: close the backend when the throttle closes (``from_url`` sets it)
+    """
+
+    __slots__ = (
+        "_backend",
+        "_close_backend",
+        "_default_limit",
+        "_held",
+        "_lease_ttl",
+        "_max_hold",
+        "_owner_id",
+        "_renew_interval",
+        "_stack",
+        "_task_group",
+        "_waiting",
+    )
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        default_limit: int = 20,
+        lease_ttl: float = 30.0,
+        max_hold: float | None = None,
+        owner_id: str | None = None,
+        renew_interval: float | None = None,
+        close_backend: bool = False,
+    ) -> None:
+        self._default_limit = check_limit(default_limit, "default_limit")
+        self._lease_ttl = check_ttl(lease_ttl)
+        self._max_hold = check_max_hold(max_hold)
+        self._owner_id = _default_owner_id() if owner_id is None else check_owner(owner_id)
+        if renew_interval is None:
+            self._renew_interval = self._lease_ttl / 3
+        else:
+            self._renew_interval = check_ttl(renew_interval, "renew_interval")
+            if self._renew_interval >= self._lease_ttl:
+                raise InvalidArgument(
+                    "renew_interval", renew_interval, f"shorter than lease_ttl ({lease_ttl})"
+                )
+        self._backend = backend
+        self._close_backend = close_backend
+        self._held: dict[tuple[str, str], _Held] = {}
+        self._waiting: dict[tuple[str, str], _Waiter] = {}
+        self._stack: AsyncExitStack | None = None
+        self._task_group: TaskGroup | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        default_limit: int = 20,
+        lease_ttl: float = 30.0,
+        max_hold: float | None = None,
+        owner_id: str | None = None,
+        renew_interval: float | None = None,
+        **options: Any,
+    ) -> Throttle:
+        """A throttle on the backend the URL names.
+
+        - ``memory://``: the embedded backend, pure Python, one process
+        - ``redis://host:port/db``, ``rediss://...`` (TLS), ``unix:///path/to/socket``: Redis
+
+        Redis options (``key_prefix``, and anything ``redis.asyncio.from_url`` takes, such as
+        ``socket_timeout``) go in ``options``. Everything is validated before any connection is
+        made. See :class:`Throttle` for the other parameters.
+
+        :raises UnknownScheme: for any other URL
+        """
+        check_limit(default_limit, "default_limit")
+        check_ttl(lease_ttl)
+        check_max_hold(max_hold)
+        if owner_id is not None:
+            check_owner(owner_id)
+        backend = backend_from_url(url, options)
+        return cls(
+            backend,
+            default_limit=default_limit,
+            lease_ttl=lease_ttl,
+            max_hold=max_hold,
+            owner_id=owner_id,
+            renew_interval=renew_interval,
+            close_backend=True,
+        )
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The backend this throttle uses."""
+        return self._backend
+
+    @property
+    def owner_id(self) -> str:
+        """Identifies this throttle's leases; pass it to :meth:`release_owner` after a crash."""
+        return self._owner_id
+
+    @property
+    def default_limit(self) -> int:
+        """The cap applied when :meth:`acquire` is given no ``limit``."""
+        return self._default_limit
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a lease lives without renewal."""
+        return self._lease_ttl
+
+    @property
+    def held(self) -> tuple[Lease, ...]:
+        """The leases this throttle holds and renews."""
+        return tuple(h.lease for h in self._held.values())
+
+    def __repr__(self) -> str:
+        state = "open" if self._task_group is not None else "closed"
+        return (
+            f"<Throttle owner={self._owner_id!r} {self._backend!r} "
+            f"holding {len(self._held)}, waiting {len(self._waiting)} ({state})>"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Throttle:
+        if self._stack is not None:
+            raise ThrottleError("this Throttle is already open; enter it only once")
+        await self._backend.open()
+        async with AsyncExitStack() as stack:
+            if self._close_backend:
+                stack.push_async_callback(self._backend.aclose)
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)
+            await task_group.start(self._listen)
+            task_group.start_soon(self._heartbeat)
+            self._stack = stack.pop_all()
+            self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            await self._release_all_held()
+        finally:
+            self._task_group = None
+            await stack.aclose()
+
+    async def _release_all_held(self) -> None:
+        held = list(self._held.values())
+        if not held:
+            return
+        logger.warning(
+            "closing throttle %s while it holds %d lease(s); giving them back",
+            self._owner_id,
+            len(held),
+            extra={"owner": self._owner_id},
+        )
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
+            for item in held:
+                try:
+                    await self.release(item.lease)
+                except ThrottleError as exc:
+                    logger.warning(
+                        "could not release %s at close (%s); it expires within %s s",
+                        item.lease,
+                        exc,
+                        self._lease_ttl,
+                        extra=self._log_extra(item.lease),
+                    )
+        self._held.clear()
+
+    def _check_open(self) -> None:
+        if self._task_group is None:
+            raise ThrottleError(
+                "this Throttle is not open: use it as `async with Throttle.from_url(...) as t:`"
+            )
+
+    def _log_extra(self, lease: Lease) -> dict[str, str]:
+        return {"number": lease.number, "token": lease.token, "owner": self._owner_id}
+
+    # -- acquiring -----------------------------------------------------------------------------
+
+    async def acquire(
+        self,
+        number: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        limit: int | None = None,
+    ) -> Lease:
+        """Take a slot on ``number``, waiting in line for at most ``timeout`` seconds.
+
+        The lease is renewed in the background until :meth:`release` is called with it (or with
+        ``Lease(number, token)``, from any process).
+
+        :param number: the caller-ID number
+        :param token: identifies the lease; pass the call ID so that a hang-up handler elsewhere
+            can release it. Defaults to a fresh random id.
+        :param timeout: seconds to wait; ``None`` waits forever; ``0`` tries once without
+            queueing
+        :param limit: the number's cap; defaults to ``default_limit``
+        :raises AcquireTimeout: if no slot came within ``timeout`` (nothing is left queued)
+        :raises LeaseConflict: if ``token`` already holds or waits for a slot on ``number``
+        :raises InvalidArgument: on bad input, before anything is written
+        :raises BackendUnavailable: if the backend failed (any slot it granted is given back)
+        """
+        number = check_number(number)
+        token = _new_token() if token is None else check_token(token)
+        wait = check_timeout(timeout)
+        cap = self._default_limit if limit is None else check_limit(limit)
+        self._check_open()
+        key = (number, token)
+        if key in self._held or key in self._waiting:
+            raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
+        waiter = self._waiting[key] = _Waiter()
+        try:
+            if wait == 0:
+                granted = await self._try_once(number, token, cap)
+            else:
+                granted = False
+                with anyio.move_on_after(math.inf if wait is None else wait):
+                    granted = await self._wait_in_line(number, token, cap, waiter)
+                if not granted:
+                    await self._abandon(number, token)
+        except LeaseConflict:
+            del self._waiting[key]  # nothing was written
+            raise
+        except BaseException:
+            del self._waiting[key]
+            await self._abandon(number, token)
+            raise
+        del self._waiting[key]
+        if not granted:
+            raise AcquireTimeout(number, wait)
+        lease = Lease(number, token, self._owner_id)
+        now = anyio.current_time()
+        deadline = math.inf if self._max_hold is None else now + self._max_hold
+        self._held[key] = _Held(lease, now, deadline)
+        return lease
+
+    def _request(
+        self, number: str, token: str, limit: int, enqueue: bool
+    ) -> Awaitable[AcquireResult]:
+        return self._backend.acquire(
+            number, token, self._owner_id, limit, self._lease_ttl, self._max_hold, enqueue
+        )
+
+    async def _try_once(self, number: str, token: str, limit: int) -> bool:
+        result = await self._request(number, token, limit, False)
+        if result.outcome is Outcome.CONFLICT:
+            raise LeaseConflict(number, token, "already holds or waits for a slot of another owner")
+        return bool(result.outcome is Outcome.GRANTED)
+
+    async def _wait_in_line(self, number: str, token: str, limit: int, waiter: _Waiter) -> bool:
+        while True:
+            result = await self._request(number, token, limit, True)
+            if result.outcome is Outcome.GRANTED:
+                return True
+            if result.outcome is Outcome.CONFLICT:
+                raise LeaseConflict(
+                    number, token, "already holds or waits for a slot of another owner"
+                )
+            waiter.queued = True
+            if waiter.is_granted():
+                return True
+            # Sleep until notified, or until the earliest lease could expire (a crashed holder's
+            # slot frees without any release); then ask again, which also settles expiries.
+            waiter.event = anyio.Event()
+            delay = math.inf if result.retry_in is None else result.retry_in + 0.001
+            with anyio.move_on_after(delay):
+                await waiter.event.wait()
+            if waiter.is_granted():
+                return True
+
+    async def _abandon(self, number: str, token: str) -> None:
+        """Leave the line and give back any slot granted meanwhile; never raises."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT) as scope:
+            try:
+                await self._backend.abandon(number, token, self._owner_id)
+            except ThrottleError as exc:
+                logger.warning(
+                    "could not withdraw request %s on %s (%s); it lapses within %s s",
+                    token,
+                    number,
+                    exc,
+                    self._lease_ttl,
+                    extra={"number": number, "token": token, "owner": self._owner_id},
+                )
+        if scope.cancelled_caught:
+            logger.warning(
+                "withdrawing request %s on %s timed out; it lapses within %s s",
+                token,
+                number,
+                self._lease_ttl,
+                extra={"number": number, "token": token, "owner": self._owner_id},
+            )
+
+    @asynccontextmanager
+    async def slot(
+        self,
+        number: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Lease]:
+        """Hold a slot on ``number`` for the ``async with`` block; see :meth:`acquire`.
+
+        The slot is given back when the block ends, by return, exception or cancellation. If
+        the backend cannot be reached then, the failure is logged (not raised over the block's
+        own outcome) and the lease expires within ``lease_ttl``.
+        """
+        lease = await self.acquire(number, token=token, timeout=timeout, limit=limit)
+        try:
+            yield lease
+        finally:
+            try:
+                await self.release(lease)
+            except ThrottleError as exc:
+                logger.warning(
+                    "could not release %s (%s); it expires within %s s",
+                    lease,
+                    exc,
+                    self._lease_ttl,
+                    extra=self._log_extra(lease),
+                )
+
+    # -- releasing -----------------------------------------------------------------------------
+
+    async def release(self, lease: Lease) -> bool:
+        """Give the slot back; idempotent, shielded from cancellation.
+
+        Works for any lease, also one taken by another process: ``Lease(number, token)`` is
+        enough.
+
+        :return: True if a live lease was released; False if there was none (already released,
+            expired, or never taken)
+        :raises BackendUnavailable: if the backend failed; the lease is then no longer renewed
+            and expires within ``lease_ttl`` unless a retried release succeeds first
+        """
+        if not isinstance(cast("object", lease), Lease):
+            raise InvalidArgument("lease", lease, "a Lease")
+        number, token = check_number(lease.number), check_token(lease.token)
+        self._check_open()
+        key = (number, token)
+        with anyio.CancelScope(shield=True):
+            try:
+                released = await self._backend.release(number, token, self._owner_id)
+            finally:
+                held = self._held.pop(key, None)
+        if held is not None:
+            held.lease._mark_released()
+        if released:
+            lease._mark_released()
+        return released
+
+    async def release_owner(self, owner_id: str) -> int:
+        """Free every lease and place in line of the throttle ``owner_id`` (e.g. a dead process).
+
+        :return: how many leases and places in line were removed
+        """
+        owner = check_owner(owner_id)
+        self._check_open()
+        with anyio.CancelScope(shield=True):
+            removed = await self._backend.release_owner(owner)
+        if owner == self._owner_id:
+            for held in self._held.values():
+                held.lease._mark_released()
+            self._held.clear()
+        logger.info(
+            "released %d lease(s) and places in line of owner %s",
+            removed,
+            owner,
+            extra={"owner": owner},
+        )
+        return removed
+
+    # -- observing -----------------------------------------------------------------------------
+
+    async def usage(self, number: str, *, limit: int | None = None) -> Usage:
+        """A snapshot of the number's live leases and waiters, across every process."""
+        number = check_number(number)
+        cap = self._default_limit if limit is None else check_limit(limit)
+        self._check_open()
+        return await self._backend.usage(number, cap)
+
+    # -- background work -----------------------------------------------------------------------
+
+    async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        await self._backend.listen(self._owner_id, self._on_event, task_status=task_status)
+
+    def _on_event(self, kind: str, number: str, token: str) -> None:
+        key = (number, token)
+        if kind == "granted":
+            waiter = self._waiting.get(key)
+            if waiter is not None:
+                waiter.wake(granted=True)
+        elif kind == "released":
+            held = self._held.pop(key, None)
+            if held is not None:
+                held.lease._mark_released()
+                logger.debug(
+                    "%s was released by another process",
+                    held.lease,
+                    extra=self._log_extra(held.lease),
+                )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self._renew_interval)
+            try:
+                await self._renew_all()
+            except ThrottleError as exc:
+                logger.warning(
+                    "lease renewal failed (%s); %d lease(s) expire within %s s unless it recovers",
+                    exc,
+                    len(self._held),
+                    self._lease_ttl,
+                    extra={"owner": self._owner_id},
+                )
+
+    async def _renew_all(self) -> None:
+        keys = list(self._held)
+        keys += [key for key, waiter in self._waiting.items() if waiter.queued]
+        if not keys:
+            return
+        sent_at = anyio.current_time()
+        states = await self._backend.renew(self._owner_id, keys)
+        now = anyio.current_time()
+        for key, state in zip(keys, states, strict=True):
+            held = self._held.get(key)
+            if held is not None:
+                if state is RenewState.HELD:
+                    held.renewed_at = sent_at
+                elif state is RenewState.GONE:
+                    self._forget(key, held, now)
+                continue
+            waiter = self._waiting.get(key)
+            if waiter is not None and state is not RenewState.QUEUED:
+                # Granted (its notice was lost) or its place lapsed: either way, ask again.
+                waiter.wake(granted=state is RenewState.HELD)
+
+    def _forget(self, key: tuple[str, str], held: _Held, now: float) -> None:
+        """The backend no longer has a lease this throttle holds: tell released from lost."""
+        del self._held[key]
+        lease = held.lease
+        if now >= held.deadline:
+            lease._mark_lost("max_hold")
+            logger.warning(
+                "%s reached max_hold and was dropped; the call may still be up",
+                lease,
+                extra=self._log_extra(lease),
+            )
+        elif now - held.renewed_at >= self._lease_ttl:
+            lease._mark_lost("expired")
+            logger.warning(
+                "%s expired before it could be renewed (stalled process or backend outage); "
+                "the number may carry one call over its cap",
+                lease,
+                extra=self._log_extra(lease),
+            )
+        else:
+            # Removed while it was still live: released by another process or an operator.
+            lease._mark_released()

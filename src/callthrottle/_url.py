@@ -1,0 +1,37 @@
+"""URL scheme -> backend factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import InvalidArgument, UnknownScheme
+from .backends import Backend, MemoryBackend, RedisBackend
+
+__all__ = ("SCHEMES", "backend_from_url")
+
+
+def _memory(url: str, options: dict[str, Any]) -> Backend:
+    if options:
+        raise InvalidArgument(
+            "options", sorted(options), "empty for memory:// (they are Redis client options)"
+        )
+    return MemoryBackend()
+
+
+def _redis(url: str, options: dict[str, Any]) -> Backend:
+    return RedisBackend.from_url(url, **options)
+
+
+#: Supported schemes and the factory that builds their backend.
+SCHEMES = {"memory": _memory, "redis": _redis, "rediss": _redis, "unix": _redis}
+
+
+def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
+    """Build the backend a URL names: ``memory://``, ``redis://``, ``rediss://``, ``unix://``."""
+    if not isinstance(url, str):
+        raise InvalidArgument("url", url, "a str such as 'memory://' or 'redis://host:6379/0'")
+    scheme, sep, _ = url.partition("://")
+    factory = SCHEMES.get(scheme.lower()) if sep else None
+    if factory is None:
+        raise UnknownScheme(url, tuple(SCHEMES))
+    return factory(url, options)

@@ -1,0 +1,19 @@
+"""Backends: where slot state lives. ``MemoryBackend`` (embedded) and ``RedisBackend``."""
+
+from ._base import AcquireResult as AcquireResult
+from ._base import Backend as Backend
+from ._base import EventListener as EventListener
+from ._base import Outcome as Outcome
+from ._base import RenewState as RenewState
+from .memory import MemoryBackend as MemoryBackend
+from .redis import RedisBackend as RedisBackend
+
+__all__ = (
+    "AcquireResult",
+    "Backend",
+    "EventListener",
+    "MemoryBackend",
+    "Outcome",
+    "RedisBackend",
+    "RenewState",
+)

@@ -1,0 +1,138 @@
+"""The contract every backend fulfils.
+
+A backend owns the shared state of every number: who holds a slot (with a lease that expires
+by the *backend's* clock), who waits in line, and how a waiter learns that its turn came. It
+offers atomic primitives; :class:`~callthrottle.Throttle` decides policy on top of them
+(validation, timeouts, cancellation, renewal, logging). Arguments reach a backend already
+validated.
+
+The conformance suite in ``tests/conformance`` is the executable form of this contract.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
+    from .._models import Usage
+
+__all__ = ("AcquireResult", "Backend", "EventListener", "Outcome", "RenewState")
+
+#: Called by a backend from its listener when something happens to a lease of the owner:
+#: ``listener(kind, number, token)`` with kind ``"granted"`` (a queued request was handed a
+#: slot) or ``"released"`` (another process released the owner's lease). Must not block.
+EventListener = Callable[[str, str, str], None]
+
+
+class Outcome(enum.IntEnum):
+    """What :meth:`Backend.acquire` did."""
+
+    GRANTED = 1  #: the token now holds a slot (or already held it, for the same owner)
+    QUEUED = 0  #: the token waits in the number's FIFO line
+    REFUSED = 2  #: no slot and ``enqueue`` was false: nothing was written
+    CONFLICT = -1  #: the token holds or waits on the number for another owner
+
+
+class RenewState(enum.IntEnum):
+    """The state of one token after :meth:`Backend.renew`."""
+
+    HELD = 1  #: holds a slot; its lease was extended
+    QUEUED = 0  #: waits in line; its place was kept alive
+    GONE = -1  #: neither: expired, released or reclaimed
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireResult:
+    """:ivar outcome: see :class:`Outcome`
+    :ivar retry_in: when not granted, seconds until the number's earliest lease expires by the
+        backend's clock (a slot may free then without any release), or None if none is held
+    """
+
+    outcome: Outcome
+    retry_in: float | None = None
+
+
+class Backend(Protocol):
+    """Shared slot state for many throttles (processes, hosts)."""
+
+    async def open(self) -> None:
+        """Prepare for use on the running event loop; idempotent.
+
+        :raises UnsupportedEventLoop: if the backend cannot run on this event loop
+        :raises BackendUnavailable: if the backend cannot be reached
+        """
+
+    async def listen(
+        self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
+    ) -> None:
+        """Deliver the owner's lease events to ``listener`` until cancelled.
+
+        Calls ``task_status.started()`` once events can no longer be missed. Delivery is best
+        effort: the throttle also learns of grants from :meth:`renew` and by retrying
+        :meth:`acquire`, so a lost event delays a waiter but never strands it.
+        """
+
+    async def acquire(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        enqueue: bool,
+    ) -> AcquireResult:
+        """Take a slot for ``token``, or queue it, atomically (one round trip on Redis).
+
+        Expired leases and waiters are dropped first, and waiters whose turn came are granted.
+        A slot is granted only when fewer than ``limit`` leases are live *and* nobody waits
+        ahead (first come, first served). Otherwise the token is queued when ``enqueue`` is
+        true, or nothing is written. Calling again with a token that holds or waits for the
+        same owner reports its state (and refreshes its place in line): a retry after an
+        ambiguous failure is safe.
+        """
+        ...
+
+    async def release(self, number: str, token: str, releaser: str) -> bool:
+        """Give the token's slot back and hand it to the next waiter, atomically.
+
+        Any process may release any lease; if ``releaser`` is not the lease's owner, the owner
+        is told (``"released"``). One round trip on Redis.
+
+        :return: True if a live lease was released, False if there was none (unknown,
+            already released or expired)
+        """
+        ...
+
+    async def abandon(self, number: str, token: str, owner: str) -> None:
+        """Drop the owner's token from the line and give back any slot it was granted, atomically.
+
+        Used when an acquire is cancelled, times out or fails with an unknown outcome.
+        """
+
+    async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
+        """Extend the leases and keep alive the places in line of ``(number, token)`` items.
+
+        A lease is extended by the TTL it was taken with, never past its ``max_hold``. All items
+        go in one batch (one round trip on a single Redis server).
+        """
+        ...
+
+    async def usage(self, number: str, limit: int) -> Usage:
+        """Live leases and waiters on the number (read only)."""
+        ...
+
+    async def release_owner(self, owner: str) -> int:
+        """Release every lease of ``owner`` and drop its places in line, on every number.
+
+        :return: how many leases and places in line were removed
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Leases stay on the server until they expire."""

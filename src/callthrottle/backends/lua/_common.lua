@@ -1,0 +1,95 @@
+-- Shared by every script (prepended when the scripts are loaded).
+--
+-- One number's state lives in four keys that share a hash tag, so every script touches one
+-- Cluster slot:
+--   KEYS[1] H  sorted set  token -> lease expiry (ms, server clock)
+--   KEYS[2] Q  sorted set  token -> place in line (FIFO sequence)
+--   KEYS[3] W  sorted set  token -> when the waiter's place lapses (ms, server clock)
+--   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit"
+-- hold_ms is max_hold for a waiter and the absolute deadline for a holder (0: none).
+-- Events go to the owner's channel: "g\t<number>\t<token>" granted, "r\t..." released.
+local H, Q, W, M = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function parse_meta(raw)
+  local owner, ttl, hold, limit = string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)$')
+  return owner, tonumber(ttl), tonumber(hold), tonumber(limit)
+end
+
+local function meta(owner, ttl, hold, limit)
+  return owner .. '\t' .. ttl .. '\t' .. hold .. '\t' .. limit
+end
+
+-- Apply a variadic command to a list in chunks (Lua's unpack has a stack limit).
+local function each_chunk(cmd, key, list)
+  for i = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+
+-- Drop expired leases and lapsed waiters.
+local function purge(now)
+  local dead = redis.call('ZRANGEBYSCORE', H, '-inf', now)
+  if #dead > 0 then
+    redis.call('ZREMRANGEBYSCORE', H, '-inf', now)
+    each_chunk('HDEL', M, dead)
+  end
+  local gone = redis.call('ZRANGEBYSCORE', W, '-inf', now)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', W, '-inf', now)
+    each_chunk('ZREM', Q, gone)
+    each_chunk('HDEL', M, gone)
+  end
+end
+
+-- Grant slots to waiters, first come first served, while the head's limit allows.
+local function promote(now, number, channels)
+  while true do
+    local head = redis.call('ZRANGE', Q, 0, 0)
+    if #head == 0 then return end
+    local token = head[1]
+    local owner, ttl, hold, limit = parse_meta(redis.call('HGET', M, token))
+    if redis.call('ZCARD', H) >= limit then return end
+    local deadline = 0
+    local expires = now + ttl
+    if hold > 0 then
+      deadline = now + hold
+      if deadline < expires then expires = deadline end
+    end
+    redis.call('ZREM', Q, token)
+    redis.call('ZREM', W, token)
+    redis.call('ZADD', H, expires, token)
+    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit))
+    redis.call('PUBLISH', channels .. owner, 'g\t' .. number .. '\t' .. token)
+  end
+end
+
+-- Keep the keys exactly as long as the latest lease or place in line they hold, so an idle
+-- number leaves nothing behind.
+local function touch(now)
+  local last = 0
+  local h = redis.call('ZRANGE', H, -1, -1, 'WITHSCORES')
+  if #h > 0 then last = tonumber(h[2]) end
+  local w = redis.call('ZRANGE', W, -1, -1, 'WITHSCORES')
+  if #w > 0 and tonumber(w[2]) > last then last = tonumber(w[2]) end
+  if last == 0 then
+    redis.call('DEL', H, Q, W, M)
+    return
+  end
+  local ms = last - now + 1000
+  redis.call('PEXPIRE', H, ms)
+  redis.call('PEXPIRE', Q, ms)
+  redis.call('PEXPIRE', W, ms)
+  redis.call('PEXPIRE', M, ms)
+end
+
+-- Milliseconds until the earliest lease expires, or -1 when none is held.
+local function retry_in(now)
+  local h = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES')
+  if #h == 0 then return -1 end
+  return math.max(tonumber(h[2]) - now, 0)
+end

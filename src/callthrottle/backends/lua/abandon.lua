@@ -1,0 +1,18 @@
+-- Drop an owner's token from the line and give back any slot it was granted (one round trip).
+-- KEYS: H Q W M (see _common.lua)
+-- ARGV[1] token, ARGV[2] owner, ARGV[3] number, ARGV[4] channel prefix
+-- Returns 1 if the token held a slot, 0 otherwise.
+local token = ARGV[1]
+local now = now_ms()
+local held = 0
+local raw = redis.call('HGET', M, token)
+if raw and parse_meta(raw) == ARGV[2] then
+  held = redis.call('ZREM', H, token)
+  redis.call('ZREM', Q, token)
+  redis.call('ZREM', W, token)
+  redis.call('HDEL', M, token)
+end
+purge(now)
+promote(now, ARGV[3], ARGV[4])
+touch(now)
+return held

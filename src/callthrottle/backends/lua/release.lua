@@ -1,0 +1,18 @@
+-- Give a slot back and hand it to the next waiter (one round trip).
+-- KEYS: H Q W M (see _common.lua)
+-- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix
+-- Returns 1 if a live lease was released, 0 if there was none.
+local token = ARGV[1]
+local now = now_ms()
+purge(now)
+local removed = redis.call('ZREM', H, token)
+if removed == 1 then
+  local owner = parse_meta(redis.call('HGET', M, token))
+  redis.call('HDEL', M, token)
+  if owner ~= ARGV[2] then
+    redis.call('PUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
+  end
+end
+promote(now, ARGV[3], ARGV[4])
+touch(now)
+return removed

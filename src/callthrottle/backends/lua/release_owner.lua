@@ -1,0 +1,21 @@
+-- Remove every lease and place in line of one owner on one number.
+-- KEYS: H Q W M (see _common.lua)
+-- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix
+-- Returns how many entries were removed.
+local now = now_ms()
+purge(now)
+local removed = 0
+local all = redis.call('HGETALL', M)
+for i = 1, #all, 2 do
+  local token = all[i]
+  if parse_meta(all[i + 1]) == ARGV[1] then
+    redis.call('ZREM', H, token)
+    redis.call('ZREM', Q, token)
+    redis.call('ZREM', W, token)
+    redis.call('HDEL', M, token)
+    removed = removed + 1
+  end
+end
+promote(now, ARGV[2], ARGV[3])
+touch(now)
+return removed

@@ -1,0 +1,31 @@
+-- Extend an owner's leases and keep its places in line alive, on one number.
+-- KEYS: H Q W M (see _common.lua)
+-- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix, ARGV[4..] tokens
+-- Returns one state per token: 1 held (extended), 0 queued (kept), -1 gone.
+local owner = ARGV[1]
+local now = now_ms()
+purge(now)
+promote(now, ARGV[2], ARGV[3])
+local states = {}
+for i = 4, #ARGV do
+  local token = ARGV[i]
+  local state = -1
+  local raw = redis.call('HGET', M, token)
+  if raw then
+    local who, ttl, hold = parse_meta(raw)
+    if who == owner then
+      if redis.call('ZSCORE', H, token) then
+        local expires = now + ttl
+        if hold > 0 and hold < expires then expires = hold end
+        redis.call('ZADD', H, 'XX', expires, token)
+        state = 1
+      else
+        redis.call('ZADD', W, 'XX', now + ttl, token)
+        state = 0
+      end
+    end
+  end
+  states[#states + 1] = state
+end
+touch(now)
+return states

@@ -1,0 +1,228 @@
+"""The embedded backend: pure Python, one process, same semantics as Redis."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from .._models import Usage
+from ._base import AcquireResult, EventListener, Outcome, RenewState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from anyio.abc import TaskStatus
+
+__all__ = ("MemoryBackend",)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A holder or a waiter of one number."""
+
+    owner: str
+    ttl: float
+    limit: int
+    max_hold: float | None
+    expires: float  # holder: lease expiry; waiter: when its place in line lapses
+    deadline: float = math.inf  # holder only: now + max_hold at grant time
+
+
+@dataclass(slots=True)
+class _NumberState:
+    holders: dict[str, _Entry] = field(default_factory=dict)
+    queue: dict[str, _Entry] = field(default_factory=dict)  # insertion order is FIFO order
+
+
+class MemoryBackend:
+    """Slots kept in this process's memory: the embedded default (``memory://``).
+
+    Several :class:`~callthrottle.Throttle` objects may share one instance, standing in for
+    several dialer processes; the state is lost when the process exits. Time comes from
+    ``clock`` (seconds, monotonic), which tests may replace.
+    """
+
+    __slots__ = ("_clock", "_listeners", "_numbers")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._numbers: dict[str, _NumberState] = {}
+        self._listeners: dict[str, EventListener] = {}
+
+    def __repr__(self) -> str:
+        holders = sum(len(s.holders) for s in self._numbers.values())
+        waiting = sum(len(s.queue) for s in self._numbers.values())
+        return f"<MemoryBackend {len(self._numbers)} numbers, {holders} leases, {waiting} waiting>"
+
+    async def open(self) -> None:
+        await checkpoint()
+
+    async def listen(
+        self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
+    ) -> None:
+        self._listeners[owner] = listener
+        try:
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            if self._listeners.get(owner) is listener:
+                del self._listeners[owner]
+
+    # -- state helpers (synchronous: atomic within the event loop) --------------------------
+
+    def _settle(self, number: str, now: float) -> _NumberState:
+        """Drop expired holders and waiters, then grant waiters whose turn came."""
+        state = self._numbers.get(number)
+        if state is None:
+            state = self._numbers[number] = _NumberState()
+            return state
+        holders, queue = state.holders, state.queue
+        for token in [t for t, e in holders.items() if e.expires <= now]:
+            del holders[token]
+        for token in [t for t, e in queue.items() if e.expires <= now]:
+            del queue[token]
+        while queue:
+            token, entry = next(iter(queue.items()))
+            if len(holders) >= entry.limit:
+                break
+            del queue[token]
+            self._grant(state, number, token, entry, now)
+            self._notify(entry.owner, "granted", number, token)
+        return state
+
+    @staticmethod
+    def _grant(state: _NumberState, number: str, token: str, entry: _Entry, now: float) -> None:
+        entry.deadline = now + entry.max_hold if entry.max_hold is not None else math.inf
+        entry.expires = min(now + entry.ttl, entry.deadline)
+        state.holders[token] = entry
+
+    def _notify(self, owner: str, kind: str, number: str, token: str) -> None:
+        listener = self._listeners.get(owner)
+        if listener is not None:
+            listener(kind, number, token)
+
+    def _forget_if_idle(self, number: str, state: _NumberState) -> None:
+        if not state.holders and not state.queue:
+            self._numbers.pop(number, None)
+
+    @staticmethod
+    def _retry_in(state: _NumberState, now: float) -> float | None:
+        if not state.holders:
+            return None
+        return max(min(e.expires for e in state.holders.values()) - now, 0.0)
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def acquire(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        enqueue: bool,
+    ) -> AcquireResult:
+        await checkpoint()
+        now = self._clock()
+        state = self._settle(number, now)
+        current = state.holders.get(token)
+        if current is not None:
+            outcome = Outcome.GRANTED if current.owner == owner else Outcome.CONFLICT
+            return AcquireResult(outcome)
+        waiting = state.queue.get(token)
+        if waiting is not None:
+            if waiting.owner != owner:
+                return AcquireResult(Outcome.CONFLICT)
+            waiting.expires = now + waiting.ttl
+            return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
+        entry = _Entry(owner=owner, ttl=ttl, limit=limit, max_hold=max_hold, expires=now + ttl)
+        if not state.queue and len(state.holders) < limit:
+            self._grant(state, number, token, entry, now)
+            return AcquireResult(Outcome.GRANTED)
+        retry_in = self._retry_in(state, now)
+        if enqueue:
+            state.queue[token] = entry
+            return AcquireResult(Outcome.QUEUED, retry_in)
+        self._forget_if_idle(number, state)
+        return AcquireResult(Outcome.REFUSED, retry_in)
+
+    async def release(self, number: str, token: str, releaser: str) -> bool:
+        await checkpoint()
+        if number not in self._numbers:
+            return False
+        now = self._clock()
+        state = self._settle(number, now)
+        entry = state.holders.pop(token, None)
+        if entry is not None:
+            if entry.owner != releaser:
+                self._notify(entry.owner, "released", number, token)
+            self._settle(number, now)
+        self._forget_if_idle(number, state)
+        return entry is not None
+
+    async def abandon(self, number: str, token: str, owner: str) -> None:
+        await checkpoint()
+        state = self._numbers.get(number)
+        if state is None:
+            return
+        for entries in (state.queue, state.holders):
+            entry = entries.get(token)
+            if entry is not None and entry.owner == owner:
+                del entries[token]
+        self._settle(number, self._clock())
+        self._forget_if_idle(number, state)
+
+    async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
+        await checkpoint()
+        now = self._clock()
+        states: list[RenewState] = []
+        for number, token in items:
+            if number not in self._numbers:
+                states.append(RenewState.GONE)
+                continue
+            state = self._settle(number, now)
+            holder = state.holders.get(token)
+            waiter = state.queue.get(token)
+            if holder is not None and holder.owner == owner:
+                holder.expires = min(now + holder.ttl, holder.deadline)
+                states.append(RenewState.HELD)
+            elif waiter is not None and waiter.owner == owner:
+                waiter.expires = now + waiter.ttl
+                states.append(RenewState.QUEUED)
+            else:
+                states.append(RenewState.GONE)
+            self._forget_if_idle(number, state)
+        return states
+
+    async def usage(self, number: str, limit: int) -> Usage:
+        await checkpoint()
+        state = self._numbers.get(number)
+        if state is None:
+            return Usage(in_use=0, limit=limit, waiting=0)
+        now = self._clock()
+        in_use = sum(1 for e in state.holders.values() if e.expires > now)
+        waiting = sum(1 for e in state.queue.values() if e.expires > now)
+        return Usage(in_use=in_use, limit=limit, waiting=waiting)
+
+    async def release_owner(self, owner: str) -> int:
+        await checkpoint()
+        now = self._clock()
+        removed = 0
+        for number in list(self._numbers):
+            state = self._settle(number, now)
+            for entries in (state.holders, state.queue):
+                for token in [t for t, e in entries.items() if e.owner == owner]:
+                    del entries[token]
+                    removed += 1
+            self._settle(number, now)
+            self._forget_if_idle(number, state)
+        return removed
+
+    async def aclose(self) -> None:
+        await checkpoint()

@@ -1,0 +1,262 @@
+"""The Redis backend: slots shared by every process and host that reaches one Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from contextlib import contextmanager
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from .._errors import BackendUnavailable, UnsupportedEventLoop
+from .._models import Usage
+from ._base import AcquireResult, EventListener, Outcome, RenewState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from anyio.abc import TaskStatus
+
+__all__ = ("RedisBackend",)
+
+logger = logging.getLogger("callthrottle.redis")
+
+_SCRIPT_NAMES = ("acquire", "release", "abandon", "renew", "usage", "release_owner")
+_DEFAULT_OPTIONS: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+_KEY_CACHE_SIZE = 4096
+
+
+def _load_sources() -> dict[str, str]:
+    folder = resources.files(__package__).joinpath("lua")
+    common = folder.joinpath("_common.lua").read_text(encoding="utf-8")
+    return {
+        name: common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        for name in _SCRIPT_NAMES
+    }
+
+
+_SOURCES = _load_sources()
+
+
+@contextmanager
+def _map_errors(action: str) -> Iterator[None]:
+    """Translate the driver's errors into :class:`BackendUnavailable`, once, at the boundary."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise BackendUnavailable(f"Redis failed during {action}: {exc}") from exc
+
+
+def _ms(seconds: float) -> int:
+    return max(math.ceil(seconds * 1000), 1)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class RedisBackend:
+    """Slots in Redis (``redis://``, ``rediss://``, ``unix://``): shared across processes and hosts.
+
+    Every operation is one Lua script run by EVALSHA (reloaded transparently after
+    ``SCRIPT FLUSH``) on the keys of one number, which share a hash tag. Lease expiry is judged by
+    the server's clock (``TIME``). Waiters are woken through pub/sub on one channel per throttle.
+
+    redis-py's asyncio client runs on asyncio only: under trio :meth:`open` raises
+    :class:`~callthrottle.UnsupportedEventLoop`.
+
+    :param client: a ``redis.asyncio.Redis`` client (the backend does not close it), or use
+        :meth:`from_url`
+    :param key_prefix: prefix of every key and channel the backend uses
+    """
+
+    __slots__ = ("_channels", "_client", "_keys", "_owns_client", "_prefix", "_scripts")
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        key_prefix: str = "callthrottle:",
+        _owns_client: bool = False,
+    ) -> None:
+        self._client = client
+        self._owns_client = _owns_client
+        self._prefix = key_prefix
+        self._channels = f"{key_prefix}owner:"
+        self._scripts = {name: client.register_script(src) for name, src in _SOURCES.items()}
+        self._keys: dict[str, list[str]] = {}
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, key_prefix: str = "callthrottle:", **options: Any
+    ) -> RedisBackend:
+        """Connect lazily to the server at ``url``; ``options`` go to ``redis.asyncio.from_url``.
+
+        Socket timeouts default to 5 s, so a dead server surfaces as
+        :class:`~callthrottle.BackendUnavailable` instead of a hang.
+        """
+        client = aioredis.Redis.from_url(url, **{**_DEFAULT_OPTIONS, **options})
+        return cls(client, key_prefix=key_prefix, _owns_client=True)
+
+    def __repr__(self) -> str:
+        kwargs = self._client.connection_pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        return f"<RedisBackend {where} db={kwargs.get('db', 0)} prefix={self._prefix!r}>"
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The redis-py client in use."""
+        return self._client
+
+    def keys_for(self, number: str) -> list[str]:
+        """The keys that hold ``number``'s state (one hash tag, so one Cluster slot)."""
+        keys = self._keys.get(number)
+        if keys is None:
+            base = f"{self._prefix}{{{number}}}:"
+            keys = [base + "h", base + "q", base + "w", base + "m"]
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[number] = keys
+        return keys
+
+    async def open(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise UnsupportedEventLoop(
+                "the Redis backend needs asyncio: redis-py's async client does not run on trio "
+                "(use memory:// under trio, or run the dialer on asyncio)"
+            ) from None
+        with _map_errors("connect"):
+            await self._client.ping()
+
+    async def listen(
+        self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
+    ) -> None:
+        pubsub = self._client.pubsub()
+        channel = self._channels + owner
+        try:
+            with _map_errors("subscribe"):
+                await pubsub.subscribe(channel)
+                # Wait for the server's confirmation: from then on no event can be missed.
+                with anyio.fail_after(10.0):
+                    while True:
+                        reply = await pubsub.get_message(timeout=1.0)
+                        if reply is not None and reply["type"] == "subscribe":
+                            break
+            task_status.started()
+            failures = 0
+            while True:
+                try:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30.0)
+                except (RedisError, OSError) as exc:
+                    failures += 1
+                    delay = min(0.05 * 2**failures, 2.0)
+                    logger.warning(
+                        "event subscription lost (%s); retrying in %.2f s",
+                        exc,
+                        delay,
+                        extra={"owner": owner},
+                    )
+                    await anyio.sleep(delay)
+                    continue
+                failures = 0
+                if message is None or message["type"] != "message":
+                    continue
+                kind, number, token = message["data"].decode().split("\t")
+                listener("granted" if kind == "g" else "released", number, token)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def acquire(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        enqueue: bool,
+    ) -> AcquireResult:
+        args = (
+            token,
+            owner,
+            limit,
+            _ms(ttl),
+            0 if max_hold is None else _ms(max_hold),
+            1 if enqueue else 0,
+            number,
+            self._channels,
+        )
+        with _map_errors("acquire"):
+            outcome, retry_ms = await self._scripts["acquire"](self.keys_for(number), args)
+        return AcquireResult(Outcome(outcome), None if retry_ms < 0 else retry_ms / 1000)
+
+    async def release(self, number: str, token: str, releaser: str) -> bool:
+        args = (token, releaser, number, self._channels)
+        with _map_errors("release"):
+            return bool(await self._scripts["release"](self.keys_for(number), args))
+
+    async def abandon(self, number: str, token: str, owner: str) -> None:
+        args = (token, owner, number, self._channels)
+        with _map_errors("abandon"):
+            await self._scripts["abandon"](self.keys_for(number), args)
+
+    async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
+        by_number: dict[str, list[int]] = {}
+        for index, (number, _) in enumerate(items):
+            by_number.setdefault(number, []).append(index)
+        script = self._scripts["renew"]
+        states = [RenewState.GONE] * len(items)
+        with _map_errors("renew"):
+            for attempt in range(2):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for number, indexes in by_number.items():
+                        tokens = [items[i][1] for i in indexes]
+                        pipe.evalsha(
+                            script.sha,
+                            4,
+                            *self.keys_for(number),
+                            owner,
+                            number,
+                            self._channels,
+                            *tokens,
+                        )
+                    replies = await pipe.execute(raise_on_error=False)
+                if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
+                    script.sha = await self._client.script_load(script.script)
+                    continue
+                break
+            for indexes, reply in zip(by_number.values(), replies, strict=True):
+                if isinstance(reply, Exception):
+                    raise reply
+                for index, state in zip(indexes, reply, strict=True):
+                    states[index] = RenewState(state)
+        return states
+
+    async def usage(self, number: str, limit: int) -> Usage:
+        with _map_errors("usage"):
+            in_use, waiting = await self._scripts["usage"](self.keys_for(number), ())
+        return Usage(in_use=in_use, limit=limit, waiting=waiting)
+
+    async def release_owner(self, owner: str) -> int:
+        pattern = _glob_escape(self._prefix) + "{*}:m"
+        start = len(self._prefix) + 1
+        removed = 0
+        script = self._scripts["release_owner"]
+        with _map_errors("release_owner"):
+            async for raw in self._client.scan_iter(match=pattern, count=1000):
+                number = raw.decode()[start:-3]
+                removed += await script(self.keys_for(number), (owner, number, self._channels))
+        return removed
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            with _map_errors("close"):
+                await self._client.aclose()
