@@ -16,11 +16,14 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ("find_server_binary", "free_port", "redis_server")
 

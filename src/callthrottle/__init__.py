@@ -6,8 +6,6 @@ give it back when the call ends; every process and host sharing the backend sees
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._errors import AcquireTimeout as AcquireTimeout
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import InvalidArgument as InvalidArgument
@@ -36,7 +34,7 @@ for _name in __all__:
     globals()[_name].__module__ = __name__
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> str:
     if name == "__version__":
         from importlib.metadata import version
 

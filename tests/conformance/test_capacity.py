@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, Lease, Throttle, Usage
 
-from ..conftest import ThrottleFactory
+if TYPE_CHECKING:
+    from ..conftest import ThrottleFactory
 
 NUMBER = "+8657188880001"
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from .._errors import BackendUnavailable, UnsupportedEventLoop
@@ -27,7 +29,17 @@ __all__ = ("RedisBackend",)
 logger = logging.getLogger("callthrottle.redis")
 
 _SCRIPT_NAMES = ("acquire", "release", "abandon", "renew", "usage", "release_owner")
-_DEFAULT_OPTIONS: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+
+
+def _default_options() -> dict[str, Any]:
+    # Every script is safe to run twice for the same token, so a dropped connection is retried.
+    return {
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 5.0,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=2),
+    }
+
+
 _KEY_CACHE_SIZE = 4096
 
 
@@ -98,9 +110,11 @@ class RedisBackend:
         """Connect lazily to the server at ``url``; ``options`` go to ``redis.asyncio.from_url``.
 
         Socket timeouts default to 5 s, so a dead server surfaces as
-        :class:`~callthrottle.BackendUnavailable` instead of a hang.
+        :class:`~callthrottle.BackendUnavailable` instead of a hang; a dropped connection is
+        retried twice (every script is safe to run again for the same token; a retried release
+        that had already succeeded reports False).
         """
-        client = aioredis.Redis.from_url(url, **{**_DEFAULT_OPTIONS, **options})
+        client = aioredis.Redis.from_url(url, **{**_default_options(), **options})
         return cls(client, key_prefix=key_prefix, _owns_client=True)
 
     def __repr__(self) -> str:

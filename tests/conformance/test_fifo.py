@@ -1,0 +1,139 @@
+"""Waiting: one first-come-first-served line per number, woken by notification."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from callthrottle import AcquireTimeout, Lease, Throttle
+
+if TYPE_CHECKING:
+    from ..conftest import BackendFactory, ThrottleFactory
+
+NUMBER = "+8657188880001"
+
+
+async def wait_for_waiting(throttle: Throttle, count: int, limit: int = 1) -> None:
+    """Wait until the backend shows ``count`` callers in line (state, not sleeps)."""
+    with anyio.fail_after(5):
+        while (await throttle.usage(NUMBER, limit=limit)).waiting != count:
+            await anyio.sleep(0.005)
+
+
+async def test_waiters_are_served_in_arrival_order(new_throttle: ThrottleFactory) -> None:
+    order: list[str] = []
+    async with new_throttle() as first, new_throttle() as second:
+        held = await first.acquire(NUMBER, limit=1, timeout=0)
+
+        async def waiter(throttle: Throttle, name: str) -> None:
+            async with throttle.slot(NUMBER, limit=1, timeout=10):
+                order.append(name)
+
+        async with anyio.create_task_group() as tg:
+            for index, name in enumerate(["a", "b", "c", "d", "e"]):
+                tg.start_soon(waiter, second if index % 2 else first, name)
+                await wait_for_waiting(first, index + 1)
+            await first.release(held)
+    assert order == ["a", "b", "c", "d", "e"]
+
+
+async def test_try_once_does_not_jump_the_line(throttle: Throttle) -> None:
+    """A free slot already promised to a queued caller is not taken by a non-blocking one."""
+    held = await throttle.acquire(NUMBER, limit=1, timeout=0)
+    granted: list[Lease] = []
+
+    async def waiter() -> None:
+        granted.append(await throttle.acquire(NUMBER, limit=1, timeout=10))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await wait_for_waiting(throttle, 1)
+        with pytest.raises(AcquireTimeout):
+            await throttle.acquire(NUMBER, limit=1, timeout=0)
+        await throttle.release(held)
+        with pytest.raises(AcquireTimeout):  # the slot went to the waiter, not to us
+            await throttle.acquire(NUMBER, limit=1, timeout=0)
+    assert len(granted) == 1
+    assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
+
+
+async def test_release_wakes_a_waiter_in_another_throttle_promptly(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Hand-off is by notification: with 60 s leases, only a notification can be this fast."""
+    async with (
+        new_throttle(lease_ttl=60) as holder_side,
+        new_throttle(lease_ttl=60) as waiter_side,
+    ):
+        held = await holder_side.acquire(NUMBER, limit=1, timeout=0)
+        got: list[float] = []
+
+        async def waiter() -> None:
+            await waiter_side.acquire(NUMBER, limit=1, timeout=30)
+            got.append(anyio.current_time())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await wait_for_waiting(holder_side, 1)
+            released_at = anyio.current_time()
+            await holder_side.release(held)
+        assert got[0] - released_at < 2.0
+
+
+async def test_waiter_times_out_and_leaves_the_line(throttle: Throttle) -> None:
+    await throttle.acquire(NUMBER, limit=1, timeout=0)
+    start = anyio.current_time()
+    with pytest.raises(AcquireTimeout, match=r"within 0\.2 s") as caught:
+        await throttle.acquire(NUMBER, limit=1, timeout=0.2)
+    assert anyio.current_time() - start >= 0.19
+    assert caught.value.number == NUMBER
+    assert caught.value.timeout == 0.2
+    assert isinstance(caught.value, TimeoutError)
+    assert (await throttle.usage(NUMBER, limit=1)).waiting == 0
+
+
+async def test_many_waiters_all_get_served(new_throttle: ThrottleFactory) -> None:
+    served = 0
+
+    async def caller(throttle: Throttle) -> None:
+        nonlocal served
+        async with throttle.slot(NUMBER, limit=2, timeout=30):
+            await anyio.sleep(0.001)
+            served += 1
+
+    async with new_throttle() as first, new_throttle() as second, anyio.create_task_group() as tg:
+        for index in range(60):
+            tg.start_soon(caller, first if index % 3 else second)
+    assert served == 60
+
+
+class _DeafBackend:
+    """Wraps a backend so that no notification ever reaches the throttle (lost pub/sub)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def listen(self, owner: str, listener: Any, *, task_status: Any) -> None:
+        await self._inner.listen(owner, lambda *event: None, task_status=task_status)
+
+
+async def test_lost_notification_delays_but_never_strands_a_waiter(
+    new_backend: BackendFactory, new_throttle: ThrottleFactory
+) -> None:
+    deaf = _DeafBackend(new_backend())
+    async with (
+        new_throttle(lease_ttl=0.6) as holder_side,
+        Throttle(deaf, lease_ttl=0.6, close_backend=True) as waiter_side,
+    ):
+        held = await holder_side.acquire(NUMBER, limit=1, timeout=0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(waiter_side.acquire, NUMBER, limit=1, timeout=5))
+            await wait_for_waiting(holder_side, 1)
+            await holder_side.release(held)
+        assert len(waiter_side.held) == 1

@@ -1,0 +1,157 @@
+"""What the conformance suite cannot express: Redis specifics, against a real server."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+import redis
+from callthrottle import BackendUnavailable, Throttle, UnsupportedEventLoop
+
+from .._servers import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+pytestmark = pytest.mark.redis
+NUMBER = "+8657188880001"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def sync_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def throttle(redis_url: str, prefix: str) -> AsyncIterator[Throttle]:
+    async with Throttle.from_url(redis_url, key_prefix=prefix) as opened:
+        yield opened
+
+
+#: Commands our scripts run inside Redis; commandstats counts them too, but they cost no trip.
+SCRIPT_INTERNAL = {
+    "time", "zrangebyscore", "zremrangebyscore", "zrange", "zcard", "zcount", "zscore", "zadd",
+    "zrem", "hget", "hset", "hdel", "hgetall", "pexpire", "del", "publish",
+}  # fmt: skip
+
+
+def round_trips_since(client: redis.Redis, before: dict[str, int]) -> dict[str, int]:
+    """Commands sent by clients since ``before``, from the server's own counters."""
+    after = command_counts(client)
+    delta = {name: calls - before.get(name, 0) for name, calls in after.items()}
+    return {
+        name: calls
+        for name, calls in delta.items()
+        if calls and name != "info" and name not in SCRIPT_INTERNAL
+    }
+
+
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_refuses_trio_with_a_clear_error(redis_url: str) -> None:
+    throttle = Throttle.from_url(redis_url)
+    with pytest.raises(UnsupportedEventLoop, match="the Redis backend needs asyncio"):
+        async with throttle:
+            pass  # pragma: no cover
+
+
+async def test_one_round_trip_per_acquire_and_per_release(
+    throttle: Throttle, sync_client: redis.Redis
+) -> None:
+    """Counted by the server itself (INFO commandstats); nothing else may run."""
+    await throttle.release(await throttle.acquire(NUMBER, timeout=0))  # scripts loaded, pool warm
+    before = command_counts(sync_client)
+    lease = await throttle.acquire(NUMBER, timeout=0)
+    assert round_trips_since(sync_client, before) == {"evalsha": 1}
+    before = command_counts(sync_client)
+    assert await throttle.release(lease) is True
+    assert round_trips_since(sync_client, before) == {"evalsha": 1}
+
+
+async def test_scripts_reload_after_script_flush(
+    throttle: Throttle, sync_client: redis.Redis
+) -> None:
+    lease = await throttle.acquire(NUMBER, timeout=0)
+    sync_client.script_flush()
+    assert await throttle.release(lease) is True
+    sync_client.script_flush()
+    second = await throttle.acquire(NUMBER, timeout=0)
+    sync_client.script_flush()
+    assert (await throttle.usage(NUMBER)).in_use == 1
+    sync_client.script_flush()
+    await throttle.backend.renew(throttle.owner_id, [(NUMBER, second.token)])
+    assert await throttle.release(second) is True
+
+
+async def test_keys_share_one_hash_tag_and_expire(
+    throttle: Throttle, sync_client: redis.Redis, prefix: str
+) -> None:
+    lease = await throttle.acquire(NUMBER, timeout=0)
+    keys = sorted(k.decode() for k in sync_client.scan_iter(match=f"{prefix}*"))
+    assert keys, "acquire wrote no key"
+    assert all(f"{{{NUMBER}}}" in key for key in keys)
+    for key in keys:
+        assert 0 < sync_client.pttl(key) <= 31_000
+    await throttle.release(lease)
+    assert list(sync_client.scan_iter(match=f"{prefix}*")) == []
+
+
+async def test_lease_expiry_is_judged_by_the_server_clock(
+    throttle: Throttle, sync_client: redis.Redis, prefix: str
+) -> None:
+    lease = await throttle.acquire(NUMBER, timeout=0)
+    seconds, micros = sync_client.time()
+    server_ms = seconds * 1000 + micros // 1000
+    expires = sync_client.zscore(f"{prefix}{{{NUMBER}}}:h", lease.token)
+    assert expires is not None
+    assert abs(expires - (server_ms + 30_000)) < 1_000
+
+
+async def test_unreachable_server_raises_backend_unavailable() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(BackendUnavailable, match="Redis failed during connect") as caught:
+        async with Throttle.from_url(url, socket_connect_timeout=0.5):
+            pass  # pragma: no cover
+    assert isinstance(caught.value.__cause__, redis.ConnectionError)
+
+
+async def test_killed_connections_are_reestablished(
+    throttle: Throttle, sync_client: redis.Redis
+) -> None:
+    """CLIENT KILL drops every connection of the throttle; the next calls reconnect by themselves."""
+    lease = await throttle.acquire(NUMBER, timeout=0)
+    sync_client.client_kill_filter(_type="normal", skipme=True)
+    sync_client.client_kill_filter(_type="pubsub", skipme=True)
+    assert await throttle.release(lease) is True
+    assert (await throttle.usage(NUMBER)).in_use == 0
+
+
+async def test_release_owner_scans_only_its_prefix(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    async with (
+        Throttle.from_url(redis_url, key_prefix=prefix, owner_id="dialer-1") as mine,
+        Throttle.from_url(redis_url, key_prefix=prefix + "other:", owner_id="dialer-1") as theirs,
+    ):
+        await mine.acquire(NUMBER, timeout=0)
+        await theirs.acquire(NUMBER, timeout=0)
+        assert await mine.release_owner("dialer-1") == 1
+        assert (await theirs.usage(NUMBER)).in_use == 1

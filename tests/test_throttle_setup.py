@@ -1,0 +1,77 @@
+"""Building and opening a throttle: validation before any connection, clear lifecycle errors."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from callthrottle import InvalidArgument, Throttle, ThrottleError, UnknownScheme
+from callthrottle.backends import MemoryBackend, RedisBackend
+
+BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
+    ({"default_limit": 0}, "default_limit must be an int >= 1, got 0"),
+    ({"default_limit": "20"}, "default_limit must be an int >= 1"),
+    ({"lease_ttl": 0}, "lease_ttl must be a finite number of seconds > 0, got 0"),
+    ({"lease_ttl": -1.0}, "lease_ttl must be a finite number of seconds > 0"),
+    ({"lease_ttl": math.inf}, "lease_ttl must be a finite number of seconds > 0"),
+    ({"max_hold": 0}, "max_hold must be a finite number of seconds > 0"),
+    ({"owner_id": "a b"}, "owner_id must be free of whitespace"),
+    ({"renew_interval": 30.0}, "renew_interval must be shorter than lease_ttl"),
+]
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS)
+def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        Throttle.from_url("memory://", **options)
+    with pytest.raises(InvalidArgument, match=message):
+        Throttle(MemoryBackend(), **options)
+
+
+@pytest.mark.parametrize("url", ["memcached://localhost", "localhost:6379", "http://x", ""])
+def test_unknown_scheme_lists_the_supported_ones(url: str) -> None:
+    with pytest.raises(UnknownScheme, match="memory://, redis://, rediss://, unix://") as caught:
+        Throttle.from_url(url)
+    assert caught.value.argument == "url"
+
+
+def test_url_must_be_a_string() -> None:
+    with pytest.raises(InvalidArgument, match="url must be a str"):
+        Throttle.from_url(None)  # type: ignore[arg-type]
+
+
+def test_memory_url_takes_no_redis_options() -> None:
+    with pytest.raises(InvalidArgument, match="options must be empty for memory://"):
+        Throttle.from_url("memory://", socket_timeout=1)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:6379/0", "rediss://localhost:6380/1", "unix:///tmp/redis.sock"]
+)
+def test_redis_urls_make_a_redis_backend_without_connecting(url: str) -> None:
+    throttle = Throttle.from_url(url, key_prefix="app:")
+    assert isinstance(throttle.backend, RedisBackend)
+    assert "prefix='app:'" in repr(throttle.backend)
+
+
+async def test_a_throttle_must_be_opened_before_use() -> None:
+    throttle = Throttle.from_url("memory://")
+    with pytest.raises(ThrottleError, match="not open: use it as `async with"):
+        await throttle.acquire("+8657188880001")
+    async with throttle:
+        assert "(open)" in repr(throttle)
+        with pytest.raises(ThrottleError, match="already open"):
+            await throttle.__aenter__()
+    assert "(closed)" in repr(throttle)
+    with pytest.raises(ThrottleError, match="not open"):
+        await throttle.usage("+8657188880001")
+
+
+def test_owner_id_defaults_to_host_pid_random() -> None:
+    import os
+
+    first, second = Throttle.from_url("memory://"), Throttle.from_url("memory://")
+    assert first.owner_id != second.owner_id
+    assert f":{os.getpid()}:" in first.owner_id
