@@ -111,6 +111,7 @@ class Throttle:
         "_backend",
         "_close_backend",
         "_default_limit",
+        "_drained",
         "_held",
         "_lease_ttl",
         "_max_hold",
@@ -150,6 +151,7 @@ class Throttle:
         self._waiting: dict[tuple[str, str], _Waiter] = {}
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
+        self._drained: anyio.Event | None = None
 
     @classmethod
     def from_url(
@@ -254,7 +256,24 @@ class Throttle:
             await self._release_all_held()
         finally:
             self._task_group = None
+            await self._stop_waiters()
             await stack.aclose()
+
+    async def _stop_waiters(self) -> None:
+        """Wake every waiter (it finds the throttle closed) and let it withdraw from the line."""
+        if not self._waiting:
+            return
+        self._drained = anyio.Event()
+        for waiter in self._waiting.values():
+            waiter.wake(granted=False)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
+            await self._drained.wait()
+        self._drained = None
+
+    def _forget_waiter(self, key: tuple[str, str]) -> None:
+        del self._waiting[key]
+        if self._drained is not None and not self._waiting:
+            self._drained.set()
 
     async def _release_all_held(self) -> None:
         held = list(self._held.values())
@@ -334,13 +353,13 @@ class Throttle:
                 if not granted:
                     await self._abandon(number, token)
         except LeaseConflict:
-            del self._waiting[key]  # nothing was written
+            self._forget_waiter(key)  # nothing was written
             raise
         except BaseException:
-            del self._waiting[key]
             await self._abandon(number, token)
+            self._forget_waiter(key)
             raise
-        del self._waiting[key]
+        self._forget_waiter(key)
         if not granted:
             raise AcquireTimeout(number, wait)
         lease = Lease(number, token, self._owner_id)
@@ -382,6 +401,7 @@ class Throttle:
                 await waiter.event.wait()
             if waiter.is_granted():
                 return True
+            self._check_open()
 
     async def _abandon(self, number: str, token: str) -> None:
         """Leave the line and give back any slot granted meanwhile; never raises."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from callthrottle import AcquireTimeout, Lease, Throttle
+from callthrottle import AcquireTimeout, Lease, Throttle, ThrottleError
 
 if TYPE_CHECKING:
     from ..conftest import BackendFactory, ThrottleFactory
@@ -137,3 +137,25 @@ async def test_lost_notification_delays_but_never_strands_a_waiter(
             await wait_for_waiting(holder_side, 1)
             await holder_side.release(held)
         assert len(waiter_side.held) == 1
+
+
+async def test_closing_the_throttle_stops_its_waiters(new_throttle: ThrottleFactory) -> None:
+    errors: list[BaseException] = []
+    async with new_throttle() as observer:
+        await observer.acquire(NUMBER, limit=1, timeout=0)
+        closing = new_throttle()
+
+        async def waiter() -> None:
+            try:
+                await closing.acquire(NUMBER, limit=1, timeout=30)
+            except ThrottleError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            await closing.__aenter__()
+            tg.start_soon(waiter)
+            await wait_for_waiting(observer, 1)
+            await closing.__aexit__(None, None, None)
+        assert len(errors) == 1
+        assert "not open" in str(errors[0])
+        assert (await observer.usage(NUMBER, limit=1)).waiting == 0

@@ -1,0 +1,35 @@
+"""The README's quickstart runs as written, and CI runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+
+
+def test_readme_has_a_quickstart() -> None:
+    assert python_blocks(), "README.md lost its python example"
+
+
+@pytest.mark.parametrize("block", python_blocks())
+def test_python_blocks_run_as_written(block: str, capsys: pytest.CaptureFixture[str]) -> None:
+    exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})  # noqa: S102 - our own README
+    out = capsys.readouterr().out
+    assert "dialing from +8657188880001" in out
+    assert "1/20 in use, 0 waiting" in out
+    assert "number full: no free slot on number '+8657188880001'" in out
+
+
+def test_ci_runs_the_readme_commands() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    for command in ("python dev.py test", "python dev.py lint"):
+        assert command in README
+        assert f"python3 {command.removeprefix('python ')}" in ci
