@@ -54,7 +54,7 @@ def _new_token() -> str:
 class _Held:
     lease: Lease
     renewed_at: float  # local monotonic time just before the last successful acquire/renew
-    deadline: float  # local monotonic time max_hold runs out (inf: none)
+    final: bool  # the backend will not extend the lease again: max_hold ends it
 
 
 class _Waiter:
@@ -363,9 +363,8 @@ class Throttle:
         if not granted:
             raise AcquireTimeout(number, wait)
         lease = Lease(number, token, self._owner_id)
-        now = anyio.current_time()
-        deadline = math.inf if self._max_hold is None else now + self._max_hold
-        self._held[key] = _Held(lease, now, deadline)
+        final = self._max_hold is not None and self._max_hold <= self._lease_ttl
+        self._held[key] = _Held(lease, anyio.current_time(), final)
         return lease
 
     def _request(
@@ -561,21 +560,22 @@ class Throttle:
         for key, state in zip(keys, states, strict=True):
             held = self._held.get(key)
             if held is not None:
-                if state is RenewState.HELD:
+                if state is RenewState.HELD or state is RenewState.FINAL:
                     held.renewed_at = sent_at
+                    held.final = state is RenewState.FINAL
                 elif state is RenewState.GONE:
                     self._forget(key, held, now)
                 continue
             waiter = self._waiting.get(key)
             if waiter is not None and state is not RenewState.QUEUED:
                 # Granted (its notice was lost) or its place lapsed: either way, ask again.
-                waiter.wake(granted=state is RenewState.HELD)
+                waiter.wake(granted=state is not RenewState.GONE)
 
     def _forget(self, key: tuple[str, str], held: _Held, now: float) -> None:
         """The backend no longer has a lease this throttle holds: tell released from lost."""
         del self._held[key]
         lease = held.lease
-        if now >= held.deadline:
+        if held.final:
             lease._mark_lost("max_hold")
             logger.warning(
                 "%s reached max_hold and was dropped; the call may still be up",

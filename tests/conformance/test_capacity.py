@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from callthrottle import AcquireTimeout, Lease, Throttle, Usage
+from callthrottle import AcquireTimeout, Lease, LeaseConflict, Throttle, Usage
 
 if TYPE_CHECKING:
     from ..conftest import ThrottleFactory
@@ -79,8 +79,18 @@ async def test_lowered_limit_admits_nobody_until_usage_falls_under_it(throttle: 
 
 async def test_a_token_cannot_hold_two_slots_on_one_number(throttle: Throttle) -> None:
     await throttle.acquire(NUMBER, token="call-1", timeout=0)
-    from callthrottle import LeaseConflict
-
     with pytest.raises(LeaseConflict, match="call-1"):
         await throttle.acquire(NUMBER, token="call-1", timeout=0)
     assert (await throttle.usage(NUMBER)).in_use == 1
+
+
+async def test_two_owners_cannot_share_a_token(new_throttle: ThrottleFactory) -> None:
+    """Repeated acquires with one token must not collapse into one counted slot."""
+    async with new_throttle() as first, new_throttle() as second:
+        await first.acquire(NUMBER, token="call-1", timeout=0, limit=2)
+        with pytest.raises(LeaseConflict, match="another owner"):
+            await second.acquire(NUMBER, token="call-1", timeout=0, limit=2)
+        with pytest.raises(LeaseConflict, match="another owner"):
+            await second.acquire(NUMBER, token="call-1", timeout=1, limit=2)
+        assert await first.usage(NUMBER, limit=2) == Usage(in_use=1, limit=2, waiting=0)
+        assert second.held == ()

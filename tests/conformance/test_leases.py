@@ -107,3 +107,13 @@ async def test_closing_gives_back_held_leases(new_throttle: ThrottleFactory) -> 
             await closing.acquire(NUMBER, timeout=0)
             assert (await observer.usage(NUMBER)).in_use == 1
         assert (await observer.usage(NUMBER)).in_use == 0
+
+
+async def test_max_hold_shorter_than_the_first_renewal(new_throttle: ThrottleFactory) -> None:
+    async with new_throttle(lease_ttl=3.0, max_hold=0.3) as throttle:
+        lease = await throttle.acquire(NUMBER, timeout=0)
+        await wait_for_usage(throttle, 0, within=3)
+        with anyio.fail_after(3):
+            while not lease.lost:
+                await anyio.sleep(0.02)
+        assert lease.lost_reason == "max_hold"

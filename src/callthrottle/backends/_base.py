@@ -42,6 +42,7 @@ class RenewState(enum.IntEnum):
     """The state of one token after :meth:`Backend.renew`."""
 
     HELD = 1  #: holds a slot; its lease was extended
+    FINAL = 2  #: holds a slot; its lease was extended up to its max_hold deadline, no further
     QUEUED = 0  #: waits in line; its place was kept alive
     GONE = -1  #: neither: expired, released or reclaimed
 

@@ -191,7 +191,8 @@ class MemoryBackend:
             waiter = state.queue.get(token)
             if holder is not None and holder.owner == owner:
                 holder.expires = min(now + holder.ttl, holder.deadline)
-                states.append(RenewState.HELD)
+                final = holder.expires == holder.deadline
+                states.append(RenewState.FINAL if final else RenewState.HELD)
             elif waiter is not None and waiter.owner == owner:
                 waiter.expires = now + waiter.ttl
                 states.append(RenewState.QUEUED)

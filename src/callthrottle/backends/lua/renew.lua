@@ -1,7 +1,8 @@
 -- Extend an owner's leases and keep its places in line alive, on one number.
 -- KEYS: H Q W M (see _common.lua)
 -- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix, ARGV[4..] tokens
--- Returns one state per token: 1 held (extended), 0 queued (kept), -1 gone.
+-- Returns one state per token: 1 held (extended), 2 held up to its max_hold deadline (final),
+-- 0 queued (kept), -1 gone.
 local owner = ARGV[1]
 local now = now_ms()
 purge(now)
@@ -16,9 +17,12 @@ for i = 4, #ARGV do
     if who == owner then
       if redis.call('ZSCORE', H, token) then
         local expires = now + ttl
-        if hold > 0 and hold < expires then expires = hold end
-        redis.call('ZADD', H, 'XX', expires, token)
         state = 1
+        if hold > 0 and hold <= expires then
+          expires = hold
+          state = 2
+        end
+        redis.call('ZADD', H, 'XX', expires, token)
       else
         redis.call('ZADD', W, 'XX', now + ttl, token)
         state = 0
