@@ -31,29 +31,31 @@ local function each_chunk(cmd, key, list)
   end
 end
 
--- Drop expired leases and lapsed waiters.
+-- Drop expired leases and lapsed waiters; return how many wait in line afterwards.
 local function purge(now)
   local dead = redis.call('ZRANGEBYSCORE', H, '-inf', now)
   if #dead > 0 then
     redis.call('ZREMRANGEBYSCORE', H, '-inf', now)
     each_chunk('HDEL', M, dead)
   end
+  local queued = redis.call('ZCARD', Q)
+  if queued == 0 then return 0 end
   local gone = redis.call('ZRANGEBYSCORE', W, '-inf', now)
   if #gone > 0 then
     redis.call('ZREMRANGEBYSCORE', W, '-inf', now)
     each_chunk('ZREM', Q, gone)
     each_chunk('HDEL', M, gone)
   end
+  return queued - #gone
 end
 
--- Grant slots to waiters, first come first served, while the head's limit allows.
-local function promote(now, number, channels)
-  while true do
-    local head = redis.call('ZRANGE', Q, 0, 0)
-    if #head == 0 then return end
-    local token = head[1]
+-- Grant slots to waiters, first come first served, while the head's limit allows; return how
+-- many still wait.
+local function promote(now, queued, number, channels)
+  while queued > 0 do
+    local token = redis.call('ZRANGE', Q, 0, 0)[1]
     local owner, ttl, hold, limit = parse_meta(redis.call('HGET', M, token))
-    if redis.call('ZCARD', H) >= limit then return end
+    if redis.call('ZCARD', H) >= limit then return queued end
     local deadline = 0
     local expires = now + ttl
     if hold > 0 then
@@ -65,26 +67,32 @@ local function promote(now, number, channels)
     redis.call('ZADD', H, expires, token)
     redis.call('HSET', M, token, meta(owner, ttl, deadline, limit))
     redis.call('PUBLISH', channels .. owner, 'g\t' .. number .. '\t' .. token)
+    queued = queued - 1
   end
+  return 0
 end
 
 -- Keep the keys exactly as long as the latest lease or place in line they hold, so an idle
--- number leaves nothing behind.
-local function touch(now)
+-- number leaves nothing behind. Q and W exist only while someone waits.
+local function touch(now, queued)
   local last = 0
   local h = redis.call('ZRANGE', H, -1, -1, 'WITHSCORES')
   if #h > 0 then last = tonumber(h[2]) end
-  local w = redis.call('ZRANGE', W, -1, -1, 'WITHSCORES')
-  if #w > 0 and tonumber(w[2]) > last then last = tonumber(w[2]) end
+  if queued > 0 then
+    local w = redis.call('ZRANGE', W, -1, -1, 'WITHSCORES')
+    if #w > 0 and tonumber(w[2]) > last then last = tonumber(w[2]) end
+  end
   if last == 0 then
-    redis.call('DEL', H, Q, W, M)
+    redis.call('DEL', H, M)
     return
   end
   local ms = last - now + 1000
   redis.call('PEXPIRE', H, ms)
-  redis.call('PEXPIRE', Q, ms)
-  redis.call('PEXPIRE', W, ms)
   redis.call('PEXPIRE', M, ms)
+  if queued > 0 then
+    redis.call('PEXPIRE', Q, ms)
+    redis.call('PEXPIRE', W, ms)
+  end
 end
 
 -- Milliseconds until the earliest lease expires, or -1 when none is held.

@@ -12,7 +12,7 @@ if raw and parse_meta(raw) == ARGV[2] then
   redis.call('ZREM', W, token)
   redis.call('HDEL', M, token)
 end
-purge(now)
-promote(now, ARGV[3], ARGV[4])
-touch(now)
+local queued = purge(now)
+queued = promote(now, queued, ARGV[3], ARGV[4])
+touch(now, queued)
 return held

@@ -6,21 +6,23 @@
 local token, owner = ARGV[1], ARGV[2]
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
-purge(now)
-if redis.call('ZCARD', Q) > 0 then promote(now, ARGV[7], ARGV[8]) end
+local queued = purge(now)
+if queued > 0 then queued = promote(now, queued, ARGV[7], ARGV[8]) end
 
 local raw = redis.call('HGET', M, token)
 if raw then
-  local other = parse_meta(raw)
+  local other, wttl = parse_meta(raw)
   if other ~= owner then return {-1, -1} end
-  if redis.call('ZSCORE', H, token) then return {1, -1} end
-  local _, wttl = parse_meta(raw)
+  if redis.call('ZSCORE', H, token) then
+    touch(now, queued)
+    return {1, -1}
+  end
   redis.call('ZADD', W, now + wttl, token)
-  touch(now)
+  touch(now, queued)
   return {0, retry_in(now)}
 end
 
-if redis.call('ZCARD', Q) == 0 and redis.call('ZCARD', H) < limit then
+if queued == 0 and redis.call('ZCARD', H) < limit then
   local expires, deadline = now + ttl, 0
   if hold > 0 then
     deadline = now + hold
@@ -28,12 +30,12 @@ if redis.call('ZCARD', Q) == 0 and redis.call('ZCARD', H) < limit then
   end
   redis.call('ZADD', H, expires, token)
   redis.call('HSET', M, token, meta(owner, ttl, deadline, limit))
-  touch(now)
+  touch(now, 0)
   return {1, -1}
 end
 
 if ARGV[6] ~= '1' then
-  touch(now)
+  touch(now, queued)
   return {2, retry_in(now)}
 end
 local seq = 1
@@ -42,5 +44,5 @@ if #tail > 0 then seq = tonumber(tail[2]) + 1 end
 redis.call('ZADD', Q, seq, token)
 redis.call('ZADD', W, now + ttl, token)
 redis.call('HSET', M, token, meta(owner, ttl, hold, limit))
-touch(now)
+touch(now, queued + 1)
 return {0, retry_in(now)}

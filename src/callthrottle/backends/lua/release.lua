@@ -4,7 +4,7 @@
 -- Returns 1 if a live lease was released, 0 if there was none.
 local token = ARGV[1]
 local now = now_ms()
-purge(now)
+local queued = purge(now)
 local removed = redis.call('ZREM', H, token)
 if removed == 1 then
   local owner = parse_meta(redis.call('HGET', M, token))
@@ -13,6 +13,6 @@ if removed == 1 then
     redis.call('PUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
   end
 end
-promote(now, ARGV[3], ARGV[4])
-touch(now)
+if queued > 0 then queued = promote(now, queued, ARGV[3], ARGV[4]) end
+touch(now, queued)
 return removed

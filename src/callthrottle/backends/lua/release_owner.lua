@@ -16,6 +16,6 @@ for i = 1, #all, 2 do
     removed = removed + 1
   end
 end
-promote(now, ARGV[2], ARGV[3])
-touch(now)
+local queued = promote(now, redis.call('ZCARD', Q), ARGV[2], ARGV[3])
+touch(now, queued)
 return removed

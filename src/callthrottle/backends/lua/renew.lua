@@ -5,8 +5,7 @@
 -- 0 queued (kept), -1 gone.
 local owner = ARGV[1]
 local now = now_ms()
-purge(now)
-promote(now, ARGV[2], ARGV[3])
+local queued = promote(now, purge(now), ARGV[2], ARGV[3])
 local states = {}
 for i = 4, #ARGV do
   local token = ARGV[i]
@@ -31,5 +30,5 @@ for i = 4, #ARGV do
   end
   states[#states + 1] = state
 end
-touch(now)
+touch(now, queued)
 return states
