@@ -383,6 +383,7 @@ class Throttle:
     async def _wait_in_line(self, number: str, token: str, limit: int, waiter: _Waiter) -> bool:
         while True:
             result = await self._request(number, token, limit, True)
+            self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
             if result.outcome is Outcome.GRANTED:
                 return True
             if result.outcome is Outcome.CONFLICT:
@@ -400,7 +401,6 @@ class Throttle:
                 await waiter.event.wait()
             if waiter.is_granted():
                 return True
-            self._check_open()
 
     async def _abandon(self, number: str, token: str) -> None:
         """Leave the line and give back any slot granted meanwhile; never raises."""
