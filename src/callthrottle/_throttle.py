@@ -521,10 +521,10 @@ class Throttle:
 
     def _on_event(self, kind: str, number: str, token: str) -> None:
         key = (number, token)
-        if kind == "granted":
+        if kind == "granted" or kind == "nudged":
             waiter = self._waiting.get(key)
             if waiter is not None:
-                waiter.wake(granted=True)
+                waiter.wake(granted=kind == "granted")
         elif kind == "released":
             held = self._held.pop(key, None)
             if held is not None:

@@ -159,3 +159,24 @@ async def test_closing_the_throttle_stops_its_waiters(new_throttle: ThrottleFact
         assert len(errors) == 1
         assert "not open" in str(errors[0])
         assert (await observer.usage(NUMBER, limit=1)).waiting == 0
+
+
+async def test_slot_handed_to_a_dead_waiter_comes_back_at_its_expiry(
+    new_throttle: ThrottleFactory, new_backend: BackendFactory
+) -> None:
+    """The head of the line died: it is granted the slot as a lease nobody renews. The next
+    waiter is nudged to time its wait from that lease, and gets the slot when it expires, long
+    before its own throttle's heartbeat (20 s here) would notice."""
+    dead = new_backend()
+    await dead.open()
+    async with new_throttle(lease_ttl=60) as holder_side, new_throttle(lease_ttl=60) as live:
+        held = await holder_side.acquire(NUMBER, limit=1, timeout=0)
+        await dead.acquire(NUMBER, "dead-call", "dead-owner", 1, 0.5, None, True)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(live.acquire, NUMBER, limit=1, timeout=10))
+            await wait_for_waiting(holder_side, 2)
+            released_at = anyio.current_time()
+            await holder_side.release(held)
+        assert len(live.held) == 1
+        assert 0.4 < anyio.current_time() - released_at < 2.5
+    await dead.aclose()

@@ -25,7 +25,9 @@ __all__ = ("AcquireResult", "Backend", "EventListener", "Outcome", "RenewState")
 
 #: Called by a backend from its listener when something happens to a lease of the owner:
 #: ``listener(kind, number, token)`` with kind ``"granted"`` (a queued request was handed a
-#: slot) or ``"released"`` (another process released the owner's lease). Must not block.
+#: slot), ``"released"`` (another process released the owner's lease) or ``"nudged"`` (the
+#: request is now first in line and should ask again, to learn when the next slot may free).
+#: Must not block.
 EventListener = Callable[[str, str, str], None]
 
 

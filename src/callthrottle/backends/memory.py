@@ -86,13 +86,17 @@ class MemoryBackend:
             del holders[token]
         for token in [t for t, e in queue.items() if e.expires <= now]:
             del queue[token]
+        granted = False
         while queue:
             token, entry = next(iter(queue.items()))
             if len(holders) >= entry.limit:
+                if granted:  # the new head asks again, to time its wait from the new leases
+                    self._notify(entry.owner, "nudged", number, token)
                 break
             del queue[token]
             self._grant(state, number, token, entry, now)
             self._notify(entry.owner, "granted", number, token)
+            granted = True
         return state
 
     @staticmethod

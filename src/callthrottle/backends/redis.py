@@ -41,6 +41,7 @@ def _default_options() -> dict[str, Any]:
 
 
 _KEY_CACHE_SIZE = 4096
+_EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
 
 
 def _load_sources() -> dict[str, str]:
@@ -183,7 +184,7 @@ class RedisBackend:
                 if message is None or message["type"] != "message":
                     continue
                 kind, number, token = message["data"].decode().split("\t")
-                listener("granted" if kind == "g" else "released", number, token)
+                listener(_EVENTS.get(kind, "nudged"), number, token)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -7,7 +7,8 @@
 --   KEYS[3] W  sorted set  token -> when the waiter's place lapses (ms, server clock)
 --   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit"
 -- hold_ms is max_hold for a waiter and the absolute deadline for a holder (0: none).
--- Events go to the owner's channel: "g\t<number>\t<token>" granted, "r\t..." released.
+-- Events go to the owner's channel: "g\t<number>\t<token>" granted, "r\t..." released by
+-- another process, "n\t..." nudged (ask again: the line moved).
 local H, Q, W, M = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local function now_ms()
@@ -50,12 +51,20 @@ local function purge(now)
 end
 
 -- Grant slots to waiters, first come first served, while the head's limit allows; return how
--- many still wait.
+-- many still wait. After a grant, the new head of the line is nudged to ask again: the lease
+-- just granted may expire before any it knew of (a waiter that died holds it), and the head
+-- must wake at that expiry.
 local function promote(now, queued, number, channels)
+  local granted = false
   while queued > 0 do
     local token = redis.call('ZRANGE', Q, 0, 0)[1]
     local owner, ttl, hold, limit = parse_meta(redis.call('HGET', M, token))
-    if redis.call('ZCARD', H) >= limit then return queued end
+    if redis.call('ZCARD', H) >= limit then
+      if granted then
+        redis.call('PUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
+      end
+      return queued
+    end
     local deadline = 0
     local expires = now + ttl
     if hold > 0 then
@@ -67,6 +76,7 @@ local function promote(now, queued, number, channels)
     redis.call('ZADD', H, expires, token)
     redis.call('HSET', M, token, meta(owner, ttl, deadline, limit))
     redis.call('PUBLISH', channels .. owner, 'g\t' .. number .. '\t' .. token)
+    granted = true
     queued = queued - 1
   end
   return 0
