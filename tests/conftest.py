@@ -53,6 +53,12 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def prefix() -> str:
+    """A Redis key prefix unique to the test, so tests never see each other's keys."""
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
 BackendFactory = Callable[[], Backend]
 
 
@@ -67,7 +73,7 @@ def new_backend(backend_kind: str, request: pytest.FixtureRequest) -> BackendFac
         shared = MemoryBackend()
         return lambda: shared
     url: str = request.getfixturevalue("redis_url")
-    prefix = f"t{uuid.uuid4().hex[:12]}:"
+    prefix: str = request.getfixturevalue("prefix")
     return lambda: RedisBackend.from_url(url, key_prefix=prefix)
 
 

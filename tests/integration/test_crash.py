@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 import anyio
@@ -26,16 +25,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 NUMBER = "+8657188880001"
 SIGKILLED = -9
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"it{uuid.uuid4().hex[:12]}:"
 
 
 async def wait_for_usage(

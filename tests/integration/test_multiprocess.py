@@ -8,7 +8,6 @@ sweep over all of them finds the most simultaneous holders of each number.
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -36,16 +35,6 @@ LEASE_TTL = 5.0
 
 #: (pid, start, end) of one hold
 Hold = tuple[int, float, float]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"it{uuid.uuid4().hex[:12]}:"
 
 
 def sweep(holds: list[Hold]) -> tuple[int, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,16 +16,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:12]}:"
 
 
 @pytest.fixture
