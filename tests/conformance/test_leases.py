@@ -12,6 +12,8 @@ from callthrottle import Lease, Throttle, Usage
 from .test_fifo import NUMBER
 
 if TYPE_CHECKING:
+    import pytest
+
     from ..conftest import BackendFactory, ThrottleFactory
 
 
@@ -66,7 +68,10 @@ async def test_max_hold_bounds_a_lease(new_throttle: ThrottleFactory) -> None:
         assert await throttle.release(lease) is False
 
 
-async def test_stalled_process_sees_its_lease_lost(new_throttle: ThrottleFactory) -> None:
+async def test_stalled_process_sees_its_lease_lost(
+    new_throttle: ThrottleFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reported on the lease and in the log, never raised into the dialer."""
     async with new_throttle(lease_ttl=0.4, renew_interval=0.1) as throttle:
         lease = await throttle.acquire(NUMBER, timeout=0)
         time.sleep(0.7)  # the event loop stalls past the TTL: no renewal can run
@@ -76,6 +81,10 @@ async def test_stalled_process_sees_its_lease_lost(new_throttle: ThrottleFactory
         assert lease.lost_reason == "expired"
         assert not lease.released
         assert (await throttle.usage(NUMBER)).in_use == 0
+    [record] = [r for r in caplog.records if "expired before it could be renewed" in r.message]
+    assert record.levelname == "WARNING"
+    fields = tuple(getattr(record, name) for name in ("number", "token", "owner"))
+    assert fields == (NUMBER, lease.token, lease.owner)
 
 
 async def test_release_from_another_throttle(new_throttle: ThrottleFactory) -> None:
