@@ -75,3 +75,9 @@ def test_owner_id_defaults_to_host_pid_random() -> None:
     first, second = Throttle.from_url("memory://"), Throttle.from_url("memory://")
     assert first.owner_id != second.owner_id
     assert f":{os.getpid()}:" in first.owner_id
+
+
+@pytest.mark.parametrize("region", ["XX", "china", 86, ""])
+def test_default_region_must_be_a_region_code(region: object) -> None:
+    with pytest.raises(InvalidArgument, match="default_region must be None or a two-letter"):
+        Throttle.from_url("memory://", default_region=region)  # type: ignore[arg-type]

@@ -14,11 +14,11 @@ import anyio
 
 from ._errors import AcquireTimeout, InvalidArgument, LeaseConflict, ThrottleError
 from ._models import Lease, Usage
+from ._numbers import check_region, normalize_number
 from ._url import backend_from_url
 from ._validate import (
     check_limit,
     check_max_hold,
-    check_number,
     check_owner,
     check_timeout,
     check_token,
@@ -104,6 +104,9 @@ class Throttle:
     :param owner_id: identifies this throttle's leases (for :meth:`release_owner`); defaults to
         ``host:pid:random``
     :param renew_interval: seconds between heartbeats; defaults to ``lease_ttl / 3``
+    :param default_region: region for numbers written without ``+country`` (e.g. ``"CN"``):
+        every number is normalised to E.164, so ``057188880001`` and ``+8657188880001`` are
+        one number
     :param close_backend: close the backend when the throttle closes (``from_url`` sets it)
     """
 
@@ -116,6 +119,7 @@ class Throttle:
         "_lease_ttl",
         "_max_hold",
         "_owner_id",
+        "_region",
         "_renew_interval",
         "_stack",
         "_task_group",
@@ -131,9 +135,11 @@ class Throttle:
         max_hold: float | None = None,
         owner_id: str | None = None,
         renew_interval: float | None = None,
+        default_region: str | None = None,
         close_backend: bool = False,
     ) -> None:
         self._default_limit = check_limit(default_limit, "default_limit")
+        self._region = check_region(default_region)
         self._lease_ttl = check_ttl(lease_ttl)
         self._max_hold = check_max_hold(max_hold)
         self._owner_id = _default_owner_id() if owner_id is None else check_owner(owner_id)
@@ -163,6 +169,7 @@ class Throttle:
         max_hold: float | None = None,
         owner_id: str | None = None,
         renew_interval: float | None = None,
+        default_region: str | None = None,
         **options: Any,
     ) -> Throttle:
         """A throttle on the backend the URL names.
@@ -181,6 +188,7 @@ class Throttle:
         check_max_hold(max_hold)
         if owner_id is not None:
             check_owner(owner_id)
+        check_region(default_region)
         backend = backend_from_url(url, options)
         return cls(
             backend,
@@ -189,6 +197,7 @@ class Throttle:
             max_hold=max_hold,
             owner_id=owner_id,
             renew_interval=renew_interval,
+            default_region=default_region,
             close_backend=True,
         )
 
@@ -334,7 +343,7 @@ class Throttle:
         :raises InvalidArgument: on bad input, before anything is written
         :raises BackendUnavailable: if the backend failed (any slot it granted is given back)
         """
-        number = check_number(number)
+        number = normalize_number(number, self._region)
         token = _new_token() if token is None else check_token(token)
         wait = check_timeout(timeout)
         cap = self._default_limit if limit is None else check_limit(limit)
@@ -470,7 +479,8 @@ class Throttle:
         """
         if not isinstance(cast("object", lease), Lease):
             raise InvalidArgument("lease", lease, "a Lease")
-        number, token = check_number(lease.number), check_token(lease.token)
+        number = normalize_number(lease.number, self._region)
+        token = check_token(lease.token)
         self._check_open()
         key = (number, token)
         with anyio.CancelScope(shield=True):
@@ -509,7 +519,7 @@ class Throttle:
 
     async def usage(self, number: str, *, limit: int | None = None) -> Usage:
         """A snapshot of the number's live leases and waiters, across every process."""
-        number = check_number(number)
+        number = normalize_number(number, self._region)
         cap = self._default_limit if limit is None else check_limit(limit)
         self._check_open()
         return await self._backend.usage(number, cap)

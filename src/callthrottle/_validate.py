@@ -9,7 +9,6 @@ from ._errors import InvalidArgument
 __all__ = (
     "check_limit",
     "check_max_hold",
-    "check_number",
     "check_owner",
     "check_timeout",
     "check_token",
@@ -28,14 +27,6 @@ def _check_key(argument: str, value: object) -> str:
         raise InvalidArgument(argument, value, f"at most {_MAX_KEY_LENGTH} characters long")
     if not value.isprintable() or any(c.isspace() for c in value):
         raise InvalidArgument(argument, value, "free of whitespace and control characters")
-    return value
-
-
-def check_number(number: object) -> str:
-    """A caller-ID number: a non-empty printable string without whitespace or braces."""
-    value = _check_key("number", number)
-    if "{" in value or "}" in value:
-        raise InvalidArgument("number", number, "free of '{' and '}'")
     return value
 
 

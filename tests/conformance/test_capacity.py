@@ -94,3 +94,16 @@ async def test_two_owners_cannot_share_a_token(new_throttle: ThrottleFactory) ->
             await second.acquire(NUMBER, token="call-1", timeout=1, limit=2)
         assert await first.usage(NUMBER, limit=2) == Usage(in_use=1, limit=2, waiting=0)
         assert second.held == ()
+
+
+async def test_spellings_of_one_number_share_its_cap(new_throttle: ThrottleFactory) -> None:
+    """Numbers are normalised to E.164 (national numbers read in the default region)."""
+    async with new_throttle(default_region="CN") as throttle:
+        first = await throttle.acquire("+86 571 8888 0001", limit=3, timeout=0)
+        second = await throttle.acquire("057188880001", limit=3, timeout=0)
+        third = await throttle.acquire("+8657188880001", limit=3, timeout=0)
+        assert {first.number, second.number, third.number} == {NUMBER}
+        with pytest.raises(AcquireTimeout):
+            await throttle.acquire("0571-8888-0001", limit=3, timeout=0)
+        assert (await throttle.usage("057188880001", limit=3)).in_use == 3
+        assert await throttle.release(Lease("0571 88880001", second.token)) is True
