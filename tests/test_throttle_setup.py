@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from callthrottle import InvalidArgument, Throttle, ThrottleError, UnknownScheme
+from callthrottle import InvalidArgument, Reaction, Throttle, ThrottleError, UnknownScheme
 from callthrottle.backends import MemoryBackend, RedisBackend
 
 BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
@@ -81,3 +81,18 @@ def test_owner_id_defaults_to_host_pid_random() -> None:
 def test_default_region_must_be_a_region_code(region: object) -> None:
     with pytest.raises(InvalidArgument, match="default_region must be None or a two-letter"):
         Throttle.from_url("memory://", default_region=region)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("feedback", "message"),
+    [
+        ({"x": Reaction("flag")}, "outcome must be a SIP status"),
+        ({607: "cooldown"}, "feedback\\['607'\\] must be a Reaction"),
+        ({607: Reaction("sleep")}, "action must be one of cooldown, flag, lower_cap, none"),
+        ({607: Reaction("cooldown")}, "seconds must be a finite number"),
+        ({475: Reaction("lower_cap", seconds=5, factor=2)}, "factor must be a number between"),
+    ],
+)
+def test_bad_feedback_configuration(feedback: dict[Any, Any], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        Throttle.from_url("memory://", feedback=feedback)

@@ -10,9 +10,13 @@ from ._errors import AcquireTimeout as AcquireTimeout
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import InvalidArgument as InvalidArgument
 from ._errors import LeaseConflict as LeaseConflict
+from ._errors import NumberUnavailable as NumberUnavailable
 from ._errors import ThrottleError as ThrottleError
 from ._errors import UnknownScheme as UnknownScheme
 from ._errors import UnsupportedEventLoop as UnsupportedEventLoop
+from ._health import NumberState as NumberState
+from ._health import NumberStatus as NumberStatus
+from ._health import Reaction as Reaction
 from ._models import Lease as Lease
 from ._models import Usage as Usage
 from ._throttle import Throttle as Throttle
@@ -23,6 +27,10 @@ __all__ = (
     "InvalidArgument",
     "Lease",
     "LeaseConflict",
+    "NumberState",
+    "NumberStatus",
+    "NumberUnavailable",
+    "Reaction",
     "Throttle",
     "ThrottleError",
     "UnknownScheme",

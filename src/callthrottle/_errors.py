@@ -7,6 +7,7 @@ The hierarchy::
     │   └── UnknownScheme               Throttle.from_url() got a scheme it cannot serve
     ├── LeaseConflict (ValueError)      the token already holds or waits for a slot on the number
     ├── AcquireTimeout (TimeoutError)   no slot within the timeout (timeout=0: not at once)
+    ├── NumberUnavailable               the number's state admits no calls (cooling, flagged, ...)
     ├── BackendUnavailable              the backend failed or timed out; the driver's error is __cause__
     └── UnsupportedEventLoop (RuntimeError)
                                         the backend cannot run on the current event loop (Redis on trio)
@@ -21,6 +22,7 @@ __all__ = (
     "BackendUnavailable",
     "InvalidArgument",
     "LeaseConflict",
+    "NumberUnavailable",
     "ThrottleError",
     "UnknownScheme",
     "UnsupportedEventLoop",
@@ -86,6 +88,32 @@ class AcquireTimeout(ThrottleError, TimeoutError):
             message = f"no free slot on number {number!r} (try-once acquire, timeout=0)"
         else:
             message = f"no free slot on number {number!r} within {timeout} s"
+        super().__init__(message)
+
+
+class NumberUnavailable(ThrottleError):
+    """The number's state admits no calls: it is cooling down, flagged, disabled, expired or
+    released. Calls already up on it run out normally.
+
+    :ivar number: the number (E.164)
+    :ivar state: its state, e.g. ``"cooling"``
+    :ivar reason: why, as given when the state was set (None if none was given)
+    :ivar retry_after: seconds until it admits calls again (a cool-down), or None if that takes
+        an operator
+    """
+
+    def __init__(
+        self, number: str, state: str, reason: str | None, retry_after: float | None
+    ) -> None:
+        self.number = number
+        self.state = state
+        self.reason = reason
+        self.retry_after = retry_after
+        message = f"number {number!r} is {state}"
+        if reason:
+            message += f" ({reason})"
+        if retry_after is not None:
+            message += f"; it admits calls again in {retry_after:.0f} s"
         super().__init__(message)
 
 

@@ -12,14 +12,25 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
-from ._errors import AcquireTimeout, InvalidArgument, LeaseConflict, ThrottleError
+from ._errors import (
+    AcquireTimeout,
+    InvalidArgument,
+    LeaseConflict,
+    NumberUnavailable,
+    ThrottleError,
+)
+from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
 from ._models import Lease, Usage
 from ._numbers import check_region, normalize_number
 from ._url import backend_from_url
 from ._validate import (
+    check_feedback,
     check_limit,
     check_max_hold,
+    check_outcome,
     check_owner,
+    check_reason,
+    check_state,
     check_timeout,
     check_token,
     check_ttl,
@@ -27,7 +38,7 @@ from ._validate import (
 from .backends import AcquireResult, Backend, Outcome, RenewState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable
+    from collections.abc import AsyncIterator, Awaitable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -48,6 +59,15 @@ def _default_owner_id() -> str:
 
 def _new_token() -> str:
     return os.urandom(12).hex()
+
+
+def _raise_if_refused_for_good(number: str, token: str, result: AcquireResult) -> None:
+    if result.outcome is Outcome.CONFLICT:
+        raise LeaseConflict(number, token, "already holds or waits for a slot of another owner")
+    if result.outcome is Outcome.UNAVAILABLE:
+        raise NumberUnavailable(
+            number, result.state or "unavailable", result.reason, result.retry_in
+        )
 
 
 @dataclass(slots=True)
@@ -104,6 +124,8 @@ class Throttle:
     :param owner_id: identifies this throttle's leases (for :meth:`release_owner`); defaults to
         ``host:pid:random``
     :param renew_interval: seconds between heartbeats; defaults to ``lease_ttl / 3``
+    :param feedback: reactions to carrier answers for :meth:`report`, by code; they replace the
+        defaults (:data:`~callthrottle.DEFAULT_FEEDBACK`) code by code
     :param default_region: region for numbers written without ``+country`` (e.g. ``"CN"``):
         every number is normalised to E.164, so ``057188880001`` and ``+8657188880001`` are
         one number
@@ -115,6 +137,7 @@ class Throttle:
         "_close_backend",
         "_default_limit",
         "_drained",
+        "_feedback",
         "_held",
         "_lease_ttl",
         "_max_hold",
@@ -136,10 +159,12 @@ class Throttle:
         owner_id: str | None = None,
         renew_interval: float | None = None,
         default_region: str | None = None,
+        feedback: Mapping[str | int, Reaction] | None = None,
         close_backend: bool = False,
     ) -> None:
         self._default_limit = check_limit(default_limit, "default_limit")
         self._region = check_region(default_region)
+        self._feedback = {**DEFAULT_FEEDBACK, **check_feedback(feedback)}
         self._lease_ttl = check_ttl(lease_ttl)
         self._max_hold = check_max_hold(max_hold)
         self._owner_id = _default_owner_id() if owner_id is None else check_owner(owner_id)
@@ -170,6 +195,7 @@ class Throttle:
         owner_id: str | None = None,
         renew_interval: float | None = None,
         default_region: str | None = None,
+        feedback: Mapping[str | int, Reaction] | None = None,
         **options: Any,
     ) -> Throttle:
         """A throttle on the backend the URL names.
@@ -189,6 +215,7 @@ class Throttle:
         if owner_id is not None:
             check_owner(owner_id)
         check_region(default_region)
+        check_feedback(feedback)
         backend = backend_from_url(url, options)
         return cls(
             backend,
@@ -198,6 +225,7 @@ class Throttle:
             owner_id=owner_id,
             renew_interval=renew_interval,
             default_region=default_region,
+            feedback=feedback,
             close_backend=True,
         )
 
@@ -361,8 +389,10 @@ class Throttle:
                     granted = await self._wait_in_line(number, token, cap, waiter)
                 if not granted:
                     await self._abandon(number, token)
-        except LeaseConflict:
-            self._forget_waiter(key)  # nothing was written
+        except (LeaseConflict, NumberUnavailable) as exc:
+            if isinstance(exc, NumberUnavailable) and waiter.queued:
+                await self._abandon(number, token)
+            self._forget_waiter(key)  # nothing else was written
             raise
         except BaseException:
             await self._abandon(number, token)
@@ -385,8 +415,7 @@ class Throttle:
 
     async def _try_once(self, number: str, token: str, limit: int) -> bool:
         result = await self._request(number, token, limit, False)
-        if result.outcome is Outcome.CONFLICT:
-            raise LeaseConflict(number, token, "already holds or waits for a slot of another owner")
+        _raise_if_refused_for_good(number, token, result)
         return bool(result.outcome is Outcome.GRANTED)
 
     async def _wait_in_line(self, number: str, token: str, limit: int, waiter: _Waiter) -> bool:
@@ -395,10 +424,7 @@ class Throttle:
             self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
             if result.outcome is Outcome.GRANTED:
                 return True
-            if result.outcome is Outcome.CONFLICT:
-                raise LeaseConflict(
-                    number, token, "already holds or waits for a slot of another owner"
-                )
+            _raise_if_refused_for_good(number, token, result)
             waiter.queued = True
             if waiter.is_granted():
                 return True
@@ -515,6 +541,99 @@ class Throttle:
         )
         return removed
 
+    # -- number policy and health ----------------------------------------------------------------
+
+    async def set_cap(self, number: str, cap: int | None) -> None:
+        """Set the number's cap at run time, for every process at once (None: remove it).
+
+        It overrides configured and per-call caps. Lowered below what is held, nobody new is
+        admitted until usage falls under it; raised, waiters are admitted at once.
+        """
+        number = normalize_number(number, self._region)
+        value = None if cap is None else check_limit(cap, "cap")
+        self._check_open()
+        await self._backend.set_policy(number, {"cap": value})
+        logger.info("cap of %s set to %s", number, value, extra={"number": number})
+
+    async def set_state(
+        self,
+        number: str,
+        state: NumberState | str,
+        *,
+        reason: str | None = None,
+        duration: float | None = None,
+    ) -> None:
+        """Set the number's health state, for every process at once.
+
+        Only ``active`` and ``warming`` numbers admit calls; the others refuse new ones with
+        :class:`NumberUnavailable` (calls already up run out normally, and waiters are refused).
+        ``cooling`` needs a ``duration`` in seconds, after which the number is active again.
+        """
+        number = normalize_number(number, self._region)
+        new_state = check_state(state)
+        reason = check_reason(reason)
+        if new_state is NumberState.COOLING:
+            until: float | None = check_ttl(duration, "duration")
+        elif duration is not None:
+            raise InvalidArgument("duration", duration, "None unless the state is 'cooling'")
+        else:
+            until = None
+        self._check_open()
+        await self._backend.set_policy(
+            number, {"state": new_state.value, "reason": reason, "until": until}
+        )
+        logger.info(
+            "state of %s set to %s%s",
+            number,
+            new_state.value,
+            f" ({reason})" if reason else "",
+            extra={"number": number},
+        )
+
+    async def status(self, number: str) -> NumberStatus:
+        """The number's state and runtime caps, as every process sees them."""
+        number = normalize_number(number, self._region)
+        self._check_open()
+        policy = await self._backend.get_policy(number)
+        return _status_from_policy(policy)
+
+    async def report(self, number: str, outcome: int | str) -> Reaction | None:
+        """Apply the configured reaction to a carrier's answer to a call from ``number``.
+
+        ``outcome`` is a SIP status (403, 429, 503, 607, 608, ...) or a carrier's own code (477
+        "caller over-frequency", 475 "over calls per second", ...). The reaction cools the number
+        down, flags it, or lowers its cap for a while (see :class:`Reaction`).
+
+        :return: the reaction applied, or None if the code has none
+        """
+        number = normalize_number(number, self._region)
+        code = check_outcome(outcome)
+        self._check_open()
+        reaction = self._feedback.get(code)
+        if reaction is None or reaction.action == "none":
+            return None
+        reason = reaction.reason or f"carrier answered {code}"
+        if reaction.action == "cooldown":
+            await self.set_state(
+                number, NumberState.COOLING, reason=reason, duration=reaction.seconds
+            )
+        elif reaction.action == "flag":
+            await self.set_state(number, NumberState.FLAGGED, reason=reason)
+        else:
+            cap = reaction.cap
+            if cap is None:
+                current = (await self._backend.usage(number, self._default_limit)).limit
+                cap = max(1, math.floor(current * (reaction.factor or 0.5)))
+            await self._backend.set_policy(number, {"lcap": cap, "luntil": reaction.seconds})
+        logger.warning(
+            "carrier answered %s for %s: %s",
+            code,
+            number,
+            reaction.action,
+            extra={"number": number},
+        )
+        return reaction
+
     # -- observing -----------------------------------------------------------------------------
 
     async def usage(self, number: str, *, limit: int | None = None) -> Usage:
@@ -550,7 +669,9 @@ class Throttle:
             await anyio.sleep(self._renew_interval)
             try:
                 await self._renew_all()
-            except ThrottleError as exc:
+            except Exception as exc:
+                if not isinstance(exc, ThrottleError):
+                    logger.error("lease renewal raised an unexpected error", exc_info=exc)
                 logger.warning(
                     "lease renewal failed (%s); %d lease(s) expire within %s s unless it recovers",
                     exc,
@@ -603,3 +724,20 @@ class Throttle:
         else:
             # Removed while it was still live: released by another process or an operator.
             lease._mark_released()
+
+
+def _status_from_policy(policy: Mapping[str, str | float]) -> NumberStatus:
+    state = NumberState(str(policy.get("state", "active")))
+    remaining = policy.get("until")
+    if state is NumberState.COOLING and isinstance(remaining, float) and remaining <= 0:
+        state, remaining = NumberState.ACTIVE, None
+    lowered_remaining = policy.get("luntil")
+    lowered = "lcap" in policy and isinstance(lowered_remaining, float) and lowered_remaining > 0
+    return NumberStatus(
+        state=state,
+        reason=str(policy["reason"]) if "reason" in policy else None,
+        remaining=float(remaining) if isinstance(remaining, float) else None,
+        cap=int(policy["cap"]) if "cap" in policy else None,
+        lowered_cap=int(policy["lcap"]) if lowered else None,
+        lowered_remaining=float(lowered_remaining) if lowered else None,  # type: ignore[arg-type]
+    )

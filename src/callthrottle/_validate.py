@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from ._errors import InvalidArgument
+from ._health import NumberState, Reaction
 
 __all__ = (
+    "check_feedback",
     "check_limit",
     "check_max_hold",
+    "check_outcome",
     "check_owner",
+    "check_reason",
+    "check_state",
     "check_timeout",
     "check_token",
     "check_ttl",
@@ -78,3 +84,64 @@ def check_timeout(timeout: object) -> float | None:
     if math.isnan(seconds) or seconds < 0:
         raise InvalidArgument("timeout", timeout, rule)
     return None if math.isinf(seconds) else seconds
+
+
+def check_state(state: object) -> NumberState:
+    """A number state: a :class:`NumberState` or its value (``"cooling"``, ...)."""
+    try:
+        return NumberState(state)
+    except ValueError:
+        names = ", ".join(repr(s.value) for s in NumberState)
+        raise InvalidArgument("state", state, f"one of {names}") from None
+
+
+def check_reason(reason: object) -> str | None:
+    """Why a state was set: None or a printable str of at most 200 characters."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or not reason.isprintable() or len(reason) > 200:
+        raise InvalidArgument("reason", reason, "None or a printable str of at most 200 characters")
+    return reason
+
+
+def check_outcome(outcome: object) -> str:
+    """A carrier's answer: a SIP status or carrier code, as an int or a str of digits."""
+    text = str(outcome) if isinstance(outcome, int) and not isinstance(outcome, bool) else outcome
+    if not isinstance(text, str) or not text.isdigit() or len(text) > 6:
+        raise InvalidArgument(
+            "outcome", outcome, "a SIP status or carrier code such as 607 or '477'"
+        )
+    return text
+
+
+_ACTIONS = ("cooldown", "flag", "lower_cap", "none")
+
+
+def check_reaction(code: str, reaction: object, where: str = "feedback") -> Reaction:
+    """A :class:`Reaction` whose fields fit its action."""
+    argument = f"{where}[{code!r}]"
+    if not isinstance(reaction, Reaction):
+        raise InvalidArgument(argument, reaction, "a Reaction")
+    if reaction.action not in _ACTIONS:
+        raise InvalidArgument(
+            f"{argument}.action", reaction.action, "one of " + ", ".join(_ACTIONS)
+        )
+    if reaction.action in ("cooldown", "lower_cap"):
+        check_ttl(reaction.seconds, f"{argument}.seconds")
+    if reaction.action == "lower_cap":
+        if reaction.cap is not None:
+            check_limit(reaction.cap, f"{argument}.cap")
+        elif reaction.factor is None or not 0 < reaction.factor < 1:
+            raise InvalidArgument(
+                f"{argument}.factor", reaction.factor, "a number between 0 and 1 (or set cap)"
+            )
+    return reaction
+
+
+def check_feedback(feedback: object) -> dict[str, Reaction]:
+    """Reactions by carrier code (see :meth:`Throttle.report`)."""
+    if feedback is None:
+        return {}
+    if not isinstance(feedback, Mapping):
+        raise InvalidArgument("feedback", feedback, "a mapping of carrier codes to Reactions")
+    return {check_outcome(code): check_reaction(str(code), r) for code, r in feedback.items()}

@@ -34,7 +34,7 @@ async def throttle(redis_url: str, prefix: str) -> AsyncIterator[Throttle]:
 #: Commands our scripts run inside Redis; commandstats counts them too, but they cost no trip.
 SCRIPT_INTERNAL = {
     "time", "zrangebyscore", "zremrangebyscore", "zrange", "zcard", "zcount", "zscore", "zadd",
-    "zrem", "hget", "hset", "hdel", "hgetall", "pexpire", "del", "publish",
+    "zrem", "hget", "hmget", "hset", "hdel", "hgetall", "pexpire", "del", "publish",
 }  # fmt: skip
 
 

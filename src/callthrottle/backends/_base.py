@@ -12,7 +12,7 @@ The conformance suite in ``tests/conformance`` is the executable form of this co
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -37,6 +37,7 @@ class Outcome(enum.IntEnum):
     GRANTED = 1  #: the token now holds a slot (or already held it, for the same owner)
     QUEUED = 0  #: the token waits in the number's FIFO line
     REFUSED = 2  #: no slot and ``enqueue`` was false: nothing was written
+    UNAVAILABLE = 3  #: the number's state admits no calls: nothing was written
     CONFLICT = -1  #: the token holds or waits on the number for another owner
 
 
@@ -53,11 +54,16 @@ class RenewState(enum.IntEnum):
 class AcquireResult:
     """:ivar outcome: see :class:`Outcome`
     :ivar retry_in: when not granted, seconds until the number's earliest lease expires by the
-        backend's clock (a slot may free then without any release), or None if none is held
+        backend's clock (a slot may free then without any release), or None if none is held;
+        when unavailable, seconds until its cool-down ends (None: no end set)
+    :ivar state: when unavailable, the number's state (``"disabled"``, ``"cooling"``, ...)
+    :ivar reason: when unavailable, why (as given when the state was set)
     """
 
     outcome: Outcome
     retry_in: float | None = None
+    state: str | None = None
+    reason: str | None = None
 
 
 class Backend(Protocol):
@@ -127,7 +133,21 @@ class Backend(Protocol):
         ...
 
     async def usage(self, number: str, limit: int) -> Usage:
-        """Live leases and waiters on the number (read only)."""
+        """Live leases and waiters on the number, and the cap in force (read only)."""
+        ...
+
+    async def set_policy(self, number: str, changes: Mapping[str, str | float | None]) -> None:
+        """Change the number's runtime policy atomically; every process sees it at once.
+
+        Fields: ``cap`` (int; overrides the cap callers ask for), ``state`` and ``reason``
+        (str), ``until`` (seconds from now by the backend's clock: the end of a cool-down),
+        ``lcap`` and ``luntil`` (a lowered cap, and seconds from now until it lapses). ``None``
+        removes a field. Waiters are granted at once if the cap went up, and asked to try again
+        (a number that no longer admits calls then refuses them).
+        """
+
+    async def get_policy(self, number: str) -> dict[str, str | float]:
+        """The number's runtime policy; ``until`` and ``luntil`` as seconds from now."""
         ...
 
     async def release_owner(self, owner: str) -> int:

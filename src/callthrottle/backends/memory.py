@@ -14,7 +14,7 @@ from .._models import Usage
 from ._base import AcquireResult, EventListener, Outcome, RenewState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -34,6 +34,36 @@ class _Entry:
 
 
 @dataclass(slots=True)
+class _Policy:
+    """A number's runtime policy (see :meth:`Backend.set_policy`); times by the backend clock."""
+
+    cap: int | None = None
+    state: str | None = None
+    reason: str | None = None
+    until: float | None = None
+    lcap: int | None = None
+    luntil: float | None = None
+
+    def cap_in_force(self, asked: int, now: float) -> int:
+        cap = asked if self.cap is None else self.cap
+        if self.lcap is not None and self.luntil is not None and self.luntil > now:
+            cap = min(cap, self.lcap)
+        return cap
+
+    def unavailable(self, now: float) -> str | None:
+        if self.state is None or self.state in ("active", "warming"):
+            return None
+        if self.state == "cooling" and self.until is not None and self.until <= now:
+            return None
+        return self.state
+
+
+_NO_POLICY = _Policy()
+_DURATIONS = frozenset({"until", "luntil"})
+_INTS = frozenset({"cap", "lcap"})
+
+
+@dataclass(slots=True)
 class _NumberState:
     holders: dict[str, _Entry] = field(default_factory=dict)
     queue: dict[str, _Entry] = field(default_factory=dict)  # insertion order is FIFO order
@@ -47,12 +77,13 @@ class MemoryBackend:
     ``clock`` (seconds, monotonic), which tests may replace.
     """
 
-    __slots__ = ("_clock", "_listeners", "_numbers")
+    __slots__ = ("_clock", "_listeners", "_numbers", "_policies")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._numbers: dict[str, _NumberState] = {}
         self._listeners: dict[str, EventListener] = {}
+        self._policies: dict[str, _Policy] = {}
 
     def __repr__(self) -> str:
         holders = sum(len(s.holders) for s in self._numbers.values())
@@ -87,9 +118,12 @@ class MemoryBackend:
         for token in [t for t, e in queue.items() if e.expires <= now]:
             del queue[token]
         granted = False
+        policy = self._policies.get(number, _NO_POLICY)
         while queue:
             token, entry = next(iter(queue.items()))
-            if len(holders) >= entry.limit:
+            if policy.unavailable(now) is not None:
+                break
+            if len(holders) >= policy.cap_in_force(entry.limit, now):
                 if granted:  # the new head asks again, to time its wait from the new leases
                     self._notify(entry.owner, "nudged", number, token)
                 break
@@ -134,6 +168,12 @@ class MemoryBackend:
     ) -> AcquireResult:
         await checkpoint()
         now = self._clock()
+        policy = self._policies.get(number, _NO_POLICY)
+        unavailable = policy.unavailable(now)
+        if unavailable is not None:
+            retry_in = None if policy.until is None else policy.until - now
+            return AcquireResult(Outcome.UNAVAILABLE, retry_in, unavailable, policy.reason)
+        limit = policy.cap_in_force(limit, now)
         state = self._settle(number, now)
         current = state.holders.get(token)
         if current is not None:
@@ -207,13 +247,46 @@ class MemoryBackend:
 
     async def usage(self, number: str, limit: int) -> Usage:
         await checkpoint()
+        now = self._clock()
+        cap = self._policies.get(number, _NO_POLICY).cap_in_force(limit, now)
         state = self._numbers.get(number)
         if state is None:
-            return Usage(in_use=0, limit=limit, waiting=0)
-        now = self._clock()
+            return Usage(in_use=0, limit=cap, waiting=0)
         in_use = sum(1 for e in state.holders.values() if e.expires > now)
         waiting = sum(1 for e in state.queue.values() if e.expires > now)
-        return Usage(in_use=in_use, limit=limit, waiting=waiting)
+        return Usage(in_use=in_use, limit=cap, waiting=waiting)
+
+    async def set_policy(self, number: str, changes: Mapping[str, str | float | None]) -> None:
+        await checkpoint()
+        now = self._clock()
+        policy = self._policies.setdefault(number, _Policy())
+        for name, value in changes.items():
+            if value is None:
+                setattr(policy, name, None)
+            elif name in _DURATIONS:
+                setattr(policy, name, now + float(value))
+            elif name in _INTS:
+                setattr(policy, name, int(value))
+            else:
+                setattr(policy, name, str(value))
+        if policy == _NO_POLICY:
+            del self._policies[number]
+        if number in self._numbers:
+            state = self._settle(number, now)
+            for token, entry in state.queue.items():
+                self._notify(entry.owner, "nudged", number, token)
+            self._forget_if_idle(number, state)
+
+    async def get_policy(self, number: str) -> dict[str, str | float]:
+        await checkpoint()
+        now = self._clock()
+        policy = self._policies.get(number, _NO_POLICY)
+        fields: dict[str, str | float] = {}
+        for name in ("cap", "state", "reason", "until", "lcap", "luntil"):
+            value = getattr(policy, name)
+            if value is not None:
+                fields[name] = value - now if name in _DURATIONS else str(value)
+        return fields
 
     async def release_owner(self, owner: str) -> int:
         await checkpoint()

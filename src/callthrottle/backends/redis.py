@@ -20,7 +20,7 @@ from .._models import Usage
 from ._base import AcquireResult, EventListener, Outcome, RenewState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -28,7 +28,9 @@ __all__ = ("RedisBackend",)
 
 logger = logging.getLogger("callthrottle.redis")
 
-_SCRIPT_NAMES = ("acquire", "release", "abandon", "renew", "usage", "release_owner")
+_SCRIPT_NAMES = (
+    "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
+)  # fmt: skip
 
 
 def _default_options() -> dict[str, Any]:
@@ -42,6 +44,7 @@ def _default_options() -> dict[str, Any]:
 
 _KEY_CACHE_SIZE = 4096
 _EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
+_DURATIONS = frozenset({"until", "luntil"})  # sent as seconds from now, stored as server ms
 
 
 def _load_sources() -> dict[str, str]:
@@ -133,7 +136,7 @@ class RedisBackend:
         keys = self._keys.get(number)
         if keys is None:
             base = f"{self._prefix}{{{number}}}:"
-            keys = [base + "h", base + "q", base + "w", base + "m"]
+            keys = [base + "h", base + "q", base + "w", base + "m", base + "p"]
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
             self._keys[number] = keys
@@ -210,8 +213,12 @@ class RedisBackend:
             self._channels,
         )
         with _map_errors("acquire"):
-            outcome, retry_ms = await self._scripts["acquire"](self.keys_for(number), args)
-        return AcquireResult(Outcome(outcome), None if retry_ms < 0 else retry_ms / 1000)
+            reply = await self._scripts["acquire"](self.keys_for(number), args)
+        retry_in = None if reply[1] < 0 else reply[1] / 1000
+        if len(reply) == 2:
+            return AcquireResult(Outcome(reply[0]), retry_in)
+        state, reason = reply[2].decode(), reply[3].decode()
+        return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 
     async def release(self, number: str, token: str, releaser: str) -> bool:
         args = (token, releaser, number, self._channels)
@@ -234,10 +241,11 @@ class RedisBackend:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for number, indexes in by_number.items():
                         tokens = [items[i][1] for i in indexes]
+                        keys = self.keys_for(number)
                         pipe.evalsha(
                             script.sha,
-                            4,
-                            *self.keys_for(number),
+                            len(keys),
+                            *keys,
                             owner,
                             number,
                             self._channels,
@@ -257,8 +265,30 @@ class RedisBackend:
 
     async def usage(self, number: str, limit: int) -> Usage:
         with _map_errors("usage"):
-            in_use, waiting = await self._scripts["usage"](self.keys_for(number), ())
-        return Usage(in_use=in_use, limit=limit, waiting=waiting)
+            in_use, waiting, cap = await self._scripts["usage"](self.keys_for(number), (limit,))
+        return Usage(in_use=in_use, limit=cap, waiting=waiting)
+
+    async def set_policy(self, number: str, changes: Mapping[str, str | float | None]) -> None:
+        args: list[str | int] = [number, self._channels]
+        for field, value in changes.items():
+            if value is None:
+                args += [field, ""]
+            elif field in _DURATIONS:
+                args += [field, f"+{_ms(float(value))}"]
+            else:
+                args += [field, str(value)]
+        with _map_errors("set_policy"):
+            await self._scripts["set_policy"](self.keys_for(number), args)
+
+    async def get_policy(self, number: str) -> dict[str, str | float]:
+        with _map_errors("get_policy"):
+            reply = await self._scripts["get_policy"](self.keys_for(number), ())
+        now, items = reply[0], reply[1:]
+        policy: dict[str, str | float] = {}
+        for field, value in zip(items[::2], items[1::2], strict=True):
+            name = field.decode()
+            policy[name] = (int(value) - now) / 1000 if name in _DURATIONS else value.decode()
+        return policy
 
     async def release_owner(self, owner: str) -> int:
         pattern = _glob_escape(self._prefix) + "{*}:m"

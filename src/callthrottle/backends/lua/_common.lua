@@ -1,15 +1,18 @@
 -- Shared by every script (prepended when the scripts are loaded).
 --
--- One number's state lives in four keys that share a hash tag, so every script touches one
+-- One number's state lives in five keys that share a hash tag, so every script touches one
 -- Cluster slot:
 --   KEYS[1] H  sorted set  token -> lease expiry (ms, server clock)
 --   KEYS[2] Q  sorted set  token -> place in line (FIFO sequence)
 --   KEYS[3] W  sorted set  token -> when the waiter's place lapses (ms, server clock)
 --   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit"
+--   KEYS[5] P  hash        the number's runtime policy, set by any process (never expires):
+--                          cap (overrides every caller's cap), state, reason, until (ms: end
+--                          of a cool-down), lcap and luntil (a cap lowered until luntil)
 -- hold_ms is max_hold for a waiter and the absolute deadline for a holder (0: none).
 -- Events go to the owner's channel: "g\t<number>\t<token>" granted, "r\t..." released by
 -- another process, "n\t..." nudged (ask again: the line moved).
-local H, Q, W, M = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local H, Q, W, M, P = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -23,6 +26,30 @@ end
 
 local function meta(owner, ttl, hold, limit)
   return owner .. '\t' .. ttl .. '\t' .. hold .. '\t' .. limit
+end
+
+-- The number's runtime policy: {cap, state, reason, until, lcap, luntil} (false when unset).
+local function policy()
+  return redis.call('HMGET', P, 'cap', 'state', 'reason', 'until', 'lcap', 'luntil')
+end
+
+-- The cap in force: the stored override, else the caller's; a lowered cap while it lasts.
+local function cap_in_force(pol, asked, now)
+  local cap = tonumber(pol[1]) or asked
+  local lcap, luntil = tonumber(pol[5]), tonumber(pol[6])
+  if lcap and luntil and luntil > now and lcap < cap then cap = lcap end
+  return cap
+end
+
+-- The state that keeps the number from admitting calls, or nil when it admits them.
+local function unavailable(pol, now)
+  local state = pol[2]
+  if not state or state == 'active' or state == 'warming' then return nil end
+  if state == 'cooling' then
+    local untl = tonumber(pol[4])
+    if untl and untl <= now then return nil end
+  end
+  return state
 end
 
 -- Apply a variadic command to a list in chunks (Lua's unpack has a stack limit).
@@ -56,10 +83,13 @@ end
 -- must wake at that expiry.
 local function promote(now, queued, number, channels)
   local granted = false
+  local pol = nil
   while queued > 0 do
     local token = redis.call('ZRANGE', Q, 0, 0)[1]
     local owner, ttl, hold, limit = parse_meta(redis.call('HGET', M, token))
-    if redis.call('ZCARD', H) >= limit then
+    pol = pol or policy()
+    if unavailable(pol, now) then return queued end
+    if redis.call('ZCARD', H) >= cap_in_force(pol, limit, now) then
       if granted then
         redis.call('PUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
       end

@@ -1,5 +1,10 @@
--- Live leases and live waiters of one number (read only).
--- KEYS: H Q W M (see _common.lua)
--- Returns {in_use, waiting}.
+-- Live leases and live waiters of one number, and the cap in force (read only).
+-- KEYS: H Q W M P (see _common.lua)
+-- ARGV[1] the caller's cap
+-- Returns {in_use, waiting, cap}.
 local now = now_ms()
-return {redis.call('ZCOUNT', H, '(' .. now, '+inf'), redis.call('ZCOUNT', W, '(' .. now, '+inf')}
+return {
+  redis.call('ZCOUNT', H, '(' .. now, '+inf'),
+  redis.call('ZCOUNT', W, '(' .. now, '+inf'),
+  cap_in_force(policy(), tonumber(ARGV[1]), now),
+}

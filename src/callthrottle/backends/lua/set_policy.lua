@@ -1,0 +1,26 @@
+-- Change a number's runtime policy, then let the line move under it (one round trip).
+-- KEYS: H Q W M P (see _common.lua)
+-- ARGV[1] number, ARGV[2] channel prefix, then (field, value) pairs; value '' deletes the field.
+-- A value of the form '+<ms>' for until/luntil is made absolute by the server clock.
+-- Waiters are granted at once if the cap went up, and nudged to ask again (a number that no
+-- longer admits calls then refuses them).
+local now = now_ms()
+for i = 3, #ARGV, 2 do
+  local field, value = ARGV[i], ARGV[i + 1]
+  if value == '' then
+    redis.call('HDEL', P, field)
+  else
+    if string.sub(value, 1, 1) == '+' then value = tostring(now + tonumber(string.sub(value, 2))) end
+    redis.call('HSET', P, field, value)
+  end
+end
+local queued = promote(now, purge(now), ARGV[1], ARGV[2])
+if queued > 0 then
+  local line = redis.call('ZRANGE', Q, 0, -1)
+  for _, token in ipairs(line) do
+    local owner = parse_meta(redis.call('HGET', M, token))
+    redis.call('PUBLISH', ARGV[2] .. owner, 'n\t' .. ARGV[1] .. '\t' .. token)
+  end
+end
+touch(now, queued)
+return redis.call('HGETALL', P)
