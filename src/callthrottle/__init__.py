@@ -6,6 +6,10 @@ give it back when the call ends; every process and host sharing the backend sees
 
 from __future__ import annotations
 
+from ._config import Config as Config
+from ._config import ConfigError as ConfigError
+from ._config import NumberSettings as NumberSettings
+from ._config import Profile as Profile
 from ._errors import AcquireTimeout as AcquireTimeout
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import InvalidArgument as InvalidArgument
@@ -24,12 +28,16 @@ from ._throttle import Throttle as Throttle
 __all__ = (
     "AcquireTimeout",
     "BackendUnavailable",
+    "Config",
+    "ConfigError",
     "InvalidArgument",
     "Lease",
     "LeaseConflict",
+    "NumberSettings",
     "NumberState",
     "NumberStatus",
     "NumberUnavailable",
+    "Profile",
     "Reaction",
     "Throttle",
     "ThrottleError",

@@ -6,12 +6,14 @@ import logging
 import math
 import os
 import socket
+from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
+from ._config import Config, ConfigError
 from ._errors import (
     AcquireTimeout,
     InvalidArgument,
@@ -38,7 +40,7 @@ from ._validate import (
 from .backends import AcquireResult, Backend, Outcome, RenewState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Mapping
+    from collections.abc import AsyncIterator, Awaitable
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -126,6 +128,8 @@ class Throttle:
     :param renew_interval: seconds between heartbeats; defaults to ``lease_ttl / 3``
     :param feedback: reactions to carrier answers for :meth:`report`, by code; they replace the
         defaults (:data:`~callthrottle.DEFAULT_FEEDBACK`) code by code
+    :param config: carrier profiles and per-number settings (see :class:`Config`): a
+        ``Config``, a dict of the same shape, or the path of a TOML file
     :param default_region: region for numbers written without ``+country`` (e.g. ``"CN"``):
         every number is normalised to E.164, so ``057188880001`` and ``+8657188880001`` are
         one number
@@ -135,6 +139,7 @@ class Throttle:
     __slots__ = (
         "_backend",
         "_close_backend",
+        "_config",
         "_default_limit",
         "_drained",
         "_feedback",
@@ -160,11 +165,13 @@ class Throttle:
         renew_interval: float | None = None,
         default_region: str | None = None,
         feedback: Mapping[str | int, Reaction] | None = None,
+        config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         close_backend: bool = False,
     ) -> None:
+        self._config = _load_config(config)
         self._default_limit = check_limit(default_limit, "default_limit")
-        self._region = check_region(default_region)
-        self._feedback = {**DEFAULT_FEEDBACK, **check_feedback(feedback)}
+        self._region = check_region(default_region) or self._config.default_region
+        self._feedback = {**DEFAULT_FEEDBACK, **self._config.feedback, **check_feedback(feedback)}
         self._lease_ttl = check_ttl(lease_ttl)
         self._max_hold = check_max_hold(max_hold)
         self._owner_id = _default_owner_id() if owner_id is None else check_owner(owner_id)
@@ -196,6 +203,7 @@ class Throttle:
         renew_interval: float | None = None,
         default_region: str | None = None,
         feedback: Mapping[str | int, Reaction] | None = None,
+        config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> Throttle:
         """A throttle on the backend the URL names.
@@ -216,6 +224,7 @@ class Throttle:
             check_owner(owner_id)
         check_region(default_region)
         check_feedback(feedback)
+        config = _load_config(config)
         backend = backend_from_url(url, options)
         return cls(
             backend,
@@ -226,6 +235,7 @@ class Throttle:
             renew_interval=renew_interval,
             default_region=default_region,
             feedback=feedback,
+            config=config,
             close_backend=True,
         )
 
@@ -374,7 +384,7 @@ class Throttle:
         number = normalize_number(number, self._region)
         token = _new_token() if token is None else check_token(token)
         wait = check_timeout(timeout)
-        cap = self._default_limit if limit is None else check_limit(limit)
+        cap = self._cap_for(number, limit)
         self._check_open()
         key = (number, token)
         if key in self._held or key in self._waiting:
@@ -622,7 +632,7 @@ class Throttle:
         else:
             cap = reaction.cap
             if cap is None:
-                current = (await self._backend.usage(number, self._default_limit)).limit
+                current = (await self._backend.usage(number, self._cap_for(number, None))).limit
                 cap = max(1, math.floor(current * (reaction.factor or 0.5)))
             await self._backend.set_policy(number, {"lcap": cap, "luntil": reaction.seconds})
         logger.warning(
@@ -639,9 +649,14 @@ class Throttle:
     async def usage(self, number: str, *, limit: int | None = None) -> Usage:
         """A snapshot of the number's live leases and waiters, across every process."""
         number = normalize_number(number, self._region)
-        cap = self._default_limit if limit is None else check_limit(limit)
+        cap = self._cap_for(number, limit)
         self._check_open()
         return await self._backend.usage(number, cap)
+
+    def _cap_for(self, number: str, limit: int | None) -> int:
+        if limit is not None:
+            return check_limit(limit)
+        return self._config.cap_for(number, self._default_limit)
 
     # -- background work -----------------------------------------------------------------------
 
@@ -741,3 +756,15 @@ def _status_from_policy(policy: Mapping[str, str | float]) -> NumberStatus:
         lowered_cap=int(policy["lcap"]) if lowered else None,
         lowered_remaining=float(lowered_remaining) if lowered else None,  # type: ignore[arg-type]
     )
+
+
+def _load_config(config: object) -> Config:
+    if config is None:
+        return Config()
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return Config.from_dict(config)
+    if isinstance(config, (str, os.PathLike)):
+        return Config.from_toml(config)
+    raise ConfigError("config", config, "a Config, a dict, or the path of a TOML file")

@@ -1,0 +1,221 @@
+"""Carrier policy configuration: profiles, per-number settings, feedback reactions.
+
+Built from a dict or a TOML file and validated whole before use: every error names the key and
+the rule it broke, and nothing is applied from a configuration with an error in it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._errors import InvalidArgument
+from ._health import Reaction
+from ._numbers import check_region, normalize_number
+from ._validate import check_limit, check_outcome, check_reaction, check_ttl
+
+if TYPE_CHECKING:
+    import os
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ("Config", "ConfigError", "NumberSettings", "Profile")
+
+_T = TypeVar("_T")
+
+
+class ConfigError(InvalidArgument):
+    """A configuration key broke a rule; :ivar argument: is the key's path (``config.profiles...``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A carrier's rules for the numbers it supplies.
+
+    :ivar cap: concurrent outbound calls allowed per number
+    """
+
+    cap: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class NumberSettings:
+    """One number's settings; unset fields come from its profile.
+
+    :ivar profile: the carrier profile the number belongs to (None: the default profile)
+    :ivar cap: the number's own cap, overriding its profile's
+    """
+
+    profile: str | None = None
+    cap: int | None = None
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything callthrottle can be told about carriers and numbers.
+
+    Build it with :meth:`from_dict` or :meth:`from_toml` (which validate) and pass it to
+    :class:`~callthrottle.Throttle` as ``config=``. In TOML::
+
+        default_region = "CN"          # national numbers are read as Chinese numbers
+        default_profile = "fixed-line" # for numbers not listed under [numbers]
+
+        [profiles.fixed-line]
+        cap = 20
+        [profiles.mobile]
+        cap = 3
+
+        [numbers."+8657188880001"]
+        profile = "fixed-line"
+        cap = 15                       # this number's carrier allows 15
+
+        [feedback.477]                 # a carrier's "caller over-frequency" answer
+        action = "cooldown"
+        seconds = 3600
+
+    A number's cap is the first that is set of: the cap set at run time
+    (:meth:`Throttle.set_cap`), the ``limit`` passed to :meth:`Throttle.acquire`, the number's
+    ``cap``, its profile's ``cap``, and the throttle's ``default_limit``.
+    """
+
+    default_region: str | None = None
+    default_profile: str | None = None
+    profiles: Mapping[str, Profile] = field(default_factory=lambda: _frozen({}))
+    numbers: Mapping[str, NumberSettings] = field(default_factory=lambda: _frozen({}))
+    feedback: Mapping[str, Reaction] = field(default_factory=lambda: _frozen({}))
+
+    def cap_for(self, number: str, default: int) -> int:
+        """The configured cap of ``number`` (E.164), or ``default`` if none is configured."""
+        settings = self.numbers.get(number)
+        if settings is not None and settings.cap is not None:
+            return settings.cap
+        name = settings.profile if settings is not None and settings.profile else None
+        profile = self.profiles.get(name or self.default_profile or "")
+        return default if profile is None else profile.cap
+
+    @classmethod
+    def from_toml(cls, source: str | os.PathLike[str]) -> Config:
+        """Read a TOML file (a path), and validate it as :meth:`from_dict` does."""
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                "config", str(path), f"a readable TOML file ({exc.strerror})"
+            ) from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", str(path), f"valid TOML ({exc})") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """Validate a configuration given as nested dicts (the shape of the TOML file).
+
+        :raises ConfigError: naming the first key that breaks a rule
+        """
+        top = _table(
+            "config", data, ("default_region", "default_profile", "profiles", "numbers", "feedback")
+        )
+        region = _wrap("config.default_region", check_region, top.get("default_region"))
+        profiles = {
+            _name("config.profiles", name): _profile(f"config.profiles.{name}", raw)
+            for name, raw in _table("config.profiles", top.get("profiles", {})).items()
+        }
+        default_profile = top.get("default_profile")
+        if default_profile is not None and default_profile not in profiles:
+            raise ConfigError(
+                "config.default_profile", default_profile, _one_of("a profile", profiles)
+            )
+        numbers: dict[str, NumberSettings] = {}
+        for raw_number, raw in _table("config.numbers", top.get("numbers", {})).items():
+            where = f"config.numbers.{raw_number!r}"
+            number = _wrap(where, normalize_number, raw_number, region, where)
+            if number in numbers:
+                raise ConfigError(where, raw_number, f"listed once (it is also listed as {number})")
+            numbers[number] = _number(where, raw, profiles)
+        feedback = {
+            _wrap(f"config.feedback.{code}", check_outcome, code): _reaction(
+                f"config.feedback.{code}", raw
+            )
+            for code, raw in _table("config.feedback", top.get("feedback", {})).items()
+        }
+        return cls(
+            default_region=region,
+            default_profile=default_profile,
+            profiles=_frozen(profiles),
+            numbers=_frozen(numbers),
+            feedback=_frozen(feedback),
+        )
+
+
+def _table(where: str, value: object, known: tuple[str, ...] | None = None) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, value, "a table (a mapping of keys to values)")
+    if known is not None:
+        for key in value:
+            if key not in known:
+                raise ConfigError(f"{where}.{key}", value[key], "a known key: " + ", ".join(known))
+    return value
+
+
+def _name(where: str, name: object) -> str:
+    if not isinstance(name, str) or not name or not name.isprintable():
+        raise ConfigError(where, name, "keyed by non-empty printable names")
+    return name
+
+
+def _one_of(what: str, names: Mapping[str, object]) -> str:
+    listed = ", ".join(repr(n) for n in names) or "none are defined"
+    return f"{what} defined under [profiles] ({listed})"
+
+
+def _wrap(where: str, check: Callable[..., _T], *args: object) -> _T:
+    """Run ``check(*args)``; re-raise its InvalidArgument as a ConfigError at ``where``."""
+    try:
+        return check(*args)
+    except ConfigError:
+        raise
+    except InvalidArgument as exc:
+        raise ConfigError(where, exc.value, exc.rule) from None
+
+
+def _profile(where: str, raw: object) -> Profile:
+    table = _table(where, raw, ("cap",))
+    cap = _wrap(f"{where}.cap", check_limit, table.get("cap", 20))
+    return Profile(cap=cap)
+
+
+def _number(where: str, raw: object, profiles: Mapping[str, Profile]) -> NumberSettings:
+    table = _table(where, raw, ("profile", "cap"))
+    profile = table.get("profile")
+    if profile is not None and profile not in profiles:
+        raise ConfigError(f"{where}.profile", profile, _one_of("a profile", profiles))
+    cap = table.get("cap")
+    if cap is not None:
+        _wrap(f"{where}.cap", check_limit, cap)
+    return NumberSettings(profile=profile, cap=cap)
+
+
+def _reaction(where: str, raw: object) -> Reaction:
+    table = _table(where, raw, ("action", "seconds", "cap", "factor", "reason"))
+    fields = {key: table.get(key) for key in ("seconds", "cap", "factor", "reason")}
+    if fields["seconds"] is not None:
+        _wrap(f"{where}.seconds", check_ttl, fields["seconds"], "seconds")
+    reaction = Reaction(action=table.get("action", ""), **fields)
+    try:
+        return check_reaction(where.rpartition(".")[2], reaction, "config.feedback")
+    except InvalidArgument as exc:
+        raise ConfigError(where + exc.argument.rpartition("]")[2], exc.value, exc.rule) from None

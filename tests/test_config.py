@@ -1,0 +1,120 @@
+"""Configuration: TOML and dicts, validated whole, every error naming its key and rule."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from callthrottle import (
+    Config,
+    ConfigError,
+    InvalidArgument,
+    NumberSettings,
+    Profile,
+    Reaction,
+    Throttle,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+TOML = """
+default_region = "CN"
+default_profile = "fixed-line"
+
+[profiles.fixed-line]
+cap = 20
+[profiles.mobile]
+cap = 3
+[profiles.partner-sip]
+
+[numbers."057188880001"]
+cap = 15
+[numbers."+8613800138000"]
+profile = "mobile"
+[numbers."+86 571 8888 0002"]
+profile = "partner-sip"
+
+[feedback.477]
+action = "cooldown"
+seconds = 3600
+[feedback.475]
+action = "lower_cap"
+seconds = 60
+factor = 0.5
+reason = "over calls per second"
+"""
+
+
+def test_a_toml_file_is_read_and_normalised(tmp_path: Path) -> None:
+    path = tmp_path / "carriers.toml"
+    path.write_text(TOML, encoding="utf-8")
+    config = Config.from_toml(path)
+    assert config.default_region == "CN"
+    assert config.profiles["mobile"] == Profile(cap=3)
+    assert config.profiles["partner-sip"] == Profile(cap=20)
+    assert config.numbers["+8657188880001"] == NumberSettings(cap=15)
+    assert config.numbers["+8657188880002"] == NumberSettings(profile="partner-sip")
+    assert config.feedback["475"] == Reaction(
+        "lower_cap", seconds=60, factor=0.5, reason="over calls per second"
+    )
+    assert config.cap_for("+8657188880001", default=99) == 15  # its own cap
+    assert config.cap_for("+8613800138000", default=99) == 3  # its profile's
+    assert config.cap_for("+8657188880009", default=99) == 20  # the default profile's
+    assert Config().cap_for("+8657188880009", default=99) == 99  # nothing configured
+
+
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({"profile": {}}, r"config\.profile must be a known key: default_region, default_profile"),
+    ({"profiles": []}, r"config\.profiles must be a table"),
+    ({"profiles": {"x": {"cap": 0}}}, r"config\.profiles\.x\.cap must be an int >= 1, got 0"),
+    ({"profiles": {"x": {"cap": "20"}}}, r"config\.profiles\.x\.cap must be an int >= 1"),
+    ({"profiles": {"x": {"capp": 3}}}, r"config\.profiles\.x\.capp must be a known key: cap"),
+    ({"default_profile": "x"}, r"config\.default_profile must be a profile defined under"),
+    ({"default_region": "Mars"}, r"config\.default_region must be None or a two-letter"),
+    ({"numbers": {"12": {}}}, r"config\.numbers\.'12' must be a valid phone number"),
+    (
+        {"numbers": {"+8657188880001": {"profile": "x"}}},
+        r"config\.numbers\.'\+8657188880001'\.profile must be a profile defined under \[profiles\]",
+    ),
+    (
+        {"numbers": {"+8657188880001": {"cap": -1}}},
+        r"config\.numbers\.'\+8657188880001'\.cap must be an int >= 1, got -1",
+    ),
+    (
+        {"default_region": "CN", "numbers": {"057188880001": {}, "+8657188880001": {}}},
+        r"must be listed once \(it is also listed as \+8657188880001\)",
+    ),
+    ({"feedback": {"abc": {"action": "flag"}}}, r"config\.feedback\.abc must be a SIP status"),
+    ({"feedback": {"477": {"action": "nap"}}}, r"config\.feedback\.477\.action must be one of"),
+    ({"feedback": {"477": {"action": "cooldown"}}}, r"config\.feedback\.477\.seconds must be a"),
+    (
+        {"feedback": {"475": {"action": "lower_cap", "seconds": 5, "factor": 3}}},
+        r"config\.feedback\.475\.factor must be a number between 0 and 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), BAD)
+def test_every_bad_key_is_named(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        Config.from_dict(data)
+    assert isinstance(caught.value, InvalidArgument)
+    assert caught.value.argument.startswith("config")
+    with pytest.raises(ConfigError, match=message):
+        Throttle.from_url("memory://", config=data)
+
+
+def test_unreadable_or_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config must be a readable TOML file"):
+        Config.from_toml(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[profiles\ncap = ", encoding="utf-8")
+    with pytest.raises(ConfigError, match="config must be valid TOML"):
+        Throttle.from_url("memory://", config=str(broken))
+
+
+def test_config_must_be_a_config_a_dict_or_a_path() -> None:
+    with pytest.raises(ConfigError, match="config must be a Config, a dict, or the path"):
+        Throttle.from_url("memory://", config=42)  # type: ignore[arg-type]
