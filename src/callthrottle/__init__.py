@@ -15,6 +15,7 @@ from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import InvalidArgument as InvalidArgument
 from ._errors import LeaseConflict as LeaseConflict
 from ._errors import NumberUnavailable as NumberUnavailable
+from ._errors import RateLimited as RateLimited
 from ._errors import ThrottleError as ThrottleError
 from ._errors import UnknownScheme as UnknownScheme
 from ._errors import UnsupportedEventLoop as UnsupportedEventLoop
@@ -23,6 +24,7 @@ from ._health import NumberStatus as NumberStatus
 from ._health import Reaction as Reaction
 from ._models import Lease as Lease
 from ._models import Usage as Usage
+from ._rates import Window as Window
 from ._throttle import Throttle as Throttle
 
 __all__ = (
@@ -38,12 +40,14 @@ __all__ = (
     "NumberStatus",
     "NumberUnavailable",
     "Profile",
+    "RateLimited",
     "Reaction",
     "Throttle",
     "ThrottleError",
     "UnknownScheme",
     "UnsupportedEventLoop",
     "Usage",
+    "Window",
 )
 
 for _name in __all__:

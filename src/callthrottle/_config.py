@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._errors import InvalidArgument
 from ._health import Reaction
 from ._numbers import check_region, normalize_number
+from ._rates import Window, check_timezone, parse_windows
 from ._validate import check_limit, check_outcome, check_reaction, check_ttl
 
 if TYPE_CHECKING:
     import os
+    from zoneinfo import ZoneInfo
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,6 +29,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = ("Config", "ConfigError", "NumberSettings", "Profile")
+
+_TOP_KEYS = (
+    "default_region", "default_profile", "timezone", "profiles", "numbers", "feedback",
+)  # fmt: skip
 
 _T = TypeVar("_T")
 
@@ -40,9 +46,14 @@ class Profile:
     """A carrier's rules for the numbers it supplies.
 
     :ivar cap: concurrent outbound calls allowed per number
+    :ivar rates: rate windows per number (in ``limits``' notation: ``"100/hour;500/day"``)
+    :ivar daily_reset: ``"rolling"`` (a day is any 24 hours) or ``"midnight"`` (per-day
+        windows count from local midnight in the configured ``timezone``)
     """
 
     cap: int = 20
+    rates: tuple[Window, ...] = ()
+    daily_reset: str = "rolling"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +62,12 @@ class NumberSettings:
 
     :ivar profile: the carrier profile the number belongs to (None: the default profile)
     :ivar cap: the number's own cap, overriding its profile's
+    :ivar rates: the number's own rate windows, replacing its profile's
     """
 
     profile: str | None = None
     cap: int | None = None
+    rates: tuple[Window, ...] | None = None
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -70,9 +83,12 @@ class Config:
 
         default_region = "CN"          # national numbers are read as Chinese numbers
         default_profile = "fixed-line" # for numbers not listed under [numbers]
+        timezone = "Asia/Shanghai"     # where "midnight" is, for daily_reset
 
         [profiles.fixed-line]
         cap = 20
+        rates = "1/second;100/hour;500/day"
+        daily_reset = "midnight"
         [profiles.mobile]
         cap = 3
 
@@ -91,18 +107,29 @@ class Config:
 
     default_region: str | None = None
     default_profile: str | None = None
+    timezone: ZoneInfo | None = None
     profiles: Mapping[str, Profile] = field(default_factory=lambda: _frozen({}))
     numbers: Mapping[str, NumberSettings] = field(default_factory=lambda: _frozen({}))
     feedback: Mapping[str, Reaction] = field(default_factory=lambda: _frozen({}))
 
+    def _profile_of(self, number: str) -> tuple[NumberSettings | None, Profile | None]:
+        settings = self.numbers.get(number)
+        name = settings.profile if settings is not None and settings.profile else None
+        return settings, self.profiles.get(name or self.default_profile or "")
+
     def cap_for(self, number: str, default: int) -> int:
         """The configured cap of ``number`` (E.164), or ``default`` if none is configured."""
-        settings = self.numbers.get(number)
+        settings, profile = self._profile_of(number)
         if settings is not None and settings.cap is not None:
             return settings.cap
-        name = settings.profile if settings is not None and settings.profile else None
-        profile = self.profiles.get(name or self.default_profile or "")
         return default if profile is None else profile.cap
+
+    def windows_for(self, number: str) -> tuple[Window, ...]:
+        """The rate windows of ``number`` (E.164): its own, else its profile's."""
+        settings, profile = self._profile_of(number)
+        if settings is not None and settings.rates is not None:
+            return settings.rates
+        return () if profile is None else profile.rates
 
     @classmethod
     def from_toml(cls, source: str | os.PathLike[str]) -> Config:
@@ -126,10 +153,9 @@ class Config:
 
         :raises ConfigError: naming the first key that breaks a rule
         """
-        top = _table(
-            "config", data, ("default_region", "default_profile", "profiles", "numbers", "feedback")
-        )
+        top = _table("config", data, _TOP_KEYS)
         region = _wrap("config.default_region", check_region, top.get("default_region"))
+        timezone = _wrap("config.timezone", check_timezone, top.get("timezone"))
         profiles = {
             _name("config.profiles", name): _profile(f"config.profiles.{name}", raw)
             for name, raw in _table("config.profiles", top.get("profiles", {})).items()
@@ -145,7 +171,7 @@ class Config:
             number = _wrap(where, normalize_number, raw_number, region, where)
             if number in numbers:
                 raise ConfigError(where, raw_number, f"listed once (it is also listed as {number})")
-            numbers[number] = _number(where, raw, profiles)
+            numbers[number] = _number(where, raw, profiles, default_profile)
         feedback = {
             _wrap(f"config.feedback.{code}", check_outcome, code): _reaction(
                 f"config.feedback.{code}", raw
@@ -155,6 +181,7 @@ class Config:
         return cls(
             default_region=region,
             default_profile=default_profile,
+            timezone=timezone,
             profiles=_frozen(profiles),
             numbers=_frozen(numbers),
             feedback=_frozen(feedback),
@@ -193,20 +220,33 @@ def _wrap(where: str, check: Callable[..., _T], *args: object) -> _T:
 
 
 def _profile(where: str, raw: object) -> Profile:
-    table = _table(where, raw, ("cap",))
+    table = _table(where, raw, ("cap", "rates", "daily_reset"))
     cap = _wrap(f"{where}.cap", check_limit, table.get("cap", 20))
-    return Profile(cap=cap)
+    daily_reset = table.get("daily_reset", "rolling")
+    if daily_reset not in ("rolling", "midnight"):
+        raise ConfigError(f"{where}.daily_reset", daily_reset, "'rolling' or 'midnight'")
+    rates: tuple[Window, ...] = ()
+    if "rates" in table:
+        rates = _wrap(f"{where}.rates", parse_windows, table["rates"], daily_reset == "midnight")
+    return Profile(cap=cap, rates=rates, daily_reset=daily_reset)
 
 
-def _number(where: str, raw: object, profiles: Mapping[str, Profile]) -> NumberSettings:
-    table = _table(where, raw, ("profile", "cap"))
+def _number(
+    where: str, raw: object, profiles: Mapping[str, Profile], default_profile: str | None
+) -> NumberSettings:
+    table = _table(where, raw, ("profile", "cap", "rates"))
     profile = table.get("profile")
     if profile is not None and profile not in profiles:
         raise ConfigError(f"{where}.profile", profile, _one_of("a profile", profiles))
     cap = table.get("cap")
     if cap is not None:
         _wrap(f"{where}.cap", check_limit, cap)
-    return NumberSettings(profile=profile, cap=cap)
+    rates = None
+    if "rates" in table:
+        own = profiles.get(profile or default_profile or "")
+        midnight = own is not None and own.daily_reset == "midnight"
+        rates = _wrap(f"{where}.rates", parse_windows, table["rates"], midnight)
+    return NumberSettings(profile=profile, cap=cap, rates=rates)
 
 
 def _reaction(where: str, raw: object) -> Reaction:

@@ -7,6 +7,7 @@ The hierarchy::
     │   └── UnknownScheme               Throttle.from_url() got a scheme it cannot serve
     ├── LeaseConflict (ValueError)      the token already holds or waits for a slot on the number
     ├── AcquireTimeout (TimeoutError)   no slot within the timeout (timeout=0: not at once)
+    │   └── RateLimited                 ... because a rate window of the number was full
     ├── NumberUnavailable               the number's state admits no calls (cooling, flagged, ...)
     ├── BackendUnavailable              the backend failed or timed out; the driver's error is __cause__
     └── UnsupportedEventLoop (RuntimeError)
@@ -23,6 +24,7 @@ __all__ = (
     "InvalidArgument",
     "LeaseConflict",
     "NumberUnavailable",
+    "RateLimited",
     "ThrottleError",
     "UnknownScheme",
     "UnsupportedEventLoop",
@@ -81,6 +83,11 @@ class AcquireTimeout(ThrottleError, TimeoutError):
     moment of asking. Nothing is left behind: the caller is no longer queued.
     """
 
+    #: What refused the call: ``"cap"`` (the number was full) or a rate window.
+    refused_by = "cap"
+    #: Seconds until the refusing limit admits a call again, when that is known (rate windows).
+    retry_after: float | None = None
+
     def __init__(self, number: str, timeout: float | None) -> None:
         self.number = number
         self.timeout = timeout
@@ -89,6 +96,28 @@ class AcquireTimeout(ThrottleError, TimeoutError):
         else:
             message = f"no free slot on number {number!r} within {timeout} s"
         super().__init__(message)
+
+
+class RateLimited(AcquireTimeout):
+    """A rate window of the number was full (e.g. its calls per second or per day).
+
+    Nothing was counted: a refused call uses up no slot and no room in any window.
+
+    :ivar refused_by: the full window, e.g. ``"rate window 5 per 1 s"``
+    :ivar retry_after: seconds until that window admits a call again
+    """
+
+    def __init__(self, number: str, timeout: float | None, window: str, retry_after: float) -> None:
+        self.number = number
+        self.timeout = timeout
+        self.refused_by = f"rate window {window}"
+        self.retry_after = retry_after
+        waited = "" if not timeout else f" within {timeout} s"
+        TimeoutError.__init__(
+            self,
+            f"number {number!r} is over its rate window {window}{waited}; "
+            f"retry in {retry_after:.3f} s",
+        )
 
 
 class NumberUnavailable(ThrottleError):

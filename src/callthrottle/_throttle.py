@@ -19,11 +19,13 @@ from ._errors import (
     InvalidArgument,
     LeaseConflict,
     NumberUnavailable,
+    RateLimited,
     ThrottleError,
 )
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
 from ._models import Lease, Usage
 from ._numbers import check_region, normalize_number
+from ._rates import Window, utc_offset
 from ._url import backend_from_url
 from ._validate import (
     check_feedback,
@@ -72,6 +74,14 @@ def _raise_if_refused_for_good(number: str, token: str, result: AcquireResult) -
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    number: str
+    token: str
+    limit: int
+    windows: tuple[Window, ...]
+
+
 @dataclass(slots=True)
 class _Held:
     lease: Lease
@@ -80,12 +90,14 @@ class _Held:
 
 
 class _Waiter:
-    __slots__ = ("event", "granted", "queued")
+    __slots__ = ("event", "granted", "queued", "rate_refusal")
 
     def __init__(self) -> None:
         self.granted = False
         self.queued = False
         self.event: anyio.Event | None = None
+        # The last rate window that refused it: (the window, when it admits again, local time).
+        self.rate_refusal: tuple[Window, float] | None = None
 
     def is_granted(self) -> bool:
         return self.granted
@@ -389,17 +401,18 @@ class Throttle:
         key = (number, token)
         if key in self._held or key in self._waiting:
             raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
+        request = _Request(number, token, cap, self._config.windows_for(number))
         waiter = self._waiting[key] = _Waiter()
         try:
             if wait == 0:
-                granted = await self._try_once(number, token, cap)
+                granted = await self._try_once(request)
             else:
                 granted = False
                 with anyio.move_on_after(math.inf if wait is None else wait):
-                    granted = await self._wait_in_line(number, token, cap, waiter)
+                    granted = await self._wait_in_line(request, waiter)
                 if not granted:
                     await self._abandon(number, token)
-        except (LeaseConflict, NumberUnavailable) as exc:
+        except (LeaseConflict, NumberUnavailable, RateLimited) as exc:
             if isinstance(exc, NumberUnavailable) and waiter.queued:
                 await self._abandon(number, token)
             self._forget_waiter(key)  # nothing else was written
@@ -410,38 +423,61 @@ class Throttle:
             raise
         self._forget_waiter(key)
         if not granted:
+            if waiter.rate_refusal is not None:
+                window, admits_at = waiter.rate_refusal
+                retry_after = max(admits_at - anyio.current_time(), 0.0)
+                raise RateLimited(number, wait, str(window), retry_after)
             raise AcquireTimeout(number, wait)
         lease = Lease(number, token, self._owner_id)
         final = self._max_hold is not None and self._max_hold <= self._lease_ttl
         self._held[key] = _Held(lease, anyio.current_time(), final)
         return lease
 
-    def _request(
-        self, number: str, token: str, limit: int, enqueue: bool
-    ) -> Awaitable[AcquireResult]:
+    def _ask(self, request: _Request, enqueue: bool) -> Awaitable[AcquireResult]:
+        tz_offset = utc_offset(self._config.timezone) if request.windows else 0.0
         return self._backend.acquire(
-            number, token, self._owner_id, limit, self._lease_ttl, self._max_hold, enqueue
+            request.number,
+            request.token,
+            self._owner_id,
+            request.limit,
+            self._lease_ttl,
+            self._max_hold,
+            enqueue,
+            request.windows,
+            tz_offset,
         )
 
-    async def _try_once(self, number: str, token: str, limit: int) -> bool:
-        result = await self._request(number, token, limit, False)
-        _raise_if_refused_for_good(number, token, result)
+    async def _try_once(self, request: _Request) -> bool:
+        result = await self._ask(request, False)
+        _raise_if_refused_for_good(request.number, request.token, result)
+        if result.outcome is Outcome.RATE_LIMITED:
+            window = request.windows[result.window or 0]
+            raise RateLimited(request.number, 0, str(window), result.retry_in or 0.0)
         return bool(result.outcome is Outcome.GRANTED)
 
-    async def _wait_in_line(self, number: str, token: str, limit: int, waiter: _Waiter) -> bool:
+    async def _wait_in_line(self, request: _Request, waiter: _Waiter) -> bool:
         while True:
-            result = await self._request(number, token, limit, True)
+            result = await self._ask(request, True)
             self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
             if result.outcome is Outcome.GRANTED:
                 return True
-            _raise_if_refused_for_good(number, token, result)
-            waiter.queued = True
-            if waiter.is_granted():
-                return True
-            # Sleep until notified, or until the earliest lease could expire (a crashed holder's
-            # slot frees without any release); then ask again, which also settles expiries.
+            _raise_if_refused_for_good(request.number, request.token, result)
+            if result.outcome is Outcome.RATE_LIMITED:
+                # Out of the line (nothing counted): ask again when the window has room.
+                waiter.queued = False
+                delay = result.retry_in or 0.0
+                window = request.windows[result.window or 0]
+                waiter.rate_refusal = (window, anyio.current_time() + delay)
+            else:
+                waiter.queued = True
+                waiter.rate_refusal = None
+                if waiter.is_granted():
+                    return True
+                # Sleep until notified, or until the earliest lease could expire (a crashed
+                # holder's slot frees without any release); then ask again, which also settles
+                # expiries.
+                delay = math.inf if result.retry_in is None else result.retry_in + 0.001
             waiter.event = anyio.Event()
-            delay = math.inf if result.retry_in is None else result.retry_in + 0.001
             with anyio.move_on_after(delay):
                 await waiter.event.wait()
             if waiter.is_granted():

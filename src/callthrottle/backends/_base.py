@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from .._models import Usage
+    from .._rates import Window
 
 __all__ = ("AcquireResult", "Backend", "EventListener", "Outcome", "RenewState")
 
@@ -38,6 +39,7 @@ class Outcome(enum.IntEnum):
     QUEUED = 0  #: the token waits in the number's FIFO line
     REFUSED = 2  #: no slot and ``enqueue`` was false: nothing was written
     UNAVAILABLE = 3  #: the number's state admits no calls: nothing was written
+    RATE_LIMITED = 4  #: a rate window is full: nothing was written (and the token left the line)
     CONFLICT = -1  #: the token holds or waits on the number for another owner
 
 
@@ -58,12 +60,15 @@ class AcquireResult:
         when unavailable, seconds until its cool-down ends (None: no end set)
     :ivar state: when unavailable, the number's state (``"disabled"``, ``"cooling"``, ...)
     :ivar reason: when unavailable, why (as given when the state was set)
+    :ivar window: when rate limited, the index of the full window in the request's windows
+        (``retry_in`` then says when it admits a call again)
     """
 
     outcome: Outcome
     retry_in: float | None = None
     state: str | None = None
     reason: str | None = None
+    window: int | None = None
 
 
 class Backend(Protocol):
@@ -95,8 +100,16 @@ class Backend(Protocol):
         ttl: float,
         max_hold: float | None,
         enqueue: bool,
+        windows: Sequence[Window] = (),
+        tz_offset: float = 0.0,
     ) -> AcquireResult:
         """Take a slot for ``token``, or queue it, atomically (one round trip on Redis).
+
+        ``windows`` are the number's rate windows: a call is admitted only if every one of them
+        has room, and counted in them when admitted (``tz_offset``: seconds east of UTC, for
+        calendar days). A request with windows is never handed a slot while it waits: it is
+        nudged to ask again when first in line with a slot free, so that its windows are
+        checked.
 
         Expired leases and waiters are dropped first, and waiters whose turn came are granted.
         A slot is granted only when fewer than ``limit`` leases are live *and* nobody waits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from dataclasses import dataclass, field
@@ -11,12 +12,15 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from .._models import Usage
+from .._rates import DAY
 from ._base import AcquireResult, EventListener, Outcome, RenewState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from anyio.abc import TaskStatus
+
+    from .._rates import Window
 
 __all__ = ("MemoryBackend",)
 
@@ -31,6 +35,7 @@ class _Entry:
     max_hold: float | None
     expires: float  # holder: lease expiry; waiter: when its place in line lapses
     deadline: float = math.inf  # holder only: now + max_hold at grant time
+    rated: bool = False  # has rate windows: never handed a slot without asking
 
 
 @dataclass(slots=True)
@@ -69,6 +74,40 @@ class _NumberState:
     queue: dict[str, _Entry] = field(default_factory=dict)  # insertion order is FIFO order
 
 
+def _window_start(window: Window, now: float, tz_offset: float) -> float:
+    if window.calendar:
+        return (now + tz_offset) // DAY * DAY - tz_offset
+    return now - window.seconds
+
+
+class _RateLog:
+    """When the number's admitted calls started, oldest first, as long as its longest window."""
+
+    __slots__ = ("hits",)
+
+    def __init__(self) -> None:
+        self.hits: list[float] = []
+
+    def refusal(
+        self, windows: Sequence[Window], now: float, tz_offset: float
+    ) -> tuple[float, int] | None:
+        """None if every window has room; else (seconds until it has, index of the window)."""
+        for index, window in enumerate(windows):
+            start = _window_start(window, now, tz_offset)
+            first = bisect.bisect_left(self.hits, start)
+            count = len(self.hits) - first
+            if count >= window.amount:
+                if window.calendar:
+                    return start + DAY - now, index
+                return self.hits[first + count - window.amount] + window.seconds + 1e-3 - now, index
+        return None
+
+    def hit(self, windows: Sequence[Window], now: float) -> None:
+        longest = max(DAY if w.calendar else w.seconds for w in windows)
+        self.hits.append(now)
+        del self.hits[: bisect.bisect_left(self.hits, now - longest)]
+
+
 class MemoryBackend:
     """Slots kept in this process's memory: the embedded default (``memory://``).
 
@@ -77,13 +116,14 @@ class MemoryBackend:
     ``clock`` (seconds, monotonic), which tests may replace.
     """
 
-    __slots__ = ("_clock", "_listeners", "_numbers", "_policies")
+    __slots__ = ("_clock", "_listeners", "_numbers", "_policies", "_rates")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._numbers: dict[str, _NumberState] = {}
         self._listeners: dict[str, EventListener] = {}
         self._policies: dict[str, _Policy] = {}
+        self._rates: dict[str, _RateLog] = {}
 
     def __repr__(self) -> str:
         holders = sum(len(s.holders) for s in self._numbers.values())
@@ -123,8 +163,11 @@ class MemoryBackend:
             token, entry = next(iter(queue.items()))
             if policy.unavailable(now) is not None:
                 break
-            if len(holders) >= policy.cap_in_force(entry.limit, now):
-                if granted:  # the new head asks again, to time its wait from the new leases
+            full = len(holders) >= policy.cap_in_force(entry.limit, now)
+            if full or entry.rated:
+                # The head asks again: to time its wait from the new leases, or (rate windows)
+                # to take the free slot itself, so that its windows are checked.
+                if granted or not full:
                     self._notify(entry.owner, "nudged", number, token)
                 break
             del queue[token]
@@ -138,6 +181,19 @@ class MemoryBackend:
         entry.deadline = now + entry.max_hold if entry.max_hold is not None else math.inf
         entry.expires = min(now + entry.ttl, entry.deadline)
         state.holders[token] = entry
+
+    def _admit(
+        self,
+        state: _NumberState,
+        number: str,
+        token: str,
+        entry: _Entry,
+        now: float,
+        windows: Sequence[Window],
+    ) -> None:
+        self._grant(state, number, token, entry, now)
+        if windows:
+            self._rates.setdefault(number, _RateLog()).hit(windows, now)
 
     def _notify(self, owner: str, kind: str, number: str, token: str) -> None:
         listener = self._listeners.get(owner)
@@ -165,6 +221,8 @@ class MemoryBackend:
         ttl: float,
         max_hold: float | None,
         enqueue: bool,
+        windows: Sequence[Window] = (),
+        tz_offset: float = 0.0,
     ) -> AcquireResult:
         await checkpoint()
         now = self._clock()
@@ -179,15 +237,34 @@ class MemoryBackend:
         if current is not None:
             outcome = Outcome.GRANTED if current.owner == owner else Outcome.CONFLICT
             return AcquireResult(outcome)
+        log = self._rates.get(number)
         waiting = state.queue.get(token)
         if waiting is not None:
             if waiting.owner != owner:
                 return AcquireResult(Outcome.CONFLICT)
+            if next(iter(state.queue)) == token and len(state.holders) < limit:
+                # First in line with a slot free: take it, if the rate windows allow.
+                del state.queue[token]
+                refusal = log.refusal(windows, now, tz_offset) if log and windows else None
+                if refusal is not None:
+                    self._settle(number, now)
+                    self._forget_if_idle(number, state)
+                    return AcquireResult(Outcome.RATE_LIMITED, refusal[0], window=refusal[1])
+                self._admit(state, number, token, waiting, now, windows)
+                return AcquireResult(Outcome.GRANTED)
             waiting.expires = now + waiting.ttl
             return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
-        entry = _Entry(owner=owner, ttl=ttl, limit=limit, max_hold=max_hold, expires=now + ttl)
+        if windows and log is not None:
+            refusal = log.refusal(windows, now, tz_offset)
+            if refusal is not None:
+                self._forget_if_idle(number, state)
+                return AcquireResult(Outcome.RATE_LIMITED, refusal[0], window=refusal[1])
+        entry = _Entry(
+            owner=owner, ttl=ttl, limit=limit, max_hold=max_hold, expires=now + ttl,
+            rated=bool(windows),
+        )  # fmt: skip
         if not state.queue and len(state.holders) < limit:
-            self._grant(state, number, token, entry, now)
+            self._admit(state, number, token, entry, now, windows)
             return AcquireResult(Outcome.GRANTED)
         retry_in = self._retry_in(state, now)
         if enqueue:

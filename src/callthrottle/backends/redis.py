@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
+
+    from .._rates import Window
 
 __all__ = ("RedisBackend",)
 
@@ -70,6 +73,11 @@ def _map_errors(action: str) -> Iterator[None]:
 
 def _ms(seconds: float) -> int:
     return max(math.ceil(seconds * 1000), 1)
+
+
+@lru_cache(maxsize=1024)
+def _windows_spec(windows: Sequence[Window]) -> str:
+    return ";".join(f"{w.amount}:{_ms(w.seconds)}:{int(w.calendar)}" for w in windows)
 
 
 def _glob_escape(text: str) -> str:
@@ -136,7 +144,7 @@ class RedisBackend:
         keys = self._keys.get(number)
         if keys is None:
             base = f"{self._prefix}{{{number}}}:"
-            keys = [base + "h", base + "q", base + "w", base + "m", base + "p"]
+            keys = [base + "h", base + "q", base + "w", base + "m", base + "p", base + "r"]
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
             self._keys[number] = keys
@@ -201,6 +209,8 @@ class RedisBackend:
         ttl: float,
         max_hold: float | None,
         enqueue: bool,
+        windows: Sequence[Window] = (),
+        tz_offset: float = 0.0,
     ) -> AcquireResult:
         args = (
             token,
@@ -211,12 +221,16 @@ class RedisBackend:
             1 if enqueue else 0,
             number,
             self._channels,
+            _windows_spec(windows),
+            round(tz_offset * 1000),
         )
         with _map_errors("acquire"):
             reply = await self._scripts["acquire"](self.keys_for(number), args)
         retry_in = None if reply[1] < 0 else reply[1] / 1000
         if len(reply) == 2:
             return AcquireResult(Outcome(reply[0]), retry_in)
+        if reply[0] == Outcome.RATE_LIMITED:
+            return AcquireResult(Outcome.RATE_LIMITED, retry_in, window=reply[2] - 1)
         state, reason = reply[2].decode(), reply[3].decode()
         return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 

@@ -5,14 +5,18 @@
 --   KEYS[1] H  sorted set  token -> lease expiry (ms, server clock)
 --   KEYS[2] Q  sorted set  token -> place in line (FIFO sequence)
 --   KEYS[3] W  sorted set  token -> when the waiter's place lapses (ms, server clock)
---   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit"
+--   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit\tflags" (flags: 'r' when
+--                          the request has rate windows: it is never handed a slot without
+--                          asking, so that its windows are checked)
 --   KEYS[5] P  hash        the number's runtime policy, set by any process (never expires):
 --                          cap (overrides every caller's cap), state, reason, until (ms: end
 --                          of a cool-down), lcap and luntil (a cap lowered until luntil)
+--   KEYS[6] R  sorted set  "<ms>:<token>" -> ms: the number's admitted calls, for its rate
+--                          windows (kept as long as its longest window)
 -- hold_ms is max_hold for a waiter and the absolute deadline for a holder (0: none).
 -- Events go to the owner's channel: "g\t<number>\t<token>" granted, "r\t..." released by
 -- another process, "n\t..." nudged (ask again: the line moved).
-local H, Q, W, M, P = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local H, Q, W, M, P, R = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -20,12 +24,55 @@ local function now_ms()
 end
 
 local function parse_meta(raw)
-  local owner, ttl, hold, limit = string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)$')
-  return owner, tonumber(ttl), tonumber(hold), tonumber(limit)
+  local owner, ttl, hold, limit, flags = string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)\t(%a*)$')
+  return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags
 end
 
-local function meta(owner, ttl, hold, limit)
-  return owner .. '\t' .. ttl .. '\t' .. hold .. '\t' .. limit
+local function meta(owner, ttl, hold, limit, flags)
+  return owner .. '\t' .. ttl .. '\t' .. hold .. '\t' .. limit .. '\t' .. flags
+end
+
+-- Rate windows, written "amount:window_ms:calendar;..." (calendar 1: a day from local midnight).
+local function parse_windows(spec)
+  local windows = {}
+  for amount, ms, cal in string.gmatch(spec, '(%d+):(%d+):(%d)') do
+    windows[#windows + 1] = {tonumber(amount), tonumber(ms), cal == '1'}
+  end
+  return windows
+end
+
+-- Where a window starts now: a rolling window reaches back its length; a calendar day starts
+-- at the last local midnight (tz_ms: the time zone's offset from UTC).
+local function window_start(w, now, tz_ms)
+  if w[3] then return math.floor((now + tz_ms) / 86400000) * 86400000 - tz_ms end
+  return now - w[2]
+end
+
+-- nil if every window admits one more call; else {ms until it would, index of the window}.
+local function rate_refusal(windows, now, tz_ms)
+  for i, w in ipairs(windows) do
+    local start = window_start(w, now, tz_ms)
+    local count = redis.call('ZCOUNT', R, start, '+inf')
+    if count >= w[1] then
+      if w[3] then return {start + 86400000 - now, i} end
+      -- The oldest hits must leave the window until one fewer than the amount remain.
+      local hit = redis.call('ZRANGEBYSCORE', R, start, '+inf', 'WITHSCORES', 'LIMIT', count - w[1], 1)
+      return {tonumber(hit[2]) + w[2] + 1 - now, i}
+    end
+  end
+  return nil
+end
+
+-- Count an admitted call in the number's windows.
+local function rate_hit(windows, now, token)
+  local longest = 0
+  for _, w in ipairs(windows) do
+    local span = w[3] and 86400000 or w[2]
+    if span > longest then longest = span end
+  end
+  redis.call('ZADD', R, now, now .. ':' .. token)
+  redis.call('ZREMRANGEBYSCORE', R, '-inf', now - longest - 1)
+  redis.call('PEXPIRE', R, longest + 1000)
 end
 
 -- The number's runtime policy: {cap, state, reason, until, lcap, luntil} (false when unset).
@@ -86,11 +133,14 @@ local function promote(now, queued, number, channels)
   local pol = nil
   while queued > 0 do
     local token = redis.call('ZRANGE', Q, 0, 0)[1]
-    local owner, ttl, hold, limit = parse_meta(redis.call('HGET', M, token))
+    local owner, ttl, hold, limit, flags = parse_meta(redis.call('HGET', M, token))
     pol = pol or policy()
     if unavailable(pol, now) then return queued end
-    if redis.call('ZCARD', H) >= cap_in_force(pol, limit, now) then
-      if granted then
+    local full = redis.call('ZCARD', H) >= cap_in_force(pol, limit, now)
+    if full or flags == 'r' then
+      -- Nudge the head: it times its wait from the new leases, or (rate windows) asks for the
+      -- free slot itself, so that its windows are checked.
+      if granted or not full then
         redis.call('PUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
       end
       return queued
@@ -104,7 +154,7 @@ local function promote(now, queued, number, channels)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('ZADD', H, expires, token)
-    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit))
+    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags))
     redis.call('PUBLISH', channels .. owner, 'g\t' .. number .. '\t' .. token)
     granted = true
     queued = queued - 1

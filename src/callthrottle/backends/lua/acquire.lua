@@ -1,12 +1,17 @@
 -- Take a slot for a token, or queue it (one round trip).
--- KEYS: H Q W M P (see _common.lua)
+-- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner, ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
--- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix
--- Returns {outcome, retry_in_ms}: outcome 1 granted, 0 queued, 2 refused, -1 token conflict;
--- or {3, retry_in_ms, state, reason} when the number's state admits no calls (retry_in_ms: the
--- end of a cool-down, -1 if none).
+-- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix, ARGV[9] rate windows (see
+-- parse_windows; '' for none), ARGV[10] time zone offset in ms (for calendar days)
+-- Returns {outcome, retry_in_ms}: outcome 1 granted, 0 queued, 2 refused (full), -1 token
+-- conflict; {4, retry_in_ms, window index} when a rate window is full (nothing is written, and
+-- a queued token leaves the line); {3, retry_in_ms, state, reason} when the number's state
+-- admits no calls (retry_in_ms: the end of a cool-down, -1 if none).
 local token, owner = ARGV[1], ARGV[2]
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local windows = parse_windows(ARGV[9])
+local flags = (#windows > 0) and 'r' or ''
+local tz_ms = tonumber(ARGV[10])
 local now = now_ms()
 local pol = policy()
 local state = unavailable(pol, now)
@@ -18,6 +23,17 @@ limit = cap_in_force(pol, limit, now)
 local queued = purge(now)
 if queued > 0 then queued = promote(now, queued, ARGV[7], ARGV[8]) end
 
+local function grant()
+  local expires, deadline = now + ttl, 0
+  if hold > 0 then
+    deadline = now + hold
+    if deadline < expires then expires = deadline end
+  end
+  redis.call('ZADD', H, expires, token)
+  redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags))
+  if #windows > 0 then rate_hit(windows, now, token) end
+end
+
 local raw = redis.call('HGET', M, token)
 if raw then
   local other, wttl = parse_meta(raw)
@@ -26,19 +42,36 @@ if raw then
     touch(now, queued)
     return {1, -1}
   end
+  -- Queued. First in line with a slot free: take it, if the rate windows allow.
+  if redis.call('ZRANK', Q, token) == 0 and redis.call('ZCARD', H) < limit then
+    local refusal = rate_refusal(windows, now, tz_ms)
+    redis.call('ZREM', Q, token)
+    redis.call('ZREM', W, token)
+    redis.call('HDEL', M, token)
+    if refusal then
+      queued = promote(now, queued - 1, ARGV[7], ARGV[8])
+      touch(now, queued)
+      return {4, refusal[1], refusal[2]}
+    end
+    grant()
+    touch(now, queued - 1)
+    return {1, -1}
+  end
   redis.call('ZADD', W, now + wttl, token)
   touch(now, queued)
   return {0, retry_in(now)}
 end
 
-if queued == 0 and redis.call('ZCARD', H) < limit then
-  local expires, deadline = now + ttl, 0
-  if hold > 0 then
-    deadline = now + hold
-    if deadline < expires then expires = deadline end
+if #windows > 0 then
+  local refusal = rate_refusal(windows, now, tz_ms)
+  if refusal then
+    touch(now, queued)
+    return {4, refusal[1], refusal[2]}
   end
-  redis.call('ZADD', H, expires, token)
-  redis.call('HSET', M, token, meta(owner, ttl, deadline, limit))
+end
+
+if queued == 0 and redis.call('ZCARD', H) < limit then
+  grant()
   touch(now, 0)
   return {1, -1}
 end
@@ -52,6 +85,6 @@ local tail = redis.call('ZRANGE', Q, -1, -1, 'WITHSCORES')
 if #tail > 0 then seq = tonumber(tail[2]) + 1 end
 redis.call('ZADD', Q, seq, token)
 redis.call('ZADD', W, now + ttl, token)
-redis.call('HSET', M, token, meta(owner, ttl, hold, limit))
+redis.call('HSET', M, token, meta(owner, ttl, hold, limit, flags))
 touch(now, queued + 1)
 return {0, retry_in(now)}

@@ -1,5 +1,5 @@
 -- Give a slot back and hand it to the next waiter (one round trip).
--- KEYS: H Q W M P (see _common.lua)
+-- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix
 -- Returns 1 if a live lease was released, 0 if there was none.
 local token = ARGV[1]

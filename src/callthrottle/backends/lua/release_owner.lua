@@ -1,5 +1,5 @@
 -- Remove every lease and place in line of one owner on one number.
--- KEYS: H Q W M P (see _common.lua)
+-- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix
 -- Returns how many entries were removed.
 local now = now_ms()

@@ -1,5 +1,5 @@
 -- Extend an owner's leases and keep its places in line alive, on one number.
--- KEYS: H Q W M P (see _common.lua)
+-- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix, ARGV[4..] tokens
 -- Returns one state per token: 1 held (extended), 2 held up to its max_hold deadline (final),
 -- 0 queued (kept), -1 gone.

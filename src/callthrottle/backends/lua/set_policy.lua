@@ -1,5 +1,5 @@
 -- Change a number's runtime policy, then let the line move under it (one round trip).
--- KEYS: H Q W M P (see _common.lua)
+-- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] number, ARGV[2] channel prefix, then (field, value) pairs; value '' deletes the field.
 -- A value of the form '+<ms>' for until/luntil is made absolute by the server clock.
 -- Waiters are granted at once if the cap went up, and nudged to ask again (a number that no

@@ -1,5 +1,5 @@
 -- Live leases and live waiters of one number, and the cap in force (read only).
--- KEYS: H Q W M P (see _common.lua)
+-- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] the caller's cap
 -- Returns {in_use, waiting, cap}.
 local now = now_ms()

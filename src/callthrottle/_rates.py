@@ -1,0 +1,88 @@
+"""Rate windows: how many calls a number may start per second, hour or day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from limits import parse_many
+
+from ._errors import InvalidArgument
+
+__all__ = ("Window", "check_timezone", "parse_windows", "utc_offset")
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """At most ``amount`` calls started in any ``seconds``-long stretch of time.
+
+    With ``calendar`` (only for one-day windows), the day runs from local midnight to midnight
+    in the configured time zone instead of rolling.
+    """
+
+    amount: int
+    seconds: float
+    calendar: bool = False
+
+    def __str__(self) -> str:
+        span = "day (from local midnight)" if self.calendar else f"{self.seconds:g} s"
+        return f"{self.amount} per {span}"
+
+
+_NOTATION = "rate limits such as '5/second;100/hour;500/day'"
+
+
+def parse_windows(
+    text: object, midnight: bool = False, argument: str = "rates"
+) -> tuple[Window, ...]:
+    """Parse rate windows in ``limits``' notation: ``"5/second;100/hour;500/day"``.
+
+    :param midnight: one-day windows reset at local midnight instead of rolling
+    :raises InvalidArgument: if ``text`` is not valid notation
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidArgument(argument, text, _NOTATION)
+    windows = _parse(text, midnight)
+    if windows is None:
+        raise InvalidArgument(argument, text, _NOTATION)
+    return windows
+
+
+@lru_cache(maxsize=1024)
+def _parse(text: str, midnight: bool) -> tuple[Window, ...] | None:
+    try:
+        items = parse_many(text)
+    except ValueError:
+        return None
+    windows = []
+    for item in items:
+        seconds = float(item.get_expiry())
+        if item.amount < 1:
+            return None
+        windows.append(Window(item.amount, seconds, calendar=midnight and seconds == DAY))
+    return tuple(windows)
+
+
+def check_timezone(name: object, argument: str = "timezone") -> ZoneInfo | None:
+    """An IANA time zone name such as ``Asia/Shanghai`` (None: UTC)."""
+    if name is None:
+        return None
+    rule = "an IANA time zone such as 'Asia/Shanghai'"
+    if not isinstance(name, str):
+        raise InvalidArgument(argument, name, rule)
+    try:
+        return ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise InvalidArgument(argument, name, rule) from None
+
+
+def utc_offset(zone: ZoneInfo | None) -> float:
+    """The zone's offset from UTC in seconds, now (DST included)."""
+    if zone is None:
+        return 0.0
+    offset = dt.datetime.now(zone).utcoffset()
+    return 0.0 if offset is None else offset.total_seconds()
