@@ -74,9 +74,10 @@ class _NumberState:
     queue: dict[str, _Entry] = field(default_factory=dict)  # insertion order is FIFO order
 
 
-def _window_start(window: Window, now: float, tz_offset: float) -> float:
+def _window_start(window: Window, now: float, tz_offset: float, wall: float) -> float:
+    """On the backend clock: a calendar day started at local midnight by the wall clock."""
     if window.calendar:
-        return (now + tz_offset) // DAY * DAY - tz_offset
+        return now - (wall + tz_offset) % DAY
     return now - window.seconds
 
 
@@ -89,11 +90,11 @@ class _RateLog:
         self.hits: list[float] = []
 
     def refusal(
-        self, windows: Sequence[Window], now: float, tz_offset: float
+        self, windows: Sequence[Window], now: float, tz_offset: float, wall: float
     ) -> tuple[float, int] | None:
         """None if every window has room; else (seconds until it has, index of the window)."""
         for index, window in enumerate(windows):
-            start = _window_start(window, now, tz_offset)
+            start = _window_start(window, now, tz_offset, wall)
             first = bisect.bisect_left(self.hits, start)
             count = len(self.hits) - first
             if count >= window.amount:
@@ -113,13 +114,19 @@ class MemoryBackend:
 
     Several :class:`~callthrottle.Throttle` objects may share one instance, standing in for
     several dialer processes; the state is lost when the process exits. Time comes from
-    ``clock`` (seconds, monotonic), which tests may replace.
+    ``clock`` (seconds, monotonic); ``wall_clock`` (seconds since the epoch) only places local
+    midnight for calendar-day windows. Tests may replace either.
     """
 
-    __slots__ = ("_clock", "_listeners", "_numbers", "_policies", "_rates")
+    __slots__ = ("_clock", "_listeners", "_numbers", "_policies", "_rates", "_wall_clock")
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
+        self._wall_clock = wall_clock
         self._numbers: dict[str, _NumberState] = {}
         self._listeners: dict[str, EventListener] = {}
         self._policies: dict[str, _Policy] = {}
@@ -245,7 +252,8 @@ class MemoryBackend:
             if next(iter(state.queue)) == token and len(state.holders) < limit:
                 # First in line with a slot free: take it, if the rate windows allow.
                 del state.queue[token]
-                refusal = log.refusal(windows, now, tz_offset) if log and windows else None
+                wall = self._wall_clock()
+                refusal = log.refusal(windows, now, tz_offset, wall) if log and windows else None
                 if refusal is not None:
                     self._settle(number, now)
                     self._forget_if_idle(number, state)
@@ -255,7 +263,7 @@ class MemoryBackend:
             waiting.expires = now + waiting.ttl
             return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
         if windows and log is not None:
-            refusal = log.refusal(windows, now, tz_offset)
+            refusal = log.refusal(windows, now, tz_offset, self._wall_clock())
             if refusal is not None:
                 self._forget_if_idle(number, state)
                 return AcquireResult(Outcome.RATE_LIMITED, refusal[0], window=refusal[1])

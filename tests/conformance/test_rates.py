@@ -1,0 +1,159 @@
+"""Rate windows: never over, nothing counted for a refused call, a clear retry time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import anyio
+import pytest
+
+from callthrottle import AcquireTimeout, Lease, RateLimited, Throttle
+
+if TYPE_CHECKING:
+    from ..conftest import ThrottleFactory
+
+NUMBER = "+8657188880001"
+
+
+def config(rates: str, daily_reset: str = "rolling", timezone: str = "UTC") -> dict[str, object]:
+    return {
+        "timezone": timezone,
+        "default_profile": "p",
+        "profiles": {"p": {"cap": 50, "rates": rates, "daily_reset": daily_reset}},
+    }
+
+
+async def test_a_full_window_refuses_and_says_when_to_retry(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=config("3/2seconds")) as throttle:
+        for _ in range(3):
+            await throttle.release(await throttle.acquire(NUMBER, timeout=0))
+        with pytest.raises(RateLimited, match=r"over its rate window 3 per 2 s") as caught:
+            await throttle.acquire(NUMBER, timeout=0)
+        refusal = caught.value
+        assert refusal.refused_by == "rate window 3 per 2 s"
+        assert refusal.retry_after is not None
+        assert 1.0 < refusal.retry_after <= 2.01
+        assert isinstance(refusal, AcquireTimeout)
+        assert throttle.held == ()
+        # A refused call counted nothing: the window frees exactly when it said.
+        await anyio.sleep(refusal.retry_after)
+        await throttle.acquire(NUMBER, timeout=0)
+
+
+async def test_concurrent_callers_never_exceed_a_window(new_throttle: ThrottleFactory) -> None:
+    """Two throttles, 20 tasks, try-once in a loop for less than one window: exactly 5 win."""
+    granted: list[Lease] = []
+
+    async def caller(throttle: Throttle, until: float) -> None:
+        while anyio.current_time() < until:
+            try:
+                granted.append(await throttle.acquire(NUMBER, timeout=0))
+            except RateLimited:
+                await anyio.sleep(0.01)
+
+    cfg = config("5/2seconds")
+    async with new_throttle(config=cfg) as first, new_throttle(config=cfg) as second:
+        until = anyio.current_time() + 1.5
+        async with anyio.create_task_group() as tg:
+            for index in range(20):
+                tg.start_soon(caller, first if index % 2 else second, until)
+    assert len(granted) == 5
+
+
+async def test_a_waiting_caller_gets_in_when_the_window_has_room(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=config("2/second")) as throttle:
+        await throttle.acquire(NUMBER, timeout=0)
+        await throttle.acquire(NUMBER, timeout=0)
+        start = anyio.current_time()
+        await throttle.acquire(NUMBER, timeout=3)
+        assert 0.5 < anyio.current_time() - start < 1.6
+        await throttle.acquire(NUMBER, timeout=0)  # the window holds the last two
+        with pytest.raises(RateLimited, match=r"within 0\.2 s; retry in") as caught:
+            await throttle.acquire(NUMBER, timeout=0.2)
+        assert caught.value.timeout == 0.2
+        assert len(throttle.held) == 4
+
+
+async def test_per_number_rates_override_the_profile(new_throttle: ThrottleFactory) -> None:
+    cfg = config("100/second")
+    cfg["numbers"] = {NUMBER: {"rates": "1/minute"}}
+    async with new_throttle(config=cfg) as throttle:
+        await throttle.acquire(NUMBER, timeout=0)
+        with pytest.raises(RateLimited, match="1 per 60 s"):
+            await throttle.acquire(NUMBER, timeout=0)
+        for _ in range(5):
+            await throttle.acquire("+8657188880002", timeout=0)
+
+
+@pytest.mark.parametrize("timezone", ["Asia/Shanghai", "America/New_York"])
+async def test_daily_caps_reset_at_local_midnight(
+    new_throttle: ThrottleFactory, timezone: str
+) -> None:
+    async with new_throttle(config=config("2/day", "midnight", timezone)) as throttle:
+        await throttle.acquire(NUMBER, timeout=0)
+        await throttle.acquire(NUMBER, timeout=0)
+        with pytest.raises(RateLimited, match="2 per day \\(from local midnight\\)") as caught:
+            await throttle.acquire(NUMBER, timeout=0)
+    now = dt.datetime.now(ZoneInfo(timezone))
+    midnight = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert caught.value.retry_after is not None
+    assert abs(caught.value.retry_after - (midnight - now).total_seconds()) < 2
+
+
+async def test_rolling_daily_caps_free_a_day_after_each_call(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=config("2/day")) as throttle:
+        await throttle.acquire(NUMBER, timeout=0)
+        await throttle.acquire(NUMBER, timeout=0)
+        with pytest.raises(RateLimited) as caught:
+            await throttle.acquire(NUMBER, timeout=0)
+    assert caught.value.retry_after is not None
+    assert 86_398 < caught.value.retry_after <= 86_400.01
+
+
+async def test_a_queued_caller_is_checked_against_the_window_when_its_turn_comes(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Cap 1 and 2 calls per 10 s: the second caller waits for the slot, gets it, and the
+    third, whose turn comes with the window full, is refused with the window's retry time."""
+    cfg = config("2/10seconds")
+    cfg["profiles"]["p"]["cap"] = 1  # type: ignore[index]
+    outcomes: list[str] = []
+
+    async def caller(throttle: Throttle) -> None:
+        try:
+            lease = await throttle.acquire(NUMBER, timeout=5)
+        except RateLimited as exc:
+            outcomes.append(exc.refused_by)
+            return
+        outcomes.append("granted")
+        await throttle.release(lease)
+
+    async with new_throttle(config=cfg) as throttle:
+        first = await throttle.acquire(NUMBER, timeout=0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller, throttle)
+            tg.start_soon(caller, throttle)
+            with anyio.fail_after(5):
+                while (await throttle.usage(NUMBER)).waiting != 2:
+                    await anyio.sleep(0.005)
+            await throttle.release(first)
+    assert sorted(outcomes) == ["granted", "rate window 2 per 10 s"]
+
+
+def test_windows_must_be_valid_notation() -> None:
+    from callthrottle import ConfigError
+
+    with pytest.raises(ConfigError, match=r"config\.profiles\.p\.rates must be rate limits"):
+        Throttle.from_url("memory://", config=config("five a second"))
+    with pytest.raises(ConfigError, match=r"config\.timezone must be an IANA time zone"):
+        Throttle.from_url("memory://", config=config("1/second", timezone="Mars/Olympus"))
+    with pytest.raises(ConfigError, match=r"daily_reset must be 'rolling' or 'midnight'"):
+        Throttle.from_url("memory://", config=config("1/second", daily_reset="noon"))
