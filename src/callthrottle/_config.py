@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._errors import InvalidArgument
 from ._health import Reaction
 from ._numbers import check_region, normalize_number
-from ._rates import Window, check_timezone, parse_windows
+from ._rates import NO_RATES, RatePlan, Window, check_timezone, parse_windows
 from ._validate import check_limit, check_outcome, check_reaction, check_ttl
 
 if TYPE_CHECKING:
@@ -49,11 +49,14 @@ class Profile:
     :ivar rates: rate windows per number (in ``limits``' notation: ``"100/hour;500/day"``)
     :ivar daily_reset: ``"rolling"`` (a day is any 24 hours) or ``"midnight"`` (per-day
         windows count from local midnight in the configured ``timezone``)
+    :ivar warmup: daily caps by week for a number in the ``warming`` state (e.g. ``[10, 20,
+        30]``: 10 calls a day in its first week, 20 in the second, 30 in the third)
     """
 
     cap: int = 20
     rates: tuple[Window, ...] = ()
     daily_reset: str = "rolling"
+    warmup: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,14 @@ class Config:
         if settings is not None and settings.rates is not None:
             return settings.rates
         return () if profile is None else profile.rates
+
+    def rate_plan_for(self, number: str) -> RatePlan:
+        """The rate windows of ``number`` (E.164) with its profile's warm-up and daily reset."""
+        _, profile = self._profile_of(number)
+        windows = self.windows_for(number)
+        if profile is None:
+            return RatePlan(windows) if windows else NO_RATES
+        return RatePlan(windows, profile.warmup, profile.daily_reset == "midnight")
 
     @classmethod
     def from_toml(cls, source: str | os.PathLike[str]) -> Config:
@@ -220,7 +231,7 @@ def _wrap(where: str, check: Callable[..., _T], *args: object) -> _T:
 
 
 def _profile(where: str, raw: object) -> Profile:
-    table = _table(where, raw, ("cap", "rates", "daily_reset"))
+    table = _table(where, raw, ("cap", "rates", "daily_reset", "warmup"))
     cap = _wrap(f"{where}.cap", check_limit, table.get("cap", 20))
     daily_reset = table.get("daily_reset", "rolling")
     if daily_reset not in ("rolling", "midnight"):
@@ -228,7 +239,14 @@ def _profile(where: str, raw: object) -> Profile:
     rates: tuple[Window, ...] = ()
     if "rates" in table:
         rates = _wrap(f"{where}.rates", parse_windows, table["rates"], daily_reset == "midnight")
-    return Profile(cap=cap, rates=rates, daily_reset=daily_reset)
+    warmup = table.get("warmup", [])
+    if not isinstance(warmup, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in warmup
+    ):
+        raise ConfigError(
+            f"{where}.warmup", warmup, "a list of daily caps by week, e.g. [10, 20, 30]"
+        )
+    return Profile(cap=cap, rates=rates, daily_reset=daily_reset, warmup=tuple(warmup))
 
 
 def _number(

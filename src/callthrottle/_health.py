@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._rates import Window
 
 __all__ = ("DEFAULT_FEEDBACK", "NumberState", "NumberStatus", "Reaction")
 
@@ -34,6 +38,8 @@ class NumberStatus:
     :ivar cap: the cap set at run time, overriding configured and per-call caps (None: none)
     :ivar lowered_cap: a cap lowered for a while (e.g. after carrier feedback), or None
     :ivar lowered_remaining: seconds until the lowered cap lapses, or None
+    :ivar rates: rate windows set at run time, replacing the configured ones (None: none)
+    :ivar warming_for: seconds since the number began warming up (None unless ``WARMING``)
     """
 
     state: NumberState
@@ -42,6 +48,8 @@ class NumberStatus:
     cap: int | None = None
     lowered_cap: int | None = None
     lowered_remaining: float | None = None
+    rates: tuple[Window, ...] | None = None
+    warming_for: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

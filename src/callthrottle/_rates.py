@@ -11,7 +11,15 @@ from limits import parse_many
 
 from ._errors import InvalidArgument
 
-__all__ = ("Window", "check_timezone", "parse_windows", "utc_offset")
+__all__ = (
+    "NO_RATES",
+    "WEEK",
+    "RatePlan",
+    "Window",
+    "check_timezone",
+    "parse_windows",
+    "utc_offset",
+)
 
 DAY = 86400.0
 
@@ -32,6 +40,32 @@ class Window:
         span = "day (from local midnight)" if self.calendar else f"{self.seconds:g} s"
         return f"{self.amount} per {span}"
 
+
+@dataclass(frozen=True, slots=True)
+class RatePlan:
+    """Everything a backend needs to apply a number's rate windows in one decision.
+
+    :ivar windows: the configured windows (a window set at run time replaces them)
+    :ivar warmup: daily caps by week while the number is ``warming`` (e.g. 10, 20, 30)
+    :ivar midnight: one-day windows (the warm-up's too) count from local midnight
+    :ivar tz_offset: the time zone's offset from UTC in seconds, now
+    """
+
+    windows: tuple[Window, ...] = ()
+    warmup: tuple[int, ...] = ()
+    midnight: bool = False
+    tz_offset: float = 0.0
+
+    def warmup_window(self, weeks_warming: float) -> Window | None:
+        """The warm-up's daily window ``weeks_warming`` weeks after warming began, or None."""
+        week = int(weeks_warming)
+        if week < 0 or week >= len(self.warmup):
+            return None
+        return Window(self.warmup[week], DAY, calendar=self.midnight)
+
+
+NO_RATES = RatePlan()
+WEEK = 7 * DAY
 
 _NOTATION = "rate limits such as '5/second;100/hour;500/day'"
 

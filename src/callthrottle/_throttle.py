@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -25,7 +25,7 @@ from ._errors import (
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
 from ._models import Lease, Usage
 from ._numbers import check_region, normalize_number
-from ._rates import Window, utc_offset
+from ._rates import RatePlan, Window, parse_windows, utc_offset
 from ._url import backend_from_url
 from ._validate import (
     check_feedback,
@@ -79,7 +79,7 @@ class _Request:
     number: str
     token: str
     limit: int
-    windows: tuple[Window, ...]
+    rates: RatePlan
 
 
 @dataclass(slots=True)
@@ -97,7 +97,7 @@ class _Waiter:
         self.queued = False
         self.event: anyio.Event | None = None
         # The last rate window that refused it: (the window, when it admits again, local time).
-        self.rate_refusal: tuple[Window, float] | None = None
+        self.rate_refusal: tuple[str, float] | None = None
 
     def is_granted(self) -> bool:
         return self.granted
@@ -401,7 +401,7 @@ class Throttle:
         key = (number, token)
         if key in self._held or key in self._waiting:
             raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
-        request = _Request(number, token, cap, self._config.windows_for(number))
+        request = _Request(number, token, cap, self._rate_plan(number))
         waiter = self._waiting[key] = _Waiter()
         try:
             if wait == 0:
@@ -426,15 +426,20 @@ class Throttle:
             if waiter.rate_refusal is not None:
                 window, admits_at = waiter.rate_refusal
                 retry_after = max(admits_at - anyio.current_time(), 0.0)
-                raise RateLimited(number, wait, str(window), retry_after)
+                raise RateLimited(number, wait, window, retry_after)
             raise AcquireTimeout(number, wait)
         lease = Lease(number, token, self._owner_id)
         final = self._max_hold is not None and self._max_hold <= self._lease_ttl
         self._held[key] = _Held(lease, anyio.current_time(), final)
         return lease
 
+    def _rate_plan(self, number: str) -> RatePlan:
+        plan = self._config.rate_plan_for(number)
+        if self._config.timezone is None:
+            return plan
+        return replace(plan, tz_offset=utc_offset(self._config.timezone))
+
     def _ask(self, request: _Request, enqueue: bool) -> Awaitable[AcquireResult]:
-        tz_offset = utc_offset(self._config.timezone) if request.windows else 0.0
         return self._backend.acquire(
             request.number,
             request.token,
@@ -443,16 +448,14 @@ class Throttle:
             self._lease_ttl,
             self._max_hold,
             enqueue,
-            request.windows,
-            tz_offset,
+            request.rates,
         )
 
     async def _try_once(self, request: _Request) -> bool:
         result = await self._ask(request, False)
         _raise_if_refused_for_good(request.number, request.token, result)
         if result.outcome is Outcome.RATE_LIMITED:
-            window = request.windows[result.window or 0]
-            raise RateLimited(request.number, 0, str(window), result.retry_in or 0.0)
+            raise RateLimited(request.number, 0, str(result.window), result.retry_in or 0.0)
         return bool(result.outcome is Outcome.GRANTED)
 
     async def _wait_in_line(self, request: _Request, waiter: _Waiter) -> bool:
@@ -466,8 +469,7 @@ class Throttle:
                 # Out of the line (nothing counted): ask again when the window has room.
                 waiter.queued = False
                 delay = result.retry_in or 0.0
-                window = request.windows[result.window or 0]
-                waiter.rate_refusal = (window, anyio.current_time() + delay)
+                waiter.rate_refusal = (str(result.window), anyio.current_time() + delay)
             else:
                 waiter.queued = True
                 waiter.rate_refusal = None
@@ -601,6 +603,21 @@ class Throttle:
         await self._backend.set_policy(number, {"cap": value})
         logger.info("cap of %s set to %s", number, value, extra={"number": number})
 
+    async def set_rates(self, number: str, rates: str | None) -> None:
+        """Set the number's rate windows at run time, for every process at once.
+
+        ``rates`` is in ``limits``' notation (``"1/second;100/hour;500/day"``) and replaces the
+        configured windows (per-day windows reset as its profile says); None removes it.
+        """
+        number = normalize_number(number, self._region)
+        windows = None
+        if rates is not None:
+            midnight = self._config.rate_plan_for(number).midnight
+            windows = parse_windows(rates, midnight)
+        self._check_open()
+        await self._backend.set_policy(number, {"rates": windows})
+        logger.info("rate windows of %s set to %s", number, rates, extra={"number": number})
+
     async def set_state(
         self,
         number: str,
@@ -614,6 +631,7 @@ class Throttle:
         Only ``active`` and ``warming`` numbers admit calls; the others refuse new ones with
         :class:`NumberUnavailable` (calls already up run out normally, and waiters are refused).
         ``cooling`` needs a ``duration`` in seconds, after which the number is active again.
+        ``warming`` starts the warm-up of the number's profile (its daily caps by week) now.
         """
         number = normalize_number(number, self._region)
         new_state = check_state(state)
@@ -625,9 +643,9 @@ class Throttle:
         else:
             until = None
         self._check_open()
-        await self._backend.set_policy(
-            number, {"state": new_state.value, "reason": reason, "until": until}
-        )
+        changes: dict[str, object] = {"state": new_state.value, "reason": reason, "until": until}
+        changes["since"] = True if new_state is NumberState.WARMING else None
+        await self._backend.set_policy(number, changes)
         logger.info(
             "state of %s set to %s%s",
             number,
@@ -777,21 +795,28 @@ class Throttle:
             lease._mark_released()
 
 
-def _status_from_policy(policy: Mapping[str, str | float]) -> NumberStatus:
+def _status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
     state = NumberState(str(policy.get("state", "active")))
-    remaining = policy.get("until")
-    if state is NumberState.COOLING and isinstance(remaining, float) and remaining <= 0:
+    remaining = _seconds(policy.get("until"))
+    if state is NumberState.COOLING and remaining is not None and remaining <= 0:
         state, remaining = NumberState.ACTIVE, None
-    lowered_remaining = policy.get("luntil")
-    lowered = "lcap" in policy and isinstance(lowered_remaining, float) and lowered_remaining > 0
+    lowered_remaining = _seconds(policy.get("luntil"))
+    lowered = "lcap" in policy and lowered_remaining is not None and lowered_remaining > 0
+    rates = policy.get("rates")
     return NumberStatus(
         state=state,
         reason=str(policy["reason"]) if "reason" in policy else None,
-        remaining=float(remaining) if isinstance(remaining, float) else None,
-        cap=int(policy["cap"]) if "cap" in policy else None,
-        lowered_cap=int(policy["lcap"]) if lowered else None,
-        lowered_remaining=float(lowered_remaining) if lowered else None,  # type: ignore[arg-type]
+        remaining=remaining,
+        cap=int(str(policy["cap"])) if "cap" in policy else None,
+        lowered_cap=int(str(policy["lcap"])) if lowered else None,
+        lowered_remaining=lowered_remaining if lowered else None,
+        rates=cast("tuple[Window, ...]", rates) if rates is not None else None,
+        warming_for=_seconds(policy.get("since")) if state is NumberState.WARMING else None,
     )
+
+
+def _seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _load_config(config: object) -> Config:

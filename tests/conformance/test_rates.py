@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 
-from callthrottle import AcquireTimeout, Lease, RateLimited, Throttle
+from callthrottle import AcquireTimeout, Lease, NumberState, RateLimited, Throttle, Window
 
 if TYPE_CHECKING:
     from ..conftest import ThrottleFactory
@@ -157,3 +157,43 @@ def test_windows_must_be_valid_notation() -> None:
         Throttle.from_url("memory://", config=config("1/second", timezone="Mars/Olympus"))
     with pytest.raises(ConfigError, match=r"daily_reset must be 'rolling' or 'midnight'"):
         Throttle.from_url("memory://", config=config("1/second", daily_reset="noon"))
+
+
+async def test_rates_set_at_run_time_reach_every_process(new_throttle: ThrottleFactory) -> None:
+    async with new_throttle() as operator, new_throttle() as dialer:
+        await operator.set_rates(NUMBER, "2/minute")
+        await dialer.acquire(NUMBER, timeout=0)
+        await dialer.acquire(NUMBER, timeout=0)
+        with pytest.raises(RateLimited, match="2 per 60 s"):
+            await dialer.acquire(NUMBER, timeout=0)
+        assert (await dialer.status(NUMBER)).rates == (Window(2, 60.0),)
+        await operator.set_rates(NUMBER, None)
+        assert (await dialer.status(NUMBER)).rates is None
+        await dialer.acquire(NUMBER, timeout=0)
+
+
+async def test_a_warming_number_follows_its_warmup_cap(new_throttle: ThrottleFactory) -> None:
+    cfg = config("100/second")
+    cfg["profiles"]["p"]["warmup"] = [2, 5]  # type: ignore[index]
+    async with new_throttle(config=cfg) as throttle:
+        await throttle.set_state(NUMBER, NumberState.WARMING, reason="new number")
+        status = await throttle.status(NUMBER)
+        assert status.state is NumberState.WARMING
+        assert status.warming_for is not None
+        assert 0 <= status.warming_for < 5
+        await throttle.acquire(NUMBER, timeout=0)
+        await throttle.acquire(NUMBER, timeout=0)
+        with pytest.raises(RateLimited, match="2 per 86400 s"):
+            await throttle.acquire(NUMBER, timeout=0)
+        await throttle.set_state(NUMBER, NumberState.ACTIVE)  # the warm-up no longer applies
+        await throttle.acquire(NUMBER, timeout=0)
+        assert (await throttle.status(NUMBER)).warming_for is None
+
+
+def test_bad_warmup_and_run_time_rates() -> None:
+    from callthrottle import ConfigError
+
+    cfg = config("1/second")
+    cfg["profiles"]["p"]["warmup"] = [10, 0]  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"config\.profiles\.p\.warmup must be a list of daily"):
+        Throttle.from_url("memory://", config=cfg)

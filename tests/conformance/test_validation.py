@@ -90,3 +90,9 @@ async def test_invalid_argument_is_a_value_error_and_a_throttle_error(throttle: 
         await throttle.acquire(NUMBER, limit=0)
     with pytest.raises(ThrottleError, match="limit"):
         await throttle.acquire(NUMBER, limit=0)
+
+
+async def test_bad_run_time_rates(throttle: Throttle) -> None:
+    with pytest.raises(InvalidArgument, match="rates must be rate limits such as"):
+        await throttle.set_rates(NUMBER, "lots")
+    assert (await throttle.status(NUMBER)).rates is None

@@ -9,7 +9,7 @@ import pytest
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from callthrottle._rates import parse_windows
+from callthrottle._rates import RatePlan, parse_windows
 from callthrottle.backends import MemoryBackend, Outcome
 
 
@@ -43,7 +43,7 @@ async def test_same_decisions_as_limits_moving_window(
             clock.now += rng.choice([0.0, 0.001, 0.05, 0.2, 0.5, 1.0, 3.0])
             expected = reference.hit(item, "n")
             result = await backend.acquire(
-                "+8657188880001", f"t{index}", "owner", 1000, 60.0, None, False, windows
+                "+8657188880001", f"t{index}", "owner", 1000, 60.0, None, False, RatePlan(windows)
             )
             ours = result.outcome is Outcome.GRANTED
             assert ours == expected, f"step {index} at {clock.now}: limits {expected}, ours {ours}"

@@ -16,11 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .._rates import NO_RATES
+
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from .._models import Usage
-    from .._rates import Window
+    from .._rates import RatePlan, Window
 
 __all__ = ("AcquireResult", "Backend", "EventListener", "Outcome", "RenewState")
 
@@ -60,15 +62,15 @@ class AcquireResult:
         when unavailable, seconds until its cool-down ends (None: no end set)
     :ivar state: when unavailable, the number's state (``"disabled"``, ``"cooling"``, ...)
     :ivar reason: when unavailable, why (as given when the state was set)
-    :ivar window: when rate limited, the index of the full window in the request's windows
-        (``retry_in`` then says when it admits a call again)
+    :ivar window: when rate limited, the full window (``retry_in`` then says when it admits a
+        call again)
     """
 
     outcome: Outcome
     retry_in: float | None = None
     state: str | None = None
     reason: str | None = None
-    window: int | None = None
+    window: Window | None = None
 
 
 class Backend(Protocol):
@@ -100,16 +102,15 @@ class Backend(Protocol):
         ttl: float,
         max_hold: float | None,
         enqueue: bool,
-        windows: Sequence[Window] = (),
-        tz_offset: float = 0.0,
+        rates: RatePlan = NO_RATES,
     ) -> AcquireResult:
         """Take a slot for ``token``, or queue it, atomically (one round trip on Redis).
 
-        ``windows`` are the number's rate windows: a call is admitted only if every one of them
-        has room, and counted in them when admitted (``tz_offset``: seconds east of UTC, for
-        calendar days). A request with windows is never handed a slot while it waits: it is
-        nudged to ask again when first in line with a slot free, so that its windows are
-        checked.
+        ``rates`` gives the number's rate windows (windows set at run time replace its
+        ``windows``; a warming number adds its warm-up's daily cap): a call is admitted only if
+        every window has room, and counted in them when admitted. A request with windows is
+        never handed a slot while it waits: it is nudged to ask again when first in line with a
+        slot free, so that its windows are checked.
 
         Expired leases and waiters are dropped first, and waiters whose turn came are granted.
         A slot is granted only when fewer than ``limit`` leases are live *and* nobody waits
@@ -149,18 +150,20 @@ class Backend(Protocol):
         """Live leases and waiters on the number, and the cap in force (read only)."""
         ...
 
-    async def set_policy(self, number: str, changes: Mapping[str, str | float | None]) -> None:
+    async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
         """Change the number's runtime policy atomically; every process sees it at once.
 
         Fields: ``cap`` (int; overrides the cap callers ask for), ``state`` and ``reason``
         (str), ``until`` (seconds from now by the backend's clock: the end of a cool-down),
-        ``lcap`` and ``luntil`` (a lowered cap, and seconds from now until it lapses). ``None``
-        removes a field. Waiters are granted at once if the cap went up, and asked to try again
+        ``lcap`` and ``luntil`` (a lowered cap, and seconds from now until it lapses), ``rates``
+        (a tuple of :class:`Window`, replacing the caller's), ``since`` (any value: now, by the
+        backend's clock; when warming began). ``None`` removes a field. Waiters are granted at once if the cap went up, and asked to try again
         (a number that no longer admits calls then refuses them).
         """
 
-    async def get_policy(self, number: str) -> dict[str, str | float]:
-        """The number's runtime policy; ``until`` and ``luntil`` as seconds from now."""
+    async def get_policy(self, number: str) -> dict[str, object]:
+        """The number's runtime policy: ``until`` and ``luntil`` as seconds from now, ``since``
+        as seconds ago, ``rates`` as a tuple of :class:`Window`, the rest as str."""
         ...
 
     async def release_owner(self, owner: str) -> int:

@@ -6,13 +6,13 @@ import bisect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 from anyio.lowlevel import checkpoint
 
 from .._models import Usage
-from .._rates import DAY
+from .._rates import DAY, NO_RATES, WEEK
 from ._base import AcquireResult, EventListener, Outcome, RenewState
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
-    from .._rates import Window
+    from .._rates import RatePlan, Window
 
 __all__ = ("MemoryBackend",)
 
@@ -48,6 +48,16 @@ class _Policy:
     until: float | None = None
     lcap: int | None = None
     luntil: float | None = None
+    rates: tuple[Window, ...] | None = None
+    since: float | None = None
+
+    def windows_in_force(self, plan: RatePlan, now: float) -> tuple[Window, ...]:
+        windows = plan.windows if self.rates is None else self.rates
+        if self.state == "warming" and self.since is not None:
+            warmup = plan.warmup_window((now - self.since) / WEEK)
+            if warmup is not None:
+                windows = (*windows, warmup)
+        return windows
 
     def cap_in_force(self, asked: int, now: float) -> int:
         cap = asked if self.cap is None else self.cap
@@ -91,16 +101,17 @@ class _RateLog:
 
     def refusal(
         self, windows: Sequence[Window], now: float, tz_offset: float, wall: float
-    ) -> tuple[float, int] | None:
-        """None if every window has room; else (seconds until it has, index of the window)."""
-        for index, window in enumerate(windows):
+    ) -> tuple[float, Window] | None:
+        """None if every window has room; else (seconds until it has, the full window)."""
+        for window in windows:
             start = _window_start(window, now, tz_offset, wall)
             first = bisect.bisect_left(self.hits, start)
             count = len(self.hits) - first
             if count >= window.amount:
                 if window.calendar:
-                    return start + DAY - now, index
-                return self.hits[first + count - window.amount] + window.seconds + 1e-3 - now, index
+                    return start + DAY - now, window
+                oldest = self.hits[first + count - window.amount]
+                return oldest + window.seconds + 1e-3 - now, window
         return None
 
     def hit(self, windows: Sequence[Window], now: float) -> None:
@@ -228,8 +239,7 @@ class MemoryBackend:
         ttl: float,
         max_hold: float | None,
         enqueue: bool,
-        windows: Sequence[Window] = (),
-        tz_offset: float = 0.0,
+        rates: RatePlan = NO_RATES,
     ) -> AcquireResult:
         await checkpoint()
         now = self._clock()
@@ -239,6 +249,7 @@ class MemoryBackend:
             retry_in = None if policy.until is None else policy.until - now
             return AcquireResult(Outcome.UNAVAILABLE, retry_in, unavailable, policy.reason)
         limit = policy.cap_in_force(limit, now)
+        windows, tz_offset = policy.windows_in_force(rates, now), rates.tz_offset
         state = self._settle(number, now)
         current = state.holders.get(token)
         if current is not None:
@@ -341,7 +352,7 @@ class MemoryBackend:
         waiting = sum(1 for e in state.queue.values() if e.expires > now)
         return Usage(in_use=in_use, limit=cap, waiting=waiting)
 
-    async def set_policy(self, number: str, changes: Mapping[str, str | float | None]) -> None:
+    async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
         await checkpoint()
         now = self._clock()
         policy = self._policies.setdefault(number, _Policy())
@@ -349,9 +360,13 @@ class MemoryBackend:
             if value is None:
                 setattr(policy, name, None)
             elif name in _DURATIONS:
-                setattr(policy, name, now + float(value))
+                setattr(policy, name, now + cast("float", value))
             elif name in _INTS:
-                setattr(policy, name, int(value))
+                setattr(policy, name, cast("int", value))
+            elif name == "since":
+                policy.since = now
+            elif name == "rates":
+                policy.rates = cast("tuple[Window, ...]", value)
             else:
                 setattr(policy, name, str(value))
         if policy == _NO_POLICY:
@@ -362,15 +377,23 @@ class MemoryBackend:
                 self._notify(entry.owner, "nudged", number, token)
             self._forget_if_idle(number, state)
 
-    async def get_policy(self, number: str) -> dict[str, str | float]:
+    async def get_policy(self, number: str) -> dict[str, object]:
         await checkpoint()
         now = self._clock()
         policy = self._policies.get(number, _NO_POLICY)
-        fields: dict[str, str | float] = {}
-        for name in ("cap", "state", "reason", "until", "lcap", "luntil"):
+        fields: dict[str, object] = {}
+        for name in ("cap", "state", "reason", "until", "lcap", "luntil", "rates", "since"):
             value = getattr(policy, name)
-            if value is not None:
-                fields[name] = value - now if name in _DURATIONS else str(value)
+            if value is None:
+                continue
+            if name in _DURATIONS:
+                fields[name] = value - now
+            elif name == "since":
+                fields[name] = now - value
+            elif name == "rates":
+                fields[name] = value
+            else:
+                fields[name] = str(value)
         return fields
 
     async def release_owner(self, owner: str) -> int:

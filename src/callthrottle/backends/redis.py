@@ -8,7 +8,7 @@ import math
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import redis.asyncio as aioredis
@@ -18,6 +18,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from .._errors import BackendUnavailable, UnsupportedEventLoop
 from .._models import Usage
+from .._rates import NO_RATES, RatePlan, Window
 from ._base import AcquireResult, EventListener, Outcome, RenewState
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
-    from .._rates import Window
 
 __all__ = ("RedisBackend",)
 
@@ -78,6 +78,14 @@ def _ms(seconds: float) -> int:
 @lru_cache(maxsize=1024)
 def _windows_spec(windows: Sequence[Window]) -> str:
     return ";".join(f"{w.amount}:{_ms(w.seconds)}:{int(w.calendar)}" for w in windows)
+
+
+def _parse_spec(spec: str) -> tuple[Window, ...]:
+    windows = []
+    for part in filter(None, spec.split(";")):
+        amount, ms, calendar = part.split(":")
+        windows.append(Window(int(amount), int(ms) / 1000, calendar=calendar == "1"))
+    return tuple(windows)
 
 
 def _glob_escape(text: str) -> str:
@@ -209,8 +217,7 @@ class RedisBackend:
         ttl: float,
         max_hold: float | None,
         enqueue: bool,
-        windows: Sequence[Window] = (),
-        tz_offset: float = 0.0,
+        rates: RatePlan = NO_RATES,
     ) -> AcquireResult:
         args = (
             token,
@@ -221,8 +228,10 @@ class RedisBackend:
             1 if enqueue else 0,
             number,
             self._channels,
-            _windows_spec(windows),
-            round(tz_offset * 1000),
+            _windows_spec(rates.windows),
+            round(rates.tz_offset * 1000),
+            ",".join(map(str, rates.warmup)),
+            1 if rates.midnight else 0,
         )
         with _map_errors("acquire"):
             reply = await self._scripts["acquire"](self.keys_for(number), args)
@@ -230,7 +239,8 @@ class RedisBackend:
         if len(reply) == 2:
             return AcquireResult(Outcome(reply[0]), retry_in)
         if reply[0] == Outcome.RATE_LIMITED:
-            return AcquireResult(Outcome.RATE_LIMITED, retry_in, window=reply[2] - 1)
+            window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
+            return AcquireResult(Outcome.RATE_LIMITED, retry_in, window=window)
         state, reason = reply[2].decode(), reply[3].decode()
         return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 
@@ -282,26 +292,37 @@ class RedisBackend:
             in_use, waiting, cap = await self._scripts["usage"](self.keys_for(number), (limit,))
         return Usage(in_use=in_use, limit=cap, waiting=waiting)
 
-    async def set_policy(self, number: str, changes: Mapping[str, str | float | None]) -> None:
+    async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
         args: list[str | int] = [number, self._channels]
         for field, value in changes.items():
             if value is None:
                 args += [field, ""]
             elif field in _DURATIONS:
-                args += [field, f"+{_ms(float(value))}"]
+                args += [field, f"+{_ms(cast('float', value))}"]
+            elif field == "since":
+                args += [field, "now"]
+            elif field == "rates":
+                args += [field, _windows_spec(cast("tuple[Window, ...]", value))]
             else:
                 args += [field, str(value)]
         with _map_errors("set_policy"):
             await self._scripts["set_policy"](self.keys_for(number), args)
 
-    async def get_policy(self, number: str) -> dict[str, str | float]:
+    async def get_policy(self, number: str) -> dict[str, object]:
         with _map_errors("get_policy"):
             reply = await self._scripts["get_policy"](self.keys_for(number), ())
         now, items = reply[0], reply[1:]
-        policy: dict[str, str | float] = {}
+        policy: dict[str, object] = {}
         for field, value in zip(items[::2], items[1::2], strict=True):
             name = field.decode()
-            policy[name] = (int(value) - now) / 1000 if name in _DURATIONS else value.decode()
+            if name in _DURATIONS:
+                policy[name] = (int(value) - now) / 1000
+            elif name == "since":
+                policy[name] = (now - int(value)) / 1000
+            elif name == "rates":
+                policy[name] = _parse_spec(value.decode())
+            else:
+                policy[name] = value.decode()
         return policy
 
     async def release_owner(self, owner: str) -> int:

@@ -10,7 +10,8 @@
 --                          asking, so that its windows are checked)
 --   KEYS[5] P  hash        the number's runtime policy, set by any process (never expires):
 --                          cap (overrides every caller's cap), state, reason, until (ms: end
---                          of a cool-down), lcap and luntil (a cap lowered until luntil)
+--                          of a cool-down), lcap and luntil (a cap lowered until luntil),
+--                          rates (windows replacing the caller's), since (ms: warming began)
 --   KEYS[6] R  sorted set  "<ms>:<token>" -> ms: the number's admitted calls, for its rate
 --                          windows (kept as long as its longest window)
 -- hold_ms is max_hold for a waiter and the absolute deadline for a holder (0: none).
@@ -48,16 +49,34 @@ local function window_start(w, now, tz_ms)
   return now - w[2]
 end
 
--- nil if every window admits one more call; else {ms until it would, index of the window}.
+-- The windows in force: the runtime ones, else the caller's; while warming, the warm-up's
+-- daily cap for the current week too (warmup: "10,20,30", calendar: '1' from local midnight).
+local function windows_in_force(pol, asked, warmup, calendar, now)
+  local windows = parse_windows(pol[7] or asked)
+  local since = tonumber(pol[8])
+  if pol[2] == 'warming' and since and warmup ~= '' then
+    local week = math.floor((now - since) / 604800000) + 1
+    local i = 0
+    for amount in string.gmatch(warmup, '%d+') do
+      i = i + 1
+      if i == week then
+        windows[#windows + 1] = {tonumber(amount), 86400000, calendar == '1'}
+      end
+    end
+  end
+  return windows
+end
+
+-- nil if every window admits one more call; else {ms until it would, the full window}.
 local function rate_refusal(windows, now, tz_ms)
-  for i, w in ipairs(windows) do
+  for _, w in ipairs(windows) do
     local start = window_start(w, now, tz_ms)
     local count = redis.call('ZCOUNT', R, start, '+inf')
     if count >= w[1] then
-      if w[3] then return {start + 86400000 - now, i} end
+      if w[3] then return {start + 86400000 - now, w} end
       -- The oldest hits must leave the window until one fewer than the amount remain.
       local hit = redis.call('ZRANGEBYSCORE', R, start, '+inf', 'WITHSCORES', 'LIMIT', count - w[1], 1)
-      return {tonumber(hit[2]) + w[2] + 1 - now, i}
+      return {tonumber(hit[2]) + w[2] + 1 - now, w}
     end
   end
   return nil
@@ -75,9 +94,10 @@ local function rate_hit(windows, now, token)
   redis.call('PEXPIRE', R, longest + 1000)
 end
 
--- The number's runtime policy: {cap, state, reason, until, lcap, luntil} (false when unset).
+-- The number's runtime policy: {cap, state, reason, until, lcap, luntil, rates, since}
+-- (false when unset).
 local function policy()
-  return redis.call('HMGET', P, 'cap', 'state', 'reason', 'until', 'lcap', 'luntil')
+  return redis.call('HMGET', P, 'cap', 'state', 'reason', 'until', 'lcap', 'luntil', 'rates', 'since')
 end
 
 -- The cap in force: the stored override, else the caller's; a lowered cap while it lasts.

@@ -1,7 +1,8 @@
 -- Change a number's runtime policy, then let the line move under it (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] number, ARGV[2] channel prefix, then (field, value) pairs; value '' deletes the field.
--- A value of the form '+<ms>' for until/luntil is made absolute by the server clock.
+-- A value of the form '+<ms>' (until, luntil) is made absolute by the server clock, and 'now'
+-- (since) is the server's time.
 -- Waiters are granted at once if the cap went up, and nudged to ask again (a number that no
 -- longer admits calls then refuses them).
 local now = now_ms()
@@ -11,6 +12,7 @@ for i = 3, #ARGV, 2 do
     redis.call('HDEL', P, field)
   else
     if string.sub(value, 1, 1) == '+' then value = tostring(now + tonumber(string.sub(value, 2))) end
+    if value == 'now' then value = tostring(now) end
     redis.call('HSET', P, field, value)
   end
 end
