@@ -31,7 +31,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = ("Config", "ConfigError", "NumberSettings", "Profile")
 
 _TOP_KEYS = (
-    "default_region", "default_profile", "timezone", "profiles", "numbers", "feedback",
+    "default_region", "default_profile", "default_tenant", "timezone", "profiles", "numbers",
+    "callee", "feedback",
 )  # fmt: skip
 
 _T = TypeVar("_T")
@@ -66,11 +67,13 @@ class NumberSettings:
     :ivar profile: the carrier profile the number belongs to (None: the default profile)
     :ivar cap: the number's own cap, overriding its profile's
     :ivar rates: the number's own rate windows, replacing its profile's
+    :ivar tenant: the tenant (company, campaign) the number dials for
     """
 
     profile: str | None = None
     cap: int | None = None
     rates: tuple[Window, ...] | None = None
+    tenant: str | None = None
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -111,6 +114,8 @@ class Config:
     default_region: str | None = None
     default_profile: str | None = None
     timezone: ZoneInfo | None = None
+    default_tenant: str | None = None
+    callee_windows: tuple[Window, ...] = ()
     profiles: Mapping[str, Profile] = field(default_factory=lambda: _frozen({}))
     numbers: Mapping[str, NumberSettings] = field(default_factory=lambda: _frozen({}))
     feedback: Mapping[str, Reaction] = field(default_factory=lambda: _frozen({}))
@@ -133,6 +138,19 @@ class Config:
         if settings is not None and settings.rates is not None:
             return settings.rates
         return () if profile is None else profile.rates
+
+    def tag_for(self, number: str) -> str:
+        """The hash tag that all keys of one decision on ``number`` share (one Cluster slot).
+
+        Its tenant; without one, ``*`` when callee windows are configured (they count calls from
+        every number), else the number itself.
+        """
+        settings = self.numbers.get(number)
+        tenant = settings.tenant if settings is not None else None
+        tenant = tenant or self.default_tenant
+        if tenant is not None:
+            return tenant
+        return "*" if self.callee_windows else number
 
     def rate_plan_for(self, number: str) -> RatePlan:
         """The rate windows of ``number`` (E.164) with its profile's warm-up and daily reset."""
@@ -167,6 +185,18 @@ class Config:
         top = _table("config", data, _TOP_KEYS)
         region = _wrap("config.default_region", check_region, top.get("default_region"))
         timezone = _wrap("config.timezone", check_timezone, top.get("timezone"))
+        default_tenant = top.get("default_tenant")
+        if default_tenant is not None:
+            _check_tenant("config.default_tenant", default_tenant)
+        callee = _table("config.callee", top.get("callee", {}), ("rates", "daily_reset"))
+        callee_reset = callee.get("daily_reset", "rolling")
+        if callee_reset not in ("rolling", "midnight"):
+            raise ConfigError("config.callee.daily_reset", callee_reset, "'rolling' or 'midnight'")
+        callee_windows: tuple[Window, ...] = ()
+        if "rates" in callee:
+            callee_windows = _wrap(
+                "config.callee.rates", parse_windows, callee["rates"], callee_reset == "midnight"
+            )
         profiles = {
             _name("config.profiles", name): _profile(f"config.profiles.{name}", raw)
             for name, raw in _table("config.profiles", top.get("profiles", {})).items()
@@ -193,6 +223,8 @@ class Config:
             default_region=region,
             default_profile=default_profile,
             timezone=timezone,
+            default_tenant=default_tenant,
+            callee_windows=callee_windows,
             profiles=_frozen(profiles),
             numbers=_frozen(numbers),
             feedback=_frozen(feedback),
@@ -252,7 +284,7 @@ def _profile(where: str, raw: object) -> Profile:
 def _number(
     where: str, raw: object, profiles: Mapping[str, Profile], default_profile: str | None
 ) -> NumberSettings:
-    table = _table(where, raw, ("profile", "cap", "rates"))
+    table = _table(where, raw, ("profile", "cap", "rates", "tenant"))
     profile = table.get("profile")
     if profile is not None and profile not in profiles:
         raise ConfigError(f"{where}.profile", profile, _one_of("a profile", profiles))
@@ -264,7 +296,21 @@ def _number(
         own = profiles.get(profile or default_profile or "")
         midnight = own is not None and own.daily_reset == "midnight"
         rates = _wrap(f"{where}.rates", parse_windows, table["rates"], midnight)
-    return NumberSettings(profile=profile, cap=cap, rates=rates)
+    tenant = table.get("tenant")
+    if tenant is not None:
+        _check_tenant(f"{where}.tenant", tenant)
+    return NumberSettings(profile=profile, cap=cap, rates=rates, tenant=tenant)
+
+
+def _check_tenant(where: str, tenant: object) -> None:
+    if (
+        not isinstance(tenant, str)
+        or not tenant
+        or not tenant.isprintable()
+        or "{" in tenant
+        or "}" in tenant
+    ):
+        raise ConfigError(where, tenant, "a non-empty printable name without braces")
 
 
 def _reaction(where: str, raw: object) -> Reaction:

@@ -49,12 +49,16 @@ class RatePlan:
     :ivar warmup: daily caps by week while the number is ``warming`` (e.g. 10, 20, 30)
     :ivar midnight: one-day windows (the warm-up's too) count from local midnight
     :ivar tz_offset: the time zone's offset from UTC in seconds, now
+    :ivar callee: the number called (E.164), when callee windows apply
+    :ivar callee_windows: calls to one callee from every number of the same tenant
     """
 
     windows: tuple[Window, ...] = ()
     warmup: tuple[int, ...] = ()
     midnight: bool = False
     tz_offset: float = 0.0
+    callee: str | None = None
+    callee_windows: tuple[Window, ...] = ()
 
     def warmup_window(self, weeks_warming: float) -> Window | None:
         """The warm-up's daily window ``weeks_warming`` weeks after warming began, or None."""

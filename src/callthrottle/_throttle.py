@@ -65,6 +65,12 @@ def _new_token() -> str:
     return os.urandom(12).hex()
 
 
+def _window_name(result: AcquireResult, request: _Request) -> str:
+    if result.for_callee:
+        return f"{result.window} for callee {request.rates.callee}"
+    return str(result.window)
+
+
 def _raise_if_refused_for_good(number: str, token: str, result: AcquireResult) -> None:
     if result.outcome is Outcome.CONFLICT:
         raise LeaseConflict(number, token, "already holds or waits for a slot of another owner")
@@ -196,6 +202,7 @@ class Throttle:
                     "renew_interval", renew_interval, f"shorter than lease_ttl ({lease_ttl})"
                 )
         self._backend = backend
+        backend.use_tags(self._config.tag_for)
         self._close_backend = close_backend
         self._held: dict[tuple[str, str], _Held] = {}
         self._waiting: dict[tuple[str, str], _Waiter] = {}
@@ -376,6 +383,7 @@ class Throttle:
         token: str | None = None,
         timeout: float | None = None,
         limit: int | None = None,
+        callee: str | None = None,
     ) -> Lease:
         """Take a slot on ``number``, waiting in line for at most ``timeout`` seconds.
 
@@ -387,8 +395,13 @@ class Throttle:
             can release it. Defaults to a fresh random id.
         :param timeout: seconds to wait; ``None`` waits forever; ``0`` tries once without
             queueing
-        :param limit: the number's cap; defaults to ``default_limit``
+        :param limit: the number's cap; defaults to the configured one, else ``default_limit``
+        :param callee: the number to be called; with callee windows configured, at most so
+            many calls to it per window are admitted, from all numbers of the same tenant
         :raises AcquireTimeout: if no slot came within ``timeout`` (nothing is left queued)
+        :raises RateLimited: (an ``AcquireTimeout``) if a rate window of the number or the
+            callee was full; it says which, and when to retry
+        :raises NumberUnavailable: if the number's state admits no calls
         :raises LeaseConflict: if ``token`` already holds or waits for a slot on ``number``
         :raises InvalidArgument: on bad input, before anything is written
         :raises BackendUnavailable: if the backend failed (any slot it granted is given back)
@@ -397,11 +410,12 @@ class Throttle:
         token = _new_token() if token is None else check_token(token)
         wait = check_timeout(timeout)
         cap = self._cap_for(number, limit)
+        callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
         self._check_open()
         key = (number, token)
         if key in self._held or key in self._waiting:
             raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
-        request = _Request(number, token, cap, self._rate_plan(number))
+        request = _Request(number, token, cap, self._rate_plan(number, callee_e164))
         waiter = self._waiting[key] = _Waiter()
         try:
             if wait == 0:
@@ -433,8 +447,10 @@ class Throttle:
         self._held[key] = _Held(lease, anyio.current_time(), final)
         return lease
 
-    def _rate_plan(self, number: str) -> RatePlan:
+    def _rate_plan(self, number: str, callee: str | None) -> RatePlan:
         plan = self._config.rate_plan_for(number)
+        if callee is not None and self._config.callee_windows:
+            plan = replace(plan, callee=callee, callee_windows=self._config.callee_windows)
         if self._config.timezone is None:
             return plan
         return replace(plan, tz_offset=utc_offset(self._config.timezone))
@@ -455,7 +471,8 @@ class Throttle:
         result = await self._ask(request, False)
         _raise_if_refused_for_good(request.number, request.token, result)
         if result.outcome is Outcome.RATE_LIMITED:
-            raise RateLimited(request.number, 0, str(result.window), result.retry_in or 0.0)
+            window = _window_name(result, request)
+            raise RateLimited(request.number, 0, window, result.retry_in or 0.0)
         return bool(result.outcome is Outcome.GRANTED)
 
     async def _wait_in_line(self, request: _Request, waiter: _Waiter) -> bool:
@@ -469,7 +486,7 @@ class Throttle:
                 # Out of the line (nothing counted): ask again when the window has room.
                 waiter.queued = False
                 delay = result.retry_in or 0.0
-                waiter.rate_refusal = (str(result.window), anyio.current_time() + delay)
+                waiter.rate_refusal = (_window_name(result, request), anyio.current_time() + delay)
             else:
                 waiter.queued = True
                 waiter.rate_refusal = None
@@ -516,6 +533,7 @@ class Throttle:
         token: str | None = None,
         timeout: float | None = None,
         limit: int | None = None,
+        callee: str | None = None,
     ) -> AsyncIterator[Lease]:
         """Hold a slot on ``number`` for the ``async with`` block; see :meth:`acquire`.
 
@@ -523,7 +541,7 @@ class Throttle:
         the backend cannot be reached then, the failure is logged (not raised over the block's
         own outcome) and the lease expires within ``lease_ttl``.
         """
-        lease = await self.acquire(number, token=token, timeout=timeout, limit=limit)
+        lease = await self.acquire(number, token=token, timeout=timeout, limit=limit, callee=callee)
         try:
             yield lease
         finally:

@@ -8,6 +8,7 @@ import pytest
 
 import redis
 from callthrottle import BackendUnavailable, Throttle, UnsupportedEventLoop
+from callthrottle.backends import RedisBackend
 
 from .._servers import free_port
 
@@ -109,7 +110,8 @@ async def test_lease_expiry_is_judged_by_the_server_clock(
     lease = await throttle.acquire(NUMBER, timeout=0)
     seconds, micros = sync_client.time()
     server_ms = seconds * 1000 + micros // 1000
-    expires = sync_client.zscore(f"{prefix}{{{NUMBER}}}:h", lease.token)
+    assert isinstance(throttle.backend, RedisBackend)
+    expires = sync_client.zscore(throttle.backend.keys_for(NUMBER)[0], lease.token)
     assert expires is not None
     assert abs(expires - (server_ms + 30_000)) < 1_000
 
@@ -144,3 +146,19 @@ async def test_release_owner_scans_only_its_prefix(
         await theirs.acquire(NUMBER, timeout=0)
         assert await mine.release_owner("dialer-1") == 1
         assert (await theirs.usage(NUMBER)).in_use == 1
+
+
+async def test_one_decision_stays_on_its_tenants_slot(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    config = {
+        "numbers": {NUMBER: {"tenant": "acme"}},
+        "profiles": {"p": {"rates": "5/minute"}},
+        "default_profile": "p",
+        "callee": {"rates": "3/minute"},
+    }
+    async with Throttle.from_url(redis_url, key_prefix=prefix, config=config) as throttle:
+        await throttle.acquire(NUMBER, callee="+8613800138000", timeout=0)
+        keys = {k.decode() for k in sync_client.scan_iter(match=f"{prefix}*")}
+        assert f"{prefix}{{acme}}:c:+8613800138000" in keys
+        assert all(key.startswith(f"{prefix}{{acme}}:") for key in keys), keys

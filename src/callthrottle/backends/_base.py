@@ -64,6 +64,7 @@ class AcquireResult:
     :ivar reason: when unavailable, why (as given when the state was set)
     :ivar window: when rate limited, the full window (``retry_in`` then says when it admits a
         call again)
+    :ivar for_callee: when rate limited, whether the full window is the callee's
     """
 
     outcome: Outcome
@@ -71,10 +72,17 @@ class AcquireResult:
     state: str | None = None
     reason: str | None = None
     window: Window | None = None
+    for_callee: bool = False
 
 
 class Backend(Protocol):
     """Shared slot state for many throttles (processes, hosts)."""
+
+    def use_tags(self, tag_of: Callable[[str], str]) -> None:
+        """How numbers map to hash tags: all keys of one decision share the number's tag (its
+        tenant), so that the decision touches one Cluster slot; callee windows count calls from
+        every number with the same tag. Every throttle sharing the backend must use the same
+        mapping. The default: every number is its own tag."""
 
     async def open(self) -> None:
         """Prepare for use on the running event loop; idempotent.

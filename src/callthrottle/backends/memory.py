@@ -120,6 +120,9 @@ class _RateLog:
         del self.hits[: bisect.bisect_left(self.hits, now - longest)]
 
 
+_EMPTY_LOG = _RateLog()  # read only: stands for a callee nobody has called yet
+
+
 class MemoryBackend:
     """Slots kept in this process's memory: the embedded default (``memory://``).
 
@@ -129,7 +132,10 @@ class MemoryBackend:
     midnight for calendar-day windows. Tests may replace either.
     """
 
-    __slots__ = ("_clock", "_listeners", "_numbers", "_policies", "_rates", "_wall_clock")
+    __slots__ = (
+        "_callees", "_clock", "_listeners", "_numbers", "_policies", "_rates", "_tag_of",
+        "_wall_clock",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -142,11 +148,16 @@ class MemoryBackend:
         self._listeners: dict[str, EventListener] = {}
         self._policies: dict[str, _Policy] = {}
         self._rates: dict[str, _RateLog] = {}
+        self._callees: dict[tuple[str, str], _RateLog] = {}
+        self._tag_of: Callable[[str], str] = str
 
     def __repr__(self) -> str:
         holders = sum(len(s.holders) for s in self._numbers.values())
         waiting = sum(len(s.queue) for s in self._numbers.values())
         return f"<MemoryBackend {len(self._numbers)} numbers, {holders} leases, {waiting} waiting>"
+
+    def use_tags(self, tag_of: Callable[[str], str]) -> None:
+        self._tag_of = tag_of
 
     async def open(self) -> None:
         await checkpoint()
@@ -208,10 +219,41 @@ class MemoryBackend:
         entry: _Entry,
         now: float,
         windows: Sequence[Window],
+        rates: RatePlan,
     ) -> None:
         self._grant(state, number, token, entry, now)
         if windows:
             self._rates.setdefault(number, _RateLog()).hit(windows, now)
+        callee_log = self._callee_log(number, rates, create=True)
+        if callee_log is not None:
+            callee_log.hit(rates.callee_windows, now)
+
+    def _callee_log(self, number: str, rates: RatePlan, create: bool = False) -> _RateLog | None:
+        """The log of calls to the callee from the number's tag, if callee windows apply."""
+        if rates.callee is None or not rates.callee_windows:
+            return None
+        key = (self._tag_of(number), rates.callee)
+        if create:
+            return self._callees.setdefault(key, _RateLog())
+        return self._callees.get(key) or _EMPTY_LOG
+
+    def _rate_refusal(
+        self,
+        logs: Sequence[tuple[_RateLog | None, Sequence[Window], bool]],
+        now: float,
+        tz_offset: float,
+    ) -> AcquireResult | None:
+        wall = self._wall_clock()
+        for log, windows, for_callee in logs:
+            if log is None or not windows:
+                continue
+            refusal = log.refusal(windows, now, tz_offset, wall)
+            if refusal is not None:
+                retry_in, window = refusal
+                return AcquireResult(
+                    Outcome.RATE_LIMITED, retry_in, window=window, for_callee=for_callee
+                )
+        return None
 
     def _notify(self, owner: str, kind: str, number: str, token: str) -> None:
         listener = self._listeners.get(owner)
@@ -255,7 +297,8 @@ class MemoryBackend:
         if current is not None:
             outcome = Outcome.GRANTED if current.owner == owner else Outcome.CONFLICT
             return AcquireResult(outcome)
-        log = self._rates.get(number)
+        callee_log = self._callee_log(number, rates)
+        logs = ((self._rates.get(number), windows, False), (callee_log, rates.callee_windows, True))
         waiting = state.queue.get(token)
         if waiting is not None:
             if waiting.owner != owner:
@@ -263,27 +306,25 @@ class MemoryBackend:
             if next(iter(state.queue)) == token and len(state.holders) < limit:
                 # First in line with a slot free: take it, if the rate windows allow.
                 del state.queue[token]
-                wall = self._wall_clock()
-                refusal = log.refusal(windows, now, tz_offset, wall) if log and windows else None
-                if refusal is not None:
+                refused = self._rate_refusal(logs, now, tz_offset)
+                if refused is not None:
                     self._settle(number, now)
                     self._forget_if_idle(number, state)
-                    return AcquireResult(Outcome.RATE_LIMITED, refusal[0], window=refusal[1])
-                self._admit(state, number, token, waiting, now, windows)
+                    return refused
+                self._admit(state, number, token, waiting, now, windows, rates)
                 return AcquireResult(Outcome.GRANTED)
             waiting.expires = now + waiting.ttl
             return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
-        if windows and log is not None:
-            refusal = log.refusal(windows, now, tz_offset, self._wall_clock())
-            if refusal is not None:
-                self._forget_if_idle(number, state)
-                return AcquireResult(Outcome.RATE_LIMITED, refusal[0], window=refusal[1])
+        refused = self._rate_refusal(logs, now, tz_offset)
+        if refused is not None:
+            self._forget_if_idle(number, state)
+            return refused
         entry = _Entry(
             owner=owner, ttl=ttl, limit=limit, max_hold=max_hold, expires=now + ttl,
-            rated=bool(windows),
+            rated=bool(windows) or callee_log is not None,
         )  # fmt: skip
         if not state.queue and len(state.holders) < limit:
-            self._admit(state, number, token, entry, now, windows)
+            self._admit(state, number, token, entry, now, windows, rates)
             return AcquireResult(Outcome.GRANTED)
         retry_in = self._retry_in(state, now)
         if enqueue:

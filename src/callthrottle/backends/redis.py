@@ -22,7 +22,7 @@ from .._rates import NO_RATES, RatePlan, Window
 from ._base import AcquireResult, EventListener, Outcome, RenewState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -88,6 +88,10 @@ def _parse_spec(spec: str) -> tuple[Window, ...]:
     return tuple(windows)
 
 
+def _own_tag(number: str) -> str:
+    return number
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -107,7 +111,7 @@ class RedisBackend:
     :param key_prefix: prefix of every key and channel the backend uses
     """
 
-    __slots__ = ("_channels", "_client", "_keys", "_owns_client", "_prefix", "_scripts")
+    __slots__ = ("_channels", "_client", "_keys", "_owns_client", "_prefix", "_scripts", "_tag_of")
 
     def __init__(
         self,
@@ -122,6 +126,7 @@ class RedisBackend:
         self._channels = f"{key_prefix}owner:"
         self._scripts = {name: client.register_script(src) for name, src in _SOURCES.items()}
         self._keys: dict[str, list[str]] = {}
+        self._tag_of: Callable[[str], str] = _own_tag
 
     @classmethod
     def from_url(
@@ -147,11 +152,15 @@ class RedisBackend:
         """The redis-py client in use."""
         return self._client
 
+    def use_tags(self, tag_of: Callable[[str], str]) -> None:
+        self._tag_of = tag_of
+        self._keys.clear()
+
     def keys_for(self, number: str) -> list[str]:
         """The keys that hold ``number``'s state (one hash tag, so one Cluster slot)."""
         keys = self._keys.get(number)
         if keys is None:
-            base = f"{self._prefix}{{{number}}}:"
+            base = f"{self._prefix}{{{self._tag_of(number)}}}:n:{number}:"
             keys = [base + "h", base + "q", base + "w", base + "m", base + "p", base + "r"]
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
@@ -232,15 +241,24 @@ class RedisBackend:
             round(rates.tz_offset * 1000),
             ",".join(map(str, rates.warmup)),
             1 if rates.midnight else 0,
+            _windows_spec(rates.callee_windows) if rates.callee else "",
         )
+        keys = self.keys_for(number)
+        if rates.callee is None:
+            keys = [*keys, keys[5]]  # not touched: no callee windows
+        else:
+            keys = [*keys, f"{self._prefix}{{{self._tag_of(number)}}}:c:{rates.callee}"]
         with _map_errors("acquire"):
-            reply = await self._scripts["acquire"](self.keys_for(number), args)
+            reply = await self._scripts["acquire"](keys, args)
         retry_in = None if reply[1] < 0 else reply[1] / 1000
         if len(reply) == 2:
             return AcquireResult(Outcome(reply[0]), retry_in)
         if reply[0] == Outcome.RATE_LIMITED:
             window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
-            return AcquireResult(Outcome.RATE_LIMITED, retry_in, window=window)
+            for_callee = reply[5] == b"c"
+            return AcquireResult(
+                Outcome.RATE_LIMITED, retry_in, window=window, for_callee=for_callee
+            )
         state, reason = reply[2].decode(), reply[3].decode()
         return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 
@@ -326,13 +344,12 @@ class RedisBackend:
         return policy
 
     async def release_owner(self, owner: str) -> int:
-        pattern = _glob_escape(self._prefix) + "{*}:m"
-        start = len(self._prefix) + 1
+        pattern = _glob_escape(self._prefix) + "{*}:n:*:m"
         removed = 0
         script = self._scripts["release_owner"]
         with _map_errors("release_owner"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):
-                number = raw.decode()[start:-3]
+                number = raw.decode().rpartition(":n:")[2][:-2]
                 removed += await script(self.keys_for(number), (owner, number, self._channels))
         return removed
 

@@ -1,7 +1,7 @@
 -- Shared by every script (prepended when the scripts are loaded).
 --
--- One number's state lives in five keys that share a hash tag, so every script touches one
--- Cluster slot:
+-- One number's state lives in keys that share a hash tag (its tenant's, when it has one), so
+-- every script touches one Cluster slot:
 --   KEYS[1] H  sorted set  token -> lease expiry (ms, server clock)
 --   KEYS[2] Q  sorted set  token -> place in line (FIFO sequence)
 --   KEYS[3] W  sorted set  token -> when the waiter's place lapses (ms, server clock)
@@ -14,6 +14,8 @@
 --                          rates (windows replacing the caller's), since (ms: warming began)
 --   KEYS[6] R  sorted set  "<ms>:<token>" -> ms: the number's admitted calls, for its rate
 --                          windows (kept as long as its longest window)
+--   KEYS[7] C  sorted set  "<ms>:<number>:<token>" -> ms: calls to one callee (acquire only),
+--                          from every number of the tag
 -- hold_ms is max_hold for a waiter and the absolute deadline for a holder (0: none).
 -- Events go to the owner's channel: "g\t<number>\t<token>" granted, "r\t..." released by
 -- another process, "n\t..." nudged (ask again: the line moved).
@@ -68,30 +70,30 @@ local function windows_in_force(pol, asked, warmup, calendar, now)
 end
 
 -- nil if every window admits one more call; else {ms until it would, the full window}.
-local function rate_refusal(windows, now, tz_ms)
+local function rate_refusal(log, windows, now, tz_ms)
   for _, w in ipairs(windows) do
     local start = window_start(w, now, tz_ms)
-    local count = redis.call('ZCOUNT', R, start, '+inf')
+    local count = redis.call('ZCOUNT', log, start, '+inf')
     if count >= w[1] then
       if w[3] then return {start + 86400000 - now, w} end
       -- The oldest hits must leave the window until one fewer than the amount remain.
-      local hit = redis.call('ZRANGEBYSCORE', R, start, '+inf', 'WITHSCORES', 'LIMIT', count - w[1], 1)
+      local hit = redis.call('ZRANGEBYSCORE', log, start, '+inf', 'WITHSCORES', 'LIMIT', count - w[1], 1)
       return {tonumber(hit[2]) + w[2] + 1 - now, w}
     end
   end
   return nil
 end
 
--- Count an admitted call in the number's windows.
-local function rate_hit(windows, now, token)
+-- Count an admitted call in a log with these windows.
+local function rate_hit(log, windows, now, member)
   local longest = 0
   for _, w in ipairs(windows) do
     local span = w[3] and 86400000 or w[2]
     if span > longest then longest = span end
   end
-  redis.call('ZADD', R, now, now .. ':' .. token)
-  redis.call('ZREMRANGEBYSCORE', R, '-inf', now - longest - 1)
-  redis.call('PEXPIRE', R, longest + 1000)
+  redis.call('ZADD', log, now, now .. ':' .. member)
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - longest - 1)
+  redis.call('PEXPIRE', log, longest + 1000)
 end
 
 -- The number's runtime policy: {cap, state, reason, until, lcap, luntil, rates, since}

@@ -4,10 +4,11 @@
 -- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix, ARGV[9] rate windows (see
 -- parse_windows; '' for none), ARGV[10] time zone offset in ms (for calendar days),
 -- ARGV[11] warm-up daily caps by week ("10,20,30"; '' for none), ARGV[12] '1' if the warm-up's
--- days start at local midnight
+-- days start at local midnight, ARGV[13] the callee's rate windows ('' for none: then KEYS[7]
+-- is not touched)
 -- Returns {outcome, retry_in_ms}: outcome 1 granted, 0 queued, 2 refused (full), -1 token
--- conflict; {4, retry_in_ms, amount, window_ms, calendar} when a rate window is full (nothing
--- is written, and a queued token leaves the line); {3, retry_in_ms, state, reason} when the
+-- conflict; {4, retry_in_ms, amount, window_ms, calendar, 'n' or 'c'} when a rate window of
+-- the number or of the callee is full (nothing is written, and a queued token leaves the line); {3, retry_in_ms, state, reason} when the
 -- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none).
 local token, owner = ARGV[1], ARGV[2]
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -21,11 +22,20 @@ if state then
 end
 limit = cap_in_force(pol, limit, now)
 local windows = windows_in_force(pol, ARGV[9], ARGV[11], ARGV[12], now)
-local flags = (#windows > 0) and 'r' or ''
+local callee_windows = parse_windows(ARGV[13])
+local flags = (#windows > 0 or #callee_windows > 0) and 'r' or ''
 
-local function rate_limited(refusal)
+-- nil if the number's and the callee's windows all admit the call; else the reply to give.
+local function rate_limited()
+  local refusal = rate_refusal(R, windows, now, tz_ms)
+  local whose = 'n'
+  if not refusal and #callee_windows > 0 then
+    refusal = rate_refusal(KEYS[7], callee_windows, now, tz_ms)
+    whose = 'c'
+  end
+  if not refusal then return nil end
   local w = refusal[2]
-  return {4, refusal[1], w[1], w[2], w[3] and 1 or 0}
+  return {4, refusal[1], w[1], w[2], w[3] and 1 or 0, whose}
 end
 local queued = purge(now)
 if queued > 0 then queued = promote(now, queued, ARGV[7], ARGV[8]) end
@@ -38,7 +48,8 @@ local function grant()
   end
   redis.call('ZADD', H, expires, token)
   redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags))
-  if #windows > 0 then rate_hit(windows, now, token) end
+  if #windows > 0 then rate_hit(R, windows, now, token) end
+  if #callee_windows > 0 then rate_hit(KEYS[7], callee_windows, now, ARGV[7] .. ':' .. token) end
 end
 
 local raw = redis.call('HGET', M, token)
@@ -51,14 +62,14 @@ if raw then
   end
   -- Queued. First in line with a slot free: take it, if the rate windows allow.
   if redis.call('ZRANK', Q, token) == 0 and redis.call('ZCARD', H) < limit then
-    local refusal = rate_refusal(windows, now, tz_ms)
+    local refused = rate_limited()
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('HDEL', M, token)
-    if refusal then
+    if refused then
       queued = promote(now, queued - 1, ARGV[7], ARGV[8])
       touch(now, queued)
-      return rate_limited(refusal)
+      return refused
     end
     grant()
     touch(now, queued - 1)
@@ -69,11 +80,11 @@ if raw then
   return {0, retry_in(now)}
 end
 
-if #windows > 0 then
-  local refusal = rate_refusal(windows, now, tz_ms)
-  if refusal then
+if flags == 'r' then
+  local refused = rate_limited()
+  if refused then
     touch(now, queued)
-    return rate_limited(refusal)
+    return refused
   end
 end
 
