@@ -33,3 +33,16 @@ def test_ci_runs_the_readme_commands() -> None:
     for command in ("python dev.py test", "python dev.py lint"):
         assert command in README
         assert f"python3 {command.removeprefix('python ')}" in ci
+
+
+def test_toml_blocks_are_valid_configurations(tmp_path: Path) -> None:
+    from callthrottle import Config, Window
+
+    blocks = re.findall(r"```toml\n(.*?)```", README, flags=re.DOTALL)
+    assert blocks, "README.md lost its configuration example"
+    for block in blocks:
+        path = tmp_path / "carriers.toml"
+        path.write_text(block, encoding="utf-8")
+        config = Config.from_toml(path)
+        assert config.cap_for("+8657188880001", default=99) == 15
+        assert Window(5, 86400.0) in config.callee_windows
