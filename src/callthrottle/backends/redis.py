@@ -157,11 +157,13 @@ class RedisBackend:
         self._keys.clear()
 
     def keys_for(self, number: str) -> list[str]:
-        """The keys that hold ``number``'s state (one hash tag, so one Cluster slot)."""
+        """The keys that hold ``number``'s state (one hash tag, so one Cluster slot); the last
+        one stands in for a callee log."""
         keys = self._keys.get(number)
         if keys is None:
             base = f"{self._prefix}{{{self._tag_of(number)}}}:n:{number}:"
             keys = [base + "h", base + "q", base + "w", base + "m", base + "p", base + "r"]
+            keys.append(keys[5])  # the callee log's place, when a call has none: not touched
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
             self._keys[number] = keys
@@ -228,7 +230,7 @@ class RedisBackend:
         enqueue: bool,
         rates: RatePlan = NO_RATES,
     ) -> AcquireResult:
-        args = (
+        args: tuple[str | int, ...] = (
             token,
             owner,
             limit,
@@ -237,17 +239,18 @@ class RedisBackend:
             1 if enqueue else 0,
             number,
             self._channels,
-            _windows_spec(rates.windows),
-            round(rates.tz_offset * 1000),
-            ",".join(map(str, rates.warmup)),
-            1 if rates.midnight else 0,
-            _windows_spec(rates.callee_windows) if rates.callee else "",
         )
+        if rates is not NO_RATES:
+            args += (
+                _windows_spec(rates.windows),
+                round(rates.tz_offset * 1000),
+                ",".join(map(str, rates.warmup)),
+                1 if rates.midnight else 0,
+                _windows_spec(rates.callee_windows) if rates.callee else "",
+            )
         keys = self.keys_for(number)
-        if rates.callee is None:
-            keys = [*keys, keys[5]]  # not touched: no callee windows
-        else:
-            keys = [*keys, f"{self._prefix}{{{self._tag_of(number)}}}:c:{rates.callee}"]
+        if rates.callee is not None:
+            keys = [*keys[:6], f"{self._prefix}{{{self._tag_of(number)}}}:c:{rates.callee}"]
         with _map_errors("acquire"):
             reply = await self._scripts["acquire"](keys, args)
         retry_in = None if reply[1] < 0 else reply[1] / 1000

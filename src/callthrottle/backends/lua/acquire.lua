@@ -1,7 +1,8 @@
 -- Take a slot for a token, or queue it (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner, ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
--- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix, ARGV[9] rate windows (see
+-- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix; optional (a request with no
+-- rate windows sends none of them): ARGV[9] rate windows (see
 -- parse_windows; '' for none), ARGV[10] time zone offset in ms (for calendar days),
 -- ARGV[11] warm-up daily caps by week ("10,20,30"; '' for none), ARGV[12] '1' if the warm-up's
 -- days start at local midnight, ARGV[13] the callee's rate windows ('' for none: then KEYS[7]
@@ -12,7 +13,7 @@
 -- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none).
 local token, owner = ARGV[1], ARGV[2]
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local tz_ms = tonumber(ARGV[10])
+local tz_ms = tonumber(ARGV[10] or '0')
 local now = now_ms()
 local pol = policy()
 local state = unavailable(pol, now)
@@ -21,8 +22,8 @@ if state then
   return {3, untl and (untl - now) or -1, state, pol[3] or ''}
 end
 limit = cap_in_force(pol, limit, now)
-local windows = windows_in_force(pol, ARGV[9], ARGV[11], ARGV[12], now)
-local callee_windows = parse_windows(ARGV[13])
+local windows = windows_in_force(pol, ARGV[9] or '', ARGV[11] or '', ARGV[12], now)
+local callee_windows = parse_windows(ARGV[13] or '')
 local flags = (#windows > 0 or #callee_windows > 0) and 'r' or ''
 
 -- nil if the number's and the callee's windows all admit the call; else the reply to give.
