@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._errors import InvalidArgument
 from ._health import Reaction
 from ._numbers import check_region, normalize_number
-from ._rates import NO_RATES, RatePlan, Window, check_timezone, parse_windows
+from ._rates import NO_RATES, GroupPlan, RatePlan, Window, check_timezone, parse_windows
 from ._validate import check_limit, check_outcome, check_reaction, check_ttl
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ __all__ = ("Config", "ConfigError", "NumberSettings", "Profile")
 
 _TOP_KEYS = (
     "default_region", "default_profile", "default_tenant", "timezone", "profiles", "numbers",
-    "callee", "feedback",
+    "trunks", "tenants", "callee", "feedback",
 )  # fmt: skip
 
 _T = TypeVar("_T")
@@ -68,12 +68,14 @@ class NumberSettings:
     :ivar cap: the number's own cap, overriding its profile's
     :ivar rates: the number's own rate windows, replacing its profile's
     :ivar tenant: the tenant (company, campaign) the number dials for
+    :ivar trunk: the trunk its calls go out on (a 400 number's forwarding trunk, a SIP trunk)
     """
 
     profile: str | None = None
     cap: int | None = None
     rates: tuple[Window, ...] | None = None
     tenant: str | None = None
+    trunk: str | None = None
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -116,6 +118,8 @@ class Config:
     timezone: ZoneInfo | None = None
     default_tenant: str | None = None
     callee_windows: tuple[Window, ...] = ()
+    trunks: Mapping[str, GroupPlan] = field(default_factory=lambda: _frozen({}))
+    tenants: Mapping[str, GroupPlan] = field(default_factory=lambda: _frozen({}))
     profiles: Mapping[str, Profile] = field(default_factory=lambda: _frozen({}))
     numbers: Mapping[str, NumberSettings] = field(default_factory=lambda: _frozen({}))
     feedback: Mapping[str, Reaction] = field(default_factory=lambda: _frozen({}))
@@ -146,19 +150,45 @@ class Config:
         every number), else the number itself.
         """
         settings = self.numbers.get(number)
-        tenant = settings.tenant if settings is not None else None
-        tenant = tenant or self.default_tenant
+        tenant = (settings.tenant if settings is not None else None) or self.default_tenant
         if tenant is not None:
-            return tenant
+            return f"t:{tenant}"
+        if settings is not None and settings.trunk is not None:
+            return f"k:{settings.trunk}"
         return "*" if self.callee_windows else number
+
+    def group_named(self, kind: str, name: str) -> tuple[GroupPlan, str] | None:
+        """The trunk or tenant called ``name``, with the hash tag of its numbers; or None."""
+        if kind == "tenant":
+            group = self.tenants.get(name)
+            return None if group is None else (group, f"t:{name}")
+        group = self.trunks.get(name)
+        if group is None:
+            return None
+        for number, settings in self.numbers.items():
+            if settings.trunk == name:
+                return group, self.tag_for(number)
+        return group, f"k:{name}"
+
+    def groups_for(self, number: str) -> tuple[GroupPlan, ...]:
+        """The trunk and tenant limits that apply to ``number``, trunk first."""
+        settings = self.numbers.get(number)
+        tenant = (settings.tenant if settings is not None else None) or self.default_tenant
+        groups = []
+        if settings is not None and settings.trunk is not None:
+            groups.append(self.trunks[settings.trunk])
+        if tenant is not None and tenant in self.tenants:
+            groups.append(self.tenants[tenant])
+        return tuple(groups)
 
     def rate_plan_for(self, number: str) -> RatePlan:
         """The rate windows of ``number`` (E.164) with its profile's warm-up and daily reset."""
         _, profile = self._profile_of(number)
         windows = self.windows_for(number)
+        groups = self.groups_for(number)
         if profile is None:
-            return RatePlan(windows) if windows else NO_RATES
-        return RatePlan(windows, profile.warmup, profile.daily_reset == "midnight")
+            return RatePlan(windows, groups=groups) if windows or groups else NO_RATES
+        return RatePlan(windows, profile.warmup, profile.daily_reset == "midnight", groups=groups)
 
     @classmethod
     def from_toml(cls, source: str | os.PathLike[str]) -> Config:
@@ -206,20 +236,31 @@ class Config:
             raise ConfigError(
                 "config.default_profile", default_profile, _one_of("a profile", profiles)
             )
+        trunks = {
+            _name("config.trunks", name): _group(f"config.trunks.{name}", "trunk", name, raw)
+            for name, raw in _table("config.trunks", top.get("trunks", {})).items()
+        }
+        tenants = {
+            _name("config.tenants", name): _group(f"config.tenants.{name}", "tenant", name, raw)
+            for name, raw in _table("config.tenants", top.get("tenants", {})).items()
+        }
         numbers: dict[str, NumberSettings] = {}
         for raw_number, raw in _table("config.numbers", top.get("numbers", {})).items():
             where = f"config.numbers.{raw_number!r}"
             number = _wrap(where, normalize_number, raw_number, region, where)
             if number in numbers:
                 raise ConfigError(where, raw_number, f"listed once (it is also listed as {number})")
-            numbers[number] = _number(where, raw, profiles, default_profile)
+            numbers[number] = _number(where, raw, profiles, default_profile, trunks)
         feedback = {
             _wrap(f"config.feedback.{code}", check_outcome, code): _reaction(
                 f"config.feedback.{code}", raw
             )
             for code, raw in _table("config.feedback", top.get("feedback", {})).items()
         }
+        _check_trunk_tenants(numbers, default_tenant)
         return cls(
+            trunks=_frozen(trunks),
+            tenants=_frozen(tenants),
             default_region=region,
             default_profile=default_profile,
             timezone=timezone,
@@ -282,9 +323,17 @@ def _profile(where: str, raw: object) -> Profile:
 
 
 def _number(
-    where: str, raw: object, profiles: Mapping[str, Profile], default_profile: str | None
+    where: str,
+    raw: object,
+    profiles: Mapping[str, Profile],
+    default_profile: str | None,
+    trunks: Mapping[str, GroupPlan],
 ) -> NumberSettings:
-    table = _table(where, raw, ("profile", "cap", "rates", "tenant"))
+    table = _table(where, raw, ("profile", "cap", "rates", "tenant", "trunk"))
+    trunk = table.get("trunk")
+    if trunk is not None and trunk not in trunks:
+        listed = ", ".join(repr(n) for n in trunks) or "none are defined"
+        raise ConfigError(f"{where}.trunk", trunk, f"a trunk defined under [trunks] ({listed})")
     profile = table.get("profile")
     if profile is not None and profile not in profiles:
         raise ConfigError(f"{where}.profile", profile, _one_of("a profile", profiles))
@@ -299,7 +348,39 @@ def _number(
     tenant = table.get("tenant")
     if tenant is not None:
         _check_tenant(f"{where}.tenant", tenant)
-    return NumberSettings(profile=profile, cap=cap, rates=rates, tenant=tenant)
+    return NumberSettings(profile=profile, cap=cap, rates=rates, tenant=tenant, trunk=trunk)
+
+
+def _group(where: str, kind: str, name: str, raw: object) -> GroupPlan:
+    table = _table(where, raw, ("cap", "rates", "reserve"))
+    cap = table.get("cap")
+    if cap is not None:
+        _wrap(f"{where}.cap", check_limit, cap)
+    reserve = table.get("reserve", 0)
+    if isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
+        raise ConfigError(f"{where}.reserve", reserve, "an int >= 0")
+    if reserve and (cap is None or reserve >= cap):
+        raise ConfigError(f"{where}.reserve", reserve, f"less than the cap ({cap})")
+    windows: tuple[Window, ...] = ()
+    if "rates" in table:
+        windows = _wrap(f"{where}.rates", parse_windows, table["rates"])
+    return GroupPlan(f"{kind}:{name}", cap, reserve, windows)
+
+
+def _check_trunk_tenants(numbers: Mapping[str, NumberSettings], default: str | None) -> None:
+    """A trunk's numbers share one tenant: one decision must stay on one hash tag."""
+    seen: dict[str, str | None] = {}
+    for settings in numbers.values():
+        if settings.trunk is None:
+            continue
+        tenant = settings.tenant or default
+        if settings.trunk in seen and seen[settings.trunk] != tenant:
+            raise ConfigError(
+                f"config.trunks.{settings.trunk}",
+                [seen[settings.trunk], tenant],
+                "used by numbers of one tenant only (its calls are counted together)",
+            )
+        seen[settings.trunk] = tenant
 
 
 def _check_tenant(where: str, tenant: object) -> None:

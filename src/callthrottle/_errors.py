@@ -83,18 +83,22 @@ class AcquireTimeout(ThrottleError, TimeoutError):
     moment of asking. Nothing is left behind: the caller is no longer queued.
     """
 
-    #: What refused the call: ``"cap"`` (the number was full) or a rate window.
-    refused_by = "cap"
+    #: What refused the call: ``"cap"`` (the number was full), a group's cap
+    #: (``"trunk:<name>"``, ``"tenant:<name>"``) or a rate window.
+    refused_by: str
     #: Seconds until the refusing limit admits a call again, when that is known (rate windows).
     retry_after: float | None = None
 
-    def __init__(self, number: str, timeout: float | None) -> None:
+    def __init__(self, number: str, timeout: float | None, refused_by: str = "cap") -> None:
         self.number = number
         self.timeout = timeout
+        self.refused_by = refused_by
         if timeout == 0:
             message = f"no free slot on number {number!r} (try-once acquire, timeout=0)"
         else:
             message = f"no free slot on number {number!r} within {timeout} s"
+        if refused_by != "cap":
+            message += f": {refused_by} is full"
         super().__init__(message)
 
 

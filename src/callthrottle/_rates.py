@@ -42,6 +42,28 @@ class Window:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupPlan:
+    """A trunk's or tenant's limits, taken together with the number's in one decision.
+
+    :ivar group: ``"trunk:<name>"`` or ``"tenant:<name>"``
+    :ivar cap: concurrent calls across all its numbers (None: no cap)
+    :ivar reserve: slots of the cap kept for calls of priority 1 or more
+    :ivar windows: rate windows across all its numbers
+    """
+
+    group: str
+    cap: int | None = None
+    reserve: int = 0
+    windows: tuple[Window, ...] = ()
+
+    def cap_for(self, priority: int) -> int | None:
+        """The cap a call of this priority sees (the reserve is not for priority 0)."""
+        if self.cap is None:
+            return None
+        return self.cap if priority >= 1 else self.cap - self.reserve
+
+
+@dataclass(frozen=True, slots=True)
 class RatePlan:
     """Everything a backend needs to apply a number's rate windows in one decision.
 
@@ -51,6 +73,8 @@ class RatePlan:
     :ivar tz_offset: the time zone's offset from UTC in seconds, now
     :ivar callee: the number called (E.164), when callee windows apply
     :ivar callee_windows: calls to one callee from every number of the same tenant
+    :ivar groups: the limits of the number's trunk and tenant
+    :ivar priority: the call's priority class (0: campaign calls; 1 and up may use reserves)
     """
 
     windows: tuple[Window, ...] = ()
@@ -59,6 +83,8 @@ class RatePlan:
     tz_offset: float = 0.0
     callee: str | None = None
     callee_windows: tuple[Window, ...] = ()
+    groups: tuple[GroupPlan, ...] = ()
+    priority: int = 0
 
     def warmup_window(self, weeks_warming: float) -> Window | None:
         """The warm-up's daily window ``weeks_warming`` weeks after warming began, or None."""

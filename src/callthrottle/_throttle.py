@@ -33,6 +33,7 @@ from ._validate import (
     check_max_hold,
     check_outcome,
     check_owner,
+    check_priority,
     check_reason,
     check_state,
     check_timeout,
@@ -68,6 +69,8 @@ def _new_token() -> str:
 def _window_name(result: AcquireResult, request: _Request) -> str:
     if result.for_callee:
         return f"{result.window} for callee {request.rates.callee}"
+    if result.group is not None:
+        return f"{result.window} of {result.group}"
     return str(result.window)
 
 
@@ -96,7 +99,7 @@ class _Held:
 
 
 class _Waiter:
-    __slots__ = ("event", "granted", "queued", "rate_refusal")
+    __slots__ = ("event", "granted", "group_refusal", "queued", "rate_refusal")
 
     def __init__(self) -> None:
         self.granted = False
@@ -104,6 +107,7 @@ class _Waiter:
         self.event: anyio.Event | None = None
         # The last rate window that refused it: (the window, when it admits again, local time).
         self.rate_refusal: tuple[str, float] | None = None
+        self.group_refusal: str | None = None  # the group whose cap it last waited for
 
     def is_granted(self) -> bool:
         return self.granted
@@ -202,7 +206,7 @@ class Throttle:
                     "renew_interval", renew_interval, f"shorter than lease_ttl ({lease_ttl})"
                 )
         self._backend = backend
-        backend.use_tags(self._config.tag_for)
+        backend.use_layout(self._config)
         self._close_backend = close_backend
         self._held: dict[tuple[str, str], _Held] = {}
         self._waiting: dict[tuple[str, str], _Waiter] = {}
@@ -384,6 +388,7 @@ class Throttle:
         timeout: float | None = None,
         limit: int | None = None,
         callee: str | None = None,
+        priority: int = 0,
     ) -> Lease:
         """Take a slot on ``number``, waiting in line for at most ``timeout`` seconds.
 
@@ -398,6 +403,8 @@ class Throttle:
         :param limit: the number's cap; defaults to the configured one, else ``default_limit``
         :param callee: the number to be called; with callee windows configured, at most so
             many calls to it per window are admitted, from all numbers of the same tenant
+        :param priority: 0 for campaign calls; 1 or more (callbacks, manual calls) may also use
+            the slots a trunk or tenant keeps in ``reserve``
         :raises AcquireTimeout: if no slot came within ``timeout`` (nothing is left queued)
         :raises RateLimited: (an ``AcquireTimeout``) if a rate window of the number or the
             callee was full; it says which, and when to retry
@@ -411,11 +418,12 @@ class Throttle:
         wait = check_timeout(timeout)
         cap = self._cap_for(number, limit)
         callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
+        priority = check_priority(priority)
         self._check_open()
         key = (number, token)
         if key in self._held or key in self._waiting:
             raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
-        request = _Request(number, token, cap, self._rate_plan(number, callee_e164))
+        request = _Request(number, token, cap, self._rate_plan(number, callee_e164, priority))
         waiter = self._waiting[key] = _Waiter()
         try:
             if wait == 0:
@@ -441,14 +449,16 @@ class Throttle:
                 window, admits_at = waiter.rate_refusal
                 retry_after = max(admits_at - anyio.current_time(), 0.0)
                 raise RateLimited(number, wait, window, retry_after)
-            raise AcquireTimeout(number, wait)
+            raise AcquireTimeout(number, wait, waiter.group_refusal or "cap")
         lease = Lease(number, token, self._owner_id)
         final = self._max_hold is not None and self._max_hold <= self._lease_ttl
         self._held[key] = _Held(lease, anyio.current_time(), final)
         return lease
 
-    def _rate_plan(self, number: str, callee: str | None) -> RatePlan:
+    def _rate_plan(self, number: str, callee: str | None, priority: int) -> RatePlan:
         plan = self._config.rate_plan_for(number)
+        if priority and plan.groups:
+            plan = replace(plan, priority=priority)
         if callee is not None and self._config.callee_windows:
             plan = replace(plan, callee=callee, callee_windows=self._config.callee_windows)
         if self._config.timezone is None:
@@ -473,6 +483,8 @@ class Throttle:
         if result.outcome is Outcome.RATE_LIMITED:
             window = _window_name(result, request)
             raise RateLimited(request.number, 0, window, result.retry_in or 0.0)
+        if result.outcome is Outcome.GROUP_FULL:
+            raise AcquireTimeout(request.number, 0, result.group or "group")
         return bool(result.outcome is Outcome.GRANTED)
 
     async def _wait_in_line(self, request: _Request, waiter: _Waiter) -> bool:
@@ -487,6 +499,15 @@ class Throttle:
                 waiter.queued = False
                 delay = result.retry_in or 0.0
                 waiter.rate_refusal = (_window_name(result, request), anyio.current_time() + delay)
+            elif result.outcome is Outcome.GROUP_FULL:
+                # Registered as a waiter of the group (not in the number's line): woken when a
+                # slot of the group frees, or at its earliest lease expiry; asking again keeps
+                # the registration alive.
+                waiter.queued = False
+                waiter.rate_refusal = None
+                waiter.group_refusal = result.group
+                retry_in = self._lease_ttl / 2 if result.retry_in is None else result.retry_in
+                delay = min(retry_in + 0.001, self._lease_ttl / 2)
             else:
                 waiter.queued = True
                 waiter.rate_refusal = None
@@ -534,6 +555,7 @@ class Throttle:
         timeout: float | None = None,
         limit: int | None = None,
         callee: str | None = None,
+        priority: int = 0,
     ) -> AsyncIterator[Lease]:
         """Hold a slot on ``number`` for the ``async with`` block; see :meth:`acquire`.
 
@@ -541,7 +563,9 @@ class Throttle:
         the backend cannot be reached then, the failure is logged (not raised over the block's
         own outcome) and the lease expires within ``lease_ttl``.
         """
-        lease = await self.acquire(number, token=token, timeout=timeout, limit=limit, callee=callee)
+        lease = await self.acquire(
+            number, token=token, timeout=timeout, limit=limit, callee=callee, priority=priority
+        )
         try:
             yield lease
         finally:
@@ -724,6 +748,23 @@ class Throttle:
         cap = self._cap_for(number, limit)
         self._check_open()
         return await self._backend.usage(number, cap)
+
+    async def group_usage(self, kind: str, name: str) -> Usage:
+        """A snapshot of a trunk's or tenant's live leases and waiters, and its cap."""
+        found = self._config.group_named(kind, name) if kind in ("trunk", "tenant") else None
+        if found is None:
+            known = (
+                ", ".join(
+                    [f"trunk {n!r}" for n in self._config.trunks]
+                    + [f"tenant {n!r}" for n in self._config.tenants]
+                )
+                or "none"
+            )
+            raise InvalidArgument(
+                "group", f"{kind} {name}", f"a configured trunk or tenant ({known})"
+            )
+        self._check_open()
+        return await self._backend.group_usage(*found)
 
     def _cap_for(self, number: str, limit: int | None) -> int:
         if limit is not None:

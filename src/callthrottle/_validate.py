@@ -14,6 +14,7 @@ __all__ = (
     "check_max_hold",
     "check_outcome",
     "check_owner",
+    "check_priority",
     "check_reason",
     "check_state",
     "check_timeout",
@@ -44,6 +45,13 @@ def check_token(token: object) -> str:
 def check_owner(owner_id: object) -> str:
     """An owner id (one per throttle instance)."""
     return _check_key("owner_id", owner_id)
+
+
+def check_priority(priority: object) -> int:
+    """A call's priority class: an int >= 0 (0: campaign calls)."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+        raise InvalidArgument("priority", priority, "an int >= 0")
+    return priority
 
 
 def check_limit(limit: object, argument: str = "limit") -> int:

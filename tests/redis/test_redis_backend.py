@@ -160,5 +160,5 @@ async def test_one_decision_stays_on_its_tenants_slot(
     async with Throttle.from_url(redis_url, key_prefix=prefix, config=config) as throttle:
         await throttle.acquire(NUMBER, callee="+8613800138000", timeout=0)
         keys = {k.decode() for k in sync_client.scan_iter(match=f"{prefix}*")}
-        assert f"{prefix}{{acme}}:c:+8613800138000" in keys
-        assert all(key.startswith(f"{prefix}{{acme}}:") for key in keys), keys
+        assert f"{prefix}{{t:acme}}:c:+8613800138000" in keys
+        assert all(key.startswith(f"{prefix}{{t:acme}}:") for key in keys), keys

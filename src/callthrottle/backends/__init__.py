@@ -3,6 +3,7 @@
 from ._base import AcquireResult as AcquireResult
 from ._base import Backend as Backend
 from ._base import EventListener as EventListener
+from ._base import Layout as Layout
 from ._base import Outcome as Outcome
 from ._base import RenewState as RenewState
 from .memory import MemoryBackend as MemoryBackend
@@ -12,6 +13,7 @@ __all__ = (
     "AcquireResult",
     "Backend",
     "EventListener",
+    "Layout",
     "MemoryBackend",
     "Outcome",
     "RedisBackend",

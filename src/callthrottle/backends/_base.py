@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from .._models import Usage
-    from .._rates import RatePlan, Window
+    from .._rates import GroupPlan, RatePlan, Window
 
-__all__ = ("AcquireResult", "Backend", "EventListener", "Outcome", "RenewState")
+__all__ = (
+    "OWN_TAGS", "AcquireResult", "Backend", "EventListener", "Layout", "Outcome", "RenewState",
+)  # fmt: skip
 
 #: Called by a backend from its listener when something happens to a lease of the owner:
 #: ``listener(kind, number, token)`` with kind ``"granted"`` (a queued request was handed a
@@ -32,6 +34,31 @@ __all__ = ("AcquireResult", "Backend", "EventListener", "Outcome", "RenewState")
 #: request is now first in line and should ask again, to learn when the next slot may free).
 #: Must not block.
 EventListener = Callable[[str, str, str], None]
+
+
+class Layout(Protocol):
+    """Where numbers live: see :meth:`Backend.use_layout` (a :class:`Config` is one)."""
+
+    def tag_for(self, number: str) -> str:
+        """The hash tag of the number's keys."""
+        ...
+
+    def groups_for(self, number: str) -> tuple[GroupPlan, ...]:
+        """The groups whose limits apply to the number, in a fixed order."""
+        ...
+
+
+class _OwnTags:
+    """The default layout: every number is its own hash tag, in no group."""
+
+    def tag_for(self, number: str) -> str:
+        return number
+
+    def groups_for(self, number: str) -> tuple[GroupPlan, ...]:
+        return ()
+
+
+OWN_TAGS: Layout = _OwnTags()
 
 
 class Outcome(enum.IntEnum):
@@ -42,6 +69,7 @@ class Outcome(enum.IntEnum):
     REFUSED = 2  #: no slot and ``enqueue`` was false: nothing was written
     UNAVAILABLE = 3  #: the number's state admits no calls: nothing was written
     RATE_LIMITED = 4  #: a rate window is full: nothing was written (and the token left the line)
+    GROUP_FULL = 5  #: a trunk or tenant is at its cap: the caller waits for a group slot
     CONFLICT = -1  #: the token holds or waits on the number for another owner
 
 
@@ -65,6 +93,7 @@ class AcquireResult:
     :ivar window: when rate limited, the full window (``retry_in`` then says when it admits a
         call again)
     :ivar for_callee: when rate limited, whether the full window is the callee's
+    :ivar group: when a group refused (its cap, or when rate limited, its window), its name
     """
 
     outcome: Outcome
@@ -73,16 +102,23 @@ class AcquireResult:
     reason: str | None = None
     window: Window | None = None
     for_callee: bool = False
+    group: str | None = None
 
 
 class Backend(Protocol):
     """Shared slot state for many throttles (processes, hosts)."""
 
-    def use_tags(self, tag_of: Callable[[str], str]) -> None:
-        """How numbers map to hash tags: all keys of one decision share the number's tag (its
-        tenant), so that the decision touches one Cluster slot; callee windows count calls from
-        every number with the same tag. Every throttle sharing the backend must use the same
-        mapping. The default: every number is its own tag."""
+    def use_layout(self, layout: Layout) -> None:
+        """Where numbers live: their hash tag (all keys of one decision share the number's tag,
+        its tenant's, so the decision touches one Cluster slot; callee windows count calls from
+        every number with the same tag) and their groups (trunk, tenant). Every throttle sharing
+        the backend must use the same layout. The default: every number is its own tag, in no
+        group."""
+
+    async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
+        """Live leases and waiters of a group (``"trunk:<name>"`` ...), and its cap (read only).
+        ``tag`` is the hash tag of its numbers."""
+        ...
 
     async def open(self) -> None:
         """Prepare for use on the running event loop; idempotent.

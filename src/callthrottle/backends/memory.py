@@ -13,14 +13,14 @@ from anyio.lowlevel import checkpoint
 
 from .._models import Usage
 from .._rates import DAY, NO_RATES, WEEK
-from ._base import AcquireResult, EventListener, Outcome, RenewState
+from ._base import OWN_TAGS, AcquireResult, EventListener, Layout, Outcome, RenewState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
-    from .._rates import RatePlan, Window
+    from .._rates import GroupPlan, RatePlan, Window
 
 __all__ = ("MemoryBackend",)
 
@@ -133,8 +133,8 @@ class MemoryBackend:
     """
 
     __slots__ = (
-        "_callees", "_clock", "_listeners", "_numbers", "_policies", "_rates", "_tag_of",
-        "_wall_clock",
+        "_callees", "_clock", "_group_holders", "_group_logs", "_group_waiters", "_layout",
+        "_listeners", "_numbers", "_policies", "_rates", "_wall_clock",
     )  # fmt: skip
 
     def __init__(
@@ -149,15 +149,55 @@ class MemoryBackend:
         self._policies: dict[str, _Policy] = {}
         self._rates: dict[str, _RateLog] = {}
         self._callees: dict[tuple[str, str], _RateLog] = {}
-        self._tag_of: Callable[[str], str] = str
+        self._layout: Layout = OWN_TAGS
+        # Per group ("trunk:x"): its live leases (the numbers' own entries), its rate log, and
+        # the callers waiting for one of its slots ((owner, number, token) -> when it lapses).
+        self._group_holders: dict[str, dict[tuple[str, str], _Entry]] = {}
+        self._group_logs: dict[str, _RateLog] = {}
+        self._group_waiters: dict[str, dict[tuple[str, str, str], float]] = {}
 
     def __repr__(self) -> str:
         holders = sum(len(s.holders) for s in self._numbers.values())
         waiting = sum(len(s.queue) for s in self._numbers.values())
         return f"<MemoryBackend {len(self._numbers)} numbers, {holders} leases, {waiting} waiting>"
 
-    def use_tags(self, tag_of: Callable[[str], str]) -> None:
-        self._tag_of = tag_of
+    def use_layout(self, layout: Layout) -> None:
+        self._layout = layout
+
+    async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
+        await checkpoint()
+        now = self._clock()
+        waiting = sum(
+            1 for lapse in self._group_waiters.get(group.group, {}).values() if lapse > now
+        )
+        return Usage(self._group_in_use(group.group, now), group.cap or 0, waiting)
+
+    def _group_in_use(self, group: str, now: float) -> int:
+        holders = self._group_holders.get(group)
+        if not holders:
+            return 0
+        for key in [k for k, e in holders.items() if e.expires <= now]:
+            del holders[key]
+        return len(holders)
+
+    def _leave_groups(self, number: str, token: str, owner: str, nudge: bool) -> None:
+        """The lease left the number: take it out of its groups, and wake their waiters."""
+        for group in self._layout.groups_for(number):
+            self._group_waiters.get(group.group, {}).pop((owner, number, token), None)
+            holders = self._group_holders.get(group.group, {})
+            if holders.pop((number, token), None) is not None and nudge:
+                self._nudge_group(group.group)
+
+    def _nudge_group(self, group: str) -> None:
+        waiters = self._group_waiters.get(group)
+        if not waiters:
+            return
+        now = self._clock()
+        for key in [k for k, lapse in waiters.items() if lapse <= now]:
+            del waiters[key]
+        if waiters:
+            owner, number, token = min(waiters, key=waiters.__getitem__)
+            self._notify(owner, "nudged", number, token)
 
     async def open(self) -> None:
         await checkpoint()
@@ -183,7 +223,7 @@ class MemoryBackend:
             return state
         holders, queue = state.holders, state.queue
         for token in [t for t, e in holders.items() if e.expires <= now]:
-            del holders[token]
+            self._leave_groups(number, token, holders.pop(token).owner, nudge=False)
         for token in [t for t, e in queue.items() if e.expires <= now]:
             del queue[token]
         granted = False
@@ -227,32 +267,61 @@ class MemoryBackend:
         callee_log = self._callee_log(number, rates, create=True)
         if callee_log is not None:
             callee_log.hit(rates.callee_windows, now)
+        for group in rates.groups:
+            self._group_holders.setdefault(group.group, {})[(number, token)] = entry
+            self._group_waiters.get(group.group, {}).pop((entry.owner, number, token), None)
+            if group.windows:
+                self._group_logs.setdefault(group.group, _RateLog()).hit(group.windows, now)
+
+    def _group_full(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        ttl: float,
+        rates: RatePlan,
+        now: float,
+        wait: bool,
+    ) -> AcquireResult | None:
+        """None if every group has a slot; else the refusal (registering a waiter)."""
+        for group in rates.groups:
+            cap = group.cap_for(rates.priority)
+            if cap is None or self._group_in_use(group.group, now) < cap:
+                continue
+            if wait:
+                self._group_waiters.setdefault(group.group, {})[(owner, number, token)] = now + ttl
+            holders = self._group_holders[group.group]
+            retry_in = max(min(e.expires for e in holders.values()) - now, 0.0)
+            return AcquireResult(Outcome.GROUP_FULL, retry_in, group=group.group)
+        return None
 
     def _callee_log(self, number: str, rates: RatePlan, create: bool = False) -> _RateLog | None:
         """The log of calls to the callee from the number's tag, if callee windows apply."""
         if rates.callee is None or not rates.callee_windows:
             return None
-        key = (self._tag_of(number), rates.callee)
+        key = (self._layout.tag_for(number), rates.callee)
         if create:
             return self._callees.setdefault(key, _RateLog())
         return self._callees.get(key) or _EMPTY_LOG
 
     def _rate_refusal(
         self,
-        logs: Sequence[tuple[_RateLog | None, Sequence[Window], bool]],
+        logs: Sequence[tuple[_RateLog | None, Sequence[Window], str]],
         now: float,
         tz_offset: float,
     ) -> AcquireResult | None:
         wall = self._wall_clock()
-        for log, windows, for_callee in logs:
+        for log, windows, whose in logs:
             if log is None or not windows:
                 continue
             refusal = log.refusal(windows, now, tz_offset, wall)
             if refusal is not None:
                 retry_in, window = refusal
+                group = whose if whose not in ("n", "c") else None
                 return AcquireResult(
-                    Outcome.RATE_LIMITED, retry_in, window=window, for_callee=for_callee
-                )
+                    Outcome.RATE_LIMITED, retry_in, window=window, for_callee=whose == "c",
+                    group=group,
+                )  # fmt: skip
         return None
 
     def _notify(self, owner: str, kind: str, number: str, token: str) -> None:
@@ -298,7 +367,8 @@ class MemoryBackend:
             outcome = Outcome.GRANTED if current.owner == owner else Outcome.CONFLICT
             return AcquireResult(outcome)
         callee_log = self._callee_log(number, rates)
-        logs = ((self._rates.get(number), windows, False), (callee_log, rates.callee_windows, True))
+        logs = [(self._rates.get(number), windows, "n"), (callee_log, rates.callee_windows, "c")]
+        logs += [(self._group_logs.get(g.group), g.windows, g.group) for g in rates.groups]
         waiting = state.queue.get(token)
         if waiting is not None:
             if waiting.owner != owner:
@@ -306,7 +376,9 @@ class MemoryBackend:
             if next(iter(state.queue)) == token and len(state.holders) < limit:
                 # First in line with a slot free: take it, if the rate windows allow.
                 del state.queue[token]
-                refused = self._rate_refusal(logs, now, tz_offset)
+                refused = self._rate_refusal(logs, now, tz_offset) or self._group_full(
+                    number, token, owner, ttl, rates, now, wait=True
+                )
                 if refused is not None:
                     self._settle(number, now)
                     self._forget_if_idle(number, state)
@@ -315,13 +387,15 @@ class MemoryBackend:
                 return AcquireResult(Outcome.GRANTED)
             waiting.expires = now + waiting.ttl
             return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
-        refused = self._rate_refusal(logs, now, tz_offset)
+        refused = self._rate_refusal(logs, now, tz_offset) or self._group_full(
+            number, token, owner, ttl, rates, now, wait=enqueue
+        )
         if refused is not None:
             self._forget_if_idle(number, state)
             return refused
         entry = _Entry(
             owner=owner, ttl=ttl, limit=limit, max_hold=max_hold, expires=now + ttl,
-            rated=bool(windows) or callee_log is not None,
+            rated=bool(windows) or callee_log is not None or bool(rates.groups),
         )  # fmt: skip
         if not state.queue and len(state.holders) < limit:
             self._admit(state, number, token, entry, now, windows, rates)
@@ -341,6 +415,7 @@ class MemoryBackend:
         state = self._settle(number, now)
         entry = state.holders.pop(token, None)
         if entry is not None:
+            self._leave_groups(number, token, entry.owner, nudge=True)
             if entry.owner != releaser:
                 self._notify(entry.owner, "released", number, token)
             self._settle(number, now)
@@ -351,11 +426,13 @@ class MemoryBackend:
         await checkpoint()
         state = self._numbers.get(number)
         if state is None:
+            self._leave_groups(number, token, owner, nudge=True)
             return
         for entries in (state.queue, state.holders):
             entry = entries.get(token)
             if entry is not None and entry.owner == owner:
                 del entries[token]
+        self._leave_groups(number, token, owner, nudge=True)
         self._settle(number, self._clock())
         self._forget_if_idle(number, state)
 
@@ -446,6 +523,7 @@ class MemoryBackend:
             for entries in (state.holders, state.queue):
                 for token in [t for t, e in entries.items() if e.owner == owner]:
                     del entries[token]
+                    self._leave_groups(number, token, owner, nudge=True)
                     removed += 1
             self._settle(number, now)
             self._forget_if_idle(number, state)

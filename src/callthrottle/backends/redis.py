@@ -18,11 +18,11 @@ from redis.exceptions import NoScriptError, RedisError
 
 from .._errors import BackendUnavailable, UnsupportedEventLoop
 from .._models import Usage
-from .._rates import NO_RATES, RatePlan, Window
-from ._base import AcquireResult, EventListener, Outcome, RenewState
+from .._rates import NO_RATES, GroupPlan, RatePlan, Window
+from ._base import OWN_TAGS, AcquireResult, EventListener, Layout, Outcome, RenewState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -33,6 +33,7 @@ logger = logging.getLogger("callthrottle.redis")
 
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
+    "group_usage",
 )  # fmt: skip
 
 
@@ -88,10 +89,6 @@ def _parse_spec(spec: str) -> tuple[Window, ...]:
     return tuple(windows)
 
 
-def _own_tag(number: str) -> str:
-    return number
-
-
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -111,7 +108,7 @@ class RedisBackend:
     :param key_prefix: prefix of every key and channel the backend uses
     """
 
-    __slots__ = ("_channels", "_client", "_keys", "_owns_client", "_prefix", "_scripts", "_tag_of")
+    __slots__ = ("_channels", "_client", "_keys", "_layout", "_owns_client", "_prefix", "_scripts")
 
     def __init__(
         self,
@@ -126,7 +123,7 @@ class RedisBackend:
         self._channels = f"{key_prefix}owner:"
         self._scripts = {name: client.register_script(src) for name, src in _SOURCES.items()}
         self._keys: dict[str, list[str]] = {}
-        self._tag_of: Callable[[str], str] = _own_tag
+        self._layout: Layout = OWN_TAGS
 
     @classmethod
     def from_url(
@@ -152,8 +149,8 @@ class RedisBackend:
         """The redis-py client in use."""
         return self._client
 
-    def use_tags(self, tag_of: Callable[[str], str]) -> None:
-        self._tag_of = tag_of
+    def use_layout(self, layout: Layout) -> None:
+        self._layout = layout
         self._keys.clear()
 
     def keys_for(self, number: str) -> list[str]:
@@ -161,9 +158,12 @@ class RedisBackend:
         one stands in for a callee log."""
         keys = self._keys.get(number)
         if keys is None:
-            base = f"{self._prefix}{{{self._tag_of(number)}}}:n:{number}:"
+            tag = self._layout.tag_for(number)
+            base = f"{self._prefix}{{{tag}}}:n:{number}:"
             keys = [base + "h", base + "q", base + "w", base + "m", base + "p", base + "r"]
             keys.append(keys[5])  # the callee log's place, when a call has none: not touched
+            for group in self._layout.groups_for(number):
+                keys += self._group_keys(group.group, tag)
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
             self._keys[number] = keys
@@ -248,9 +248,13 @@ class RedisBackend:
                 1 if rates.midnight else 0,
                 _windows_spec(rates.callee_windows) if rates.callee else "",
             )
+            for group in rates.groups:
+                cap = group.cap_for(rates.priority)
+                args += ("" if cap is None else cap, _windows_spec(group.windows), group.group)
         keys = self.keys_for(number)
         if rates.callee is not None:
-            keys = [*keys[:6], f"{self._prefix}{{{self._tag_of(number)}}}:c:{rates.callee}"]
+            tag = self._layout.tag_for(number)
+            keys = [*keys[:6], f"{self._prefix}{{{tag}}}:c:{rates.callee}", *keys[7:]]
         with _map_errors("acquire"):
             reply = await self._scripts["acquire"](keys, args)
         retry_in = None if reply[1] < 0 else reply[1] / 1000
@@ -258,10 +262,16 @@ class RedisBackend:
             return AcquireResult(Outcome(reply[0]), retry_in)
         if reply[0] == Outcome.RATE_LIMITED:
             window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
-            for_callee = reply[5] == b"c"
+            whose = reply[5].decode()
             return AcquireResult(
-                Outcome.RATE_LIMITED, retry_in, window=window, for_callee=for_callee
+                Outcome.RATE_LIMITED,
+                retry_in,
+                window=window,
+                for_callee=whose == "c",
+                group=whose if whose not in ("n", "c") else None,
             )
+        if reply[0] == Outcome.GROUP_FULL:
+            return AcquireResult(Outcome.GROUP_FULL, retry_in, group=reply[2].decode())
         state, reason = reply[2].decode(), reply[3].decode()
         return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 
@@ -312,6 +322,16 @@ class RedisBackend:
         with _map_errors("usage"):
             in_use, waiting, cap = await self._scripts["usage"](self.keys_for(number), (limit,))
         return Usage(in_use=in_use, limit=cap, waiting=waiting)
+
+    def _group_keys(self, group: str, tag: str) -> list[str]:
+        base = f"{self._prefix}{{{tag}}}:g:{group}:"
+        return [base + "h", base + "r", base + "w"]
+
+    async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
+        holders, _, waiters = self._group_keys(group.group, tag)
+        with _map_errors("group_usage"):
+            in_use, waiting = await self._scripts["group_usage"]([holders, waiters], ())
+        return Usage(in_use=in_use, limit=group.cap or 0, waiting=waiting)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
         args: list[str | int] = [number, self._channels]

@@ -19,7 +19,46 @@
 -- hold_ms is max_hold for a waiter and the absolute deadline for a holder (0: none).
 -- Events go to the owner's channel: "g\t<number>\t<token>" granted, "r\t..." released by
 -- another process, "n\t..." nudged (ask again: the line moved).
+--   then three keys per group (the number's trunk, then its tenant), same hash tag:
+--   GH sorted set  "owner\tnumber\ttoken" -> lease expiry: the group's live leases
+--   GR sorted set  the group's admitted calls, for its rate windows (as R)
+--   GW sorted set  "owner\tnumber\ttoken" -> when it lapses: callers waiting for a group slot
 local H, Q, W, M, P, R = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local GROUPS = (#KEYS - 7) / 3
+
+local function group_keys(i)
+  local base = 7 + (i - 1) * 3
+  return KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
+end
+
+-- Make a key live at least ms more (never shorten it: other leases may need it longer).
+local function extend(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+
+local function member(owner, number, token)
+  return owner .. '\t' .. number .. '\t' .. token
+end
+
+-- Ask the oldest waiters of a group to try again (a slot of the group freed).
+local function nudge_group(gw, channels, count, now)
+  redis.call('ZREMRANGEBYSCORE', gw, '-inf', now)
+  if count <= 0 then return end
+  for _, m in ipairs(redis.call('ZRANGE', gw, 0, count - 1)) do
+    local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
+    redis.call('PUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
+  end
+end
+
+-- The lease left the number: take it out of its groups, and wake their waiters.
+local function leave_groups(owner, number, token, channels, now)
+  local m = member(owner, number, token)
+  for i = 1, GROUPS do
+    local gh, _, gw = group_keys(i)
+    redis.call('ZREM', gw, m)
+    if redis.call('ZREM', gh, m) == 1 then nudge_group(gw, channels, 1, now) end
+  end
+end
 
 local function now_ms()
   local t = redis.call('TIME')

@@ -6,6 +6,7 @@ local token = ARGV[1]
 local now = now_ms()
 local held = 0
 local raw = redis.call('HGET', M, token)
+leave_groups(ARGV[2], ARGV[3], token, ARGV[4], now)
 if raw and parse_meta(raw) == ARGV[2] then
   held = redis.call('ZREM', H, token)
   redis.call('ZREM', Q, token)

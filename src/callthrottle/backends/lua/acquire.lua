@@ -6,10 +6,13 @@
 -- parse_windows; '' for none), ARGV[10] time zone offset in ms (for calendar days),
 -- ARGV[11] warm-up daily caps by week ("10,20,30"; '' for none), ARGV[12] '1' if the warm-up's
 -- days start at local midnight, ARGV[13] the callee's rate windows ('' for none: then KEYS[7]
--- is not touched)
+-- is not touched), then per group: ARGV[14 + 3(i-1)] its cap for this call ('' for none), the
+-- next its rate windows, the next its name (for the reply)
 -- Returns {outcome, retry_in_ms}: outcome 1 granted, 0 queued, 2 refused (full), -1 token
--- conflict; {4, retry_in_ms, amount, window_ms, calendar, 'n' or 'c'} when a rate window of
--- the number or of the callee is full (nothing is written, and a queued token leaves the line); {3, retry_in_ms, state, reason} when the
+-- conflict; {4, retry_in_ms, amount, window_ms, calendar, 'n', 'c' or a group's name} when a
+-- rate window of the number, the callee or a group is full (nothing is written, and a queued
+-- token leaves the line); {5, retry_in_ms, group name, cap} when a group is full (the caller
+-- waits for a group slot, when enqueue, without a place in the number's line); {3, retry_in_ms, state, reason} when the
 -- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none).
 local token, owner = ARGV[1], ARGV[2]
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -24,7 +27,14 @@ end
 limit = cap_in_force(pol, limit, now)
 local windows = windows_in_force(pol, ARGV[9] or '', ARGV[11] or '', ARGV[12], now)
 local callee_windows = parse_windows(ARGV[13] or '')
-local flags = (#windows > 0 or #callee_windows > 0) and 'r' or ''
+local groups = {}
+for i = 1, GROUPS do
+  local at = 14 + (i - 1) * 3
+  local gh, gr, gw = group_keys(i)
+  groups[i] = {gh, gr, gw, tonumber(ARGV[at]), parse_windows(ARGV[at + 1] or ''), ARGV[at + 2]}
+end
+local flags = (#windows > 0 or #callee_windows > 0 or GROUPS > 0) and 'r' or ''
+local me = member(owner, ARGV[7], token)
 
 -- nil if the number's and the callee's windows all admit the call; else the reply to give.
 local function rate_limited()
@@ -33,6 +43,13 @@ local function rate_limited()
   if not refusal and #callee_windows > 0 then
     refusal = rate_refusal(KEYS[7], callee_windows, now, tz_ms)
     whose = 'c'
+  end
+  for _, g in ipairs(groups) do
+    if refusal then break end
+    if #g[5] > 0 then
+      refusal = rate_refusal(g[2], g[5], now, tz_ms)
+      whose = g[6]
+    end
   end
   if not refusal then return nil end
   local w = refusal[2]
@@ -51,6 +68,32 @@ local function grant()
   redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags))
   if #windows > 0 then rate_hit(R, windows, now, token) end
   if #callee_windows > 0 then rate_hit(KEYS[7], callee_windows, now, ARGV[7] .. ':' .. token) end
+  for _, g in ipairs(groups) do
+    redis.call('ZADD', g[1], expires, me)
+    extend(g[1], expires - now + 1000)
+    redis.call('ZREM', g[3], me)
+    if #g[5] > 0 then rate_hit(g[2], g[5], now, ARGV[7] .. ':' .. token) end
+  end
+end
+
+-- nil if every group has a slot for the call; else the reply to give (registering the caller
+-- as a group waiter when it will wait).
+local function group_full(wait)
+  for _, g in ipairs(groups) do
+    if g[4] then
+      redis.call('ZREMRANGEBYSCORE', g[1], '-inf', now)
+      if redis.call('ZCARD', g[1]) >= g[4] then
+        if wait then
+          redis.call('ZADD', g[3], now + ttl, me)
+          extend(g[3], ttl + 1000)
+        end
+        local first = redis.call('ZRANGE', g[1], 0, 0, 'WITHSCORES')
+        local retry = (#first > 0) and math.max(tonumber(first[2]) - now, 0) or -1
+        return {5, retry, g[6], g[4]}
+      end
+    end
+  end
+  return nil
 end
 
 local raw = redis.call('HGET', M, token)
@@ -63,7 +106,7 @@ if raw then
   end
   -- Queued. First in line with a slot free: take it, if the rate windows allow.
   if redis.call('ZRANK', Q, token) == 0 and redis.call('ZCARD', H) < limit then
-    local refused = rate_limited()
+    local refused = rate_limited() or group_full(true)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('HDEL', M, token)
@@ -82,7 +125,7 @@ if raw then
 end
 
 if flags == 'r' then
-  local refused = rate_limited()
+  local refused = rate_limited() or group_full(ARGV[6] == '1')
   if refused then
     touch(now, queued)
     return refused

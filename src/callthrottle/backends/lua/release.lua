@@ -9,6 +9,7 @@ local removed = redis.call('ZREM', H, token)
 if removed == 1 then
   local owner = parse_meta(redis.call('HGET', M, token))
   redis.call('HDEL', M, token)
+  leave_groups(owner, ARGV[3], token, ARGV[4], now)
   if owner ~= ARGV[2] then
     redis.call('PUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
   end

@@ -9,6 +9,7 @@ local all = redis.call('HGETALL', M)
 for i = 1, #all, 2 do
   local token = all[i]
   if parse_meta(all[i + 1]) == ARGV[1] then
+    leave_groups(ARGV[1], ARGV[2], token, ARGV[3], now)
     redis.call('ZREM', H, token)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)

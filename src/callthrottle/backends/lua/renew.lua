@@ -22,6 +22,11 @@ for i = 4, #ARGV do
           state = 2
         end
         redis.call('ZADD', H, 'XX', expires, token)
+        for g = 1, GROUPS do
+          local gh = group_keys(g)
+          redis.call('ZADD', gh, 'XX', expires, member(owner, ARGV[2], token))
+          extend(gh, expires - now + 1000)
+        end
       else
         redis.call('ZADD', W, 'XX', now + ttl, token)
         state = 0
