@@ -35,7 +35,7 @@ async def throttle(redis_url: str, prefix: str) -> AsyncIterator[Throttle]:
 #: Commands our scripts run inside Redis; commandstats counts them too, but they cost no trip.
 SCRIPT_INTERNAL = {
     "time", "zrangebyscore", "zremrangebyscore", "zrange", "zcard", "zcount", "zscore", "zadd",
-    "zrem", "hget", "hmget", "hset", "hdel", "hgetall", "pexpire", "del", "publish",
+    "zrem", "hget", "hmget", "hset", "hdel", "hgetall", "pexpire", "pttl", "del", "publish",
 }  # fmt: skip
 
 
@@ -161,4 +161,29 @@ async def test_one_decision_stays_on_its_tenants_slot(
         await throttle.acquire(NUMBER, callee="+8613800138000", timeout=0)
         keys = {k.decode() for k in sync_client.scan_iter(match=f"{prefix}*")}
         assert f"{prefix}{{t:acme}}:c:+8613800138000" in keys
+        assert all(key.startswith(f"{prefix}{{t:acme}}:") for key in keys), keys
+
+
+async def test_one_round_trip_for_a_decision_with_every_limit(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """Number cap and windows, trunk and tenant caps and windows, callee windows: one EVALSHA."""
+    config = {
+        "timezone": "Asia/Shanghai",
+        "default_profile": "p",
+        "profiles": {"p": {"cap": 5, "rates": "10/second;500/day", "daily_reset": "midnight"}},
+        "trunks": {"t400": {"cap": 20, "reserve": 2, "rates": "5/second"}},
+        "tenants": {"acme": {"cap": 50, "rates": "1000/day"}},
+        "numbers": {NUMBER: {"trunk": "t400", "tenant": "acme"}},
+        "callee": {"rates": "3/5minutes"},
+    }
+    async with Throttle.from_url(redis_url, key_prefix=prefix, config=config) as throttle:
+        await throttle.release(await throttle.acquire(NUMBER, callee="+8613800138000", timeout=0))
+        before = command_counts(sync_client)
+        lease = await throttle.acquire(NUMBER, callee="+8613900139000", timeout=0)
+        assert round_trips_since(sync_client, before) == {"evalsha": 1}
+        before = command_counts(sync_client)
+        await throttle.release(lease)
+        assert round_trips_since(sync_client, before) == {"evalsha": 1}
+        keys = {k.decode() for k in sync_client.scan_iter(match=f"{prefix}*")}
         assert all(key.startswith(f"{prefix}{{t:acme}}:") for key in keys), keys
