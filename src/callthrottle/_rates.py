@@ -56,12 +56,6 @@ class GroupPlan:
     reserve: int = 0
     windows: tuple[Window, ...] = ()
 
-    def cap_for(self, priority: int) -> int | None:
-        """The cap a call of this priority sees (the reserve is not for priority 0)."""
-        if self.cap is None:
-            return None
-        return self.cap if priority >= 1 else self.cap - self.reserve
-
 
 @dataclass(frozen=True, slots=True)
 class RatePlan:

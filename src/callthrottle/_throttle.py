@@ -25,7 +25,7 @@ from ._errors import (
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
 from ._models import Lease, Usage
 from ._numbers import check_region, normalize_number
-from ._rates import RatePlan, Window, parse_windows, utc_offset
+from ._rates import GroupPlan, RatePlan, Window, parse_windows, utc_offset
 from ._url import backend_from_url
 from ._validate import (
     check_feedback,
@@ -749,22 +749,37 @@ class Throttle:
         self._check_open()
         return await self._backend.usage(number, cap)
 
-    async def group_usage(self, kind: str, name: str) -> Usage:
-        """A snapshot of a trunk's or tenant's live leases and waiters, and its cap."""
+    def _group(self, kind: str, name: str) -> tuple[GroupPlan, str]:
         found = self._config.group_named(kind, name) if kind in ("trunk", "tenant") else None
         if found is None:
-            known = (
-                ", ".join(
-                    [f"trunk {n!r}" for n in self._config.trunks]
-                    + [f"tenant {n!r}" for n in self._config.tenants]
-                )
-                or "none"
-            )
-            raise InvalidArgument(
-                "group", f"{kind} {name}", f"a configured trunk or tenant ({known})"
-            )
+            known = [f"trunk {n!r}" for n in self._config.trunks]
+            known += [f"tenant {n!r}" for n in self._config.tenants]
+            rule = f"a configured trunk or tenant ({', '.join(known) or 'none'})"
+            raise InvalidArgument("group", f"{kind} {name}", rule)
+        return found
+
+    async def group_usage(self, kind: str, name: str) -> Usage:
+        """A snapshot of a trunk's or tenant's live leases and waiters, and its cap."""
+        group, tag = self._group(kind, name)
         self._check_open()
-        return await self._backend.group_usage(*found)
+        return await self._backend.group_usage(group, tag)
+
+    async def set_group_cap(self, kind: str, name: str, cap: int | None) -> None:
+        """Set a trunk's or tenant's cap at run time, for every process at once (None: back to
+        the configured one). Its reserve still applies to campaign calls."""
+        group, tag = self._group(kind, name)
+        value = None if cap is None else check_limit(cap, "cap")
+        self._check_open()
+        await self._backend.set_group_policy(group, tag, {"cap": value})
+        logger.info("cap of %s set to %s", group.group, value)
+
+    async def set_group_rates(self, kind: str, name: str, rates: str | None) -> None:
+        """Set a trunk's or tenant's rate windows at run time, for every process at once."""
+        group, tag = self._group(kind, name)
+        windows = None if rates is None else parse_windows(rates)
+        self._check_open()
+        await self._backend.set_group_policy(group, tag, {"rates": windows})
+        logger.info("rate windows of %s set to %s", group.group, rates)
 
     def _cap_for(self, number: str, limit: int | None) -> int:
         if limit is not None:

@@ -147,3 +147,26 @@ async def test_unknown_group_and_bad_priority(throttle: Throttle) -> None:
         await throttle.group_usage("trunk", "nope")
     with pytest.raises(InvalidArgument, match="priority must be an int >= 0"):
         await throttle.acquire(A, priority=-1)
+
+
+async def test_group_caps_and_windows_changed_at_run_time(new_throttle: ThrottleFactory) -> None:
+    async with new_throttle(config=config()) as operator, new_throttle(config=config()) as dialer:
+        held = [await dialer.acquire(A, timeout=0) for _ in range(3)]
+        await operator.set_group_cap("trunk", "t400", 2)  # below what is held
+        assert await dialer.group_usage("trunk", "t400") == Usage(in_use=3, limit=2, waiting=0)
+        await dialer.release(held[0])
+        with pytest.raises(AcquireTimeout, match="trunk:t400 is full"):
+            await dialer.acquire(B, timeout=0)  # 2 held, cap 2
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(dialer.acquire, B, timeout=10))
+            with anyio.fail_after(5):
+                while (await operator.group_usage("trunk", "t400")).waiting != 1:
+                    await anyio.sleep(0.005)
+            await operator.set_group_cap("trunk", "t400", 5)  # raised: the waiter gets in
+        assert (await operator.group_usage("trunk", "t400")).in_use == 3
+        await operator.set_group_rates("tenant", "acme", "1/minute")
+        await dialer.acquire(C, timeout=0)
+        with pytest.raises(RateLimited, match="1 per 60 s of tenant:acme"):
+            await dialer.acquire(C, timeout=0)
+        await operator.set_group_cap("trunk", "t400", None)
+        assert (await operator.group_usage("trunk", "t400")).limit == 3

@@ -194,6 +194,13 @@ class Backend(Protocol):
         """Live leases and waiters on the number, and the cap in force (read only)."""
         ...
 
+    async def set_group_policy(
+        self, group: GroupPlan, tag: str, changes: Mapping[str, object]
+    ) -> None:
+        """Set a group's cap (int) or rate windows (tuple of :class:`Window`) at run time,
+        replacing the configured ones, for every process at once (``None`` removes the field);
+        its waiters are asked to try again."""
+
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
         """Change the number's runtime policy atomically; every process sees it at once.
 

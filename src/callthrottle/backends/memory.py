@@ -133,7 +133,8 @@ class MemoryBackend:
     """
 
     __slots__ = (
-        "_callees", "_clock", "_group_holders", "_group_logs", "_group_waiters", "_layout",
+        "_callees", "_clock", "_group_holders", "_group_logs", "_group_policies",
+        "_group_waiters", "_layout",
         "_listeners", "_numbers", "_policies", "_rates", "_wall_clock",
     )  # fmt: skip
 
@@ -155,6 +156,7 @@ class MemoryBackend:
         self._group_holders: dict[str, dict[tuple[str, str], _Entry]] = {}
         self._group_logs: dict[str, _RateLog] = {}
         self._group_waiters: dict[str, dict[tuple[str, str, str], float]] = {}
+        self._group_policies: dict[str, dict[str, object]] = {}
 
     def __repr__(self) -> str:
         holders = sum(len(s.holders) for s in self._numbers.values())
@@ -170,7 +172,33 @@ class MemoryBackend:
         waiting = sum(
             1 for lapse in self._group_waiters.get(group.group, {}).values() if lapse > now
         )
-        return Usage(self._group_in_use(group.group, now), group.cap or 0, waiting)
+        cap = self._group_policies.get(group.group, {}).get("cap", group.cap or 0)
+        return Usage(self._group_in_use(group.group, now), cast("int", cap), waiting)
+
+    async def set_group_policy(
+        self, group: GroupPlan, tag: str, changes: Mapping[str, object]
+    ) -> None:
+        await checkpoint()
+        policy = self._group_policies.setdefault(group.group, {})
+        for name, value in changes.items():
+            if value is None:
+                policy.pop(name, None)
+            else:
+                policy[name] = value
+        now = self._clock()
+        waiters = self._group_waiters.get(group.group, {})
+        for owner, number, token in [key for key, lapse in waiters.items() if lapse > now]:
+            self._notify(owner, "nudged", number, token)
+
+    def _group_in_force(
+        self, group: GroupPlan, priority: int
+    ) -> tuple[int | None, tuple[Window, ...]]:
+        """The group's cap for a call of this priority, and its windows, set ones first."""
+        policy = self._group_policies.get(group.group, {})
+        cap = cast("int | None", policy.get("cap", group.cap))
+        if cap is not None and priority < 1:
+            cap = max(cap - group.reserve, 0)
+        return cap, cast("tuple[Window, ...]", policy.get("rates", group.windows))
 
     def _group_in_use(self, group: str, now: float) -> int:
         holders = self._group_holders.get(group)
@@ -270,8 +298,9 @@ class MemoryBackend:
         for group in rates.groups:
             self._group_holders.setdefault(group.group, {})[(number, token)] = entry
             self._group_waiters.get(group.group, {}).pop((entry.owner, number, token), None)
-            if group.windows:
-                self._group_logs.setdefault(group.group, _RateLog()).hit(group.windows, now)
+            group_windows = self._group_in_force(group, 0)[1]
+            if group_windows:
+                self._group_logs.setdefault(group.group, _RateLog()).hit(group_windows, now)
 
     def _group_full(
         self,
@@ -285,7 +314,7 @@ class MemoryBackend:
     ) -> AcquireResult | None:
         """None if every group has a slot; else the refusal (registering a waiter)."""
         for group in rates.groups:
-            cap = group.cap_for(rates.priority)
+            cap = self._group_in_force(group, rates.priority)[0]
             if cap is None or self._group_in_use(group.group, now) < cap:
                 continue
             if wait:
@@ -368,7 +397,10 @@ class MemoryBackend:
             return AcquireResult(outcome)
         callee_log = self._callee_log(number, rates)
         logs = [(self._rates.get(number), windows, "n"), (callee_log, rates.callee_windows, "c")]
-        logs += [(self._group_logs.get(g.group), g.windows, g.group) for g in rates.groups]
+        logs += [
+            (self._group_logs.get(g.group), self._group_in_force(g, 0)[1], g.group)
+            for g in rates.groups
+        ]
         waiting = state.queue.get(token)
         if waiting is not None:
             if waiting.owner != owner:

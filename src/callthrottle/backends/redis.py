@@ -33,7 +33,7 @@ logger = logging.getLogger("callthrottle.redis")
 
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
-    "group_usage",
+    "group_usage", "set_group_policy",
 )  # fmt: skip
 
 
@@ -249,8 +249,9 @@ class RedisBackend:
                 _windows_spec(rates.callee_windows) if rates.callee else "",
             )
             for group in rates.groups:
-                cap = group.cap_for(rates.priority)
-                args += ("" if cap is None else cap, _windows_spec(group.windows), group.group)
+                reserve = group.reserve if rates.priority < 1 else 0
+                cap = "" if group.cap is None else group.cap
+                args += (cap, reserve, _windows_spec(group.windows), group.group)
         keys = self.keys_for(number)
         if rates.callee is not None:
             tag = self._layout.tag_for(number)
@@ -325,13 +326,29 @@ class RedisBackend:
 
     def _group_keys(self, group: str, tag: str) -> list[str]:
         base = f"{self._prefix}{{{tag}}}:g:{group}:"
-        return [base + "h", base + "r", base + "w"]
+        return [base + "h", base + "r", base + "w", base + "p"]
 
     async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
-        holders, _, waiters = self._group_keys(group.group, tag)
+        holders, _, waiters, policy = self._group_keys(group.group, tag)
         with _map_errors("group_usage"):
-            in_use, waiting = await self._scripts["group_usage"]([holders, waiters], ())
-        return Usage(in_use=in_use, limit=group.cap or 0, waiting=waiting)
+            reply = await self._scripts["group_usage"]([holders, waiters, policy], ())
+        in_use, waiting, cap = reply
+        return Usage(in_use=in_use, limit=group.cap or 0 if cap < 0 else cap, waiting=waiting)
+
+    async def set_group_policy(
+        self, group: GroupPlan, tag: str, changes: Mapping[str, object]
+    ) -> None:
+        holders, _, waiters, policy = self._group_keys(group.group, tag)
+        args: list[str | int] = [self._channels]
+        for field, value in changes.items():
+            if value is None:
+                args += [field, ""]
+            elif field == "rates":
+                args += [field, _windows_spec(cast("tuple[Window, ...]", value))]
+            else:
+                args += [field, str(value)]
+        with _map_errors("set_group_policy"):
+            await self._scripts["set_group_policy"]([holders, waiters, policy], args)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
         args: list[str | int] = [number, self._channels]

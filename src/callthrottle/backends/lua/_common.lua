@@ -19,16 +19,17 @@
 -- hold_ms is max_hold for a waiter and the absolute deadline for a holder (0: none).
 -- Events go to the owner's channel: "g\t<number>\t<token>" granted, "r\t..." released by
 -- another process, "n\t..." nudged (ask again: the line moved).
---   then three keys per group (the number's trunk, then its tenant), same hash tag:
+--   then four keys per group (the number's trunk, then its tenant), same hash tag:
 --   GH sorted set  "owner\tnumber\ttoken" -> lease expiry: the group's live leases
 --   GR sorted set  the group's admitted calls, for its rate windows (as R)
 --   GW sorted set  "owner\tnumber\ttoken" -> when it lapses: callers waiting for a group slot
+--   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
 local H, Q, W, M, P, R = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local GROUPS = (#KEYS - 7) / 3
+local GROUPS = math.max((#KEYS - 7) / 4, 0)
 
 local function group_keys(i)
-  local base = 7 + (i - 1) * 3
-  return KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
+  local base = 7 + (i - 1) * 4
+  return KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]
 end
 
 -- Make a key live at least ms more (never shorten it: other leases may need it longer).

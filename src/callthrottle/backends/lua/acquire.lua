@@ -6,8 +6,9 @@
 -- parse_windows; '' for none), ARGV[10] time zone offset in ms (for calendar days),
 -- ARGV[11] warm-up daily caps by week ("10,20,30"; '' for none), ARGV[12] '1' if the warm-up's
 -- days start at local midnight, ARGV[13] the callee's rate windows ('' for none: then KEYS[7]
--- is not touched), then per group: ARGV[14 + 3(i-1)] its cap for this call ('' for none), the
--- next its rate windows, the next its name (for the reply)
+-- is not touched), then per group: ARGV[14 + 4(i-1)] its configured cap ('' for none), the
+-- next the part of it kept in reserve from this call, the next its configured rate windows, the
+-- next its name (for the reply); a cap or windows set at run time (GP) replace the configured
 -- Returns {outcome, retry_in_ms}: outcome 1 granted, 0 queued, 2 refused (full), -1 token
 -- conflict; {4, retry_in_ms, amount, window_ms, calendar, 'n', 'c' or a group's name} when a
 -- rate window of the number, the callee or a group is full (nothing is written, and a queued
@@ -29,9 +30,12 @@ local windows = windows_in_force(pol, ARGV[9] or '', ARGV[11] or '', ARGV[12], n
 local callee_windows = parse_windows(ARGV[13] or '')
 local groups = {}
 for i = 1, GROUPS do
-  local at = 14 + (i - 1) * 3
-  local gh, gr, gw = group_keys(i)
-  groups[i] = {gh, gr, gw, tonumber(ARGV[at]), parse_windows(ARGV[at + 1] or ''), ARGV[at + 2]}
+  local at = 14 + (i - 1) * 4
+  local gh, gr, gw, gp = group_keys(i)
+  local set = redis.call('HMGET', gp, 'cap', 'rates')
+  local cap = tonumber(set[1]) or tonumber(ARGV[at])
+  if cap then cap = math.max(cap - tonumber(ARGV[at + 1]), 0) end
+  groups[i] = {gh, gr, gw, cap, parse_windows(set[2] or ARGV[at + 2]), ARGV[at + 3]}
 end
 local flags = (#windows > 0 or #callee_windows > 0 or GROUPS > 0) and 'r' or ''
 local me = member(owner, ARGV[7], token)
