@@ -240,15 +240,7 @@ class Throttle:
 
         :raises UnknownScheme: for any other URL
         """
-        check_limit(default_limit, "default_limit")
-        check_ttl(lease_ttl)
-        check_max_hold(max_hold)
-        if owner_id is not None:
-            check_owner(owner_id)
-        check_region(default_region)
-        check_feedback(feedback)
-        config = _load_config(config)
-        backend = backend_from_url(url, options)
+        backend = backend_from_url(url, options)  # connects only when the throttle opens
         return cls(
             backend,
             default_limit=default_limit,

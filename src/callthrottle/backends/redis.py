@@ -81,6 +81,24 @@ def _windows_spec(windows: Sequence[Window]) -> str:
     return ";".join(f"{w.amount}:{_ms(w.seconds)}:{int(w.calendar)}" for w in windows)
 
 
+def _policy_fields(changes: Mapping[str, object]) -> list[str]:
+    """Policy changes as the scripts take them: field, value; '' deletes; durations as '+ms'
+    and 'since' as 'now', both made absolute by the server's clock."""
+    fields: list[str] = []
+    for field, value in changes.items():
+        if value is None:
+            fields += [field, ""]
+        elif field in _DURATIONS:
+            fields += [field, f"+{_ms(cast('float', value))}"]
+        elif field == "since":
+            fields += [field, "now"]
+        elif field == "rates":
+            fields += [field, _windows_spec(cast("tuple[Window, ...]", value))]
+        else:
+            fields += [field, str(value)]
+    return fields
+
+
 def _parse_spec(spec: str) -> tuple[Window, ...]:
     windows = []
     for part in filter(None, spec.split(";")):
@@ -339,30 +357,12 @@ class RedisBackend:
         self, group: GroupPlan, tag: str, changes: Mapping[str, object]
     ) -> None:
         holders, _, waiters, policy = self._group_keys(group.group, tag)
-        args: list[str | int] = [self._channels]
-        for field, value in changes.items():
-            if value is None:
-                args += [field, ""]
-            elif field == "rates":
-                args += [field, _windows_spec(cast("tuple[Window, ...]", value))]
-            else:
-                args += [field, str(value)]
+        args = [self._channels, *_policy_fields(changes)]
         with _map_errors("set_group_policy"):
             await self._scripts["set_group_policy"]([holders, waiters, policy], args)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        args: list[str | int] = [number, self._channels]
-        for field, value in changes.items():
-            if value is None:
-                args += [field, ""]
-            elif field in _DURATIONS:
-                args += [field, f"+{_ms(cast('float', value))}"]
-            elif field == "since":
-                args += [field, "now"]
-            elif field == "rates":
-                args += [field, _windows_spec(cast("tuple[Window, ...]", value))]
-            else:
-                args += [field, str(value)]
+        args = [number, self._channels, *_policy_fields(changes)]
         with _map_errors("set_policy"):
             await self._scripts["set_policy"](self.keys_for(number), args)
 
