@@ -219,9 +219,7 @@ class Config:
         if default_tenant is not None:
             _check_tenant("config.default_tenant", default_tenant)
         callee = _table("config.callee", top.get("callee", {}), ("rates", "daily_reset"))
-        callee_reset = callee.get("daily_reset", "rolling")
-        if callee_reset not in ("rolling", "midnight"):
-            raise ConfigError("config.callee.daily_reset", callee_reset, "'rolling' or 'midnight'")
+        callee_reset = _daily_reset("config.callee", callee)
         callee_windows: tuple[Window, ...] = ()
         if "rates" in callee:
             callee_windows = _wrap(
@@ -306,9 +304,7 @@ def _wrap(where: str, check: Callable[..., _T], *args: object) -> _T:
 def _profile(where: str, raw: object) -> Profile:
     table = _table(where, raw, ("cap", "rates", "daily_reset", "warmup"))
     cap = _wrap(f"{where}.cap", check_limit, table.get("cap", 20))
-    daily_reset = table.get("daily_reset", "rolling")
-    if daily_reset not in ("rolling", "midnight"):
-        raise ConfigError(f"{where}.daily_reset", daily_reset, "'rolling' or 'midnight'")
+    daily_reset = _daily_reset(where, table)
     rates: tuple[Window, ...] = ()
     if "rates" in table:
         rates = _wrap(f"{where}.rates", parse_windows, table["rates"], daily_reset == "midnight")
@@ -352,7 +348,7 @@ def _number(
 
 
 def _group(where: str, kind: str, name: str, raw: object) -> GroupPlan:
-    table = _table(where, raw, ("cap", "rates", "reserve"))
+    table = _table(where, raw, ("cap", "rates", "reserve", "daily_reset"))
     cap = table.get("cap")
     if cap is not None:
         _wrap(f"{where}.cap", check_limit, cap)
@@ -361,10 +357,18 @@ def _group(where: str, kind: str, name: str, raw: object) -> GroupPlan:
         raise ConfigError(f"{where}.reserve", reserve, "an int >= 0")
     if reserve and (cap is None or reserve >= cap):
         raise ConfigError(f"{where}.reserve", reserve, f"less than the cap ({cap})")
+    midnight = _daily_reset(where, table) == "midnight"
     windows: tuple[Window, ...] = ()
     if "rates" in table:
-        windows = _wrap(f"{where}.rates", parse_windows, table["rates"])
+        windows = _wrap(f"{where}.rates", parse_windows, table["rates"], midnight)
     return GroupPlan(f"{kind}:{name}", cap, reserve, windows)
+
+
+def _daily_reset(where: str, table: Mapping[str, Any]) -> str:
+    daily_reset = table.get("daily_reset", "rolling")
+    if daily_reset not in ("rolling", "midnight"):
+        raise ConfigError(f"{where}.daily_reset", daily_reset, "'rolling' or 'midnight'")
+    return str(daily_reset)
 
 
 def _check_trunk_tenants(numbers: Mapping[str, NumberSettings], default: str | None) -> None:

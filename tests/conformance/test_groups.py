@@ -170,3 +170,22 @@ async def test_group_caps_and_windows_changed_at_run_time(new_throttle: Throttle
             await dialer.acquire(C, timeout=0)
         await operator.set_group_cap("trunk", "t400", None)
         assert (await operator.group_usage("trunk", "t400")).limit == 3
+
+
+async def test_a_tenants_daily_cap_resets_at_local_midnight(new_throttle: ThrottleFactory) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    cfg = config()
+    cfg["timezone"] = "Asia/Shanghai"
+    cfg["tenants"]["acme"] = {"rates": "1/day", "daily_reset": "midnight"}
+    async with new_throttle(config=cfg) as throttle:
+        await throttle.acquire(C, timeout=0)
+        with pytest.raises(
+            RateLimited, match=r"1 per day \(from local midnight\) of tenant:acme"
+        ) as caught:
+            await throttle.acquire(C, timeout=0)
+    now = dt.datetime.now(ZoneInfo("Asia/Shanghai"))
+    midnight = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert caught.value.retry_after is not None
+    assert abs(caught.value.retry_after - (midnight - now).total_seconds()) < 2
