@@ -120,6 +120,7 @@ class Config:
     callee_windows: tuple[Window, ...] = ()
     trunks: Mapping[str, GroupPlan] = field(default_factory=lambda: _frozen({}))
     tenants: Mapping[str, GroupPlan] = field(default_factory=lambda: _frozen({}))
+    _plans: dict[str, RatePlan] = field(default_factory=dict, compare=False, repr=False)
     profiles: Mapping[str, Profile] = field(default_factory=lambda: _frozen({}))
     numbers: Mapping[str, NumberSettings] = field(default_factory=lambda: _frozen({}))
     feedback: Mapping[str, Reaction] = field(default_factory=lambda: _frozen({}))
@@ -182,7 +183,16 @@ class Config:
         return tuple(groups)
 
     def rate_plan_for(self, number: str) -> RatePlan:
-        """The rate windows of ``number`` (E.164) with its profile's warm-up and daily reset."""
+        """The rate windows of ``number`` (E.164) with its profile's warm-up and daily reset,
+        and its groups' limits."""
+        plan = self._plans.get(number)
+        if plan is None:
+            if len(self._plans) >= 65536:
+                self._plans.clear()
+            plan = self._plans[number] = self._plan(number)
+        return plan
+
+    def _plan(self, number: str) -> RatePlan:
         _, profile = self._profile_of(number)
         windows = self.windows_for(number)
         groups = self.groups_for(number)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 from ._errors import InvalidArgument
@@ -23,6 +24,7 @@ __all__ = (
 )
 
 _MAX_KEY_LENGTH = 256
+_WHITESPACE = re.compile(r"\s")
 
 
 def _check_key(argument: str, value: object) -> str:
@@ -32,7 +34,7 @@ def _check_key(argument: str, value: object) -> str:
         raise InvalidArgument(argument, value, "a non-empty str")
     if len(value) > _MAX_KEY_LENGTH:
         raise InvalidArgument(argument, value, f"at most {_MAX_KEY_LENGTH} characters long")
-    if not value.isprintable() or any(c.isspace() for c in value):
+    if not value.isprintable() or _WHITESPACE.search(value):
         raise InvalidArgument(argument, value, "free of whitespace and control characters")
     return value
 

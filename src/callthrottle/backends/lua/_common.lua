@@ -247,6 +247,19 @@ local function touch(now, queued)
   end
 end
 
+-- The hot path's touch: a lease expiring at `expires` was added; make H and M live at least
+-- that long (they already cover every other lease; `fresh`: they had no lease before).
+local function cover(expires, now, fresh)
+  local ms = expires - now + 1000
+  if fresh then
+    redis.call('PEXPIRE', H, ms)
+    redis.call('PEXPIRE', M, ms)
+  else
+    redis.call('PEXPIRE', H, ms, 'GT')
+    redis.call('PEXPIRE', M, ms, 'GT')
+  end
+end
+
 -- Milliseconds until the earliest lease expires, or -1 when none is held.
 local function retry_in(now)
   local h = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES')

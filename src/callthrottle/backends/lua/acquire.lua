@@ -78,6 +78,7 @@ local function grant()
     redis.call('ZREM', g[3], me)
     if #g[5] > 0 then rate_hit(g[2], g[5], now, ARGV[7] .. ':' .. token) end
   end
+  return expires
 end
 
 -- nil if every group has a slot for the call; else the reply to give (registering the caller
@@ -136,10 +137,12 @@ if flags == 'r' then
   end
 end
 
-if queued == 0 and redis.call('ZCARD', H) < limit then
-  grant()
-  touch(now, 0)
-  return {1, -1}
+if queued == 0 then
+  local holding = redis.call('ZCARD', H)
+  if holding < limit then
+    cover(grant(), now, holding == 0)
+    return {1, -1}
+  end
 end
 
 if ARGV[6] ~= '1' then

@@ -14,6 +14,9 @@ if removed == 1 then
     redis.call('PUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
   end
 end
-if queued > 0 then queued = promote(now, queued, ARGV[3], ARGV[4]) end
-touch(now, queued)
+if queued > 0 then
+  touch(now, promote(now, queued, ARGV[3], ARGV[4]))
+elseif redis.call('ZCARD', H) == 0 then
+  redis.call('DEL', H, M)  -- idle: nothing left behind (what remains covers its leases)
+end
 return removed
