@@ -142,9 +142,13 @@ async def _dial(options: argparse.Namespace) -> dict[str, Any]:
     numbers = list(caps)
     intervals: list[Interval] = []
     lost: list[str] = []
+    config: dict[str, Any] = {}
+    if options.trunk_cap is not None:  # every number on one trunk with its own, lower, cap
+        config["trunks"] = {"shared": {"cap": options.trunk_cap}}
+        config["numbers"] = {number: {"trunk": "shared"} for number in numbers}
     with anyio.fail_after(options.lifetime):
         async with Throttle.from_url(
-            options.url, key_prefix=options.prefix, lease_ttl=options.ttl
+            options.url, key_prefix=options.prefix, lease_ttl=options.ttl, config=config
         ) as throttle:
             _say("ready")
             go = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
@@ -213,6 +217,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--number", action="append", required=True, help="NUMBER:CAP")
             sub.add_argument("--tasks", type=int, default=30)
             sub.add_argument("--rounds", type=int, default=5)
+            sub.add_argument("--trunk-cap", type=int, help="put every number on one trunk")
         else:
             sub.add_argument("number")
             sub.add_argument("--limit", type=int, required=True)

@@ -74,11 +74,16 @@ def keys_under(url: str, prefix: str) -> list[bytes]:
         client.close()
 
 
+@pytest.mark.parametrize("trunk_cap", [None, 4], ids=["numbers", "numbers-on-a-trunk"])
 async def test_never_more_holders_than_the_cap_across_processes(
-    redis_url: str, prefix: str, tmp_path: Path
+    redis_url: str, prefix: str, tmp_path: Path, trunk_cap: int | None
 ) -> None:
+    """Per-number caps 2, 3 and 5; in the second run the three numbers also share a trunk
+    whose cap (4) is lower than their sum, so the trunk binds across numbers and processes."""
     outputs = [tmp_path / f"dialer{index}.json" for index in range(PROCESSES)]
     numbers = [f"--number={number}:{cap}" for number, cap in CAPS.items()]
+    if trunk_cap is not None:
+        numbers.append(f"--trunk-cap={trunk_cap}")
     async with AsyncExitStack() as stack:
         children: list[Child] = []
         for index, output in enumerate(outputs):
@@ -123,10 +128,17 @@ async def test_never_more_holders_than_the_cap_across_processes(
     }
 
     peaks = {number: sweep(per_number) for number, per_number in holds.items()}
-    # Never over the cap, and the cap was reached: the contention was real.
-    assert {number: peak for number, (peak, _) in peaks.items()} == CAPS
-    # ...and shared between processes, not only between coroutines of one process.
-    assert all(processes >= 2 for _, processes in peaks.values()), peaks
+    if trunk_cap is None:
+        # Never over the cap, and the cap was reached: the contention was real.
+        assert {number: peak for number, (peak, _) in peaks.items()} == CAPS
+        # ...and shared between processes, not only between coroutines of one process.
+        assert all(processes >= 2 for _, processes in peaks.values()), peaks
+    else:
+        assert all(peak <= CAPS[number] for number, (peak, _) in peaks.items()), peaks
+        every_hold = [hold for per_number in holds.values() for hold in per_number]
+        trunk_peak, trunk_processes = sweep(every_hold)
+        assert trunk_peak == trunk_cap  # never over the trunk's cap, and it was reached
+        assert trunk_processes >= 2
 
     async with Throttle.from_url(redis_url, key_prefix=prefix) as throttle:
         for number, cap in CAPS.items():
