@@ -3,7 +3,7 @@
     python dev.py demo    # set up .venv, then run a simulated dialing campaign (memory://)
     python dev.py test    # set up .venv with test tools, then run the whole test suite
     python dev.py lint    # mypy --strict and ruff
-    python dev.py bench   # the hot-path benchmark (starts its own Redis-protocol server)
+    python dev.py bench   # the benchmark suite (starts its own Redis-protocol server)
 
 Set-up is idempotent: the virtual environment in .venv is created on first use and
 re-synchronised when pyproject.toml changes. Extra arguments go to the tool that runs
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
             run(PYTHON, "-m", "ruff", "check", ".")
             run(PYTHON, "-m", "ruff", "format", "--check", ".")
         elif command == "bench":
-            run(PYTHON, "benchmarks/hot_path.py", *rest)
+            run(PYTHON, "benchmarks/suite.py", *rest)
     except subprocess.CalledProcessError as exc:
         return exc.returncode or 1
     return 0

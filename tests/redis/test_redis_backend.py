@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 import redis
@@ -187,3 +188,22 @@ async def test_one_round_trip_for_a_decision_with_every_limit(
         assert round_trips_since(sync_client, before) == {"evalsha": 1}
         keys = {k.decode() for k in sync_client.scan_iter(match=f"{prefix}*")}
         assert all(key.startswith(f"{prefix}{{t:acme}}:") for key in keys), keys
+
+
+async def test_a_burst_of_callers_waits_for_connections_instead_of_failing(
+    redis_url: str, prefix: str
+) -> None:
+    """300 concurrent acquirers in one process: more than the pool holds (128), all served."""
+    served = 0
+
+    async def caller(throttle: Throttle) -> None:
+        nonlocal served
+        async with throttle.slot(NUMBER, limit=20, timeout=60):
+            served += 1
+
+    async with Throttle.from_url(redis_url, key_prefix=prefix) as throttle:
+        async with anyio.create_task_group() as tg:
+            for _ in range(300):
+                tg.start_soon(caller, throttle)
+        assert served == 300
+        assert (await throttle.usage(NUMBER, limit=20)).in_use == 0

@@ -149,13 +149,21 @@ class RedisBackend:
     ) -> RedisBackend:
         """Connect lazily to the server at ``url``; ``options`` go to ``redis.asyncio.from_url``.
 
-        Socket timeouts default to 5 s, so a dead server surfaces as
+        Connections come from a pool of at most ``max_connections`` (128); a burst of more
+        concurrent requests waits up to ``pool_timeout`` (the socket timeout) for a free one
+        instead of failing. Socket timeouts default to 5 s, so a dead server surfaces as
         :class:`~callthrottle.BackendUnavailable` instead of a hang; a dropped connection is
         retried twice (every script is safe to run again for the same token; a retried release
         that had already succeeded reports False).
         """
-        client = aioredis.Redis.from_url(url, **{**_default_options(), **options})
-        return cls(client, key_prefix=key_prefix, _owns_client=True)
+        settings = {**_default_options(), **options}
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.pop("max_connections", 128),
+            timeout=settings.pop("pool_timeout", settings["socket_timeout"]),
+            **settings,
+        )
+        return cls(aioredis.Redis(connection_pool=pool), key_prefix=key_prefix, _owns_client=True)
 
     def __repr__(self) -> str:
         kwargs = self._client.connection_pool.connection_kwargs
@@ -396,4 +404,4 @@ class RedisBackend:
     async def aclose(self) -> None:
         if self._owns_client:
             with _map_errors("close"):
-                await self._client.aclose()
+                await self._client.aclose(close_connection_pool=True)

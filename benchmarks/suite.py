@@ -1,0 +1,1041 @@
+"""Benchmark suite: every figure measured in the same run as its floor (not part of the tests).
+
+    python dev.py bench                  # ~2-3 min; starts a throwaway Redis-protocol server
+    python dev.py bench --quick          # ~30 s, fewer rounds and shorter runs
+    python dev.py bench --url redis://host:6379/0
+
+1. Redis, uncontended: acquire + release on one number against two raw EVALSHA of a trivial
+   script (the floor), and against the peers that install and run (redis-rate-limiters,
+   limits, pottery); a peer that cannot is recorded with the reason.
+2. Memory, uncontended: the same pair on ``memory://`` against ``anyio.CapacityLimiter`` and
+   ``asyncio.Semaphore`` (the measurements of ``hot_path.py``).
+3. Contended, one process: 200 coroutines cycling on one number with cap 20, on Redis and on
+   ``memory://``: cycles/s, wait inside acquire (p50, p99), peak concurrency.
+4. Contended, 4 processes of 50 coroutines: cycles/s and the peak concurrency, by sweep-line
+   over every hold's ``time.monotonic()`` interval.
+5. Hand-off between processes: release-call start to the queued waiter's grant.
+6. Round trips per acquire and release (``INFO commandstats`` and ``MONITOR``) and Redis memory
+   per idle and busy number (``MEMORY USAGE`` over the keys ``SCAN`` finds under the prefix).
+
+Writes ``benchmarks/results/results.{md,json,png}``; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import uuid
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from _worker import Contended, contend, hold_factory
+from hot_path import NUMBER, Step, bench_memory, compare
+
+import redis
+from callthrottle import Lease, Throttle
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests._servers import redis_server
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+WORKER = Path(__file__).resolve().parent / "_worker.py"
+CAP = 20
+POOL = 256  # max_connections for 200 coroutines, if the default pool is too small
+STARTED = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Row:
+    """One measured line. ``vs_floor`` is a cost ratio: time per operation over the floor's."""
+
+    label: str
+    p50_us: float | None
+    p99_us: float | None
+    ops_per_s: float | None
+    vs_floor: float | None = None
+    floor: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    kind: str  # "latency", "contended", "count"
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+def latency_row(label: str, samples_us: list[float], *, floor: bool = False) -> Row:
+    ordered = sorted(samples_us)
+    mean = statistics.fmean(ordered)
+    return Row(label, percentile(ordered, 0.5), percentile(ordered, 0.99), 1e6 / mean, floor=floor)
+
+
+def with_ratios(rows: list[Row], kind: str) -> list[Row]:
+    floor = next(row for row in rows if row.floor)
+    for row in rows:
+        if kind == "contended":
+            row.vs_floor = ratio(floor.ops_per_s, row.ops_per_s)
+        else:
+            row.vs_floor = ratio(row.p50_us, floor.p50_us)
+    return rows
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+# 1. Redis, uncontended ----------------------------------------------------------------------
+
+
+async def peer_steps(url: str, client: aioredis.Redis) -> tuple[dict[str, Step], dict[str, str]]:
+    """The peers' steps that install and run once; the others with the reason."""
+    steps: dict[str, Step] = {}
+    failed: dict[str, str] = {}
+
+    async def limiters_step() -> Step:
+        from limiters import AsyncSemaphore
+
+        semaphore = AsyncSemaphore(
+            name=f"bench-peer:{NUMBER}", capacity=CAP, max_sleep=0, connection=client
+        )
+
+        async def step() -> None:
+            async with semaphore:
+                pass
+
+        return step
+
+    async def limits_step() -> Step:
+        from limits import RateLimitItemPerSecond
+        from limits.aio.strategies import MovingWindowRateLimiter
+        from limits.storage import storage_from_string
+
+        storage = storage_from_string(f"async+{url}", implementation="redispy")
+        limiter = MovingWindowRateLimiter(storage)
+        item = RateLimitItemPerSecond(1_000_000, namespace="bench-peer")
+
+        async def step() -> None:
+            if not await limiter.hit(item, NUMBER):
+                raise RuntimeError("limits refused a hit under a 1,000,000/s window")
+
+        return step
+
+    async def pottery_step() -> Step:
+        from pottery import AIORedlock
+
+        lock = AIORedlock(key=f"bench-peer:pottery:{NUMBER}", masters={client})
+
+        async def step() -> None:
+            if not await lock.acquire(blocking=False):
+                raise RuntimeError("pottery AIORedlock not acquired while free")
+            await lock.release()
+
+        return step
+
+    makers: dict[str, Callable[[], Awaitable[Step]]] = {
+        "redis-rate-limiters AsyncSemaphore enter+exit": limiters_step,
+        "limits aio MovingWindowRateLimiter.hit (1 op)": limits_step,
+        "pottery AIORedlock acquire+release (a mutex)": pottery_step,
+    }
+    for label, make in makers.items():
+        try:
+            step = await make()
+            await step()
+        except Exception as exc:  # noqa: BLE001 - any failure of a peer is recorded, not fatal
+            failed[label] = f"{type(exc).__name__}: {exc}"
+            log(f"peer {label} skipped: {failed[label]}")
+        else:
+            steps[label] = step
+    return steps, failed
+
+
+async def bench_redis_uncontended(url: str, rounds: int) -> tuple[Section, dict[str, str]]:
+    client = aioredis.Redis.from_url(url)
+    trivial = client.register_script("return 1")
+    await trivial()
+
+    async def floor() -> None:
+        await client.evalsha(trivial.sha, 0)
+        await client.evalsha(trivial.sha, 0)
+
+    peers, failed = await peer_steps(url, client)
+    async with Throttle.from_url(url, key_prefix="bench:") as throttle:
+
+        async def pair() -> None:
+            await throttle.release(await throttle.acquire(NUMBER, limit=CAP, timeout=0))
+
+        results = await compare(
+            "redis uncontended",
+            {"floor: 2x EVALSHA": floor, "callthrottle acquire+release": pair, **peers},
+            rounds,
+        )
+    await client.aclose()
+    rows = [
+        Row(label, r["p50_us"], r["p99_us"], r["ops_per_s"], floor=label.startswith("floor"))
+        for label, r in results.items()
+    ]
+    notes = [
+        "Steps alternate in blocks of 100, so drift on the machine hits all of them.",
+        (
+            "limits' hit is one rate-limit check (no release); pottery's lock is a mutex (cap 1); "
+            "redis-rate-limiters' semaphore is a BLPOP token list without leases: a crashed holder "
+            "keeps its token until the key expires."
+        ),
+    ]
+    notes += [f"{label}: not measured ({reason})" for label, reason in failed.items()]
+    return Section(
+        "redis_uncontended",
+        "Redis, uncontended, one number",
+        "latency",
+        with_ratios(rows, "latency"),
+        notes,
+    ), failed
+
+
+async def bench_memory_uncontended(rounds: int) -> Section:
+    results = await bench_memory(rounds)
+    rows = [
+        Row(
+            label,
+            r["p50_us"],
+            r["p99_us"],
+            r["ops_per_s"],
+            floor=label == "anyio.CapacityLimiter",
+        )
+        for label, r in results.items()
+    ]
+    return Section(
+        "memory_uncontended",
+        "memory://, uncontended, one number (floor: anyio.CapacityLimiter)",
+        "latency",
+        with_ratios(rows, "latency"),
+    )
+
+
+# 3. Contended, one process --------------------------------------------------------------------
+
+
+def contended_row(label: str, result: Contended, *, floor: bool = False) -> Row:
+    waits = sorted(value / 1000 for value in result["waits_ns"])
+    return Row(
+        label,
+        percentile(waits, 0.5),
+        percentile(waits, 0.99),
+        result["cycles"] / result["elapsed"],
+        floor=floor,
+        extra={"cycles": result["cycles"], "max_concurrency": result["peak"]},
+    )
+
+
+async def probe_default_pool(url: str, duration: float) -> str | None:
+    """Run the 200-coroutine cycle with the throttle's default options; the error, if any."""
+    log("contended_redis: callthrottle with default options (connection pool) probe")
+    counter = CountingHandler()
+    logger = logging.getLogger("callthrottle")
+    logger.addHandler(counter)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        async with hold_factory(
+            "callthrottle",
+            url,
+            prefix="bench-probe:",
+            number=NUMBER,
+            cap=CAP,
+            share=CAP,
+            connections=200,
+        ) as hold:
+            await contend(hold, 200, time.monotonic(), duration)
+    except Exception as exc:  # noqa: BLE001 - the failure is the finding
+        while (inner := getattr(exc, "exceptions", None)) and isinstance(inner[0], Exception):
+            exc = inner[0]  # the first error inside the task group's exception group
+        return (
+            f"{type(exc).__name__}: {exc}; the throttle logged {counter.count} warnings such "
+            f"as: {counter.first}"
+        )
+    finally:
+        logger.removeHandler(counter)
+        logger.propagate = propagate
+    return None
+
+
+class CountingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.first = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        self.first = self.first or record.getMessage()
+
+
+async def bench_contended_local(
+    url: str,
+    kinds: dict[str, str],
+    floor_label: str,
+    duration: float,
+    title: str,
+    key: str,
+    pool: int | None = None,
+) -> Section:
+    rows: list[Row] = []
+    for label, kind in kinds.items():
+        log(f"{key}: {label} for {duration:g} s")
+        async with hold_factory(
+            kind,
+            url,
+            prefix=f"bench-c{len(rows)}:",
+            number=NUMBER,
+            cap=CAP,
+            share=CAP,
+            connections=200,
+            pool=pool,
+        ) as hold:
+            async with hold():
+                pass
+            result = await contend(hold, 200, time.monotonic() + 0.05, duration)
+        rows.append(contended_row(label, result, floor=label == floor_label))
+    return Section(
+        key,
+        title,
+        "contended",
+        with_ratios(rows, "contended"),
+        [
+            (
+                "200 coroutines, cap 20, `limit=20, timeout=None`; each cycle holds its slot "
+                "across one turn of the event loop. p50/p99 are the wait inside acquire; ops/s "
+                "are cycles/s; the ratio is time per cycle over the floor's."
+            ),
+        ],
+    )
+
+
+# 4. Contended, several processes ----------------------------------------------------------------
+
+
+def sweep_peak(holds: list[tuple[float, float]]) -> int:
+    """The most intervals open at once; an end at the same instant as a start comes first."""
+    events = sorted([(start, 1) for start, _ in holds] + [(end, -1) for _, end in holds])
+    peak = current = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+async def run_processes(
+    url: str, kind: str, processes: int, coroutines: int, duration: float, prefix: str
+) -> Row:
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            "cycle",
+            "--url",
+            url,
+            "--kind",
+            kind,
+            "--prefix",
+            prefix,
+            "--number",
+            NUMBER,
+            "--cap",
+            str(CAP),
+            "--coroutines",
+            str(coroutines),
+            "--processes",
+            str(processes),
+            "--duration",
+            str(duration),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        line = await proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"worker {kind} did not start: {line!r}")
+    start_at = time.monotonic() + 0.2
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start_at!r}\n".encode())
+        await proc.stdin.drain()
+    results: list[Contended] = []
+    for proc in procs:
+        out, _ = await proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"worker {kind} exited with {proc.returncode}")
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    cycles = sum(r["cycles"] for r in results)
+    elapsed = max(r["elapsed"] for r in results)
+    waits = sorted(w / 1000 for r in results for w in r["waits_ns"])
+    holds = [(start, end) for r in results for start, end in r["holds"]]
+    return Row(
+        "",
+        percentile(waits, 0.5),
+        percentile(waits, 0.99),
+        cycles / elapsed,
+        extra={
+            "cycles": cycles,
+            "max_concurrency": sweep_peak(holds),
+            "max_concurrency_per_process": [r["peak"] for r in results],
+        },
+    )
+
+
+async def bench_contended_processes(url: str, duration: float, available: set[str]) -> Section:
+    kinds = {
+        "floor: asyncio.Semaphore(5) per process + 2x EVALSHA": "floor",
+        "callthrottle (Redis)": "callthrottle",
+    }
+    if "limiters" in available:
+        kinds["redis-rate-limiters AsyncSemaphore"] = "limiters"
+    rows: list[Row] = []
+    for index, (label, kind) in enumerate(kinds.items()):
+        log(f"contended, 4 processes: {label} for {duration:g} s")
+        row = await run_processes(url, kind, 4, 50, duration, f"bench-p{index}:")
+        row.label, row.floor = label, kind == "floor"
+        rows.append(row)
+    return Section(
+        "contended_processes",
+        "Contended, 4 processes x 50 coroutines, one number, cap 20 (Redis)",
+        "contended",
+        with_ratios(rows, "contended"),
+        [
+            (
+                "Max concurrency is the sweep-line peak over every hold's `time.monotonic()` "
+                "interval from all processes (after acquire returned, before release was called: "
+                "inside the server's hold, so a peak over 20 would prove a violation)."
+            ),
+            "The floor splits the cap statically (5 per process), so it needs no coordination.",
+        ],
+    )
+
+
+# 5. Hand-off between processes ----------------------------------------------------------------
+
+
+async def bench_handoff(url: str, reps: int) -> Section:
+    rows: list[Row] = []
+    for kind, label in (
+        ("floor", "floor: raw LPUSH -> BLPOP wake-up"),
+        ("callthrottle", "callthrottle release -> queued acquire granted"),
+    ):
+        log(f"hand-off: {label}, {reps} repetitions")
+        prefix = "bench-h:"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            "waiter",
+            "--url",
+            url,
+            "--kind",
+            kind,
+            "--prefix",
+            prefix,
+            "--number",
+            NUMBER,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+        if (await stdout.readline()).strip() != b"ready":
+            raise RuntimeError("hand-off waiter did not start")
+        samples: list[float] = []
+        client = aioredis.Redis.from_url(url)
+        async with Throttle.from_url(url, key_prefix=prefix) as throttle:
+            for rep in range(reps + 10):  # the first 10 warm up
+                lease: Lease | None = None
+                if kind == "callthrottle":
+                    lease = await throttle.acquire(NUMBER, limit=1, timeout=None)
+                stdin.write(b"go\n")
+                await stdin.drain()
+                while True:
+                    if lease is not None:
+                        if (await throttle.usage(NUMBER, limit=1)).waiting == 1:
+                            break
+                    elif (await client.info("clients"))["blocked_clients"] == 1:
+                        break
+                    await asyncio.sleep(0.0005)
+                released = time.monotonic()
+                if lease is not None:
+                    await throttle.release(lease)
+                else:
+                    await client.lpush(f"{prefix}handoff-floor", 1)
+                granted = float((await stdout.readline()).decode())
+                if rep >= 10:
+                    samples.append((granted - released) * 1e6)
+        stdin.write(b"quit\n")
+        await stdin.drain()
+        await proc.wait()
+        await client.aclose()
+        rows.append(latency_row(label, samples, floor=kind == "floor"))
+    return Section(
+        "handoff",
+        "Hand-off between processes (Redis)",
+        "latency",
+        with_ratios(rows, "latency"),
+        [
+            (
+                "A holder (this process) releases while a waiter in another process is queued "
+                "(`usage().waiting == 1`, or the raw client is blocked); time from the start of the "
+                "release call to the waiter's grant, both by `time.monotonic()`. ops/s = 1 / mean."
+            ),
+        ],
+    )
+
+
+# 6. Round trips and memory ------------------------------------------------------------------------
+
+
+SCRIPT_COMMANDS = ("evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro")
+
+
+class Monitor:
+    """Counts commands sent by clients (not those run inside scripts) between markers.
+
+    The markers are ECHO commands seen in the MONITOR stream itself, so counts are cut at the
+    right place however far the reading thread lags behind.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = redis.Redis.from_url(url)
+        self.marker = f"bench-{uuid.uuid4().hex}"
+        self.seen: dict[str, int] = {}
+        self.snapshot: dict[str, int] = {}
+        self.started = threading.Event()
+        self.checkpointed = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        recording = False
+        with self.client.monitor() as monitor:  # type: ignore[no-untyped-call]
+            for command in monitor.listen():
+                text = str(command.get("command", ""))
+                if f"{self.marker}:start" in text:
+                    if not recording:
+                        recording = True
+                        self.started.set()
+                elif f"{self.marker}:checkpoint" in text:
+                    self.snapshot = dict(self.seen)
+                    self.checkpointed.set()
+                elif f"{self.marker}:end" in text:
+                    return
+                elif recording and command.get("client_type") != "lua":
+                    name = text.split(" ", 1)[0].lower()
+                    if name not in ("info", "echo"):
+                        self.seen[name] = self.seen.get(name, 0) + 1
+
+    @contextmanager
+    def window(self) -> Iterator[Callable[[], dict[str, int]]]:
+        """Count from entry to exit; the yielded function returns the counts so far."""
+        marker = redis.Redis.from_url(self.url)
+
+        def checkpoint() -> dict[str, int]:
+            self.checkpointed.clear()
+            marker.echo(f"{self.marker}:checkpoint")
+            if not self.checkpointed.wait(10):
+                raise RuntimeError("MONITOR did not see the checkpoint")
+            return dict(self.snapshot)
+
+        self.thread.start()
+        while not self.started.is_set():
+            marker.echo(f"{self.marker}:start")
+            self.started.wait(0.05)
+        try:
+            yield checkpoint
+        finally:
+            marker.echo(f"{self.marker}:end")
+            self.thread.join(10)
+            marker.close()
+
+
+def script_calls(before: dict[str, Any], after: dict[str, Any]) -> int:
+    return sum(
+        after.get(f"cmdstat_{name}", {}).get("calls", 0)
+        - before.get(f"cmdstat_{name}", {}).get("calls", 0)
+        for name in SCRIPT_COMMANDS
+    )
+
+
+async def bench_round_trips(url: str, count: int) -> Section:
+    """Per operation: script calls and server time (commandstats), then client commands (MONITOR).
+
+    Two passes, because MONITOR slows the server down (it is fed every command a script runs).
+    """
+    sync = redis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(url)
+    trivial = client.register_script("return 1")
+    stats: dict[str, dict[str, float]] = {}
+    commands: dict[str, dict[str, float]] = {}
+    async with Throttle.from_url(url, key_prefix="bench-rt:") as throttle:
+
+        async def acquire_many(label: str) -> list[Lease]:
+            if label == "callthrottle":
+                return [
+                    await throttle.acquire(NUMBER, limit=count, timeout=0) for _ in range(count)
+                ]
+            for _ in range(count):
+                await client.evalsha(trivial.sha, 0)
+            return []
+
+        async def release_many(label: str, leases: list[Lease]) -> None:
+            if label == "callthrottle":
+                for lease in leases:
+                    await throttle.release(lease)
+            else:
+                for _ in range(count):
+                    await client.evalsha(trivial.sha, 0)
+
+        labels = ("floor: 1 raw EVALSHA", "callthrottle")
+        for label in labels:  # warm up: scripts loaded, connections open
+            await release_many(label, await acquire_many(label))
+        for label in labels:
+            first = sync.info("commandstats")
+            leases = await acquire_many(label)
+            middle = sync.info("commandstats")
+            await release_many(label, leases)
+            last = sync.info("commandstats")
+            for operation, before, after in (("acquire", first, middle), ("release", middle, last)):
+                usec = after.get("cmdstat_evalsha", {}).get("usec", 0) - before.get(
+                    "cmdstat_evalsha", {}
+                ).get("usec", 0)
+                stats[f"{label} {operation}"] = {
+                    "script_calls_per_op": script_calls(before, after) / count,
+                    "server_usec_per_op": usec / count,
+                }
+        for label in labels:
+            monitor = Monitor(url)
+            with monitor.window() as checkpoint:
+                leases = await acquire_many(label)
+                acquire_seen = checkpoint()
+                await release_many(label, leases)
+                release_seen = {k: v - acquire_seen.get(k, 0) for k, v in checkpoint().items()}
+            for operation, by_client in (("acquire", acquire_seen), ("release", release_seen)):
+                commands[f"{label} {operation}"] = {
+                    name: calls / count for name, calls in by_client.items() if calls
+                }
+    await client.aclose()
+    sync.close()
+    rows: list[Row] = []
+    for name, stat in stats.items():
+        per_op = commands[name]
+        rows.append(
+            Row(
+                name,
+                None,
+                None,
+                None,
+                floor=name.startswith("floor"),
+                extra={
+                    **stat,
+                    "client_commands_per_op": sum(per_op.values()),
+                    "client_commands": per_op,
+                },
+            )
+        )
+    for row in rows:
+        operation = row.label.rsplit(" ", 1)[1]
+        floor = next(r for r in rows if r.floor and r.label.endswith(operation))
+        row.vs_floor = ratio(
+            row.extra["client_commands_per_op"], floor.extra["client_commands_per_op"]
+        )
+    return Section(
+        "round_trips",
+        f"Round trips per operation ({count} acquires held at once, then {count} releases)",
+        "count",
+        rows,
+        [
+            (
+                "Script calls and server µs: the delta of EVALSHA/EVALSHA_RO/EVAL/EVAL_RO/FCALL "
+                "calls and of EVALSHA's time in `INFO commandstats` (which also counts commands "
+                "run inside scripts, so only these are read). Client commands: a second pass "
+                "under `MONITOR`, counting every command sent by a client (not run by a script) "
+                "between two markers; vs floor compares these round trips. The floor is one "
+                "raw EVALSHA of `return 1` per operation."
+            ),
+        ],
+    )
+
+
+def prefix_memory(sync: redis.Redis, prefix: str) -> tuple[int, int]:
+    total = keys = 0
+    for key in sync.scan_iter(match=f"{prefix}*", count=1000):
+        total += int(sync.memory_usage(key, samples=0) or 0)
+        keys += 1
+    return total, keys
+
+
+def floor_memory(sync: redis.Redis, members: int) -> int:
+    """One ZSET of ``members`` uuid tokens scored by expiry: the least a lease set needs."""
+    if not members:
+        return 0
+    key = f"bench-floor-mem:{uuid.uuid4().hex}"
+    now = time.time()
+    sync.zadd(key, {str(uuid.uuid4()): now + 30 + i for i in range(members)})
+    used = int(sync.memory_usage(key, samples=0) or 0)
+    sync.delete(key)
+    return used
+
+
+async def bench_memory_usage(url: str) -> Section:
+    sync = redis.Redis.from_url(url)
+    prefix = "bench-mem:"
+    rows: list[Row] = []
+
+    def measure(label: str, held: int, waiting: int) -> None:
+        used, keys = prefix_memory(sync, prefix)
+        floor = floor_memory(sync, held + waiting)
+        rows.append(
+            Row(
+                label,
+                None,
+                None,
+                None,
+                vs_floor=used / floor if floor else None,
+                extra={"bytes": used, "keys": keys, "floor_bytes": floor},
+            )
+        )
+
+    async with Throttle.from_url(url, key_prefix=prefix) as throttle:
+        measure("idle, never used", 0, 0)
+        one = await throttle.acquire(NUMBER, limit=CAP, timeout=0)
+        measure("busy: 1 lease", 1, 0)
+        leases = [one] + [
+            await throttle.acquire(NUMBER, limit=CAP, timeout=0) for _ in range(CAP - 1)
+        ]
+        measure(f"busy: {CAP} leases (full)", CAP, 0)
+
+        async def wait_and_release() -> None:
+            await throttle.release(await throttle.acquire(NUMBER, limit=CAP, timeout=None))
+
+        waiters = [asyncio.create_task(wait_and_release()) for _ in range(5)]
+        while (await throttle.usage(NUMBER, limit=CAP)).waiting < 5:  # noqa: ASYNC110 - backend state
+            await asyncio.sleep(0.005)
+        measure(f"busy: {CAP} leases + 5 waiting", CAP + 5, 0)
+        for lease in leases:
+            await throttle.release(lease)
+        await asyncio.gather(*waiters)
+        measure("idle again, after use", 0, 0)
+    sync.close()
+    return Section(
+        "memory_usage",
+        "Redis memory per number",
+        "count",
+        rows,
+        [
+            (
+                "`MEMORY USAGE ... SAMPLES 0` summed over every key `SCAN` finds under the "
+                "throttle's key prefix. Floor: one ZSET holding as many uuid tokens scored by "
+                "expiry (the least a lease set needs), built and measured in the same run."
+            ),
+        ],
+    )
+
+
+# Report --------------------------------------------------------------------------------------------
+
+
+def versions(info: dict[str, Any]) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    server = info.get("server_name", "redis")
+    found["server"] = f"{server} {info.get('valkey_version') or info.get('redis_version')}"
+    for name in (
+        "callthrottle",
+        "redis",
+        "hiredis",
+        "anyio",
+        "redis-rate-limiters",
+        "limits",
+        "pottery",
+        "matplotlib",
+    ):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python_implementation": platform.python_implementation(),
+    }
+
+
+def fmt(value: float | None, spec: str = ",.1f", suffix: str = "") -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    return f"{value:{spec}}{suffix}"
+
+
+def markdown(report: dict[str, Any], sections: list[Section]) -> str:
+    lines = [
+        "# callthrottle benchmark results",
+        "",
+        (
+            f"Command: `{report['command']}` ({report['mode']}, {report['total_seconds']:.0f} s), "
+            f"{report['date']}."
+        ),
+        "",
+        "Machine: " + ", ".join(f"{key} {value}" for key, value in report["machine"].items()) + ".",
+        "",
+        "Versions: " + ", ".join(f"{key} {value}" for key, value in report["versions"].items()),
+        "",
+        (
+            "Every figure was measured in this run next to its floor (marked **floor**); "
+            "*vs floor* is the cost ratio: p50 time over the floor's p50 (latency tables), time "
+            "per cycle over the floor's (contended tables), commands or bytes over the floor's."
+        ),
+    ]
+    for section in sections:
+        lines += ["", f"## {section.title}", ""]
+        if section.kind == "latency":
+            lines += [
+                "| operation | p50 µs | p99 µs | ops/s | vs floor |",
+                "| --- | ---: | ---: | ---: | ---: |",
+            ]
+            lines += [
+                f"| {'**floor** ' if r.floor else ''}{r.label} | {fmt(r.p50_us)} | "
+                f"{fmt(r.p99_us)} | {fmt(r.ops_per_s, ',.0f')} | {fmt(r.vs_floor, '.2f', 'x')} |"
+                for r in section.rows
+            ]
+        elif section.kind == "contended":
+            lines += [
+                "| run | cycles/s | wait p50 µs | wait p99 µs | max concurrency | vs floor |",
+                "| --- | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            lines += [
+                f"| {'**floor** ' if r.floor else ''}{r.label} | {fmt(r.ops_per_s, ',.0f')} | "
+                f"{fmt(r.p50_us)} | {fmt(r.p99_us)} | {r.extra['max_concurrency']} "
+                f"{'(OVER CAP)' if r.extra['max_concurrency'] > CAP else ''}| "
+                f"{fmt(r.vs_floor, '.2f', 'x')} |"
+                for r in section.rows
+            ]
+        elif section.key == "round_trips":
+            lines += [
+                (
+                    "| operation | script calls/op | client commands/op | server µs/op | commands "
+                    "| vs floor |"
+                ),
+                "| --- | ---: | ---: | ---: | --- | ---: |",
+            ]
+            lines += [
+                f"| {'**floor** ' if r.floor else ''}{r.label} | "
+                f"{r.extra['script_calls_per_op']:.2f} | "
+                f"{r.extra['client_commands_per_op']:.2f} | "
+                f"{r.extra['server_usec_per_op']:.1f} | "
+                + (
+                    ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.extra["client_commands"].items()))
+                    or "—"
+                )
+                + f" | {fmt(r.vs_floor, '.2f', 'x')} |"
+                for r in section.rows
+            ]
+        else:
+            lines += [
+                "| state | keys | bytes | floor bytes | vs floor |",
+                "| --- | ---: | ---: | ---: | ---: |",
+            ]
+            lines += [
+                f"| {r.label} | {r.extra['keys']} | {r.extra['bytes']:,} | "
+                f"{r.extra['floor_bytes']:,} | {fmt(r.vs_floor, '.2f', 'x')} |"
+                for r in section.rows
+            ]
+        lines += [""] + [f"- {note}" for note in section.notes] if section.notes else []
+    if report["peers_failed"]:
+        lines += ["", "## Peers not measured", ""]
+        lines += [f"- {name}: {why}" for name, why in report["peers_failed"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def chart(sections: list[Section], path: Path, subtitle: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_key = {section.key: section for section in sections}
+    latency = [by_key[k] for k in ("redis_uncontended", "memory_uncontended", "handoff")]
+    contended = [by_key[k] for k in ("contended_redis", "contended_memory", "contended_processes")]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 11))
+    labels: list[str] = []
+    values: list[float] = []
+    colors: list[str] = []
+    palette = ["tab:blue", "tab:green", "tab:purple"]
+    for index, section in enumerate(latency):
+        for row in section.rows:
+            labels.append(f"{section.key}: {row.label}")
+            values.append(row.p50_us or 0.0)
+            colors.append("tab:gray" if row.floor else palette[index])
+    top.barh(range(len(values)), values, color=colors)
+    top.set_yticks(range(len(values)), labels, fontsize=7)
+    top.invert_yaxis()
+    top.set_xscale("log")
+    top.set_xlabel("p50 latency, µs (log scale); gray bars and dashed lines are the floors")
+    top.set_title("Uncontended operations and cross-process hand-off")
+    start = 0
+    for section in latency:
+        floor = next(row for row in section.rows if row.floor)
+        end = start + len(section.rows)
+        top.vlines(floor.p50_us, start - 0.4, end - 0.6, colors="black", linestyles="dashed")
+        start = end
+    for position, value in enumerate(values):
+        top.text(value, position, f" {value:,.1f}", va="center", fontsize=7)
+    labels, values, colors = [], [], []
+    for index, section in enumerate(contended):
+        for row in section.rows:
+            labels.append(f"{section.key}: {row.label}")
+            values.append(row.ops_per_s or 0.0)
+            colors.append("tab:gray" if row.floor else palette[index])
+    bottom.barh(range(len(values)), values, color=colors)
+    bottom.set_yticks(range(len(values)), labels, fontsize=7)
+    bottom.invert_yaxis()
+    bottom.set_xscale("log")
+    bottom.set_xlabel("cycles/s (log scale), cap 20; gray bars are the floors")
+    bottom.set_title("Contended: 200 coroutines on one number")
+    for position, value in enumerate(values):
+        bottom.text(value, position, f" {value:,.0f}", va="center", fontsize=7)
+    fig.suptitle(f"callthrottle benchmarks ({subtitle})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], list[Section]]:
+    info = redis.Redis.from_url(url).info("server")
+    sections: list[Section] = []
+    log(f"server {url}; redis uncontended, {args.rounds} rounds per operation")
+    redis_section, failed = await bench_redis_uncontended(url, args.rounds)
+    sections.append(redis_section)
+    log(f"memory uncontended, {args.rounds} rounds per operation")
+    sections.append(await bench_memory_uncontended(args.rounds))
+    available = set() if any(k.startswith("redis-rate") for k in failed) else {"limiters"}
+    redis_kinds = {
+        "floor: asyncio.Semaphore(20) + 2x EVALSHA": "floor",
+        "callthrottle (Redis)": "callthrottle",
+    }
+    if available:
+        redis_kinds["redis-rate-limiters AsyncSemaphore"] = "limiters"
+    default_pool_error = await probe_default_pool(url, min(args.duration, 1.0))
+    pool = None if default_pool_error is None else POOL
+    contended_redis = await bench_contended_local(
+        url,
+        redis_kinds,
+        "floor: asyncio.Semaphore(20) + 2x EVALSHA",
+        args.duration,
+        "Contended, one process, 200 coroutines, one number, cap 20 (Redis)",
+        "contended_redis",
+        pool,
+    )
+    if default_pool_error is not None:
+        contended_redis.notes.append(
+            "With the throttle's default options, 200 concurrent acquirers in one process "
+            f"FAILED: {default_pool_error} (redis-py 8's asyncio pool holds at most 100 "
+            "connections by default). The callthrottle row above was measured with "
+            f"`Throttle.from_url(url, key_prefix=..., max_connections={POOL})`; the peers' "
+            "clients get the same room."
+        )
+    sections.append(contended_redis)
+    sections.append(
+        await bench_contended_local(
+            "memory://",
+            {
+                "anyio.CapacityLimiter(20)": "anyio",
+                "asyncio.Semaphore(20)": "asyncio",
+                "callthrottle (memory://)": "callthrottle",
+            },
+            "anyio.CapacityLimiter(20)",
+            args.duration / 2,
+            "Contended, one process, 200 coroutines, one number, cap 20 (memory://)",
+            "contended_memory",
+        )
+    )
+    sections.append(await bench_contended_processes(url, args.duration, available))
+    sections.append(await bench_handoff(url, args.handoff_reps))
+    log("round trips (INFO commandstats, MONITOR)")
+    sections.append(await bench_round_trips(url, CAP))
+    log("memory per number")
+    sections.append(await bench_memory_usage(url))
+    report: dict[str, Any] = {
+        "default_pool_error": default_pool_error,
+        "command": " ".join(["python", "dev.py", "bench", *sys.argv[1:]]),
+        "mode": "quick" if args.quick else "full",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "versions": versions(info),
+        "settings": {
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "handoff_reps": args.handoff_reps,
+            "url": args.url or "started by tests._servers.redis_server()",
+        },
+        "peers_failed": failed,
+    }
+    return report, sections
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--url", help="benchmark this Redis server instead of starting one")
+    parser.add_argument("--quick", action="store_true", help="a ~30 s run with fewer samples")
+    parser.add_argument("--rounds", type=int, help="timed pairs per uncontended operation")
+    parser.add_argument("--duration", type=float, help="seconds per contended run")
+    parser.add_argument("--handoff-reps", type=int, help="hand-offs timed per kind")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    args.rounds = args.rounds or (1000 if args.quick else 3000)
+    args.duration = args.duration or (2.0 if args.quick else 8.0)
+    args.handoff_reps = args.handoff_reps or (100 if args.quick else 200)
+    server: AbstractContextManager[str] = nullcontext(args.url) if args.url else redis_server()
+    with server as url:
+        report, sections = asyncio.run(run(args, url))
+    report["total_seconds"] = time.monotonic() - STARTED
+    report["sections"] = [asdict(section) for section in sections]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    text = markdown(report, sections)
+    (args.out_dir / "results.md").write_text(text)
+    (args.out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(sections, args.out_dir / "results.png", report["command"])
+    log(f"wrote {args.out_dir}/results.md, results.json, results.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
