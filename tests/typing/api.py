@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, assert_type
 
-from callthrottle import Lease, Throttle, Usage
+from callthrottle import Config, Lease, NumberState, NumberStatus, Reaction, Throttle, Usage
 
 if TYPE_CHECKING:
     from callthrottle.backends import Backend, MemoryBackend, RedisBackend
@@ -22,6 +22,21 @@ async def uses_the_api(url: str) -> None:
         assert_type(await opened.release_owner(opened.owner_id), int)
         assert_type(lease.lost, bool)
         assert_type(lease.lost_reason, str | None)
+        async with opened.slot("057188880001", callee="+8613800138000", priority=1):
+            pass
+        await opened.set_cap("+8657188880001", 15)
+        await opened.set_rates("+8657188880001", "1/second;500/day")
+        await opened.set_state("+8657188880001", NumberState.COOLING, reason="477", duration=60)
+        assert_type(await opened.status("+8657188880001"), NumberStatus)
+        assert_type(await opened.report("+8657188880001", 607), Reaction | None)
+        assert_type(await opened.group_usage("trunk", "trunk-400"), Usage)
+        await opened.set_group_cap("trunk", "trunk-400", 18)
+
+
+def configures(path: str) -> Throttle:
+    config = Config.from_toml(path)
+    assert_type(config.cap_for("+8657188880001", default=20), int)
+    return Throttle.from_url("memory://", config=config, default_region="CN")
 
 
 def backends_fulfil_the_protocol(memory: MemoryBackend, redis_backend: RedisBackend) -> None:
