@@ -1,40 +1,21 @@
-"""Hot-path benchmark: acquire + release, each against its floor, measured in one run.
+"""Timing of the hot path (acquire + release), used by ``suite.py`` (``python dev.py bench``).
 
-    python dev.py bench              # starts a throwaway Redis-protocol server
-    python dev.py bench --url redis://host:6379/0 --rounds 5000
-
-- Redis: ``acquire(timeout=0)`` + ``release`` on one number, against the floor of two raw
-  EVALSHA calls of a trivial script through the same redis-py client and server.
-- Memory: the same pair on ``memory://``, against ``anyio.CapacityLimiter`` and
-  ``asyncio.Semaphore``.
-
-The two sides of each comparison run in alternating blocks, so drift on the machine hits both.
-Results go to stdout as a Markdown table and to ``benchmarks/results/hot_path.json``.
+:func:`compare` times several steps against each other in alternating blocks, so drift on the
+machine hits all of them; :func:`bench_memory` times ``memory://`` against
+``anyio.CapacityLimiter`` and ``asyncio.Semaphore``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 import anyio
-import redis.asyncio as aioredis
 
-import callthrottle
-import redis
 from callthrottle import Throttle
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tests._servers import redis_server
 
 NUMBER = "+8657188880001"
 Step = Callable[[], Awaitable[None]]
@@ -69,27 +50,6 @@ async def compare(
     return {label: summarize(values) for label, values in samples.items()}
 
 
-async def bench_redis(url: str, rounds: int) -> dict[str, dict[str, float]]:
-    client = aioredis.Redis.from_url(url)
-    trivial = client.register_script("return 1")
-    await trivial()
-
-    async def floor() -> None:
-        await client.evalsha(trivial.sha, 0)
-        await client.evalsha(trivial.sha, 0)
-
-    async with Throttle.from_url(url, key_prefix="bench:") as throttle:
-
-        async def pair() -> None:
-            await throttle.release(await throttle.acquire(NUMBER, timeout=0))
-
-        results = await compare(
-            "redis", {"floor: 2x EVALSHA": floor, "callthrottle acquire+release": pair}, rounds
-        )
-    await client.aclose()
-    return results
-
-
 async def bench_memory(rounds: int) -> dict[str, dict[str, float]]:
     limiter = anyio.CapacityLimiter(20)
     semaphore = asyncio.Semaphore(20)
@@ -116,61 +76,3 @@ async def bench_memory(rounds: int) -> dict[str, dict[str, float]]:
             },
             rounds,
         )
-
-
-def table(title: str, results: dict[str, dict[str, float]], floor: str) -> str:
-    base = results[floor]["p50_us"]
-    lines = [
-        f"**{title}**",
-        "",
-        "| operation | p50 µs | p99 µs | ops/s | p50 vs floor |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for label, r in results.items():
-        lines.append(
-            f"| {label} | {r['p50_us']:.1f} | {r['p99_us']:.1f} | {r['ops_per_s']:,.0f} "
-            f"| {r['p50_us'] / base:.2f}x |"
-        )
-    return "\n".join(lines)
-
-
-async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    server: AbstractContextManager[str] = nullcontext(args.url) if args.url else redis_server()
-    with server as url:
-        info = redis.Redis.from_url(url).info("server")
-        redis_results = await bench_redis(url, args.rounds)
-    memory_results = await bench_memory(args.rounds)
-    return {
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "server": f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info['redis_version']}",
-            "redis_py": redis.__version__,
-            "callthrottle": callthrottle.__version__,
-        },
-        "redis": redis_results,
-        "memory": memory_results,
-    }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="benchmark this Redis server instead of starting one")
-    parser.add_argument("--rounds", type=int, default=3000, help="timed pairs per operation")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "hot_path.json"
-    )
-    args = parser.parse_args()
-    report = asyncio.run(main_async(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    machine = report["machine"]
-    print(f"machine: {machine}\n")
-    print(table("Redis, uncontended, one number", report["redis"], "floor: 2x EVALSHA"))  # type: ignore[arg-type]
-    print()
-    print(table("Memory, uncontended, one number", report["memory"], "anyio.CapacityLimiter"))  # type: ignore[arg-type]
-
-
-if __name__ == "__main__":
-    main()

@@ -8,7 +8,7 @@
    script (the floor), and against the peers that install and run (redis-rate-limiters,
    limits, pottery); a peer that cannot is recorded with the reason.
 2. Memory, uncontended: the same pair on ``memory://`` against ``anyio.CapacityLimiter`` and
-   ``asyncio.Semaphore`` (the measurements of ``hot_path.py``).
+   ``asyncio.Semaphore`` (timed by ``hot_path.py``).
 3. Contended, one process: 200 coroutines cycling on one number with cap 20, on Redis and on
    ``memory://``: cycles/s, wait inside acquire (p50, p99), peak concurrency.
 4. Contended, 4 processes of 50 coroutines: cycles/s and the peak concurrency, by sweep-line
@@ -885,6 +885,27 @@ def markdown(report: dict[str, Any], sections: list[Section]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _bars(
+    axes: Any, sections: list[Section], value_of: Callable[[Row], float | None], label: str
+) -> None:
+    """One horizontal bar per row, on a log scale, floors in gray, each labelled."""
+    names: list[str] = []
+    values: list[float] = []
+    colors: list[str] = []
+    palette = ["tab:blue", "tab:green", "tab:purple"]
+    for index, section in enumerate(sections):
+        for row in section.rows:
+            names.append(f"{section.key}: {row.label}")
+            values.append(value_of(row) or 0.0)
+            colors.append("tab:gray" if row.floor else palette[index % len(palette)])
+    axes.barh(range(len(values)), values, color=colors)
+    axes.set_yticks(range(len(values)), names, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xscale("log")
+    for position, value in enumerate(values):
+        axes.text(value, position, " " + label.format(value), va="center", fontsize=7)
+
+
 def chart(sections: list[Section], path: Path, subtitle: str) -> None:
     import matplotlib
 
@@ -895,19 +916,7 @@ def chart(sections: list[Section], path: Path, subtitle: str) -> None:
     latency = [by_key[k] for k in ("redis_uncontended", "memory_uncontended", "handoff")]
     contended = [by_key[k] for k in ("contended_redis", "contended_memory", "contended_processes")]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 11))
-    labels: list[str] = []
-    values: list[float] = []
-    colors: list[str] = []
-    palette = ["tab:blue", "tab:green", "tab:purple"]
-    for index, section in enumerate(latency):
-        for row in section.rows:
-            labels.append(f"{section.key}: {row.label}")
-            values.append(row.p50_us or 0.0)
-            colors.append("tab:gray" if row.floor else palette[index])
-    top.barh(range(len(values)), values, color=colors)
-    top.set_yticks(range(len(values)), labels, fontsize=7)
-    top.invert_yaxis()
-    top.set_xscale("log")
+    _bars(top, latency, lambda row: row.p50_us, "{:,.1f}")
     top.set_xlabel("p50 latency, µs (log scale); gray bars and dashed lines are the floors")
     top.set_title("Uncontended operations and cross-process hand-off")
     start = 0
@@ -916,22 +925,9 @@ def chart(sections: list[Section], path: Path, subtitle: str) -> None:
         end = start + len(section.rows)
         top.vlines(floor.p50_us, start - 0.4, end - 0.6, colors="black", linestyles="dashed")
         start = end
-    for position, value in enumerate(values):
-        top.text(value, position, f" {value:,.1f}", va="center", fontsize=7)
-    labels, values, colors = [], [], []
-    for index, section in enumerate(contended):
-        for row in section.rows:
-            labels.append(f"{section.key}: {row.label}")
-            values.append(row.ops_per_s or 0.0)
-            colors.append("tab:gray" if row.floor else palette[index])
-    bottom.barh(range(len(values)), values, color=colors)
-    bottom.set_yticks(range(len(values)), labels, fontsize=7)
-    bottom.invert_yaxis()
-    bottom.set_xscale("log")
+    _bars(bottom, contended, lambda row: row.ops_per_s, "{:,.0f}")
     bottom.set_xlabel("cycles/s (log scale), cap 20; gray bars are the floors")
     bottom.set_title("Contended: 200 coroutines on one number")
-    for position, value in enumerate(values):
-        bottom.text(value, position, f" {value:,.0f}", va="center", fontsize=7)
     fig.suptitle(f"callthrottle benchmarks ({subtitle})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
