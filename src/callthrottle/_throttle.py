@@ -25,7 +25,7 @@ from ._errors import (
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
 from ._models import Lease, Usage
 from ._numbers import check_region, normalize_number
-from ._rates import GroupPlan, RatePlan, Window, parse_windows, utc_offset
+from ._rates import NO_RATES, GroupPlan, RatePlan, Window, parse_windows, utc_offset
 from ._url import backend_from_url
 from ._validate import (
     check_feedback,
@@ -453,8 +453,8 @@ class Throttle:
             plan = replace(plan, priority=priority)
         if callee is not None and self._config.callee_windows:
             plan = replace(plan, callee=callee, callee_windows=self._config.callee_windows)
-        if self._config.timezone is None:
-            return plan
+        if self._config.timezone is None or plan is NO_RATES:
+            return plan  # no window can be a calendar day: the offset is not needed
         return replace(plan, tz_offset=utc_offset(self._config.timezone))
 
     def _ask(self, request: _Request, enqueue: bool) -> Awaitable[AcquireResult]:
