@@ -87,6 +87,7 @@ def redis_server() -> Iterator[str]:
         "--appendonly", "no",
         "--dir", workdir,
         "--daemonize", "no",
+        "--enable-debug-command", "local",  # the fault tests stall the server with DEBUG SLEEP
     ]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"

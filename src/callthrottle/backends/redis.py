@@ -14,15 +14,16 @@ import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, UnsupportedEventLoop
 from .._models import Usage
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
 from ._base import OWN_TAGS, AcquireResult, EventListener, Layout, Outcome, RenewState
+from ._lane import Arg, Script, ScriptLane
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Awaitable, Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -126,7 +127,9 @@ class RedisBackend:
     :param key_prefix: prefix of every key and channel the backend uses
     """
 
-    __slots__ = ("_channels", "_client", "_keys", "_layout", "_owns_client", "_prefix", "_scripts")
+    __slots__ = (
+        "_channels", "_client", "_keys", "_lane", "_layout", "_owns_client", "_prefix", "_scripts",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -139,7 +142,8 @@ class RedisBackend:
         self._owns_client = _owns_client
         self._prefix = key_prefix
         self._channels = f"{key_prefix}owner:"
-        self._scripts = {name: client.register_script(src) for name, src in _SOURCES.items()}
+        self._scripts = {name: Script(src) for name, src in _SOURCES.items()}
+        self._lane = ScriptLane(client)
         self._keys: dict[str, list[str]] = {}
         self._layout: Layout = OWN_TAGS
 
@@ -283,7 +287,7 @@ class RedisBackend:
             tag = self._layout.tag_for(number)
             keys = [*keys[:6], f"{self._prefix}{{{tag}}}:c:{rates.callee}", *keys[7:]]
         with _map_errors("acquire"):
-            reply = await self._scripts["acquire"](keys, args)
+            reply = await self._run("acquire", keys, args)
         retry_in = None if reply[1] < 0 else reply[1] / 1000
         if len(reply) == 2:
             return AcquireResult(Outcome(reply[0]), retry_in)
@@ -305,49 +309,36 @@ class RedisBackend:
     async def release(self, number: str, token: str, releaser: str) -> bool:
         args = (token, releaser, number, self._channels)
         with _map_errors("release"):
-            return bool(await self._scripts["release"](self.keys_for(number), args))
+            return bool(await self._run("release", self.keys_for(number), args))
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
         args = (token, owner, number, self._channels)
         with _map_errors("abandon"):
-            await self._scripts["abandon"](self.keys_for(number), args)
+            await self._run("abandon", self.keys_for(number), args)
 
     async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
         by_number: dict[str, list[int]] = {}
         for index, (number, _) in enumerate(items):
             by_number.setdefault(number, []).append(index)
-        script = self._scripts["renew"]
+        calls = [
+            self._run(
+                "renew",
+                self.keys_for(number),
+                (owner, number, self._channels, *(items[i][1] for i in indexes)),
+            )
+            for number, indexes in by_number.items()
+        ]
         states = [RenewState.GONE] * len(items)
         with _map_errors("renew"):
-            for attempt in range(2):
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for number, indexes in by_number.items():
-                        tokens = [items[i][1] for i in indexes]
-                        keys = self.keys_for(number)
-                        pipe.evalsha(
-                            script.sha,
-                            len(keys),
-                            *keys,
-                            owner,
-                            number,
-                            self._channels,
-                            *tokens,
-                        )
-                    replies = await pipe.execute(raise_on_error=False)
-                if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
-                    script.sha = await self._client.script_load(script.script)
-                    continue
-                break
-            for indexes, reply in zip(by_number.values(), replies, strict=True):
-                if isinstance(reply, Exception):
-                    raise reply
-                for index, state in zip(indexes, reply, strict=True):
-                    states[index] = RenewState(state)
+            replies = await asyncio.gather(*calls)  # written together: one round trip
+        for indexes, reply in zip(by_number.values(), replies, strict=True):
+            for index, state in zip(indexes, reply, strict=True):
+                states[index] = RenewState(state)
         return states
 
     async def usage(self, number: str, limit: int) -> Usage:
         with _map_errors("usage"):
-            in_use, waiting, cap = await self._scripts["usage"](self.keys_for(number), (limit,))
+            in_use, waiting, cap = await self._run("usage", self.keys_for(number), (limit,))
         return Usage(in_use=in_use, limit=cap, waiting=waiting)
 
     def _group_keys(self, group: str, tag: str) -> list[str]:
@@ -357,7 +348,7 @@ class RedisBackend:
     async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
         holders, _, waiters, policy = self._group_keys(group.group, tag)
         with _map_errors("group_usage"):
-            reply = await self._scripts["group_usage"]([holders, waiters, policy], ())
+            reply = await self._run("group_usage", [holders, waiters, policy], ())
         in_use, waiting, cap = reply
         return Usage(in_use=in_use, limit=group.cap or 0 if cap < 0 else cap, waiting=waiting)
 
@@ -367,16 +358,16 @@ class RedisBackend:
         holders, _, waiters, policy = self._group_keys(group.group, tag)
         args = [self._channels, *_policy_fields(changes)]
         with _map_errors("set_group_policy"):
-            await self._scripts["set_group_policy"]([holders, waiters, policy], args)
+            await self._run("set_group_policy", [holders, waiters, policy], args)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
         args = [number, self._channels, *_policy_fields(changes)]
         with _map_errors("set_policy"):
-            await self._scripts["set_policy"](self.keys_for(number), args)
+            await self._run("set_policy", self.keys_for(number), args)
 
     async def get_policy(self, number: str) -> dict[str, object]:
         with _map_errors("get_policy"):
-            reply = await self._scripts["get_policy"](self.keys_for(number), ())
+            reply = await self._run("get_policy", self.keys_for(number), ())
         now, items = reply[0], reply[1:]
         policy: dict[str, object] = {}
         for field, value in zip(items[::2], items[1::2], strict=True):
@@ -394,14 +385,18 @@ class RedisBackend:
     async def release_owner(self, owner: str) -> int:
         pattern = _glob_escape(self._prefix) + "{*}:n:*:m"
         removed = 0
-        script = self._scripts["release_owner"]
         with _map_errors("release_owner"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):
                 number = raw.decode().rpartition(":n:")[2][:-2]
-                removed += await script(self.keys_for(number), (owner, number, self._channels))
+                args = (owner, number, self._channels)
+                removed += await self._run("release_owner", self.keys_for(number), args)
         return removed
 
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
+        return self._lane.run(self._scripts[name], keys, args)
+
     async def aclose(self) -> None:
+        await self._lane.aclose()
         if self._owns_client:
             with _map_errors("close"):
                 await self._client.aclose(close_connection_pool=True)

@@ -1,0 +1,275 @@
+"""The Redis backend's script lane: one connection that every coroutine's scripts share.
+
+A request is written as soon as it is made, whether or not earlier ones have been answered;
+Redis answers the requests of one connection in order, so the replies are matched to their
+callers first in, first out. Concurrent callers thereby share round trips (their requests travel
+in the same packets, and one read hands back many replies), and an uncontended call costs one
+write, one read and hiredis' packing and parsing: no connection pool, no lock, no task switch
+beyond the caller's own wait.
+
+The lane connects with the settings of the redis-py client it is made from (address, TLS,
+credentials, database, client name, timeouts), so one URL configures both. It is asyncio-only,
+like redis-py's asyncio client.
+
+Failures: if the server does not answer the oldest request within the socket timeout, the
+connection is closed and every request on it fails with :class:`redis.exceptions.TimeoutError`
+(its replies could no longer be matched). A lost connection fails its requests with
+:class:`redis.exceptions.ConnectionError`; a request that had not been answered is retried on a
+new connection (every script is safe to run twice for the same token). Error replies raise
+:class:`redis.exceptions.ResponseError`; ``NOSCRIPT`` reloads the script and runs it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import hiredis
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Sequence
+
+    import redis.asyncio as aioredis
+
+__all__ = ("Script", "ScriptLane")
+
+Arg = str | bytes | int | float
+
+_RETRIES = 2  # a request whose connection was lost before it was answered is sent again
+_BACKOFF = 0.01  # seconds before the first retry, doubled each time
+
+
+def pack(*parts: Arg) -> bytes:
+    """One command in the Redis protocol, packed by hiredis."""
+    packed: bytes = hiredis.pack_command(parts)  # type: ignore[arg-type]  # stub: 1-tuples only
+    return packed
+
+
+class Script:
+    """A Lua script run by EVALSHA through a lane, loaded again when the server lost it."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+
+class _Protocol(asyncio.Protocol):
+    """Matches replies to pending requests, first in, first out."""
+
+    def __init__(self, lane: ScriptLane) -> None:
+        self._lane = lane
+        self._reader = hiredis.Reader(replyError=ResponseError)
+        self.transport: asyncio.Transport | None = None
+        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.error: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        reader, pending = self._reader, self.pending
+        reader.feed(data)
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.fail(RedisConnectionError(f"protocol error from Redis: {exc}"))
+                return
+            if reply is False:
+                return
+            if not pending:  # a reply nobody asked for: the stream can no longer be trusted
+                self.fail(RedisConnectionError("unexpected reply from Redis"))
+                return
+            future = pending.popleft()[0]
+            if not future.done():  # the caller may have been cancelled meanwhile
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(
+            self.error
+            or RedisConnectionError(f"connection to Redis lost{f': {exc}' if exc else ''}")
+        )
+
+    def fail(self, error: Exception) -> None:
+        """Close the connection and fail every request on it with ``error``."""
+        if self.error is None:
+            self.error = error
+        self._lane._forget(self)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+        while self.pending:
+            future = self.pending.popleft()[0]
+            if not future.done():
+                future.set_exception(self.error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        assert self.transport is not None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append((future, time.monotonic()))
+        self.transport.write(packed)
+        return future
+
+
+class ScriptLane:
+    """Runs scripts for many coroutines over one pipelined connection (see the module doc).
+
+    :param client: the redis-py client whose connection settings the lane uses
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        pool = client.connection_pool
+        self._settings = pool.connection_class(**pool.connection_kwargs)
+        timeout = self._settings.socket_timeout
+        self._timeout: float | None = float(timeout) if timeout else None
+        connect_timeout = self._settings.socket_connect_timeout
+        self._connect_timeout: float | None = float(connect_timeout) if connect_timeout else None
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """EVALSHA ``script`` on ``keys`` with ``args``; the script is loaded if missing."""
+        packed = pack("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await self.call(packed)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await self.call(pack("SCRIPT", "LOAD", script.source))
+        return await self.call(packed)
+
+    async def call(self, packed: bytes) -> Any:
+        """Send one packed command and return its reply; error replies are raised."""
+        delay = _BACKOFF
+        for attempt in range(_RETRIES + 1):
+            protocol = self._protocol
+            if protocol is None:
+                protocol = await self._connect()
+            future = protocol.send(packed)
+            self._watch()
+            try:
+                reply = await future
+            except RedisConnectionError:
+                if attempt == _RETRIES or self._closed:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            if isinstance(reply, ResponseError):
+                raise reply
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        """Close the connection; requests still in flight fail."""
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        protocol = self._protocol
+        if protocol is not None:
+            protocol.fail(RedisConnectionError("the throttle was closed"))
+            await protocol.closed
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def _forget(self, protocol: _Protocol) -> None:
+        if self._protocol is protocol:
+            self._protocol = None
+
+    async def _connect(self) -> _Protocol:
+        if self._closed:
+            raise RedisConnectionError("the throttle was closed")
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+            connecting = self._connecting
+            connecting.add_done_callback(lambda _: setattr(self, "_connecting", None))
+        # Shielded: one caller's cancellation must not abort the connection the others wait for.
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> _Protocol:
+        try:
+            protocol = await asyncio.wait_for(self._dial(), self._connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise RedisConnectionError(f"could not connect to Redis: {exc!r}") from exc
+        self._protocol = protocol
+        return protocol
+
+    async def _dial(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+        protocol: _Protocol
+        if isinstance(settings, UnixDomainSocketConnection):
+            _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), settings.path)
+        elif isinstance(settings, Connection):
+            ssl_context: ssl.SSLContext | None = None
+            if isinstance(settings, SSLConnection):
+                ssl_context = settings.ssl_context.get()
+            _, protocol = await loop.create_connection(
+                lambda: _Protocol(self),
+                settings.host,
+                settings.port,
+                ssl=ssl_context,
+                server_hostname=settings.host if ssl_context else None,
+            )
+        else:
+            raise RedisConnectionError(f"unsupported connection class {type(settings).__name__}")
+        await self._handshake(protocol)
+        return protocol
+
+    async def _handshake(self, protocol: _Protocol) -> None:
+        """Authenticate, select the database and name the connection, as redis-py would."""
+        settings = self._settings
+        username, password = settings.username, settings.password
+        provider = settings.credential_provider
+        if provider is not None:
+            credentials = await provider.get_credentials_async()
+            username, password = (None, credentials[0]) if len(credentials) == 1 else credentials
+        commands: list[tuple[str, tuple[Arg, ...]]] = []
+        if password:
+            commands.append(("AUTH", (username, password) if username else (password,)))
+        if settings.db:
+            commands.append(("SELECT", (settings.db,)))
+        if settings.client_name:
+            commands.append(("CLIENT SETNAME", (settings.client_name,)))
+        futures = [protocol.send(pack(*name.split(), *args)) for name, args in commands]
+        for (name, _), future in zip(commands, futures, strict=True):
+            reply = await future
+            if isinstance(reply, ResponseError):
+                protocol.fail(RedisConnectionError(f"Redis refused {name}: {reply}"))
+                raise protocol.error  # type: ignore[misc]
+
+    def _watch(self) -> None:
+        """Make sure a timer checks that the oldest request is answered within the timeout."""
+        if self._watchdog is None and self._timeout is not None:
+            loop = asyncio.get_running_loop()
+            self._watchdog = loop.call_at(loop.time() + self._timeout, self._check)
+
+    def _check(self) -> None:
+        self._watchdog = None
+        protocol = self._protocol
+        if protocol is None or not protocol.pending or self._timeout is None:
+            return
+        oldest = protocol.pending[0][1]
+        late = time.monotonic() - oldest
+        if late >= self._timeout:
+            protocol.fail(RedisTimeoutError(f"Redis did not answer within {self._timeout:g} s"))
+            return
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_at(loop.time() + self._timeout - late, self._check)
