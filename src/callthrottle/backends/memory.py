@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 import anyio
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, current_token
 
 from .._models import Usage
 from .._rates import DAY, NO_RATES, WEEK
 from ._base import OWN_TAGS, AcquireResult, EventListener, Layout, Outcome, RenewState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -82,6 +82,9 @@ _INTS = frozenset({"cap", "lcap"})
 class _NumberState:
     holders: dict[str, _Entry] = field(default_factory=dict)
     queue: dict[str, _Entry] = field(default_factory=dict)  # insertion order is FIFO order
+    # At most the earliest expiry of any holder or waiter: until then nothing can lapse, so
+    # settling need not look at every entry. Lowered whenever an entry's expiry is set.
+    next_expiry: float = math.inf
 
 
 def _window_start(window: Window, now: float, tz_offset: float, wall: float) -> float:
@@ -121,6 +124,8 @@ class _RateLog:
 
 
 _EMPTY_LOG = _RateLog()  # read only: stands for a callee nobody has called yet
+_GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
+_CONFLICT = AcquireResult(Outcome.CONFLICT)
 
 
 class MemoryBackend:
@@ -133,7 +138,7 @@ class MemoryBackend:
     """
 
     __slots__ = (
-        "_callees", "_clock", "_group_holders", "_group_logs", "_group_policies",
+        "_callees", "_checkpoint", "_clock", "_group_holders", "_group_logs", "_group_policies",
         "_group_waiters", "_layout",
         "_listeners", "_numbers", "_policies", "_rates", "_wall_clock",
     )  # fmt: skip
@@ -145,6 +150,9 @@ class MemoryBackend:
     ) -> None:
         self._clock = clock
         self._wall_clock = wall_clock
+        # anyio's checkpoint; once opened, the running event loop's own (the same function,
+        # without finding the event loop again on every call).
+        self._checkpoint: Callable[[], Awaitable[None]] = checkpoint
         self._numbers: dict[str, _NumberState] = {}
         self._listeners: dict[str, EventListener] = {}
         self._policies: dict[str, _Policy] = {}
@@ -167,7 +175,7 @@ class MemoryBackend:
         self._layout = layout
 
     async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
-        await checkpoint()
+        await self._checkpoint()
         now = self._clock()
         waiting = sum(
             1 for lapse in self._group_waiters.get(group.group, {}).values() if lapse > now
@@ -178,7 +186,7 @@ class MemoryBackend:
     async def set_group_policy(
         self, group: GroupPlan, tag: str, changes: Mapping[str, object]
     ) -> None:
-        await checkpoint()
+        await self._checkpoint()
         policy = self._group_policies.setdefault(group.group, {})
         for name, value in changes.items():
             if value is None:
@@ -228,7 +236,8 @@ class MemoryBackend:
             self._notify(owner, "nudged", number, token)
 
     async def open(self) -> None:
-        await checkpoint()
+        self._checkpoint = current_token().backend_class.checkpoint
+        await self._checkpoint()
 
     async def listen(
         self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
@@ -250,10 +259,17 @@ class MemoryBackend:
             state = self._numbers[number] = _NumberState()
             return state
         holders, queue = state.holders, state.queue
-        for token in [t for t, e in holders.items() if e.expires <= now]:
-            self._leave_groups(number, token, holders.pop(token).owner, nudge=False)
-        for token in [t for t, e in queue.items() if e.expires <= now]:
-            del queue[token]
+        if state.next_expiry <= now:
+            for token in [t for t, e in holders.items() if e.expires <= now]:
+                self._leave_groups(number, token, holders.pop(token).owner, nudge=False)
+            for token in [t for t, e in queue.items() if e.expires <= now]:
+                del queue[token]
+            state.next_expiry = min(
+                min((e.expires for e in holders.values()), default=math.inf),
+                min((e.expires for e in queue.values()), default=math.inf),
+            )
+        if not queue:
+            return state
         granted = False
         policy = self._policies.get(number, _NO_POLICY)
         while queue:
@@ -276,8 +292,9 @@ class MemoryBackend:
     @staticmethod
     def _grant(state: _NumberState, number: str, token: str, entry: _Entry, now: float) -> None:
         entry.deadline = now + entry.max_hold if entry.max_hold is not None else math.inf
-        entry.expires = min(now + entry.ttl, entry.deadline)
+        entry.expires = expires = min(now + entry.ttl, entry.deadline)
         state.holders[token] = entry
+        state.next_expiry = min(state.next_expiry, expires)
 
     def _admit(
         self,
@@ -381,81 +398,113 @@ class MemoryBackend:
         enqueue: bool,
         rates: RatePlan = NO_RATES,
     ) -> AcquireResult:
-        await checkpoint()
+        await self._checkpoint()
         now = self._clock()
-        policy = self._policies.get(number, _NO_POLICY)
-        unavailable = policy.unavailable(now)
-        if unavailable is not None:
-            retry_in = None if policy.until is None else policy.until - now
-            return AcquireResult(Outcome.UNAVAILABLE, retry_in, unavailable, policy.reason)
-        limit = policy.cap_in_force(limit, now)
-        windows, tz_offset = policy.windows_in_force(rates, now), rates.tz_offset
+        policy = self._policies.get(number)
+        if policy is None:
+            windows = rates.windows  # what _NO_POLICY's windows_in_force and cap_in_force give
+        else:
+            unavailable = policy.unavailable(now)
+            if unavailable is not None:
+                retry_in = None if policy.until is None else policy.until - now
+                return AcquireResult(Outcome.UNAVAILABLE, retry_in, unavailable, policy.reason)
+            limit = policy.cap_in_force(limit, now)
+            windows = policy.windows_in_force(rates, now)
         state = self._settle(number, now)
-        current = state.holders.get(token)
+        holders, queue = state.holders, state.queue
+        current = holders.get(token)
         if current is not None:
-            outcome = Outcome.GRANTED if current.owner == owner else Outcome.CONFLICT
-            return AcquireResult(outcome)
+            return _GRANTED if current.owner == owner else _CONFLICT
         callee_log = self._callee_log(number, rates)
+        # Without windows or groups nothing can refuse a call but the cap.
+        rated = bool(windows) or callee_log is not None or bool(rates.groups)
+        waiting = queue.get(token)
+        if waiting is not None:
+            if waiting.owner != owner:
+                return _CONFLICT
+            if next(iter(queue)) == token and len(holders) < limit:
+                # First in line with a slot free: take it, if the rate windows allow.
+                del queue[token]
+                if rated:
+                    refused = self._refusal(
+                        number, token, owner, ttl, rates, now, windows, callee_log, wait=True
+                    )
+                    if refused is not None:
+                        self._settle(number, now)
+                        self._forget_if_idle(number, state)
+                        return refused
+                self._admit(state, number, token, waiting, now, windows, rates)
+                return _GRANTED
+            waiting.expires = expires = now + waiting.ttl
+            state.next_expiry = min(state.next_expiry, expires)
+            return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
+        if rated:
+            refused = self._refusal(
+                number, token, owner, ttl, rates, now, windows, callee_log, wait=enqueue
+            )
+            if refused is not None:
+                self._forget_if_idle(number, state)
+                return refused
+        expires = now + ttl
+        entry = _Entry(owner, ttl, limit, max_hold, expires, math.inf, rated)
+        if not queue and len(holders) < limit:
+            if rated:
+                self._admit(state, number, token, entry, now, windows, rates)
+            else:
+                self._grant(state, number, token, entry, now)
+            return _GRANTED
+        retry_in = self._retry_in(state, now)
+        if enqueue:
+            queue[token] = entry
+            state.next_expiry = min(state.next_expiry, expires)
+            return AcquireResult(Outcome.QUEUED, retry_in)
+        self._forget_if_idle(number, state)
+        return AcquireResult(Outcome.REFUSED, retry_in)
+
+    def _refusal(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        ttl: float,
+        rates: RatePlan,
+        now: float,
+        windows: tuple[Window, ...],
+        callee_log: _RateLog | None,
+        wait: bool,
+    ) -> AcquireResult | None:
+        """A full rate window's or group's refusal (a group registers a waiter), or None."""
         logs = [(self._rates.get(number), windows, "n"), (callee_log, rates.callee_windows, "c")]
         logs += [
             (self._group_logs.get(g.group), self._group_in_force(g, 0)[1], g.group)
             for g in rates.groups
         ]
-        waiting = state.queue.get(token)
-        if waiting is not None:
-            if waiting.owner != owner:
-                return AcquireResult(Outcome.CONFLICT)
-            if next(iter(state.queue)) == token and len(state.holders) < limit:
-                # First in line with a slot free: take it, if the rate windows allow.
-                del state.queue[token]
-                refused = self._rate_refusal(logs, now, tz_offset) or self._group_full(
-                    number, token, owner, ttl, rates, now, wait=True
-                )
-                if refused is not None:
-                    self._settle(number, now)
-                    self._forget_if_idle(number, state)
-                    return refused
-                self._admit(state, number, token, waiting, now, windows, rates)
-                return AcquireResult(Outcome.GRANTED)
-            waiting.expires = now + waiting.ttl
-            return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
-        refused = self._rate_refusal(logs, now, tz_offset) or self._group_full(
-            number, token, owner, ttl, rates, now, wait=enqueue
+        return self._rate_refusal(logs, now, rates.tz_offset) or self._group_full(
+            number, token, owner, ttl, rates, now, wait=wait
         )
-        if refused is not None:
-            self._forget_if_idle(number, state)
-            return refused
-        entry = _Entry(
-            owner=owner, ttl=ttl, limit=limit, max_hold=max_hold, expires=now + ttl,
-            rated=bool(windows) or callee_log is not None or bool(rates.groups),
-        )  # fmt: skip
-        if not state.queue and len(state.holders) < limit:
-            self._admit(state, number, token, entry, now, windows, rates)
-            return AcquireResult(Outcome.GRANTED)
-        retry_in = self._retry_in(state, now)
-        if enqueue:
-            state.queue[token] = entry
-            return AcquireResult(Outcome.QUEUED, retry_in)
-        self._forget_if_idle(number, state)
-        return AcquireResult(Outcome.REFUSED, retry_in)
 
     async def release(self, number: str, token: str, releaser: str) -> bool:
-        await checkpoint()
-        if number not in self._numbers:
+        # All the work happens before the checkpoint: a release cancelled there is not lost.
+        state = self._numbers.get(number)
+        if state is None:
+            await self._checkpoint()
             return False
         now = self._clock()
-        state = self._settle(number, now)
+        self._settle(number, now)
         entry = state.holders.pop(token, None)
         if entry is not None:
-            self._leave_groups(number, token, entry.owner, nudge=True)
+            if self._group_holders or self._group_waiters:
+                self._leave_groups(number, token, entry.owner, nudge=True)
             if entry.owner != releaser:
                 self._notify(entry.owner, "released", number, token)
             self._settle(number, now)
-        self._forget_if_idle(number, state)
+        if not state.holders and not state.queue:
+            self._numbers.pop(number, None)
+        await self._checkpoint()
         return entry is not None
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
-        await checkpoint()
+        await self._checkpoint()
         state = self._numbers.get(number)
         if state is None:
             self._leave_groups(number, token, owner, nudge=True)
@@ -469,7 +518,7 @@ class MemoryBackend:
         self._forget_if_idle(number, state)
 
     async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
-        await checkpoint()
+        await self._checkpoint()
         now = self._clock()
         states: list[RenewState] = []
         for number, token in items:
@@ -481,10 +530,12 @@ class MemoryBackend:
             waiter = state.queue.get(token)
             if holder is not None and holder.owner == owner:
                 holder.expires = min(now + holder.ttl, holder.deadline)
+                state.next_expiry = min(state.next_expiry, holder.expires)
                 final = holder.expires == holder.deadline
                 states.append(RenewState.FINAL if final else RenewState.HELD)
             elif waiter is not None and waiter.owner == owner:
                 waiter.expires = now + waiter.ttl
+                state.next_expiry = min(state.next_expiry, waiter.expires)
                 states.append(RenewState.QUEUED)
             else:
                 states.append(RenewState.GONE)
@@ -492,7 +543,7 @@ class MemoryBackend:
         return states
 
     async def usage(self, number: str, limit: int) -> Usage:
-        await checkpoint()
+        await self._checkpoint()
         now = self._clock()
         cap = self._policies.get(number, _NO_POLICY).cap_in_force(limit, now)
         state = self._numbers.get(number)
@@ -503,7 +554,7 @@ class MemoryBackend:
         return Usage(in_use=in_use, limit=cap, waiting=waiting)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        await checkpoint()
+        await self._checkpoint()
         now = self._clock()
         policy = self._policies.setdefault(number, _Policy())
         for name, value in changes.items():
@@ -528,7 +579,7 @@ class MemoryBackend:
             self._forget_if_idle(number, state)
 
     async def get_policy(self, number: str) -> dict[str, object]:
-        await checkpoint()
+        await self._checkpoint()
         now = self._clock()
         policy = self._policies.get(number, _NO_POLICY)
         fields: dict[str, object] = {}
@@ -547,7 +598,7 @@ class MemoryBackend:
         return fields
 
     async def release_owner(self, owner: str) -> int:
-        await checkpoint()
+        await self._checkpoint()
         now = self._clock()
         removed = 0
         for number in list(self._numbers):
@@ -562,4 +613,4 @@ class MemoryBackend:
         return removed
 
     async def aclose(self) -> None:
-        await checkpoint()
+        await self._checkpoint()
