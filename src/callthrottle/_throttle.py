@@ -784,6 +784,10 @@ class Throttle:
         await self._backend.listen(self._owner_id, self._on_event, task_status=task_status)
 
     def _on_event(self, kind: str, number: str, token: str) -> None:
+        if kind == "resync":  # events may have been missed: every waiter asks again
+            for waiter in self._waiting.values():
+                waiter.wake(granted=False)
+            return
         key = (number, token)
         if kind == "granted" or kind == "nudged":
             waiter = self._waiting.get(key)

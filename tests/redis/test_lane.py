@@ -168,3 +168,33 @@ async def test_calls_after_close_fail_clearly(redis_url: str) -> None:
     with pytest.raises(redis.ConnectionError, match="closed"):
         await lane.run(ECHO, ["k"], ["y"])
     await client.aclose()
+
+
+async def test_a_waiter_is_served_when_its_event_was_lost_with_the_subscription(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """The grant event is published while the waiter's subscription is down: once subscribed
+    again, the waiter asks again and finds its slot (instead of sleeping until a lease
+    expiry, 30 s away)."""
+    async with (
+        Throttle.from_url(redis_url, key_prefix=prefix) as holder,
+        Throttle.from_url(redis_url, key_prefix=prefix) as waiter,
+    ):
+        lease = await holder.acquire(NUMBER, limit=1, timeout=0)
+        got = []
+
+        async def wait() -> None:
+            got.append(await waiter.acquire(NUMBER, limit=1, token="waiting", timeout=5))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            while (await waiter.usage(NUMBER, limit=1)).waiting == 0:
+                await anyio.sleep(0.01)
+            assert sync_client.client_kill_filter(_type="pubsub") >= 1
+            await holder.release(lease)  # granted to the waiter while nobody listens
+            with anyio.fail_after(2):
+                while not got:
+                    await anyio.sleep(0.01)
+        assert got[0].token == "waiting"
+        assert (await waiter.usage(NUMBER, limit=1)).in_use == 1
+        await waiter.release(got[0])

@@ -31,7 +31,9 @@ __all__ = (
 #: Called by a backend from its listener when something happens to a lease of the owner:
 #: ``listener(kind, number, token)`` with kind ``"granted"`` (a queued request was handed a
 #: slot), ``"released"`` (another process released the owner's lease) or ``"nudged"`` (the
-#: request is now first in line and should ask again, to learn when the next slot may free).
+#: request is now first in line and should ask again, to learn when the next slot may free);
+#: ``listener("resync", "", "")`` when events may have been missed (a subscription was lost and
+#: restored): every waiting request should ask again.
 #: Must not block.
 EventListener = Callable[[str, str, str], None]
 

@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import redis.asyncio as aioredis
 
@@ -64,15 +64,22 @@ class Script:
 
 
 class _Protocol(asyncio.Protocol):
-    """Matches replies to pending requests, first in, first out."""
+    """Matches replies to pending requests, first in, first out; hands pub/sub messages, if
+    any, to ``on_message``."""
 
-    def __init__(self, lane: ScriptLane) -> None:
-        self._lane = lane
+    def __init__(
+        self,
+        on_close: Callable[[_Protocol], None],
+        on_message: Callable[[list[bytes]], None] | None = None,
+    ) -> None:
+        self._on_close = on_close
+        self._on_message = on_message
         self._reader = hiredis.Reader(replyError=ResponseError)
         self.transport: asyncio.Transport | None = None
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.error: Exception | None = None
+        self._outgoing: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -88,6 +95,9 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if self._on_message is not None and type(reply) is list and reply[0] == b"message":
+                self._on_message(reply)
+                continue
             if not pending:  # a reply nobody asked for: the stream can no longer be trusted
                 self.fail(RedisConnectionError("unexpected reply from Redis"))
                 return
@@ -105,7 +115,7 @@ class _Protocol(asyncio.Protocol):
         """Close the connection and fail every request on it with ``error``."""
         if self.error is None:
             self.error = error
-        self._lane._forget(self)
+        self._on_close(self)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
         while self.pending:
@@ -116,11 +126,61 @@ class _Protocol(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        assert self.transport is not None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        """Queue one packed command. With nothing in flight it is written at once; otherwise it
+        is written with every other command queued before the event loop's next turn (one
+        write for them all: under load, requests share packets and system calls)."""
+        transport = self.transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        idle = not self.pending
         self.pending.append((future, time.monotonic()))
-        self.transport.write(packed)
+        if idle and not self._outgoing:
+            transport.write(packed)
+        else:
+            if not self._outgoing:
+                loop.call_soon(self._flush)
+            self._outgoing.append(packed)
         return future
+
+    def _flush(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._outgoing))
+        self._outgoing.clear()
+
+
+class Subscription:
+    """A subscribed connection (see :meth:`ScriptLane.subscribe`)."""
+
+    def __init__(self, protocol: _Protocol, timeout: float | None) -> None:
+        self._protocol = protocol
+        self._timeout = timeout
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Done when the connection is gone (lost, timed out or closed)."""
+        return self._protocol.closed
+
+    async def request(self, packed: bytes) -> Any:
+        """Send a command allowed while subscribed (SUBSCRIBE, PING) and wait for its reply
+        within the socket timeout; on timeout the connection is closed."""
+        future = self._protocol.send(packed)
+        try:
+            reply = await asyncio.wait_for(future, self._timeout)
+        except asyncio.TimeoutError:
+            error = RedisTimeoutError(f"Redis did not answer within {self._timeout:g} s")
+            self._protocol.fail(error)
+            raise error from None
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def ping(self) -> None:
+        """Check that the server still answers on this connection."""
+        await self.request(pack("PING"))
+
+    def close(self) -> None:
+        self._protocol.fail(RedisConnectionError("subscription closed"))
 
 
 class ScriptLane:
@@ -176,6 +236,22 @@ class ScriptLane:
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def subscribe(self, channel: str, on_message: Callable[[bytes], None]) -> Subscription:
+        """Subscribe a connection of its own to ``channel``; each message's payload goes to
+        ``on_message`` as it arrives (no task switch). Returns once the server confirmed."""
+
+        def deliver(reply: list[bytes]) -> None:
+            on_message(reply[2])
+
+        protocol = await self._dial(lambda: _Protocol(lambda _: None, deliver))
+        subscription = Subscription(protocol, self._timeout)
+        try:
+            await subscription.request(pack("SUBSCRIBE", channel))
+        except BaseException:
+            subscription.close()
+            raise
+        return subscription
+
     async def aclose(self) -> None:
         """Close the connection; requests still in flight fail."""
         self._closed = True
@@ -204,25 +280,29 @@ class ScriptLane:
         return await asyncio.shield(self._connecting)
 
     async def _open(self) -> _Protocol:
-        try:
-            protocol = await asyncio.wait_for(self._dial(), self._connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise RedisConnectionError(f"could not connect to Redis: {exc!r}") from exc
+        protocol = await self._dial(lambda: _Protocol(self._forget))
         self._protocol = protocol
         return protocol
 
-    async def _dial(self) -> _Protocol:
+    async def _dial(self, factory: Callable[[], _Protocol]) -> _Protocol:
+        """A new connection, authenticated, on the right database, within the connect timeout."""
+        try:
+            return await asyncio.wait_for(self._dial_now(factory), self._connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise RedisConnectionError(f"could not connect to Redis: {exc!r}") from exc
+
+    async def _dial_now(self, factory: Callable[[], _Protocol]) -> _Protocol:
         loop = asyncio.get_running_loop()
         settings = self._settings
         protocol: _Protocol
         if isinstance(settings, UnixDomainSocketConnection):
-            _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), settings.path)
+            _, protocol = await loop.create_unix_connection(factory, settings.path)
         elif isinstance(settings, Connection):
             ssl_context: ssl.SSLContext | None = None
             if isinstance(settings, SSLConnection):
                 ssl_context = settings.ssl_context.get()
             _, protocol = await loop.create_connection(
-                lambda: _Protocol(self),
+                factory,
                 settings.host,
                 settings.port,
                 ssl=ssl_context,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ def _default_options() -> dict[str, Any]:
 
 
 _KEY_CACHE_SIZE = 4096
+_KEEPALIVE = 15.0  # seconds of silence after which the event subscription is checked
 _EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
 _DURATIONS = frozenset({"until", "luntil"})  # sent as seconds from now, stored as server ms
 
@@ -213,41 +215,49 @@ class RedisBackend:
     async def listen(
         self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
     ) -> None:
-        pubsub = self._client.pubsub()
         channel = self._channels + owner
-        try:
-            with _map_errors("subscribe"):
-                await pubsub.subscribe(channel)
-                # Wait for the server's confirmation: from then on no event can be missed.
-                with anyio.fail_after(10.0):
-                    while True:
-                        reply = await pubsub.get_message(timeout=1.0)
-                        if reply is not None and reply["type"] == "subscribe":
-                            break
-            task_status.started()
-            failures = 0
-            while True:
-                try:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30.0)
-                except (RedisError, OSError) as exc:
-                    failures += 1
-                    delay = min(0.05 * 2**failures, 2.0)
-                    logger.warning(
-                        "event subscription lost (%s); retrying in %.2f s",
-                        exc,
-                        delay,
-                        extra={"owner": owner},
-                    )
-                    await anyio.sleep(delay)
-                    continue
+
+        def deliver(payload: bytes) -> None:
+            kind, number, token = payload.decode().split("\t")
+            listener(_EVENTS.get(kind, "nudged"), number, token)
+
+        failures = 0
+        started = False
+        while True:
+            try:
+                subscription = await self._lane.subscribe(channel, deliver)
+            except (RedisError, OSError) as exc:
+                if not started:
+                    raise BackendUnavailable(f"Redis failed during subscribe: {exc}") from exc
+                failures += 1
+                delay = min(0.05 * 2**failures, 2.0)
+                logger.warning(
+                    "event subscription lost (%s); retrying in %.2f s",
+                    exc,
+                    delay,
+                    extra={"owner": owner},
+                )
+                await anyio.sleep(delay)
+                continue
+            try:
+                if started:
+                    # Events sent while no subscription was listening are lost: every waiter
+                    # asks again.
+                    listener("resync", "", "")
+                else:
+                    task_status.started()
+                    started = True
                 failures = 0
-                if message is None or message["type"] != "message":
-                    continue
-                kind, number, token = message["data"].decode().split("\t")
-                listener(_EVENTS.get(kind, "nudged"), number, token)
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                while not subscription.closed.done():
+                    # A quiet connection is checked now and then: a dead one is replaced.
+                    with anyio.move_on_after(_KEEPALIVE):
+                        await asyncio.shield(subscription.closed)
+                    if not subscription.closed.done():
+                        with contextlib.suppress(RedisError):
+                            await subscription.ping()
+            finally:
+                subscription.close()
+            logger.warning("event subscription lost; subscribing again", extra={"owner": owner})
 
     async def acquire(
         self,

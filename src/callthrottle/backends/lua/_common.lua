@@ -186,23 +186,42 @@ local function purge(now)
   return queued - #gone
 end
 
+-- The hot path's touch: a lease expiring at `expires` was added; make H and M live at least
+-- that long (they already cover every other lease and place in line). `fresh_h`: H had no
+-- lease before, so it has no expiry yet; `fresh_m`: neither had M (nobody waited either).
+local function cover(expires, now, fresh_h, fresh_m)
+  local ms = expires - now + 1000
+  if fresh_h then
+    redis.call('PEXPIRE', H, ms)
+  else
+    redis.call('PEXPIRE', H, ms, 'GT')
+  end
+  if fresh_m then
+    redis.call('PEXPIRE', M, ms)
+  else
+    redis.call('PEXPIRE', M, ms, 'GT')
+  end
+end
+
 -- Grant slots to waiters, first come first served, while the head's limit allows; return how
--- many still wait. After a grant, the new head of the line is nudged to ask again: the lease
--- just granted may expire before any it knew of (a waiter that died holds it), and the head
--- must wake at that expiry.
+-- many still wait. H and M are made to live as long as each lease granted. If a lease granted
+-- here is now the earliest to expire, the new head of the line is nudged to ask again: it
+-- times its wait by the earliest expiry it was told of, and this lease (its holder may have
+-- died) may expire before that.
 local function promote(now, queued, number, channels)
-  local granted = false
+  local granted = nil
   local pol = nil
   while queued > 0 do
     local token = redis.call('ZRANGE', Q, 0, 0)[1]
     local owner, ttl, hold, limit, flags = parse_meta(redis.call('HGET', M, token))
     pol = pol or policy()
     if unavailable(pol, now) then return queued end
-    local full = redis.call('ZCARD', H) >= cap_in_force(pol, limit, now)
+    local holding = redis.call('ZCARD', H)
+    local full = holding >= cap_in_force(pol, limit, now)
     if full or flags == 'r' then
       -- Nudge the head: it times its wait from the new leases, or (rate windows) asks for the
       -- free slot itself, so that its windows are checked.
-      if granted or not full then
+      if not full or (granted and granted[redis.call('ZRANGE', H, 0, 0)[1]]) then
         redis.call('PUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
       end
       return queued
@@ -217,15 +236,18 @@ local function promote(now, queued, number, channels)
     redis.call('ZREM', W, token)
     redis.call('ZADD', H, expires, token)
     redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags))
+    cover(expires, now, holding == 0, false)
     redis.call('PUBLISH', channels .. owner, 'g\t' .. number .. '\t' .. token)
-    granted = true
+    granted = granted or {}
+    granted[token] = true
     queued = queued - 1
   end
   return 0
 end
 
 -- Keep the keys exactly as long as the latest lease or place in line they hold, so an idle
--- number leaves nothing behind. Q and W exist only while someone waits.
+-- number leaves nothing behind. Q and W exist only while someone waits. (The hot path only
+-- extends: see cover and keep_line.)
 local function touch(now, queued)
   local last = 0
   local h = redis.call('ZRANGE', H, -1, -1, 'WITHSCORES')
@@ -247,15 +269,16 @@ local function touch(now, queued)
   end
 end
 
--- The hot path's touch: a lease expiring at `expires` was added; make H and M live at least
--- that long (they already cover every other lease; `fresh`: they had no lease before).
-local function cover(expires, now, fresh)
-  local ms = expires - now + 1000
+-- The line's touch: a place in line lapsing in `ms` was added or renewed; make Q, W and M live
+-- at least that long (`fresh`: nobody waited before, so Q and W have no expiry yet).
+local function keep_line(ms, fresh)
   if fresh then
-    redis.call('PEXPIRE', H, ms)
-    redis.call('PEXPIRE', M, ms)
+    redis.call('PEXPIRE', Q, ms)
+    redis.call('PEXPIRE', W, ms)
+    extend(M, ms)
   else
-    redis.call('PEXPIRE', H, ms, 'GT')
+    redis.call('PEXPIRE', Q, ms, 'GT')
+    redis.call('PEXPIRE', W, ms, 'GT')
     redis.call('PEXPIRE', M, ms, 'GT')
   end
 end

@@ -105,55 +105,45 @@ local raw = redis.call('HGET', M, token)
 if raw then
   local other, wttl = parse_meta(raw)
   if other ~= owner then return {-1, -1} end
-  if redis.call('ZSCORE', H, token) then
-    touch(now, queued)
-    return {1, -1}
-  end
+  if redis.call('ZSCORE', H, token) then return {1, -1} end
   -- Queued. First in line with a slot free: take it, if the rate windows allow.
-  if redis.call('ZRANK', Q, token) == 0 and redis.call('ZCARD', H) < limit then
+  local holding = redis.call('ZCARD', H)
+  if redis.call('ZRANK', Q, token) == 0 and holding < limit then
     local refused = rate_limited() or group_full(true)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('HDEL', M, token)
     if refused then
-      queued = promote(now, queued - 1, ARGV[7], ARGV[8])
-      touch(now, queued)
+      promote(now, queued - 1, ARGV[7], ARGV[8])
       return refused
     end
-    grant()
-    touch(now, queued - 1)
+    cover(grant(), now, holding == 0, false)
     return {1, -1}
   end
   redis.call('ZADD', W, now + wttl, token)
-  touch(now, queued)
+  keep_line(wttl + 1000, false)
   return {0, retry_in(now)}
 end
 
 if flags == 'r' then
   local refused = rate_limited() or group_full(ARGV[6] == '1')
-  if refused then
-    touch(now, queued)
-    return refused
-  end
+  if refused then return refused end
 end
 
 if queued == 0 then
   local holding = redis.call('ZCARD', H)
   if holding < limit then
-    cover(grant(), now, holding == 0)
+    cover(grant(), now, holding == 0, holding == 0)
     return {1, -1}
   end
 end
 
-if ARGV[6] ~= '1' then
-  touch(now, queued)
-  return {2, retry_in(now)}
-end
+if ARGV[6] ~= '1' then return {2, retry_in(now)} end
 local seq = 1
 local tail = redis.call('ZRANGE', Q, -1, -1, 'WITHSCORES')
 if #tail > 0 then seq = tonumber(tail[2]) + 1 end
 redis.call('ZADD', Q, seq, token)
 redis.call('ZADD', W, now + ttl, token)
 redis.call('HSET', M, token, meta(owner, ttl, hold, limit, flags))
-touch(now, queued + 1)
+keep_line(ttl + 1000, queued == 0)
 return {0, retry_in(now)}

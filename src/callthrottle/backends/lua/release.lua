@@ -15,7 +15,7 @@ if removed == 1 then
   end
 end
 if queued > 0 then
-  touch(now, promote(now, queued, ARGV[3], ARGV[4]))
+  promote(now, queued, ARGV[3], ARGV[4])
 elseif redis.call('ZCARD', H) == 0 then
   redis.call('DEL', H, M)  -- idle: nothing left behind (what remains covers its leases)
 end
