@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+from anyio.lowlevel import current_token
 
 from ._config import Config, ConfigError
 from ._errors import (
@@ -43,7 +44,7 @@ from ._validate import (
 from .backends import AcquireResult, Backend, Outcome, RenewState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -66,6 +67,10 @@ def _new_token() -> str:
     return os.urandom(12).hex()
 
 
+#: The cap and rate plan the configuration gives each number, until this many are known.
+_PLAN_CACHE_SIZE = 65536
+
+
 def _window_name(result: AcquireResult, request: _Request) -> str:
     if result.for_callee:
         return f"{result.window} for callee {request.rates.callee}"
@@ -83,12 +88,14 @@ def _raise_if_refused_for_good(number: str, token: str, result: AcquireResult) -
         )
 
 
-@dataclass(frozen=True, slots=True)
 class _Request:
-    number: str
-    token: str
-    limit: int
-    rates: RatePlan
+    __slots__ = ("limit", "number", "rates", "token")
+
+    def __init__(self, number: str, token: str, limit: int, rates: RatePlan) -> None:
+        self.number = number
+        self.token = token
+        self.limit = limit
+        self.rates = rates
 
 
 @dataclass(slots=True)
@@ -160,15 +167,20 @@ class Throttle:
 
     __slots__ = (
         "_backend",
+        "_cancel_scope",
         "_close_backend",
         "_config",
         "_default_limit",
         "_drained",
         "_feedback",
+        "_final",
         "_held",
         "_lease_ttl",
         "_max_hold",
+        "_new_event",
+        "_now",
         "_owner_id",
+        "_plans",
         "_region",
         "_renew_interval",
         "_stack",
@@ -213,6 +225,15 @@ class Throttle:
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._drained: anyio.Event | None = None
+        # Every lease's max_hold ends it before its first renewal.
+        self._final = self._max_hold is not None and self._max_hold <= self._lease_ttl
+        # The configured cap and rate plan of each number seen (the configuration is frozen).
+        self._plans: dict[str, tuple[int, RatePlan]] = {}
+        # anyio's functions; once open, the running event loop's own (the same functions,
+        # without finding the event loop again on every call).
+        self._now: Callable[[], float] = anyio.current_time
+        self._cancel_scope: Callable[..., anyio.CancelScope] = anyio.CancelScope
+        self._new_event: Callable[[], anyio.Event] = anyio.Event
 
     @classmethod
     def from_url(
@@ -293,6 +314,10 @@ class Throttle:
     async def __aenter__(self) -> Throttle:
         if self._stack is not None:
             raise ThrottleError("this Throttle is already open; enter it only once")
+        loop = current_token().backend_class
+        self._now = loop.current_time
+        self._cancel_scope = loop.create_cancel_scope
+        self._new_event = loop.create_event
         await self._backend.open()
         async with AsyncExitStack() as stack:
             if self._close_backend:
@@ -408,22 +433,30 @@ class Throttle:
         number = normalize_number(number, self._region)
         token = _new_token() if token is None else check_token(token)
         wait = check_timeout(timeout)
-        cap = self._cap_for(number, limit)
+        configured = self._plans.get(number)
+        if configured is None:
+            configured = self._configured(number)
+        cap = configured[0] if limit is None else check_limit(limit)
         callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
-        priority = check_priority(priority)
+        if priority != 0 or priority.__class__ is not int:
+            priority = check_priority(priority)
         self._check_open()
         key = (number, token)
         if key in self._held or key in self._waiting:
             raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
-        request = _Request(number, token, cap, self._rate_plan(number, callee_e164, priority))
+        rates = configured[1]
+        if priority or callee_e164 is not None or rates is not NO_RATES:
+            rates = self._rate_plan(rates, callee_e164, priority)
         waiter = self._waiting[key] = _Waiter()
         try:
             if wait == 0:
-                granted = await self._try_once(request)
+                granted = await self._try_once(number, token, cap, rates)
+            elif wait is None:  # no deadline: no cancel scope needed
+                granted = await self._wait_in_line(_Request(number, token, cap, rates), waiter)
             else:
                 granted = False
-                with anyio.move_on_after(math.inf if wait is None else wait):
-                    granted = await self._wait_in_line(request, waiter)
+                with self._cancel_scope(deadline=self._now() + wait):
+                    granted = await self._wait_in_line(_Request(number, token, cap, rates), waiter)
                 if not granted:
                     await self._abandon(number, token)
         except (LeaseConflict, NumberUnavailable, RateLimited) as exc:
@@ -435,20 +468,30 @@ class Throttle:
             await self._abandon(number, token)
             self._forget_waiter(key)
             raise
-        self._forget_waiter(key)
+        del self._waiting[key]
+        if self._drained is not None and not self._waiting:
+            self._drained.set()
         if not granted:
             if waiter.rate_refusal is not None:
                 window, admits_at = waiter.rate_refusal
-                retry_after = max(admits_at - anyio.current_time(), 0.0)
+                retry_after = max(admits_at - self._now(), 0.0)
                 raise RateLimited(number, wait, window, retry_after)
             raise AcquireTimeout(number, wait, waiter.group_refusal or "cap")
         lease = Lease(number, token, self._owner_id)
-        final = self._max_hold is not None and self._max_hold <= self._lease_ttl
-        self._held[key] = _Held(lease, anyio.current_time(), final)
+        self._held[key] = _Held(lease, self._now(), self._final)
         return lease
 
-    def _rate_plan(self, number: str, callee: str | None, priority: int) -> RatePlan:
-        plan = self._config.rate_plan_for(number)
+    def _configured(self, number: str) -> tuple[int, RatePlan]:
+        """The number's configured cap (else ``default_limit``) and rate plan, remembered."""
+        if len(self._plans) >= _PLAN_CACHE_SIZE:
+            self._plans.clear()
+        configured = self._plans[number] = (
+            self._config.cap_for(number, self._default_limit),
+            self._config.rate_plan_for(number),
+        )
+        return configured
+
+    def _rate_plan(self, plan: RatePlan, callee: str | None, priority: int) -> RatePlan:
         if priority and plan.groups:
             plan = replace(plan, priority=priority)
         if callee is not None and self._config.callee_windows:
@@ -469,15 +512,20 @@ class Throttle:
             request.rates,
         )
 
-    async def _try_once(self, request: _Request) -> bool:
-        result = await self._ask(request, False)
-        _raise_if_refused_for_good(request.number, request.token, result)
-        if result.outcome is Outcome.RATE_LIMITED:
-            window = _window_name(result, request)
-            raise RateLimited(request.number, 0, window, result.retry_in or 0.0)
-        if result.outcome is Outcome.GROUP_FULL:
-            raise AcquireTimeout(request.number, 0, result.group or "group")
-        return bool(result.outcome is Outcome.GRANTED)
+    async def _try_once(self, number: str, token: str, cap: int, rates: RatePlan) -> bool:
+        result = await self._backend.acquire(
+            number, token, self._owner_id, cap, self._lease_ttl, self._max_hold, False, rates
+        )
+        outcome = result.outcome
+        if outcome is Outcome.GRANTED:
+            return True
+        _raise_if_refused_for_good(number, token, result)
+        if outcome is Outcome.RATE_LIMITED:
+            window = _window_name(result, _Request(number, token, cap, rates))
+            raise RateLimited(number, 0, window, result.retry_in or 0.0)
+        if outcome is Outcome.GROUP_FULL:
+            raise AcquireTimeout(number, 0, result.group or "group")
+        return False
 
     async def _wait_in_line(self, request: _Request, waiter: _Waiter) -> bool:
         while True:
@@ -490,7 +538,7 @@ class Throttle:
                 # Out of the line (nothing counted): ask again when the window has room.
                 waiter.queued = False
                 delay = result.retry_in or 0.0
-                waiter.rate_refusal = (_window_name(result, request), anyio.current_time() + delay)
+                waiter.rate_refusal = (_window_name(result, request), self._now() + delay)
             elif result.outcome is Outcome.GROUP_FULL:
                 # Registered as a waiter of the group (not in the number's line): woken when a
                 # slot of the group frees, or at its earliest lease expiry; asking again keeps
@@ -509,9 +557,12 @@ class Throttle:
                 # holder's slot frees without any release); then ask again, which also settles
                 # expiries.
                 delay = math.inf if result.retry_in is None else result.retry_in + 0.001
-            waiter.event = anyio.Event()
-            with anyio.move_on_after(delay):
-                await waiter.event.wait()
+            waiter.event = event = self._new_event()
+            if delay == math.inf:
+                await event.wait()
+            else:
+                with self._cancel_scope(deadline=self._now() + delay):
+                    await event.wait()
             if waiter.is_granted():
                 return True
 
@@ -587,11 +638,17 @@ class Throttle:
         """
         if not isinstance(cast("object", lease), Lease):
             raise InvalidArgument("lease", lease, "a Lease")
-        number = normalize_number(lease.number, self._region)
-        token = check_token(lease.token)
-        self._check_open()
+        number, token = lease.number, lease.token
+        # A lease this throttle holds was validated when it was taken.
+        held_here = (
+            number.__class__ is str and token.__class__ is str and (number, token) in self._held
+        )
+        if not held_here:
+            number = normalize_number(number, self._region)
+            token = check_token(token)
         key = (number, token)
-        with anyio.CancelScope(shield=True):
+        self._check_open()
+        with self._cancel_scope(shield=True):
             try:
                 released = await self._backend.release(number, token, self._owner_id)
             finally:
