@@ -842,8 +842,8 @@ class Throttle:
 
     def _on_event(self, kind: str, number: str, token: str) -> None:
         if kind == "resync":  # events may have been missed: every waiter asks again
-            for waiter in self._waiting.values():
-                waiter.wake(granted=False)
+            for each in self._waiting.values():
+                each.wake(granted=False)
             return
         key = (number, token)
         if kind == "granted" or kind == "nudged":
