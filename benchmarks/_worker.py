@@ -56,20 +56,16 @@ async def hold_factory(
     cap: int,
     share: int,
     connections: int,
-    pool: int | None = None,
 ) -> AsyncIterator[Hold]:
     """Yield a function returning a context manager that holds one slot of ``kind``.
 
-    ``share`` is the cap of the in-process floors (``cap // processes`` across processes);
-    ``pool`` the throttle's ``max_connections`` (None: the defaults).
+    ``share`` is the cap of the in-process floors (``cap // processes`` across processes).
     """
     if kind == "callthrottle":
         throttle = (
             Throttle.from_url(url)
             if url.startswith("memory:")
             else Throttle.from_url(url, key_prefix=prefix)
-            if pool is None
-            else Throttle.from_url(url, key_prefix=prefix, max_connections=pool)
         )
         async with throttle:
 
