@@ -6,6 +6,7 @@ import bisect
 import math
 import time
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, cast
 
 import anyio
@@ -74,6 +75,7 @@ class _Policy:
 
 
 _NO_POLICY = _Policy()
+_EXPIRES: Callable[[_Entry], float] = attrgetter("expires")
 _DURATIONS = frozenset({"until", "luntil"})
 _INTS = frozenset({"cap", "lcap"})
 
@@ -270,13 +272,14 @@ class MemoryBackend:
             )
         if not queue:
             return state
+        policy = self._policies.get(number)
+        if policy is not None and policy.unavailable(now) is not None:
+            return state
         granted = False
-        policy = self._policies.get(number, _NO_POLICY)
         while queue:
             token, entry = next(iter(queue.items()))
-            if policy.unavailable(now) is not None:
-                break
-            full = len(holders) >= policy.cap_in_force(entry.limit, now)
+            cap = entry.limit if policy is None else policy.cap_in_force(entry.limit, now)
+            full = len(holders) >= cap
             if full or entry.rated:
                 # The head asks again: to time its wait from the new leases, or (rate windows)
                 # to take the free slot itself, so that its windows are checked.
@@ -383,7 +386,7 @@ class MemoryBackend:
     def _retry_in(state: _NumberState, now: float) -> float | None:
         if not state.holders:
             return None
-        return max(min(e.expires for e in state.holders.values()) - now, 0.0)
+        return max(min(map(_EXPIRES, state.holders.values())) - now, 0.0)
 
     # -- operations ---------------------------------------------------------------------------
 
