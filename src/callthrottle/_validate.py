@@ -89,6 +89,8 @@ def check_timeout(timeout: object) -> float | None:
     """A wait in seconds: None (wait forever), 0 (try once) or a number > 0."""
     if timeout is None:
         return None
+    if (timeout.__class__ is float or timeout.__class__ is int) and 0 <= timeout < math.inf:
+        return float(timeout)  # the common case, decided as below
     rule = "None or a number of seconds >= 0"
     seconds = _as_float("timeout", timeout, rule)
     if math.isnan(seconds) or seconds < 0:

@@ -418,7 +418,7 @@ class MemoryBackend:
         current = holders.get(token)
         if current is not None:
             return _GRANTED if current.owner == owner else _CONFLICT
-        callee_log = self._callee_log(number, rates)
+        callee_log = None if rates.callee is None else self._callee_log(number, rates)
         # Without windows or groups nothing can refuse a call but the cap.
         rated = bool(windows) or callee_log is not None or bool(rates.groups)
         waiting = queue.get(token)
