@@ -15,14 +15,18 @@ import redis.asyncio as aioredis
 
 import redis
 from callthrottle import BackendUnavailable, Throttle
-from callthrottle.backends._lane import Script, ScriptLane
+from callthrottle.backends._lane import Library, ScriptLane
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
-ECHO = Script("return ARGV[1]")
+ECHO = Library(
+    "lanetest",
+    "local ARGV\nlocal function bind(keys, args) ARGV = args end",
+    {"echo": "return ARGV[1]"},
+)
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ async def test_replies_reach_their_callers_when_many_share_the_connection(
     replies: dict[int, bytes] = {}
 
     async def call(i: int) -> None:
-        replies[i] = await lane.run(ECHO, ["k"], [f"reply-{i}"])
+        replies[i] = await lane.run(ECHO, "echo", ["k"], [f"reply-{i}"])
 
     cancelled: set[int] = set()
     async with anyio.create_task_group() as tg:
@@ -75,7 +79,7 @@ async def test_replies_reach_their_callers_when_many_share_the_connection(
             cancelled.add(i)
     answered = {i: reply for i, reply in replies.items() if i not in cancelled}
     assert answered == {i: f"reply-{i}".encode() for i in range(500) if i not in cancelled}
-    assert await lane.run(ECHO, ["k"], ["after"]) == b"after"
+    assert await lane.run(ECHO, "echo", ["k"], ["after"]) == b"after"
 
 
 async def test_concurrent_callers_share_one_connection(
@@ -128,10 +132,10 @@ async def test_a_stalled_server_fails_calls_within_the_socket_timeout(
 async def test_a_killed_connection_is_replaced_and_the_call_retried(
     lane: ScriptLane, sync_client: redis.Redis
 ) -> None:
-    assert await lane.run(ECHO, ["k"], ["one"]) == b"one"
+    assert await lane.run(ECHO, "echo", ["k"], ["one"]) == b"one"
     killed = sync_client.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 1
-    assert await lane.run(ECHO, ["k"], ["two"]) == b"two"
+    assert await lane.run(ECHO, "echo", ["k"], ["two"]) == b"two"
 
 
 async def test_credentials_and_database_come_from_the_url(
@@ -163,10 +167,10 @@ async def test_credentials_and_database_come_from_the_url(
 async def test_calls_after_close_fail_clearly(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     lane = ScriptLane(client)
-    assert await lane.run(ECHO, ["k"], ["x"]) == b"x"
+    assert await lane.run(ECHO, "echo", ["k"], ["x"]) == b"x"
     await lane.aclose()
     with pytest.raises(redis.ConnectionError, match="closed"):
-        await lane.run(ECHO, ["k"], ["y"])
+        await lane.run(ECHO, "echo", ["k"], ["y"])
     await client.aclose()
 
 

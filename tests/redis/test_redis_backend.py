@@ -71,25 +71,47 @@ async def test_one_round_trip_per_acquire_and_per_release(
     await throttle.release(await throttle.acquire(NUMBER, timeout=0))  # scripts loaded, pool warm
     before = command_counts(sync_client)
     lease = await throttle.acquire(NUMBER, timeout=0)
-    assert round_trips_since(sync_client, before) == {"evalsha": 1}
+    assert round_trips_since(sync_client, before) == {"fcall": 1}
     before = command_counts(sync_client)
     assert await throttle.release(lease) is True
-    assert round_trips_since(sync_client, before) == {"evalsha": 1}
+    assert round_trips_since(sync_client, before) == {"fcall": 1}
 
 
-async def test_scripts_reload_after_script_flush(
+async def test_functions_reload_after_function_flush(
     throttle: Throttle, sync_client: redis.Redis
 ) -> None:
     lease = await throttle.acquire(NUMBER, timeout=0)
-    sync_client.script_flush()
+    sync_client.function_flush()
     assert await throttle.release(lease) is True
-    sync_client.script_flush()
+    sync_client.function_flush()
     second = await throttle.acquire(NUMBER, timeout=0)
-    sync_client.script_flush()
+    sync_client.function_flush()
     assert (await throttle.usage(NUMBER)).in_use == 1
-    sync_client.script_flush()
+    sync_client.function_flush()
     await throttle.backend.renew(throttle.owner_id, [(NUMBER, second.token)])
     assert await throttle.release(second) is True
+    sync_client.script_flush()  # the script cache is not used at all
+    assert await throttle.release(await throttle.acquire(NUMBER, timeout=0)) is True
+
+
+async def test_many_callers_load_the_library_once_without_errors(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """100 first calls at once on a server without the library: all succeed (the loads that
+    lose the race are harmless), and the library is there once."""
+    sync_client.function_flush()
+    async with Throttle.from_url(redis_url, key_prefix=prefix) as throttle:
+        numbers = [f"+86571888{i:05d}" for i in range(100)]
+
+        async def take(number: str) -> None:
+            await throttle.acquire(number, timeout=0)
+
+        async with anyio.create_task_group() as tg:
+            for number in numbers:
+                tg.start_soon(take, number)
+        assert sum([(await throttle.usage(n)).in_use for n in numbers]) == 100
+    libraries = sync_client.function_list(library="callthrottle_*")
+    assert len(libraries) == 1
 
 
 async def test_keys_share_one_hash_tag_and_expire(
@@ -168,7 +190,7 @@ async def test_one_decision_stays_on_its_tenants_slot(
 async def test_one_round_trip_for_a_decision_with_every_limit(
     redis_url: str, prefix: str, sync_client: redis.Redis
 ) -> None:
-    """Number cap and windows, trunk and tenant caps and windows, callee windows: one EVALSHA."""
+    """Number cap and windows, trunk and tenant caps and windows, callee windows: one FCALL."""
     config = {
         "timezone": "Asia/Shanghai",
         "default_profile": "p",
@@ -182,10 +204,10 @@ async def test_one_round_trip_for_a_decision_with_every_limit(
         await throttle.release(await throttle.acquire(NUMBER, callee="+8613800138000", timeout=0))
         before = command_counts(sync_client)
         lease = await throttle.acquire(NUMBER, callee="+8613900139000", timeout=0)
-        assert round_trips_since(sync_client, before) == {"evalsha": 1}
+        assert round_trips_since(sync_client, before) == {"fcall": 1}
         before = command_counts(sync_client)
         await throttle.release(lease)
-        assert round_trips_since(sync_client, before) == {"evalsha": 1}
+        assert round_trips_since(sync_client, before) == {"fcall": 1}
         keys = {k.decode() for k in sync_client.scan_iter(match=f"{prefix}*")}
         assert all(key.startswith(f"{prefix}{{t:acme}}:") for key in keys), keys
 

@@ -35,11 +35,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import redis.asyncio as aioredis
 
-__all__ = ("Script", "ScriptLane")
+__all__ = ("Library", "ScriptLane", "Subscription")
 
 Arg = str | bytes | int | float
 
@@ -53,14 +53,34 @@ def pack(*parts: Arg) -> bytes:
     return packed
 
 
-class Script:
-    """A Lua script run by EVALSHA through a lane, loaded again when the server lost it."""
+class Library:
+    """A Lua function library, loaded into the server the first time one of its functions is
+    missing there (a new server, ``FUNCTION FLUSH``, or a server that lost its data).
 
-    __slots__ = ("sha", "source")
+    The library's name and its functions' names carry a digest of its source, so libraries of
+    different releases never collide on one server.
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    :param name: the library's name (the digest is appended)
+    :param shared: Lua code defined once, before the functions
+    :param bodies: each function's name and body; the body sees ``KEYS`` and ``ARGV`` through
+        ``bind(keys, args)``, which ``shared`` must define
+    """
+
+    __slots__ = ("functions", "source")
+
+    def __init__(self, name: str, shared: str, bodies: Mapping[str, str]) -> None:
+        digest = hashlib.sha1(
+            (shared + "".join(f"{k}\n{v}" for k, v in sorted(bodies.items()))).encode(),
+            usedforsecurity=False,
+        ).hexdigest()[:12]
+        self.functions = {fn: f"{name}_{digest}_{fn}" for fn in bodies}
+        parts = [f"#!lua name={name}_{digest}", shared]
+        for fn, body in bodies.items():
+            parts.append(
+                f"redis.register_function('{self.functions[fn]}', function(keys, args)\n"
+                f"bind(keys, args)\n{body}\nend)"
+            )
+        self.source = "\n".join(parts)
 
 
 class _Protocol(asyncio.Protocol):
@@ -203,16 +223,34 @@ class ScriptLane:
 
     # -- calls ---------------------------------------------------------------------------------
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """EVALSHA ``script`` on ``keys`` with ``args``; the script is loaded if missing."""
-        packed = pack("EVALSHA", script.sha, len(keys), *keys, *args)
+    async def run(
+        self, library: Library, function: str, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """FCALL ``function`` of ``library`` on ``keys`` with ``args``; the library is loaded
+        if the server does not have it."""
+        packed = pack("FCALL", library.functions[function], len(keys), *keys, *args)
         try:
             return await self.call(packed)
         except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
+            if "Function not found" not in str(exc):
                 raise
-        await self.call(pack("SCRIPT", "LOAD", script.source))
+        await self.load(library)
         return await self.call(packed)
+
+    async def load(self, library: Library) -> None:
+        """Load ``library`` (a no-op if the server has it already)."""
+        try:
+            await self.call(pack("FUNCTION", "LOAD", library.source))
+        except ResponseError as exc:
+            message = str(exc)
+            if "already exists" in message:
+                return  # loaded meanwhile by another caller or process
+            if "unknown command" in message.lower():
+                raise ResponseError(
+                    "this server has no Lua functions (FUNCTION LOAD): the Redis backend needs "
+                    "Redis 7.0 or newer, or Valkey 7.2 or newer"
+                ) from exc
+            raise
 
     async def call(self, packed: bytes) -> Any:
         """Send one packed command and return its reply; error replies are raised."""

@@ -21,7 +21,7 @@ from .._errors import BackendUnavailable, UnsupportedEventLoop
 from .._models import Usage
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
 from ._base import OWN_TAGS, AcquireResult, EventListener, Layout, Outcome, RenewState
-from ._lane import Arg, Script, ScriptLane
+from ._lane import Arg, Library, ScriptLane
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterator, Mapping, Sequence
@@ -40,7 +40,7 @@ _SCRIPT_NAMES = (
 
 
 def _default_options() -> dict[str, Any]:
-    # Every script is safe to run twice for the same token, so a dropped connection is retried.
+    # Every function is safe to run twice for the same token, so a dropped connection is retried.
     return {
         "socket_timeout": 5.0,
         "socket_connect_timeout": 5.0,
@@ -54,16 +54,16 @@ _EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
 _DURATIONS = frozenset({"until", "luntil"})  # sent as seconds from now, stored as server ms
 
 
-def _load_sources() -> dict[str, str]:
+def _load_library() -> Library:
     folder = resources.files(__package__).joinpath("lua")
-    common = folder.joinpath("_common.lua").read_text(encoding="utf-8")
-    return {
-        name: common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        for name in _SCRIPT_NAMES
+    shared = folder.joinpath("_common.lua").read_text(encoding="utf-8")
+    bodies = {
+        name: folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPT_NAMES
     }
+    return Library("callthrottle", shared, bodies)
 
 
-_SOURCES = _load_sources()
+_LIBRARY = _load_library()
 
 
 @contextmanager
@@ -117,9 +117,12 @@ def _glob_escape(text: str) -> str:
 class RedisBackend:
     """Slots in Redis (``redis://``, ``rediss://``, ``unix://``): shared across processes and hosts.
 
-    Every operation is one Lua script run by EVALSHA (reloaded transparently after
-    ``SCRIPT FLUSH``) on the keys of one number, which share a hash tag. Lease expiry is judged by
-    the server's clock (``TIME``). Waiters are woken through pub/sub on one channel per throttle.
+    Every operation is one call (FCALL) of a Lua function of the backend's library, loaded
+    into the server on first use and again whenever the server lost it, on the keys of one
+    number, which share a hash tag. Needs Redis 7.0 or newer (or Valkey 7.2 or newer). All
+    calls of a backend share one pipelined connection (see ``_lane``); pub/sub has one more.
+    Lease expiry is judged by the server's clock (``TIME``). Waiters are woken through pub/sub
+    on one channel per throttle.
 
     redis-py's asyncio client runs on asyncio only: under trio :meth:`open` raises
     :class:`~callthrottle.UnsupportedEventLoop`.
@@ -130,7 +133,7 @@ class RedisBackend:
     """
 
     __slots__ = (
-        "_channels", "_client", "_keys", "_lane", "_layout", "_owns_client", "_prefix", "_scripts",
+        "_channels", "_client", "_keys", "_lane", "_layout", "_owns_client", "_prefix",
     )  # fmt: skip
 
     def __init__(
@@ -144,7 +147,6 @@ class RedisBackend:
         self._owns_client = _owns_client
         self._prefix = key_prefix
         self._channels = f"{key_prefix}owner:"
-        self._scripts = {name: Script(src) for name, src in _SOURCES.items()}
         self._lane = ScriptLane(client)
         self._keys: dict[str, list[str]] = {}
         self._layout: Layout = OWN_TAGS
@@ -155,12 +157,13 @@ class RedisBackend:
     ) -> RedisBackend:
         """Connect lazily to the server at ``url``; ``options`` go to ``redis.asyncio.from_url``.
 
-        Connections come from a pool of at most ``max_connections`` (128); a burst of more
-        concurrent requests waits up to ``pool_timeout`` (the socket timeout) for a free one
-        instead of failing. Socket timeouts default to 5 s, so a dead server surfaces as
-        :class:`~callthrottle.BackendUnavailable` instead of a hang; a dropped connection is
-        retried twice (every script is safe to run again for the same token; a retried release
-        that had already succeeded reports False).
+        The hot path does not use redis-py's connection pool: every call goes over one
+        pipelined connection with the URL's settings (``release_owner``'s key scan uses the
+        pool, at most ``max_connections``, 128). Socket timeouts default to 5 s, so a dead or
+        stalled server surfaces as :class:`~callthrottle.BackendUnavailable` instead of a hang;
+        a call whose connection dropped is retried twice on a new one (every function is safe
+        to run again for the same token; a retried release that had already succeeded reports
+        False).
         """
         settings = {**_default_options(), **options}
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -403,7 +406,7 @@ class RedisBackend:
         return removed
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
-        return self._lane.run(self._scripts[name], keys, args)
+        return self._lane.run(_LIBRARY, name, keys, args)
 
     async def aclose(self) -> None:
         await self._lane.aclose()

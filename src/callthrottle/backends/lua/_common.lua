@@ -1,4 +1,5 @@
--- Shared by every script (prepended when the scripts are loaded).
+-- The library's shared part: defined once when the library is loaded, used by every function
+-- (each function's body is in the file of its name).
 --
 -- One number's state lives in keys that share a hash tag (its tenant's, when it has one), so
 -- every script touches one Cluster slot:
@@ -24,8 +25,15 @@
 --   GR sorted set  the group's admitted calls, for its rate windows (as R)
 --   GW sorted set  "owner\tnumber\ttoken" -> when it lapses: callers waiting for a group slot
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
-local H, Q, W, M, P, R = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local GROUPS = math.max((#KEYS - 7) / 4, 0)
+local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
+
+-- Every function starts here: the keys and arguments of the call become the names above
+-- (Redis runs one function at a time, so they are never shared by two calls).
+local function bind(keys, args)
+  KEYS, ARGV = keys, args
+  H, Q, W, M, P, R = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  GROUPS = math.max((#keys - 7) / 4, 0)
+end
 
 local function group_keys(i)
   local base = 7 + (i - 1) * 4
