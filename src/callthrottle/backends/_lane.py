@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     import redis.asyncio as aioredis
 
@@ -63,7 +63,8 @@ class Library:
     :param name: the library's name (the digest is appended)
     :param shared: Lua code defined once, before the functions
     :param bodies: each function's name and body; the body sees ``KEYS`` and ``ARGV`` through
-        ``bind(keys, args)``, which ``shared`` must define
+        ``bind(keys, args)``, which ``shared`` must define, and may call the bodies before it
+        as ``body_<name>()``
     """
 
     __slots__ = ("functions", "source")
@@ -75,11 +76,13 @@ class Library:
         ).hexdigest()[:12]
         self.functions = {fn: f"{name}_{digest}_{fn}" for fn in bodies}
         parts = [f"#!lua name={name}_{digest}", shared]
-        for fn, body in bodies.items():
-            parts.append(
-                f"redis.register_function('{self.functions[fn]}', function(keys, args)\n"
-                f"bind(keys, args)\n{body}\nend)"
-            )
+        # Each body is a function of its own, body_<name>, which later bodies may call.
+        parts += [f"local function body_{fn}()\n{body}\nend" for fn, body in bodies.items()]
+        parts += [
+            f"redis.register_function('{self.functions[fn]}', "
+            f"function(keys, args) bind(keys, args) return body_{fn}() end)"
+            for fn in bodies
+        ]
         self.source = "\n".join(parts)
 
 
@@ -220,6 +223,11 @@ class ScriptLane:
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
+        self._connected_before = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+        #: Called when a connection replaces a lost one (replies to calls in flight on the lost
+        #: one, and whatever they reported, may have been lost).
+        self.on_reconnect: Callable[[], None] | None = None
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -236,6 +244,56 @@ class ScriptLane:
                 raise
         await self.load(library)
         return await self.call(packed)
+
+    def run_now(
+        self, library: Library, function: str, keys: Sequence[str], args: Sequence[Arg]
+    ) -> asyncio.Future[Any]:
+        """As :meth:`run`, but when connected the request is written before this returns, so it
+        is ordered before any request made after it. The future is never cancelled by the
+        lane; a retry (connection lost, library missing) runs in a task of its own."""
+        result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        protocol = self._protocol
+        if protocol is None:
+            self._chain(self.run(library, function, keys, args), result)
+            return result
+        raw = protocol.send(pack("FCALL", library.functions[function], len(keys), *keys, *args))
+        self._watch()
+
+        def settle(raw: asyncio.Future[Any]) -> None:
+            error = raw.exception()
+            reply = None if error is not None else raw.result()
+            if isinstance(reply, ResponseError):
+                error = reply
+            if error is None:
+                result.set_result(reply)
+            elif isinstance(error, RedisConnectionError) or "Function not found" in str(error):
+                self._chain(self.run(library, function, keys, args), result)  # as run() would
+            else:
+                result.set_exception(error)
+
+        raw.add_done_callback(settle)
+        return result
+
+    def _chain(self, call: Awaitable[Any], result: asyncio.Future[Any]) -> None:
+        task = asyncio.ensure_future(call)
+        self._tasks.add(task)
+
+        def settle(task: asyncio.Future[Any]) -> None:
+            self._tasks.discard(task)
+            if task.cancelled():
+                result.cancel()
+            elif task.exception() is not None:
+                result.set_exception(task.exception())  # type: ignore[arg-type]
+            else:
+                result.set_result(task.result())
+
+        task.add_done_callback(settle)
+
+    @property
+    def busy(self) -> bool:
+        """Whether requests are in flight (a new one would wait for their replies anyway)."""
+        protocol = self._protocol
+        return protocol is not None and bool(protocol.pending)
 
     async def load(self, library: Library) -> None:
         """Load ``library`` (a no-op if the server has it already)."""
@@ -320,6 +378,9 @@ class ScriptLane:
     async def _open(self) -> _Protocol:
         protocol = await self._dial(lambda: _Protocol(self._forget))
         self._protocol = protocol
+        if self._connected_before and self.on_reconnect is not None:
+            self.on_reconnect()
+        self._connected_before = True
         return protocol
 
     async def _dial(self, factory: Callable[[], _Protocol]) -> _Protocol:

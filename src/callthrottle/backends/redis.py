@@ -35,7 +35,7 @@ logger = logging.getLogger("callthrottle.redis")
 
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
-    "group_usage", "set_group_policy",
+    "group_usage", "set_group_policy", "batch",
 )  # fmt: skip
 
 
@@ -49,6 +49,7 @@ def _default_options() -> dict[str, Any]:
 
 
 _KEY_CACHE_SIZE = 4096
+_BATCHED = {"a": "acquire", "r": "release"}
 _KEEPALIVE = 15.0  # seconds of silence after which the event subscription is checked
 _EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
 _DURATIONS = frozenset({"until", "luntil"})  # sent as seconds from now, stored as server ms
@@ -133,7 +134,8 @@ class RedisBackend:
     """
 
     __slots__ = (
-        "_channels", "_client", "_keys", "_lane", "_layout", "_owns_client", "_prefix",
+        "_batches", "_channels", "_client", "_keys", "_lane", "_layout", "_listeners", "_owns_client",
+        "_prefix",
     )  # fmt: skip
 
     def __init__(
@@ -148,6 +150,9 @@ class RedisBackend:
         self._prefix = key_prefix
         self._channels = f"{key_prefix}owner:"
         self._lane = ScriptLane(client)
+        self._lane.on_reconnect = self._resync
+        self._listeners: dict[str, EventListener] = {}
+        self._batches: dict[str, list[tuple[str, tuple[Arg, ...], asyncio.Future[Any]]]] = {}
         self._keys: dict[str, list[str]] = {}
         self._layout: Layout = OWN_TAGS
 
@@ -219,48 +224,52 @@ class RedisBackend:
         self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
     ) -> None:
         channel = self._channels + owner
+        self._listeners[owner] = listener
 
         def deliver(payload: bytes) -> None:
             kind, number, token = payload.decode().split("\t")
             listener(_EVENTS.get(kind, "nudged"), number, token)
 
-        failures = 0
-        started = False
-        while True:
-            try:
-                subscription = await self._lane.subscribe(channel, deliver)
-            except (RedisError, OSError) as exc:
-                if not started:
-                    raise BackendUnavailable(f"Redis failed during subscribe: {exc}") from exc
-                failures += 1
-                delay = min(0.05 * 2**failures, 2.0)
-                logger.warning(
-                    "event subscription lost (%s); retrying in %.2f s",
-                    exc,
-                    delay,
-                    extra={"owner": owner},
-                )
-                await anyio.sleep(delay)
-                continue
-            try:
-                if started:
-                    # Events sent while no subscription was listening are lost: every waiter
-                    # asks again.
-                    listener("resync", "", "")
-                else:
-                    task_status.started()
-                    started = True
-                failures = 0
-                while not subscription.closed.done():
-                    # A quiet connection is checked now and then: a dead one is replaced.
-                    with anyio.move_on_after(_KEEPALIVE):
-                        await asyncio.shield(subscription.closed)
-                    if not subscription.closed.done():
-                        with contextlib.suppress(RedisError):
-                            await subscription.ping()
-            finally:
-                subscription.close()
-            logger.warning("event subscription lost; subscribing again", extra={"owner": owner})
+        try:
+            failures = 0
+            started = False
+            while True:
+                try:
+                    subscription = await self._lane.subscribe(channel, deliver)
+                except (RedisError, OSError) as exc:
+                    if not started:
+                        raise BackendUnavailable(f"Redis failed during subscribe: {exc}") from exc
+                    failures += 1
+                    delay = min(0.05 * 2**failures, 2.0)
+                    logger.warning(
+                        "event subscription lost (%s); retrying in %.2f s",
+                        exc,
+                        delay,
+                        extra={"owner": owner},
+                    )
+                    await anyio.sleep(delay)
+                    continue
+                try:
+                    if started:
+                        # Events sent while no subscription was listening are lost: every waiter
+                        # asks again.
+                        listener("resync", "", "")
+                    else:
+                        task_status.started()
+                        started = True
+                    failures = 0
+                    while not subscription.closed.done():
+                        # A quiet connection is checked now and then: a dead one is replaced.
+                        with anyio.move_on_after(_KEEPALIVE):
+                            await asyncio.shield(subscription.closed)
+                        if not subscription.closed.done():
+                            with contextlib.suppress(RedisError):
+                                await subscription.ping()
+                finally:
+                    subscription.close()
+                logger.warning("event subscription lost; subscribing again", extra={"owner": owner})
+        finally:
+            self._listeners.pop(owner, None)
 
     async def acquire(
         self,
@@ -295,12 +304,14 @@ class RedisBackend:
                 reserve = group.reserve if rates.priority < 1 else 0
                 cap = "" if group.cap is None else group.cap
                 args += (cap, reserve, _windows_spec(group.windows), group.group)
-        keys = self.keys_for(number)
-        if rates.callee is not None:
-            tag = self._layout.tag_for(number)
-            keys = [*keys[:6], f"{self._prefix}{{{tag}}}:c:{rates.callee}", *keys[7:]]
         with _map_errors("acquire"):
-            reply = await self._run("acquire", keys, args)
+            if rates.callee is None:
+                reply = await self._ask("a", number, args)
+            else:
+                keys = self.keys_for(number)
+                tag = self._layout.tag_for(number)
+                keys = [*keys[:6], f"{self._prefix}{{{tag}}}:c:{rates.callee}", *keys[7:]]
+                reply = await self._run("acquire", keys, args)
         retry_in = None if reply[1] < 0 else reply[1] / 1000
         if len(reply) == 2:
             return AcquireResult(Outcome(reply[0]), retry_in)
@@ -322,7 +333,64 @@ class RedisBackend:
     async def release(self, number: str, token: str, releaser: str) -> bool:
         args = (token, releaser, number, self._channels)
         with _map_errors("release"):
-            return bool(await self._run("release", self.keys_for(number), args))
+            removed, *handed = await self._ask("r", number, args)
+        if handed:
+            # Slots handed to the releaser's own waiters come back in the reply, not as events.
+            listener = self._listeners.get(releaser)
+            if listener is not None:
+                for granted in handed:
+                    listener("granted", number, granted.decode())
+        return bool(removed)
+
+    def _ask(self, kind: str, number: str, args: tuple[Arg, ...]) -> Awaitable[Any]:
+        """An acquire (``kind`` 'a') or release ('r') on the number's keys. With nothing in
+        flight it is sent at once; otherwise it joins the others asked for the same number
+        before the event loop's next turn, and they run as one batch call (in order, each as if
+        alone): one request for the server to read and run instead of many."""
+        if not self._lane.busy:
+            return self._run(_BATCHED[kind], self.keys_for(number), args)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        batch = self._batches.get(number)
+        if batch is None:
+            batch = self._batches[number] = []
+            loop.call_soon(self._flush, number)
+        batch.append((kind, args, future))
+        return future
+
+    def _flush(self, number: str) -> None:
+        # A caller cancelled before its request was sent asked for nothing: it is left out.
+        batch = [op for op in self._batches.pop(number) if not op[2].done()]
+        if not batch:
+            return
+        keys = self.keys_for(number)
+        if len(batch) == 1:
+            kind, args, _ = batch[0]
+            sent = self._lane.run_now(_LIBRARY, _BATCHED[kind], keys, args)
+        else:
+            flat: list[Arg] = []
+            for kind, args, _ in batch:
+                flat += (kind, len(args), *args)
+            sent = self._lane.run_now(_LIBRARY, "batch", keys, flat)
+
+        def settle(sent: asyncio.Future[Any]) -> None:
+            error = sent.exception()
+            replies = None if error is not None else sent.result()
+            if len(batch) == 1 and replies is not None:
+                replies = [replies]
+            for index, (_, _, future) in enumerate(batch):
+                if future.done():
+                    continue  # its caller was cancelled meanwhile
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(replies[index])  # type: ignore[index]
+
+        sent.add_done_callback(settle)
+
+    def _resync(self) -> None:
+        for listener in self._listeners.values():
+            listener("resync", "", "")
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
         args = (token, owner, number, self._channels)

@@ -26,6 +26,9 @@
 --   GW sorted set  "owner\tnumber\ttoken" -> when it lapses: callers waiting for a group slot
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
 local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
+-- What one call has read already: the server time, the number's policy, and when expired
+-- leases and lapsed waiters were last dropped (a batch of operations shares them).
+local NOW, POLICY, PURGED
 
 -- Every function starts here: the keys and arguments of the call become the names above
 -- (Redis runs one function at a time, so they are never shared by two calls).
@@ -33,6 +36,7 @@ local function bind(keys, args)
   KEYS, ARGV = keys, args
   H, Q, W, M, P, R = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
   GROUPS = math.max((#keys - 7) / 4, 0)
+  NOW, POLICY, PURGED = nil, nil, nil
 end
 
 local function group_keys(i)
@@ -70,8 +74,11 @@ local function leave_groups(owner, number, token, channels, now)
 end
 
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return NOW
 end
 
 local function parse_meta(raw)
@@ -147,7 +154,10 @@ end
 -- The number's runtime policy: {cap, state, reason, until, lcap, luntil, rates, since}
 -- (false when unset).
 local function policy()
-  return redis.call('HMGET', P, 'cap', 'state', 'reason', 'until', 'lcap', 'luntil', 'rates', 'since')
+  if not POLICY then
+    POLICY = redis.call('HMGET', P, 'cap', 'state', 'reason', 'until', 'lcap', 'luntil', 'rates', 'since')
+  end
+  return POLICY
 end
 
 -- The cap in force: the stored override, else the caller's; a lowered cap while it lasts.
@@ -178,6 +188,8 @@ end
 
 -- Drop expired leases and lapsed waiters; return how many wait in line afterwards.
 local function purge(now)
+  if PURGED == now then return redis.call('ZCARD', Q) end  -- nothing lapsed since
+  PURGED = now
   local dead = redis.call('ZRANGEBYSCORE', H, '-inf', now)
   if #dead > 0 then
     redis.call('ZREMRANGEBYSCORE', H, '-inf', now)
@@ -216,7 +228,9 @@ end
 -- here is now the earliest to expire, the new head of the line is nudged to ask again: it
 -- times its wait by the earliest expiry it was told of, and this lease (its holder may have
 -- died) may expire before that.
-local function promote(now, queued, number, channels)
+-- Grants to the owner `here` (the caller's own, when it can tell it) are not published but
+-- added to the list `handed`, for the caller's reply.
+local function promote(now, queued, number, channels, here, handed)
   local granted = nil
   local pol = nil
   while queued > 0 do
@@ -245,7 +259,11 @@ local function promote(now, queued, number, channels)
     redis.call('ZADD', H, expires, token)
     redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags))
     cover(expires, now, holding == 0, false)
-    redis.call('PUBLISH', channels .. owner, 'g\t' .. number .. '\t' .. token)
+    if owner == here then
+      handed[#handed + 1] = token
+    else
+      redis.call('PUBLISH', channels .. owner, 'g\t' .. number .. '\t' .. token)
+    end
     granted = granted or {}
     granted[token] = true
     queued = queued - 1

@@ -1,7 +1,8 @@
 -- Give a slot back and hand it to the next waiter (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix
--- Returns 1 if a live lease was released, 0 if there was none.
+-- Returns {1 if a live lease was released else 0, then the tokens of the releasing owner's
+-- waiters that were handed a slot (they get no event: the owner learns it from the reply)}.
 local token = ARGV[1]
 local now = now_ms()
 local queued = purge(now)
@@ -14,9 +15,10 @@ if removed == 1 then
     redis.call('PUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
   end
 end
+local reply = {removed}
 if queued > 0 then
-  promote(now, queued, ARGV[3], ARGV[4])
+  promote(now, queued, ARGV[3], ARGV[4], ARGV[2], reply)  -- tokens follow `removed`
 elseif redis.call('ZCARD', H) == 0 then
   redis.call('DEL', H, M)  -- idle: nothing left behind (what remains covers its leases)
 end
-return removed
+return reply

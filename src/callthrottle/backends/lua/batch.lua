@@ -1,0 +1,23 @@
+-- Several acquires and releases on one number, run in order exactly as if each had been
+-- called on its own, sharing the server time, the policy read and the purge (one round trip
+-- for requests that arrived together).
+-- KEYS: as acquire's and release's (the same for every operation; no callee log)
+-- ARGV: per operation: 'a' (acquire) or 'r' (release), its argument count n, then its n
+-- arguments, as that function takes them
+-- Returns each operation's reply, in order.
+local ops = ARGV
+local replies = {}
+local i = 1
+while i <= #ops do
+  local kind, n = ops[i], tonumber(ops[i + 1])
+  local args = {}
+  for j = 1, n do args[j] = ops[i + 1 + j] end
+  ARGV = args
+  if kind == 'a' then
+    replies[#replies + 1] = body_acquire()
+  else
+    replies[#replies + 1] = body_release()
+  end
+  i = i + 2 + n
+end
+return replies
