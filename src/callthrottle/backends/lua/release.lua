@@ -5,20 +5,24 @@
 -- waiters that were handed a slot (they get no event: the owner learns it from the reply)}.
 local token = ARGV[1]
 local now = now_ms()
-local queued = purge(now)
-local removed = redis.call('ZREM', H, token)
-if removed == 1 then
+-- Expired leases and lapsed waiters are dropped when someone waits (they decide who gets the
+-- slot); otherwise they stay until the number looks full to an acquire, or their keys expire.
+local queued = redis.call('ZCARD', Q)
+if queued > 0 then queued = purge(now) end
+local removed = 0
+local expiry = tonumber(redis.call('ZSCORE', H, token))
+if expiry then
+  redis.call('ZREM', H, token)
   local owner = parse_meta(redis.call('HGET', M, token))
   redis.call('HDEL', M, token)
-  leave_groups(owner, ARGV[3], token, ARGV[4], now)
-  if owner ~= ARGV[2] then
-    redis.call('PUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
+  if expiry > now then  -- a live lease (an expired one is only cleared away)
+    removed = 1
+    leave_groups(owner, ARGV[3], token, ARGV[4], now)
+    if owner ~= ARGV[2] then
+      redis.call('PUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
+    end
   end
 end
 local reply = {removed}
-if queued > 0 then
-  promote(now, queued, ARGV[3], ARGV[4], ARGV[2], reply)  -- tokens follow `removed`
-elseif redis.call('ZCARD', H) == 0 then
-  redis.call('DEL', H, M)  -- idle: nothing left behind (what remains covers its leases)
-end
+if queued > 0 then promote(now, queued, ARGV[3], ARGV[4], ARGV[2], reply) end
 return reply
