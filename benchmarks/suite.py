@@ -37,7 +37,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
 from _worker import Contended, contend, hold_factory
@@ -52,6 +52,8 @@ from tests._servers import redis_server
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
+
+    from callthrottle.backends import RedisBackend
 
 WORKER = Path(__file__).resolve().parent / "_worker.py"
 CAP = 20
@@ -242,6 +244,79 @@ async def bench_redis_uncontended(url: str, rounds: int) -> tuple[Section, dict[
         with_ratios(rows, "latency"),
         notes,
     ), failed
+
+
+async def bench_breakdown(url: str, rounds: int) -> Section:
+    """Where an uncontended acquire + release spends its time, layer by layer, in one run."""
+    client = aioredis.Redis.from_url(url)
+    trivial = client.register_script("return 1")
+    await trivial()
+    sync = redis.Redis.from_url(url)
+    async with Throttle.from_url(url, key_prefix="bench-bd:") as throttle:
+        backend = cast("RedisBackend", throttle.backend)
+        lane = backend._lane  # the connection every call of the backend shares
+        owner = throttle.owner_id
+        raw = b"*3\r\n$7\r\nEVALSHA\r\n$40\r\n" + trivial.sha.encode() + b"\r\n$1\r\n0\r\n"
+
+        async def floor() -> None:
+            await client.evalsha(trivial.sha, 0)
+            await client.evalsha(trivial.sha, 0)
+
+        async def lane_trivial() -> None:
+            await lane.call(raw)
+            await lane.call(raw)
+
+        async def backend_pair() -> None:
+            await backend.acquire(NUMBER, "bd", owner, CAP, 30.0, None, False)
+            await backend.release(NUMBER, "bd", owner)
+
+        async def throttle_pair() -> None:
+            await throttle.release(await throttle.acquire(NUMBER, limit=CAP, timeout=0))
+
+        steps: dict[str, Step] = {
+            "floor: 2x EVALSHA of `return 1` through redis-py": floor,
+            "2x EVALSHA of `return 1` on the backend's own connection": lane_trivial,
+            "RedisBackend acquire + release (no Throttle)": backend_pair,
+            "Throttle acquire + release": throttle_pair,
+        }
+        results = await compare("breakdown", steps, rounds)
+        server: dict[str, float] = {}
+        for label, step in (("trivial", lane_trivial), ("callthrottle", backend_pair)):
+            before = sync.info("commandstats")
+            cpu_before = sync.info("cpu")
+            for _ in range(1000):
+                await step()
+            after = sync.info("commandstats")
+            cpu_after = sync.info("cpu")
+            server[f"{label} µs/call"] = script_usec(before, after) / 2000
+            server[f"{label} cpu µs/pair"] = (
+                sum(cpu_after[k] - cpu_before[k] for k in ("used_cpu_user", "used_cpu_sys"))
+                / 1000
+                * 1e6
+            )
+    await client.aclose()
+    sync.close()
+    rows = [
+        Row(label, r["p50_us"], r["p99_us"], r["ops_per_s"], floor=label.startswith("floor"))
+        for label, r in results.items()
+    ]
+    return Section(
+        "breakdown",
+        "Where an uncontended Redis acquire + release spends its time",
+        "latency",
+        with_ratios(rows, "latency"),
+        [
+            "Each row adds one layer to the one above it; steps alternate in blocks of 100.",
+            (
+                "Inside Redis (INFO commandstats, 1,000 more pairs of each): a trivial script "
+                f"{server['trivial µs/call']:.1f} µs per call, callthrottle's functions "
+                f"{server['callthrottle µs/call']:.1f} µs per call (acquire and release "
+                "averaged); the server's CPU time per pair (INFO cpu, with its network work): "
+                f"{server['trivial cpu µs/pair']:.0f} µs trivial, "
+                f"{server['callthrottle cpu µs/pair']:.0f} µs callthrottle."
+            ),
+        ],
+    )
 
 
 async def bench_memory_uncontended(rounds: int) -> Section:
@@ -571,6 +646,16 @@ def script_calls(before: dict[str, Any], after: dict[str, Any]) -> int:
     )
 
 
+def script_usec(before: dict[str, Any], after: dict[str, Any]) -> float:
+    return float(
+        sum(
+            after.get(f"cmdstat_{name}", {}).get("usec", 0)
+            - before.get(f"cmdstat_{name}", {}).get("usec", 0)
+            for name in SCRIPT_COMMANDS
+        )
+    )
+
+
 async def bench_round_trips(url: str, count: int) -> Section:
     """Per operation: script calls and server time (commandstats), then client commands (MONITOR).
 
@@ -610,9 +695,7 @@ async def bench_round_trips(url: str, count: int) -> Section:
             await release_many(label, leases)
             last = sync.info("commandstats")
             for operation, before, after in (("acquire", first, middle), ("release", middle, last)):
-                usec = after.get("cmdstat_evalsha", {}).get("usec", 0) - before.get(
-                    "cmdstat_evalsha", {}
-                ).get("usec", 0)
+                usec = script_usec(before, after)
                 stats[f"{label} {operation}"] = {
                     "script_calls_per_op": script_calls(before, after) / count,
                     "server_usec_per_op": usec / count,
@@ -660,9 +743,9 @@ async def bench_round_trips(url: str, count: int) -> Section:
         rows,
         [
             (
-                "Script calls and server µs: the delta of EVALSHA/EVALSHA_RO/EVAL/EVAL_RO/FCALL "
-                "calls and of EVALSHA's time in `INFO commandstats` (which also counts commands "
-                "run inside scripts, so only these are read). Client commands: a second pass "
+                "Script calls and server µs: the delta of EVALSHA/EVALSHA_RO/EVAL/EVAL_RO/FCALL/"
+                "FCALL_RO calls and of their time in `INFO commandstats` (which also counts "
+                "commands run inside scripts, so only these are read). Client commands: a second pass "
                 "under `MONITOR`, counting every command sent by a client (not run by a script) "
                 "between two markers; vs floor compares these round trips. The floor is one "
                 "raw EVALSHA of `return 1` per operation."
@@ -920,6 +1003,8 @@ async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], list[
     log(f"server {url}; redis uncontended, {args.rounds} rounds per operation")
     redis_section, failed = await bench_redis_uncontended(url, args.rounds)
     sections.append(redis_section)
+    log(f"breakdown of the uncontended pair, {args.rounds} rounds per step")
+    sections.append(await bench_breakdown(url, args.rounds))
     log(f"memory uncontended, {args.rounds} rounds per operation")
     sections.append(await bench_memory_uncontended(args.rounds))
     available = set() if any(k.startswith("redis-rate") for k in failed) else {"limiters"}

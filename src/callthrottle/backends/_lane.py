@@ -237,6 +237,25 @@ class ScriptLane:
         """FCALL ``function`` of ``library`` on ``keys`` with ``args``; the library is loaded
         if the server does not have it."""
         packed = pack("FCALL", library.functions[function], len(keys), *keys, *args)
+        protocol = self._protocol
+        if protocol is None:
+            return await self._run_carefully(library, packed)
+        # The common case, without the layers of call(): connected, and the library is there.
+        future = protocol.send(packed)
+        if self._watchdog is None:
+            self._watch()
+        try:
+            reply = await future
+        except RedisConnectionError:
+            return await self._run_carefully(library, packed)  # sent again on a new connection
+        if not isinstance(reply, ResponseError):
+            return reply
+        if "Function not found" not in str(reply):
+            raise reply
+        await self.load(library)
+        return await self.call(packed)
+
+    async def _run_carefully(self, library: Library, packed: bytes) -> Any:
         try:
             return await self.call(packed)
         except ResponseError as exc:

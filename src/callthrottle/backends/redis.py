@@ -50,6 +50,7 @@ def _default_options() -> dict[str, Any]:
 
 _KEY_CACHE_SIZE = 4096
 _BATCHED = {"a": "acquire", "r": "release"}
+_GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
 _KEEPALIVE = 15.0  # seconds of silence after which the event subscription is checked
 _EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
 _DURATIONS = frozenset({"until", "luntil"})  # sent as seconds from now, stored as server ms
@@ -304,7 +305,7 @@ class RedisBackend:
                 reserve = group.reserve if rates.priority < 1 else 0
                 cap = "" if group.cap is None else group.cap
                 args += (cap, reserve, _windows_spec(group.windows), group.group)
-        with _map_errors("acquire"):
+        try:
             if rates.callee is None:
                 reply = await self._ask("a", number, args)
             else:
@@ -312,6 +313,10 @@ class RedisBackend:
                 tag = self._layout.tag_for(number)
                 keys = [*keys[:6], f"{self._prefix}{{{tag}}}:c:{rates.callee}", *keys[7:]]
                 reply = await self._run("acquire", keys, args)
+        except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
+            raise BackendUnavailable(f"Redis failed during acquire: {exc}") from exc
+        if reply[0] == 1:
+            return _GRANTED
         retry_in = None if reply[1] < 0 else reply[1] / 1000
         if len(reply) == 2:
             return AcquireResult(Outcome(reply[0]), retry_in)
@@ -332,8 +337,10 @@ class RedisBackend:
 
     async def release(self, number: str, token: str, releaser: str) -> bool:
         args = (token, releaser, number, self._channels)
-        with _map_errors("release"):
+        try:
             removed, *handed = await self._ask("r", number, args)
+        except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
+            raise BackendUnavailable(f"Redis failed during release: {exc}") from exc
         if handed:
             # Slots handed to the releaser's own waiters come back in the reply, not as events.
             listener = self._listeners.get(releaser)
