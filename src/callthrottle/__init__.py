@@ -15,6 +15,7 @@ from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import InvalidArgument as InvalidArgument
 from ._errors import LeaseConflict as LeaseConflict
 from ._errors import NumberUnavailable as NumberUnavailable
+from ._errors import PoolExhausted as PoolExhausted
 from ._errors import RateLimited as RateLimited
 from ._errors import ThrottleError as ThrottleError
 from ._errors import UnknownScheme as UnknownScheme
@@ -24,6 +25,7 @@ from ._health import NumberStatus as NumberStatus
 from ._health import Reaction as Reaction
 from ._models import Lease as Lease
 from ._models import Usage as Usage
+from ._pools import PoolSettings as PoolSettings
 from ._rates import Window as Window
 from ._throttle import Throttle as Throttle
 
@@ -39,6 +41,8 @@ __all__ = (
     "NumberState",
     "NumberStatus",
     "NumberUnavailable",
+    "PoolExhausted",
+    "PoolSettings",
     "Profile",
     "RateLimited",
     "Reaction",

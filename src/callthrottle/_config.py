@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._errors import InvalidArgument
 from ._health import Reaction
 from ._numbers import check_region, normalize_number
+from ._pools import DEFAULT_STRATEGY, MemberSpec, PoolSettings, check_strategy
 from ._rates import NO_RATES, GroupPlan, RatePlan, Window, check_timezone, parse_windows
 from ._validate import check_limit, check_outcome, check_reaction, check_ttl
 
@@ -32,7 +33,7 @@ __all__ = ("Config", "ConfigError", "NumberSettings", "Profile")
 
 _TOP_KEYS = (
     "default_region", "default_profile", "default_tenant", "timezone", "profiles", "numbers",
-    "trunks", "tenants", "callee", "feedback",
+    "trunks", "tenants", "callee", "feedback", "pools",
 )  # fmt: skip
 
 _T = TypeVar("_T")
@@ -124,6 +125,7 @@ class Config:
     profiles: Mapping[str, Profile] = field(default_factory=lambda: _frozen({}))
     numbers: Mapping[str, NumberSettings] = field(default_factory=lambda: _frozen({}))
     feedback: Mapping[str, Reaction] = field(default_factory=lambda: _frozen({}))
+    pools: Mapping[str, PoolSettings] = field(default_factory=lambda: _frozen({}))
 
     def _profile_of(self, number: str) -> tuple[NumberSettings | None, Profile | None]:
         settings = self.numbers.get(number)
@@ -191,6 +193,12 @@ class Config:
                 self._plans.clear()
             plan = self._plans[number] = self._plan(number)
         return plan
+
+    def member_spec(self, number: str, default_limit: int) -> MemberSpec:
+        """What a backend needs to admit a call on ``number`` when it is picked from a pool."""
+        return MemberSpec(
+            self.tag_for(number), self.cap_for(number, default_limit), self.rate_plan_for(number)
+        )
 
     def _plan(self, number: str) -> RatePlan:
         _, profile = self._profile_of(number)
@@ -266,6 +274,7 @@ class Config:
             for code, raw in _table("config.feedback", top.get("feedback", {})).items()
         }
         _check_trunk_tenants(numbers, default_tenant)
+        pools = _pools(_table("config.pools", top.get("pools", {})), region)
         return cls(
             trunks=_frozen(trunks),
             tenants=_frozen(tenants),
@@ -277,7 +286,44 @@ class Config:
             profiles=_frozen(profiles),
             numbers=_frozen(numbers),
             feedback=_frozen(feedback),
+            pools=_frozen(pools),
         )
+
+
+def _pools(raw_pools: Mapping[str, Any], region: str | None) -> dict[str, PoolSettings]:
+    pools: dict[str, PoolSettings] = {}
+    for name, raw in raw_pools.items():
+        where = f"config.pools.{_name('config.pools', name)}"
+        table = _table(where, raw, ("numbers", "strategy", "fallback"))
+        listed = table.get("numbers", [])
+        if not isinstance(listed, list):
+            raise ConfigError(f"{where}.numbers", listed, "a list of numbers")
+        numbers: dict[str, None] = {}
+        for index, raw_number in enumerate(listed):
+            at = f"{where}.numbers[{index}]"
+            numbers[_wrap(at, normalize_number, raw_number, region, at)] = None
+        strategy = _wrap(
+            f"{where}.strategy", check_strategy, table.get("strategy", DEFAULT_STRATEGY)
+        )
+        fallback = table.get("fallback")
+        pools[name] = PoolSettings(tuple(numbers), strategy, fallback)
+    for name, settings in pools.items():
+        seen = [name]
+        fallback = settings.fallback
+        while fallback is not None:
+            if fallback not in pools:
+                raise ConfigError(
+                    f"config.pools.{name}.fallback", fallback, _one_of("a pool", pools)
+                )
+            if fallback in seen:
+                raise ConfigError(
+                    f"config.pools.{name}.fallback",
+                    fallback,
+                    f"a pool that does not fall back in a circle ({' -> '.join([*seen, fallback])})",
+                )
+            seen.append(fallback)
+            fallback = pools[fallback].fallback
+    return pools
 
 
 def _table(where: str, value: object, known: tuple[str, ...] | None = None) -> Mapping[str, Any]:

@@ -24,6 +24,7 @@ __all__ = (
     "InvalidArgument",
     "LeaseConflict",
     "NumberUnavailable",
+    "PoolExhausted",
     "RateLimited",
     "ThrottleError",
     "UnknownScheme",
@@ -100,6 +101,38 @@ class AcquireTimeout(ThrottleError, TimeoutError):
         if refused_by != "cap":
             message += f": {refused_by} is full"
         super().__init__(message)
+
+
+class PoolExhausted(AcquireTimeout):
+    """No number of the pool (nor of its fallback pools) could take the call within the
+    timeout: each was full, cooling down, over a rate window or otherwise unable to admit.
+
+    ``refused_by`` is ``"pool"``; ``pools`` lists the pools tried, in order; ``retry_after``
+    is the earliest time, in seconds, at which a number that was tried could admit again, when
+    that is known.
+    """
+
+    def __init__(
+        self,
+        pool: str,
+        timeout: float | None,
+        pools: tuple[str, ...],
+        retry_after: float | None = None,
+    ) -> None:
+        self.pool = pool
+        self.pools = pools
+        self.number = f"pool:{pool}"
+        self.timeout = timeout
+        self.refused_by = "pool"
+        self.retry_after = retry_after
+        tried = " then ".join(repr(p) for p in pools)
+        if timeout == 0:
+            message = f"no number of pool {tried} could take the call (try-once, timeout=0)"
+        else:
+            message = f"no number of pool {tried} could take the call within {timeout} s"
+        if retry_after is not None:
+            message += f"; the earliest retry is in {retry_after:.3f} s"
+        TimeoutError.__init__(self, message)
 
 
 class RateLimited(AcquireTimeout):

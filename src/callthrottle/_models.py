@@ -18,14 +18,16 @@ class Lease:
     :ivar number: the caller-ID number the slot is on
     :ivar token: the lease's token (the call ID when the dialer passed one)
     :ivar owner: ``owner_id`` of the throttle that took the lease, or None for a bare handle
+    :ivar pool: the pool the number was picked from (:meth:`Throttle.acquire_from`), or None
     """
 
-    __slots__ = ("_lost", "_lost_reason", "_released", "number", "owner", "token")
+    __slots__ = ("_lost", "_lost_reason", "_released", "number", "owner", "pool", "token")
 
     def __init__(self, number: str, token: str, owner: str | None = None) -> None:
         self.number = number
         self.token = token
         self.owner = owner
+        self.pool: str | None = None
         self._lost = False
         self._lost_reason: str | None = None
         self._released = False

@@ -20,12 +20,14 @@ from ._errors import (
     InvalidArgument,
     LeaseConflict,
     NumberUnavailable,
+    PoolExhausted,
     RateLimited,
     ThrottleError,
 )
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
 from ._models import Lease, Usage
 from ._numbers import check_region, normalize_number
+from ._pools import DEFAULT_STRATEGY, MemberSpec, check_strategy
 from ._rates import NO_RATES, GroupPlan, RatePlan, Window, parse_windows, utc_offset
 from ._url import backend_from_url
 from ._validate import (
@@ -34,6 +36,7 @@ from ._validate import (
     check_max_hold,
     check_outcome,
     check_owner,
+    check_pool,
     check_priority,
     check_reason,
     check_state,
@@ -44,7 +47,7 @@ from ._validate import (
 from .backends import AcquireResult, Backend, Outcome, RenewState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -69,6 +72,8 @@ def _new_token() -> str:
 
 #: The cap and rate plan the configuration gives each number, until this many are known.
 _PLAN_CACHE_SIZE = 65536
+_PICK_TRIES = 16  # numbers a pick looks at, at most: its cost does not grow with the pool
+_POOL_POLL = 0.25  # a caller waiting on a pool looks again at least this often (seconds)
 
 
 def _window_name(result: AcquireResult, request: _Request) -> str:
@@ -181,6 +186,7 @@ class Throttle:
         "_now",
         "_owner_id",
         "_plans",
+        "_pool_freed",
         "_region",
         "_renew_interval",
         "_stack",
@@ -222,6 +228,9 @@ class Throttle:
         self._close_backend = close_backend
         self._held: dict[tuple[str, str], _Held] = {}
         self._waiting: dict[tuple[str, str], _Waiter] = {}
+        self._pool_freed: dict[
+            str, anyio.Event
+        ] = {}  # per pool: set when a lease of it is released
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._drained: anyio.Event | None = None
@@ -319,6 +328,9 @@ class Throttle:
         self._cancel_scope = loop.create_cancel_scope
         self._new_event = loop.create_event
         await self._backend.open()
+        for name, settings in self._config.pools.items():
+            if settings.numbers:
+                await self._backend.pool_update(name, self._specs(settings.numbers), ())
         async with AsyncExitStack() as stack:
             if self._close_backend:
                 stack.push_async_callback(self._backend.aclose)
@@ -623,6 +635,163 @@ class Throttle:
                     extra=self._log_extra(lease),
                 )
 
+    # -- pools ---------------------------------------------------------------------------------
+
+    def _specs(self, numbers: Iterable[str]) -> dict[str, MemberSpec]:
+        return {n: self._config.member_spec(n, self._default_limit) for n in numbers}
+
+    async def add_to_pool(self, pool: str, numbers: Iterable[str]) -> int:
+        """Add ``numbers`` to ``pool`` (created on first use), for every process; returns how
+        many numbers the pool has now. Each number's cap, rate windows, trunk and tenant are
+        taken from this throttle's configuration, as they are now.
+
+        :raises InvalidArgument: on a bad pool name or number, before anything is written
+        """
+        pool = check_pool(pool)
+        checked = [normalize_number(n, self._region) for n in _listed("numbers", numbers)]
+        self._check_open()
+        return await self._backend.pool_update(pool, self._specs(checked), ())
+
+    async def remove_from_pool(self, pool: str, numbers: Iterable[str]) -> int:
+        """Take ``numbers`` out of ``pool`` (their calls in progress are not touched); returns
+        how many numbers the pool has now."""
+        pool = check_pool(pool)
+        checked = [normalize_number(n, self._region) for n in _listed("numbers", numbers)]
+        self._check_open()
+        return await self._backend.pool_update(pool, {}, checked)
+
+    async def pool_members(self, pool: str) -> list[str]:
+        """The numbers of ``pool``, in round-robin order."""
+        pool = check_pool(pool)
+        self._check_open()
+        return await self._backend.pool_members(pool)
+
+    async def acquire_from(
+        self,
+        pool: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        callee: str | None = None,
+        priority: int = 0,
+        strategy: str | None = None,
+    ) -> Lease:
+        """Take a slot on any number of ``pool`` that can take the call; the lease names it.
+
+        Every limit of the number picked applies (its state, cap, rate windows, trunk and
+        tenant, and the callee's windows), decided with the pick in one step (one round trip on
+        Redis). Numbers that cannot take the call are skipped. If none can, the pool's
+        ``fallback`` pool (configured) is tried, and so on; then the call waits for a number
+        to free up (looking again when a lease of the pool is released in this process, at the
+        earliest expiry the pick reported, and at least every 0.25 s) until ``timeout``, and
+        raises :class:`PoolExhausted`.
+
+        :param strategy: ``"least-loaded"`` or ``"round-robin"``; defaults to the pool's
+            configured one, else least-loaded
+        :raises PoolExhausted: if no number could take the call within ``timeout``
+        :raises LeaseConflict: if ``token`` already holds a slot on a number of the pool
+        :raises InvalidArgument: on bad input, before anything is written
+        """
+        pool = check_pool(pool)
+        token = _new_token() if token is None else check_token(token)
+        wait = check_timeout(timeout)
+        callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
+        priority = check_priority(priority)
+        chosen = None if strategy is None else check_strategy(strategy)
+        self._check_open()
+        chain = self._pool_chain(pool)
+        call = RatePlan(
+            tz_offset=0.0 if self._config.timezone is None else utc_offset(self._config.timezone),
+            callee=callee_e164 if self._config.callee_windows else None,
+            callee_windows=self._config.callee_windows,
+            priority=priority,
+        )
+        deadline = None if wait is None else self._now() + wait
+        while True:
+            earliest: float | None = None
+            for name in chain:
+                configured = self._config.pools.get(name)
+                how = chosen or (configured.strategy if configured else DEFAULT_STRATEGY)
+                lease = await self._pick(name, token, how, call)
+                if isinstance(lease, Lease):
+                    return lease
+                if lease is not None and (earliest is None or lease < earliest):
+                    earliest = lease
+            now = self._now()
+            if wait == 0 or (deadline is not None and now >= deadline):
+                raise PoolExhausted(pool, wait, tuple(chain), earliest)
+            delay = _POOL_POLL if earliest is None else min(earliest + 0.001, _POOL_POLL)
+            if deadline is not None:
+                delay = min(delay, deadline - now)
+            freed = self._pool_freed.get(pool)
+            if freed is None:
+                freed = self._pool_freed[pool] = self._new_event()
+            with self._cancel_scope(deadline=now + delay):
+                await freed.wait()
+
+    async def _pick(
+        self, pool: str, token: str, strategy: str, call: RatePlan
+    ) -> Lease | float | None:
+        """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
+        with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
+            result = await self._backend.pick(
+                pool, token, self._owner_id, self._lease_ttl, self._max_hold, strategy,
+                _PICK_TRIES, call,
+            )  # fmt: skip
+        if result.outcome is Outcome.CONFLICT:
+            raise LeaseConflict(
+                result.number or "", token, "already holds a slot (on a number of the pool)"
+            )
+        if result.outcome is not Outcome.GRANTED or result.number is None:
+            return result.retry_in
+        lease = Lease(result.number, token, self._owner_id)
+        lease.pool = pool
+        self._held[(result.number, token)] = _Held(lease, self._now(), self._final)
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            await self.release(lease)  # cancelled as the slot came: give it back
+            raise
+        return lease
+
+    def _pool_chain(self, pool: str) -> list[str]:
+        chain = [pool]
+        settings = self._config.pools.get(pool)
+        while settings is not None and settings.fallback is not None:
+            chain.append(settings.fallback)
+            settings = self._config.pools.get(settings.fallback)
+        return chain
+
+    @asynccontextmanager
+    async def slot_from(
+        self,
+        pool: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        callee: str | None = None,
+        priority: int = 0,
+        strategy: str | None = None,
+    ) -> AsyncIterator[Lease]:
+        """Hold a slot on a number of ``pool`` for the ``async with`` block (the number is
+        ``lease.number``); see :meth:`acquire_from` and :meth:`slot`."""
+        lease = await self.acquire_from(
+            pool, token=token, timeout=timeout, callee=callee, priority=priority, strategy=strategy
+        )
+        try:
+            yield lease
+        finally:
+            try:
+                await self.release(lease)
+            except ThrottleError as exc:
+                logger.warning(
+                    "could not release %s (%s); it expires within %s s",
+                    lease,
+                    exc,
+                    self._lease_ttl,
+                    extra=self._log_extra(lease),
+                )
+
     # -- releasing -----------------------------------------------------------------------------
 
     async def release(self, lease: Lease) -> bool:
@@ -648,11 +817,16 @@ class Throttle:
             token = check_token(token)
         key = (number, token)
         self._check_open()
+        pool = lease.pool
+        if pool is None and (mine := self._held.get(key)) is not None:
+            pool = mine.lease.pool
         with self._cancel_scope(shield=True):
             try:
-                released = await self._backend.release(number, token, self._owner_id)
+                released = await self._backend.release(number, token, self._owner_id, pool)
             finally:
                 held = self._held.pop(key, None)
+        if pool is not None and (freed := self._pool_freed.pop(pool, None)) is not None:
+            freed.set()  # this process's callers waiting on the pool look again
         if held is not None:
             held.lease._mark_released()
         if released:
@@ -944,6 +1118,13 @@ def _status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
 
 def _seconds(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _listed(argument: str, values: object) -> list[object]:
+    """A collection of values (not a lone string, which would be read letter by letter)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise InvalidArgument(argument, values, "a list (or other collection) of numbers")
+    return list(cast("Iterable[object]", values))
 
 
 def _load_config(config: object) -> Config:

@@ -44,6 +44,11 @@ def check_token(token: object) -> str:
     return _check_key("token", token)
 
 
+def check_pool(pool: object) -> str:
+    """A pool's name: a non-empty printable string without whitespace."""
+    return _check_key("pool", pool)
+
+
 def check_owner(owner_id: object) -> str:
     """An owner id (one per throttle instance)."""
     return _check_key("owner_id", owner_id)

@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from .._models import Usage
+    from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan, Window
 
 __all__ = (
-    "OWN_TAGS", "AcquireResult", "Backend", "EventListener", "Layout", "Outcome", "RenewState",
+    "OWN_TAGS", "AcquireResult", "Backend", "EventListener", "Layout", "Outcome", "PickResult",
+    "RenewState",
 )  # fmt: skip
 
 #: Called by a backend from its listener when something happens to a lease of the owner:
@@ -107,6 +109,22 @@ class AcquireResult:
     group: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PickResult:
+    """:ivar outcome: GRANTED (on ``number``), REFUSED (no number tried could admit) or
+        CONFLICT (the token holds a slot on ``number`` for another owner)
+    :ivar number: the number granted (or in conflict)
+    :ivar retry_in: when refused, seconds until the earliest of the tried numbers may admit,
+        when known
+    :ivar tried: how many numbers were tried
+    """
+
+    outcome: Outcome
+    number: str | None = None
+    retry_in: float | None = None
+    tried: int = 0
+
+
 class Backend(Protocol):
     """Shared slot state for many throttles (processes, hosts)."""
 
@@ -167,11 +185,14 @@ class Backend(Protocol):
         """
         ...
 
-    async def release(self, number: str, token: str, releaser: str) -> bool:
+    async def release(
+        self, number: str, token: str, releaser: str, pool: str | None = None
+    ) -> bool:
         """Give the token's slot back and hand it to the next waiter, atomically.
 
         Any process may release any lease; if ``releaser`` is not the lease's owner, the owner
-        is told (``"released"``). One round trip on Redis.
+        is told (``"released"``). With ``pool`` (the lease was picked from it), the pool's
+        record of the number's load is brought up to date. One round trip on Redis.
 
         :return: True if a live lease was released, False if there was none (unknown,
             already released or expired)
@@ -217,6 +238,35 @@ class Backend(Protocol):
     async def get_policy(self, number: str) -> dict[str, object]:
         """The number's runtime policy: ``until`` and ``luntil`` as seconds from now, ``since``
         as seconds ago, ``rates`` as a tuple of :class:`Window`, the rest as str."""
+        ...
+
+    async def pool_update(
+        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
+    ) -> int:
+        """Add numbers to ``pool`` (or update their specs) and take others out; returns how
+        many numbers the pool has afterwards. One round trip on Redis."""
+        ...
+
+    async def pool_members(self, pool: str) -> list[str]:
+        """The pool's numbers, in their round-robin order."""
+        ...
+
+    async def pick(
+        self,
+        pool: str,
+        token: str,
+        owner: str,
+        ttl: float,
+        max_hold: float | None,
+        strategy: str,
+        tries: int,
+        call: RatePlan,
+    ) -> PickResult:
+        """Take a slot for ``token`` on the first of at most ``tries`` numbers of ``pool``, in
+        the strategy's order, that admits the call under all of its limits (as
+        :meth:`acquire` with ``enqueue=False`` would decide for each). ``call`` carries the
+        per-call parts of the plan: callee, callee windows, priority, time zone offset. One
+        round trip on Redis; the cost grows with ``tries``, not with the pool's size."""
         ...
 
     async def release_owner(self, owner: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import TYPE_CHECKING, cast
 
@@ -14,13 +14,22 @@ from anyio.lowlevel import checkpoint, current_token
 
 from .._models import Usage
 from .._rates import DAY, NO_RATES, WEEK
-from ._base import OWN_TAGS, AcquireResult, EventListener, Layout, Outcome, RenewState
+from ._base import (
+    OWN_TAGS,
+    AcquireResult,
+    EventListener,
+    Layout,
+    Outcome,
+    PickResult,
+    RenewState,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
+    from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan, Window
 
 __all__ = ("MemoryBackend",)
@@ -130,6 +139,81 @@ _GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves ever
 _CONFLICT = AcquireResult(Outcome.CONFLICT)
 
 
+class _Pool:
+    """A pool's numbers: their specs, their round-robin order, and their loads in buckets (so
+    that the least loaded are found without looking at every number)."""
+
+    __slots__ = ("buckets", "cursor", "load", "members", "order")
+
+    def __init__(self) -> None:
+        self.members: dict[str, MemberSpec] = {}
+        self.order: list[str] = []
+        self.load: dict[str, int] = {}
+        self.buckets: dict[int, dict[str, None]] = {}  # load -> numbers, least recently moved first
+        self.cursor = 0
+
+    def add(self, number: str, spec: MemberSpec, load: int) -> None:
+        if number not in self.members:
+            self.order.append(number)
+            self.set_load(number, load)
+        self.members[number] = spec
+
+    def remove(self, number: str) -> None:
+        if self.members.pop(number, None) is None:
+            return
+        self.order.remove(number)
+        load = self.load.pop(number)
+        bucket = self.buckets[load]
+        del bucket[number]
+        if not bucket:
+            del self.buckets[load]
+
+    def set_load(self, number: str, load: int) -> None:
+        old = self.load.get(number)
+        if old == load:
+            return
+        if old is not None:
+            bucket = self.buckets[old]
+            del bucket[number]
+            if not bucket:
+                del self.buckets[old]
+        self.load[number] = load
+        self.buckets.setdefault(load, {})[number] = None
+
+    def least_loaded(self, count: int) -> list[str]:
+        picked: list[str] = []
+        for load in sorted(self.buckets):  # as many buckets as distinct loads: a handful
+            for number in self.buckets[load]:
+                picked.append(number)
+                if len(picked) == count:
+                    return picked
+        return picked
+
+    def round_robin(self, count: int) -> list[str]:
+        size = len(self.order)
+        if size == 0:
+            return []
+        start = self.cursor % size
+        self.cursor = start + 1
+        picked = self.order[start : start + count]
+        if len(picked) < count:
+            picked += self.order[: min(start, count - len(picked))]
+        return picked
+
+
+def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
+    """A member's plan with the per-call parts of a pick."""
+    if call.callee is None and not call.priority and plan is NO_RATES:
+        return plan
+    return replace(
+        plan,
+        callee=call.callee,
+        callee_windows=call.callee_windows if call.callee is not None else (),
+        priority=call.priority if plan.groups else 0,
+        tz_offset=call.tz_offset,
+    )
+
+
 class MemoryBackend:
     """Slots kept in this process's memory: the embedded default (``memory://``).
 
@@ -142,7 +226,7 @@ class MemoryBackend:
     __slots__ = (
         "_callees", "_checkpoint", "_clock", "_group_holders", "_group_logs", "_group_policies",
         "_group_waiters", "_layout",
-        "_listeners", "_numbers", "_policies", "_rates", "_wall_clock",
+        "_listeners", "_numbers", "_policies", "_pools", "_rates", "_wall_clock",
     )  # fmt: skip
 
     def __init__(
@@ -167,6 +251,7 @@ class MemoryBackend:
         self._group_logs: dict[str, _RateLog] = {}
         self._group_waiters: dict[str, dict[tuple[str, str, str], float]] = {}
         self._group_policies: dict[str, dict[str, object]] = {}
+        self._pools: dict[str, _Pool] = {}
 
     def __repr__(self) -> str:
         holders = sum(len(s.holders) for s in self._numbers.values())
@@ -402,6 +487,19 @@ class MemoryBackend:
         rates: RatePlan = NO_RATES,
     ) -> AcquireResult:
         await self._checkpoint()
+        return self._acquire_now(number, token, owner, limit, ttl, max_hold, enqueue, rates)
+
+    def _acquire_now(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        enqueue: bool,
+        rates: RatePlan,
+    ) -> AcquireResult:
         now = self._clock()
         policy = self._policies.get(number)
         if policy is None:
@@ -486,9 +584,13 @@ class MemoryBackend:
             number, token, owner, ttl, rates, now, wait=wait
         )
 
-    async def release(self, number: str, token: str, releaser: str) -> bool:
+    async def release(
+        self, number: str, token: str, releaser: str, pool: str | None = None
+    ) -> bool:
         # All the work happens before the checkpoint: a release cancelled there is not lost.
         state = self._numbers.get(number)
+        if pool is not None:
+            self._note_load(pool, number, state, token)
         if state is None:
             await self._checkpoint()
             return False
@@ -599,6 +701,72 @@ class MemoryBackend:
             else:
                 fields[name] = str(value)
         return fields
+
+    # -- pools ---------------------------------------------------------------------------------
+
+    async def pool_update(
+        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
+    ) -> int:
+        await self._checkpoint()
+        state = self._pools.get(pool)
+        if state is None:
+            state = self._pools[pool] = _Pool()
+        for number, spec in add.items():
+            numbers = self._numbers.get(number)
+            state.add(number, spec, 0 if numbers is None else len(numbers.holders))
+        for number in remove:
+            state.remove(number)
+        if not state.members:
+            del self._pools[pool]
+            return 0
+        return len(state.members)
+
+    async def pool_members(self, pool: str) -> list[str]:
+        await self._checkpoint()
+        state = self._pools.get(pool)
+        return [] if state is None else list(state.order)
+
+    async def pick(
+        self,
+        pool: str,
+        token: str,
+        owner: str,
+        ttl: float,
+        max_hold: float | None,
+        strategy: str,
+        tries: int,
+        call: RatePlan,
+    ) -> PickResult:
+        await self._checkpoint()
+        state = self._pools.get(pool)
+        if state is None:
+            return PickResult(Outcome.REFUSED)
+        if strategy == "round-robin":
+            candidates = state.round_robin(tries)
+        else:
+            candidates = state.least_loaded(tries)
+        earliest: float | None = None
+        for number in candidates:
+            spec = state.members[number]
+            rates = _with_call(spec.plan, call)
+            result = self._acquire_now(
+                number, token, owner, spec.limit, ttl, max_hold, False, rates
+            )
+            numbers = self._numbers.get(number)
+            state.set_load(number, 0 if numbers is None else len(numbers.holders))
+            if result.outcome is Outcome.GRANTED or result.outcome is Outcome.CONFLICT:
+                return PickResult(result.outcome, number, tried=candidates.index(number) + 1)
+            if result.retry_in is not None and (earliest is None or result.retry_in < earliest):
+                earliest = result.retry_in
+        return PickResult(Outcome.REFUSED, None, earliest, len(candidates))
+
+    def _note_load(self, pool: str, number: str, state: _NumberState | None, token: str) -> None:
+        """After a release through ``pool``: the number's load as it will be."""
+        pool_state = self._pools.get(pool)
+        if pool_state is None or number not in pool_state.members:
+            return
+        held = 0 if state is None else len(state.holders) - (token in state.holders)
+        pool_state.set_load(number, held)
 
     async def release_owner(self, owner: str) -> int:
         await self._checkpoint()

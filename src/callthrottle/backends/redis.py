@@ -20,13 +20,23 @@ from redis.exceptions import RedisError
 from .._errors import BackendUnavailable, UnsupportedEventLoop
 from .._models import Usage
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
-from ._base import OWN_TAGS, AcquireResult, EventListener, Layout, Outcome, RenewState
+from ._base import (
+    OWN_TAGS,
+    AcquireResult,
+    EventListener,
+    Layout,
+    Outcome,
+    PickResult,
+    RenewState,
+)
 from ._lane import Arg, Library, ScriptLane
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
+
+    from .._pools import MemberSpec
 
 
 __all__ = ("RedisBackend",)
@@ -35,7 +45,7 @@ logger = logging.getLogger("callthrottle.redis")
 
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
-    "group_usage", "set_group_policy", "batch",
+    "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members",
 )  # fmt: skip
 
 
@@ -102,6 +112,22 @@ def _policy_fields(changes: Mapping[str, object]) -> list[str]:
         else:
             fields += [field, str(value)]
     return fields
+
+
+def _member_spec(spec: MemberSpec) -> str:
+    """A pool member's spec as pick.lua reads it (tab-separated)."""
+    plan = spec.plan
+    fields: list[str] = [
+        spec.tag,
+        str(spec.limit),
+        _windows_spec(plan.windows),
+        ",".join(map(str, plan.warmup)),
+        "1" if plan.midnight else "0",
+    ]
+    for group in plan.groups:
+        cap = "" if group.cap is None else str(group.cap)
+        fields += (group.group, cap, str(group.reserve), _windows_spec(group.windows))
+    return "\t".join(fields)
 
 
 def _parse_spec(spec: str) -> tuple[Window, ...]:
@@ -335,8 +361,12 @@ class RedisBackend:
         state, reason = reply[2].decode(), reply[3].decode()
         return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 
-    async def release(self, number: str, token: str, releaser: str) -> bool:
-        args = (token, releaser, number, self._channels)
+    async def release(
+        self, number: str, token: str, releaser: str, pool: str | None = None
+    ) -> bool:
+        args: tuple[Arg, ...] = (token, releaser, number, self._channels)
+        if pool is not None:
+            args += (self._pool_keys(pool)[1],)
         try:
             removed, *handed = await self._ask("r", number, args)
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
@@ -469,6 +499,59 @@ class RedisBackend:
             else:
                 policy[name] = value.decode()
         return policy
+
+    # -- pools ---------------------------------------------------------------------------------
+
+    def _pool_keys(self, pool: str) -> list[str]:
+        base = f"{self._prefix}{{p:{pool}}}:pool:"
+        return [base + "m", base + "l", base + "o", base + "c", base + "s"]
+
+    async def pool_update(
+        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
+    ) -> int:
+        args: list[Arg] = [self._prefix, len(add)]
+        for number, spec in add.items():
+            args += (number, _member_spec(spec))
+        args += remove
+        with _map_errors("pool_update"):
+            return int(await self._run("pool_update", self._pool_keys(pool)[:3], args))
+
+    async def pool_members(self, pool: str) -> list[str]:
+        with _map_errors("pool_members"):
+            reply = await self._run("pool_members", self._pool_keys(pool)[:3], ())
+        return [number.decode() for number in reply]
+
+    async def pick(
+        self,
+        pool: str,
+        token: str,
+        owner: str,
+        ttl: float,
+        max_hold: float | None,
+        strategy: str,
+        tries: int,
+        call: RatePlan,
+    ) -> PickResult:
+        args = (
+            strategy,
+            token,
+            owner,
+            _ms(ttl),
+            0 if max_hold is None else _ms(max_hold),
+            self._prefix,
+            self._channels,
+            round(call.tz_offset * 1000),
+            call.callee or "",
+            _windows_spec(call.callee_windows) if call.callee else "",
+            call.priority,
+            tries,
+        )
+        with _map_errors("pick"):
+            reply = await self._run("pick", self._pool_keys(pool), args)
+        if reply[0] == 2:
+            retry_in = None if reply[1] < 0 else reply[1] / 1000
+            return PickResult(Outcome.REFUSED, None, retry_in, reply[2])
+        return PickResult(Outcome(reply[0]), reply[1].decode())
 
     async def release_owner(self, owner: str) -> int:
         pattern = _glob_escape(self._prefix) + "{*}:n:*:m"

@@ -39,6 +39,21 @@ local function bind(keys, args)
   NOW, POLICY, PURGED = nil, nil, nil
 end
 
+-- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
+local LOAD_SCALE = 1000000
+
+-- The common start of a number's keys (KEYS[1..6] are this plus h q w m p r).
+local function member_base(prefix, tag, number)
+  return prefix .. '{' .. tag .. '}:n:' .. number .. ':'
+end
+
+-- "a\tb\t\tc" -> {'a', 'b', '', 'c'} (empty fields kept)
+local function split_tabs(text)
+  local fields = {}
+  for field in string.gmatch(text .. '\t', '(.-)\t') do fields[#fields + 1] = field end
+  return fields
+end
+
 local function group_keys(i)
   local base = 7 + (i - 1) * 4
   return KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]

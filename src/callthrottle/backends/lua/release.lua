@@ -1,6 +1,7 @@
 -- Give a slot back and hand it to the next waiter (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
--- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix
+-- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix, ARGV[5]
+-- (optional) the load key (PL) of the pool the lease was picked from: its load is updated
 -- Returns {1 if a live lease was released else 0, then the tokens of the releasing owner's
 -- waiters that were handed a slot (they get no event: the owner learns it from the reply)}.
 local token = ARGV[1]
@@ -21,6 +22,12 @@ if expiry then
     if owner ~= ARGV[2] then
       redis.call('PUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
     end
+  end
+end
+if ARGV[5] then
+  local old = tonumber(redis.call('ZSCORE', ARGV[5], ARGV[3]))
+  if old then
+    redis.call('ZADD', ARGV[5], redis.call('ZCARD', H) * LOAD_SCALE + old % LOAD_SCALE, ARGV[3])
   end
 end
 local reply = {removed}

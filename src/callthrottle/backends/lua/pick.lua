@@ -1,0 +1,76 @@
+-- Take a slot on the first number of a pool, in the strategy's order, that admits the call
+-- under all of its limits, exactly as acquire (without queueing) decides for one number.
+-- KEYS[1] PM  hash        number -> its spec: "tag\tlimit\twindows\twarmup\tmidnight" then,
+--                         per group, "\tname\tcap\treserve\twindows" (written by pool_update)
+-- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when it was last picked (a counter):
+--                         the least loaded first, and among equals the least recently picked
+-- KEYS[3] PO  sorted set  number -> its place in the round-robin order
+-- KEYS[4] PC  counter     the round-robin cursor
+-- KEYS[5] PS  counter     the pick counter (PL's tie-breaker)
+-- ARGV[1] strategy ('least-loaded' or 'round-robin'), ARGV[2] token, ARGV[3] owner,
+-- ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none), ARGV[6] key prefix, ARGV[7] channel prefix,
+-- ARGV[8] time zone offset in ms, ARGV[9] callee ('' none), ARGV[10] callee windows ('' none),
+-- ARGV[11] priority, ARGV[12] how many numbers to try at most.
+-- The numbers' keys are not among KEYS: they are built here from their specs (on Redis
+-- Cluster, a pool's numbers must share a hash tag, their tenant's).
+-- Returns {1, number} granted, {-1, number} token conflict, or {2, retry_in_ms (-1: unknown),
+-- numbers tried} when none admitted.
+local PM, PL, PO, PC, PS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local strategy, token, owner, ttl, hold = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local prefix, channels, tz, callee, callee_windows = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local priority, tries = tonumber(ARGV[11]), tonumber(ARGV[12])
+
+local candidates
+if strategy == 'round-robin' then
+  local size = redis.call('ZCARD', PO)
+  if size == 0 then return {2, -1, 0} end
+  local start = (redis.call('INCR', PC) - 1) % size
+  candidates = redis.call('ZRANGE', PO, start, start + tries - 1)
+  if #candidates < tries and start > 0 then
+    local more = math.min(start, tries - #candidates)
+    for _, number in ipairs(redis.call('ZRANGE', PO, 0, more - 1)) do
+      candidates[#candidates + 1] = number
+    end
+  end
+else
+  candidates = redis.call('ZRANGE', PL, 0, tries - 1)
+end
+
+local earliest = nil
+for _, number in ipairs(candidates) do
+  local spec = redis.call('HGET', PM, number)
+  local f = split_tabs(spec)
+  local tag = f[1]
+  local base = member_base(prefix, tag, number)
+  local keys = {base .. 'h', base .. 'q', base .. 'w', base .. 'm', base .. 'p', base .. 'r', base .. 'r'}
+  local args = {token, owner, f[2], ttl, hold, '0', number, channels}
+  local groups = (#f - 5) / 4
+  local with_callee = callee ~= '' and callee_windows ~= ''
+  if f[3] ~= '' or f[4] ~= '' or groups > 0 or with_callee then
+    if with_callee then keys[7] = prefix .. '{' .. tag .. '}:c:' .. callee end
+    args[9], args[10], args[11], args[12] = f[3], tz, f[4], f[5]
+    args[13] = with_callee and callee_windows or ''
+    for g = 0, groups - 1 do
+      local at = 6 + g * 4
+      local gbase = prefix .. '{' .. tag .. '}:g:' .. f[at] .. ':'
+      for _, suffix in ipairs({'h', 'r', 'w', 'p'}) do keys[#keys + 1] = gbase .. suffix end
+      args[#args + 1] = f[at + 1]
+      args[#args + 1] = (priority < 1) and f[at + 2] or '0'
+      args[#args + 1] = f[at + 3]
+      args[#args + 1] = f[at]
+    end
+  end
+  bind(keys, args)
+  local reply = body_acquire()
+  local load = redis.call('ZCARD', H) * LOAD_SCALE
+  if reply[1] == 1 then
+    redis.call('ZADD', PL, 'XX', load + redis.call('INCR', PS) % LOAD_SCALE, number)
+    return {1, number}
+  end
+  local old = tonumber(redis.call('ZSCORE', PL, number)) or 0
+  redis.call('ZADD', PL, 'XX', load + old % LOAD_SCALE, number)
+  if reply[1] == -1 then return {-1, number} end
+  local retry = tonumber(reply[2])
+  if retry and retry >= 0 and (not earliest or retry < earliest) then earliest = retry end
+end
+return {2, earliest or -1, #candidates}

@@ -1,0 +1,3 @@
+-- A pool's numbers, in their round-robin order (read only).
+-- KEYS: PM PL PO (see pick.lua)
+return redis.call('ZRANGE', KEYS[3], 0, -1)
