@@ -1,0 +1,252 @@
+"""Caller-ID pools: a slot on any suitable number of a pool, in one step."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from callthrottle import (
+    AcquireTimeout,
+    ConfigError,
+    InvalidArgument,
+    Lease,
+    PoolExhausted,
+    Throttle,
+)
+
+if TYPE_CHECKING:
+    from ..conftest import ThrottleFactory
+
+NUMBERS = [f"+86571888{i:05d}" for i in range(5)]
+OTHER = "+8657199990001"
+
+
+def pools(**extra: Any) -> dict[str, Any]:
+    return {"pools": {"a": {"numbers": NUMBERS, **extra}, "b": {"numbers": [OTHER]}}}
+
+
+async def test_least_loaded_spreads_one_call_at_a_time_over_every_number(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Dialing one call at a time never keeps using the same caller ID (callees would label
+    it): among numbers equally loaded, the least recently picked goes first."""
+    picked: Counter[str] = Counter()
+    async with new_throttle(config=pools(), default_limit=2) as throttle:
+        for _ in range(50):
+            async with throttle.slot_from("a", timeout=0) as lease:
+                assert lease.pool == "a"
+                picked[lease.number] += 1
+    assert picked == dict.fromkeys(NUMBERS, 10)
+
+
+async def test_least_loaded_fills_numbers_evenly_and_then_refuses(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=pools(), default_limit=2, lease_ttl=30) as throttle:
+        leases = [await throttle.acquire_from("a", timeout=0) for _ in range(10)]
+        assert Counter(lease.number for lease in leases) == dict.fromkeys(NUMBERS, 2)
+        with pytest.raises(PoolExhausted) as caught:
+            await throttle.acquire_from("a", timeout=0)
+        assert caught.value.pools == ("a",)
+        assert caught.value.refused_by == "pool"
+        assert isinstance(caught.value, AcquireTimeout)
+        assert caught.value.retry_after is not None
+        assert 25 < caught.value.retry_after <= 30  # the earliest lease expiry
+        for number in NUMBERS:
+            assert (await throttle.usage(number)).in_use == 2
+        for lease in leases:
+            assert await throttle.release(lease) is True
+
+
+async def test_round_robin_follows_the_pool_order(new_throttle: ThrottleFactory) -> None:
+    async with new_throttle(config=pools(strategy="round-robin")) as throttle:
+        order = await throttle.pool_members("a")
+        assert order == NUMBERS
+        picked = []
+        for _ in range(12):
+            lease = await throttle.acquire_from("a", timeout=0)
+            picked.append(lease.number)
+        assert picked == (NUMBERS * 3)[:12]
+        # A strategy can be asked for per call, too.
+        least = await throttle.acquire_from("a", timeout=0, strategy="least-loaded")
+        assert least.number in NUMBERS[2:]  # the ones with 2 calls, not 3
+
+
+async def test_numbers_that_cannot_take_the_call_are_skipped(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Full, disabled, cooling down, over a rate window: each is skipped; the one number left
+    takes every call, and then the pool is exhausted."""
+    full, disabled, cooling, limited, good = NUMBERS
+    config = pools()
+    config["numbers"] = {limited: {"rates": "1/minute"}}
+    async with new_throttle(config=config, default_limit=2) as throttle:
+        await throttle.acquire(full, timeout=0)
+        await throttle.acquire(full, timeout=0)
+        await throttle.set_state(disabled, "disabled", reason="released by the carrier")
+        await throttle.set_state(cooling, "cooling", duration=600, reason="477")
+        await throttle.release(await throttle.acquire(limited, timeout=0))  # its 1 call a minute
+        picked = [await throttle.acquire_from("a", timeout=0) for _ in range(2)]
+        assert [lease.number for lease in picked] == [good, good]
+        with pytest.raises(PoolExhausted):
+            await throttle.acquire_from("a", timeout=0)
+        assert (await throttle.usage(full)).in_use == 2
+        for number in (disabled, cooling, limited):
+            assert (await throttle.usage(number)).in_use == 0
+
+
+async def test_trunk_and_callee_limits_apply_to_the_number_picked(
+    new_throttle: ThrottleFactory,
+) -> None:
+    config = pools()
+    config["trunks"] = {"t400": {"cap": 3}}
+    config["numbers"] = {number: {"trunk": "t400"} for number in NUMBERS}
+    config["callee"] = {"rates": "1/minute"}
+    async with new_throttle(config=config) as throttle:
+        first = await throttle.acquire_from("a", timeout=0, callee="+8613800138000")
+        with pytest.raises(PoolExhausted):  # the callee was called a moment ago, from any number
+            await throttle.acquire_from("a", timeout=0, callee="+8613800138000")
+        await throttle.acquire_from("a", timeout=0, callee="+8613800138001")
+        await throttle.acquire_from("a", timeout=0)
+        with pytest.raises(PoolExhausted):  # the trunk's 3 lines are busy
+            await throttle.acquire_from("a", timeout=0)
+        assert (await throttle.group_usage("trunk", "t400")).in_use == 3
+        await throttle.release(first)
+        await throttle.acquire_from("a", timeout=0)
+
+
+async def test_a_full_pool_falls_back_to_its_fallback_pool(new_throttle: ThrottleFactory) -> None:
+    async with new_throttle(config=pools(fallback="b"), default_limit=1) as throttle:
+        leases = [await throttle.acquire_from("a", timeout=0) for _ in range(5)]
+        spill = await throttle.acquire_from("a", timeout=0)
+        assert (spill.number, spill.pool) == (OTHER, "b")
+        with pytest.raises(PoolExhausted) as caught:
+            await throttle.acquire_from("a", timeout=0)
+        assert caught.value.pools == ("a", "b")
+        await throttle.release(leases[0])
+        again = await throttle.acquire_from("a", timeout=0)
+        assert (again.number, again.pool) == (leases[0].number, "a")
+
+
+async def test_members_change_at_run_time_for_every_throttle(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Members carry the cap of the throttle that added them (here 1), for every picker."""
+    async with new_throttle(default_limit=1) as admin, new_throttle() as dialer:
+        assert await admin.pool_members("live") == []
+        assert await admin.add_to_pool("live", NUMBERS[:2]) == 2
+        assert await admin.add_to_pool("live", [NUMBERS[1], "+86 571 8880 0002"]) == 3
+        assert await dialer.pool_members("live") == NUMBERS[:3]
+        assert await admin.remove_from_pool("live", [NUMBERS[0]]) == 2
+        picked = {(await dialer.acquire_from("live", timeout=0)).number for _ in range(2)}
+        assert picked == {NUMBERS[1], NUMBERS[2]}  # the removed number is never picked
+        with pytest.raises(PoolExhausted):
+            await dialer.acquire_from("live", timeout=0)
+        await admin.add_to_pool("live", [NUMBERS[4]])
+        assert (await dialer.acquire_from("live", timeout=0)).number == NUMBERS[4]
+        assert await admin.remove_from_pool("live", NUMBERS) == 0
+        assert await admin.pool_members("live") == []
+        with pytest.raises(PoolExhausted):
+            await dialer.acquire_from("live", timeout=0)
+
+
+async def test_a_waiting_call_gets_the_first_number_that_frees_up(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=pools(), default_limit=1) as throttle:
+        leases = [await throttle.acquire_from("a", timeout=0) for _ in range(5)]
+        got: list[Lease] = []
+
+        async def wait() -> None:
+            got.append(await throttle.acquire_from("a", timeout=5))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.05)
+            assert not got
+            await throttle.release(leases[3])
+        assert got[0].number == leases[3].number
+        started = anyio.current_time()
+        with pytest.raises(PoolExhausted) as caught:
+            await throttle.acquire_from("a", timeout=0.3)
+        assert 0.29 <= anyio.current_time() - started < 2
+        assert caught.value.timeout == 0.3
+        assert sum([(await throttle.usage(n)).in_use for n in NUMBERS]) == 5
+
+
+async def test_a_cancelled_pick_leaves_no_slot_behind(new_throttle: ThrottleFactory) -> None:
+    async with new_throttle(config=pools(), default_limit=1) as throttle:
+        leases = [await throttle.acquire_from("a", timeout=0) for _ in range(5)]
+        with anyio.move_on_after(0.1):
+            await throttle.acquire_from("a")
+        for lease in leases:
+            await throttle.release(lease)
+        assert sum([(await throttle.usage(n)).in_use for n in NUMBERS]) == 0
+        assert throttle.held == ()
+
+
+async def test_many_callers_at_once_never_pass_any_cap(new_throttle: ThrottleFactory) -> None:
+    async with (
+        new_throttle(config=pools(), default_limit=2) as first,
+        new_throttle(config=pools(), default_limit=2) as second,
+    ):
+        granted: list[Lease] = []
+        refused = 0
+
+        async def call(throttle: Throttle) -> None:
+            nonlocal refused
+            try:
+                granted.append(await throttle.acquire_from("a", timeout=0))
+            except PoolExhausted:
+                refused += 1
+
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(call, first if i % 2 else second)
+        assert len(granted) == 10
+        assert refused == 30
+        assert Counter(lease.number for lease in granted) == dict.fromkeys(NUMBERS, 2)
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda t: t.acquire_from("", timeout=0), "pool"),
+        (lambda t: t.acquire_from("has space", timeout=0), "pool"),
+        (lambda t: t.acquire_from("a", timeout=-1), "timeout"),
+        (lambda t: t.acquire_from("a", strategy="random"), "strategy"),
+        (lambda t: t.acquire_from("a", callee="not a number"), "callee"),
+        (lambda t: t.add_to_pool("a", "+8657188800000"), "numbers"),
+        (lambda t: t.add_to_pool("a", ["+8657188800000", "12"]), "number"),
+        (lambda t: t.remove_from_pool(" ", []), "pool"),
+    ],
+)
+async def test_bad_input_is_refused_and_nothing_is_written(
+    throttle: Throttle, call: Any, argument: str
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await call(throttle)
+    assert caught.value.argument == argument
+    assert await throttle.pool_members("a") == []
+
+
+@pytest.mark.parametrize(
+    ("pools_table", "key"),
+    [
+        ({"a": {"numbers": "+8657188800000"}}, "config.pools.a.numbers"),
+        ({"a": {"numbers": ["12"]}}, "config.pools.a.numbers[0]"),
+        ({"a": {"strategy": "random"}}, "config.pools.a.strategy"),
+        ({"a": {"fallback": "nowhere"}}, "config.pools.a.fallback"),
+        ({"a": {"fallback": "b"}, "b": {"fallback": "a"}}, "config.pools.a.fallback"),
+        ({"a": {"size": 3}}, "config.pools.a"),
+    ],
+)
+def test_bad_pool_configuration_names_the_key(pools_table: dict[str, Any], key: str) -> None:
+    from callthrottle import Config
+
+    with pytest.raises(ConfigError) as caught:
+        Config.from_dict({"pools": pools_table})
+    assert caught.value.argument.startswith(key)
