@@ -7,7 +7,8 @@ package). Modes:
 ``dial URL PREFIX OUT --number NUMBER:CAP ...``
     Opens a throttle, prints ``ready``, waits for ``go`` on stdin, then runs ``--tasks``
     coroutines that each take ``--rounds`` slots in turn on the numbers (coroutine ``i`` uses
-    number ``(i + round) % len(numbers)``), holding each 1-10 ms. Writes to OUT, as JSON, every
+    number ``(i + round) % len(numbers)``; with ``--pool``, any number of a pool of them),
+    holding each 1-10 ms. Writes to OUT, as JSON, every
     hold as ``[number, start, end]`` in ``time.monotonic()`` seconds (system-wide on Linux, so
     comparable across processes): start right after the slot was granted, end right before it
     is given back.
@@ -146,6 +147,9 @@ async def _dial(options: argparse.Namespace) -> dict[str, Any]:
     if options.trunk_cap is not None:  # every number on one trunk with its own, lower, cap
         config["trunks"] = {"shared": {"cap": options.trunk_cap}}
         config["numbers"] = {number: {"trunk": "shared"} for number in numbers}
+    if options.pool:  # every call picks any number of one pool (whose members carry their caps)
+        config["numbers"] = {number: {"cap": cap} for number, cap in caps.items()}
+        config["pools"] = {"pool": {"numbers": numbers}}
     with anyio.fail_after(options.lifetime):
         async with Throttle.from_url(
             options.url, key_prefix=options.prefix, lease_ttl=options.ttl, config=config
@@ -158,12 +162,16 @@ async def _dial(options: argparse.Namespace) -> dict[str, Any]:
             async def caller(index: int) -> None:
                 rng = random.Random(f"{os.getpid()}:{index}")
                 for round_ in range(options.rounds):
-                    number = numbers[(index + round_) % len(numbers)]
-                    async with throttle.slot(number, limit=caps[number], timeout=60) as lease:
+                    if options.pool:
+                        held = throttle.slot_from("pool", timeout=60)
+                    else:
+                        number = numbers[(index + round_) % len(numbers)]
+                        held = throttle.slot(number, limit=caps[number], timeout=60)
+                    async with held as lease:
                         start = time.monotonic()
                         await anyio.sleep(rng.uniform(0.001, 0.010))
                         end = time.monotonic()
-                    intervals.append((number, start, end))
+                    intervals.append((lease.number, start, end))
                     if lease.lost or not lease.released:
                         lost.append(repr(lease))
 
@@ -218,6 +226,9 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--tasks", type=int, default=30)
             sub.add_argument("--rounds", type=int, default=5)
             sub.add_argument("--trunk-cap", type=int, help="put every number on one trunk")
+            sub.add_argument(
+                "--pool", action="store_true", help="pick from a pool of the numbers instead"
+            )
         else:
             sub.add_argument("number")
             sub.add_argument("--limit", type=int, required=True)

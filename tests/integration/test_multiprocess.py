@@ -145,3 +145,54 @@ async def test_never_more_holders_than_the_cap_across_processes(
             assert await throttle.usage(number, limit=cap) == Usage(in_use=0, limit=cap, waiting=0)
     # Idle numbers leave nothing behind.
     assert await anyio.to_thread.run_sync(keys_under, redis_url, prefix) == []
+
+
+async def test_pool_picks_across_processes_never_pass_any_cap(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """The same dialers, but each call takes any number of one pool of the three."""
+    outputs = [tmp_path / f"pooled{index}.json" for index in range(PROCESSES)]
+    async with AsyncExitStack() as stack:
+        children: list[Child] = []
+        for index, output in enumerate(outputs):
+            child = await stack.enter_async_context(
+                spawn(
+                    "dial",
+                    redis_url,
+                    prefix,
+                    str(output),
+                    f"--ttl={LEASE_TTL}",
+                    f"--tasks={TASKS}",
+                    f"--rounds={ROUNDS}",
+                    "--pool",
+                    *[f"--number={number}:{cap}" for number, cap in CAPS.items()],
+                    stderr_path=tmp_path / f"pooled{index}.err",
+                )
+            )
+            children.append(child)
+        for child in children:
+            assert await child.read_line() == "ready", child.stderr()
+        for child in children:
+            await child.send_line("go")
+        for child in children:
+            assert await child.wait(within=90) == 0, child.stderr()
+
+    holds: dict[str, list[Hold]] = {number: [] for number in CAPS}
+    for output in outputs:
+        result = json.loads(await anyio.Path(output).read_text(encoding="utf-8"))
+        assert result["lost"] == []
+        assert result["still_held"] == []
+        assert len(result["intervals"]) == TASKS * ROUNDS
+        for number, start, end in result["intervals"]:
+            holds[number].append((result["pid"], start, end))
+    assert all(holds.values()), "every number of the pool was used"
+    peaks = {number: sweep(per_number)[0] for number, per_number in holds.items()}
+    assert all(peaks[number] <= cap for number, cap in CAPS.items()), peaks
+    every_hold = [hold for per_number in holds.values() for hold in per_number]
+    assert sweep(every_hold)[0] == sum(CAPS.values())  # the whole pool was busy at once
+    async with Throttle.from_url(redis_url, key_prefix=prefix) as throttle:
+        for number, cap in CAPS.items():
+            assert await throttle.usage(number, limit=cap) == Usage(in_use=0, limit=cap, waiting=0)
+    # Only the pool's membership (configuration, kept until removed) is left behind.
+    left = await anyio.to_thread.run_sync(keys_under, redis_url, prefix)
+    assert all(b"{p:pool}" in key for key in left), left
