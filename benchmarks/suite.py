@@ -319,6 +319,57 @@ async def bench_breakdown(url: str, rounds: int) -> Section:
     )
 
 
+POOL_SIZES = (10, 100, 1_000, 10_000)
+
+
+async def bench_pools(url: str, rounds: int) -> Section:
+    """A pick from pools of 10 to 10,000 numbers (all free, least-loaded), against a plain
+    acquire on one number, on memory:// and on Redis."""
+    rows: list[Row] = []
+    for where in ("memory://", url):
+        name = "memory://" if where.startswith("memory") else "Redis"
+        options: dict[str, Any] = (
+            {} if where.startswith("memory") else {"key_prefix": "bench-pool:"}
+        )
+        async with Throttle.from_url(where, **options) as throttle:
+
+            async def plain() -> None:
+                await throttle.release(await throttle.acquire(NUMBER, timeout=0))
+
+            steps: dict[str, Step] = {f"floor: {name} acquire+release on one number": plain}
+            for size in POOL_SIZES:
+                pool = f"p{size}"
+                numbers = [f"+8657{i:08d}" for i in range(size)]
+                for start in range(0, size, 5_000):
+                    await throttle.add_to_pool(pool, numbers[start : start + 5_000])
+
+                async def pick(pool: str = pool) -> None:
+                    await throttle.release(await throttle.acquire_from(pool, timeout=0))
+
+                steps[f"{name} acquire_from+release, pool of {size:,}"] = pick
+            results = await compare(f"pools {name}", steps, max(rounds // 3, 300))
+            for size in POOL_SIZES:
+                await throttle.remove_from_pool(f"p{size}", [f"+8657{i:08d}" for i in range(size)])
+        section_rows = [
+            Row(label, r["p50_us"], r["p99_us"], r["ops_per_s"], floor=label.startswith("floor"))
+            for label, r in results.items()
+        ]
+        rows += with_ratios(section_rows, "latency")
+    return Section(
+        "pools",
+        "Pool picks: acquire_from + release, pools of 10 to 10,000 free numbers",
+        "latency",
+        rows,
+        [
+            (
+                "Least-loaded picks; each is compared with a plain acquire+release on the same "
+                "backend in the same run (its floor row above it). A pick looks at no more than 16 "
+                "numbers, so its cost should not grow with the pool."
+            ),
+        ],
+    )
+
+
 async def bench_memory_uncontended(rounds: int) -> Section:
     results = await bench_memory(rounds)
     rows = [
@@ -1005,6 +1056,8 @@ async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], list[
     sections.append(redis_section)
     log(f"breakdown of the uncontended pair, {args.rounds} rounds per step")
     sections.append(await bench_breakdown(url, args.rounds))
+    log("pool picks at 10, 100, 1,000 and 10,000 numbers")
+    sections.append(await bench_pools(url, args.rounds))
     log(f"memory uncontended, {args.rounds} rounds per operation")
     sections.append(await bench_memory_uncontended(args.rounds))
     available = set() if any(k.startswith("redis-rate") for k in failed) else {"limiters"}

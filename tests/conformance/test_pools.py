@@ -250,3 +250,32 @@ def test_bad_pool_configuration_names_the_key(pools_table: dict[str, Any], key: 
     with pytest.raises(ConfigError) as caught:
         Config.from_dict({"pools": pools_table})
     assert caught.value.argument.startswith(key)
+
+
+async def test_numbers_that_could_not_take_a_call_are_looked_at_last(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A pick looks at 16 numbers at most (its cost does not grow with the pool). Numbers that
+    refused move behind the others, so the next picks reach the ones that can take calls."""
+    numbers = [f"+86571889{i:05d}" for i in range(40)]
+    disabled, good = numbers[:30], numbers[30:]
+    async with new_throttle(config={"pools": {"big": {"numbers": numbers}}}) as throttle:
+        for number in disabled:
+            await throttle.set_state(number, "disabled")
+        outcomes = []
+        for _ in range(3):
+            try:
+                lease = await throttle.acquire_from("big", timeout=0)
+            except PoolExhausted:
+                outcomes.append("exhausted")
+            else:
+                outcomes.append("granted")
+                assert lease.number in good
+                await throttle.release(lease)
+        assert outcomes.count("exhausted") <= 1
+        assert outcomes[-1] == "granted"
+        # From now on the good numbers come first.
+        for _ in range(20):
+            lease = await throttle.acquire_from("big", timeout=0)
+            assert lease.number in good
+            await throttle.release(lease)

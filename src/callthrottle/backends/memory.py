@@ -139,6 +139,9 @@ _GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves ever
 _CONFLICT = AcquireResult(Outcome.CONFLICT)
 
 
+_RESTING = 1 << 62  # the load recorded for a number that could not take a call: tried last
+
+
 class _Pool:
     """A pool's numbers: their specs, their round-robin order, and their loads in buckets (so
     that the least loaded are found without looking at every number)."""
@@ -169,9 +172,8 @@ class _Pool:
             del self.buckets[load]
 
     def set_load(self, number: str, load: int) -> None:
+        """Record the number's load; it goes to the back of the numbers with that load."""
         old = self.load.get(number)
-        if old == load:
-            return
         if old is not None:
             bucket = self.buckets[old]
             del bucket[number]
@@ -752,10 +754,15 @@ class MemoryBackend:
             result = self._acquire_now(
                 number, token, owner, spec.limit, ttl, max_hold, False, rates
             )
-            numbers = self._numbers.get(number)
-            state.set_load(number, 0 if numbers is None else len(numbers.holders))
-            if result.outcome is Outcome.GRANTED or result.outcome is Outcome.CONFLICT:
+            if result.outcome is Outcome.GRANTED:
+                numbers = self._numbers.get(number)
+                state.set_load(number, 0 if numbers is None else len(numbers.holders))
                 return PickResult(result.outcome, number, tried=candidates.index(number) + 1)
+            if result.outcome is Outcome.CONFLICT:
+                return PickResult(result.outcome, number, tried=candidates.index(number) + 1)
+            # It could not take the call: to the back, behind every number not known to be
+            # unable, so that the next picks look at others first.
+            state.set_load(number, _RESTING)
             if result.retry_in is not None and (earliest is None or result.retry_in < earliest):
                 earliest = result.retry_in
         return PickResult(Outcome.REFUSED, None, earliest, len(candidates))

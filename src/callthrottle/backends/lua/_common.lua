@@ -41,6 +41,7 @@ end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
 local LOAD_SCALE = 1000000
+local RESTING = LOAD_SCALE * LOAD_SCALE  -- the score band of numbers that could not take a call
 
 -- The common start of a number's keys (KEYS[1..6] are this plus h q w m p r).
 local function member_base(prefix, tag, number)

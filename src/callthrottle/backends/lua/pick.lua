@@ -3,7 +3,8 @@
 -- KEYS[1] PM  hash        number -> its spec: "tag\tlimit\twindows\twarmup\tmidnight" then,
 --                         per group, "\tname\tcap\treserve\twindows" (written by pool_update)
 -- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when it was last picked (a counter):
---                         the least loaded first, and among equals the least recently picked
+--                         the least loaded first, and among equals the least recently picked;
+--                         a number that could not take a call rests behind them all (RESTING)
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
 -- KEYS[4] PC  counter     the round-robin cursor
 -- KEYS[5] PS  counter     the pick counter (PL's tie-breaker)
@@ -67,9 +68,10 @@ for _, number in ipairs(candidates) do
     redis.call('ZADD', PL, 'XX', load + redis.call('INCR', PS) % LOAD_SCALE, number)
     return {1, number}
   end
-  local old = tonumber(redis.call('ZSCORE', PL, number)) or 0
-  redis.call('ZADD', PL, 'XX', load + old % LOAD_SCALE, number)
   if reply[1] == -1 then return {-1, number} end
+  -- It could not take the call: to the back, behind every number not known to be unable, so
+  -- that the next picks look at others first (a release through the pool brings it back).
+  redis.call('ZADD', PL, 'XX', RESTING + redis.call('INCR', PS) % LOAD_SCALE, number)
   local retry = tonumber(reply[2])
   if retry and retry >= 0 and (not earliest or retry < earliest) then earliest = retry end
 end
