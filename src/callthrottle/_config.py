@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import InvalidArgument
 from ._health import Reaction
-from ._numbers import check_region, normalize_number
-from ._pools import DEFAULT_STRATEGY, MemberSpec, PoolSettings, check_strategy
+from ._numbers import check_region, locality, normalize_number
+from ._pools import DEFAULT_STRATEGY, STICKY_TTL, MemberSpec, PoolSettings, check_strategy
 from ._rates import NO_RATES, GroupPlan, RatePlan, Window, check_timezone, parse_windows
 from ._validate import check_limit, check_outcome, check_reaction, check_ttl
 
@@ -196,8 +196,13 @@ class Config:
 
     def member_spec(self, number: str, default_limit: int) -> MemberSpec:
         """What a backend needs to admit a call on ``number`` when it is picked from a pool."""
+        area, region = locality(number)
         return MemberSpec(
-            self.tag_for(number), self.cap_for(number, default_limit), self.rate_plan_for(number)
+            self.tag_for(number),
+            self.cap_for(number, default_limit),
+            self.rate_plan_for(number),
+            area,
+            region,
         )
 
     def _plan(self, number: str) -> RatePlan:
@@ -294,7 +299,7 @@ def _pools(raw_pools: Mapping[str, Any], region: str | None) -> dict[str, PoolSe
     pools: dict[str, PoolSettings] = {}
     for name, raw in raw_pools.items():
         where = f"config.pools.{_name('config.pools', name)}"
-        table = _table(where, raw, ("numbers", "strategy", "fallback"))
+        table = _table(where, raw, ("numbers", "strategy", "fallback", "sticky_ttl"))
         listed = table.get("numbers", [])
         if not isinstance(listed, list):
             raise ConfigError(f"{where}.numbers", listed, "a list of numbers")
@@ -306,7 +311,8 @@ def _pools(raw_pools: Mapping[str, Any], region: str | None) -> dict[str, PoolSe
             f"{where}.strategy", check_strategy, table.get("strategy", DEFAULT_STRATEGY)
         )
         fallback = table.get("fallback")
-        pools[name] = PoolSettings(tuple(numbers), strategy, fallback)
+        sticky_ttl = _wrap(f"{where}.sticky_ttl", check_ttl, table.get("sticky_ttl", STICKY_TTL))
+        pools[name] = PoolSettings(tuple(numbers), strategy, fallback, sticky_ttl)
     for name, settings in pools.items():
         seen = [name]
         fallback = settings.fallback

@@ -8,7 +8,7 @@ import phonenumbers
 
 from ._errors import InvalidArgument
 
-__all__ = ("check_region", "normalize_number")
+__all__ = ("check_region", "locality", "normalize_number")
 
 
 @lru_cache(maxsize=65536)
@@ -50,3 +50,16 @@ def check_region(region: object) -> str | None:
             "default_region", region, "None or a two-letter region code such as 'CN' or 'US'"
         )
     return region.upper()
+
+
+@lru_cache(maxsize=65536)
+def locality(e164: str) -> tuple[str, str]:
+    """Where a number (E.164) is: its geographic area (``"+86-571"``; ``""`` for numbers
+    without one, such as mobiles) and its region (``"CN"``, or ``"+<country code>"``)."""
+    parsed = phonenumbers.parse(e164)
+    region = phonenumbers.region_code_for_number(parsed) or f"+{parsed.country_code}"
+    length = phonenumbers.length_of_geographical_area_code(parsed)
+    if not length:
+        return "", region
+    national = phonenumbers.national_significant_number(parsed)
+    return f"+{parsed.country_code}-{national[:length]}", region

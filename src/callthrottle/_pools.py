@@ -7,12 +7,19 @@ from dataclasses import dataclass
 from ._errors import InvalidArgument
 from ._rates import NO_RATES, RatePlan
 
-__all__ = ("DEFAULT_STRATEGY", "STRATEGIES", "MemberSpec", "PoolSettings", "check_strategy")
+__all__ = (
+    "DEFAULT_STRATEGY", "STICKY_TTL", "STRATEGIES", "MemberSpec", "PoolSettings",
+    "check_strategy",
+)  # fmt: skip
 
 #: How a pool orders its numbers for a pick (the first that admits the call is taken):
 #: ``least-loaded``: fewest calls up first (as last seen by a pick or a release through the
-#: pool); ``round-robin``: each pick starts one number further along the pool's order.
-STRATEGIES = ("least-loaded", "round-robin")
+#: pool), the least recently picked among equals; ``round-robin``: each pick starts one number
+#: further along the pool's order; ``local``: numbers in the callee's area first, then in its
+#: region (the least loaded of a random sample of each), then least-loaded; ``sticky``: the
+#: number the same callee was last called from (within ``sticky_ttl``), then least-loaded.
+STRATEGIES = ("least-loaded", "round-robin", "local", "sticky")
+STICKY_TTL = 86400.0  # seconds a callee keeps its caller ID under the sticky strategy
 DEFAULT_STRATEGY = "least-loaded"
 
 
@@ -29,11 +36,13 @@ class PoolSettings:
     :ivar numbers: its numbers (E.164), in order (round-robin follows it)
     :ivar strategy: see :data:`STRATEGIES`
     :ivar fallback: the pool to try when none of this pool's numbers can take a call
+    :ivar sticky_ttl: with the sticky strategy, seconds a callee keeps its caller ID
     """
 
     numbers: tuple[str, ...] = ()
     strategy: str = DEFAULT_STRATEGY
     fallback: str | None = None
+    sticky_ttl: float = STICKY_TTL
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +54,5 @@ class MemberSpec:
     tag: str
     limit: int
     plan: RatePlan = NO_RATES
+    area: str = ""  # see callthrottle._numbers.locality
+    region: str = ""

@@ -26,8 +26,8 @@ from ._errors import (
 )
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
 from ._models import Lease, Usage
-from ._numbers import check_region, normalize_number
-from ._pools import DEFAULT_STRATEGY, MemberSpec, check_strategy
+from ._numbers import check_region, locality, normalize_number
+from ._pools import MemberSpec, PoolSettings, check_strategy
 from ._rates import NO_RATES, GroupPlan, RatePlan, Window, parse_windows, utc_offset
 from ._url import backend_from_url
 from ._validate import (
@@ -73,6 +73,7 @@ def _new_token() -> str:
 #: The cap and rate plan the configuration gives each number, until this many are known.
 _PLAN_CACHE_SIZE = 65536
 _PICK_TRIES = 16  # numbers a pick looks at, at most: its cost does not grow with the pool
+_NO_POOL_SETTINGS = PoolSettings()  # a pool made at run time: least-loaded, no fallback
 _POOL_POLL = 0.25  # a caller waiting on a pool looks again at least this often (seconds)
 
 
@@ -686,8 +687,9 @@ class Throttle:
         earliest expiry the pick reported, and at least every 0.25 s) until ``timeout``, and
         raises :class:`PoolExhausted`.
 
-        :param strategy: ``"least-loaded"`` or ``"round-robin"``; defaults to the pool's
-            configured one, else least-loaded
+        :param strategy: ``"least-loaded"``, ``"round-robin"``, ``"local"`` (numbers in the
+            callee's area, then region, first) or ``"sticky"`` (the callee's last number
+            first); defaults to the pool's configured one, else least-loaded
         :raises PoolExhausted: if no number could take the call within ``timeout``
         :raises LeaseConflict: if ``token`` already holds a slot on a number of the pool
         :raises InvalidArgument: on bad input, before anything is written
@@ -702,17 +704,18 @@ class Throttle:
         chain = self._pool_chain(pool)
         call = RatePlan(
             tz_offset=0.0 if self._config.timezone is None else utc_offset(self._config.timezone),
-            callee=callee_e164 if self._config.callee_windows else None,
-            callee_windows=self._config.callee_windows,
+            callee=callee_e164,
+            callee_windows=self._config.callee_windows if callee_e164 is not None else (),
             priority=priority,
         )
+        near = ("", "") if callee_e164 is None else locality(callee_e164)
         deadline = None if wait is None else self._now() + wait
         while True:
             earliest: float | None = None
             for name in chain:
-                configured = self._config.pools.get(name)
-                how = chosen or (configured.strategy if configured else DEFAULT_STRATEGY)
-                lease = await self._pick(name, token, how, call)
+                settings = self._config.pools.get(name) or _NO_POOL_SETTINGS
+                how = chosen or settings.strategy
+                lease = await self._pick(name, token, how, call, near, settings.sticky_ttl)
                 if isinstance(lease, Lease):
                     return lease
                 if lease is not None and (earliest is None or lease < earliest):
@@ -730,13 +733,19 @@ class Throttle:
                 await freed.wait()
 
     async def _pick(
-        self, pool: str, token: str, strategy: str, call: RatePlan
+        self,
+        pool: str,
+        token: str,
+        strategy: str,
+        call: RatePlan,
+        near: tuple[str, str],
+        sticky_ttl: float,
     ) -> Lease | float | None:
         """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
         with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
             result = await self._backend.pick(
                 pool, token, self._owner_id, self._lease_ttl, self._max_hold, strategy,
-                _PICK_TRIES, call,
+                _PICK_TRIES, call, near, sticky_ttl,
             )  # fmt: skip
         if result.outcome is Outcome.CONFLICT:
             raise LeaseConflict(

@@ -279,3 +279,66 @@ async def test_numbers_that_could_not_take_a_call_are_looked_at_last(
             lease = await throttle.acquire_from("big", timeout=0)
             assert lease.number in good
             await throttle.release(lease)
+
+
+HANGZHOU = ["+8657188880001", "+8657188880002"]
+ELSEWHERE_IN_CHINA = ["+861088880001", "+862188880001"]
+SAN_FRANCISCO = ["+14155550100"]
+
+
+async def test_local_presence_prefers_the_callees_area_then_its_region(
+    new_throttle: ThrottleFactory,
+) -> None:
+    numbers = SAN_FRANCISCO + ELSEWHERE_IN_CHINA + HANGZHOU
+    config = {"pools": {"near": {"numbers": numbers, "strategy": "local"}}}
+    async with new_throttle(config=config, default_limit=1) as throttle:
+
+        async def picks(callee: str, count: int) -> list[str]:
+            return [
+                (await throttle.acquire_from("near", timeout=0, callee=callee)).number
+                for _ in range(count)
+            ]
+
+        hangzhou_callee = "+8657112345678"  # a fixed line in area 571
+        first = await picks(hangzhou_callee, 4)
+        assert sorted(first[:2]) == sorted(HANGZHOU)
+        assert sorted(first[2:]) == sorted(ELSEWHERE_IN_CHINA)  # same region, before the US
+        assert await picks(hangzhou_callee, 1) == SAN_FRANCISCO
+        with pytest.raises(PoolExhausted):
+            await throttle.acquire_from("near", timeout=0, callee=hangzhou_callee)
+        for lease in list(throttle.held):
+            await throttle.release(lease)
+        assert await picks("+14155550123", 1) == SAN_FRANCISCO  # a callee in San Francisco
+        mobile = await picks("+8613800138000", 4)  # no area: any number in China first
+        assert sorted(mobile) == sorted(HANGZHOU + ELSEWHERE_IN_CHINA)
+
+
+async def test_sticky_gives_a_callee_the_same_caller_id_while_it_can(
+    new_throttle: ThrottleFactory,
+) -> None:
+    config = {"pools": {"s": {"numbers": NUMBERS, "strategy": "sticky", "sticky_ttl": 0.2}}}
+    callee, other = "+8613800138000", "+8613800138001"
+    async with new_throttle(config=config, default_limit=2) as throttle:
+        first = await throttle.acquire_from("s", timeout=0, callee=callee)
+        await throttle.release(first)
+        for _ in range(3):
+            again = await throttle.acquire_from("s", timeout=0, callee=callee)
+            assert again.number == first.number
+            await throttle.release(again)
+        assert (await throttle.acquire_from("s", timeout=0, callee=other)).number != first.number
+        # The callee's number is full: another one takes the call, and from then on sticks.
+        blockers = [await throttle.acquire(first.number, timeout=0) for _ in range(2)]
+        moved = await throttle.acquire_from("s", timeout=0, callee=callee)
+        assert moved.number != first.number
+        await throttle.release(moved)
+        for lease in blockers:
+            await throttle.release(lease)
+        assert (await throttle.acquire_from("s", timeout=0, callee=callee)).number == moved.number
+        # Without a callee, or once the callee is forgotten, the pick is least-loaded.
+        await anyio.sleep(0.25)
+        numbers = set()
+        for _ in range(5):
+            lease = await throttle.acquire_from("s", timeout=0, callee=callee)
+            numbers.add(lease.number)
+            await anyio.sleep(0.25)  # forgotten again
+        assert len(numbers) >= 3

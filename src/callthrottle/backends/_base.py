@@ -261,12 +261,17 @@ class Backend(Protocol):
         strategy: str,
         tries: int,
         call: RatePlan,
+        near: tuple[str, str] = ("", ""),
+        sticky_ttl: float = 86400.0,
     ) -> PickResult:
         """Take a slot for ``token`` on the first of at most ``tries`` numbers of ``pool``, in
         the strategy's order, that admits the call under all of its limits (as
         :meth:`acquire` with ``enqueue=False`` would decide for each). ``call`` carries the
-        per-call parts of the plan: callee, callee windows, priority, time zone offset. One
-        round trip on Redis; the cost grows with ``tries``, not with the pool's size."""
+        per-call parts of the plan: callee, callee windows, priority, time zone offset;
+        ``near`` the callee's area and region (``local``); ``sticky_ttl`` how long a callee
+        keeps its number (``sticky``). A number that cannot take the call is looked at after
+        the others by later picks. One round trip on Redis; the cost grows with ``tries``, not
+        with the pool's size."""
         ...
 
     async def release_owner(self, owner: str) -> int:

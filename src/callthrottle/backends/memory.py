@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import random
 import time
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
@@ -146,7 +147,9 @@ class _Pool:
     """A pool's numbers: their specs, their round-robin order, and their loads in buckets (so
     that the least loaded are found without looking at every number)."""
 
-    __slots__ = ("buckets", "cursor", "load", "members", "order")
+    __slots__ = (
+        "areas", "buckets", "callees", "cursor", "load", "members", "order", "random", "regions",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.members: dict[str, MemberSpec] = {}
@@ -154,16 +157,37 @@ class _Pool:
         self.load: dict[str, int] = {}
         self.buckets: dict[int, dict[str, None]] = {}  # load -> numbers, least recently moved first
         self.cursor = 0
+        self.areas: dict[str, list[str]] = {}  # area -> its numbers (local strategy)
+        self.regions: dict[str, list[str]] = {}
+        self.callees: dict[str, tuple[str, float]] = {}  # callee -> (number, until): sticky
+        self.random = random.Random()
 
     def add(self, number: str, spec: MemberSpec, load: int) -> None:
-        if number not in self.members:
+        old = self.members.get(number)
+        if old is None:
             self.order.append(number)
             self.set_load(number, load)
+        else:
+            self._unplace(number, old)
         self.members[number] = spec
+        if spec.area:
+            self.areas.setdefault(spec.area, []).append(number)
+        if spec.region:
+            self.regions.setdefault(spec.region, []).append(number)
+
+    def _unplace(self, number: str, spec: MemberSpec) -> None:
+        for index, key in ((self.areas, spec.area), (self.regions, spec.region)):
+            members = index.get(key)
+            if members is not None:
+                members.remove(number)
+                if not members:
+                    del index[key]
 
     def remove(self, number: str) -> None:
-        if self.members.pop(number, None) is None:
+        spec = self.members.pop(number, None)
+        if spec is None:
             return
+        self._unplace(number, spec)
         self.order.remove(number)
         load = self.load.pop(number)
         bucket = self.buckets[load]
@@ -191,6 +215,33 @@ class _Pool:
                     return picked
         return picked
 
+    def near(self, where: tuple[str, str], count: int) -> list[str]:
+        """The callee's area's numbers, then its region's (the least loaded of a random sample
+        of each), then the least loaded."""
+        picked: dict[str, None] = {}
+        for index, key in ((self.areas, where[0]), (self.regions, where[1])):
+            members = index.get(key) if key else None
+            if members:
+                sample = self.random.sample(members, min(count, len(members)))
+                sample.sort(key=self.load.__getitem__)
+                picked.update(dict.fromkeys(sample))
+        picked.update(dict.fromkeys(self.least_loaded(count)))
+        return list(picked)[:count]
+
+    def sticky(self, callee: str, now: float, count: int) -> list[str]:
+        """The callee's last number while remembered, then the least loaded."""
+        remembered = self.callees.get(callee)
+        picked: dict[str, None] = {}
+        if remembered is not None and remembered[1] > now and remembered[0] in self.members:
+            picked[remembered[0]] = None
+        picked.update(dict.fromkeys(self.least_loaded(count)))
+        return list(picked)[:count]
+
+    def remember(self, callee: str, number: str, until: float, now: float) -> None:
+        self.callees[callee] = (number, until)
+        if len(self.callees) % 1024 == 0:  # now and then, forget the callees whose time is up
+            self.callees = {c: v for c, v in self.callees.items() if v[1] > now}
+
     def round_robin(self, count: int) -> list[str]:
         size = len(self.order)
         if size == 0:
@@ -204,13 +255,15 @@ class _Pool:
 
 
 def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
-    """A member's plan with the per-call parts of a pick."""
-    if call.callee is None and not call.priority and plan is NO_RATES:
+    """A member's plan with the per-call parts of a pick (the callee counts only where callee
+    windows apply)."""
+    callee = call.callee if call.callee_windows else None
+    if callee is None and not call.priority and plan is NO_RATES:
         return plan
     return replace(
         plan,
-        callee=call.callee,
-        callee_windows=call.callee_windows if call.callee is not None else (),
+        callee=callee,
+        callee_windows=call.callee_windows if callee is not None else (),
         priority=call.priority if plan.groups else 0,
         tz_offset=call.tz_offset,
     )
@@ -738,13 +791,20 @@ class MemoryBackend:
         strategy: str,
         tries: int,
         call: RatePlan,
+        near: tuple[str, str] = ("", ""),
+        sticky_ttl: float = 86400.0,
     ) -> PickResult:
         await self._checkpoint()
         state = self._pools.get(pool)
         if state is None:
             return PickResult(Outcome.REFUSED)
+        now = self._clock()
         if strategy == "round-robin":
             candidates = state.round_robin(tries)
+        elif strategy == "local":
+            candidates = state.near(near, tries)
+        elif strategy == "sticky" and call.callee is not None:
+            candidates = state.sticky(call.callee, now, tries)
         else:
             candidates = state.least_loaded(tries)
         earliest: float | None = None
@@ -757,6 +817,8 @@ class MemoryBackend:
             if result.outcome is Outcome.GRANTED:
                 numbers = self._numbers.get(number)
                 state.set_load(number, 0 if numbers is None else len(numbers.holders))
+                if strategy == "sticky" and call.callee is not None:
+                    state.remember(call.callee, number, now + sticky_ttl, now)
                 return PickResult(result.outcome, number, tried=candidates.index(number) + 1)
             if result.outcome is Outcome.CONFLICT:
                 return PickResult(result.outcome, number, tried=candidates.index(number) + 1)

@@ -123,6 +123,8 @@ def _member_spec(spec: MemberSpec) -> str:
         _windows_spec(plan.windows),
         ",".join(map(str, plan.warmup)),
         "1" if plan.midnight else "0",
+        spec.area,
+        spec.region,
     ]
     for group in plan.groups:
         cap = "" if group.cap is None else str(group.cap)
@@ -531,6 +533,8 @@ class RedisBackend:
         strategy: str,
         tries: int,
         call: RatePlan,
+        near: tuple[str, str] = ("", ""),
+        sticky_ttl: float = 86400.0,
     ) -> PickResult:
         args = (
             strategy,
@@ -545,6 +549,9 @@ class RedisBackend:
             _windows_spec(call.callee_windows) if call.callee else "",
             call.priority,
             tries,
+            near[0],
+            near[1],
+            _ms(sticky_ttl),
         )
         with _map_errors("pick"):
             reply = await self._run("pick", self._pool_keys(pool), args)

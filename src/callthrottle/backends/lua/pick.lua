@@ -1,7 +1,9 @@
 -- Take a slot on the first number of a pool, in the strategy's order, that admits the call
 -- under all of its limits, exactly as acquire (without queueing) decides for one number.
--- KEYS[1] PM  hash        number -> its spec: "tag\tlimit\twindows\twarmup\tmidnight" then,
---                         per group, "\tname\tcap\treserve\twindows" (written by pool_update)
+-- KEYS[1] PM  hash        number -> its spec: "tag\tlimit\twindows\twarmup\tmidnight\tarea\t
+--                         region" then, per group, "\tname\tcap\treserve\twindows" (written
+--                         by pool_update, which also keeps the area and region sets: PM's key
+--                         with ':a:<area>', ':r:<region>' for its last letter)
 -- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when it was last picked (a counter):
 --                         the least loaded first, and among equals the least recently picked;
 --                         a number that could not take a call rests behind them all (RESTING)
@@ -11,7 +13,9 @@
 -- ARGV[1] strategy ('least-loaded' or 'round-robin'), ARGV[2] token, ARGV[3] owner,
 -- ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none), ARGV[6] key prefix, ARGV[7] channel prefix,
 -- ARGV[8] time zone offset in ms, ARGV[9] callee ('' none), ARGV[10] callee windows ('' none),
--- ARGV[11] priority, ARGV[12] how many numbers to try at most.
+-- ARGV[11] priority, ARGV[12] how many numbers to try at most, ARGV[13] the callee's area
+-- ('' none), ARGV[14] its region ('' none), ARGV[15] how long (ms) a callee keeps its number
+-- under the sticky strategy (the callee's last number: PM's key with ':k:<callee>').
 -- The numbers' keys are not among KEYS: they are built here from their specs (on Redis
 -- Cluster, a pool's numbers must share a hash tag, their tenant's).
 -- Returns {1, number} granted, {-1, number} token conflict, or {2, retry_in_ms (-1: unknown),
@@ -20,21 +24,47 @@ local PM, PL, PO, PC, PS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local strategy, token, owner, ttl, hold = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local prefix, channels, tz, callee, callee_windows = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local priority, tries = tonumber(ARGV[11]), tonumber(ARGV[12])
+local area, region, sticky_ms = ARGV[13], ARGV[14], ARGV[15]
+local PB = string.sub(PM, 1, -2)
 
-local candidates
+local candidates, seen = {}, {}
+local function consider(number)
+  if #candidates < tries and not seen[number] then
+    seen[number] = true
+    candidates[#candidates + 1] = number
+  end
+end
+-- The least loaded of a random sample of a set of the pool's numbers.
+local function sample(set)
+  local numbers = redis.call('SRANDMEMBER', set, tries)
+  if #numbers == 0 then return end
+  local scores = redis.call('ZMSCORE', PL, unpack(numbers))
+  local ranked = {}
+  for i, number in ipairs(numbers) do ranked[i] = {tonumber(scores[i]) or 0, number} end
+  table.sort(ranked, function(a, b) return a[1] < b[1] end)
+  for _, item in ipairs(ranked) do consider(item[2]) end
+end
+
+if strategy == 'local' then
+  if area ~= '' then sample(PB .. 'a:' .. area) end
+  if region ~= '' then sample(PB .. 'r:' .. region) end
+elseif strategy == 'sticky' and callee ~= '' then
+  local last = redis.call('GET', PB .. 'k:' .. callee)
+  if last and redis.call('HEXISTS', PM, last) == 1 then consider(last) end
+end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
   if size == 0 then return {2, -1, 0} end
   local start = (redis.call('INCR', PC) - 1) % size
-  candidates = redis.call('ZRANGE', PO, start, start + tries - 1)
+  for _, number in ipairs(redis.call('ZRANGE', PO, start, start + tries - 1)) do
+    consider(number)
+  end
   if #candidates < tries and start > 0 then
     local more = math.min(start, tries - #candidates)
-    for _, number in ipairs(redis.call('ZRANGE', PO, 0, more - 1)) do
-      candidates[#candidates + 1] = number
-    end
+    for _, number in ipairs(redis.call('ZRANGE', PO, 0, more - 1)) do consider(number) end
   end
 else
-  candidates = redis.call('ZRANGE', PL, 0, tries - 1)
+  for _, number in ipairs(redis.call('ZRANGE', PL, 0, tries - 1)) do consider(number) end
 end
 
 local earliest = nil
@@ -45,14 +75,14 @@ for _, number in ipairs(candidates) do
   local base = member_base(prefix, tag, number)
   local keys = {base .. 'h', base .. 'q', base .. 'w', base .. 'm', base .. 'p', base .. 'r', base .. 'r'}
   local args = {token, owner, f[2], ttl, hold, '0', number, channels}
-  local groups = (#f - 5) / 4
+  local groups = (#f - 7) / 4
   local with_callee = callee ~= '' and callee_windows ~= ''
   if f[3] ~= '' or f[4] ~= '' or groups > 0 or with_callee then
     if with_callee then keys[7] = prefix .. '{' .. tag .. '}:c:' .. callee end
     args[9], args[10], args[11], args[12] = f[3], tz, f[4], f[5]
     args[13] = with_callee and callee_windows or ''
     for g = 0, groups - 1 do
-      local at = 6 + g * 4
+      local at = 8 + g * 4
       local gbase = prefix .. '{' .. tag .. '}:g:' .. f[at] .. ':'
       for _, suffix in ipairs({'h', 'r', 'w', 'p'}) do keys[#keys + 1] = gbase .. suffix end
       args[#args + 1] = f[at + 1]
@@ -66,6 +96,9 @@ for _, number in ipairs(candidates) do
   local load = redis.call('ZCARD', H) * LOAD_SCALE
   if reply[1] == 1 then
     redis.call('ZADD', PL, 'XX', load + redis.call('INCR', PS) % LOAD_SCALE, number)
+    if strategy == 'sticky' and callee ~= '' then
+      redis.call('SET', PB .. 'k:' .. callee, number, 'PX', sticky_ms)
+    end
     return {1, number}
   end
   if reply[1] == -1 then return {-1, number} end

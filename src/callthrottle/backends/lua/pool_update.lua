@@ -1,13 +1,29 @@
 -- Add numbers to a pool (or update what it knows of them) and take others out.
 -- KEYS: PM PL PO (see pick.lua)
 -- ARGV[1] key prefix, ARGV[2] how many numbers to add n, then n (number, spec) pairs, then the
--- numbers to take out.
+-- numbers to take out. Each number is also kept in its area's and region's sets (the local
+-- strategy): PM's key with ':a:<area>' and ':r:<region>' in place of its last letter's suffix.
 -- Returns how many numbers the pool has afterwards.
 local PM, PL, PO = KEYS[1], KEYS[2], KEYS[3]
+local PB = string.sub(PM, 1, -2)  -- the pool's keys' common start
 local prefix, adding = ARGV[1], tonumber(ARGV[2])
+
+-- Take a number out of the area and region sets its spec put it in.
+local function unplace(number)
+  local old = redis.call('HGET', PM, number)
+  if not old then return end
+  local f = split_tabs(old)
+  if f[6] ~= '' then redis.call('SREM', PB .. 'a:' .. f[6], number) end
+  if f[7] ~= '' then redis.call('SREM', PB .. 'r:' .. f[7], number) end
+end
+
 for i = 3, 2 + 2 * adding, 2 do
   local number, spec = ARGV[i], ARGV[i + 1]
+  unplace(number)
   redis.call('HSET', PM, number, spec)
+  local f = split_tabs(spec)
+  if f[6] ~= '' then redis.call('SADD', PB .. 'a:' .. f[6], number) end
+  if f[7] ~= '' then redis.call('SADD', PB .. 'r:' .. f[7], number) end
   if not redis.call('ZSCORE', PO, number) then
     local last = redis.call('ZRANGE', PO, -1, -1, 'WITHSCORES')
     redis.call('ZADD', PO, (#last > 0) and (tonumber(last[2]) + 1) or 1, number)
@@ -17,6 +33,7 @@ for i = 3, 2 + 2 * adding, 2 do
   end
 end
 for i = 3 + 2 * adding, #ARGV do
+  unplace(ARGV[i])
   redis.call('HDEL', PM, ARGV[i])
   redis.call('ZREM', PL, ARGV[i])
   redis.call('ZREM', PO, ARGV[i])
