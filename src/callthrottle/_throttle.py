@@ -187,7 +187,6 @@ class Throttle:
         "_now",
         "_owner_id",
         "_plans",
-        "_pool_freed",
         "_region",
         "_renew_interval",
         "_stack",
@@ -229,9 +228,6 @@ class Throttle:
         self._close_backend = close_backend
         self._held: dict[tuple[str, str], _Held] = {}
         self._waiting: dict[tuple[str, str], _Waiter] = {}
-        self._pool_freed: dict[
-            str, anyio.Event
-        ] = {}  # per pool: set when a lease of it is released
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._drained: anyio.Event | None = None
@@ -710,27 +706,54 @@ class Throttle:
         )
         near = ("", "") if callee_e164 is None else locality(callee_e164)
         deadline = None if wait is None else self._now() + wait
-        while True:
-            earliest: float | None = None
-            for name in chain:
-                settings = self._config.pools.get(name) or _NO_POOL_SETTINGS
-                how = chosen or settings.strategy
-                lease = await self._pick(name, token, how, call, near, settings.sticky_ttl)
-                if isinstance(lease, Lease):
-                    return lease
-                if lease is not None and (earliest is None or lease < earliest):
-                    earliest = lease
-            now = self._now()
-            if wait == 0 or (deadline is not None and now >= deadline):
-                raise PoolExhausted(pool, wait, tuple(chain), earliest)
-            delay = _POOL_POLL if earliest is None else min(earliest + 0.001, _POOL_POLL)
-            if deadline is not None:
-                delay = min(delay, deadline - now)
-            freed = self._pool_freed.get(pool)
-            if freed is None:
-                freed = self._pool_freed[pool] = self._new_event()
-            with self._cancel_scope(deadline=now + delay):
-                await freed.wait()
+        key = (f"pool:{pool}", token)
+        if key in self._waiting:
+            raise LeaseConflict(pool, token, "already waits for a slot of this pool")
+        waiter = self._waiting[key] = _Waiter()
+        in_line = False
+        try:
+            while True:
+                earliest: float | None = None
+                for index, name in enumerate(chain):
+                    settings = self._config.pools.get(name) or _NO_POOL_SETTINGS
+                    how = chosen or settings.strategy
+                    # Only the pool asked for keeps a line; its fallbacks are tried in passing.
+                    queue = wait != 0 and index == 0
+                    picked = await self._pick(
+                        name, token, how, call, near, settings.sticky_ttl, queue
+                    )
+                    if isinstance(picked, Lease):
+                        in_line = in_line and index != 0  # a slot of the pool took it out
+                        return picked
+                    in_line = in_line or queue
+                    if picked is not None and (earliest is None or picked < earliest):
+                        earliest = picked
+                now = self._now()
+                if wait == 0 or (deadline is not None and now >= deadline):
+                    raise PoolExhausted(pool, wait, tuple(chain), earliest)
+                # Woken (first in line) when a lease picked from the pool is released or the
+                # line moves, in any process; looks again at the earliest expiry reported, and
+                # every _POOL_POLL seconds anyway (leases given back otherwise, or expired).
+                delay = _POOL_POLL if earliest is None else min(earliest + 0.001, _POOL_POLL)
+                if deadline is not None:
+                    delay = min(delay, deadline - now)
+                waiter.event = event = self._new_event()
+                with self._cancel_scope(deadline=now + delay):
+                    await event.wait()
+        finally:
+            del self._waiting[key]
+            if in_line:
+                with self._cancel_scope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
+                    try:
+                        await self._backend.pool_leave(pool, token, self._owner_id)
+                    except ThrottleError as exc:
+                        logger.warning(
+                            "could not leave the line of pool %s (%s); it lapses within %s s",
+                            pool,
+                            exc,
+                            self._lease_ttl,
+                            extra={"pool": pool, "token": token, "owner": self._owner_id},
+                        )
 
     async def _pick(
         self,
@@ -740,12 +763,13 @@ class Throttle:
         call: RatePlan,
         near: tuple[str, str],
         sticky_ttl: float,
+        queue: bool,
     ) -> Lease | float | None:
         """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
         with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
             result = await self._backend.pick(
                 pool, token, self._owner_id, self._lease_ttl, self._max_hold, strategy,
-                _PICK_TRIES, call, near, sticky_ttl,
+                _PICK_TRIES, call, near, sticky_ttl, queue,
             )  # fmt: skip
         if result.outcome is Outcome.CONFLICT:
             raise LeaseConflict(
@@ -834,8 +858,6 @@ class Throttle:
                 released = await self._backend.release(number, token, self._owner_id, pool)
             finally:
                 held = self._held.pop(key, None)
-        if pool is not None and (freed := self._pool_freed.pop(pool, None)) is not None:
-            freed.set()  # this process's callers waiting on the pool look again
         if held is not None:
             held.lease._mark_released()
         if released:

@@ -342,3 +342,50 @@ async def test_sticky_gives_a_callee_the_same_caller_id_while_it_can(
             numbers.add(lease.number)
             await anyio.sleep(0.25)  # forgotten again
         assert len(numbers) >= 3
+
+
+async def test_callers_waiting_on_a_pool_are_served_in_order(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """First come, first served across throttles; while anyone waits, a try-once caller does
+    not take the slot that frees; a release in one throttle wakes a waiter in another at once
+    (well before the 0.25 s it would otherwise take to look again)."""
+    config = {"pools": {"one": {"numbers": NUMBERS[:1]}}}
+    async with (
+        new_throttle(config=config, default_limit=1) as holder,
+        new_throttle(config=config, default_limit=1) as waiters,
+    ):
+        held = await holder.acquire_from("one", timeout=0)
+        order: list[tuple[str, float]] = []
+
+        async def wait(name: str) -> None:
+            lease = await waiters.acquire_from("one", token=name, timeout=10)
+            order.append((name, anyio.current_time()))
+            await anyio.sleep(0.02)
+            await waiters.release(lease)
+
+        async with anyio.create_task_group() as tg:
+            for name in ("w1", "w2", "w3"):
+                tg.start_soon(wait, name)
+                await anyio.sleep(0.05)  # each is in line before the next comes
+            released_at = anyio.current_time()
+            await holder.release(held)
+            with pytest.raises(PoolExhausted):  # others wait: no barging in
+                await holder.acquire_from("one", timeout=0)
+        assert [name for name, _ in order] == ["w1", "w2", "w3"]
+        assert order[0][1] - released_at < 0.2
+        # Nobody waits any more: a try-once caller gets the free slot.
+        await holder.release(await holder.acquire_from("one", timeout=0))
+
+
+async def test_a_caller_that_stops_waiting_leaves_the_line(new_throttle: ThrottleFactory) -> None:
+    config = {"pools": {"one": {"numbers": NUMBERS[:1]}}}
+    async with new_throttle(config=config, default_limit=1) as throttle:
+        held = await throttle.acquire_from("one", timeout=0)
+        with pytest.raises(PoolExhausted):
+            await throttle.acquire_from("one", timeout=0.1)  # first in line, then gone
+        with anyio.move_on_after(0.1):
+            await throttle.acquire_from("one")  # cancelled while in line
+        await throttle.release(held)
+        lease = await throttle.acquire_from("one", timeout=0)  # nobody is left in line
+        assert lease.number == NUMBERS[0]

@@ -263,6 +263,7 @@ class Backend(Protocol):
         call: RatePlan,
         near: tuple[str, str] = ("", ""),
         sticky_ttl: float = 86400.0,
+        wait: bool = False,
     ) -> PickResult:
         """Take a slot for ``token`` on the first of at most ``tries`` numbers of ``pool``, in
         the strategy's order, that admits the call under all of its limits (as
@@ -270,8 +271,20 @@ class Backend(Protocol):
         per-call parts of the plan: callee, callee windows, priority, time zone offset;
         ``near`` the callee's area and region (``local``); ``sticky_ttl`` how long a callee
         keeps its number (``sticky``). A number that cannot take the call is looked at after
-        the others by later picks. One round trip on Redis; the cost grows with ``tries``, not
-        with the pool's size."""
+        the others by later picks.
+
+        Callers waiting on the pool are served first come, first served: while any wait, only
+        the first in line picks; anyone else gets QUEUED (``wait``: now in line, for ``ttl``
+        unless it asks again) or, trying once, REFUSED. With ``wait``, a caller nothing
+        admitted joins the line. A caller that got a slot leaves the line; the next first in
+        line is told (``"nudged"`` on number ``"pool:<pool>"``), and so is the first in line
+        whenever a lease picked from the pool is released.
+
+        One round trip on Redis; the cost grows with ``tries``, not with the pool's size."""
+        ...
+
+    async def pool_leave(self, pool: str, token: str, owner: str) -> None:
+        """The caller stops waiting on ``pool`` (the next in line is told if it was first)."""
         ...
 
     async def release_owner(self, owner: str) -> int:

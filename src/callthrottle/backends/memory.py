@@ -148,7 +148,8 @@ class _Pool:
     that the least loaded are found without looking at every number)."""
 
     __slots__ = (
-        "areas", "buckets", "callees", "cursor", "load", "members", "order", "random", "regions",
+        "areas", "buckets", "callees", "cursor", "line", "load", "members", "order", "random",
+        "regions",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -160,6 +161,7 @@ class _Pool:
         self.areas: dict[str, list[str]] = {}  # area -> its numbers (local strategy)
         self.regions: dict[str, list[str]] = {}
         self.callees: dict[str, tuple[str, float]] = {}  # callee -> (number, until): sticky
+        self.line: dict[tuple[str, str], float] = {}  # (owner, token) -> lapses, first come first
         self.random = random.Random()
 
     def add(self, number: str, spec: MemberSpec, load: int) -> None:
@@ -793,12 +795,22 @@ class MemoryBackend:
         call: RatePlan,
         near: tuple[str, str] = ("", ""),
         sticky_ttl: float = 86400.0,
+        wait: bool = False,
     ) -> PickResult:
         await self._checkpoint()
         state = self._pools.get(pool)
         if state is None:
             return PickResult(Outcome.REFUSED)
         now = self._clock()
+        me = (owner, token)
+        line = state.line
+        for waiter in [w for w, lapses in line.items() if lapses <= now]:
+            del line[waiter]
+        first = next(iter(line), None)
+        if first is not None and first != me:
+            if wait:
+                line[me] = now + ttl
+            return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
         if strategy == "round-robin":
             candidates = state.round_robin(tries)
         elif strategy == "local":
@@ -819,6 +831,8 @@ class MemoryBackend:
                 state.set_load(number, 0 if numbers is None else len(numbers.holders))
                 if strategy == "sticky" and call.callee is not None:
                     state.remember(call.callee, number, now + sticky_ttl, now)
+                if first == me:
+                    self._leave_line(pool, state, me)
                 return PickResult(result.outcome, number, tried=candidates.index(number) + 1)
             if result.outcome is Outcome.CONFLICT:
                 return PickResult(result.outcome, number, tried=candidates.index(number) + 1)
@@ -827,7 +841,26 @@ class MemoryBackend:
             state.set_load(number, _RESTING)
             if result.retry_in is not None and (earliest is None or result.retry_in < earliest):
                 earliest = result.retry_in
+        if wait:
+            line[me] = now + ttl  # a place kept in line (its order unchanged when it had one)
         return PickResult(Outcome.REFUSED, None, earliest, len(candidates))
+
+    async def pool_leave(self, pool: str, token: str, owner: str) -> None:
+        await self._checkpoint()
+        state = self._pools.get(pool)
+        if state is not None:
+            self._leave_line(pool, state, (owner, token))
+
+    def _leave_line(self, pool: str, state: _Pool, waiter: tuple[str, str]) -> None:
+        was_first = next(iter(state.line), None) == waiter
+        state.line.pop(waiter, None)
+        if was_first:
+            self._nudge_line(pool, state)
+
+    def _nudge_line(self, pool: str, state: _Pool) -> None:
+        first = next(iter(state.line), None)
+        if first is not None:
+            self._notify(first[0], "nudged", f"pool:{pool}", first[1])
 
     def _note_load(self, pool: str, number: str, state: _NumberState | None, token: str) -> None:
         """After a release through ``pool``: the number's load as it will be."""
@@ -836,6 +869,7 @@ class MemoryBackend:
             return
         held = 0 if state is None else len(state.holders) - (token in state.holders)
         pool_state.set_load(number, held)
+        self._nudge_line(pool, pool_state)
 
     async def release_owner(self, owner: str) -> int:
         await self._checkpoint()

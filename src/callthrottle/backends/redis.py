@@ -45,7 +45,7 @@ logger = logging.getLogger("callthrottle.redis")
 
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
-    "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members",
+    "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
 )  # fmt: skip
 
 
@@ -368,7 +368,7 @@ class RedisBackend:
     ) -> bool:
         args: tuple[Arg, ...] = (token, releaser, number, self._channels)
         if pool is not None:
-            args += (self._pool_keys(pool)[1],)
+            args += (self._pool_keys(pool)[1], pool)
         try:
             removed, *handed = await self._ask("r", number, args)
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
@@ -535,6 +535,7 @@ class RedisBackend:
         call: RatePlan,
         near: tuple[str, str] = ("", ""),
         sticky_ttl: float = 86400.0,
+        wait: bool = False,
     ) -> PickResult:
         args = (
             strategy,
@@ -552,13 +553,23 @@ class RedisBackend:
             near[0],
             near[1],
             _ms(sticky_ttl),
+            1 if wait else 0,
+            _ms(ttl),
+            pool,
         )
         with _map_errors("pick"):
             reply = await self._run("pick", self._pool_keys(pool), args)
+        if reply[0] == 0:
+            return PickResult(Outcome.QUEUED)
         if reply[0] == 2:
             retry_in = None if reply[1] < 0 else reply[1] / 1000
             return PickResult(Outcome.REFUSED, None, retry_in, reply[2])
         return PickResult(Outcome(reply[0]), reply[1].decode())
+
+    async def pool_leave(self, pool: str, token: str, owner: str) -> None:
+        args = (owner, token, self._channels, pool)
+        with _map_errors("pool_leave"):
+            await self._run("pool_leave", self._pool_keys(pool)[:1], args)
 
     async def release_owner(self, owner: str) -> int:
         pattern = _glob_escape(self._prefix) + "{*}:n:*:m"

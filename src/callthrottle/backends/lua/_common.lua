@@ -55,6 +55,23 @@ local function split_tabs(text)
   return fields
 end
 
+-- Tell the first caller waiting on a pool (PB: its keys' common start) to pick again.
+local function nudge_pool_line(PB, channels, pool)
+  local first = redis.call('ZRANGE', PB .. 'w', 0, 0)[1]
+  if first then
+    local owner, token = string.match(first, '^(.-)\t(.*)$')
+    redis.call('PUBLISH', channels .. owner, 'n\tpool:' .. pool .. '\t' .. token)
+  end
+end
+
+-- A caller leaves a pool's line (taken a slot, given up); the next is told when it is first.
+local function leave_pool_line(PB, member, channels, pool)
+  local was_first = redis.call('ZRANGE', PB .. 'w', 0, 0)[1] == member
+  redis.call('ZREM', PB .. 'w', member)
+  redis.call('ZREM', PB .. 'x', member)
+  if was_first then nudge_pool_line(PB, channels, pool) end
+end
+
 local function group_keys(i)
   local base = 7 + (i - 1) * 4
   return KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4]

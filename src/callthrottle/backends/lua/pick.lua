@@ -15,17 +15,44 @@
 -- ARGV[8] time zone offset in ms, ARGV[9] callee ('' none), ARGV[10] callee windows ('' none),
 -- ARGV[11] priority, ARGV[12] how many numbers to try at most, ARGV[13] the callee's area
 -- ('' none), ARGV[14] its region ('' none), ARGV[15] how long (ms) a callee keeps its number
--- under the sticky strategy (the callee's last number: PM's key with ':k:<callee>').
+-- under the sticky strategy (the callee's last number: PM's key with ':k:<callee>'),
+-- ARGV[16] '1' if the caller waits when nothing admits it, ARGV[17] how long (ms) its place
+-- in line lasts unless it asks again, ARGV[18] the pool's name (for its waiters' events).
+-- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
+-- ':x' (the same -> when the place lapses); while anyone waits, only the first in line picks:
+-- others (also try-once callers) are refused, or queued behind it.
 -- The numbers' keys are not among KEYS: they are built here from their specs (on Redis
 -- Cluster, a pool's numbers must share a hash tag, their tenant's).
--- Returns {1, number} granted, {-1, number} token conflict, or {2, retry_in_ms (-1: unknown),
--- numbers tried} when none admitted.
+-- Returns {1, number} granted, {-1, number} token conflict, {2, retry_in_ms (-1: unknown),
+-- numbers tried} when none admitted, or {0, -1, 0} when others wait ahead of the caller.
 local PM, PL, PO, PC, PS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local strategy, token, owner, ttl, hold = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local prefix, channels, tz, callee, callee_windows = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local priority, tries = tonumber(ARGV[11]), tonumber(ARGV[12])
 local area, region, sticky_ms = ARGV[13], ARGV[14], ARGV[15]
 local PB = string.sub(PM, 1, -2)
+local waits, wait_ms, pool = ARGV[16] == '1', tonumber(ARGV[17]), ARGV[18]
+local PW, PX = PB .. 'w', PB .. 'x'
+local me = owner .. '\t' .. token
+local now = now_ms()
+
+local function join_line()
+  if not redis.call('ZSCORE', PW, me) then
+    redis.call('ZADD', PW, redis.call('INCR', PB .. 'ws'), me)
+  end
+  redis.call('ZADD', PX, now + wait_ms, me)
+end
+
+local lapsed = redis.call('ZRANGEBYSCORE', PX, '-inf', now)
+if #lapsed > 0 then
+  redis.call('ZREMRANGEBYSCORE', PX, '-inf', now)
+  redis.call('ZREM', PW, unpack(lapsed))
+end
+local first = redis.call('ZRANGE', PW, 0, 0)[1]
+if first and first ~= me then
+  if waits then join_line() end
+  return {0, -1, 0}
+end
 
 local candidates, seen = {}, {}
 local function consider(number)
@@ -99,6 +126,7 @@ for _, number in ipairs(candidates) do
     if strategy == 'sticky' and callee ~= '' then
       redis.call('SET', PB .. 'k:' .. callee, number, 'PX', sticky_ms)
     end
+    if first == me then leave_pool_line(PB, me, channels, pool) end
     return {1, number}
   end
   if reply[1] == -1 then return {-1, number} end
@@ -108,4 +136,5 @@ for _, number in ipairs(candidates) do
   local retry = tonumber(reply[2])
   if retry and retry >= 0 and (not earliest or retry < earliest) then earliest = retry end
 end
+if waits then join_line() end
 return {2, earliest or -1, #candidates}

@@ -1,7 +1,8 @@
 -- Give a slot back and hand it to the next waiter (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix, ARGV[5]
--- (optional) the load key (PL) of the pool the lease was picked from: its load is updated
+-- (optional) the load key (PL) of the pool the lease was picked from: its load is updated and
+-- the first caller waiting on the pool is told; ARGV[6] then the pool's name
 -- Returns {1 if a live lease was released else 0, then the tokens of the releasing owner's
 -- waiters that were handed a slot (they get no event: the owner learns it from the reply)}.
 local token = ARGV[1]
@@ -29,6 +30,7 @@ if ARGV[5] then
   if old then
     redis.call('ZADD', ARGV[5], redis.call('ZCARD', H) * LOAD_SCALE + old % LOAD_SCALE, ARGV[3])
   end
+  nudge_pool_line(string.sub(ARGV[5], 1, -2), ARGV[4], ARGV[6])
 end
 local reply = {removed}
 if queued > 0 then promote(now, queued, ARGV[3], ARGV[4], ARGV[2], reply) end
