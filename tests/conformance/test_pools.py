@@ -75,6 +75,18 @@ async def test_round_robin_follows_the_pool_order(new_throttle: ThrottleFactory)
         assert least.number in NUMBERS[2:]  # the ones with 2 calls, not 3
 
 
+@pytest.mark.parametrize("state", ["flagged", "expired", "released"])
+async def test_numbers_out_of_service_are_skipped(
+    new_throttle: ThrottleFactory, state: str
+) -> None:
+    async with new_throttle(config=pools(), default_limit=1) as throttle:
+        for number in NUMBERS[:4]:
+            await throttle.set_state(number, state)
+        assert (await throttle.acquire_from("a", timeout=0)).number == NUMBERS[4]
+        with pytest.raises(PoolExhausted):
+            await throttle.acquire_from("a", timeout=0)
+
+
 async def test_numbers_that_cannot_take_the_call_are_skipped(
     new_throttle: ThrottleFactory,
 ) -> None:

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import redis
-from callthrottle import BackendUnavailable, Throttle, UnsupportedEventLoop
+from callthrottle import BackendUnavailable, Lease, Throttle, UnsupportedEventLoop
 from callthrottle.backends import RedisBackend
 
 from .._servers import free_port
@@ -37,6 +37,7 @@ async def throttle(redis_url: str, prefix: str) -> AsyncIterator[Throttle]:
 SCRIPT_INTERNAL = {
     "time", "zrangebyscore", "zremrangebyscore", "zrange", "zcard", "zcount", "zscore", "zadd",
     "zrem", "hget", "hmget", "hset", "hdel", "hgetall", "pexpire", "pttl", "del", "publish",
+    "incr", "zmscore", "srandmember", "sadd", "srem", "get", "set", "hexists", "hlen",
 }  # fmt: skip
 
 
@@ -229,3 +230,29 @@ async def test_a_burst_of_callers_waits_for_connections_instead_of_failing(
                 tg.start_soon(caller, throttle)
         assert served == 300
         assert (await throttle.usage(NUMBER, limit=20)).in_use == 0
+
+
+async def test_one_round_trip_for_a_pick_from_a_pool(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """A pick that looks at several numbers (the first ones full) is still one FCALL."""
+    numbers = [f"+86571888{i:05d}" for i in range(6)]
+    config = {
+        "pools": {"p": {"numbers": numbers}},
+        "trunks": {"t": {"cap": 100, "rates": "1000/minute"}},
+        "numbers": {n: {"trunk": "t", "rates": "100/minute"} for n in numbers},
+    }
+    async with Throttle.from_url(
+        redis_url, key_prefix=prefix, config=config, default_limit=1
+    ) as throttle:
+        leases = [await throttle.acquire_from("p", timeout=0) for _ in range(5)]
+        for number in numbers[:5]:  # directly: the pool's loads do not know of these
+            await throttle.release(Lease(number, leases[numbers.index(number)].token))
+            await throttle.acquire(number, timeout=0)
+        before = command_counts(sync_client)
+        lease = await throttle.acquire_from("p", timeout=0)
+        assert round_trips_since(sync_client, before) == {"fcall": 1}
+        assert lease.number == numbers[5]
+        before = command_counts(sync_client)
+        assert await throttle.release(lease) is True
+        assert round_trips_since(sync_client, before) == {"fcall": 1}
