@@ -148,8 +148,8 @@ class _Pool:
     that the least loaded are found without looking at every number)."""
 
     __slots__ = (
-        "areas", "buckets", "callees", "cursor", "line", "load", "members", "order", "random",
-        "regions",
+        "areas", "buckets", "callees", "cursor", "line", "load", "members", "order", "picked",
+        "picks", "random", "regions",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -162,6 +162,8 @@ class _Pool:
         self.regions: dict[str, list[str]] = {}
         self.callees: dict[str, tuple[str, float]] = {}  # callee -> (number, until): sticky
         self.line: dict[tuple[str, str], float] = {}  # (owner, token) -> lapses, first come first
+        self.picked: dict[str, int] = {}  # number -> when last picked (a counter): ties' order
+        self.picks = 0
         self.random = random.Random()
 
     def add(self, number: str, spec: MemberSpec, load: int) -> None:
@@ -189,6 +191,7 @@ class _Pool:
         spec = self.members.pop(number, None)
         if spec is None:
             return
+        self.picked.pop(number, None)
         self._unplace(number, spec)
         self.order.remove(number)
         load = self.load.pop(number)
@@ -225,7 +228,9 @@ class _Pool:
             members = index.get(key) if key else None
             if members:
                 sample = self.random.sample(members, min(count, len(members)))
-                sample.sort(key=self.load.__getitem__)
+                sample.sort(
+                    key=lambda number: (self.load[number], self.picked.get(number, 0), number)
+                )
                 picked.update(dict.fromkeys(sample))
         picked.update(dict.fromkeys(self.least_loaded(count)))
         return list(picked)[:count]
@@ -829,6 +834,8 @@ class MemoryBackend:
             if result.outcome is Outcome.GRANTED:
                 numbers = self._numbers.get(number)
                 state.set_load(number, 0 if numbers is None else len(numbers.holders))
+                state.picks += 1
+                state.picked[number] = state.picks
                 if strategy == "sticky" and call.callee is not None:
                     state.remember(call.callee, number, now + sticky_ttl, now)
                 if first == me:

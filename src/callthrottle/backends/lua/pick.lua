@@ -68,7 +68,7 @@ local function sample(set)
   local scores = redis.call('ZMSCORE', PL, unpack(numbers))
   local ranked = {}
   for i, number in ipairs(numbers) do ranked[i] = {tonumber(scores[i]) or 0, number} end
-  table.sort(ranked, function(a, b) return a[1] < b[1] end)
+  table.sort(ranked, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
   for _, item in ipairs(ranked) do consider(item[2]) end
 end
 
