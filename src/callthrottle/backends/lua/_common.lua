@@ -29,6 +29,8 @@ local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
 -- leases and lapsed waiters were last dropped (a batch of operations shares them).
 local NOW, POLICY, PURGED
+-- key -> the time (ms) this call already made it live at least until (a batch extends once).
+local EXTENDED = {}
 
 -- Every function starts here: the keys and arguments of the call become the names above
 -- (Redis runs one function at a time, so they are never shared by two calls).
@@ -37,6 +39,7 @@ local function bind(keys, args)
   H, Q, W, M, P, R = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
   GROUPS = math.max((#keys - 7) / 4, 0)
   NOW, POLICY, PURGED = nil, nil, nil
+  EXTENDED = {}
 end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
@@ -239,21 +242,27 @@ local function purge(now)
   return queued - #gone
 end
 
+-- Make a key live `ms` more from `now`: exactly (`fresh`: it has no expiry yet), else at least
+-- (PEXPIRE GT), skipped when this call already did as much.
+local function make_live(key, ms, now, fresh)
+  local at = now + ms
+  if fresh then
+    redis.call('PEXPIRE', key, ms)
+  elseif (EXTENDED[key] or 0) < at then
+    redis.call('PEXPIRE', key, ms, 'GT')
+  else
+    return
+  end
+  EXTENDED[key] = at
+end
+
 -- The hot path's touch: a lease expiring at `expires` was added; make H and M live at least
 -- that long (they already cover every other lease and place in line). `fresh_h`: H had no
 -- lease before, so it has no expiry yet; `fresh_m`: neither had M (nobody waited either).
 local function cover(expires, now, fresh_h, fresh_m)
   local ms = expires - now + 1000
-  if fresh_h then
-    redis.call('PEXPIRE', H, ms)
-  else
-    redis.call('PEXPIRE', H, ms, 'GT')
-  end
-  if fresh_m then
-    redis.call('PEXPIRE', M, ms)
-  else
-    redis.call('PEXPIRE', M, ms, 'GT')
-  end
+  make_live(H, ms, now, fresh_h)
+  make_live(M, ms, now, fresh_m)
 end
 
 -- Grant slots to waiters, first come first served, while the head's limit allows; return how
@@ -331,14 +340,13 @@ end
 -- The line's touch: a place in line lapsing in `ms` was added or renewed; make Q, W and M live
 -- at least that long (`fresh`: nobody waited before, so Q and W have no expiry yet).
 local function keep_line(ms, fresh)
+  local now = now_ms()
+  make_live(Q, ms, now, fresh)
+  make_live(W, ms, now, fresh)
   if fresh then
-    redis.call('PEXPIRE', Q, ms)
-    redis.call('PEXPIRE', W, ms)
     extend(M, ms)
   else
-    redis.call('PEXPIRE', Q, ms, 'GT')
-    redis.call('PEXPIRE', W, ms, 'GT')
-    redis.call('PEXPIRE', M, ms, 'GT')
+    make_live(M, ms, now, false)
   end
 end
 
