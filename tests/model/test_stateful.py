@@ -1,0 +1,219 @@
+"""Random sequences of operations, run against each backend and a plain reference model.
+
+Hypothesis drives acquire (try once or queue), release (by the owner or anyone), abandon,
+renew and, on the memory backend, the passing of time (its clock is injected). After every
+step the backend's answers and its counts must be the model's: who holds a slot, who waits,
+in what order slots are handed over, which leases expired.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from callthrottle.backends import MemoryBackend, Outcome, RedisBackend, RenewState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from callthrottle.backends._base import Backend
+
+NUMBERS = ("+8657188880001",)  # one number: the richest interleavings per step
+LIMIT = 2
+TOKENS = ("t1", "t2", "t3", "t4", "t5")
+OWNERS = ("o1", "o2")
+TTL = 10.0  # seconds; on Redis (real time) no lease lives long enough in a run to expire
+
+
+@dataclass
+class NumberModel:
+    holders: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> owner, expiry
+    line: dict[str, tuple[str, float]] = field(default_factory=dict)  # in order: owner, lapse
+
+
+class Model:
+    """What the backend contract says, and nothing more."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.numbers = {number: NumberModel() for number in NUMBERS}
+
+    def settle(self, number: str) -> NumberModel:
+        state = self.numbers[number]
+        state.holders = {t: v for t, v in state.holders.items() if v[1] > self.now}
+        state.line = {t: v for t, v in state.line.items() if v[1] > self.now}
+        while state.line and len(state.holders) < LIMIT:  # first come, first served
+            token, (owner, _) = next(iter(state.line.items()))
+            del state.line[token]
+            state.holders[token] = (owner, self.now + TTL)
+        return state
+
+    def acquire(self, number: str, token: str, owner: str, enqueue: bool) -> Outcome:
+        state = self.settle(number)
+        if token in state.holders:
+            return Outcome.GRANTED if state.holders[token][0] == owner else Outcome.CONFLICT
+        if token in state.line:
+            if state.line[token][0] != owner:
+                return Outcome.CONFLICT
+            if next(iter(state.line)) == token and len(state.holders) < LIMIT:
+                del state.line[token]
+                state.holders[token] = (owner, self.now + TTL)
+                return Outcome.GRANTED
+            state.line[token] = (owner, self.now + TTL)
+            return Outcome.QUEUED
+        if not state.line and len(state.holders) < LIMIT:
+            state.holders[token] = (owner, self.now + TTL)
+            return Outcome.GRANTED
+        if enqueue:
+            state.line[token] = (owner, self.now + TTL)
+            return Outcome.QUEUED
+        return Outcome.REFUSED
+
+    def release(self, number: str, token: str) -> bool:
+        state = self.settle(number)
+        released = state.holders.pop(token, None) is not None
+        self.settle(number)
+        return released
+
+    def abandon(self, number: str, token: str, owner: str) -> None:
+        state = self.settle(number)
+        for where in (state.holders, state.line):
+            if token in where and where[token][0] == owner:
+                del where[token]
+        self.settle(number)
+
+    def renew(self, owner: str, items: list[tuple[str, str]]) -> list[RenewState]:
+        states = []
+        for number, token in items:
+            state = self.settle(number)
+            if token in state.holders and state.holders[token][0] == owner:
+                state.holders[token] = (owner, self.now + TTL)
+                states.append(RenewState.HELD)
+            elif token in state.line and state.line[token][0] == owner:
+                state.line[token] = (owner, self.now + TTL)
+                states.append(RenewState.QUEUED)
+            else:
+                states.append(RenewState.GONE)
+        return states
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class BackendMachine(RuleBasedStateMachine):
+    """Set ``portal``, ``backend`` and ``clock`` (None: real time) before running."""
+
+    portal: BlockingPortal
+    backend: Backend
+    clock: Clock | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = Model()
+        self.call(self.backend.release_owner, "o1")
+        self.call(self.backend.release_owner, "o2")
+
+    def call(self, function: Any, *args: Any) -> Any:
+        return self.portal.call(function, *args)
+
+    @rule(
+        number=st.sampled_from(NUMBERS),
+        token=st.sampled_from(TOKENS),
+        owner=st.sampled_from(OWNERS),
+        enqueue=st.booleans(),
+    )
+    def acquire(self, number: str, token: str, owner: str, enqueue: bool) -> None:
+        result = self.call(self.backend.acquire, number, token, owner, LIMIT, TTL, None, enqueue)
+        assert result.outcome == self.model.acquire(number, token, owner, enqueue)
+
+    @rule(
+        number=st.sampled_from(NUMBERS), token=st.sampled_from(TOKENS), by=st.sampled_from(OWNERS)
+    )
+    def release(self, number: str, token: str, by: str) -> None:
+        released = self.call(self.backend.release, number, token, by)
+        assert released == self.model.release(number, token)
+
+    @rule(
+        number=st.sampled_from(NUMBERS),
+        token=st.sampled_from(TOKENS),
+        owner=st.sampled_from(OWNERS),
+    )
+    def abandon(self, number: str, token: str, owner: str) -> None:
+        self.call(self.backend.abandon, number, token, owner)
+        self.model.abandon(number, token, owner)
+
+    @rule(
+        owner=st.sampled_from(OWNERS),
+        items=st.lists(
+            st.tuples(st.sampled_from(NUMBERS), st.sampled_from(TOKENS)), max_size=3, unique=True
+        ),
+    )
+    def renew(self, owner: str, items: list[tuple[str, str]]) -> None:
+        if not items:
+            return
+        states = self.call(self.backend.renew, owner, items)
+        assert list(states) == self.model.renew(owner, items)
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 9.9, 10.0, 12.0]))
+    def advance(self, seconds: float) -> None:
+        if self.clock is None:
+            return  # Redis judges time by its own clock
+        self.clock.now += seconds
+        self.model.now += seconds
+
+    @invariant()
+    def counts_agree(self) -> None:
+        for number in NUMBERS:
+            usage = self.call(self.backend.usage, number, LIMIT)
+            state = self.model.numbers[number]
+            live = sum(1 for _, expiry in state.holders.values() if expiry > self.model.now)
+            waiting = sum(1 for _, lapse in state.line.values() if lapse > self.model.now)
+            assert (usage.in_use, usage.waiting) == (live, waiting)
+            assert usage.in_use <= LIMIT
+
+
+@contextmanager
+def machine(backend_factory: Any, clock: Clock | None) -> Iterator[type[BackendMachine]]:
+    with ExitStack() as stack:
+        portal = stack.enter_context(start_blocking_portal("asyncio"))
+        backend = backend_factory()
+        portal.call(backend.open)
+        stack.callback(portal.call, backend.aclose)
+
+        class Machine(BackendMachine):
+            pass
+
+        Machine.portal, Machine.backend, Machine.clock = portal, backend, clock
+        yield Machine
+
+
+SETTINGS = settings(
+    max_examples=150,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def test_memory_backend_agrees_with_the_model() -> None:
+    clock = Clock()
+    with machine(lambda: MemoryBackend(clock=clock), clock) as Machine:
+        run_state_machine_as_test(Machine, settings=SETTINGS)
+
+
+@pytest.mark.redis
+def test_redis_backend_agrees_with_the_model(redis_url: str, prefix: str) -> None:
+    with machine(lambda: RedisBackend.from_url(redis_url, key_prefix=prefix), None) as Machine:
+        run_state_machine_as_test(Machine, settings=SETTINGS)
