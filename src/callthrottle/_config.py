@@ -253,7 +253,9 @@ class Config:
             for name, raw in _table("config.profiles", top.get("profiles", {})).items()
         }
         default_profile = top.get("default_profile")
-        if default_profile is not None and default_profile not in profiles:
+        if default_profile is not None and (
+            not isinstance(default_profile, str) or default_profile not in profiles
+        ):
             raise ConfigError(
                 "config.default_profile", default_profile, _one_of("a profile", profiles)
             )
@@ -311,6 +313,8 @@ def _pools(raw_pools: Mapping[str, Any], region: str | None) -> dict[str, PoolSe
             f"{where}.strategy", check_strategy, table.get("strategy", DEFAULT_STRATEGY)
         )
         fallback = table.get("fallback")
+        if fallback is not None and (not isinstance(fallback, str) or fallback not in raw_pools):
+            raise ConfigError(f"{where}.fallback", fallback, _one_of("a pool", raw_pools))
         sticky_ttl = _wrap(f"{where}.sticky_ttl", check_ttl, table.get("sticky_ttl", STICKY_TTL))
         pools[name] = PoolSettings(tuple(numbers), strategy, fallback, sticky_ttl)
     for name, settings in pools.items():
