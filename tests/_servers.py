@@ -77,28 +77,55 @@ def redis_server() -> Iterator[str]:
         _wait_until_up(url, None, time.monotonic() + 10)
         yield url
         return
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="callthrottle-redis-")
-    command = [
-        find_server_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", workdir,
-        "--daemonize", "no",
-        "--enable-debug-command", "local",  # the fault tests stall the server with DEBUG SLEEP
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        _wait_until_up(url, proc, time.monotonic() + 20)
-        yield url
-    finally:
-        proc.terminate()
+    with own_server() as (started, _):
+        yield started
+
+
+class Server:
+    """A server process of the tests' own, that a test may stop and start again."""
+
+    def __init__(self, port: int, workdir: str, persistent: bool) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.persistent = persistent
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            find_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--appendfsync", "always",
+            "--dir", self.workdir,
+            "--daemonize", "no",
+            "--enable-debug-command", "local",  # the fault tests stall the server with DEBUG SLEEP
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_until_up(self.url, self.proc, time.monotonic() + 20)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(10)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@contextlib.contextmanager
+def own_server(*, persistent: bool = False) -> Iterator[tuple[str, Server]]:
+    """Start a server of our own (whatever CALLTHROTTLE_TEST_REDIS_URL says); yield its URL and
+    the handle to stop and restart it; stop it afterwards."""
+    server = Server(free_port(), tempfile.mkdtemp(prefix="callthrottle-redis-"), persistent)
+    try:
+        server.start()
+        yield server.url, server
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)

@@ -44,7 +44,9 @@ class Lease:
 
     @property
     def lost_reason(self) -> str | None:
-        """Why the lease was lost (``"expired"`` or ``"max_hold"``), or None."""
+        """Why the lease was lost, or None: ``"expired"`` (not renewed in time), ``"max_hold"``,
+        or ``"backend"`` (the backend no longer had it after its connection was replaced: a
+        Redis restart without persistence or a failover to a replica that lacked it)."""
         return self._lost_reason
 
     @property

@@ -189,6 +189,7 @@ class Throttle:
         "_plans",
         "_region",
         "_renew_interval",
+        "_resynced_at",
         "_stack",
         "_task_group",
         "_waiting",
@@ -228,6 +229,7 @@ class Throttle:
         self._close_backend = close_backend
         self._held: dict[tuple[str, str], _Held] = {}
         self._waiting: dict[tuple[str, str], _Waiter] = {}
+        self._resynced_at = -math.inf  # when the backend's connection was last replaced
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._drained: anyio.Event | None = None
@@ -1047,6 +1049,7 @@ class Throttle:
 
     def _on_event(self, kind: str, number: str, token: str) -> None:
         if kind == "resync":  # events may have been missed: every waiter asks again
+            self._resynced_at = self._now()
             for each in self._waiting.values():
                 each.wake(granted=False)
             return
@@ -1111,6 +1114,16 @@ class Throttle:
             lease._mark_lost("max_hold")
             logger.warning(
                 "%s reached max_hold and was dropped; the call may still be up",
+                lease,
+                extra=self._log_extra(lease),
+            )
+        elif held.renewed_at <= self._resynced_at:
+            # Last renewed before the backend connection was replaced: the server lost it
+            # (restarted without persistence, or failed over to a replica that lacked it).
+            lease._mark_lost("backend")
+            logger.warning(
+                "%s was lost by the backend (restart or failover); the call may still be up "
+                "and the number may carry one call over its cap until it ends",
                 lease,
                 extra=self._log_extra(lease),
             )
