@@ -1,0 +1,58 @@
+"""A TCP proxy between the throttle and Redis that can cut a connection mid-command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+
+class CuttingProxy:
+    """Forwards bytes both ways. ``cut_next_reply()``: the next time the server answers, the
+    answer is dropped and the client's connection is closed (the command ran, the caller never
+    hears of it: an ambiguous outcome)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._cut = False
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    def cut_next_reply(self) -> None:
+        self._cut = True
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if replies and self._cut:
+                    self._cut = False
+                    self.cuts += 1
+                    writer.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self._target)
+        await asyncio.gather(
+            self._pipe(client_r, server_w, replies=False),
+            self._pipe(server_r, client_w, replies=True),
+        )
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CuttingProxy]:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
