@@ -22,12 +22,23 @@ def _redis(url: str, options: dict[str, Any]) -> Backend:
     return RedisBackend.from_url(url, **options)
 
 
+def _sentinel(url: str, options: dict[str, Any]) -> Backend:
+    return RedisBackend.from_sentinel_url(url, **options)
+
+
 #: Supported schemes and the factory that builds their backend.
-SCHEMES = {"memory": _memory, "redis": _redis, "rediss": _redis, "unix": _redis}
+SCHEMES = {
+    "memory": _memory,
+    "redis": _redis,
+    "rediss": _redis,
+    "unix": _redis,
+    "redis+sentinel": _sentinel,
+}
 
 
 def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
-    """Build the backend a URL names: ``memory://``, ``redis://``, ``rediss://``, ``unix://``."""
+    """Build the backend a URL names: ``memory://``, ``redis://``, ``rediss://``, ``unix://``,
+    ``redis+sentinel://``."""
     if not isinstance(url, str):
         raise InvalidArgument("url", url, "a str such as 'memory://' or 'redis://host:6379/0'")
     scheme, sep, _ = url.partition("://")

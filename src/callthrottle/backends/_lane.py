@@ -25,10 +25,15 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import (
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -214,6 +219,7 @@ class ScriptLane:
 
     def __init__(self, client: aioredis.Redis) -> None:
         pool = client.connection_pool
+        self._pool = pool
         self._settings = pool.connection_class(**pool.connection_kwargs)
         timeout = self._settings.socket_timeout
         self._timeout: float | None = float(timeout) if timeout else None
@@ -250,6 +256,10 @@ class ScriptLane:
             return await self._run_carefully(library, packed)  # sent again on a new connection
         if not isinstance(reply, ResponseError):
             return reply
+        if str(reply).startswith("READONLY"):
+            # A failover made this server a replica: a new connection finds the new master.
+            protocol.fail(RedisConnectionError(f"Redis is no longer the master: {reply}"))
+            return await self._run_carefully(library, packed)
         if "Function not found" not in str(reply):
             raise reply
         await self.load(library)
@@ -416,15 +426,20 @@ class ScriptLane:
         if isinstance(settings, UnixDomainSocketConnection):
             _, protocol = await loop.create_unix_connection(factory, settings.path)
         elif isinstance(settings, Connection):
+            host, port = settings.host, settings.port
+            if isinstance(settings, SentinelManagedConnection):
+                # Asked of the sentinels at every connect: after a failover, the new master.
+                pool = cast("SentinelConnectionPool", self._pool)
+                host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
             ssl_context: ssl.SSLContext | None = None
-            if isinstance(settings, SSLConnection):
+            if isinstance(settings, (SSLConnection, SentinelManagedSSLConnection)):
                 ssl_context = settings.ssl_context.get()
             _, protocol = await loop.create_connection(
                 factory,
-                settings.host,
-                settings.port,
+                host,
+                port,
                 ssl=ssl_context,
-                server_hostname=settings.host if ssl_context else None,
+                server_hostname=host if ssl_context else None,
             )
         else:
             raise RedisConnectionError(f"unsupported connection class {type(settings).__name__}")

@@ -10,14 +10,16 @@ from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
-from .._errors import BackendUnavailable, UnsupportedEventLoop
+from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
 from .._models import Usage
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
 from ._base import (
@@ -163,7 +165,8 @@ class RedisBackend:
     """
 
     __slots__ = (
-        "_batches", "_channels", "_client", "_keys", "_lane", "_layout", "_listeners", "_owns_client",
+        "_also_close", "_batches", "_channels", "_client", "_keys", "_lane", "_layout", "_listeners",
+        "_owns_client",
         "_prefix",
     )  # fmt: skip
 
@@ -180,6 +183,7 @@ class RedisBackend:
         self._channels = f"{key_prefix}owner:"
         self._lane = ScriptLane(client)
         self._lane.on_reconnect = self._resync
+        self._also_close: list[aioredis.Redis] = []  # a sentinel URL's sentinel clients
         self._listeners: dict[str, EventListener] = {}
         self._batches: dict[str, list[tuple[str, tuple[Arg, ...], asyncio.Future[Any]]]] = {}
         self._keys: dict[str, list[str]] = {}
@@ -207,6 +211,43 @@ class RedisBackend:
             **settings,
         )
         return cls(aioredis.Redis(connection_pool=pool), key_prefix=key_prefix, _owns_client=True)
+
+    @classmethod
+    def from_sentinel_url(
+        cls, url: str, *, key_prefix: str = "callthrottle:", **options: Any
+    ) -> RedisBackend:
+        """Connect, through Redis Sentinel, to the master of a monitored service:
+        ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``.
+
+        The master's address is asked of the sentinels whenever a connection is made, so after
+        a failover the backend reconnects to the new master by itself (a call that reaches the
+        old one, now a replica, is sent again). ``options`` go to the master's client (socket
+        timeouts default to 5 s as with :meth:`from_url`); the sentinels get the same timeouts.
+        """
+        parts = urlsplit(url)
+        hosts = []
+        for item in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise InvalidArgument(
+                    "url", url, "redis+sentinel://host:port[,host:port...]/service"
+                )
+            hosts.append((host.strip("[]"), int(port)))
+        path = [segment for segment in parts.path.split("/") if segment]
+        if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+            raise InvalidArgument("url", url, "redis+sentinel://host:port[,...]/service[/db]")
+        settings = {**_default_options(), **options}
+        if parts.password is not None:
+            settings.setdefault("password", unquote(parts.password))
+        if parts.username:
+            settings.setdefault("username", unquote(parts.username))
+        if len(path) == 2:
+            settings.setdefault("db", int(path[1]))
+        timeouts = {k: settings[k] for k in ("socket_timeout", "socket_connect_timeout")}
+        sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **settings)  # type: ignore[no-untyped-call]
+        backend = cls(sentinel.master_for(path[0]), key_prefix=key_prefix, _owns_client=True)
+        backend._also_close = list(sentinel.sentinels)
+        return backend
 
     def __repr__(self) -> str:
         kwargs = self._client.connection_pool.connection_kwargs
@@ -586,6 +627,9 @@ class RedisBackend:
 
     async def aclose(self) -> None:
         await self._lane.aclose()
+        for other in self._also_close:
+            with _map_errors("close"):
+                await other.aclose()
         if self._owns_client:
             with _map_errors("close"):
                 await self._client.aclose(close_connection_pool=True)

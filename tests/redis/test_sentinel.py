@@ -1,0 +1,134 @@
+"""Redis Sentinel: the throttle finds the master through the sentinels, and follows a failover."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+import redis
+from callthrottle import Throttle
+
+from .._servers import _wait_until_up, find_server_binary, free_port, own_server
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+NUMBER = "+8657188880001"
+
+
+@contextmanager
+def replica_of(master_port: int) -> Iterator[int]:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="callthrottle-replica-")
+    command = [
+        find_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", workdir, "--replicaof", "127.0.0.1", str(master_port),
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_until_up(f"redis://127.0.0.1:{port}/0", proc, time.monotonic() + 20)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def sentinel_for(master_port: int) -> Iterator[int]:
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="callthrottle-sentinel-"))
+    config = workdir / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+        f"sentinel monitor svc 127.0.0.1 {master_port} 1\n"
+        "sentinel down-after-milliseconds svc 1000\n"
+        "sentinel failover-timeout svc 5000\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [find_server_binary(), str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port, socket_timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if client.sentinel_get_master_addr_by_name("svc"):
+                    break
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinel did not come up")
+            time.sleep(0.05)
+        client.close()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_for(check: object, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+async def test_the_master_is_found_through_the_sentinels_and_followed_after_a_failover(
+    prefix: str,
+) -> None:
+    with (
+        own_server() as (master_url, master),
+        replica_of(master.port) as replica_port,
+        sentinel_for(master.port) as sentinel_port,
+    ):
+        replica = redis.Redis(port=replica_port)
+        wait_for(lambda: replica.info("replication")["master_link_status"] == "up")
+        url = f"redis+sentinel://127.0.0.1:{sentinel_port}/svc"
+        async with Throttle.from_url(url, key_prefix=prefix) as throttle:
+            lease = await throttle.acquire(NUMBER, timeout=0)
+            primary = redis.Redis.from_url(master_url)
+            assert primary.keys(f"{prefix}*"), "the lease is on the master"
+            wait_for(lambda: replica.keys(f"{prefix}*"))  # replicated
+            sentinel = redis.Redis(port=sentinel_port)
+            sentinel.execute_command("SENTINEL", "FAILOVER", "svc")  # type: ignore[no-untyped-call]
+            wait_for(lambda: replica.info("replication")["role"] == "master")
+            wait_for(lambda: primary.info("replication")["role"] == "slave")
+            # The next call reaches the old master (now a replica), is refused, and goes again
+            # to the new one, which had the lease replicated.
+            usage = await throttle.usage(NUMBER)
+            assert usage.in_use == 1
+            assert await throttle.release(lease) is True
+            second = await throttle.acquire(NUMBER, timeout=0)
+            assert replica.zcard(throttle.backend.keys_for(NUMBER)[0]) == 1  # type: ignore[attr-defined]
+            await throttle.release(second)
+            for client in (sentinel, primary):
+                client.close()
+        replica.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://127.0.0.1:26379",  # no service
+        "redis+sentinel://127.0.0.1/svc",  # no port
+        "redis+sentinel://127.0.0.1:26379/svc/zero",  # db not a number
+        "redis+sentinel://127.0.0.1:26379/svc/0/extra",
+    ],
+)
+def test_a_bad_sentinel_url_is_refused_by_name(url: str) -> None:
+    from callthrottle import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as caught:
+        Throttle.from_url(url)
+    assert caught.value.argument == "url"
