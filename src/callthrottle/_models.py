@@ -19,15 +19,20 @@ class Lease:
     :ivar token: the lease's token (the call ID when the dialer passed one)
     :ivar owner: ``owner_id`` of the throttle that took the lease, or None for a bare handle
     :ivar pool: the pool the number was picked from (:meth:`Throttle.acquire_from`), or None
+    :ivar degraded: True if taken from this process's share while the backend was unreachable
+        (see ``degraded_share``): it is counted in this process only
     """
 
-    __slots__ = ("_lost", "_lost_reason", "_released", "number", "owner", "pool", "token")
+    __slots__ = (
+        "_lost", "_lost_reason", "_released", "degraded", "number", "owner", "pool", "token",
+    )  # fmt: skip
 
     def __init__(self, number: str, token: str, owner: str | None = None) -> None:
         self.number = number
         self.token = token
         self.owner = owner
         self.pool: str | None = None
+        self.degraded = False
         self._lost = False
         self._lost_reason: str | None = None
         self._released = False

@@ -17,6 +17,7 @@ from anyio.lowlevel import current_token
 from ._config import Config, ConfigError
 from ._errors import (
     AcquireTimeout,
+    BackendUnavailable,
     InvalidArgument,
     LeaseConflict,
     NumberUnavailable,
@@ -44,7 +45,7 @@ from ._validate import (
     check_token,
     check_ttl,
 )
-from .backends import AcquireResult, Backend, Outcome, RenewState
+from .backends import AcquireResult, Backend, MemoryBackend, Outcome, RenewState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -169,6 +170,12 @@ class Throttle:
         every number is normalised to E.164, so ``057188880001`` and ``+8657188880001`` are
         one number
     :param close_backend: close the backend when the throttle closes (``from_url`` sets it)
+    :param degraded_share: what to do when the backend cannot be reached: None (the default)
+        raises :class:`BackendUnavailable`; a fraction in (0, 1] degrades instead, logged
+        loudly: while the backend is unreachable, each number admits this share of its cap
+        (at least 1) from an in-process backend, counting this process's calls only (size the
+        share so that every process's share adds up to the cap). Degraded leases say so
+        (``lease.degraded``) and are given back in-process.
     """
 
     __slots__ = (
@@ -177,6 +184,9 @@ class Throttle:
         "_close_backend",
         "_config",
         "_default_limit",
+        "_degraded",
+        "_degraded_share",
+        "_degraded_since",
         "_drained",
         "_feedback",
         "_final",
@@ -208,6 +218,7 @@ class Throttle:
         feedback: Mapping[str | int, Reaction] | None = None,
         config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         close_backend: bool = False,
+        degraded_share: float | None = None,
     ) -> None:
         self._config = _load_config(config)
         self._default_limit = check_limit(default_limit, "default_limit")
@@ -224,6 +235,19 @@ class Throttle:
                 raise InvalidArgument(
                     "renew_interval", renew_interval, f"shorter than lease_ttl ({lease_ttl})"
                 )
+        self._degraded_share = _check_share(degraded_share)
+        self._degraded: Throttle | None = None
+        self._degraded_since: float | None = None
+        if self._degraded_share is not None:
+            self._degraded = Throttle(
+                MemoryBackend(),
+                default_limit=self._default_limit,
+                lease_ttl=self._lease_ttl,
+                max_hold=self._max_hold,
+                owner_id=f"{self._owner_id}:degraded",
+                config=self._config,
+                default_region=self._region,
+            )
         self._backend = backend
         backend.use_layout(self._config)
         self._close_backend = close_backend
@@ -256,6 +280,7 @@ class Throttle:
         default_region: str | None = None,
         feedback: Mapping[str | int, Reaction] | None = None,
         config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        degraded_share: float | None = None,
         **options: Any,
     ) -> Throttle:
         """A throttle on the backend the URL names.
@@ -281,6 +306,7 @@ class Throttle:
             feedback=feedback,
             config=config,
             close_backend=True,
+            degraded_share=degraded_share,
         )
 
     # -- properties ------------------------------------------------------------------------
@@ -307,8 +333,9 @@ class Throttle:
 
     @property
     def held(self) -> tuple[Lease, ...]:
-        """The leases this throttle holds and renews."""
-        return tuple(h.lease for h in self._held.values())
+        """The leases this throttle holds and renews (degraded ones too)."""
+        held = tuple(h.lease for h in self._held.values())
+        return held if self._degraded is None else held + self._degraded.held
 
     def __repr__(self) -> str:
         state = "open" if self._task_group is not None else "closed"
@@ -333,6 +360,8 @@ class Throttle:
         async with AsyncExitStack() as stack:
             if self._close_backend:
                 stack.push_async_callback(self._backend.aclose)
+            if self._degraded is not None:
+                await stack.enter_async_context(self._degraded)
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
             await task_group.start(self._listen)
@@ -441,6 +470,32 @@ class Throttle:
         :raises InvalidArgument: on bad input, before anything is written
         :raises BackendUnavailable: if the backend failed (any slot it granted is given back)
         """
+        try:
+            lease = await self._acquire_shared(number, token, timeout, limit, callee, priority)
+        except BackendUnavailable as exc:
+            if self._degraded is None:
+                raise
+            return await self._acquire_degraded(
+                number, token, timeout, limit, callee, priority, exc
+            )
+        if self._degraded_since is not None:
+            self._degraded_since = None
+            logger.warning(
+                "the backend is back: calls use it again (leases taken while degraded stay "
+                "in-process until released)",
+                extra={"owner": self._owner_id},
+            )
+        return lease
+
+    async def _acquire_shared(
+        self,
+        number: str,
+        token: str | None,
+        timeout: float | None,
+        limit: int | None,
+        callee: str | None,
+        priority: int,
+    ) -> Lease:
         number = normalize_number(number, self._region)
         token = _new_token() if token is None else check_token(token)
         wait = check_timeout(timeout)
@@ -490,6 +545,40 @@ class Throttle:
             raise AcquireTimeout(number, wait, waiter.group_refusal or "cap")
         lease = Lease(number, token, self._owner_id)
         self._held[key] = _Held(lease, self._now(), self._final)
+        return lease
+
+    async def _acquire_degraded(
+        self,
+        number: str,
+        token: str | None,
+        timeout: float | None,
+        limit: int | None,
+        callee: str | None,
+        priority: int,
+        error: BackendUnavailable,
+    ) -> Lease:
+        """The backend failed: take the slot from this process's share of the number's cap."""
+        assert self._degraded is not None
+        assert self._degraded_share is not None
+        number = normalize_number(number, self._region)
+        cap = self._cap_for(number, limit)
+        share = max(1, int(cap * self._degraded_share))
+        if self._degraded_since is None:
+            self._degraded_since = self._now()
+            logger.error(
+                "DEGRADED: the backend is unreachable (%s); until it is back, each number admits "
+                "%s of its cap from this process alone (%s of %s on %s)",
+                error,
+                self._degraded_share,
+                share,
+                cap,
+                number,
+                extra={"number": number, "owner": self._owner_id},
+            )
+        lease = await self._degraded.acquire(
+            number, token=token, timeout=timeout, limit=share, callee=callee, priority=priority
+        )
+        lease.degraded = True
         return lease
 
     def _configured(self, number: str) -> tuple[int, RatePlan]:
@@ -843,6 +932,10 @@ class Throttle:
         if not isinstance(cast("object", lease), Lease):
             raise InvalidArgument("lease", lease, "a Lease")
         number, token = lease.number, lease.token
+        if self._degraded is not None and (
+            lease.degraded or (number, token) in self._degraded._held
+        ):
+            return await self._degraded.release(lease)
         # A lease this throttle holds was validated when it was taken.
         held_here = (
             number.__class__ is str and token.__class__ is str and (number, token) in self._held
@@ -1162,6 +1255,14 @@ def _status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
 
 def _seconds(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _check_share(share: object) -> float | None:
+    if share is None:
+        return None
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise InvalidArgument("degraded_share", share, "None or a fraction in (0, 1]")
+    return float(share)
 
 
 def _listed(argument: str, values: object) -> list[object]:
