@@ -19,15 +19,16 @@ def test_readme_has_a_quickstart() -> None:
     assert python_blocks(), "README.md lost its python example"
 
 
-#: What each python block of the README prints (found by a line it contains).
+#: What each python block of the README prints (found by the first of these it contains).
 EXPECTED = {
+    "SyncThrottle": ["dialing from +8657188880001 (blocking API)"],
+    "throttle.slot_from(": [
+        "calling +8657112345678 from +8657188880001 of pool hangzhou-sales",
+    ],
     "throttle.slot(": [
         "dialing from +8657188880001",
         "1/20 in use, 0 waiting",
         "number full: no free slot on number '+8657188880001'",
-    ],
-    "throttle.slot_from(": [
-        "calling +8657112345678 from +8657188880001 of pool hangzhou-sales",
     ],
 }
 
@@ -36,8 +37,8 @@ EXPECTED = {
 def test_python_blocks_run_as_written(block: str, capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})  # noqa: S102 - our own README
     out = capsys.readouterr().out
-    expected = [lines for marker, lines in EXPECTED.items() if marker in block]
-    assert len(expected) == 1, "a README python block with no expected output"
+    expected = [lines for marker, lines in EXPECTED.items() if marker in block][:1]
+    assert expected, "a README python block with no expected output"
     for line in expected[0]:
         assert line in out
 
