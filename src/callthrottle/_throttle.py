@@ -976,7 +976,7 @@ class Throttle:
             "released %d lease(s) and places in line of owner %s",
             removed,
             owner,
-            extra={"owner": owner},
+            extra={"owner": self._owner_id, "released_owner": owner},
         )
         return removed
 
@@ -992,7 +992,9 @@ class Throttle:
         value = None if cap is None else check_limit(cap, "cap")
         self._check_open()
         await self._backend.set_policy(number, {"cap": value})
-        logger.info("cap of %s set to %s", number, value, extra={"number": number})
+        logger.info(
+            "cap of %s set to %s", number, value, extra={"number": number, "owner": self._owner_id}
+        )
 
     async def set_rates(self, number: str, rates: str | None) -> None:
         """Set the number's rate windows at run time, for every process at once.
@@ -1007,7 +1009,12 @@ class Throttle:
             windows = parse_windows(rates, midnight)
         self._check_open()
         await self._backend.set_policy(number, {"rates": windows})
-        logger.info("rate windows of %s set to %s", number, rates, extra={"number": number})
+        logger.info(
+            "rate windows of %s set to %s",
+            number,
+            rates,
+            extra={"number": number, "owner": self._owner_id},
+        )
 
     async def set_state(
         self,
@@ -1042,7 +1049,7 @@ class Throttle:
             number,
             new_state.value,
             f" ({reason})" if reason else "",
-            extra={"number": number},
+            extra={"number": number, "owner": self._owner_id},
         )
 
     async def status(self, number: str) -> NumberStatus:
@@ -1085,7 +1092,7 @@ class Throttle:
             code,
             number,
             reaction.action,
-            extra={"number": number},
+            extra={"number": number, "owner": self._owner_id},
         )
         return reaction
 
@@ -1120,7 +1127,12 @@ class Throttle:
         value = None if cap is None else check_limit(cap, "cap")
         self._check_open()
         await self._backend.set_group_policy(group, tag, {"cap": value})
-        logger.info("cap of %s set to %s", group.group, value)
+        logger.info(
+            "cap of %s set to %s",
+            group.group,
+            value,
+            extra={"group": group.group, "owner": self._owner_id},
+        )
 
     async def set_group_rates(self, kind: str, name: str, rates: str | None) -> None:
         """Set a trunk's or tenant's rate windows at run time, for every process at once."""
@@ -1128,7 +1140,12 @@ class Throttle:
         windows = None if rates is None else parse_windows(rates)
         self._check_open()
         await self._backend.set_group_policy(group, tag, {"rates": windows})
-        logger.info("rate windows of %s set to %s", group.group, rates)
+        logger.info(
+            "rate windows of %s set to %s",
+            group.group,
+            rates,
+            extra={"group": group.group, "owner": self._owner_id},
+        )
 
     def _cap_for(self, number: str, limit: int | None) -> int:
         if limit is not None:
@@ -1168,7 +1185,11 @@ class Throttle:
                 await self._renew_all()
             except Exception as exc:
                 if not isinstance(exc, ThrottleError):
-                    logger.error("lease renewal raised an unexpected error", exc_info=exc)
+                    logger.error(
+                        "lease renewal raised an unexpected error",
+                        exc_info=exc,
+                        extra={"owner": self._owner_id},
+                    )
                 logger.warning(
                     "lease renewal failed (%s); %d lease(s) expire within %s s unless it recovers",
                     exc,
