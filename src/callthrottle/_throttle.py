@@ -712,16 +712,21 @@ class Throttle:
         try:
             yield lease
         finally:
-            try:
-                await self.release(lease)
-            except ThrottleError as exc:
-                logger.warning(
-                    "could not release %s (%s); it expires within %s s",
-                    lease,
-                    exc,
-                    self._lease_ttl,
-                    extra=self._log_extra(lease),
-                )
+            await self._release_quietly(lease)
+
+    async def _release_quietly(self, lease: Lease) -> None:
+        """Give ``lease`` back at the end of a block; a failure is logged, not raised over the
+        block's own outcome (the lease then expires within ``lease_ttl``)."""
+        try:
+            await self.release(lease)
+        except ThrottleError as exc:
+            logger.warning(
+                "could not release %s (%s); it expires within %s s",
+                lease,
+                exc,
+                self._lease_ttl,
+                extra=self._log_extra(lease),
+            )
 
     # -- pools ---------------------------------------------------------------------------------
 
@@ -905,16 +910,7 @@ class Throttle:
         try:
             yield lease
         finally:
-            try:
-                await self.release(lease)
-            except ThrottleError as exc:
-                logger.warning(
-                    "could not release %s (%s); it expires within %s s",
-                    lease,
-                    exc,
-                    self._lease_ttl,
-                    extra=self._log_extra(lease),
-                )
+            await self._release_quietly(lease)
 
     # -- releasing -----------------------------------------------------------------------------
 

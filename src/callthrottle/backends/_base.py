@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .._pools import STICKY_TTL
 from .._rates import NO_RATES
 
 if TYPE_CHECKING:
@@ -116,13 +117,11 @@ class PickResult:
     :ivar number: the number granted (or in conflict)
     :ivar retry_in: when refused, seconds until the earliest of the tried numbers may admit,
         when known
-    :ivar tried: how many numbers were tried
     """
 
     outcome: Outcome
     number: str | None = None
     retry_in: float | None = None
-    tried: int = 0
 
 
 class Backend(Protocol):
@@ -262,7 +261,7 @@ class Backend(Protocol):
         tries: int,
         call: RatePlan,
         near: tuple[str, str] = ("", ""),
-        sticky_ttl: float = 86400.0,
+        sticky_ttl: float = STICKY_TTL,
         wait: bool = False,
     ) -> PickResult:
         """Take a slot for ``token`` on the first of at most ``tries`` numbers of ``pool``, in

@@ -14,6 +14,7 @@ import anyio
 from anyio.lowlevel import checkpoint, current_token
 
 from .._models import Usage
+from .._pools import STICKY_TTL
 from .._rates import DAY, NO_RATES, WEEK
 from ._base import (
     OWN_TAGS,
@@ -799,7 +800,7 @@ class MemoryBackend:
         tries: int,
         call: RatePlan,
         near: tuple[str, str] = ("", ""),
-        sticky_ttl: float = 86400.0,
+        sticky_ttl: float = STICKY_TTL,
         wait: bool = False,
     ) -> PickResult:
         await self._checkpoint()
@@ -840,9 +841,9 @@ class MemoryBackend:
                     state.remember(call.callee, number, now + sticky_ttl, now)
                 if first == me:
                     self._leave_line(pool, state, me)
-                return PickResult(result.outcome, number, tried=candidates.index(number) + 1)
+                return PickResult(result.outcome, number)
             if result.outcome is Outcome.CONFLICT:
-                return PickResult(result.outcome, number, tried=candidates.index(number) + 1)
+                return PickResult(result.outcome, number)
             # It could not take the call: to the back, behind every number not known to be
             # unable, so that the next picks look at others first.
             state.set_load(number, _RESTING)
@@ -850,7 +851,7 @@ class MemoryBackend:
                 earliest = result.retry_in
         if wait:
             line[me] = now + ttl  # a place kept in line (its order unchanged when it had one)
-        return PickResult(Outcome.REFUSED, None, earliest, len(candidates))
+        return PickResult(Outcome.REFUSED, None, earliest)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
         await self._checkpoint()

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
 from .._models import Usage
+from .._pools import STICKY_TTL
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
 from ._base import (
     OWN_TAGS,
@@ -575,7 +576,7 @@ class RedisBackend:
         tries: int,
         call: RatePlan,
         near: tuple[str, str] = ("", ""),
-        sticky_ttl: float = 86400.0,
+        sticky_ttl: float = STICKY_TTL,
         wait: bool = False,
     ) -> PickResult:
         args = (
@@ -604,7 +605,7 @@ class RedisBackend:
             return PickResult(Outcome.QUEUED)
         if reply[0] == 2:
             retry_in = None if reply[1] < 0 else reply[1] / 1000
-            return PickResult(Outcome.REFUSED, None, retry_in, reply[2])
+            return PickResult(Outcome.REFUSED, None, retry_in)
         return PickResult(Outcome(reply[0]), reply[1].decode())
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:

@@ -23,8 +23,8 @@
 -- others (also try-once callers) are refused, or queued behind it.
 -- The numbers' keys are not among KEYS: they are built here from their specs (on Redis
 -- Cluster, a pool's numbers must share a hash tag, their tenant's).
--- Returns {1, number} granted, {-1, number} token conflict, {2, retry_in_ms (-1: unknown),
--- numbers tried} when none admitted, or {0, -1, 0} when others wait ahead of the caller.
+-- Returns {1, number} granted, {-1, number} token conflict, {2, retry_in_ms (-1: unknown)}
+-- when none admitted, or {0, -1} when others wait ahead of the caller.
 local PM, PL, PO, PC, PS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local strategy, token, owner, ttl, hold = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local prefix, channels, tz, callee, callee_windows = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
@@ -51,7 +51,7 @@ end
 local first = redis.call('ZRANGE', PW, 0, 0)[1]
 if first and first ~= me then
   if waits then join_line() end
-  return {0, -1, 0}
+  return {0, -1}
 end
 
 local candidates, seen = {}, {}
@@ -81,7 +81,7 @@ elseif strategy == 'sticky' and callee ~= '' then
 end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
-  if size == 0 then return {2, -1, 0} end
+  if size == 0 then return {2, -1} end
   local start = (redis.call('INCR', PC) - 1) % size
   for _, number in ipairs(redis.call('ZRANGE', PO, start, start + tries - 1)) do
     consider(number)
@@ -137,4 +137,4 @@ for _, number in ipairs(candidates) do
   if retry and retry >= 0 and (not earliest or retry < earliest) then earliest = retry end
 end
 if waits then join_line() end
-return {2, earliest or -1, #candidates}
+return {2, earliest or -1}
