@@ -66,6 +66,38 @@ def test_sweep_counts_overlaps_not_touches() -> None:
     assert sweep([(1, 0.0, 1.0), (1, 2.0, 3.0), (2, 0.5, 2.5)]) == (2, 2)
 
 
+async def run_dialers(
+    redis_url: str, prefix: str, tmp_path: Path, name: str, *options: str, within: float
+) -> list[dict[str, Any]]:
+    """Run PROCESSES dialers at once (each connected before any dials, so they really
+    compete), each to finish ``within`` seconds; return what each wrote."""
+    outputs = [tmp_path / f"{name}{index}.json" for index in range(PROCESSES)]
+    async with AsyncExitStack() as stack:
+        children: list[Child] = []
+        for index, output in enumerate(outputs):
+            child = await stack.enter_async_context(
+                spawn(
+                    "dial",
+                    redis_url,
+                    prefix,
+                    str(output),
+                    f"--ttl={LEASE_TTL}",
+                    f"--tasks={TASKS}",
+                    f"--rounds={ROUNDS}",
+                    *options,
+                    stderr_path=tmp_path / f"{name}{index}.err",
+                )
+            )
+            children.append(child)
+        for child in children:
+            assert await child.read_line() == "ready", child.stderr()
+        for child in children:
+            await child.send_line("go")
+        for child in children:
+            assert await child.wait(within=within) == 0, child.stderr()
+    return [json.loads(await anyio.Path(output).read_text(encoding="utf-8")) for output in outputs]
+
+
 def keys_under(url: str, prefix: str) -> list[bytes]:
     client = redis.Redis.from_url(url)
     try:
@@ -80,38 +112,10 @@ async def test_never_more_holders_than_the_cap_across_processes(
 ) -> None:
     """Per-number caps 2, 3 and 5; in the second run the three numbers also share a trunk
     whose cap (4) is lower than their sum, so the trunk binds across numbers and processes."""
-    outputs = [tmp_path / f"dialer{index}.json" for index in range(PROCESSES)]
     numbers = [f"--number={number}:{cap}" for number, cap in CAPS.items()]
     if trunk_cap is not None:
         numbers.append(f"--trunk-cap={trunk_cap}")
-    async with AsyncExitStack() as stack:
-        children: list[Child] = []
-        for index, output in enumerate(outputs):
-            child = await stack.enter_async_context(
-                spawn(
-                    "dial",
-                    redis_url,
-                    prefix,
-                    str(output),
-                    f"--ttl={LEASE_TTL}",
-                    f"--tasks={TASKS}",
-                    f"--rounds={ROUNDS}",
-                    *numbers,
-                    stderr_path=tmp_path / f"dialer{index}.err",
-                )
-            )
-            children.append(child)
-        # Every process is connected before any dials, so they really compete.
-        for child in children:
-            assert await child.read_line() == "ready", child.stderr()
-        for child in children:
-            await child.send_line("go")
-        for child in children:
-            assert await child.wait(within=60) == 0, child.stderr()
-
-    results: list[dict[str, Any]] = [
-        json.loads(await anyio.Path(output).read_text(encoding="utf-8")) for output in outputs
-    ]
+    results = await run_dialers(redis_url, prefix, tmp_path, "dialer", *numbers, within=60)
     assert len({result["pid"] for result in results}) == PROCESSES
     assert len({result["owner"] for result in results}) == PROCESSES
     holds: dict[str, list[Hold]] = {number: [] for number in CAPS}
@@ -151,35 +155,12 @@ async def test_pool_picks_across_processes_never_pass_any_cap(
     redis_url: str, prefix: str, tmp_path: Path
 ) -> None:
     """The same dialers, but each call takes any number of one pool of the three."""
-    outputs = [tmp_path / f"pooled{index}.json" for index in range(PROCESSES)]
-    async with AsyncExitStack() as stack:
-        children: list[Child] = []
-        for index, output in enumerate(outputs):
-            child = await stack.enter_async_context(
-                spawn(
-                    "dial",
-                    redis_url,
-                    prefix,
-                    str(output),
-                    f"--ttl={LEASE_TTL}",
-                    f"--tasks={TASKS}",
-                    f"--rounds={ROUNDS}",
-                    "--pool",
-                    *[f"--number={number}:{cap}" for number, cap in CAPS.items()],
-                    stderr_path=tmp_path / f"pooled{index}.err",
-                )
-            )
-            children.append(child)
-        for child in children:
-            assert await child.read_line() == "ready", child.stderr()
-        for child in children:
-            await child.send_line("go")
-        for child in children:
-            assert await child.wait(within=90) == 0, child.stderr()
-
+    numbers = [f"--number={number}:{cap}" for number, cap in CAPS.items()]
+    results = await run_dialers(
+        redis_url, prefix, tmp_path, "pooled", "--pool", *numbers, within=90
+    )
     holds: dict[str, list[Hold]] = {number: [] for number in CAPS}
-    for output in outputs:
-        result = json.loads(await anyio.Path(output).read_text(encoding="utf-8"))
+    for result in results:
         assert result["lost"] == []
         assert result["still_held"] == []
         assert len(result["intervals"]) == TASKS * ROUNDS

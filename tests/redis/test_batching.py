@@ -8,28 +8,14 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-import redis
 from callthrottle import AcquireTimeout, Throttle
 from callthrottle.backends._base import Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    import redis
 
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
-
-
-@pytest.fixture
-def sync_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-async def throttle(redis_url: str, prefix: str) -> AsyncIterator[Throttle]:
-    async with Throttle.from_url(redis_url, key_prefix=prefix) as opened:
-        yield opened
 
 
 def fcalls(client: redis.Redis) -> int:

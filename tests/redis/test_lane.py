@@ -18,7 +18,7 @@ from callthrottle import BackendUnavailable, Throttle
 from callthrottle.backends._lane import Library, ScriptLane
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
 
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
@@ -27,13 +27,6 @@ ECHO = Library(
     "local ARGV\nlocal function bind(keys, args) ARGV = args end",
     {"echo": "return ARGV[1]"},
 )
-
-
-@pytest.fixture
-def sync_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import anyio
 import pytest
 
@@ -13,24 +11,8 @@ from callthrottle.backends import RedisBackend
 
 from .._servers import free_port
 
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
-
-
-@pytest.fixture
-def sync_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-async def throttle(redis_url: str, prefix: str) -> AsyncIterator[Throttle]:
-    async with Throttle.from_url(redis_url, key_prefix=prefix) as opened:
-        yield opened
 
 
 #: Commands our scripts run inside Redis; commandstats counts them too, but they cost no trip.
