@@ -123,9 +123,16 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            if self._on_message is not None and type(reply) is list and reply[0] == b"message":
-                self._on_message(reply)
-                continue
+            if self._on_message is not None and type(reply) is list:
+                kind = reply[0]
+                if kind == b"smessage":
+                    self._on_message(reply)
+                    continue
+                if kind == b"sunsubscribe":
+                    # The server dropped the subscription (its slot moved to another node in a
+                    # Cluster): the subscriber must subscribe again where the slot is now.
+                    self.fail(RedisConnectionError("Redis ended a shard channel subscription"))
+                    return
             if not pending:  # a reply nobody asked for: the stream can no longer be trusted
                 self.fail(RedisConnectionError("unexpected reply from Redis"))
                 return
@@ -190,7 +197,7 @@ class Subscription:
         return self._protocol.closed
 
     async def request(self, packed: bytes) -> Any:
-        """Send a command allowed while subscribed (SUBSCRIBE, PING) and wait for its reply
+        """Send a command allowed while subscribed (SSUBSCRIBE, PING) and wait for its reply
         within the socket timeout; on timeout the connection is closed."""
         future = self._protocol.send(packed)
         try:
@@ -371,7 +378,7 @@ class ScriptLane:
         protocol = await self._dial(lambda: _Protocol(lambda _: None, deliver))
         subscription = Subscription(protocol, self._timeout)
         try:
-            await subscription.request(pack("SUBSCRIBE", channel))
+            await subscription.request(pack("SSUBSCRIBE", channel))
         except BaseException:
             subscription.close()
             raise

@@ -63,7 +63,7 @@ local function nudge_pool_line(PB, channels, pool)
   local first = redis.call('ZRANGE', PB .. 'w', 0, 0)[1]
   if first then
     local owner, token = string.match(first, '^(.-)\t(.*)$')
-    redis.call('PUBLISH', channels .. owner, 'n\tpool:' .. pool .. '\t' .. token)
+    redis.call('SPUBLISH', channels .. owner, 'n\tpool:' .. pool .. '\t' .. token)
   end
 end
 
@@ -95,7 +95,7 @@ local function nudge_group(gw, channels, count, now)
   if count <= 0 then return end
   for _, m in ipairs(redis.call('ZRANGE', gw, 0, count - 1)) do
     local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
-    redis.call('PUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
+    redis.call('SPUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
   end
 end
 
@@ -286,7 +286,7 @@ local function promote(now, queued, number, channels, here, handed)
       -- Nudge the head: it times its wait from the new leases, or (rate windows) asks for the
       -- free slot itself, so that its windows are checked.
       if not full or (granted and granted[redis.call('ZRANGE', H, 0, 0)[1]]) then
-        redis.call('PUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
+        redis.call('SPUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
       end
       return queued
     end
@@ -304,7 +304,7 @@ local function promote(now, queued, number, channels, here, handed)
     if owner == here then
       handed[#handed + 1] = token
     else
-      redis.call('PUBLISH', channels .. owner, 'g\t' .. number .. '\t' .. token)
+      redis.call('SPUBLISH', channels .. owner, 'g\t' .. number .. '\t' .. token)
     end
     granted = granted or {}
     granted[token] = true

@@ -21,7 +21,7 @@ if expiry then
     removed = 1
     leave_groups(owner, ARGV[3], token, ARGV[4], now)
     if owner ~= ARGV[2] then
-      redis.call('PUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
+      redis.call('SPUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
     end
   end
 end

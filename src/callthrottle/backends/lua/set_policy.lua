@@ -21,7 +21,7 @@ if queued > 0 then
   local line = redis.call('ZRANGE', Q, 0, -1)
   for _, token in ipairs(line) do
     local owner = parse_meta(redis.call('HGET', M, token))
-    redis.call('PUBLISH', ARGV[2] .. owner, 'n\t' .. ARGV[1] .. '\t' .. token)
+    redis.call('SPUBLISH', ARGV[2] .. owner, 'n\t' .. ARGV[1] .. '\t' .. token)
   end
 end
 touch(now, queued)
