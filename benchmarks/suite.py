@@ -45,6 +45,7 @@ from hot_path import NUMBER, Step, bench_memory, compare
 
 import redis
 from callthrottle import Lease, Throttle
+from callthrottle.backends._lane import ScriptLane
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -255,6 +256,7 @@ async def bench_breakdown(url: str, rounds: int) -> Section:
     async with Throttle.from_url(url, key_prefix="bench-bd:") as throttle:
         backend = cast("RedisBackend", throttle.backend)
         lane = backend._lane  # the connection every call of the backend shares
+        assert isinstance(lane, ScriptLane)
         owner = throttle.owner_id
         raw = b"*3\r\n$7\r\nEVALSHA\r\n$40\r\n" + trivial.sha.encode() + b"\r\n$1\r\n0\r\n"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import stat
@@ -25,13 +26,27 @@ import redis
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ("find_server_binary", "free_port", "redis_server")
+__all__ = ("cluster", "find_server_binary", "free_port", "redis_server")
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free as well."""
+    for _ in range(100):
+        port = random.randrange(20000, 50000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def find_server_binary() -> str:
@@ -84,10 +99,11 @@ def redis_server() -> Iterator[str]:
 class Server:
     """A server process of the tests' own, that a test may stop and start again."""
 
-    def __init__(self, port: int, workdir: str, persistent: bool) -> None:
+    def __init__(self, port: int, workdir: str, persistent: bool, *, cluster: bool = False) -> None:
         self.port = port
         self.workdir = workdir
         self.persistent = persistent
+        self.cluster = cluster
         self.url = f"redis://127.0.0.1:{port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -103,6 +119,12 @@ class Server:
             "--daemonize", "no",
             "--enable-debug-command", "local",  # the fault tests stall the server with DEBUG SLEEP
         ]  # fmt: skip
+        if self.cluster:
+            command += [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{self.port}.conf",
+                "--cluster-node-timeout", "2000",
+            ]  # fmt: skip
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_until_up(self.url, self.proc, time.monotonic() + 20)
 
@@ -129,3 +151,51 @@ def own_server(*, persistent: bool = False) -> Iterator[tuple[str, Server]]:
     finally:
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def cluster(masters: int = 3) -> Iterator[tuple[str, list[Server]]]:
+    """Start a Redis Cluster of ``masters`` masters on loopback ports, joined with the server's
+    own ``--cluster create``; yield its ``redis+cluster://`` URL and the servers."""
+    binary = find_server_binary()
+    cli = str(Path(binary).with_name(Path(binary).name.replace("-server", "-cli")))
+    if not Path(cli).is_file():
+        found = shutil.which(Path(cli).name)
+        if found is None:
+            raise RuntimeError(f"no {Path(cli).name} next to {binary} to create the cluster")
+        cli = found
+    workdir = tempfile.mkdtemp(prefix="callthrottle-cluster-")
+    servers = [Server(free_cluster_port(), workdir, False, cluster=True) for _ in range(masters)]
+    try:
+        for server in servers:
+            server.start()
+        addresses = [f"127.0.0.1:{server.port}" for server in servers]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+        _wait_until_cluster_ok(servers, time.monotonic() + 30)
+        yield "redis+cluster://" + ",".join(addresses), servers
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_until_cluster_ok(servers: list[Server], deadline: float) -> None:
+    """Wait until every node sees the whole cluster up (every slot served)."""
+    clients = [redis.Redis.from_url(server.url) for server in servers]
+    try:
+        while True:
+            states = [client.cluster("INFO") for client in clients]
+            if all(state.get("cluster_state") == "ok" for state in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test cluster did not come up: {states[0]!r}")
+            time.sleep(0.1)
+    finally:
+        for client in clients:
+            client.close()

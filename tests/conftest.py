@@ -3,7 +3,9 @@
 Conformance tests ask for ``backend_kind`` (directly or through ``throttle`` /
 ``new_throttle``) and run on these combinations, visible in their ids:
 
-- ``asyncio-memory``, ``trio-memory``, ``asyncio-redis``.
+- ``asyncio-memory``, ``trio-memory``, ``asyncio-redis``, and ``asyncio-cluster``: a Redis
+  Cluster of three masters the test session starts (the keys of the tests' numbers spread
+  over all three).
 
 redis-py's async client cannot run on trio, so there is no ``trio-redis`` conformance run;
 ``tests/redis/test_redis_backend.py::test_refuses_trio_with_a_clear_error`` asserts the error
@@ -21,7 +23,7 @@ import pytest
 from callthrottle import Throttle
 from callthrottle.backends import Backend, MemoryBackend, RedisBackend
 
-from ._servers import redis_server
+from ._servers import cluster, redis_server
 
 ASYNCIO = pytest.param(("asyncio", {"debug": True}), id="asyncio")
 TRIO = pytest.param(("trio", {}), id="trio")
@@ -31,6 +33,12 @@ COMBINATIONS = [
     pytest.param(("trio", {}), "memory", id="trio-memory"),
     pytest.param(
         ("asyncio", {"debug": True}), "redis", id="asyncio-redis", marks=pytest.mark.redis
+    ),
+    pytest.param(
+        ("asyncio", {"debug": True}),
+        "cluster",
+        id="asyncio-cluster",
+        marks=[pytest.mark.redis, pytest.mark.cluster],
     ),
 ]
 
@@ -53,6 +61,13 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A Redis Cluster of three masters: ``redis+cluster://host:port,...``."""
+    with cluster() as (url, _):
+        yield url
+
+
 @pytest.fixture
 def prefix() -> str:
     """A Redis key prefix unique to the test, so tests never see each other's keys."""
@@ -72,8 +87,11 @@ def new_backend(backend_kind: str, request: pytest.FixtureRequest) -> BackendFac
     if backend_kind == "memory":
         shared = MemoryBackend()
         return lambda: shared
-    url: str = request.getfixturevalue("redis_url")
     prefix: str = request.getfixturevalue("prefix")
+    if backend_kind == "cluster":
+        seeds: str = request.getfixturevalue("cluster_url")
+        return lambda: RedisBackend.from_cluster_url(seeds, key_prefix=prefix)
+    url: str = request.getfixturevalue("redis_url")
     return lambda: RedisBackend.from_url(url, key_prefix=prefix)
 
 

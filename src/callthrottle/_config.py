@@ -126,6 +126,7 @@ class Config:
     numbers: Mapping[str, NumberSettings] = field(default_factory=lambda: _frozen({}))
     feedback: Mapping[str, Reaction] = field(default_factory=lambda: _frozen({}))
     pools: Mapping[str, PoolSettings] = field(default_factory=lambda: _frozen({}))
+    _homes: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def _profile_of(self, number: str) -> tuple[NumberSettings | None, Profile | None]:
         settings = self.numbers.get(number)
@@ -149,8 +150,9 @@ class Config:
     def tag_for(self, number: str) -> str:
         """The hash tag that all keys of one decision on ``number`` share (one Cluster slot).
 
-        Its tenant; without one, ``*`` when callee windows are configured (they count calls from
-        every number), else the number itself.
+        Its tenant; without one, its trunk; ``*`` when callee windows are configured (they count
+        calls from every number); the first pool that lists it (a pick uses the pool's keys and
+        its numbers' together); else the number itself.
         """
         settings = self.numbers.get(number)
         tenant = (settings.tenant if settings is not None else None) or self.default_tenant
@@ -158,7 +160,30 @@ class Config:
             return f"t:{tenant}"
         if settings is not None and settings.trunk is not None:
             return f"k:{settings.trunk}"
-        return "*" if self.callee_windows else number
+        if self.callee_windows:
+            return "*"
+        home = self._home_pool(number)
+        return number if home is None else f"p:{home}"
+
+    def _home_pool(self, number: str) -> str | None:
+        homes = self._homes
+        if not homes and self.pools:
+            for name, pool in self.pools.items():
+                for member in pool.numbers:
+                    homes.setdefault(member, name)
+        return homes.get(number)
+
+    def pool_tag(self, pool: str) -> str:
+        """The hash tag of ``pool``'s own keys: the tag its configured numbers share, else the
+        one every number gets (a default tenant, or callee windows), else the pool's own."""
+        settings = self.pools.get(pool)
+        if settings is not None and settings.numbers:
+            tags = {self.tag_for(number) for number in settings.numbers}
+            if len(tags) == 1:
+                return tags.pop()
+        if self.default_tenant is not None:
+            return f"t:{self.default_tenant}"
+        return "*" if self.callee_windows else f"p:{pool}"
 
     def group_named(self, kind: str, name: str) -> tuple[GroupPlan, str] | None:
         """The trunk or tenant called ``name``, with the hash tag of its numbers; or None."""

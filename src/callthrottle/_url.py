@@ -26,6 +26,10 @@ def _sentinel(url: str, options: dict[str, Any]) -> Backend:
     return RedisBackend.from_sentinel_url(url, **options)
 
 
+def _cluster(url: str, options: dict[str, Any]) -> Backend:
+    return RedisBackend.from_cluster_url(url, **options)
+
+
 #: Supported schemes and the factory that builds their backend.
 SCHEMES = {
     "memory": _memory,
@@ -33,12 +37,14 @@ SCHEMES = {
     "rediss": _redis,
     "unix": _redis,
     "redis+sentinel": _sentinel,
+    "redis+cluster": _cluster,
+    "rediss+cluster": _cluster,
 }
 
 
 def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
     """Build the backend a URL names: ``memory://``, ``redis://``, ``rediss://``, ``unix://``,
-    ``redis+sentinel://``."""
+    ``redis+sentinel://``, ``redis+cluster://``, ``rediss+cluster://``."""
     if not isinstance(url, str):
         raise InvalidArgument("url", url, "a str such as 'memory://' or 'redis://host:6379/0'")
     scheme, sep, _ = url.partition("://")

@@ -32,7 +32,7 @@ ECHO = Library(
 @pytest.fixture
 async def lane(redis_url: str) -> AsyncIterator[ScriptLane]:
     client = aioredis.Redis.from_url(redis_url)
-    opened = ScriptLane(client)
+    opened = ScriptLane.for_client(client)
     yield opened
     await opened.aclose()
     await client.aclose()
@@ -159,7 +159,7 @@ async def test_credentials_and_database_come_from_the_url(
 
 async def test_calls_after_close_fail_clearly(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    lane = ScriptLane(client)
+    lane = ScriptLane.for_client(client)
     assert await lane.run(ECHO, "echo", ["k"], ["x"]) == b"x"
     await lane.aclose()
     with pytest.raises(redis.ConnectionError, match="closed"):

@@ -52,6 +52,10 @@ class Layout(Protocol):
         """The groups whose limits apply to the number, in a fixed order."""
         ...
 
+    def pool_tag(self, pool: str) -> str:
+        """The hash tag of the pool's own keys (in a Cluster, its numbers must share it)."""
+        ...
+
 
 class _OwnTags:
     """The default layout: every number is its own hash tag, in no group."""
@@ -61,6 +65,9 @@ class _OwnTags:
 
     def groups_for(self, number: str) -> tuple[GroupPlan, ...]:
         return ()
+
+    def pool_tag(self, pool: str) -> str:
+        return f"p:{pool}"
 
 
 OWN_TAGS: Layout = _OwnTags()

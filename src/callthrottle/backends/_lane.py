@@ -25,13 +25,17 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.sentinel import (
     SentinelConnectionPool,
-    SentinelManagedConnection,
     SentinelManagedSSLConnection,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -210,6 +214,10 @@ class Subscription:
             raise reply
         return reply
 
+    async def add(self, channel: str) -> None:
+        """Subscribe this connection to one more shard channel."""
+        await self.request(pack("SSUBSCRIBE", channel))
+
     async def ping(self) -> None:
         """Check that the server still answers on this connection."""
         await self.request(pack("PING"))
@@ -221,13 +229,17 @@ class Subscription:
 class ScriptLane:
     """Runs scripts for many coroutines over one pipelined connection (see the module doc).
 
-    :param client: the redis-py client whose connection settings the lane uses
+    :param settings: an unconnected redis-py connection whose settings (address, TLS,
+        credentials, database, client name, timeouts) the lane's connections use
+    :param sentinels: for a connection managed by Sentinel, the pool that asks the sentinels
+        for the master's address
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        pool = client.connection_pool
-        self._pool = pool
-        self._settings = pool.connection_class(**pool.connection_kwargs)
+    def __init__(
+        self, settings: AbstractConnection, sentinels: SentinelConnectionPool | None = None
+    ) -> None:
+        self._sentinels = sentinels
+        self._settings = settings
         timeout = self._settings.socket_timeout
         self._timeout: float | None = float(timeout) if timeout else None
         connect_timeout = self._settings.socket_connect_timeout
@@ -241,6 +253,13 @@ class ScriptLane:
         #: Called when a connection replaces a lost one (replies to calls in flight on the lost
         #: one, and whatever they reported, may have been lost).
         self.on_reconnect: Callable[[], None] | None = None
+
+    @classmethod
+    def for_client(cls, client: aioredis.Redis) -> ScriptLane:
+        """A lane with the connection settings of the redis-py ``client``."""
+        pool = client.connection_pool
+        settings = pool.connection_class(**pool.connection_kwargs)
+        return cls(settings, pool if isinstance(pool, SentinelConnectionPool) else None)
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -368,21 +387,46 @@ class ScriptLane:
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def subscribe(self, channel: str, on_message: Callable[[bytes], None]) -> Subscription:
-        """Subscribe a connection of its own to ``channel``; each message's payload goes to
-        ``on_message`` as it arrives (no task switch). Returns once the server confirmed."""
+    async def subscribe(
+        self, channels: Sequence[str], on_message: Callable[[bytes, bytes], None]
+    ) -> Subscription:
+        """Subscribe a connection of its own to the shard ``channels`` (more can be added);
+        each message's channel and payload go to ``on_message`` as it arrives (no task switch).
+        Returns once the server confirmed."""
 
         def deliver(reply: list[bytes]) -> None:
-            on_message(reply[2])
+            on_message(reply[1], reply[2])
 
         protocol = await self._dial(lambda: _Protocol(lambda _: None, deliver))
         subscription = Subscription(protocol, self._timeout)
         try:
-            await subscription.request(pack("SSUBSCRIBE", channel))
+            for channel in channels:
+                await subscription.add(channel)
         except BaseException:
             subscription.close()
             raise
         return subscription
+
+    async def run_asking(
+        self, library: Library, function: str, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """As :meth:`run`, preceded by ``ASKING`` on the same connection: for a Cluster slot
+        that is being migrated to this node."""
+        packed = pack("FCALL", library.functions[function], len(keys), *keys, *args)
+        for _ in range(2):
+            protocol = self._protocol or await self._connect()
+            asking = protocol.send(pack("ASKING"))
+            future = protocol.send(packed)  # right behind it: nothing runs in between
+            self._watch()
+            for reply in (await asking, await future):
+                if isinstance(reply, ResponseError):
+                    if "Function not found" not in str(reply):
+                        raise reply
+                    await self.load(library)
+                    break
+            else:
+                return reply
+        raise ResponseError("the library could not be loaded on the node a slot moves to")
 
     async def aclose(self) -> None:
         """Close the connection; requests still in flight fail."""
@@ -434,10 +478,9 @@ class ScriptLane:
             _, protocol = await loop.create_unix_connection(factory, settings.path)
         elif isinstance(settings, Connection):
             host, port = settings.host, settings.port
-            if isinstance(settings, SentinelManagedConnection):
+            if self._sentinels is not None:
                 # Asked of the sentinels at every connect: after a failover, the new master.
-                pool = cast("SentinelConnectionPool", self._pool)
-                host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
+                host, port = await self._sentinels.get_master_address()  # type: ignore[no-untyped-call]
             ssl_context: ssl.SSLContext | None = None
             if isinstance(settings, (SSLConnection, SentinelManagedSSLConnection)):
                 ssl_context = settings.ssl_context.get()

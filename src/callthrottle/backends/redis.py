@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -32,6 +34,7 @@ from ._base import (
     PickResult,
     RenewState,
 )
+from ._cluster import ClusterLanes, ShardedEvents
 from ._lane import Arg, Library, ScriptLane
 
 if TYPE_CHECKING:
@@ -166,14 +169,13 @@ class RedisBackend:
     """
 
     __slots__ = (
-        "_also_close", "_batches", "_channels", "_client", "_keys", "_lane", "_layout", "_listeners",
-        "_owns_client",
-        "_prefix",
+        "_also_close", "_batches", "_channels", "_client", "_events", "_keys", "_lane", "_layout",
+        "_listeners", "_owns_client", "_prefix", "_shards",
     )  # fmt: skip
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         key_prefix: str = "callthrottle:",
         _owns_client: bool = False,
@@ -182,8 +184,15 @@ class RedisBackend:
         self._owns_client = _owns_client
         self._prefix = key_prefix
         self._channels = f"{key_prefix}owner:"
-        self._lane = ScriptLane(client)
+        self._lane: ScriptLane | ClusterLanes
+        self._events: ShardedEvents | None = None
+        if isinstance(client, RedisCluster):
+            self._lane = ClusterLanes(client)
+            self._events = ShardedEvents(self._lane, self._deliver, self._resync)
+        else:
+            self._lane = ScriptLane.for_client(client)
         self._lane.on_reconnect = self._resync
+        self._shards: dict[str, str] = {}  # number -> its shard channels' prefix (Cluster)
         self._also_close: list[aioredis.Redis] = []  # a sentinel URL's sentinel clients
         self._listeners: dict[str, EventListener] = {}
         self._batches: dict[str, list[tuple[str, tuple[Arg, ...], asyncio.Future[Any]]]] = {}
@@ -250,19 +259,94 @@ class RedisBackend:
         backend._also_close = list(sentinel.sentinels)
         return backend
 
+    @classmethod
+    def from_cluster_url(
+        cls, url: str, *, key_prefix: str = "callthrottle:", **options: Any
+    ) -> RedisBackend:
+        """Connect lazily to a Redis Cluster:
+        ``redis+cluster://[[user]:password@]host:port[,host:port...][?option=value...]``
+        (``rediss+cluster://`` for TLS). The nodes listed are where the slot map is first
+        read; any reachable one is enough.
+
+        Each call goes to the master that serves its number's slot, over one pipelined
+        connection per master; waiters are woken through sharded pub/sub. ``options`` go to
+        ``redis.asyncio.RedisCluster`` (socket timeouts default to 5 s as with
+        :meth:`from_url`).
+        """
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        hosts: list[tuple[str, int]] = []
+        for item in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise InvalidArgument("url", url, "redis+cluster://host:port[,host:port...]")
+            hosts.append((host.strip("[]"), int(port)))
+        if parts.path.strip("/") not in ("", "0"):
+            raise InvalidArgument("url", url, "no database: a Redis Cluster has only database 0")
+        first = "{}://{}@{}:{}/{}".format(
+            "rediss" if scheme.startswith("rediss") else "redis",
+            parts.netloc.rpartition("@")[0],
+            *hosts[0],
+            f"?{parts.query}" if parts.query else "",
+        )
+        settings = {**_default_options(), **parse_url(first), **options}
+        for key in ("host", "port", "db", "connection_class", "path"):
+            settings.pop(key, None)
+        if scheme.startswith("rediss"):
+            settings["ssl"] = True
+        nodes = [ClusterNode(host, port) for host, port in hosts]
+        client = RedisCluster(startup_nodes=nodes, **settings)
+        return cls(client, key_prefix=key_prefix, _owns_client=True)
+
     def __repr__(self) -> str:
+        if isinstance(self._client, RedisCluster):
+            seeds = ",".join(
+                node.name for node in self._client.nodes_manager.startup_nodes.values()
+            )
+            return f"<RedisBackend cluster {seeds} prefix={self._prefix!r}>"
         kwargs = self._client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         return f"<RedisBackend {where} db={kwargs.get('db', 0)} prefix={self._prefix!r}>"
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> aioredis.Redis | RedisCluster:
         """The redis-py client in use."""
         return self._client
 
     def use_layout(self, layout: Layout) -> None:
         self._layout = layout
         self._keys.clear()
+        self._shards.clear()
+
+    def _channels_for(self, number: str) -> str:
+        """The prefix of the channels that events about ``number`` go to: one channel per
+        throttle, or in a Cluster one per throttle and hash tag (on the tag's slot)."""
+        if self._events is None:
+            return self._channels
+        shard = self._shards.get(number)
+        if shard is None:
+            if len(self._shards) >= _KEY_CACHE_SIZE:
+                self._shards.clear()
+            shard = self._shards[number] = self._shard(self._layout.tag_for(number))
+        return shard
+
+    def _shard(self, tag: str) -> str:
+        return f"{self._prefix}{{{tag}}}:o:"
+
+    async def _join(self, channels: str, owner: str) -> None:
+        """In a Cluster, subscribe ``owner``'s throttle to its channel on ``channels``' slot
+        before it first asks for anything there (its events are published on that slot)."""
+        events = self._events
+        if events is not None and channels + owner not in events and owner in self._listeners:
+            with _map_errors("subscribe"):
+                await events.join(channels + owner)
+
+    def _deliver(self, channel: bytes, payload: bytes) -> None:
+        owner = channel.decode().partition("}:o:")[2]
+        listener = self._listeners.get(owner)
+        if listener is not None:
+            kind, number, token = payload.decode().split("\t")
+            listener(_EVENTS.get(kind, "nudged"), number, token)
 
     def keys_for(self, number: str) -> list[str]:
         """The keys that hold ``number``'s state (one hash tag, so one Cluster slot); the last
@@ -289,6 +373,8 @@ class RedisBackend:
                 "(use memory:// under trio, or run the dialer on asyncio)"
             ) from None
         with _map_errors("connect"):
+            if isinstance(self._lane, ClusterLanes):
+                await self._lane.open()
             await self._client.ping()
 
     async def listen(
@@ -296,8 +382,15 @@ class RedisBackend:
     ) -> None:
         channel = self._channels + owner
         self._listeners[owner] = listener
+        if self._events is not None:
+            # A Cluster: shard channels are subscribed as the throttle first uses a hash tag.
+            task_status.started()
+            try:
+                await self._events.keep_alive(_KEEPALIVE)
+            finally:
+                self._listeners.pop(owner, None)
 
-        def deliver(payload: bytes) -> None:
+        def deliver(_: bytes, payload: bytes) -> None:
             kind, number, token = payload.decode().split("\t")
             listener(_EVENTS.get(kind, "nudged"), number, token)
 
@@ -306,7 +399,8 @@ class RedisBackend:
             started = False
             while True:
                 try:
-                    subscription = await self._lane.subscribe(channel, deliver)
+                    assert isinstance(self._lane, ScriptLane)
+                    subscription = await self._lane.subscribe((channel,), deliver)
                 except (RedisError, OSError) as exc:
                     if not started:
                         raise BackendUnavailable(f"Redis failed during subscribe: {exc}") from exc
@@ -361,7 +455,7 @@ class RedisBackend:
             0 if max_hold is None else _ms(max_hold),
             1 if enqueue else 0,
             number,
-            self._channels,
+            self._channels if self._events is None else self._channels_for(number),
         )
         if rates is not NO_RATES:
             args += (
@@ -376,6 +470,8 @@ class RedisBackend:
                 cap = "" if group.cap is None else group.cap
                 args += (cap, reserve, _windows_spec(group.windows), group.group)
         try:
+            if self._events is not None:
+                await self._join(cast("str", args[7]), owner)
             if rates.callee is None:
                 reply = await self._ask("a", number, args)
             else:
@@ -408,7 +504,7 @@ class RedisBackend:
     async def release(
         self, number: str, token: str, releaser: str, pool: str | None = None
     ) -> bool:
-        args: tuple[Arg, ...] = (token, releaser, number, self._channels)
+        args: tuple[Arg, ...] = (token, releaser, number, self._channels_for(number))
         if pool is not None:
             args += (self._pool_keys(pool)[1], pool)
         try:
@@ -474,7 +570,7 @@ class RedisBackend:
             listener("resync", "", "")
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
-        args = (token, owner, number, self._channels)
+        args = (token, owner, number, self._channels_for(number))
         with _map_errors("abandon"):
             await self._run("abandon", self.keys_for(number), args)
 
@@ -486,7 +582,7 @@ class RedisBackend:
             self._run(
                 "renew",
                 self.keys_for(number),
-                (owner, number, self._channels, *(items[i][1] for i in indexes)),
+                (owner, number, self._channels_for(number), *(items[i][1] for i in indexes)),
             )
             for number, indexes in by_number.items()
         ]
@@ -518,12 +614,13 @@ class RedisBackend:
         self, group: GroupPlan, tag: str, changes: Mapping[str, object]
     ) -> None:
         holders, _, waiters, policy = self._group_keys(group.group, tag)
-        args = [self._channels, *_policy_fields(changes)]
+        channels = self._channels if self._events is None else self._shard(tag)
+        args = [channels, *_policy_fields(changes)]
         with _map_errors("set_group_policy"):
             await self._run("set_group_policy", [holders, waiters, policy], args)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        args = [number, self._channels, *_policy_fields(changes)]
+        args = [number, self._channels_for(number), *_policy_fields(changes)]
         with _map_errors("set_policy"):
             await self._run("set_policy", self.keys_for(number), args)
 
@@ -547,12 +644,22 @@ class RedisBackend:
     # -- pools ---------------------------------------------------------------------------------
 
     def _pool_keys(self, pool: str) -> list[str]:
-        base = f"{self._prefix}{{p:{pool}}}:pool:"
+        base = f"{self._prefix}{{{self._layout.pool_tag(pool)}}}:pool:"
         return [base + "m", base + "l", base + "o", base + "c", base + "s"]
 
     async def pool_update(
         self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
     ) -> int:
+        tag = self._layout.pool_tag(pool)
+        strays = sorted(number for number, spec in add.items() if spec.tag != tag)
+        if self._events is not None and strays:
+            raise InvalidArgument(
+                "numbers",
+                strays,
+                f"numbers that share the pool's hash tag {tag!r}: on Redis Cluster a pick uses "
+                "the keys of the pool and of its numbers together (give the pool's numbers one "
+                "tenant, or list each number in one pool of the configuration)",
+            )
         args: list[Arg] = [self._prefix, len(add)]
         for number, spec in add.items():
             args += (number, _member_spec(spec))
@@ -586,7 +693,7 @@ class RedisBackend:
             _ms(ttl),
             0 if max_hold is None else _ms(max_hold),
             self._prefix,
-            self._channels,
+            self._channels if self._events is None else self._shard(self._layout.pool_tag(pool)),
             round(call.tz_offset * 1000),
             call.callee or "",
             _windows_spec(call.callee_windows) if call.callee else "",
@@ -600,6 +707,7 @@ class RedisBackend:
             pool,
         )
         with _map_errors("pick"):
+            await self._join(args[6], owner)
             reply = await self._run("pick", self._pool_keys(pool), args)
         if reply[0] == 0:
             return PickResult(Outcome.QUEUED)
@@ -609,7 +717,10 @@ class RedisBackend:
         return PickResult(Outcome(reply[0]), reply[1].decode())
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
-        args = (owner, token, self._channels, pool)
+        channels = (
+            self._channels if self._events is None else self._shard(self._layout.pool_tag(pool))
+        )
+        args = (owner, token, channels, pool)
         with _map_errors("pool_leave"):
             await self._run("pool_leave", self._pool_keys(pool)[:1], args)
 
@@ -619,7 +730,7 @@ class RedisBackend:
         with _map_errors("release_owner"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):
                 number = raw.decode().rpartition(":n:")[2][:-2]
-                args = (owner, number, self._channels)
+                args = (owner, number, self._channels_for(number))
                 removed += await self._run("release_owner", self.keys_for(number), args)
         return removed
 
@@ -627,10 +738,15 @@ class RedisBackend:
         return self._lane.run(_LIBRARY, name, keys, args)
 
     async def aclose(self) -> None:
+        if self._events is not None:
+            self._events.close()
         await self._lane.aclose()
         for other in self._also_close:
             with _map_errors("close"):
                 await other.aclose()
         if self._owns_client:
             with _map_errors("close"):
-                await self._client.aclose(close_connection_pool=True)
+                if isinstance(self._client, RedisCluster):
+                    await self._client.aclose()
+                else:
+                    await self._client.aclose(close_connection_pool=True)
