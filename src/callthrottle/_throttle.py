@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from ._rates import NO_RATES, GroupPlan, RatePlan, Window, parse_windows, utc_of
 from ._url import backend_from_url
 from ._validate import (
     check_feedback,
+    check_flag,
     check_limit,
     check_max_hold,
     check_outcome,
@@ -110,6 +112,7 @@ class _Held:
     lease: Lease
     renewed_at: float  # local monotonic time just before the last successful acquire/renew
     final: bool  # the backend will not extend the lease again: max_hold ends it
+    since: float  # local monotonic time just before it was taken
 
 
 class _Waiter:
@@ -176,6 +179,10 @@ class Throttle:
         (at least 1) from an in-process backend, counting this process's calls only (size the
         share so that every process's share adds up to the cap). Degraded leases say so
         (``lease.degraded``) and are given back in-process.
+    :param restore_leases: when the backend lost leases this throttle holds (a Redis restart
+        without persistence, a failover to a replica that lacked them), count them again at
+        the next heartbeat, even past the cap, so that new calls wait until the numbers really
+        have room (the default); False reports them lost instead
     """
 
     __slots__ = (
@@ -199,6 +206,7 @@ class Throttle:
         "_plans",
         "_region",
         "_renew_interval",
+        "_restore_leases",
         "_resynced_at",
         "_stack",
         "_task_group",
@@ -219,6 +227,7 @@ class Throttle:
         config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         close_backend: bool = False,
         degraded_share: float | None = None,
+        restore_leases: bool = True,
     ) -> None:
         self._config = _load_config(config)
         self._default_limit = check_limit(default_limit, "default_limit")
@@ -236,6 +245,7 @@ class Throttle:
                     "renew_interval", renew_interval, f"shorter than lease_ttl ({lease_ttl})"
                 )
         self._degraded_share = _check_share(degraded_share)
+        self._restore_leases = check_flag(restore_leases, "restore_leases")
         self._degraded: Throttle | None = None
         self._degraded_since: float | None = None
         if self._degraded_share is not None:
@@ -281,12 +291,17 @@ class Throttle:
         feedback: Mapping[str | int, Reaction] | None = None,
         config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         degraded_share: float | None = None,
+        restore_leases: bool = True,
         **options: Any,
     ) -> Throttle:
         """A throttle on the backend the URL names.
 
         - ``memory://``: the embedded backend, pure Python, one process
         - ``redis://host:port/db``, ``rediss://...`` (TLS), ``unix:///path/to/socket``: Redis
+        - ``redis+sentinel://host:port[,host:port...]/service[/db]``: the master of a service
+          monitored by Redis Sentinel, followed through failovers
+        - ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` for TLS): a Redis
+          Cluster; each number's keys live on one slot, numbers spread over the masters
 
         Redis options (``key_prefix``, and anything ``redis.asyncio.from_url`` takes, such as
         ``socket_timeout``) go in ``options``. Everything is validated before any connection is
@@ -307,6 +322,7 @@ class Throttle:
             config=config,
             close_backend=True,
             degraded_share=degraded_share,
+            restore_leases=restore_leases,
         )
 
     # -- properties ------------------------------------------------------------------------
@@ -544,7 +560,8 @@ class Throttle:
                 raise RateLimited(number, wait, window, retry_after)
             raise AcquireTimeout(number, wait, waiter.group_refusal or "cap")
         lease = Lease(number, token, self._owner_id)
-        self._held[key] = _Held(lease, self._now(), self._final)
+        now = self._now()
+        self._held[key] = _Held(lease, now, self._final, now)
         return lease
 
     async def _acquire_degraded(
@@ -875,7 +892,8 @@ class Throttle:
             return result.retry_in
         lease = Lease(result.number, token, self._owner_id)
         lease.pool = pool
-        self._held[(result.number, token)] = _Held(lease, self._now(), self._final)
+        now = self._now()
+        self._held[(result.number, token)] = _Held(lease, now, self._final, now)
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
@@ -1202,6 +1220,7 @@ class Throttle:
         sent_at = anyio.current_time()
         states = await self._backend.renew(self._owner_id, keys)
         now = anyio.current_time()
+        forgotten: list[tuple[tuple[str, str], _Held]] = []
         for key, state in zip(keys, states, strict=True):
             held = self._held.get(key)
             if held is not None:
@@ -1209,12 +1228,56 @@ class Throttle:
                     held.renewed_at = sent_at
                     held.final = state is RenewState.FINAL
                 elif state is RenewState.GONE:
-                    self._forget(key, held, now)
+                    if self._restore_leases and self._lost_by_backend(held):
+                        forgotten.append((key, held))
+                    else:
+                        self._forget(key, held, now)
                 continue
             waiter = self._waiting.get(key)
             if waiter is not None and state is not RenewState.QUEUED:
                 # Granted (its notice was lost) or its place lapsed: either way, ask again.
                 waiter.wake(granted=state is not RenewState.GONE)
+        for key, held in forgotten:
+            await self._restore(key, held, sent_at)
+
+    def _lost_by_backend(self, held: _Held) -> bool:
+        """Whether a lease the backend no longer has was lost by it (not released, expired
+        or ended by max_hold): last renewed before the backend's connection was replaced."""
+        return not held.final and held.renewed_at <= self._resynced_at
+
+    async def _restore(self, key: tuple[str, str], held: _Held, sent_at: float) -> None:
+        """Count a lease the backend lost again (see ``restore_leases``), or report it lost."""
+        lease = held.lease
+        number = lease.number
+        left = None
+        if self._max_hold is not None:
+            left = self._max_hold - (sent_at - held.since)
+        restored = False
+        if left is None or left > 0:
+            cap, plan = self._configured(number)
+            try:
+                restored = await self._backend.restore(
+                    number, lease.token, self._owner_id, cap, self._lease_ttl, left, plan
+                )
+            except ThrottleError as exc:
+                logger.warning(
+                    "%s could not be counted again (%s)", lease, exc, extra=self._log_extra(lease)
+                )
+        if self._held.get(key) is not held:  # released meanwhile: give it back again
+            if restored:
+                with contextlib.suppress(ThrottleError):
+                    await self._backend.release(number, lease.token, self._owner_id)
+            return
+        if restored:
+            held.renewed_at = sent_at
+            logger.warning(
+                "%s was lost by the backend (restart or failover) and has been counted again; "
+                "calls placed on the number meanwhile may have taken it over its cap",
+                lease,
+                extra=self._log_extra(lease),
+            )
+        else:
+            self._forget(key, held, anyio.current_time())
 
     def _forget(self, key: tuple[str, str], held: _Held, now: float) -> None:
         """The backend no longer has a lease this throttle holds: tell released from lost."""

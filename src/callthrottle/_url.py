@@ -51,4 +51,12 @@ def backend_from_url(url: str, options: dict[str, Any]) -> Backend:
     factory = SCHEMES.get(scheme.lower()) if sep else None
     if factory is None:
         raise UnknownScheme(url, tuple(SCHEMES))
-    return factory(url, options)
+    try:
+        return factory(url, options)
+    except InvalidArgument:
+        raise
+    except (ValueError, TypeError) as exc:  # the driver's own parsing of the URL or options
+        argument = "options" if isinstance(exc, TypeError) and options else "url"
+        raise InvalidArgument(
+            argument, url if argument == "url" else options, f"valid for {scheme}:// ({exc})"
+        ) from exc

@@ -11,6 +11,7 @@ from ._health import NumberState, Reaction
 
 __all__ = (
     "check_feedback",
+    "check_flag",
     "check_limit",
     "check_max_hold",
     "check_outcome",
@@ -36,6 +37,12 @@ def _check_key(argument: str, value: object) -> str:
         raise InvalidArgument(argument, value, f"at most {_MAX_KEY_LENGTH} characters long")
     if not value.isprintable() or _WHITESPACE.search(value):
         raise InvalidArgument(argument, value, "free of whitespace and control characters")
+    return value
+
+
+def check_flag(value: object, argument: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgument(argument, value, "True or False")
     return value
 
 

@@ -99,6 +99,14 @@ async def run_dialers(
 
 
 def keys_under(url: str, prefix: str) -> list[bytes]:
+    """Every key under ``prefix``, on a server or on every master of a Cluster."""
+    if url.startswith("redis+cluster://"):
+        host, _, port = url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
+        cluster = redis.RedisCluster(host=host, port=int(port))
+        try:
+            return list(cluster.scan_iter(match=prefix + "*", count=1000))
+        finally:
+            cluster.close()
     client = redis.Redis.from_url(url)
     try:
         return list(client.scan_iter(match=prefix + "*", count=1000))
@@ -106,12 +114,21 @@ def keys_under(url: str, prefix: str) -> list[bytes]:
         client.close()
 
 
-@pytest.mark.parametrize("trunk_cap", [None, 4], ids=["numbers", "numbers-on-a-trunk"])
+@pytest.mark.parametrize(
+    ("server", "trunk_cap"),
+    [
+        pytest.param("redis_url", None, id="numbers"),
+        pytest.param("redis_url", 4, id="numbers-on-a-trunk"),
+        pytest.param("cluster_url", None, id="numbers-on-a-cluster", marks=pytest.mark.cluster),
+    ],
+)
 async def test_never_more_holders_than_the_cap_across_processes(
-    redis_url: str, prefix: str, tmp_path: Path, trunk_cap: int | None
+    server: str, prefix: str, tmp_path: Path, trunk_cap: int | None, request: pytest.FixtureRequest
 ) -> None:
     """Per-number caps 2, 3 and 5; in the second run the three numbers also share a trunk
-    whose cap (4) is lower than their sum, so the trunk binds across numbers and processes."""
+    whose cap (4) is lower than their sum, so the trunk binds across numbers and processes. The
+    third run is the first on a Redis Cluster of three masters."""
+    redis_url: str = request.getfixturevalue(server)
     numbers = [f"--number={number}:{cap}" for number, cap in CAPS.items()]
     if trunk_cap is not None:
         numbers.append(f"--trunk-cap={trunk_cap}")
@@ -176,4 +193,4 @@ async def test_pool_picks_across_processes_never_pass_any_cap(
             assert await throttle.usage(number, limit=cap) == Usage(in_use=0, limit=cap, waiting=0)
     # Only the pool's membership (configuration, kept until removed) is left behind.
     left = await anyio.to_thread.run_sync(keys_under, redis_url, prefix)
-    assert all(b"{p:pool}" in key for key in left), left
+    assert all(b"{p:pool}:pool:" in key for key in left), left

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from callthrottle import Config, ConfigError, InvalidArgument, Throttle
+from callthrottle._url import SCHEMES
 from callthrottle.backends import MemoryBackend
 
 NUMBER = "+8657188880001"
@@ -123,7 +124,14 @@ def test_configuration_is_valid_or_refused_by_key(data: dict[str, Any]) -> None:
 
 
 @SETTINGS
-@given(st.one_of(junk, st.text(max_size=60), st.from_regex(r"[a-z+]{0,12}://[^\s]{0,30}")))
+@given(
+    st.one_of(
+        junk,
+        st.text(max_size=60),
+        st.from_regex(r"[a-z+]{0,12}://[^\s]{0,30}"),
+        st.builds("{}://{}".format, st.sampled_from(sorted(SCHEMES)), st.text(max_size=40)),
+    )
+)
 def test_urls_are_served_or_refused_clearly(url: Any) -> None:
     refused: InvalidArgument | None = None
     try:

@@ -18,7 +18,7 @@ NUMBER = "+8657188880001"
 #: Commands our scripts run inside Redis; commandstats counts them too, but they cost no trip.
 SCRIPT_INTERNAL = {
     "time", "zrangebyscore", "zremrangebyscore", "zrange", "zcard", "zcount", "zscore", "zadd",
-    "zrem", "hget", "hmget", "hset", "hdel", "hgetall", "pexpire", "pttl", "del", "publish",
+    "zrem", "hget", "hmget", "hset", "hdel", "hgetall", "pexpire", "pttl", "del", "spublish",
     "incr", "zmscore", "srandmember", "sadd", "srem", "get", "set", "hexists", "hlen",
 }  # fmt: skip
 

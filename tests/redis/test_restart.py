@@ -5,20 +5,22 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from callthrottle import BackendUnavailable, Throttle
+from callthrottle import AcquireTimeout, BackendUnavailable, Throttle, Usage
 
 from .._servers import own_server
 
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
+OTHER = "+8657188880002"
 
 
 async def test_a_restart_without_persistence_fails_calls_then_recovers_by_itself() -> None:
     """While the server is down, calls fail at once with BackendUnavailable; when it is back
     (empty), the same throttle works again without being reopened, and the lease the server
-    forgot is reported lost, never silently treated as held."""
+    forgot is reported lost, never silently treated as held (with ``restore_leases=False``;
+    the next test shows the default)."""
     with own_server() as (url, server):
-        async with Throttle.from_url(url, lease_ttl=0.9) as throttle:
+        async with Throttle.from_url(url, lease_ttl=0.9, restore_leases=False) as throttle:
             held = await throttle.acquire(NUMBER, timeout=0)
             server.stop()
             started = anyio.current_time()
@@ -34,6 +36,46 @@ async def test_a_restart_without_persistence_fails_calls_then_recovers_by_itself
             again = await throttle.acquire(NUMBER, timeout=0)
             assert (await throttle.usage(NUMBER)).in_use == 1
             assert await throttle.release(again) is True
+
+
+async def test_leases_the_server_forgot_are_counted_again_by_their_holders() -> None:
+    """A restart without persistence forgets the leases of calls still up. Each holder counts
+    its own again at its next heartbeat (even past the cap), so that new calls wait until the
+    number really has room; the lease stays held and releases normally."""
+    with own_server() as (url, server):
+        config = {"trunks": {"main": {"cap": 5}}, "numbers": {OTHER: {"trunk": "main"}}}
+        async with (
+            Throttle.from_url(url, lease_ttl=0.9, max_hold=60, config=config) as holder,
+            Throttle.from_url(url, lease_ttl=0.9, config=config) as other,
+        ):
+            first = await holder.acquire(NUMBER, limit=1, timeout=0)
+            on_trunk = await holder.acquire(OTHER, timeout=0)
+            server.stop()
+            server.start()
+            # Before the holder's heartbeat: the server has forgotten, and a newcomer gets in.
+            assert (await other.usage(NUMBER, limit=1)).in_use == 0
+            newcomer = await other.acquire(NUMBER, limit=1, timeout=0)
+            with anyio.fail_after(5):
+                while (await other.usage(NUMBER, limit=1)).in_use < 2:
+                    await anyio.sleep(0.05)
+            # Both calls are up and both are counted: over the cap, so nobody else gets in.
+            assert await other.usage(NUMBER, limit=1) == Usage(in_use=2, limit=1, waiting=0)
+            with pytest.raises(AcquireTimeout):
+                await other.acquire(NUMBER, limit=1, timeout=0)
+            with anyio.fail_after(5):
+                while (await other.group_usage("trunk", "main")).in_use < 1:
+                    await anyio.sleep(0.05)
+            assert not first.lost
+            assert not on_trunk.lost
+            assert first in holder.held
+            # Counted again, they live on: renewed by the heartbeat, released normally.
+            await anyio.sleep(1.5)
+            assert (await other.usage(NUMBER, limit=1)).in_use == 2
+            assert await other.release(newcomer) is True
+            assert await holder.release(first) is True
+            assert await holder.release(on_trunk) is True
+            assert (await other.usage(NUMBER, limit=1)).in_use == 0
+            assert (await other.group_usage("trunk", "main")).in_use == 0
 
 
 async def test_a_restart_with_persistence_keeps_the_leases() -> None:

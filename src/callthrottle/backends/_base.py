@@ -211,6 +211,26 @@ class Backend(Protocol):
         Used when an acquire is cancelled, times out or fails with an unknown outcome.
         """
 
+    async def restore(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        rates: RatePlan = NO_RATES,
+    ) -> bool:
+        """Count again a lease the backend lost (a Redis restart without persistence, a
+        failover to a replica that lacked it) while its call is still up: held by ``owner``
+        for ``ttl`` seconds (at most ``max_hold`` more), in ``rates``' groups. It is counted
+        even past the cap, so that new calls wait until the number really has room, and not
+        again in any rate window.
+
+        :return: True if the owner holds the token now, False if the token is another's
+        """
+        ...
+
     async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
         """Extend the leases and keep alive the places in line of ``(number, token)`` items.
 

@@ -879,6 +879,28 @@ class MemoryBackend:
         pool_state.set_load(number, held)
         self._nudge_line(pool, pool_state)
 
+    async def restore(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        rates: RatePlan = NO_RATES,
+    ) -> bool:
+        await self._checkpoint()
+        now = self._clock()
+        state = self._settle(number, now)
+        known = state.holders.get(token) or state.queue.get(token)
+        if known is not None:
+            return known.owner == owner and token in state.holders
+        entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, bool(rates.groups))
+        self._grant(state, number, token, entry, now)
+        for group in rates.groups:
+            self._group_holders.setdefault(group.group, {})[(number, token)] = entry
+        return True
+
     async def release_owner(self, owner: str) -> int:
         await self._checkpoint()
         now = self._clock()

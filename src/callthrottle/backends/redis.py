@@ -52,6 +52,7 @@ logger = logging.getLogger("callthrottle.redis")
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
+    "restore",
 )  # fmt: skip
 
 
@@ -573,6 +574,22 @@ class RedisBackend:
         args = (token, owner, number, self._channels_for(number))
         with _map_errors("abandon"):
             await self._run("abandon", self.keys_for(number), args)
+
+    async def restore(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        rates: RatePlan = NO_RATES,
+    ) -> bool:
+        keys = self.keys_for(number)
+        args = (token, owner, _ms(ttl), 0 if max_hold is None else _ms(max_hold), limit, number)
+        with _map_errors("restore"):
+            await self._join(self._channels_for(number), owner)
+            return bool(await self._run("restore", keys, args))
 
     async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
         by_number: dict[str, list[int]] = {}

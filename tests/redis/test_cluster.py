@@ -1,0 +1,197 @@
+# mypy: disable-error-code="no-untyped-call"
+# (redis-py's synchronous RedisCluster, used here to look at the masters, is not typed)
+"""Redis Cluster specifics, on a real cluster of three masters (the conformance suite runs on it
+too, as ``asyncio-cluster``): routing by slot, the library on every master, sharded events,
+a slot moving to another master in mid-call, pools' hash tags, URLs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+import redis
+from callthrottle import InvalidArgument, Throttle, UnsupportedEventLoop, Usage
+from callthrottle.backends import RedisBackend
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = [pytest.mark.redis, pytest.mark.cluster]
+
+NUMBERS = [f"+86571888{i:05d}" for i in range(30)]
+
+
+@pytest.fixture
+def nodes(cluster_url: str) -> Iterator[redis.RedisCluster]:
+    """A plain cluster client, to look at every master from the side."""
+    host, _, port = cluster_url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
+    client = redis.RedisCluster(host=host, port=int(port))
+    yield client
+    client.close()
+
+
+def keys_by_master(nodes: redis.RedisCluster, pattern: str) -> dict[str, list[bytes]]:
+    found: dict[str, list[bytes]] = {}
+    for node in nodes.get_primaries():
+        client = nodes.get_redis_connection(node)
+        found[node.name] = list(client.scan_iter(match=pattern, count=1000))
+    return found
+
+
+async def test_numbers_spread_over_every_master_and_each_stays_on_one_slot(
+    cluster_url: str, prefix: str, nodes: redis.RedisCluster
+) -> None:
+    async with Throttle.from_url(cluster_url, key_prefix=prefix) as throttle:
+        leases = [await throttle.acquire(number, limit=1, timeout=0) for number in NUMBERS]
+        by_master = keys_by_master(nodes, prefix + "*")
+        assert len(by_master) == 3
+        assert all(by_master.values()), {name: len(keys) for name, keys in by_master.items()}
+        for number in NUMBERS:
+            keys = [key for keys in by_master.values() for key in keys if number.encode() in key]
+            assert keys, number
+            assert len({nodes.keyslot(key) for key in keys}) == 1, keys
+        # The function library was loaded on each master, by the backend, when first needed.
+        for node in nodes.get_primaries():
+            libraries = nodes.get_redis_connection(node).function_list("callthrottle*")
+            assert len(libraries) == 1, node.name
+        for lease in leases:
+            assert await throttle.release(lease) is True
+        assert [await throttle.usage(n, limit=1) for n in NUMBERS] == [Usage(0, 1, 0)] * 30
+    assert keys_by_master(nodes, prefix + "*") == {name: [] for name in by_master}
+
+
+async def test_a_waiter_is_woken_through_a_shard_channel_on_its_numbers_slot(
+    cluster_url: str, prefix: str, nodes: redis.RedisCluster
+) -> None:
+    """The waiter would otherwise ask again only when the lease could expire (60 s)."""
+    number = NUMBERS[0]
+    async with (
+        Throttle.from_url(cluster_url, key_prefix=prefix, lease_ttl=60) as holder,
+        Throttle.from_url(cluster_url, key_prefix=prefix, lease_ttl=60) as waiter,
+    ):
+        held = await holder.acquire(number, limit=1)
+        got = []
+
+        async def wait() -> None:
+            got.append(await waiter.acquire(number, limit=1, timeout=30))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait)
+            channel = f"{prefix}{{{number}}}:o:{waiter.owner_id}".encode()
+            master = nodes.get_node_from_key(channel)
+            client = nodes.get_redis_connection(master)
+            with anyio.fail_after(10):
+                while (await holder.usage(number, limit=1)).waiting == 0:
+                    await anyio.sleep(0.01)
+            assert channel in client.pubsub_shardchannels(f"{prefix}*")
+            await holder.release(held)
+        assert [lease.number for lease in got] == [number]
+        assert await holder.usage(number, limit=1) == Usage(in_use=1, limit=1, waiting=0)
+        await waiter.release(got[0])
+
+
+def migrate_slot(nodes: redis.RedisCluster, slot: int) -> tuple[str, str]:
+    """Move ``slot`` and its keys to another master, as a resharding does (IMPORTING and
+    MIGRATING, MIGRATE of the keys, then SETSLOT NODE everywhere); return the names of the old
+    and the new master."""
+    nodes.nodes_manager.initialize()
+    source = nodes.nodes_manager.get_node_from_slot(slot)
+    target = next(node for node in nodes.get_primaries() if node.name != source.name)
+    source_client = nodes.get_redis_connection(source)
+    target_client = nodes.get_redis_connection(target)
+    source_id = source_client.execute_command("CLUSTER", "MYID").decode()
+    target_id = target_client.execute_command("CLUSTER", "MYID").decode()
+    target_client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source_client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    while keys := source_client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        source_client.execute_command(
+            "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys
+        )
+    for node in nodes.get_primaries():
+        nodes.get_redis_connection(node).execute_command(
+            "CLUSTER", "SETSLOT", slot, "NODE", target_id
+        )
+    nodes.nodes_manager.initialize()
+    return source.name, target.name
+
+
+async def test_calls_follow_a_slot_that_moved_to_another_master(
+    cluster_url: str, prefix: str, nodes: redis.RedisCluster
+) -> None:
+    """A lease held and a caller waiting while the number's slot moves: the release reaches
+    the new master (after its MOVED answer), and the waiter, whose subscription the old
+    master ended, is served there."""
+    number = NUMBERS[1]
+    async with (
+        Throttle.from_url(cluster_url, key_prefix=prefix, lease_ttl=60) as holder,
+        Throttle.from_url(cluster_url, key_prefix=prefix, lease_ttl=60) as waiter,
+    ):
+        held = await holder.acquire(number, limit=1)
+        got = []
+
+        async def wait() -> None:
+            got.append(await waiter.acquire(number, limit=1, timeout=30))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait)
+            with anyio.fail_after(10):
+                while (await holder.usage(number, limit=1)).waiting == 0:
+                    await anyio.sleep(0.01)
+            slot = nodes.keyslot(f"{{{number}}}")
+            old, new = await anyio.to_thread.run_sync(migrate_slot, nodes, slot)
+            assert old != new
+            assert await holder.usage(number, limit=1) == Usage(in_use=1, limit=1, waiting=1)
+            assert await holder.release(held) is True
+        assert [lease.number for lease in got] == [number]
+        keys = keys_by_master(nodes, f"{prefix}{{{number}}}*")
+        assert keys[old] == []
+        assert keys[new]
+        assert await waiter.release(got[0]) is True
+        assert await holder.usage(number, limit=1) == Usage(in_use=0, limit=1, waiting=0)
+
+
+async def test_a_pool_of_numbers_on_different_slots_is_refused_and_nothing_written(
+    cluster_url: str, prefix: str, nodes: redis.RedisCluster
+) -> None:
+    async with Throttle.from_url(cluster_url, key_prefix=prefix) as throttle:
+        with pytest.raises(InvalidArgument, match="share the pool's hash tag 'p:live'"):
+            await throttle.add_to_pool("live", NUMBERS[:3])
+        assert await throttle.pool_members("live") == []
+    assert keys_by_master(nodes, prefix + "*") == {node.name: [] for node in nodes.get_primaries()}
+
+
+async def test_a_configured_pool_shares_its_numbers_slot_and_picks_work(
+    cluster_url: str, prefix: str
+) -> None:
+    config = {"pools": {"sales": {"numbers": NUMBERS[:4]}}}
+    async with Throttle.from_url(
+        cluster_url, key_prefix=prefix, config=config, default_limit=1
+    ) as throttle:
+        leases = [await throttle.acquire_from("sales", timeout=0) for _ in range(4)]
+        assert sorted(lease.number for lease in leases) == NUMBERS[:4]
+        for lease in leases:
+            assert await throttle.release(lease) is True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://",
+        "redis+cluster://127.0.0.1",
+        "redis+cluster://127.0.0.1:7000,:7001",
+        "redis+cluster://127.0.0.1:7000/3",
+    ],
+)
+def test_bad_cluster_urls_are_refused_clearly(url: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"url must be redis\+cluster://|no database"):
+        RedisBackend.from_cluster_url(url)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_refuses_trio_with_a_clear_error(cluster_url: str) -> None:
+    throttle = Throttle.from_url(cluster_url)
+    with pytest.raises(UnsupportedEventLoop, match="the Redis backend needs asyncio"):
+        async with throttle:
+            pass  # pragma: no cover
