@@ -1,0 +1,71 @@
+"""Counting again a lease the backend lost while its call is up (``Backend.restore``): what a
+throttle does at its heartbeat after a Redis restart without persistence or a failover (see
+tests/redis/test_restart.py for the whole story on a real restart)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from callthrottle import AcquireTimeout, Config, InvalidArgument, Throttle, Usage
+from callthrottle.backends import RenewState
+
+if TYPE_CHECKING:
+    from ..conftest import ThrottleFactory
+
+NUMBER = "+8657188880001"
+NEIGHBOUR = "+8657188880002"
+
+
+async def test_a_restored_lease_is_counted_even_past_the_cap(throttle: Throttle) -> None:
+    backend = throttle.backend
+    held = await throttle.acquire(NUMBER, limit=1, timeout=0)
+    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 1, 30, None) is True
+    assert await throttle.usage(NUMBER, limit=1) == Usage(in_use=2, limit=1, waiting=0)
+    with pytest.raises(AcquireTimeout):
+        await throttle.acquire(NUMBER, limit=1, timeout=0)
+    # It is a lease like any other: its owner renews it and anyone may release it.
+    assert await backend.renew("elsewhere", [(NUMBER, "lost-call")]) == [RenewState.HELD]
+    assert await backend.release(NUMBER, "lost-call", "elsewhere") is True
+    assert await throttle.usage(NUMBER, limit=1) == Usage(in_use=1, limit=1, waiting=0)
+    assert await throttle.release(held) is True
+    again = await throttle.acquire(NUMBER, limit=1, timeout=0)
+    assert await throttle.release(again) is True
+    assert await throttle.usage(NUMBER, limit=1) == Usage(in_use=0, limit=1, waiting=0)
+
+
+async def test_a_token_still_held_is_left_alone_and_anothers_is_refused(
+    throttle: Throttle,
+) -> None:
+    backend = throttle.backend
+    held = await throttle.acquire(NUMBER, timeout=0)
+    assert await backend.restore(NUMBER, held.token, throttle.owner_id, 20, 30, None) is True
+    assert (await throttle.usage(NUMBER)).in_use == 1
+    assert await backend.restore(NUMBER, held.token, "someone-else", 20, 30, None) is False
+    assert (await throttle.usage(NUMBER)).in_use == 1
+    assert await throttle.release(held) is True
+    assert (await throttle.usage(NUMBER)).in_use == 0
+
+
+async def test_a_restored_lease_counts_in_its_trunk(new_throttle: ThrottleFactory) -> None:
+    settings = {
+        "trunks": {"main": {"cap": 1}},
+        "numbers": {NUMBER: {"trunk": "main"}, NEIGHBOUR: {"trunk": "main"}},
+    }
+    plan = Config.from_dict(settings).rate_plan_for(NUMBER)
+    async with new_throttle(config=settings) as throttle:
+        backend = throttle.backend
+        assert await backend.restore(NUMBER, "lost-call", "elsewhere", 20, 30, None, plan)
+        assert (await throttle.group_usage("trunk", "main")).in_use == 1
+        with pytest.raises(AcquireTimeout):
+            await throttle.acquire(NEIGHBOUR, timeout=0)  # the trunk is full
+        assert await backend.release(NUMBER, "lost-call", "elsewhere") is True
+        assert (await throttle.group_usage("trunk", "main")).in_use == 0
+        lease = await throttle.acquire(NEIGHBOUR, timeout=0)
+        assert await throttle.release(lease) is True
+
+
+def test_restore_leases_must_be_a_flag() -> None:
+    with pytest.raises(InvalidArgument, match="restore_leases must be True or False"):
+        Throttle.from_url("memory://", restore_leases="yes")  # type: ignore[arg-type]
