@@ -22,7 +22,7 @@ from .._rates import NO_RATES
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
-    from .._models import Usage
+    from .._models import Holder, Usage
     from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan, Window
 
@@ -290,6 +290,26 @@ class Backend(Protocol):
         """Release every lease of ``owner`` and drop its places in line, on every number.
 
         :return: how many leases and places in line were removed
+        """
+        ...
+
+    # -- operator queries and admin actions ------------------------------------------------
+
+    async def known_numbers(self) -> list[str]:
+        """Every number the backend holds state for (live leases, waiters, a runtime policy),
+        sorted. Read only; on Redis a SCAN of the key prefix (several round trips)."""
+        ...
+
+    async def holders(self, number: str) -> list[Holder]:
+        """The number's live leases, oldest expiry first (read only)."""
+        ...
+
+    async def reset_number(self, number: str) -> tuple[int, int]:
+        """Drop every lease and every place in line of the number, atomically: the leases'
+        owners are told (``"released"``), the waiters are nudged to ask again (they find the
+        number empty). Its runtime policy stays.
+
+        :return: (live leases removed, live waiters removed)
         """
         ...
 

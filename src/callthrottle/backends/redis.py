@@ -20,7 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
-from .._models import Usage
+from .._models import Holder, Usage
 from .._pools import STICKY_TTL
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
 from ._base import (
@@ -49,6 +49,7 @@ logger = logging.getLogger("callthrottle.redis")
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
+    "holders", "reset_number",  # operator queries and admin actions
 )  # fmt: skip
 
 
@@ -622,6 +623,44 @@ class RedisBackend:
                 args = (owner, number, self._channels)
                 removed += await self._run("release_owner", self.keys_for(number), args)
         return removed
+
+    # -- operator queries and admin actions ----------------------------------------------------
+
+    async def known_numbers(self) -> list[str]:
+        # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>".
+        pattern = _glob_escape(self._prefix) + "{*}:n:*"
+        numbers: set[str] = set()
+        with _map_errors("known_numbers"):
+            async for raw in self._client.scan_iter(match=pattern, count=1000):
+                numbers.add(raw.decode().rpartition(":n:")[2].rpartition(":")[0])
+        numbers.discard("")
+        return sorted(numbers)
+
+    async def holders(self, number: str) -> list[Holder]:
+        with _map_errors("holders"):
+            reply = await self._run("holders", self.keys_for(number), ())
+        now, items = reply[0], reply[1:]
+        holders = []
+        for index in range(0, len(items), 5):
+            token, expiry, owner, ttl, deadline = items[index : index + 5]
+            holders.append(
+                Holder(
+                    number,
+                    token.decode(),
+                    owner.decode(),
+                    (expiry - now) / 1000,
+                    ttl / 1000,
+                    (deadline - now) / 1000 if deadline else None,
+                )
+            )
+        return holders
+
+    async def reset_number(self, number: str) -> tuple[int, int]:
+        with _map_errors("reset_number"):
+            held, waiting = await self._run(
+                "reset_number", self.keys_for(number), (number, self._channels)
+            )
+        return int(held), int(waiting)
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
         return self._lane.run(_LIBRARY, name, keys, args)
