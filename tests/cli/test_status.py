@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -38,14 +38,14 @@ def config(tmp_path: Path) -> str:
     return str(path)
 
 
-def _json(result: Result) -> dict[str, object]:
+def _json(result: Result) -> dict[str, Any]:
     assert result.exit_code == 0, result.output
-    data: dict[str, object] = json.loads(result.stdout)
+    data: dict[str, Any] = json.loads(result.stdout)
     return data
 
 
-def _numbers(data: dict[str, object]) -> dict[str, dict[str, object]]:
-    return {row["number"]: row for row in data["numbers"]}  # type: ignore[attr-defined, index]
+def _numbers(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["number"]: row for row in data["numbers"]}
 
 
 def test_status_lists_what_the_backend_knows(
@@ -74,7 +74,7 @@ def test_status_with_holders_names_token_and_owner(
 ) -> None:
     dialer.acquire(A, token="call-1", timeout=0)
     rows = _numbers(_json(invoke("status", *redis_args, "--json", "--holders")))
-    [holder] = rows[A]["holders"]  # type: ignore[misc]
+    [holder] = rows[A]["holders"]
     assert (holder["token"], holder["owner"]) == ("call-1", "switch-7")
     assert 0 < holder["expires_in"] <= 30
 
