@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ._admin import release, release_owner, reset, set_state
+from ._bench import bench
 from ._simulate import simulate
 from ._status import status, top
 
@@ -21,5 +22,5 @@ def cli() -> None:
     --config (the TOML carrier configuration) and --prefix (the Redis key prefix)."""
 
 
-for command in (simulate, status, top, reset, release, release_owner, set_state):
+for command in (simulate, status, top, reset, release, release_owner, set_state, bench):
     cli.add_command(command)
