@@ -112,11 +112,11 @@ def usage_error(message: str) -> click.UsageError:
 
 
 def console(*, stderr: bool = False) -> Console:
-    """A rich console on the current stdout (or stderr), at least 100 columns wide when not a
+    """A rich console on the current stdout (or stderr), at least 140 columns wide when not a
     terminal, so tables are not squeezed in pipes and logs."""
     out = Console(stderr=stderr)
     if not out.is_terminal:
-        out = Console(stderr=stderr, width=max(out.width, 120))
+        out = Console(stderr=stderr, width=max(out.width, 140))
     return out
 
 

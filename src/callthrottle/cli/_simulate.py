@@ -3,6 +3,7 @@ report)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ("simulate",)
+
+_SPARK = 24  # columns of the sparkline of calls up over time
 
 
 def _caps(ctx: click.Context, param: click.Parameter, text: str | None) -> list[int] | None:
@@ -71,9 +74,11 @@ def _numbers(
 
 def summary(result: CampaignResult, out: Console) -> None:
     numbers = Table(title="per number", title_justify="left")
-    columns = ("number", "cap", "calls", "carrier refused", "timeouts", "max up", "<= cap")
-    for column in (*columns, "wait p50", "wait p99", "calls up (█ = cap)"):
-        numbers.add_column(column, justify="left" if column == "number" else "right")
+    columns = ("number", "cap", "calls", "rejected", "timeouts", "max up", "<= cap")
+    numbers.add_column("number", no_wrap=True, min_width=16)
+    for column in (*columns[1:], "wait p50", "wait p99"):
+        numbers.add_column(column, justify="right")
+    numbers.add_column("calls up (█ = cap)", no_wrap=True, min_width=_SPARK)
     for n in result.numbers:
         numbers.add_row(
             n.number,
@@ -85,7 +90,7 @@ def summary(result: CampaignResult, out: Console) -> None:
             Text("✓", style="green") if n.within_cap else Text("✗", style="bold red"),
             f"{n.wait(0.5):.1f} s",
             f"{n.wait(0.99):.1f} s",
-            Text(sparkline(n.timeline, n.cap, width=24), style="blue"),
+            Text(sparkline(n.timeline, n.cap, width=_SPARK), style="blue"),
         )
     out.print(numbers)
     refusals = Table(title="refusals by reason", title_justify="left")
@@ -218,12 +223,19 @@ def simulate(
                 **settings,
             )
 
+        # The library's warnings (carrier answers, ...) are the campaign's expected events:
+        # counted in the summary, not logged over the progress bar.
+        library = logging.getLogger("callthrottle")
+        level = library.level
+        library.setLevel(logging.ERROR)
         try:
             result = anyio.run(campaign, backend=loop)
         except InvalidArgument as exc:
             raise usage_error(str(exc)) from None
         except ThrottleError as exc:
             raise click.ClickException(str(exc)) from None
+        finally:
+            library.setLevel(level)
     summary(result, out)
     for path in reports:
         write_report(result, path)
