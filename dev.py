@@ -1,6 +1,6 @@
 """One entry point for everything a developer runs; needs only Python >= 3.10 and pip.
 
-    python dev.py demo    # set up .venv, then run a simulated dialing campaign (memory://)
+    python dev.py demo    # set up .venv, then run `callthrottle simulate` (memory://)
     python dev.py test    # set up .venv with test tools, then run the whole test suite
     python dev.py lint    # mypy --strict and ruff
     python dev.py bench   # the benchmark suite (starts its own Redis-protocol server)
@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+CLI = BIN / ("callthrottle.exe" if os.name == "nt" else "callthrottle")
 
 # What each command needs installed, as pip arguments (dependency groups need pip >= 25.1).
 NEEDS = {
-    "demo": ["-e", "."],
+    "demo": ["-e", ".[cli,report]"],
     "test": ["-e", ".", "--group", "test"],
     "lint": ["-e", ".", "--group", "dev"],
     "bench": ["-e", ".", "--group", "bench"],
@@ -62,7 +63,7 @@ def main(argv: list[str]) -> int:
     ensure_env(NEEDS[command])
     try:
         if command == "demo":
-            run(PYTHON, "-m", "callthrottle.simulate", *rest)
+            run(CLI, "simulate", *rest)
         elif command == "test":
             run(PYTHON, "-m", "pytest", *rest)
         elif command == "lint":

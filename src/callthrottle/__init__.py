@@ -23,6 +23,7 @@ from ._errors import UnsupportedEventLoop as UnsupportedEventLoop
 from ._health import NumberState as NumberState
 from ._health import NumberStatus as NumberStatus
 from ._health import Reaction as Reaction
+from ._models import Holder as Holder
 from ._models import Lease as Lease
 from ._models import Usage as Usage
 from ._pools import PoolSettings as PoolSettings
@@ -34,6 +35,7 @@ __all__ = (
     "BackendUnavailable",
     "Config",
     "ConfigError",
+    "Holder",
     "InvalidArgument",
     "Lease",
     "LeaseConflict",

@@ -151,8 +151,7 @@ class Config:
         """The hash tag that all keys of one decision on ``number`` share (one Cluster slot).
 
         Its tenant; without one, its trunk; ``*`` when callee windows are configured (they count
-        calls from every number); the first pool that lists it (a pick uses the pool's keys and
-        its numbers' together); else the number itself.
+        calls from every number); else the number itself.
         """
         settings = self.numbers.get(number)
         tenant = (settings.tenant if settings is not None else None) or self.default_tenant
@@ -160,8 +159,15 @@ class Config:
             return f"t:{tenant}"
         if settings is not None and settings.trunk is not None:
             return f"k:{settings.trunk}"
-        if self.callee_windows:
-            return "*"
+        return "*" if self.callee_windows else number
+
+    def cluster_tag_for(self, number: str) -> str:
+        """The hash tag of ``number``'s keys on Redis Cluster: :meth:`tag_for`, except that a
+        number that would be its own tag takes the first configured pool that lists it
+        (``p:<pool>``), since a pick uses the keys of the pool and of its numbers together."""
+        tag = self.tag_for(number)
+        if tag != number:
+            return tag
         home = self._home_pool(number)
         return number if home is None else f"p:{home}"
 
@@ -174,11 +180,12 @@ class Config:
         return homes.get(number)
 
     def pool_tag(self, pool: str) -> str:
-        """The hash tag of ``pool``'s own keys: the tag its configured numbers share, else the
-        one every number gets (a default tenant, or callee windows), else the pool's own."""
+        """The hash tag of ``pool``'s own keys on Redis Cluster: the tag its configured numbers
+        share, else the one every number gets (a default tenant, or callee windows), else the
+        pool's own."""
         settings = self.pools.get(pool)
         if settings is not None and settings.numbers:
-            tags = {self.tag_for(number) for number in settings.numbers}
+            tags = {self.cluster_tag_for(number) for number in settings.numbers}
             if len(tags) == 1:
                 return tags.pop()
         if self.default_tenant is not None:

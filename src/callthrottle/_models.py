@@ -1,10 +1,10 @@
-"""The values callthrottle hands out: leases and usage snapshots."""
+"""The values callthrottle hands out: leases, usage snapshots, and who holds a number's slots."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ("Lease", "Usage")
+__all__ = ("Holder", "Lease", "Usage")
 
 
 class Lease:
@@ -97,3 +97,31 @@ class Usage:
     def free(self) -> int:
         """Slots that could be taken now (never negative, even when a cap was lowered)."""
         return max(self.limit - self.in_use, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """One live lease on a number, as an operator sees it (:meth:`Throttle.holders`).
+
+    The backend records when a lease expires, not when it was taken: ``renewed_ago`` is
+    ``ttl - expires_in``, the time since the lease was granted or last renewed.
+
+    :ivar number: the caller-ID number
+    :ivar token: the lease's token (the call ID when the dialer passed one)
+    :ivar owner: ``owner_id`` of the throttle that took it (``host:pid:random`` by default)
+    :ivar expires_in: seconds until the lease expires unless its owner renews it
+    :ivar ttl: the lease's TTL in seconds, as its owner asked
+    :ivar hold_left: seconds until its ``max_hold`` ends it, renewed or not (None: no bound)
+    """
+
+    number: str
+    token: str
+    owner: str
+    expires_in: float
+    ttl: float
+    hold_left: float | None = None
+
+    @property
+    def renewed_ago(self) -> float:
+        """Seconds since the lease was granted or last renewed."""
+        return max(self.ttl - self.expires_in, 0.0)

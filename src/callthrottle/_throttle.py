@@ -27,7 +27,7 @@ from ._errors import (
     ThrottleError,
 )
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
-from ._models import Lease, Usage
+from ._models import Holder, Lease, Usage
 from ._numbers import check_region, locality, normalize_number
 from ._pools import MemberSpec, PoolSettings, check_strategy
 from ._rates import NO_RATES, GroupPlan, RatePlan, Window, parse_windows, utc_offset
@@ -993,6 +993,46 @@ class Throttle:
             extra={"owner": self._owner_id, "released_owner": owner},
         )
         return removed
+
+    # -- operator queries and admin actions -----------------------------------------------------
+
+    async def known_numbers(self) -> list[str]:
+        """Every number the backend holds state for (live leases, waiters, a runtime policy),
+        sorted: with the configured numbers, what an operator's status view lists.
+
+        On Redis this scans the key prefix (``SCAN``, several round trips): for operators, not
+        for the hot path."""
+        self._check_open()
+        return await self._backend.known_numbers()
+
+    async def holders(self, number: str) -> list[Holder]:
+        """The number's live leases, across every process: token, owner, and when each expires
+        unless renewed (oldest expiry first)."""
+        number = normalize_number(number, self._region)
+        self._check_open()
+        return await self._backend.holders(number)
+
+    async def reset(self, number: str) -> tuple[int, int]:
+        """Clear the number's leases and its line at once, for every process: the operator's
+        tool when a switch crashed and its calls are known to be down.
+
+        Every holder is told its lease was released (``lease.released``); every waiter asks
+        again at once, finding the number empty. The number's state, caps and rate windows set
+        at run time stay.
+
+        :return: (leases removed, waiters woken)
+        """
+        number = normalize_number(number, self._region)
+        self._check_open()
+        held, waiting = await self._backend.reset_number(number)
+        logger.warning(
+            "reset %s: %d lease(s) removed, %d waiter(s) woken",
+            number,
+            held,
+            waiting,
+            extra={"number": number, "owner": self._owner_id},
+        )
+        return held, waiting
 
     # -- number policy and health ----------------------------------------------------------------
 

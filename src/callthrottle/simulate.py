@@ -1,39 +1,46 @@
-"""A short simulated outbound dialing campaign: per-number concurrency against its cap.
+"""A simulated outbound dialing campaign, in accelerated time: per-number concurrency against
+its cap.
 
-Agents (coroutines) keep placing calls from a few caller IDs: each takes a slot with
-``throttle.slot(number, limit=cap)``, holds the "call" for an exponentially distributed time and
-hangs up; an agent that waits longer than ``--timeout`` counts a refusal and retries later. At the
-end a table and a chart per number show the peak concurrency against the cap; the exit status is
-0 if no number ever exceeded its cap, 1 if one did, 2 on bad arguments or a backend error::
+Agents (coroutines) keep placing calls from a few caller-ID numbers, or from a pool: each takes a
+slot (``throttle.slot(number)`` or ``throttle.slot_from(pool)``), holds the "call" for a time
+drawn from the call-length distribution and hangs up; the carrier may refuse a share of the
+calls, and the refusal is reported (``throttle.report``), which applies the configured reaction.
+An agent that waits longer than the timeout counts a refusal and tries again later.
 
-    python -m callthrottle.simulate --agents 120 --caps 20,15,3
-"""
+Times are *simulated* seconds: with ``speed=60`` a 10-minute campaign of 90-second calls runs in
+10 s. The campaign is driven from the command line by ``callthrottle simulate`` (and
+``python -m callthrottle.simulate``, the same command)."""
 
 from __future__ import annotations
 
-import argparse
-import functools
-import io
-import itertools
 import math
 import random
-import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO, TypeVar
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._errors import AcquireTimeout, ThrottleError
+from ._config import Config
+from ._errors import AcquireTimeout, InvalidArgument, NumberUnavailable, PoolExhausted
+from ._health import DEFAULT_FEEDBACK
 from ._throttle import Throttle
+from ._validate import check_outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ("CampaignResult", "NumberReport", "caller_ids", "main", "run_campaign", "sparkline")
+    from ._health import Reaction
 
-_N = TypeVar("_N", int, float)
+__all__ = (
+    "DEFAULT_CAPS", "CallLength", "CampaignResult", "NumberReport", "caller_ids", "run_campaign",
+    "sparkline",
+)  # fmt: skip
+
 _BLOCKS = "▁▂▃▄▅▆▇█"
-_CHART_COLUMNS = 60
+
+#: Four numbers from carriers with different rules: two at the common 20, one at 15, one at 3.
+DEFAULT_CAPS = (20, 20, 15, 3)
 
 
 def caller_ids(count: int) -> list[str]:
@@ -41,40 +48,115 @@ def caller_ids(count: int) -> list[str]:
     return [f"+{8657188880000 + i}" for i in range(1, count + 1)]
 
 
+_ARITY = {"exp": 1, "lognormal": 2, "fixed": 1, "uniform": 2}  # parameters of each distribution
+_CALL_LENGTH_RULE = (
+    "exp:MEAN, lognormal:MEAN:SIGMA, fixed:SECONDS or uniform:LOW:HIGH, in seconds > 0 "
+    "(e.g. exp:90)"
+)
+
+
+@dataclass(frozen=True)
+class CallLength:
+    """How long calls last (simulated seconds):
+
+    - ``exp:MEAN``: exponential with that mean (the default, ``exp:90``)
+    - ``lognormal:MEAN:SIGMA``: log-normal with that mean, ``SIGMA`` the spread of its log
+      (real call lengths are close to this: many short calls, a long tail)
+    - ``fixed:SECONDS``: every call the same length
+    - ``uniform:LOW:HIGH``: evenly spread between the two
+    """
+
+    kind: str
+    params: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> CallLength:
+        kind, _, rest = text.partition(":")
+        arity = _ARITY.get(kind)
+        try:
+            params = tuple(float(part) for part in rest.split(":")) if rest else ()
+        except ValueError:
+            params = ()
+        if arity is None or len(params) != arity or not all(0 < p < math.inf for p in params):
+            raise InvalidArgument("call_length", text, _CALL_LENGTH_RULE)
+        if kind == "uniform" and params[0] > params[1]:
+            raise InvalidArgument("call_length", text, "uniform:LOW:HIGH with LOW <= HIGH")
+        return cls(kind, params)
+
+    @property
+    def mean(self) -> float:
+        if self.kind == "uniform":
+            return (self.params[0] + self.params[1]) / 2
+        return self.params[0]
+
+    def sample(self, rng: random.Random) -> float:
+        if self.kind == "exp":
+            return rng.expovariate(1 / self.params[0])
+        if self.kind == "lognormal":
+            mean, sigma = self.params
+            return rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
+        if self.kind == "uniform":
+            return rng.uniform(*self.params)
+        return self.params[0]
+
+    def __str__(self) -> str:
+        return ":".join([self.kind, *(f"{p:g}" for p in self.params)])
+
+
 @dataclass
 class NumberReport:
-    """What the campaign saw on one caller-ID number."""
+    """What the campaign saw on one caller-ID number (times in simulated seconds)."""
 
     number: str
     cap: int
     calls: int = 0  # calls placed (slots granted)
-    timeouts: int = 0  # acquires that gave up after --timeout
+    rejected: int = 0  # of which the carrier refused
+    timeouts: int = 0  # acquires on this number that gave up after the timeout
     peak: int = 0  # most calls up at once, counted by the simulation itself
     peak_reported: int = 0  # most in_use that throttle.usage() reported in the samples
     leftover: int = 0  # in_use after the campaign ended and every agent hung up (should be 0)
-    waits: list[float] = field(default_factory=list, repr=False)  # seconds, per placed call
+    waits: list[float] = field(default_factory=list, repr=False)  # per placed call
     timeline: list[int] = field(default_factory=list, repr=False)  # peak per time bucket
     active: int = field(default=0, repr=False)  # calls up right now
     window: int = field(default=0, repr=False)  # peak since the last sample
 
     @property
-    def within_cap(self) -> bool:
-        return max(self.peak, self.peak_reported) <= self.cap
+    def max_concurrency(self) -> int:
+        return max(self.peak, self.peak_reported)
 
-    def wait_ms(self, quantile: float) -> float:
-        """The ``quantile`` (0..1) of the placed calls' waits for a slot, in milliseconds."""
-        if not self.waits:
-            return 0.0
-        ordered = sorted(self.waits)
-        rank = min(max(math.ceil(quantile * len(ordered)) - 1, 0), len(ordered) - 1)
-        return ordered[rank] * 1000
+    @property
+    def within_cap(self) -> bool:
+        return self.max_concurrency <= self.cap
+
+    def wait(self, quantile: float) -> float:
+        """The ``quantile`` (0..1) of the placed calls' waits for a slot, in seconds."""
+        return _quantile(self.waits, quantile)
+
+
+def _quantile(values: Sequence[float], quantile: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(max(math.ceil(quantile * len(ordered)) - 1, 0), len(ordered) - 1)]
+
+
+#: A call that waited longer than this (simulated seconds) for its slot counts as a wait.
+WAITED = 1.0
 
 
 @dataclass
 class CampaignResult:
+    """A campaign's outcome. Times are simulated seconds unless said otherwise."""
+
     numbers: list[NumberReport]
-    duration: float  # the campaign's planned length, seconds
-    elapsed: float  # how long it really ran, seconds
+    duration: float  # the campaign's planned length
+    speed: float  # simulated seconds per real second
+    bucket: float  # the length of one timeline bucket
+    pool: str | None = None
+    call_length: str = ""
+    agents: int = 0
+    elapsed: float = 0.0  # how long it really ran (real seconds)
+    refusals: Counter[str] = field(default_factory=Counter)  # by reason
 
     @property
     def within_caps(self) -> bool:
@@ -84,200 +166,174 @@ class CampaignResult:
     def calls(self) -> int:
         return sum(n.calls for n in self.numbers)
 
+    @property
+    def waits(self) -> list[float]:
+        return [w for n in self.numbers for w in n.waits]
+
+    @property
+    def waited(self) -> int:
+        """Placed calls that waited for their slot (longer than :data:`WAITED`)."""
+        return sum(1 for w in self.waits if w > WAITED)
+
+
+def _scaled_feedback(config: Config, speed: float) -> dict[str | int, Reaction]:
+    """The reactions to carrier answers, their durations in simulated time."""
+    reactions = {**DEFAULT_FEEDBACK, **config.feedback}
+    return {
+        code: reaction if reaction.seconds is None else replace(
+            reaction, seconds=reaction.seconds / speed
+        )
+        for code, reaction in reactions.items()
+    }  # fmt: skip
+
+
+def _refusal_reason(exc: Exception) -> str:
+    if isinstance(exc, NumberUnavailable):
+        return f"number {exc.state}"
+    if isinstance(exc, PoolExhausted):
+        return "pool exhausted (timed out)"
+    if isinstance(exc, AcquireTimeout):
+        return f"timed out: {exc.refused_by}"
+    raise exc
+
 
 async def run_campaign(
-    caps: Sequence[int] = (20, 20, 20, 20),
+    numbers: Sequence[tuple[str, int]] | None = None,
     *,
     url: str = "memory://",
-    agents: int = 60,
-    duration: float = 6.0,
-    mean_call: float = 0.8,
-    timeout: float = 2.0,
+    config: Config | None = None,
+    pool: str | None = None,
+    agents: int = 80,
+    duration: float = 600.0,
+    call_length: CallLength | str = "exp:90",
+    timeout: float = 60.0,
+    speed: float = 60.0,
+    reject_rate: float = 0.0,
+    reject_code: str | int = 503,
     lease_ttl: float = 30.0,
     seed: int = 1,
-    progress: TextIO | None = None,
+    buckets: int = 200,
+    options: dict[str, Any] | None = None,
+    progress: Callable[[float, CampaignResult], None] | None = None,
 ) -> CampaignResult:
-    """Dial for ``duration`` seconds from ``len(caps)`` numbers; write progress if asked."""
+    """Dial for ``duration`` simulated seconds from ``numbers`` (``(number, cap)`` pairs;
+    default: four numbers with :data:`DEFAULT_CAPS`), or from ``pool`` (made of those numbers
+    unless ``config`` defines it). ``config`` gives caps and everything else; without it each
+    number gets its cap from ``numbers``. ``progress(fraction, result so far)`` is called about
+    ten times a second. ``options`` go to :meth:`Throttle.from_url` (``key_prefix``)."""
+    if numbers is None:
+        numbers = list(zip(caller_ids(len(DEFAULT_CAPS)), DEFAULT_CAPS, strict=True))
+    if not numbers:
+        raise InvalidArgument("numbers", numbers, "at least one (number, cap)")
+    if not 0 <= reject_rate <= 1:
+        raise InvalidArgument("reject_rate", reject_rate, "a fraction in [0, 1]")
+    reject = check_outcome(reject_code)
+    length = CallLength.parse(call_length) if isinstance(call_length, str) else call_length
+    if config is None:
+        config = Config.from_dict({"numbers": {n: {"cap": cap} for n, cap in numbers}})
     rng = random.Random(seed)
-    reports = [NumberReport(n, cap) for n, cap in zip(caller_ids(len(caps)), caps, strict=True)]
-    tick = duration / _CHART_COLUMNS
+    reports = {n: NumberReport(n, cap) for n, cap in numbers}
+    by_index = list(reports.values())
+    real = duration / speed
+    tick = real / buckets
+    result = CampaignResult(
+        by_index, duration, speed, duration / buckets, pool, str(length), agents
+    )
 
     async def agent(throttle: Throttle) -> None:
         while True:
-            report = rng.choice(reports)
+            report = None if pool is not None else rng.choice(by_index)
             asked = anyio.current_time()
             try:
-                async with throttle.slot(report.number, limit=report.cap, timeout=timeout):
-                    report.waits.append(anyio.current_time() - asked)
+                if report is None:
+                    slot = throttle.slot_from(pool or "", timeout=timeout / speed)
+                else:
+                    slot = throttle.slot(report.number, timeout=timeout / speed)
+                async with slot as lease:
+                    report = reports[lease.number]
+                    report.waits.append((anyio.current_time() - asked) * speed)
                     report.calls += 1
                     report.active += 1
                     report.peak = max(report.peak, report.active)
                     report.window = max(report.window, report.active)
                     try:
-                        await anyio.sleep(rng.expovariate(1 / mean_call))
+                        if reject_rate and rng.random() < reject_rate:
+                            report.rejected += 1
+                            result.refusals[f"carrier answered {reject}"] += 1
+                            await anyio.sleep(rng.uniform(1, 5) / speed)  # ringing, then refused
+                            await throttle.report(lease.number, reject)
+                        else:
+                            await anyio.sleep(length.sample(rng) / speed)
                     finally:
                         report.active -= 1
-            except AcquireTimeout:
-                report.timeouts += 1
-                await anyio.sleep(rng.uniform(0, mean_call))
+            except (AcquireTimeout, NumberUnavailable) as exc:
+                result.refusals[_refusal_reason(exc)] += 1
+                if report is not None and isinstance(exc, AcquireTimeout):
+                    report.timeouts += 1
+                await anyio.sleep(rng.uniform(0, length.mean) / speed)
 
     def close_bucket() -> None:
-        for report in reports:
+        for report in by_index:
             report.timeline.append(report.window)
             report.window = report.active
 
     async def sample(throttle: Throttle, started: float) -> None:
-        for bucket in range(1, _CHART_COLUMNS):  # the last bucket closes when the campaign ends
+        for bucket in range(1, buckets):  # the last bucket closes when the campaign ends
             await anyio.sleep_until(started + bucket * tick)
             close_bucket()
-            for report in reports:
-                usage = await throttle.usage(report.number, limit=report.cap)
+            for report in by_index:
+                usage = await throttle.usage(report.number)
                 report.peak_reported = max(report.peak_reported, usage.in_use)
 
-    async def show_progress(out: TextIO, started: float) -> None:
-        tty = out.isatty()
-        for step in itertools.count(1):
-            await anyio.sleep_until(started + step * (0.2 if tty else 1.0))
-            in_use = " ".join(f"{r.active}/{r.cap}" for r in reports)
-            calls = sum(r.calls for r in reports)
-            line = f"{anyio.current_time() - started:5.1f}/{duration:.1f} s  calls {calls:6}"
-            line += f"  in use {in_use}"
-            out.write(f"\r{line:79}" if tty else f"{line}\n")
-            out.flush()
+    async def show_progress(started: float) -> None:
+        assert progress is not None
+        while True:
+            progress(min((anyio.current_time() - started) / real, 1.0), result)
+            await anyio.sleep(0.1)
 
-    async with Throttle.from_url(url, lease_ttl=lease_ttl) as throttle:
+    feedback = _scaled_feedback(config, speed)
+    async with Throttle.from_url(
+        url, lease_ttl=lease_ttl, config=config, feedback=feedback, **(options or {})
+    ) as throttle:
+        if pool is not None and pool not in config.pools:
+            await throttle.add_to_pool(pool, list(reports))
         started = anyio.current_time()
-        with anyio.move_on_after(duration):
+        with anyio.move_on_after(real):
             async with anyio.create_task_group() as tg:
                 for _ in range(agents):
                     tg.start_soon(agent, throttle)
                 tg.start_soon(sample, throttle, started)
                 if progress is not None:
-                    tg.start_soon(show_progress, progress, started)
-        elapsed = anyio.current_time() - started
+                    tg.start_soon(show_progress, started)
+        result.elapsed = anyio.current_time() - started
         close_bucket()
-        if progress is not None and progress.isatty():
-            progress.write("\n")
-        for report in reports:
-            report.leftover = (await throttle.usage(report.number, limit=report.cap)).in_use
-    return CampaignResult(reports, duration, elapsed)
+        if progress is not None:
+            progress(1.0, result)
+        for report in by_index:
+            report.leftover = (await throttle.usage(report.number)).in_use
+        if pool is not None and pool not in config.pools:
+            await throttle.remove_from_pool(pool, list(reports))
+    return result
 
 
-def sparkline(values: Sequence[int], cap: int) -> str:
-    """One character per value, ``█`` at the cap, blank at 0, ``!`` above the cap."""
+def sparkline(values: Sequence[int], cap: int, width: int | None = None) -> str:
+    """One character per value (or per ``width``-th of them: the peak of each stretch), ``█``
+    at the cap, blank at 0, ``!`` above the cap."""
+    if width is not None and len(values) > width:
+        step = len(values) / width
+        values = [
+            max(values[math.floor(i * step) : max(math.floor((i + 1) * step), 1)])
+            for i in range(width)
+        ]
     return "".join(
         " " if v <= 0 else "!" if v > cap else _BLOCKS[math.ceil(v / cap * len(_BLOCKS)) - 1]
         for v in values
     )
 
 
-def _format_report(result: CampaignResult) -> str:
-    """The summary table and the concurrency chart."""
-    width = max(len(n.number) for n in result.numbers)
-    lines = [
-        (
-            f"{'number':{width}}  {'cap':>4} {'calls':>6} {'peak':>5} {'<=cap':>5} "
-            f"{'timeouts':>8} {'wait p50':>9} {'wait p99':>9}"
-        )
-    ]
-    for n in result.numbers:
-        mark = "✓" if n.within_cap else "✗"
-        lines.append(
-            f"{n.number:{width}}  {n.cap:4} {n.calls:6} {max(n.peak, n.peak_reported):5} "
-            f"{mark:>5} {n.timeouts:8} {n.wait_ms(0.5):6.0f} ms {n.wait_ms(0.99):6.0f} ms"
-        )
-    tick = result.duration / _CHART_COLUMNS
-    lines += ["", f"concurrency over time (█ = cap, one column per {tick:.2f} s):"]
-    lines += [
-        f"{n.number:{width}}  {n.cap:4} |{sparkline(n.timeline, n.cap)}|" for n in result.numbers
-    ]
-    lines.append("")
-    calls = f"{result.calls} calls in {result.elapsed:.1f} s"
-    if result.within_caps:
-        lines.append(f"{calls}; every number stayed within its cap")
-    else:
-        over = ", ".join(n.number for n in result.numbers if not n.within_cap)
-        lines.append(f"{calls}; CAP EXCEEDED on {over}")
-    leaked = [f"{n.number} ({n.leftover})" for n in result.numbers if n.leftover]
-    if leaked:
-        lines.append("slots still in use after every agent hung up: " + ", ".join(leaked))
-    return "\n".join(lines)
+if __name__ == "__main__":  # python -m callthrottle.simulate: the `callthrottle simulate` command
+    import sys
 
+    from .cli import main
 
-def _positive(kind: Callable[[str], _N]) -> Callable[[str], _N]:
-    def parse(text: str) -> _N:
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    parse.__name__ = getattr(kind, "__name__", "value")  # argparse names it in its errors
-    return parse
-
-
-def _caps(text: str) -> list[int]:
-    parse = _positive(int)
-    return [parse(part) for part in text.split(",")]
-
-
-#: Four numbers from carriers with different rules: two at the common 20, one at 15, one at 3.
-DEFAULT_CAPS = (20, 20, 15, 3)
-
-
-def _parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="callthrottle-simulate", description=__doc__.split("\n\n")[0]
-    )
-    add = parser.add_argument
-    add("--url", default="memory://", help="backend URL (default: %(default)s)")
-    add("--agents", type=_positive(int), default=80, help="concurrent agents (default: 80)")
-    add("--numbers", type=_positive(int), help="caller-ID numbers to dial from (default: 4)")
-    add("--cap", type=_positive(int), help="the same cap for every number (default: 20)")
-    add("--caps", type=_caps, help="one cap per number (default: 20,20,15,3; sets --numbers)")
-    add("--duration", type=_positive(float), default=6.0, help="seconds (default: 6)")
-    add("--mean-call", type=_positive(float), default=0.8, help="mean call s (default: 0.8)")
-    add("--timeout", type=_positive(float), default=2.0, help="acquire timeout s (default: 2)")
-    add("--lease-ttl", type=_positive(float), default=30.0, help="lease TTL s (default: 30)")
-    add("--seed", type=int, default=1, help="random seed (default: 1)")
-    add("--loop", choices=("asyncio", "trio"), default="asyncio", help="event loop")
-    args = parser.parse_args(argv)
-    if args.caps is None and args.cap is None and args.numbers is None:
-        args.caps = list(DEFAULT_CAPS)
-    elif args.caps is None:
-        args.caps = [args.cap or 20] * (args.numbers or 4)
-    elif args.numbers is not None and args.numbers != len(args.caps):
-        parser.error(f"--numbers {args.numbers} but --caps lists {len(args.caps)} caps")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The ``callthrottle-simulate`` command; returns the exit status."""
-    args = _parse_args(argv)
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="replace")  # a non-UTF-8 terminal shows ? for the blocks
-    print(
-        f"{args.agents} agents dialing {len(args.caps)} numbers for {args.duration} s on {args.url}"
-    )
-    campaign = functools.partial(
-        run_campaign,
-        args.caps,
-        url=args.url,
-        agents=args.agents,
-        duration=args.duration,
-        mean_call=args.mean_call,
-        timeout=args.timeout,
-        lease_ttl=args.lease_ttl,
-        seed=args.seed,
-        progress=sys.stdout,
-    )
-    try:
-        result = anyio.run(campaign, backend=args.loop)
-    except ThrottleError as exc:
-        print(f"callthrottle-simulate: {exc}", file=sys.stderr)
-        return 2
-    print(_format_report(result))
-    return 0 if result.within_caps else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    main(["simulate", *sys.argv[1:]])

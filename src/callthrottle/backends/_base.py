@@ -22,7 +22,7 @@ from .._rates import NO_RATES
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
-    from .._models import Usage
+    from .._models import Holder, Usage
     from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan, Window
 
@@ -52,8 +52,12 @@ class Layout(Protocol):
         """The groups whose limits apply to the number, in a fixed order."""
         ...
 
+    def cluster_tag_for(self, number: str) -> str:
+        """The hash tag of the number's keys on Redis Cluster (see ``Config.cluster_tag_for``)."""
+        ...
+
     def pool_tag(self, pool: str) -> str:
-        """The hash tag of the pool's own keys (in a Cluster, its numbers must share it)."""
+        """The hash tag of the pool's own keys on Redis Cluster (its numbers must share it)."""
         ...
 
 
@@ -65,6 +69,9 @@ class _OwnTags:
 
     def groups_for(self, number: str) -> tuple[GroupPlan, ...]:
         return ()
+
+    def cluster_tag_for(self, number: str) -> str:
+        return number
 
     def pool_tag(self, pool: str) -> str:
         return f"p:{pool}"
@@ -317,6 +324,26 @@ class Backend(Protocol):
         """Release every lease of ``owner`` and drop its places in line, on every number.
 
         :return: how many leases and places in line were removed
+        """
+        ...
+
+    # -- operator queries and admin actions ------------------------------------------------
+
+    async def known_numbers(self) -> list[str]:
+        """Every number the backend holds state for (live leases, waiters, a runtime policy),
+        sorted. Read only; on Redis a SCAN of the key prefix (several round trips)."""
+        ...
+
+    async def holders(self, number: str) -> list[Holder]:
+        """The number's live leases, oldest expiry first (read only)."""
+        ...
+
+    async def reset_number(self, number: str) -> tuple[int, int]:
+        """Drop every lease and every place in line of the number, atomically: the leases'
+        owners are told (``"released"``), the waiters are nudged to ask again (they find the
+        number empty). Its runtime policy stays.
+
+        :return: (live leases removed, live waiters removed)
         """
         ...
 

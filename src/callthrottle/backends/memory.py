@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 import anyio
 from anyio.lowlevel import checkpoint, current_token
 
-from .._models import Usage
+from .._models import Holder, Usage
 from .._pools import STICKY_TTL
 from .._rates import DAY, NO_RATES, WEEK
 from ._base import (
@@ -915,6 +915,50 @@ class MemoryBackend:
             self._settle(number, now)
             self._forget_if_idle(number, state)
         return removed
+
+    # -- operator queries and admin actions ----------------------------------------------------
+
+    async def known_numbers(self) -> list[str]:
+        await self._checkpoint()
+        return sorted(set(self._numbers) | set(self._policies))
+
+    async def holders(self, number: str) -> list[Holder]:
+        await self._checkpoint()
+        now = self._clock()
+        state = self._numbers.get(number)
+        if state is None:
+            return []
+        live = sorted(
+            (e.expires, token, e) for token, e in state.holders.items() if e.expires > now
+        )
+        return [
+            Holder(
+                number,
+                token,
+                e.owner,
+                expires - now,
+                e.ttl,
+                None if e.deadline == math.inf else e.deadline - now,
+            )
+            for expires, token, e in live
+        ]
+
+    async def reset_number(self, number: str) -> tuple[int, int]:
+        await self._checkpoint()
+        now = self._clock()
+        state = self._numbers.pop(number, None)
+        if state is None:
+            return 0, 0
+        counts = [0, 0]
+        for index, (entries, event) in enumerate(
+            ((state.holders, "released"), (state.queue, "nudged"))
+        ):
+            for token, entry in entries.items():
+                self._leave_groups(number, token, entry.owner, nudge=True)
+                if entry.expires > now:
+                    counts[index] += 1
+                    self._notify(entry.owner, event, number, token)
+        return counts[0], counts[1]
 
     async def aclose(self) -> None:
         await self._checkpoint()

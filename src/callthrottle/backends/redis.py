@@ -22,7 +22,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
-from .._models import Usage
+from .._models import Holder, Usage
 from .._pools import STICKY_TTL
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
 from ._base import (
@@ -53,6 +53,7 @@ _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
     "restore",
+    "holders", "reset_number",  # operator queries and admin actions
 )  # fmt: skip
 
 
@@ -121,11 +122,11 @@ def _policy_fields(changes: Mapping[str, object]) -> list[str]:
     return fields
 
 
-def _member_spec(spec: MemberSpec) -> str:
-    """A pool member's spec as pick.lua reads it (tab-separated)."""
+def _member_spec(spec: MemberSpec, tag: str) -> str:
+    """A pool member's spec as pick.lua reads it (tab-separated); ``tag``: its keys' tag."""
     plan = spec.plan
     fields: list[str] = [
-        spec.tag,
+        tag,
         str(spec.limit),
         _windows_spec(plan.windows),
         ",".join(map(str, plan.warmup)),
@@ -328,8 +329,14 @@ class RedisBackend:
         if shard is None:
             if len(self._shards) >= _KEY_CACHE_SIZE:
                 self._shards.clear()
-            shard = self._shards[number] = self._shard(self._layout.tag_for(number))
+            shard = self._shards[number] = self._shard(self._tag_of(number))
         return shard
+
+    def _tag_of(self, number: str) -> str:
+        """The hash tag of ``number``'s keys."""
+        if self._events is None:
+            return self._layout.tag_for(number)
+        return self._layout.cluster_tag_for(number)
 
     def _shard(self, tag: str) -> str:
         return f"{self._prefix}{{{tag}}}:o:"
@@ -354,7 +361,7 @@ class RedisBackend:
         one stands in for a callee log."""
         keys = self._keys.get(number)
         if keys is None:
-            tag = self._layout.tag_for(number)
+            tag = self._tag_of(number)
             base = f"{self._prefix}{{{tag}}}:n:{number}:"
             keys = [base + "h", base + "q", base + "w", base + "m", base + "p", base + "r"]
             keys.append(keys[5])  # the callee log's place, when a call has none: not touched
@@ -477,7 +484,7 @@ class RedisBackend:
                 reply = await self._ask("a", number, args)
             else:
                 keys = self.keys_for(number)
-                tag = self._layout.tag_for(number)
+                tag = self._tag_of(number)
                 keys = [*keys[:6], f"{self._prefix}{{{tag}}}:c:{rates.callee}", *keys[7:]]
                 reply = await self._run("acquire", keys, args)
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
@@ -660,15 +667,18 @@ class RedisBackend:
 
     # -- pools ---------------------------------------------------------------------------------
 
+    def _pool_tag(self, pool: str) -> str:
+        return f"p:{pool}" if self._events is None else self._layout.pool_tag(pool)
+
     def _pool_keys(self, pool: str) -> list[str]:
-        base = f"{self._prefix}{{{self._layout.pool_tag(pool)}}}:pool:"
+        base = f"{self._prefix}{{{self._pool_tag(pool)}}}:pool:"
         return [base + "m", base + "l", base + "o", base + "c", base + "s"]
 
     async def pool_update(
         self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
     ) -> int:
-        tag = self._layout.pool_tag(pool)
-        strays = sorted(number for number, spec in add.items() if spec.tag != tag)
+        tag = self._pool_tag(pool)
+        strays = sorted(number for number in add if self._tag_of(number) != tag)
         if self._events is not None and strays:
             raise InvalidArgument(
                 "numbers",
@@ -679,7 +689,7 @@ class RedisBackend:
             )
         args: list[Arg] = [self._prefix, len(add)]
         for number, spec in add.items():
-            args += (number, _member_spec(spec))
+            args += (number, _member_spec(spec, self._tag_of(number)))
         args += remove
         with _map_errors("pool_update"):
             return int(await self._run("pool_update", self._pool_keys(pool)[:3], args))
@@ -710,7 +720,7 @@ class RedisBackend:
             _ms(ttl),
             0 if max_hold is None else _ms(max_hold),
             self._prefix,
-            self._channels if self._events is None else self._shard(self._layout.pool_tag(pool)),
+            self._channels if self._events is None else self._shard(self._pool_tag(pool)),
             round(call.tz_offset * 1000),
             call.callee or "",
             _windows_spec(call.callee_windows) if call.callee else "",
@@ -734,9 +744,7 @@ class RedisBackend:
         return PickResult(Outcome(reply[0]), reply[1].decode())
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
-        channels = (
-            self._channels if self._events is None else self._shard(self._layout.pool_tag(pool))
-        )
+        channels = self._channels if self._events is None else self._shard(self._pool_tag(pool))
         args = (owner, token, channels, pool)
         with _map_errors("pool_leave"):
             await self._run("pool_leave", self._pool_keys(pool)[:1], args)
@@ -750,6 +758,44 @@ class RedisBackend:
                 args = (owner, number, self._channels_for(number))
                 removed += await self._run("release_owner", self.keys_for(number), args)
         return removed
+
+    # -- operator queries and admin actions ----------------------------------------------------
+
+    async def known_numbers(self) -> list[str]:
+        # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>".
+        pattern = _glob_escape(self._prefix) + "{*}:n:*"
+        numbers: set[str] = set()
+        with _map_errors("known_numbers"):
+            async for raw in self._client.scan_iter(match=pattern, count=1000):
+                numbers.add(raw.decode().rpartition(":n:")[2].rpartition(":")[0])
+        numbers.discard("")
+        return sorted(numbers)
+
+    async def holders(self, number: str) -> list[Holder]:
+        with _map_errors("holders"):
+            reply = await self._run("holders", self.keys_for(number), ())
+        now, items = reply[0], reply[1:]
+        holders = []
+        for index in range(0, len(items), 5):
+            token, expiry, owner, ttl, deadline = items[index : index + 5]
+            holders.append(
+                Holder(
+                    number,
+                    token.decode(),
+                    owner.decode(),
+                    (expiry - now) / 1000,
+                    ttl / 1000,
+                    (deadline - now) / 1000 if deadline else None,
+                )
+            )
+        return holders
+
+    async def reset_number(self, number: str) -> tuple[int, int]:
+        with _map_errors("reset_number"):
+            held, waiting = await self._run(
+                "reset_number", self.keys_for(number), (number, self._channels_for(number))
+            )
+        return int(held), int(waiting)
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
         return self._lane.run(_LIBRARY, name, keys, args)

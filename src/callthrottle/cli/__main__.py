@@ -1,0 +1,5 @@
+"""``python -m callthrottle.cli``: the ``callthrottle`` command."""
+
+from . import main
+
+main()

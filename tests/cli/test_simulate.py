@@ -1,0 +1,145 @@
+"""``callthrottle simulate`` end to end, on memory and on Redis, and its reports."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+from html.parser import HTMLParser
+from typing import TYPE_CHECKING
+
+import pytest
+
+from callthrottle.simulate import caller_ids
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from click.testing import Result
+
+#: A short campaign: 60 simulated seconds at 60x, calls of 10 s on average.
+QUICK = ["--duration", "60", "--speed", "60", "--call-length", "exp:10", "--timeout", "5"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.headings: list[str] = []
+        self._in_heading = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs)["src"] or "")
+        self._in_heading = tag == "h2"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_heading:
+            self.headings.append(data)
+            self._in_heading = False
+
+
+def _decodes_as_png(data: bytes) -> tuple[int, ...]:
+    from matplotlib.image import imread
+
+    assert data.startswith(PNG_SIGNATURE)
+    shape: tuple[int, ...] = imread(io.BytesIO(data), format="png").shape
+    return shape
+
+
+def _check_summary(result: Result, numbers: list[str]) -> None:
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for number in numbers:
+        assert number in out
+    assert "every number stayed within its cap" in out
+    assert "refusals by reason" in out
+    assert "✗" not in out
+
+
+def test_simulate_on_memory_writes_html_and_png_reports(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    html, png = tmp_path / "report.html", tmp_path / "report.png"
+    result = invoke(
+        "simulate", *QUICK, "--agents", "12", "--caps", "4,2", "--report", str(html),
+        "--report", str(png),
+    )  # fmt: skip
+    _check_summary(result, caller_ids(2))
+    assert f"report written to {html}" in result.stdout
+
+    parser = _Images()
+    parser.feed(html.read_text(encoding="utf-8"))
+    assert parser.headings == [
+        "Numbers", "Refusals", "Concurrency against the cap", "Waits for a slot",
+    ]  # fmt: skip
+    assert len(parser.images) == 2
+    for src in parser.images:
+        prefix = "data:image/png;base64,"
+        assert src.startswith(prefix)  # embedded: the page stands alone
+        height, width, _ = _decodes_as_png(base64.b64decode(src[len(prefix) :]))
+        assert width == 1000
+        assert height > 200
+    height, width, _ = _decodes_as_png(png.read_bytes())
+    assert (width, height) == (1000, 710)  # 100 dpi: 2.2 in per chart (2 numbers, waits) + 0.5
+
+
+@pytest.mark.redis
+def test_simulate_on_redis_from_a_pool(
+    invoke: Callable[..., Result], redis_url: str, prefix: str
+) -> None:
+    result = invoke(
+        "simulate", *QUICK, "--url", redis_url, "--prefix", prefix, "--agents", "12",
+        "--caps", "3,2,2", "--pool", "campaign", "--reject-rate", "0.05",
+    )  # fmt: skip
+    _check_summary(result, caller_ids(3))
+    assert "from pool campaign" in result.stdout
+    assert "pool exhausted" in result.stdout  # 12 agents for 7 slots
+    assert "carrier answered 503" in result.stdout
+
+
+@pytest.mark.redis
+def test_simulate_dials_the_configured_numbers(
+    invoke: Callable[..., Result], redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "carriers.toml"
+    config.write_text(
+        '[numbers."+8657188880011"]\ncap = 2\n[numbers."+8657188880012"]\ncap = 1\n',
+        encoding="utf-8",
+    )
+    result = invoke(
+        "simulate", *QUICK, "--url", redis_url, "--prefix", prefix, "--config", str(config),
+        "--agents", "6",
+    )  # fmt: skip
+    _check_summary(result, ["+8657188880011", "+8657188880012"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--call-length", "normal:90"], "--call-length"),
+        (["--caps", "20,0"], "a comma-separated list of caps >= 1, got '20,0'"),
+        (["--numbers", "3", "--caps", "20,15"], "--numbers 3 but --caps lists 2 caps"),
+        (["--reject-rate", "1.5"], "--reject-rate"),
+        (["--reject-code", "busy"], "outcome must be a SIP status or carrier code"),
+        (["--report", "out.pdf"], "out.pdf must end in .html or .png"),
+        (["--speed", "0"], "--speed"),
+    ],
+)
+def test_simulate_refuses_bad_input(
+    invoke: Callable[..., Result], args: list[str], message: str
+) -> None:
+    result = invoke("simulate", *QUICK, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_python_m_simulate_runs_the_same_command() -> None:
+    argv = [sys.executable, "-m", "callthrottle.simulate", *QUICK, "--duration", "30"]
+    args = [*argv, "--caps", "2", "--agents", "3"]
+    done = subprocess.run(args, check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "every number stayed within its cap" in done.stdout

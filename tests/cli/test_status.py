@@ -1,0 +1,151 @@
+"""``callthrottle status`` and ``top``: tables, JSON, holders and filters."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from click.testing import Result
+
+    from callthrottle.sync import SyncThrottle
+
+pytestmark = pytest.mark.redis
+
+A, B, C = "+8657188880001", "+8657188880002", "+8657188880003"
+
+CONFIG = """
+default_region = "CN"
+[numbers."+8657188880001"]
+cap = 15
+trunk = "trunk-400"
+[trunks.trunk-400]
+cap = 20
+[pools.sales]
+numbers = ["+8657188880002", "+8657188880003"]
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "carriers.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return str(path)
+
+
+def _json(result: Result) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def _numbers(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["number"]: row for row in data["numbers"]}
+
+
+def test_status_lists_what_the_backend_knows(
+    invoke: Callable[..., Result], redis_args: list[str], dialer: SyncThrottle
+) -> None:
+    dialer.acquire(A, token="call-1", timeout=0)
+    dialer.acquire(A, token="call-2", timeout=0)
+    dialer.acquire(B, token="call-3", limit=3, timeout=0)
+    dialer.set_state(C, "flagged", reason="spam label")
+
+    rows = _numbers(_json(invoke("status", *redis_args, "--json")))
+    assert sorted(rows) == [A, B, C]
+    assert (rows[A]["in_use"], rows[A]["cap"], rows[A]["waiting"]) == (2, 20, 0)
+    assert rows[B]["in_use"] == 1
+    assert (rows[C]["state"], rows[C]["reason"]) == ("flagged", "spam label")
+    assert rows[A]["holders"] is None
+
+    table = invoke("status", *redis_args)
+    assert table.exit_code == 0
+    for text in (A, B, C, "2/20", "flagged", "spam label"):
+        assert text in table.stdout
+
+
+def test_status_with_holders_names_token_and_owner(
+    invoke: Callable[..., Result], redis_args: list[str], dialer: SyncThrottle
+) -> None:
+    dialer.acquire(A, token="call-1", timeout=0)
+    rows = _numbers(_json(invoke("status", *redis_args, "--json", "--holders")))
+    [holder] = rows[A]["holders"]
+    assert (holder["token"], holder["owner"]) == ("call-1", "switch-7")
+    assert 0 < holder["expires_in"] <= 30
+
+    table = invoke("status", *redis_args, "--holders")
+    assert "call-1" in table.stdout
+    assert "switch-7" in table.stdout
+
+
+def test_status_filters(
+    invoke: Callable[..., Result], redis_args: list[str], dialer: SyncThrottle, config: str
+) -> None:
+    dialer.acquire(B, token="call-1", timeout=0)
+    args = [*redis_args, "--config", config, "--json"]
+
+    everything = _json(invoke("status", *args))
+    assert sorted(_numbers(everything)) == [A, B, C]  # configured, pooled or known
+    assert everything["groups"] == [
+        {"group": "trunk:trunk-400", "in_use": 0, "cap": 20, "waiting": 0}
+    ]
+    assert everything["pools"] == [
+        {"pool": "sales", "members": 2, "in_use": 1, "cap": 40, "waiting": 0}
+    ]
+    assert _numbers(everything)[A]["cap"] == 15  # the configured cap
+
+    assert sorted(_numbers(_json(invoke("status", *args, "--busy")))) == [B]
+    assert sorted(_numbers(_json(invoke("status", *args, "--pool", "sales")))) == [B, C]
+    assert sorted(_numbers(_json(invoke("status", *args, "--match", "*0003")))) == [C]
+    # National form, read in the configuration's region.
+    assert sorted(_numbers(_json(invoke("status", *args, "--number", "057188880001")))) == [A]
+
+
+def test_status_refuses_a_malformed_number(invoke: Callable[..., Result]) -> None:
+    result = invoke("status", "--number", "12345")
+    assert result.exit_code == 2
+    assert "--number" in result.stderr
+    assert "valid phone number" in result.stderr
+
+
+def test_status_names_a_bad_config_key(invoke: Callable[..., Result], tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[profiles.x]\ncap = 0\n", encoding="utf-8")
+    result = invoke("status", "--config", str(path))
+    assert result.exit_code == 2
+    assert "config.profiles.x.cap" in result.stderr
+
+
+def test_status_reports_an_unreachable_backend(invoke: Callable[..., Result]) -> None:
+    result = invoke("status", "--url", "redis://127.0.0.1:1/0")
+    assert result.exit_code == 1
+    assert "Redis failed" in result.stderr
+
+
+def test_url_comes_from_the_environment(
+    invoke: Callable[..., Result], redis_url: str, prefix: str, dialer: SyncThrottle
+) -> None:
+    dialer.acquire(A, timeout=0)
+    result = invoke("status", "--prefix", prefix, "--json", CALLTHROTTLE_URL=redis_url)
+    assert sorted(_numbers(_json(result))) == [A]
+
+
+def test_top_refreshes_the_table(
+    invoke: Callable[..., Result], redis_args: list[str], dialer: SyncThrottle
+) -> None:
+    dialer.acquire(A, token="call-1", timeout=0)
+    result = invoke("top", *redis_args, "--iterations", "3", "--interval", "0.05", "--holders")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(A) >= 1
+    assert "call-1" in result.stdout
+
+
+def test_top_refuses_a_zero_interval(invoke: Callable[..., Result]) -> None:
+    result = invoke("top", "--interval", "0")
+    assert result.exit_code == 2
+    assert "--interval" in result.stderr
