@@ -3,7 +3,8 @@
     python benchmarks/soak.py --processes 4 --minutes 2 --kill-every 10 --restart-every 30
 
 Starts its own Redis-protocol server (with AOF persistence, so that a restart keeps the
-leases; ``--no-persistence`` shows what a restart without it does), then ``--processes``
+leases; ``--no-persistence`` shows what a restart without it does, and ``--no-restore`` what it
+does when holders do not count their leases again), then ``--processes``
 dialer processes, each running ``--coroutines`` callers that take a slot on a random number of
 ``--numbers`` (cap ``--cap`` each) and hold it for a random call length (exponential, mean
 ``--call-ms``). Every ``--kill-every`` seconds one dialer is SIGKILLed and a new one started;
@@ -68,7 +69,12 @@ async def dial(options: argparse.Namespace) -> None:
                 out.write(json.dumps(["error", type(exc).__name__]) + "\n")
                 await asyncio.sleep(0.05)
 
-    async with Throttle.from_url(options.url, lease_ttl=options.ttl, socket_timeout=2) as throttle:
+    async with Throttle.from_url(
+        options.url,
+        lease_ttl=options.ttl,
+        socket_timeout=2,
+        restore_leases=not options.no_restore,
+    ) as throttle:
         tasks = [asyncio.create_task(caller(i)) for i in range(options.coroutines)]
         await asyncio.sleep(options.seconds)
         for task in tasks:
@@ -84,16 +90,24 @@ def log(message: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def sweep(intervals: list[tuple[float, float]]) -> int:
+def sweep(intervals: list[tuple[float, float]], cap: int) -> tuple[int, float]:
+    """The most calls up at once, and the call-seconds spent over ``cap`` (each call beyond
+    the cap counts for as long as it is beyond it)."""
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
     current = peak = 0
-    for _, delta in events:
+    over = 0.0
+    last = events[0][0] if events else 0.0
+    for at, delta in events:
+        over += max(current - cap, 0) * (at - last)
+        last = at
         current += delta
         peak = max(peak, current)
-    return peak
+    return peak, over
 
 
-def analyse(logs: list[Path], deaths: dict[str, float], end: float) -> dict[str, object]:
+def analyse(
+    logs: list[Path], deaths: dict[str, float], end: float, cap: int
+) -> dict[str, object]:
     starts: dict[str, tuple[str, float, str]] = {}
     intervals: dict[str, list[tuple[float, float]]] = {}
     errors: Counter[str] = Counter()
@@ -114,9 +128,11 @@ def analyse(logs: list[Path], deaths: dict[str, float], end: float) -> dict[str,
             if where == path.name:  # a call cut short by the dialer's death
                 intervals.setdefault(number, []).append((started, died_at))
                 del starts[token]
+    swept = {number: sweep(spans, cap) for number, spans in sorted(intervals.items())}
     return {
         "calls": calls,
-        "peaks": {number: sweep(spans) for number, spans in sorted(intervals.items())},
+        "peaks": {number: peak for number, (peak, _) in swept.items()},
+        "over_cap_call_seconds": round(sum(over for _, over in swept.values()), 2),
         "errors": dict(errors),
     }
 
@@ -128,6 +144,8 @@ def start_dialer(options: argparse.Namespace, url: str, out: Path) -> subprocess
         "--coroutines", str(options.coroutines), "--call-ms", str(options.call_ms),
         "--ttl", str(options.ttl), "--seconds", str(options.minutes * 60 + 5),
     ]  # fmt: skip
+    if options.no_restore:
+        command.append("--no-restore")
     return subprocess.Popen(command, cwd=ROOT)
 
 
@@ -195,7 +213,7 @@ def conduct(options: argparse.Namespace) -> int:
                 deaths.setdefault(name, end)
         log(f"waiting {options.ttl + 1:.0f} s for the leases of killed dialers to expire")
         time.sleep(options.ttl + 1)
-        result = analyse(sorted(workdir.glob("*.jsonl")), deaths, end)
+        result = analyse(sorted(workdir.glob("*.jsonl")), deaths, end, options.cap)
         result.update(
             kills=kills,
             restarts=restarts,
@@ -204,6 +222,7 @@ def conduct(options: argparse.Namespace) -> int:
             processes=options.processes,
             minutes=options.minutes,
             persistence=not options.no_persistence,
+            restore_leases=not options.no_restore,
         )
     print(json.dumps(result, indent=2))
     peaks = cast("dict[str, int]", result["peaks"])
@@ -226,6 +245,7 @@ def main() -> None:
         target.add_argument("--coroutines", type=int, default=20)
         target.add_argument("--call-ms", type=float, default=200.0)
         target.add_argument("--ttl", type=float, default=3.0)
+        target.add_argument("--no-restore", action="store_true")
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--kill-every", type=float, default=10.0)

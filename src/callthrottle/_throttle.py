@@ -206,6 +206,7 @@ class Throttle:
         "_plans",
         "_region",
         "_renew_interval",
+        "_renew_soon",
         "_restore_leases",
         "_resynced_at",
         "_stack",
@@ -264,6 +265,7 @@ class Throttle:
         self._held: dict[tuple[str, str], _Held] = {}
         self._waiting: dict[tuple[str, str], _Waiter] = {}
         self._resynced_at = -math.inf  # when the backend's connection was last replaced
+        self._renew_soon: anyio.Event | None = None  # set: the heartbeat renews at once
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._drained: anyio.Event | None = None
@@ -1214,6 +1216,8 @@ class Throttle:
     def _on_event(self, kind: str, number: str, token: str) -> None:
         if kind == "resync":  # events may have been missed: every waiter asks again
             self._resynced_at = self._now()
+            if self._renew_soon is not None:
+                self._renew_soon.set()
             for each in self._waiting.values():
                 each.wake(granted=False)
             return
@@ -1234,7 +1238,11 @@ class Throttle:
 
     async def _heartbeat(self) -> None:
         while True:
-            await anyio.sleep(self._renew_interval)
+            # Every renew_interval, or at once when the backend's connection was replaced: a
+            # server that lost leases is told of the live ones before it admits many calls.
+            self._renew_soon = soon = anyio.Event()
+            with anyio.move_on_after(self._renew_interval):
+                await soon.wait()
             try:
                 await self._renew_all()
             except Exception as exc:
