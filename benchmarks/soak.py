@@ -105,9 +105,7 @@ def sweep(intervals: list[tuple[float, float]], cap: int) -> tuple[int, float]:
     return peak, over
 
 
-def analyse(
-    logs: list[Path], deaths: dict[str, float], end: float, cap: int
-) -> dict[str, object]:
+def analyse(logs: list[Path], deaths: dict[str, float], end: float, cap: int) -> dict[str, object]:
     starts: dict[str, tuple[str, float, str]] = {}
     intervals: dict[str, list[tuple[float, float]]] = {}
     errors: Counter[str] = Counter()

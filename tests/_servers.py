@@ -154,9 +154,10 @@ def own_server(*, persistent: bool = False) -> Iterator[tuple[str, Server]]:
 
 
 @contextlib.contextmanager
-def cluster(masters: int = 3) -> Iterator[tuple[str, list[Server]]]:
-    """Start a Redis Cluster of ``masters`` masters on loopback ports, joined with the server's
-    own ``--cluster create``; yield its ``redis+cluster://`` URL and the servers."""
+def cluster(masters: int = 3, replicas: int = 0) -> Iterator[tuple[str, list[Server]]]:
+    """Start a Redis Cluster of ``masters`` masters (each with ``replicas`` replicas) on
+    loopback ports, joined with the server's own ``--cluster create``; yield its
+    ``redis+cluster://`` URL and the servers."""
     binary = find_server_binary()
     cli = str(Path(binary).with_name(Path(binary).name.replace("-server", "-cli")))
     if not Path(cli).is_file():
@@ -165,20 +166,25 @@ def cluster(masters: int = 3) -> Iterator[tuple[str, list[Server]]]:
             raise RuntimeError(f"no {Path(cli).name} next to {binary} to create the cluster")
         cli = found
     workdir = tempfile.mkdtemp(prefix="callthrottle-cluster-")
-    servers = [Server(free_cluster_port(), workdir, False, cluster=True) for _ in range(masters)]
+    servers = [
+        Server(free_cluster_port(), workdir, False, cluster=True)
+        for _ in range(masters * (1 + replicas))
+    ]
     try:
         for server in servers:
             server.start()
         addresses = [f"127.0.0.1:{server.port}" for server in servers]
+        create = [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas)]
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [*create, "--cluster-yes"],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=60,
         )
         _wait_until_cluster_ok(servers, time.monotonic() + 30)
-        yield "redis+cluster://" + ",".join(addresses), servers
+        _wait_until_replicas_online(servers[:masters], replicas, time.monotonic() + 30)
+        yield "redis+cluster://" + ",".join(addresses[:masters]), servers
     finally:
         for server in servers:
             server.stop()
@@ -195,6 +201,32 @@ def _wait_until_cluster_ok(servers: list[Server], deadline: float) -> None:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the test cluster did not come up: {states[0]!r}")
+            time.sleep(0.1)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _wait_until_replicas_online(masters: list[Server], replicas: int, deadline: float) -> None:
+    """Wait until every master has its replicas connected and in sync."""
+    clients = [redis.Redis.from_url(server.url) for server in masters]
+    try:
+        while True:
+            infos = [client.info("replication") for client in clients]
+            online = [
+                sum(
+                    1
+                    for key, value in info.items()
+                    if key.startswith("slave")
+                    and isinstance(value, dict)
+                    and value.get("state") == "online"
+                )
+                for info in infos
+            ]
+            if all(count >= replicas for count in online):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test cluster's replicas did not come up: {online}")
             time.sleep(0.1)
     finally:
         for client in clients:

@@ -12,8 +12,16 @@ import anyio
 import pytest
 
 import redis
-from callthrottle import InvalidArgument, Throttle, UnsupportedEventLoop, Usage
+from callthrottle import (
+    BackendUnavailable,
+    InvalidArgument,
+    Throttle,
+    UnsupportedEventLoop,
+    Usage,
+)
 from callthrottle.backends import RedisBackend
+
+from .._servers import cluster
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -195,3 +203,53 @@ async def test_refuses_trio_with_a_clear_error(cluster_url: str) -> None:
     with pytest.raises(UnsupportedEventLoop, match="the Redis backend needs asyncio"):
         async with throttle:
             pass  # pragma: no cover
+
+
+@pytest.mark.slow
+async def test_a_master_crash_fails_its_calls_promptly_then_its_replica_serves_them() -> None:
+    """A master is SIGKILLed: calls on its slots fail with BackendUnavailable within the socket
+    timeout (other masters' numbers go on), and once its replica has taken over the same
+    throttle finds the lease there (replicated before the crash) without being reopened."""
+    with cluster(masters=3, replicas=1) as (url, servers):
+        by_port = {server.port: server for server in servers}
+        seed = servers[0]
+        nodes = redis.RedisCluster(host="127.0.0.1", port=seed.port, socket_timeout=10)
+        try:
+            async with Throttle.from_url(
+                url, key_prefix="f:", socket_timeout=1, socket_connect_timeout=1
+            ) as throttle:
+                number = NUMBERS[0]
+                lease = await throttle.acquire(number, limit=2, timeout=0)
+                master = nodes.get_node_from_key(f"{{{number}}}")
+                elsewhere = next(
+                    n for n in NUMBERS if nodes.get_node_from_key(f"{{{n}}}").name != master.name
+                )
+                client = nodes.get_redis_connection(master)
+                client.set(f"{{{number}}}:sync", 1)  # after the lease on the replication stream
+                assert client.wait(1, 5000) == 1  # the replica has everything up to here
+                victim = by_port[master.port]
+                assert victim.proc is not None
+                victim.proc.kill()
+                victim.proc.wait()
+                victim.proc = None
+
+                started = anyio.current_time()
+                with pytest.raises(BackendUnavailable):
+                    await throttle.acquire(number, limit=2, token="during", timeout=0)
+                assert anyio.current_time() - started < 5
+                other = await throttle.acquire(elsewhere, timeout=0)  # another master: fine
+                assert await throttle.release(other) is True
+
+                with anyio.fail_after(30):  # the replica is promoted after the node timeout
+                    while True:
+                        try:
+                            usage = await throttle.usage(number, limit=2)
+                            break
+                        except BackendUnavailable:
+                            await anyio.sleep(0.2)
+                assert usage == Usage(in_use=1, limit=2, waiting=0)
+                assert not lease.lost
+                assert await throttle.release(lease) is True
+                assert await throttle.usage(number, limit=2) == Usage(0, 2, 0)
+        finally:
+            nodes.close()
