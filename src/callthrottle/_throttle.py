@@ -78,6 +78,7 @@ _PLAN_CACHE_SIZE = 65536
 _PICK_TRIES = 16  # numbers a pick looks at, at most: its cost does not grow with the pool
 _NO_POOL_SETTINGS = PoolSettings()  # a pool made at run time: least-loaded, no fallback
 _POOL_POLL = 0.25  # a caller waiting on a pool looks again at least this often (seconds)
+_RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be counted again
 
 
 def _window_name(result: AcquireResult, request: _Request) -> str:
@@ -208,6 +209,7 @@ class Throttle:
         "_renew_interval",
         "_renew_soon",
         "_restore_leases",
+        "_restoring",
         "_resynced_at",
         "_stack",
         "_task_group",
@@ -266,6 +268,7 @@ class Throttle:
         self._waiting: dict[tuple[str, str], _Waiter] = {}
         self._resynced_at = -math.inf  # when the backend's connection was last replaced
         self._renew_soon: anyio.Event | None = None  # set: the heartbeat renews at once
+        self._restoring: anyio.Event | None = None  # set once lost leases are counted again
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._drained: anyio.Event | None = None
@@ -531,6 +534,8 @@ class Throttle:
         rates = configured[1]
         if priority or callee_e164 is not None or rates is not NO_RATES:
             rates = self._rate_plan(rates, callee_e164, priority)
+        if self._restoring is not None and wait != 0:
+            wait = await self._let_restore(wait)
         waiter = self._waiting[key] = _Waiter()
         try:
             if wait == 0:
@@ -565,6 +570,18 @@ class Throttle:
         now = self._now()
         self._held[key] = _Held(lease, now, self._final, now)
         return lease
+
+    async def _let_restore(self, wait: float | None) -> float | None:
+        """Wait (within the caller's ``wait``, at most ``_RESTORE_GRACE`` seconds) while this
+        throttle counts again the leases a replaced backend connection may have lost, so its
+        own new calls do not take their slots first; return what is left of ``wait``."""
+        restoring = self._restoring
+        assert restoring is not None
+        started = self._now()
+        bound = _RESTORE_GRACE if wait is None else min(wait, _RESTORE_GRACE)
+        with anyio.move_on_after(bound):
+            await restoring.wait()
+        return None if wait is None else max(wait - (self._now() - started), 0.0)
 
     async def _acquire_degraded(
         self,
@@ -1218,6 +1235,8 @@ class Throttle:
             self._resynced_at = self._now()
             if self._renew_soon is not None:
                 self._renew_soon.set()
+                if self._held and self._restore_leases and self._restoring is None:
+                    self._restoring = anyio.Event()
             for each in self._waiting.values():
                 each.wake(granted=False)
             return
@@ -1243,6 +1262,7 @@ class Throttle:
             self._renew_soon = soon = anyio.Event()
             with anyio.move_on_after(self._renew_interval):
                 await soon.wait()
+            restoring = self._restoring  # new acquires wait for this renewal (or its failure)
             try:
                 await self._renew_all()
             except Exception as exc:
@@ -1259,6 +1279,10 @@ class Throttle:
                     self._lease_ttl,
                     extra={"owner": self._owner_id},
                 )
+            if restoring is not None:
+                restoring.set()
+                if self._restoring is restoring:
+                    self._restoring = None
 
     async def _renew_all(self) -> None:
         keys = list(self._held)
