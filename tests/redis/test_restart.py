@@ -78,23 +78,6 @@ async def test_leases_the_server_forgot_are_counted_again_by_their_holders() -> 
             assert (await other.group_usage("trunk", "main")).in_use == 0
 
 
-async def test_after_a_reconnect_new_calls_wait_until_the_lost_leases_are_counted() -> None:
-    """Once the throttle has reconnected (here through another number's call), its next acquire
-    on the number waits for the heartbeat that counts the lost lease again, and so finds the
-    number full, instead of taking the slot of a call that is still up."""
-    with own_server() as (url, server):
-        async with Throttle.from_url(url, lease_ttl=30) as throttle:
-            held = await throttle.acquire(NUMBER, limit=1, timeout=0)
-            server.stop()
-            server.start()
-            assert (await throttle.usage(OTHER)).in_use == 0  # reconnects: the server is empty
-            with pytest.raises(AcquireTimeout):
-                await throttle.acquire(NUMBER, limit=1, timeout=0.5)
-            assert await throttle.usage(NUMBER, limit=1) == Usage(in_use=1, limit=1, waiting=0)
-            assert not held.lost
-            assert await throttle.release(held) is True
-
-
 async def test_a_restart_with_persistence_keeps_the_leases() -> None:
     with own_server(persistent=True) as (url, server):
         async with Throttle.from_url(url, lease_ttl=5) as throttle:
