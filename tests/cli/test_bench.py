@@ -23,10 +23,14 @@ def test_bench_on_memory(invoke: Callable[..., Result]) -> None:
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize(
+    "server", ["redis_url", pytest.param("cluster_url", marks=pytest.mark.cluster)]
+)
 def test_bench_on_redis_measures_the_floor_in_the_same_run(
-    invoke: Callable[..., Result], redis_url: str, prefix: str
+    invoke: Callable[..., Result], server: str, prefix: str, request: pytest.FixtureRequest
 ) -> None:
-    result = invoke("bench", "--url", redis_url, "--prefix", prefix, "--iterations", "100")
+    url: str = request.getfixturevalue(server)
+    result = invoke("bench", "--url", url, "--prefix", prefix, "--iterations", "100")
     assert result.exit_code == 0, result.output
     assert re.search(ROW.format("acquire\\+release", r"[\d.]+x"), result.stdout), result.stdout
     assert re.search(ROW.format(r"2x EVALSHA 'return 1' \(floor\)", "1.00x"), result.stdout)

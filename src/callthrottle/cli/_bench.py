@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
+from ..backends import RedisBackend
 from ._common import Target, backend_options, console, run
 
 if TYPE_CHECKING:
@@ -48,11 +49,11 @@ async def measure(target: Target, iterations: int) -> dict[str, tuple[float, flo
             await throttle.release(await throttle.acquire(NUMBER, timeout=0))
 
         results["acquire+release"] = _quantiles(await _timed(cycle, iterations))
-    if not target.url.startswith("memory:"):
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(target.url)
-        try:
+        backend = throttle.backend
+        if isinstance(backend, RedisBackend):
+            # The backend's own redis-py client: the same server (or Cluster, or Sentinel's
+            # master), through redis-py's connection pool rather than the backend's lane.
+            client = backend.client
             sha = await client.script_load("return 1")
 
             async def floor() -> None:
@@ -60,8 +61,6 @@ async def measure(target: Target, iterations: int) -> dict[str, tuple[float, flo
                 await client.evalsha(sha, 0)
 
             results["2x EVALSHA 'return 1' (floor)"] = _quantiles(await _timed(floor, iterations))
-        finally:
-            await client.aclose()
     return results
 
 
