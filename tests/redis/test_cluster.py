@@ -100,29 +100,49 @@ async def test_a_waiter_is_woken_through_a_shard_channel_on_its_numbers_slot(
         await waiter.release(got[0])
 
 
-def migrate_slot(nodes: redis.RedisCluster, slot: int) -> tuple[str, str]:
-    """Move ``slot`` and its keys to another master, as a resharding does (IMPORTING and
-    MIGRATING, MIGRATE of the keys, then SETSLOT NODE everywhere); return the names of the old
-    and the new master."""
-    nodes.nodes_manager.initialize()
-    source = nodes.nodes_manager.get_node_from_slot(slot)
-    target = next(node for node in nodes.get_primaries() if node.name != source.name)
-    source_client = nodes.get_redis_connection(source)
-    target_client = nodes.get_redis_connection(target)
-    source_id = source_client.execute_command("CLUSTER", "MYID").decode()
-    target_id = target_client.execute_command("CLUSTER", "MYID").decode()
-    target_client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-    source_client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-    while keys := source_client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-        source_client.execute_command(
-            "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys
+class Migration:
+    """A slot moving to another master, as a resharding moves it: IMPORTING and MIGRATING,
+    MIGRATE of its keys (some, then the rest), SETSLOT NODE everywhere."""
+
+    def __init__(self, nodes: redis.RedisCluster, slot: int) -> None:
+        nodes.nodes_manager.initialize()
+        self.nodes = nodes
+        self.slot = slot
+        self.source = nodes.nodes_manager.get_node_from_slot(slot)
+        self.target = next(node for node in nodes.get_primaries() if node.name != self.source.name)
+        self.source_client = nodes.get_redis_connection(self.source)
+        self.target_client = nodes.get_redis_connection(self.target)
+        self.source_id = self.source_client.execute_command("CLUSTER", "MYID").decode()
+        self.target_id = self.target_client.execute_command("CLUSTER", "MYID").decode()
+
+    def begin(self, keys: int = 0) -> None:
+        """Mark the slot migrating and move ``keys`` of its keys."""
+        self.target_client.execute_command(
+            "CLUSTER", "SETSLOT", self.slot, "IMPORTING", self.source_id
         )
-    for node in nodes.get_primaries():
-        nodes.get_redis_connection(node).execute_command(
-            "CLUSTER", "SETSLOT", slot, "NODE", target_id
+        self.source_client.execute_command(
+            "CLUSTER", "SETSLOT", self.slot, "MIGRATING", self.target_id
         )
-    nodes.nodes_manager.initialize()
-    return source.name, target.name
+        if keys:
+            self._move(keys)
+
+    def finish(self) -> None:
+        """Move the rest of the keys and give the slot to the target."""
+        self._move(100)
+        for node in self.nodes.get_primaries():
+            self.nodes.get_redis_connection(node).execute_command(
+                "CLUSTER", "SETSLOT", self.slot, "NODE", self.target_id
+            )
+        self.nodes.nodes_manager.initialize()
+
+    def _move(self, count: int) -> None:
+        client = self.source_client
+        while keys := client.execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, count):
+            client.execute_command(
+                "MIGRATE", self.target.host, self.target.port, "", 0, 5000, "KEYS", *keys
+            )
+            if count < 100:
+                return
 
 
 async def test_calls_follow_a_slot_that_moved_to_another_master(
@@ -147,9 +167,10 @@ async def test_calls_follow_a_slot_that_moved_to_another_master(
             with anyio.fail_after(10):
                 while (await holder.usage(number, limit=1)).waiting == 0:
                     await anyio.sleep(0.01)
-            slot = nodes.keyslot(f"{{{number}}}")
-            old, new = await anyio.to_thread.run_sync(migrate_slot, nodes, slot)
-            assert old != new
+            migration = Migration(nodes, nodes.keyslot(f"{{{number}}}"))
+            await anyio.to_thread.run_sync(migration.begin)
+            await anyio.to_thread.run_sync(migration.finish)
+            old, new = migration.source.name, migration.target.name
             assert await holder.usage(number, limit=1) == Usage(in_use=1, limit=1, waiting=1)
             assert await holder.release(held) is True
         assert [lease.number for lease in got] == [number]
@@ -158,6 +179,29 @@ async def test_calls_follow_a_slot_that_moved_to_another_master(
         assert keys[new]
         assert await waiter.release(got[0]) is True
         assert await holder.usage(number, limit=1) == Usage(in_use=0, limit=1, waiting=0)
+
+
+async def test_a_call_on_a_number_whose_keys_are_half_migrated_is_retried(
+    cluster_url: str, prefix: str, nodes: redis.RedisCluster
+) -> None:
+    """Mid-migration, a master that holds some of a call's keys answers TRYAGAIN; the call is
+    retried until the migration is over (then MOVED points to the new master)."""
+    number = NUMBERS[2]
+    async with Throttle.from_url(cluster_url, key_prefix=prefix) as throttle:
+        held = await throttle.acquire(number, limit=3, timeout=0)
+        migration = Migration(nodes, nodes.keyslot(f"{{{number}}}"))
+        await anyio.to_thread.run_sync(migration.begin, 1)  # one of the number's keys moves
+        seen = []
+
+        async def ask() -> None:
+            seen.append(await throttle.usage(number, limit=3))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ask)
+            await anyio.sleep(0.02)
+            await anyio.to_thread.run_sync(migration.finish)
+        assert seen == [Usage(in_use=1, limit=3, waiting=0)]
+        assert await throttle.release(held) is True
 
 
 async def test_a_pool_of_numbers_on_different_slots_is_refused_and_nothing_written(

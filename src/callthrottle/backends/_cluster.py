@@ -38,7 +38,8 @@ __all__ = ("ClusterLanes", "ShardedEvents")
 
 logger = logging.getLogger("callthrottle.redis")
 
-_REDIRECTS = 3  # MOVED answers, or unreachable nodes, followed before a call fails
+_REDIRECTS = 5  # MOVED answers, TRYAGAIN, or unreachable nodes, followed before a call fails
+_TRY_AGAIN = 0.05  # seconds before the first retry of a call answered TRYAGAIN, then doubled
 
 
 def _redirection(error: ResponseError) -> tuple[str, str] | None:
@@ -119,6 +120,11 @@ class ClusterLanes:
             try:
                 return await self.lane_at(self.node_for(keys[0])).run(library, function, keys, args)
             except ResponseError as exc:
+                if str(exc).startswith("TRYAGAIN") and not last:
+                    # A slot in migration holds some of the call's keys here, some there: the
+                    # migration moves the rest in a moment.
+                    await asyncio.sleep(_TRY_AGAIN * 2**attempt)
+                    continue
                 redirection = _redirection(exc)
                 if redirection is None or last:
                     raise
@@ -150,7 +156,8 @@ class ClusterLanes:
             if error is None:
                 result.set_result(raw.result())
             elif isinstance(error, RedisConnectionError) or (
-                isinstance(error, ResponseError) and _redirection(error) is not None
+                isinstance(error, ResponseError)
+                and (_redirection(error) is not None or str(error).startswith("TRYAGAIN"))
             ):
                 task = asyncio.ensure_future(self.run(library, function, keys, args))
                 self._tasks.add(task)
