@@ -40,8 +40,11 @@ def _concurrency(result: CampaignResult, fig: Figure, rows: int = 0) -> None:
     for ax, report in zip(axes, result.numbers, strict=False):
         times = [i * result.bucket for i in range(len(report.timeline) + 1)]
         values = [*report.timeline, report.timeline[-1] if report.timeline else 0]
-        ax.step(times, values, where="post", color="tab:blue", label="calls up (peak)", zorder=3)
-        ax.axhline(report.cap, color="tab:red", linestyle="--", label=f"cap {report.cap}")
+        ax.step(
+            times, values, where="post", color="tab:blue", linewidth=2.5, label="calls up (peak)"
+        )
+        # Above the curve: a number working at its cap shows both.
+        ax.axhline(report.cap, color="tab:red", linestyle="--", label=f"cap {report.cap}", zorder=4)
         ax.set_ylim(0, max(report.cap, report.max_concurrency) * 1.15 + 0.5)
         ax.set_xlim(0, result.duration)
         ax.set_ylabel("calls")
