@@ -123,7 +123,7 @@ class _Held:
     lease: Lease
     renewed_at: float  # local monotonic time just before the last successful acquire/renew
     final: bool  # the backend will not extend the lease again: max_hold ends it
-    taken_at: float  # local monotonic time of the grant
+    since: float  # local monotonic time just before it was taken
 
 
 class _Waiter:
@@ -1057,7 +1057,7 @@ class Throttle:
             was = self._degraded._held.get((number, token))
             released = await self._degraded.release(lease)
             if released:
-                held_for = None if was is None else self._now() - was.taken_at
+                held_for = None if was is None else self._now() - was.since
                 self._emit(Released(was.lease.number if was else number, token, held_for))
             return released
         # A lease this throttle holds was validated when it was taken.
@@ -1082,7 +1082,7 @@ class Throttle:
         if released:
             lease._mark_released()
             if self._hooks:
-                held_for = None if held is None else self._now() - held.taken_at
+                held_for = None if held is None else self._now() - held.since
                 self._emit(Released(number, token, held_for))
         return released
 
@@ -1101,7 +1101,7 @@ class Throttle:
                 held.lease._mark_released()
                 if self._hooks:
                     lease = held.lease
-                    self._emit(Released(lease.number, lease.token, now - held.taken_at))
+                    self._emit(Released(lease.number, lease.token, now - held.since))
             self._held.clear()
         if self._hooks:
             self._emit(Reclaimed(owner, removed))
@@ -1306,7 +1306,7 @@ class Throttle:
             if held is not None:
                 held.lease._mark_released()
                 if self._hooks:
-                    held_for = self._now() - held.taken_at
+                    held_for = self._now() - held.since
                     self._emit(Released(number, token, held_for, elsewhere=True))
                 logger.debug(
                     "%s was released by another process",
@@ -1351,7 +1351,7 @@ class Throttle:
                 elif state is RenewState.GONE:
                     self._forget(key, held, now)
                     if self._hooks:
-                        self._emit_gone(held.lease, now - held.taken_at)
+                        self._emit_gone(held.lease, now - held.since)
                 continue
             waiter = self._waiting.get(key)
             if waiter is not None and state is not RenewState.QUEUED:
