@@ -31,7 +31,7 @@ Callee numbers never appear in a label.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 try:
     from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -71,12 +71,14 @@ class PrometheusHook:
 
     __slots__ = (
         "_admissions",
+        "_children",
         "_held",
         "_in_use",
         "_lost",
         "_per_number",
         "_reclaimed",
         "_refusals",
+        "_waited",
         "_waits",
     )
 
@@ -135,30 +137,38 @@ class PrometheusHook:
         )
         # The leases counted in the gauge, so that each is taken off it exactly once.
         self._held: set[tuple[str, str]] = set()
+        # Each labelled series once looked up (what .labels() finds again on every call).
+        self._children: dict[tuple[object, ...], Any] = {}
+        self._waited = {
+            outcome: self._waits.labels(outcome) for outcome in ("admitted", "refused", "cancelled")
+        }
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Admitted):
             self._held.add((event.number, event.token))
-            self._gauge(event.number).inc()
-            self._admissions.labels(*self._number(event.number), event.pool or "").inc()
-            self._waits.labels("admitted").observe(event.waited)
+            self._series(self._in_use, event.number).inc()
+            self._series(self._admissions, event.number, event.pool or "").inc()
+            self._waited["admitted"].observe(event.waited)
         elif isinstance(event, (Released, LeaseLost)):
             key = (event.number, event.token)
             if key in self._held:
                 self._held.discard(key)
-                self._gauge(event.number).dec()
+                self._series(self._in_use, event.number).dec()
             if isinstance(event, LeaseLost):
                 self._lost.labels(event.reason).inc()
         elif isinstance(event, Refused):
-            self._refusals.labels(*self._number(event.number), event.reason, event.limit).inc()
-            self._waits.labels("refused").observe(event.waited)
+            self._series(self._refusals, event.number, event.reason, event.limit).inc()
+            self._waited["refused"].observe(event.waited)
         elif isinstance(event, Cancelled):
-            self._waits.labels("cancelled").observe(event.waited)
+            self._waited["cancelled"].observe(event.waited)
         elif isinstance(event, Reclaimed):
             self._reclaimed.inc(event.count)
 
-    def _number(self, number: str) -> tuple[str, ...]:
-        return (number,) if self._per_number else ()
-
-    def _gauge(self, number: str) -> Gauge:
-        return self._in_use.labels(number) if self._per_number else self._in_use
+    def _series(self, metric: Gauge | Counter, number: str, *labels: str) -> Any:
+        """The metric's series for ``number`` (if labelled by number) and ``labels``."""
+        key = (metric, number, *labels)
+        found = self._children.get(key)
+        if found is None:
+            values = (number, *labels) if self._per_number else labels
+            found = self._children[key] = metric.labels(*values) if values else metric
+        return found
