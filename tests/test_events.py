@@ -26,6 +26,8 @@ from callthrottle import (
     Throttle,
 )
 
+from ._servers import own_server
+
 if TYPE_CHECKING:
     from .conftest import ThrottleFactory
 
@@ -267,3 +269,28 @@ def test_events_are_frozen_and_slotted() -> None:
         event.waited = 1.0  # type: ignore[misc]
     assert not hasattr(event, "__dict__")
     assert isinstance(event, Event)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the Redis backend needs asyncio
+async def test_degraded_leases_are_told_as_such() -> None:
+    hook = Recorder()
+    with own_server() as (url, server):
+        async with Throttle.from_url(
+            url, degraded_share=1.0, lease_ttl=0.3, max_hold=0.3, hooks=[hook]
+        ) as throttle:
+            server.stop()
+            lease = await throttle.acquire(NUMBER, timeout=0)
+            assert lease.degraded
+            with anyio.fail_after(5):
+                while not hook.of(LeaseLost):
+                    await anyio.sleep(0.02)
+            second = await throttle.acquire(NUMBER, timeout=0)
+            assert await throttle.release(second) is True
+            server.start()
+    first, again = hook.of(Admitted)
+    assert (first.degraded, again.degraded) == (True, True)
+    assert hook.of(LeaseLost) == [LeaseLost(NUMBER, lease.token, "max_hold")]
+    [released] = hook.of(Released)
+    assert released.token == second.token
+    assert released.held_for is not None

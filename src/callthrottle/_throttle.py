@@ -269,6 +269,7 @@ class Throttle:
                 owner_id=f"{self._owner_id}:degraded",
                 config=self._config,
                 default_region=self._region,
+                hooks=[self._lost_while_degraded],
             )
         self._backend = backend
         backend.use_layout(self._config)
@@ -407,6 +408,11 @@ class Throttle:
                     type(event).__name__,
                     extra={"owner": self._owner_id},
                 )
+
+    def _lost_while_degraded(self, event: Event) -> None:
+        """A hook of the in-process throttle behind degraded leases: it tells their losses."""
+        if self._hooks and isinstance(event, LeaseLost):
+            self._emit(event)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
