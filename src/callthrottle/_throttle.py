@@ -1356,8 +1356,6 @@ class Throttle:
                     held.final = state is RenewState.FINAL
                 elif state is RenewState.GONE:
                     self._forget(key, held, now)
-                    if self._hooks:
-                        self._emit_gone(held.lease, now - held.since)
                 continue
             waiter = self._waiting.get(key)
             if waiter is not None and state is not RenewState.QUEUED:
@@ -1402,6 +1400,8 @@ class Throttle:
         else:
             # Removed while it was still live: released by another process or an operator.
             lease._mark_released()
+        if self._hooks:
+            self._emit_gone(lease, now - held.since)
 
 
 def _status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
