@@ -144,11 +144,11 @@ async def test_an_unavailable_number_and_an_exhausted_pool_are_refusals(
     new_throttle: ThrottleFactory,
 ) -> None:
     hook = Recorder()
-    async with new_throttle(hooks=[hook], default_limit=1) as throttle:
+    config = {"pools": {"p": {"numbers": [OTHER]}}}
+    async with new_throttle(hooks=[hook], default_limit=1, config=config) as throttle:
         await throttle.set_state(NUMBER, "flagged", reason="test")
         with pytest.raises(NumberUnavailable):
             await throttle.acquire(NUMBER, timeout=0)
-        await throttle.add_to_pool("p", [OTHER])
         lease = await throttle.acquire_from("p", timeout=0)
         with pytest.raises(PoolExhausted):
             await throttle.acquire_from("p", timeout=0.1)
@@ -162,11 +162,11 @@ async def test_an_unavailable_number_and_an_exhausted_pool_are_refusals(
 
 async def test_a_cancelled_waiter_is_told(new_throttle: ThrottleFactory) -> None:
     hook = Recorder()
-    async with new_throttle(hooks=[hook], default_limit=1) as throttle:
+    config = {"pools": {"p": {"numbers": [NUMBER]}}}
+    async with new_throttle(hooks=[hook], default_limit=1, config=config) as throttle:
         await throttle.acquire(NUMBER, timeout=0)
         with anyio.move_on_after(0.1):
             await throttle.acquire(NUMBER)
-        await throttle.add_to_pool("p", [NUMBER])
         with anyio.move_on_after(0.1):
             await throttle.acquire_from("p")
     assert [(event.number, event.waited >= 0.09) for event in hook.of(Cancelled)] == [

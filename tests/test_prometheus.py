@@ -27,7 +27,8 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 async def test_slots_in_use_admissions_and_waits(new_throttle: ThrottleFactory) -> None:
     registry = CollectorRegistry()
     hook = PrometheusHook(registry)
-    async with new_throttle(hooks=[hook]) as throttle:
+    config = {"pools": {"p": {"numbers": [OTHER]}}}
+    async with new_throttle(hooks=[hook], config=config) as throttle:
         first = await throttle.acquire(NUMBER, timeout=0)
         await throttle.acquire(NUMBER, timeout=1)
         await throttle.acquire(OTHER, timeout=0)
@@ -39,7 +40,6 @@ async def test_slots_in_use_admissions_and_waits(new_throttle: ThrottleFactory) 
         await throttle.release(first)
         await throttle.release(first)  # released once: counted once
         assert value(registry, "slots_in_use", number=NUMBER) == 1
-        await throttle.add_to_pool("p", [OTHER])
         async with throttle.slot_from("p", timeout=0):
             assert value(registry, "admissions_total", number=OTHER, pool="p") == 1
             assert value(registry, "slots_in_use", number=OTHER) == 2
@@ -50,7 +50,11 @@ async def test_slots_in_use_admissions_and_waits(new_throttle: ThrottleFactory) 
 
 async def test_refusals_by_reason_and_their_waits(new_throttle: ThrottleFactory) -> None:
     registry = CollectorRegistry()
-    config = {"trunks": {"t": {"cap": 1}}, "numbers": {OTHER: {"trunk": "t"}}}
+    config = {
+        "trunks": {"t": {"cap": 1}},
+        "numbers": {OTHER: {"trunk": "t"}},
+        "pools": {"p": {"numbers": [NUMBER]}},  # its configured cap is 20: one more fits
+    }
     async with new_throttle(hooks=[PrometheusHook(registry)], config=config) as throttle:
         await throttle.acquire(NUMBER, limit=1, timeout=0)
         with pytest.raises(AcquireTimeout):
@@ -58,7 +62,6 @@ async def test_refusals_by_reason_and_their_waits(new_throttle: ThrottleFactory)
         await throttle.acquire(OTHER, timeout=0)
         with pytest.raises(AcquireTimeout):
             await throttle.acquire(OTHER, timeout=0)
-        await throttle.add_to_pool("p", [NUMBER])  # its configured cap is 20: one more fits
         await throttle.set_state(NUMBER, "cooling", duration=60)
         with pytest.raises(AcquireTimeout):
             await throttle.acquire_from("p", timeout=0)
