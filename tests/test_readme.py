@@ -21,6 +21,7 @@ def test_readme_has_a_quickstart() -> None:
 
 #: What each python block of the README prints (found by the first of these it contains).
 EXPECTED = {
+    "PrometheusHook": ['callthrottle_slots_in_use{number="+8657188880001"} 1.0'],
     "SyncThrottle": ["dialing from +8657188880001 (blocking API)"],
     "throttle.slot_from(": [
         "calling +8657112345678 from +8657188880001 of pool hangzhou-sales",

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections import Counter
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from callthrottle import AcquireTimeout, InvalidArgument, Lease, PoolExhausted
+from callthrottle import (
+    AcquireTimeout,
+    BackendUnavailable,
+    Event,
+    InvalidArgument,
+    Lease,
+    PoolExhausted,
+    Throttle,
+    Usage,
+)
+from callthrottle.backends import MemoryBackend
 from callthrottle.sync import SyncThrottle
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NUMBER = "+8657188880001"
 
@@ -22,7 +37,7 @@ def url(request: pytest.FixtureRequest) -> str:
     return redis_url
 
 
-def options(url: str, prefix: str) -> dict[str, object]:
+def options(url: str, prefix: str) -> dict[str, Any]:
     return {} if url.startswith("memory") else {"key_prefix": prefix}
 
 
@@ -91,3 +106,99 @@ def test_bad_arguments_are_refused_before_anything_starts() -> None:
         SyncThrottle.from_url("memory://", default_limit=0)
     with pytest.raises(RuntimeError, match="open the SyncThrottle first"):
         SyncThrottle.from_url("memory://").acquire(NUMBER)
+
+
+def public_names(cls: type) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_")}
+
+
+def parameters(function: Callable[..., object]) -> list[tuple[str, object, object]]:
+    found = inspect.signature(function).parameters.values()
+    return [(each.name, each.kind, each.default) for each in found]
+
+
+def test_the_facade_offers_every_public_method_and_property_of_the_throttle() -> None:
+    assert public_names(Throttle) - public_names(SyncThrottle) == set()
+    assert public_names(SyncThrottle) - public_names(Throttle) == {"throttle"}
+    for name in public_names(Throttle):
+        mine, theirs = getattr(SyncThrottle, name), getattr(Throttle, name)
+        assert isinstance(mine, property) == isinstance(theirs, property), name
+        assert not inspect.iscoroutinefunction(mine), name
+        # from_url passes its arguments on to Throttle.from_url (and takes a portal).
+        if not isinstance(theirs, property) and name != "from_url":
+            assert parameters(mine) == parameters(theirs), name
+
+
+def test_hooks_properties_and_run_time_settings_come_through(url: str, prefix: str) -> None:
+    config = {"trunks": {"t": {"cap": 5}}, "numbers": {NUMBER: {"trunk": "t"}}}
+    events: list[Event] = []
+    threads: set[int] = set()
+
+    def hook(event: Event) -> None:
+        events.append(event)
+        threads.add(threading.get_ident())
+
+    opened = SyncThrottle.from_url(
+        url, owner_id="dialer-1", lease_ttl=9, config=config, **options(url, prefix)
+    )
+    with opened as throttle:
+        assert (throttle.owner_id, throttle.lease_ttl, throttle.default_limit) == (
+            "dialer-1",
+            9,
+            20,
+        )
+        assert throttle.backend is throttle.throttle.backend
+        throttle.add_hook(hook)
+        throttle.set_cap(NUMBER, 1)
+        with throttle.slot(NUMBER, timeout=0), pytest.raises(AcquireTimeout):
+            throttle.acquire(NUMBER, timeout=0)
+        throttle.set_cap(NUMBER, None)
+        throttle.set_rates(NUMBER, "1/minute")
+        throttle.release(throttle.acquire(NUMBER, timeout=0))
+        with pytest.raises(AcquireTimeout, match="rate window 1 per 60 s"):
+            throttle.acquire(NUMBER, timeout=0)
+        throttle.set_rates(NUMBER, None)
+        throttle.set_group_cap("trunk", "t", 2)
+        throttle.set_group_rates("trunk", "t", "100/second")
+        assert throttle.group_usage("trunk", "t") == Usage(in_use=0, limit=2, waiting=0)
+        assert throttle.add_to_pool("p", [NUMBER]) == 1
+        assert throttle.pool_members("p") == [NUMBER]
+        throttle.remove_hook(hook)
+        throttle.release(throttle.acquire(NUMBER, timeout=0))
+    kinds = [type(event).__name__ for event in events]
+    assert kinds == ["Admitted", "Refused", "Released", "Admitted", "Released", "Refused"]
+    assert threading.get_ident() not in threads  # called on the facade's event loop
+
+
+def test_facades_can_share_one_event_loop() -> None:
+    from anyio.from_thread import start_blocking_portal
+
+    backend = MemoryBackend()
+    with start_blocking_portal("asyncio") as portal:
+        first = SyncThrottle(lambda: Throttle(backend, default_limit=1), portal=portal)
+        second = SyncThrottle(lambda: Throttle(backend, default_limit=1), portal=portal)
+        with first, second:
+            lease = first.acquire(NUMBER, timeout=0)
+            with pytest.raises(AcquireTimeout):
+                second.acquire(NUMBER, timeout=0)
+            assert second.release(lease) is True
+            second.acquire(NUMBER, timeout=0)
+        with second:  # the loop outlives the facades that use it
+            assert second.usage(NUMBER).in_use == 0
+
+
+class _ReleaseFails(MemoryBackend):
+    async def release(
+        self, number: str, token: str, releaser: str, pool: str | None = None
+    ) -> bool:
+        raise BackendUnavailable("the backend went away")
+
+
+def test_a_slot_whose_release_fails_is_not_raised_over_the_block(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with SyncThrottle(lambda: Throttle(_ReleaseFails())) as throttle:
+        with throttle.slot(NUMBER, timeout=0) as lease:
+            pass
+        assert not lease.released
+    assert "could not release" in caplog.text

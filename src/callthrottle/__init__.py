@@ -20,6 +20,14 @@ from ._errors import RateLimited as RateLimited
 from ._errors import ThrottleError as ThrottleError
 from ._errors import UnknownScheme as UnknownScheme
 from ._errors import UnsupportedEventLoop as UnsupportedEventLoop
+from ._events import Admitted as Admitted
+from ._events import Cancelled as Cancelled
+from ._events import Event as Event
+from ._events import LeaseLost as LeaseLost
+from ._events import Queued as Queued
+from ._events import Reclaimed as Reclaimed
+from ._events import Refused as Refused
+from ._events import Released as Released
 from ._health import NumberState as NumberState
 from ._health import NumberStatus as NumberStatus
 from ._health import Reaction as Reaction
@@ -32,13 +40,17 @@ from ._throttle import Throttle as Throttle
 
 __all__ = (
     "AcquireTimeout",
+    "Admitted",
     "BackendUnavailable",
+    "Cancelled",
     "Config",
     "ConfigError",
+    "Event",
     "Holder",
     "InvalidArgument",
     "Lease",
     "LeaseConflict",
+    "LeaseLost",
     "NumberSettings",
     "NumberState",
     "NumberStatus",
@@ -46,8 +58,12 @@ __all__ = (
     "PoolExhausted",
     "PoolSettings",
     "Profile",
+    "Queued",
     "RateLimited",
     "Reaction",
+    "Reclaimed",
+    "Refused",
+    "Released",
     "Throttle",
     "ThrottleError",
     "UnknownScheme",

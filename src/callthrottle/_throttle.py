@@ -26,6 +26,16 @@ from ._errors import (
     RateLimited,
     ThrottleError,
 )
+from ._events import (
+    Admitted,
+    Cancelled,
+    Event,
+    LeaseLost,
+    Queued,
+    Reclaimed,
+    Released,
+    refusal,
+)
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
 from ._models import Holder, Lease, Usage
 from ._numbers import check_region, locality, normalize_number
@@ -54,6 +64,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from anyio.abc import TaskGroup
+
+    #: A hook: called with each event, in the throttle's task; what it returns is ignored.
+    Hook = Callable[[Event], object]
 
 __all__ = ("Throttle",)
 
@@ -184,6 +197,7 @@ class Throttle:
         without persistence, a failover to a replica that lacked them), count them again at
         the next heartbeat, even past the cap, so that new calls wait until the numbers really
         have room (the default); False reports them lost instead
+    :param hooks: callables to tell what happens (see :meth:`add_hook`)
     """
 
     __slots__ = (
@@ -199,6 +213,8 @@ class Throttle:
         "_feedback",
         "_final",
         "_held",
+        "_hook_failures",
+        "_hooks",
         "_lease_ttl",
         "_max_hold",
         "_new_event",
@@ -231,6 +247,7 @@ class Throttle:
         close_backend: bool = False,
         degraded_share: float | None = None,
         restore_leases: bool = True,
+        hooks: Iterable[Hook] = (),
     ) -> None:
         self._config = _load_config(config)
         self._default_limit = check_limit(default_limit, "default_limit")
@@ -249,6 +266,10 @@ class Throttle:
                 )
         self._degraded_share = _check_share(degraded_share)
         self._restore_leases = check_flag(restore_leases, "restore_leases")
+        self._hooks: tuple[Hook, ...] = ()
+        self._hook_failures: set[tuple[int, type[Event]]] = set()
+        for hook in _listed("hooks", hooks, "a list (or other collection) of callables"):
+            self.add_hook(cast("Hook", hook))
         self._degraded: Throttle | None = None
         self._degraded_since: float | None = None
         if self._degraded_share is not None:
@@ -260,6 +281,7 @@ class Throttle:
                 owner_id=f"{self._owner_id}:degraded",
                 config=self._config,
                 default_region=self._region,
+                hooks=[self._lost_while_degraded],
             )
         self._backend = backend
         backend.use_layout(self._config)
@@ -297,6 +319,7 @@ class Throttle:
         config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         degraded_share: float | None = None,
         restore_leases: bool = True,
+        hooks: Iterable[Hook] = (),
         **options: Any,
     ) -> Throttle:
         """A throttle on the backend the URL names.
@@ -328,6 +351,7 @@ class Throttle:
             close_backend=True,
             degraded_share=degraded_share,
             restore_leases=restore_leases,
+            hooks=hooks,
         )
 
     # -- properties ------------------------------------------------------------------------
@@ -364,6 +388,51 @@ class Throttle:
             f"<Throttle owner={self._owner_id!r} {self._backend!r} "
             f"holding {len(self._held)}, waiting {len(self._waiting)} ({state})>"
         )
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def add_hook(self, hook: Hook) -> None:
+        """Call ``hook`` with every :class:`~callthrottle.Event` of this throttle from now on.
+
+        Hooks run synchronously, in the task that caused the event, in the order they were
+        added: they must be quick and must not block (count, record, or hand off to a queue).
+        An exception in a hook is logged (once per hook and kind of event) and never reaches the
+        acquire or release that caused the event. With no hook installed, events cost nothing.
+        Adding a hook already installed does nothing.
+
+        :raises InvalidArgument: if ``hook`` is not callable
+        """
+        if not callable(hook):
+            raise InvalidArgument("hook", hook, "a callable taking one event")
+        if hook not in self._hooks:
+            self._hooks = (*self._hooks, hook)
+
+    def remove_hook(self, hook: Hook) -> None:
+        """Stop calling ``hook``; does nothing if it is not installed."""
+        self._hooks = tuple(each for each in self._hooks if each != hook)
+        self._hook_failures = {key for key in self._hook_failures if key[0] != id(hook)}
+
+    def _emit(self, event: Event) -> None:
+        for hook in self._hooks:
+            try:
+                hook(event)
+            except Exception:
+                failure = (id(hook), type(event))
+                if failure in self._hook_failures:
+                    continue
+                self._hook_failures.add(failure)
+                logger.exception(
+                    "hook %r failed on %s (further failures of it on %s events are not logged)",
+                    hook,
+                    type(event).__name__,
+                    type(event).__name__,
+                    extra={"owner": self._owner_id},
+                )
+
+    def _lost_while_degraded(self, event: Event) -> None:
+        """A hook of the in-process throttle behind degraded leases: it tells their losses."""
+        if self._hooks and isinstance(event, LeaseLost):
+            self._emit(event)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -491,6 +560,8 @@ class Throttle:
         :raises InvalidArgument: on bad input, before anything is written
         :raises BackendUnavailable: if the backend failed (any slot it granted is given back)
         """
+        if self._hooks:
+            return await self._acquire_observed(number, token, timeout, limit, callee, priority)
         try:
             lease = await self._acquire_shared(number, token, timeout, limit, callee, priority)
         except BackendUnavailable as exc:
@@ -500,13 +571,54 @@ class Throttle:
                 number, token, timeout, limit, callee, priority, exc
             )
         if self._degraded_since is not None:
-            self._degraded_since = None
-            logger.warning(
-                "the backend is back: calls use it again (leases taken while degraded stay "
-                "in-process until released)",
-                extra={"owner": self._owner_id},
-            )
+            self._backend_is_back()
         return lease
+
+    def _backend_is_back(self) -> None:
+        self._degraded_since = None
+        logger.warning(
+            "the backend is back: calls use it again (leases taken while degraded stay "
+            "in-process until released)",
+            extra={"owner": self._owner_id},
+        )
+
+    async def _acquire_observed(
+        self,
+        number: str,
+        token: str | None,
+        timeout: float | None,
+        limit: int | None,
+        callee: str | None,
+        priority: int,
+    ) -> Lease:
+        """:meth:`acquire`, telling the hooks how it ended."""
+        started = self._now()
+        try:
+            try:
+                lease = await self._acquire_shared(number, token, timeout, limit, callee, priority)
+            except BackendUnavailable as exc:
+                if self._degraded is None:
+                    raise
+                lease = await self._acquire_degraded(
+                    number, token, timeout, limit, callee, priority, exc
+                )
+            else:
+                if self._degraded_since is not None:
+                    self._backend_is_back()
+        except (AcquireTimeout, NumberUnavailable) as exc:
+            self._emit(refusal(exc.number, exc, self._now() - started))
+            raise
+        except anyio.get_cancelled_exc_class():
+            self._emit(Cancelled(number, self._now() - started))
+            raise
+        self._emit_admitted(lease, started)
+        return lease
+
+    def _emit_admitted(self, lease: Lease, started: float) -> None:
+        waited = self._now() - started
+        self._emit(
+            Admitted(lease.number, lease.token, self._owner_id, waited, lease.pool, lease.degraded)
+        )
 
     async def _acquire_shared(
         self,
@@ -685,6 +797,8 @@ class Throttle:
                 retry_in = self._lease_ttl / 2 if result.retry_in is None else result.retry_in
                 delay = min(retry_in + 0.001, self._lease_ttl / 2)
             else:
+                if not waiter.queued and self._hooks:
+                    self._emit(Queued(request.number, request.token))
                 waiter.queued = True
                 waiter.rate_refusal = None
                 if waiter.is_granted():
@@ -837,7 +951,8 @@ class Throttle:
             priority=priority,
         )
         near = ("", "") if callee_e164 is None else locality(callee_e164)
-        deadline = None if wait is None else self._now() + wait
+        started = self._now()
+        deadline = None if wait is None else started + wait
         key = (f"pool:{pool}", token)
         if key in self._waiting:
             raise LeaseConflict(pool, token, "already waits for a slot of this pool")
@@ -856,13 +971,18 @@ class Throttle:
                     )
                     if isinstance(picked, Lease):
                         in_line = in_line and index != 0  # a slot of the pool took it out
+                        if self._hooks:
+                            self._emit_admitted(picked, started)
                         return picked
                     in_line = in_line or queue
                     if picked is not None and (earliest is None or picked < earliest):
                         earliest = picked
                 now = self._now()
                 if wait == 0 or (deadline is not None and now >= deadline):
-                    raise PoolExhausted(pool, wait, tuple(chain), earliest)
+                    exhausted = PoolExhausted(pool, wait, tuple(chain), earliest)
+                    if self._hooks:
+                        self._emit(refusal(key[0], exhausted, now - started))
+                    raise exhausted
                 # Woken (first in line) when a lease picked from the pool is released or the
                 # line moves, in any process; looks again at the earliest expiry reported, and
                 # every _POOL_POLL seconds anyway (leases given back otherwise, or expired).
@@ -872,6 +992,10 @@ class Throttle:
                 waiter.event = event = self._new_event()
                 with self._cancel_scope(deadline=now + delay):
                     await event.wait()
+        except anyio.get_cancelled_exc_class():
+            if self._hooks:
+                self._emit(Cancelled(key[0], self._now() - started))
+            raise
         finally:
             del self._waiting[key]
             if in_line:
@@ -968,7 +1092,14 @@ class Throttle:
         if self._degraded is not None and (
             lease.degraded or (number, token) in self._degraded._held
         ):
-            return await self._degraded.release(lease)
+            if not self._hooks:
+                return await self._degraded.release(lease)
+            was = self._degraded._held.get((number, token))
+            released = await self._degraded.release(lease)
+            if released:
+                held_for = None if was is None else self._now() - was.since
+                self._emit(Released(was.lease.number if was else number, token, held_for))
+            return released
         # A lease this throttle holds was validated when it was taken.
         held_here = (
             number.__class__ is str and token.__class__ is str and (number, token) in self._held
@@ -990,6 +1121,9 @@ class Throttle:
             held.lease._mark_released()
         if released:
             lease._mark_released()
+            if self._hooks:
+                held_for = None if held is None else self._now() - held.since
+                self._emit(Released(number, token, held_for))
         return released
 
     async def release_owner(self, owner_id: str) -> int:
@@ -1002,9 +1136,15 @@ class Throttle:
         with anyio.CancelScope(shield=True):
             removed = await self._backend.release_owner(owner)
         if owner == self._owner_id:
+            now = self._now()
             for held in self._held.values():
                 held.lease._mark_released()
+                if self._hooks:
+                    lease = held.lease
+                    self._emit(Released(lease.number, lease.token, now - held.since))
             self._held.clear()
+        if self._hooks:
+            self._emit(Reclaimed(owner, removed))
         logger.info(
             "released %d lease(s) and places in line of owner %s",
             removed,
@@ -1249,6 +1389,9 @@ class Throttle:
             held = self._held.pop(key, None)
             if held is not None:
                 held.lease._mark_released()
+                if self._hooks:
+                    held_for = self._now() - held.since
+                    self._emit(Released(number, token, held_for, elsewhere=True))
                 logger.debug(
                     "%s was released by another process",
                     held.lease,
@@ -1351,6 +1494,12 @@ class Throttle:
         else:
             self._forget(key, held, anyio.current_time())
 
+    def _emit_gone(self, lease: Lease, held_for: float) -> None:
+        if lease.lost_reason is not None:
+            self._emit(LeaseLost(lease.number, lease.token, lease.lost_reason))
+        else:
+            self._emit(Released(lease.number, lease.token, held_for, elsewhere=True))
+
     def _forget(self, key: tuple[str, str], held: _Held, now: float) -> None:
         """The backend no longer has a lease this throttle holds: tell released from lost."""
         del self._held[key]
@@ -1383,6 +1532,8 @@ class Throttle:
         else:
             # Removed while it was still live: released by another process or an operator.
             lease._mark_released()
+        if self._hooks:
+            self._emit_gone(lease, now - held.since)
 
 
 def _status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
@@ -1417,10 +1568,12 @@ def _check_share(share: object) -> float | None:
     return float(share)
 
 
-def _listed(argument: str, values: object) -> list[object]:
+def _listed(
+    argument: str, values: object, rule: str = "a list (or other collection) of numbers"
+) -> list[object]:
     """A collection of values (not a lone string, which would be read letter by letter)."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise InvalidArgument(argument, values, "a list (or other collection) of numbers")
+        raise InvalidArgument(argument, values, rule)
     return list(cast("Iterable[object]", values))
 
 

@@ -12,6 +12,8 @@ The throttle runs on an event loop of its own, in a background thread started wh
 is entered; each call blocks the calling thread until the throttle answers. Any number of
 threads may call at once: their calls run concurrently on that loop, with the same semantics
 (queues, timeouts, renewal in the background, release on every exit of a ``with`` block).
+Every public method and property of the async throttle is here, blocking; hooks are called
+in the event loop's thread.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from ._throttle import Throttle
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator
+    from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
+    from ._events import Event
     from ._health import NumberState, NumberStatus, Reaction
-    from ._models import Lease, Usage
+    from ._models import Holder, Lease, Usage
+    from .backends import Backend
 
 __all__ = ("SyncThrottle",)
 
@@ -38,26 +43,36 @@ class SyncThrottle:
     """A :class:`~callthrottle.Throttle` behind blocking calls (see the module doc).
 
     :param make_throttle: builds the throttle (called on the facade's event loop)
+    :param portal: run the throttle on this portal's event loop (which the caller keeps open
+        for as long as the facade is) instead of starting one: several facades can share a
+        loop, and a backend object may then be shared by their throttles
     """
 
-    def __init__(self, make_throttle: Callable[[], Throttle]) -> None:
+    def __init__(
+        self, make_throttle: Callable[[], Throttle], *, portal: BlockingPortal | None = None
+    ) -> None:
         self._make = make_throttle
+        self._given_portal = portal
         self._stack: contextlib.ExitStack | None = None
         self._portal: BlockingPortal | None = None
         self._throttle: Throttle | None = None
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> SyncThrottle:
+    def from_url(
+        cls, url: str, *, portal: BlockingPortal | None = None, **kwargs: Any
+    ) -> SyncThrottle:
         """As :meth:`Throttle.from_url`; arguments are checked at once, in the calling thread."""
         Throttle.from_url(url, **kwargs)  # validate now; the real one is built on the loop
-        return cls(partial(Throttle.from_url, url, **kwargs))
+        return cls(partial(Throttle.from_url, url, **kwargs), portal=portal)
 
     def __enter__(self) -> SyncThrottle:
         if self._stack is not None:
             raise RuntimeError("this SyncThrottle is already open; enter it only once")
         stack = contextlib.ExitStack()
         try:
-            portal = stack.enter_context(start_blocking_portal("asyncio"))
+            portal = self._given_portal
+            if portal is None:
+                portal = stack.enter_context(start_blocking_portal("asyncio"))
             throttle = portal.call(self._build)
             # Entered and left in one task of the loop (its task group needs that).
             stack.enter_context(portal.wrap_async_context_manager(throttle))
@@ -86,6 +101,12 @@ class SyncThrottle:
             raise RuntimeError("open the SyncThrottle first: with SyncThrottle.from_url(...) as t")
         return self._portal.call(partial(function, *args, **kwargs))
 
+    def _wrap(self, manager: AbstractAsyncContextManager[Lease]) -> Iterator[Lease]:
+        if self._portal is None:
+            raise RuntimeError("open the SyncThrottle first: with SyncThrottle.from_url(...) as t")
+        with self._portal.wrap_async_context_manager(manager) as lease:
+            yield lease
+
     @property
     def throttle(self) -> Throttle:
         """The async throttle underneath (its methods must be called on its own loop)."""
@@ -93,11 +114,56 @@ class SyncThrottle:
             raise RuntimeError("open the SyncThrottle first")
         return self._throttle
 
+    @property
+    def backend(self) -> Backend:
+        """The backend the throttle uses (an async object: call it on the throttle's loop)."""
+        return self.throttle.backend
+
+    @property
+    def owner_id(self) -> str:
+        """Identifies the throttle's leases (see :attr:`Throttle.owner_id`)."""
+        return self.throttle.owner_id
+
+    @property
+    def default_limit(self) -> int:
+        """The cap applied when :meth:`acquire` is given no ``limit``."""
+        return self.throttle.default_limit
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a lease lives without renewal."""
+        return self.throttle.lease_ttl
+
+    def add_hook(self, hook: Callable[[Event], object]) -> None:
+        """:meth:`Throttle.add_hook`; the hook is called in the event loop's thread."""
+        self._call(_sync_on_loop, self.throttle.add_hook, hook)
+
+    def remove_hook(self, hook: Callable[[Event], object]) -> None:
+        """:meth:`Throttle.remove_hook`."""
+        self._call(_sync_on_loop, self.throttle.remove_hook, hook)
+
     # -- the Throttle's API, blocking -----------------------------------------------------------
 
-    def acquire(self, number: str, **kwargs: Any) -> Lease:
-        """:meth:`Throttle.acquire`, blocking (``token``, ``timeout``, ``limit``, ...)."""
-        lease: Lease = self._call(self.throttle.acquire, number, **kwargs)
+    def acquire(
+        self,
+        number: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        limit: int | None = None,
+        callee: str | None = None,
+        priority: int = 0,
+    ) -> Lease:
+        """:meth:`Throttle.acquire`, blocking."""
+        lease: Lease = self._call(
+            self.throttle.acquire,
+            number,
+            token=token,
+            timeout=timeout,
+            limit=limit,
+            callee=callee,
+            priority=priority,
+        )
         return lease
 
     def release(self, lease: Lease) -> bool:
@@ -105,27 +171,68 @@ class SyncThrottle:
         return bool(self._call(self.throttle.release, lease))
 
     @contextlib.contextmanager
-    def slot(self, number: str, **kwargs: Any) -> Iterator[Lease]:
-        """:meth:`Throttle.slot`: the slot is given back when the block ends, however it ends."""
-        lease = self.acquire(number, **kwargs)
-        try:
-            yield lease
-        finally:
-            self.release(lease)
+    def slot(
+        self,
+        number: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        limit: int | None = None,
+        callee: str | None = None,
+        priority: int = 0,
+    ) -> Iterator[Lease]:
+        """:meth:`Throttle.slot`: the slot is given back when the block ends, however it ends
+        (a failure to give it back is logged, not raised over the block's own outcome)."""
+        yield from self._wrap(
+            self.throttle.slot(
+                number, token=token, timeout=timeout, limit=limit, callee=callee, priority=priority
+            )
+        )
 
-    def acquire_from(self, pool: str, **kwargs: Any) -> Lease:
+    def acquire_from(
+        self,
+        pool: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        callee: str | None = None,
+        priority: int = 0,
+        strategy: str | None = None,
+    ) -> Lease:
         """:meth:`Throttle.acquire_from`, blocking."""
-        lease: Lease = self._call(self.throttle.acquire_from, pool, **kwargs)
+        lease: Lease = self._call(
+            self.throttle.acquire_from,
+            pool,
+            token=token,
+            timeout=timeout,
+            callee=callee,
+            priority=priority,
+            strategy=strategy,
+        )
         return lease
 
     @contextlib.contextmanager
-    def slot_from(self, pool: str, **kwargs: Any) -> Iterator[Lease]:
+    def slot_from(
+        self,
+        pool: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        callee: str | None = None,
+        priority: int = 0,
+        strategy: str | None = None,
+    ) -> Iterator[Lease]:
         """:meth:`Throttle.slot_from`, blocking."""
-        lease = self.acquire_from(pool, **kwargs)
-        try:
-            yield lease
-        finally:
-            self.release(lease)
+        yield from self._wrap(
+            self.throttle.slot_from(
+                pool,
+                token=token,
+                timeout=timeout,
+                callee=callee,
+                priority=priority,
+                strategy=strategy,
+            )
+        )
 
     def usage(self, number: str, *, limit: int | None = None) -> Usage:
         """:meth:`Throttle.usage`, blocking."""
@@ -165,7 +272,53 @@ class SyncThrottle:
         """:meth:`Throttle.remove_from_pool`, blocking."""
         return int(self._call(self.throttle.remove_from_pool, pool, numbers))
 
+    def pool_members(self, pool: str) -> list[str]:
+        """:meth:`Throttle.pool_members`, blocking."""
+        members: list[str] = self._call(self.throttle.pool_members, pool)
+        return members
+
+    def known_numbers(self) -> list[str]:
+        """As :meth:`Throttle.known_numbers`."""
+        numbers: list[str] = self._call(self.throttle.known_numbers)
+        return numbers
+
+    def holders(self, number: str) -> list[Holder]:
+        """As :meth:`Throttle.holders`."""
+        holders: list[Holder] = self._call(self.throttle.holders, number)
+        return holders
+
+    def reset(self, number: str) -> tuple[int, int]:
+        """As :meth:`Throttle.reset`."""
+        held, waiting = self._call(self.throttle.reset, number)
+        return int(held), int(waiting)
+
+    def set_cap(self, number: str, cap: int | None) -> None:
+        """:meth:`Throttle.set_cap`, blocking."""
+        self._call(self.throttle.set_cap, number, cap)
+
+    def set_rates(self, number: str, rates: str | None) -> None:
+        """:meth:`Throttle.set_rates`, blocking."""
+        self._call(self.throttle.set_rates, number, rates)
+
+    def group_usage(self, kind: str, name: str) -> Usage:
+        """:meth:`Throttle.group_usage`, blocking."""
+        usage: Usage = self._call(self.throttle.group_usage, kind, name)
+        return usage
+
+    def set_group_cap(self, kind: str, name: str, cap: int | None) -> None:
+        """:meth:`Throttle.set_group_cap`, blocking."""
+        self._call(self.throttle.set_group_cap, kind, name, cap)
+
+    def set_group_rates(self, kind: str, name: str, rates: str | None) -> None:
+        """:meth:`Throttle.set_group_rates`, blocking."""
+        self._call(self.throttle.set_group_rates, kind, name, rates)
+
     @property
     def held(self) -> tuple[Lease, ...]:
         """The leases the throttle holds and renews."""
         return self.throttle.held
+
+
+async def _sync_on_loop(function: Callable[..., object], *args: object) -> None:
+    """Run a plain function on the event loop (where the throttle's state lives)."""
+    function(*args)

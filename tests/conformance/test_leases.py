@@ -6,14 +6,13 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
+import pytest
 
 from callthrottle import Lease, Throttle, Usage
 
 from .test_fifo import NUMBER
 
 if TYPE_CHECKING:
-    import pytest
-
     from ..conftest import BackendFactory, ThrottleFactory
 
 
@@ -68,6 +67,7 @@ async def test_max_hold_bounds_a_lease(new_throttle: ThrottleFactory) -> None:
         assert await throttle.release(lease) is False
 
 
+@pytest.mark.direct_only("stalls the test's event loop; a facade's throttle runs on its own")
 async def test_stalled_process_sees_its_lease_lost(
     new_throttle: ThrottleFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

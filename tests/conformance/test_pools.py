@@ -196,6 +196,7 @@ async def test_a_waiting_call_gets_the_first_number_that_frees_up(
         assert sum([(await throttle.usage(n)).in_use for n in NUMBERS]) == 5
 
 
+@pytest.mark.direct_only("cancels a caller while it waits; a blocking call cannot be")
 async def test_a_cancelled_pick_leaves_no_slot_behind(new_throttle: ThrottleFactory) -> None:
     async with new_throttle(config=pools(), default_limit=1) as throttle:
         leases = [await throttle.acquire_from("a", timeout=0) for _ in range(5)]
@@ -397,6 +398,7 @@ async def test_callers_waiting_on_a_pool_are_served_in_order(
         await holder.release(await holder.acquire_from("one", timeout=0))
 
 
+@pytest.mark.direct_only("cancels a caller while it waits; a blocking call cannot be")
 async def test_a_caller_that_stops_waiting_leaves_the_line(new_throttle: ThrottleFactory) -> None:
     config = {"pools": {"one": {"numbers": NUMBERS[:1]}}}
     async with new_throttle(config=config, default_limit=1) as throttle:

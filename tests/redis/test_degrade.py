@@ -27,8 +27,13 @@ async def test_without_the_policy_calls_raise(caplog: pytest.LogCaptureFixture) 
 async def test_a_degraded_throttle_takes_its_share_locally_and_comes_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """(With ``restore_leases=False``: whether the restarted server counts ``shared`` again
+    by the time of the check below depends on when the heartbeat runs; tests/redis/
+    test_restart.py covers that.)"""
     with own_server() as (url, server):
-        async with Throttle.from_url(url, default_limit=4, degraded_share=0.5) as throttle:
+        async with Throttle.from_url(
+            url, default_limit=4, degraded_share=0.5, restore_leases=False
+        ) as throttle:
             shared = await throttle.acquire(NUMBER, timeout=0)
             assert not shared.degraded
             server.stop()

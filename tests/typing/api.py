@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, assert_type
 
-from callthrottle import Config, Lease, NumberState, NumberStatus, Reaction, Throttle, Usage
+from callthrottle import (
+    AcquireTimeout,
+    Admitted,
+    Config,
+    Event,
+    Lease,
+    NumberState,
+    NumberStatus,
+    NumberUnavailable,
+    Reaction,
+    Refused,
+    Throttle,
+    Usage,
+)
+from callthrottle.prometheus import PrometheusHook
+from callthrottle.sync import SyncThrottle
 
 if TYPE_CHECKING:
     from callthrottle.backends import Backend, MemoryBackend, RedisBackend
@@ -44,3 +59,27 @@ def backends_fulfil_the_protocol(memory: MemoryBackend, redis_backend: RedisBack
     second: Backend = redis_backend
     Throttle(first)
     Throttle(second)
+
+
+def observes(throttle: Throttle) -> None:
+    def count(event: Event) -> None:
+        if isinstance(event, Admitted):
+            assert_type(event.waited, float)
+            assert_type(event.pool, str | None)
+        elif isinstance(event, Refused):
+            assert_type(event.reason, str)
+            assert_type(event.error, AcquireTimeout | NumberUnavailable)
+
+    throttle.add_hook(count)
+    throttle.add_hook(PrometheusHook(per_number=False))
+    throttle.remove_hook(count)
+    Throttle.from_url("memory://", hooks=[count, print])
+
+
+def blocks(url: str) -> None:
+    with SyncThrottle.from_url(url, default_limit=3) as throttle:
+        with throttle.slot("+8657188880001", timeout=5.0, limit=2) as lease:
+            assert_type(lease, Lease)
+        assert_type(throttle.acquire_from("pool", strategy="local"), Lease)
+        assert_type(throttle.group_usage("trunk", "t"), Usage)
+        assert_type(throttle.owner_id, str)

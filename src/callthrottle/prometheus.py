@@ -1,0 +1,174 @@
+"""Prometheus metrics for a throttle, built on its hooks (``pip install 'callthrottle[prometheus]'``).
+
+::
+
+    from prometheus_client import start_http_server
+    from callthrottle.prometheus import PrometheusHook
+
+    start_http_server(9108)
+    async with Throttle.from_url(url, hooks=[PrometheusHook()]) as throttle:
+        ...
+
+The metrics (``namespace`` ``callthrottle``):
+
+- ``callthrottle_slots_in_use{number}``: slots this process holds now (gauge)
+- ``callthrottle_admissions_total{number, pool}``: slots granted (``pool`` empty without one)
+- ``callthrottle_refusals_total{number, reason, limit}``: acquires refused, by what refused
+  (``reason`` is ``cap``, ``trunk``, ``tenant``, ``window``, ``callee``, ``state`` or
+  ``pool``; ``limit`` says which one, e.g. ``trunk:t1`` or ``5 per 1 s``: see
+  :class:`~callthrottle.Refused`)
+- ``callthrottle_wait_seconds{outcome}``: time from the acquire to its outcome
+  (``admitted``, ``refused``, ``cancelled``), a histogram from 1 ms to 60 s
+- ``callthrottle_leases_lost_total{reason}``: leases lost (``expired``, ``max_hold``,
+  ``backend``)
+- ``callthrottle_reclaimed_total``: leases and places in line freed by ``release_owner``
+
+Label cardinality: the ``number`` label has one value per caller-ID number (and
+``pool:<name>`` for pool refusals). A deployment dials from a bounded set of numbers, so this
+is usually fine; with many thousands of numbers, pass ``per_number=False`` to drop the label.
+Callee numbers never appear in a label.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+try:
+    from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+except ImportError as exc:  # pragma: no cover - exercised by a test that hides the package
+    raise ImportError(
+        "callthrottle.prometheus needs prometheus-client: install the 'prometheus' extra "
+        "(pip install 'callthrottle[prometheus]')"
+    ) from exc
+
+from ._events import Admitted, Cancelled, LeaseLost, Reclaimed, Refused, Released
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from ._events import Event
+
+__all__ = ("WAIT_BUCKETS", "PrometheusHook")
+
+#: Buckets of the wait-time histogram (seconds): an immediate grant (a millisecond or two on
+#: Redis) up to the longest wait a dialer sensibly allows.
+WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class PrometheusHook:
+    """A hook that keeps Prometheus metrics of the throttles it is installed on.
+
+    Install it with ``Throttle(..., hooks=[hook])`` or :meth:`Throttle.add_hook`; one hook may
+    serve several throttles of the process (the metrics then add up). The metrics are
+    registered when the hook is made: make one per registry.
+
+    :param registry: where to register the metrics; defaults to ``prometheus_client.REGISTRY``
+    :param namespace: the prefix of every metric's name
+    :param per_number: label the gauge, admissions and refusals by number (see the module doc on
+        cardinality); False keeps one series each
+    :param buckets: the wait-time histogram's buckets, in seconds
+    """
+
+    __slots__ = (
+        "_admissions",
+        "_children",
+        "_held",
+        "_in_use",
+        "_lost",
+        "_per_number",
+        "_reclaimed",
+        "_refusals",
+        "_waited",
+        "_waits",
+    )
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        namespace: str = "callthrottle",
+        per_number: bool = True,
+        buckets: tuple[float, ...] = WAIT_BUCKETS,
+    ) -> None:
+        registry = REGISTRY if registry is None else registry
+        by_number = ("number",) if per_number else ()
+        self._per_number = per_number
+        self._in_use = Gauge(
+            "slots_in_use",
+            "Slots this process holds now",
+            by_number,
+            namespace=namespace,
+            registry=registry,
+        )
+        self._admissions = Counter(
+            "admissions",
+            "Slots granted",
+            (*by_number, "pool"),
+            namespace=namespace,
+            registry=registry,
+        )
+        self._refusals = Counter(
+            "refusals",
+            "Acquires refused, by what refused them",
+            (*by_number, "reason", "limit"),
+            namespace=namespace,
+            registry=registry,
+        )
+        self._waits = Histogram(
+            "wait_seconds",
+            "Seconds from an acquire to its outcome",
+            ("outcome",),
+            namespace=namespace,
+            registry=registry,
+            buckets=buckets,
+        )
+        self._lost = Counter(
+            "leases_lost",
+            "Leases that ended although nobody released them",
+            ("reason",),
+            namespace=namespace,
+            registry=registry,
+        )
+        self._reclaimed = Counter(
+            "reclaimed",
+            "Leases and places in line freed by release_owner",
+            namespace=namespace,
+            registry=registry,
+        )
+        # The leases counted in the gauge, so that each is taken off it exactly once.
+        self._held: set[tuple[str, str]] = set()
+        # Each labelled series once looked up (what .labels() finds again on every call).
+        self._children: dict[tuple[object, ...], Any] = {}
+        self._waited = {
+            outcome: self._waits.labels(outcome) for outcome in ("admitted", "refused", "cancelled")
+        }
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Admitted):
+            self._held.add((event.number, event.token))
+            self._series(self._in_use, event.number).inc()
+            self._series(self._admissions, event.number, event.pool or "").inc()
+            self._waited["admitted"].observe(event.waited)
+        elif isinstance(event, (Released, LeaseLost)):
+            key = (event.number, event.token)
+            if key in self._held:
+                self._held.discard(key)
+                self._series(self._in_use, event.number).dec()
+            if isinstance(event, LeaseLost):
+                self._lost.labels(event.reason).inc()
+        elif isinstance(event, Refused):
+            self._series(self._refusals, event.number, event.reason, event.limit).inc()
+            self._waited["refused"].observe(event.waited)
+        elif isinstance(event, Cancelled):
+            self._waited["cancelled"].observe(event.waited)
+        elif isinstance(event, Reclaimed):
+            self._reclaimed.inc(event.count)
+
+    def _series(self, metric: Gauge | Counter, number: str, *labels: str) -> Any:
+        """The metric's series for ``number`` (if labelled by number) and ``labels``."""
+        key = (metric, number, *labels)
+        found = self._children.get(key)
+        if found is None:
+            values = (number, *labels) if self._per_number else labels
+            found = self._children[key] = metric.labels(*values) if values else metric
+        return found
