@@ -28,6 +28,7 @@ from ._events import Queued as Queued
 from ._events import Reclaimed as Reclaimed
 from ._events import Refused as Refused
 from ._events import Released as Released
+from ._events import Restored as Restored
 from ._health import NumberState as NumberState
 from ._health import NumberStatus as NumberStatus
 from ._health import Reaction as Reaction
@@ -64,6 +65,7 @@ __all__ = (
     "Reclaimed",
     "Refused",
     "Released",
+    "Restored",
     "Throttle",
     "ThrottleError",
     "UnknownScheme",

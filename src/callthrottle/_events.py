@@ -13,6 +13,7 @@ The events::
     ├── Cancelled    the caller was cancelled while it waited
     ├── Released     a slot was given back (by this throttle, or one of its leases by another)
     ├── LeaseLost    a lease of this throttle ended although nobody released it
+    ├── Restored     a lease the backend lost (restart, failover) was counted again
     └── Reclaimed    release_owner freed a (dead) throttle's leases and places in line
 """
 
@@ -33,6 +34,7 @@ __all__ = (
     "Reclaimed",
     "Refused",
     "Released",
+    "Restored",
 )
 
 
@@ -143,6 +145,20 @@ class LeaseLost(Event):
     number: str
     token: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Restored(Event):
+    """A lease of this throttle that the backend had lost (a Redis restart without
+    persistence, a failover to a replica that lacked it) was counted again (see
+    ``restore_leases``): the number may have carried calls over its cap meanwhile.
+
+    :ivar number: the number (E.164)
+    :ivar token: the lease's token
+    """
+
+    number: str
+    token: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from ._events import (
     Queued,
     Reclaimed,
     Released,
+    Restored,
     refusal,
 )
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
@@ -1485,6 +1486,8 @@ class Throttle:
             return
         if restored:
             held.renewed_at = sent_at
+            if self._hooks:
+                self._emit(Restored(number, lease.token))
             logger.warning(
                 "%s was lost by the backend (restart or failover) and has been counted again; "
                 "calls placed on the number meanwhile may have taken it over its cap",

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "(pip install 'callthrottle[prometheus]')"
     ) from exc
 
-from ._events import Admitted, Cancelled, LeaseLost, Reclaimed, Refused, Released
+from ._events import Admitted, Cancelled, LeaseLost, Reclaimed, Refused, Released, Restored
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -78,6 +78,7 @@ class PrometheusHook:
         "_per_number",
         "_reclaimed",
         "_refusals",
+        "_restored",
         "_waited",
         "_waits",
     )
@@ -129,6 +130,12 @@ class PrometheusHook:
             namespace=namespace,
             registry=registry,
         )
+        self._restored = Counter(
+            "leases_restored",
+            "Leases the backend lost (restart, failover) and their holder counted again",
+            namespace=namespace,
+            registry=registry,
+        )
         self._reclaimed = Counter(
             "reclaimed",
             "Leases and places in line freed by release_owner",
@@ -163,6 +170,8 @@ class PrometheusHook:
             self._waited["cancelled"].observe(event.waited)
         elif isinstance(event, Reclaimed):
             self._reclaimed.inc(event.count)
+        elif isinstance(event, Restored):
+            self._restored.inc()
 
     def _series(self, metric: Gauge | Counter, number: str, *labels: str) -> Any:
         """The metric's series for ``number`` (if labelled by number) and ``labels``."""
