@@ -103,15 +103,15 @@ class Usage:
 class Holder:
     """One live lease on a number, as an operator sees it (:meth:`Throttle.holders`).
 
-    The backend records when a lease expires, not when it was taken: ``renewed_ago`` is
-    ``ttl - expires_in``, the time since the lease was granted or last renewed.
-
     :ivar number: the caller-ID number
     :ivar token: the lease's token (the call ID when the dialer passed one)
     :ivar owner: ``owner_id`` of the throttle that took it (``host:pid:random`` by default)
     :ivar expires_in: seconds until the lease expires unless its owner renews it
     :ivar ttl: the lease's TTL in seconds, as its owner asked
     :ivar hold_left: seconds until its ``max_hold`` ends it, renewed or not (None: no bound)
+    :ivar age: seconds since the slot was granted (the call's time on the number so far), by
+        the backend's clock; for a lease counted again after the backend lost it, as its
+        holder reported
     """
 
     number: str
@@ -120,6 +120,7 @@ class Holder:
     expires_in: float
     ttl: float
     hold_left: float | None = None
+    age: float = 0.0
 
     @property
     def renewed_ago(self) -> float:

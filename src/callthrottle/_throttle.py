@@ -1473,7 +1473,14 @@ class Throttle:
             cap, plan = self._configured(number)
             try:
                 restored = await self._backend.restore(
-                    number, lease.token, self._owner_id, cap, self._lease_ttl, left, plan
+                    number,
+                    lease.token,
+                    self._owner_id,
+                    cap,
+                    self._lease_ttl,
+                    left,
+                    plan,
+                    age=sent_at - held.since,
                 )
             except ThrottleError as exc:
                 logger.warning(

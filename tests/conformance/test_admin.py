@@ -53,6 +53,11 @@ async def test_holders_name_token_owner_and_expiry(new_throttle: ThrottleFactory
         assert 25.0 < first.expires_in <= 30.0
         assert first.hold_left is None
         assert 0 <= first.renewed_ago < 5.0
+        assert 0 <= first.age < 5.0
+        await anyio.sleep(0.3)
+        [*_, later] = await b.holders(NUMBER)
+        assert later.token == "call-1"
+        assert later.age >= first.age + 0.25  # the time the call has held the slot
         assert second.ttl == pytest.approx(20.0)
         assert second.hold_left is not None
         assert 590.0 < second.hold_left <= 600.0

@@ -21,8 +21,10 @@ NEIGHBOUR = "+8657188880002"
 async def test_a_restored_lease_is_counted_even_past_the_cap(throttle: Throttle) -> None:
     backend = throttle.backend
     held = await throttle.acquire(NUMBER, limit=1, timeout=0)
-    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 1, 30, None) is True
+    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 1, 30, None, age=12.0)
     assert await throttle.usage(NUMBER, limit=1) == Usage(in_use=2, limit=1, waiting=0)
+    restored = {h.token: h for h in await throttle.holders(NUMBER)}["lost-call"]
+    assert restored.age == pytest.approx(12.0, abs=1.0)  # as its holder reported it
     with pytest.raises(AcquireTimeout):
         await throttle.acquire(NUMBER, limit=1, timeout=0)
     # It is a lease like any other: its owner renews it and anyone may release it.

@@ -227,10 +227,12 @@ class Backend(Protocol):
         ttl: float,
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
+        age: float = 0.0,
     ) -> bool:
         """Count again a lease the backend lost (a Redis restart without persistence, a
         failover to a replica that lacked it) while its call is still up: held by ``owner``
-        for ``ttl`` seconds (at most ``max_hold`` more), in ``rates``' groups. It is counted
+        for ``ttl`` seconds (at most ``max_hold`` more), in ``rates``' groups, granted ``age``
+        seconds ago. It is counted
         even past the cap, so that new calls wait until the number really has room, and not
         again in any rate window.
 

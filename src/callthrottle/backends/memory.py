@@ -48,6 +48,7 @@ class _Entry:
     expires: float  # holder: lease expiry; waiter: when its place in line lapses
     deadline: float = math.inf  # holder only: now + max_hold at grant time
     rated: bool = False  # has rate windows: never handed a slot without asking
+    since: float = 0.0  # holder only: when it was granted
 
 
 @dataclass(slots=True)
@@ -443,6 +444,7 @@ class MemoryBackend:
     @staticmethod
     def _grant(state: _NumberState, number: str, token: str, entry: _Entry, now: float) -> None:
         entry.deadline = now + entry.max_hold if entry.max_hold is not None else math.inf
+        entry.since = now
         entry.expires = expires = min(now + entry.ttl, entry.deadline)
         state.holders[token] = entry
         state.next_expiry = min(state.next_expiry, expires)
@@ -888,6 +890,7 @@ class MemoryBackend:
         ttl: float,
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
+        age: float = 0.0,
     ) -> bool:
         await self._checkpoint()
         now = self._clock()
@@ -897,6 +900,7 @@ class MemoryBackend:
             return known.owner == owner and token in state.holders
         entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, bool(rates.groups))
         self._grant(state, number, token, entry, now)
+        entry.since = now - age
         for group in rates.groups:
             self._group_holders.setdefault(group.group, {})[(number, token)] = entry
         return True
@@ -939,6 +943,7 @@ class MemoryBackend:
                 expires - now,
                 e.ttl,
                 None if e.deadline == math.inf else e.deadline - now,
+                max(now - e.since, 0.0),
             )
             for expires, token, e in live
         ]

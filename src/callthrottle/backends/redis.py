@@ -591,9 +591,11 @@ class RedisBackend:
         ttl: float,
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
+        age: float = 0.0,
     ) -> bool:
         keys = self.keys_for(number)
-        args = (token, owner, _ms(ttl), 0 if max_hold is None else _ms(max_hold), limit, number)
+        hold = 0 if max_hold is None else _ms(max_hold)
+        args = (token, owner, _ms(ttl), hold, limit, number, round(age * 1000))
         with _map_errors("restore"):
             await self._join(self._channels_for(number), owner)
             return bool(await self._run("restore", keys, args))
@@ -776,8 +778,8 @@ class RedisBackend:
             reply = await self._run("holders", self.keys_for(number), ())
         now, items = reply[0], reply[1:]
         holders = []
-        for index in range(0, len(items), 5):
-            token, expiry, owner, ttl, deadline = items[index : index + 5]
+        for index in range(0, len(items), 6):
+            token, expiry, owner, ttl, deadline, since = items[index : index + 6]
             holders.append(
                 Holder(
                     number,
@@ -786,6 +788,7 @@ class RedisBackend:
                     (expiry - now) / 1000,
                     ttl / 1000,
                     (deadline - now) / 1000 if deadline else None,
+                    max(now - since, 0) / 1000 if since else 0.0,
                 )
             )
         return holders

@@ -43,8 +43,8 @@ class Filters:
 class HolderRow:
     token: str
     owner: str
+    age: float  # seconds since the slot was granted
     expires_in: float
-    renewed_ago: float
     hold_left: float | None
 
 
@@ -124,7 +124,7 @@ async def collect(throttle: Throttle, target: Target, filters: Filters) -> Snaps
         )
         if filters.holders:
             row.holders = [
-                HolderRow(h.token, h.owner, h.expires_in, h.renewed_ago, h.hold_left)
+                HolderRow(h.token, h.owner, h.age, h.expires_in, h.hold_left)
                 for h in await throttle.holders(number)
             ]
         rows[number] = row
@@ -170,7 +170,7 @@ def render(snapshot: Snapshot) -> RenderableType:
         numbers.add_column(column, justify="right" if column in ("waiting",) else "left")
     with_holders = any(row.holders is not None for row in snapshot.numbers)
     if with_holders:
-        numbers.add_column("holders (token, owner, expires in, renewed ago)")
+        numbers.add_column("holders (token, owner, age, expires in)")
     for row in snapshot.numbers:
         state = Text(row.state, style=_STATE_STYLES.get(row.state, "bold red"))
         if row.reason:
@@ -185,7 +185,7 @@ def render(snapshot: Snapshot) -> RenderableType:
         if with_holders:
             cells.append(
                 "\n".join(
-                    f"{h.token}  {h.owner}  {h.expires_in:.0f} s  {h.renewed_ago:.0f} s"
+                    f"{h.token}  {h.owner}  {h.age:.0f} s  {h.expires_in:.0f} s"
                     for h in row.holders or ()
                 )
                 or "-"

@@ -6,9 +6,10 @@
 --   KEYS[1] H  sorted set  token -> lease expiry (ms, server clock)
 --   KEYS[2] Q  sorted set  token -> place in line (FIFO sequence)
 --   KEYS[3] W  sorted set  token -> when the waiter's place lapses (ms, server clock)
---   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit\tflags" (flags: 'r' when
---                          the request has rate windows: it is never handed a slot without
---                          asking, so that its windows are checked)
+--   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit\tflags\tsince" (flags: 'r'
+--                          when the request has rate windows: it is never handed a slot
+--                          without asking, so that its windows are checked; since: when it
+--                          was granted, or queued, in ms by the server clock)
 --   KEYS[5] P  hash        the number's runtime policy, set by any process (never expires):
 --                          cap (overrides every caller's cap), state, reason, until (ms: end
 --                          of a cool-down), lcap and luntil (a cap lowered until luntil),
@@ -118,12 +119,13 @@ local function now_ms()
 end
 
 local function parse_meta(raw)
-  local owner, ttl, hold, limit, flags = string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)\t(%a*)$')
-  return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags
+  local owner, ttl, hold, limit, flags, since =
+    string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)\t(%a*)\t?(%d*)$')
+  return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags, tonumber(since)
 end
 
-local function meta(owner, ttl, hold, limit, flags)
-  return owner .. '\t' .. ttl .. '\t' .. hold .. '\t' .. limit .. '\t' .. flags
+local function meta(owner, ttl, hold, limit, flags, since)
+  return owner .. '\t' .. ttl .. '\t' .. hold .. '\t' .. limit .. '\t' .. flags .. '\t' .. since
 end
 
 -- Rate windows, written "amount:window_ms:calendar;..." (calendar 1: a day from local midnight).
@@ -299,7 +301,7 @@ local function promote(now, queued, number, channels, here, handed)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('ZADD', H, expires, token)
-    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags))
+    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now))
     cover(expires, now, holding == 0, false)
     if owner == here then
       handed[#handed + 1] = token

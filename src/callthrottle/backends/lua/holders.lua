@@ -1,16 +1,18 @@
 -- The live leases of one number, oldest expiry first (read only).
 -- KEYS: H Q W M P R (see _common.lua)
--- Returns {now, token, expiry, owner, ttl_ms, deadline, ...} (deadline 0: no max_hold).
+-- Returns {now, token, expiry, owner, ttl_ms, deadline, since, ...} (deadline 0: no max_hold;
+-- since: when it was granted, 0 if unknown).
 local now = now_ms()
 local reply = {now}
 local live = redis.call('ZRANGEBYSCORE', H, '(' .. now, '+inf', 'WITHSCORES')
 for i = 1, #live, 2 do
   local token = live[i]
-  local owner, ttl, hold = parse_meta(redis.call('HGET', M, token) or '')
+  local owner, ttl, hold, _, _, since = parse_meta(redis.call('HGET', M, token) or '')
   reply[#reply + 1] = token
   reply[#reply + 1] = tonumber(live[i + 1])
   reply[#reply + 1] = owner or ''
   reply[#reply + 1] = ttl or 0
   reply[#reply + 1] = hold or 0
+  reply[#reply + 1] = since or 0
 end
 return reply
