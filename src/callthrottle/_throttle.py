@@ -1374,10 +1374,10 @@ class Throttle:
     def _on_event(self, kind: str, number: str, token: str) -> None:
         if kind == "resync":  # events may have been missed: every waiter asks again
             self._resynced_at = self._now()
+            if self._held and self._restore_leases and self._restoring is None:
+                self._restoring = anyio.Event()
             if self._renew_soon is not None:
                 self._renew_soon.set()
-                if self._held and self._restore_leases and self._restoring is None:
-                    self._restoring = anyio.Event()
             for each in self._waiting.values():
                 each.wake(granted=False)
             return
@@ -1404,8 +1404,9 @@ class Throttle:
             # Every renew_interval, or at once when the backend's connection was replaced: a
             # server that lost leases is told of the live ones before it admits many calls.
             self._renew_soon = soon = anyio.Event()
-            with anyio.move_on_after(self._renew_interval):
-                await soon.wait()
+            if self._restoring is None:  # else leases may be lost: renew them now
+                with anyio.move_on_after(self._renew_interval):
+                    await soon.wait()
             restoring = self._restoring  # new acquires wait for this renewal (or its failure)
             try:
                 await self._renew_all()
