@@ -35,6 +35,7 @@ from ._health import Reaction as Reaction
 from ._models import Holder as Holder
 from ._models import Lease as Lease
 from ._models import Usage as Usage
+from ._models import WindowUsage as WindowUsage
 from ._pools import PoolSettings as PoolSettings
 from ._rates import Window as Window
 from ._throttle import Throttle as Throttle
@@ -72,6 +73,7 @@ __all__ = (
     "UnsupportedEventLoop",
     "Usage",
     "Window",
+    "WindowUsage",
 )
 
 for _name in __all__:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ("Holder", "Lease", "Usage")
+if TYPE_CHECKING:
+    from ._rates import Window
+
+__all__ = ("Holder", "Lease", "Usage", "WindowUsage")
 
 
 class Lease:
@@ -97,6 +101,26 @@ class Usage:
     def free(self) -> int:
         """Slots that could be taken now (never negative, even when a cap was lowered)."""
         return max(self.limit - self.in_use, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUsage:
+    """How much of one rate window a number has used (:meth:`Throttle.window_usage`).
+
+    :ivar window: the window in force (configured, set at run time, or the warm-up's)
+    :ivar used: calls it counts now
+    """
+
+    window: Window
+    used: int
+
+    @property
+    def remaining(self) -> int:
+        """Calls the window still admits now."""
+        return max(self.window.amount - self.used, 0)
+
+    def __str__(self) -> str:
+        return f"{self.used}/{self.window}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from ._events import (
     refusal,
 )
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
-from ._models import Holder, Lease, Usage
+from ._models import Holder, Lease, Usage, WindowUsage
 from ._numbers import check_region, locality, normalize_number
 from ._pools import MemberSpec, PoolSettings, check_strategy
 from ._rates import NO_RATES, GroupPlan, RatePlan, Window, parse_windows, utc_offset
@@ -1318,6 +1318,14 @@ class Throttle:
         cap = self._cap_for(number, limit)
         self._check_open()
         return await self._backend.usage(number, cap)
+
+    async def window_usage(self, number: str) -> list[WindowUsage]:
+        """The calls each rate window in force on the number counts now, across every process:
+        its windows set at run time (:meth:`set_rates`), else its configured ones, and its
+        warm-up's daily cap while it is warming. Read only."""
+        number = normalize_number(number, self._region)
+        self._check_open()
+        return await self._backend.window_usage(number, self._configured(number)[1])
 
     def _group(self, kind: str, name: str) -> tuple[GroupPlan, str]:
         found = self._config.group_named(kind, name) if kind in ("trunk", "tenant") else None

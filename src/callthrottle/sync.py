@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from ._events import Event
     from ._health import NumberState, NumberStatus, Reaction
-    from ._models import Holder, Lease, Usage
+    from ._models import Holder, Lease, Usage, WindowUsage
     from .backends import Backend
 
 __all__ = ("SyncThrottle",)
@@ -276,6 +276,11 @@ class SyncThrottle:
         """:meth:`Throttle.pool_members`, blocking."""
         members: list[str] = self._call(self.throttle.pool_members, pool)
         return members
+
+    def window_usage(self, number: str) -> list[WindowUsage]:
+        """As :meth:`Throttle.window_usage`."""
+        usage: list[WindowUsage] = self._call(self.throttle.window_usage, number)
+        return usage
 
     def known_numbers(self) -> list[str]:
         """As :meth:`Throttle.known_numbers`."""

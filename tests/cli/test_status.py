@@ -69,6 +69,18 @@ def test_status_lists_what_the_backend_knows(
         assert text in table.stdout
 
 
+def test_status_shows_how_much_of_each_rate_window_is_used(
+    invoke: Callable[..., Result], redis_args: list[str], dialer: SyncThrottle
+) -> None:
+    dialer.set_rates(A, "5/minute")
+    for token in ("call-1", "call-2"):
+        dialer.release(dialer.acquire(A, token=token, timeout=0))
+    rows = _numbers(_json(invoke("status", *redis_args, "--json")))
+    assert rows[A]["rates"] == ["2/5 per 60 s"]  # counted by every process, ended or not
+    table = invoke("status", *redis_args)
+    assert "2/5 per 60 s" in table.stdout
+
+
 def test_status_with_holders_names_token_and_owner(
     invoke: Callable[..., Result], redis_args: list[str], dialer: SyncThrottle
 ) -> None:

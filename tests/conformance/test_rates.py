@@ -9,7 +9,16 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 
-from callthrottle import AcquireTimeout, Lease, NumberState, RateLimited, Throttle, Window
+from callthrottle import (
+    AcquireTimeout,
+    InvalidArgument,
+    Lease,
+    NumberState,
+    RateLimited,
+    Throttle,
+    Window,
+    WindowUsage,
+)
 
 if TYPE_CHECKING:
     from ..conftest import ThrottleFactory
@@ -188,6 +197,38 @@ async def test_a_warming_number_follows_its_warmup_cap(new_throttle: ThrottleFac
         await throttle.set_state(NUMBER, NumberState.ACTIVE)  # the warm-up no longer applies
         await throttle.acquire(NUMBER, timeout=0)
         assert (await throttle.status(NUMBER)).warming_for is None
+
+
+async def test_window_usage_counts_the_calls_in_each_window_in_force(
+    new_throttle: ThrottleFactory,
+) -> None:
+    cfg = config("3/second;10/minute")
+    cfg["profiles"]["p"]["warmup"] = [4]  # type: ignore[index]
+    async with new_throttle(config=cfg) as dialer, new_throttle(config=cfg) as operator:
+        assert await operator.window_usage(NUMBER) == [
+            WindowUsage(Window(3, 1.0), 0),
+            WindowUsage(Window(10, 60.0), 0),
+        ]
+        leases = [await dialer.acquire(NUMBER, timeout=0) for _ in range(2)]
+        usage = await operator.window_usage(NUMBER)  # another process sees them
+        assert [(u.used, u.remaining) for u in usage] == [(2, 1), (2, 8)]
+        assert str(usage[0]) == "2/3 per 1 s"
+        for lease in leases:
+            await dialer.release(lease)  # a release does not uncount a call
+        assert [u.used for u in await operator.window_usage(NUMBER)] == [2, 2]
+        with pytest.raises(RateLimited):  # nothing counted for a refused call
+            for _ in range(2):
+                await dialer.acquire(NUMBER, timeout=0)
+        assert [u.used for u in await operator.window_usage(NUMBER)] == [3, 3]
+        await operator.set_state(NUMBER, NumberState.WARMING)  # the warm-up's daily cap too
+        assert (await operator.window_usage(NUMBER))[-1] == WindowUsage(Window(4, 86400.0), 3)
+        await operator.set_rates(NUMBER, "5/hour")  # windows set at run time replace them
+        assert [u.window for u in await operator.window_usage(NUMBER)] == [
+            Window(5, 3600.0),
+            Window(4, 86400.0),
+        ]
+        with pytest.raises(InvalidArgument, match="number"):
+            await operator.window_usage("not a number")
 
 
 def test_bad_warmup_and_run_time_rates() -> None:

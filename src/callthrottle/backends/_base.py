@@ -22,7 +22,7 @@ from .._rates import NO_RATES
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
-    from .._models import Holder, Usage
+    from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan, Window
 
@@ -217,6 +217,11 @@ class Backend(Protocol):
 
         Used when an acquire is cancelled, times out or fails with an unknown outcome.
         """
+
+    async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
+        """The calls each rate window in force on ``number`` counts now: its runtime windows,
+        else ``rates``' own, and its warm-up's daily cap while warming. Read only."""
+        ...
 
     async def restore(
         self,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 import anyio
 from anyio.lowlevel import checkpoint, current_token
 
-from .._models import Holder, Usage
+from .._models import Holder, Usage, WindowUsage
 from .._pools import STICKY_TTL
 from .._rates import DAY, NO_RATES, WEEK
 from ._base import (
@@ -880,6 +880,21 @@ class MemoryBackend:
         held = 0 if state is None else len(state.holders) - (token in state.holders)
         pool_state.set_load(number, held)
         self._nudge_line(pool, pool_state)
+
+    async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
+        await self._checkpoint()
+        now, wall = self._clock(), self._wall_clock()
+        policy = self._policies.get(number)
+        windows = rates.windows if policy is None else policy.windows_in_force(rates, now)
+        hits = self._rates[number].hits if number in self._rates else []
+        return [
+            WindowUsage(
+                window,
+                len(hits)
+                - bisect.bisect_left(hits, _window_start(window, now, rates.tz_offset, wall)),
+            )
+            for window in windows
+        ]
 
     async def restore(
         self,

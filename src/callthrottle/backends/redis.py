@@ -22,7 +22,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
-from .._models import Holder, Usage
+from .._models import Holder, Usage, WindowUsage
 from .._pools import STICKY_TTL
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
 from ._base import (
@@ -52,7 +52,7 @@ logger = logging.getLogger("callthrottle.redis")
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
-    "restore",
+    "restore", "window_usage",
     "holders", "reset_number",  # operator queries and admin actions
 )  # fmt: skip
 
@@ -581,6 +581,20 @@ class RedisBackend:
         args = (token, owner, number, self._channels_for(number))
         with _map_errors("abandon"):
             await self._run("abandon", self.keys_for(number), args)
+
+    async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
+        args = (
+            _windows_spec(rates.windows),
+            round(rates.tz_offset * 1000),
+            ",".join(map(str, rates.warmup)),
+            1 if rates.midnight else 0,
+        )
+        with _map_errors("window_usage"):
+            reply = await self._run("window_usage", self.keys_for(number), args)
+        return [
+            WindowUsage(Window(amount, ms / 1000, calendar=bool(calendar)), used)
+            for amount, ms, calendar, used in zip(*[iter(reply)] * 4, strict=True)
+        ]
 
     async def restore(
         self,

@@ -112,7 +112,7 @@ async def collect(throttle: Throttle, target: Target, filters: Filters) -> Snaps
         status = await throttle.status(number)
         if filters.busy and not (usage.in_use or usage.waiting):
             continue
-        windows = status.rates if status.rates is not None else config.rate_plan_for(number).windows
+        windows = await throttle.window_usage(number)
         row = NumberRow(
             number,
             status.state.value,
@@ -166,7 +166,7 @@ def render(snapshot: Snapshot) -> RenderableType:
     """The snapshot as rich tables."""
     tables: list[RenderableType] = []
     numbers = Table(title=f"numbers on {snapshot.url}", title_justify="left")
-    for column in ("number", "state", "in use/cap", "waiting", "rate windows"):
+    for column in ("number", "state", "in use/cap", "waiting", "rate windows (used/allowed)"):
         numbers.add_column(column, justify="right" if column in ("waiting",) else "left")
     with_holders = any(row.holders is not None for row in snapshot.numbers)
     if with_holders:
