@@ -49,7 +49,7 @@ from callthrottle.backends._lane import ScriptLane
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests._servers import redis_server
+from tests._servers import cluster, redis_server
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -245,6 +245,60 @@ async def bench_redis_uncontended(url: str, rounds: int) -> tuple[Section, dict[
         with_ratios(rows, "latency"),
         notes,
     ), failed
+
+
+async def bench_cluster(url: str, rounds: int) -> Section:
+    """The uncontended pair on a 3-master Redis Cluster started here, against its own floor
+    (2x EVALSHA through redis-py's RedisCluster) and the same pair on the single server."""
+    from callthrottle.backends import RedisBackend
+
+    with cluster() as (cluster_url, _):
+        async with (
+            Throttle.from_url(cluster_url, key_prefix="bench-cluster:") as on_cluster,
+            Throttle.from_url(url, key_prefix="bench-single:") as on_server,
+        ):
+            backend = on_cluster.backend
+            assert isinstance(backend, RedisBackend)
+            client = backend.client
+            sha = await client.script_load("return 1")
+
+            async def floor() -> None:
+                await client.evalsha(sha, 0)
+                await client.evalsha(sha, 0)
+
+            async def cluster_pair() -> None:
+                await on_cluster.release(await on_cluster.acquire(NUMBER, limit=CAP, timeout=0))
+
+            async def server_pair() -> None:
+                await on_server.release(await on_server.acquire(NUMBER, limit=CAP, timeout=0))
+
+            results = await compare(
+                "cluster uncontended",
+                {
+                    "floor: 2x EVALSHA through RedisCluster": floor,
+                    "callthrottle acquire+release (cluster)": cluster_pair,
+                    "callthrottle acquire+release (single server)": server_pair,
+                },
+                rounds,
+            )
+    rows = [
+        Row(label, r["p50_us"], r["p99_us"], r["ops_per_s"], floor=label.startswith("floor"))
+        for label, r in results.items()
+    ]
+    notes = [
+        (
+            "A Redis Cluster of three masters on this machine, started for this section; the "
+            "number's keys live on one of them. Each call goes to that master over the "
+            "backend's own connection to it; the floor goes through redis-py's RedisCluster."
+        ),
+    ]
+    return Section(
+        "cluster_uncontended",
+        "Redis Cluster (3 masters), uncontended, one number",
+        "latency",
+        with_ratios(rows, "latency"),
+        notes,
+    )
 
 
 async def bench_breakdown(url: str, rounds: int) -> Section:
@@ -1060,6 +1114,8 @@ async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], list[
     sections.append(await bench_breakdown(url, args.rounds))
     log("pool picks at 10, 100, 1,000 and 10,000 numbers")
     sections.append(await bench_pools(url, args.rounds))
+    log(f"a 3-master Redis Cluster, {args.rounds} rounds per operation")
+    sections.append(await bench_cluster(url, args.rounds))
     log(f"memory uncontended, {args.rounds} rounds per operation")
     sections.append(await bench_memory_uncontended(args.rounds))
     available = set() if any(k.startswith("redis-rate") for k in failed) else {"limiters"}
