@@ -1083,9 +1083,10 @@ def chart(sections: list[Section], path: Path, subtitle: str) -> None:
     import matplotlib.pyplot as plt
 
     by_key = {section.key: section for section in sections}
-    latency = [by_key[k] for k in ("redis_uncontended", "memory_uncontended", "handoff")]
+    keys = ("redis_uncontended", "cluster_uncontended", "memory_uncontended", "handoff")
+    latency = [by_key[k] for k in keys if k in by_key]
     contended = [by_key[k] for k in ("contended_redis", "contended_memory", "contended_processes")]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 11))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 12.5))
     _bars(top, latency, lambda row: row.p50_us, "{:,.1f}")
     top.set_xlabel("p50 latency, µs (log scale); gray bars and dashed lines are the floors")
     top.set_title("Uncontended operations and cross-process hand-off")
