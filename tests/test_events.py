@@ -151,7 +151,8 @@ async def test_an_unavailable_number_and_an_exhausted_pool_are_refusals(
             await throttle.acquire(NUMBER, timeout=0)
         lease = await throttle.acquire_from("p", timeout=0)
         with pytest.raises(PoolExhausted):
-            await throttle.acquire_from("p", timeout=0.1)
+            await throttle.acquire_from("p", token="late", timeout=0.1)
+    assert [(event.number, event.token) for event in hook.of(Queued)] == [("pool:p", "late")]
     state, pool = hook.of(Refused)
     assert (state.number, state.reason, state.limit) == (NUMBER, "state", "flagged")
     assert (pool.number, pool.reason, pool.limit) == ("pool:p", "pool", "pool")

@@ -66,9 +66,9 @@ class Admitted(Event):
 
 @dataclass(frozen=True, slots=True)
 class Queued(Event):
-    """A caller found the number full and joined its first-come-first-served line.
+    """A caller found the number (or every number of a pool) full and joined its line.
 
-    :ivar number: the number (E.164)
+    :ivar number: the number (E.164), or ``"pool:<name>"`` for :meth:`~Throttle.acquire_from`
     :ivar token: the caller's token
     """
 

@@ -975,6 +975,8 @@ class Throttle:
                         if self._hooks:
                             self._emit_admitted(picked, started)
                         return picked
+                    if queue and not in_line and self._hooks:
+                        self._emit(Queued(f"pool:{name}", token))
                     in_line = in_line or queue
                     if picked is not None and (earliest is None or picked < earliest):
                         earliest = picked
