@@ -1532,7 +1532,7 @@ class Throttle:
                 lease,
                 extra=self._log_extra(lease),
             )
-        elif held.renewed_at <= self._resynced_at:
+        elif self._lost_by_backend(held):
             # Last renewed before the backend connection was replaced: the server lost it
             # (restarted without persistence, or failed over to a replica that lacked it).
             lease._mark_lost("backend")
