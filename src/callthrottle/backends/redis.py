@@ -256,7 +256,9 @@ class RedisBackend:
         if len(path) == 2:
             settings.setdefault("db", int(path[1]))
         timeouts = {k: settings[k] for k in ("socket_timeout", "socket_connect_timeout")}
-        sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **settings)  # type: ignore[no-untyped-call]
+        # redis-py types Sentinel's constructor from 8.2 on and leaves it untyped before: the
+        # ignore is for the older releases that the declared range still admits.
+        sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **settings)  # type: ignore[no-untyped-call, unused-ignore]
         backend = cls(sentinel.master_for(path[0]), key_prefix=key_prefix, _owns_client=True)
         backend._also_close = list(sentinel.sentinels)
         return backend
