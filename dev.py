@@ -164,10 +164,7 @@ def servers(args: list[str]) -> int:
     print a table of what passed."""
     chosen = [arg for arg in args if arg in SERVERS] or list(SERVERS)
     rest = [arg for arg in args if arg not in SERVERS]
-    locate = (
-        "import sys; sys.path.insert(0, 'tests'); from _servers import find_server_binary;"
-        " print(find_server_binary())"
-    )
+    locate = "from tests._servers import find_server_binary; print(find_server_binary())"
     results = []
     failed = False
     for name in chosen:
@@ -180,7 +177,8 @@ def servers(args: list[str]) -> int:
             check=False,
         )
         if found.returncode != 0:
-            print(f"{name}: not found here, skipped", flush=True)
+            reason = (found.stderr.decode().strip().splitlines() or ["?"])[-1]
+            print(f"{name}: not found here, skipped ({reason})", flush=True)
             results.append((name, "not found", "-", "-"))
             continue
         binary = found.stdout.decode().strip()
@@ -188,11 +186,19 @@ def servers(args: list[str]) -> int:
         version_text = version.stdout.decode().split(" sha=")[0].strip()
         print(f"== {name}: {binary} ({version_text})", flush=True)
         started = time.monotonic()
-        try:
-            run(PYTHON, "-m", "pytest", *SERVER_TESTS, *rest, env=env)
-            outcome = "passed"
-        except subprocess.CalledProcessError:
-            outcome, failed = "FAILED", True
+        command = [str(PYTHON), "-m", "pytest", *SERVER_TESTS, *rest]
+        print("+", " ".join(command), flush=True)
+        summary = "?"
+        with subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # echoed as it comes; pytest's last line is the summary
+                print(line, end="", flush=True)
+                summary = line.strip(" =\n") or summary
+        failed = failed or proc.returncode != 0
+        summary = summary.split(" in ")[0]  # the time is in its own column
+        outcome = summary if proc.returncode == 0 else f"FAILED: {summary}"
         results.append((name, version_text, outcome, f"{time.monotonic() - started:.0f} s"))
     print("\n| server | version | Redis-backed tests | time |\n| --- | --- | --- | ---: |")
     for row in results:
