@@ -18,6 +18,9 @@ comes at the version pinned in constraints.txt, so a fresh clone installs what C
 Set-up is idempotent: the virtual environment in .venv is created on first use and
 re-synchronised when pyproject.toml or constraints.txt changes. Extra arguments go to the tool
 that runs (``python dev.py test -k fifo``, ``python dev.py demo --agents 100``).
+``CALLTHROTTLE_TEST_SERVER=/path/to/redis-server python dev.py test`` runs the tests on a given
+server binary (see tests/_servers.py). ``matrix`` builds .venv-lowest or .venv-newest with uv,
+apart from .venv and the lock; ``--python`` picks the interpreter (default: this one).
 """
 
 from __future__ import annotations
@@ -134,9 +137,26 @@ def matrix(args: list[str]) -> int:
     python = sys.executable
     if rest[:1] == ["--python"] and len(rest) > 1:
         python, rest = rest[1], rest[2:]
+    # The interpreter's own path (not a launcher's): uv must not download one.
+    asked = subprocess.run(
+        [python, "-c", "import sys; print(sys.executable)"], capture_output=True, check=False
+    )
+    if asked.returncode != 0:
+        print(f"no working Python interpreter {python!r} here")
+        return 2
+    interpreter = asked.stdout.decode().strip()
     target = ROOT / f".venv-{which}"
     shutil.rmtree(target, ignore_errors=True)
-    run(UV, "venv", "--no-config", "--quiet", "--python", python, target)
+    run(
+        UV,
+        "venv",
+        "--no-config",
+        "--no-python-downloads",
+        "--quiet",
+        "--python",
+        interpreter,
+        target,
+    )
     target_python = target / BIN_DIR / f"python{EXE}"
     resolved = target / "resolved.txt"
     extras = [arg for extra in MATRIX_EXTRAS for arg in ("--extra", extra)]
