@@ -934,7 +934,8 @@ class Throttle:
             callee's area, then region, first) or ``"sticky"`` (the callee's last number
             first); defaults to the pool's configured one, else least-loaded
         :raises PoolExhausted: if no number could take the call within ``timeout``
-        :raises LeaseConflict: if ``token`` already holds a slot on a number of the pool
+        :raises LeaseConflict: if ``token`` already holds a slot on a number of the pool for
+            another owner (for this throttle's owner, that slot is returned)
         :raises InvalidArgument: on bad input, before anything is written
         """
         pool = check_pool(pool)

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from callthrottle import Throttle
+from callthrottle.backends.redis import _LIBRARY
 
 from ._proxy import CuttingProxy
 
@@ -42,3 +43,38 @@ async def test_an_acquire_whose_reply_was_cut_holds_exactly_one_slot(
             assert (await observer.usage(NUMBER, limit=2)).in_use == 1
             assert await throttle.release(other) is True
             assert (await observer.usage(NUMBER, limit=2)).in_use == 0
+
+
+POOL = [f"+86571888{i:05d}" for i in range(1, 5)]
+
+
+async def test_a_pick_whose_reply_was_cut_holds_exactly_one_slot(
+    redis_url: str, prefix: str
+) -> None:
+    """acquire_from whose reply was lost is sent again by the throttle's connection: the retried
+    pick finds the slot its first run took and returns that number, instead of taking a second
+    slot on another number of the pool (a lease nobody would hold, renew or release)."""
+    target = urlsplit(redis_url)
+    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    config = {"pools": {"a": {"numbers": POOL}}}
+    pick = _LIBRARY.functions["pick"].encode() + b"\r\n"
+    async with proxy.running():
+        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        async with (
+            Throttle.from_url(url, key_prefix=prefix, config=config) as throttle,
+            Throttle.from_url(redis_url, key_prefix=prefix, config=config) as observer,
+        ):
+            proxy.cut_reply_to(pick)
+            lease = await throttle.acquire_from("a", token="call-1", timeout=0)
+            assert proxy.cuts == 1
+            assert proxy.sent[pick] == 2  # run, its reply cut, sent again on a new connection
+            in_use = {number: (await observer.usage(number)).in_use for number in POOL}
+            assert in_use == {number: int(number == lease.number) for number in POOL}
+            assert [h.token for h in await observer.holders(lease.number)] == ["call-1"]
+            # The next pick goes elsewhere (the pool knows the number is loaded), and the lease
+            # is released once for good.
+            other = await throttle.acquire_from("a", token="call-2", timeout=0)
+            assert other.number != lease.number
+            assert await throttle.release(lease) is True
+            assert await throttle.release(other) is True
+            assert sum([(await observer.usage(n)).in_use for n in POOL]) == 0

@@ -151,7 +151,7 @@ class _Pool:
 
     __slots__ = (
         "areas", "buckets", "callees", "cursor", "line", "load", "members", "order", "picked",
-        "picks", "random", "regions",
+        "picks", "random", "regions", "taken",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -167,6 +167,9 @@ class _Pool:
         self.picked: dict[str, int] = {}  # number -> when last picked (a counter): ties' order
         self.picks = 0
         self.random = random.Random()
+        # token -> (number, until): the slot a pick took for the token, as long as the lease's
+        # first ttl, oldest first (pick.lua's ':t:<token>' keys).
+        self.taken: dict[str, tuple[str, float]] = {}
 
     def add(self, number: str, spec: MemberSpec, load: int) -> None:
         old = self.members.get(number)
@@ -250,6 +253,18 @@ class _Pool:
         self.callees[callee] = (number, until)
         if len(self.callees) % 1024 == 0:  # now and then, forget the callees whose time is up
             self.callees = {c: v for c, v in self.callees.items() if v[1] > now}
+
+    def took(self, token: str, number: str, until: float, now: float) -> None:
+        """Record the slot a pick took for ``token``; forget the oldest records whose time is
+        up (each is looked at once: the cost does not grow with the records kept)."""
+        taken = self.taken
+        taken.pop(token, None)
+        taken[token] = (number, until)
+        while True:
+            oldest = next(iter(taken))
+            if taken[oldest][1] > now:
+                return
+            del taken[oldest]
 
     def round_robin(self, count: int) -> list[str]:
         size = len(self.order)
@@ -782,7 +797,11 @@ class MemoryBackend:
         for number in remove:
             state.remove(number)
         if not state.members:
-            del self._pools[pool]
+            # Kept while a pick's record of a slot taken lasts (a pick asked again still finds
+            # it, as on Redis, where the record outlives the pool's members).
+            now = self._clock()
+            if all(until <= now for _, until in state.taken.values()):
+                del self._pools[pool]
             return 0
         return len(state.members)
 
@@ -810,6 +829,15 @@ class MemoryBackend:
         if state is None:
             return PickResult(Outcome.REFUSED)
         now = self._clock()
+        # The token holds a slot of the pool already (this pick is asked again): that slot, as
+        # the first pick answered; nothing else is touched.
+        taken = state.taken.get(token)
+        if taken is not None and taken[1] > now:
+            numbers = self._numbers.get(taken[0])
+            holder = None if numbers is None else numbers.holders.get(token)
+            if holder is not None and holder.expires > now:
+                granted = holder.owner == owner
+                return PickResult(Outcome.GRANTED if granted else Outcome.CONFLICT, taken[0])
         me = (owner, token)
         line = state.line
         for waiter in [w for w, lapses in line.items() if lapses <= now]:
@@ -835,6 +863,7 @@ class MemoryBackend:
                 number, token, owner, spec.limit, ttl, max_hold, False, rates
             )
             if result.outcome is Outcome.GRANTED:
+                state.took(token, number, now + ttl, now)
                 numbers = self._numbers.get(number)
                 state.set_load(number, 0 if numbers is None else len(numbers.holders))
                 state.picks += 1
