@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import anyio
 import pytest
 
-from callthrottle import Throttle
+from callthrottle import Lease, Throttle
 from callthrottle.backends.redis import _LIBRARY
 
 from ._proxy import CuttingProxy
@@ -78,3 +79,37 @@ async def test_a_pick_whose_reply_was_cut_holds_exactly_one_slot(
             assert await throttle.release(lease) is True
             assert await throttle.release(other) is True
             assert sum([(await observer.usage(n)).in_use for n in POOL]) == 0
+
+
+async def test_a_slot_handed_over_in_a_cut_reply_still_reaches_its_waiter(
+    redis_url: str, prefix: str
+) -> None:
+    """A release hands the freed slot to the releasing throttle's own waiter in its reply (no
+    event is published for it). When that reply is cut, the release sent again finds nothing to
+    hand over; the new connection makes every waiter ask again, so the waiter learns of its
+    slot at once, not at its next look (10 s away here)."""
+    target = urlsplit(redis_url)
+    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    release = _LIBRARY.functions["release"].encode() + b"\r\n"
+    async with proxy.running():
+        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        async with Throttle.from_url(url, key_prefix=prefix) as throttle:
+            lease = await throttle.acquire(NUMBER, limit=1, timeout=0)
+            got: list[Lease] = []
+
+            async def wait() -> None:
+                got.append(await throttle.acquire(NUMBER, limit=1, token="waiter", timeout=20))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                while (await throttle.usage(NUMBER, limit=1)).waiting == 0:
+                    await anyio.sleep(0.01)
+                proxy.cut_reply_to(release)
+                assert await throttle.release(lease) is False  # it released, then was sent again
+                assert proxy.cuts == 1
+                with anyio.fail_after(2):
+                    while not got:
+                        await anyio.sleep(0.01)
+            assert got[0].token == "waiter"
+            assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
+            assert await throttle.release(got[0]) is True
