@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from callthrottle import Config
 from callthrottle._pools import STICKY_TTL
-from callthrottle._rates import RatePlan
+from callthrottle._rates import RatePlan, Window
 from callthrottle.backends import Backend, RedisBackend
 from callthrottle.backends.redis import _LIBRARY
 
@@ -82,10 +82,20 @@ def marker(function: str) -> bytes:
 
 
 async def take(
-    backend: Backend, number: str, token: str, owner: str, *, limit: int = 2, wait: bool = False
+    backend: Backend,
+    number: str,
+    token: str,
+    owner: str,
+    *,
+    limit: int = 2,
+    wait: bool = False,
+    hold: float | None = None,
+    callee: str | None = None,
 ) -> Any:
     plan = CONFIG.rate_plan_for(number)
-    return await backend.acquire(number, token, owner, limit, TTL, None, wait, plan)
+    if callee is not None:
+        plan = dataclasses.replace(plan, callee=callee, callee_windows=(Window(5, 60.0),))
+    return await backend.acquire(number, token, owner, limit, TTL, hold, wait, plan)
 
 
 async def pick(
@@ -149,6 +159,11 @@ async def nothing(backend: Backend) -> None:
     pass
 
 
+async def held_briefly(backend: Backend) -> None:
+    """o1 holds A for at most 10 s (less than a lease's ttl)."""
+    await take(backend, A, "t1", "o1", hold=10.0)
+
+
 async def batch(backend: Backend) -> Any:
     """An acquire of o2 (queued: A is full) and a release of o1's lease, in one call: what
     the backend sends when both are asked for at once. The memory twin runs them in order."""
@@ -197,6 +212,7 @@ CASES = [
         "acquire", "waits-for-the-trunk", full_trunk, lambda b: take(b, G, "g4", "o3", wait=True)
     ),
     _case("acquire", "refused", full_number, lambda b: take(b, A, "t4", "o1", limit=1)),
+    _case("acquire", "with-a-callee", nothing, lambda b: take(b, A, "t1", "o1", callee=G2)),
     _case(
         "release",
         "hands-the-slot-to-the-next",
@@ -222,6 +238,7 @@ CASES = [
     _case("abandon", "a-waiter", full_number, lambda b: b.abandon(A, "t2", "o2")),
     _case("abandon", "a-holder", full_number, lambda b: b.abandon(A, "t1", "o1")),
     _case("abandon", "a-trunk-holder", full_trunk, lambda b: b.abandon(G, "g1", "o1")),
+    _case("abandon", "a-trunk-waiter", full_trunk, lambda b: b.abandon(G, "g3", "o2")),
     _case(
         "renew",
         "held-queued-and-gone",
@@ -229,6 +246,7 @@ CASES = [
         lambda b: b.renew("o1", [(A, "t1"), (A, "t2"), (A, "t9")]),
     ),
     _case("renew", "in-groups", full_trunk, lambda b: b.renew("o1", [(G, "g1"), (G2, "g2")])),
+    _case("renew", "up-to-max-hold", held_briefly, lambda b: b.renew("o1", [(A, "t1")])),
     _case(
         "restore",
         "in-groups",
@@ -240,6 +258,12 @@ CASES = [
         "past-the-cap",
         full_number,
         lambda b: b.restore(A, "r1", "o3", 1, TTL, 60.0, CONFIG.rate_plan_for(A), 1.0),
+    ),
+    _case(
+        "restore",
+        "another-owners-token",
+        full_number,
+        lambda b: b.restore(A, "t1", "o3", 1, TTL, None, CONFIG.rate_plan_for(A), 1.0),
     ),
     _case("pick", "least-loaded", make_pool, lambda b: pick(b, "c1", "o1")),
     _case("pick", "round-robin", make_pool, lambda b: pick(b, "c1", "o1", "round-robin")),
@@ -301,6 +325,12 @@ CASES = [
         full_number,
         lambda b: b.set_policy(A, {"state": "cooling", "reason": "477", "until": 60.0}),
         nudges_again=True,
+    ),
+    _case(
+        "set_policy",
+        "warming-with-windows",
+        full_trunk,
+        lambda b: b.set_policy(G, {"state": "warming", "since": True, "rates": (Window(9, 60.0),)}),
     ),
     _case(
         "set_group_policy",
