@@ -10,6 +10,7 @@ import pytest
 
 from callthrottle import (
     AcquireTimeout,
+    Config,
     ConfigError,
     InvalidArgument,
     Lease,
@@ -17,10 +18,12 @@ from callthrottle import (
     PoolExhausted,
     Throttle,
 )
+from callthrottle._rates import NO_RATES
+from callthrottle.backends import Outcome
+from callthrottle.backends._base import PickResult
 
 if TYPE_CHECKING:
     from callthrottle.backends import Backend
-    from callthrottle.backends._base import PickResult
 
     from ..conftest import BackendFactory, ThrottleFactory
 
@@ -478,3 +481,26 @@ async def test_a_token_holding_a_slot_of_the_pool_conflicts_for_another_owner(
         # Released, the token is free again, for anyone.
         again = await second.acquire_from("a", token="call-1", timeout=0)
         assert await second.release(again) is True
+
+
+async def test_a_try_once_pick_while_others_wait_is_refused(new_backend: BackendFactory) -> None:
+    """The backend contract: while callers wait on a pool, anyone but the first in line gets
+    QUEUED (``wait``: now in line behind them) or, trying once, REFUSED (never in line)."""
+    config = Config.from_dict({"pools": {"one": {"numbers": NUMBERS[:1]}}})
+    backend = new_backend()
+    backend.use_layout(config)
+    await backend.open()
+
+    async def pick(token: str, owner: str, wait: bool) -> PickResult:
+        return await backend.pick(
+            "one", token, owner, 30.0, None, "least-loaded", 16, NO_RATES, wait=wait
+        )
+
+    try:
+        await backend.pool_update("one", {NUMBERS[0]: config.member_spec(NUMBERS[0], 1)}, ())
+        assert (await pick("held", "o1", False)).outcome is Outcome.GRANTED
+        assert (await pick("first", "o2", True)).outcome is Outcome.REFUSED  # now first in line
+        assert (await pick("behind", "o3", True)) == PickResult(Outcome.QUEUED)
+        assert (await pick("once", "o3", False)) == PickResult(Outcome.REFUSED)
+    finally:
+        await backend.aclose()

@@ -28,7 +28,8 @@
 -- The numbers' keys are not among KEYS: they are built here from their specs (on Redis
 -- Cluster, a pool's numbers must share a hash tag, their tenant's).
 -- Returns {1, number} granted, {-1, number} token conflict, {2, retry_in_ms (-1: unknown)}
--- when none admitted, or {0, -1} when others wait ahead of the caller.
+-- when none admitted (also when others wait ahead of a caller trying once), or {0, -1} when
+-- others wait ahead of a caller that now waits behind them.
 local PM, PL, PO, PC, PS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local strategy, token, owner, ttl, hold = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local prefix, channels, tz, callee, callee_windows = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
@@ -69,8 +70,11 @@ if #lapsed > 0 then
 end
 local first = redis.call('ZRANGE', PW, 0, 0)[1]
 if first and first ~= me then
-  if waits then join_line() end
-  return {0, -1}
+  if waits then
+    join_line()
+    return {0, -1}
+  end
+  return {2, -1}  -- trying once: refused, never in line
 end
 
 local candidates, seen = {}, {}
