@@ -62,7 +62,9 @@ async def test_a_call_run_twice_leaves_the_state_of_one_run(case: Case) -> None:
             await backend.open()
             for owner in OWNERS:
 
-                def tell(kind: str, number: str, token: str, b: Any = backend, o: str = owner):
+                def tell(
+                    kind: str, number: str, token: str, b: Any = backend, o: str = owner
+                ) -> None:
                     told[b].append((o, kind, number, token))
 
                 await tg.start(backend.listen, owner, tell)
