@@ -113,3 +113,36 @@ async def test_a_slot_handed_over_in_a_cut_reply_still_reaches_its_waiter(
             assert got[0].token == "waiter"
             assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
             assert await throttle.release(got[0]) is True
+
+
+async def test_a_batch_whose_reply_was_cut_gives_each_caller_one_slot(
+    redis_url: str, prefix: str
+) -> None:
+    """Acquires asked for at the same moment travel as one batch call; when its reply is cut,
+    the batch is sent again and each caller gets its own slot, once."""
+    target = urlsplit(redis_url)
+    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    batch = _LIBRARY.functions["batch"].encode() + b"\r\n"
+    async with proxy.running():
+        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        async with (
+            Throttle.from_url(url, key_prefix=prefix) as throttle,
+            Throttle.from_url(redis_url, key_prefix=prefix) as observer,
+        ):
+            await throttle.release(await throttle.acquire(NUMBER, timeout=0))  # connected
+            proxy.cut_reply_to(batch)
+            leases: list[Lease] = []
+
+            async def take(token: str) -> None:
+                leases.append(await throttle.acquire(NUMBER, token=token, limit=5, timeout=0))
+
+            async with anyio.create_task_group() as tg:
+                for i in range(4):  # the first goes alone, the others as one batch behind it
+                    tg.start_soon(take, f"call-{i}")
+            assert proxy.cuts == 1
+            assert proxy.sent[batch] == 2
+            assert sorted(lease.token for lease in leases) == [f"call-{i}" for i in range(4)]
+            usage = await observer.usage(NUMBER, limit=5)
+            assert (usage.in_use, usage.waiting) == (4, 0)
+            for lease in leases:
+                assert await throttle.release(lease) is True
