@@ -13,17 +13,28 @@ if TYPE_CHECKING:
 class CuttingProxy:
     """Forwards bytes both ways. ``cut_next_reply()``: the next time the server answers, the
     answer is dropped and the client's connection is closed (the command ran, the caller never
-    hears of it: an ambiguous outcome)."""
+    hears of it: an ambiguous outcome). ``sever()``: every connection is closed and new ones
+    are closed at once, until ``mend()`` (a network cut)."""
 
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
         self._cut = False
         self.cuts = 0
         self._server: asyncio.Server | None = None
+        self._severed = False
+        self._links: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     def cut_next_reply(self) -> None:
         self._cut = True
+
+    def sever(self) -> None:
+        self._severed = True
+        for writer in self._links:
+            writer.transport.abort()
+
+    def mend(self) -> None:
+        self._severed = False
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool
@@ -43,11 +54,19 @@ class CuttingProxy:
             writer.transport.abort()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self._severed:
+            client_w.transport.abort()
+            return
         server_r, server_w = await asyncio.open_connection(*self._target)
-        await asyncio.gather(
-            self._pipe(client_r, server_w, replies=False),
-            self._pipe(server_r, client_w, replies=True),
-        )
+        links = (client_w, server_w)
+        self._links.update(links)
+        try:
+            await asyncio.gather(
+                self._pipe(client_r, server_w, replies=False),
+                self._pipe(server_r, client_w, replies=True),
+            )
+        finally:
+            self._links.difference_update(links)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[CuttingProxy]:
