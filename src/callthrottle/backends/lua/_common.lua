@@ -26,6 +26,11 @@
 --   GR sorted set  the group's admitted calls, for its rate windows (as R)
 --   GW sorted set  "owner\tnumber\ttoken" -> when it lapses: callers waiting for a group slot
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
+-- and, outside KEYS (named from H: same hash tag), one more key per number:
+--   E  sorted set  token -> when its record lapses (ms): leases ended for good (released by
+--                  another process, reset, released with their owner), so that a holder cut off
+--                  meanwhile cannot count them again (restore.lua); kept ENDED_KEPT times the
+--                  lease's ttl, then dropped (the key expires with its last record)
 local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
 -- leases and lapsed waiters were last dropped (a batch of operations shares them).
@@ -84,6 +89,23 @@ end
 -- Make a key live at least ms more (never shorten it: other leases may need it longer).
 local function extend(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+
+-- A holder counts a lease again (restore.lua) only within three of its ttls from its last
+-- renewal; the record of its end outlives that by one ttl more (RESTORE_WITHIN and ENDED_KEPT
+-- in backends/_base.py).
+local ENDED_KEPT = 4
+
+local function ended_key()
+  return string.sub(H, 1, -2) .. 'e'
+end
+
+-- The lease `token` (taken with `ttl` ms) ended for good: record it, dropping lapsed records.
+local function mark_ended(token, ttl, now)
+  local key = ended_key()
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  redis.call('ZADD', key, now + ENDED_KEPT * ttl, token)
+  extend(key, ENDED_KEPT * ttl + 1000)
 end
 
 local function member(owner, number, token)
