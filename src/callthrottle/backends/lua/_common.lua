@@ -146,8 +146,16 @@ local function parse_meta(raw)
   return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags, tonumber(since)
 end
 
+-- An integer as text, digit by digit. Lua's own conversion (a number joined with ..,
+-- tostring) keeps 14 significant digits and writes 10^14 as '1e+14', which the patterns here
+-- would no longer read: every integer written into a stored text goes through this.
+local function int(n)
+  return string.format('%d', n)
+end
+
 local function meta(owner, ttl, hold, limit, flags, since)
-  return owner .. '\t' .. ttl .. '\t' .. hold .. '\t' .. limit .. '\t' .. flags .. '\t' .. since
+  return owner .. '\t' .. int(ttl) .. '\t' .. int(hold) .. '\t' .. int(limit) .. '\t' .. flags
+    .. '\t' .. int(since)
 end
 
 -- Rate windows, written "amount:window_ms:calendar;..." (calendar 1: a day from local midnight).
@@ -206,7 +214,7 @@ local function rate_hit(log, windows, now, member)
     local span = w[3] and 86400000 or w[2]
     if span > longest then longest = span end
   end
-  redis.call('ZADD', log, now, now .. ':' .. member)
+  redis.call('ZADD', log, now, int(now) .. ':' .. member)
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now - longest - 1)
   redis.call('PEXPIRE', log, longest + 1000)
 end
