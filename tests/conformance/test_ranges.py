@@ -344,3 +344,16 @@ def test_a_configured_value_past_its_range_is_refused(
         Config.from_dict(settings)
     assert caught.value.argument == argument
     assert rule in caught.value.rule
+
+
+@pytest.mark.parametrize("ttl", [1.1, 2.007, 12.345, 4321.001])
+async def test_a_ttl_in_whole_milliseconds_reads_back_exactly(
+    new_throttle: ThrottleFactory, ttl: float
+) -> None:
+    """Kept to the millisecond, a value already in whole milliseconds is kept as it is (not one
+    millisecond more, as 2.007 * 1000 = 2007.0000000000002 would round up to)."""
+    async with new_throttle(lease_ttl=ttl, max_hold=ttl * 2) as throttle:
+        lease = await throttle.acquire(NUMBER, timeout=0)
+        [holder] = await throttle.holders(NUMBER)
+        assert holder.ttl == ttl
+        assert await throttle.release(lease) is True

@@ -97,7 +97,9 @@ def _map_errors(action: str) -> Iterator[None]:
 
 
 def _ms(seconds: float) -> int:
-    return max(math.ceil(seconds * 1000), 1)
+    # Rounded to a millionth of a millisecond first: 2.007 * 1000 is 2007.0000000000002, which
+    # would otherwise round up to 2008 (a value in whole milliseconds must read back as it is).
+    return max(math.ceil(round(seconds * 1000, 6)), 1)
 
 
 @lru_cache(maxsize=1024)
