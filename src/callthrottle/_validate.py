@@ -125,11 +125,14 @@ def _as_float(argument: str, value: object, rule: str) -> float:
 
 
 def check_seconds(value: object, argument: str) -> float:
-    """A duration in seconds, from MIN_SECONDS to MAX_SECONDS (NaN and inf refused)."""
+    """A duration in seconds, from MIN_SECONDS to MAX_SECONDS (NaN and inf refused), to the
+    millisecond (rounded up)."""
     seconds = _as_float(argument, value, _SECONDS_RULE)
     if not MIN_SECONDS <= seconds <= MAX_SECONDS:  # False for NaN too
         raise InvalidArgument(argument, value, _SECONDS_RULE)
-    return seconds
+    # To the millisecond, rounded up, as Redis keeps it: both backends then hold the same value
+    # (rounded to a millionth of a millisecond first, so that 2.007 stays 2.007).
+    return math.ceil(round(seconds * 1000, 6)) / 1000
 
 
 def check_ttl(ttl: object, argument: str = "lease_ttl") -> float:

@@ -357,3 +357,14 @@ async def test_a_ttl_in_whole_milliseconds_reads_back_exactly(
         [holder] = await throttle.holders(NUMBER)
         assert holder.ttl == ttl
         assert await throttle.release(lease) is True
+
+
+async def test_a_ttl_finer_than_a_millisecond_is_rounded_up_alike_on_every_backend(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(lease_ttl=2.0071) as throttle:
+        assert throttle.lease_ttl == 2.008
+        lease = await throttle.acquire(NUMBER, timeout=0)
+        [holder] = await throttle.holders(NUMBER)
+        assert holder.ttl == 2.008
+        assert await throttle.release(lease) is True
