@@ -1517,7 +1517,8 @@ class Throttle:
             )
         else:
             ended = restored is RestoreOutcome.ENDED
-            self._forget(key, held, anyio.current_time(), ended=ended, stale=stale)
+            over = left is not None and left <= 0  # its max_hold ran out meanwhile
+            self._forget(key, held, anyio.current_time(), ended=ended, stale=stale, over=over)
 
     def _emit_gone(self, lease: Lease, held_for: float) -> None:
         if lease.lost_reason is not None:
@@ -1533,10 +1534,12 @@ class Throttle:
         *,
         ended: bool = False,
         stale: bool = False,
+        over: bool = False,
     ) -> None:
         """The backend no longer has a lease this throttle holds: tell released from lost.
         ``ended``: the backend says it was ended for good (released elsewhere, reset) while
-        this throttle was cut off; ``stale``: too long without a renewal to count it again."""
+        this throttle was cut off; ``stale``: too long without a renewal to count it again;
+        ``over``: its max_hold ran out while the backend had lost it."""
         del self._held[key]
         lease = held.lease
         if ended:
@@ -1556,7 +1559,7 @@ class Throttle:
                 RESTORE_WITHIN,
                 extra=self._log_extra(lease),
             )
-        elif held.final:
+        elif held.final or over:
             lease._mark_lost("max_hold")
             logger.warning(
                 "%s reached max_hold and was dropped; the call may still be up",

@@ -94,3 +94,17 @@ async def test_a_lease_not_renewed_for_three_ttls_is_not_counted_again() -> None
         assert held.lost
         assert held.lost_reason == "expired"
         assert await holder.usage(NUMBER, limit=1) == Usage(in_use=0, limit=1, waiting=0)
+
+
+async def test_a_lease_past_its_max_hold_is_not_counted_again() -> None:
+    """A lease whose max_hold ran out while the backend had lost it is over: reported lost
+    as such, not counted again."""
+    backend = MemoryBackend()
+    async with Throttle(backend, lease_ttl=30, max_hold=60) as holder:
+        held = await holder.acquire(NUMBER, limit=1, timeout=0)
+        lose_everything(backend, holder)
+        holder._held[(NUMBER, held.token)].since -= 61  # granted 61 s ago
+        await holder._renew_all()
+        assert held.lost
+        assert held.lost_reason == "max_hold"
+        assert await holder.usage(NUMBER, limit=1) == Usage(in_use=0, limit=1, waiting=0)
