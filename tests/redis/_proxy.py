@@ -32,6 +32,9 @@ class CuttingProxy:
     answers, and the answer is dropped with the connection. ``sent[marker]`` counts the
     commands forwarded with ``marker`` in them, so a test can tell that the client sent its
     command again on a new connection.
+
+    ``sever()``: every connection is closed and new ones are closed at once, until ``mend()``
+    (a network cut).
     """
 
     def __init__(self, host: str, port: int) -> None:
@@ -41,6 +44,8 @@ class CuttingProxy:
         self.cuts = 0
         self.sent: Counter[bytes] = Counter()
         self._server: asyncio.Server | None = None
+        self._severed = False
+        self._links: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     def cut_next_reply(self) -> None:
@@ -49,6 +54,14 @@ class CuttingProxy:
     def cut_reply_to(self, marker: bytes) -> None:
         self._marker = marker
         self.sent[marker] = 0
+
+    def sever(self) -> None:
+        self._severed = True
+        for writer in self._links:
+            writer.transport.abort()
+
+    def mend(self) -> None:
+        self._severed = False
 
     async def _pipe(
         self,
@@ -81,12 +94,20 @@ class CuttingProxy:
             writer.transport.abort()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self._severed:
+            client_w.transport.abort()
+            return
         server_r, server_w = await asyncio.open_connection(*self._target)
         link = _Link()
-        await asyncio.gather(
-            self._pipe(client_r, server_w, link, replies=False),
-            self._pipe(server_r, client_w, link, replies=True),
-        )
+        links = (client_w, server_w)
+        self._links.update(links)
+        try:
+            await asyncio.gather(
+                self._pipe(client_r, server_w, link, replies=False),
+                self._pipe(server_r, client_w, link, replies=True),
+            )
+        finally:
+            self._links.difference_update(links)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[CuttingProxy]:

@@ -17,6 +17,7 @@ from .._models import Holder, Usage, WindowUsage
 from .._pools import STICKY_TTL
 from .._rates import DAY, NO_RATES, WEEK
 from ._base import (
+    ENDED_KEPT,
     OWN_TAGS,
     AcquireResult,
     EventListener,
@@ -24,6 +25,7 @@ from ._base import (
     Outcome,
     PickResult,
     RenewState,
+    RestoreOutcome,
 )
 
 if TYPE_CHECKING:
@@ -278,6 +280,32 @@ class _Pool:
         return picked
 
 
+class _Ended:
+    """Leases ended for good (released by another process, reset, released with their owner),
+    by number: token -> when its record lapses. A holder cut off meanwhile cannot count them
+    again (:meth:`MemoryBackend.restore`). Twin of E in _common.lua (mark_ended)."""
+
+    __slots__ = ("marks", "records")
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, float]] = {}
+        self.marks = 0
+
+    def mark(self, number: str, token: str, ttl: float, now: float) -> None:
+        records = self.records.setdefault(number, {})
+        for lapsed in [t for t, until in records.items() if until <= now]:
+            del records[lapsed]
+        records[token] = now + ENDED_KEPT * ttl
+        self.marks += 1
+        if self.marks % 1024 == 0:  # now and then, forget the numbers whose records all lapsed
+            self.records = {
+                n: r for n, r in self.records.items() if any(u > now for u in r.values())
+            }
+
+    def ended(self, number: str, token: str, now: float) -> bool:
+        return self.records.get(number, {}).get(token, -math.inf) > now
+
+
 def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
     """A member's plan with the per-call parts of a pick (the callee counts only where callee
     windows apply)."""
@@ -303,9 +331,8 @@ class MemoryBackend:
     """
 
     __slots__ = (
-        "_callees", "_checkpoint", "_clock", "_group_holders", "_group_logs", "_group_policies",
-        "_group_waiters", "_layout",
-        "_listeners", "_numbers", "_policies", "_pools", "_rates", "_wall_clock",
+        "_callees", "_checkpoint", "_clock", "_ended", "_group_holders", "_group_logs",
+        "_group_policies", "_group_waiters", "_layout", "_listeners", "_numbers", "_policies", "_pools", "_rates", "_wall_clock",
     )  # fmt: skip
 
     def __init__(
@@ -331,6 +358,7 @@ class MemoryBackend:
         self._group_waiters: dict[str, dict[tuple[str, str, str], float]] = {}
         self._group_policies: dict[str, dict[str, object]] = {}
         self._pools: dict[str, _Pool] = {}
+        self._ended = _Ended()
 
     def __repr__(self) -> str:
         holders = sum(len(s.holders) for s in self._numbers.values())
@@ -681,6 +709,9 @@ class MemoryBackend:
             if self._group_holders or self._group_waiters:
                 self._leave_groups(number, token, entry.owner, nudge=True)
             if entry.owner != releaser:
+                # Its holder may not hear of it (cut off): the record keeps it from counting
+                # it again.
+                self._ended.mark(number, token, entry.ttl, now)
                 self._notify(entry.owner, "released", number, token)
             self._settle(number, now)
         if not state.holders and not state.queue:
@@ -935,19 +966,24 @@ class MemoryBackend:
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
-    ) -> bool:
+    ) -> RestoreOutcome:
         await self._checkpoint()
         now = self._clock()
         state = self._settle(number, now)
         known = state.holders.get(token) or state.queue.get(token)
         if known is not None:
-            return known.owner == owner and token in state.holders
+            if known.owner == owner and token in state.holders:
+                return RestoreOutcome.RESTORED
+            return RestoreOutcome.TAKEN
+        if self._ended.ended(number, token, now):
+            self._forget_if_idle(number, state)
+            return RestoreOutcome.ENDED
         entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, bool(rates.groups))
         self._grant(state, number, token, entry, now)
         entry.since = now - age
         for group in rates.groups:
             self._group_holders.setdefault(group.group, {})[(number, token)] = entry
-        return True
+        return RestoreOutcome.RESTORED
 
     async def release_owner(self, owner: str) -> int:
         await self._checkpoint()
@@ -957,6 +993,8 @@ class MemoryBackend:
             state = self._settle(number, now)
             for entries in (state.holders, state.queue):
                 for token in [t for t, e in entries.items() if e.owner == owner]:
+                    if entries is state.holders:
+                        self._ended.mark(number, token, entries[token].ttl, now)
                     del entries[token]
                     self._leave_groups(number, token, owner, nudge=True)
                     removed += 1
@@ -1006,6 +1044,8 @@ class MemoryBackend:
                 self._leave_groups(number, token, entry.owner, nudge=True)
                 if entry.expires > now:
                     counts[index] += 1
+                    if entries is state.holders:
+                        self._ended.mark(number, token, entry.ttl, now)
                     self._notify(entry.owner, event, number, token)
         return counts[0], counts[1]
 
