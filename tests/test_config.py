@@ -68,8 +68,14 @@ def test_a_toml_file_is_read_and_normalised(tmp_path: Path) -> None:
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"profile": {}}, r"config\.profile must be a known key: default_region, default_profile"),
     ({"profiles": []}, r"config\.profiles must be a table"),
-    ({"profiles": {"x": {"cap": 0}}}, r"config\.profiles\.x\.cap must be an int >= 1, got 0"),
-    ({"profiles": {"x": {"cap": "20"}}}, r"config\.profiles\.x\.cap must be an int >= 1"),
+    (
+        {"profiles": {"x": {"cap": 0}}},
+        r"config\.profiles\.x\.cap must be an int from 1 to 100000, got 0",
+    ),
+    (
+        {"profiles": {"x": {"cap": "20"}}},
+        r"config\.profiles\.x\.cap must be an int from 1 to 100000",
+    ),
     ({"profiles": {"x": {"capp": 3}}}, r"config\.profiles\.x\.capp must be a known key: cap"),
     ({"default_profile": "x"}, r"config\.default_profile must be a profile defined under"),
     ({"default_region": "Mars"}, r"config\.default_region must be None or a two-letter"),
@@ -80,7 +86,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"numbers": {"+8657188880001": {"cap": -1}}},
-        r"config\.numbers\.'\+8657188880001'\.cap must be an int >= 1, got -1",
+        r"config\.numbers\.'\+8657188880001'\.cap must be an int from 1 to 100000, got -1",
     ),
     (
         {"default_region": "CN", "numbers": {"057188880001": {}, "+8657188880001": {}}},

@@ -11,12 +11,15 @@ from callthrottle import InvalidArgument, Reaction, Throttle, ThrottleError, Unk
 from callthrottle.backends import MemoryBackend, RedisBackend
 
 BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
-    ({"default_limit": 0}, "default_limit must be an int >= 1, got 0"),
-    ({"default_limit": "20"}, "default_limit must be an int >= 1"),
-    ({"lease_ttl": 0}, "lease_ttl must be a finite number of seconds > 0, got 0"),
-    ({"lease_ttl": -1.0}, "lease_ttl must be a finite number of seconds > 0"),
-    ({"lease_ttl": math.inf}, "lease_ttl must be a finite number of seconds > 0"),
-    ({"max_hold": 0}, "max_hold must be a finite number of seconds > 0"),
+    ({"default_limit": 0}, "default_limit must be an int from 1 to 100000, got 0"),
+    ({"default_limit": "20"}, "default_limit must be an int from 1 to 100000"),
+    (
+        {"lease_ttl": 0},
+        "lease_ttl must be a number of seconds from 0.001 to 31622400 .366 days., got 0",
+    ),
+    ({"lease_ttl": -1.0}, "lease_ttl must be a number of seconds from 0.001 to 31622400"),
+    ({"lease_ttl": math.inf}, "lease_ttl must be a number of seconds from 0.001 to 31622400"),
+    ({"max_hold": 0}, "max_hold must be a number of seconds from 0.001 to 31622400"),
     ({"owner_id": "a b"}, "owner_id must be free of whitespace"),
     ({"renew_interval": 30.0}, "renew_interval must be shorter than lease_ttl"),
 ]
@@ -89,7 +92,7 @@ def test_default_region_must_be_a_region_code(region: object) -> None:
         ({"x": Reaction("flag")}, "outcome must be a SIP status"),
         ({607: "cooldown"}, "feedback\\['607'\\] must be a Reaction"),
         ({607: Reaction("sleep")}, "action must be one of cooldown, flag, lower_cap, none"),
-        ({607: Reaction("cooldown")}, "seconds must be a finite number"),
+        ({607: Reaction("cooldown")}, "seconds must be a number of seconds from 0.001"),
         ({475: Reaction("lower_cap", seconds=5, factor=2)}, "factor must be a number between"),
     ],
 )

@@ -18,7 +18,14 @@ from ._health import Reaction
 from ._numbers import check_region, locality, normalize_number
 from ._pools import DEFAULT_STRATEGY, STICKY_TTL, MemberSpec, PoolSettings, check_strategy
 from ._rates import NO_RATES, GroupPlan, RatePlan, Window, check_timezone, parse_windows
-from ._validate import check_limit, check_outcome, check_reaction, check_ttl
+from ._validate import (
+    check_amount,
+    check_limit,
+    check_outcome,
+    check_reaction,
+    check_reserve,
+    check_ttl,
+)
 
 if TYPE_CHECKING:
     import os
@@ -407,12 +414,12 @@ def _profile(where: str, raw: object) -> Profile:
     if "rates" in table:
         rates = _wrap(f"{where}.rates", parse_windows, table["rates"], daily_reset == "midnight")
     warmup = table.get("warmup", [])
-    if not isinstance(warmup, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in warmup
-    ):
+    if not isinstance(warmup, list):
         raise ConfigError(
             f"{where}.warmup", warmup, "a list of daily caps by week, e.g. [10, 20, 30]"
         )
+    for index, daily in enumerate(warmup):
+        _wrap(f"{where}.warmup[{index}]", check_amount, daily, "warmup")
     return Profile(cap=cap, rates=rates, daily_reset=daily_reset, warmup=tuple(warmup))
 
 
@@ -450,9 +457,7 @@ def _group(where: str, kind: str, name: str, raw: object) -> GroupPlan:
     cap = table.get("cap")
     if cap is not None:
         _wrap(f"{where}.cap", check_limit, cap)
-    reserve = table.get("reserve", 0)
-    if isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
-        raise ConfigError(f"{where}.reserve", reserve, "an int >= 0")
+    reserve = _wrap(f"{where}.reserve", check_reserve, table.get("reserve", 0))
     if reserve and (cap is None or reserve >= cap):
         raise ConfigError(f"{where}.reserve", reserve, f"less than the cap ({cap})")
     midnight = _daily_reset(where, table) == "midnight"

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from limits import parse_many
 
 from ._errors import InvalidArgument
+from ._validate import check_amount, check_seconds
 
 __all__ = (
     "NO_RATES",
@@ -107,6 +108,9 @@ def parse_windows(
     windows = _parse(text, midnight)
     if windows is None:
         raise InvalidArgument(argument, text, _NOTATION)
+    for window in windows:
+        check_amount(window.amount, f"{argument} (calls per window)")
+        check_seconds(window.seconds, f"{argument} (window length)")
     return windows
 
 

@@ -58,7 +58,8 @@ from ._validate import (
     check_token,
     check_ttl,
 )
-from .backends import AcquireResult, Backend, MemoryBackend, Outcome, RenewState
+from .backends import AcquireResult, Backend, MemoryBackend, Outcome, RenewState, RestoreOutcome
+from .backends._base import RESTORE_WITHIN
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -934,7 +935,8 @@ class Throttle:
             callee's area, then region, first) or ``"sticky"`` (the callee's last number
             first); defaults to the pool's configured one, else least-loaded
         :raises PoolExhausted: if no number could take the call within ``timeout``
-        :raises LeaseConflict: if ``token`` already holds a slot on a number of the pool
+        :raises LeaseConflict: if ``token`` already holds a slot on a number of the pool for
+            another owner (for this throttle's owner, that slot is returned)
         :raises InvalidArgument: on bad input, before anything is written
         """
         pool = check_pool(pool)
@@ -1479,8 +1481,10 @@ class Throttle:
         left = None
         if self._max_hold is not None:
             left = self._max_hold - (sent_at - held.since)
-        restored = False
-        if left is None or left > 0:
+        restored = RestoreOutcome.TAKEN
+        # Longer without a renewal, a release's record may have lapsed: it may have ended.
+        stale = anyio.current_time() - held.renewed_at >= RESTORE_WITHIN * self._lease_ttl
+        if not stale and (left is None or left > 0):
             cap, plan = self._configured(number)
             try:
                 restored = await self._backend.restore(
@@ -1498,11 +1502,11 @@ class Throttle:
                     "%s could not be counted again (%s)", lease, exc, extra=self._log_extra(lease)
                 )
         if self._held.get(key) is not held:  # released meanwhile: give it back again
-            if restored:
+            if restored is RestoreOutcome.RESTORED:
                 with contextlib.suppress(ThrottleError):
                     await self._backend.release(number, lease.token, self._owner_id)
             return
-        if restored:
+        if restored is RestoreOutcome.RESTORED:
             held.renewed_at = sent_at
             if self._hooks:
                 self._emit(Restored(number, lease.token))
@@ -1513,7 +1517,9 @@ class Throttle:
                 extra=self._log_extra(lease),
             )
         else:
-            self._forget(key, held, anyio.current_time())
+            ended = restored is RestoreOutcome.ENDED
+            over = left is not None and left <= 0  # its max_hold ran out meanwhile
+            self._forget(key, held, anyio.current_time(), ended=ended, stale=stale, over=over)
 
     def _emit_gone(self, lease: Lease, held_for: float) -> None:
         if lease.lost_reason is not None:
@@ -1521,11 +1527,40 @@ class Throttle:
         else:
             self._emit(Released(lease.number, lease.token, held_for, elsewhere=True))
 
-    def _forget(self, key: tuple[str, str], held: _Held, now: float) -> None:
-        """The backend no longer has a lease this throttle holds: tell released from lost."""
+    def _forget(
+        self,
+        key: tuple[str, str],
+        held: _Held,
+        now: float,
+        *,
+        ended: bool = False,
+        stale: bool = False,
+        over: bool = False,
+    ) -> None:
+        """The backend no longer has a lease this throttle holds: tell released from lost.
+        ``ended``: the backend says it was ended for good (released elsewhere, reset) while
+        this throttle was cut off; ``stale``: too long without a renewal to count it again;
+        ``over``: its max_hold ran out while the backend had lost it."""
         del self._held[key]
         lease = held.lease
-        if held.final:
+        if ended:
+            lease._mark_released()
+            logger.info(
+                "%s was released by another process or an operator while this process was "
+                "cut off from the backend",
+                lease,
+                extra=self._log_extra(lease),
+            )
+        elif stale:
+            lease._mark_lost("expired")
+            logger.warning(
+                "%s went unrenewed for %s lease TTLs (backend outage) and is not counted again; "
+                "the call may still be up",
+                lease,
+                RESTORE_WITHIN,
+                extra=self._log_extra(lease),
+            )
+        elif held.final or over:
             lease._mark_lost("max_hold")
             logger.warning(
                 "%s reached max_hold and was dropped; the call may still be up",

@@ -1,4 +1,10 @@
-"""Pure argument checks. No I/O: every check runs before anything is written."""
+"""Pure argument checks. No I/O: every check runs before anything is written.
+
+Every numeric input has a range, set here and nowhere else (README's "Ranges" table repeats
+it): within it, both backends store the value and read it back exactly (on Redis, Lua numbers
+are doubles, exact for integers below 2**53, and durations are kept in whole milliseconds);
+beyond it, :class:`InvalidArgument` names the argument and the range.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,23 @@ from ._errors import InvalidArgument
 from ._health import NumberState, Reaction
 
 __all__ = (
+    "MAX_AMOUNT",
+    "MAX_CAP",
+    "MAX_PRIORITY",
+    "MAX_SECONDS",
+    "MIN_SECONDS",
+    "check_amount",
     "check_feedback",
     "check_flag",
+    "check_int",
     "check_limit",
     "check_max_hold",
     "check_outcome",
     "check_owner",
     "check_priority",
     "check_reason",
+    "check_reserve",
+    "check_seconds",
     "check_state",
     "check_timeout",
     "check_token",
@@ -25,6 +40,21 @@ __all__ = (
 )
 
 _MAX_KEY_LENGTH = 256
+
+#: Concurrency caps and limits (a number's, a trunk's or tenant's, a lowered cap): 1 to this.
+#: A reserve is 0 to this (and less than its cap).
+MAX_CAP = 100_000
+#: A call's priority class: 0 to this.
+MAX_PRIORITY = 1_000_000
+#: Calls a rate window admits, and a warm-up's daily caps: 1 to this.
+MAX_AMOUNT = 1_000_000_000
+#: Durations in seconds (lease_ttl, renew_interval, max_hold, a cool-down, a lowered cap's
+#: time, sticky_ttl, a rate window's length): from one millisecond to 366 days, kept to the
+#: millisecond (rounded up). A timeout may also be 0 (try once) or None/inf (wait for ever).
+MIN_SECONDS = 0.001
+MAX_SECONDS = 366 * 86400.0
+
+_SECONDS_RULE = f"a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:.0f} (366 days)"
 _WHITESPACE = re.compile(r"\s")
 
 
@@ -61,18 +91,31 @@ def check_owner(owner_id: object) -> str:
     return _check_key("owner_id", owner_id)
 
 
+def check_int(value: object, argument: str, low: int, high: int) -> int:
+    """An int from ``low`` to ``high`` (bool is refused: ``True`` is no count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgument(argument, value, f"an int from {low} to {high}")
+    return int(value)
+
+
 def check_priority(priority: object) -> int:
-    """A call's priority class: an int >= 0 (0: campaign calls)."""
-    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
-        raise InvalidArgument("priority", priority, "an int >= 0")
-    return priority
+    """A call's priority class: an int from 0 (campaign calls) to MAX_PRIORITY."""
+    return check_int(priority, "priority", 0, MAX_PRIORITY)
 
 
 def check_limit(limit: object, argument: str = "limit") -> int:
-    """A concurrency cap: an int >= 1 (bool is refused)."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidArgument(argument, limit, "an int >= 1")
-    return limit
+    """A concurrency cap: an int from 1 to MAX_CAP."""
+    return check_int(limit, argument, 1, MAX_CAP)
+
+
+def check_reserve(reserve: object, argument: str = "reserve") -> int:
+    """Slots of a group's cap kept for priority calls: an int from 0 to MAX_CAP."""
+    return check_int(reserve, argument, 0, MAX_CAP)
+
+
+def check_amount(amount: object, argument: str) -> int:
+    """Calls a rate window admits (or a warm-up's daily cap): an int from 1 to MAX_AMOUNT."""
+    return check_int(amount, argument, 1, MAX_AMOUNT)
 
 
 def _as_float(argument: str, value: object, rule: str) -> float:
@@ -81,13 +124,20 @@ def _as_float(argument: str, value: object, rule: str) -> float:
     return float(value)
 
 
+def check_seconds(value: object, argument: str) -> float:
+    """A duration in seconds, from MIN_SECONDS to MAX_SECONDS (NaN and inf refused), to the
+    millisecond (rounded up)."""
+    seconds = _as_float(argument, value, _SECONDS_RULE)
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:  # False for NaN too
+        raise InvalidArgument(argument, value, _SECONDS_RULE)
+    # To the millisecond, rounded up, as Redis keeps it: both backends then hold the same value
+    # (rounded to a millionth of a millisecond first, so that 2.007 stays 2.007).
+    return math.ceil(round(seconds * 1000, 6)) / 1000
+
+
 def check_ttl(ttl: object, argument: str = "lease_ttl") -> float:
-    """A lease time to live in seconds: a finite number > 0."""
-    rule = "a finite number of seconds > 0"
-    seconds = _as_float(argument, ttl, rule)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidArgument(argument, ttl, rule)
-    return seconds
+    """A lease time to live (or another duration) in seconds: see :func:`check_seconds`."""
+    return check_seconds(ttl, argument)
 
 
 def check_max_hold(max_hold: object) -> float | None:
@@ -98,16 +148,20 @@ def check_max_hold(max_hold: object) -> float | None:
 
 
 def check_timeout(timeout: object) -> float | None:
-    """A wait in seconds: None (wait forever), 0 (try once) or a number > 0."""
+    """A wait in seconds: None or inf (wait forever), 0 (try once) or up to MAX_SECONDS."""
     if timeout is None:
         return None
-    if (timeout.__class__ is float or timeout.__class__ is int) and 0 <= timeout < math.inf:
-        return float(timeout)  # the common case, decided as below
-    rule = "None or a number of seconds >= 0"
+    if (timeout.__class__ is float or timeout.__class__ is int) and 0 <= timeout <= MAX_SECONDS:
+        return timeout + 0.0  # the common case, decided as below (+ 0.0: -0.0 becomes 0.0)
+    rule = f"None, 0 (try once), inf or a number of seconds up to {MAX_SECONDS:.0f} (366 days)"
     seconds = _as_float("timeout", timeout, rule)
-    if math.isnan(seconds) or seconds < 0:
+    if seconds == 0:
+        return 0.0  # -0.0 too
+    if math.isinf(seconds) and seconds > 0:
+        return None
+    if not 0 < seconds <= MAX_SECONDS:  # False for NaN too
         raise InvalidArgument("timeout", timeout, rule)
-    return None if math.isinf(seconds) else seconds
+    return seconds
 
 
 def check_state(state: object) -> NumberState:
@@ -155,10 +209,11 @@ def check_reaction(code: str, reaction: object, where: str = "feedback") -> Reac
     if reaction.action == "lower_cap":
         if reaction.cap is not None:
             check_limit(reaction.cap, f"{argument}.cap")
-        elif reaction.factor is None or not 0 < reaction.factor < 1:
-            raise InvalidArgument(
-                f"{argument}.factor", reaction.factor, "a number between 0 and 1 (or set cap)"
-            )
+        else:
+            rule = "a number between 0 and 1 (or set cap)"
+            factor = reaction.factor
+            if factor is None or not 0 < _as_float(f"{argument}.factor", factor, rule) < 1:
+                raise InvalidArgument(f"{argument}.factor", factor, rule)
     return reaction
 
 

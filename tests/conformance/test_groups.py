@@ -126,8 +126,14 @@ async def test_release_owner_frees_trunk_slots(new_throttle: ThrottleFactory) ->
             r"config\.numbers\.'\+8657188880001'\.trunk must be a trunk defined under \[trunks\]",
         ),
         ({"trunks": {"t": {"cap": 2, "reserve": 2}}}, r"config\.trunks\.t\.reserve must be less"),
-        ({"trunks": {"t": {"reserve": -1}}}, r"config\.trunks\.t\.reserve must be an int >= 0"),
-        ({"tenants": {"x": {"cap": 0}}}, r"config\.tenants\.x\.cap must be an int >= 1"),
+        (
+            {"trunks": {"t": {"reserve": -1}}},
+            r"config\.trunks\.t\.reserve must be an int from 0 to 100000",
+        ),
+        (
+            {"tenants": {"x": {"cap": 0}}},
+            r"config\.tenants\.x\.cap must be an int from 1 to 100000",
+        ),
         (
             {
                 "trunks": {"t": {"cap": 2}},
@@ -145,7 +151,7 @@ def test_bad_group_configuration(cfg: dict[str, Any], message: str) -> None:
 async def test_unknown_group_and_bad_priority(throttle: Throttle) -> None:
     with pytest.raises(InvalidArgument, match="group must be a configured trunk or tenant"):
         await throttle.group_usage("trunk", "nope")
-    with pytest.raises(InvalidArgument, match="priority must be an int >= 0"):
+    with pytest.raises(InvalidArgument, match="priority must be an int from 0 to 1000000"):
         await throttle.acquire(A, priority=-1)
 
 

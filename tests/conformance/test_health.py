@@ -172,11 +172,19 @@ async def test_configured_reactions_replace_the_defaults(new_throttle: ThrottleF
 
 BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("set_state", {"state": "sleeping"}, "state must be one of 'active', 'warming'"),
-    ("set_state", {"state": "cooling"}, "duration must be a finite number of seconds > 0"),
-    ("set_state", {"state": "cooling", "duration": -1}, "duration must be a finite number"),
+    (
+        "set_state",
+        {"state": "cooling"},
+        "duration must be a number of seconds from 0.001 to 31622400",
+    ),
+    (
+        "set_state",
+        {"state": "cooling", "duration": -1},
+        "duration must be a number of seconds from 0.001",
+    ),
     ("set_state", {"state": "flagged", "duration": 5}, "duration must be None unless"),
     ("set_state", {"state": "flagged", "reason": "a\nb"}, "reason must be None or a printable"),
-    ("set_cap", {"cap": 0}, "cap must be an int >= 1, got 0"),
+    ("set_cap", {"cap": 0}, "cap must be an int from 1 to 100000, got 0"),
     ("report", {"outcome": "busy"}, "outcome must be a SIP status or carrier code"),
     ("report", {"outcome": True}, "outcome must be a SIP status or carrier code"),
 ]

@@ -10,15 +10,22 @@ import pytest
 
 from callthrottle import (
     AcquireTimeout,
+    Config,
     ConfigError,
     InvalidArgument,
     Lease,
+    LeaseConflict,
     PoolExhausted,
     Throttle,
 )
+from callthrottle._rates import NO_RATES
+from callthrottle.backends import Outcome
+from callthrottle.backends._base import PickResult
 
 if TYPE_CHECKING:
-    from ..conftest import ThrottleFactory
+    from callthrottle.backends import Backend
+
+    from ..conftest import BackendFactory, ThrottleFactory
 
 NUMBERS = [f"+86571888{i:05d}" for i in range(5)]
 OTHER = "+8657199990001"
@@ -410,3 +417,90 @@ async def test_a_caller_that_stops_waiting_leaves_the_line(new_throttle: Throttl
         await throttle.release(held)
         lease = await throttle.acquire_from("one", timeout=0)  # nobody is left in line
         assert lease.number == NUMBERS[0]
+
+
+class _SentTwice:
+    """A backend whose picks run twice, the first reply lost: what the Redis connection does
+    when a pick's reply is cut (it sends the same call again on a new connection)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def pick(self, *args: Any, **kwargs: Any) -> PickResult:
+        await self._inner.pick(*args, **kwargs)
+        return await self._inner.pick(*args, **kwargs)
+
+
+@pytest.mark.parametrize("strategy", ["least-loaded", "round-robin", "local", "sticky"])
+@pytest.mark.parametrize("timeout", [0, 5])
+async def test_a_pick_sent_again_returns_the_slot_it_took(
+    new_backend: BackendFactory, strategy: str, timeout: float
+) -> None:
+    """Every function is safe to run twice for the same token: a pick run again finds the slot
+    its first run took, instead of taking a second one on another number of the pool (a lease
+    that nobody would hold, renew or release)."""
+    async with (
+        Throttle(
+            _SentTwice(new_backend()), config=pools(), default_limit=2, close_backend=True
+        ) as throttle,
+        Throttle(new_backend(), config=pools(), close_backend=True) as observer,
+    ):
+        callee = "+8613800138000"
+        leases = [
+            await throttle.acquire_from(
+                "a", token=f"call-{i}", timeout=timeout, strategy=strategy, callee=callee
+            )
+            for i in range(3)
+        ]
+        in_use = {number: (await observer.usage(number)).in_use for number in NUMBERS}
+        assert sum(in_use.values()) == 3
+        for lease in leases:
+            tokens = [h.token for h in await observer.holders(lease.number)]
+            assert lease.token in tokens
+        for lease in leases:
+            assert await throttle.release(lease) is True
+        assert sum([(await observer.usage(n)).in_use for n in NUMBERS]) == 0
+
+
+async def test_a_token_holding_a_slot_of_the_pool_conflicts_for_another_owner(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with (
+        new_throttle(config=pools()) as first,
+        new_throttle(config=pools()) as second,
+    ):
+        held = await first.acquire_from("a", token="call-1", timeout=0)
+        with pytest.raises(LeaseConflict) as caught:
+            await second.acquire_from("a", token="call-1", timeout=0)
+        assert held.number in str(caught.value)
+        assert sum([(await first.usage(n)).in_use for n in NUMBERS]) == 1
+        assert await first.release(held) is True
+        # Released, the token is free again, for anyone.
+        again = await second.acquire_from("a", token="call-1", timeout=0)
+        assert await second.release(again) is True
+
+
+async def test_a_try_once_pick_while_others_wait_is_refused(new_backend: BackendFactory) -> None:
+    """The backend contract: while callers wait on a pool, anyone but the first in line gets
+    QUEUED (``wait``: now in line behind them) or, trying once, REFUSED (never in line)."""
+    config = Config.from_dict({"pools": {"one": {"numbers": NUMBERS[:1]}}})
+    backend = new_backend()
+    backend.use_layout(config)
+    await backend.open()
+
+    async def pick(token: str, owner: str, wait: bool) -> PickResult:
+        return await backend.pick(
+            "one", token, owner, 30.0, None, "least-loaded", 16, NO_RATES, wait=wait
+        )
+
+    try:
+        await backend.pool_update("one", {NUMBERS[0]: config.member_spec(NUMBERS[0], 1)}, ())
+        assert (await pick("held", "o1", False)).outcome is Outcome.GRANTED
+        assert (await pick("first", "o2", True)).outcome is Outcome.REFUSED  # now first in line
+        assert (await pick("behind", "o3", True)) == PickResult(Outcome.QUEUED)
+        assert (await pick("once", "o3", False)) == PickResult(Outcome.REFUSED)
+    finally:
+        await backend.aclose()

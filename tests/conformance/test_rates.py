@@ -236,5 +236,6 @@ def test_bad_warmup_and_run_time_rates() -> None:
 
     cfg = config("1/second")
     cfg["profiles"]["p"]["warmup"] = [10, 0]  # type: ignore[index]
-    with pytest.raises(ConfigError, match=r"config\.profiles\.p\.warmup must be a list of daily"):
+    warmup_rule = r"config\.profiles\.p\.warmup\[1\] must be an int from 1 to 1000000000, got 0"
+    with pytest.raises(ConfigError, match=warmup_rule):
         Throttle.from_url("memory://", config=cfg)

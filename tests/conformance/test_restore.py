@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from callthrottle import AcquireTimeout, Config, InvalidArgument, Throttle, Usage
-from callthrottle.backends import RenewState
+from callthrottle.backends import RenewState, RestoreOutcome
 
 if TYPE_CHECKING:
     from ..conftest import ThrottleFactory
@@ -21,7 +21,8 @@ NEIGHBOUR = "+8657188880002"
 async def test_a_restored_lease_is_counted_even_past_the_cap(throttle: Throttle) -> None:
     backend = throttle.backend
     held = await throttle.acquire(NUMBER, limit=1, timeout=0)
-    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 1, 30, None, age=12.0)
+    outcome = await backend.restore(NUMBER, "lost-call", "elsewhere", 1, 30, None, age=12.0)
+    assert outcome is RestoreOutcome.RESTORED
     assert await throttle.usage(NUMBER, limit=1) == Usage(in_use=2, limit=1, waiting=0)
     restored = {h.token: h for h in await throttle.holders(NUMBER)}["lost-call"]
     assert restored.age == pytest.approx(12.0, abs=1.0)  # as its holder reported it
@@ -42,9 +43,11 @@ async def test_a_token_still_held_is_left_alone_and_anothers_is_refused(
 ) -> None:
     backend = throttle.backend
     held = await throttle.acquire(NUMBER, timeout=0)
-    assert await backend.restore(NUMBER, held.token, throttle.owner_id, 20, 30, None) is True
+    restored = await backend.restore(NUMBER, held.token, throttle.owner_id, 20, 30, None)
+    assert restored is RestoreOutcome.RESTORED
     assert (await throttle.usage(NUMBER)).in_use == 1
-    assert await backend.restore(NUMBER, held.token, "someone-else", 20, 30, None) is False
+    taken = await backend.restore(NUMBER, held.token, "someone-else", 20, 30, None)
+    assert taken is RestoreOutcome.TAKEN
     assert (await throttle.usage(NUMBER)).in_use == 1
     assert await throttle.release(held) is True
     assert (await throttle.usage(NUMBER)).in_use == 0
@@ -58,7 +61,8 @@ async def test_a_restored_lease_counts_in_its_trunk(new_throttle: ThrottleFactor
     plan = Config.from_dict(settings).rate_plan_for(NUMBER)
     async with new_throttle(config=settings) as throttle:
         backend = throttle.backend
-        assert await backend.restore(NUMBER, "lost-call", "elsewhere", 20, 30, None, plan)
+        restored = await backend.restore(NUMBER, "lost-call", "elsewhere", 20, 30, None, plan)
+        assert restored is RestoreOutcome.RESTORED
         assert (await throttle.group_usage("trunk", "main")).in_use == 1
         with pytest.raises(AcquireTimeout):
             await throttle.acquire(NEIGHBOUR, timeout=0)  # the trunk is full

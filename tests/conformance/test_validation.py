@@ -27,13 +27,22 @@ BAD_TOKENS = [
     ("call 42", "token must be free of whitespace"),
 ]
 BAD_ACQUIRE_OPTIONS: list[tuple[dict[str, Any], str]] = [
-    ({"limit": 0}, "limit must be an int >= 1, got 0"),
-    ({"limit": -3}, "limit must be an int >= 1"),
-    ({"limit": 2.5}, "limit must be an int >= 1"),
-    ({"limit": True}, "limit must be an int >= 1"),
-    ({"timeout": -1}, "timeout must be None or a number of seconds >= 0"),
-    ({"timeout": math.nan}, "timeout must be None or a number of seconds >= 0"),
-    ({"timeout": "5"}, "timeout must be None or a number of seconds >= 0"),
+    ({"limit": 0}, "limit must be an int from 1 to 100000, got 0"),
+    ({"limit": -3}, "limit must be an int from 1 to 100000"),
+    ({"limit": 2.5}, "limit must be an int from 1 to 100000"),
+    ({"limit": True}, "limit must be an int from 1 to 100000"),
+    (
+        {"timeout": -1},
+        "timeout must be None, 0 .try once., inf or a number of seconds up to 31622400",
+    ),
+    (
+        {"timeout": math.nan},
+        "timeout must be None, 0 .try once., inf or a number of seconds up to 31622400",
+    ),
+    (
+        {"timeout": "5"},
+        "timeout must be None, 0 .try once., inf or a number of seconds up to 31622400",
+    ),
 ]
 
 

@@ -5,11 +5,12 @@ the throttle is told its connection was replaced (the ``resync`` the Redis backe
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from unittest.mock import ANY
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from callthrottle import AcquireTimeout, Event, Restored, Throttle, Usage
+from callthrottle import AcquireTimeout, Event, Lease, Released, Restored, Throttle, Usage
 from callthrottle.backends import MemoryBackend
 from callthrottle.prometheus import PrometheusHook
 
@@ -55,3 +56,55 @@ async def test_without_restore_the_lost_lease_is_reported_lost() -> None:
         assert held.lost_reason == "backend"
         assert await throttle.usage(NUMBER, limit=1) == Usage(in_use=1, limit=1, waiting=0)
         assert await throttle.release(lease) is True
+
+
+async def test_a_lease_released_elsewhere_while_cut_off_stays_released() -> None:
+    """The holder misses the release (its connection is cut: no event reaches it), then its
+    connection is replaced: the renewal finds the lease gone, and the backend refuses to count
+    it again, since it was released. The holder tells it as released elsewhere."""
+    backend = MemoryBackend()
+    events: list[Event] = []
+    async with (
+        Throttle(backend, lease_ttl=30, hooks=[events.append]) as holder,
+        Throttle(backend, lease_ttl=30) as other,
+    ):
+        held = await holder.acquire(NUMBER, limit=1, timeout=0)
+        listener = backend._listeners.pop(holder.owner_id)  # cut off: hears nothing
+        assert await other.release(Lease(NUMBER, held.token)) is True
+        backend._listeners[holder.owner_id] = listener
+        holder._on_event("resync", "", "")
+        await holder._renew_all()
+        assert held.released
+        assert not held.lost
+        assert held not in holder.held
+        assert Released(NUMBER, held.token, ANY, elsewhere=True) in events
+        assert not any(isinstance(event, Restored) for event in events)
+        assert await other.usage(NUMBER, limit=1) == Usage(in_use=0, limit=1, waiting=0)
+
+
+async def test_a_lease_not_renewed_for_three_ttls_is_not_counted_again() -> None:
+    """Past three lease TTLs without a renewal, a release's record may have lapsed: the holder
+    no longer counts the lease again (the server may have ended it), it reports it expired."""
+    backend = MemoryBackend()
+    async with Throttle(backend, lease_ttl=30) as holder:
+        held = await holder.acquire(NUMBER, limit=1, timeout=0)
+        lose_everything(backend, holder)
+        holder._held[(NUMBER, held.token)].renewed_at -= 91  # its last renewal, 91 s ago
+        await holder._renew_all()
+        assert held.lost
+        assert held.lost_reason == "expired"
+        assert await holder.usage(NUMBER, limit=1) == Usage(in_use=0, limit=1, waiting=0)
+
+
+async def test_a_lease_past_its_max_hold_is_not_counted_again() -> None:
+    """A lease whose max_hold ran out while the backend had lost it is over: reported lost
+    as such, not counted again."""
+    backend = MemoryBackend()
+    async with Throttle(backend, lease_ttl=30, max_hold=60) as holder:
+        held = await holder.acquire(NUMBER, limit=1, timeout=0)
+        lose_everything(backend, holder)
+        holder._held[(NUMBER, held.token)].since -= 61  # granted 61 s ago
+        await holder._renew_all()
+        assert held.lost
+        assert held.lost_reason == "max_hold"
+        assert await holder.usage(NUMBER, limit=1) == Usage(in_use=0, limit=1, waiting=0)

@@ -6,6 +6,7 @@ from ._base import EventListener as EventListener
 from ._base import Layout as Layout
 from ._base import Outcome as Outcome
 from ._base import RenewState as RenewState
+from ._base import RestoreOutcome as RestoreOutcome
 from .memory import MemoryBackend as MemoryBackend
 from .redis import RedisBackend as RedisBackend
 
@@ -18,4 +19,5 @@ __all__ = (
     "Outcome",
     "RedisBackend",
     "RenewState",
+    "RestoreOutcome",
 )

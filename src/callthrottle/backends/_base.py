@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from .._rates import GroupPlan, RatePlan, Window
 
 __all__ = (
-    "OWN_TAGS", "AcquireResult", "Backend", "EventListener", "Layout", "Outcome", "PickResult",
-    "RenewState",
+    "ENDED_KEPT", "OWN_TAGS", "RESTORE_WITHIN", "AcquireResult", "Backend", "EventListener",
+    "Layout", "Outcome", "PickResult", "RenewState", "RestoreOutcome",
 )  # fmt: skip
 
 #: Called by a backend from its listener when something happens to a lease of the owner:
@@ -99,6 +99,21 @@ class RenewState(enum.IntEnum):
     FINAL = 2  #: holds a slot; its lease was extended up to its max_hold deadline, no further
     QUEUED = 0  #: waits in line; its place was kept alive
     GONE = -1  #: neither: expired, released or reclaimed
+
+
+#: A lease is counted again (:meth:`Backend.restore`) only within this many TTLs of its last
+#: renewal; a lease ended for good is recorded for ENDED_KEPT TTLs, one more, so the record
+#: outlives any attempt (with a TTL to spare for the request's way and clock drift).
+RESTORE_WITHIN = 3
+ENDED_KEPT = 4
+
+
+class RestoreOutcome(enum.IntEnum):
+    """What :meth:`Backend.restore` did."""
+
+    RESTORED = 1  #: the owner holds the token now (counted again, or it was still held)
+    TAKEN = 0  #: the token holds or waits on the number for another owner: nothing was written
+    ENDED = -1  #: the lease was ended for good (released, reset, released with its owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +219,8 @@ class Backend(Protocol):
         """Give the token's slot back and hand it to the next waiter, atomically.
 
         Any process may release any lease; if ``releaser`` is not the lease's owner, the owner
-        is told (``"released"``). With ``pool`` (the lease was picked from it), the pool's
+        is told (``"released"``), and the release is recorded as final: the owner, cut off
+        meanwhile, cannot count the lease again (see :meth:`restore`). With ``pool`` (the lease was picked from it), the pool's
         record of the number's load is brought up to date. One round trip on Redis.
 
         :return: True if a live lease was released, False if there was none (unknown,
@@ -233,7 +249,7 @@ class Backend(Protocol):
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
-    ) -> bool:
+    ) -> RestoreOutcome:
         """Count again a lease the backend lost (a Redis restart without persistence, a
         failover to a replica that lacked it) while its call is still up: held by ``owner``
         for ``ttl`` seconds (at most ``max_hold`` more), in ``rates``' groups, granted ``age``
@@ -241,7 +257,14 @@ class Backend(Protocol):
         even past the cap, so that new calls wait until the number really has room, and not
         again in any rate window.
 
-        :return: True if the owner holds the token now, False if the token is another's
+        A lease ended for good is never counted again: released by another process (see
+        :meth:`release`), or live when :meth:`reset_number` or :meth:`release_owner` dropped it.
+        Such an end leaves a record of the token on the number for :data:`ENDED_KEPT` times the
+        lease's TTL (then it lapses: an idle number keeps nothing for ever); a holder asks only
+        within :data:`RESTORE_WITHIN` TTLs of its last renewal, so the record outlives the asking.
+
+        :return: RESTORED if the owner holds the token now, TAKEN if the token is another's,
+            ENDED if it was ended for good (nothing is written)
         """
         ...
 

@@ -172,6 +172,9 @@ class _Protocol(asyncio.Protocol):
         assert transport is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if self.error is not None:  # lost already: nothing would ever answer or fail it
+            future.set_exception(self.error)
+            return future
         idle = not self.pending
         self.pending.append((future, time.monotonic()))
         if idle and not self._outgoing:
@@ -457,6 +460,8 @@ class ScriptLane:
 
     async def _open(self) -> _Protocol:
         protocol = await self._dial(lambda: _Protocol(self._forget))
+        if protocol.error is not None:  # lost as soon as made (a proxy with no server behind)
+            raise protocol.error
         self._protocol = protocol
         if self._connected_before and self.on_reconnect is not None:
             self.on_reconnect()

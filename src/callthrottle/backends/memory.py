@@ -17,6 +17,7 @@ from .._models import Holder, Usage, WindowUsage
 from .._pools import STICKY_TTL
 from .._rates import DAY, NO_RATES, WEEK
 from ._base import (
+    ENDED_KEPT,
     OWN_TAGS,
     AcquireResult,
     EventListener,
@@ -24,6 +25,7 @@ from ._base import (
     Outcome,
     PickResult,
     RenewState,
+    RestoreOutcome,
 )
 
 if TYPE_CHECKING:
@@ -151,7 +153,7 @@ class _Pool:
 
     __slots__ = (
         "areas", "buckets", "callees", "cursor", "line", "load", "members", "order", "picked",
-        "picks", "random", "regions",
+        "picks", "random", "regions", "taken",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -167,6 +169,9 @@ class _Pool:
         self.picked: dict[str, int] = {}  # number -> when last picked (a counter): ties' order
         self.picks = 0
         self.random = random.Random()
+        # token -> (number, until): the slot a pick took for the token, as long as the lease's
+        # first ttl, oldest first (pick.lua's ':t:<token>' keys).
+        self.taken: dict[str, tuple[str, float]] = {}
 
     def add(self, number: str, spec: MemberSpec, load: int) -> None:
         old = self.members.get(number)
@@ -251,6 +256,18 @@ class _Pool:
         if len(self.callees) % 1024 == 0:  # now and then, forget the callees whose time is up
             self.callees = {c: v for c, v in self.callees.items() if v[1] > now}
 
+    def took(self, token: str, number: str, until: float, now: float) -> None:
+        """Record the slot a pick took for ``token``; forget the oldest records whose time is
+        up (each is looked at once: the cost does not grow with the records kept)."""
+        taken = self.taken
+        taken.pop(token, None)
+        taken[token] = (number, until)
+        while True:
+            oldest = next(iter(taken))
+            if taken[oldest][1] > now:
+                return
+            del taken[oldest]
+
     def round_robin(self, count: int) -> list[str]:
         size = len(self.order)
         if size == 0:
@@ -261,6 +278,32 @@ class _Pool:
         if len(picked) < count:
             picked += self.order[: min(start, count - len(picked))]
         return picked
+
+
+class _Ended:
+    """Leases ended for good (released by another process, reset, released with their owner),
+    by number: token -> when its record lapses. A holder cut off meanwhile cannot count them
+    again (:meth:`MemoryBackend.restore`). Twin of E in _common.lua (mark_ended)."""
+
+    __slots__ = ("marks", "records")
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, float]] = {}
+        self.marks = 0
+
+    def mark(self, number: str, token: str, ttl: float, now: float) -> None:
+        records = self.records.setdefault(number, {})
+        for lapsed in [t for t, until in records.items() if until <= now]:
+            del records[lapsed]
+        records[token] = now + ENDED_KEPT * ttl
+        self.marks += 1
+        if self.marks % 1024 == 0:  # now and then, forget the numbers whose records all lapsed
+            self.records = {
+                n: r for n, r in self.records.items() if any(u > now for u in r.values())
+            }
+
+    def ended(self, number: str, token: str, now: float) -> bool:
+        return self.records.get(number, {}).get(token, -math.inf) > now
 
 
 def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
@@ -288,9 +331,8 @@ class MemoryBackend:
     """
 
     __slots__ = (
-        "_callees", "_checkpoint", "_clock", "_group_holders", "_group_logs", "_group_policies",
-        "_group_waiters", "_layout",
-        "_listeners", "_numbers", "_policies", "_pools", "_rates", "_wall_clock",
+        "_callees", "_checkpoint", "_clock", "_ended", "_group_holders", "_group_logs",
+        "_group_policies", "_group_waiters", "_layout", "_listeners", "_numbers", "_policies", "_pools", "_rates", "_wall_clock",
     )  # fmt: skip
 
     def __init__(
@@ -316,6 +358,7 @@ class MemoryBackend:
         self._group_waiters: dict[str, dict[tuple[str, str, str], float]] = {}
         self._group_policies: dict[str, dict[str, object]] = {}
         self._pools: dict[str, _Pool] = {}
+        self._ended = _Ended()
 
     def __repr__(self) -> str:
         holders = sum(len(s.holders) for s in self._numbers.values())
@@ -666,6 +709,9 @@ class MemoryBackend:
             if self._group_holders or self._group_waiters:
                 self._leave_groups(number, token, entry.owner, nudge=True)
             if entry.owner != releaser:
+                # Its holder may not hear of it (cut off): the record keeps it from counting
+                # it again.
+                self._ended.mark(number, token, entry.ttl, now)
                 self._notify(entry.owner, "released", number, token)
             self._settle(number, now)
         if not state.holders and not state.queue:
@@ -782,7 +828,11 @@ class MemoryBackend:
         for number in remove:
             state.remove(number)
         if not state.members:
-            del self._pools[pool]
+            # Kept while a pick's record of a slot taken lasts (a pick asked again still finds
+            # it, as on Redis, where the record outlives the pool's members).
+            now = self._clock()
+            if all(until <= now for _, until in state.taken.values()):
+                del self._pools[pool]
             return 0
         return len(state.members)
 
@@ -810,6 +860,15 @@ class MemoryBackend:
         if state is None:
             return PickResult(Outcome.REFUSED)
         now = self._clock()
+        # The token holds a slot of the pool already (this pick is asked again): that slot, as
+        # the first pick answered; nothing else is touched.
+        taken = state.taken.get(token)
+        if taken is not None and taken[1] > now:
+            numbers = self._numbers.get(taken[0])
+            holder = None if numbers is None else numbers.holders.get(token)
+            if holder is not None and holder.expires > now:
+                granted = holder.owner == owner
+                return PickResult(Outcome.GRANTED if granted else Outcome.CONFLICT, taken[0])
         me = (owner, token)
         line = state.line
         for waiter in [w for w, lapses in line.items() if lapses <= now]:
@@ -835,6 +894,7 @@ class MemoryBackend:
                 number, token, owner, spec.limit, ttl, max_hold, False, rates
             )
             if result.outcome is Outcome.GRANTED:
+                state.took(token, number, now + ttl, now)
                 numbers = self._numbers.get(number)
                 state.set_load(number, 0 if numbers is None else len(numbers.holders))
                 state.picks += 1
@@ -906,19 +966,24 @@ class MemoryBackend:
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
-    ) -> bool:
+    ) -> RestoreOutcome:
         await self._checkpoint()
         now = self._clock()
         state = self._settle(number, now)
         known = state.holders.get(token) or state.queue.get(token)
         if known is not None:
-            return known.owner == owner and token in state.holders
+            if known.owner == owner and token in state.holders:
+                return RestoreOutcome.RESTORED
+            return RestoreOutcome.TAKEN
+        if self._ended.ended(number, token, now):
+            self._forget_if_idle(number, state)
+            return RestoreOutcome.ENDED
         entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, bool(rates.groups))
         self._grant(state, number, token, entry, now)
         entry.since = now - age
         for group in rates.groups:
             self._group_holders.setdefault(group.group, {})[(number, token)] = entry
-        return True
+        return RestoreOutcome.RESTORED
 
     async def release_owner(self, owner: str) -> int:
         await self._checkpoint()
@@ -928,6 +993,8 @@ class MemoryBackend:
             state = self._settle(number, now)
             for entries in (state.holders, state.queue):
                 for token in [t for t, e in entries.items() if e.owner == owner]:
+                    if entries is state.holders:
+                        self._ended.mark(number, token, entries[token].ttl, now)
                     del entries[token]
                     self._leave_groups(number, token, owner, nudge=True)
                     removed += 1
@@ -977,6 +1044,8 @@ class MemoryBackend:
                 self._leave_groups(number, token, entry.owner, nudge=True)
                 if entry.expires > now:
                     counts[index] += 1
+                    if entries is state.holders:
+                        self._ended.mark(number, token, entry.ttl, now)
                     self._notify(entry.owner, event, number, token)
         return counts[0], counts[1]
 

@@ -33,6 +33,7 @@ from ._base import (
     Outcome,
     PickResult,
     RenewState,
+    RestoreOutcome,
 )
 from ._cluster import ClusterLanes, ShardedEvents
 from ._lane import Arg, Library, ScriptLane
@@ -96,7 +97,9 @@ def _map_errors(action: str) -> Iterator[None]:
 
 
 def _ms(seconds: float) -> int:
-    return max(math.ceil(seconds * 1000), 1)
+    # Rounded to a millionth of a millisecond first: 2.007 * 1000 is 2007.0000000000002, which
+    # would otherwise round up to 2008 (a value in whole milliseconds must read back as it is).
+    return max(math.ceil(round(seconds * 1000, 6)), 1)
 
 
 @lru_cache(maxsize=1024)
@@ -608,13 +611,13 @@ class RedisBackend:
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
-    ) -> bool:
+    ) -> RestoreOutcome:
         keys = self.keys_for(number)
         hold = 0 if max_hold is None else _ms(max_hold)
         args = (token, owner, _ms(ttl), hold, limit, number, round(age * 1000))
         with _map_errors("restore"):
             await self._join(self._channels_for(number), owner)
-            return bool(await self._run("restore", keys, args))
+            return RestoreOutcome(await self._run("restore", keys, args))
 
     async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
         by_number: dict[str, list[int]] = {}
@@ -785,7 +788,9 @@ class RedisBackend:
         numbers: set[str] = set()
         with _map_errors("known_numbers"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):
-                numbers.add(raw.decode().rpartition(":n:")[2].rpartition(":")[0])
+                number, _, kind = raw.decode().rpartition(":n:")[2].rpartition(":")
+                if kind != "e":  # a record of ended leases only: no state of its own
+                    numbers.add(number)
         numbers.discard("")
         return sorted(numbers)
 

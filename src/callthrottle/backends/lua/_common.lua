@@ -26,6 +26,11 @@
 --   GR sorted set  the group's admitted calls, for its rate windows (as R)
 --   GW sorted set  "owner\tnumber\ttoken" -> when it lapses: callers waiting for a group slot
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
+-- and, outside KEYS (named from H: same hash tag), one more key per number:
+--   E  sorted set  token -> when its record lapses (ms): leases ended for good (released by
+--                  another process, reset, released with their owner), so that a holder cut off
+--                  meanwhile cannot count them again (restore.lua); kept ENDED_KEPT times the
+--                  lease's ttl, then dropped (the key expires with its last record)
 local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
 -- leases and lapsed waiters were last dropped (a batch of operations shares them).
@@ -86,6 +91,23 @@ local function extend(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
+-- A holder counts a lease again (restore.lua) only within three of its ttls from its last
+-- renewal; the record of its end outlives that by one ttl more (RESTORE_WITHIN and ENDED_KEPT
+-- in backends/_base.py).
+local ENDED_KEPT = 4
+
+local function ended_key()
+  return string.sub(H, 1, -2) .. 'e'
+end
+
+-- The lease `token` (taken with `ttl` ms) ended for good: record it, dropping lapsed records.
+local function mark_ended(token, ttl, now)
+  local key = ended_key()
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  redis.call('ZADD', key, now + ENDED_KEPT * ttl, token)
+  extend(key, ENDED_KEPT * ttl + 1000)
+end
+
 local function member(owner, number, token)
   return owner .. '\t' .. number .. '\t' .. token
 end
@@ -124,8 +146,16 @@ local function parse_meta(raw)
   return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags, tonumber(since)
 end
 
+-- An integer as text, digit by digit. Lua's own conversion (a number joined with ..,
+-- tostring) keeps 14 significant digits and writes 10^14 as '1e+14', which the patterns here
+-- would no longer read: every integer written into a stored text goes through this.
+local function int(n)
+  return string.format('%d', n)
+end
+
 local function meta(owner, ttl, hold, limit, flags, since)
-  return owner .. '\t' .. ttl .. '\t' .. hold .. '\t' .. limit .. '\t' .. flags .. '\t' .. since
+  return owner .. '\t' .. int(ttl) .. '\t' .. int(hold) .. '\t' .. int(limit) .. '\t' .. flags
+    .. '\t' .. int(since)
 end
 
 -- Rate windows, written "amount:window_ms:calendar;..." (calendar 1: a day from local midnight).
@@ -184,7 +214,7 @@ local function rate_hit(log, windows, now, member)
     local span = w[3] and 86400000 or w[2]
     if span > longest then longest = span end
   end
-  redis.call('ZADD', log, now, now .. ':' .. member)
+  redis.call('ZADD', log, now, int(now) .. ':' .. member)
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now - longest - 1)
   redis.call('PEXPIRE', log, longest + 1000)
 end

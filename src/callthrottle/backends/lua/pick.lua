@@ -21,10 +21,15 @@
 -- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
 -- ':x' (the same -> when the place lapses); while anyone waits, only the first in line picks:
 -- others (also try-once callers) are refused, or queued behind it.
+-- The slot a token took: PM's key with ':t:<token>' (string "number\ttag", as long as the
+-- lease's first ttl). A pick sent again for the same token (its reply was lost) returns that
+-- slot instead of taking a second one on another number; another owner's pick for the token
+-- is a conflict.
 -- The numbers' keys are not among KEYS: they are built here from their specs (on Redis
 -- Cluster, a pool's numbers must share a hash tag, their tenant's).
 -- Returns {1, number} granted, {-1, number} token conflict, {2, retry_in_ms (-1: unknown)}
--- when none admitted, or {0, -1} when others wait ahead of the caller.
+-- when none admitted (also when others wait ahead of a caller trying once), or {0, -1} when
+-- others wait ahead of a caller that now waits behind them.
 local PM, PL, PO, PC, PS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local strategy, token, owner, ttl, hold = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local prefix, channels, tz, callee, callee_windows = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
@@ -35,6 +40,21 @@ local waits, wait_ms, pool = ARGV[16] == '1', tonumber(ARGV[17]), ARGV[18]
 local PW, PX = PB .. 'w', PB .. 'x'
 local me = owner .. '\t' .. token
 local now = now_ms()
+
+-- The token holds a slot of the pool already (this pick is sent again): that slot, as the
+-- first run answered; nothing else is touched. One key read: the cost does not grow with the
+-- pool.
+local TAKEN = PB .. 't:' .. token
+local taken = redis.call('GET', TAKEN)
+if taken then
+  local number, tag = string.match(taken, '^(.-)\t(.*)$')
+  local base = member_base(prefix, tag, number)
+  local expiry = tonumber(redis.call('ZSCORE', base .. 'h', token))
+  local raw = redis.call('HGET', base .. 'm', token)
+  if expiry and expiry > now and raw then
+    return {(parse_meta(raw) == owner) and 1 or -1, number}
+  end
+end
 
 local function join_line()
   if not redis.call('ZSCORE', PW, me) then
@@ -50,8 +70,11 @@ if #lapsed > 0 then
 end
 local first = redis.call('ZRANGE', PW, 0, 0)[1]
 if first and first ~= me then
-  if waits then join_line() end
-  return {0, -1}
+  if waits then
+    join_line()
+    return {0, -1}
+  end
+  return {2, -1}  -- trying once: refused, never in line
 end
 
 local candidates, seen = {}, {}
@@ -122,6 +145,7 @@ for _, number in ipairs(candidates) do
   local reply = body_acquire()
   local load = redis.call('ZCARD', H) * LOAD_SCALE
   if reply[1] == 1 then
+    redis.call('SET', TAKEN, number .. '\t' .. tag, 'PX', ttl)
     redis.call('ZADD', PL, 'XX', load + redis.call('INCR', PS) % LOAD_SCALE, number)
     if strategy == 'sticky' and callee ~= '' then
       redis.call('SET', PB .. 'k:' .. callee, number, 'PX', sticky_ms)

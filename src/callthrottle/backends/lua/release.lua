@@ -15,12 +15,14 @@ local removed = 0
 local expiry = tonumber(redis.call('ZSCORE', H, token))
 if expiry then
   redis.call('ZREM', H, token)
-  local owner = parse_meta(redis.call('HGET', M, token))
+  local owner, ttl = parse_meta(redis.call('HGET', M, token))
   redis.call('HDEL', M, token)
   if expiry > now then  -- a live lease (an expired one is only cleared away)
     removed = 1
     leave_groups(owner, ARGV[3], token, ARGV[4], now)
     if owner ~= ARGV[2] then
+      -- Its holder may not hear of it (cut off): the record keeps it from counting it again.
+      mark_ended(token, ttl, now)
       redis.call('SPUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
     end
   end

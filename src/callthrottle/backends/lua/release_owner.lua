@@ -8,7 +8,9 @@ local removed = 0
 local all = redis.call('HGETALL', M)
 for i = 1, #all, 2 do
   local token = all[i]
-  if parse_meta(all[i + 1]) == ARGV[1] then
+  local owner, ttl = parse_meta(all[i + 1])
+  if owner == ARGV[1] then
+    if redis.call('ZSCORE', H, token) then mark_ended(token, ttl, now) end
     leave_groups(ARGV[1], ARGV[2], token, ARGV[3], now)
     redis.call('ZREM', H, token)
     redis.call('ZREM', Q, token)

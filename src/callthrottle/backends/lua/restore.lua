@@ -5,7 +5,10 @@
 -- ARGV[1] token, ARGV[2] owner, ARGV[3] ttl_ms, ARGV[4] what is left of its max_hold in ms
 -- (0: none), ARGV[5] the cap it was taken under, ARGV[6] number, ARGV[7] how long ago (ms) it
 -- was taken
--- Returns 1 if counted again (or still held by this owner), 0 if the token is another's.
+-- A lease ended for good (released, reset, released with its owner: see mark_ended) is not
+-- counted again: its record says so while its holder may still try.
+-- Returns 1 if counted again (or still held by this owner), 0 if the token is another's, -1 if
+-- it was ended for good.
 local token, owner = ARGV[1], ARGV[2]
 local ttl, left = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
@@ -13,6 +16,8 @@ local raw = redis.call('HGET', M, token)
 if raw then
   return (parse_meta(raw) == owner and redis.call('ZSCORE', H, token)) and 1 or 0
 end
+local ended = tonumber(redis.call('ZSCORE', ended_key(), token))
+if ended and ended > now then return -1 end
 local fresh_h, fresh_m = redis.call('EXISTS', H) == 0, redis.call('EXISTS', M) == 0
 local expires, deadline = now + ttl, 0
 if left > 0 then

@@ -11,8 +11,8 @@ for i = 3, #ARGV, 2 do
   if value == '' then
     redis.call('HDEL', P, field)
   else
-    if string.sub(value, 1, 1) == '+' then value = tostring(now + tonumber(string.sub(value, 2))) end
-    if value == 'now' then value = tostring(now) end
+    if string.sub(value, 1, 1) == '+' then value = int(now + tonumber(string.sub(value, 2))) end
+    if value == 'now' then value = int(now) end
     redis.call('HSET', P, field, value)
   end
 end

@@ -1,0 +1,35 @@
+"""A connection that the network closes as soon as it is made (a proxy or load balancer with no
+server behind it): calls fail with BackendUnavailable instead of hanging, and work again once
+connections hold."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+
+from callthrottle import BackendUnavailable, Throttle
+
+from ._proxy import CuttingProxy
+
+pytestmark = pytest.mark.redis
+NUMBER = "+8657188880001"
+
+
+async def test_calls_fail_while_connections_are_closed_at_once_then_recover(
+    redis_url: str, prefix: str
+) -> None:
+    target = urlsplit(redis_url)
+    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    async with proxy.running():
+        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        async with Throttle.from_url(url, key_prefix=prefix) as throttle:
+            await throttle.release(await throttle.acquire(NUMBER, timeout=0))  # connected
+            proxy.sever()
+            for _ in range(3):
+                with anyio.fail_after(2), pytest.raises(BackendUnavailable):
+                    await throttle.usage(NUMBER)
+            proxy.mend()
+            with anyio.fail_after(2):
+                assert (await throttle.usage(NUMBER)).in_use == 0
