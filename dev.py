@@ -85,7 +85,8 @@ def run(*command: str | Path, env: dict[str, str] | None = None) -> None:
 
 
 def pip_install(python: Path, *args: str) -> None:
-    """pip install, every package (build back-ends too) at the version the lock pins."""
+    """pip install, every package at the version the lock pins (build back-ends too, when
+    ``--build-constraint`` is passed: the pip that knows it comes from the lock)."""
     run(python, "-m", "pip", "install", "--quiet", "-c", LOCK, *args)
 
 
