@@ -37,10 +37,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux: 32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_cluster_port() -> int:
-    """A free port whose cluster bus port (the port + 10000) is free as well."""
+    """A free port whose cluster bus port (the port + 10000) is free as well, both below the
+    ephemeral range: a port found free there can be taken by any client's connection before the
+    node binds it (the node then exits and the whole cluster fixture fails)."""
+    top = max(_ephemeral_floor() - 10000, 12000)
     for _ in range(100):
-        port = random.randrange(20000, 50000)
+        port = random.randrange(10000, top)
         try:
             for candidate in (port, port + 10000):
                 with socket.socket() as sock:
@@ -173,8 +184,14 @@ class Server:
                 "--cluster-config-file", f"nodes-{self.port}.conf",
                 "--cluster-node-timeout", "2000",
             ]  # fmt: skip
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_until_up(self.url, self.proc, time.monotonic() + 20)
+        log = Path(self.workdir) / f"server-{self.port}.log"
+        with log.open("ab") as output:  # kept to say why a server that exited did
+            self.proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            _wait_until_up(self.url, self.proc, time.monotonic() + 20)
+        except RuntimeError as exc:
+            last = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"{exc} on port {self.port}: {' / '.join(last)}") from None
 
     def stop(self) -> None:
         if self.proc is None:
