@@ -85,6 +85,14 @@ class _Policy:
             return None
         return self.state
 
+    def drop_lapsed(self, now: float) -> None:
+        """Forget the carrier reactions that lapsed (a lowered cap, a cool-down and its reason),
+        as Redis does: its policy key expires with them, or drops them at the next change."""
+        if self.luntil is not None and self.luntil <= now:
+            self.lcap = self.luntil = None
+        if self.state == "cooling" and self.until is not None and self.until <= now:
+            self.state = self.reason = self.until = None
+
 
 _NO_POLICY = _Policy()
 _EXPIRES: Callable[[_Entry], float] = attrgetter("expires")
@@ -755,6 +763,7 @@ class MemoryBackend:
                 policy.rates = cast("tuple[Window, ...]", value)
             else:
                 setattr(policy, name, str(value))
+        policy.drop_lapsed(now)
         if policy == _NO_POLICY:
             del self._policies[number]
         if number in self._numbers:
@@ -763,10 +772,22 @@ class MemoryBackend:
                 self._notify(entry.owner, "nudged", number, token)
             self._forget_if_idle(number, state)
 
+    def _policy_now(self, number: str, now: float) -> _Policy | None:
+        """The number's policy without its lapsed reactions; None (and forgotten) once nothing
+        is left of it, as a Redis policy key that expired with its last reaction."""
+        policy = self._policies.get(number)
+        if policy is None:
+            return None
+        policy.drop_lapsed(now)
+        if policy == _NO_POLICY:
+            del self._policies[number]
+            return None
+        return policy
+
     async def get_policy(self, number: str) -> dict[str, object]:
         await self._checkpoint()
         now = self._clock()
-        policy = self._policies.get(number, _NO_POLICY)
+        policy = self._policy_now(number, now) or _NO_POLICY
         fields: dict[str, object] = {}
         for name in ("cap", "state", "reason", "until", "lcap", "luntil", "rates", "since"):
             value = getattr(policy, name)
@@ -968,7 +989,9 @@ class MemoryBackend:
 
     async def known_numbers(self) -> list[str]:
         await self._checkpoint()
-        return sorted(set(self._numbers) | set(self._policies))
+        now = self._clock()
+        policies = [n for n in list(self._policies) if self._policy_now(n, now) is not None]
+        return sorted(set(self._numbers) | set(policies))
 
     async def holders(self, number: str) -> list[Holder]:
         await self._checkpoint()

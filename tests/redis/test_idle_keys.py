@@ -1,0 +1,160 @@
+"""Nothing left behind: once a number is idle, every key it wrote expires, no later than what
+the key still holds (a lease, a place in line, a rate window, a temporary carrier reaction).
+
+Only what an operator sets for good (a cap, rate windows, a state other than a cool-down, a
+pool's members) stays without an expiry. Every test looks at the keys' PTTL on the server.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import anyio
+import pytest
+
+from callthrottle import AcquireTimeout, NumberState, Reaction, Throttle
+
+if TYPE_CHECKING:
+    import re
+
+    import redis
+
+pytestmark = pytest.mark.redis
+NUMBER = "+8657188880001"
+OTHER = "+8657188880002"
+
+
+def expiries(client: redis.Redis, prefix: str) -> dict[str, int]:
+    """Every key under ``prefix`` and its PTTL in ms (-1: no expiry)."""
+    return {key.decode(): client.pttl(key) for key in client.scan_iter(match=f"{prefix}*")}
+
+
+def assert_all_expire(
+    client: redis.Redis, prefix: str, within_ms: int, keep: re.Pattern[str] | None = None
+) -> None:
+    """Every key expires within ``within_ms`` (those matching ``keep`` may have no expiry)."""
+    for key, pttl in expiries(client, prefix).items():
+        if keep is not None and keep.match(key) and pttl == -1:
+            continue
+        assert 0 < pttl <= within_ms, f"{key} has PTTL {pttl}"
+
+
+def policy_key(throttle: Throttle, number: str) -> str:
+    return throttle.backend.keys_for(number)[4]  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.mark.parametrize("action", ["lower_cap", "cooldown"])
+async def test_a_carrier_reaction_alone_expires_when_it_lapses(
+    redis_url: str, prefix: str, sync_client: redis.Redis, action: str
+) -> None:
+    feedback: dict[str | int, Reaction] = {477: Reaction(action, seconds=0.4, cap=1)}
+    async with Throttle.from_url(redis_url, key_prefix=prefix, feedback=feedback) as throttle:
+        await throttle.release(await throttle.acquire(NUMBER, timeout=0))
+        await throttle.report(NUMBER, 477)
+        assert_all_expire(sync_client, prefix, 400)
+        await anyio.sleep(0.5)
+        assert expiries(sync_client, prefix) == {}
+        assert await throttle.known_numbers() == []
+
+
+async def test_a_cool_down_set_by_an_operator_expires_when_it_ends(
+    throttle: Throttle, sync_client: redis.Redis, prefix: str
+) -> None:
+    await throttle.set_state(NUMBER, "cooling", reason="resting", duration=0.4)
+    assert_all_expire(sync_client, prefix, 400)
+    await anyio.sleep(0.5)
+    assert expiries(sync_client, prefix) == {}
+
+
+async def test_the_policy_lives_as_long_as_its_latest_temporary_field(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    feedback: dict[str | int, Reaction] = {477: Reaction("lower_cap", seconds=30, cap=1)}
+    async with Throttle.from_url(redis_url, key_prefix=prefix, feedback=feedback) as throttle:
+        key = policy_key(throttle, NUMBER)
+        await throttle.set_state(NUMBER, "cooling", duration=60)
+        await throttle.report(NUMBER, 477)  # ends before the cool-down: the key lives 60 s
+        assert 30_000 < sync_client.pttl(key) <= 60_000
+        await throttle.set_state(NUMBER, "cooling", duration=10)  # shortened: 30 s left
+        assert 10_000 < sync_client.pttl(key) <= 30_000
+
+
+async def test_a_setting_made_for_good_keeps_the_policy_for_good(
+    throttle: Throttle, sync_client: redis.Redis
+) -> None:
+    key = policy_key(throttle, NUMBER)
+    await throttle.set_state(NUMBER, "cooling", duration=60)
+    await throttle.set_cap(NUMBER, 5)  # the cap outlives the cool-down
+    assert sync_client.pttl(key) == -1
+    await throttle.set_cap(NUMBER, None)  # only the cool-down is left
+    assert 0 < sync_client.pttl(key) <= 60_000
+    await throttle.set_rates(NUMBER, "5/second")
+    assert sync_client.pttl(key) == -1
+    await throttle.set_rates(NUMBER, None)
+    assert 0 < sync_client.pttl(key) <= 60_000
+    await throttle.set_state(NUMBER, "disabled", reason="rental expired")
+    assert sync_client.pttl(key) == -1
+    await throttle.set_state(NUMBER, "cooling", duration=60)
+    assert 0 < sync_client.pttl(key) <= 60_000
+    await throttle.set_state(NUMBER, "warming")
+    assert sync_client.pttl(key) == -1
+
+
+async def test_a_lapsed_reaction_beside_a_setting_is_dropped_at_the_next_change(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    feedback: dict[str | int, Reaction] = {477: Reaction("lower_cap", seconds=0.2, cap=1)}
+    async with Throttle.from_url(redis_url, key_prefix=prefix, feedback=feedback) as throttle:
+        key = policy_key(throttle, NUMBER)
+        await throttle.set_cap(NUMBER, 5)
+        await throttle.set_state(NUMBER, "cooling", reason="resting", duration=0.2)
+        await throttle.report(NUMBER, 477)
+        await anyio.sleep(0.3)
+        await throttle.set_cap(NUMBER, 6)
+        assert set(cast("list[bytes]", sync_client.hkeys(key))) == {b"cap"}
+        await throttle.set_cap(NUMBER, None)
+        assert expiries(sync_client, prefix) == {}
+
+
+async def test_setting_a_number_active_leaves_nothing_behind(
+    throttle: Throttle, sync_client: redis.Redis, prefix: str
+) -> None:
+    await throttle.set_state(NUMBER, "disabled", reason="rental expired")
+    await throttle.set_state(NUMBER, NumberState.ACTIVE)
+    assert expiries(sync_client, prefix) == {}
+
+
+async def test_trunk_tenant_callee_and_rate_keys_expire_with_what_they_hold(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    config = {
+        "default_profile": "p",
+        "profiles": {"p": {"rates": "10/minute"}},
+        "trunks": {"t400": {"cap": 1, "rates": "5/10seconds"}},
+        "tenants": {"acme": {"cap": 10, "rates": "20/30seconds"}},
+        "numbers": {
+            NUMBER: {"trunk": "t400", "tenant": "acme"},
+            OTHER: {"trunk": "t400", "tenant": "acme"},
+        },
+        "callee": {"rates": "3/20seconds"},
+    }
+    async with Throttle.from_url(
+        redis_url, key_prefix=prefix, config=config, lease_ttl=2.0
+    ) as throttle:
+        held = await throttle.acquire(NUMBER, callee="+8613800138000", timeout=0)
+        with pytest.raises(AcquireTimeout, match="trunk:t400 is full"):
+            await throttle.acquire(OTHER, timeout=0.2)  # waited for a trunk slot
+        await throttle.release(held)
+        assert (await throttle.usage(NUMBER)).in_use == 0
+    assert_all_expire(sync_client, prefix, 61_000)  # the number's minute window is the longest
+    for key, pttl in expiries(sync_client, prefix).items():
+        if key.endswith((":g:trunk:t400:r",)):
+            assert pttl <= 11_000, key
+        elif key.endswith(":g:tenant:acme:r"):
+            assert pttl <= 31_000, key
+        elif ":c:" in key:
+            assert pttl <= 21_000, key
+        elif key.endswith(":r"):
+            assert pttl <= 61_000, key
+        else:
+            assert pttl <= 3_000, key
