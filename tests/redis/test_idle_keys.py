@@ -7,21 +7,25 @@ pool's members) stays without an expiry. Every test looks at the keys' PTTL on t
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, cast
 
 import anyio
 import pytest
 
-from callthrottle import AcquireTimeout, NumberState, Reaction, Throttle
+from callthrottle import AcquireTimeout, NumberState, PoolExhausted, Reaction, Throttle
+from callthrottle._rates import NO_RATES
 
 if TYPE_CHECKING:
-    import re
-
     import redis
 
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
 OTHER = "+8657188880002"
+
+#: A pool's own configuration (members, load and order, counters, area and region sets): kept
+#: while the pool has members, like any setting an operator made.
+POOL_SETTINGS = re.compile(r".*:pool:([mlocs]|[ar]:.*)$")
 
 
 def expiries(client: redis.Redis, prefix: str) -> dict[str, int]:
@@ -122,6 +126,30 @@ async def test_setting_a_number_active_leaves_nothing_behind(
     await throttle.set_state(NUMBER, "disabled", reason="rental expired")
     await throttle.set_state(NUMBER, NumberState.ACTIVE)
     assert expiries(sync_client, prefix) == {}
+
+
+async def test_a_pool_line_expires_with_its_last_place(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """A caller that gave up waiting on a pool, and one that died in line, leave keys that
+    expire within their place's lapse (the lease ttl)."""
+    config = {"pools": {"a": {"numbers": [NUMBER]}}}
+    async with Throttle.from_url(
+        redis_url, key_prefix=prefix, config=config, default_limit=1, lease_ttl=2.0
+    ) as throttle:
+        held = await throttle.acquire_from("a", timeout=0)
+        with pytest.raises(PoolExhausted):
+            await throttle.acquire_from("a", timeout=0.2)
+        # A caller that dies in line never leaves it: its place lapses.
+        for token in ("dead-1", "dead-2"):
+            await throttle.backend.pick(
+                "a", token, "dead", 2.0, None, "least-loaded", 5, NO_RATES, wait=True
+            )
+        line = {k for k in expiries(sync_client, prefix) if re.search(r":pool:(w|x|ws)$", k)}
+        assert len(line) == 3
+        assert_all_expire(sync_client, prefix, 3_000, keep=POOL_SETTINGS)
+        await throttle.release(held)
+    assert_all_expire(sync_client, prefix, 3_000, keep=POOL_SETTINGS)
 
 
 async def test_trunk_tenant_callee_and_rate_keys_expire_with_what_they_hold(
