@@ -186,3 +186,44 @@ async def test_trunk_tenant_callee_and_rate_keys_expire_with_what_they_hold(
             assert pttl <= 61_000, key
         else:
             assert pttl <= 3_000, key
+
+
+async def test_every_way_out_of_a_number_leaves_keys_that_expire_within_a_lease(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """Giving up in line, dying in line or holding, release_owner, renewal, reset, restore,
+    abandon: at every step each key expires within what it holds (2 s leases and places), and
+    once every number is idle nothing is left."""
+    third = "+8657188880003"
+    async with Throttle.from_url(
+        redis_url, key_prefix=prefix, lease_ttl=2.0, default_limit=1
+    ) as throttle:
+        backend = throttle.backend
+        held = await throttle.acquire(NUMBER, timeout=0)
+        with pytest.raises(AcquireTimeout):
+            await throttle.acquire(NUMBER, timeout=0.2)  # gave up waiting
+        assert_all_expire(sync_client, prefix, 3_000)
+        await backend.acquire(NUMBER, "dead-waiter", "dead", 1, 2.0, None, True)
+        await backend.acquire(OTHER, "dead-holder", "dead", 1, 2.0, None, False)
+        await backend.acquire(OTHER, "dead-waiter-2", "dead", 1, 2.0, None, True)
+        assert_all_expire(sync_client, prefix, 3_000)
+        await throttle.release_owner("dead")
+        assert_all_expire(sync_client, prefix, 3_000)
+        await backend.renew(throttle.owner_id, [(NUMBER, held.token)])
+        assert_all_expire(sync_client, prefix, 3_000)
+        await throttle.reset(NUMBER)
+        await backend.restore(third, "restored", "dead", 1, 2.0, None)
+        assert_all_expire(sync_client, prefix, 3_000)
+        await backend.abandon(third, "restored", "dead")
+    assert expiries(sync_client, prefix) == {}
+
+
+async def test_an_emptied_pool_leaves_nothing_behind(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    async with Throttle.from_url(redis_url, key_prefix=prefix, lease_ttl=2.0) as throttle:
+        await throttle.add_to_pool("a", [NUMBER, OTHER])
+        await throttle.release(await throttle.acquire_from("a", timeout=0))
+        await throttle.release(await throttle.acquire_from("a", strategy="round-robin", timeout=0))
+        await throttle.remove_from_pool("a", [NUMBER, OTHER])
+        assert_all_expire(sync_client, prefix, 3_000)  # what picks took, as long as their ttl

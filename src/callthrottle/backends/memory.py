@@ -818,6 +818,8 @@ class MemoryBackend:
         for number in remove:
             state.remove(number)
         if not state.members:
+            # Its counters start again, as on Redis, where they go with the last number.
+            state.cursor = state.picks = 0
             # Kept while a pick's record of a slot taken lasts (a pick asked again still finds
             # it, as on Redis, where the record outlives the pool's members).
             now = self._clock()

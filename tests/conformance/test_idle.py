@@ -1,12 +1,14 @@
-"""A carrier's reaction (a lowered cap, a cool-down) lasts a while and then leaves no trace in
-any view: the number reads active with no reason, and a number that had nothing else set is
-no longer known. What an operator sets for good stays."""
+"""Nothing left behind, as every view shows it: a carrier's reaction (a lowered cap, a
+cool-down) lasts a while and then leaves no trace (the number reads active with no reason, and
+a number that had nothing else set is no longer known), while what an operator sets for good
+stays; a pool emptied of its numbers starts afresh."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import anyio
+import pytest
 
 from callthrottle import NumberState, NumberStatus, Reaction, Usage
 
@@ -90,3 +92,26 @@ async def test_setting_a_number_active_again_leaves_nothing_behind(
             NumberState.ACTIVE, reason="checked by hand"
         )
         assert await throttle.known_numbers() == [NUMBER]
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.3], ids=["picks-recorded", "picks-lapsed"])
+async def test_an_emptied_pool_starts_its_round_robin_afresh(
+    new_throttle: ThrottleFactory, pause: float
+) -> None:
+    """Whether or not the pool still records the slots its picks took. (The numbers share a
+    tenant, as a pool's numbers that the configuration does not list must on Redis Cluster.)"""
+    numbers = [NUMBER, OTHER, THIRD]
+    async with new_throttle(lease_ttl=0.2, config={"default_tenant": "acme"}) as throttle:
+        await throttle.add_to_pool("a", numbers)
+        lease = await throttle.acquire_from("a", strategy="round-robin", timeout=0)
+        assert lease.number == NUMBER
+        await throttle.release(lease)
+        await anyio.sleep(pause)
+        await throttle.remove_from_pool("a", numbers)
+        await throttle.add_to_pool("a", numbers)
+        picked = []
+        for _ in range(4):
+            lease = await throttle.acquire_from("a", strategy="round-robin", timeout=0)
+            picked.append(lease.number)
+            await throttle.release(lease)
+        assert picked == [NUMBER, OTHER, THIRD, NUMBER]
