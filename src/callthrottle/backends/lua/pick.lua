@@ -8,7 +8,7 @@
 --                         the least loaded first, and among equals the least recently picked;
 --                         a number that could not take a call rests behind them all (RESTING)
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
--- KEYS[4] PC  counter     the round-robin cursor
+-- KEYS[4] PC  string      the round-robin cursor: the place after the last number picked
 -- KEYS[5] PS  counter     the pick counter (PL's tie-breaker)
 -- ARGV[1] strategy ('least-loaded' or 'round-robin'), ARGV[2] token, ARGV[3] owner,
 -- ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none), ARGV[6] key prefix, ARGV[7] channel prefix,
@@ -109,7 +109,10 @@ end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
   if size == 0 then return {2, -1} end
-  local start = (redis.call('INCR', PC) - 1) % size
+  -- PC holds the place after the last number picked (not a count of picks), so that the turn
+  -- passes on in order also after numbers were added or removed.
+  local start = (tonumber(redis.call('GET', PC)) or 0) % size
+  redis.call('SET', PC, start + 1)
   for _, number in ipairs(redis.call('ZRANGE', PO, start, start + tries - 1)) do
     consider(number)
   end
