@@ -115,3 +115,14 @@ async def test_an_emptied_pool_starts_its_round_robin_afresh(
             picked.append(lease.number)
             await throttle.release(lease)
         assert picked == [NUMBER, OTHER, THIRD, NUMBER]
+
+
+async def test_calls_counted_in_rate_windows_alone_do_not_keep_a_number_known(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """An idle number is not listed, though its windows still count its last calls."""
+    config = {"default_profile": "p", "profiles": {"p": {"rates": "5/minute"}}}
+    async with new_throttle(config=config) as throttle:
+        await throttle.release(await throttle.acquire(NUMBER, timeout=0))
+        assert [w.used for w in await throttle.window_usage(NUMBER)] == [1]
+        assert await throttle.known_numbers() == []
