@@ -119,10 +119,13 @@ def _window_start(window: Window, now: float, tz_offset: float, wall: float) -> 
 class _RateLog:
     """When the number's admitted calls started, oldest first, as long as its longest window."""
 
-    __slots__ = ("hits",)
+    __slots__ = ("expires", "hits")
 
     def __init__(self) -> None:
         self.hits: list[float] = []
+        # When the last call leaves the longest window: the log counts nothing from then on
+        # (on Redis its key expires then).
+        self.expires = math.inf
 
     def refusal(
         self, windows: Sequence[Window], now: float, tz_offset: float, wall: float
@@ -143,6 +146,7 @@ class _RateLog:
         longest = max(DAY if w.calendar else w.seconds for w in windows)
         self.hits.append(now)
         del self.hits[: bisect.bisect_left(self.hits, now - longest)]
+        self.expires = now + longest
 
 
 _EMPTY_LOG = _RateLog()  # read only: stands for a callee nobody has called yet
@@ -522,9 +526,16 @@ class MemoryBackend:
         if rates.callee is None or not rates.callee_windows:
             return None
         key = (self._layout.tag_for(number), rates.callee)
-        if create:
-            return self._callees.setdefault(key, _RateLog())
-        return self._callees.get(key) or _EMPTY_LOG
+        log = self._callees.get(key)
+        if log is not None or not create:
+            return log or _EMPTY_LOG
+        log = self._callees[key] = _RateLog()
+        if len(self._callees) % 1024 == 0:
+            # Now and then, forget the callees whose calls all left their windows (on Redis
+            # their logs expire), so that calls to ever new callees keep a bounded number.
+            now = self._clock()
+            self._callees = {k: v for k, v in self._callees.items() if v.expires > now}
+        return log
 
     def _rate_refusal(
         self,
