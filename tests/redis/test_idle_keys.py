@@ -172,6 +172,16 @@ async def test_trunk_tenant_callee_and_rate_keys_expire_with_what_they_hold(
         held = await throttle.acquire(NUMBER, callee="+8613800138000", timeout=0)
         with pytest.raises(AcquireTimeout, match="trunk:t400 is full"):
             await throttle.acquire(OTHER, timeout=0.2)  # waited for a trunk slot
+        # A caller that died waiting for a trunk slot never leaves: its place lapses.
+        plan = throttle._config.rate_plan_for(OTHER)
+        died = await throttle.backend.acquire(OTHER, "dead", "dead", 20, 2.0, None, True, plan)
+        assert died.group == "trunk:t400"
+        # A trunk's cap set at run time stays for good, and goes when it is removed.
+        await throttle.set_group_cap("trunk", "t400", 2)
+        policy = f"{prefix}{{t:acme}}:g:trunk:t400:p"
+        assert sync_client.pttl(policy) == -1
+        await throttle.set_group_cap("trunk", "t400", None)
+        assert sync_client.exists(policy) == 0
         await throttle.release(held)
         assert (await throttle.usage(NUMBER)).in_use == 0
     assert_all_expire(sync_client, prefix, 61_000)  # the number's minute window is the longest
