@@ -4,13 +4,13 @@
 -- A value of the form '+<ms>' (until, luntil) is made absolute by the server clock, and 'now'
 -- (since) is the server's time.
 -- Waiters are granted at once if the cap went up, and nudged to ask again (a number that no
--- longer admits calls then refuses them). P expires with the carrier reactions it holds when it
--- holds nothing else (see keep_policy).
+-- longer admits calls then refuses them).
+
 -- A carrier's reaction (a cap lowered until luntil; a cool-down: state 'cooling' with its reason
 -- until `until`) lasts a while; anything else an operator sets lasts for good. Lapsed
--- reactions are dropped; then the key lives as long as its latest reaction when nothing else is
--- in it (so an idle number leaves nothing behind), and for good otherwise.
--- (The memory backend does the same: _Policy.drop_lapsed.)
+-- reactions are dropped; then P lives as long as its latest reaction when nothing else is in
+-- it (so an idle number leaves nothing behind), and for good otherwise. (The memory backend
+-- drops them the same way: _Policy.drop_lapsed.)
 local function keep_policy(now)
   local all = redis.call('HGETALL', P)
   local fields = {}
