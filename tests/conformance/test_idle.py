@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 OTHER = "+8657188880002"
 THIRD = "+8657188880003"
+LAPSE = 0.6  # how long the reactions here last (seconds)
 FEEDBACK = {
-    475: Reaction("lower_cap", seconds=0.3, cap=1),
-    477: Reaction("cooldown", seconds=0.3, reason="477 over-frequency"),
+    475: Reaction("lower_cap", seconds=LAPSE, cap=1),
+    477: Reaction("cooldown", seconds=LAPSE, reason="477 over-frequency"),
 }
 
 
@@ -29,10 +30,10 @@ async def test_a_lapsed_reaction_leaves_nothing_behind(new_throttle: ThrottleFac
     async with new_throttle(feedback=FEEDBACK) as throttle:
         await throttle.report(NUMBER, 475)
         await throttle.report(OTHER, 477)
-        await throttle.set_state(THIRD, "cooling", reason="resting", duration=0.3)
+        await throttle.set_state(THIRD, "cooling", reason="resting", duration=LAPSE)
         assert await throttle.known_numbers() == [NUMBER, OTHER, THIRD]
         assert (await throttle.status(NUMBER)).lowered_cap == 1
-        await anyio.sleep(0.4)
+        await anyio.sleep(LAPSE + 0.1)
         assert await throttle.known_numbers() == []
         for number in (NUMBER, OTHER, THIRD):
             assert await throttle.status(number) == NumberStatus(NumberState.ACTIVE)
@@ -55,7 +56,7 @@ async def test_a_lapsed_cool_down_reads_active_without_its_reason(
             "477 over-frequency",
             1,
         )
-        await anyio.sleep(0.4)
+        await anyio.sleep(LAPSE + 0.1)
         assert await throttle.status(NUMBER) == NumberStatus(NumberState.ACTIVE, cap=5)
         assert await throttle.backend.get_policy(NUMBER) == {"cap": "5"}
         assert await throttle.known_numbers() == [NUMBER]
@@ -71,7 +72,7 @@ async def test_a_reaction_does_not_end_what_an_operator_set_for_good(
         await throttle.set_rates(NUMBER, "5/second")
         await throttle.report(OTHER, 477)
         await throttle.set_state(OTHER, "disabled", reason="rental expired")
-        await anyio.sleep(0.4)
+        await anyio.sleep(LAPSE + 0.1)
         assert await throttle.known_numbers() == [NUMBER, OTHER]
         assert (await throttle.status(NUMBER)).rates is not None
         assert await throttle.status(OTHER) == NumberStatus(
