@@ -1248,6 +1248,7 @@ class Throttle:
         :class:`NumberUnavailable` (calls already up run out normally, and waiters are refused).
         ``cooling`` needs a ``duration`` in seconds, after which the number is active again.
         ``warming`` starts the warm-up of the number's profile (its daily caps by week) now.
+        A cool-down that ended, like ``active`` set without a reason, leaves nothing stored.
         """
         number = normalize_number(number, self._region)
         new_state = check_state(state)
@@ -1259,7 +1260,9 @@ class Throttle:
         else:
             until = None
         self._check_open()
-        changes: dict[str, object] = {"state": new_state.value, "reason": reason, "until": until}
+        # Active with no reason is the default: nothing is stored (nothing to leave behind).
+        stored = None if new_state is NumberState.ACTIVE and reason is None else new_state.value
+        changes: dict[str, object] = {"state": stored, "reason": reason, "until": until}
         changes["since"] = True if new_state is NumberState.WARMING else None
         await self._backend.set_policy(number, changes)
         logger.info(

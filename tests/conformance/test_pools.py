@@ -82,6 +82,23 @@ async def test_round_robin_follows_the_pool_order(new_throttle: ThrottleFactory)
         assert least.number in NUMBERS[2:]  # the ones with 2 calls, not 3
 
 
+async def test_round_robin_goes_on_in_order_when_numbers_are_added(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """The turn passes to the number after the last one picked, also onto numbers added
+    meanwhile (none is skipped)."""
+    async with new_throttle(config={"default_tenant": "acme"}) as throttle:
+        await throttle.add_to_pool("live", NUMBERS[:3])
+        picked = []
+        for added in (None, None, None, None, NUMBERS[3:], None, None):
+            if added:
+                await throttle.add_to_pool("live", added)
+            lease = await throttle.acquire_from("live", strategy="round-robin", timeout=0)
+            picked.append(NUMBERS.index(lease.number))
+            await throttle.release(lease)
+        assert picked == [0, 1, 2, 0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("state", ["flagged", "expired", "released"])
 async def test_numbers_out_of_service_are_skipped(
     new_throttle: ThrottleFactory, state: str

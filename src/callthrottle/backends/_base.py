@@ -300,7 +300,12 @@ class Backend(Protocol):
 
     async def get_policy(self, number: str) -> dict[str, object]:
         """The number's runtime policy: ``until`` and ``luntil`` as seconds from now, ``since``
-        as seconds ago, ``rates`` as a tuple of :class:`Window`, the rest as str."""
+        as seconds ago, ``rates`` as a tuple of :class:`Window`, the rest as str.
+
+        A carrier reaction that lapsed is left out: ``lcap`` and ``luntil`` once ``luntil`` is
+        past, and ``state``, ``reason`` and ``until`` once a ``cooling`` state's ``until`` is
+        past. A policy that holds nothing else is forgotten with it (also by
+        :meth:`known_numbers`): on Redis its key expires."""
         ...
 
     async def pool_update(

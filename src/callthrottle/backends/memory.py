@@ -87,6 +87,14 @@ class _Policy:
             return None
         return self.state
 
+    def drop_lapsed(self, now: float) -> None:
+        """Forget the carrier reactions that lapsed (a lowered cap, a cool-down and its reason),
+        as Redis does: its policy key expires with them, or drops them at the next change."""
+        if self.luntil is not None and self.luntil <= now:
+            self.lcap = self.luntil = None
+        if self.state == "cooling" and self.until is not None and self.until <= now:
+            self.state = self.reason = self.until = None
+
 
 _NO_POLICY = _Policy()
 _EXPIRES: Callable[[_Entry], float] = attrgetter("expires")
@@ -113,10 +121,13 @@ def _window_start(window: Window, now: float, tz_offset: float, wall: float) -> 
 class _RateLog:
     """When the number's admitted calls started, oldest first, as long as its longest window."""
 
-    __slots__ = ("hits",)
+    __slots__ = ("expires", "hits")
 
     def __init__(self) -> None:
         self.hits: list[float] = []
+        # When the last call leaves the longest window: the log counts nothing from then on
+        # (on Redis its key expires then).
+        self.expires = math.inf
 
     def refusal(
         self, windows: Sequence[Window], now: float, tz_offset: float, wall: float
@@ -137,6 +148,7 @@ class _RateLog:
         longest = max(DAY if w.calendar else w.seconds for w in windows)
         self.hits.append(now)
         del self.hits[: bisect.bisect_left(self.hits, now - longest)]
+        self.expires = now + longest
 
 
 _EMPTY_LOG = _RateLog()  # read only: stands for a callee nobody has called yet
@@ -542,9 +554,16 @@ class MemoryBackend:
         if rates.callee is None or not rates.callee_windows:
             return None
         key = (self._layout.tag_for(number), rates.callee)
-        if create:
-            return self._callees.setdefault(key, _RateLog())
-        return self._callees.get(key) or _EMPTY_LOG
+        log = self._callees.get(key)
+        if log is not None or not create:
+            return log or _EMPTY_LOG
+        log = self._callees[key] = _RateLog()
+        if len(self._callees) % 1024 == 0:
+            # Now and then, forget the callees whose calls all left their windows (on Redis
+            # their logs expire), so that calls to ever new callees keep a bounded number.
+            now = self._clock()
+            self._callees = {k: v for k, v in self._callees.items() if v.expires > now}
+        return log
 
     def _rate_refusal(
         self,
@@ -786,6 +805,7 @@ class MemoryBackend:
                 policy.rates = cast("tuple[Window, ...]", value)
             else:
                 setattr(policy, name, str(value))
+        policy.drop_lapsed(now)
         if policy == _NO_POLICY:
             del self._policies[number]
         if number in self._numbers:
@@ -794,10 +814,22 @@ class MemoryBackend:
                 self._notify(entry.owner, "nudged", number, token)
             self._forget_if_idle(number, state)
 
+    def _policy_now(self, number: str, now: float) -> _Policy | None:
+        """The number's policy without its lapsed reactions; None (and forgotten) once nothing
+        is left of it, as a Redis policy key that expired with its last reaction."""
+        policy = self._policies.get(number)
+        if policy is None:
+            return None
+        policy.drop_lapsed(now)
+        if policy == _NO_POLICY:
+            del self._policies[number]
+            return None
+        return policy
+
     async def get_policy(self, number: str) -> dict[str, object]:
         await self._checkpoint()
         now = self._clock()
-        policy = self._policies.get(number, _NO_POLICY)
+        policy = self._policy_now(number, now) or _NO_POLICY
         fields: dict[str, object] = {}
         for name in ("cap", "state", "reason", "until", "lcap", "luntil", "rates", "since"):
             value = getattr(policy, name)
@@ -828,6 +860,8 @@ class MemoryBackend:
         for number in remove:
             state.remove(number)
         if not state.members:
+            # Its counters start again, as on Redis, where they go with the last number.
+            state.cursor = state.picks = 0
             # Kept while a pick's record of a slot taken lasts (a pick asked again still finds
             # it, as on Redis, where the record outlives the pool's members).
             now = self._clock()
@@ -1006,7 +1040,9 @@ class MemoryBackend:
 
     async def known_numbers(self) -> list[str]:
         await self._checkpoint()
-        return sorted(set(self._numbers) | set(self._policies))
+        now = self._clock()
+        policies = [n for n in list(self._policies) if self._policy_now(n, now) is not None]
+        return sorted(set(self._numbers) | set(policies))
 
     async def holders(self, number: str) -> list[Holder]:
         await self._checkpoint()

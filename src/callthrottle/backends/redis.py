@@ -781,8 +781,9 @@ class RedisBackend:
     # -- operator queries and admin actions ----------------------------------------------------
 
     async def known_numbers(self) -> list[str]:
-        # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>".
-        pattern = _glob_escape(self._prefix) + "{*}:n:*"
+        # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>": its leases,
+        # line and policy (h q w m p) count; its rate log (r) alone does not, as in memory.
+        pattern = _glob_escape(self._prefix) + "{*}:n:*:[hqwmp]"
         numbers: set[str] = set()
         with _map_errors("known_numbers"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):

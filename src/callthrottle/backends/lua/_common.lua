@@ -10,7 +10,8 @@
 --                          when the request has rate windows: it is never handed a slot
 --                          without asking, so that its windows are checked; since: when it
 --                          was granted, or queued, in ms by the server clock)
---   KEYS[5] P  hash        the number's runtime policy, set by any process (never expires):
+--   KEYS[5] P  hash        the number's runtime policy, set by any process (it expires with
+--                          its carrier reactions when it holds nothing else: set_policy.lua):
 --                          cap (overrides every caller's cap), state, reason, until (ms: end
 --                          of a cool-down), lcap and luntil (a cap lowered until luntil),
 --                          rates (windows replacing the caller's), since (ms: warming began)

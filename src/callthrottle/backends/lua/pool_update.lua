@@ -38,4 +38,8 @@ for i = 3 + 2 * adding, #ARGV do
   redis.call('ZREM', PL, ARGV[i])
   redis.call('ZREM', PO, ARGV[i])
 end
-return redis.call('HLEN', PM)
+local size = redis.call('HLEN', PM)
+-- A pool without numbers leaves nothing behind: its counters (PC, PS: PM's key with 'c' and
+-- 's' for its last letter) start again if numbers are added later.
+if size == 0 then redis.call('DEL', PB .. 'c', PB .. 's') end
+return size

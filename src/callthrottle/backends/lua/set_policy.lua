@@ -5,6 +5,36 @@
 -- (since) is the server's time.
 -- Waiters are granted at once if the cap went up, and nudged to ask again (a number that no
 -- longer admits calls then refuses them).
+
+-- A carrier's reaction (a cap lowered until luntil; a cool-down: state 'cooling' with its reason
+-- until `until`) lasts a while; anything else an operator sets lasts for good. Lapsed
+-- reactions are dropped; then P lives as long as its latest reaction when nothing else is in
+-- it (so an idle number leaves nothing behind), and for good otherwise. (The memory backend
+-- drops them the same way: _Policy.drop_lapsed.)
+local function keep_policy(now)
+  local all = redis.call('HGETALL', P)
+  local fields = {}
+  for i = 1, #all, 2 do fields[all[i]] = all[i + 1] end
+  local lapses = 0
+  local luntil = tonumber(fields.luntil)
+  if fields.lcap and luntil then
+    if luntil <= now then redis.call('HDEL', P, 'lcap', 'luntil') end
+    lapses = luntil
+    fields.lcap, fields.luntil = nil, nil
+  end
+  local untl = tonumber(fields['until'])
+  if fields.state == 'cooling' and untl then
+    if untl <= now then redis.call('HDEL', P, 'state', 'reason', 'until') end
+    if untl > lapses then lapses = untl end
+    fields.state, fields.reason, fields['until'] = nil, nil, nil
+  end
+  if next(fields) then
+    redis.call('PERSIST', P)
+  elseif lapses > now then
+    redis.call('PEXPIRE', P, lapses - now)
+  end
+end
+
 local now = now_ms()
 for i = 3, #ARGV, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
@@ -16,6 +46,7 @@ for i = 3, #ARGV, 2 do
     redis.call('HSET', P, field, value)
   end
 end
+keep_policy(now)
 local queued = promote(now, purge(now), ARGV[1], ARGV[2])
 if queued > 0 then
   local line = redis.call('ZRANGE', Q, 0, -1)
