@@ -35,7 +35,9 @@ async def test_daily_caps_ramp_up_by_week_then_stop() -> None:
     clock = FakeClock()
     config = {"default_profile": "new", "profiles": {"new": {"warmup": [10, 20, 30]}}}
     backend = MemoryBackend(clock=clock, wall_clock=clock)
-    async with Throttle(backend, config=config, lease_ttl=1e9) as throttle:
+    async with Throttle(
+        backend, config=config, lease_ttl=366 * DAY
+    ) as throttle:  # no lease lapses in the 4 weeks
         await throttle.set_state(NUMBER, NumberState.WARMING)
         seen = []
         for week in range(4):
