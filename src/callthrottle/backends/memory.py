@@ -532,11 +532,18 @@ class MemoryBackend:
         if not state.holders and not state.queue:
             self._numbers.pop(number, None)
 
-    @staticmethod
-    def _retry_in(state: _NumberState, now: float) -> float | None:
-        if not state.holders:
-            return None
-        return max(min(map(_EXPIRES, state.holders.values())) - now, 0.0)
+    def _retry_in(self, number: str, state: _NumberState, now: float) -> float | None:
+        """Seconds until a slot may free without anyone being told: the earliest lease expiry,
+        or the end of a lowered cap (None: neither)."""
+        retry_in = None
+        if state.holders:
+            retry_in = max(min(map(_EXPIRES, state.holders.values())) - now, 0.0)
+        policy = self._policies.get(number)
+        if policy is not None and policy.lcap is not None and policy.luntil is not None:
+            lapses_in = policy.luntil - now
+            if lapses_in > 0 and (retry_in is None or lapses_in < retry_in):
+                retry_in = lapses_in
+        return retry_in
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -567,6 +574,8 @@ class MemoryBackend:
     ) -> AcquireResult:
         now = self._clock()
         policy = self._policies.get(number)
+        # A waiter keeps the cap it asked for: the one in force is worked out when a slot frees.
+        asked = limit
         if policy is None:
             windows = rates.windows  # what _NO_POLICY's windows_in_force and cap_in_force give
         else:
@@ -603,7 +612,7 @@ class MemoryBackend:
                 return _GRANTED
             waiting.expires = expires = now + waiting.ttl
             state.next_expiry = min(state.next_expiry, expires)
-            return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
+            return AcquireResult(Outcome.QUEUED, self._retry_in(number, state, now))
         if rated:
             refused = self._refusal(
                 number, token, owner, ttl, rates, now, windows, callee_log, wait=enqueue
@@ -612,14 +621,14 @@ class MemoryBackend:
                 self._forget_if_idle(number, state)
                 return refused
         expires = now + ttl
-        entry = _Entry(owner, ttl, limit, max_hold, expires, math.inf, rated)
+        entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, rated)
         if not queue and len(holders) < limit:
             if rated:
                 self._admit(state, number, token, entry, now, windows, rates)
             else:
                 self._grant(state, number, token, entry, now)
             return _GRANTED
-        retry_in = self._retry_in(state, now)
+        retry_in = self._retry_in(number, state, now)
         if enqueue:
             queue[token] = entry
             state.next_expiry = min(state.next_expiry, expires)

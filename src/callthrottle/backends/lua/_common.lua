@@ -6,7 +6,8 @@
 --   KEYS[1] H  sorted set  token -> lease expiry (ms, server clock)
 --   KEYS[2] Q  sorted set  token -> place in line (FIFO sequence)
 --   KEYS[3] W  sorted set  token -> when the waiter's place lapses (ms, server clock)
---   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit\tflags\tsince" (flags: 'r'
+--   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit\tflags\tsince" (limit: the
+--                          caller's own cap, before any runtime cap; flags: 'r'
 --                          when the request has rate windows: it is never handed a slot
 --                          without asking, so that its windows are checked; since: when it
 --                          was granted, or queued, in ms by the server clock)
@@ -352,9 +353,16 @@ local function keep_line(ms, fresh)
   end
 end
 
--- Milliseconds until the earliest lease expires, or -1 when none is held.
+-- Milliseconds until a slot may free without anyone being told: the earliest lease expiry, or
+-- the end of a lowered cap; -1 when neither.
 local function retry_in(now)
+  local wait = -1
   local h = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES')
-  if #h == 0 then return -1 end
-  return math.max(tonumber(h[2]) - now, 0)
+  if #h > 0 then wait = math.max(tonumber(h[2]) - now, 0) end
+  local pol = policy()
+  local luntil = tonumber(pol[6])
+  if pol[5] and luntil and luntil > now and (wait < 0 or luntil - now < wait) then
+    wait = luntil - now
+  end
+  return wait
 end

@@ -25,6 +25,8 @@ if state then
   local untl = tonumber(pol[4])
   return {3, untl and (untl - now) or -1, state, pol[3] or ''}
 end
+-- A waiter keeps the cap it asked for (the one in force is worked out when a slot frees).
+local asked = limit
 limit = cap_in_force(pol, limit, now)
 
 -- The hot path: no rate window, callee or group; nobody waiting; a slot free. Leases that
@@ -38,7 +40,7 @@ if #ARGV <= 8 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 the
       if deadline < expires then expires = deadline end
     end
     if redis.call('ZADD', H, 'NX', expires, token) == 1 then
-      redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, '', now))
+      redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, '', now))
       cover(expires, now, holding == 0, holding == 0)
       return {1, -1}
     end
@@ -88,7 +90,7 @@ local function grant()
     if deadline < expires then expires = deadline end
   end
   redis.call('ZADD', H, expires, token)
-  redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now))
+  redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, flags, now))
   if #windows > 0 then rate_hit(R, windows, now, token) end
   if #callee_windows > 0 then rate_hit(KEYS[7], callee_windows, now, ARGV[7] .. ':' .. token) end
   for _, g in ipairs(groups) do
@@ -163,6 +165,6 @@ local tail = redis.call('ZRANGE', Q, -1, -1, 'WITHSCORES')
 if #tail > 0 then seq = tonumber(tail[2]) + 1 end
 redis.call('ZADD', Q, seq, token)
 redis.call('ZADD', W, now + ttl, token)
-redis.call('HSET', M, token, meta(owner, ttl, hold, limit, flags, now))
+redis.call('HSET', M, token, meta(owner, ttl, hold, asked, flags, now))
 keep_line(ttl + 1000, queued == 0)
 return {0, retry_in(now)}
