@@ -10,8 +10,10 @@ import pytest
 
 from callthrottle import AcquireTimeout, ConfigError, InvalidArgument, RateLimited, Throttle, Usage
 
+from .test_fifo import _DeafBackend
+
 if TYPE_CHECKING:
-    from ..conftest import ThrottleFactory
+    from ..conftest import BackendFactory, ThrottleFactory
 
 A, B, C = "+8657188880001", "+8657188880002", "+8657188880003"
 
@@ -189,3 +191,37 @@ async def test_a_tenants_daily_cap_resets_at_local_midnight(new_throttle: Thrott
     midnight = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     assert caught.value.retry_after is not None
     assert abs(caught.value.retry_after - (midnight - now).total_seconds()) < 2
+
+
+@pytest.mark.parametrize("kind", ["trunk", "tenant"])
+async def test_a_slot_someone_waits_for_is_not_taken_by_a_later_caller(
+    new_backend: BackendFactory, new_throttle: ThrottleFactory, kind: str
+) -> None:
+    """A caller waits for a full trunk (or tenant) on one number; a slot of the group frees.
+    Until that caller has asked again (it never hears the news here, and with 60 s leases it
+    would look again only 30 s later), neither a try-once call nor a caller that comes to wait
+    later takes the slot on another number of the group."""
+    group = "t400" if kind == "trunk" else "acme"
+    cfg = {
+        f"{kind}s": {group: {"cap": 1}},
+        "numbers": {A: {kind: group}, B: {kind: group}},
+    }
+    deaf = _DeafBackend(new_backend())
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        Throttle(deaf, config=cfg, lease_ttl=60, close_backend=True) as waiter_side,
+    ):
+        held = await holder.acquire(A, timeout=0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(waiter_side.acquire, B, timeout=20))
+            with anyio.fail_after(5):
+                while (await holder.group_usage(kind, group)).waiting != 1:
+                    await anyio.sleep(0.005)
+            await holder.release(held)
+            with pytest.raises(AcquireTimeout, match=f"{kind}:{group} is full"):
+                await holder.acquire(A, timeout=0)
+            with pytest.raises(AcquireTimeout, match=f"{kind}:{group} is full"):
+                await holder.acquire(A, timeout=0.2)
+            assert await holder.group_usage(kind, group) == Usage(in_use=0, limit=1, waiting=1)
+            tg.cancel_scope.cancel()  # the waiter gives up: its place goes with it
+        await holder.acquire(A, timeout=0)

@@ -310,7 +310,9 @@ class MemoryBackend:
         self._callees: dict[tuple[str, str], _RateLog] = {}
         self._layout: Layout = OWN_TAGS
         # Per group ("trunk:x"): its live leases (the numbers' own entries), its rate log, and
-        # the callers waiting for one of its slots ((owner, number, token) -> when it lapses).
+        # its line: the callers waiting for one of its slots ((owner, number, token) -> when
+        # the place lapses), first come first (a caller takes a free slot of the group only
+        # when no caller ahead of it waits for one).
         self._group_holders: dict[str, dict[tuple[str, str], _Entry]] = {}
         self._group_logs: dict[str, _RateLog] = {}
         self._group_waiters: dict[str, dict[tuple[str, str, str], float]] = {}
@@ -370,20 +372,45 @@ class MemoryBackend:
     def _leave_groups(self, number: str, token: str, owner: str, nudge: bool) -> None:
         """The lease left the number: take it out of its groups, and wake their waiters."""
         for group in self._layout.groups_for(number):
-            self._group_waiters.get(group.group, {}).pop((owner, number, token), None)
+            self._leave_group_line(group.group, (owner, number, token), nudge)
             holders = self._group_holders.get(group.group, {})
             if holders.pop((number, token), None) is not None and nudge:
                 self._nudge_group(group.group)
 
-    def _nudge_group(self, group: str) -> None:
+    def _purge_group_line(self, group: str, now: float) -> dict[tuple[str, str, str], float]:
+        """The group's line without the places that lapsed."""
         waiters = self._group_waiters.get(group)
-        if not waiters:
-            return
-        now = self._clock()
+        if waiters is None:
+            return {}
         for key in [k for k, lapse in waiters.items() if lapse <= now]:
             del waiters[key]
+        return waiters
+
+    def _leave_group_line(self, group: str, waiter: tuple[str, str, str], free: bool) -> None:
+        """The caller leaves the group's line; when it was first, the next is told (a slot kept
+        for it may be free). ``free``: False when it took that slot and none is left."""
+        waiters = self._group_waiters.get(group)
+        if not waiters or waiter not in waiters:
+            return
+        first = next(iter(waiters)) == waiter
+        del waiters[waiter]
+        if first and free:
+            self._nudge_group(group)
+
+    def _leave_group_lines(
+        self, number: str, token: str, owner: str, groups: Sequence[GroupPlan], but: str = ""
+    ) -> None:
+        """The caller leaves the line of every group but ``but``: it waits in one line at a
+        time, so that two callers never each keep the slot the other waits for."""
+        for group in groups:
+            if group.group != but:
+                self._leave_group_line(group.group, (owner, number, token), True)
+
+    def _nudge_group(self, group: str) -> None:
+        """Ask the first caller in the group's line to try again (a slot of the group freed)."""
+        waiters = self._purge_group_line(group, self._clock())
         if waiters:
-            owner, number, token = min(waiters, key=waiters.__getitem__)
+            owner, number, token = next(iter(waiters))
             self._notify(owner, "nudged", number, token)
 
     async def open(self) -> None:
@@ -466,8 +493,12 @@ class MemoryBackend:
         if callee_log is not None:
             callee_log.hit(rates.callee_windows, now)
         for group in rates.groups:
-            self._group_holders.setdefault(group.group, {})[(number, token)] = entry
-            self._group_waiters.get(group.group, {}).pop((entry.owner, number, token), None)
+            holders = self._group_holders.setdefault(group.group, {})
+            holders[(number, token)] = entry
+            # Out of the group's line; the next is told when a slot is still free for it.
+            cap = self._group_in_force(group, rates.priority)[0]
+            free = cap is None or len(holders) < cap
+            self._leave_group_line(group.group, (entry.owner, number, token), free)
             group_windows = self._group_in_force(group, 0)[1]
             if group_windows:
                 self._group_logs.setdefault(group.group, _RateLog()).hit(group_windows, now)
@@ -482,15 +513,27 @@ class MemoryBackend:
         now: float,
         wait: bool,
     ) -> AcquireResult | None:
-        """None if every group has a slot; else the refusal (registering a waiter)."""
+        """None if every group has a slot; else the refusal (registering a waiter). A slot is
+        free for the caller only if the callers ahead of it in the group's line leave one: a
+        slot that frees is theirs first."""
+        me = (owner, number, token)
         for group in rates.groups:
             cap = self._group_in_force(group, rates.priority)[0]
-            if cap is None or self._group_in_use(group.group, now) < cap:
+            if cap is None:
                 continue
+            line = self._purge_group_line(group.group, now)
+            ahead = len(line)
+            if me in line:
+                ahead = list(line).index(me)
+            if self._group_in_use(group.group, now) + ahead < cap:
+                continue
+            self._leave_group_lines(number, token, owner, rates.groups, but=group.group)
             if wait:
-                self._group_waiters.setdefault(group.group, {})[(owner, number, token)] = now + ttl
-            holders = self._group_holders[group.group]
-            retry_in = max(min(e.expires for e in holders.values()) - now, 0.0)
+                self._group_waiters.setdefault(group.group, {})[me] = now + ttl
+            holders = self._group_holders.get(group.group)
+            retry_in = None
+            if holders:
+                retry_in = max(min(e.expires for e in holders.values()) - now, 0.0)
             return AcquireResult(Outcome.GROUP_FULL, retry_in, group=group.group)
         return None
 
@@ -630,6 +673,8 @@ class MemoryBackend:
             return _GRANTED
         retry_in = self._retry_in(number, state, now)
         if enqueue:
+            if rates.groups:  # it waits in the number's line now
+                self._leave_group_lines(number, token, owner, rates.groups)
             queue[token] = entry
             state.next_expiry = min(state.next_expiry, expires)
             return AcquireResult(Outcome.QUEUED, retry_in)
@@ -654,9 +699,12 @@ class MemoryBackend:
             (self._group_logs.get(g.group), self._group_in_force(g, 0)[1], g.group)
             for g in rates.groups
         ]
-        return self._rate_refusal(logs, now, rates.tz_offset) or self._group_full(
-            number, token, owner, ttl, rates, now, wait=wait
-        )
+        refused = self._rate_refusal(logs, now, rates.tz_offset)
+        if refused is not None:
+            # It asks again when the window has room: meanwhile it keeps no group's slot.
+            self._leave_group_lines(number, token, owner, rates.groups)
+            return refused
+        return self._group_full(number, token, owner, ttl, rates, now, wait=wait)
 
     async def release(
         self, number: str, token: str, releaser: str, pool: str | None = None

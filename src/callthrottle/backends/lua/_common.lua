@@ -26,6 +26,10 @@
 --   GH sorted set  "owner\tnumber\ttoken" -> lease expiry: the group's live leases
 --   GR sorted set  the group's admitted calls, for its rate windows (as R)
 --   GW sorted set  "owner\tnumber\ttoken" -> when it lapses: callers waiting for a group slot
+--   and, beside GW, its key ending in 'q' instead of 'w':
+--   GQ sorted set  the same members -> their place in the group's line (first come, first
+--                  served): a caller takes a free slot of the group only when no caller ahead
+--                  of it waits for one (a try-once caller has everyone ahead of it)
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
 local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
@@ -91,14 +95,64 @@ local function member(owner, number, token)
   return owner .. '\t' .. number .. '\t' .. token
 end
 
--- Ask the oldest waiters of a group to try again (a slot of the group freed).
+-- Apply a variadic command to a list in chunks (Lua's unpack has a stack limit).
+local function each_chunk(cmd, key, list)
+  for i = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+
+-- The order of a group's line (GQ), beside its lapses (GW).
+local function group_line(gw)
+  return string.sub(gw, 1, -2) .. 'q'
+end
+
+-- Drop the places in a group's line that lapsed.
+local function purge_group_line(gw, now)
+  local gone = redis.call('ZRANGEBYSCORE', gw, '-inf', now)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', gw, '-inf', now)
+    each_chunk('ZREM', group_line(gw), gone)
+  end
+end
+
+-- Ask the first waiters of a group to try again (a slot of the group freed).
 local function nudge_group(gw, channels, count, now)
-  redis.call('ZREMRANGEBYSCORE', gw, '-inf', now)
+  purge_group_line(gw, now)
   if count <= 0 then return end
-  for _, m in ipairs(redis.call('ZRANGE', gw, 0, count - 1)) do
+  for _, m in ipairs(redis.call('ZRANGE', group_line(gw), 0, count - 1)) do
     local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
     redis.call('SPUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
   end
+end
+
+-- How many callers wait ahead of member m in a group's line (all of them when m has no place).
+local function group_ahead(gw, m, now)
+  purge_group_line(gw, now)
+  local gq = group_line(gw)
+  return redis.call('ZRANK', gq, m) or redis.call('ZCARD', gq)
+end
+
+-- Member m keeps (or takes, at the back) a place in a group's line, for ms more.
+local function join_group_line(gw, m, now, ms)
+  local gq = group_line(gw)
+  if not redis.call('ZSCORE', gq, m) then
+    local tail = redis.call('ZRANGE', gq, -1, -1, 'WITHSCORES')
+    redis.call('ZADD', gq, #tail > 0 and tonumber(tail[2]) + 1 or 1, m)
+  end
+  redis.call('ZADD', gw, now + ms, m)
+  extend(gw, ms + 1000)
+  extend(gq, ms + 1000)
+end
+
+-- Member m leaves a group's line; when it was first, the next is told (a slot kept for m may
+-- be free). `free`: false when m took that slot and none is left (nobody to tell then).
+local function leave_group_line(gw, m, channels, now, free)
+  if redis.call('ZREM', gw, m) == 0 then return end
+  local gq = group_line(gw)
+  local was_first = redis.call('ZRANGE', gq, 0, 0)[1] == m
+  redis.call('ZREM', gq, m)
+  if was_first and free ~= false then nudge_group(gw, channels, 1, now) end
 end
 
 -- The lease left the number: take it out of its groups, and wake their waiters.
@@ -106,7 +160,7 @@ local function leave_groups(owner, number, token, channels, now)
   local m = member(owner, number, token)
   for i = 1, GROUPS do
     local gh, _, gw = group_keys(i)
-    redis.call('ZREM', gw, m)
+    leave_group_line(gw, m, channels, now)
     if redis.call('ZREM', gh, m) == 1 then nudge_group(gw, channels, 1, now) end
   end
 end
@@ -216,13 +270,6 @@ local function unavailable(pol, now)
     if untl and untl <= now then return nil end
   end
   return state
-end
-
--- Apply a variadic command to a list in chunks (Lua's unpack has a stack limit).
-local function each_chunk(cmd, key, list)
-  for i = 1, #list, 1000 do
-    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
-  end
 end
 
 -- Drop expired leases and lapsed waiters; return how many wait in line afterwards.

@@ -96,23 +96,31 @@ local function grant()
   for _, g in ipairs(groups) do
     redis.call('ZADD', g[1], expires, me)
     extend(g[1], expires - now + 1000)
-    redis.call('ZREM', g[3], me)
+    -- Out of the group's line; the next is told when a slot is still free for it.
+    leave_group_line(g[3], me, ARGV[8], now, not g[4] or redis.call('ZCARD', g[1]) < g[4])
     if #g[5] > 0 then rate_hit(g[2], g[5], now, ARGV[7] .. ':' .. token) end
   end
   return expires
 end
 
+-- The caller leaves the line of every group but the i-th (it waits in one line at a time, so
+-- that two callers never each keep the slot the other waits for).
+local function leave_group_lines(except)
+  for i, g in ipairs(groups) do
+    if i ~= except then leave_group_line(g[3], me, ARGV[8], now) end
+  end
+end
+
 -- nil if every group has a slot for the call; else the reply to give (registering the caller
--- as a group waiter when it will wait).
+-- as a group waiter when it will wait). A slot is free for the caller only if the callers
+-- ahead of it in the group's line leave one: a slot that frees is theirs first.
 local function group_full(wait)
-  for _, g in ipairs(groups) do
+  for i, g in ipairs(groups) do
     if g[4] then
       redis.call('ZREMRANGEBYSCORE', g[1], '-inf', now)
-      if redis.call('ZCARD', g[1]) >= g[4] then
-        if wait then
-          redis.call('ZADD', g[3], now + ttl, me)
-          extend(g[3], ttl + 1000)
-        end
+      if redis.call('ZCARD', g[1]) + group_ahead(g[3], me, now) >= g[4] then
+        leave_group_lines(i)
+        if wait then join_group_line(g[3], me, now, ttl) end
         local first = redis.call('ZRANGE', g[1], 0, 0, 'WITHSCORES')
         local retry = (#first > 0) and math.max(tonumber(first[2]) - now, 0) or -1
         return {5, retry, g[6], g[4]}
@@ -120,6 +128,17 @@ local function group_full(wait)
     end
   end
   return nil
+end
+
+-- nil if the call may go ahead under every window and group; else the reply to give (a caller
+-- refused by a window leaves every group's line: it asks again when the window has room).
+local function refusal(wait)
+  local refused = rate_limited()
+  if refused then
+    leave_group_lines(0)
+    return refused
+  end
+  return group_full(wait)
 end
 
 local raw = redis.call('HGET', M, token)
@@ -130,7 +149,7 @@ if raw then
   -- Queued. First in line with a slot free: take it, if the rate windows allow.
   local holding = redis.call('ZCARD', H)
   if redis.call('ZRANK', Q, token) == 0 and holding < limit then
-    local refused = rate_limited() or group_full(true)
+    local refused = refusal(true)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('HDEL', M, token)
@@ -147,7 +166,7 @@ if raw then
 end
 
 if flags == 'r' then
-  local refused = rate_limited() or group_full(ARGV[6] == '1')
+  local refused = refusal(ARGV[6] == '1')
   if refused then return refused end
 end
 
@@ -160,6 +179,7 @@ if queued == 0 then
 end
 
 if ARGV[6] ~= '1' then return {2, retry_in(now)} end
+leave_group_lines(0)  -- it waits in the number's line now
 local seq = 1
 local tail = redis.call('ZRANGE', Q, -1, -1, 'WITHSCORES')
 if #tail > 0 then seq = tonumber(tail[2]) + 1 end
