@@ -990,6 +990,20 @@ class MemoryBackend:
                     removed += 1
             self._settle(number, now)
             self._forget_if_idle(number, state)
+        # Callers waiting for a pool or a group have a place in its line only.
+        for name, pool in self._pools.items():
+            for waiter in [w for w, lapses in pool.line.items() if lapses <= now]:
+                del pool.line[waiter]
+            mine = [w for w in pool.line if w[0] == owner]
+            for waiter in mine:
+                self._leave_line(name, pool, waiter)
+            removed += len(mine)
+        for group in list(self._group_waiters):
+            line = self._purge_group_line(group, now)
+            mine_in_group = [w for w in line if w[0] == owner]
+            for key in mine_in_group:
+                self._leave_group_line(group, key, True)
+            removed += len(mine_in_group)
         return removed
 
     # -- operator queries and admin actions ----------------------------------------------------
