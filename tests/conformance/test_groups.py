@@ -225,3 +225,35 @@ async def test_a_slot_someone_waits_for_is_not_taken_by_a_later_caller(
             assert await holder.group_usage(kind, group) == Usage(in_use=0, limit=1, waiting=1)
             tg.cancel_scope.cancel()  # the waiter gives up: its place goes with it
         await holder.acquire(A, timeout=0)
+
+
+async def test_release_owner_frees_a_dead_callers_place_in_a_groups_line(
+    new_backend: BackendFactory, new_throttle: ThrottleFactory
+) -> None:
+    """A dead process waited first for a full trunk; once its owner is released, the slot that
+    frees goes to the next caller in the trunk's line at once (with 60 s leases it would
+    otherwise look again only 30 s later)."""
+    cfg = config()
+    cfg["trunks"]["t400"]["cap"] = 1
+    deaf = _DeafBackend(new_backend())
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        new_throttle(config=cfg, lease_ttl=60) as live,
+        Throttle(deaf, config=cfg, lease_ttl=60, owner_id="dead", close_backend=True) as dead,
+    ):
+        held = await holder.acquire(A, timeout=0)
+        async with anyio.create_task_group() as tg:
+            for count, waiter in enumerate((dead, live), 1):
+                tg.start_soon(partial(waiter.acquire, B, timeout=20))
+                with anyio.fail_after(5):
+                    while (await holder.group_usage("trunk", "t400")).waiting != count:
+                        await anyio.sleep(0.005)
+            assert await holder.release_owner("dead") == 1
+            assert (await holder.group_usage("trunk", "t400")).waiting == 1
+            released_at = anyio.current_time()
+            await holder.release(held)
+            with anyio.fail_after(5):
+                while not live.held:
+                    await anyio.sleep(0.005)
+            assert anyio.current_time() - released_at < 2
+            tg.cancel_scope.cancel()
