@@ -238,3 +238,29 @@ def test_bad_warmup_and_run_time_rates() -> None:
     cfg["profiles"]["p"]["warmup"] = [10, 0]  # type: ignore[index]
     with pytest.raises(ConfigError, match=r"config\.profiles\.p\.warmup must be a list of daily"):
         Throttle.from_url("memory://", config=cfg)
+
+
+@pytest.mark.parametrize("how", ["set_rates", "warming"])
+async def test_windows_set_while_a_caller_waits_count_its_call(
+    new_throttle: ThrottleFactory, how: str
+) -> None:
+    """A caller queued on a number without windows; windows then come into force (set at run
+    time, or the warm-up's daily cap when the number starts warming). The slot it gets later
+    is counted in them, like any call admitted under them."""
+    cfg = {"default_profile": "p", "profiles": {"p": {"cap": 50, "warmup": [1]}}}
+    async with new_throttle(config=cfg) as holder, new_throttle(config=cfg) as waiter_side:
+        held = await holder.acquire(NUMBER, limit=1, timeout=0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: waiter_side.acquire(NUMBER, limit=1, timeout=10))
+            with anyio.fail_after(5):
+                while (await holder.usage(NUMBER, limit=1)).waiting != 1:
+                    await anyio.sleep(0.005)
+            if how == "set_rates":
+                await holder.set_rates(NUMBER, "1/minute")
+            else:
+                await holder.set_state(NUMBER, NumberState.WARMING)
+            await holder.release(held)
+        assert [usage.used for usage in await holder.window_usage(NUMBER)] == [1]
+        await waiter_side.release(waiter_side.held[0])
+        with pytest.raises(RateLimited, match="1 per (60|86400) s"):
+            await holder.acquire(NUMBER, limit=1, timeout=0)

@@ -451,12 +451,15 @@ class MemoryBackend:
         policy = self._policies.get(number)
         if policy is not None and policy.unavailable(now) is not None:
             return state
+        # Windows set at run time, or a warm-up begun, since a waiter queued apply to it too:
+        # it is not handed a slot without asking then, so that they are checked and counted.
+        ruled = policy is not None and (bool(policy.rates) or policy.state == "warming")
         granted = False
         while queue:
             token, entry = next(iter(queue.items()))
             cap = entry.limit if policy is None else policy.cap_in_force(entry.limit, now)
             full = len(holders) >= cap
-            if full or entry.rated:
+            if full or entry.rated or ruled:
                 # The head asks again: to time its wait from the new leases, or (rate windows)
                 # to take the free slot itself, so that its windows are checked.
                 if granted or not full:

@@ -332,7 +332,9 @@ local function promote(now, queued, number, channels, here, handed)
     if unavailable(pol, now) then return queued end
     local holding = redis.call('ZCARD', H)
     local full = holding >= cap_in_force(pol, limit, now)
-    if full or flags == 'r' then
+    -- Windows set at run time, or a warm-up begun, since the head queued apply to it too: it
+    -- is not handed a slot without asking then, so that they are checked and counted.
+    if full or flags == 'r' or pol[7] or pol[2] == 'warming' then
       -- Nudge the head: it times its wait from the new leases, or (rate windows) asks for the
       -- free slot itself, so that its windows are checked.
       if not full or (granted and granted[redis.call('ZRANGE', H, 0, 0)[1]]) then
