@@ -16,7 +16,6 @@ from callthrottle import (
     PoolExhausted,
     Throttle,
 )
-
 from callthrottle._rates import NO_RATES
 from callthrottle.backends import Outcome
 

@@ -262,5 +262,5 @@ async def test_windows_set_while_a_caller_waits_count_its_call(
             await holder.release(held)
         assert [usage.used for usage in await holder.window_usage(NUMBER)] == [1]
         await waiter_side.release(waiter_side.held[0])
-        with pytest.raises(RateLimited, match="1 per (60|86400) s"):
+        with pytest.raises(RateLimited, match=r"1 per (60|86400) s"):
             await holder.acquire(NUMBER, limit=1, timeout=0)
