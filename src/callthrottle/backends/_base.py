@@ -328,7 +328,9 @@ class Backend(Protocol):
         ...
 
     async def release_owner(self, owner: str) -> int:
-        """Release every lease of ``owner`` and drop its places in line, on every number.
+        """Release every lease of ``owner`` and drop its places in line: on every number, and
+        in the lines of pools and groups (the next in line is told when the first place was
+        the owner's).
 
         :return: how many leases and places in line were removed
         """
