@@ -128,6 +128,7 @@ end
 
 -- How many callers wait ahead of member m in a group's line (all of them when m has no place).
 local function group_ahead(gw, m, now)
+  if redis.call('ZCARD', gw) == 0 then return 0 end  -- nobody waits: the common case
   purge_group_line(gw, now)
   local gq = group_line(gw)
   return redis.call('ZRANK', gq, m) or redis.call('ZCARD', gq)
