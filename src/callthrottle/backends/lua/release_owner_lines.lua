@@ -3,7 +3,8 @@
 -- place was the owner's, the next in line is told to ask again.
 -- KEYS[1] the line's order (a pool's ':w', a group's GQ), KEYS[2] its lapses (':x', GW)
 -- ARGV[1] owner, ARGV[2] channel prefix, ARGV[3] the pool's name ('' for a group's line)
--- Returns how many live places were removed.
+-- Returns how many live places were removed. (Memory twin: the end of
+-- MemoryBackend.release_owner.)
 local order, lapses, channels, pool = KEYS[1], KEYS[2], ARGV[2], ARGV[3]
 if redis.call('TYPE', order).ok ~= 'zset' then return 0 end  -- gone meanwhile
 local now = now_ms()
