@@ -264,3 +264,26 @@ async def test_windows_set_while_a_caller_waits_count_its_call(
         await waiter_side.release(waiter_side.held[0])
         with pytest.raises(RateLimited, match=r"1 per (60|86400) s"):
             await holder.acquire(NUMBER, limit=1, timeout=0)
+
+
+async def test_slots_freed_together_reach_every_waiter_with_windows(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Callers with rate windows are never handed a slot: the first in line is told to take
+    it. Two slots free at once: once the first has taken its slot, the next is told too (with
+    60 s leases it would otherwise look again only after a minute)."""
+    cfg = config("100/minute")
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        new_throttle(config=cfg, lease_ttl=60) as waiter_side,
+    ):
+        held = [await holder.acquire(NUMBER, limit=2, timeout=0) for _ in range(2)]
+        async with anyio.create_task_group() as tg:
+            for count in (1, 2):
+                tg.start_soon(lambda: waiter_side.acquire(NUMBER, limit=2, timeout=5))
+                with anyio.fail_after(5):
+                    while (await holder.usage(NUMBER, limit=2)).waiting != count:
+                        await anyio.sleep(0.005)
+            for lease in held:
+                await holder.release(lease)
+        assert len(waiter_side.held) == 2

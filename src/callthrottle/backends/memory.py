@@ -655,6 +655,8 @@ class MemoryBackend:
                         self._forget_if_idle(number, state)
                         return refused
                 self._admit(state, number, token, waiting, now, windows, rates)
+                if queue:  # the next is served (or told to ask) when a slot is still free
+                    self._settle(number, now)
                 return _GRANTED
             waiting.expires = expires = now + waiting.ttl
             state.next_expiry = min(state.next_expiry, expires)

@@ -158,6 +158,8 @@ if raw then
       return refused
     end
     cover(grant(), now, holding == 0, false)
+    -- The next in line is served (or told to ask) when a slot is still free for it.
+    promote(now, queued - 1, ARGV[7], ARGV[8])
     return {1, -1}
   end
   redis.call('ZADD', W, now + wttl, token)
