@@ -257,3 +257,37 @@ async def test_release_owner_frees_a_dead_callers_place_in_a_groups_line(
                     await anyio.sleep(0.005)
             assert anyio.current_time() - released_at < 2
             tg.cancel_scope.cancel()
+
+
+async def test_callers_waiting_for_a_trunk_are_served_in_arrival_order(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """First come, first served across the trunk's numbers and across processes, also while
+    the waiters keep asking again, each at its own pace (every 0.3 s with 0.6 s leases, every
+    0.1 s with 0.2 s leases)."""
+    cfg = config()
+    cfg["trunks"]["t400"]["cap"] = 1
+    order: list[str] = []
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        new_throttle(config=cfg, lease_ttl=0.6) as first,
+        new_throttle(config=cfg, lease_ttl=0.2) as second,
+    ):
+        held = await holder.acquire(A, timeout=0)
+
+        async def wait(throttle: Throttle, number: str, name: str) -> None:
+            lease = await throttle.acquire(number, timeout=10)
+            order.append(name)
+            await anyio.sleep(0.05)
+            await throttle.release(lease)
+
+        async with anyio.create_task_group() as tg:
+            callers = [(first, A, "w1"), (second, B, "w2"), (first, B, "w3"), (second, A, "w4")]
+            for count, caller in enumerate(callers, 1):
+                tg.start_soon(wait, *caller)
+                with anyio.fail_after(5):
+                    while (await holder.group_usage("trunk", "t400")).waiting != count:
+                        await anyio.sleep(0.005)
+            await anyio.sleep(0.5)  # each has asked again meanwhile, in its own order
+            await holder.release(held)
+    assert order == ["w1", "w2", "w3", "w4"]
