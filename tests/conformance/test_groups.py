@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from callthrottle import AcquireTimeout, ConfigError, InvalidArgument, RateLimited, Throttle, Usage
+from callthrottle import (
+    AcquireTimeout,
+    ConfigError,
+    InvalidArgument,
+    NumberState,
+    NumberUnavailable,
+    RateLimited,
+    Throttle,
+    Usage,
+)
 
 from .test_fifo import _DeafBackend
 
@@ -291,3 +300,41 @@ async def test_callers_waiting_for_a_trunk_are_served_in_arrival_order(
             await anyio.sleep(0.5)  # each has asked again meanwhile, in its own order
             await holder.release(held)
     assert order == ["w1", "w2", "w3", "w4"]
+
+
+async def test_a_caller_whose_number_stops_admitting_calls_leaves_the_trunks_line(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A caller waits first in a full trunk's line when its number is flagged: it is told at
+    once (NumberUnavailable), and its place goes with it, so the next caller gets the slot
+    that frees (with 60 s leases, nobody would look again for 30 s)."""
+    cfg = config()
+    cfg["trunks"]["t400"]["cap"] = 1
+    refused: list[NumberUnavailable] = []
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        new_throttle(config=cfg, lease_ttl=60) as waiters,
+    ):
+        held = await holder.acquire(A, timeout=0)
+
+        async def caller(number: str) -> None:
+            if number == A:
+                await waiters.acquire(A, timeout=10)
+                return
+            with pytest.raises(NumberUnavailable) as caught:
+                await waiters.acquire(B, timeout=10)
+            refused.append(caught.value)
+
+        async with anyio.create_task_group() as tg:
+            for count, number in enumerate((B, A), 1):
+                tg.start_soon(caller, number)
+                with anyio.fail_after(5):
+                    while (await holder.group_usage("trunk", "t400")).waiting != count:
+                        await anyio.sleep(0.005)
+            await holder.set_state(B, NumberState.FLAGGED, reason="carrier notice")
+            with anyio.fail_after(5):
+                while not refused:
+                    await anyio.sleep(0.005)
+            assert (await holder.group_usage("trunk", "t400")).waiting == 1
+            await holder.release(held)
+        assert [lease.number for lease in waiters.held] == [A]

@@ -86,7 +86,9 @@ class Outcome(enum.IntEnum):
     GRANTED = 1  #: the token now holds a slot (or already held it, for the same owner)
     QUEUED = 0  #: the token waits in the number's FIFO line
     REFUSED = 2  #: no slot and ``enqueue`` was false: nothing was written
-    UNAVAILABLE = 3  #: the number's state admits no calls: nothing was written
+    #: the number's state admits no calls: nothing was written (but a place the token had in a
+    #: group's line goes: it is refused for good)
+    UNAVAILABLE = 3
     RATE_LIMITED = 4  #: a rate window is full: nothing was written (and the token left the line)
     #: a trunk or tenant is at its cap, or its free slots are kept for callers ahead in its
     #: line: the caller waits in the group's line (when ``enqueue``)

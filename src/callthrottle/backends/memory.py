@@ -627,6 +627,8 @@ class MemoryBackend:
         else:
             unavailable = policy.unavailable(now)
             if unavailable is not None:
+                # Refused for good: a place it had in a group's line goes.
+                self._leave_group_lines(number, token, owner, self._layout.groups_for(number))
                 retry_in = None if policy.until is None else policy.until - now
                 return AcquireResult(Outcome.UNAVAILABLE, retry_in, unavailable, policy.reason)
             limit = policy.cap_in_force(limit, now)
@@ -809,6 +811,12 @@ class MemoryBackend:
             for token, entry in state.queue.items():
                 self._notify(entry.owner, "nudged", number, token)
             self._forget_if_idle(number, state)
+        # Callers waiting for a slot of the number's groups are told too (a number that no
+        # longer admits calls refuses them, and they leave the group's line).
+        for group in self._layout.groups_for(number):
+            for owner, on, token in list(self._purge_group_line(group.group, now)):
+                if on == number:
+                    self._notify(owner, "nudged", number, token)
 
     async def get_policy(self, number: str) -> dict[str, object]:
         await self._checkpoint()

@@ -14,7 +14,8 @@
 -- rate window of the number, the callee or a group is full (nothing is written, and a queued
 -- token leaves the line); {5, retry_in_ms, group name, cap} when a group is full (the caller
 -- waits for a group slot, when enqueue, without a place in the number's line); {3, retry_in_ms, state, reason} when the
--- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none).
+-- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none; a place
+-- the token had in a group's line goes).
 local token, owner = ARGV[1], ARGV[2]
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local tz_ms = tonumber(ARGV[10] or '0')
@@ -22,6 +23,11 @@ local now = now_ms()
 local pol = policy()
 local state = unavailable(pol, now)
 if state then
+  -- Refused for good: a place it had in a group's line goes (the next there is told).
+  for i = 1, GROUPS do
+    local _, _, gw = group_keys(i)
+    leave_group_line(gw, member(owner, ARGV[7], token), ARGV[8], now)
+  end
   local untl = tonumber(pol[4])
   return {3, untl and (untl - now) or -1, state, pol[3] or ''}
 end
