@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from callthrottle import AcquireTimeout, Lease, Throttle, ThrottleError
+from callthrottle import AcquireTimeout, Lease, Reaction, Throttle, ThrottleError, Usage
 
 if TYPE_CHECKING:
     from ..conftest import BackendFactory, ThrottleFactory
@@ -180,3 +180,40 @@ async def test_slot_handed_to_a_dead_waiter_comes_back_at_its_expiry(
         assert len(live.held) == 1
         assert 0.4 < anyio.current_time() - released_at < 2.5
     await dead.aclose()
+
+
+async def test_a_removed_cap_no_longer_governs_the_line(new_throttle: ThrottleFactory) -> None:
+    """A waiter is judged by the cap in force when a slot frees, not by the one in force when
+    it queued: once a raised cap is removed, nobody is admitted until usage falls under the
+    caller's own cap again."""
+    async with new_throttle() as holder, new_throttle() as waiter_side:
+        await holder.set_cap(NUMBER, 4)
+        held = [await holder.acquire(NUMBER, limit=2, timeout=0) for _ in range(4)]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(waiter_side.acquire, NUMBER, limit=2, timeout=10))
+            await wait_for_waiting(holder, 1, limit=2)
+            await holder.set_cap(NUMBER, None)
+            await holder.release(held[0])
+            assert await holder.usage(NUMBER, limit=2) == Usage(in_use=3, limit=2, waiting=1)
+            await holder.release(held[1])
+            assert await holder.usage(NUMBER, limit=2) == Usage(in_use=2, limit=2, waiting=1)
+            await holder.release(held[2])  # now under the cap: the waiter is admitted
+        assert await holder.usage(NUMBER, limit=2) == Usage(in_use=2, limit=2, waiting=0)
+
+
+async def test_a_waiter_is_admitted_when_a_lowered_cap_lapses(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A caller that queued under a cap lowered by a carrier's answer gets its slot when the
+    lowered cap lapses, not a lease's lifetime later (60 s here)."""
+    feedback = {477: Reaction("lower_cap", seconds=0.4, cap=1)}
+    async with (
+        new_throttle(feedback=feedback, lease_ttl=60) as holder,
+        new_throttle(lease_ttl=60) as waiter_side,
+    ):
+        await holder.acquire(NUMBER, limit=2, timeout=0)
+        await holder.report(NUMBER, 477)
+        started = anyio.current_time()
+        await waiter_side.acquire(NUMBER, limit=2, timeout=5)
+        assert 0.3 < anyio.current_time() - started < 2.5
+        assert (await holder.usage(NUMBER, limit=2)).in_use == 2

@@ -364,7 +364,9 @@ class MemoryBackend:
         self._callees: dict[tuple[str, str], _RateLog] = {}
         self._layout: Layout = OWN_TAGS
         # Per group ("trunk:x"): its live leases (the numbers' own entries), its rate log, and
-        # the callers waiting for one of its slots ((owner, number, token) -> when it lapses).
+        # its line: the callers waiting for one of its slots ((owner, number, token) -> when
+        # the place lapses), first come first (a caller takes a free slot of the group only
+        # when no caller ahead of it waits for one).
         self._group_holders: dict[str, dict[tuple[str, str], _Entry]] = {}
         self._group_logs: dict[str, _RateLog] = {}
         self._group_waiters: dict[str, dict[tuple[str, str, str], float]] = {}
@@ -425,20 +427,45 @@ class MemoryBackend:
     def _leave_groups(self, number: str, token: str, owner: str, nudge: bool) -> None:
         """The lease left the number: take it out of its groups, and wake their waiters."""
         for group in self._layout.groups_for(number):
-            self._group_waiters.get(group.group, {}).pop((owner, number, token), None)
+            self._leave_group_line(group.group, (owner, number, token), nudge)
             holders = self._group_holders.get(group.group, {})
             if holders.pop((number, token), None) is not None and nudge:
                 self._nudge_group(group.group)
 
-    def _nudge_group(self, group: str) -> None:
+    def _purge_group_line(self, group: str, now: float) -> dict[tuple[str, str, str], float]:
+        """The group's line without the places that lapsed."""
         waiters = self._group_waiters.get(group)
-        if not waiters:
-            return
-        now = self._clock()
+        if waiters is None:
+            return {}
         for key in [k for k, lapse in waiters.items() if lapse <= now]:
             del waiters[key]
+        return waiters
+
+    def _leave_group_line(self, group: str, waiter: tuple[str, str, str], free: bool) -> None:
+        """The caller leaves the group's line; when it was first, the next is told (a slot kept
+        for it may be free). ``free``: False when it took that slot and none is left."""
+        waiters = self._group_waiters.get(group)
+        if not waiters or waiter not in waiters:
+            return
+        first = next(iter(waiters)) == waiter
+        del waiters[waiter]
+        if first and free:
+            self._nudge_group(group)
+
+    def _leave_group_lines(
+        self, number: str, token: str, owner: str, groups: Sequence[GroupPlan], but: str = ""
+    ) -> None:
+        """The caller leaves the line of every group but ``but``: it waits in one line at a
+        time, so that two callers never each keep the slot the other waits for."""
+        for group in groups:
+            if group.group != but:
+                self._leave_group_line(group.group, (owner, number, token), True)
+
+    def _nudge_group(self, group: str) -> None:
+        """Ask the first caller in the group's line to try again (a slot of the group freed)."""
+        waiters = self._purge_group_line(group, self._clock())
         if waiters:
-            owner, number, token = min(waiters, key=waiters.__getitem__)
+            owner, number, token = next(iter(waiters))
             self._notify(owner, "nudged", number, token)
 
     async def open(self) -> None:
@@ -479,12 +506,15 @@ class MemoryBackend:
         policy = self._policies.get(number)
         if policy is not None and policy.unavailable(now) is not None:
             return state
+        # Windows set at run time, or a warm-up begun, since a waiter queued apply to it too:
+        # it is not handed a slot without asking then, so that they are checked and counted.
+        ruled = policy is not None and (bool(policy.rates) or policy.state == "warming")
         granted = False
         while queue:
             token, entry = next(iter(queue.items()))
             cap = entry.limit if policy is None else policy.cap_in_force(entry.limit, now)
             full = len(holders) >= cap
-            if full or entry.rated:
+            if full or entry.rated or ruled:
                 # The head asks again: to time its wait from the new leases, or (rate windows)
                 # to take the free slot itself, so that its windows are checked.
                 if granted or not full:
@@ -521,8 +551,12 @@ class MemoryBackend:
         if callee_log is not None:
             callee_log.hit(rates.callee_windows, now)
         for group in rates.groups:
-            self._group_holders.setdefault(group.group, {})[(number, token)] = entry
-            self._group_waiters.get(group.group, {}).pop((entry.owner, number, token), None)
+            holders = self._group_holders.setdefault(group.group, {})
+            holders[(number, token)] = entry
+            # Out of the group's line; the next is told when a slot is still free for it.
+            cap = self._group_in_force(group, rates.priority)[0]
+            free = cap is None or len(holders) < cap
+            self._leave_group_line(group.group, (entry.owner, number, token), free)
             group_windows = self._group_in_force(group, 0)[1]
             if group_windows:
                 self._group_logs.setdefault(group.group, _RateLog()).hit(group_windows, now)
@@ -537,15 +571,27 @@ class MemoryBackend:
         now: float,
         wait: bool,
     ) -> AcquireResult | None:
-        """None if every group has a slot; else the refusal (registering a waiter)."""
+        """None if every group has a slot; else the refusal (registering a waiter). A slot is
+        free for the caller only if the callers ahead of it in the group's line leave one: a
+        slot that frees is theirs first."""
+        me = (owner, number, token)
         for group in rates.groups:
             cap = self._group_in_force(group, rates.priority)[0]
-            if cap is None or self._group_in_use(group.group, now) < cap:
+            if cap is None:
                 continue
+            line = self._purge_group_line(group.group, now)
+            ahead = len(line)
+            if me in line:
+                ahead = list(line).index(me)
+            if self._group_in_use(group.group, now) + ahead < cap:
+                continue
+            self._leave_group_lines(number, token, owner, rates.groups, but=group.group)
             if wait:
-                self._group_waiters.setdefault(group.group, {})[(owner, number, token)] = now + ttl
-            holders = self._group_holders[group.group]
-            retry_in = max(min(e.expires for e in holders.values()) - now, 0.0)
+                self._group_waiters.setdefault(group.group, {})[me] = now + ttl
+            holders = self._group_holders.get(group.group)
+            retry_in = None
+            if holders:
+                retry_in = max(min(e.expires for e in holders.values()) - now, 0.0)
             return AcquireResult(Outcome.GROUP_FULL, retry_in, group=group.group)
         return None
 
@@ -594,11 +640,18 @@ class MemoryBackend:
         if not state.holders and not state.queue:
             self._numbers.pop(number, None)
 
-    @staticmethod
-    def _retry_in(state: _NumberState, now: float) -> float | None:
-        if not state.holders:
-            return None
-        return max(min(map(_EXPIRES, state.holders.values())) - now, 0.0)
+    def _retry_in(self, number: str, state: _NumberState, now: float) -> float | None:
+        """Seconds until a slot may free without anyone being told: the earliest lease expiry,
+        or the end of a lowered cap (None: neither)."""
+        retry_in = None
+        if state.holders:
+            retry_in = max(min(map(_EXPIRES, state.holders.values())) - now, 0.0)
+        policy = self._policies.get(number)
+        if policy is not None and policy.lcap is not None and policy.luntil is not None:
+            lapses_in = policy.luntil - now
+            if lapses_in > 0 and (retry_in is None or lapses_in < retry_in):
+                retry_in = lapses_in
+        return retry_in
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -629,11 +682,15 @@ class MemoryBackend:
     ) -> AcquireResult:
         now = self._clock()
         policy = self._policies.get(number)
+        # A waiter keeps the cap it asked for: the one in force is worked out when a slot frees.
+        asked = limit
         if policy is None:
             windows = rates.windows  # what _NO_POLICY's windows_in_force and cap_in_force give
         else:
             unavailable = policy.unavailable(now)
             if unavailable is not None:
+                # Refused for good: a place it had in a group's line goes.
+                self._leave_group_lines(number, token, owner, self._layout.groups_for(number))
                 retry_in = None if policy.until is None else policy.until - now
                 return AcquireResult(Outcome.UNAVAILABLE, retry_in, unavailable, policy.reason)
             limit = policy.cap_in_force(limit, now)
@@ -662,10 +719,12 @@ class MemoryBackend:
                         self._forget_if_idle(number, state)
                         return refused
                 self._admit(state, number, token, waiting, now, windows, rates)
+                if queue:  # the next is served (or told to ask) when a slot is still free
+                    self._settle(number, now)
                 return _GRANTED
             waiting.expires = expires = now + waiting.ttl
             state.next_expiry = min(state.next_expiry, expires)
-            return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
+            return AcquireResult(Outcome.QUEUED, self._retry_in(number, state, now))
         if rated:
             refused = self._refusal(
                 number, token, owner, ttl, rates, now, windows, callee_log, wait=enqueue
@@ -674,15 +733,17 @@ class MemoryBackend:
                 self._forget_if_idle(number, state)
                 return refused
         expires = now + ttl
-        entry = _Entry(owner, ttl, limit, max_hold, expires, math.inf, rated)
+        entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, rated)
         if not queue and len(holders) < limit:
             if rated:
                 self._admit(state, number, token, entry, now, windows, rates)
             else:
                 self._grant(state, number, token, entry, now)
             return _GRANTED
-        retry_in = self._retry_in(state, now)
+        retry_in = self._retry_in(number, state, now)
         if enqueue:
+            if rates.groups:  # it waits in the number's line now
+                self._leave_group_lines(number, token, owner, rates.groups)
             queue[token] = entry
             state.next_expiry = min(state.next_expiry, expires)
             return AcquireResult(Outcome.QUEUED, retry_in)
@@ -707,9 +768,12 @@ class MemoryBackend:
             (self._group_logs.get(g.group), self._group_in_force(g, 0)[1], g.group)
             for g in rates.groups
         ]
-        return self._rate_refusal(logs, now, rates.tz_offset) or self._group_full(
-            number, token, owner, ttl, rates, now, wait=wait
-        )
+        refused = self._rate_refusal(logs, now, rates.tz_offset)
+        if refused is not None:
+            # It asks again when the window has room: meanwhile it keeps no group's slot.
+            self._leave_group_lines(number, token, owner, rates.groups)
+            return refused
+        return self._group_full(number, token, owner, ttl, rates, now, wait=wait)
 
     async def release(
         self, number: str, token: str, releaser: str, pool: str | None = None
@@ -813,6 +877,12 @@ class MemoryBackend:
             for token, entry in state.queue.items():
                 self._notify(entry.owner, "nudged", number, token)
             self._forget_if_idle(number, state)
+        # Callers waiting for a slot of the number's groups are told too (a number that no
+        # longer admits calls refuses them, and they leave the group's line).
+        for group in self._layout.groups_for(number):
+            for owner, on, token in list(self._purge_group_line(group.group, now)):
+                if on == number:
+                    self._notify(owner, "nudged", number, token)
 
     def _policy_now(self, number: str, now: float) -> _Policy | None:
         """The number's policy without its lapsed reactions; None (and forgotten) once nothing
@@ -1034,6 +1104,20 @@ class MemoryBackend:
                     removed += 1
             self._settle(number, now)
             self._forget_if_idle(number, state)
+        # Callers waiting for a pool or a group have a place in its line only.
+        for name, pool in self._pools.items():
+            for waiter in [w for w, lapses in pool.line.items() if lapses <= now]:
+                del pool.line[waiter]
+            mine = [w for w in pool.line if w[0] == owner]
+            for waiter in mine:
+                self._leave_line(name, pool, waiter)
+            removed += len(mine)
+        for group in list(self._group_waiters):
+            line = self._purge_group_line(group, now)
+            mine_in_group = [w for w in line if w[0] == owner]
+            for key in mine_in_group:
+                self._leave_group_line(group, key, True)
+            removed += len(mine_in_group)
         return removed
 
     # -- operator queries and admin actions ----------------------------------------------------

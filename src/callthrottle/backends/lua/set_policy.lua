@@ -1,5 +1,5 @@
 -- Change a number's runtime policy, then let the line move under it (one round trip).
--- KEYS: H Q W M P R (see _common.lua)
+-- KEYS: H Q W M P R, then the group keys (see _common.lua)
 -- ARGV[1] number, ARGV[2] channel prefix, then (field, value) pairs; value '' deletes the field.
 -- A value of the form '+<ms>' (until, luntil) is made absolute by the server clock, and 'now'
 -- (since) is the server's time.
@@ -53,6 +53,18 @@ if queued > 0 then
   for _, token in ipairs(line) do
     local owner = parse_meta(redis.call('HGET', M, token))
     redis.call('SPUBLISH', ARGV[2] .. owner, 'n\t' .. ARGV[1] .. '\t' .. token)
+  end
+end
+-- Callers waiting for a slot of the number's groups are told too (a number that no longer
+-- admits calls refuses them, and they leave the group's line).
+for i = 1, GROUPS do
+  local _, _, gw = group_keys(i)
+  purge_group_line(gw, now)
+  for _, m in ipairs(redis.call('ZRANGE', group_line(gw), 0, -1)) do
+    local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
+    if number == ARGV[1] then
+      redis.call('SPUBLISH', ARGV[2] .. owner, 'n\t' .. number .. '\t' .. token)
+    end
   end
 end
 touch(now, queued)
