@@ -779,6 +779,9 @@ class Throttle:
 
     async def _wait_in_line(self, request: _Request, waiter: _Waiter) -> bool:
         while True:
+            # Armed before asking: a word that arrives while the ask is on its way back (the
+            # reply, decided earlier, still says "queued") wakes the sleep below at once.
+            waiter.event = event = self._new_event()
             result = await self._ask(request, True)
             self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
             if result.outcome is Outcome.GRANTED:
@@ -809,7 +812,6 @@ class Throttle:
                 # holder's slot frees without any release); then ask again, which also settles
                 # expiries.
                 delay = math.inf if result.retry_in is None else result.retry_in + 0.001
-            waiter.event = event = self._new_event()
             if delay == math.inf:
                 await event.wait()
             else:
@@ -964,6 +966,9 @@ class Throttle:
         try:
             while True:
                 earliest: float | None = None
+                # Armed before picking: a nudge that comes while a pick is on its way back
+                # wakes the wait below at once.
+                waiter.event = event = self._new_event()
                 for index, name in enumerate(chain):
                     settings = self._config.pools.get(name) or _NO_POOL_SETTINGS
                     how = chosen or settings.strategy
@@ -994,7 +999,6 @@ class Throttle:
                 delay = _POOL_POLL if earliest is None else min(earliest + 0.001, _POOL_POLL)
                 if deadline is not None:
                     delay = min(delay, deadline - now)
-                waiter.event = event = self._new_event()
                 with self._cancel_scope(deadline=now + delay):
                     await event.wait()
         except anyio.get_cancelled_exc_class():
