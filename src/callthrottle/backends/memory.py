@@ -380,9 +380,11 @@ class MemoryBackend:
         return f"<MemoryBackend {len(self._numbers)} numbers, {holders} leases, {waiting} waiting>"
 
     def use_layout(self, layout: Layout) -> None:
+        """No Lua twin: where numbers live is the throttles' configuration."""
         self._layout = layout
 
     async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
+        """Lua twin: ``group_usage.lua``."""
         await self._checkpoint()
         now = self._clock()
         waiting = sum(
@@ -394,6 +396,7 @@ class MemoryBackend:
     async def set_group_policy(
         self, group: GroupPlan, tag: str, changes: Mapping[str, object]
     ) -> None:
+        """Lua twin: ``set_group_policy.lua``."""
         await self._checkpoint()
         policy = self._group_policies.setdefault(group.group, {})
         for name, value in changes.items():
@@ -469,12 +472,14 @@ class MemoryBackend:
             self._notify(owner, "nudged", number, token)
 
     async def open(self) -> None:
+        """No Lua twin: nothing to connect to."""
         self._checkpoint = current_token().backend_class.checkpoint
         await self._checkpoint()
 
     async def listen(
         self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
     ) -> None:
+        """No Lua twin: events are delivered in-process (on Redis, by sharded pub/sub)."""
         self._listeners[owner] = listener
         try:
             task_status.started()
@@ -666,6 +671,8 @@ class MemoryBackend:
         enqueue: bool,
         rates: RatePlan = NO_RATES,
     ) -> AcquireResult:
+        """Lua twin: ``acquire.lua`` (also run for each operation of ``batch.lua`` and for each
+        number ``pick.lua`` tries)."""
         await self._checkpoint()
         return self._acquire_now(number, token, owner, limit, ttl, max_hold, enqueue, rates)
 
@@ -779,6 +786,7 @@ class MemoryBackend:
         self, number: str, token: str, releaser: str, pool: str | None = None
     ) -> bool:
         # All the work happens before the checkpoint: a release cancelled there is not lost.
+        """Lua twin: ``release.lua`` (also run for each operation of ``batch.lua``)."""
         state = self._numbers.get(number)
         if pool is not None:
             self._note_load(pool, number, state, token)
@@ -803,6 +811,7 @@ class MemoryBackend:
         return entry is not None
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
+        """Lua twin: ``abandon.lua``."""
         await self._checkpoint()
         state = self._numbers.get(number)
         if state is None:
@@ -817,6 +826,7 @@ class MemoryBackend:
         self._forget_if_idle(number, state)
 
     async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
+        """Lua twin: ``renew.lua`` (called once per number)."""
         await self._checkpoint()
         now = self._clock()
         states: list[RenewState] = []
@@ -842,6 +852,7 @@ class MemoryBackend:
         return states
 
     async def usage(self, number: str, limit: int) -> Usage:
+        """Lua twin: ``usage.lua``."""
         await self._checkpoint()
         now = self._clock()
         cap = self._policies.get(number, _NO_POLICY).cap_in_force(limit, now)
@@ -853,6 +864,7 @@ class MemoryBackend:
         return Usage(in_use=in_use, limit=cap, waiting=waiting)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
+        """Lua twin: ``set_policy.lua``."""
         await self._checkpoint()
         now = self._clock()
         policy = self._policies.setdefault(number, _Policy())
@@ -897,6 +909,7 @@ class MemoryBackend:
         return policy
 
     async def get_policy(self, number: str) -> dict[str, object]:
+        """Lua twin: ``get_policy.lua``."""
         await self._checkpoint()
         now = self._clock()
         policy = self._policy_now(number, now) or _NO_POLICY
@@ -920,6 +933,7 @@ class MemoryBackend:
     async def pool_update(
         self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
     ) -> int:
+        """Lua twin: ``pool_update.lua``."""
         await self._checkpoint()
         state = self._pools.get(pool)
         if state is None:
@@ -941,6 +955,7 @@ class MemoryBackend:
         return len(state.members)
 
     async def pool_members(self, pool: str) -> list[str]:
+        """Lua twin: ``pool_members.lua``."""
         await self._checkpoint()
         state = self._pools.get(pool)
         return [] if state is None else list(state.order)
@@ -959,6 +974,7 @@ class MemoryBackend:
         sticky_ttl: float = STICKY_TTL,
         wait: bool = False,
     ) -> PickResult:
+        """Lua twin: ``pick.lua``."""
         await self._checkpoint()
         state = self._pools.get(pool)
         if state is None:
@@ -1020,6 +1036,7 @@ class MemoryBackend:
         return PickResult(Outcome.REFUSED, None, earliest)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
+        """Lua twin: ``pool_leave.lua``."""
         await self._checkpoint()
         state = self._pools.get(pool)
         if state is not None:
@@ -1046,6 +1063,7 @@ class MemoryBackend:
         self._nudge_line(pool, pool_state)
 
     async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
+        """Lua twin: ``window_usage.lua``."""
         await self._checkpoint()
         now, wall = self._clock(), self._wall_clock()
         policy = self._policies.get(number)
@@ -1071,6 +1089,7 @@ class MemoryBackend:
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
     ) -> RestoreOutcome:
+        """Lua twin: ``restore.lua``."""
         await self._checkpoint()
         now = self._clock()
         state = self._settle(number, now)
@@ -1090,6 +1109,8 @@ class MemoryBackend:
         return RestoreOutcome.RESTORED
 
     async def release_owner(self, owner: str) -> int:
+        """Lua twins: ``release_owner.lua`` (each number's leases and line) and
+        ``release_owner_lines.lua`` (the owner's places in pool and group lines)."""
         await self._checkpoint()
         now = self._clock()
         removed = 0
@@ -1123,12 +1144,14 @@ class MemoryBackend:
     # -- operator queries and admin actions ----------------------------------------------------
 
     async def known_numbers(self) -> list[str]:
+        """No Lua twin: on Redis a SCAN of the key prefix, in Python."""
         await self._checkpoint()
         now = self._clock()
         policies = [n for n in list(self._policies) if self._policy_now(n, now) is not None]
         return sorted(set(self._numbers) | set(policies))
 
     async def holders(self, number: str) -> list[Holder]:
+        """Lua twin: ``holders.lua``."""
         await self._checkpoint()
         now = self._clock()
         state = self._numbers.get(number)
@@ -1151,6 +1174,7 @@ class MemoryBackend:
         ]
 
     async def reset_number(self, number: str) -> tuple[int, int]:
+        """Lua twin: ``reset_number.lua``."""
         await self._checkpoint()
         now = self._clock()
         state = self._numbers.pop(number, None)
@@ -1170,4 +1194,5 @@ class MemoryBackend:
         return counts[0], counts[1]
 
     async def aclose(self) -> None:
+        """No Lua twin: nothing to disconnect."""
         await self._checkpoint()

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.acquire (backends/memory.py).
 -- Take a slot for a token, or queue it (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner, ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.get_policy (backends/memory.py).
 -- A number's runtime policy, with the server's clock (read only).
 -- KEYS: H Q W M P R (see _common.lua)
 -- Returns {now_ms, field, value, field, value, ...}.

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.pool_update (backends/memory.py).
 -- Add numbers to a pool (or update what it knows of them) and take others out.
 -- KEYS: PM PL PO (see pick.lua)
 -- ARGV[1] key prefix, ARGV[2] how many numbers to add n, then n (number, spec) pairs, then the

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.release_owner (its part for pool and group lines) (backends/memory.py).
 -- Remove every place of one owner from a pool's line or a group's line (release_owner's part
 -- for the callers that wait for a pool or for a group, not in a number's line); when the first
 -- place was the owner's, the next in line is told to ask again.

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.set_policy (backends/memory.py).
 -- Change a number's runtime policy, then let the line move under it (one round trip).
 -- KEYS: H Q W M P R, then the group keys (see _common.lua)
 -- ARGV[1] number, ARGV[2] channel prefix, then (field, value) pairs; value '' deletes the field.
