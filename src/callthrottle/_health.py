@@ -32,7 +32,7 @@ class NumberState(str, enum.Enum):
 class NumberStatus:
     """A number's runtime policy, as every process sees it.
 
-    :ivar state: its state (``COOLING`` that has run out reads ``ACTIVE``)
+    :ivar state: its state (``COOLING`` that has run out reads ``ACTIVE``, with no reason)
     :ivar reason: why it is in that state, as given when it was set
     :ivar remaining: seconds until a cool-down ends (None: none running)
     :ivar cap: the cap set at run time, overriding configured and per-call caps (None: none)

@@ -779,6 +779,9 @@ class Throttle:
 
     async def _wait_in_line(self, request: _Request, waiter: _Waiter) -> bool:
         while True:
+            # Armed before asking: a word that arrives while the ask is on its way back (the
+            # reply, decided earlier, still says "queued") wakes the sleep below at once.
+            waiter.event = event = self._new_event()
             result = await self._ask(request, True)
             self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
             if result.outcome is Outcome.GRANTED:
@@ -809,7 +812,6 @@ class Throttle:
                 # holder's slot frees without any release); then ask again, which also settles
                 # expiries.
                 delay = math.inf if result.retry_in is None else result.retry_in + 0.001
-            waiter.event = event = self._new_event()
             if delay == math.inf:
                 await event.wait()
             else:
@@ -964,6 +966,9 @@ class Throttle:
         try:
             while True:
                 earliest: float | None = None
+                # Armed before picking: a nudge that comes while a pick is on its way back
+                # wakes the wait below at once.
+                waiter.event = event = self._new_event()
                 for index, name in enumerate(chain):
                     settings = self._config.pools.get(name) or _NO_POOL_SETTINGS
                     how = chosen or settings.strategy
@@ -994,7 +999,6 @@ class Throttle:
                 delay = _POOL_POLL if earliest is None else min(earliest + 0.001, _POOL_POLL)
                 if deadline is not None:
                     delay = min(delay, deadline - now)
-                waiter.event = event = self._new_event()
                 with self._cancel_scope(deadline=now + delay):
                     await event.wait()
         except anyio.get_cancelled_exc_class():
@@ -1248,6 +1252,7 @@ class Throttle:
         :class:`NumberUnavailable` (calls already up run out normally, and waiters are refused).
         ``cooling`` needs a ``duration`` in seconds, after which the number is active again.
         ``warming`` starts the warm-up of the number's profile (its daily caps by week) now.
+        A cool-down that ended, like ``active`` set without a reason, leaves nothing stored.
         """
         number = normalize_number(number, self._region)
         new_state = check_state(state)
@@ -1259,7 +1264,9 @@ class Throttle:
         else:
             until = None
         self._check_open()
-        changes: dict[str, object] = {"state": new_state.value, "reason": reason, "until": until}
+        # Active with no reason is the default: nothing is stored (nothing to leave behind).
+        stored = None if new_state is NumberState.ACTIVE and reason is None else new_state.value
+        changes: dict[str, object] = {"state": stored, "reason": reason, "until": until}
         changes["since"] = True if new_state is NumberState.WARMING else None
         await self._backend.set_policy(number, changes)
         logger.info(

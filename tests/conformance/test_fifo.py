@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from callthrottle import AcquireTimeout, Lease, Throttle, ThrottleError
+from callthrottle import AcquireTimeout, Lease, Reaction, Throttle, ThrottleError, Usage
+from callthrottle.backends import Outcome
 
 if TYPE_CHECKING:
+    from callthrottle.backends import Backend
+
     from ..conftest import BackendFactory, ThrottleFactory
 
 NUMBER = "+8657188880001"
@@ -180,3 +183,83 @@ async def test_slot_handed_to_a_dead_waiter_comes_back_at_its_expiry(
         assert len(live.held) == 1
         assert 0.4 < anyio.current_time() - released_at < 2.5
     await dead.aclose()
+
+
+async def test_a_removed_cap_no_longer_governs_the_line(new_throttle: ThrottleFactory) -> None:
+    """A waiter is judged by the cap in force when a slot frees, not by the one in force when
+    it queued: once a raised cap is removed, nobody is admitted until usage falls under the
+    caller's own cap again."""
+    async with new_throttle() as holder, new_throttle() as waiter_side:
+        await holder.set_cap(NUMBER, 4)
+        held = [await holder.acquire(NUMBER, limit=2, timeout=0) for _ in range(4)]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(waiter_side.acquire, NUMBER, limit=2, timeout=10))
+            await wait_for_waiting(holder, 1, limit=2)
+            await holder.set_cap(NUMBER, None)
+            await holder.release(held[0])
+            assert await holder.usage(NUMBER, limit=2) == Usage(in_use=3, limit=2, waiting=1)
+            await holder.release(held[1])
+            assert await holder.usage(NUMBER, limit=2) == Usage(in_use=2, limit=2, waiting=1)
+            await holder.release(held[2])  # now under the cap: the waiter is admitted
+        assert await holder.usage(NUMBER, limit=2) == Usage(in_use=2, limit=2, waiting=0)
+
+
+async def test_a_waiter_is_admitted_when_a_lowered_cap_lapses(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A caller that queued under a cap lowered by a carrier's answer gets its slot when the
+    lowered cap lapses, not a lease's lifetime later (60 s here)."""
+    feedback = {477: Reaction("lower_cap", seconds=0.4, cap=1)}
+    async with (
+        new_throttle(feedback=feedback, lease_ttl=60) as holder,
+        new_throttle(lease_ttl=60) as waiter_side,
+    ):
+        await holder.acquire(NUMBER, limit=2, timeout=0)
+        await holder.report(NUMBER, 477)
+        started = anyio.current_time()
+        await waiter_side.acquire(NUMBER, limit=2, timeout=5)
+        assert 0.3 < anyio.current_time() - started < 2.5
+        assert (await holder.usage(NUMBER, limit=2)).in_use == 2
+
+
+class _ReleasesDuringTheAsk:
+    """A backend on which, while one acquire of ``token`` is on its way back, another process
+    releases ``held``: the event the release sends (a nudge to ask again) reaches the waiter
+    before the acquire's reply, which still says "queued" (it was decided before the release)."""
+
+    def __init__(self, inner: Backend, token: str) -> None:
+        self._inner = inner
+        self._token = token
+        self.held: tuple[str, str, str] | None = None  # number, token, owner of the lease
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def acquire(self, number: str, token: str, *args: Any, **kwargs: Any) -> Any:
+        reply = await self._inner.acquire(number, token, *args, **kwargs)
+        if token == self._token and self.held is not None and reply.outcome is Outcome.QUEUED:
+            held, self.held = self.held, None
+            assert await self._inner.release(*held) is True
+            await anyio.sleep(0.3)  # the release's event arrives (on Redis, by pub/sub)
+        return reply
+
+
+async def test_a_nudge_that_arrives_while_the_waiter_asks_is_not_lost(
+    new_backend: BackendFactory,
+) -> None:
+    """A caller with rate windows is never handed a slot: when one frees, it is told to take it
+    itself. If that word comes while its previous ask is still on its way back (saying
+    "queued", with the holder's lease 60 s from expiring), it must still ask again at once,
+    not sleep until the lease would have expired."""
+    config = {"profiles": {"p": {"rates": "100/minute"}}, "default_profile": "p"}
+    backend = _ReleasesDuringTheAsk(new_backend(), "waiter")
+    async with (
+        Throttle(new_backend(), config=config, lease_ttl=60, close_backend=True) as holder,
+        Throttle(backend, config=config, lease_ttl=60, close_backend=True) as waiter_side,
+    ):
+        held = await holder.acquire(NUMBER, limit=1, timeout=0)
+        backend.held = (NUMBER, held.token, holder.owner_id)
+        with anyio.fail_after(5):
+            lease = await waiter_side.acquire(NUMBER, token="waiter", limit=1, timeout=10)
+        assert lease.token == "waiter"
+        assert await waiter_side.release(lease) is True

@@ -8,10 +8,21 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from callthrottle import AcquireTimeout, ConfigError, InvalidArgument, RateLimited, Throttle, Usage
+from callthrottle import (
+    AcquireTimeout,
+    ConfigError,
+    InvalidArgument,
+    NumberState,
+    NumberUnavailable,
+    RateLimited,
+    Throttle,
+    Usage,
+)
+
+from .test_fifo import _DeafBackend
 
 if TYPE_CHECKING:
-    from ..conftest import ThrottleFactory
+    from ..conftest import BackendFactory, ThrottleFactory
 
 A, B, C = "+8657188880001", "+8657188880002", "+8657188880003"
 
@@ -195,3 +206,141 @@ async def test_a_tenants_daily_cap_resets_at_local_midnight(new_throttle: Thrott
     midnight = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     assert caught.value.retry_after is not None
     assert abs(caught.value.retry_after - (midnight - now).total_seconds()) < 2
+
+
+@pytest.mark.parametrize("kind", ["trunk", "tenant"])
+async def test_a_slot_someone_waits_for_is_not_taken_by_a_later_caller(
+    new_backend: BackendFactory, new_throttle: ThrottleFactory, kind: str
+) -> None:
+    """A caller waits for a full trunk (or tenant) on one number; a slot of the group frees.
+    Until that caller has asked again (it never hears the news here, and with 60 s leases it
+    would look again only 30 s later), neither a try-once call nor a caller that comes to wait
+    later takes the slot on another number of the group."""
+    group = "t400" if kind == "trunk" else "acme"
+    cfg = {
+        f"{kind}s": {group: {"cap": 1}},
+        "numbers": {A: {kind: group}, B: {kind: group}},
+    }
+    deaf = _DeafBackend(new_backend())
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        Throttle(deaf, config=cfg, lease_ttl=60, close_backend=True) as waiter_side,
+    ):
+        held = await holder.acquire(A, timeout=0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(waiter_side.acquire, B, timeout=20))
+            with anyio.fail_after(5):
+                while (await holder.group_usage(kind, group)).waiting != 1:
+                    await anyio.sleep(0.005)
+            await holder.release(held)
+            with pytest.raises(AcquireTimeout, match=f"{kind}:{group} is full"):
+                await holder.acquire(A, timeout=0)
+            with pytest.raises(AcquireTimeout, match=f"{kind}:{group} is full"):
+                await holder.acquire(A, timeout=0.2)
+            assert await holder.group_usage(kind, group) == Usage(in_use=0, limit=1, waiting=1)
+            tg.cancel_scope.cancel()  # the waiter gives up: its place goes with it
+        await holder.acquire(A, timeout=0)
+
+
+async def test_release_owner_frees_a_dead_callers_place_in_a_groups_line(
+    new_backend: BackendFactory, new_throttle: ThrottleFactory
+) -> None:
+    """A dead process waited first for a full trunk; once its owner is released, the slot that
+    frees goes to the next caller in the trunk's line at once (with 60 s leases it would
+    otherwise look again only 30 s later)."""
+    cfg = config()
+    cfg["trunks"]["t400"]["cap"] = 1
+    deaf = _DeafBackend(new_backend())
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        new_throttle(config=cfg, lease_ttl=60) as live,
+        Throttle(deaf, config=cfg, lease_ttl=60, owner_id="dead", close_backend=True) as dead,
+    ):
+        held = await holder.acquire(A, timeout=0)
+        async with anyio.create_task_group() as tg:
+            for count, waiter in enumerate((dead, live), 1):
+                tg.start_soon(partial(waiter.acquire, B, timeout=20))
+                with anyio.fail_after(5):
+                    while (await holder.group_usage("trunk", "t400")).waiting != count:
+                        await anyio.sleep(0.005)
+            assert await holder.release_owner("dead") == 1
+            assert (await holder.group_usage("trunk", "t400")).waiting == 1
+            released_at = anyio.current_time()
+            await holder.release(held)
+            with anyio.fail_after(5):
+                while not live.held:
+                    await anyio.sleep(0.005)
+            assert anyio.current_time() - released_at < 2
+            tg.cancel_scope.cancel()
+
+
+async def test_callers_waiting_for_a_trunk_are_served_in_arrival_order(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """First come, first served across the trunk's numbers and across processes, also while
+    the waiters keep asking again, each at its own pace (every 0.3 s with 0.6 s leases, every
+    0.1 s with 0.2 s leases)."""
+    cfg = config()
+    cfg["trunks"]["t400"]["cap"] = 1
+    order: list[str] = []
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        new_throttle(config=cfg, lease_ttl=0.6) as first,
+        new_throttle(config=cfg, lease_ttl=0.2) as second,
+    ):
+        held = await holder.acquire(A, timeout=0)
+
+        async def wait(throttle: Throttle, number: str, name: str) -> None:
+            lease = await throttle.acquire(number, timeout=10)
+            order.append(name)
+            await anyio.sleep(0.05)
+            await throttle.release(lease)
+
+        async with anyio.create_task_group() as tg:
+            callers = [(first, A, "w1"), (second, B, "w2"), (first, B, "w3"), (second, A, "w4")]
+            for count, caller in enumerate(callers, 1):
+                tg.start_soon(wait, *caller)
+                with anyio.fail_after(5):
+                    while (await holder.group_usage("trunk", "t400")).waiting != count:
+                        await anyio.sleep(0.005)
+            await anyio.sleep(0.5)  # each has asked again meanwhile, in its own order
+            await holder.release(held)
+    assert order == ["w1", "w2", "w3", "w4"]
+
+
+async def test_a_caller_whose_number_stops_admitting_calls_leaves_the_trunks_line(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A caller waits first in a full trunk's line when its number is flagged: it is told at
+    once (NumberUnavailable), and its place goes with it, so the next caller gets the slot
+    that frees (with 60 s leases, nobody would look again for 30 s)."""
+    cfg = config()
+    cfg["trunks"]["t400"]["cap"] = 1
+    refused: list[NumberUnavailable] = []
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        new_throttle(config=cfg, lease_ttl=60) as waiters,
+    ):
+        held = await holder.acquire(A, timeout=0)
+
+        async def caller(number: str) -> None:
+            if number == A:
+                await waiters.acquire(A, timeout=10)
+                return
+            with pytest.raises(NumberUnavailable) as caught:
+                await waiters.acquire(B, timeout=10)
+            refused.append(caught.value)
+
+        async with anyio.create_task_group() as tg:
+            for count, number in enumerate((B, A), 1):
+                tg.start_soon(caller, number)
+                with anyio.fail_after(5):
+                    while (await holder.group_usage("trunk", "t400")).waiting != count:
+                        await anyio.sleep(0.005)
+            await holder.set_state(B, NumberState.FLAGGED, reason="carrier notice")
+            with anyio.fail_after(5):
+                while not refused:
+                    await anyio.sleep(0.005)
+            assert (await holder.group_usage("trunk", "t400")).waiting == 1
+            await holder.release(held)
+        assert [lease.number for lease in waiters.held] == [A]

@@ -82,6 +82,23 @@ async def test_round_robin_follows_the_pool_order(new_throttle: ThrottleFactory)
         assert least.number in NUMBERS[2:]  # the ones with 2 calls, not 3
 
 
+async def test_round_robin_goes_on_in_order_when_numbers_are_added(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """The turn passes to the number after the last one picked, also onto numbers added
+    meanwhile (none is skipped)."""
+    async with new_throttle(config={"default_tenant": "acme"}) as throttle:
+        await throttle.add_to_pool("live", NUMBERS[:3])
+        picked = []
+        for added in (None, None, None, None, NUMBERS[3:], None, None):
+            if added:
+                await throttle.add_to_pool("live", added)
+            lease = await throttle.acquire_from("live", strategy="round-robin", timeout=0)
+            picked.append(NUMBERS.index(lease.number))
+            await throttle.release(lease)
+        assert picked == [0, 1, 2, 0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("state", ["flagged", "expired", "released"])
 async def test_numbers_out_of_service_are_skipped(
     new_throttle: ThrottleFactory, state: str
@@ -504,3 +521,45 @@ async def test_a_try_once_pick_while_others_wait_is_refused(new_backend: Backend
         assert (await pick("once", "o3", False)) == PickResult(Outcome.REFUSED)
     finally:
         await backend.aclose()
+
+
+async def test_release_owner_frees_a_dead_callers_place_in_a_pools_line(
+    new_backend: BackendFactory, new_throttle: ThrottleFactory
+) -> None:
+    """A dead process waited on a pool, first in line: once its owner is released, a slot of
+    the pool that frees goes to the next caller at once, not after the place lapses (60 s)."""
+    config = {"pools": {"one": {"numbers": NUMBERS[:1]}}}
+    dead = new_backend()
+    await dead.open()
+    async with new_throttle(config=config, default_limit=1, lease_ttl=60) as survivor:
+        held = await survivor.acquire_from("one", timeout=0)
+        place = await dead.pick(
+            "one", "dead-call", "dead-owner", 60, None, "least-loaded", 3, NO_RATES, wait=True
+        )
+        assert place.outcome is Outcome.REFUSED  # kept in line
+        await survivor.release(held)
+        with pytest.raises(PoolExhausted):  # the slot is kept for the caller first in line
+            await survivor.acquire_from("one", timeout=0)
+        assert await survivor.release_owner("dead-owner") == 1
+        lease = await survivor.acquire_from("one", timeout=0)
+        assert lease.number == NUMBERS[0]
+    await dead.aclose()
+
+
+async def test_two_pools_whose_numbers_share_a_tenant_keep_their_own_numbers(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """On a Cluster such pools share a hash tag: each still has its own members and line."""
+    cfg = {
+        "tenants": {"acme": {}},
+        "numbers": {n: {"tenant": "acme"} for n in NUMBERS},
+        "pools": {"a": {"numbers": NUMBERS[:2]}, "b": {"numbers": NUMBERS[2:4]}},
+    }
+    async with new_throttle(config=cfg, default_limit=1) as throttle:
+        assert await throttle.pool_members("a") == NUMBERS[:2]
+        assert await throttle.pool_members("b") == NUMBERS[2:4]
+        picked = {(await throttle.acquire_from("a", timeout=0)).number for _ in range(2)}
+        assert picked == set(NUMBERS[:2])
+        with pytest.raises(PoolExhausted):
+            await throttle.acquire_from("a", timeout=0)
+        assert (await throttle.acquire_from("b", timeout=0)).number in NUMBERS[2:4]

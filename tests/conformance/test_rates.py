@@ -239,3 +239,52 @@ def test_bad_warmup_and_run_time_rates() -> None:
     warmup_rule = r"config\.profiles\.p\.warmup\[1\] must be an int from 1 to 1000000000, got 0"
     with pytest.raises(ConfigError, match=warmup_rule):
         Throttle.from_url("memory://", config=cfg)
+
+
+@pytest.mark.parametrize("how", ["set_rates", "warming"])
+async def test_windows_set_while_a_caller_waits_count_its_call(
+    new_throttle: ThrottleFactory, how: str
+) -> None:
+    """A caller queued on a number without windows; windows then come into force (set at run
+    time, or the warm-up's daily cap when the number starts warming). The slot it gets later
+    is counted in them, like any call admitted under them."""
+    cfg = {"default_profile": "p", "profiles": {"p": {"cap": 50, "warmup": [1]}}}
+    async with new_throttle(config=cfg) as holder, new_throttle(config=cfg) as waiter_side:
+        held = await holder.acquire(NUMBER, limit=1, timeout=0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: waiter_side.acquire(NUMBER, limit=1, timeout=10))
+            with anyio.fail_after(5):
+                while (await holder.usage(NUMBER, limit=1)).waiting != 1:
+                    await anyio.sleep(0.005)
+            if how == "set_rates":
+                await holder.set_rates(NUMBER, "1/minute")
+            else:
+                await holder.set_state(NUMBER, NumberState.WARMING)
+            await holder.release(held)
+        assert [usage.used for usage in await holder.window_usage(NUMBER)] == [1]
+        await waiter_side.release(waiter_side.held[0])
+        with pytest.raises(RateLimited, match=r"1 per (60|86400) s"):
+            await holder.acquire(NUMBER, limit=1, timeout=0)
+
+
+async def test_slots_freed_together_reach_every_waiter_with_windows(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Callers with rate windows are never handed a slot: the first in line is told to take
+    it. Two slots free at once: once the first has taken its slot, the next is told too (with
+    60 s leases it would otherwise look again only after a minute)."""
+    cfg = config("100/minute")
+    async with (
+        new_throttle(config=cfg, lease_ttl=60) as holder,
+        new_throttle(config=cfg, lease_ttl=60) as waiter_side,
+    ):
+        held = [await holder.acquire(NUMBER, limit=2, timeout=0) for _ in range(2)]
+        async with anyio.create_task_group() as tg:
+            for count in (1, 2):
+                tg.start_soon(lambda: waiter_side.acquire(NUMBER, limit=2, timeout=5))
+                with anyio.fail_after(5):
+                    while (await holder.usage(NUMBER, limit=2)).waiting != count:
+                        await anyio.sleep(0.005)
+            for lease in held:
+                await holder.release(lease)
+        assert len(waiter_side.held) == 2

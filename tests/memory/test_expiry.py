@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from callthrottle import Throttle, Usage
+from callthrottle._rates import RatePlan, Window
 from callthrottle.backends import MemoryBackend, Outcome
 
 NUMBER = "+8657188880001"
@@ -88,3 +89,21 @@ async def test_a_lapsed_place_in_line_is_not_handed_a_slot() -> None:
     clock.now += 10.0  # "gone" never renewed its place: it lapses before the release
     assert await backend.release(NUMBER, "holder", "a") is True
     assert await backend.usage(NUMBER, 1) == Usage(in_use=0, limit=1, waiting=0)
+
+
+async def test_a_callee_log_is_forgotten_once_its_calls_left_every_window() -> None:
+    """Calls to ever new callees keep a bounded number of logs, as on Redis, where each
+    callee's log expires with its longest window."""
+    clock = FakeClock()
+    backend = MemoryBackend(clock=clock)
+    await backend.open()
+    for i in range(5000):
+        rates = RatePlan(callee=f"+86138{i:08d}", callee_windows=(Window(3, 60.0),))
+        result = await backend.acquire(NUMBER, f"call-{i}", "a", 5, 30.0, None, False, rates)
+        assert result.outcome is Outcome.GRANTED
+        await backend.release(NUMBER, f"call-{i}", "a")
+        clock.now += 1.0
+    assert len(backend._callees) <= 1100  # at most 61 callees called within the last minute
+    again = RatePlan(callee=f"+86138{4999:08d}", callee_windows=(Window(1, 60.0),))
+    refused = await backend.acquire(NUMBER, "again", "a", 5, 30.0, None, False, again)
+    assert refused.outcome is Outcome.RATE_LIMITED  # a live log is kept

@@ -35,8 +35,9 @@ async def test_daily_caps_ramp_up_by_week_then_stop() -> None:
     clock = FakeClock()
     config = {"default_profile": "new", "profiles": {"new": {"warmup": [10, 20, 30]}}}
     backend = MemoryBackend(clock=clock, wall_clock=clock)
-    # Leases outlive the four weeks the clock jumps through (lease_ttl tops out at 366 days).
-    async with Throttle(backend, config=config, lease_ttl=60 * DAY) as throttle:
+    async with Throttle(
+        backend, config=config, lease_ttl=366 * DAY
+    ) as throttle:  # no lease lapses in the 4 weeks
         await throttle.set_state(NUMBER, NumberState.WARMING)
         seen = []
         for week in range(4):

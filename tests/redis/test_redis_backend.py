@@ -19,7 +19,8 @@ NUMBER = "+8657188880001"
 SCRIPT_INTERNAL = {
     "time", "zrangebyscore", "zremrangebyscore", "zrange", "zcard", "zcount", "zscore", "zadd",
     "zrem", "hget", "hmget", "hset", "hdel", "hgetall", "pexpire", "pttl", "del", "spublish",
-    "incr", "zmscore", "srandmember", "sadd", "srem", "get", "set", "hexists", "hlen",
+    "incr", "zmscore", "srandmember", "sadd", "srem", "get", "set", "hexists", "hlen", "persist",
+    "zrank",
 }  # fmt: skip
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, BackendUnavailable, Throttle, Usage
 
 from .._servers import own_server
+from ._proxy import CuttingProxy
 
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
@@ -41,41 +44,52 @@ async def test_a_restart_without_persistence_fails_calls_then_recovers_by_itself
 async def test_leases_the_server_forgot_are_counted_again_by_their_holders() -> None:
     """A restart without persistence forgets the leases of calls still up. Each holder counts
     its own again at its next heartbeat (even past the cap), so that new calls wait until the
-    number really has room; the lease stays held and releases normally."""
+    number really has room; the lease stays held and releases normally.
+
+    The holder reaches the server through a proxy that is severed across the restart, so that
+    a newcomer gets in before the holder can count its lease again (otherwise the holder's
+    heartbeat, which runs at once on a reconnect, may come first and the newcomer is refused:
+    the order is the network's, not the test's)."""
     with own_server() as (url, server):
+        target = urlsplit(url)
+        proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
         config = {"trunks": {"main": {"cap": 5}}, "numbers": {OTHER: {"trunk": "main"}}}
-        async with (
-            Throttle.from_url(url, lease_ttl=0.9, max_hold=60, config=config) as holder,
-            Throttle.from_url(url, lease_ttl=0.9, config=config) as other,
-        ):
-            first = await holder.acquire(NUMBER, limit=1, timeout=0)
-            on_trunk = await holder.acquire(OTHER, timeout=0)
-            server.stop()
-            server.start()
-            # Before the holder's heartbeat: the server has forgotten, and a newcomer gets in.
-            assert (await other.usage(NUMBER, limit=1)).in_use == 0
-            newcomer = await other.acquire(NUMBER, limit=1, timeout=0)
-            with anyio.fail_after(5):
-                while (await other.usage(NUMBER, limit=1)).in_use < 2:
-                    await anyio.sleep(0.05)
-            # Both calls are up and both are counted: over the cap, so nobody else gets in.
-            assert await other.usage(NUMBER, limit=1) == Usage(in_use=2, limit=1, waiting=0)
-            with pytest.raises(AcquireTimeout):
-                await other.acquire(NUMBER, limit=1, timeout=0)
-            with anyio.fail_after(5):
-                while (await other.group_usage("trunk", "main")).in_use < 1:
-                    await anyio.sleep(0.05)
-            assert not first.lost
-            assert not on_trunk.lost
-            assert first in holder.held
-            # Counted again, they live on: renewed by the heartbeat, released normally.
-            await anyio.sleep(1.5)
-            assert (await other.usage(NUMBER, limit=1)).in_use == 2
-            assert await other.release(newcomer) is True
-            assert await holder.release(first) is True
-            assert await holder.release(on_trunk) is True
-            assert (await other.usage(NUMBER, limit=1)).in_use == 0
-            assert (await other.group_usage("trunk", "main")).in_use == 0
+        async with proxy.running():
+            via_proxy = f"redis://127.0.0.1:{proxy.port}{target.path}"
+            async with (
+                Throttle.from_url(via_proxy, lease_ttl=2, max_hold=60, config=config) as holder,
+                Throttle.from_url(url, lease_ttl=0.9, config=config) as other,
+            ):
+                first = await holder.acquire(NUMBER, limit=1, timeout=0)
+                on_trunk = await holder.acquire(OTHER, timeout=0)
+                proxy.sever()
+                server.stop()
+                server.start()
+                # Before the holder's heartbeat: the server has forgotten, and a newcomer gets in.
+                assert (await other.usage(NUMBER, limit=1)).in_use == 0
+                newcomer = await other.acquire(NUMBER, limit=1, timeout=0)
+                proxy.mend()
+                with anyio.fail_after(5):
+                    while (await other.usage(NUMBER, limit=1)).in_use < 2:
+                        await anyio.sleep(0.05)
+                # Both calls are up and both are counted: over the cap, so nobody else gets in.
+                assert await other.usage(NUMBER, limit=1) == Usage(in_use=2, limit=1, waiting=0)
+                with pytest.raises(AcquireTimeout):
+                    await other.acquire(NUMBER, limit=1, timeout=0)
+                with anyio.fail_after(5):
+                    while (await other.group_usage("trunk", "main")).in_use < 1:
+                        await anyio.sleep(0.05)
+                assert not first.lost
+                assert not on_trunk.lost
+                assert first in holder.held
+                # Counted again, they live on: renewed by the heartbeat, released normally.
+                await anyio.sleep(2.5)
+                assert (await other.usage(NUMBER, limit=1)).in_use == 2
+                assert await other.release(newcomer) is True
+                assert await holder.release(first) is True
+                assert await holder.release(on_trunk) is True
+                assert (await other.usage(NUMBER, limit=1)).in_use == 0
+                assert (await other.group_usage("trunk", "main")).in_use == 0
 
 
 async def test_a_restart_with_persistence_keeps_the_leases() -> None:

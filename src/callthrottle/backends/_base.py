@@ -86,9 +86,13 @@ class Outcome(enum.IntEnum):
     GRANTED = 1  #: the token now holds a slot (or already held it, for the same owner)
     QUEUED = 0  #: the token waits in the number's FIFO line
     REFUSED = 2  #: no slot and ``enqueue`` was false: nothing was written
-    UNAVAILABLE = 3  #: the number's state admits no calls: nothing was written
+    #: the number's state admits no calls: nothing was written (but a place the token had in a
+    #: group's line goes: it is refused for good)
+    UNAVAILABLE = 3
     RATE_LIMITED = 4  #: a rate window is full: nothing was written (and the token left the line)
-    GROUP_FULL = 5  #: a trunk or tenant is at its cap: the caller waits for a group slot
+    #: a trunk or tenant is at its cap, or its free slots are kept for callers ahead in its
+    #: line: the caller waits in the group's line (when ``enqueue``)
+    GROUP_FULL = 5
     CONFLICT = -1  #: the token holds or waits on the number for another owner
 
 
@@ -202,7 +206,14 @@ class Backend(Protocol):
         ``windows``; a warming number adds its warm-up's daily cap): a call is admitted only if
         every window has room, and counted in them when admitted. A request with windows is
         never handed a slot while it waits: it is nudged to ask again when first in line with a
-        slot free, so that its windows are checked.
+        slot free, so that its windows are checked (so is any waiter once windows are set at
+        run time or a warm-up began).
+
+        ``limit`` is the caller's own cap: a runtime cap replaces it, and a lowered cap lowers
+        it while it lasts, both judged when a slot frees (a waiter keeps ``limit``, not the
+        cap in force when it queued). A caller waiting for a full trunk or tenant waits in the
+        group's line, first come first served: a slot of the group is free for a caller only
+        when the callers ahead of it there leave one. A caller waits in one line at a time.
 
         Expired leases and waiters are dropped first, and waiters whose turn came are granted.
         A slot is granted only when fewer than ``limit`` leases are live *and* nobody waits
@@ -300,7 +311,12 @@ class Backend(Protocol):
 
     async def get_policy(self, number: str) -> dict[str, object]:
         """The number's runtime policy: ``until`` and ``luntil`` as seconds from now, ``since``
-        as seconds ago, ``rates`` as a tuple of :class:`Window`, the rest as str."""
+        as seconds ago, ``rates`` as a tuple of :class:`Window`, the rest as str.
+
+        A carrier reaction that lapsed is left out: ``lcap`` and ``luntil`` once ``luntil`` is
+        past, and ``state``, ``reason`` and ``until`` once a ``cooling`` state's ``until`` is
+        past. A policy that holds nothing else is forgotten with it (also by
+        :meth:`known_numbers`): on Redis its key expires."""
         ...
 
     async def pool_update(
@@ -351,7 +367,9 @@ class Backend(Protocol):
         ...
 
     async def release_owner(self, owner: str) -> int:
-        """Release every lease of ``owner`` and drop its places in line, on every number.
+        """Release every lease of ``owner`` and drop its places in line: on every number, and
+        in the lines of pools and groups (the next in line is told when the first place was
+        the owner's).
 
         :return: how many leases and places in line were removed
         """

@@ -87,6 +87,14 @@ class _Policy:
             return None
         return self.state
 
+    def drop_lapsed(self, now: float) -> None:
+        """Forget the carrier reactions that lapsed (a lowered cap, a cool-down and its reason),
+        as Redis does: its policy key expires with them, or drops them at the next change."""
+        if self.luntil is not None and self.luntil <= now:
+            self.lcap = self.luntil = None
+        if self.state == "cooling" and self.until is not None and self.until <= now:
+            self.state = self.reason = self.until = None
+
 
 _NO_POLICY = _Policy()
 _EXPIRES: Callable[[_Entry], float] = attrgetter("expires")
@@ -113,10 +121,13 @@ def _window_start(window: Window, now: float, tz_offset: float, wall: float) -> 
 class _RateLog:
     """When the number's admitted calls started, oldest first, as long as its longest window."""
 
-    __slots__ = ("hits",)
+    __slots__ = ("expires", "hits")
 
     def __init__(self) -> None:
         self.hits: list[float] = []
+        # When the last call leaves the longest window: the log counts nothing from then on
+        # (on Redis its key expires then).
+        self.expires = math.inf
 
     def refusal(
         self, windows: Sequence[Window], now: float, tz_offset: float, wall: float
@@ -137,6 +148,7 @@ class _RateLog:
         longest = max(DAY if w.calendar else w.seconds for w in windows)
         self.hits.append(now)
         del self.hits[: bisect.bisect_left(self.hits, now - longest)]
+        self.expires = now + longest
 
 
 _EMPTY_LOG = _RateLog()  # read only: stands for a callee nobody has called yet
@@ -352,7 +364,9 @@ class MemoryBackend:
         self._callees: dict[tuple[str, str], _RateLog] = {}
         self._layout: Layout = OWN_TAGS
         # Per group ("trunk:x"): its live leases (the numbers' own entries), its rate log, and
-        # the callers waiting for one of its slots ((owner, number, token) -> when it lapses).
+        # its line: the callers waiting for one of its slots ((owner, number, token) -> when
+        # the place lapses), first come first (a caller takes a free slot of the group only
+        # when no caller ahead of it waits for one).
         self._group_holders: dict[str, dict[tuple[str, str], _Entry]] = {}
         self._group_logs: dict[str, _RateLog] = {}
         self._group_waiters: dict[str, dict[tuple[str, str, str], float]] = {}
@@ -366,9 +380,11 @@ class MemoryBackend:
         return f"<MemoryBackend {len(self._numbers)} numbers, {holders} leases, {waiting} waiting>"
 
     def use_layout(self, layout: Layout) -> None:
+        """No Lua twin: where numbers live is the throttles' configuration."""
         self._layout = layout
 
     async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
+        """Lua twin: ``group_usage.lua``."""
         await self._checkpoint()
         now = self._clock()
         waiting = sum(
@@ -380,6 +396,7 @@ class MemoryBackend:
     async def set_group_policy(
         self, group: GroupPlan, tag: str, changes: Mapping[str, object]
     ) -> None:
+        """Lua twin: ``set_group_policy.lua``."""
         await self._checkpoint()
         policy = self._group_policies.setdefault(group.group, {})
         for name, value in changes.items():
@@ -413,29 +430,56 @@ class MemoryBackend:
     def _leave_groups(self, number: str, token: str, owner: str, nudge: bool) -> None:
         """The lease left the number: take it out of its groups, and wake their waiters."""
         for group in self._layout.groups_for(number):
-            self._group_waiters.get(group.group, {}).pop((owner, number, token), None)
+            self._leave_group_line(group.group, (owner, number, token), nudge)
             holders = self._group_holders.get(group.group, {})
             if holders.pop((number, token), None) is not None and nudge:
                 self._nudge_group(group.group)
 
-    def _nudge_group(self, group: str) -> None:
+    def _purge_group_line(self, group: str, now: float) -> dict[tuple[str, str, str], float]:
+        """The group's line without the places that lapsed."""
         waiters = self._group_waiters.get(group)
-        if not waiters:
-            return
-        now = self._clock()
+        if waiters is None:
+            return {}
         for key in [k for k, lapse in waiters.items() if lapse <= now]:
             del waiters[key]
+        return waiters
+
+    def _leave_group_line(self, group: str, waiter: tuple[str, str, str], free: bool) -> None:
+        """The caller leaves the group's line; when it was first, the next is told (a slot kept
+        for it may be free). ``free``: False when it took that slot and none is left."""
+        waiters = self._group_waiters.get(group)
+        if not waiters or waiter not in waiters:
+            return
+        first = next(iter(waiters)) == waiter
+        del waiters[waiter]
+        if first and free:
+            self._nudge_group(group)
+
+    def _leave_group_lines(
+        self, number: str, token: str, owner: str, groups: Sequence[GroupPlan], but: str = ""
+    ) -> None:
+        """The caller leaves the line of every group but ``but``: it waits in one line at a
+        time, so that two callers never each keep the slot the other waits for."""
+        for group in groups:
+            if group.group != but:
+                self._leave_group_line(group.group, (owner, number, token), True)
+
+    def _nudge_group(self, group: str) -> None:
+        """Ask the first caller in the group's line to try again (a slot of the group freed)."""
+        waiters = self._purge_group_line(group, self._clock())
         if waiters:
-            owner, number, token = min(waiters, key=waiters.__getitem__)
+            owner, number, token = next(iter(waiters))
             self._notify(owner, "nudged", number, token)
 
     async def open(self) -> None:
+        """No Lua twin: nothing to connect to."""
         self._checkpoint = current_token().backend_class.checkpoint
         await self._checkpoint()
 
     async def listen(
         self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
     ) -> None:
+        """No Lua twin: events are delivered in-process (on Redis, by sharded pub/sub)."""
         self._listeners[owner] = listener
         try:
             task_status.started()
@@ -467,12 +511,15 @@ class MemoryBackend:
         policy = self._policies.get(number)
         if policy is not None and policy.unavailable(now) is not None:
             return state
+        # Windows set at run time, or a warm-up begun, since a waiter queued apply to it too:
+        # it is not handed a slot without asking then, so that they are checked and counted.
+        ruled = policy is not None and (bool(policy.rates) or policy.state == "warming")
         granted = False
         while queue:
             token, entry = next(iter(queue.items()))
             cap = entry.limit if policy is None else policy.cap_in_force(entry.limit, now)
             full = len(holders) >= cap
-            if full or entry.rated:
+            if full or entry.rated or ruled:
                 # The head asks again: to time its wait from the new leases, or (rate windows)
                 # to take the free slot itself, so that its windows are checked.
                 if granted or not full:
@@ -509,8 +556,12 @@ class MemoryBackend:
         if callee_log is not None:
             callee_log.hit(rates.callee_windows, now)
         for group in rates.groups:
-            self._group_holders.setdefault(group.group, {})[(number, token)] = entry
-            self._group_waiters.get(group.group, {}).pop((entry.owner, number, token), None)
+            holders = self._group_holders.setdefault(group.group, {})
+            holders[(number, token)] = entry
+            # Out of the group's line; the next is told when a slot is still free for it.
+            cap = self._group_in_force(group, rates.priority)[0]
+            free = cap is None or len(holders) < cap
+            self._leave_group_line(group.group, (entry.owner, number, token), free)
             group_windows = self._group_in_force(group, 0)[1]
             if group_windows:
                 self._group_logs.setdefault(group.group, _RateLog()).hit(group_windows, now)
@@ -525,15 +576,27 @@ class MemoryBackend:
         now: float,
         wait: bool,
     ) -> AcquireResult | None:
-        """None if every group has a slot; else the refusal (registering a waiter)."""
+        """None if every group has a slot; else the refusal (registering a waiter). A slot is
+        free for the caller only if the callers ahead of it in the group's line leave one: a
+        slot that frees is theirs first."""
+        me = (owner, number, token)
         for group in rates.groups:
             cap = self._group_in_force(group, rates.priority)[0]
-            if cap is None or self._group_in_use(group.group, now) < cap:
+            if cap is None:
                 continue
+            line = self._purge_group_line(group.group, now)
+            ahead = len(line)
+            if me in line:
+                ahead = list(line).index(me)
+            if self._group_in_use(group.group, now) + ahead < cap:
+                continue
+            self._leave_group_lines(number, token, owner, rates.groups, but=group.group)
             if wait:
-                self._group_waiters.setdefault(group.group, {})[(owner, number, token)] = now + ttl
-            holders = self._group_holders[group.group]
-            retry_in = max(min(e.expires for e in holders.values()) - now, 0.0)
+                self._group_waiters.setdefault(group.group, {})[me] = now + ttl
+            holders = self._group_holders.get(group.group)
+            retry_in = None
+            if holders:
+                retry_in = max(min(e.expires for e in holders.values()) - now, 0.0)
             return AcquireResult(Outcome.GROUP_FULL, retry_in, group=group.group)
         return None
 
@@ -542,9 +605,16 @@ class MemoryBackend:
         if rates.callee is None or not rates.callee_windows:
             return None
         key = (self._layout.tag_for(number), rates.callee)
-        if create:
-            return self._callees.setdefault(key, _RateLog())
-        return self._callees.get(key) or _EMPTY_LOG
+        log = self._callees.get(key)
+        if log is not None or not create:
+            return log or _EMPTY_LOG
+        log = self._callees[key] = _RateLog()
+        if len(self._callees) % 1024 == 0:
+            # Now and then, forget the callees whose calls all left their windows (on Redis
+            # their logs expire), so that calls to ever new callees keep a bounded number.
+            now = self._clock()
+            self._callees = {k: v for k, v in self._callees.items() if v.expires > now}
+        return log
 
     def _rate_refusal(
         self,
@@ -575,11 +645,18 @@ class MemoryBackend:
         if not state.holders and not state.queue:
             self._numbers.pop(number, None)
 
-    @staticmethod
-    def _retry_in(state: _NumberState, now: float) -> float | None:
-        if not state.holders:
-            return None
-        return max(min(map(_EXPIRES, state.holders.values())) - now, 0.0)
+    def _retry_in(self, number: str, state: _NumberState, now: float) -> float | None:
+        """Seconds until a slot may free without anyone being told: the earliest lease expiry,
+        or the end of a lowered cap (None: neither)."""
+        retry_in = None
+        if state.holders:
+            retry_in = max(min(map(_EXPIRES, state.holders.values())) - now, 0.0)
+        policy = self._policies.get(number)
+        if policy is not None and policy.lcap is not None and policy.luntil is not None:
+            lapses_in = policy.luntil - now
+            if lapses_in > 0 and (retry_in is None or lapses_in < retry_in):
+                retry_in = lapses_in
+        return retry_in
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -594,6 +671,8 @@ class MemoryBackend:
         enqueue: bool,
         rates: RatePlan = NO_RATES,
     ) -> AcquireResult:
+        """Lua twin: ``acquire.lua`` (also run for each operation of ``batch.lua`` and for each
+        number ``pick.lua`` tries)."""
         await self._checkpoint()
         return self._acquire_now(number, token, owner, limit, ttl, max_hold, enqueue, rates)
 
@@ -610,11 +689,15 @@ class MemoryBackend:
     ) -> AcquireResult:
         now = self._clock()
         policy = self._policies.get(number)
+        # A waiter keeps the cap it asked for: the one in force is worked out when a slot frees.
+        asked = limit
         if policy is None:
             windows = rates.windows  # what _NO_POLICY's windows_in_force and cap_in_force give
         else:
             unavailable = policy.unavailable(now)
             if unavailable is not None:
+                # Refused for good: a place it had in a group's line goes.
+                self._leave_group_lines(number, token, owner, self._layout.groups_for(number))
                 retry_in = None if policy.until is None else policy.until - now
                 return AcquireResult(Outcome.UNAVAILABLE, retry_in, unavailable, policy.reason)
             limit = policy.cap_in_force(limit, now)
@@ -643,10 +726,12 @@ class MemoryBackend:
                         self._forget_if_idle(number, state)
                         return refused
                 self._admit(state, number, token, waiting, now, windows, rates)
+                if queue:  # the next is served (or told to ask) when a slot is still free
+                    self._settle(number, now)
                 return _GRANTED
             waiting.expires = expires = now + waiting.ttl
             state.next_expiry = min(state.next_expiry, expires)
-            return AcquireResult(Outcome.QUEUED, self._retry_in(state, now))
+            return AcquireResult(Outcome.QUEUED, self._retry_in(number, state, now))
         if rated:
             refused = self._refusal(
                 number, token, owner, ttl, rates, now, windows, callee_log, wait=enqueue
@@ -655,15 +740,17 @@ class MemoryBackend:
                 self._forget_if_idle(number, state)
                 return refused
         expires = now + ttl
-        entry = _Entry(owner, ttl, limit, max_hold, expires, math.inf, rated)
+        entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, rated)
         if not queue and len(holders) < limit:
             if rated:
                 self._admit(state, number, token, entry, now, windows, rates)
             else:
                 self._grant(state, number, token, entry, now)
             return _GRANTED
-        retry_in = self._retry_in(state, now)
+        retry_in = self._retry_in(number, state, now)
         if enqueue:
+            if rates.groups:  # it waits in the number's line now
+                self._leave_group_lines(number, token, owner, rates.groups)
             queue[token] = entry
             state.next_expiry = min(state.next_expiry, expires)
             return AcquireResult(Outcome.QUEUED, retry_in)
@@ -688,14 +775,18 @@ class MemoryBackend:
             (self._group_logs.get(g.group), self._group_in_force(g, 0)[1], g.group)
             for g in rates.groups
         ]
-        return self._rate_refusal(logs, now, rates.tz_offset) or self._group_full(
-            number, token, owner, ttl, rates, now, wait=wait
-        )
+        refused = self._rate_refusal(logs, now, rates.tz_offset)
+        if refused is not None:
+            # It asks again when the window has room: meanwhile it keeps no group's slot.
+            self._leave_group_lines(number, token, owner, rates.groups)
+            return refused
+        return self._group_full(number, token, owner, ttl, rates, now, wait=wait)
 
     async def release(
         self, number: str, token: str, releaser: str, pool: str | None = None
     ) -> bool:
         # All the work happens before the checkpoint: a release cancelled there is not lost.
+        """Lua twin: ``release.lua`` (also run for each operation of ``batch.lua``)."""
         state = self._numbers.get(number)
         if pool is not None:
             self._note_load(pool, number, state, token)
@@ -720,6 +811,7 @@ class MemoryBackend:
         return entry is not None
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
+        """Lua twin: ``abandon.lua``."""
         await self._checkpoint()
         state = self._numbers.get(number)
         if state is None:
@@ -734,6 +826,7 @@ class MemoryBackend:
         self._forget_if_idle(number, state)
 
     async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
+        """Lua twin: ``renew.lua`` (called once per number)."""
         await self._checkpoint()
         now = self._clock()
         states: list[RenewState] = []
@@ -759,6 +852,7 @@ class MemoryBackend:
         return states
 
     async def usage(self, number: str, limit: int) -> Usage:
+        """Lua twin: ``usage.lua``."""
         await self._checkpoint()
         now = self._clock()
         cap = self._policies.get(number, _NO_POLICY).cap_in_force(limit, now)
@@ -770,6 +864,7 @@ class MemoryBackend:
         return Usage(in_use=in_use, limit=cap, waiting=waiting)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
+        """Lua twin: ``set_policy.lua``."""
         await self._checkpoint()
         now = self._clock()
         policy = self._policies.setdefault(number, _Policy())
@@ -786,6 +881,7 @@ class MemoryBackend:
                 policy.rates = cast("tuple[Window, ...]", value)
             else:
                 setattr(policy, name, str(value))
+        policy.drop_lapsed(now)
         if policy == _NO_POLICY:
             del self._policies[number]
         if number in self._numbers:
@@ -793,11 +889,30 @@ class MemoryBackend:
             for token, entry in state.queue.items():
                 self._notify(entry.owner, "nudged", number, token)
             self._forget_if_idle(number, state)
+        # Callers waiting for a slot of the number's groups are told too (a number that no
+        # longer admits calls refuses them, and they leave the group's line).
+        for group in self._layout.groups_for(number):
+            for owner, on, token in list(self._purge_group_line(group.group, now)):
+                if on == number:
+                    self._notify(owner, "nudged", number, token)
+
+    def _policy_now(self, number: str, now: float) -> _Policy | None:
+        """The number's policy without its lapsed reactions; None (and forgotten) once nothing
+        is left of it, as a Redis policy key that expired with its last reaction."""
+        policy = self._policies.get(number)
+        if policy is None:
+            return None
+        policy.drop_lapsed(now)
+        if policy == _NO_POLICY:
+            del self._policies[number]
+            return None
+        return policy
 
     async def get_policy(self, number: str) -> dict[str, object]:
+        """Lua twin: ``get_policy.lua``."""
         await self._checkpoint()
         now = self._clock()
-        policy = self._policies.get(number, _NO_POLICY)
+        policy = self._policy_now(number, now) or _NO_POLICY
         fields: dict[str, object] = {}
         for name in ("cap", "state", "reason", "until", "lcap", "luntil", "rates", "since"):
             value = getattr(policy, name)
@@ -818,6 +933,7 @@ class MemoryBackend:
     async def pool_update(
         self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
     ) -> int:
+        """Lua twin: ``pool_update.lua``."""
         await self._checkpoint()
         state = self._pools.get(pool)
         if state is None:
@@ -828,6 +944,8 @@ class MemoryBackend:
         for number in remove:
             state.remove(number)
         if not state.members:
+            # Its counters start again, as on Redis, where they go with the last number.
+            state.cursor = state.picks = 0
             # Kept while a pick's record of a slot taken lasts (a pick asked again still finds
             # it, as on Redis, where the record outlives the pool's members).
             now = self._clock()
@@ -837,6 +955,7 @@ class MemoryBackend:
         return len(state.members)
 
     async def pool_members(self, pool: str) -> list[str]:
+        """Lua twin: ``pool_members.lua``."""
         await self._checkpoint()
         state = self._pools.get(pool)
         return [] if state is None else list(state.order)
@@ -855,6 +974,7 @@ class MemoryBackend:
         sticky_ttl: float = STICKY_TTL,
         wait: bool = False,
     ) -> PickResult:
+        """Lua twin: ``pick.lua``."""
         await self._checkpoint()
         state = self._pools.get(pool)
         if state is None:
@@ -916,6 +1036,7 @@ class MemoryBackend:
         return PickResult(Outcome.REFUSED, None, earliest)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
+        """Lua twin: ``pool_leave.lua``."""
         await self._checkpoint()
         state = self._pools.get(pool)
         if state is not None:
@@ -942,6 +1063,7 @@ class MemoryBackend:
         self._nudge_line(pool, pool_state)
 
     async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
+        """Lua twin: ``window_usage.lua``."""
         await self._checkpoint()
         now, wall = self._clock(), self._wall_clock()
         policy = self._policies.get(number)
@@ -967,6 +1089,7 @@ class MemoryBackend:
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
     ) -> RestoreOutcome:
+        """Lua twin: ``restore.lua``."""
         await self._checkpoint()
         now = self._clock()
         state = self._settle(number, now)
@@ -986,6 +1109,8 @@ class MemoryBackend:
         return RestoreOutcome.RESTORED
 
     async def release_owner(self, owner: str) -> int:
+        """Lua twins: ``release_owner.lua`` (each number's leases and line) and
+        ``release_owner_lines.lua`` (the owner's places in pool and group lines)."""
         await self._checkpoint()
         now = self._clock()
         removed = 0
@@ -1000,15 +1125,33 @@ class MemoryBackend:
                     removed += 1
             self._settle(number, now)
             self._forget_if_idle(number, state)
+        # Callers waiting for a pool or a group have a place in its line only.
+        for name, pool in self._pools.items():
+            for waiter in [w for w, lapses in pool.line.items() if lapses <= now]:
+                del pool.line[waiter]
+            mine = [w for w in pool.line if w[0] == owner]
+            for waiter in mine:
+                self._leave_line(name, pool, waiter)
+            removed += len(mine)
+        for group in list(self._group_waiters):
+            line = self._purge_group_line(group, now)
+            mine_in_group = [w for w in line if w[0] == owner]
+            for key in mine_in_group:
+                self._leave_group_line(group, key, True)
+            removed += len(mine_in_group)
         return removed
 
     # -- operator queries and admin actions ----------------------------------------------------
 
     async def known_numbers(self) -> list[str]:
+        """No Lua twin: on Redis a SCAN of the key prefix, in Python."""
         await self._checkpoint()
-        return sorted(set(self._numbers) | set(self._policies))
+        now = self._clock()
+        policies = [n for n in list(self._policies) if self._policy_now(n, now) is not None]
+        return sorted(set(self._numbers) | set(policies))
 
     async def holders(self, number: str) -> list[Holder]:
+        """Lua twin: ``holders.lua``."""
         await self._checkpoint()
         now = self._clock()
         state = self._numbers.get(number)
@@ -1031,6 +1174,7 @@ class MemoryBackend:
         ]
 
     async def reset_number(self, number: str) -> tuple[int, int]:
+        """Lua twin: ``reset_number.lua``."""
         await self._checkpoint()
         now = self._clock()
         state = self._numbers.pop(number, None)
@@ -1050,4 +1194,5 @@ class MemoryBackend:
         return counts[0], counts[1]
 
     async def aclose(self) -> None:
+        """No Lua twin: nothing to disconnect."""
         await self._checkpoint()

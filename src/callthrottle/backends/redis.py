@@ -53,7 +53,7 @@ logger = logging.getLogger("callthrottle.redis")
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
-    "restore", "window_usage",
+    "restore", "window_usage", "release_owner_lines",
     "holders", "reset_number",  # operator queries and admin actions
 )  # fmt: skip
 
@@ -692,7 +692,8 @@ class RedisBackend:
         return f"p:{pool}" if self._events is None else self._layout.pool_tag(pool)
 
     def _pool_keys(self, pool: str) -> list[str]:
-        base = f"{self._prefix}{{{self._pool_tag(pool)}}}:pool:"
+        # The pool's name is in its keys: on a Cluster, pools may share a hash tag.
+        base = f"{self._prefix}{{{self._pool_tag(pool)}}}:pool:{pool}:"
         return [base + "m", base + "l", base + "o", base + "c", base + "s"]
 
     async def pool_update(
@@ -771,20 +772,48 @@ class RedisBackend:
             await self._run("pool_leave", self._pool_keys(pool)[:1], args)
 
     async def release_owner(self, owner: str) -> int:
-        pattern = _glob_escape(self._prefix) + "{*}:n:*:m"
+        start = _glob_escape(self._prefix)
+        pattern = start + "{*}:n:*:m"
         removed = 0
         with _map_errors("release_owner"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):
                 number = raw.decode().rpartition(":n:")[2][:-2]
                 args = (owner, number, self._channels_for(number))
                 removed += await self._run("release_owner", self.keys_for(number), args)
+            # Callers waiting for a pool or a group have a place in its line only.
+            async for raw in self._client.scan_iter(match=start + "{*}:pool:*:w", count=1000):
+                line = self._line(raw.decode(), ":pool:", ":w")
+                if line is not None:
+                    tag, pool = line
+                    keys = [raw.decode(), raw.decode()[:-1] + "x"]
+                    args = (owner, self._tag_channels(tag), pool)
+                    removed += await self._run("release_owner_lines", keys, args)
+            async for raw in self._client.scan_iter(match=start + "{*}:g:*:q", count=1000):
+                line = self._line(raw.decode(), ":g:", ":q")
+                if line is not None:
+                    keys = [raw.decode(), raw.decode()[:-1] + "w"]
+                    args = (owner, self._tag_channels(line[0]), "")
+                    removed += await self._run("release_owner_lines", keys, args)
         return removed
+
+    def _line(self, key: str, kind: str, end: str) -> tuple[str, str] | None:
+        """(hash tag, name) of a pool's or group's line key (``<prefix>{<tag>}<kind><name><end>``),
+        or None when the key is not one."""
+        tag, brace, rest = key[len(self._prefix) + 1 :].partition("}")
+        if not brace or not rest.startswith(kind) or not rest.endswith(end):
+            return None
+        return tag, rest[len(kind) : -len(end)]
+
+    def _tag_channels(self, tag: str) -> str:
+        """The prefix of the channels for events about the keys of hash tag ``tag``."""
+        return self._channels if self._events is None else self._shard(tag)
 
     # -- operator queries and admin actions ----------------------------------------------------
 
     async def known_numbers(self) -> list[str]:
-        # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>".
-        pattern = _glob_escape(self._prefix) + "{*}:n:*"
+        # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>": its leases,
+        # line and policy (h q w m p) count; its rate log (r) alone does not, as in memory.
+        pattern = _glob_escape(self._prefix) + "{*}:n:*:[hqwmp]"
         numbers: set[str] = set()
         with _map_errors("known_numbers"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):

@@ -1,3 +1,5 @@
+-- Python twin: the private helpers of MemoryBackend in backends/memory.py (_settle, _grant,
+-- _admit, _group_full, _Policy, _RateLog, ...).
 -- The library's shared part: defined once when the library is loaded, used by every function
 -- (each function's body is in the file of its name).
 --
@@ -6,11 +8,13 @@
 --   KEYS[1] H  sorted set  token -> lease expiry (ms, server clock)
 --   KEYS[2] Q  sorted set  token -> place in line (FIFO sequence)
 --   KEYS[3] W  sorted set  token -> when the waiter's place lapses (ms, server clock)
---   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit\tflags\tsince" (flags: 'r'
+--   KEYS[4] M  hash        token -> "owner\tttl_ms\thold_ms\tlimit\tflags\tsince" (limit: the
+--                          caller's own cap, before any runtime cap; flags: 'r'
 --                          when the request has rate windows: it is never handed a slot
 --                          without asking, so that its windows are checked; since: when it
 --                          was granted, or queued, in ms by the server clock)
---   KEYS[5] P  hash        the number's runtime policy, set by any process (never expires):
+--   KEYS[5] P  hash        the number's runtime policy, set by any process (it expires with
+--                          its carrier reactions when it holds nothing else: set_policy.lua):
 --                          cap (overrides every caller's cap), state, reason, until (ms: end
 --                          of a cool-down), lcap and luntil (a cap lowered until luntil),
 --                          rates (windows replacing the caller's), since (ms: warming began)
@@ -25,6 +29,10 @@
 --   GH sorted set  "owner\tnumber\ttoken" -> lease expiry: the group's live leases
 --   GR sorted set  the group's admitted calls, for its rate windows (as R)
 --   GW sorted set  "owner\tnumber\ttoken" -> when it lapses: callers waiting for a group slot
+--   and, beside GW, its key ending in 'q' instead of 'w':
+--   GQ sorted set  the same members -> their place in the group's line (first come, first
+--                  served): a caller takes a free slot of the group only when no caller ahead
+--                  of it waits for one (a try-once caller has everyone ahead of it)
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
 -- and, outside KEYS (named from H: same hash tag), one more key per number:
 --   E  sorted set  token -> when its record lapses (ms): leases ended for good (released by
@@ -112,14 +120,65 @@ local function member(owner, number, token)
   return owner .. '\t' .. number .. '\t' .. token
 end
 
--- Ask the oldest waiters of a group to try again (a slot of the group freed).
+-- Apply a variadic command to a list in chunks (Lua's unpack has a stack limit).
+local function each_chunk(cmd, key, list)
+  for i = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+
+-- The order of a group's line (GQ), beside its lapses (GW).
+local function group_line(gw)
+  return string.sub(gw, 1, -2) .. 'q'
+end
+
+-- Drop the places in a group's line that lapsed.
+local function purge_group_line(gw, now)
+  local gone = redis.call('ZRANGEBYSCORE', gw, '-inf', now)
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', gw, '-inf', now)
+    each_chunk('ZREM', group_line(gw), gone)
+  end
+end
+
+-- Ask the first waiters of a group to try again (a slot of the group freed).
 local function nudge_group(gw, channels, count, now)
-  redis.call('ZREMRANGEBYSCORE', gw, '-inf', now)
+  purge_group_line(gw, now)
   if count <= 0 then return end
-  for _, m in ipairs(redis.call('ZRANGE', gw, 0, count - 1)) do
+  for _, m in ipairs(redis.call('ZRANGE', group_line(gw), 0, count - 1)) do
     local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
     redis.call('SPUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
   end
+end
+
+-- How many callers wait ahead of member m in a group's line (all of them when m has no place).
+local function group_ahead(gw, m, now)
+  if redis.call('ZCARD', gw) == 0 then return 0 end  -- nobody waits: the common case
+  purge_group_line(gw, now)
+  local gq = group_line(gw)
+  return redis.call('ZRANK', gq, m) or redis.call('ZCARD', gq)
+end
+
+-- Member m keeps (or takes, at the back) a place in a group's line, for ms more.
+local function join_group_line(gw, m, now, ms)
+  local gq = group_line(gw)
+  if not redis.call('ZSCORE', gq, m) then
+    local tail = redis.call('ZRANGE', gq, -1, -1, 'WITHSCORES')
+    redis.call('ZADD', gq, #tail > 0 and tonumber(tail[2]) + 1 or 1, m)
+  end
+  redis.call('ZADD', gw, now + ms, m)
+  extend(gw, ms + 1000)
+  extend(gq, ms + 1000)
+end
+
+-- Member m leaves a group's line; when it was first, the next is told (a slot kept for m may
+-- be free). `free`: false when m took that slot and none is left (nobody to tell then).
+local function leave_group_line(gw, m, channels, now, free)
+  if redis.call('ZREM', gw, m) == 0 then return end
+  local gq = group_line(gw)
+  local was_first = redis.call('ZRANGE', gq, 0, 0)[1] == m
+  redis.call('ZREM', gq, m)
+  if was_first and free ~= false then nudge_group(gw, channels, 1, now) end
 end
 
 -- The lease left the number: take it out of its groups, and wake their waiters.
@@ -127,7 +186,7 @@ local function leave_groups(owner, number, token, channels, now)
   local m = member(owner, number, token)
   for i = 1, GROUPS do
     local gh, _, gw = group_keys(i)
-    redis.call('ZREM', gw, m)
+    leave_group_line(gw, m, channels, now)
     if redis.call('ZREM', gh, m) == 1 then nudge_group(gw, channels, 1, now) end
   end
 end
@@ -247,13 +306,6 @@ local function unavailable(pol, now)
   return state
 end
 
--- Apply a variadic command to a list in chunks (Lua's unpack has a stack limit).
-local function each_chunk(cmd, key, list)
-  for i = 1, #list, 1000 do
-    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
-  end
-end
-
 -- Drop expired leases and lapsed waiters; return how many wait in line afterwards.
 local function purge(now)
   if PURGED == now then return redis.call('ZCARD', Q) end  -- nothing lapsed since
@@ -314,7 +366,9 @@ local function promote(now, queued, number, channels, here, handed)
     if unavailable(pol, now) then return queued end
     local holding = redis.call('ZCARD', H)
     local full = holding >= cap_in_force(pol, limit, now)
-    if full or flags == 'r' then
+    -- Windows set at run time, or a warm-up begun, since the head queued apply to it too: it
+    -- is not handed a slot without asking then, so that they are checked and counted.
+    if full or flags == 'r' or pol[7] or pol[2] == 'warming' then
       -- Nudge the head: it times its wait from the new leases, or (rate windows) asks for the
       -- free slot itself, so that its windows are checked.
       if not full or (granted and granted[redis.call('ZRANGE', H, 0, 0)[1]]) then
@@ -382,9 +436,16 @@ local function keep_line(ms, fresh)
   end
 end
 
--- Milliseconds until the earliest lease expires, or -1 when none is held.
+-- Milliseconds until a slot may free without anyone being told: the earliest lease expiry, or
+-- the end of a lowered cap; -1 when neither.
 local function retry_in(now)
+  local wait = -1
   local h = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES')
-  if #h == 0 then return -1 end
-  return math.max(tonumber(h[2]) - now, 0)
+  if #h > 0 then wait = math.max(tonumber(h[2]) - now, 0) end
+  local pol = policy()
+  local luntil = tonumber(pol[6])
+  if pol[5] and luntil and luntil > now and (wait < 0 or luntil - now < wait) then
+    wait = luntil - now
+  end
+  return wait
 end

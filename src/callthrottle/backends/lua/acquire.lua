@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.acquire (backends/memory.py).
 -- Take a slot for a token, or queue it (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner, ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
@@ -14,7 +15,8 @@
 -- rate window of the number, the callee or a group is full (nothing is written, and a queued
 -- token leaves the line); {5, retry_in_ms, group name, cap} when a group is full (the caller
 -- waits for a group slot, when enqueue, without a place in the number's line); {3, retry_in_ms, state, reason} when the
--- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none).
+-- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none; a place
+-- the token had in a group's line goes).
 local token, owner = ARGV[1], ARGV[2]
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local tz_ms = tonumber(ARGV[10] or '0')
@@ -22,9 +24,16 @@ local now = now_ms()
 local pol = policy()
 local state = unavailable(pol, now)
 if state then
+  -- Refused for good: a place it had in a group's line goes (the next there is told).
+  for i = 1, GROUPS do
+    local _, _, gw = group_keys(i)
+    leave_group_line(gw, member(owner, ARGV[7], token), ARGV[8], now)
+  end
   local untl = tonumber(pol[4])
   return {3, untl and (untl - now) or -1, state, pol[3] or ''}
 end
+-- A waiter keeps the cap it asked for (the one in force is worked out when a slot frees).
+local asked = limit
 limit = cap_in_force(pol, limit, now)
 
 -- The hot path: no rate window, callee or group; nobody waiting; a slot free. Leases that
@@ -38,7 +47,7 @@ if #ARGV <= 8 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 the
       if deadline < expires then expires = deadline end
     end
     if redis.call('ZADD', H, 'NX', expires, token) == 1 then
-      redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, '', now))
+      redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, '', now))
       cover(expires, now, holding == 0, holding == 0)
       return {1, -1}
     end
@@ -88,29 +97,37 @@ local function grant()
     if deadline < expires then expires = deadline end
   end
   redis.call('ZADD', H, expires, token)
-  redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now))
+  redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, flags, now))
   if #windows > 0 then rate_hit(R, windows, now, token) end
   if #callee_windows > 0 then rate_hit(KEYS[7], callee_windows, now, ARGV[7] .. ':' .. token) end
   for _, g in ipairs(groups) do
     redis.call('ZADD', g[1], expires, me)
     extend(g[1], expires - now + 1000)
-    redis.call('ZREM', g[3], me)
+    -- Out of the group's line; the next is told when a slot is still free for it.
+    leave_group_line(g[3], me, ARGV[8], now, not g[4] or redis.call('ZCARD', g[1]) < g[4])
     if #g[5] > 0 then rate_hit(g[2], g[5], now, ARGV[7] .. ':' .. token) end
   end
   return expires
 end
 
+-- The caller leaves the line of every group but the i-th (it waits in one line at a time, so
+-- that two callers never each keep the slot the other waits for).
+local function leave_group_lines(except)
+  for i, g in ipairs(groups) do
+    if i ~= except then leave_group_line(g[3], me, ARGV[8], now) end
+  end
+end
+
 -- nil if every group has a slot for the call; else the reply to give (registering the caller
--- as a group waiter when it will wait).
+-- as a group waiter when it will wait). A slot is free for the caller only if the callers
+-- ahead of it in the group's line leave one: a slot that frees is theirs first.
 local function group_full(wait)
-  for _, g in ipairs(groups) do
+  for i, g in ipairs(groups) do
     if g[4] then
       redis.call('ZREMRANGEBYSCORE', g[1], '-inf', now)
-      if redis.call('ZCARD', g[1]) >= g[4] then
-        if wait then
-          redis.call('ZADD', g[3], now + ttl, me)
-          extend(g[3], ttl + 1000)
-        end
+      if redis.call('ZCARD', g[1]) + group_ahead(g[3], me, now) >= g[4] then
+        leave_group_lines(i)
+        if wait then join_group_line(g[3], me, now, ttl) end
         local first = redis.call('ZRANGE', g[1], 0, 0, 'WITHSCORES')
         local retry = (#first > 0) and math.max(tonumber(first[2]) - now, 0) or -1
         return {5, retry, g[6], g[4]}
@@ -118,6 +135,17 @@ local function group_full(wait)
     end
   end
   return nil
+end
+
+-- nil if the call may go ahead under every window and group; else the reply to give (a caller
+-- refused by a window leaves every group's line: it asks again when the window has room).
+local function refusal(wait)
+  local refused = rate_limited()
+  if refused then
+    leave_group_lines(0)
+    return refused
+  end
+  return group_full(wait)
 end
 
 local raw = redis.call('HGET', M, token)
@@ -128,7 +156,7 @@ if raw then
   -- Queued. First in line with a slot free: take it, if the rate windows allow.
   local holding = redis.call('ZCARD', H)
   if redis.call('ZRANK', Q, token) == 0 and holding < limit then
-    local refused = rate_limited() or group_full(true)
+    local refused = refusal(true)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('HDEL', M, token)
@@ -137,6 +165,8 @@ if raw then
       return refused
     end
     cover(grant(), now, holding == 0, false)
+    -- The next in line is served (or told to ask) when a slot is still free for it.
+    promote(now, queued - 1, ARGV[7], ARGV[8])
     return {1, -1}
   end
   redis.call('ZADD', W, now + wttl, token)
@@ -145,7 +175,7 @@ if raw then
 end
 
 if flags == 'r' then
-  local refused = rate_limited() or group_full(ARGV[6] == '1')
+  local refused = refusal(ARGV[6] == '1')
   if refused then return refused end
 end
 
@@ -158,11 +188,12 @@ if queued == 0 then
 end
 
 if ARGV[6] ~= '1' then return {2, retry_in(now)} end
+leave_group_lines(0)  -- it waits in the number's line now
 local seq = 1
 local tail = redis.call('ZRANGE', Q, -1, -1, 'WITHSCORES')
 if #tail > 0 then seq = tonumber(tail[2]) + 1 end
 redis.call('ZADD', Q, seq, token)
 redis.call('ZADD', W, now + ttl, token)
-redis.call('HSET', M, token, meta(owner, ttl, hold, limit, flags, now))
+redis.call('HSET', M, token, meta(owner, ttl, hold, asked, flags, now))
 keep_line(ttl + 1000, queued == 0)
 return {0, retry_in(now)}

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.group_usage (backends/memory.py).
 -- Live leases and live waiters of one group, and the cap set at run time (read only).
 -- KEYS[1] the group's holders (GH), KEYS[2] its waiters (GW), KEYS[3] its policy (GP)
 -- Returns {in_use, waiting, cap set at run time or -1}.

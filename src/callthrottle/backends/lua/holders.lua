@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.holders (backends/memory.py).
 -- The live leases of one number, oldest expiry first (read only).
 -- KEYS: H Q W M P R (see _common.lua)
 -- Returns {now, token, expiry, owner, ttl_ms, deadline, since, ...} (deadline 0: no max_hold;

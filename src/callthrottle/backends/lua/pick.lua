@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.pick (backends/memory.py).
 -- Take a slot on the first number of a pool, in the strategy's order, that admits the call
 -- under all of its limits, exactly as acquire (without queueing) decides for one number.
 -- KEYS[1] PM  hash        number -> its spec: "tag\tlimit\twindows\twarmup\tmidnight\tarea\t
@@ -8,7 +9,7 @@
 --                         the least loaded first, and among equals the least recently picked;
 --                         a number that could not take a call rests behind them all (RESTING)
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
--- KEYS[4] PC  counter     the round-robin cursor
+-- KEYS[4] PC  string      the round-robin cursor: the place after the last number picked
 -- KEYS[5] PS  counter     the pick counter (PL's tie-breaker)
 -- ARGV[1] strategy ('least-loaded' or 'round-robin'), ARGV[2] token, ARGV[3] owner,
 -- ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none), ARGV[6] key prefix, ARGV[7] channel prefix,
@@ -19,8 +20,9 @@
 -- ARGV[16] '1' if the caller waits when nothing admits it, ARGV[17] how long (ms) its place
 -- in line lasts unless it asks again, ARGV[18] the pool's name (for its waiters' events).
 -- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
--- ':x' (the same -> when the place lapses); while anyone waits, only the first in line picks:
--- others (also try-once callers) are refused, or queued behind it.
+-- ':x' (the same -> when the place lapses), both expiring with the latest place; while anyone
+-- waits, only the first in line picks: others (also try-once callers) are refused, or queued
+-- behind it.
 -- The slot a token took: PM's key with ':t:<token>' (string "number\ttag", as long as the
 -- lease's first ttl). A pick sent again for the same token (its reply was lost) returns that
 -- slot instead of taking a second one on another number; another owner's pick for the token
@@ -56,11 +58,14 @@ if taken then
   end
 end
 
+-- The line's keys (and its arrival counter, ':ws') live as long as the latest place in it, so
+-- a line whose callers gave up or died leaves nothing behind.
 local function join_line()
   if not redis.call('ZSCORE', PW, me) then
     redis.call('ZADD', PW, redis.call('INCR', PB .. 'ws'), me)
   end
   redis.call('ZADD', PX, now + wait_ms, me)
+  for _, key in ipairs({PW, PX, PB .. 'ws'}) do extend(key, wait_ms + 1000) end
 end
 
 local lapsed = redis.call('ZRANGEBYSCORE', PX, '-inf', now)
@@ -105,7 +110,10 @@ end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
   if size == 0 then return {2, -1} end
-  local start = (redis.call('INCR', PC) - 1) % size
+  -- PC holds the place after the last number picked (not a count of picks), so that the turn
+  -- passes on in order also after numbers were added or removed.
+  local start = (tonumber(redis.call('GET', PC)) or 0) % size
+  redis.call('SET', PC, start + 1)
   for _, number in ipairs(redis.call('ZRANGE', PO, start, start + tries - 1)) do
     consider(number)
   end

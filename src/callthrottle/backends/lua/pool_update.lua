@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.pool_update (backends/memory.py).
 -- Add numbers to a pool (or update what it knows of them) and take others out.
 -- KEYS: PM PL PO (see pick.lua)
 -- ARGV[1] key prefix, ARGV[2] how many numbers to add n, then n (number, spec) pairs, then the
@@ -38,4 +39,8 @@ for i = 3 + 2 * adding, #ARGV do
   redis.call('ZREM', PL, ARGV[i])
   redis.call('ZREM', PO, ARGV[i])
 end
-return redis.call('HLEN', PM)
+local size = redis.call('HLEN', PM)
+-- A pool without numbers leaves nothing behind: its counters (PC, PS: PM's key with 'c' and
+-- 's' for its last letter) start again if numbers are added later.
+if size == 0 then redis.call('DEL', PB .. 'c', PB .. 's') end
+return size

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.release (backends/memory.py).
 -- Give a slot back and hand it to the next waiter (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix, ARGV[5]

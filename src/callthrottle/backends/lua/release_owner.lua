@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.release_owner (backends/memory.py).
 -- Remove every lease and place in line of one owner on one number.
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.set_group_policy (backends/memory.py).
 -- Change a group's runtime policy, then wake its waiters to ask again (one round trip).
 -- KEYS[1] the group's holders (GH), KEYS[2] its waiters (GW), KEYS[3] its policy (GP)
 -- ARGV[1] channel prefix, then (field, value) pairs: cap, rates; value '' deletes the field.

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.usage (backends/memory.py).
 -- Live leases and live waiters of one number, and the cap in force (read only).
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] the caller's cap

@@ -1,3 +1,4 @@
+-- Python twin: MemoryBackend.window_usage (backends/memory.py).
 -- The calls each rate window in force counts now (read only).
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] the configured windows ('' for none), ARGV[2] time zone offset in ms, ARGV[3] warm-up
