@@ -13,6 +13,9 @@
 local token, owner = ARGV[1], ARGV[2]
 local ttl, left = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
+-- A lease that expired meanwhile (its holder was cut off longer than its ttl) may still be
+-- listed: dropped first, so that it is counted again below rather than found "still held".
+purge(now)
 local raw = redis.call('HGET', M, token)
 if raw then
   return (parse_meta(raw) == owner and redis.call('ZSCORE', H, token)) and 1 or 0
