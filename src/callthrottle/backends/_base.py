@@ -273,6 +273,8 @@ class Backend(Protocol):
         Such an end leaves a record of the token on the number for :data:`ENDED_KEPT` times the
         lease's TTL (then it lapses: an idle number keeps nothing for ever); a holder asks only
         within :data:`RESTORE_WITHIN` TTLs of its last renewal, so the record outlives the asking.
+        The record is the owner's: the owner's next lease of the token (a call ID used again,
+        granted or queued by :meth:`acquire`) drops it, another owner's does not.
 
         :return: RESTORED if the owner holds the token now, TAKEN if the token is another's,
             ENDED if it was ended for good (nothing is written)

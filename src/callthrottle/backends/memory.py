@@ -294,28 +294,34 @@ class _Pool:
 
 class _Ended:
     """Leases ended for good (released by another process, reset, released with their owner),
-    by number: token -> when its record lapses. A holder cut off meanwhile cannot count them
-    again (:meth:`MemoryBackend.restore`). Twin of E in _common.lua (mark_ended)."""
+    by number: (owner, token) -> when its record lapses. A holder cut off meanwhile cannot
+    count them again (:meth:`MemoryBackend.restore`); the owner's next lease of the token (a
+    call ID used again) drops the record. Twin of E in _common.lua (mark_ended)."""
 
     __slots__ = ("marks", "records")
 
     def __init__(self) -> None:
-        self.records: dict[str, dict[str, float]] = {}
+        self.records: dict[str, dict[tuple[str, str], float]] = {}
         self.marks = 0
 
-    def mark(self, number: str, token: str, ttl: float, now: float) -> None:
+    def mark(self, number: str, owner: str, token: str, ttl: float, now: float) -> None:
         records = self.records.setdefault(number, {})
-        for lapsed in [t for t, until in records.items() if until <= now]:
+        for lapsed in [k for k, until in records.items() if until <= now]:
             del records[lapsed]
-        records[token] = now + ENDED_KEPT * ttl
+        records[(owner, token)] = now + ENDED_KEPT * ttl
         self.marks += 1
         if self.marks % 1024 == 0:  # now and then, forget the numbers whose records all lapsed
             self.records = {
                 n: r for n, r in self.records.items() if any(u > now for u in r.values())
             }
 
-    def ended(self, number: str, token: str, now: float) -> bool:
-        return self.records.get(number, {}).get(token, -math.inf) > now
+    def ended(self, number: str, owner: str, token: str, now: float) -> bool:
+        return self.records.get(number, {}).get((owner, token), -math.inf) > now
+
+    def forget(self, number: str, owner: str, token: str) -> None:
+        records = self.records.get(number)
+        if records:
+            records.pop((owner, token), None)
 
 
 def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
@@ -742,6 +748,7 @@ class MemoryBackend:
         expires = now + ttl
         entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, rated)
         if not queue and len(holders) < limit:
+            self._ended.forget(number, owner, token)  # a new lease of the token
             if rated:
                 self._admit(state, number, token, entry, now, windows, rates)
             else:
@@ -752,6 +759,7 @@ class MemoryBackend:
             if rates.groups:  # it waits in the number's line now
                 self._leave_group_lines(number, token, owner, rates.groups)
             queue[token] = entry
+            self._ended.forget(number, owner, token)  # a new lease of the token, to come
             state.next_expiry = min(state.next_expiry, expires)
             return AcquireResult(Outcome.QUEUED, retry_in)
         self._forget_if_idle(number, state)
@@ -802,7 +810,7 @@ class MemoryBackend:
             if entry.owner != releaser:
                 # Its holder may not hear of it (cut off): the record keeps it from counting
                 # it again.
-                self._ended.mark(number, token, entry.ttl, now)
+                self._ended.mark(number, entry.owner, token, entry.ttl, now)
                 self._notify(entry.owner, "released", number, token)
             self._settle(number, now)
         if not state.holders and not state.queue:
@@ -1098,7 +1106,7 @@ class MemoryBackend:
             if known.owner == owner and token in state.holders:
                 return RestoreOutcome.RESTORED
             return RestoreOutcome.TAKEN
-        if self._ended.ended(number, token, now):
+        if self._ended.ended(number, owner, token, now):
             self._forget_if_idle(number, state)
             return RestoreOutcome.ENDED
         entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, bool(rates.groups))
@@ -1119,7 +1127,7 @@ class MemoryBackend:
             for entries in (state.holders, state.queue):
                 for token in [t for t, e in entries.items() if e.owner == owner]:
                     if entries is state.holders:
-                        self._ended.mark(number, token, entries[token].ttl, now)
+                        self._ended.mark(number, owner, token, entries[token].ttl, now)
                     del entries[token]
                     self._leave_groups(number, token, owner, nudge=True)
                     removed += 1
@@ -1189,7 +1197,7 @@ class MemoryBackend:
                 if entry.expires > now:
                     counts[index] += 1
                     if entries is state.holders:
-                        self._ended.mark(number, token, entry.ttl, now)
+                        self._ended.mark(number, entry.owner, token, entry.ttl, now)
                     self._notify(entry.owner, event, number, token)
         return counts[0], counts[1]
 

@@ -35,10 +35,12 @@
 --                  of it waits for one (a try-once caller has everyone ahead of it)
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
 -- and, outside KEYS (named from H: same hash tag), one more key per number:
---   E  sorted set  token -> when its record lapses (ms): leases ended for good (released by
---                  another process, reset, released with their owner), so that a holder cut off
---                  meanwhile cannot count them again (restore.lua); kept ENDED_KEPT times the
---                  lease's ttl, then dropped (the key expires with its last record)
+--   E  sorted set  "owner\ttoken" -> when its record lapses (ms): leases ended for good
+--                  (released by another process, reset, released with their owner), so that a
+--                  holder cut off meanwhile cannot count them again (restore.lua); kept
+--                  ENDED_KEPT times the lease's ttl, then dropped (the key expires with its
+--                  last record). The owner's next lease of the token (a call ID used again)
+--                  drops it: that lease was never ended.
 local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
 -- leases and lapsed waiters were last dropped (a batch of operations shares them).
@@ -108,12 +110,25 @@ local function ended_key()
   return string.sub(H, 1, -2) .. 'e'
 end
 
--- The lease `token` (taken with `ttl` ms) ended for good: record it, dropping lapsed records.
-local function mark_ended(token, ttl, now)
+-- The lease `token` of `owner` (taken with `ttl` ms) ended for good: record it, dropping lapsed
+-- records.
+local function mark_ended(owner, token, ttl, now)
   local key = ended_key()
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  redis.call('ZADD', key, now + ENDED_KEPT * ttl, token)
+  redis.call('ZADD', key, now + ENDED_KEPT * ttl, owner .. '\t' .. token)
   extend(key, ENDED_KEPT * ttl + 1000)
+end
+
+-- Whether the lease `token` of `owner` was ended for good (and its record has not lapsed).
+local function was_ended(owner, token, now)
+  local lapses = tonumber(redis.call('ZSCORE', ended_key(), owner .. '\t' .. token))
+  return lapses ~= nil and lapses > now
+end
+
+-- The owner takes (or waits for) a new lease of the token: a record of its earlier lease's end
+-- no longer applies (the key, empty, is deleted by ZREM).
+local function forget_ended(owner, token)
+  redis.call('ZREM', ended_key(), owner .. '\t' .. token)
 end
 
 local function member(owner, number, token)

@@ -20,8 +20,7 @@ local raw = redis.call('HGET', M, token)
 if raw then
   return (parse_meta(raw) == owner and redis.call('ZSCORE', H, token)) and 1 or 0
 end
-local ended = tonumber(redis.call('ZSCORE', ended_key(), token))
-if ended and ended > now then return -1 end
+if was_ended(owner, token, now) then return -1 end
 local fresh_h, fresh_m = redis.call('EXISTS', H) == 0, redis.call('EXISTS', M) == 0
 local expires, deadline = now + ttl, 0
 if left > 0 then
