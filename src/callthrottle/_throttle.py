@@ -1301,9 +1301,15 @@ class Throttle:
             return None
         reason = reaction.reason or f"carrier answered {code}"
         if reaction.action == "cooldown":
-            await self.set_state(
-                number, NumberState.COOLING, reason=reason, duration=reaction.seconds
-            )
+            # Unlike set_state, it leaves a state an operator set for good (flagged, ...).
+            changes: dict[str, object] = {
+                "state": NumberState.COOLING.value,
+                "reason": reason,
+                "until": check_ttl(reaction.seconds, "seconds"),
+                "since": None,
+                "reaction": True,
+            }
+            await self._backend.set_policy(number, changes)
         elif reaction.action == "flag":
             await self.set_state(number, NumberState.FLAGGED, reason=reason)
         else:

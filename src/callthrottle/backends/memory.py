@@ -100,6 +100,7 @@ _NO_POLICY = _Policy()
 _EXPIRES: Callable[[_Entry], float] = attrgetter("expires")
 _DURATIONS = frozenset({"until", "luntil"})
 _INTS = frozenset({"cap", "lcap"})
+_STATE_FIELDS = frozenset({"state", "reason", "until", "since"})
 
 
 @dataclass(slots=True)
@@ -876,7 +877,16 @@ class MemoryBackend:
         await self._checkpoint()
         now = self._clock()
         policy = self._policies.setdefault(number, _Policy())
+        # A carrier's reaction leaves alone a state an operator set for good that keeps the
+        # number from admitting calls: it stays out of service after the reaction's while.
+        for_good = (
+            "reaction" in changes
+            and policy.unavailable(now) is not None
+            and policy.state != "cooling"
+        )
         for name, value in changes.items():
+            if name == "reaction" or (for_good and name in _STATE_FIELDS):
+                continue
             if value is None:
                 setattr(policy, name, None)
             elif name in _DURATIONS:
