@@ -1025,6 +1025,7 @@ class MemoryBackend:
         else:
             candidates = state.least_loaded(tries)
         earliest: float | None = None
+        full = False  # some number was full: a slot that frees may serve the caller
         for number in candidates:
             spec = state.members[number]
             rates = _with_call(spec.plan, call)
@@ -1047,10 +1048,15 @@ class MemoryBackend:
             # It could not take the call: to the back, behind every number not known to be
             # unable, so that the next picks look at others first.
             state.set_load(number, _RESTING)
+            full = full or result.outcome in (Outcome.REFUSED, Outcome.GROUP_FULL)
             if result.retry_in is not None and (earliest is None or result.retry_in < earliest):
                 earliest = result.retry_in
-        if wait:
+        # A place in line only for a caller that a freed slot may serve: one held back by rate
+        # windows (its callee's, say) or by states alone would keep every other caller waiting.
+        if wait and full:
             line[me] = now + ttl  # a place kept in line (its order unchanged when it had one)
+        elif first == me:
+            self._leave_line(pool, state, me)
         return PickResult(Outcome.REFUSED, None, earliest)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
