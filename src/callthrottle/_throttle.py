@@ -1306,8 +1306,7 @@ class Throttle:
                 "state": NumberState.COOLING.value,
                 "reason": reason,
                 "until": check_ttl(reaction.seconds, "seconds"),
-                "since": None,
-                "reaction": True,
+                "reaction": True,  # a warm-up's start ("since") stays: it goes on afterwards
             }
             await self._backend.set_policy(number, changes)
         elif reaction.action == "flag":
@@ -1610,6 +1609,8 @@ def _status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
     remaining = _seconds(policy.get("until"))
     if state is NumberState.COOLING and remaining is not None and remaining <= 0:
         state, remaining = NumberState.ACTIVE, None
+    if state is NumberState.ACTIVE and "since" in policy:
+        state = NumberState.WARMING  # a carrier's cool-down during a warm-up ended
     lowered_remaining = _seconds(policy.get("luntil"))
     lowered = "lcap" in policy and lowered_remaining is not None and lowered_remaining > 0
     rates = policy.get("rates")

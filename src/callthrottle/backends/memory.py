@@ -68,7 +68,7 @@ class _Policy:
 
     def windows_in_force(self, plan: RatePlan, now: float) -> tuple[Window, ...]:
         windows = plan.windows if self.rates is None else self.rates
-        if self.state == "warming" and self.since is not None:
+        if self.since is not None:  # warming (or cooled down by a carrier while warming)
             warmup = plan.warmup_window((now - self.since) / WEEK)
             if warmup is not None:
                 windows = (*windows, warmup)
@@ -520,7 +520,7 @@ class MemoryBackend:
             return state
         # Windows set at run time, or a warm-up begun, since a waiter queued apply to it too:
         # it is not handed a slot without asking then, so that they are checked and counted.
-        ruled = policy is not None and (bool(policy.rates) or policy.state == "warming")
+        ruled = policy is not None and (bool(policy.rates) or policy.since is not None)
         granted = False
         while queue:
             token, entry = next(iter(queue.items()))

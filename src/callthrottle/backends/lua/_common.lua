@@ -17,7 +17,8 @@
 --                          its carrier reactions when it holds nothing else: set_policy.lua):
 --                          cap (overrides every caller's cap), state, reason, until (ms: end
 --                          of a cool-down), lcap and luntil (a cap lowered until luntil),
---                          rates (windows replacing the caller's), since (ms: warming began)
+--                          rates (windows replacing the caller's), since (ms: warming began;
+--                          kept through a carrier's cool-down, so the warm-up goes on after it)
 --   KEYS[6] R  sorted set  "<ms>:<token>" -> ms: the number's admitted calls, for its rate
 --                          windows (kept as long as its longest window)
 --   KEYS[7] C  sorted set  "<ms>:<number>:<token>" -> ms: calls to one callee (acquire only),
@@ -253,7 +254,7 @@ end
 local function windows_in_force(pol, asked, warmup, calendar, now)
   local windows = parse_windows(pol[7] or asked)
   local since = tonumber(pol[8])
-  if pol[2] == 'warming' and since and warmup ~= '' then
+  if since and warmup ~= '' then  -- warming (or cooled down by a carrier while warming)
     local week = math.floor((now - since) / 604800000) + 1
     local i = 0
     for amount in string.gmatch(warmup, '%d+') do
@@ -383,7 +384,7 @@ local function promote(now, queued, number, channels, here, handed)
     local full = holding >= cap_in_force(pol, limit, now)
     -- Windows set at run time, or a warm-up begun, since the head queued apply to it too: it
     -- is not handed a slot without asking then, so that they are checked and counted.
-    if full or flags == 'r' or pol[7] or pol[2] == 'warming' then
+    if full or flags == 'r' or pol[7] or pol[8] then
       -- Nudge the head: it times its wait from the new leases, or (rate windows) asks for the
       -- free slot itself, so that its windows are checked.
       if not full or (granted and granted[redis.call('ZRANGE', H, 0, 0)[1]]) then
