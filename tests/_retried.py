@@ -306,6 +306,20 @@ CASES = [
         retried=0,
     ),
     _case(
+        "release_owner_lines",
+        "a-pool-line",
+        full_pool,
+        lambda b: b.release_owner("o2"),
+        retried=0,
+    ),
+    _case(
+        "release_owner_lines",
+        "a-trunk-line",
+        full_trunk,
+        lambda b: b.release_owner("o2"),
+        retried=0,
+    ),
+    _case(
         "reset_number",
         "holders-and-waiters",
         full_number,
@@ -331,6 +345,7 @@ CASES = [
         "warming-with-windows",
         full_trunk,
         lambda b: b.set_policy(G, {"state": "warming", "since": True, "rates": (Window(9, 60.0),)}),
+        nudges_again=True,  # o2 waits in the trunk's line: told at each run
     ),
     _case(
         "set_group_policy",

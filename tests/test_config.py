@@ -99,6 +99,11 @@ BAD: list[tuple[dict[str, Any], str]] = [
         {"feedback": {"475": {"action": "lower_cap", "seconds": 5, "factor": 3}}},
         r"config\.feedback\.475\.factor must be a number between 0 and 1",
     ),
+    # A pool is named in acquire_from, which takes no whitespace: nor does its configuration.
+    (
+        {"pools": {"my pool": {"numbers": ["+8657188880001"]}}},
+        r"config\.pools must be keyed by pool names free of whitespace and control characters",
+    ),
 ]
 
 

@@ -22,6 +22,7 @@ from ._validate import (
     check_amount,
     check_limit,
     check_outcome,
+    check_pool,
     check_reaction,
     check_reserve,
     check_ttl,
@@ -339,7 +340,7 @@ class Config:
 def _pools(raw_pools: Mapping[str, Any], region: str | None) -> dict[str, PoolSettings]:
     pools: dict[str, PoolSettings] = {}
     for name, raw in raw_pools.items():
-        where = f"config.pools.{_name('config.pools', name)}"
+        where = f"config.pools.{_pool_name(name)}"
         table = _table(where, raw, ("numbers", "strategy", "fallback", "sticky_ttl"))
         listed = table.get("numbers", [])
         if not isinstance(listed, list):
@@ -389,6 +390,15 @@ def _name(where: str, name: object) -> str:
     if not isinstance(name, str) or not name or not name.isprintable():
         raise ConfigError(where, name, "keyed by non-empty printable names")
     return name
+
+
+def _pool_name(name: object) -> str:
+    # A pool is named in acquire_from, which refuses whitespace: so does its configuration.
+    try:
+        return check_pool(name)
+    except InvalidArgument:
+        rule = "keyed by pool names free of whitespace and control characters"
+        raise ConfigError("config.pools", name, rule) from None
 
 
 def _one_of(what: str, names: Mapping[str, object]) -> str:

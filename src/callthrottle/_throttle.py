@@ -1301,9 +1301,14 @@ class Throttle:
             return None
         reason = reaction.reason or f"carrier answered {code}"
         if reaction.action == "cooldown":
-            await self.set_state(
-                number, NumberState.COOLING, reason=reason, duration=reaction.seconds
-            )
+            # Unlike set_state, it leaves a state an operator set for good (flagged, ...).
+            changes: dict[str, object] = {
+                "state": NumberState.COOLING.value,
+                "reason": reason,
+                "until": check_ttl(reaction.seconds, "seconds"),
+                "reaction": True,  # a warm-up's start ("since") stays: it goes on afterwards
+            }
+            await self._backend.set_policy(number, changes)
         elif reaction.action == "flag":
             await self.set_state(number, NumberState.FLAGGED, reason=reason)
         else:
@@ -1604,6 +1609,8 @@ def _status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
     remaining = _seconds(policy.get("until"))
     if state is NumberState.COOLING and remaining is not None and remaining <= 0:
         state, remaining = NumberState.ACTIVE, None
+    if state is NumberState.ACTIVE and "since" in policy:
+        state = NumberState.WARMING  # a carrier's cool-down during a warm-up ended
     lowered_remaining = _seconds(policy.get("luntil"))
     lowered = "lcap" in policy and lowered_remaining is not None and lowered_remaining > 0
     rates = policy.get("rates")

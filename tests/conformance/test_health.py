@@ -197,3 +197,25 @@ async def test_bad_policy_calls_write_nothing(
     with pytest.raises(InvalidArgument, match=message):
         await getattr(throttle, method)(NUMBER, **kwargs)
     assert await throttle.status(NUMBER) == NumberStatus(NumberState.ACTIVE)
+
+
+SET_FOR_GOOD = [s for s in REFUSING if s is not NumberState.COOLING]
+
+
+@pytest.mark.parametrize("state", SET_FOR_GOOD, ids=[s.value for s in SET_FOR_GOOD])
+async def test_a_carriers_cool_down_leaves_a_state_set_for_good(
+    new_throttle: ThrottleFactory, state: NumberState
+) -> None:
+    """An operator took the number out of service; a carrier's answer that would cool it down
+    for a while does not put it back in service when that while ends."""
+    feedback = {477: Reaction("cooldown", seconds=0.2)}
+    async with new_throttle(feedback=feedback) as throttle:
+        await throttle.set_state(NUMBER, state, reason="operator")
+        await throttle.report(NUMBER, 477)
+        status = await throttle.status(NUMBER)
+        assert (status.state, status.reason) == (state, "operator")
+        await anyio.sleep(0.3)
+        status = await throttle.status(NUMBER)
+        assert (status.state, status.reason) == (state, "operator")
+        with pytest.raises(NumberUnavailable):
+            await throttle.acquire(NUMBER, timeout=0)

@@ -563,3 +563,25 @@ async def test_two_pools_whose_numbers_share_a_tenant_keep_their_own_numbers(
         with pytest.raises(PoolExhausted):
             await throttle.acquire_from("a", timeout=0)
         assert (await throttle.acquire_from("b", timeout=0)).number in NUMBERS[2:4]
+
+
+async def test_a_caller_held_back_by_its_callees_window_keeps_no_place_in_line(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A caller waits on the pool only because its callee was called a moment ago (a window
+    that has room in an hour): no number that frees would serve it sooner, so it does not
+    stand first in the pool's line, and a call to someone else takes a free number at once."""
+    config = pools()
+    config["callee"] = {"rates": "1/hour"}
+    async with new_throttle(config=config) as throttle:
+        await throttle.release(await throttle.acquire_from("a", callee="+8613800138000", timeout=0))
+
+        async def held_back() -> None:
+            with pytest.raises(PoolExhausted):
+                await throttle.acquire_from("a", callee="+8613800138000", timeout=1)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(held_back)
+            await anyio.sleep(0.3)  # it has picked, and been refused, at least once
+            lease = await throttle.acquire_from("a", callee="+8613800138001", timeout=0)
+            await throttle.release(lease)

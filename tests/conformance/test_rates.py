@@ -199,6 +199,27 @@ async def test_a_warming_number_follows_its_warmup_cap(new_throttle: ThrottleFac
         assert (await throttle.status(NUMBER)).warming_for is None
 
 
+async def test_a_carriers_cool_down_does_not_end_a_warm_up(new_throttle: ThrottleFactory) -> None:
+    """A warming number is cooled down by a carrier's answer: when the cool-down ends, it is
+    warming again, from the day its warm-up began, with the warm-up's daily cap."""
+    cfg = config("100/second")
+    cfg["profiles"]["p"]["warmup"] = [2, 5]  # type: ignore[index]
+    cfg["feedback"] = {"477": {"action": "cooldown", "seconds": 0.2}}
+    async with new_throttle(config=cfg) as throttle:
+        await throttle.set_state(NUMBER, NumberState.WARMING, reason="new number")
+        await throttle.report(NUMBER, 477)
+        assert (await throttle.status(NUMBER)).state is NumberState.COOLING
+        await anyio.sleep(0.3)
+        status = await throttle.status(NUMBER)
+        assert status.state is NumberState.WARMING
+        assert status.warming_for is not None
+        assert 0.2 < status.warming_for < 5
+        await throttle.acquire(NUMBER, timeout=0)
+        await throttle.acquire(NUMBER, timeout=0)
+        with pytest.raises(RateLimited, match="2 per 86400 s"):
+            await throttle.acquire(NUMBER, timeout=0)
+
+
 async def test_window_usage_counts_the_calls_in_each_window_in_force(
     new_throttle: ThrottleFactory,
 ) -> None:

@@ -83,3 +83,29 @@ async def test_the_record_of_a_release_lapses(throttle: Throttle) -> None:
     await anyio.sleep(0.6)
     assert await _restore(backend, "call-1", ttl=0.1) is RestoreOutcome.RESTORED
     assert await throttle.release(Lease(NUMBER, "call-1")) is True
+
+
+async def test_a_token_used_again_for_a_new_call_is_counted_again(throttle: Throttle) -> None:
+    """A call ID can come back (a new call that reuses it): the end of its first lease does not
+    keep its holder from counting the new one again when the backend loses it (here: it
+    expires while the holder is cut off)."""
+    backend = throttle.backend
+    await _hold(backend, "call-1", ttl=0.2)
+    assert await throttle.release(Lease(NUMBER, "call-1")) is True  # the first call ends
+    await _hold(backend, "call-1", ttl=0.2)  # a new call with the same ID, same holder
+    await anyio.sleep(0.3)  # the holder is cut off: its lease expires
+    assert await _restore(backend, "call-1", ttl=0.2) is RestoreOutcome.RESTORED
+    assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
+    assert await throttle.release(Lease(NUMBER, "call-1")) is True
+
+
+async def test_a_token_ended_stays_ended_when_another_owner_reuses_it(throttle: Throttle) -> None:
+    """The ended lease's holder, cut off, cannot count it again after another owner took and
+    gave back a lease of the same token meanwhile."""
+    backend = throttle.backend
+    await _hold(backend, "call-1")
+    assert await throttle.release(Lease(NUMBER, "call-1")) is True  # released elsewhere
+    again = await throttle.acquire(NUMBER, token="call-1", limit=1, timeout=0)
+    assert await throttle.release(again) is True  # the new call ends, by its own holder
+    assert await _restore(backend, "call-1") is RestoreOutcome.ENDED
+    assert (await throttle.usage(NUMBER, limit=1)).in_use == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, Config, InvalidArgument, Throttle, Usage
@@ -75,3 +76,20 @@ async def test_a_restored_lease_counts_in_its_trunk(new_throttle: ThrottleFactor
 def test_restore_leases_must_be_a_flag() -> None:
     with pytest.raises(InvalidArgument, match="restore_leases must be True or False"):
         Throttle.from_url("memory://", restore_leases="yes")  # type: ignore[arg-type]
+
+
+async def test_a_lease_that_expired_meanwhile_is_counted_again(throttle: Throttle) -> None:
+    """Its holder was cut off longer than its TTL: the lease expired, though the number's
+    records still list it (another lease keeps them). Counting it again renews it: it is live
+    and counted afterwards, not merely said to be."""
+    backend = throttle.backend
+    other = await throttle.acquire(NUMBER, timeout=0)  # keeps the number's records alive
+    result = await backend.acquire(NUMBER, "cut-call", "cut-off", 20, 0.2, None, enqueue=False)
+    assert result.outcome == 1
+    await anyio.sleep(0.3)
+    outcome = await backend.restore(NUMBER, "cut-call", "cut-off", 20, 0.2, None, age=0.3)
+    assert outcome is RestoreOutcome.RESTORED
+    assert (await throttle.usage(NUMBER)).in_use == 2
+    assert {h.token for h in await throttle.holders(NUMBER)} == {other.token, "cut-call"}
+    assert await backend.release(NUMBER, "cut-call", "cut-off") is True
+    assert await throttle.release(other) is True

@@ -163,7 +163,7 @@ async def test_a_pool_line_expires_with_its_last_place(
             await throttle.backend.pick(
                 "a", token, "dead", 2.0, None, "least-loaded", 5, NO_RATES, wait=True
             )
-        line = {k for k in expiries(sync_client, prefix) if re.search(r":pool:(w|x|ws)$", k)}
+        line = {k for k in expiries(sync_client, prefix) if re.search(r":pool:a:(w|x|ws)$", k)}
         assert len(line) == 3
         assert_all_expire(sync_client, prefix, 3_000, keep=POOL_SETTINGS)
         await throttle.release(held)

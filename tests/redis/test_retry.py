@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.redis
 MS, SECONDS = 1000, 1.0  # how far apart the two runs' times may be
-_ORDER_KEYS = ("{p:p}:pool:c", "{p:p}:pool:s")  # the round-robin cursor, the pick counter
-_LOAD_KEY = "{p:p}:pool:l"
+_ORDER_KEYS = ("{p:p}:pool:p:c", "{p:p}:pool:p:s")  # the round-robin cursor, the pick counter
+_LOAD_KEY = "{p:p}:pool:p:l"
 _LOAD_SCALE = 1_000_000
 
 

@@ -273,6 +273,8 @@ class Backend(Protocol):
         Such an end leaves a record of the token on the number for :data:`ENDED_KEPT` times the
         lease's TTL (then it lapses: an idle number keeps nothing for ever); a holder asks only
         within :data:`RESTORE_WITHIN` TTLs of its last renewal, so the record outlives the asking.
+        The record is the owner's: the owner's next lease of the token (a call ID used again,
+        granted or queued by :meth:`acquire`) drops it, another owner's does not.
 
         :return: RESTORED if the owner holds the token now, TAKEN if the token is another's,
             ENDED if it was ended for good (nothing is written)
@@ -305,8 +307,13 @@ class Backend(Protocol):
         (str), ``until`` (seconds from now by the backend's clock: the end of a cool-down),
         ``lcap`` and ``luntil`` (a lowered cap, and seconds from now until it lapses), ``rates``
         (a tuple of :class:`Window`, replacing the caller's), ``since`` (any value: now, by the
-        backend's clock; when warming began). ``None`` removes a field. Waiters are granted at once if the cap went up, and asked to try again
-        (a number that no longer admits calls then refuses them).
+        backend's clock; when warming began: the warm-up's daily caps apply while it is set,
+        also once a carrier's cool-down set meanwhile has ended). ``None`` removes a field.
+        ``reaction`` (any value; not stored) marks a carrier's reaction: it then leaves
+        ``state``, ``reason``, ``until`` and ``since`` as they are when the state in force keeps
+        the number from admitting calls and is not a cool-down (an operator's flag outlives a
+        carrier's cool-down). Waiters are granted at once if the cap went up, and asked to try
+        again (a number that no longer admits calls then refuses them).
         """
 
     async def get_policy(self, number: str) -> dict[str, object]:

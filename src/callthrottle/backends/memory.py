@@ -68,7 +68,7 @@ class _Policy:
 
     def windows_in_force(self, plan: RatePlan, now: float) -> tuple[Window, ...]:
         windows = plan.windows if self.rates is None else self.rates
-        if self.state == "warming" and self.since is not None:
+        if self.since is not None:  # warming (or cooled down by a carrier while warming)
             warmup = plan.warmup_window((now - self.since) / WEEK)
             if warmup is not None:
                 windows = (*windows, warmup)
@@ -100,6 +100,7 @@ _NO_POLICY = _Policy()
 _EXPIRES: Callable[[_Entry], float] = attrgetter("expires")
 _DURATIONS = frozenset({"until", "luntil"})
 _INTS = frozenset({"cap", "lcap"})
+_STATE_FIELDS = frozenset({"state", "reason", "until", "since"})
 
 
 @dataclass(slots=True)
@@ -294,28 +295,34 @@ class _Pool:
 
 class _Ended:
     """Leases ended for good (released by another process, reset, released with their owner),
-    by number: token -> when its record lapses. A holder cut off meanwhile cannot count them
-    again (:meth:`MemoryBackend.restore`). Twin of E in _common.lua (mark_ended)."""
+    by number: (owner, token) -> when its record lapses. A holder cut off meanwhile cannot
+    count them again (:meth:`MemoryBackend.restore`); the owner's next lease of the token (a
+    call ID used again) drops the record. Twin of E in _common.lua (mark_ended)."""
 
     __slots__ = ("marks", "records")
 
     def __init__(self) -> None:
-        self.records: dict[str, dict[str, float]] = {}
+        self.records: dict[str, dict[tuple[str, str], float]] = {}
         self.marks = 0
 
-    def mark(self, number: str, token: str, ttl: float, now: float) -> None:
+    def mark(self, number: str, owner: str, token: str, ttl: float, now: float) -> None:
         records = self.records.setdefault(number, {})
-        for lapsed in [t for t, until in records.items() if until <= now]:
+        for lapsed in [k for k, until in records.items() if until <= now]:
             del records[lapsed]
-        records[token] = now + ENDED_KEPT * ttl
+        records[(owner, token)] = now + ENDED_KEPT * ttl
         self.marks += 1
         if self.marks % 1024 == 0:  # now and then, forget the numbers whose records all lapsed
             self.records = {
                 n: r for n, r in self.records.items() if any(u > now for u in r.values())
             }
 
-    def ended(self, number: str, token: str, now: float) -> bool:
-        return self.records.get(number, {}).get(token, -math.inf) > now
+    def ended(self, number: str, owner: str, token: str, now: float) -> bool:
+        return self.records.get(number, {}).get((owner, token), -math.inf) > now
+
+    def forget(self, number: str, owner: str, token: str) -> None:
+        records = self.records.get(number)
+        if records:
+            records.pop((owner, token), None)
 
 
 def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
@@ -513,7 +520,7 @@ class MemoryBackend:
             return state
         # Windows set at run time, or a warm-up begun, since a waiter queued apply to it too:
         # it is not handed a slot without asking then, so that they are checked and counted.
-        ruled = policy is not None and (bool(policy.rates) or policy.state == "warming")
+        ruled = policy is not None and (bool(policy.rates) or policy.since is not None)
         granted = False
         while queue:
             token, entry = next(iter(queue.items()))
@@ -742,6 +749,7 @@ class MemoryBackend:
         expires = now + ttl
         entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, rated)
         if not queue and len(holders) < limit:
+            self._ended.forget(number, owner, token)  # a new lease of the token
             if rated:
                 self._admit(state, number, token, entry, now, windows, rates)
             else:
@@ -752,6 +760,7 @@ class MemoryBackend:
             if rates.groups:  # it waits in the number's line now
                 self._leave_group_lines(number, token, owner, rates.groups)
             queue[token] = entry
+            self._ended.forget(number, owner, token)  # a new lease of the token, to come
             state.next_expiry = min(state.next_expiry, expires)
             return AcquireResult(Outcome.QUEUED, retry_in)
         self._forget_if_idle(number, state)
@@ -802,7 +811,7 @@ class MemoryBackend:
             if entry.owner != releaser:
                 # Its holder may not hear of it (cut off): the record keeps it from counting
                 # it again.
-                self._ended.mark(number, token, entry.ttl, now)
+                self._ended.mark(number, entry.owner, token, entry.ttl, now)
                 self._notify(entry.owner, "released", number, token)
             self._settle(number, now)
         if not state.holders and not state.queue:
@@ -868,7 +877,16 @@ class MemoryBackend:
         await self._checkpoint()
         now = self._clock()
         policy = self._policies.setdefault(number, _Policy())
+        # A carrier's reaction leaves alone a state an operator set for good that keeps the
+        # number from admitting calls: it stays out of service after the reaction's while.
+        for_good = (
+            "reaction" in changes
+            and policy.unavailable(now) is not None
+            and policy.state != "cooling"
+        )
         for name, value in changes.items():
+            if name == "reaction" or (for_good and name in _STATE_FIELDS):
+                continue
             if value is None:
                 setattr(policy, name, None)
             elif name in _DURATIONS:
@@ -1007,6 +1025,7 @@ class MemoryBackend:
         else:
             candidates = state.least_loaded(tries)
         earliest: float | None = None
+        full = False  # some number was full: a slot that frees may serve the caller
         for number in candidates:
             spec = state.members[number]
             rates = _with_call(spec.plan, call)
@@ -1029,10 +1048,15 @@ class MemoryBackend:
             # It could not take the call: to the back, behind every number not known to be
             # unable, so that the next picks look at others first.
             state.set_load(number, _RESTING)
+            full = full or result.outcome in (Outcome.REFUSED, Outcome.GROUP_FULL)
             if result.retry_in is not None and (earliest is None or result.retry_in < earliest):
                 earliest = result.retry_in
-        if wait:
+        # A place in line only for a caller that a freed slot may serve: one held back by rate
+        # windows (its callee's, say) or by states alone would keep every other caller waiting.
+        if wait and full:
             line[me] = now + ttl  # a place kept in line (its order unchanged when it had one)
+        elif first == me:
+            self._leave_line(pool, state, me)
         return PickResult(Outcome.REFUSED, None, earliest)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
@@ -1098,7 +1122,7 @@ class MemoryBackend:
             if known.owner == owner and token in state.holders:
                 return RestoreOutcome.RESTORED
             return RestoreOutcome.TAKEN
-        if self._ended.ended(number, token, now):
+        if self._ended.ended(number, owner, token, now):
             self._forget_if_idle(number, state)
             return RestoreOutcome.ENDED
         entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, bool(rates.groups))
@@ -1119,7 +1143,7 @@ class MemoryBackend:
             for entries in (state.holders, state.queue):
                 for token in [t for t, e in entries.items() if e.owner == owner]:
                     if entries is state.holders:
-                        self._ended.mark(number, token, entries[token].ttl, now)
+                        self._ended.mark(number, owner, token, entries[token].ttl, now)
                     del entries[token]
                     self._leave_groups(number, token, owner, nudge=True)
                     removed += 1
@@ -1189,7 +1213,7 @@ class MemoryBackend:
                 if entry.expires > now:
                     counts[index] += 1
                     if entries is state.holders:
-                        self._ended.mark(number, token, entry.ttl, now)
+                        self._ended.mark(number, entry.owner, token, entry.ttl, now)
                     self._notify(entry.owner, event, number, token)
         return counts[0], counts[1]
 

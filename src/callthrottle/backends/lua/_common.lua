@@ -17,7 +17,8 @@
 --                          its carrier reactions when it holds nothing else: set_policy.lua):
 --                          cap (overrides every caller's cap), state, reason, until (ms: end
 --                          of a cool-down), lcap and luntil (a cap lowered until luntil),
---                          rates (windows replacing the caller's), since (ms: warming began)
+--                          rates (windows replacing the caller's), since (ms: warming began;
+--                          kept through a carrier's cool-down, so the warm-up goes on after it)
 --   KEYS[6] R  sorted set  "<ms>:<token>" -> ms: the number's admitted calls, for its rate
 --                          windows (kept as long as its longest window)
 --   KEYS[7] C  sorted set  "<ms>:<number>:<token>" -> ms: calls to one callee (acquire only),
@@ -35,10 +36,12 @@
 --                  of it waits for one (a try-once caller has everyone ahead of it)
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
 -- and, outside KEYS (named from H: same hash tag), one more key per number:
---   E  sorted set  token -> when its record lapses (ms): leases ended for good (released by
---                  another process, reset, released with their owner), so that a holder cut off
---                  meanwhile cannot count them again (restore.lua); kept ENDED_KEPT times the
---                  lease's ttl, then dropped (the key expires with its last record)
+--   E  sorted set  "owner\ttoken" -> when its record lapses (ms): leases ended for good
+--                  (released by another process, reset, released with their owner), so that a
+--                  holder cut off meanwhile cannot count them again (restore.lua); kept
+--                  ENDED_KEPT times the lease's ttl, then dropped (the key expires with its
+--                  last record). The owner's next lease of the token (a call ID used again)
+--                  drops it: that lease was never ended.
 local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
 -- leases and lapsed waiters were last dropped (a batch of operations shares them).
@@ -108,12 +111,25 @@ local function ended_key()
   return string.sub(H, 1, -2) .. 'e'
 end
 
--- The lease `token` (taken with `ttl` ms) ended for good: record it, dropping lapsed records.
-local function mark_ended(token, ttl, now)
+-- The lease `token` of `owner` (taken with `ttl` ms) ended for good: record it, dropping lapsed
+-- records.
+local function mark_ended(owner, token, ttl, now)
   local key = ended_key()
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  redis.call('ZADD', key, now + ENDED_KEPT * ttl, token)
+  redis.call('ZADD', key, now + ENDED_KEPT * ttl, owner .. '\t' .. token)
   extend(key, ENDED_KEPT * ttl + 1000)
+end
+
+-- Whether the lease `token` of `owner` was ended for good (and its record has not lapsed).
+local function was_ended(owner, token, now)
+  local lapses = tonumber(redis.call('ZSCORE', ended_key(), owner .. '\t' .. token))
+  return lapses ~= nil and lapses > now
+end
+
+-- The owner takes (or waits for) a new lease of the token: a record of its earlier lease's end
+-- no longer applies (the key, empty, is deleted by ZREM).
+local function forget_ended(owner, token)
+  redis.call('ZREM', ended_key(), owner .. '\t' .. token)
 end
 
 local function member(owner, number, token)
@@ -238,7 +254,7 @@ end
 local function windows_in_force(pol, asked, warmup, calendar, now)
   local windows = parse_windows(pol[7] or asked)
   local since = tonumber(pol[8])
-  if pol[2] == 'warming' and since and warmup ~= '' then
+  if since and warmup ~= '' then  -- warming (or cooled down by a carrier while warming)
     local week = math.floor((now - since) / 604800000) + 1
     local i = 0
     for amount in string.gmatch(warmup, '%d+') do
@@ -368,7 +384,7 @@ local function promote(now, queued, number, channels, here, handed)
     local full = holding >= cap_in_force(pol, limit, now)
     -- Windows set at run time, or a warm-up begun, since the head queued apply to it too: it
     -- is not handed a slot without asking then, so that they are checked and counted.
-    if full or flags == 'r' or pol[7] or pol[2] == 'warming' then
+    if full or flags == 'r' or pol[7] or pol[8] then
       -- Nudge the head: it times its wait from the new leases, or (rate windows) asks for the
       -- free slot itself, so that its windows are checked.
       if not full or (granted and granted[redis.call('ZRANGE', H, 0, 0)[1]]) then

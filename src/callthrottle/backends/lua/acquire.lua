@@ -48,6 +48,7 @@ if #ARGV <= 8 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 the
     end
     if redis.call('ZADD', H, 'NX', expires, token) == 1 then
       redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, '', now))
+      forget_ended(owner, token)
       cover(expires, now, holding == 0, holding == 0)
       return {1, -1}
     end
@@ -98,6 +99,7 @@ local function grant()
   end
   redis.call('ZADD', H, expires, token)
   redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, flags, now))
+  forget_ended(owner, token)
   if #windows > 0 then rate_hit(R, windows, now, token) end
   if #callee_windows > 0 then rate_hit(KEYS[7], callee_windows, now, ARGV[7] .. ':' .. token) end
   for _, g in ipairs(groups) do
@@ -195,5 +197,6 @@ if #tail > 0 then seq = tonumber(tail[2]) + 1 end
 redis.call('ZADD', Q, seq, token)
 redis.call('ZADD', W, now + ttl, token)
 redis.call('HSET', M, token, meta(owner, ttl, hold, asked, flags, now))
+forget_ended(owner, token)
 keep_line(ttl + 1000, queued == 0)
 return {0, retry_in(now)}

@@ -22,7 +22,8 @@
 -- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
 -- ':x' (the same -> when the place lapses), both expiring with the latest place; while anyone
 -- waits, only the first in line picks: others (also try-once callers) are refused, or queued
--- behind it.
+-- behind it. A caller takes (or keeps) a place only when some number it tried was full: one
+-- held back only by rate windows or states waits without a place.
 -- The slot a token took: PM's key with ':t:<token>' (string "number\ttag", as long as the
 -- lease's first ttl). A pick sent again for the same token (its reply was lost) returns that
 -- slot instead of taking a second one on another number; another owner's pick for the token
@@ -126,6 +127,7 @@ else
 end
 
 local earliest = nil
+local full = false  -- some number was full: a slot that frees may serve the caller
 for _, number in ipairs(candidates) do
   local spec = redis.call('HGET', PM, number)
   local f = split_tabs(spec)
@@ -165,8 +167,15 @@ for _, number in ipairs(candidates) do
   -- It could not take the call: to the back, behind every number not known to be unable, so
   -- that the next picks look at others first (a release through the pool brings it back).
   redis.call('ZADD', PL, 'XX', RESTING + redis.call('INCR', PS) % LOAD_SCALE, number)
+  if reply[1] == 2 or reply[1] == 5 then full = true end
   local retry = tonumber(reply[2])
   if retry and retry >= 0 and (not earliest or retry < earliest) then earliest = retry end
 end
-if waits then join_line() end
+-- A place in line only for a caller that a freed slot may serve: one held back by rate
+-- windows (its callee's, say) or by states alone would keep every other caller waiting.
+if waits and full then
+  join_line()
+elseif first == me then
+  leave_pool_line(PB, me, channels, pool)
+end
 return {2, earliest or -1}

@@ -23,7 +23,7 @@ if expiry then
     leave_groups(owner, ARGV[3], token, ARGV[4], now)
     if owner ~= ARGV[2] then
       -- Its holder may not hear of it (cut off): the record keeps it from counting it again.
-      mark_ended(token, ttl, now)
+      mark_ended(owner, token, ttl, now)
       redis.call('SPUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
     end
   end

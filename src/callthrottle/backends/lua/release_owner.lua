@@ -11,7 +11,7 @@ for i = 1, #all, 2 do
   local token = all[i]
   local owner, ttl = parse_meta(all[i + 1])
   if owner == ARGV[1] then
-    if redis.call('ZSCORE', H, token) then mark_ended(token, ttl, now) end
+    if redis.call('ZSCORE', H, token) then mark_ended(owner, token, ttl, now) end
     leave_groups(ARGV[1], ARGV[2], token, ARGV[3], now)
     redis.call('ZREM', H, token)
     redis.call('ZREM', Q, token)

@@ -20,7 +20,7 @@ for i = 1, #all, 2 do
     local lapse = tonumber(redis.call('ZSCORE', W, token))
     if expiry and expiry > now then
       held = held + 1
-      mark_ended(token, ttl, now)
+      mark_ended(owner, token, ttl, now)
       events[#events + 1] = {owner, 'r\t' .. number .. '\t' .. token}
     elseif lapse and lapse > now and redis.call('ZSCORE', Q, token) then
       waiting = waiting + 1

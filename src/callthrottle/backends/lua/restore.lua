@@ -13,12 +13,14 @@
 local token, owner = ARGV[1], ARGV[2]
 local ttl, left = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
+-- A lease that expired meanwhile (its holder was cut off longer than its ttl) may still be
+-- listed: dropped first, so that it is counted again below rather than found "still held".
+purge(now)
 local raw = redis.call('HGET', M, token)
 if raw then
   return (parse_meta(raw) == owner and redis.call('ZSCORE', H, token)) and 1 or 0
 end
-local ended = tonumber(redis.call('ZSCORE', ended_key(), token))
-if ended and ended > now then return -1 end
+if was_ended(owner, token, now) then return -1 end
 local fresh_h, fresh_m = redis.call('EXISTS', H) == 0, redis.call('EXISTS', M) == 0
 local expires, deadline = now + ttl, 0
 if left > 0 then

@@ -1,7 +1,8 @@
 -- Python twin: MemoryBackend.set_policy (backends/memory.py).
 -- Change a number's runtime policy, then let the line move under it (one round trip).
 -- KEYS: H Q W M P R, then the group keys (see _common.lua)
--- ARGV[1] number, ARGV[2] channel prefix, then (field, value) pairs; value '' deletes the field.
+-- ARGV[1] number, ARGV[2] channel prefix, then (field, value) pairs; value '' deletes the field;
+-- the pseudo-field 'reaction' marks a carrier's reaction (see below).
 -- A value of the form '+<ms>' (until, luntil) is made absolute by the server clock, and 'now'
 -- (since) is the server's time.
 -- Waiters are granted at once if the cap went up, and nudged to ask again (a number that no
@@ -37,9 +38,23 @@ local function keep_policy(now)
 end
 
 local now = now_ms()
+-- A carrier's reaction (field 'reaction') leaves alone a state an operator set for good that
+-- keeps the number from admitting calls (flagged, disabled, ...): the number stays out of
+-- service, rather than coming back when the reaction's cool-down ends.
+local for_good = false
+for i = 3, #ARGV, 2 do
+  if ARGV[i] == 'reaction' then
+    -- Read here, not through policy(): that one is kept for the call, and the fields change.
+    local state, untl = unpack(redis.call('HMGET', P, 'state', 'until'))
+    for_good = unavailable({false, state, false, untl}, now) ~= nil and state ~= 'cooling'
+  end
+end
+local STATE_FIELDS = {state = true, reason = true, ['until'] = true, since = true}
 for i = 3, #ARGV, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
-  if value == '' then
+  if field == 'reaction' or (for_good and STATE_FIELDS[field]) then
+    -- not a field of the policy; or a state set for good, kept
+  elseif value == '' then
     redis.call('HDEL', P, field)
   else
     if string.sub(value, 1, 1) == '+' then value = int(now + tonumber(string.sub(value, 2))) end
