@@ -104,6 +104,11 @@ BAD: list[tuple[dict[str, Any], str]] = [
         {"pools": {"my pool": {"numbers": ["+8657188880001"]}}},
         r"config\.pools must be keyed by pool names free of whitespace and control characters",
     ),
+    # A colon would let one pool's keys (...:pool:x:t:<token>) be another's (pool "x:t").
+    (
+        {"pools": {"x:t": {"numbers": ["+8657188880001"]}}},
+        r"config\.pools must be keyed by pool names free of ':'",
+    ),
 ]
 
 

@@ -392,13 +392,16 @@ def _name(where: str, name: object) -> str:
     return name
 
 
+_POOL_NAME_RULE = "free of whitespace and control characters"
+
+
 def _pool_name(name: object) -> str:
     # A pool is named in acquire_from, which refuses whitespace: so does its configuration.
     try:
         return check_pool(name)
-    except InvalidArgument:
-        rule = "keyed by pool names free of whitespace and control characters"
-        raise ConfigError("config.pools", name, rule) from None
+    except InvalidArgument as exc:
+        free_of = exc.rule if exc.rule == "free of ':'" else _POOL_NAME_RULE
+        raise ConfigError("config.pools", name, f"keyed by pool names {free_of}") from None
 
 
 def _one_of(what: str, names: Mapping[str, object]) -> str:

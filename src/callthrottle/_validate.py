@@ -82,8 +82,13 @@ def check_token(token: object) -> str:
 
 
 def check_pool(pool: object) -> str:
-    """A pool's name: a non-empty printable string without whitespace."""
-    return _check_key("pool", pool)
+    """A pool's name: a non-empty printable string without whitespace or ``:`` (its keys are
+    ``...:pool:<name>:<part>``, with parts such as ``t:<token>``: a name with a colon could
+    name another pool's key)."""
+    name = _check_key("pool", pool)
+    if ":" in name:
+        raise InvalidArgument("pool", pool, "free of ':'")
+    return name
 
 
 def check_owner(owner_id: object) -> str:

@@ -266,6 +266,8 @@ async def test_many_callers_at_once_never_pass_any_cap(new_throttle: ThrottleFac
         (lambda t: t.add_to_pool("a", "+8657188800000"), "numbers"),
         (lambda t: t.add_to_pool("a", ["+8657188800000", "12"]), "number"),
         (lambda t: t.remove_from_pool(" ", []), "pool"),
+        (lambda t: t.add_to_pool("a:t", ["+8657188800000"]), "pool"),
+        (lambda t: t.acquire_from("a:t", timeout=0), "pool"),
     ],
 )
 async def test_bad_input_is_refused_and_nothing_is_written(
