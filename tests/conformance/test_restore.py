@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, Config, InvalidArgument, Throttle, Usage
@@ -71,3 +72,14 @@ async def test_a_restored_lease_counts_in_its_trunk(new_throttle: ThrottleFactor
 def test_restore_leases_must_be_a_flag() -> None:
     with pytest.raises(InvalidArgument, match="restore_leases must be True or False"):
         Throttle.from_url("memory://", restore_leases="yes")  # type: ignore[arg-type]
+
+
+async def test_a_lease_that_expired_is_counted_again(throttle: Throttle) -> None:
+    backend = throttle.backend
+    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 2, 0.2, None) is True
+    await anyio.sleep(0.4)  # it expired, unnoticed: nothing has looked at the number since
+    # Its owner's heartbeat counts it again, as it would a lease the backend never had.
+    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 2, 30, None) is True
+    assert await throttle.usage(NUMBER, limit=2) == Usage(in_use=1, limit=2, waiting=0)
+    assert [h.token for h in await throttle.holders(NUMBER)] == ["lost-call"]
+    assert await backend.release(NUMBER, "lost-call", "elsewhere") is True

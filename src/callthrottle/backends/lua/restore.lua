@@ -9,6 +9,7 @@
 local token, owner = ARGV[1], ARGV[2]
 local ttl, left = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
+purge(now)  -- a lease that expired unnoticed is no longer held: it is counted again
 local raw = redis.call('HGET', M, token)
 if raw then
   return (parse_meta(raw) == owner and redis.call('ZSCORE', H, token)) and 1 or 0
