@@ -189,3 +189,15 @@ async def test_a_tenants_daily_cap_resets_at_local_midnight(new_throttle: Thrott
     midnight = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     assert caught.value.retry_after is not None
     assert abs(caught.value.retry_after - (midnight - now).total_seconds()) < 2
+
+
+async def test_a_cap_set_down_to_its_reserve_refuses_campaign_calls(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=config(reserve=1)) as throttle:
+        await throttle.set_group_cap("trunk", "t400", 1)  # all of it is now the reserve
+        with pytest.raises(AcquireTimeout, match="trunk:t400 is full") as caught:
+            await throttle.acquire(A, timeout=0)  # nobody holds a slot: no time to retry at
+        assert caught.value.refused_by == "trunk:t400"
+        lease = await throttle.acquire(A, timeout=0, priority=1)
+        await throttle.release(lease)

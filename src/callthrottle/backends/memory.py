@@ -489,8 +489,9 @@ class MemoryBackend:
                 continue
             if wait:
                 self._group_waiters.setdefault(group.group, {})[(owner, number, token)] = now + ttl
-            holders = self._group_holders[group.group]
-            retry_in = max(min(e.expires for e in holders.values()) - now, 0.0)
+            # A cap of 0 for this call (all of it a reserve) is full with no lease to wait for.
+            holders = self._group_holders.get(group.group)
+            retry_in = max(min(e.expires for e in holders.values()) - now, 0.0) if holders else None
             return AcquireResult(Outcome.GROUP_FULL, retry_in, group=group.group)
         return None
 
