@@ -201,3 +201,15 @@ async def test_a_cap_set_down_to_its_reserve_refuses_campaign_calls(
         assert caught.value.refused_by == "trunk:t400"
         lease = await throttle.acquire(A, timeout=0, priority=1)
         await throttle.release(lease)
+
+
+async def test_abandoning_anothers_token_leaves_its_lease_in_the_trunk(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=config()) as throttle:
+        lease = await throttle.acquire(A, timeout=0)
+        await throttle.backend.abandon(A, lease.token, "someone-else")  # not the owner: no-op
+        assert (await throttle.usage(A)).in_use == 1
+        assert (await throttle.group_usage("trunk", "t400")).in_use == 1
+        assert await throttle.release(lease) is True
+        assert (await throttle.group_usage("trunk", "t400")).in_use == 0

@@ -372,8 +372,11 @@ class MemoryBackend:
         for group in self._layout.groups_for(number):
             self._group_waiters.get(group.group, {}).pop((owner, number, token), None)
             holders = self._group_holders.get(group.group, {})
-            if holders.pop((number, token), None) is not None and nudge:
-                self._nudge_group(group.group)
+            entry = holders.get((number, token))
+            if entry is not None and entry.owner == owner:  # another's lease stays counted
+                del holders[(number, token)]
+                if nudge:
+                    self._nudge_group(group.group)
 
     def _nudge_group(self, group: str) -> None:
         waiters = self._group_waiters.get(group)
