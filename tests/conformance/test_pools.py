@@ -410,3 +410,22 @@ async def test_a_caller_that_stops_waiting_leaves_the_line(new_throttle: Throttl
         await throttle.release(held)
         lease = await throttle.acquire_from("one", timeout=0)  # nobody is left in line
         assert lease.number == NUMBERS[0]
+
+
+async def test_least_loaded_takes_the_number_longest_at_its_load(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Among numbers equally loaded, the one whose load last changed (picked, released or
+    added) longest ago goes first: a release puts its number behind the others of its load."""
+    settings = {"pools": {"a": {"numbers": NUMBERS[:3]}}}
+    async with new_throttle(config=settings, default_limit=2, lease_ttl=30) as throttle:
+        first = await throttle.acquire_from("a", timeout=0)
+        second = await throttle.acquire_from("a", timeout=0)
+        assert [first.number, second.number] == NUMBERS[:2]
+        await throttle.release(second)
+        await throttle.release(first)  # both at 0 calls again: the second's number first
+        third = await throttle.acquire_from("a", timeout=0)
+        fourth = await throttle.acquire_from("a", timeout=0)
+        assert [third.number, fourth.number] == [NUMBERS[2], NUMBERS[1]]
+        for lease in (third, fourth):
+            await throttle.release(lease)

@@ -164,7 +164,8 @@ class _Pool:
         self.regions: dict[str, list[str]] = {}
         self.callees: dict[str, tuple[str, float]] = {}  # callee -> (number, until): sticky
         self.line: dict[tuple[str, str], float] = {}  # (owner, token) -> lapses, first come first
-        self.picked: dict[str, int] = {}  # number -> when last picked (a counter): ties' order
+        # number -> when its load last changed (a counter): the order of equals (local strategy)
+        self.picked: dict[str, int] = {}
         self.picks = 0
         self.random = random.Random()
 
@@ -204,6 +205,8 @@ class _Pool:
 
     def set_load(self, number: str, load: int) -> None:
         """Record the number's load; it goes to the back of the numbers with that load."""
+        self.picks += 1
+        self.picked[number] = self.picks
         old = self.load.get(number)
         if old is not None:
             bucket = self.buckets[old]
@@ -841,8 +844,6 @@ class MemoryBackend:
             if result.outcome is Outcome.GRANTED:
                 numbers = self._numbers.get(number)
                 state.set_load(number, 0 if numbers is None else len(numbers.holders))
-                state.picks += 1
-                state.picked[number] = state.picks
                 if strategy == "sticky" and call.callee is not None:
                     state.remember(call.callee, number, now + sticky_ttl, now)
                 if first == me:

@@ -4,12 +4,13 @@
 --                         region" then, per group, "\tname\tcap\treserve\twindows" (written
 --                         by pool_update, which also keeps the area and region sets: PM's key
 --                         with ':a:<area>', ':r:<region>' for its last letter)
--- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when it was last picked (a counter):
---                         the least loaded first, and among equals the least recently picked;
+-- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when its load last changed (picked,
+--                         released, added: a counter): the least loaded first, and among
+--                         equals the one longest at its load;
 --                         a number that could not take a call rests behind them all (RESTING)
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
 -- KEYS[4] PC  counter     the round-robin cursor
--- KEYS[5] PS  counter     the pick counter (PL's tie-breaker)
+-- KEYS[5] PS  counter     the move counter (PL's tie-breaker)
 -- ARGV[1] strategy ('least-loaded' or 'round-robin'), ARGV[2] token, ARGV[3] owner,
 -- ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none), ARGV[6] key prefix, ARGV[7] channel prefix,
 -- ARGV[8] time zone offset in ms, ARGV[9] callee ('' none), ARGV[10] callee windows ('' none),

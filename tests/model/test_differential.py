@@ -1,0 +1,429 @@
+"""Both backends in lockstep: a MemoryBackend and a RedisBackend on a real server, one test clock.
+
+Hypothesis drives the two with the same operations, as throttles would send them (see
+``_universe``: five numbers, a trunk and a tenant with a reserve, rolling and calendar-day
+windows in a time zone, callee windows, two pools): acquire (try once or wait), a queued
+token asking again, abandon, release by the owner or by another throttle, renew, restore,
+release_owner, reset_number, run-time caps and states and carrier reactions, group caps,
+pool changes and picks with every strategy and a fallback pool, and the clock moving past
+TTLs, max_hold, windows and local midnights. Every reply of one must be the other's, and after
+every step so must everything they show (usage, holders, window and group usage, policy,
+pool members). After every step the rules of ``_reference`` are checked too, and on Redis no
+key is left without an expiry but the ones meant to last (policies, pools); after time passes
+beyond every TTL, only those are left.
+
+The Redis backend reads the test clock through a copy of its function library (see
+``_clock``); production code is unchanged.
+
+The run is bounded for ``python dev.py test``; a longer one (more and longer examples)::
+
+    CALLTHROTTLE_DIFFERENTIAL=long python dev.py test tests/model/test_differential.py
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis.asyncio as aioredis
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from callthrottle._rates import DAY, Window
+from callthrottle.backends import MemoryBackend, RedisBackend
+
+from ._clock import TestClock, age_keys, clocked_library, set_server_clock, use_library
+from ._reference import Reference, check_step
+from ._universe import (
+    CALLEES,
+    CAPS,
+    FALLBACK,
+    GROUP_TAG,
+    GROUPS,
+    LAYOUT,
+    NUMBERS,
+    POOLS,
+    STRATEGIES,
+    call_plan,
+    member_spec,
+    plan,
+)
+from ._views import comparable, views
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from callthrottle.backends._base import Backend
+
+pytestmark = pytest.mark.redis
+
+TOKENS = ("t1", "t2", "t3", "t4", "t5", "t6")
+OWNERS = ("o1", "o2", "o3")
+TTLS = (5.0, 10.0)
+MAX_HOLDS = (None, None, 8.0, 20.0)
+TZ_OFFSETS = (0.0, 8 * 3600.0, -5 * 3600.0, 5.5 * 3600.0)
+STEPS = (0.5, 1.0, 4.0, 5.0, 9.0, 10.0, 31.0, 3600.0)
+
+numbers = st.sampled_from(NUMBERS)
+tokens = st.sampled_from(TOKENS)
+owners = st.sampled_from(OWNERS)
+priorities = st.sampled_from((0, 0, 1))
+callees = st.sampled_from((None, *CALLEES))
+
+
+class Differential(RuleBasedStateMachine):
+    """Set ``portal``, ``redis_url`` and ``client`` (a client of the server) before running."""
+
+    portal: BlockingPortal
+    redis_url: str
+    client: aioredis.Redis
+    clock_key: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = TestClock()
+        self.prefix = f"d{uuid.uuid4().hex[:10]}:"
+        self.memory = MemoryBackend(clock=self.clock, wall_clock=self.clock)
+        self.redis = RedisBackend.from_url(self.redis_url, key_prefix=self.prefix)
+        for backend in (self.memory, self.redis):
+            backend.use_layout(LAYOUT)
+        self.reference = Reference(self.clock.now)
+        self.tz_offset = 0.0
+        self.queued: set[tuple[str, str, str]] = set()  # (number, token, owner) told QUEUED
+        self.seen: dict[str, Any] = {}
+        self.call(self._open)
+
+    async def _open(self) -> None:
+        await set_server_clock(self.client, self.clock_key, self.clock)
+        await self.memory.open()
+        await self.redis.open()
+
+    def teardown(self) -> None:
+        self.call(self.redis.aclose)
+
+    def call(self, function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        return self.portal.call(function, *args)
+
+    def both(self, action: Callable[[Backend], Awaitable[Any]]) -> Any:
+        """Run ``action`` on each backend; their replies must agree. Returns the memory one."""
+
+        async def run() -> tuple[Any, Any]:
+            return await action(self.memory), await action(self.redis)
+
+        first, second = self.portal.call(run)
+        assert comparable(first) == comparable(second), f"memory {first!r}, redis {second!r}"
+        return first
+
+    def step(
+        self,
+        action: Callable[[Backend], Awaitable[Any]],
+        admits: int | None = None,
+        try_once: str | None = None,
+    ) -> Any:
+        """One operation on both backends, then the views compared and the rules checked."""
+        before = self.seen
+        reply = self.both(action)
+        self.compare_views()
+        if before:
+            check_step(self.reference, before, self.seen, admits, try_once)
+        return reply
+
+    def compare_views(self) -> None:
+        async def run() -> tuple[Any, Any]:
+            return await views(self.memory, self.tz_offset), await views(
+                self.redis, self.tz_offset
+            )
+
+        memory, redis = self.portal.call(run)
+        for name, seen in memory.items():
+            assert comparable(seen) == comparable(redis[name]), (
+                f"{name}: memory {seen!r}, redis {redis[name]!r}"
+            )
+        self.seen = memory
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    @initialize(tz_offset=st.sampled_from(TZ_OFFSETS))
+    def start(self, tz_offset: float) -> None:
+        self.tz_offset = tz_offset
+        for pool, members in POOLS.items():
+            added = {number: member_spec(number) for number in members}
+            self.both(lambda b, pool=pool, added=added: b.pool_update(pool, added, ()))
+        self.compare_views()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    @rule(
+        number=numbers,
+        token=tokens,
+        owner=owners,
+        enqueue=st.booleans(),
+        ttl=st.sampled_from(TTLS),
+        max_hold=st.sampled_from(MAX_HOLDS),
+        callee=callees,
+        priority=priorities,
+    )
+    def acquire(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        enqueue: bool,
+        ttl: float,
+        max_hold: float | None,
+        callee: str | None,
+        priority: int,
+    ) -> None:
+        rates = plan(number, self.tz_offset, callee, priority)
+        result = self.step(
+            lambda b: b.acquire(number, token, owner, CAPS[number], ttl, max_hold, enqueue, rates),
+            admits=priority,
+            try_once=None if enqueue else token,
+        )
+        if result.outcome == 0:
+            self.queued.add((number, token, owner))
+
+    @precondition(lambda self: bool(self.queued))
+    @rule(data=st.data())
+    def wait(self, data: st.DataObject) -> None:
+        """A queued caller asks again (its own limit and plan, as its throttle keeps them)."""
+        number, token, owner = data.draw(st.sampled_from(sorted(self.queued)))
+        rates = plan(number, self.tz_offset)
+        result = self.step(
+            lambda b: b.acquire(number, token, owner, CAPS[number], 10.0, None, True, rates),
+            admits=0,
+        )
+        if result.outcome != 0:
+            self.queued.discard((number, token, owner))
+
+    @rule(number=numbers, token=tokens, owner=owners)
+    def abandon(self, number: str, token: str, owner: str) -> None:
+        self.step(lambda b: b.abandon(number, token, owner), admits=0)
+        self.queued.discard((number, token, owner))
+
+    @rule(number=numbers, token=tokens, releaser=owners, pool=st.sampled_from((None, *POOLS)))
+    def release(self, number: str, token: str, releaser: str, pool: str | None) -> None:
+        self.step(lambda b: b.release(number, token, releaser, pool), admits=0)
+
+    @rule(
+        owner=owners,
+        items=st.lists(st.tuples(numbers, tokens), min_size=1, max_size=3, unique=True),
+    )
+    def renew(self, owner: str, items: list[tuple[str, str]]) -> None:
+        self.step(lambda b: b.renew(owner, items), admits=0)
+
+    @rule(
+        number=numbers,
+        token=tokens,
+        owner=owners,
+        ttl=st.sampled_from(TTLS),
+        max_hold=st.sampled_from(MAX_HOLDS),
+        age=st.sampled_from((0.0, 3.0)),
+    )
+    def restore(
+        self, number: str, token: str, owner: str, ttl: float, max_hold: float | None, age: float
+    ) -> None:
+        rates = plan(number, self.tz_offset)
+        self.step(
+            lambda b: b.restore(number, token, owner, CAPS[number], ttl, max_hold, rates, age)
+        )
+
+    @rule(owner=owners)
+    def release_owner(self, owner: str) -> None:
+        self.step(lambda b: b.release_owner(owner), admits=0)
+        self.queued = {q for q in self.queued if q[2] != owner}
+
+    @rule(number=numbers)
+    def reset_number(self, number: str) -> None:
+        self.step(lambda b: b.reset_number(number), admits=0)
+        self.queued = {q for q in self.queued if q[0] != number}
+
+    # -- policy -----------------------------------------------------------------------------
+
+    @rule(
+        number=numbers,
+        changes=st.sampled_from(
+            [
+                {"cap": 1},
+                {"cap": 4},
+                {"cap": None},
+                {"state": "disabled", "reason": "blocked"},
+                {"state": "cooling", "until": 30.0, "reason": "477"},
+                {"state": "cooling", "until": None, "reason": "477"},
+                {"state": "warming", "since": "now"},
+                {"state": None, "reason": None, "until": None, "since": None},
+                {"lcap": 1, "luntil": 20.0},
+                {"lcap": None, "luntil": None},
+                {"rates": (Window(2, 10.0), Window(3, DAY, calendar=True))},
+                {"rates": None},
+            ]
+        ),
+    )
+    def set_policy(self, number: str, changes: dict[str, object]) -> None:
+        self.reference.set_policy(number, changes)
+        self.step(lambda b: b.set_policy(number, changes), admits=0)
+
+    @rule(
+        group=st.sampled_from(GROUPS),
+        changes=st.sampled_from(
+            [{"cap": 1}, {"cap": 5}, {"cap": None}, {"rates": (Window(2, 10.0),)}, {"rates": None}]
+        ),
+    )
+    def set_group_policy(self, group: Any, changes: dict[str, object]) -> None:
+        cap = changes.get("cap", self.reference.group_caps.get(group.group))
+        if "cap" in changes:
+            if cap is None:
+                self.reference.group_caps.pop(group.group, None)
+            else:
+                assert isinstance(cap, int)
+                self.reference.group_caps[group.group] = cap
+        self.step(lambda b: b.set_group_policy(group, GROUP_TAG, changes), admits=0)
+
+    # -- pools ------------------------------------------------------------------------------
+
+    @rule(pool=st.sampled_from(sorted(POOLS)), data=st.data())
+    def pool_update(self, pool: str, data: st.DataObject) -> None:
+        members = POOLS[pool]
+        number = data.draw(st.sampled_from(members))
+        if data.draw(st.booleans()):
+            self.step(lambda b: b.pool_update(pool, {}, [number]))
+        else:
+            self.step(lambda b: b.pool_update(pool, {number: member_spec(number)}, ()))
+
+    @rule(
+        pool=st.sampled_from(sorted(POOLS)),
+        token=tokens,
+        owner=owners,
+        ttl=st.sampled_from(TTLS),
+        max_hold=st.sampled_from(MAX_HOLDS),
+        strategy=st.sampled_from(STRATEGIES),
+        tries=st.sampled_from((1, 2, 3)),
+        wait=st.booleans(),
+        callee=callees,
+        priority=priorities,
+        sticky_ttl=st.sampled_from((10.0, 86400.0)),
+    )
+    def pick(
+        self,
+        pool: str,
+        token: str,
+        owner: str,
+        ttl: float,
+        max_hold: float | None,
+        strategy: str,
+        tries: int,
+        wait: bool,
+        callee: str | None,
+        priority: int,
+        sticky_ttl: float,
+    ) -> None:
+        """A pick as ``Throttle.acquire_from`` makes it: the pool asked for, then its fallback
+        (tried in passing, never waited on)."""
+        if strategy == "local":
+            # The local strategy samples an area's numbers at random when it has more than
+            # `tries`: with as many tries as the pool has numbers, both backends see them all.
+            tries = 3
+        call = call_plan(self.tz_offset, callee, priority)
+        near = ("571", "CN") if callee == CALLEES[0] else ("21", "CN") if callee else ("", "")
+        chain = [pool] + ([FALLBACK[pool]] if pool in FALLBACK else [])
+        for index, name in enumerate(chain):
+            queue = wait and index == 0
+            result = self.step(
+                lambda b, name=name, queue=queue: b.pick(
+                    name, token, owner, ttl, max_hold, strategy, tries, call, near, sticky_ttl,
+                    queue,
+                ),  # fmt: skip
+                admits=priority,
+                try_once=None if queue else token,
+            )
+            if result.outcome != 2:  # granted, conflict, or waiting behind others
+                break
+
+    @rule(pool=st.sampled_from(sorted(POOLS)), token=tokens, owner=owners)
+    def pool_leave(self, pool: str, token: str, owner: str) -> None:
+        self.step(lambda b: b.pool_leave(pool, token, owner), admits=0)
+
+    # -- time ---------------------------------------------------------------------------------
+
+    @rule(seconds=st.sampled_from(STEPS))
+    def advance(self, seconds: float) -> None:
+        self.pass_time(seconds)
+
+    @rule(late=st.sampled_from((0.0, 1.0)))
+    def to_midnight(self, late: float) -> None:
+        """To the next local midnight (or just past it)."""
+        local = (self.clock.now + self.tz_offset) % DAY
+        self.pass_time(DAY - local + late)
+
+    def pass_time(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.reference.now = self.clock.now
+
+        async def run() -> None:
+            await age_keys(self.client, self.prefix + "*", round(seconds * 1000))
+            await set_server_clock(self.client, self.clock_key, self.clock)
+
+        self.call(run)
+        self.compare_views()
+
+    @invariant()
+    def keys_expire(self) -> None:
+        """No key is left without an expiry but a policy's and a pool's."""
+        self.call(self._keys_expire)
+
+    async def _keys_expire(self) -> None:
+        keys = [k.decode() async for k in self.client.scan_iter(match=self.prefix + "*")]
+        if not keys:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.pttl(key)
+        ttls = await pipe.execute()
+        lasting = sorted(k for k, ttl in zip(keys, ttls, strict=True) if ttl == -1)
+        for key in lasting:
+            rest = key[len(self.prefix) :]
+            assert rest.endswith(":p") or ":pool:" in rest, f"{key} never expires"
+
+
+def _settings() -> settings:
+    if os.environ.get("CALLTHROTTLE_DIFFERENTIAL") == "long":
+        return settings(
+            max_examples=2000,
+            stateful_step_count=80,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    return settings(
+        max_examples=60,
+        stateful_step_count=40,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def test_memory_and_redis_backends_agree(redis_url: str) -> None:
+    with ExitStack() as stack:
+        portal = stack.enter_context(start_blocking_portal("asyncio"))
+        clock_key = f"c{uuid.uuid4().hex[:10]}:clock"
+        stack.enter_context(use_library(clocked_library(clock_key)))
+        client = aioredis.Redis.from_url(redis_url)
+        stack.callback(portal.call, client.aclose)
+
+        class Machine(Differential):
+            pass
+
+        Machine.portal, Machine.redis_url, Machine.client = portal, redis_url, client
+        Machine.clock_key = clock_key
+        run_state_machine_as_test(Machine, settings=_settings())
