@@ -203,6 +203,7 @@ async def test_a_cap_set_down_to_its_reserve_refuses_campaign_calls(
         await throttle.release(lease)
 
 
+@pytest.mark.direct_only("drives the throttle's backend directly, on the test's event loop")
 async def test_abandoning_anothers_token_leaves_its_lease_in_the_trunk(
     new_throttle: ThrottleFactory,
 ) -> None:
