@@ -788,9 +788,8 @@ class MemoryBackend:
             state.add(number, spec, 0 if numbers is None else len(numbers.holders))
         for number in remove:
             state.remove(number)
-        if not state.members:
-            del self._pools[pool]
-            return 0
+        # A pool left with no numbers keeps its line and its round-robin place (as on Redis):
+        # callers still wait on it, and numbers may join it again.
         return len(state.members)
 
     async def pool_members(self, pool: str) -> list[str]:

@@ -82,7 +82,10 @@ elseif strategy == 'sticky' and callee ~= '' then
 end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
-  if size == 0 then return {2, -1} end
+  if size == 0 then
+    if waits then join_line() end  -- as with any strategy: numbers may join the pool
+    return {2, -1}
+  end
   local start = (redis.call('INCR', PC) - 1) % size
   for _, number in ipairs(redis.call('ZRANGE', PO, start, start + tries - 1)) do
     consider(number)
