@@ -31,7 +31,8 @@ class Reference:
             if lcap is None or luntil is None:
                 self.lowered.pop(number, None)
             else:
-                assert isinstance(lcap, int) and isinstance(luntil, float | int)
+                assert isinstance(lcap, int)
+                assert isinstance(luntil, float | int)
                 self.lowered[number] = (lcap, self.now + luntil)
 
     def cap_in_force(self, number: str) -> int:

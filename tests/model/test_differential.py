@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import uuid
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -55,8 +56,8 @@ from ._universe import (
     LAYOUT,
     NUMBERS,
     POOLS,
-    STRATEGIES,
     SMALL,
+    STRATEGIES,
     TENANTED,
     TRUNKED,
     call_plan,
@@ -68,7 +69,8 @@ from ._views import comparable, views
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
-    from callthrottle.backends._base import Backend
+    from callthrottle._pools import MemberSpec
+    from callthrottle.backends._base import Backend, PickResult
 
 pytestmark = pytest.mark.redis
 
@@ -154,9 +156,7 @@ class Differential(RuleBasedStateMachine):
 
     def compare_views(self) -> None:
         async def run() -> tuple[Any, Any]:
-            return await views(self.memory, self.tz_offset), await views(
-                self.redis, self.tz_offset
-            )
+            return await views(self.memory, self.tz_offset), await views(self.redis, self.tz_offset)
 
         memory, redis = self.portal.call(run)
         for name, seen in memory.items():
@@ -171,8 +171,7 @@ class Differential(RuleBasedStateMachine):
     def start(self, tz_offset: float) -> None:
         self.tz_offset = tz_offset
         for pool, members in POOLS.items():
-            added = {number: member_spec(number) for number in members}
-            self.both(lambda b, pool=pool, added=added: b.pool_update(pool, added, ()))
+            self.both(partial(_fill, pool, {number: member_spec(number) for number in members}))
         self.compare_views()
 
     # -- calls --------------------------------------------------------------------------------
@@ -354,11 +353,21 @@ class Differential(RuleBasedStateMachine):
         chain = [pool] + ([FALLBACK[pool]] if pool in FALLBACK else [])
         for index, name in enumerate(chain):
             queue = wait and index == 0
+            args = (
+                name,
+                token,
+                owner,
+                ttl,
+                max_hold,
+                strategy,
+                tries,
+                call,
+                near,
+                sticky_ttl,
+                queue,
+            )
             result = self.step(
-                lambda b, name=name, queue=queue: b.pick(
-                    name, token, owner, ttl, max_hold, strategy, tries, call, near, sticky_ttl,
-                    queue,
-                ),  # fmt: skip
+                partial(_pick, args),
                 admits=priority,
                 try_once=None if queue else token,
             )
@@ -414,8 +423,16 @@ class Differential(RuleBasedStateMachine):
 LONG = os.environ.get("CALLTHROTTLE_DIFFERENTIAL") == "long"
 
 
+def _fill(pool: str, added: dict[str, MemberSpec], backend: Backend) -> Awaitable[int]:
+    return backend.pool_update(pool, added, ())
+
+
+def _pick(args: tuple[Any, ...], backend: Backend) -> Awaitable[PickResult]:
+    return backend.pick(*args)
+
+
 def _settings() -> settings:
-    examples = int(os.environ.get("CALLTHROTTLE_DIFFERENTIAL_EXAMPLES", 2000 if LONG else 60))
+    examples = int(os.environ.get("CALLTHROTTLE_DIFFERENTIAL_EXAMPLES", "2000" if LONG else "60"))
     return settings(
         max_examples=examples,
         stateful_step_count=80 if LONG else 40,
@@ -438,7 +455,7 @@ def differential(redis_url: str) -> Iterator[type[Differential]]:
         clock_key = f"c{uuid.uuid4().hex[:10]}:clock"
         stack.enter_context(use_library(clocked_library(clock_key)))
         client = aioredis.Redis.from_url(redis_url, db=DB)
-        stack.callback(portal.call, client.aclose)
+        stack.callback(lambda: portal.call(client.aclose))
 
         class Machine(Differential):
             pass
@@ -446,6 +463,7 @@ def differential(redis_url: str) -> Iterator[type[Differential]]:
         Machine.portal, Machine.redis_url, Machine.client = portal, redis_url, client
         Machine.clock_key = clock_key
         yield Machine
+
 
 def replay(machine: type[Differential], *steps: tuple[str, dict[str, Any]]) -> None:
     """Run the given steps on a fresh pair of backends (one found case, kept as a test)."""
