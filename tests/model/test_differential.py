@@ -82,6 +82,7 @@ TTLS = (5.0, 10.0)
 MAX_HOLDS = (None, None, 8.0, 20.0)
 TZ_OFFSETS = (0.0, 8 * 3600.0, -5 * 3600.0, 5.5 * 3600.0)
 STEPS = (0.5, 1.0, 4.0, 5.0, 9.0, 10.0, 31.0, 3600.0)
+BEYOND_EVERY_TTL = 2 * DAY  # longer than any lease, line, window or sticky callee lasts
 
 numbers = st.sampled_from(NUMBERS)
 tokens = st.sampled_from(TOKENS)
@@ -384,6 +385,24 @@ class Differential(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         self.pass_time(seconds)
 
+    @rule()
+    def beyond_every_ttl(self) -> None:
+        """Time passes beyond every TTL: nobody holds or waits, and on Redis only the keys meant
+        to last are left (the numbers' and groups' policies, the pools)."""
+        self.pass_time(BEYOND_EVERY_TTL)
+        for number in NUMBERS:
+            assert self.seen[f"usage {number}"].in_use == 0
+            assert self.seen[f"usage {number}"].waiting == 0
+        self.call(self._only_lasting_keys)
+
+    async def _only_lasting_keys(self) -> None:
+        async for raw in self.client.scan_iter(match=self.prefix + "*"):
+            key = raw.decode()
+            assert await self.client.pttl(key) == -1, f"{key} outlived every TTL"
+            if key.endswith(":p") and ":n:" in key:
+                number = key.rpartition(":n:")[2][:-2]
+                assert self.seen[f"policy {number}"], f"{key} left with no policy"
+
     @rule(late=st.sampled_from((0.0, 1.0)))
     def to_midnight(self, late: float) -> None:
         """To the next local midnight (or just past it)."""
@@ -511,4 +530,23 @@ def test_a_pool_emptied_and_filled_again_keeps_its_line_and_order(redis_url: str
             ("pool_update", {"member": ("p2", SMALL), "remove": False}),
             ("pick", {"pool": "p2", "token": "t2", "owner": "o1", "strategy": "round-robin",
                       "wait": True, **pick}),
+        )  # fmt: skip
+
+
+def test_a_pools_load_counts_live_leases_only(redis_url: str) -> None:
+    """A number joining a pool brings the load of its live leases, not of leases that expired
+    unnoticed (Redis saw none once the expired lease's keys were gone, memory still one)."""
+    pick: dict[str, Any] = {"ttl": 5.0, "max_hold": None, "tries": 1, "callee": None}
+    pick |= {"pool": "p2", "owner": "o1", "token": "t1", "strategy": "least-loaded"}
+    pick |= {"sticky_ttl": 10.0, "wait": False, "priority": 0}
+    with differential(redis_url) as machine:
+        replay(
+            machine,
+            ("pool_update", {"member": ("p2", TENANTED), "remove": True}),
+            ("restore", {"number": TENANTED, "token": "t1", "owner": "o1", "ttl": 5.0,
+                         "max_hold": None, "age": 0.0}),
+            ("pick", pick),
+            ("advance", {"seconds": 6.0}),
+            ("pool_update", {"member": ("p2", TENANTED), "remove": False}),
+            ("pick", pick),
         )  # fmt: skip

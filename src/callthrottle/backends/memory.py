@@ -266,6 +266,11 @@ class _Pool:
         return picked
 
 
+def _live(state: _NumberState, now: float, but: str = "") -> int:
+    """A pool member's load: its live leases (``but`` one, being released)."""
+    return sum(1 for t, e in state.holders.items() if e.expires > now and t != but)
+
+
 def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
     """A member's plan with the per-call parts of a pick (the callee counts only where callee
     windows apply)."""
@@ -783,9 +788,10 @@ class MemoryBackend:
         state = self._pools.get(pool)
         if state is None:
             state = self._pools[pool] = _Pool()
+        now = self._clock()
         for number, spec in add.items():
             numbers = self._numbers.get(number)
-            state.add(number, spec, 0 if numbers is None else len(numbers.holders))
+            state.add(number, spec, 0 if numbers is None else _live(numbers, now))
         for number in remove:
             state.remove(number)
         # A pool left with no numbers keeps its line and its round-robin place (as on Redis):
@@ -842,7 +848,7 @@ class MemoryBackend:
             )
             if result.outcome is Outcome.GRANTED:
                 numbers = self._numbers.get(number)
-                state.set_load(number, 0 if numbers is None else len(numbers.holders))
+                state.set_load(number, 0 if numbers is None else _live(numbers, now))
                 if strategy == "sticky" and call.callee is not None:
                     state.remember(call.callee, number, now + sticky_ttl, now)
                 if first == me:
@@ -881,7 +887,7 @@ class MemoryBackend:
         pool_state = self._pools.get(pool)
         if pool_state is None or number not in pool_state.members:
             return
-        held = 0 if state is None else len(state.holders) - (token in state.holders)
+        held = 0 if state is None else _live(state, self._clock(), token)
         pool_state.set_load(number, held)
         self._nudge_line(pool, pool_state)
 

@@ -124,7 +124,7 @@ for _, number in ipairs(candidates) do
   end
   bind(keys, args)
   local reply = body_acquire()
-  local load = redis.call('ZCARD', H) * LOAD_SCALE
+  local load = redis.call('ZCOUNT', H, '(' .. now, '+inf') * LOAD_SCALE  -- live leases
   if reply[1] == 1 then
     redis.call('ZADD', PL, 'XX', load + redis.call('INCR', PS) % LOAD_SCALE, number)
     if strategy == 'sticky' and callee ~= '' then
