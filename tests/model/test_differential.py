@@ -550,3 +550,18 @@ def test_a_pools_load_counts_live_leases_only(redis_url: str) -> None:
             ("pool_update", {"member": ("p2", TENANTED), "remove": False}),
             ("pick", pick),
         )  # fmt: skip
+
+
+def test_a_rate_log_lasts_as_long_as_its_longest_window_then(redis_url: str) -> None:
+    """A number's log of calls is kept as long as the longest window in force when it last
+    counted a call: a day window set later does not count calls older than that (on Redis the
+    log's key had expired; memory still counted them)."""
+    call = {"enqueue": False, "ttl": 5.0, "max_hold": None, "callee": None, "priority": 0}
+    day = {"rates": (Window(3, DAY, calendar=True),)}
+    with differential(redis_url) as machine:
+        replay(
+            machine,
+            ("acquire", {"number": TRUNKED, "token": "t1", "owner": "o1", **call}),
+            ("advance", {"seconds": 62.0}),  # its 60 s window, and a second more
+            ("set_policy", {"number": TRUNKED, "changes": day}),
+        )

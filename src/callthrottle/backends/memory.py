@@ -109,32 +109,45 @@ def _window_start(window: Window, now: float, tz_offset: float, wall: float) -> 
 
 
 class _RateLog:
-    """When the number's admitted calls started, oldest first, as long as its longest window."""
+    """When the number's admitted calls started, oldest first, as long as its longest window.
 
-    __slots__ = ("hits",)
+    The whole log lapses a second after the longest window in force at its last call has run
+    out (as its key does on Redis): a longer window set later does not count older calls."""
+
+    __slots__ = ("hits", "lapses")
 
     def __init__(self) -> None:
         self.hits: list[float] = []
+        self.lapses = math.inf
+
+    def current(self, now: float) -> list[float]:
+        if now >= self.lapses:
+            self.hits.clear()
+            self.lapses = math.inf
+        return self.hits
 
     def refusal(
         self, windows: Sequence[Window], now: float, tz_offset: float, wall: float
     ) -> tuple[float, Window] | None:
         """None if every window has room; else (seconds until it has, the full window)."""
+        hits = self.current(now)
         for window in windows:
             start = _window_start(window, now, tz_offset, wall)
-            first = bisect.bisect_left(self.hits, start)
-            count = len(self.hits) - first
+            first = bisect.bisect_left(hits, start)
+            count = len(hits) - first
             if count >= window.amount:
                 if window.calendar:
                     return start + DAY - now, window
-                oldest = self.hits[first + count - window.amount]
+                oldest = hits[first + count - window.amount]
                 return oldest + window.seconds + 1e-3 - now, window
         return None
 
     def hit(self, windows: Sequence[Window], now: float) -> None:
         longest = max(DAY if w.calendar else w.seconds for w in windows)
-        self.hits.append(now)
-        del self.hits[: bisect.bisect_left(self.hits, now - longest)]
+        hits = self.current(now)
+        hits.append(now)
+        del hits[: bisect.bisect_left(hits, now - longest)]
+        self.lapses = now + longest + 1.0
 
 
 _EMPTY_LOG = _RateLog()  # read only: stands for a callee nobody has called yet
@@ -896,7 +909,7 @@ class MemoryBackend:
         now, wall = self._clock(), self._wall_clock()
         policy = self._policies.get(number)
         windows = rates.windows if policy is None else policy.windows_in_force(rates, now)
-        hits = self._rates[number].hits if number in self._rates else []
+        hits = self._rates[number].current(now) if number in self._rates else []
         return [
             WindowUsage(
                 window,
