@@ -565,3 +565,17 @@ def test_a_rate_log_lasts_as_long_as_its_longest_window_then(redis_url: str) -> 
             ("advance", {"seconds": 62.0}),  # its 60 s window, and a second more
             ("set_policy", {"number": TRUNKED, "changes": day}),
         )
+
+
+def test_a_number_disabled_after_a_cool_down_gives_no_time_to_retry_at(redis_url: str) -> None:
+    """The end of a past cool-down is no time to retry at (memory gave it, as negative)."""
+    call = {"enqueue": False, "ttl": 5.0, "max_hold": None, "callee": None, "priority": 0}
+    cooling = {"state": "cooling", "until": 30.0, "reason": "477"}
+    with differential(redis_url) as machine:
+        replay(
+            machine,
+            ("set_policy", {"number": SMALL, "changes": cooling}),
+            ("advance", {"seconds": 31.0}),
+            ("set_policy", {"number": SMALL, "changes": {"state": "disabled"}}),
+            ("acquire", {"number": SMALL, "token": "t1", "owner": "o1", **call}),
+        )

@@ -597,7 +597,8 @@ class MemoryBackend:
         else:
             unavailable = policy.unavailable(now)
             if unavailable is not None:
-                retry_in = None if policy.until is None else policy.until - now
+                until = policy.until  # a cool-down's end; one past gives no time to retry at
+                retry_in = None if until is None or until < now else until - now
                 return AcquireResult(Outcome.UNAVAILABLE, retry_in, unavailable, policy.reason)
             limit = policy.cap_in_force(limit, now)
             windows = policy.windows_in_force(rates, now)
