@@ -15,9 +15,13 @@ beyond every TTL, only those are left.
 The Redis backend reads the test clock through a copy of its function library (see
 ``_clock``); production code is unchanged.
 
-The run is bounded for ``python dev.py test``; a longer one (more and longer examples)::
+The run is bounded for ``python dev.py test`` (60 examples of up to 40 steps, about 15 s); a
+longer one (2000 examples of up to 80 steps, no time limit)::
 
     CALLTHROTTLE_DIFFERENTIAL=long python dev.py test tests/model/test_differential.py
+
+or any number of examples with ``CALLTHROTTLE_DIFFERENTIAL_EXAMPLES=500``. The cases it found
+are kept below as fixed sequences of steps (``replay``).
 """
 
 from __future__ import annotations
