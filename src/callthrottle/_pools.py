@@ -14,8 +14,9 @@ __all__ = (
 
 #: How a pool orders its numbers for a pick (the first that admits the call is taken):
 #: ``least-loaded``: fewest calls up first (as last seen by a pick or a release through the
-#: pool), the least recently picked among equals; ``round-robin``: each pick starts one number
-#: further along the pool's order; ``local``: numbers in the callee's area first, then in its
+#: pool), among equals the one longest at its load (the least recently picked or released);
+#: ``round-robin``: each pick starts one number further along the pool's order; ``local``:
+#: numbers in the callee's area first, then in its
 #: region (the least loaded of a random sample of each), then least-loaded; ``sticky``: the
 #: number the same callee was last called from (within ``sticky_ttl``), then least-loaded.
 STRATEGIES = ("least-loaded", "round-robin", "local", "sticky")

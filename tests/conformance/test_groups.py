@@ -344,3 +344,28 @@ async def test_a_caller_whose_number_stops_admitting_calls_leaves_the_trunks_lin
             assert (await holder.group_usage("trunk", "t400")).waiting == 1
             await holder.release(held)
         assert [lease.number for lease in waiters.held] == [A]
+
+
+async def test_a_cap_set_down_to_its_reserve_refuses_campaign_calls(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=config(reserve=1)) as throttle:
+        await throttle.set_group_cap("trunk", "t400", 1)  # all of it is now the reserve
+        with pytest.raises(AcquireTimeout, match="trunk:t400 is full") as caught:
+            await throttle.acquire(A, timeout=0)  # nobody holds a slot: no time to retry at
+        assert caught.value.refused_by == "trunk:t400"
+        lease = await throttle.acquire(A, timeout=0, priority=1)
+        await throttle.release(lease)
+
+
+@pytest.mark.direct_only("drives the throttle's backend directly, on the test's event loop")
+async def test_abandoning_anothers_token_leaves_its_lease_in_the_trunk(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=config()) as throttle:
+        lease = await throttle.acquire(A, timeout=0)
+        await throttle.backend.abandon(A, lease.token, "someone-else")  # not the owner: no-op
+        assert (await throttle.usage(A)).in_use == 1
+        assert (await throttle.group_usage("trunk", "t400")).in_use == 1
+        assert await throttle.release(lease) is True
+        assert (await throttle.group_usage("trunk", "t400")).in_use == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -587,3 +588,42 @@ async def test_a_caller_held_back_by_its_callees_window_keeps_no_place_in_line(
             await anyio.sleep(0.3)  # it has picked, and been refused, at least once
             lease = await throttle.acquire_from("a", callee="+8613800138001", timeout=0)
             await throttle.release(lease)
+
+
+async def test_least_loaded_takes_the_number_longest_at_its_load(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Among numbers equally loaded, the one whose load last changed (picked, released or
+    added) longest ago goes first: a release puts its number behind the others of its load."""
+    settings = {"pools": {"a": {"numbers": NUMBERS[:3]}}}
+    async with new_throttle(config=settings, default_limit=2, lease_ttl=30) as throttle:
+        first = await throttle.acquire_from("a", timeout=0)
+        second = await throttle.acquire_from("a", timeout=0)
+        assert [first.number, second.number] == NUMBERS[:2]
+        await throttle.release(second)
+        await throttle.release(first)  # both at 0 calls again: the second's number first
+        third = await throttle.acquire_from("a", timeout=0)
+        fourth = await throttle.acquire_from("a", timeout=0)
+        assert [third.number, fourth.number] == [NUMBERS[2], NUMBERS[1]]
+        for lease in (third, fourth):
+            await throttle.release(lease)
+
+
+@pytest.mark.direct_only("drives the throttle's backend directly, on the test's event loop")
+async def test_a_pick_that_will_not_wait_is_refused_while_others_wait(
+    new_throttle: ThrottleFactory,
+) -> None:
+    settings = {"pools": {"a": {"numbers": NUMBERS[:1]}}}
+    async with new_throttle(config=settings, default_limit=1, lease_ttl=30) as throttle:
+        backend = throttle.backend
+        held = await throttle.acquire_from("a", timeout=0)
+        pick = partial(backend.pick, "a", ttl=30, max_hold=None, strategy="least-loaded")
+        waiting = await pick(token="w", owner="o1", tries=3, call=NO_RATES, wait=True)
+        assert waiting.outcome is Outcome.REFUSED  # nothing free: it joined the line
+        once = await pick(token="x", owner="o2", tries=3, call=NO_RATES, wait=False)
+        assert once == PickResult(Outcome.REFUSED)  # behind a waiter, and not in line
+        queued = await pick(token="y", owner="o2", tries=3, call=NO_RATES, wait=True)
+        assert queued == PickResult(Outcome.QUEUED)
+        for token, owner in (("w", "o1"), ("y", "o2")):
+            await backend.pool_leave("a", token, owner)
+        await throttle.release(held)

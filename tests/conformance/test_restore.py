@@ -93,3 +93,15 @@ async def test_a_lease_that_expired_meanwhile_is_counted_again(throttle: Throttl
     assert {h.token for h in await throttle.holders(NUMBER)} == {other.token, "cut-call"}
     assert await backend.release(NUMBER, "cut-call", "cut-off") is True
     assert await throttle.release(other) is True
+
+
+async def test_a_lease_that_expired_is_counted_again(throttle: Throttle) -> None:
+    backend = throttle.backend
+    restored = RestoreOutcome.RESTORED
+    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 2, 0.2, None) is restored
+    await anyio.sleep(0.4)  # it expired, unnoticed: nothing has looked at the number since
+    # Its owner's heartbeat counts it again, as it would a lease the backend never had.
+    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 2, 30, None) is restored
+    assert await throttle.usage(NUMBER, limit=2) == Usage(in_use=1, limit=2, waiting=0)
+    assert [h.token for h in await throttle.holders(NUMBER)] == ["lost-call"]
+    assert await backend.release(NUMBER, "lost-call", "elsewhere") is True

@@ -120,36 +120,45 @@ def _window_start(window: Window, now: float, tz_offset: float, wall: float) -> 
 
 
 class _RateLog:
-    """When the number's admitted calls started, oldest first, as long as its longest window."""
+    """When the number's admitted calls started, oldest first, as long as its longest window.
 
-    __slots__ = ("expires", "hits")
+    The whole log lapses a second after the longest window in force at its last call has run
+    out (as its key does on Redis): a longer window set later does not count older calls."""
+
+    __slots__ = ("hits", "lapses")
 
     def __init__(self) -> None:
         self.hits: list[float] = []
-        # When the last call leaves the longest window: the log counts nothing from then on
-        # (on Redis its key expires then).
-        self.expires = math.inf
+        self.lapses = math.inf
+
+    def current(self, now: float) -> list[float]:
+        if now >= self.lapses:
+            self.hits.clear()
+            self.lapses = math.inf
+        return self.hits
 
     def refusal(
         self, windows: Sequence[Window], now: float, tz_offset: float, wall: float
     ) -> tuple[float, Window] | None:
         """None if every window has room; else (seconds until it has, the full window)."""
+        hits = self.current(now)
         for window in windows:
             start = _window_start(window, now, tz_offset, wall)
-            first = bisect.bisect_left(self.hits, start)
-            count = len(self.hits) - first
+            first = bisect.bisect_left(hits, start)
+            count = len(hits) - first
             if count >= window.amount:
                 if window.calendar:
                     return start + DAY - now, window
-                oldest = self.hits[first + count - window.amount]
+                oldest = hits[first + count - window.amount]
                 return oldest + window.seconds + 1e-3 - now, window
         return None
 
     def hit(self, windows: Sequence[Window], now: float) -> None:
         longest = max(DAY if w.calendar else w.seconds for w in windows)
-        self.hits.append(now)
-        del self.hits[: bisect.bisect_left(self.hits, now - longest)]
-        self.expires = now + longest
+        hits = self.current(now)
+        hits.append(now)
+        del hits[: bisect.bisect_left(hits, now - longest)]
+        self.lapses = now + longest + 1.0
 
 
 _EMPTY_LOG = _RateLog()  # read only: stands for a callee nobody has called yet
@@ -179,7 +188,8 @@ class _Pool:
         self.regions: dict[str, list[str]] = {}
         self.callees: dict[str, tuple[str, float]] = {}  # callee -> (number, until): sticky
         self.line: dict[tuple[str, str], float] = {}  # (owner, token) -> lapses, first come first
-        self.picked: dict[str, int] = {}  # number -> when last picked (a counter): ties' order
+        # number -> when its load last changed (a counter): the order of equals (local strategy)
+        self.picked: dict[str, int] = {}
         self.picks = 0
         self.random = random.Random()
         # token -> (number, until): the slot a pick took for the token, as long as the lease's
@@ -222,6 +232,8 @@ class _Pool:
 
     def set_load(self, number: str, load: int) -> None:
         """Record the number's load; it goes to the back of the numbers with that load."""
+        self.picks += 1
+        self.picked[number] = self.picks
         old = self.load.get(number)
         if old is not None:
             bucket = self.buckets[old]
@@ -323,6 +335,11 @@ class _Ended:
         records = self.records.get(number)
         if records:
             records.pop((owner, token), None)
+
+
+def _live(state: _NumberState, now: float, but: str = "") -> int:
+    """A pool member's load: its live leases (``but`` one, being released)."""
+    return sum(1 for t, e in state.holders.items() if e.expires > now and t != but)
 
 
 def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
@@ -439,8 +456,11 @@ class MemoryBackend:
         for group in self._layout.groups_for(number):
             self._leave_group_line(group.group, (owner, number, token), nudge)
             holders = self._group_holders.get(group.group, {})
-            if holders.pop((number, token), None) is not None and nudge:
-                self._nudge_group(group.group)
+            entry = holders.get((number, token))
+            if entry is not None and entry.owner == owner:  # another's lease stays counted
+                del holders[(number, token)]
+                if nudge:
+                    self._nudge_group(group.group)
 
     def _purge_group_line(self, group: str, now: float) -> dict[tuple[str, str, str], float]:
         """The group's line without the places that lapsed."""
@@ -600,6 +620,7 @@ class MemoryBackend:
             self._leave_group_lines(number, token, owner, rates.groups, but=group.group)
             if wait:
                 self._group_waiters.setdefault(group.group, {})[me] = now + ttl
+            # A cap of 0 for this call (all of it a reserve) is full with no lease to wait for.
             holders = self._group_holders.get(group.group)
             retry_in = None
             if holders:
@@ -620,7 +641,7 @@ class MemoryBackend:
             # Now and then, forget the callees whose calls all left their windows (on Redis
             # their logs expire), so that calls to ever new callees keep a bounded number.
             now = self._clock()
-            self._callees = {k: v for k, v in self._callees.items() if v.expires > now}
+            self._callees = {k: v for k, v in self._callees.items() if v.lapses > now}
         return log
 
     def _rate_refusal(
@@ -705,7 +726,8 @@ class MemoryBackend:
             if unavailable is not None:
                 # Refused for good: a place it had in a group's line goes.
                 self._leave_group_lines(number, token, owner, self._layout.groups_for(number))
-                retry_in = None if policy.until is None else policy.until - now
+                until = policy.until  # a cool-down's end; one past gives no time to retry at
+                retry_in = None if until is None or until < now else until - now
                 return AcquireResult(Outcome.UNAVAILABLE, retry_in, unavailable, policy.reason)
             limit = policy.cap_in_force(limit, now)
             windows = policy.windows_in_force(rates, now)
@@ -956,18 +978,19 @@ class MemoryBackend:
         state = self._pools.get(pool)
         if state is None:
             state = self._pools[pool] = _Pool()
+        now = self._clock()
         for number, spec in add.items():
             numbers = self._numbers.get(number)
-            state.add(number, spec, 0 if numbers is None else len(numbers.holders))
+            state.add(number, spec, 0 if numbers is None else _live(numbers, now))
         for number in remove:
             state.remove(number)
         if not state.members:
-            # Its counters start again, as on Redis, where they go with the last number.
+            # Its counters start again, as on Redis, where they go with the last number. Its
+            # line stays (callers still wait on it, and numbers may join it again), and so do
+            # the records of slots picks took (a pick asked again still finds its slot, as on
+            # Redis, where the record outlives the pool's members); the pool goes with both.
             state.cursor = state.picks = 0
-            # Kept while a pick's record of a slot taken lasts (a pick asked again still finds
-            # it, as on Redis, where the record outlives the pool's members).
-            now = self._clock()
-            if all(until <= now for _, until in state.taken.values()):
+            if not state.line and all(until <= now for _, until in state.taken.values()):
                 del self._pools[pool]
             return 0
         return len(state.members)
@@ -1035,9 +1058,7 @@ class MemoryBackend:
             if result.outcome is Outcome.GRANTED:
                 state.took(token, number, now + ttl, now)
                 numbers = self._numbers.get(number)
-                state.set_load(number, 0 if numbers is None else len(numbers.holders))
-                state.picks += 1
-                state.picked[number] = state.picks
+                state.set_load(number, 0 if numbers is None else _live(numbers, now))
                 if strategy == "sticky" and call.callee is not None:
                     state.remember(call.callee, number, now + sticky_ttl, now)
                 if first == me:
@@ -1082,7 +1103,7 @@ class MemoryBackend:
         pool_state = self._pools.get(pool)
         if pool_state is None or number not in pool_state.members:
             return
-        held = 0 if state is None else len(state.holders) - (token in state.holders)
+        held = 0 if state is None else _live(state, self._clock(), token)
         pool_state.set_load(number, held)
         self._nudge_line(pool, pool_state)
 
@@ -1092,7 +1113,7 @@ class MemoryBackend:
         now, wall = self._clock(), self._wall_clock()
         policy = self._policies.get(number)
         windows = rates.windows if policy is None else policy.windows_in_force(rates, now)
-        hits = self._rates[number].hits if number in self._rates else []
+        hits = self._rates[number].current(now) if number in self._rates else []
         return [
             WindowUsage(
                 window,

@@ -758,8 +758,8 @@ class RedisBackend:
         with _map_errors("pick"):
             await self._join(args[6], owner)
             reply = await self._run("pick", self._pool_keys(pool), args)
-        if reply[0] == 0:
-            return PickResult(Outcome.QUEUED)
+        if reply[0] == 0:  # others wait ahead: in line behind them, or refused
+            return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
         if reply[0] == 2:
             retry_in = None if reply[1] < 0 else reply[1] / 1000
             return PickResult(Outcome.REFUSED, None, retry_in)

@@ -289,7 +289,9 @@ local function rate_hit(log, windows, now, member)
     local span = w[3] and 86400000 or w[2]
     if span > longest then longest = span end
   end
-  redis.call('ZADD', log, now, int(now) .. ':' .. member)
+  -- One hit per admitted call, even when the same token is admitted twice in one millisecond.
+  local hit = int(now) .. ':' .. member
+  while redis.call('ZADD', log, 'NX', now, hit) == 0 do hit = hit .. '+' end
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now - longest - 1)
   redis.call('PEXPIRE', log, longest + 1000)
 end

@@ -5,12 +5,13 @@
 --                         region" then, per group, "\tname\tcap\treserve\twindows" (written
 --                         by pool_update, which also keeps the area and region sets: PM's key
 --                         with ':a:<area>', ':r:<region>' for its last letter)
--- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when it was last picked (a counter):
---                         the least loaded first, and among equals the least recently picked;
+-- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when its load last changed (picked,
+--                         released, added: a counter): the least loaded first, and among
+--                         equals the one longest at its load;
 --                         a number that could not take a call rests behind them all (RESTING)
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
 -- KEYS[4] PC  string      the round-robin cursor: the place after the last number picked
--- KEYS[5] PS  counter     the pick counter (PL's tie-breaker)
+-- KEYS[5] PS  counter     the move counter (PL's tie-breaker)
 -- ARGV[1] strategy ('least-loaded' or 'round-robin'), ARGV[2] token, ARGV[3] owner,
 -- ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none), ARGV[6] key prefix, ARGV[7] channel prefix,
 -- ARGV[8] time zone offset in ms, ARGV[9] callee ('' none), ARGV[10] callee windows ('' none),
@@ -110,7 +111,10 @@ elseif strategy == 'sticky' and callee ~= '' then
 end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
-  if size == 0 then return {2, -1} end
+  if size == 0 then
+    if waits then join_line() end  -- as with any strategy: numbers may join the pool
+    return {2, -1}
+  end
   -- PC holds the place after the last number picked (not a count of picks), so that the turn
   -- passes on in order also after numbers were added or removed.
   local start = (tonumber(redis.call('GET', PC)) or 0) % size
@@ -153,7 +157,7 @@ for _, number in ipairs(candidates) do
   end
   bind(keys, args)
   local reply = body_acquire()
-  local load = redis.call('ZCARD', H) * LOAD_SCALE
+  local load = redis.call('ZCOUNT', H, '(' .. now, '+inf') * LOAD_SCALE  -- live leases
   if reply[1] == 1 then
     redis.call('SET', TAKEN, number .. '\t' .. tag, 'PX', ttl)
     redis.call('ZADD', PL, 'XX', load + redis.call('INCR', PS) % LOAD_SCALE, number)

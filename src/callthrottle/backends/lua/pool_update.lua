@@ -29,8 +29,10 @@ for i = 3, 2 + 2 * adding, 2 do
     local last = redis.call('ZRANGE', PO, -1, -1, 'WITHSCORES')
     redis.call('ZADD', PO, (#last > 0) and (tonumber(last[2]) + 1) or 1, number)
     local tag = string.match(spec, '^([^\t]*)')
-    local holding = redis.call('ZCARD', member_base(prefix, tag, number) .. 'h')
-    redis.call('ZADD', PL, holding * LOAD_SCALE, number)
+    local h = member_base(prefix, tag, number) .. 'h'
+    local holding = redis.call('ZCOUNT', h, '(' .. now_ms(), '+inf')  -- its live leases
+    local moved = redis.call('INCR', PB .. 's') % LOAD_SCALE  -- behind those at its load
+    redis.call('ZADD', PL, holding * LOAD_SCALE + moved, number)
   end
 end
 for i = 3 + 2 * adding, #ARGV do

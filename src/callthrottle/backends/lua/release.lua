@@ -29,9 +29,11 @@ if expiry then
   end
 end
 if ARGV[5] then
-  local old = tonumber(redis.call('ZSCORE', ARGV[5], ARGV[3]))
-  if old then
-    redis.call('ZADD', ARGV[5], redis.call('ZCARD', H) * LOAD_SCALE + old % LOAD_SCALE, ARGV[3])
+  if redis.call('ZSCORE', ARGV[5], ARGV[3]) then
+    -- Its new load, behind the numbers already at that load (PS: the pool's move counter).
+    local moved = redis.call('INCR', string.sub(ARGV[5], 1, -2) .. 's') % LOAD_SCALE
+    local live = redis.call('ZCOUNT', H, '(' .. now, '+inf')
+    redis.call('ZADD', ARGV[5], live * LOAD_SCALE + moved, ARGV[3])
   end
   nudge_pool_line(string.sub(ARGV[5], 1, -2), ARGV[4], ARGV[6])
 end

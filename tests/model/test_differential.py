@@ -1,0 +1,585 @@
+"""Both backends in lockstep: a MemoryBackend and a RedisBackend on a real server, one test clock.
+
+Hypothesis drives the two with the same operations, as throttles would send them (see
+``_universe``: five numbers, a trunk and a tenant with a reserve, rolling and calendar-day
+windows in a time zone, callee windows, two pools): acquire (try once or wait), a queued
+token asking again, abandon, release by the owner or by another throttle, renew, restore,
+release_owner, reset_number, run-time caps and states and carrier reactions, group caps,
+pool changes and picks with every strategy and a fallback pool, and the clock moving past
+TTLs, max_hold, windows and local midnights. Every reply of one must be the other's, and after
+every step so must everything they show (usage, holders, window and group usage, policy,
+pool members). After every step the rules of ``_reference`` are checked too, and on Redis no
+key is left without an expiry but the ones meant to last (policies, pools); after time passes
+beyond every TTL, only those are left.
+
+The Redis backend reads the test clock through a copy of its function library (see
+``_clock``); production code is unchanged.
+
+The run is bounded for ``python dev.py test`` (60 examples of up to 40 steps, about 15 s); a
+longer one (2000 examples of up to 80 steps, no time limit)::
+
+    CALLTHROTTLE_DIFFERENTIAL=long python dev.py test tests/model/test_differential.py
+
+or any number of examples with ``CALLTHROTTLE_DIFFERENTIAL_EXAMPLES=500``. The cases it found
+are kept below as fixed sequences of steps (``replay``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis.asyncio as aioredis
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from callthrottle._rates import DAY, RatePlan, Window
+from callthrottle.backends import MemoryBackend, RedisBackend
+
+from ._clock import TestClock, age_keys, clocked_library, set_server_clock, use_library
+from ._reference import Reference, check_step
+from ._universe import (
+    CALLEES,
+    CAPS,
+    FALLBACK,
+    GROUP_TAG,
+    GROUPS,
+    LAYOUT,
+    NUMBERS,
+    POOLS,
+    SMALL,
+    STRATEGIES,
+    TENANTED,
+    TRUNKED,
+    call_plan,
+    member_spec,
+    plan,
+)
+from ._views import comparable, views
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+    from callthrottle._pools import MemberSpec
+    from callthrottle.backends._base import Backend, PickResult
+
+pytestmark = pytest.mark.redis
+
+DB = 9  # a database of its own: every step scans the keys left (the server is shared)
+
+TOKENS = ("t1", "t2", "t3", "t4", "t5", "t6")
+OWNERS = ("o1", "o2", "o3")
+TTLS = (5.0, 10.0)
+MAX_HOLDS = (None, None, 8.0, 20.0)
+TZ_OFFSETS = (0.0, 8 * 3600.0, -5 * 3600.0, 5.5 * 3600.0)
+STEPS = (0.5, 1.0, 4.0, 5.0, 9.0, 10.0, 31.0, 3600.0)
+BEYOND_EVERY_TTL = 2 * DAY  # longer than any lease, line, window or sticky callee lasts
+
+numbers = st.sampled_from(NUMBERS)
+tokens = st.sampled_from(TOKENS)
+owners = st.sampled_from(OWNERS)
+priorities = st.sampled_from((0, 0, 1))
+callees = st.sampled_from((None, *CALLEES))
+
+
+class Differential(RuleBasedStateMachine):
+    """Set ``portal``, ``redis_url`` and ``client`` (a client of the server) before running."""
+
+    portal: BlockingPortal
+    redis_url: str
+    client: aioredis.Redis
+    clock_key: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = TestClock()
+        self.prefix = f"d{uuid.uuid4().hex[:10]}:"
+        self.memory = MemoryBackend(clock=self.clock, wall_clock=self.clock)
+        self.redis = RedisBackend.from_url(self.redis_url, key_prefix=self.prefix, db=DB)
+        for backend in (self.memory, self.redis):
+            backend.use_layout(LAYOUT)
+        self.reference = Reference(self.clock.now)
+        self.tz_offset = 0.0
+        # (number, token, owner) told QUEUED -> what it asked with (it asks again with them)
+        self.queued: dict[tuple[str, str, str], tuple[float, float | None, RatePlan]] = {}
+        self.seen: dict[str, Any] = {}
+        self.call(self._open)
+
+    async def _open(self) -> None:
+        await set_server_clock(self.client, self.clock_key, self.clock)
+        await self.memory.open()
+        await self.redis.open()
+
+    def teardown(self) -> None:
+        self.call(self._close)
+
+    async def _close(self) -> None:
+        await self.redis.aclose()
+        keys = [key async for key in self.client.scan_iter(match=self.prefix + "*")]
+        if keys:
+            await self.client.delete(*keys)
+
+    def call(self, function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        return self.portal.call(function, *args)
+
+    def both(self, action: Callable[[Backend], Awaitable[Any]]) -> Any:
+        """Run ``action`` on each backend; their replies must agree. Returns the memory one."""
+
+        async def run() -> tuple[Any, Any]:
+            return await action(self.memory), await action(self.redis)
+
+        first, second = self.portal.call(run)
+        assert comparable(first) == comparable(second), f"memory {first!r}, redis {second!r}"
+        return first
+
+    def step(
+        self,
+        action: Callable[[Backend], Awaitable[Any]],
+        admits: int | None = None,
+        try_once: str | None = None,
+    ) -> Any:
+        """One operation on both backends, then the views compared and the rules checked."""
+        before = self.seen
+        reply = self.both(action)
+        self.compare_views()
+        if before:
+            check_step(self.reference, before, self.seen, admits, try_once)
+        return reply
+
+    def compare_views(self) -> None:
+        async def run() -> tuple[Any, Any]:
+            return await views(self.memory, self.tz_offset), await views(self.redis, self.tz_offset)
+
+        memory, redis = self.portal.call(run)
+        for name, seen in memory.items():
+            assert comparable(seen) == comparable(redis[name]), (
+                f"{name}: memory {seen!r}, redis {redis[name]!r}"
+            )
+        self.seen = memory
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    @initialize(tz_offset=st.sampled_from(TZ_OFFSETS))
+    def start(self, tz_offset: float) -> None:
+        self.tz_offset = tz_offset
+        for pool, members in POOLS.items():
+            self.both(partial(_fill, pool, {number: member_spec(number) for number in members}))
+        self.compare_views()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    @rule(
+        number=numbers,
+        token=tokens,
+        owner=owners,
+        enqueue=st.booleans(),
+        ttl=st.sampled_from(TTLS),
+        max_hold=st.sampled_from(MAX_HOLDS),
+        callee=callees,
+        priority=priorities,
+    )
+    def acquire(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        enqueue: bool,
+        ttl: float,
+        max_hold: float | None,
+        callee: str | None,
+        priority: int,
+    ) -> None:
+        rates = plan(number, self.tz_offset, callee, priority)
+        result = self.step(
+            lambda b: b.acquire(number, token, owner, CAPS[number], ttl, max_hold, enqueue, rates),
+            admits=priority,
+            try_once=None if enqueue else token,
+        )
+        if result.outcome == 0:
+            self.queued[(number, token, owner)] = (ttl, max_hold, rates)
+
+    @precondition(lambda self: bool(self.queued))
+    @rule(data=st.data())
+    def wait(self, data: st.DataObject) -> None:
+        """A queued caller asks again (its own limit and plan, as its throttle keeps them)."""
+        number, token, owner = data.draw(st.sampled_from(sorted(self.queued)))
+        ttl, max_hold, rates = self.queued[(number, token, owner)]
+        result = self.step(
+            lambda b: b.acquire(number, token, owner, CAPS[number], ttl, max_hold, True, rates),
+            admits=rates.priority,
+        )
+        if result.outcome != 0:
+            del self.queued[(number, token, owner)]
+
+    @rule(number=numbers, token=tokens, owner=owners)
+    def abandon(self, number: str, token: str, owner: str) -> None:
+        self.step(lambda b: b.abandon(number, token, owner), admits=0)
+        self.queued.pop((number, token, owner), None)
+
+    @rule(number=numbers, token=tokens, releaser=owners, pool=st.sampled_from((None, *POOLS)))
+    def release(self, number: str, token: str, releaser: str, pool: str | None) -> None:
+        self.step(lambda b: b.release(number, token, releaser, pool), admits=0)
+
+    @rule(
+        owner=owners,
+        items=st.lists(st.tuples(numbers, tokens), min_size=1, max_size=3, unique=True),
+    )
+    def renew(self, owner: str, items: list[tuple[str, str]]) -> None:
+        self.step(lambda b: b.renew(owner, items), admits=0)
+
+    @rule(
+        number=numbers,
+        token=tokens,
+        owner=owners,
+        ttl=st.sampled_from(TTLS),
+        max_hold=st.sampled_from(MAX_HOLDS),
+        age=st.sampled_from((0.0, 3.0)),
+    )
+    def restore(
+        self, number: str, token: str, owner: str, ttl: float, max_hold: float | None, age: float
+    ) -> None:
+        rates = plan(number, self.tz_offset)
+        self.step(
+            lambda b: b.restore(number, token, owner, CAPS[number], ttl, max_hold, rates, age)
+        )
+
+    @rule(owner=owners)
+    def release_owner(self, owner: str) -> None:
+        self.step(lambda b: b.release_owner(owner), admits=0)
+        self.queued = {q: v for q, v in self.queued.items() if q[2] != owner}
+
+    @rule(number=numbers)
+    def reset_number(self, number: str) -> None:
+        self.step(lambda b: b.reset_number(number), admits=0)
+        self.queued = {q: v for q, v in self.queued.items() if q[0] != number}
+
+    # -- policy -----------------------------------------------------------------------------
+
+    @rule(
+        number=numbers,
+        changes=st.sampled_from(
+            [
+                {"cap": 1},
+                {"cap": 4},
+                {"cap": None},
+                {"state": "disabled", "reason": "blocked"},
+                {"state": "cooling", "until": 30.0, "reason": "477"},
+                {"state": "cooling", "until": None, "reason": "477"},
+                {"state": "warming", "since": "now"},
+                {"state": None, "reason": None, "until": None, "since": None},
+                {"lcap": 1, "luntil": 20.0},
+                {"lcap": None, "luntil": None},
+                {"rates": (Window(2, 10.0), Window(3, DAY, calendar=True))},
+                {"rates": None},
+            ]
+        ),
+    )
+    def set_policy(self, number: str, changes: dict[str, object]) -> None:
+        self.reference.set_policy(number, changes)
+        self.step(lambda b: b.set_policy(number, changes), admits=0)
+
+    @rule(
+        group=st.sampled_from(GROUPS),
+        changes=st.sampled_from(
+            [{"cap": 1}, {"cap": 5}, {"cap": None}, {"rates": (Window(2, 10.0),)}, {"rates": None}]
+        ),
+    )
+    def set_group_policy(self, group: Any, changes: dict[str, object]) -> None:
+        cap = changes.get("cap", self.reference.group_caps.get(group.group))
+        if "cap" in changes:
+            if cap is None:
+                self.reference.group_caps.pop(group.group, None)
+            else:
+                assert isinstance(cap, int)
+                self.reference.group_caps[group.group] = cap
+        self.step(lambda b: b.set_group_policy(group, GROUP_TAG, changes), admits=0)
+
+    # -- pools ------------------------------------------------------------------------------
+
+    @rule(
+        member=st.sampled_from([(pool, n) for pool, members in POOLS.items() for n in members]),
+        remove=st.booleans(),
+    )
+    def pool_update(self, member: tuple[str, str], remove: bool) -> None:
+        pool, number = member
+        if remove:
+            self.step(lambda b: b.pool_update(pool, {}, [number]))
+        else:
+            self.step(lambda b: b.pool_update(pool, {number: member_spec(number)}, ()))
+
+    @rule(
+        pool=st.sampled_from(sorted(POOLS)),
+        token=tokens,
+        owner=owners,
+        ttl=st.sampled_from(TTLS),
+        max_hold=st.sampled_from(MAX_HOLDS),
+        strategy=st.sampled_from(STRATEGIES),
+        tries=st.sampled_from((1, 2, 3)),
+        wait=st.booleans(),
+        callee=callees,
+        priority=priorities,
+        sticky_ttl=st.sampled_from((10.0, 86400.0)),
+    )
+    def pick(
+        self,
+        pool: str,
+        token: str,
+        owner: str,
+        ttl: float,
+        max_hold: float | None,
+        strategy: str,
+        tries: int,
+        wait: bool,
+        callee: str | None,
+        priority: int,
+        sticky_ttl: float,
+    ) -> None:
+        """A pick as ``Throttle.acquire_from`` makes it: the pool asked for, then its fallback
+        (tried in passing, never waited on)."""
+        if strategy == "local":
+            # The local strategy samples an area's numbers at random when it has more than
+            # `tries`: with as many tries as the pool has numbers, both backends see them all.
+            tries = 3
+        call = call_plan(self.tz_offset, callee, priority)
+        near = ("571", "CN") if callee == CALLEES[0] else ("21", "CN") if callee else ("", "")
+        chain = [pool] + ([FALLBACK[pool]] if pool in FALLBACK else [])
+        for index, name in enumerate(chain):
+            queue = wait and index == 0
+            args = (
+                name,
+                token,
+                owner,
+                ttl,
+                max_hold,
+                strategy,
+                tries,
+                call,
+                near,
+                sticky_ttl,
+                queue,
+            )
+            result = self.step(
+                partial(_pick, args),
+                admits=priority,
+                try_once=None if queue else token,
+            )
+            if result.outcome != 2:  # granted, conflict, or waiting behind others
+                break
+
+    @rule(pool=st.sampled_from(sorted(POOLS)), token=tokens, owner=owners)
+    def pool_leave(self, pool: str, token: str, owner: str) -> None:
+        self.step(lambda b: b.pool_leave(pool, token, owner), admits=0)
+
+    # -- time ---------------------------------------------------------------------------------
+
+    @rule(seconds=st.sampled_from(STEPS))
+    def advance(self, seconds: float) -> None:
+        self.pass_time(seconds)
+
+    @rule()
+    def beyond_every_ttl(self) -> None:
+        """Time passes beyond every TTL: nobody holds or waits, and on Redis only the keys meant
+        to last are left (the numbers' and groups' policies, the pools)."""
+        self.pass_time(BEYOND_EVERY_TTL)
+        for number in NUMBERS:
+            assert self.seen[f"usage {number}"].in_use == 0
+            assert self.seen[f"usage {number}"].waiting == 0
+        self.call(self._only_lasting_keys)
+
+    async def _only_lasting_keys(self) -> None:
+        async for raw in self.client.scan_iter(match=self.prefix + "*"):
+            key = raw.decode()
+            assert await self.client.pttl(key) == -1, f"{key} outlived every TTL"
+            if key.endswith(":p") and ":n:" in key:
+                number = key.rpartition(":n:")[2][:-2]
+                assert self.seen[f"policy {number}"], f"{key} left with no policy"
+
+    @rule(late=st.sampled_from((0.0, 1.0)))
+    def to_midnight(self, late: float) -> None:
+        """To the next local midnight (or just past it)."""
+        local = (self.clock.now + self.tz_offset) % DAY
+        self.pass_time(DAY - local + late)
+
+    def pass_time(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.reference.now = self.clock.now
+
+        async def run() -> None:
+            await age_keys(self.client, self.prefix + "*", round(seconds * 1000))
+            await set_server_clock(self.client, self.clock_key, self.clock)
+
+        self.call(run)
+        self.compare_views()
+
+    @invariant()
+    def keys_expire(self) -> None:
+        """No key is left without an expiry but a policy's and a pool's."""
+        self.call(self._keys_expire)
+
+    async def _keys_expire(self) -> None:
+        keys = [k.decode() async for k in self.client.scan_iter(match=self.prefix + "*")]
+        if not keys:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.pttl(key)
+        ttls = await pipe.execute()
+        lasting = sorted(k for k, ttl in zip(keys, ttls, strict=True) if ttl == -1)
+        for key in lasting:
+            rest = key[len(self.prefix) :]
+            assert rest.endswith(":p") or ":pool:" in rest, f"{key} never expires"
+
+
+LONG = os.environ.get("CALLTHROTTLE_DIFFERENTIAL") == "long"
+
+
+def _fill(pool: str, added: dict[str, MemberSpec], backend: Backend) -> Awaitable[int]:
+    return backend.pool_update(pool, added, ())
+
+
+def _pick(args: tuple[Any, ...], backend: Backend) -> Awaitable[PickResult]:
+    return backend.pick(*args)
+
+
+def _settings() -> settings:
+    examples = int(os.environ.get("CALLTHROTTLE_DIFFERENTIAL_EXAMPLES", "2000" if LONG else "60"))
+    return settings(
+        max_examples=examples,
+        stateful_step_count=80 if LONG else 40,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+@pytest.mark.timeout(0 if LONG or "CALLTHROTTLE_DIFFERENTIAL_EXAMPLES" in os.environ else 120)
+def test_memory_and_redis_backends_agree(redis_url: str) -> None:
+    with differential(redis_url) as machine:
+        run_state_machine_as_test(machine, settings=_settings())
+
+
+@contextmanager
+def differential(redis_url: str) -> Iterator[type[Differential]]:
+    """The machine's class, bound to a portal and to the server (its clock patched in)."""
+    with ExitStack() as stack:
+        portal = stack.enter_context(start_blocking_portal("asyncio"))
+        clock_key = f"c{uuid.uuid4().hex[:10]}:clock"
+        stack.enter_context(use_library(clocked_library(clock_key)))
+        client = aioredis.Redis.from_url(redis_url, db=DB)
+        stack.callback(lambda: portal.call(client.aclose))
+
+        class Machine(Differential):
+            pass
+
+        Machine.portal, Machine.redis_url, Machine.client = portal, redis_url, client
+        Machine.clock_key = clock_key
+        yield Machine
+
+
+def replay(machine: type[Differential], *steps: tuple[str, dict[str, Any]]) -> None:
+    """Run the given steps on a fresh pair of backends (one found case, kept as a test)."""
+    state = machine()
+    try:
+        state.start(tz_offset=0.0)
+        for name, arguments in steps:
+            getattr(state, name)(**arguments)
+            state.keys_expire()
+    finally:
+        state.teardown()
+
+
+def test_one_token_admitted_twice_in_one_millisecond_counts_twice(redis_url: str) -> None:
+    """A token admitted, dropped and admitted again at the same instant is two calls in the
+    number's rate windows (on Redis the second hit used to replace the first)."""
+    call = {"enqueue": False, "ttl": 5.0, "max_hold": None, "callee": None, "priority": 0}
+    with differential(redis_url) as machine:
+        replay(
+            machine,
+            ("acquire", {"number": TRUNKED, "token": "t1", "owner": "o1", **call}),
+            ("reset_number", {"number": TRUNKED}),
+            ("acquire", {"number": TRUNKED, "token": "t1", "owner": "o2", **call}),
+        )
+
+
+def test_a_pool_emptied_and_filled_again_keeps_its_line_and_order(redis_url: str) -> None:
+    """A pool whose every number left keeps its line and its round-robin place (the memory
+    backend forgot them), and a caller that waits on it joins its line whatever the strategy
+    (on Redis, round-robin refused it without a place)."""
+    pick = {"ttl": 5.0, "max_hold": None, "tries": 1, "callee": None, "priority": 0}
+    pick |= {"sticky_ttl": 10.0}
+    with differential(redis_url) as machine:
+        replay(
+            machine,
+            ("acquire", {"number": SMALL, "token": "t1", "owner": "o1", "enqueue": False,
+                         "ttl": 5.0, "max_hold": None, "callee": None, "priority": 0}),
+            ("pick", {"pool": "p2", "token": "t2", "owner": "o1", "strategy": "round-robin",
+                      "wait": True, **pick}),
+            ("pool_update", {"member": ("p2", TENANTED), "remove": True}),
+            ("pool_update", {"member": ("p2", SMALL), "remove": True}),
+            ("pick", {"pool": "p2", "token": "t3", "owner": "o2", "strategy": "round-robin",
+                      "wait": True, **pick}),
+            ("pool_update", {"member": ("p2", TENANTED), "remove": False}),
+            ("pool_update", {"member": ("p2", SMALL), "remove": False}),
+            ("pick", {"pool": "p2", "token": "t2", "owner": "o1", "strategy": "round-robin",
+                      "wait": True, **pick}),
+        )  # fmt: skip
+
+
+def test_a_pools_load_counts_live_leases_only(redis_url: str) -> None:
+    """A number joining a pool brings the load of its live leases, not of leases that expired
+    unnoticed (Redis saw none once the expired lease's keys were gone, memory still one)."""
+    pick: dict[str, Any] = {"ttl": 5.0, "max_hold": None, "tries": 1, "callee": None}
+    pick |= {"pool": "p2", "owner": "o1", "token": "t1", "strategy": "least-loaded"}
+    pick |= {"sticky_ttl": 10.0, "wait": False, "priority": 0}
+    with differential(redis_url) as machine:
+        replay(
+            machine,
+            ("pool_update", {"member": ("p2", TENANTED), "remove": True}),
+            ("restore", {"number": TENANTED, "token": "t1", "owner": "o1", "ttl": 5.0,
+                         "max_hold": None, "age": 0.0}),
+            ("pick", pick),
+            ("advance", {"seconds": 6.0}),
+            ("pool_update", {"member": ("p2", TENANTED), "remove": False}),
+            ("pick", pick),
+        )  # fmt: skip
+
+
+def test_a_rate_log_lasts_as_long_as_its_longest_window_then(redis_url: str) -> None:
+    """A number's log of calls is kept as long as the longest window in force when it last
+    counted a call: a day window set later does not count calls older than that (on Redis the
+    log's key had expired; memory still counted them)."""
+    call = {"enqueue": False, "ttl": 5.0, "max_hold": None, "callee": None, "priority": 0}
+    day = {"rates": (Window(3, DAY, calendar=True),)}
+    with differential(redis_url) as machine:
+        replay(
+            machine,
+            ("acquire", {"number": TRUNKED, "token": "t1", "owner": "o1", **call}),
+            ("advance", {"seconds": 62.0}),  # its 60 s window, and a second more
+            ("set_policy", {"number": TRUNKED, "changes": day}),
+        )
+
+
+def test_a_number_disabled_after_a_cool_down_gives_no_time_to_retry_at(redis_url: str) -> None:
+    """The end of a past cool-down is no time to retry at (memory gave it, as negative)."""
+    call = {"enqueue": False, "ttl": 5.0, "max_hold": None, "callee": None, "priority": 0}
+    cooling = {"state": "cooling", "until": 30.0, "reason": "477"}
+    with differential(redis_url) as machine:
+        replay(
+            machine,
+            ("set_policy", {"number": SMALL, "changes": cooling}),
+            ("advance", {"seconds": 31.0}),
+            ("set_policy", {"number": SMALL, "changes": {"state": "disabled"}}),
+            ("acquire", {"number": SMALL, "token": "t1", "owner": "o1", **call}),
+        )
