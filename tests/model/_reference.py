@@ -8,8 +8,6 @@ from typing import Any
 
 from ._universe import CAPS, GROUPS, NUMBERS, PLANS
 
-KNOWN_GROUP_WAITER_BUG = True  # see check_step
-
 
 @dataclass
 class Reference:
@@ -84,10 +82,8 @@ def check_step(
         if try_once in new:
             # No slot given to a try-once while someone (still) waits for it.
             assert after[f"usage {number}"].waiting == 0, f"{number}: a try-once passed a waiter"
-            # KNOWN BUG, to remove once fixed: a try-once takes a slot that a caller waiting for
-            # a full trunk or tenant waits for (both backends). Until then the groups' waiters
-            # are not checked here (KNOWN_GROUP_WAITER_BUG).
-            for group in () if KNOWN_GROUP_WAITER_BUG else PLANS[number].groups:
+            # Nor while someone waits in the line of its trunk or tenant.
+            for group in PLANS[number].groups:
                 waiting = after[f"group {group.group}"].waiting
                 assert waiting == 0, f"{group.group}: a try-once passed {waiting} waiting"
     # A call counted in every group or in none: a group's leases are its numbers' leases.
