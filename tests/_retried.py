@@ -16,8 +16,9 @@ Where a retry legitimately differs from a single run, the case says so:
   waiter look again: it grants nothing).
 - ``order_moves``: a pick that found no number able to take the call, run again, moves the
   pool's order along again (its round-robin cursor and the tie-break among numbers equally
-  loaded), as a second pick by the waiting caller would; no slot, lease or place in line
-  differs.
+  loaded), as a second pick by the waiting caller would; and a release through a pool, run
+  again, marks its number as moved (its load changed) once more, which keeps it where the
+  first run put it among its equals. No slot, lease or place in line differs.
 """
 
 from __future__ import annotations
@@ -234,6 +235,7 @@ CASES = [
         lambda b: b.release(POOL[0], "p0", "o1", "p"),
         retried=False,
         nudges_again=True,
+        order_moves=True,
     ),
     _case("abandon", "a-waiter", full_number, lambda b: b.abandon(A, "t2", "o2")),
     _case("abandon", "a-holder", full_number, lambda b: b.abandon(A, "t1", "o1")),
