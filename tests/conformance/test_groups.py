@@ -369,3 +369,114 @@ async def test_abandoning_anothers_token_leaves_its_lease_in_the_trunk(
         assert (await throttle.group_usage("trunk", "t400")).in_use == 1
         assert await throttle.release(lease) is True
         assert (await throttle.group_usage("trunk", "t400")).in_use == 0
+
+
+async def test_a_waiting_campaign_call_does_not_keep_the_reserve_from_a_priority_call(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Campaign calls fill the trunk but for its reserve, and one more waits: the reserved
+    slot is not one it may take, so a priority call takes it at once (it does not queue behind
+    a caller that cannot use it). The waiting call still has the next campaign slot that
+    frees."""
+    async with (
+        new_throttle(config=config(reserve=1), lease_ttl=60) as holder,
+        new_throttle(config=config(reserve=1), lease_ttl=60) as campaign,
+    ):
+        held = await holder.acquire(A, timeout=0)
+        await holder.acquire(B, timeout=0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(campaign.acquire, A, timeout=20))
+            with anyio.fail_after(5):
+                while (await holder.group_usage("trunk", "t400")).waiting != 1:
+                    await anyio.sleep(0.005)
+            reserved = await holder.acquire(B, timeout=0, priority=1)  # the reserve is free
+            assert await holder.group_usage("trunk", "t400") == Usage(in_use=3, limit=3, waiting=1)
+            await holder.release(reserved)
+            await holder.release(held)
+        assert [lease.number for lease in campaign.held] == [A]
+
+
+async def test_a_waiting_priority_call_keeps_its_slot_from_a_campaign_call(
+    new_backend: BackendFactory, new_throttle: ThrottleFactory
+) -> None:
+    """A priority call waits first for the full trunk (it never hears that slots free here);
+    two slots free, one of them a campaign call's. The priority call may take either: a
+    campaign call trying once does not take the one it waits for, a priority call takes the
+    other."""
+    deaf = _DeafBackend(new_backend())
+    async with (
+        new_throttle(config=config(reserve=1), lease_ttl=60) as holder,
+        Throttle(deaf, config=config(reserve=1), lease_ttl=60, close_backend=True) as waiter,
+    ):
+        held = [await holder.acquire(A, timeout=0), await holder.acquire(B, timeout=0)]
+        await holder.acquire(A, timeout=0, priority=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(waiter.acquire, B, timeout=20, priority=1))
+            with anyio.fail_after(5):
+                while (await holder.group_usage("trunk", "t400")).waiting != 1:
+                    await anyio.sleep(0.005)
+            for lease in held:
+                await holder.release(lease)
+            with pytest.raises(AcquireTimeout, match="trunk:t400 is full"):
+                await holder.acquire(A, timeout=0)
+            await holder.acquire(A, timeout=0, priority=1)
+            assert await holder.group_usage("trunk", "t400") == Usage(in_use=2, limit=3, waiting=1)
+            tg.cancel_scope.cancel()
+
+
+async def test_a_priority_call_does_not_take_the_slot_a_campaign_call_waits_for(
+    new_backend: BackendFactory, new_throttle: ThrottleFactory
+) -> None:
+    """A campaign call waits first for the full trunk (it never hears that slots free here);
+    two slots free: the campaign call's last one and the reserve. A priority call taking one
+    now would leave the campaign share full (every lease counts in it), so it does not: the
+    slot is the waiting call's."""
+    deaf = _DeafBackend(new_backend())
+    async with (
+        new_throttle(config=config(reserve=1), lease_ttl=60) as holder,
+        Throttle(deaf, config=config(reserve=1), lease_ttl=60, close_backend=True) as waiter,
+    ):
+        held = await holder.acquire(A, timeout=0)
+        await holder.acquire(B, timeout=0)
+        reserved = await holder.acquire(A, timeout=0, priority=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(waiter.acquire, B, timeout=20))
+            with anyio.fail_after(5):
+                while (await holder.group_usage("trunk", "t400")).waiting != 1:
+                    await anyio.sleep(0.005)
+            await holder.release(held)
+            await holder.release(reserved)
+            with pytest.raises(AcquireTimeout, match="trunk:t400 is full"):
+                await holder.acquire(A, timeout=0, priority=1)
+            assert await holder.group_usage("trunk", "t400") == Usage(in_use=1, limit=3, waiting=1)
+            tg.cancel_scope.cancel()
+
+
+async def test_a_freed_reserved_slot_wakes_the_first_caller_that_may_take_it(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A campaign call waits first, a priority call second; the reserved slot frees. Only the
+    priority call may take it: it is told at once (with 60 s leases it would otherwise look
+    again only 30 s later), and the campaign call keeps waiting, for the next campaign slot."""
+    async with (
+        new_throttle(config=config(reserve=1), lease_ttl=60) as holder,
+        new_throttle(config=config(reserve=1), lease_ttl=60) as waiters,
+    ):
+        held = [await holder.acquire(A, timeout=0), await holder.acquire(B, timeout=0)]
+        reserved = await holder.acquire(A, timeout=0, priority=1)
+        async with anyio.create_task_group() as tg:
+            for count, priority in enumerate((0, 1), 1):
+                tg.start_soon(partial(waiters.acquire, B, timeout=20, priority=priority))
+                with anyio.fail_after(5):
+                    while (await holder.group_usage("trunk", "t400")).waiting != count:
+                        await anyio.sleep(0.005)
+            released_at = anyio.current_time()
+            await holder.release(reserved)
+            with anyio.fail_after(5):
+                while not waiters.held:
+                    await anyio.sleep(0.005)
+            assert anyio.current_time() - released_at < 2
+            assert await holder.group_usage("trunk", "t400") == Usage(in_use=3, limit=3, waiting=1)
+            for lease in held:
+                await holder.release(lease)
+        assert sorted(lease.number for lease in waiters.held) == [B, B]

@@ -368,7 +368,7 @@ class MemoryBackend:
 
     __slots__ = (
         "_callees", "_checkpoint", "_clock", "_ended", "_group_holders", "_group_logs",
-        "_group_policies", "_group_waiters", "_layout", "_listeners", "_numbers", "_policies", "_pools", "_rates", "_wall_clock",
+        "_group_policies", "_group_reserve_line", "_group_waiters", "_layout", "_listeners", "_numbers", "_policies", "_pools", "_rates", "_wall_clock",
     )  # fmt: skip
 
     def __init__(
@@ -394,6 +394,9 @@ class MemoryBackend:
         self._group_holders: dict[str, dict[tuple[str, str], _Entry]] = {}
         self._group_logs: dict[str, _RateLog] = {}
         self._group_waiters: dict[str, dict[tuple[str, str, str], float]] = {}
+        # Per group with a reserve: the callers in its line that may take a reserved slot
+        # (priority calls), in line order (a freed reserved slot is the first one's).
+        self._group_reserve_line: dict[str, dict[tuple[str, str, str], None]] = {}
         self._group_policies: dict[str, dict[str, object]] = {}
         self._pools: dict[str, _Pool] = {}
         self._ended = _Ended()
@@ -433,15 +436,40 @@ class MemoryBackend:
         for owner, number, token in [key for key, lapse in waiters.items() if lapse > now]:
             self._notify(owner, "nudged", number, token)
 
-    def _group_in_force(
-        self, group: GroupPlan, priority: int
-    ) -> tuple[int | None, tuple[Window, ...]]:
-        """The group's cap for a call of this priority, and its windows, set ones first."""
+    def _group_in_force(self, group: GroupPlan) -> tuple[int | None, tuple[Window, ...]]:
+        """The group's cap (its reserve included) and its windows, set ones first."""
         policy = self._group_policies.get(group.group, {})
         cap = cast("int | None", policy.get("cap", group.cap))
-        if cap is not None and priority < 1:
-            cap = max(cap - group.reserve, 0)
         return cap, cast("tuple[Window, ...]", policy.get("rates", group.windows))
+
+    def _group_has_room(
+        self, group: GroupPlan, cap: int, me: tuple[str, str, str], reserved: bool, now: float
+    ) -> bool:
+        """Whether a slot of the group is free for the caller (``reserved``: it may take the
+        reserve), the callers ahead of it in the group's line served first. A caller ahead
+        stands before it only for a slot that caller may take: while only calls that may not
+        take the reserve wait, a reserved slot is free for one that may. Every lease counts in
+        the share of calls that may not: a call that may takes a slot before such a caller ahead
+        only when that caller would find its share full anyway (else it would take its slot).
+        Lua twin: group_has_room in _common.lua."""
+        in_use = self._group_in_use(group.group, now)
+        share = max(cap - group.reserve - in_use, 0)  # slots free to every call
+        line = self._purge_group_line(group.group, now)
+        if not line:  # nobody waits: the common case
+            return in_use < cap if reserved else share > 0
+        keys = list(line)
+        ahead = keys.index(me) if me in line else len(keys)
+        if ahead < share:
+            return True  # a slot of the share is left for it once those ahead have theirs
+        if not reserved or in_use + share >= cap:
+            return False
+        may_reserve = self._group_reserve_line.get(group.group, {})
+        # Taking a slot now fills the share one caller sooner: the last caller ahead that the
+        # share serves must be one that may take the reserve (it takes a reserved slot then).
+        if share > 0 and keys[share - 1] not in may_reserve:
+            return False
+        takers = sum(1 for key in keys[share:ahead] if key in may_reserve)
+        return in_use + share + takers < cap
 
     def _group_in_use(self, group: str, now: float) -> int:
         holders = self._group_holders.get(group)
@@ -467,18 +495,27 @@ class MemoryBackend:
         waiters = self._group_waiters.get(group)
         if waiters is None:
             return {}
-        for key in [k for k, lapse in waiters.items() if lapse <= now]:
-            del waiters[key]
+        lapsed = [k for k, lapse in waiters.items() if lapse <= now]
+        if lapsed:
+            may_reserve = self._group_reserve_line.get(group, {})
+            for key in lapsed:
+                del waiters[key]
+                may_reserve.pop(key, None)
         return waiters
 
     def _leave_group_line(self, group: str, waiter: tuple[str, str, str], free: bool) -> None:
-        """The caller leaves the group's line; when it was first, the next is told (a slot kept
-        for it may be free). ``free``: False when it took that slot and none is left."""
+        """The caller leaves the group's line; when it was first (or the first that may take the
+        reserve), the next is told (a slot kept for it may be free). ``free``: False when it took
+        that slot and none is left."""
         waiters = self._group_waiters.get(group)
         if not waiters or waiter not in waiters:
             return
         first = next(iter(waiters)) == waiter
         del waiters[waiter]
+        may_reserve = self._group_reserve_line.get(group)
+        if may_reserve and waiter in may_reserve:
+            first = first or next(iter(may_reserve)) == waiter
+            del may_reserve[waiter]
         if first and free:
             self._nudge_group(group)
 
@@ -492,11 +529,18 @@ class MemoryBackend:
                 self._leave_group_line(group.group, (owner, number, token), True)
 
     def _nudge_group(self, group: str) -> None:
-        """Ask the first caller in the group's line to try again (a slot of the group freed)."""
+        """Ask the first caller in the group's line to try again (a slot of the group freed),
+        and the first that may take the reserve when it is further back (the slot may be a
+        reserved one, which those ahead of it may not take)."""
         waiters = self._purge_group_line(group, self._clock())
         if waiters:
-            owner, number, token = next(iter(waiters))
-            self._notify(owner, "nudged", number, token)
+            first = next(iter(waiters))
+            self._notify(first[0], "nudged", first[1], first[2])
+            may_reserve = self._group_reserve_line.get(group)
+            if may_reserve:
+                owner, number, token = next(iter(may_reserve))
+                if (owner, number, token) != first:
+                    self._notify(owner, "nudged", number, token)
 
     async def open(self) -> None:
         """No Lua twin: nothing to connect to."""
@@ -585,11 +629,10 @@ class MemoryBackend:
         for group in rates.groups:
             holders = self._group_holders.setdefault(group.group, {})
             holders[(number, token)] = entry
-            # Out of the group's line; the next is told when a slot is still free for it.
-            cap = self._group_in_force(group, rates.priority)[0]
+            # Out of the group's line; the next is told when a slot is still free for someone.
+            cap, group_windows = self._group_in_force(group)
             free = cap is None or len(holders) < cap
             self._leave_group_line(group.group, (entry.owner, number, token), free)
-            group_windows = self._group_in_force(group, 0)[1]
             if group_windows:
                 self._group_logs.setdefault(group.group, _RateLog()).hit(group_windows, now)
 
@@ -605,21 +648,19 @@ class MemoryBackend:
     ) -> AcquireResult | None:
         """None if every group has a slot; else the refusal (registering a waiter). A slot is
         free for the caller only if the callers ahead of it in the group's line leave one: a
-        slot that frees is theirs first."""
+        slot that frees is theirs first (see _group_has_room)."""
         me = (owner, number, token)
+        reserved = rates.priority >= 1
         for group in rates.groups:
-            cap = self._group_in_force(group, rates.priority)[0]
-            if cap is None:
-                continue
-            line = self._purge_group_line(group.group, now)
-            ahead = len(line)
-            if me in line:
-                ahead = list(line).index(me)
-            if self._group_in_use(group.group, now) + ahead < cap:
+            cap = self._group_in_force(group)[0]
+            if cap is None or self._group_has_room(group, cap, me, reserved, now):
                 continue
             self._leave_group_lines(number, token, owner, rates.groups, but=group.group)
             if wait:
-                self._group_waiters.setdefault(group.group, {})[me] = now + ttl
+                line = self._group_waiters.setdefault(group.group, {})
+                if me not in line and reserved and group.reserve > 0:
+                    self._group_reserve_line.setdefault(group.group, {})[me] = None
+                line[me] = now + ttl
             # A cap of 0 for this call (all of it a reserve) is full with no lease to wait for.
             holders = self._group_holders.get(group.group)
             retry_in = None
@@ -803,7 +844,7 @@ class MemoryBackend:
         """A full rate window's or group's refusal (a group registers a waiter), or None."""
         logs = [(self._rates.get(number), windows, "n"), (callee_log, rates.callee_windows, "c")]
         logs += [
-            (self._group_logs.get(g.group), self._group_in_force(g, 0)[1], g.group)
+            (self._group_logs.get(g.group), self._group_in_force(g)[1], g.group)
             for g in rates.groups
         ]
         refused = self._rate_refusal(logs, now, rates.tz_offset)

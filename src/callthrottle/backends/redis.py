@@ -479,9 +479,10 @@ class RedisBackend:
                 _windows_spec(rates.callee_windows) if rates.callee else "",
             )
             for group in rates.groups:
-                reserve = group.reserve if rates.priority < 1 else 0
                 cap = "" if group.cap is None else group.cap
-                args += (cap, reserve, _windows_spec(group.windows), group.group)
+                args += (cap, group.reserve, _windows_spec(group.windows), group.group)
+            if rates.groups:
+                args += (1 if rates.priority >= 1 else 0,)  # it may take the reserves
         try:
             if self._events is not None:
                 await self._join(cast("str", args[7]), owner)

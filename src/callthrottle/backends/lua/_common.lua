@@ -34,6 +34,10 @@
 --   GQ sorted set  the same members -> their place in the group's line (first come, first
 --                  served): a caller takes a free slot of the group only when no caller ahead
 --                  of it waits for one (a try-once caller has everyone ahead of it)
+--   and, beside GW, its key ending in 'v' instead of 'w' (a group with a reserve only):
+--   GV sorted set  the members of GQ that may take the group's reserve (priority calls),
+--                  with their GQ places: a caller ahead stands before another only for a
+--                  slot it may take (group_has_room)
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
 -- and, outside KEYS (named from H: same hash tag), one more key per number:
 --   E  sorted set  "owner\ttoken" -> when its record lapses (ms): leases ended for good
@@ -148,52 +152,111 @@ local function group_line(gw)
   return string.sub(gw, 1, -2) .. 'q'
 end
 
+-- The callers of a group's line that may take its reserve (GV), beside its lapses (GW).
+local function reserve_line(gw)
+  return string.sub(gw, 1, -2) .. 'v'
+end
+
 -- Drop the places in a group's line that lapsed.
 local function purge_group_line(gw, now)
   local gone = redis.call('ZRANGEBYSCORE', gw, '-inf', now)
   if #gone > 0 then
     redis.call('ZREMRANGEBYSCORE', gw, '-inf', now)
     each_chunk('ZREM', group_line(gw), gone)
+    each_chunk('ZREM', reserve_line(gw), gone)
   end
 end
 
--- Ask the first waiters of a group to try again (a slot of the group freed).
+local function nudge_member(channels, m)
+  local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
+  redis.call('SPUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
+end
+
+-- Ask the first waiters of a group to try again (a slot of the group freed), and the first
+-- that may take the reserve when it is further back (the slot may be a reserved one, which
+-- those ahead of it may not take).
 local function nudge_group(gw, channels, count, now)
   purge_group_line(gw, now)
   if count <= 0 then return end
+  local told = {}
   for _, m in ipairs(redis.call('ZRANGE', group_line(gw), 0, count - 1)) do
-    local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
-    redis.call('SPUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
+    nudge_member(channels, m)
+    told[m] = true
   end
+  if next(told) == nil then return end  -- nobody waits: the common case
+  local first = redis.call('ZRANGE', reserve_line(gw), 0, 0)[1]
+  if first and not told[first] then nudge_member(channels, first) end
 end
 
--- How many callers wait ahead of member m in a group's line (all of them when m has no place).
-local function group_ahead(gw, m, now)
-  if redis.call('ZCARD', gw) == 0 then return 0 end  -- nobody waits: the common case
+-- Whether a slot of a group (its cap in force `cap`, its reserve `reserve`, `in_use` live
+-- leases) is free for member m (`reserved`: a call that may take the reserve), the callers
+-- ahead of it in the line (all of them when m has no place) served first. A caller ahead
+-- stands before m only for a slot it may take: while only calls that may not take the reserve
+-- wait, a reserved slot is free for one that may. Every lease counts in the share of calls
+-- that may not: a call that may takes a slot before such a caller ahead only when that caller
+-- would find its share full anyway (else it would take that caller's slot).
+local function group_has_room(gw, m, cap, reserve, in_use, reserved, now)
+  local share = math.max(cap - reserve - in_use, 0)  -- slots free to every call
+  if redis.call('ZCARD', gw) == 0 then  -- nobody waits: the common case
+    if reserved then return in_use < cap end
+    return share > 0
+  end
   purge_group_line(gw, now)
   local gq = group_line(gw)
-  return redis.call('ZRANK', gq, m) or redis.call('ZCARD', gq)
+  local ahead = redis.call('ZRANK', gq, m) or redis.call('ZCARD', gq)
+  if ahead < share then return true end  -- a slot of the share is left once those ahead have theirs
+  if not reserved or in_use + share >= cap then return false end
+  local gv = reserve_line(gw)
+  -- Taking a slot now fills the share one caller sooner: the last caller ahead that the share
+  -- serves must be one that may take the reserve (it takes a reserved slot then).
+  if share > 0 then
+    local last = redis.call('ZRANGE', gq, share - 1, share - 1)[1]
+    if not redis.call('ZSCORE', gv, last) then return false end
+  end
+  local takers = 0
+  if ahead > share then  -- of the callers after those, the ones that may take the reserve
+    local from = redis.call('ZRANGE', gq, share, share, 'WITHSCORES')[2]
+    local mine = redis.call('ZSCORE', gq, m)
+    takers = redis.call('ZCOUNT', gv, from, mine and ('(' .. mine) or '+inf')
+  end
+  return in_use + share + takers < cap
 end
 
--- Member m keeps (or takes, at the back) a place in a group's line, for ms more.
-local function join_group_line(gw, m, now, ms)
+-- Member m keeps (or takes, at the back) a place in a group's line, for ms more (`reserved`:
+-- it may take the group's reserve, which the group has).
+local function join_group_line(gw, m, now, ms, reserved)
   local gq = group_line(gw)
   if not redis.call('ZSCORE', gq, m) then
     local tail = redis.call('ZRANGE', gq, -1, -1, 'WITHSCORES')
-    redis.call('ZADD', gq, #tail > 0 and tonumber(tail[2]) + 1 or 1, m)
+    local place = #tail > 0 and tonumber(tail[2]) + 1 or 1
+    redis.call('ZADD', gq, place, m)
+    if reserved then
+      local gv = reserve_line(gw)
+      redis.call('ZADD', gv, place, m)
+      extend(gv, ms + 1000)
+    end
+  elseif reserved then
+    extend(reserve_line(gw), ms + 1000)
   end
   redis.call('ZADD', gw, now + ms, m)
   extend(gw, ms + 1000)
   extend(gq, ms + 1000)
 end
 
--- Member m leaves a group's line; when it was first, the next is told (a slot kept for m may
--- be free). `free`: false when m took that slot and none is left (nobody to tell then).
+-- Member m leaves a group's line; when it was first (or the first that may take the reserve),
+-- the next is told (a slot kept for m may be free). `free`: false when m took that slot and
+-- none is left (nobody to tell then).
 local function leave_group_line(gw, m, channels, now, free)
   if redis.call('ZREM', gw, m) == 0 then return end
   local gq = group_line(gw)
   local was_first = redis.call('ZRANGE', gq, 0, 0)[1] == m
   redis.call('ZREM', gq, m)
+  local gv = reserve_line(gw)
+  local first_reserved = redis.call('ZRANGE', gv, 0, 0)[1]
+  if first_reserved then
+    redis.call('ZREM', gv, m)
+    was_first = was_first or first_reserved == m
+  end
   if was_first and free ~= false then nudge_group(gw, channels, 1, now) end
 end
 

@@ -8,8 +8,10 @@
 -- ARGV[11] warm-up daily caps by week ("10,20,30"; '' for none), ARGV[12] '1' if the warm-up's
 -- days start at local midnight, ARGV[13] the callee's rate windows ('' for none: then KEYS[7]
 -- is not touched), then per group: ARGV[14 + 4(i-1)] its configured cap ('' for none), the
--- next the part of it kept in reserve from this call, the next its configured rate windows, the
--- next its name (for the reply); a cap or windows set at run time (GP) replace the configured
+-- next the part of it kept in reserve for calls of priority 1 or more, the next its configured
+-- rate windows, the next its name (for the reply); then ARGV[14 + 4 * groups] '1' if the call
+-- may take the groups' reserves (priority 1 or more); a cap or windows set at run time (GP)
+-- replace the configured
 -- Returns {outcome, retry_in_ms}: outcome 1 granted, 0 queued, 2 refused (full), -1 token
 -- conflict; {4, retry_in_ms, amount, window_ms, calendar, 'n', 'c' or a group's name} when a
 -- rate window of the number, the callee or a group is full (nothing is written, and a queued
@@ -58,13 +60,15 @@ end
 local windows = windows_in_force(pol, ARGV[9] or '', ARGV[11] or '', ARGV[12], now)
 local callee_windows = parse_windows(ARGV[13] or '')
 local groups = {}
+local reserved = ARGV[14 + 4 * GROUPS] == '1'  -- the call may take the groups' reserves
 for i = 1, GROUPS do
   local at = 14 + (i - 1) * 4
   local gh, gr, gw, gp = group_keys(i)
   local set = redis.call('HMGET', gp, 'cap', 'rates')
   local cap = tonumber(set[1]) or tonumber(ARGV[at])
-  if cap then cap = math.max(cap - tonumber(ARGV[at + 1]), 0) end
-  groups[i] = {gh, gr, gw, cap, parse_windows(set[2] or ARGV[at + 2]), ARGV[at + 3]}
+  local reserve = tonumber(ARGV[at + 1])
+  -- {holders, rate log, line, cap in force (its reserve included), windows, name, reserve}
+  groups[i] = {gh, gr, gw, cap, parse_windows(set[2] or ARGV[at + 2]), ARGV[at + 3], reserve}
 end
 local flags = (#windows > 0 or #callee_windows > 0 or GROUPS > 0) and 'r' or ''
 local me = member(owner, ARGV[7], token)
@@ -105,7 +109,7 @@ local function grant()
   for _, g in ipairs(groups) do
     redis.call('ZADD', g[1], expires, me)
     extend(g[1], expires - now + 1000)
-    -- Out of the group's line; the next is told when a slot is still free for it.
+    -- Out of the group's line; the next is told when a slot is still free for someone.
     leave_group_line(g[3], me, ARGV[8], now, not g[4] or redis.call('ZCARD', g[1]) < g[4])
     if #g[5] > 0 then rate_hit(g[2], g[5], now, ARGV[7] .. ':' .. token) end
   end
@@ -122,17 +126,19 @@ end
 
 -- nil if every group has a slot for the call; else the reply to give (registering the caller
 -- as a group waiter when it will wait). A slot is free for the caller only if the callers
--- ahead of it in the group's line leave one: a slot that frees is theirs first.
+-- ahead of it in the group's line leave one: a slot that frees is theirs first (see
+-- group_has_room).
 local function group_full(wait)
   for i, g in ipairs(groups) do
     if g[4] then
       redis.call('ZREMRANGEBYSCORE', g[1], '-inf', now)
-      if redis.call('ZCARD', g[1]) + group_ahead(g[3], me, now) >= g[4] then
+      local in_use = redis.call('ZCARD', g[1])
+      if not group_has_room(g[3], me, g[4], g[7], in_use, reserved, now) then
         leave_group_lines(i)
-        if wait then join_group_line(g[3], me, now, ttl) end
+        if wait then join_group_line(g[3], me, now, ttl, reserved and g[7] > 0) end
         local first = redis.call('ZRANGE', g[1], 0, 0, 'WITHSCORES')
         local retry = (#first > 0) and math.max(tonumber(first[2]) - now, 0) or -1
-        return {5, retry, g[6], g[4]}
+        return {5, retry, g[6], reserved and g[4] or math.max(g[4] - g[7], 0)}
       end
     end
   end

@@ -150,10 +150,11 @@ for _, number in ipairs(candidates) do
       local gbase = prefix .. '{' .. tag .. '}:g:' .. f[at] .. ':'
       for _, suffix in ipairs({'h', 'r', 'w', 'p'}) do keys[#keys + 1] = gbase .. suffix end
       args[#args + 1] = f[at + 1]
-      args[#args + 1] = (priority < 1) and f[at + 2] or '0'
+      args[#args + 1] = f[at + 2]
       args[#args + 1] = f[at + 3]
       args[#args + 1] = f[at]
     end
+    args[#args + 1] = (priority >= 1) and '1' or '0'  -- it may take the groups' reserves
   end
   bind(keys, args)
   local reply = body_acquire()
