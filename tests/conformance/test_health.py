@@ -18,11 +18,12 @@ from callthrottle import (
     Throttle,
     Usage,
 )
+from callthrottle.backends import Outcome
 
 from .test_fifo import NUMBER, wait_for_waiting
 
 if TYPE_CHECKING:
-    from ..conftest import ThrottleFactory
+    from ..conftest import BackendFactory, ThrottleFactory
 
 REFUSING = [s for s in NumberState if not s.admits_calls]
 
@@ -219,3 +220,30 @@ async def test_a_carriers_cool_down_leaves_a_state_set_for_good(
         assert (status.state, status.reason) == (state, "operator")
         with pytest.raises(NumberUnavailable):
             await throttle.acquire(NUMBER, timeout=0)
+
+
+async def test_an_acquire_sent_again_after_the_number_was_disabled_reports_its_slot(
+    new_backend: BackendFactory, new_throttle: ThrottleFactory
+) -> None:
+    """An acquire whose reply was lost is sent again (every function is safe to run twice for
+    the same token); if an operator disabled the number in between, the token still holds the
+    slot the first run granted, and the second run says so (answering "unavailable" would
+    leave a slot that nobody holds, renews or releases until its lease expires). Another
+    owner's token conflicts, and a new call is refused."""
+    backend = new_backend()
+    await backend.open()
+    try:
+        async with new_throttle() as operator:
+            first = await backend.acquire(NUMBER, "call-1", "o1", 2, 30.0, None, False)
+            assert first.outcome is Outcome.GRANTED
+            await operator.set_state(NUMBER, NumberState.DISABLED, reason="carrier cut it")
+            again = await backend.acquire(NUMBER, "call-1", "o1", 2, 30.0, None, False)
+            assert again.outcome is Outcome.GRANTED
+            other = await backend.acquire(NUMBER, "call-1", "o2", 2, 30.0, None, False)
+            assert other.outcome is Outcome.CONFLICT
+            new = await backend.acquire(NUMBER, "call-2", "o1", 2, 30.0, None, False)
+            assert new.outcome is Outcome.UNAVAILABLE
+            assert (await operator.usage(NUMBER, limit=2)).in_use == 1
+            assert await backend.release(NUMBER, "call-1", "o1") is True
+    finally:
+        await backend.aclose()

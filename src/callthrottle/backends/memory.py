@@ -765,6 +765,12 @@ class MemoryBackend:
         else:
             unavailable = policy.unavailable(now)
             if unavailable is not None:
+                # A token that holds a live slot already (an acquire sent again after its
+                # reply was lost, the number disabled meanwhile) is told so: its call is up.
+                numbers = self._numbers.get(number)
+                held = None if numbers is None else numbers.holders.get(token)
+                if held is not None and held.expires > now:
+                    return _GRANTED if held.owner == owner else _CONFLICT
                 # Refused for good: a place it had in a group's line goes.
                 self._leave_group_lines(number, token, owner, self._layout.groups_for(number))
                 until = policy.until  # a cool-down's end; one past gives no time to retry at

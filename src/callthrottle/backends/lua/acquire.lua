@@ -26,6 +26,12 @@ local now = now_ms()
 local pol = policy()
 local state = unavailable(pol, now)
 if state then
+  -- A token that holds a live slot already (an acquire sent again after its reply was lost,
+  -- the number disabled meanwhile) is told so, as on the paths below: its call is up.
+  local expiry = tonumber(redis.call('ZSCORE', H, token))
+  if expiry and expiry > now then
+    return {parse_meta(redis.call('HGET', M, token)) == owner and 1 or -1, -1}
+  end
   -- Refused for good: a place it had in a group's line goes (the next there is told).
   for i = 1, GROUPS do
     local _, _, gw = group_keys(i)
