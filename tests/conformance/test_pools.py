@@ -627,3 +627,28 @@ async def test_a_pick_that_will_not_wait_is_refused_while_others_wait(
         for token, owner in (("w", "o1"), ("y", "o2")):
             await backend.pool_leave("a", token, owner)
         await throttle.release(held)
+
+
+@pytest.mark.parametrize("strategy", ["least-loaded", "round-robin"])
+async def test_a_caller_waiting_on_an_empty_pool_keeps_no_place_in_its_line(
+    new_backend: BackendFactory, strategy: str
+) -> None:
+    """No number of an empty pool was full, so a caller that would wait takes no place in the
+    pool's line (with any strategy): once numbers join, nobody stands ahead of a new caller."""
+    config = Config.from_dict({"pools": {"one": {"numbers": NUMBERS[:1]}}})
+    backend = new_backend()
+    backend.use_layout(config)
+    await backend.open()
+
+    async def pick(token: str, wait: bool) -> PickResult:
+        return await backend.pick("one", token, "o1", 30.0, None, strategy, 16, NO_RATES, wait=wait)
+
+    spec = {NUMBERS[0]: config.member_spec(NUMBERS[0], 1)}
+    try:
+        await backend.pool_update("one", spec, ())
+        await backend.pool_update("one", {}, NUMBERS[:1])
+        assert (await pick("early", True)).outcome is Outcome.REFUSED
+        await backend.pool_update("one", spec, ())
+        assert await pick("later", False) == PickResult(Outcome.GRANTED, NUMBERS[0])
+    finally:
+        await backend.aclose()

@@ -112,7 +112,8 @@ end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
   if size == 0 then
-    if waits then join_line() end  -- as with any strategy: numbers may join the pool
+    -- No number was full: no place in line (as below), and a place it had goes.
+    if first == me then leave_pool_line(PB, me, channels, pool) end
     return {2, -1}
   end
   -- PC holds the place after the last number picked (not a count of picks), so that the turn
