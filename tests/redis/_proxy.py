@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -37,8 +38,9 @@ class CuttingProxy:
     (a network cut).
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, path: str = "") -> None:
         self._target = (host, port)
+        self._path = path  # the URL's database part, kept in ``url``
         self._cut = False
         self._marker: bytes | None = None
         self.cuts = 0
@@ -47,6 +49,17 @@ class CuttingProxy:
         self._severed = False
         self._links: set[asyncio.StreamWriter] = set()
         self.port = 0
+
+    @classmethod
+    def in_front_of(cls, redis_url: str) -> CuttingProxy:
+        """A proxy to the server of ``redis_url``; once running, ``url`` reaches it through."""
+        target = urlsplit(redis_url)
+        return cls(target.hostname or "127.0.0.1", target.port or 6379, target.path)
+
+    @property
+    def url(self) -> str:
+        """The server's URL through the proxy (once running)."""
+        return f"redis://127.0.0.1:{self.port}{self._path}"
 
     def cut_next_reply(self) -> None:
         self._cut = True

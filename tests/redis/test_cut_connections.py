@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import anyio
 import pytest
 
@@ -19,10 +17,9 @@ NUMBER = "+8657188880001"
 async def test_an_acquire_whose_reply_was_cut_holds_exactly_one_slot(
     redis_url: str, prefix: str
 ) -> None:
-    target = urlsplit(redis_url)
-    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy = CuttingProxy.in_front_of(redis_url)
     async with proxy.running():
-        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        url = proxy.url
         async with (
             Throttle.from_url(url, key_prefix=prefix) as throttle,
             Throttle.from_url(redis_url, key_prefix=prefix) as observer,
@@ -55,12 +52,11 @@ async def test_a_pick_whose_reply_was_cut_holds_exactly_one_slot(
     """acquire_from whose reply was lost is sent again by the throttle's connection: the retried
     pick finds the slot its first run took and returns that number, instead of taking a second
     slot on another number of the pool (a lease nobody would hold, renew or release)."""
-    target = urlsplit(redis_url)
-    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy = CuttingProxy.in_front_of(redis_url)
     config = {"pools": {"a": {"numbers": POOL}}}
     pick = _LIBRARY.functions["pick"].encode() + b"\r\n"
     async with proxy.running():
-        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        url = proxy.url
         async with (
             Throttle.from_url(url, key_prefix=prefix, config=config) as throttle,
             Throttle.from_url(redis_url, key_prefix=prefix, config=config) as observer,
@@ -88,11 +84,10 @@ async def test_a_slot_handed_over_in_a_cut_reply_still_reaches_its_waiter(
     event is published for it). When that reply is cut, the release sent again finds nothing to
     hand over; the new connection makes every waiter ask again, so the waiter learns of its
     slot at once, not at its next look (10 s away here)."""
-    target = urlsplit(redis_url)
-    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy = CuttingProxy.in_front_of(redis_url)
     release = _LIBRARY.functions["release"].encode() + b"\r\n"
     async with proxy.running():
-        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        url = proxy.url
         async with Throttle.from_url(url, key_prefix=prefix) as throttle:
             lease = await throttle.acquire(NUMBER, limit=1, timeout=0)
             got: list[Lease] = []
@@ -120,11 +115,10 @@ async def test_a_batch_whose_reply_was_cut_gives_each_caller_one_slot(
 ) -> None:
     """Acquires asked for at the same moment travel as one batch call; when its reply is cut,
     the batch is sent again and each caller gets its own slot, once."""
-    target = urlsplit(redis_url)
-    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy = CuttingProxy.in_front_of(redis_url)
     batch = _LIBRARY.functions["batch"].encode() + b"\r\n"
     async with proxy.running():
-        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        url = proxy.url
         async with (
             Throttle.from_url(url, key_prefix=prefix) as throttle,
             Throttle.from_url(redis_url, key_prefix=prefix) as observer,

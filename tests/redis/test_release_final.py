@@ -3,8 +3,6 @@ comes back (its connection replaced, the lease gone), it does not count the leas
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import anyio
 import pytest
 from redis.asyncio import Redis
@@ -21,10 +19,9 @@ NUMBER = "+8657188880001"
 async def test_a_lease_released_during_a_cut_stays_released(
     redis_url: str, prefix: str, cut: float
 ) -> None:
-    target = urlsplit(redis_url)
-    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy = CuttingProxy.in_front_of(redis_url)
     async with proxy.running():
-        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        url = proxy.url
         async with (
             Throttle.from_url(url, key_prefix=prefix, lease_ttl=1.0) as holder,
             Throttle.from_url(redis_url, key_prefix=prefix, lease_ttl=1.0) as other,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import anyio
 import pytest
 
@@ -51,11 +49,10 @@ async def test_leases_the_server_forgot_are_counted_again_by_their_holders() -> 
     heartbeat, which runs at once on a reconnect, may come first and the newcomer is refused:
     the order is the network's, not the test's)."""
     with own_server() as (url, server):
-        target = urlsplit(url)
-        proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+        proxy = CuttingProxy.in_front_of(url)
         config = {"trunks": {"main": {"cap": 5}}, "numbers": {OTHER: {"trunk": "main"}}}
         async with proxy.running():
-            via_proxy = f"redis://127.0.0.1:{proxy.port}{target.path}"
+            via_proxy = proxy.url
             async with (
                 Throttle.from_url(via_proxy, lease_ttl=2, max_hold=60, config=config) as holder,
                 Throttle.from_url(url, lease_ttl=0.9, config=config) as other,

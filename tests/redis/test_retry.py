@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -125,15 +124,14 @@ async def lane(redis_url: str) -> AsyncIterator[ScriptLane]:
 async def test_a_call_whose_reply_was_cut_leaves_the_state_of_one_run(
     redis_url: str, lane: ScriptLane, case: Case
 ) -> None:
-    target = urlsplit(redis_url)
-    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy = CuttingProxy.in_front_of(redis_url)
     run = uuid.uuid4().hex[:10]
     once, cut = f"r{run}a:", f"r{run}b:"
     events = _Events((once, cut))
     subscription = await lane.subscribe(events.channels(), events.deliver)
     client = aioredis.Redis.from_url(redis_url)
     async with proxy.running():
-        proxied = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        proxied = proxy.url
         single = RedisBackend.from_url(proxied, key_prefix=once)
         retried = RedisBackend.from_url(proxied, key_prefix=cut)
         try:

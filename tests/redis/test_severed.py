@@ -4,8 +4,6 @@ connections hold."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import anyio
 import pytest
 
@@ -20,10 +18,9 @@ NUMBER = "+8657188880001"
 async def test_calls_fail_while_connections_are_closed_at_once_then_recover(
     redis_url: str, prefix: str
 ) -> None:
-    target = urlsplit(redis_url)
-    proxy = CuttingProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    proxy = CuttingProxy.in_front_of(redis_url)
     async with proxy.running():
-        url = f"redis://127.0.0.1:{proxy.port}{target.path}"
+        url = proxy.url
         async with Throttle.from_url(url, key_prefix=prefix) as throttle:
             await throttle.release(await throttle.acquire(NUMBER, timeout=0))  # connected
             proxy.sever()
