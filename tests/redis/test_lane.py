@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -17,9 +16,6 @@ import redis
 from callthrottle import BackendUnavailable, Throttle
 from callthrottle.backends._lane import Library, ScriptLane
 
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
 ECHO = Library(
@@ -27,15 +23,6 @@ ECHO = Library(
     "local ARGV\nlocal function bind(keys, args) ARGV = args end",
     {"echo": "return ARGV[1]"},
 )
-
-
-@pytest.fixture
-async def lane(redis_url: str) -> AsyncIterator[ScriptLane]:
-    client = aioredis.Redis.from_url(redis_url)
-    opened = ScriptLane.for_client(client)
-    yield opened
-    await opened.aclose()
-    await client.aclose()
 
 
 def with_credentials(url: str, user: str, password: str, db: int) -> str:

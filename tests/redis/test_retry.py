@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -37,9 +37,6 @@ from .._retried import (
     views,
 )
 from ._proxy import CuttingProxy
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
 
 pytestmark = pytest.mark.redis
 MS, SECONDS = 1000, 1.0  # how far apart the two runs' times may be
@@ -109,15 +106,6 @@ async def _dump(client: Any, prefix: str, case: Case) -> dict[str, Any]:
             value = "(moves on a retry)"
         keys[name] = [kind, plain(value), await client.execute_command("PEXPIRETIME", raw)]
     return keys
-
-
-@pytest.fixture
-async def lane(redis_url: str) -> AsyncIterator[ScriptLane]:
-    client = aioredis.Redis.from_url(redis_url)
-    opened = ScriptLane.for_client(client)
-    yield opened
-    await opened.aclose()
-    await client.aclose()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
