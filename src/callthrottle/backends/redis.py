@@ -660,7 +660,7 @@ class RedisBackend:
         self, group: GroupPlan, tag: str, changes: Mapping[str, object]
     ) -> None:
         holders, _, waiters, policy = self._group_keys(group.group, tag)
-        channels = self._channels if self._events is None else self._shard(tag)
+        channels = self._tag_channels(tag)
         args = [channels, *_policy_fields(changes)]
         with _map_errors("set_group_policy"):
             await self._run("set_group_policy", [holders, waiters, policy], args)
@@ -743,7 +743,7 @@ class RedisBackend:
             _ms(ttl),
             0 if max_hold is None else _ms(max_hold),
             self._prefix,
-            self._channels if self._events is None else self._shard(self._pool_tag(pool)),
+            self._tag_channels(self._pool_tag(pool)),
             round(call.tz_offset * 1000),
             call.callee or "",
             _windows_spec(call.callee_windows) if call.callee else "",
@@ -767,7 +767,7 @@ class RedisBackend:
         return PickResult(Outcome(reply[0]), reply[1].decode())
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
-        channels = self._channels if self._events is None else self._shard(self._pool_tag(pool))
+        channels = self._tag_channels(self._pool_tag(pool))
         args = (owner, token, channels, pool)
         with _map_errors("pool_leave"):
             await self._run("pool_leave", self._pool_keys(pool)[:1], args)
@@ -781,20 +781,19 @@ class RedisBackend:
                 number = raw.decode().rpartition(":n:")[2][:-2]
                 args = (owner, number, self._channels_for(number))
                 removed += await self._run("release_owner", self.keys_for(number), args)
-            # Callers waiting for a pool or a group have a place in its line only.
-            async for raw in self._client.scan_iter(match=start + "{*}:pool:*:w", count=1000):
-                line = self._line(raw.decode(), ":pool:", ":w")
-                if line is not None:
-                    tag, pool = line
-                    keys = [raw.decode(), raw.decode()[:-1] + "x"]
-                    args = (owner, self._tag_channels(tag), pool)
-                    removed += await self._run("release_owner_lines", keys, args)
-            async for raw in self._client.scan_iter(match=start + "{*}:g:*:q", count=1000):
-                line = self._line(raw.decode(), ":g:", ":q")
-                if line is not None:
-                    keys = [raw.decode(), raw.decode()[:-1] + "w"]
-                    args = (owner, self._tag_channels(line[0]), "")
-                    removed += await self._run("release_owner_lines", keys, args)
+            # Callers waiting for a pool or a group have a place in its line only: the line's
+            # order key, its lapses key (same name, other last letter), and a pool's name.
+            for kind, order, lapses in ((":pool:", "w", "x"), (":g:", "q", "w")):
+                match = f"{start}{{*}}{kind}*:{order}"
+                async for raw in self._client.scan_iter(match=match, count=1000):
+                    key = raw.decode()
+                    line = self._line(key, kind, f":{order}")
+                    if line is not None:
+                        tag, name = line
+                        pool = name if kind == ":pool:" else ""
+                        keys = [key, key[:-1] + lapses]
+                        args = (owner, self._tag_channels(tag), pool)
+                        removed += await self._run("release_owner_lines", keys, args)
         return removed
 
     def _line(self, key: str, kind: str, end: str) -> tuple[str, str] | None:
@@ -818,9 +817,7 @@ class RedisBackend:
         numbers: set[str] = set()
         with _map_errors("known_numbers"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):
-                number, _, kind = raw.decode().rpartition(":n:")[2].rpartition(":")
-                if kind != "e":  # a record of ended leases only: no state of its own
-                    numbers.add(number)
+                numbers.add(raw.decode().rpartition(":n:")[2].rpartition(":")[0])
         numbers.discard("")
         return sorted(numbers)
 
