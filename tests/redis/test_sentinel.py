@@ -87,23 +87,40 @@ def wait_for(check: object, within: float = 20.0) -> None:
 async def test_the_master_is_found_through_the_sentinels_and_followed_after_a_failover(
     prefix: str,
 ) -> None:
-    with (
-        own_server() as (master_url, master),
-        replica_of(master.port) as replica_port,
-        sentinel_for(master.port) as sentinel_port,
-    ):
+    with own_server() as (master_url, master), replica_of(master.port) as replica_port:
+        # The replica is in sync before the sentinel first looks at it: a sentinel that saw
+        # it still syncing may find no replica good enough to promote, and retry only after
+        # twice its failover timeout.
         replica = redis.Redis(port=replica_port)
         wait_for(lambda: replica.info("replication")["master_link_status"] == "up")
-        url = f"redis+sentinel://127.0.0.1:{sentinel_port}/svc"
+        with sentinel_for(master.port) as sentinel_port:
+            await _fail_over_while_holding(prefix, master_url, replica, sentinel_port)
+        replica.close()
+
+
+def replica_in_sync(sentinel: redis.Redis) -> bool:
+    """Whether the sentinel knows a replica whose link to the master it last saw up."""
+    replicas = sentinel.execute_command("SENTINEL", "REPLICAS", "svc")  # type: ignore[no-untyped-call]
+    return any(entry.get(b"master-link-status") == b"ok" for entry in replicas)
+
+
+async def _fail_over_while_holding(
+    prefix: str, master_url: str, replica: redis.Redis, sentinel_port: int
+) -> None:
+    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/svc"
+    sentinel = redis.Redis(port=sentinel_port)
+    primary = redis.Redis.from_url(master_url)
+    try:
         async with Throttle.from_url(url, key_prefix=prefix) as throttle:
             lease = await throttle.acquire(NUMBER, timeout=0)
-            primary = redis.Redis.from_url(master_url)
             assert primary.keys(f"{prefix}*"), "the lease is on the master"
             wait_for(lambda: replica.keys(f"{prefix}*"))  # replicated
-            sentinel = redis.Redis(port=sentinel_port)
+            wait_for(lambda: replica_in_sync(sentinel))
             sentinel.execute_command("SENTINEL", "FAILOVER", "svc")  # type: ignore[no-untyped-call]
             wait_for(lambda: replica.info("replication")["role"] == "master")
-            wait_for(lambda: primary.info("replication")["role"] == "slave")
+            # The sentinel turns the old master into a replica a few seconds after it
+            # promoted the other (it waits to see the old one still reporting itself master).
+            wait_for(lambda: primary.info("replication")["role"] == "slave", within=40)
             # The next call reaches the old master (now a replica), is refused, and goes again
             # to the new one, which had the lease replicated.
             usage = await throttle.usage(NUMBER)
@@ -112,9 +129,9 @@ async def test_the_master_is_found_through_the_sentinels_and_followed_after_a_fa
             second = await throttle.acquire(NUMBER, timeout=0)
             assert replica.zcard(throttle.backend.keys_for(NUMBER)[0]) == 1  # type: ignore[attr-defined]
             await throttle.release(second)
-            for client in (sentinel, primary):
-                client.close()
-        replica.close()
+    finally:
+        sentinel.close()
+        primary.close()
 
 
 @pytest.mark.parametrize(
