@@ -53,7 +53,7 @@ logger = logging.getLogger("callthrottle.redis")
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
-    "restore", "window_usage", "release_owner_lines",
+    "restore", "window_usage", "release_owner_lines", "keepalive",
     "holders", "reset_number",  # operator queries and admin actions
 )  # fmt: skip
 
@@ -175,7 +175,8 @@ class RedisBackend:
 
     __slots__ = (
         "_also_close", "_batches", "_channels", "_client", "_events", "_keys", "_lane", "_layout",
-        "_listeners", "_owns_client", "_prefix", "_shards",
+        "_listeners", "_owns_client", "_prefix", "_session_tags", "_session_tags_scanned",
+        "_shards",
     )  # fmt: skip
 
     def __init__(
@@ -198,6 +199,9 @@ class RedisBackend:
             self._lane = ScriptLane.for_client(client)
         self._lane.on_reconnect = self._resync
         self._shards: dict[str, str] = {}  # number -> its shard channels' prefix (Cluster)
+        # Cluster: the hash tags with session records to keep alive (see keepalive)
+        self._session_tags: set[str] = set()
+        self._session_tags_scanned = False
         self._also_close: list[aioredis.Redis] = []  # a sentinel URL's sentinel clients
         self._listeners: dict[str, EventListener] = {}
         self._batches: dict[str, list[tuple[str, tuple[Arg, ...], asyncio.Future[Any]]]] = {}
@@ -459,10 +463,12 @@ class RedisBackend:
         max_hold: float | None,
         enqueue: bool,
         rates: RatePlan = NO_RATES,
+        *,
+        session: bool = False,
     ) -> AcquireResult:
         args: tuple[str | int, ...] = (
             token,
-            owner,
+            f"{owner}\t{self._session_record(self._tag_of(number))}" if session else owner,
             limit,
             _ms(ttl),
             0 if max_hold is None else _ms(max_hold),
@@ -515,9 +521,7 @@ class RedisBackend:
         state, reason = reply[2].decode(), reply[3].decode()
         return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 
-    async def release(
-        self, number: str, token: str, releaser: str, pool: str | None = None
-    ) -> bool:
+    async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
         args: tuple[Arg, ...] = (token, releaser, number, self._channels_for(number))
         if pool is not None:
             args += (self._pool_keys(pool)[1], pool)
@@ -531,7 +535,7 @@ class RedisBackend:
             if listener is not None:
                 for granted in handed:
                     listener("granted", number, granted.decode())
-        return bool(removed)
+        return int(removed)
 
     def _ask(self, kind: str, number: str, args: tuple[Arg, ...]) -> Awaitable[Any]:
         """An acquire (``kind`` 'a') or release ('r') on the number's keys. With nothing in
@@ -735,11 +739,13 @@ class RedisBackend:
         near: tuple[str, str] = ("", ""),
         sticky_ttl: float = STICKY_TTL,
         wait: bool = False,
+        *,
+        session: bool = False,
     ) -> PickResult:
         args = (
             strategy,
             token,
-            owner,
+            f"{owner}\t{self._session_record(self._pool_tag(pool))}" if session else owner,
             _ms(ttl),
             0 if max_hold is None else _ms(max_hold),
             self._prefix,
@@ -772,6 +778,37 @@ class RedisBackend:
         with _map_errors("pool_leave"):
             await self._run("pool_leave", self._pool_keys(pool)[:1], args)
 
+    def _session_record(self, tag: str) -> str:
+        """The key of the session records that leases of hash tag ``tag`` name: one for the
+        whole server, or in a Cluster one per tag (a function touches one slot)."""
+        if self._events is None:
+            return f"{self._prefix}sessions"
+        self._session_tags.add(tag)
+        return f"{self._prefix}{{{tag}}}:sessions"
+
+    async def keepalive(self, session: str, ttl: float) -> None:
+        """Keep ``session`` alive ``ttl`` seconds more: one call on a single server (or
+        Sentinel); in a Cluster one per hash tag this backend took session leases on, and per
+        session record found on the masters (another process's leases)."""
+        args = (session, _ms(ttl))
+        with _map_errors("keepalive"):
+            if self._events is None:
+                await self._run("keepalive", [self._session_record("")], args)
+                return
+            if not self._session_tags_scanned:
+                await self._find_session_records()
+            for tag in sorted(self._session_tags):
+                await self._run("keepalive", [self._session_record(tag)], args)
+
+    async def _find_session_records(self) -> None:
+        """In a Cluster, learn the tags that hold session records (a process that keeps a
+        session alive for others has taken none of its leases itself)."""
+        pattern = _glob_escape(self._prefix) + "{*}:sessions"
+        async for raw in self._client.scan_iter(match=pattern, count=1000):
+            key = raw.decode()
+            self._session_tags.add(key[len(self._prefix) + 1 : key.rindex("}")])
+        self._session_tags_scanned = True
+
     async def release_owner(self, owner: str) -> int:
         start = _glob_escape(self._prefix)
         pattern = start + "{*}:n:*:m"
@@ -779,7 +816,8 @@ class RedisBackend:
         with _map_errors("release_owner"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):
                 number = raw.decode().rpartition(":n:")[2][:-2]
-                args = (owner, number, self._channels_for(number))
+                record = self._session_record(self._tag_of(number))
+                args = (owner, number, self._channels_for(number), record)
                 removed += await self._run("release_owner", self.keys_for(number), args)
             # Callers waiting for a pool or a group have a place in its line only: the line's
             # order key, its lapses key (same name, other last letter), and a pool's name.
@@ -794,6 +832,12 @@ class RedisBackend:
                         keys = [key, key[:-1] + lapses]
                         args = (owner, self._tag_channels(tag), pool)
                         removed += await self._run("release_owner_lines", keys, args)
+            # Its session ends too, also where it holds nothing now.
+            if self._events is None:
+                await self._client.hdel(self._session_record(""), owner)
+            else:
+                for tag in sorted(self._session_tags):
+                    await self._client.hdel(self._session_record(tag), owner)
         return removed
 
     def _line(self, key: str, kind: str, end: str) -> tuple[str, str] | None:

@@ -39,17 +39,29 @@
 --                  with their GQ places: a caller ahead stands before another only for a
 --                  slot it may take (group_has_room)
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
--- and, outside KEYS (named from H: same hash tag), one more key per number:
+-- and, outside KEYS (named from H: same hash tag), more keys per number:
+--   S  set         the tokens of the number's session leases (see below)
+--   X  sorted set  token -> when its record lapses (ms): leases that lapsed (expired, or their
+--                  session did) and were dropped, so that a later release can tell it found
+--                  an expired lease (kept ENDED_KEPT times the lease's ttl)
 --   E  sorted set  "owner\ttoken" -> when its record lapses (ms): leases ended for good
 --                  (released by another process, reset, released with their owner), so that a
 --                  holder cut off meanwhile cannot count them again (restore.lua); kept
 --                  ENDED_KEPT times the lease's ttl, then dropped (the key expires with its
 --                  last record). The owner's next lease of the token (a call ID used again)
 --                  drops it: that lease was never ended.
+-- Session leases: a lease taken for a session (the owner is the session's name) lives while
+-- the session does, and never past its deadline (max_hold, else SESSION_HOLD_MAX): its H score
+-- (and its groups' GH scores) is that deadline, and its meta names the session record, a hash
+-- (session name -> when the session lapses, ms) that one keep-alive call extends for all its
+-- leases (keepalive.lua); an acquire for the session extends it too. A lease whose session
+-- lapsed stops counting: settle_sessions drops it wherever leases are counted.
 local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
 -- leases and lapsed waiters were last dropped (a batch of operations shares them).
 local NOW, POLICY, PURGED
+-- session record key .. '\t' .. session name -> when it lapses (ms; 0: it has): read once a call
+local SESSIONS = {}
 -- key -> the time (ms) this call already made it live at least until (a batch extends once).
 local EXTENDED = {}
 
@@ -61,6 +73,7 @@ local function bind(keys, args)
   GROUPS = math.max((#keys - 7) / 4, 0)
   NOW, POLICY, PURGED = nil, nil, nil
   EXTENDED = {}
+  SESSIONS = {}
 end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
@@ -278,10 +291,12 @@ local function now_ms()
   return NOW
 end
 
+-- owner, ttl, hold, limit, flags, since, and the session record key ('' for a lease of one
+-- throttle, renewed by it lease by lease).
 local function parse_meta(raw)
-  local owner, ttl, hold, limit, flags, since =
-    string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)\t(%a*)\t?(%d*)$')
-  return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags, tonumber(since)
+  local owner, ttl, hold, limit, flags, since, skey =
+    string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)\t(%a*)\t?(%d*)\t?(.*)$')
+  return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags, tonumber(since), skey
 end
 
 -- An integer as text, digit by digit. Lua's own conversion (a number joined with ..,
@@ -291,9 +306,67 @@ local function int(n)
   return string.format('%d', n)
 end
 
-local function meta(owner, ttl, hold, limit, flags, since)
-  return owner .. '\t' .. int(ttl) .. '\t' .. int(hold) .. '\t' .. int(limit) .. '\t' .. flags
-    .. '\t' .. int(since)
+local function meta(owner, ttl, hold, limit, flags, since, skey)
+  local text = owner .. '\t' .. int(ttl) .. '\t' .. int(hold) .. '\t' .. int(limit) .. '\t'
+    .. flags .. '\t' .. int(since)
+  if skey and skey ~= '' then text = text .. '\t' .. skey end
+  return text
+end
+
+-- The owner argument of acquire and pick: "owner", or "owner\t<session record key>" for a
+-- session lease. Returns owner, session record key ('' for none).
+local function split_owner(arg)
+  local owner, skey = string.match(arg, '^([^\t]*)\t(.+)$')
+  if owner then return owner, skey end
+  return arg, ''
+end
+
+-- A session lease lives at most this long when taken without max_hold (ms: one day); the
+-- number's keys live as long as its deadline.
+local SESSION_HOLD_MAX = 86400000
+
+-- When the session `owner` of record `skey` lapses (ms), 0 when it has no record.
+local function session_expiry(skey, owner)
+  local at = skey .. '\t' .. owner
+  local expiry = SESSIONS[at]
+  if expiry == nil then
+    expiry = tonumber(redis.call('HGET', skey, owner)) or 0
+    SESSIONS[at] = expiry
+  end
+  return expiry
+end
+
+-- Keep the session alive for ttl ms from now (never shortened) and its record key with it.
+local function keep_session(skey, owner, ttl, now)
+  local expiry = now + ttl
+  if session_expiry(skey, owner) < expiry then
+    redis.call('HSET', skey, owner, int(expiry))
+    SESSIONS[skey .. '\t' .. owner] = expiry
+  end
+  local ms = ttl + 1000
+  if redis.call('PTTL', skey) < ms then redis.call('PEXPIRE', skey, ms) end
+end
+
+-- When a lease granted now lapses unless renewed (its H score), and its deadline (0: none).
+local function lease_times(ttl, hold, skey, now)
+  if skey ~= '' then
+    local deadline = now + ((hold > 0) and hold or SESSION_HOLD_MAX)
+    return deadline, deadline
+  end
+  local expires, deadline = now + ttl, 0
+  if hold > 0 then
+    deadline = now + hold
+    if deadline < expires then expires = deadline end
+  end
+  return expires, deadline
+end
+
+local function sessions_set()
+  return string.sub(H, 1, -2) .. 's'
+end
+
+local function lapsed_key()
+  return string.sub(H, 1, -2) .. 'x'
 end
 
 -- Rate windows, written "amount:window_ms:calendar;..." (calendar 1: a day from local midnight).
@@ -387,15 +460,115 @@ local function unavailable(pol, now)
   return state
 end
 
+-- The number itself (its keys are "<prefix>{<tag>}:n:<number>:<letter>").
+local function own_number()
+  return string.match(H, '}:n:(.*):h$')
+end
+
+-- Leases that lapsed and were dropped (their metas alongside) are recorded, so that a later
+-- release can tell it found an expired lease; records lapse after ENDED_KEPT ttls.
+local function mark_lapsed(tokens, metas, now)
+  local key = lapsed_key()
+  local longest = 0
+  for i, token in ipairs(tokens) do
+    local _, ttl = parse_meta(metas[i] or '')
+    ttl = ttl or 0
+    redis.call('ZADD', key, now + ENDED_KEPT * ttl, token)
+    if ttl > longest then longest = ttl end
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  extend(key, ENDED_KEPT * longest + 1000)
+end
+
+-- Whether the lease (its meta fields) is a session lease whose session lapsed.
+local function session_lapsed(owner, skey, now)
+  return skey ~= nil and skey ~= '' and session_expiry(skey, owner) <= now
+end
+
+-- The number's session leases: {token, owner, session record key, H score} each.
+local function session_leases()
+  local leases = {}
+  for _, token in ipairs(redis.call('SMEMBERS', sessions_set())) do
+    local raw = redis.call('HGET', M, token)
+    local score = tonumber(redis.call('ZSCORE', H, token))
+    if raw and score then
+      local owner, _, _, _, _, _, skey = parse_meta(raw)
+      leases[#leases + 1] = {token, owner, skey, score, raw}
+    else
+      leases[#leases + 1] = {token}  -- gone by other means: only its entry in S is left
+    end
+  end
+  return leases
+end
+
+-- Drop the number's session leases whose session lapsed (from H, M, S and its groups' holders).
+local function settle_sessions(now)
+  local dead, metas = {}, {}
+  local number = nil
+  for _, lease in ipairs(session_leases()) do
+    local token, owner, skey = lease[1], lease[2], lease[3]
+    if not owner then
+      redis.call('SREM', sessions_set(), token)
+    elseif session_lapsed(owner, skey, now) then
+      dead[#dead + 1], metas[#metas + 1] = token, lease[5]
+      redis.call('ZREM', H, token)
+      redis.call('HDEL', M, token)
+      redis.call('SREM', sessions_set(), token)
+      number = number or own_number()
+      for g = 1, GROUPS do
+        local gh = group_keys(g)
+        redis.call('ZREM', gh, member(owner, number, token))
+      end
+    end
+  end
+  if #dead > 0 then mark_lapsed(dead, metas, now) end
+end
+
+-- How many of the number's leases still in H (score past now) belong to a lapsed session (read
+-- only: the views count them out without writing).
+local function lapsed_session_leases(now)
+  local count = 0
+  for _, lease in ipairs(session_leases()) do
+    if lease[2] and lease[4] > now and session_lapsed(lease[2], lease[3], now) then
+      count = count + 1
+    end
+  end
+  return count
+end
+
+-- A group's holders (GH) that are session leases of a lapsed session: dropped (`write`), or
+-- only counted. A group counts such a lease until this runs, or its own number settles it.
+local function settle_group(gh, now, write)
+  local base = string.match(gh, '^(.*})') .. ':n:'  -- the group's numbers share its tag
+  local dropped = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', gh, '(' .. now, '+inf')) do
+    local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
+    local raw = redis.call('HGET', base .. number .. ':m', token)
+    if raw then
+      local _, _, _, _, _, _, skey = parse_meta(raw)
+      if session_lapsed(owner, skey, now) then
+        if write then redis.call('ZREM', gh, m) end
+        dropped = dropped + 1
+      end
+    end
+  end
+  return dropped
+end
+
 -- Drop expired leases and lapsed waiters; return how many wait in line afterwards.
 local function purge(now)
   if PURGED == now then return redis.call('ZCARD', Q) end  -- nothing lapsed since
   PURGED = now
   local dead = redis.call('ZRANGEBYSCORE', H, '-inf', now)
   if #dead > 0 then
+    local metas = {}
+    for i, token in ipairs(dead) do metas[i] = redis.call('HGET', M, token) end
     redis.call('ZREMRANGEBYSCORE', H, '-inf', now)
+    mark_lapsed(dead, metas, now)
     each_chunk('HDEL', M, dead)
+    each_chunk('SREM', sessions_set(), dead)
   end
+  settle_sessions(now)
   local queued = redis.call('ZCARD', Q)
   if queued == 0 then return 0 end
   local gone = redis.call('ZRANGEBYSCORE', W, '-inf', now)
@@ -430,6 +603,16 @@ local function cover(expires, now, fresh_h, fresh_m)
   make_live(M, ms, now, fresh_m)
 end
 
+-- A session lease was granted: listed in S, and its session kept alive (an acquire for the
+-- session speaks for it).
+local function hold_for_session(token, owner, skey, ttl, expires, now)
+  if skey == '' then return end
+  local set = sessions_set()
+  redis.call('SADD', set, token)
+  extend(set, expires - now + 1000)
+  keep_session(skey, owner, ttl, now)
+end
+
 -- Grant slots to waiters, first come first served, while the head's limit allows; return how
 -- many still wait. H and M are made to live as long as each lease granted. If a lease granted
 -- here is now the earliest to expire, the new head of the line is nudged to ask again: it
@@ -457,17 +640,14 @@ local function promote(now, queued, number, channels, here, handed)
       end
       return queued
     end
-    local deadline = 0
-    local expires = now + ttl
-    if hold > 0 then
-      deadline = now + hold
-      if deadline < expires then expires = deadline end
-    end
+    local skey = select(7, parse_meta(redis.call('HGET', M, token)))
+    local expires, deadline = lease_times(ttl, hold, skey, now)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('ZADD', H, expires, token)
-    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now))
+    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now, skey))
     cover(expires, now, holding == 0, false)
+    hold_for_session(token, owner, skey, ttl, expires, now)
     if owner == here then
       handed[#handed + 1] = token
     else
@@ -492,12 +672,13 @@ local function touch(now, queued)
     if #w > 0 and tonumber(w[2]) > last then last = tonumber(w[2]) end
   end
   if last == 0 then
-    redis.call('DEL', H, M)
+    redis.call('DEL', H, M, sessions_set())
     return
   end
   local ms = last - now + 1000
   redis.call('PEXPIRE', H, ms)
   redis.call('PEXPIRE', M, ms)
+  redis.call('PEXPIRE', sessions_set(), ms)
   if queued > 0 then
     redis.call('PEXPIRE', Q, ms)
     redis.call('PEXPIRE', W, ms)
@@ -523,6 +704,14 @@ local function retry_in(now)
   local wait = -1
   local h = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES')
   if #h > 0 then wait = math.max(tonumber(h[2]) - now, 0) end
+  -- A session lease lapses with its session, before its deadline (its score) when nobody
+  -- keeps the session alive.
+  for _, lease in ipairs(session_leases()) do
+    if lease[2] then
+      local lapse = math.max(session_expiry(lease[3], lease[2]) - now, 0)
+      if wait < 0 or lapse < wait then wait = lapse end
+    end
+  end
   local pol = policy()
   local luntil = tonumber(pol[6])
   if pol[5] and luntil and luntil > now and (wait < 0 or luntil - now < wait) then

@@ -1,7 +1,8 @@
 -- Python twin: MemoryBackend.acquire (backends/memory.py).
 -- Take a slot for a token, or queue it (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
--- ARGV[1] token, ARGV[2] owner, ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
+-- ARGV[1] token, ARGV[2] owner (or "owner\t<session record key>": a session lease, see
+-- _common.lua), ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
 -- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix; optional (a request with no
 -- rate windows sends none of them): ARGV[9] rate windows (see
 -- parse_windows; '' for none), ARGV[10] time zone offset in ms (for calendar days),
@@ -19,7 +20,8 @@
 -- waits for a group slot, when enqueue, without a place in the number's line); {3, retry_in_ms, state, reason} when the
 -- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none; a place
 -- the token had in a group's line goes).
-local token, owner = ARGV[1], ARGV[2]
+local token = ARGV[1]
+local owner, skey = split_owner(ARGV[2])
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local tz_ms = tonumber(ARGV[10] or '0')
 local now = now_ms()
@@ -49,15 +51,12 @@ limit = cap_in_force(pol, limit, now)
 if #ARGV <= 8 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 then
   local holding = redis.call('ZCARD', H)
   if holding < limit then
-    local expires, deadline = now + ttl, 0
-    if hold > 0 then
-      deadline = now + hold
-      if deadline < expires then expires = deadline end
-    end
+    local expires, deadline = lease_times(ttl, hold, skey, now)
     if redis.call('ZADD', H, 'NX', expires, token) == 1 then
-      redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, '', now))
+      redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, '', now, skey))
       forget_ended(owner, token)
       cover(expires, now, holding == 0, holding == 0)
+      hold_for_session(token, owner, skey, ttl, expires, now)
       return {1, -1}
     end
     -- The token is known already: the full path tells a repeat from a conflict.
@@ -102,14 +101,11 @@ local queued = purge(now)
 if queued > 0 then queued = promote(now, queued, ARGV[7], ARGV[8]) end
 
 local function grant()
-  local expires, deadline = now + ttl, 0
-  if hold > 0 then
-    deadline = now + hold
-    if deadline < expires then expires = deadline end
-  end
+  local expires, deadline = lease_times(ttl, hold, skey, now)
   redis.call('ZADD', H, expires, token)
-  redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, flags, now))
+  redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, flags, now, skey))
   forget_ended(owner, token)
+  hold_for_session(token, owner, skey, ttl, expires, now)
   if #windows > 0 then rate_hit(R, windows, now, token) end
   if #callee_windows > 0 then rate_hit(KEYS[7], callee_windows, now, ARGV[7] .. ':' .. token) end
   for _, g in ipairs(groups) do
@@ -139,7 +135,13 @@ local function group_full(wait)
     if g[4] then
       redis.call('ZREMRANGEBYSCORE', g[1], '-inf', now)
       local in_use = redis.call('ZCARD', g[1])
-      if not group_has_room(g[3], me, g[4], g[7], in_use, reserved, now) then
+      local room = group_has_room(g[3], me, g[4], g[7], in_use, reserved, now)
+      -- Full: leases of lapsed sessions (on any number of the group) are dropped first.
+      if not room and settle_group(g[1], now, true) > 0 then
+        in_use = redis.call('ZCARD', g[1])
+        room = group_has_room(g[3], me, g[4], g[7], in_use, reserved, now)
+      end
+      if not room then
         leave_group_lines(i)
         if wait then join_group_line(g[3], me, now, ttl, reserved and g[7] > 0) end
         local first = redis.call('ZRANGE', g[1], 0, 0, 'WITHSCORES')
@@ -208,7 +210,7 @@ local tail = redis.call('ZRANGE', Q, -1, -1, 'WITHSCORES')
 if #tail > 0 then seq = tonumber(tail[2]) + 1 end
 redis.call('ZADD', Q, seq, token)
 redis.call('ZADD', W, now + ttl, token)
-redis.call('HSET', M, token, meta(owner, ttl, hold, asked, flags, now))
+redis.call('HSET', M, token, meta(owner, ttl, hold, asked, flags, now, skey))
 forget_ended(owner, token)
 keep_line(ttl + 1000, queued == 0)
 return {0, retry_in(now)}

@@ -8,12 +8,18 @@ local reply = {now}
 local live = redis.call('ZRANGEBYSCORE', H, '(' .. now, '+inf', 'WITHSCORES')
 for i = 1, #live, 2 do
   local token = live[i]
-  local owner, ttl, hold, _, _, since = parse_meta(redis.call('HGET', M, token) or '')
-  reply[#reply + 1] = token
-  reply[#reply + 1] = tonumber(live[i + 1])
-  reply[#reply + 1] = owner or ''
-  reply[#reply + 1] = ttl or 0
-  reply[#reply + 1] = hold or 0
-  reply[#reply + 1] = since or 0
+  local owner, ttl, hold, _, _, since, skey = parse_meta(redis.call('HGET', M, token) or '')
+  local expiry = tonumber(live[i + 1])
+  if skey and skey ~= '' then  -- a session lease lives until its session lapses
+    expiry = math.min(expiry, session_expiry(skey, owner))
+  end
+  if expiry > now then
+    reply[#reply + 1] = token
+    reply[#reply + 1] = expiry
+    reply[#reply + 1] = owner or ''
+    reply[#reply + 1] = ttl or 0
+    reply[#reply + 1] = hold or 0
+    reply[#reply + 1] = since or 0
+  end
 end
 return reply
