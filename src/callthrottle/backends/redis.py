@@ -468,7 +468,9 @@ class RedisBackend:
     ) -> AcquireResult:
         args: tuple[str | int, ...] = (
             token,
-            f"{owner}\t{self._session_record(self._tag_of(number))}" if session else owner,
+            f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
+            if session
+            else owner,
             limit,
             _ms(ttl),
             0 if max_hold is None else _ms(max_hold),
@@ -745,7 +747,9 @@ class RedisBackend:
         args = (
             strategy,
             token,
-            f"{owner}\t{self._session_record(self._pool_tag(pool))}" if session else owner,
+            f"{owner}\t{self._session_record(self._pool_tag(pool), whole=False)}"
+            if session
+            else owner,
             _ms(ttl),
             0 if max_hold is None else _ms(max_hold),
             self._prefix,
@@ -778,13 +782,16 @@ class RedisBackend:
         with _map_errors("pool_leave"):
             await self._run("pool_leave", self._pool_keys(pool)[:1], args)
 
-    def _session_record(self, tag: str) -> str:
+    def _session_record(self, tag: str, *, whole: bool = True) -> str:
         """The key of the session records that leases of hash tag ``tag`` name: one for the
-        whole server, or in a Cluster one per tag (a function touches one slot)."""
+        whole server, or in a Cluster one per tag (a function touches one slot). Leases name it
+        without the key prefix (``whole=False``)."""
         if self._events is None:
-            return f"{self._prefix}sessions"
-        self._session_tags.add(tag)
-        return f"{self._prefix}{{{tag}}}:sessions"
+            key = "sessions"
+        else:
+            self._session_tags.add(tag)
+            key = f"{{{tag}}}:sessions"
+        return self._prefix + key if whole else key
 
     async def keepalive(self, session: str, ttl: float) -> None:
         """Keep ``session`` alive ``ttl`` seconds more: one call on a single server (or

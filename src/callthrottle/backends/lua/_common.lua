@@ -313,8 +313,9 @@ local function meta(owner, ttl, hold, limit, flags, since, skey)
   return text
 end
 
--- The owner argument of acquire and pick: "owner", or "owner\t<session record key>" for a
--- session lease. Returns owner, session record key ('' for none).
+-- The owner argument of acquire and pick: "owner", or "owner\t<session record>" for a
+-- session lease (the record's key without the prefix: see record_of). Returns owner, that
+-- record ('' for none).
 local function split_owner(arg)
   local owner, skey = string.match(arg, '^([^\t]*)\t(.+)$')
   if owner then return owner, skey end
@@ -325,7 +326,13 @@ end
 -- number's keys live as long as its deadline.
 local SESSION_HOLD_MAX = 86400000
 
--- When the session `owner` of record `skey` lapses (ms), 0 when it has no record.
+-- The key of a session record, from what a lease's meta names: the key without the prefix
+-- (the prefix is that of the keys this call was given, all of which start with it).
+local function record_of(skey)
+  return string.match(H, '^(.-){') .. skey
+end
+
+-- When the session `owner` of record `skey` (a whole key) lapses (ms), 0 when it has no record.
 local function session_expiry(skey, owner)
   local at = skey .. '\t' .. owner
   local expiry = SESSIONS[at]
@@ -482,7 +489,7 @@ end
 
 -- Whether the lease (its meta fields) is a session lease whose session lapsed.
 local function session_lapsed(owner, skey, now)
-  return skey ~= nil and skey ~= '' and session_expiry(skey, owner) <= now
+  return skey ~= nil and skey ~= '' and session_expiry(record_of(skey), owner) <= now
 end
 
 -- The number's session leases: {token, owner, session record key, H score} each.
@@ -610,7 +617,7 @@ local function hold_for_session(token, owner, skey, ttl, expires, now)
   local set = sessions_set()
   redis.call('SADD', set, token)
   extend(set, expires - now + 1000)
-  keep_session(skey, owner, ttl, now)
+  keep_session(record_of(skey), owner, ttl, now)
 end
 
 -- Grant slots to waiters, first come first served, while the head's limit allows; return how
@@ -708,7 +715,7 @@ local function retry_in(now)
   -- keeps the session alive.
   for _, lease in ipairs(session_leases()) do
     if lease[2] then
-      local lapse = math.max(session_expiry(lease[3], lease[2]) - now, 0)
+      local lapse = math.max(session_expiry(record_of(lease[3]), lease[2]) - now, 0)
       if wait < 0 or lapse < wait then wait = lapse end
     end
   end

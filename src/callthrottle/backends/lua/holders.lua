@@ -11,7 +11,7 @@ for i = 1, #live, 2 do
   local owner, ttl, hold, _, _, since, skey = parse_meta(redis.call('HGET', M, token) or '')
   local expiry = tonumber(live[i + 1])
   if skey and skey ~= '' then  -- a session lease lives until its session lapses
-    expiry = math.min(expiry, session_expiry(skey, owner))
+    expiry = math.min(expiry, session_expiry(record_of(skey), owner))
   end
   if expiry > now then
     reply[#reply + 1] = token

@@ -15,7 +15,7 @@ for i = 1, #all, 2 do
   if owner == ARGV[1] then
     if redis.call('ZSCORE', H, token) then mark_ended(owner, token, ttl, now) end
     if skey ~= '' then
-      redis.call('HDEL', skey, owner)  -- the session ends: none of its leases lives on
+      redis.call('HDEL', record_of(skey), owner)  -- the session ends: none of its leases lives on
       redis.call('SREM', sessions_set(), token)
     end
     leave_groups(ARGV[1], ARGV[2], token, ARGV[3], now)
