@@ -107,6 +107,29 @@ def _windows_spec(windows: Sequence[Window]) -> str:
     return ";".join(f"{w.amount}:{_ms(w.seconds)}:{int(w.calendar)}" for w in windows)
 
 
+def acquire_result(reply: list[Any]) -> AcquireResult:
+    """acquire.lua's reply as an :class:`AcquireResult`."""
+    if reply[0] == 1:
+        return _GRANTED
+    retry_in = None if reply[1] < 0 else reply[1] / 1000
+    if len(reply) == 2:
+        return AcquireResult(Outcome(reply[0]), retry_in)
+    if reply[0] == Outcome.RATE_LIMITED:
+        window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
+        whose = reply[5].decode()
+        return AcquireResult(
+            Outcome.RATE_LIMITED,
+            retry_in,
+            window=window,
+            for_callee=whose == "c",
+            group=whose if whose not in ("n", "c") else None,
+        )
+    if reply[0] == Outcome.GROUP_FULL:
+        return AcquireResult(Outcome.GROUP_FULL, retry_in, group=reply[2].decode())
+    state, reason = reply[2].decode(), reply[3].decode()
+    return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
+
+
 def _policy_fields(changes: Mapping[str, object]) -> list[str]:
     """Policy changes as the scripts take them: field, value; '' deletes; durations as '+ms'
     and 'since' as 'now', both made absolute by the server's clock."""
@@ -466,31 +489,9 @@ class RedisBackend:
         *,
         session: bool = False,
     ) -> AcquireResult:
-        args: tuple[str | int, ...] = (
-            token,
-            f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
-            if session
-            else owner,
-            limit,
-            _ms(ttl),
-            0 if max_hold is None else _ms(max_hold),
-            1 if enqueue else 0,
-            number,
-            self._channels if self._events is None else self._channels_for(number),
+        args = self.acquire_args(
+            number, token, owner, limit, ttl, max_hold, enqueue, rates, session
         )
-        if rates is not NO_RATES:
-            args += (
-                _windows_spec(rates.windows),
-                round(rates.tz_offset * 1000),
-                ",".join(map(str, rates.warmup)),
-                1 if rates.midnight else 0,
-                _windows_spec(rates.callee_windows) if rates.callee else "",
-            )
-            for group in rates.groups:
-                cap = "" if group.cap is None else group.cap
-                args += (cap, group.reserve, _windows_spec(group.windows), group.group)
-            if rates.groups:
-                args += (1 if rates.priority >= 1 else 0,)  # it may take the reserves
         try:
             if self._events is not None:
                 await self._join(cast("str", args[7]), owner)
@@ -503,25 +504,7 @@ class RedisBackend:
                 reply = await self._run("acquire", keys, args)
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
             raise BackendUnavailable(f"Redis failed during acquire: {exc}") from exc
-        if reply[0] == 1:
-            return _GRANTED
-        retry_in = None if reply[1] < 0 else reply[1] / 1000
-        if len(reply) == 2:
-            return AcquireResult(Outcome(reply[0]), retry_in)
-        if reply[0] == Outcome.RATE_LIMITED:
-            window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
-            whose = reply[5].decode()
-            return AcquireResult(
-                Outcome.RATE_LIMITED,
-                retry_in,
-                window=window,
-                for_callee=whose == "c",
-                group=whose if whose not in ("n", "c") else None,
-            )
-        if reply[0] == Outcome.GROUP_FULL:
-            return AcquireResult(Outcome.GROUP_FULL, retry_in, group=reply[2].decode())
-        state, reason = reply[2].decode(), reply[3].decode()
-        return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
+        return acquire_result(reply)
 
     async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
         args: tuple[Arg, ...] = (token, releaser, number, self._channels_for(number))
@@ -722,6 +705,46 @@ class RedisBackend:
         args += remove
         with _map_errors("pool_update"):
             return int(await self._run("pool_update", self._pool_keys(pool)[:3], args))
+
+    def acquire_args(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        enqueue: bool,
+        rates: RatePlan = NO_RATES,
+        session: bool = False,
+    ) -> tuple[str | int, ...]:
+        """The arguments of acquire.lua for this request (see its header)."""
+        args: tuple[str | int, ...] = (
+            token,
+            f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
+            if session
+            else owner,
+            limit,
+            _ms(ttl),
+            0 if max_hold is None else _ms(max_hold),
+            1 if enqueue else 0,
+            number,
+            self._channels if self._events is None else self._channels_for(number),
+        )
+        if rates is not NO_RATES:
+            args += (
+                _windows_spec(rates.windows),
+                round(rates.tz_offset * 1000),
+                ",".join(map(str, rates.warmup)),
+                1 if rates.midnight else 0,
+                _windows_spec(rates.callee_windows) if rates.callee else "",
+            )
+            for group in rates.groups:
+                cap = "" if group.cap is None else group.cap
+                args += (cap, group.reserve, _windows_spec(group.windows), group.group)
+            if rates.groups:
+                args += (1 if rates.priority >= 1 else 0,)  # it may take the reserves
+        return args
 
     async def pool_members(self, pool: str) -> list[str]:
         with _map_errors("pool_members"):
