@@ -198,8 +198,7 @@ class RedisBackend:
 
     __slots__ = (
         "_also_close", "_batches", "_channels", "_client", "_events", "_keys", "_lane", "_layout",
-        "_listeners", "_owns_client", "_prefix", "_session_tags", "_session_tags_scanned",
-        "_shards",
+        "_listeners", "_owns_client", "_prefix", "_session_tags", "_shards",
     )  # fmt: skip
 
     def __init__(
@@ -224,7 +223,6 @@ class RedisBackend:
         self._shards: dict[str, str] = {}  # number -> its shard channels' prefix (Cluster)
         # Cluster: the hash tags with session records to keep alive (see keepalive)
         self._session_tags: set[str] = set()
-        self._session_tags_scanned = False
         self._also_close: list[aioredis.Redis] = []  # a sentinel URL's sentinel clients
         self._listeners: dict[str, EventListener] = {}
         self._batches: dict[str, list[tuple[str, tuple[Arg, ...], asyncio.Future[Any]]]] = {}
@@ -818,26 +816,25 @@ class RedisBackend:
 
     async def keepalive(self, session: str, ttl: float) -> None:
         """Keep ``session`` alive ``ttl`` seconds more: one call on a single server (or
-        Sentinel); in a Cluster one per hash tag this backend took session leases on, and per
-        session record found on the masters (another process's leases)."""
+        Sentinel), whatever the leases held. In a Cluster the records are per hash tag: one
+        call per tag that holds one, found by scanning every master each time (another process
+        of the session may have taken leases on a tag this one never used), so the cost grows
+        with the key space there."""
         args = (session, _ms(ttl))
         with _map_errors("keepalive"):
             if self._events is None:
                 await self._run("keepalive", [self._session_record("")], args)
                 return
-            if not self._session_tags_scanned:
-                await self._find_session_records()
+            await self._find_session_records()
             for tag in sorted(self._session_tags):
                 await self._run("keepalive", [self._session_record(tag)], args)
 
     async def _find_session_records(self) -> None:
-        """In a Cluster, learn the tags that hold session records (a process that keeps a
-        session alive for others has taken none of its leases itself)."""
+        """In a Cluster, learn the tags that hold session records."""
         pattern = _glob_escape(self._prefix) + "{*}:sessions"
         async for raw in self._client.scan_iter(match=pattern, count=1000):
             key = raw.decode()
             self._session_tags.add(key[len(self._prefix) + 1 : key.rindex("}")])
-        self._session_tags_scanned = True
 
     async def release_owner(self, owner: str) -> int:
         start = _glob_escape(self._prefix)
