@@ -25,15 +25,15 @@ lacks it). Waiting (``timeout`` > 0) asks again at the times the server suggests
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
+
+import redis
 
 from ._errors import (
     AcquireTimeout,
@@ -52,6 +52,8 @@ from .backends._base import Outcome
 from .backends.redis import _LIBRARY, RedisBackend, acquire_result
 
 if TYPE_CHECKING:
+    import os
+
     from ._config import Config
 
 __all__ = ("SessionClient",)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
-import redis
 from callthrottle import AcquireTimeout, InvalidArgument, Lease, ReleaseOutcome, Throttle
 from callthrottle.blocking import SessionClient
+
+if TYPE_CHECKING:
+    import redis
 
 pytestmark = pytest.mark.redis
 NUMBER = "+8657188880001"
@@ -29,7 +32,7 @@ def live(sync_client: redis.Redis, prefix: str) -> int:
     key = f"{prefix}{{{NUMBER}}}:n:{NUMBER}:"
     sessions = sync_client.hgetall(f"{prefix}sessions")
     count = 0
-    for token, score in sync_client.zrangebyscore(key + "h", now, "+inf", withscores=True):
+    for token, _score in sync_client.zrangebyscore(key + "h", now, "+inf", withscores=True):
         meta = sync_client.hget(key + "m", token) or b""
         owner = meta.split(b"\t")[0]
         if int(sessions.get(owner, b"0")) > now:
