@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from suite import Row, Section, latency_row, log, script_usec, with_ratios
-
 from tests._servers import redis_server
 
 NUMBER = "+8657188880001"
@@ -85,10 +84,12 @@ async def bench_keepalive(url: str, calls: int) -> Section:
         "count",
         rows,
         [
-            "server µs: the delta of FCALL time in `INFO commandstats` per keep-alive (or per "
-            "heartbeat); latency: the call from the client, p50/p99. A session's keep-alive is "
-            "one field of one hash on a single server, whatever it holds; a per-process "
-            "heartbeat renews every lease (one batch per number).",
+            (
+                "server µs: the delta of FCALL time in `INFO commandstats` per keep-alive (or per "
+                "heartbeat); latency: the call from the client, p50/p99. A session's keep-alive is "
+                "one field of one hash on a single server, whatever it holds; a per-process "
+                "heartbeat renews every lease (one batch per number)."
+            ),
         ],
     )
 
@@ -170,8 +171,10 @@ async def bench_blocking(url: str, rounds: int) -> Section:
         with_ratios(rows, "latency"),
         [
             f"blocking / async p50: {ratio:.2f}x (goal: at most 1.3x).",
-            "vs floor: against the blocking floor (two EVALSHA through redis-py's blocking "
-            "client); steps alternate in blocks of 100.",
+            (
+                "vs floor: against the blocking floor (two EVALSHA through redis-py's blocking "
+                "client); steps alternate in blocks of 100."
+            ),
         ],
     )
 
