@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from callthrottle.backends import MemoryBackend, Outcome, RedisBackend, RenewState
+from callthrottle.backends import MemoryBackend, Outcome, RedisBackend, ReleaseState, RenewState
+from callthrottle.backends._base import EXPIRED_KEPT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,6 +37,7 @@ TTL = 10.0  # seconds; on Redis (real time) no lease lives long enough in a run 
 class NumberModel:
     holders: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> owner, expiry
     line: dict[str, tuple[str, float]] = field(default_factory=dict)  # in order: owner, lapse
+    lapsed: dict[str, float] = field(default_factory=dict)  # token -> until a release says so
 
 
 class Model:
@@ -47,6 +49,9 @@ class Model:
 
     def settle(self, number: str) -> NumberModel:
         state = self.numbers[number]
+        for token, (_, expiry) in state.holders.items():
+            if expiry <= self.now:  # lapsed: a release within four TTLs says "expired"
+                state.lapsed[token] = self.now + EXPIRED_KEPT * TTL
         state.holders = {t: v for t, v in state.holders.items() if v[1] > self.now}
         state.line = {t: v for t, v in state.line.items() if v[1] > self.now}
         while state.line and len(state.holders) < LIMIT:  # first come, first served
@@ -76,11 +81,14 @@ class Model:
             return Outcome.QUEUED
         return Outcome.REFUSED
 
-    def release(self, number: str, token: str) -> bool:
+    def release(self, number: str, token: str) -> ReleaseState:
         state = self.settle(number)
         released = state.holders.pop(token, None) is not None
+        lapsed = state.lapsed.pop(token, -1.0) > self.now
         self.settle(number)
-        return released
+        if released:
+            return ReleaseState.RELEASED
+        return ReleaseState.EXPIRED if lapsed else ReleaseState.UNKNOWN
 
     def abandon(self, number: str, token: str, owner: str) -> None:
         state = self.settle(number)
@@ -124,6 +132,11 @@ class BackendMachine(RuleBasedStateMachine):
         self.model = Model()
         self.call(self.backend.release_owner, "o1")
         self.call(self.backend.release_owner, "o2")
+        if self.clock is not None:
+            # Past every record of a lease that lapsed in an earlier example (release_owner
+            # leaves those), and the model on the same clock, to the bit.
+            self.clock.now += EXPIRED_KEPT * TTL + 1.0
+            self.model.now = self.clock.now
 
     def call(self, function: Any, *args: Any) -> Any:
         return self.portal.call(function, *args)

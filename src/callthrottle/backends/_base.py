@@ -250,9 +250,7 @@ class Backend(Protocol):
         """
         ...
 
-    async def release(
-        self, number: str, token: str, releaser: str, pool: str | None = None
-    ) -> int:
+    async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
         """Give the token's slot back and hand it to the next waiter, atomically.
 
         Any process may release any lease; if ``releaser`` is not the lease's owner, the owner
