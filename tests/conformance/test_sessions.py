@@ -231,3 +231,31 @@ async def test_keepalive_needs_a_session(new_throttle: ThrottleFactory) -> None:
         assert throttle.session is None
         with pytest.raises(ThrottleError, match="no session"):
             await throttle.keepalive()
+
+
+async def test_every_throttle_of_a_session_hears_of_its_grants(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A caller of the first throttle of a session, waiting in line, is handed the slot as it
+    frees: the second throttle's listener does not take the session's events from it (else it
+    would wait for its heartbeat, a third of the 30 s TTL)."""
+    async with (
+        new_throttle() as holder,
+        new_throttle(session=SESSION) as first,
+        new_throttle(session=SESSION) as second,
+    ):
+        held = await holder.acquire(NUMBER, limit=1, timeout=0)
+        async with anyio.create_task_group() as tg:
+            got: list[Lease] = []
+
+            async def wait() -> None:
+                got.append(await first.acquire(NUMBER, limit=1, timeout=5))
+
+            tg.start_soon(wait)
+            with anyio.fail_after(2):
+                while (await holder.usage(NUMBER, limit=1)).waiting != 1:
+                    await anyio.sleep(0.01)
+            released_at = anyio.current_time()
+            await holder.release(held)
+        assert anyio.current_time() - released_at < 1.0
+        assert await second.end_call(got[0]) is ReleaseOutcome.RELEASED
