@@ -186,6 +186,7 @@ class _RateLog:
 
 _EMPTY_LOG = _RateLog()  # read only: stands for a callee nobody has called yet
 _GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
+_RELEASED, _EXPIRED, _UNKNOWN = ReleaseState.RELEASED, ReleaseState.EXPIRED, ReleaseState.UNKNOWN
 _CONFLICT = AcquireResult(Outcome.CONFLICT)
 
 
@@ -979,7 +980,7 @@ class MemoryBackend:
         if state is None:
             lapsed = self._lapsed.take(number, token, now)
             await self._checkpoint()
-            return ReleaseState.EXPIRED if lapsed else ReleaseState.UNKNOWN
+            return _EXPIRED if lapsed else _UNKNOWN
         self._settle(number, now)
         entry = state.holders.pop(token, None)
         if entry is not None:
@@ -991,12 +992,13 @@ class MemoryBackend:
                 self._ended.mark(number, entry.owner, token, entry.ttl, now)
                 self._notify(entry.owner, "released", number, token)
             self._settle(number, now)
-            self._lapsed.forget(number, token)
-            outcome = ReleaseState.RELEASED
+            if self._lapsed.records:
+                self._lapsed.forget(number, token)
+            outcome = _RELEASED
         elif self._lapsed.take(number, token, now):
-            outcome = ReleaseState.EXPIRED
+            outcome = _EXPIRED
         else:
-            outcome = ReleaseState.UNKNOWN
+            outcome = _UNKNOWN
         if not state.holders and not state.queue:
             self._numbers.pop(number, None)
         await self._checkpoint()
