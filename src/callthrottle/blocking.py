@@ -25,6 +25,7 @@ lacks it). Waiting (``timeout`` > 0) asks again at the times the server suggests
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import replace
@@ -47,7 +48,14 @@ from ._models import Lease, ReleaseOutcome
 from ._numbers import normalize_number
 from ._rates import NO_RATES, utc_offset
 from ._throttle import _load_config
-from ._validate import check_owner
+from ._validate import (
+    check_limit,
+    check_max_hold,
+    check_session,
+    check_timeout,
+    check_token,
+    check_ttl,
+)
 from .backends._base import Outcome
 from .backends.redis import _LIBRARY, RedisBackend, acquire_result
 
@@ -86,21 +94,11 @@ class SessionClient:
         max_hold: float | None = None,
         key_prefix: str = "callthrottle:",
     ) -> None:
-        # The settings are those of a throttle: checked by the same rules, by building one's.
-        from ._throttle import Throttle
-
         self._config = _load_config(config)
-        checked = Throttle(
-            config=self._config,
-            default_limit=default_limit,
-            lease_ttl=lease_ttl,
-            max_hold=max_hold,
-            owner_id=check_owner_named(session),
-        )
-        self._session = checked.owner_id
-        self._default_limit = checked.default_limit
-        self._lease_ttl = checked.lease_ttl
-        self._max_hold = max_hold
+        self._session = check_session(session)
+        self._default_limit = check_limit(default_limit, "default_limit")
+        self._lease_ttl = check_ttl(lease_ttl)
+        self._max_hold = check_max_hold(max_hold)
         self._client = client
         # The Redis backend's key layout and argument encoding, never connected: the same
         # requests as the async path sends, sent here from the calling thread.
@@ -108,7 +106,7 @@ class SessionClient:
         self._codec.use_layout(self._config)
 
     @classmethod
-    def from_url(cls, url: str, *, session: str, **kwargs: Any) -> SessionClient:
+    def from_url(cls, url: object, *, session: str, **kwargs: Any) -> SessionClient:
         """Connect lazily to ``redis://`` (or ``rediss://``, ``unix://``) ``url``."""
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise InvalidArgument("url", url, "a redis://, rediss:// or unix:// URL")
@@ -156,12 +154,12 @@ class SessionClient:
         *,
         token: str | None = None,
         limit: int | None = None,
-        timeout: float = 0.0,
+        timeout: float | None = 0.0,
     ) -> Lease:
         """Take a slot on ``number`` for the session (its config's cap, or ``limit``).
 
         :param token: the lease's token, e.g. the call's Call-ID (a new one if None)
-        :param timeout: how long to wait for a slot (0: ask once)
+        :param timeout: how long to wait for a slot (0: ask once; None: as long as it takes)
         :raises AcquireTimeout: no slot (``RateLimited`` when a rate window is full)
         :raises NumberUnavailable: the number admits no calls now
         :raises LeaseConflict: ``token`` is another owner's
@@ -169,18 +167,19 @@ class SessionClient:
             the token, or it lapses with the session)
         """
         number = normalize_number(number, self._config.default_region)
-        token = secrets.token_hex(12) if token is None else check_owner_named(token, "token")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-            raise InvalidArgument("timeout", timeout, "a number of seconds, 0 or more")
-        cap = self._config.cap_for(number, self._default_limit) if limit is None else limit
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-            raise InvalidArgument("limit", limit, "an int, 0 or more")
+        token = secrets.token_hex(12) if token is None else check_token(token)
+        wait_for = check_timeout(timeout)
+        cap = (
+            self._config.cap_for(number, self._default_limit)
+            if limit is None
+            else check_limit(limit)
+        )
         rates = self._config.rate_plan_for(number)
         if rates is not NO_RATES and self._config.timezone is not None:
             rates = replace(rates, tz_offset=utc_offset(self._config.timezone))
         keys = self._codec.keys_for(number)
-        deadline = time.monotonic() + timeout
-        wait = timeout > 0
+        deadline = math.inf if wait_for is None else time.monotonic() + wait_for
+        wait = wait_for != 0
         while True:
             args = self._codec.acquire_args(
                 number, token, self._session, cap, self._lease_ttl, self._max_hold, wait, rates,
@@ -203,9 +202,9 @@ class SessionClient:
                     self._call("abandon", keys, (token, self._session, number, channels))
                 if outcome is Outcome.RATE_LIMITED and result.window is not None:
                     window = f"{result.window.amount}/{result.window.seconds:g}s"
-                    raise RateLimited(number, timeout, window, result.retry_in or 0.0)
+                    raise RateLimited(number, wait_for, window, result.retry_in or 0.0)
                 refused_by = result.group if outcome is Outcome.GROUP_FULL else "cap"
-                raise AcquireTimeout(number, timeout, refused_by or "cap")
+                raise AcquireTimeout(number, wait_for, refused_by or "cap")
             hint = result.retry_in if result.retry_in is not None else _POLL_MAX
             time.sleep(min(max(hint, 0.01), _POLL_MAX, left))
 
@@ -221,11 +220,3 @@ class SessionClient:
     def release(self, lease: Lease) -> bool:
         """As :meth:`end_call`: True if a live lease was released."""
         return self.end_call(lease) is ReleaseOutcome.RELEASED
-
-
-def check_owner_named(value: object, argument: str = "session") -> str:
-    """A session name or token, checked as an owner id but named as ``argument``."""
-    try:
-        return check_owner(value)
-    except InvalidArgument as exc:
-        raise InvalidArgument(argument, value, exc.rule) from None

@@ -857,8 +857,8 @@ class RedisBackend:
                         tag, name = line
                         pool = name if kind == ":pool:" else ""
                         keys = [key, key[:-1] + lapses]
-                        args = (owner, self._tag_channels(tag), pool)
-                        removed += await self._run("release_owner_lines", keys, args)
+                        line_args = (owner, self._tag_channels(tag), pool)
+                        removed += await self._run("release_owner_lines", keys, line_args)
             # Its session ends too, also where it holds nothing now.
             if self._events is None:
                 await self._client.hdel(self._session_record(""), owner)

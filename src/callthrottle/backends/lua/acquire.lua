@@ -25,6 +25,15 @@ local owner, skey = split_owner(ARGV[2])
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local tz_ms = tonumber(ARGV[10] or '0')
 local now = now_ms()
+
+-- A reply, after which a session whose acquire was granted or queued is kept alive (an
+-- acquire in the session speaks for it).
+local function told(reply)
+  if skey ~= '' and (reply[1] == 1 or reply[1] == 0) then
+    keep_session(record_of(skey), owner, ttl, now)
+  end
+  return reply
+end
 local pol = policy()
 local state = unavailable(pol, now)
 if state then
@@ -32,7 +41,7 @@ if state then
   -- the number disabled meanwhile) is told so, as on the paths below: its call is up.
   local expiry = tonumber(redis.call('ZSCORE', H, token))
   if expiry and expiry > now then
-    return {parse_meta(redis.call('HGET', M, token)) == owner and 1 or -1, -1}
+    return told({parse_meta(redis.call('HGET', M, token)) == owner and 1 or -1, -1})
   end
   -- Refused for good: a place it had in a group's line goes (the next there is told).
   for i = 1, GROUPS do
@@ -57,7 +66,7 @@ if #ARGV <= 8 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 the
       forget_ended(owner, token)
       cover(expires, now, holding == 0, holding == 0)
       hold_for_session(token, owner, skey, ttl, expires, now)
-      return {1, -1}
+      return told({1, -1})
     end
     -- The token is known already: the full path tells a repeat from a conflict.
   end
@@ -168,7 +177,7 @@ local raw = redis.call('HGET', M, token)
 if raw then
   local other, wttl = parse_meta(raw)
   if other ~= owner then return {-1, -1} end
-  if redis.call('ZSCORE', H, token) then return {1, -1} end
+  if redis.call('ZSCORE', H, token) then return told({1, -1}) end
   -- Queued. First in line with a slot free: take it, if the rate windows allow.
   local holding = redis.call('ZCARD', H)
   if redis.call('ZRANK', Q, token) == 0 and holding < limit then
@@ -183,11 +192,11 @@ if raw then
     cover(grant(), now, holding == 0, false)
     -- The next in line is served (or told to ask) when a slot is still free for it.
     promote(now, queued - 1, ARGV[7], ARGV[8])
-    return {1, -1}
+    return told({1, -1})
   end
   redis.call('ZADD', W, now + wttl, token)
   keep_line(wttl + 1000, false)
-  return {0, retry_in(now)}
+  return told({0, retry_in(now)})
 end
 
 if flags == 'r' then
@@ -199,7 +208,7 @@ if queued == 0 then
   local holding = redis.call('ZCARD', H)
   if holding < limit then
     cover(grant(), now, holding == 0, holding == 0)
-    return {1, -1}
+    return told({1, -1})
   end
 end
 
@@ -213,4 +222,4 @@ redis.call('ZADD', W, now + ttl, token)
 redis.call('HSET', M, token, meta(owner, ttl, hold, asked, flags, now, skey))
 forget_ended(owner, token)
 keep_line(ttl + 1000, queued == 0)
-return {0, retry_in(now)}
+return told({0, retry_in(now)})

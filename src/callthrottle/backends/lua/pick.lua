@@ -58,7 +58,12 @@ if taken then
   local expiry = tonumber(redis.call('ZSCORE', base .. 'h', token))
   local raw = redis.call('HGET', base .. 'm', token)
   if expiry and expiry > now and raw then
-    return {(parse_meta(raw) == owner) and 1 or -1, number}
+    local held = parse_meta(raw) == owner
+    local mine, skey = split_owner(ARGV[3])
+    if held and skey ~= '' then  -- asked again in a session: it keeps the session alive
+      keep_session(record_of(skey), mine, tonumber(ttl), now)
+    end
+    return {held and 1 or -1, number}
   end
 end
 

@@ -31,6 +31,7 @@ if expiry then
     removed = 2  -- it had lapsed: only cleared away
   else  -- a live lease
     removed = 1
+    redis.call('ZREM', lapsed_key(), token)  -- an earlier lease of the token lapsed: not this one
     leave_groups(owner, ARGV[3], token, ARGV[4], now)
     if owner ~= ARGV[2] then
       -- Its holder may not hear of it (cut off): the record keeps it from counting it again.
@@ -38,8 +39,8 @@ if expiry then
       redis.call('SPUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
     end
   end
-elseif redis.call('ZSCORE', lapsed_key(), token) then
-  removed = 2  -- it lapsed and was dropped since
+elseif redis.call('ZREM', lapsed_key(), token) == 1 then
+  removed = 2  -- it lapsed and was dropped since (said once: a second release finds nothing)
 end
 if ARGV[5] then
   if redis.call('ZSCORE', ARGV[5], ARGV[3]) then
