@@ -16,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis.asyncio as aioredis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -25,7 +26,7 @@ from callthrottle.backends import MemoryBackend, Outcome, RedisBackend, ReleaseS
 from callthrottle.backends._base import EXPIRED_KEPT, SESSION_HOLD_MAX
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
     from callthrottle.backends._base import Backend
 
@@ -40,8 +41,8 @@ TTL = 10.0  # seconds; on Redis (real time) no lease lives long enough in a run 
 
 @dataclass
 class NumberModel:
-    # token -> owner, expiry (a session lease: its deadline)
-    holders: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # token -> owner, expiry (a session lease: its deadline), the session's life it is in
+    holders: dict[str, tuple[str, float, int]] = field(default_factory=dict)
     line: dict[str, tuple[str, float]] = field(default_factory=dict)  # in order: owner, lapse
     lapsed: dict[str, float] = field(default_factory=dict)  # token -> until a release says so
 
@@ -52,28 +53,41 @@ class Model:
     def __init__(self) -> None:
         self.now = 0.0
         self.numbers = {number: NumberModel() for number in NUMBERS}
-        self.session_expires = -math.inf
+        # the session's current life, when it ends, and when the life before it ended
+        self.life, self.life_ends, self.life_before = 0, -math.inf, -math.inf
 
-    def expiry(self, holder: tuple[str, float]) -> float:
-        """When a lease lapses: a session lease when its session does, if that comes first."""
-        owner, expiry = holder
-        return min(expiry, self.session_expires) if owner == SESSION else expiry
+    def expiry(self, holder: tuple[str, float, int]) -> float:
+        """When a lease lapses: a session lease when its life of the session ends, if that comes
+        first (a life before the last one ended long ago)."""
+        owner, expiry, life = holder
+        if owner != SESSION:
+            return expiry
+        if life == self.life:
+            return min(expiry, self.life_ends)
+        return min(expiry, self.life_before) if life + 1 == self.life else -math.inf
 
     def grant(self, state: NumberModel, token: str, owner: str) -> None:
         if owner == SESSION:
-            state.holders[token] = (owner, self.now + SESSION_HOLD_MAX)
-            self.keepalive()
+            state.holders[token] = (owner, self.now + SESSION_HOLD_MAX, self.keepalive())
         else:
-            state.holders[token] = (owner, self.now + TTL)
+            state.holders[token] = (owner, self.now + TTL, 0)
 
-    def keepalive(self) -> None:
-        self.session_expires = max(self.session_expires, self.now + TTL)
+    def keepalive(self) -> int:
+        """The session lives TTL more; once a life ended, a new one begins (its leases stay
+        lapsed). Returns the life it is in."""
+        if self.life_ends <= self.now:
+            self.life, self.life_before = self.life + 1, self.life_ends
+            self.life_ends = self.now + TTL
+        else:
+            self.life_ends = max(self.life_ends, self.now + TTL)
+        return self.life
 
     def settle(self, number: str) -> NumberModel:
         state = self.numbers[number]
         for token, holder in state.holders.items():
-            if self.expiry(holder) <= self.now:  # lapsed: a release within 4 TTLs says so
-                state.lapsed[token] = self.now + EXPIRED_KEPT * TTL
+            lapse = self.expiry(holder)
+            if lapse <= self.now < lapse + EXPIRED_KEPT * TTL:  # a release says so for 4 TTLs
+                state.lapsed[token] = lapse + EXPIRED_KEPT * TTL
         state.holders = {t: v for t, v in state.holders.items() if self.expiry(v) > self.now}
         state.line = {t: v for t, v in state.line.items() if v[1] > self.now}
         while state.line and len(state.holders) < LIMIT:  # first come, first served
@@ -131,7 +145,7 @@ class Model:
             state = self.settle(number)
             if token in state.holders and state.holders[token][0] == owner:
                 if owner != SESSION:  # a session lease lives by its session's keep-alives
-                    state.holders[token] = (owner, self.now + TTL)
+                    state.holders[token] = (owner, self.now + TTL, 0)
                 states.append(RenewState.HELD)
             elif token in state.line and state.line[token][0] == owner:
                 state.line[token] = (owner, self.now + TTL)
@@ -155,10 +169,14 @@ class BackendMachine(RuleBasedStateMachine):
     portal: BlockingPortal
     backend: Backend
     clock: Clock | None
+    forget: Callable[[], Awaitable[None]] | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.model = Model()
+        forget = type(self).forget  # (a plain function, not a method)
+        if forget is not None:  # on real time: a clean slate (records of lapsed leases too)
+            self.call(forget)
         for owner in CALLERS:
             self.call(self.backend.release_owner, owner)
         if self.clock is not None:
@@ -234,7 +252,11 @@ class BackendMachine(RuleBasedStateMachine):
 
 
 @contextmanager
-def machine(backend_factory: Any, clock: Clock | None) -> Iterator[type[BackendMachine]]:
+def machine(
+    backend_factory: Any,
+    clock: Clock | None,
+    forget: Callable[[], Awaitable[None]] | None = None,
+) -> Iterator[type[BackendMachine]]:
     with ExitStack() as stack:
         portal = stack.enter_context(start_blocking_portal("asyncio"))
         backend = backend_factory()
@@ -245,6 +267,7 @@ def machine(backend_factory: Any, clock: Clock | None) -> Iterator[type[BackendM
             pass
 
         Machine.portal, Machine.backend, Machine.clock = portal, backend, clock
+        Machine.forget = forget
         yield Machine
 
 
@@ -264,5 +287,13 @@ def test_memory_backend_agrees_with_the_model() -> None:
 
 @pytest.mark.redis
 def test_redis_backend_agrees_with_the_model(redis_url: str, prefix: str) -> None:
-    with machine(lambda: RedisBackend.from_url(redis_url, key_prefix=prefix), None) as Machine:
+    async def forget() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+    backend = partial(RedisBackend.from_url, redis_url, key_prefix=prefix)
+    with machine(backend, None, forget) as Machine:
         run_state_machine_as_test(Machine, settings=SETTINGS)

@@ -26,16 +26,20 @@ def client(redis_url: str, prefix: str, session: str = "host-a", **kwargs: objec
 
 def live(sync_client: redis.Redis, prefix: str) -> int:
     """Live leases on NUMBER, read from the server's side: each holder's lease score in the
-    future and its session's record alive."""
+    future, and its session's life the current one and not ended."""
     now_s, now_us = sync_client.time()
     now = now_s * 1000 + now_us // 1000
     key = f"{prefix}{{{NUMBER}}}:n:{NUMBER}:"
-    sessions = sync_client.hgetall(f"{prefix}sessions")
+    # session name -> "<when its life ends>\t<life>\t<when the life before ended>"
+    sessions = {
+        name: [int(field) for field in value.split(b"\t")]
+        for name, value in sync_client.hgetall(f"{prefix}sessions").items()
+    }
     count = 0
     for token, _score in sync_client.zrangebyscore(key + "h", now, "+inf", withscores=True):
-        meta = sync_client.hget(key + "m", token) or b""
-        owner = meta.split(b"\t")[0]
-        if int(sessions.get(owner, b"0")) > now:
+        meta = (sync_client.hget(key + "m", token) or b"").split(b"\t")
+        ends, life, _ = sessions.get(meta[0], [0, 0, 0])
+        if int(meta[-1]) == life and ends > now:  # in the session's current life, not ended
             count += 1
     return count
 

@@ -42,14 +42,40 @@ __all__ = ("MemoryBackend",)
 
 
 class _Session:
-    """A session's record: its leases live until ``expires`` (the backend's clock), which a
-    keep-alive or an acquire in the session moves later, never earlier. One per session name,
-    shared by its leases: keeping a session alive costs the same whatever it holds."""
+    """A session's record, one per session name, shared by its leases: keeping a session
+    alive costs the same whatever it holds. Its current life ends at ``ends`` (the backend's
+    clock), which a keep-alive or an acquire in the session moves later, never earlier; once
+    a life ended, the next keep-alive starts a new one (``life`` + 1, the old end kept as
+    ``before``), and the old life's leases never count again. Twin of the session record in
+    _common.lua (keep_session, life_end)."""
 
-    __slots__ = ("expires",)
+    __slots__ = ("before", "ends", "life")
 
     def __init__(self) -> None:
-        self.expires = -math.inf
+        self.ends = -math.inf
+        self.life = 0
+        self.before = -math.inf
+
+    def keep(self, now: float, ttl: float) -> int:
+        """Keep the session alive ``ttl`` more (never shortened); a new life if the last
+        ended. Returns the life the session is in now."""
+        if self.ends <= now:
+            self.before, self.life, self.ends = self.ends, self.life + 1, now + ttl
+        else:
+            self.ends = max(self.ends, now + ttl)
+        return self.life
+
+    def end(self, now: float) -> None:
+        """The current life ends now (its leases lapse)."""
+        self.ends = min(self.ends, now)
+
+    def end_of(self, life: int) -> float:
+        """When life ``life`` ends (or ended): -inf for one before the last (forgotten)."""
+        if life == self.life:
+            return self.ends
+        if life + 1 == self.life:
+            return self.before
+        return -math.inf
 
 
 @dataclass(slots=True)
@@ -66,15 +92,16 @@ class _Entry:
     rated: bool = False  # has rate windows: never handed a slot without asking
     since: float = 0.0  # holder only: when it was granted
     session: _Session | None = None  # a session lease (or a waiter for one): its session
+    life: int = 0  # a session lease: the life of its session it was granted in
 
 
 def _expiry(entry: _Entry) -> float:
     """When a holder's lease lapses: its own expiry, or its session's when that comes first
     (a session lease's "expiry" is its session's: waiters time their retries by it)."""
     session = entry.session
-    if session is None or session.expires >= entry.expires:
+    if session is None:
         return entry.expires
-    return session.expires
+    return min(entry.expires, session.end_of(entry.life))
 
 
 @dataclass(slots=True)
@@ -340,11 +367,17 @@ class _Lapsed:
         self.records: dict[str, dict[str, float]] = {}
         self.marks = 0
 
-    def mark(self, number: str, token: str, ttl: float, now: float) -> None:
+    def mark(self, number: str, token: str, ttl: float, lapse: float, now: float) -> None:
+        """The lease ``token`` (taken with ``ttl``) lapsed at ``lapse``: remembered until
+        :data:`EXPIRED_KEPT` ttls after that (a lapse older than that is forgotten, as on Redis,
+        where the number's keys live that long past their leases)."""
+        until = lapse + EXPIRED_KEPT * ttl
+        if until <= now:
+            return
         records = self.records.setdefault(number, {})
         for lapsed in [t for t, until in records.items() if until <= now]:
             del records[lapsed]
-        records[token] = now + EXPIRED_KEPT * ttl
+        records[token] = until
         self.marks += 1
         if self.marks % 1024 == 0:  # now and then, forget the numbers whose records all lapsed
             self.records = {
@@ -641,7 +674,8 @@ class MemoryBackend:
         if state.next_expiry <= now:
             for token in [t for t, e in holders.items() if _expiry(e) <= now]:
                 entry = holders.pop(token)
-                self._lapsed.mark(number, token, entry.ttl, now)  # a release says "expired"
+                # a release says "expired"
+                self._lapsed.mark(number, token, entry.ttl, _expiry(entry), now)
                 self._leave_groups(number, token, entry.owner, nudge=False)
             for token in [t for t, e in queue.items() if e.expires <= now]:
                 del queue[token]
@@ -687,7 +721,7 @@ class MemoryBackend:
             # release cannot hold the slot for ever); the grant keeps the session alive.
             hold = entry.max_hold if entry.max_hold is not None else SESSION_HOLD_MAX
             entry.deadline = entry.expires = now + hold
-            session.expires = max(session.expires, now + entry.ttl)
+            entry.life = session.keep(now, entry.ttl)
             expires = _expiry(entry)
         state.holders[token] = entry
         state.next_expiry = min(state.next_expiry, expires)
@@ -851,7 +885,7 @@ class MemoryBackend:
             number, token, owner, limit, ttl, max_hold, enqueue, rates, record
         )
         if result.outcome is Outcome.GRANTED or result.outcome is Outcome.QUEUED:
-            record.expires = max(record.expires, self._clock() + ttl)
+            record.keep(self._clock(), ttl)
         return result
 
     def _acquire_now(
@@ -1204,7 +1238,7 @@ class MemoryBackend:
             if holder is not None and _expiry(holder) > now:
                 granted = holder.owner == owner
                 if granted and record is not None:
-                    record.expires = max(record.expires, now + ttl)
+                    record.keep(now, ttl)  # (its lease's life goes on)
                 return PickResult(Outcome.GRANTED if granted else Outcome.CONFLICT, taken[0])
         me = (owner, token)
         line = state.line
@@ -1335,7 +1369,7 @@ class MemoryBackend:
         record = self._sessions.get(session)
         if record is None:
             record = self._sessions[session] = _Session()
-        record.expires = max(record.expires, self._clock() + ttl)
+        record.keep(self._clock(), ttl)
 
     async def release_owner(self, owner: str) -> int:
         """Lua twins: ``release_owner.lua`` (each number's leases and line) and
@@ -1354,9 +1388,9 @@ class MemoryBackend:
                     removed += 1
             self._settle(number, now)
             self._forget_if_idle(number, state)
-        record = self._sessions.pop(owner, None)
-        if record is not None:  # the session ends (its leases went above, as released)
-            record.expires = -math.inf
+        record = self._sessions.get(owner)
+        if record is not None:  # the session's life ends (its leases went above, as released)
+            record.end(now)
         # Callers waiting for a pool or a group have a place in its line only.
         for name, pool in self._pools.items():
             for waiter in [w for w, lapses in pool.line.items() if lapses <= now]:

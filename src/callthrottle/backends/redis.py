@@ -859,12 +859,6 @@ class RedisBackend:
                         keys = [key, key[:-1] + lapses]
                         line_args = (owner, self._tag_channels(tag), pool)
                         removed += await self._run("release_owner_lines", keys, line_args)
-            # Its session ends too, also where it holds nothing now.
-            if self._events is None:
-                await self._client.hdel(self._session_record(""), owner)
-            else:
-                for tag in sorted(self._session_tags):
-                    await self._client.hdel(self._session_record(tag), owner)
         return removed
 
     def _line(self, key: str, kind: str, end: str) -> tuple[str, str] | None:

@@ -43,7 +43,9 @@
 --   S  set         the tokens of the number's session leases (see below)
 --   X  sorted set  token -> when its record lapses (ms): leases that lapsed (expired, or their
 --                  session did) and were dropped, so that a later release can tell it found
---                  an expired lease (kept ENDED_KEPT times the lease's ttl)
+--                  an expired lease: kept ENDED_KEPT times the lease's ttl from its lapse.
+--                  For the same reason a number's H, M and S live that long past their
+--                  leases' lapses (a lease that lapsed unnoticed is still found in H)
 --   E  sorted set  "owner\ttoken" -> when its record lapses (ms): leases ended for good
 --                  (released by another process, reset, released with their owner), so that a
 --                  holder cut off meanwhile cannot count them again (restore.lua); kept
@@ -53,9 +55,12 @@
 -- Session leases: a lease taken for a session (the owner is the session's name) lives while
 -- the session does, and never past its deadline (max_hold, else SESSION_HOLD_MAX): its H score
 -- (and its groups' GH scores) is that deadline, and its meta names the session record, a hash
--- (session name -> when the session lapses, ms) that one keep-alive call extends for all its
--- leases (keepalive.lua); an acquire for the session extends it too. A lease whose session
--- lapsed stops counting: settle_sessions drops it wherever leases are counted.
+-- (session name -> "<when its life ends, ms>\t<life>\t<when the life before ended>") that one
+-- keep-alive call extends for all its leases (keepalive.lua); an acquire for the session
+-- extends it too. A lease belongs to the life of the session it was granted in: once that life
+-- ended (nobody kept the session alive in time), a keep-alive starts a new life, and the
+-- leases of the old one never count again. A lapsed lease stops counting: settle_sessions
+-- drops it wherever leases are counted.
 local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
 -- leases and lapsed waiters were last dropped (a batch of operations shares them).
@@ -291,12 +296,15 @@ local function now_ms()
   return NOW
 end
 
--- owner, ttl, hold, limit, flags, since, and the session record key ('' for a lease of one
--- throttle, renewed by it lease by lease).
+-- owner, ttl, hold, limit, flags, since, the session record key ('' for a lease of one
+-- throttle, renewed by it lease by lease) and the session's life it was granted in.
 local function parse_meta(raw)
-  local owner, ttl, hold, limit, flags, since, skey =
+  local owner, ttl, hold, limit, flags, since, rest =
     string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)\t(%a*)\t?(%d*)\t?(.*)$')
-  return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags, tonumber(since), skey
+  local skey, life = string.match(rest or '', '^(.*)\t(%d+)$')
+  if not skey then skey, life = rest, 0 end
+  return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags, tonumber(since), skey,
+    tonumber(life)
 end
 
 -- An integer as text, digit by digit. Lua's own conversion (a number joined with ..,
@@ -306,10 +314,10 @@ local function int(n)
   return string.format('%d', n)
 end
 
-local function meta(owner, ttl, hold, limit, flags, since, skey)
+local function meta(owner, ttl, hold, limit, flags, since, skey, life)
   local text = owner .. '\t' .. int(ttl) .. '\t' .. int(hold) .. '\t' .. int(limit) .. '\t'
     .. flags .. '\t' .. int(since)
-  if skey and skey ~= '' then text = text .. '\t' .. skey end
+  if skey and skey ~= '' then text = text .. '\t' .. skey .. '\t' .. int(life or 0) end
   return text
 end
 
@@ -332,26 +340,55 @@ local function record_of(skey)
   return string.match(H, '^(.-){') .. skey
 end
 
--- When the session `owner` of record `skey` (a whole key) lapses (ms), 0 when it has no record.
-local function session_expiry(skey, owner)
-  local at = skey .. '\t' .. owner
-  local expiry = SESSIONS[at]
-  if expiry == nil then
-    expiry = tonumber(redis.call('HGET', skey, owner)) or 0
-    SESSIONS[at] = expiry
+-- The session `owner` of record `record` (a whole key): {when its life ends (ms), its life,
+-- when the life before ended}; {0, 0, 0} when it has no record.
+local function session_life(record, owner)
+  local at = record .. '\t' .. owner
+  local life = SESSIONS[at]
+  if life == nil then
+    local raw = redis.call('HGET', record, owner)
+    local ends, n, before = string.match(raw or '', '^(%d+)\t(%d+)\t(%d+)$')
+    life = ends and {tonumber(ends), tonumber(n), tonumber(before)} or {0, 0, 0}
+    SESSIONS[at] = life
   end
-  return expiry
+  return life
 end
 
--- Keep the session alive for ttl ms from now (never shortened) and its record key with it.
-local function keep_session(skey, owner, ttl, now)
-  local expiry = now + ttl
-  if session_expiry(skey, owner) < expiry then
-    redis.call('HSET', skey, owner, int(expiry))
-    SESSIONS[skey .. '\t' .. owner] = expiry
+local function write_life(record, owner, life)
+  redis.call('HSET', record, owner, int(life[1]) .. '\t' .. int(life[2]) .. '\t' .. int(life[3]))
+  SESSIONS[record .. '\t' .. owner] = life
+end
+
+-- Keep the session alive for ttl ms from now (never shortened), its record key with it; a
+-- session whose life ended starts a new one. Returns the session's life now.
+local function keep_session(record, owner, ttl, now)
+  local life = session_life(record, owner)
+  local ends = now + ttl
+  if life[1] <= now then
+    life = {ends, life[2] + 1, life[1]}
+    write_life(record, owner, life)
+  elseif life[1] < ends then
+    life = {ends, life[2], life[3]}
+    write_life(record, owner, life)
   end
   local ms = ttl + 1000
-  if redis.call('PTTL', skey) < ms then redis.call('PEXPIRE', skey, ms) end
+  if redis.call('PTTL', record) < ms then redis.call('PEXPIRE', record, ms) end
+  return life[2]
+end
+
+-- The session's life ends now: its leases lapse (a keep-alive starts a new life).
+local function end_session(record, owner, now)
+  local life = session_life(record, owner)
+  if life[1] > now then write_life(record, owner, {now, life[2], life[3]}) end
+end
+
+-- When a session lease of life `n` of the session lapses (ms; its deadline aside): when that
+-- life ended or ends; 0 for a life before the last one (long forgotten).
+local function life_end(skey, owner, n)
+  local life = session_life(record_of(skey), owner)
+  if life[2] == n then return life[1] end
+  if life[2] == n + 1 then return life[3] end
+  return 0
 end
 
 -- When a lease granted now lapses unless renewed (its H score), and its deadline (0: none).
@@ -472,35 +509,45 @@ local function own_number()
   return string.match(H, '}:n:(.*):h$')
 end
 
--- Leases that lapsed and were dropped (their metas alongside) are recorded, so that a later
--- release can tell it found an expired lease; records lapse after ENDED_KEPT ttls.
-local function mark_lapsed(tokens, metas, now)
+-- Leases that lapsed and were dropped ({token, when it lapsed, its meta} each) are recorded,
+-- so that a later release can tell it found an expired lease: until ENDED_KEPT ttls after
+-- the lapse (a lapse older than that is forgotten, as if the number had been idle).
+local function mark_lapsed(dropped, now)
   local key = lapsed_key()
-  local longest = 0
-  for i, token in ipairs(tokens) do
-    local _, ttl = parse_meta(metas[i] or '')
-    ttl = ttl or 0
-    redis.call('ZADD', key, now + ENDED_KEPT * ttl, token)
-    if ttl > longest then longest = ttl end
+  local latest = 0
+  for _, lease in ipairs(dropped) do
+    local _, ttl = parse_meta(lease[3] or '')
+    local untl = lease[2] + ENDED_KEPT * (ttl or 0)
+    if untl > now then
+      redis.call('ZADD', key, untl, lease[1])
+      if untl > latest then latest = untl end
+    end
   end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  extend(key, ENDED_KEPT * longest + 1000)
+  if latest > 0 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    extend(key, latest - now + 1000)
+  end
 end
 
--- Whether the lease (its meta fields) is a session lease whose session lapsed.
-local function session_lapsed(owner, skey, now)
-  return skey ~= nil and skey ~= '' and session_expiry(record_of(skey), owner) <= now
+-- Whether a lease that lapsed at `lapse` (ms), taken with `ttl`, is still remembered as lapsed.
+local function remembered(lapse, ttl, now)
+  return lapse + ENDED_KEPT * (ttl or 0) > now
 end
 
--- The number's session leases: {token, owner, session record key, H score} each.
+-- Whether the lease (its meta fields) is a session lease whose session's life lapsed.
+local function session_lapsed(owner, skey, n, now)
+  return skey ~= nil and skey ~= '' and life_end(skey, owner, n) <= now
+end
+
+-- The number's session leases: {token, owner, session record key, H score, meta, life} each.
 local function session_leases()
   local leases = {}
   for _, token in ipairs(redis.call('SMEMBERS', sessions_set())) do
     local raw = redis.call('HGET', M, token)
     local score = tonumber(redis.call('ZSCORE', H, token))
     if raw and score then
-      local owner, _, _, _, _, _, skey = parse_meta(raw)
-      leases[#leases + 1] = {token, owner, skey, score, raw}
+      local owner, _, _, _, _, _, skey, n = parse_meta(raw)
+      leases[#leases + 1] = {token, owner, skey, score, raw, n}
     else
       leases[#leases + 1] = {token}  -- gone by other means: only its entry in S is left
     end
@@ -510,14 +557,15 @@ end
 
 -- Drop the number's session leases whose session lapsed (from H, M, S and its groups' holders).
 local function settle_sessions(now)
-  local dead, metas = {}, {}
+  local dead = {}
   local number = nil
   for _, lease in ipairs(session_leases()) do
     local token, owner, skey = lease[1], lease[2], lease[3]
     if not owner then
       redis.call('SREM', sessions_set(), token)
-    elseif session_lapsed(owner, skey, now) then
-      dead[#dead + 1], metas[#metas + 1] = token, lease[5]
+    elseif session_lapsed(owner, skey, lease[6], now) then
+      local lapse = math.min(lease[4], life_end(skey, owner, lease[6]))
+      dead[#dead + 1] = {token, lapse, lease[5]}
       redis.call('ZREM', H, token)
       redis.call('HDEL', M, token)
       redis.call('SREM', sessions_set(), token)
@@ -528,7 +576,7 @@ local function settle_sessions(now)
       end
     end
   end
-  if #dead > 0 then mark_lapsed(dead, metas, now) end
+  if #dead > 0 then mark_lapsed(dead, now) end
 end
 
 -- How many of the number's leases still in H (score past now) belong to a lapsed session (read
@@ -536,7 +584,7 @@ end
 local function lapsed_session_leases(now)
   local count = 0
   for _, lease in ipairs(session_leases()) do
-    if lease[2] and lease[4] > now and session_lapsed(lease[2], lease[3], now) then
+    if lease[2] and lease[4] > now and session_lapsed(lease[2], lease[3], lease[6], now) then
       count = count + 1
     end
   end
@@ -552,8 +600,8 @@ local function settle_group(gh, now, write)
     local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
     local raw = redis.call('HGET', base .. number .. ':m', token)
     if raw then
-      local _, _, _, _, _, _, skey = parse_meta(raw)
-      if session_lapsed(owner, skey, now) then
+      local _, _, _, _, _, _, skey, n = parse_meta(raw)
+      if session_lapsed(owner, skey, n, now) then
         if write then redis.call('ZREM', gh, m) end
         dropped = dropped + 1
       end
@@ -566,12 +614,16 @@ end
 local function purge(now)
   if PURGED == now then return redis.call('ZCARD', Q) end  -- nothing lapsed since
   PURGED = now
-  local dead = redis.call('ZRANGEBYSCORE', H, '-inf', now)
-  if #dead > 0 then
-    local metas = {}
-    for i, token in ipairs(dead) do metas[i] = redis.call('HGET', M, token) end
+  local lapsed = redis.call('ZRANGEBYSCORE', H, '-inf', now, 'WITHSCORES')
+  if #lapsed > 0 then
+    local dead, dropped = {}, {}
+    for i = 1, #lapsed, 2 do
+      local token = lapsed[i]
+      dead[#dead + 1] = token
+      dropped[#dropped + 1] = {token, tonumber(lapsed[i + 1]), redis.call('HGET', M, token)}
+    end
     redis.call('ZREMRANGEBYSCORE', H, '-inf', now)
-    mark_lapsed(dead, metas, now)
+    mark_lapsed(dropped, now)
     each_chunk('HDEL', M, dead)
     each_chunk('SREM', sessions_set(), dead)
   end
@@ -601,23 +653,33 @@ local function make_live(key, ms, now, fresh)
   EXTENDED[key] = at
 end
 
--- The hot path's touch: a lease expiring at `expires` was added; make H and M live at least
--- that long (they already cover every other lease and place in line). `fresh_h`: H had no
--- lease before, so it has no expiry yet; `fresh_m`: neither had M (nobody waited either).
-local function cover(expires, now, fresh_h, fresh_m)
-  local ms = expires - now + 1000
+-- The hot path's touch: a lease taken with `ttl`, expiring at `expires`, was added; make H
+-- and M live at least as long as it may be remembered (they already cover every other lease
+-- and place in line). `fresh_h`: H had no lease before, so it has no expiry yet; `fresh_m`:
+-- neither had M (nobody waited either).
+local function cover(expires, now, fresh_h, fresh_m, ttl)
+  local ms = expires - now + ENDED_KEPT * ttl + 1000
   make_live(H, ms, now, fresh_h)
   make_live(M, ms, now, fresh_m)
 end
 
 -- A session lease was granted: listed in S, and its session kept alive (an acquire for the
 -- session speaks for it).
-local function hold_for_session(token, owner, skey, ttl, expires, now)
+-- A session lease is about to be granted: the session is kept alive, and its life returned
+-- (the lease belongs to it); nil for a lease of one throttle.
+local function grant_life(owner, skey, ttl, now)
+  if skey == '' then return nil end
+  return keep_session(record_of(skey), owner, ttl, now)
+end
+
+-- A session lease was granted: listed in S; S and the session's record live as long as H.
+local function hold_for_session(token, skey, ttl, expires, now)
   if skey == '' then return end
   local set = sessions_set()
+  local ms = expires - now + ENDED_KEPT * ttl + 1000  -- as long as H (cover)
   redis.call('SADD', set, token)
-  extend(set, expires - now + 1000)
-  keep_session(record_of(skey), owner, ttl, now)
+  extend(set, ms)
+  extend(record_of(skey), ms)  -- the lease's lapse is read from it as long as it is remembered
 end
 
 -- Grant slots to waiters, first come first served, while the head's limit allows; return how
@@ -649,12 +711,13 @@ local function promote(now, queued, number, channels, here, handed)
     end
     local skey = select(7, parse_meta(redis.call('HGET', M, token)))
     local expires, deadline = lease_times(ttl, hold, skey, now)
+    local n = grant_life(owner, skey, ttl, now)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('ZADD', H, expires, token)
-    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now, skey))
-    cover(expires, now, holding == 0, false)
-    hold_for_session(token, owner, skey, ttl, expires, now)
+    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now, skey, n))
+    cover(expires, now, holding == 0, false, ttl)
+    hold_for_session(token, skey, ttl, expires, now)
     if owner == here then
       handed[#handed + 1] = token
     else
@@ -672,8 +735,13 @@ end
 -- extends: see cover and keep_line.)
 local function touch(now, queued)
   local last = 0
-  local h = redis.call('ZRANGE', H, -1, -1, 'WITHSCORES')
-  if #h > 0 then last = tonumber(h[2]) end
+  -- Each lease is remembered ENDED_KEPT of its ttls past its expiry (see X).
+  local h = redis.call('ZRANGE', H, 0, -1, 'WITHSCORES')
+  for i = 1, #h, 2 do
+    local _, ttl = parse_meta(redis.call('HGET', M, h[i]) or '')
+    local keep = tonumber(h[i + 1]) + ENDED_KEPT * (ttl or 0)
+    if keep > last then last = keep end
+  end
   if queued > 0 then
     local w = redis.call('ZRANGE', W, -1, -1, 'WITHSCORES')
     if #w > 0 and tonumber(w[2]) > last then last = tonumber(w[2]) end
@@ -715,7 +783,7 @@ local function retry_in(now)
   -- keeps the session alive.
   for _, lease in ipairs(session_leases()) do
     if lease[2] then
-      local lapse = math.max(session_expiry(record_of(lease[3]), lease[2]) - now, 0)
+      local lapse = math.max(life_end(lease[3], lease[2], lease[6]) - now, 0)
       if wait < 0 or lapse < wait then wait = lapse end
     end
   end

@@ -62,10 +62,11 @@ if #ARGV <= 8 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 the
   if holding < limit then
     local expires, deadline = lease_times(ttl, hold, skey, now)
     if redis.call('ZADD', H, 'NX', expires, token) == 1 then
-      redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, '', now, skey))
+      local n = grant_life(owner, skey, ttl, now)
+      redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, '', now, skey, n))
       forget_ended(owner, token)
-      cover(expires, now, holding == 0, holding == 0)
-      hold_for_session(token, owner, skey, ttl, expires, now)
+      cover(expires, now, holding == 0, holding == 0, ttl)
+      hold_for_session(token, skey, ttl, expires, now)
       return told({1, -1})
     end
     -- The token is known already: the full path tells a repeat from a conflict.
@@ -111,10 +112,11 @@ if queued > 0 then queued = promote(now, queued, ARGV[7], ARGV[8]) end
 
 local function grant()
   local expires, deadline = lease_times(ttl, hold, skey, now)
+  local n = grant_life(owner, skey, ttl, now)
   redis.call('ZADD', H, expires, token)
-  redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, flags, now, skey))
+  redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, flags, now, skey, n))
   forget_ended(owner, token)
-  hold_for_session(token, owner, skey, ttl, expires, now)
+  hold_for_session(token, skey, ttl, expires, now)
   if #windows > 0 then rate_hit(R, windows, now, token) end
   if #callee_windows > 0 then rate_hit(KEYS[7], callee_windows, now, ARGV[7] .. ':' .. token) end
   for _, g in ipairs(groups) do
@@ -189,7 +191,7 @@ if raw then
       promote(now, queued - 1, ARGV[7], ARGV[8])
       return refused
     end
-    cover(grant(), now, holding == 0, false)
+    cover(grant(), now, holding == 0, false, ttl)
     -- The next in line is served (or told to ask) when a slot is still free for it.
     promote(now, queued - 1, ARGV[7], ARGV[8])
     return told({1, -1})
@@ -207,7 +209,7 @@ end
 if queued == 0 then
   local holding = redis.call('ZCARD', H)
   if holding < limit then
-    cover(grant(), now, holding == 0, holding == 0)
+    cover(grant(), now, holding == 0, holding == 0, ttl)
     return told({1, -1})
   end
 end

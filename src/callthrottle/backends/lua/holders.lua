@@ -8,10 +8,10 @@ local reply = {now}
 local live = redis.call('ZRANGEBYSCORE', H, '(' .. now, '+inf', 'WITHSCORES')
 for i = 1, #live, 2 do
   local token = live[i]
-  local owner, ttl, hold, _, _, since, skey = parse_meta(redis.call('HGET', M, token) or '')
+  local owner, ttl, hold, _, _, since, skey, n = parse_meta(redis.call('HGET', M, token) or '')
   local expiry = tonumber(live[i + 1])
-  if skey and skey ~= '' then  -- a session lease lives until its session lapses
-    expiry = math.min(expiry, session_expiry(record_of(skey), owner))
+  if skey and skey ~= '' then  -- a session lease lives until its session's life ends
+    expiry = math.min(expiry, life_end(skey, owner, n))
   end
   if expiry > now then
     reply[#reply + 1] = token

@@ -1,15 +1,12 @@
 -- Python twin: MemoryBackend.keepalive (backends/memory.py).
 -- Keep a session alive: every lease of it (on every number whose leases name this record)
 -- lives ttl ms more, never past its own deadline. The cost does not grow with the leases held:
--- one field of one hash. Sessions that lapsed are dropped from the record on the way.
+-- one field of one hash. A session whose life ended starts a new one (the old life's leases
+-- never count again); its field stays until the record expires with the last lease naming it.
 -- KEYS[1] the session record (hash: session name -> when it lapses, ms by the server clock)
 -- ARGV[1] the session's name, ARGV[2] ttl_ms
 -- Returns when the session lapses now (ms, server clock).
 local record, session, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local all = redis.call('HGETALL', record)
-for i = 1, #all, 2 do
-  if tonumber(all[i + 1]) <= now then redis.call('HDEL', record, all[i]) end
-end
 keep_session(record, session, ttl, now)
-return tonumber(redis.call('HGET', record, session))
+return session_life(record, session)[1]

@@ -17,18 +17,19 @@ local removed = 0
 local expiry = tonumber(redis.call('ZSCORE', H, token))
 if expiry then
   redis.call('ZREM', H, token)
-  local owner, ttl, _, _, _, _, skey = parse_meta(redis.call('HGET', M, token))
+  local owner, ttl, _, _, _, _, skey, n = parse_meta(redis.call('HGET', M, token))
   redis.call('HDEL', M, token)
   if skey ~= '' then
     redis.call('SREM', sessions_set(), token)
     -- Its session lapsed: it no longer counted (its groups still list it: taken out now).
-    if session_lapsed(owner, skey, now) then
-      expiry = 0
+    if session_lapsed(owner, skey, n, now) then
+      expiry = math.min(expiry, life_end(skey, owner, n))  -- when it lapsed
       leave_groups(owner, ARGV[3], token, ARGV[4], now)
     end
   end
   if expiry <= now then
-    removed = 2  -- it had lapsed: only cleared away
+    -- It had lapsed (only cleared away now): said so while it is remembered (see X).
+    removed = remembered(expiry, ttl, now) and 2 or 0
   else  -- a live lease
     removed = 1
     redis.call('ZREM', lapsed_key(), token)  -- an earlier lease of the token lapsed: not this one
@@ -39,8 +40,13 @@ if expiry then
       redis.call('SPUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
     end
   end
-elseif redis.call('ZREM', lapsed_key(), token) == 1 then
-  removed = 2  -- it lapsed and was dropped since (said once: a second release finds nothing)
+else
+  -- It lapsed and was dropped since: said once (a second release finds nothing).
+  local untl = tonumber(redis.call('ZSCORE', lapsed_key(), token))
+  if untl then
+    redis.call('ZREM', lapsed_key(), token)
+    if untl > now then removed = 2 end
+  end
 end
 if ARGV[5] then
   if redis.call('ZSCORE', ARGV[5], ARGV[3]) then

@@ -2,10 +2,10 @@
 -- Remove every lease and place in line of one owner on one number.
 -- KEYS: H Q W M P R (see _common.lua)
 -- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix, ARGV[4] (optional) the record of
--- the owner's session on the number's tag (deleted: a session ends with its owner)
+-- the owner's session on the number's tag (its life ends with its owner's leases)
 -- Returns how many entries were removed.
 local now = now_ms()
-if ARGV[4] then redis.call('HDEL', ARGV[4], ARGV[1]) end
+if ARGV[4] then end_session(ARGV[4], ARGV[1], now) end
 purge(now)
 local removed = 0
 local all = redis.call('HGETALL', M)
@@ -15,7 +15,7 @@ for i = 1, #all, 2 do
   if owner == ARGV[1] then
     if redis.call('ZSCORE', H, token) then mark_ended(owner, token, ttl, now) end
     if skey ~= '' then
-      redis.call('HDEL', record_of(skey), owner)  -- the session ends: none of its leases lives on
+      end_session(record_of(skey), owner, now)  -- the session's life ends with its leases
       redis.call('SREM', sessions_set(), token)
     end
     leave_groups(ARGV[1], ARGV[2], token, ARGV[3], now)
