@@ -1266,6 +1266,8 @@ class MemoryBackend:
                 number, token, owner, spec.limit, ttl, max_hold, False, rates, record
             )
             if result.outcome is Outcome.GRANTED:
+                if record is not None:  # granted (or held already): the session lives on
+                    record.keep(now, ttl)
                 state.took(token, number, now + ttl, now)
                 numbers = self._numbers.get(number)
                 state.set_load(number, 0 if numbers is None else _live(numbers, now))

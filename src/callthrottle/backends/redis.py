@@ -843,8 +843,7 @@ class RedisBackend:
         with _map_errors("release_owner"):
             async for raw in self._client.scan_iter(match=pattern, count=1000):
                 number = raw.decode().rpartition(":n:")[2][:-2]
-                record = self._session_record(self._tag_of(number))
-                args = (owner, number, self._channels_for(number), record)
+                args = (owner, number, self._channels_for(number))
                 removed += await self._run("release_owner", self.keys_for(number), args)
             # Callers waiting for a pool or a group have a place in its line only: the line's
             # order key, its lapses key (same name, other last letter), and a pool's name.
@@ -859,6 +858,14 @@ class RedisBackend:
                         keys = [key, key[:-1] + lapses]
                         line_args = (owner, self._tag_channels(tag), pool)
                         removed += await self._run("release_owner_lines", keys, line_args)
+            # An owner that is a session: its life ends once its leases went (ended, not
+            # lapsed), on every record that may name it.
+            records = [self._session_record("")]
+            if self._events is not None:
+                await self._find_session_records()
+                records = [self._session_record(tag) for tag in sorted(self._session_tags)]
+            for record in records:
+                await self._run("keepalive", [record], (owner, 1, 1))
         return removed
 
     def _line(self, key: str, kind: str, end: str) -> tuple[str, str] | None:

@@ -610,6 +610,25 @@ local function settle_group(gh, now, write)
   return dropped
 end
 
+-- When the first of a group's holders lapses (ms), nil when it has none: a session lease's
+-- lapse is its session's life's end when that comes before its deadline (its GH score).
+local function group_first_lapse(gh)
+  local base = string.match(gh, '^(.*})') .. ':n:'
+  local first = nil
+  local all = redis.call('ZRANGE', gh, 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    local lapse = tonumber(all[i + 1])
+    local owner, number, token = string.match(all[i], '^(.-)\t(.-)\t(.*)$')
+    local raw = redis.call('HGET', base .. number .. ':m', token)
+    if raw then
+      local _, _, _, _, _, _, skey, n = parse_meta(raw)
+      if skey ~= '' then lapse = math.min(lapse, life_end(skey, owner, n)) end
+    end
+    if not first or lapse < first then first = lapse end
+  end
+  return first
+end
+
 -- Drop expired leases and lapsed waiters; return how many wait in line afterwards.
 local function purge(now)
   if PURGED == now then return redis.call('ZCARD', Q) end  -- nothing lapsed since
@@ -657,10 +676,14 @@ end
 -- and M live at least as long as it may be remembered (they already cover every other lease
 -- and place in line). `fresh_h`: H had no lease before, so it has no expiry yet; `fresh_m`:
 -- neither had M (nobody waited either).
-local function cover(expires, now, fresh_h, fresh_m, ttl)
+local function cover(expires, now, fresh_h, fresh_m, ttl, line)
   local ms = expires - now + ENDED_KEPT * ttl + 1000
   make_live(H, ms, now, fresh_h)
   make_live(M, ms, now, fresh_m)
+  if line then  -- `line`: callers may wait; their line lives as long as M (see keep_line)
+    make_live(Q, ms, now, false)
+    make_live(W, ms, now, false)
+  end
 end
 
 -- A session lease was granted: listed in S, and its session kept alive (an acquire for the
@@ -716,7 +739,7 @@ local function promote(now, queued, number, channels, here, handed)
     redis.call('ZREM', W, token)
     redis.call('ZADD', H, expires, token)
     redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now, skey, n))
-    cover(expires, now, holding == 0, false, ttl)
+    cover(expires, now, holding == 0, false, ttl, true)
     hold_for_session(token, skey, ttl, expires, now)
     if owner == here then
       handed[#handed + 1] = token
@@ -764,6 +787,10 @@ end
 -- at least that long (`fresh`: nobody waited before, so Q and W have no expiry yet).
 local function keep_line(ms, fresh)
   local now = now_ms()
+  -- The line lives as long as M: M outlives its leases (see X), and a waiter's meta left in M
+  -- after its line's keys expired would read as a waiter's still.
+  local m_left = redis.call('PTTL', M)
+  if m_left > ms then ms = m_left end
   make_live(Q, ms, now, fresh)
   make_live(W, ms, now, fresh)
   if fresh then

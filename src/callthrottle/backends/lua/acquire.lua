@@ -155,8 +155,8 @@ local function group_full(wait)
       if not room then
         leave_group_lines(i)
         if wait then join_group_line(g[3], me, now, ttl, reserved and g[7] > 0) end
-        local first = redis.call('ZRANGE', g[1], 0, 0, 'WITHSCORES')
-        local retry = (#first > 0) and math.max(tonumber(first[2]) - now, 0) or -1
+        local first = group_first_lapse(g[1])
+        local retry = first and math.max(first - now, 0) or -1
         return {5, retry, g[6], reserved and g[4] or math.max(g[4] - g[7], 0)}
       end
     end
@@ -176,6 +176,11 @@ local function refusal(wait)
 end
 
 local raw = redis.call('HGET', M, token)
+if raw and not redis.call('ZSCORE', Q, token) and not redis.call('ZSCORE', H, token) then
+  -- A waiter whose place lapsed with the line's keys (M outlives them: see X): asks anew.
+  redis.call('HDEL', M, token)
+  raw = false
+end
 if raw then
   local other, wttl = parse_meta(raw)
   if other ~= owner then return {-1, -1} end
@@ -186,12 +191,14 @@ if raw then
     local refused = refusal(true)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
-    redis.call('HDEL', M, token)
     if refused then
+      redis.call('HDEL', M, token)
       promote(now, queued - 1, ARGV[7], ARGV[8])
       return refused
     end
-    cover(grant(), now, holding == 0, false, ttl)
+    -- Its meta is written over by the lease's (deleting it first could delete M, which would
+    -- then come back without an expiry).
+    cover(grant(), now, holding == 0, false, ttl, true)
     -- The next in line is served (or told to ask) when a slot is still free for it.
     promote(now, queued - 1, ARGV[7], ARGV[8])
     return told({1, -1})
