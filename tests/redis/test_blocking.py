@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -21,7 +21,7 @@ CONFIG = {"numbers": {NUMBER: {"cap": 2}}}
 
 def client(redis_url: str, prefix: str, session: str = "host-a", **kwargs: object) -> SessionClient:
     settings: dict[str, object] = {"config": CONFIG, "lease_ttl": 1.0, **kwargs}
-    return SessionClient.from_url(redis_url, session=session, key_prefix=prefix, **settings)  # type: ignore[arg-type]
+    return SessionClient.from_url(redis_url, session=session, key_prefix=prefix, **settings)
 
 
 def live(sync_client: redis.Redis, prefix: str) -> int:
@@ -31,13 +31,13 @@ def live(sync_client: redis.Redis, prefix: str) -> int:
     now = now_s * 1000 + now_us // 1000
     key = f"{prefix}{{{NUMBER}}}:n:{NUMBER}:"
     # session name -> "<when its life ends>\t<life>\t<when the life before ended>"
+    records = cast("dict[bytes, bytes]", sync_client.hgetall(f"{prefix}sessions"))
     sessions = {
-        name: [int(field) for field in value.split(b"\t")]
-        for name, value in sync_client.hgetall(f"{prefix}sessions").items()
+        name: [int(field) for field in value.split(b"\t")] for name, value in records.items()
     }
     count = 0
-    for token, _score in sync_client.zrangebyscore(key + "h", now, "+inf", withscores=True):
-        meta = (sync_client.hget(key + "m", token) or b"").split(b"\t")
+    for token in cast("list[bytes]", sync_client.zrangebyscore(key + "h", now, "+inf")):
+        meta = cast("bytes", sync_client.hget(key + "m", token) or b"").split(b"\t")
         ends, life, _ = sessions.get(meta[0], [0, 0, 0])
         if int(meta[-1]) == life and ends > now:  # in the session's current life, not ended
             count += 1
