@@ -39,13 +39,19 @@ def assert_all_expire(
     within_ms: int,
     keep: re.Pattern[str] | None = None,
     keep_ended: int | None = None,
+    keep_leases: int | None = None,
 ) -> None:
     """Every key expires within ``within_ms`` (those matching ``keep`` may have no expiry;
-    with ``keep_ended``, records of ended leases expire within that many ms instead)."""
+    with ``keep_ended``, records of ended leases expire within that many ms instead; with
+    ``keep_leases``, a number's lease keys)."""
     for key, pttl in expiries(client, prefix).items():
         if keep is not None and keep.match(key) and pttl == -1:
             continue
-        bound = keep_ended if keep_ended is not None and ENDED.match(key) else within_ms
+        bound = within_ms
+        if keep_ended is not None and ENDED.match(key):
+            bound = keep_ended
+        elif keep_leases is not None and LEASES.match(key):
+            bound = keep_leases
         assert 0 < pttl <= bound, f"{key} has PTTL {pttl}"
 
 
@@ -53,10 +59,21 @@ def assert_all_expire(
 #: their holders must not count them again): it lapses four lease TTLs after its last write.
 ENDED = re.compile(r".*:n:[^:]+:e$")
 
+#: A number's keys of leases and line (and of lapsed leases): they live four lease TTLs past
+#: the leases they hold, so that a release arriving after a lease lapsed says so (EXPIRED).
+LEASES = re.compile(r".*:n:[^:]+:[hmqwsx]$")
+
+#: The bound of those with 2 s leases: the lease, four more TTLs, and a second.
+LEASES_KEPT = 2_000 + 4 * 2_000 + 1_000
+
 
 def assert_ended_records_only(client: redis.Redis, prefix: str, within_ms: int) -> None:
-    """Only ended-lease records are left, each expiring within ``within_ms``."""
+    """Only records of ended leases, each expiring within ``within_ms``, and lease keys kept
+    for leases that lapsed (within LEASES_KEPT) are left."""
     for key, pttl in expiries(client, prefix).items():
+        if LEASES.match(key):
+            assert 0 < pttl <= LEASES_KEPT, f"{key} has PTTL {pttl}"
+            continue
         assert ENDED.match(key), f"{key} is left (PTTL {pttl})"
         assert 0 < pttl <= within_ms, f"{key} has PTTL {pttl}"
 
@@ -165,9 +182,9 @@ async def test_a_pool_line_expires_with_its_last_place(
             )
         line = {k for k in expiries(sync_client, prefix) if re.search(r":pool:a:(w|x|ws)$", k)}
         assert len(line) == 3
-        assert_all_expire(sync_client, prefix, 3_000, keep=POOL_SETTINGS)
+        assert_all_expire(sync_client, prefix, 3_000, keep=POOL_SETTINGS, keep_leases=LEASES_KEPT)
         await throttle.release(held)
-    assert_all_expire(sync_client, prefix, 3_000, keep=POOL_SETTINGS)
+    assert_all_expire(sync_client, prefix, 3_000, keep=POOL_SETTINGS, keep_leases=LEASES_KEPT)
 
 
 async def test_trunk_tenant_callee_and_rate_keys_expire_with_what_they_hold(
@@ -221,8 +238,9 @@ async def test_every_way_out_of_a_number_leaves_keys_that_expire_within_a_lease(
 ) -> None:
     """Giving up in line, dying in line or holding, release_owner, renewal, reset, restore,
     abandon: at every step each key expires within what it holds (2 s leases and places; the
-    record of leases ended by release_owner or reset: four leases), and once every number is
-    idle nothing is left but those records."""
+    record of leases ended by release_owner or reset: four leases; a number's lease keys: four
+    leases past the leases they hold, see LEASES), and once every number is idle nothing is
+    left but those records and the keys of leases that lapsed."""
     third = "+8657188880003"
     async with Throttle.from_url(
         redis_url, key_prefix=prefix, lease_ttl=2.0, default_limit=1
@@ -231,18 +249,18 @@ async def test_every_way_out_of_a_number_leaves_keys_that_expire_within_a_lease(
         held = await throttle.acquire(NUMBER, timeout=0)
         with pytest.raises(AcquireTimeout):
             await throttle.acquire(NUMBER, timeout=0.2)  # gave up waiting
-        assert_all_expire(sync_client, prefix, 3_000)
+        assert_all_expire(sync_client, prefix, 3_000, keep_leases=LEASES_KEPT)
         await backend.acquire(NUMBER, "dead-waiter", "dead", 1, 2.0, None, True)
         await backend.acquire(OTHER, "dead-holder", "dead", 1, 2.0, None, False)
         await backend.acquire(OTHER, "dead-waiter-2", "dead", 1, 2.0, None, True)
-        assert_all_expire(sync_client, prefix, 3_000)
+        assert_all_expire(sync_client, prefix, 3_000, keep_leases=LEASES_KEPT)
         await throttle.release_owner("dead")
-        assert_all_expire(sync_client, prefix, 3_000, keep_ended=9_000)
+        assert_all_expire(sync_client, prefix, 3_000, keep_ended=9_000, keep_leases=LEASES_KEPT)
         await backend.renew(throttle.owner_id, [(NUMBER, held.token)])
-        assert_all_expire(sync_client, prefix, 3_000, keep_ended=9_000)
+        assert_all_expire(sync_client, prefix, 3_000, keep_ended=9_000, keep_leases=LEASES_KEPT)
         await throttle.reset(NUMBER)
         await backend.restore(third, "restored", "dead", 1, 2.0, None)
-        assert_all_expire(sync_client, prefix, 3_000, keep_ended=9_000)
+        assert_all_expire(sync_client, prefix, 3_000, keep_ended=9_000, keep_leases=LEASES_KEPT)
         await backend.abandon(third, "restored", "dead")
     assert_ended_records_only(sync_client, prefix, 9_000)
 
