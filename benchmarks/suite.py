@@ -16,6 +16,9 @@
 5. Hand-off between processes: release-call start to the queued waiter's grant.
 6. Round trips per acquire and release (``INFO commandstats`` and ``MONITOR``) and Redis memory
    per idle and busy number (``MEMORY USAGE`` over the keys ``SCAN`` finds under the prefix).
+7. Sessions (``sessions.py``): a keep-alive's server time with 10 and 10,000 leases held,
+   against a heartbeat renewing as many per-process leases; the thread-free blocking client
+   against the async path on the same server.
 
 Writes ``benchmarks/results/results.{md,json,png}``; progress goes to stderr.
 """
@@ -1153,6 +1156,9 @@ async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], list[
     sections.append(await bench_handoff(url, args.handoff_reps))
     log("round trips (INFO commandstats, MONITOR)")
     sections.append(await bench_round_trips(url, CAP))
+    from sessions import run as run_sessions  # (it imports this module's helpers)
+
+    sections += await run_sessions(url, args.rounds, 200 if not args.quick else 50)
     log("memory per number")
     sections.append(await bench_memory_usage(url))
     report: dict[str, Any] = {
