@@ -106,7 +106,8 @@ async def test_keys_share_one_hash_tag_and_expire(
     assert keys, "acquire wrote no key"
     assert all(f"{{{NUMBER}}}" in key for key in keys)
     for key in keys:
-        assert 0 < sync_client.pttl(key) <= 31_000
+        # The lease's ttl, and four more: a release arriving after it lapsed can say so.
+        assert 0 < sync_client.pttl(key) <= 30_000 + 4 * 30_000 + 1_000
     await throttle.release(lease)
     assert list(sync_client.scan_iter(match=f"{prefix}*")) == []
 
