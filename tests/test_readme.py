@@ -26,6 +26,7 @@ EXPECTED = {
     "throttle.slot_from(": [
         "calling +8657112345678 from +8657188880001 of pool hangzhou-sales",
     ],
+    "session=": ["still counted: 1", "hang-up: released"],
     "throttle.slot(": [
         "dialing from +8657188880001",
         "1/20 in use, 0 waiting",

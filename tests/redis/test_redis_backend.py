@@ -20,7 +20,7 @@ SCRIPT_INTERNAL = {
     "time", "zrangebyscore", "zremrangebyscore", "zrange", "zcard", "zcount", "zscore", "zadd",
     "zrem", "hget", "hmget", "hset", "hdel", "hgetall", "pexpire", "pttl", "del", "spublish",
     "incr", "zmscore", "srandmember", "sadd", "srem", "get", "set", "hexists", "hlen", "persist",
-    "zrank",
+    "zrank", "smembers",
 }  # fmt: skip
 
 
