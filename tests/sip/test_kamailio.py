@@ -1,0 +1,125 @@
+"""Real SIP, end to end: does the carrier ever see more calls on a number than its cap?
+
+Kamailio (``examples/kamailio/kamailio.cfg``, 4 workers, the callthrottle handler) is the
+outbound proxy; sipp dialers offer far more calls than the caps from four caller IDs (caps 20,
+20, 20 and 3); a sipp carrier answers every call it gets. The count comes from the carrier's
+message log alone: per caller ID, the most calls answered and not yet hung up at one instant.
+Each phase then checks that no slot is left in Redis once every call ended.
+
+Leases live ``LEASE_TTL`` (2 s) here, so that calls outlive them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ._bench import Dialer
+from ._carrier import peaks
+from .conftest import CAPS, LEASE_TTL
+
+if TYPE_CHECKING:
+    from callthrottle.sync import SyncThrottle
+
+    from .conftest import Bench
+
+pytestmark = [pytest.mark.sip, pytest.mark.slow, pytest.mark.timeout(90)]
+
+
+def dial(bench: Bench, name: str, *, rate: float, calls: int, hold: float) -> Dialer:
+    return Dialer(
+        bench.workdir,
+        name,
+        bench.kamailio.port,
+        bench.callers,
+        rate=rate,
+        calls=calls,
+        hold=hold,
+    )
+
+
+def check_carrier(bench: Bench, viewer: SyncThrottle, phase: str) -> None:
+    """What the carrier saw stays within every cap, and nothing is left held in Redis."""
+    # A hang-up's slot is given back before the proxy relays the BYE; the dialers have all had
+    # the answer to theirs. Allow a moment for the log of the last messages to reach the disk.
+    time.sleep(0.5)
+    calls = bench.carrier.calls()
+    seen = peaks(calls.values())
+    answered = Counter(call.number for call in calls.values() if call.answered is not None)
+    still_up = sorted(c.call_id for c in calls.values() if c.answered and c.ended is None)
+    left = {number: [h.token for h in viewer.holders(number)] for number in CAPS}
+    summary = (
+        f"{phase}: carrier peaks {seen} (caps {CAPS}); calls answered {dict(answered)} of "
+        f"{len(calls)} that reached the carrier; still up {len(still_up)}; "
+        f"slots left in Redis {sum(map(len, left.values()))}"
+    )
+    print(summary)
+    over = {number: top for number, top in seen.items() if top > CAPS.get(number, 0)}
+    assert not over, f"the carrier saw more calls than the cap on {over}. {summary}"
+    unfilled = {number: seen.get(number, 0) for number in CAPS if seen.get(number, 0) < CAPS[number]}
+    assert not unfilled, f"the load did not fill these numbers' caps: {unfilled}. {summary}"
+    assert not any(left.values()), f"slots still held once the calls ended: {left}. {summary}"
+    assert not still_up, f"calls never hung up at the carrier: {still_up[:5]}. {summary}"
+
+
+def test_a_steady_load_of_short_calls(bench: Bench, viewer: SyncThrottle) -> None:
+    dialer = dial(bench, "steady", rate=80, calls=400, hold=1.5)
+    dialer.wait()
+    check_carrier(bench, viewer, "a) steady, 1.5 s calls")
+
+
+def test_b_calls_longer_than_the_lease_ttl(bench: Bench, viewer: SyncThrottle) -> None:
+    dialer = dial(bench, "long", rate=40, calls=320, hold=5)
+    dialer.wait()
+    check_carrier(bench, viewer, "b) 5 s calls, lease TTL 2 s")
+
+
+def test_c_workers_idle_for_longer_than_the_lease_ttl(bench: Bench, viewer: SyncThrottle) -> None:
+    """A burst fills every number in half a second; then no SIP message reaches any worker for
+    4 s (two lease TTLs) while those calls are up; then a second burst."""
+    first = dial(bench, "burst-1", rate=200, calls=100, hold=8)
+    time.sleep(4.5)
+    second = dial(bench, "burst-2", rate=200, calls=100, hold=2)
+    first.wait()
+    second.wait()
+    check_carrier(bench, viewer, "c) 8 s calls, workers idle 4 s")
+
+
+def test_d_a_worker_killed(bench: Bench, viewer: SyncThrottle) -> None:
+    """SIGKILL to one SIP worker while calls are up. Kamailio's main process then stops every
+    other process and exits; it is started again, as a supervisor would, and the dialer's
+    retransmissions and hang-ups go through the new one."""
+    dialer = dial(bench, "steady", rate=40, calls=400, hold=5)
+    time.sleep(3)
+    os.kill(bench.kamailio.workers()[0], signal.SIGKILL)
+    if bench.kamailio.wait_exit(10) is not None:
+        bench.kamailio.proc = None
+        bench.kamailio.start()
+    dialer.wait()
+    check_carrier(bench, viewer, "d) a worker killed")
+
+
+def test_e_the_proxy_restarted_while_calls_are_up(bench: Bench, viewer: SyncThrottle) -> None:
+    dialer = dial(bench, "steady", rate=40, calls=400, hold=5)
+    time.sleep(3)
+    bench.kamailio.stop()
+    bench.kamailio.start()
+    dialer.wait()
+    check_carrier(bench, viewer, "e) proxy restarted")
+
+
+def test_f_redis_unreachable_for_a_moment(bench: Bench, viewer: SyncThrottle) -> None:
+    """Redis stops for one second (half a lease TTL) under load; the proxy refuses calls it
+    cannot count (fail closed) and goes on once Redis is back."""
+    dialer = dial(bench, "steady", rate=40, calls=320, hold=4)
+    time.sleep(3)
+    bench.redis.stop()
+    time.sleep(LEASE_TTL / 2)
+    bench.redis.start()
+    dialer.wait()
+    check_carrier(bench, viewer, "f) Redis down for 1 s")
