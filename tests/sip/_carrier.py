@@ -50,7 +50,7 @@ def parse_trace(text: str) -> dict[str, CarrierCall]:
     calls: dict[str, CarrierCall] = {}
     parts = _SEPARATOR.split(text)
     # parts: [before the first separator, time, block, time, block, ...]
-    for stamp, block in zip(parts[1::2], parts[2::2]):
+    for stamp, block in zip(parts[1::2], parts[2::2], strict=True):
         at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
         head, _, body = block.strip("\n").partition("\n")
         sent = "message sent" in head

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import redis
 
+import redis
 from callthrottle.sync import SyncThrottle
 from tests._servers import Server, own_server
 
@@ -37,9 +37,13 @@ def _tools() -> None:
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
+    """Logs and traces of every phase; kept for a look when CALLTHROTTLE_SIP_KEEP is set."""
     path = Path(tempfile.mkdtemp(prefix="callthrottle-sip-"))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("CALLTHROTTLE_SIP_KEEP"):
+        print(f"the SIP bench's logs are in {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

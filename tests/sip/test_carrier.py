@@ -46,7 +46,11 @@ def _request(clock: str, method: str, call_id: str) -> str:
     return _message(
         clock,
         False,
-        [f"{method} sip:carrier@127.0.0.1:5080 SIP/2.0", f"Call-ID: {call_id}", f"CSeq: 2 {method}"],
+        [
+            f"{method} sip:carrier@127.0.0.1:5080 SIP/2.0",
+            f"Call-ID: {call_id}",
+            f"CSeq: 2 {method}",
+        ],
     )
 
 

@@ -190,8 +190,7 @@ class Slots:
             pass  # no phone number, so no slot was ever taken for it
         except BackendUnavailable as exc:
             logger.error(
-                "backend unavailable (%s): the slot of %s on %s is freed when its lease "
-                "expires",
+                "backend unavailable (%s): the slot of %s on %s is freed when its lease expires",
                 exc,
                 call_id,
                 number,
