@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import (
@@ -79,7 +79,7 @@ class Settings:
     lease_ttl: float = 30.0
     on_backend_down: str = "refuse"
     region: str | None = None
-    instance: str = ""
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -101,15 +101,30 @@ class Settings:
             raise InvalidArgument(
                 ENV_PREFIX + "ON_BACKEND_DOWN", on_down, "one of " + ", ".join(ON_BACKEND_DOWN)
             )
-        return cls(
+        settings = cls(
             url=get("URL") or defaults.url,
             config=get("CONFIG"),
             cap=cap,
             lease_ttl=ttl,
             on_backend_down=on_down,
             region=get("REGION"),
-            instance=get("INSTANCE") or f"{socket.gethostname()}:{os.getpid()}",
+            instance=get("INSTANCE") or defaults.instance,
         )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Validate the settings as the throttle will (nothing connects).
+
+        :raises InvalidArgument: naming the environment variable whose value is wrong
+        """
+        try:
+            SyncThrottle.from_url(self.url, owner_id=self.instance, **self.throttle_options())
+        except InvalidArgument as exc:
+            name = exc.argument.partition(".")[0]  # a configuration key: config.numbers...
+            variable = _VARIABLES.get(name, name.upper())
+            detail = "" if name == exc.argument else f" ({exc.argument})"
+            raise InvalidArgument(ENV_PREFIX + variable, exc.value, exc.rule + detail) from exc
 
     def throttle_options(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`SyncThrottle.from_url` besides the URL."""
@@ -119,6 +134,17 @@ class Settings:
             "config": self.config,
             "default_region": self.region,
         }
+
+
+# The variable that sets each throttle argument.
+_VARIABLES = {
+    "url": "URL",
+    "config": "CONFIG",
+    "default_limit": "CAP",
+    "lease_ttl": "LEASE_TTL",
+    "default_region": "REGION",
+    "owner_id": "INSTANCE",
+}
 
 
 def _parsed(raw: str | None, name: str, kind: type[Any], rule: str, default: Any) -> Any:
@@ -142,7 +168,7 @@ class Slots:
         self.settings = settings
         # Validate everything now, in Kamailio's main process, so that a wrong setting stops
         # Kamailio at start-up instead of refusing every call later; nothing connects yet.
-        SyncThrottle.from_url(settings.url, **settings.throttle_options())
+        settings.check()
         self._throttle: SyncThrottle | None = None
         self._pid = 0
 
@@ -201,6 +227,16 @@ class Slots:
 
         Nothing to do yet: each worker's throttle renews its own leases from its own thread.
         """
+
+    def close(self) -> None:
+        """Stop this process's throttle, giving back the slots it holds.
+
+        Kamailio never calls it: its calls outlive a restart of the proxy, so their slots must
+        not be given back when a process stops (they lapse, unrenewed, after ``lease_ttl``).
+        """
+        throttle, self._throttle = self._throttle, None
+        if throttle is not None and self._pid == os.getpid():
+            throttle.__exit__(None, None, None)
 
 
 class Handler:
