@@ -199,10 +199,12 @@ class Carrier:
         self.errors = workdir / "carrier-errors.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, scenario: str = "carrier.xml", hold: float = 0) -> None:
+        """Answer calls as ``scenario`` says (``carrier_hangs_up.xml`` hangs up after ``hold``
+        seconds)."""
         command = [
-            "sipp", "-sf", str(SCENARIOS / "carrier.xml"),
-            "-i", "127.0.0.1", "-p", str(self.port),
+            "sipp", "-sf", str(SCENARIOS / scenario),
+            "-i", "127.0.0.1", "-p", str(self.port), "-d", str(int(hold * 1000)),
             "-trace_msg", "-message_file", str(self.trace),
             "-trace_err", "-error_file", str(self.errors),
             "-nostdin", "-timeout", "120s",
@@ -223,7 +225,8 @@ class Carrier:
 class Dialer:
     """One sipp UAC run: ``calls`` calls at ``rate`` per second through the proxy, each held
     ``hold`` seconds once answered, caller IDs taken in turn from ``callers`` (a sipp injection
-    file). Bounded: sipp stops after ``limit`` seconds whatever happens."""
+    file). Bounded: sipp stops after ``limit`` seconds whatever happens. With the scenario
+    ``dialer_held.xml`` the calls wait for the carrier to hang up instead."""
 
     def __init__(
         self,
@@ -236,12 +239,13 @@ class Dialer:
         calls: int,
         hold: float,
         limit: float = 60,
+        scenario: str = "dialer.xml",
     ) -> None:
         self.name = name
         self.stats = workdir / f"{name}-errors.log"
         self.limit = limit
         command = [
-            "sipp", "-sf", str(SCENARIOS / "dialer.xml"),
+            "sipp", "-sf", str(SCENARIOS / scenario),
             "-inf", str(callers),
             "-i", "127.0.0.1", "-p", str(free_port()),
             f"127.0.0.1:{proxy_port}", "-s", "carrier",

@@ -2,7 +2,7 @@
 
 Only what reached the carrier counts here, never the throttle's own bookkeeping: a call is up
 from the moment the carrier answered it (its first ``200 OK`` to the INVITE) until the caller's
-``BYE`` (or a ``CANCEL``) reached it.
+``BYE`` (or a ``CANCEL``) reached it, or the carrier sent its own ``BYE``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class CarrierCall:
 
     :ivar number: the caller-ID number: the user part of the INVITE's From
     :ivar answered: when the carrier sent its 200 OK (None: never answered)
-    :ivar ended: when the BYE or CANCEL reached the carrier (None: not yet)
+    :ivar ended: when the caller's BYE or CANCEL reached the carrier, or the carrier sent a BYE
+        (None: not yet)
     """
 
     call_id: str
@@ -73,7 +74,9 @@ def parse_trace(text: str) -> dict[str, CarrierCall]:
         if sent and start.startswith("SIP/2.0 200") and method == "INVITE":
             if call.answered is None:
                 call.answered = at
-        elif not sent and start.split(" ", 1)[0] in ("BYE", "CANCEL") and call.ended is None:
+        elif call.ended is None and (
+            start.startswith("BYE ") or (not sent and start.startswith("CANCEL "))
+        ):  # the caller's BYE or CANCEL reached the carrier, or the carrier hung up
             call.ended = at
     return calls
 

@@ -42,10 +42,10 @@ def _ok(clock: str, call_id: str, method: str) -> str:
     )
 
 
-def _request(clock: str, method: str, call_id: str) -> str:
+def _request(clock: str, method: str, call_id: str, *, sent: bool = False) -> str:
     return _message(
         clock,
-        False,
+        sent,
         [
             f"{method} sip:carrier@127.0.0.1:5080 SIP/2.0",
             f"Call-ID: {call_id}",
@@ -71,7 +71,7 @@ TRACE = "".join(
         _ok("10:00:01.000", "c4", "INVITE"),  # answered as c1's BYE arrives: no overlap
         _invite("10:00:01.500", "c5", A),  # never answered: never up
         _request("10:00:02.000", "BYE", "c2"),
-        _request("10:00:02.500", "BYE", "c4"),
+        _request("10:00:02.500", "BYE", "c4", sent=True),  # the carrier hung up
         _request("10:00:03.000", "BYE", "c3"),
         _request("10:00:03.100", "BYE", "c3"),  # a retransmitted BYE
     ]
@@ -85,6 +85,7 @@ def test_the_trace_gives_each_call_its_number_and_times() -> None:
     assert calls["c3"].number == B
     assert calls["c2"].answered == _at("10:00:00.110")  # the first 200, not its retransmission
     assert calls["c3"].ended == _at("10:00:03.000")  # the first BYE
+    assert calls["c4"].ended == _at("10:00:02.500")
     assert calls["c5"].answered is None
 
 
