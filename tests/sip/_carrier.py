@@ -27,6 +27,7 @@ class CarrierCall:
     """One call as the carrier saw it (times in seconds since the epoch).
 
     :ivar number: the caller-ID number: the user part of the INVITE's From
+    :ivar offered: when the INVITE reached the carrier
     :ivar answered: when the carrier sent its 200 OK (None: never answered)
     :ivar ended: when the caller's BYE or CANCEL reached the carrier, or the carrier sent a BYE
         (None: not yet)
@@ -34,6 +35,7 @@ class CarrierCall:
 
     call_id: str
     number: str
+    offered: float
     answered: float | None = None
     ended: float | None = None
 
@@ -66,7 +68,7 @@ def parse_trace(text: str) -> dict[str, CarrierCall]:
         method = cseq[-1].upper() if cseq else ""
         if not sent and start.startswith("INVITE ") and call_id not in calls:
             found = _FROM_USER.search(_header(lines, "From"))
-            calls[call_id] = CarrierCall(call_id, found.group(1) if found else "")
+            calls[call_id] = CarrierCall(call_id, found.group(1) if found else "", at)
             continue
         call = calls.get(call_id)
         if call is None:

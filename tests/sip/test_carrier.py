@@ -82,6 +82,7 @@ def test_the_trace_gives_each_call_its_number_and_times() -> None:
     calls = parse_trace("sipp's header line\n" + TRACE)
     assert set(calls) == {"c1", "c2", "c3", "c4", "c5"}
     assert calls["c1"].number == A
+    assert calls["c1"].offered == _at("10:00:00.000")
     assert calls["c3"].number == B
     assert calls["c2"].answered == _at("10:00:00.110")  # the first 200, not its retransmission
     assert calls["c3"].ended == _at("10:00:03.000")  # the first BYE

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ._bench import Dialer
-from ._carrier import peaks
+from ._carrier import peak, peaks
 from .conftest import CAPS, LEASE_TTL
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ def dial(
 
 def check_carrier(bench: Bench, viewer: SyncThrottle, phase: str) -> None:
     """What the carrier saw stays within every cap, and nothing is left held in Redis."""
-    # The proxy gives a slot back before it relays the BYE, and every dialer has had its last
-    # call's BYE through: look at once, before a slot nobody gave back can lapse (lease TTL).
+    # The proxy gives a slot back as soon as it relayed the BYE, and every dialer has had the
+    # answer to its last call's BYE: look at once, before a slot nobody gave back can lapse.
     left = {number: [h.token for h in viewer.holders(number)] for number in CAPS}
     time.sleep(0.5)  # for the carrier's log of the last messages to reach the disk
     calls = bench.carrier.calls()
@@ -142,3 +142,31 @@ def test_f_redis_unreachable_for_a_moment(bench: Bench, viewer: SyncThrottle) ->
     bench.redis.start()
     dialer.wait()
     check_carrier(bench, viewer, "f) Redis down for 0.5 s")
+
+
+def test_g_calls_cancelled_while_ringing(bench: Bench, viewer: SyncThrottle) -> None:
+    """The carrier only rings and the dialer cancels each call after 1.5 s: a ringing call
+    holds its slot (at most the cap ring at once), and the CANCEL (then the failure route, on
+    the 487) gives it back."""
+    bench.carrier.stop()
+    bench.carrier.start("carrier_rings.xml")
+    dialer = dial(bench, "cancels", rate=80, calls=320, hold=1.5, scenario="dialer_cancels.xml")
+    dialer.wait()
+    left = {number: len(viewer.holders(number)) for number in CAPS}
+    time.sleep(0.5)  # for the carrier's log of the last messages to reach the disk
+    calls = bench.carrier.calls().values()
+    ringing = {
+        number: peak((c.offered, c.ended) for c in calls if c.number == number) for number in CAPS
+    }
+    summary = (
+        f"g) cancelled while ringing (lease TTL {LEASE_TTL:g} s): calls ringing at once at the "
+        f"carrier {ringing} (caps {CAPS}); answered {sum(c.answered is not None for c in calls)}"
+        f", not cancelled {sum(c.ended is None for c in calls)} of {len(calls)}; "
+        f"slots left in Redis {left}"
+    )
+    print(summary)
+    over = {number: top for number, top in ringing.items() if top > CAPS[number]}
+    assert not over, f"more calls rang at once than the cap on {over}. {summary}"
+    assert ringing == CAPS, f"the load did not fill every cap. {summary}"
+    assert not any(left.values()), f"slots still held once the calls ended. {summary}"
+    assert all(c.ended is not None and c.answered is None for c in calls), summary
