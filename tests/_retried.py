@@ -92,10 +92,15 @@ async def take(
     wait: bool = False,
     hold: float | None = None,
     callee: str | None = None,
+    session: bool = False,
 ) -> Any:
     plan = CONFIG.rate_plan_for(number)
     if callee is not None:
         plan = dataclasses.replace(plan, callee=callee, callee_windows=(Window(5, 60.0),))
+    if session:
+        return await backend.acquire(
+            number, token, owner, limit, TTL, hold, wait, plan, session=True
+        )
     return await backend.acquire(number, token, owner, limit, TTL, hold, wait, plan)
 
 
@@ -156,6 +161,13 @@ async def trunk_holders(backend: Backend) -> None:
     await take(backend, G, "g3", "o3", wait=True)
 
 
+async def session_leases(backend: Backend) -> None:
+    """Session s1 holds A and a slot of trunk t1 on G; o2 waits for A."""
+    await take(backend, A, "s1a", "s1", limit=1, session=True)
+    await take(backend, G, "s1g", "s1", session=True)
+    await take(backend, A, "t2", "o2", limit=1, wait=True)
+
+
 async def nothing(backend: Backend) -> None:
     pass
 
@@ -214,6 +226,15 @@ CASES = [
     ),
     _case("acquire", "refused", full_number, lambda b: take(b, A, "t4", "o1", limit=1)),
     _case("acquire", "with-a-callee", nothing, lambda b: take(b, A, "t1", "o1", callee=G2)),
+    _case("acquire", "for-a-session", nothing, lambda b: take(b, G, "g1", "s1", session=True)),
+    _case("keepalive", "a-session-with-leases", session_leases, lambda b: b.keepalive("s1", TTL)),
+    _case(
+        "release",
+        "a-session-lease",
+        session_leases,
+        lambda b: b.release(A, "s1a", "s1"),
+        retried=0,
+    ),
     _case(
         "release",
         "hands-the-slot-to-the-next",

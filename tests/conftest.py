@@ -79,6 +79,7 @@ SYNC_MODULES = frozenset(
         "test_pools",
         "test_rates",
         "test_release",
+        "test_sessions",
         "test_validation",
     }
 )

@@ -61,3 +61,12 @@ def test_version_comes_from_the_package_metadata() -> None:
 
 def test_package_is_typed() -> None:
     assert importlib.resources.files("callthrottle").joinpath("py.typed").is_file()
+
+
+def test_release_outcome_is_a_plain_enum_of_words() -> None:
+    assert [(o.name, o.value) for o in callthrottle.ReleaseOutcome] == [
+        ("RELEASED", "released"),
+        ("EXPIRED", "expired"),
+        ("UNKNOWN", "unknown"),
+    ]
+    assert callthrottle.ReleaseOutcome.__module__ == "callthrottle"

@@ -34,6 +34,7 @@ from ._health import NumberStatus as NumberStatus
 from ._health import Reaction as Reaction
 from ._models import Holder as Holder
 from ._models import Lease as Lease
+from ._models import ReleaseOutcome as ReleaseOutcome
 from ._models import Usage as Usage
 from ._models import WindowUsage as WindowUsage
 from ._pools import PoolSettings as PoolSettings
@@ -65,6 +66,7 @@ __all__ = (
     "Reaction",
     "Reclaimed",
     "Refused",
+    "ReleaseOutcome",
     "Released",
     "Restored",
     "Throttle",

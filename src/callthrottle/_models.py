@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._rates import Window
 
-__all__ = ("Holder", "Lease", "Usage", "WindowUsage")
+__all__ = ("Holder", "Lease", "ReleaseOutcome", "Usage", "WindowUsage")
 
 
 class Lease:
@@ -82,6 +83,20 @@ class Lease:
         state = "lost" if self._lost else "released" if self._released else "held"
         owner = f", owner={self.owner!r}" if self.owner is not None else ""
         return f"Lease(number={self.number!r}, token={self.token!r}{owner}) <{state}>"
+
+
+class ReleaseOutcome(enum.Enum):
+    """What :meth:`Throttle.end_call` found when it gave a slot back."""
+
+    #: a live lease was released: the call was counted until now
+    RELEASED = "released"
+    #: the lease had lapsed before the release (not renewed in time, or its session was no
+    #: longer kept alive): for a while the call was up without being counted, and the number
+    #: may have carried one call more than its cap
+    EXPIRED = "expired"
+    #: no such lease: never taken, already released, or lapsed so long ago that nothing
+    #: remembers it (four lease TTLs)
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)

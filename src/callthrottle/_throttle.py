@@ -38,7 +38,7 @@ from ._events import (
     refusal,
 )
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
-from ._models import Holder, Lease, Usage, WindowUsage
+from ._models import Holder, Lease, ReleaseOutcome, Usage, WindowUsage
 from ._numbers import check_region, locality, normalize_number
 from ._pools import MemberSpec, PoolSettings, check_strategy
 from ._rates import NO_RATES, GroupPlan, RatePlan, Window, parse_windows, utc_offset
@@ -53,12 +53,21 @@ from ._validate import (
     check_pool,
     check_priority,
     check_reason,
+    check_session,
     check_state,
     check_timeout,
     check_token,
     check_ttl,
 )
-from .backends import AcquireResult, Backend, MemoryBackend, Outcome, RenewState, RestoreOutcome
+from .backends import (
+    AcquireResult,
+    Backend,
+    MemoryBackend,
+    Outcome,
+    ReleaseState,
+    RenewState,
+    RestoreOutcome,
+)
 from .backends._base import RESTORE_WITHIN
 
 if TYPE_CHECKING:
@@ -79,6 +88,18 @@ logger = logging.getLogger("callthrottle")
 _CLEANUP_TIMEOUT = 5.0
 
 
+def _check_session(session: object, owner_id: object, keepalive: object) -> tuple[str | None, bool]:
+    """The session's name (None: no session) and whether the heartbeat keeps it alive."""
+    name = None if session is None else check_session(session)
+    if name is not None and owner_id is not None and owner_id != name:
+        raise InvalidArgument(
+            "owner_id", owner_id, f"None or the session's name ({name!r}): it is the owner id"
+        )
+    if not check_flag(keepalive, "keepalive") and name is None:
+        raise InvalidArgument("keepalive", keepalive, "True unless a session is given")
+    return name, bool(keepalive)
+
+
 def _default_owner_id() -> str:
     host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-._") or "host"
     return f"{host}:{os.getpid()}:{os.urandom(4).hex()}"
@@ -94,6 +115,10 @@ _PICK_TRIES = 16  # numbers a pick looks at, at most: its cost does not grow wit
 _NO_POOL_SETTINGS = PoolSettings()  # a pool made at run time: least-loaded, no fallback
 _POOL_POLL = 0.25  # a caller waiting on a pool looks again at least this often (seconds)
 _RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be counted again
+_OUTCOMES: dict[int, ReleaseOutcome] = {
+    ReleaseState.RELEASED: ReleaseOutcome.RELEASED,
+    ReleaseState.EXPIRED: ReleaseOutcome.EXPIRED,
+}
 
 
 def _window_name(result: AcquireResult, request: _Request) -> str:
@@ -170,7 +195,16 @@ class Throttle:
     process, and are woken by notification when a slot frees up.
 
     The throttle must be entered (``async with``) before use; leaving it gives back the leases
-    it still holds.
+    it still holds (not a session's: see ``session``).
+
+    **Sessions.** A process that cannot renew its leases (a call server's script that holds
+    the interpreter between calls, a webhook or AGI script that exits once it placed the call)
+    takes them in a named *session* instead: a session lease lives while its session is kept
+    alive, by one call per session whatever the number of leases (the heartbeat of any open
+    throttle of the session with ``keepalive=True``, or :meth:`keepalive` from a host timer),
+    from any process. Once nobody keeps the session alive, every lease of it lapses within
+    ``lease_ttl`` of the last keep-alive or acquire in the session, and no session lease lives
+    longer than ``max_hold`` (a day when None), kept alive or not.
 
     :param backend: where slot state lives (see :meth:`from_url`)
     :param default_limit: the cap of a number when :meth:`acquire` is given no ``limit``
@@ -200,6 +234,14 @@ class Throttle:
         the next heartbeat, even past the cap, so that new calls wait until the numbers really
         have room (the default); False reports them lost instead
     :param hooks: callables to tell what happens (see :meth:`add_hook`)
+    :param session: the name of a session (e.g. ``"kamailio@sbc-1"``; the same rules as an
+        ``owner_id``): every lease this throttle takes belongs to it, and the throttle's
+        ``owner_id`` is the session's name (a different ``owner_id`` is refused). Throttles of
+        any process opened with the same session speak for the same leases: a release from any
+        of them is the owner's own, and closing one leaves the session's leases held.
+    :param keepalive: with a session, whether this throttle's heartbeat keeps the session alive
+        while the throttle is open (the default); False leaves that to something else (a timer
+        calling :meth:`keepalive`, or another process). Only with a session.
     """
 
     __slots__ = (
@@ -217,6 +259,7 @@ class Throttle:
         "_held",
         "_hook_failures",
         "_hooks",
+        "_keepalive",
         "_lease_ttl",
         "_max_hold",
         "_new_event",
@@ -229,6 +272,8 @@ class Throttle:
         "_restore_leases",
         "_restoring",
         "_resynced_at",
+        "_session",
+        "_session_kw",
         "_stack",
         "_task_group",
         "_waiting",
@@ -250,7 +295,15 @@ class Throttle:
         degraded_share: float | None = None,
         restore_leases: bool = True,
         hooks: Iterable[Hook] = (),
+        session: str | None = None,
+        keepalive: bool = True,
     ) -> None:
+        self._session, self._keepalive = _check_session(session, owner_id, keepalive)
+        if self._session is not None:
+            owner_id = self._session
+        # Passed on to the backend only for a session: a backend that knows no sessions still
+        # serves every other throttle.
+        self._session_kw: dict[str, bool] = {} if session is None else {"session": True}
         self._config = _load_config(config)
         self._default_limit = check_limit(default_limit, "default_limit")
         self._region = check_region(default_region) or self._config.default_region
@@ -322,6 +375,8 @@ class Throttle:
         degraded_share: float | None = None,
         restore_leases: bool = True,
         hooks: Iterable[Hook] = (),
+        session: str | None = None,
+        keepalive: bool = True,
         **options: Any,
     ) -> Throttle:
         """A throttle on the backend the URL names.
@@ -339,6 +394,7 @@ class Throttle:
 
         :raises UnknownScheme: for any other URL
         """
+        _check_session(session, owner_id, keepalive)  # before the URL: nothing is made
         backend = backend_from_url(url, options)  # connects only when the throttle opens
         return cls(
             backend,
@@ -354,6 +410,8 @@ class Throttle:
             degraded_share=degraded_share,
             restore_leases=restore_leases,
             hooks=hooks,
+            session=session,
+            keepalive=keepalive,
         )
 
     # -- properties ------------------------------------------------------------------------
@@ -365,8 +423,14 @@ class Throttle:
 
     @property
     def owner_id(self) -> str:
-        """Identifies this throttle's leases; pass it to :meth:`release_owner` after a crash."""
+        """Identifies this throttle's leases; pass it to :meth:`release_owner` after a crash.
+        For a session throttle, the session's name."""
         return self._owner_id
+
+    @property
+    def session(self) -> str | None:
+        """The session this throttle's leases belong to, or None."""
+        return self._session
 
     @property
     def default_limit(self) -> int:
@@ -380,7 +444,9 @@ class Throttle:
 
     @property
     def held(self) -> tuple[Lease, ...]:
-        """The leases this throttle holds and renews (degraded ones too)."""
+        """The leases this throttle holds and renews (degraded ones too). For a session
+        throttle, the session leases it took and has not seen released (one released by another
+        process of the session stays listed until this throttle closes)."""
         held = tuple(h.lease for h in self._held.values())
         return held if self._degraded is None else held + self._degraded.held
 
@@ -497,6 +563,17 @@ class Throttle:
     async def _release_all_held(self) -> None:
         held = list(self._held.values())
         if not held:
+            return
+        if self._session is not None:
+            # The calls go on: another process of the session releases them, or they lapse
+            # with the session once nobody keeps it alive.
+            logger.info(
+                "closing throttle of session %s: %d lease(s) it took stay with the session",
+                self._session,
+                len(held),
+                extra={"owner": self._owner_id},
+            )
+            self._held.clear()
             return
         logger.warning(
             "closing throttle %s while it holds %d lease(s); giving them back",
@@ -760,11 +837,20 @@ class Throttle:
             self._max_hold,
             enqueue,
             request.rates,
+            **self._session_kw,
         )
 
     async def _try_once(self, number: str, token: str, cap: int, rates: RatePlan) -> bool:
         result = await self._backend.acquire(
-            number, token, self._owner_id, cap, self._lease_ttl, self._max_hold, False, rates
+            number,
+            token,
+            self._owner_id,
+            cap,
+            self._lease_ttl,
+            self._max_hold,
+            False,
+            rates,
+            **self._session_kw,
         )
         outcome = result.outcome
         if outcome is Outcome.GRANTED:
@@ -1034,7 +1120,7 @@ class Throttle:
         with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
             result = await self._backend.pick(
                 pool, token, self._owner_id, self._lease_ttl, self._max_hold, strategy,
-                _PICK_TRIES, call, near, sticky_ttl, queue,
+                _PICK_TRIES, call, near, sticky_ttl, queue, **self._session_kw,
             )  # fmt: skip
         if result.outcome is Outcome.CONFLICT:
             raise LeaseConflict(
@@ -1095,6 +1181,21 @@ class Throttle:
         :raises BackendUnavailable: if the backend failed; the lease is then no longer renewed
             and expires within ``lease_ttl`` unless a retried release succeeds first
         """
+        return await self._release(lease) == ReleaseState.RELEASED
+
+    async def end_call(self, lease: Lease) -> ReleaseOutcome:
+        """Give the slot back when the call ends, as :meth:`release` does, and say what was
+        found: ``RELEASED`` (the lease was live: the call was counted all along), ``EXPIRED``
+        (the lease had lapsed, its renewals or its session's keep-alives having stopped: the
+        call ran uncounted for a while) or ``UNKNOWN`` (no such lease: never taken, already
+        released, or lapsed more than four lease TTLs ago).
+
+        :raises BackendUnavailable: as :meth:`release`
+        """
+        return _OUTCOMES.get(await self._release(lease), ReleaseOutcome.UNKNOWN)
+
+    async def _release(self, lease: Lease) -> int:
+        """:meth:`release`, returning the backend's :class:`ReleaseState`."""
         if not isinstance(cast("object", lease), Lease):
             raise InvalidArgument("lease", lease, "a Lease")
         number, token = lease.number, lease.token
@@ -1102,13 +1203,13 @@ class Throttle:
             lease.degraded or (number, token) in self._degraded._held
         ):
             if not self._hooks:
-                return await self._degraded.release(lease)
+                return await self._degraded._release(lease)
             was = self._degraded._held.get((number, token))
-            released = await self._degraded.release(lease)
-            if released:
+            outcome = await self._degraded._release(lease)
+            if outcome == ReleaseState.RELEASED:
                 held_for = None if was is None else self._now() - was.since
                 self._emit(Released(was.lease.number if was else number, token, held_for))
-            return released
+            return outcome
         # A lease this throttle holds was validated when it was taken.
         held_here = (
             number.__class__ is str and token.__class__ is str and (number, token) in self._held
@@ -1123,20 +1224,38 @@ class Throttle:
             pool = mine.lease.pool
         with self._cancel_scope(shield=True):
             try:
-                released = await self._backend.release(number, token, self._owner_id, pool)
+                # A backend may answer a bool (True: released): int() maps it to 1 or 0.
+                outcome = int(await self._backend.release(number, token, self._owner_id, pool))
             finally:
                 held = self._held.pop(key, None)
         if held is not None:
             held.lease._mark_released()
-        if released:
+        if outcome == ReleaseState.RELEASED:
             lease._mark_released()
             if self._hooks:
                 held_for = None if held is None else self._now() - held.since
                 self._emit(Released(number, token, held_for))
-        return released
+        return outcome
+
+    async def keepalive(self) -> None:
+        """Keep this throttle's session alive for ``lease_ttl`` seconds from now (by the
+        backend's clock; never shortening it): every lease of the session, taken by any
+        process, lives on until then. One call to the backend, whatever the session holds. Call
+        it at least every ``lease_ttl`` seconds (every third of it leaves room for a slow call)
+        when nothing else keeps the session alive.
+
+        :raises ThrottleError: if the throttle has no session
+        :raises BackendUnavailable: if the backend failed
+        """
+        if self._session is None:
+            raise ThrottleError("this Throttle has no session to keep alive (see `session`)")
+        self._check_open()
+        await self._backend.keepalive(self._session, self._lease_ttl)
 
     async def release_owner(self, owner_id: str) -> int:
         """Free every lease and place in line of the throttle ``owner_id`` (e.g. a dead process).
+        Given a session's name, the session ends at once: its leases, whoever took them, and
+        its places in line go.
 
         :return: how many leases and places in line were removed
         """
@@ -1454,7 +1573,14 @@ class Throttle:
                     self._restoring = None
 
     async def _renew_all(self) -> None:
-        keys = list(self._held)
+        if self._session is None:
+            keys = list(self._held)
+        else:
+            # Session leases live while the session does: one keep-alive serves them all (when
+            # this throttle keeps the session alive); places in line are renewed as always.
+            if self._keepalive:
+                await self._backend.keepalive(self._session, self._lease_ttl)
+            keys = []
         keys += [key for key, waiter in self._waiting.items() if waiter.queued]
         if not keys:
             return

@@ -33,6 +33,7 @@ __all__ = (
     "check_reason",
     "check_reserve",
     "check_seconds",
+    "check_session",
     "check_state",
     "check_timeout",
     "check_token",
@@ -94,6 +95,11 @@ def check_pool(pool: object) -> str:
 def check_owner(owner_id: object) -> str:
     """An owner id (one per throttle instance)."""
     return _check_key("owner_id", owner_id)
+
+
+def check_session(session: object) -> str:
+    """A session's name: an owner id that several throttles (processes) share."""
+    return _check_key("session", session)
 
 
 def check_int(value: object, argument: str, low: int, high: int) -> int:

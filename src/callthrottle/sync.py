@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from ._events import Event
     from ._health import NumberState, NumberStatus, Reaction
-    from ._models import Holder, Lease, Usage, WindowUsage
+    from ._models import Holder, Lease, ReleaseOutcome, Usage, WindowUsage
     from .backends import Backend
 
 __all__ = ("SyncThrottle",)
@@ -125,6 +125,12 @@ class SyncThrottle:
         return self.throttle.owner_id
 
     @property
+    def session(self) -> str | None:
+        """The session the throttle's leases belong to, or None (see
+        :attr:`Throttle.session`)."""
+        return self.throttle.session
+
+    @property
     def default_limit(self) -> int:
         """The cap applied when :meth:`acquire` is given no ``limit``."""
         return self.throttle.default_limit
@@ -169,6 +175,17 @@ class SyncThrottle:
     def release(self, lease: Lease) -> bool:
         """:meth:`Throttle.release`, blocking."""
         return bool(self._call(self.throttle.release, lease))
+
+    def end_call(self, lease: Lease) -> ReleaseOutcome:
+        """:meth:`Throttle.end_call`, blocking: releases the lease and says whether it was
+        live (``RELEASED``), had lapsed (``EXPIRED``) or was not known (``UNKNOWN``)."""
+        outcome: ReleaseOutcome = self._call(self.throttle.end_call, lease)
+        return outcome
+
+    def keepalive(self) -> None:
+        """:meth:`Throttle.keepalive`, blocking: keeps the throttle's session alive for
+        ``lease_ttl`` more seconds (one call), for every process's leases of the session."""
+        self._call(self.throttle.keepalive)
 
     @contextlib.contextmanager
     def slot(

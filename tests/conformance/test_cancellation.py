@@ -94,8 +94,8 @@ class _StallAfterGrant:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def acquire(self, *args: Any) -> AcquireResult:
-        result = await self._inner.acquire(*args)
+    async def acquire(self, *args: Any, **kwargs: Any) -> AcquireResult:
+        result = await self._inner.acquire(*args, **kwargs)
         self.granted.set()
         await anyio.sleep_forever()
         return result  # pragma: no cover

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, Lease, Reaction, Throttle, ThrottleError, Usage
-from callthrottle.backends import Outcome
+from callthrottle.backends import Outcome, ReleaseState
 
 if TYPE_CHECKING:
     from callthrottle.backends import Backend
@@ -239,7 +239,7 @@ class _ReleasesDuringTheAsk:
         reply = await self._inner.acquire(number, token, *args, **kwargs)
         if token == self._token and self.held is not None and reply.outcome is Outcome.QUEUED:
             held, self.held = self.held, None
-            assert await self._inner.release(*held) is True
+            assert await self._inner.release(*held) == ReleaseState.RELEASED
             await anyio.sleep(0.3)  # the release's event arrives (on Redis, by pub/sub)
         return reply
 

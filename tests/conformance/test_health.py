@@ -18,7 +18,7 @@ from callthrottle import (
     Throttle,
     Usage,
 )
-from callthrottle.backends import Outcome
+from callthrottle.backends import Outcome, ReleaseState
 
 from .test_fifo import NUMBER, wait_for_waiting
 
@@ -244,6 +244,6 @@ async def test_an_acquire_sent_again_after_the_number_was_disabled_reports_its_s
             new = await backend.acquire(NUMBER, "call-2", "o1", 2, 30.0, None, False)
             assert new.outcome is Outcome.UNAVAILABLE
             assert (await operator.usage(NUMBER, limit=2)).in_use == 1
-            assert await backend.release(NUMBER, "call-1", "o1") is True
+            assert await backend.release(NUMBER, "call-1", "o1") == ReleaseState.RELEASED
     finally:
         await backend.aclose()

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, Config, InvalidArgument, Throttle, Usage
-from callthrottle.backends import RenewState, RestoreOutcome
+from callthrottle.backends import ReleaseState, RenewState, RestoreOutcome
 
 if TYPE_CHECKING:
     from ..conftest import ThrottleFactory
@@ -31,7 +31,7 @@ async def test_a_restored_lease_is_counted_even_past_the_cap(throttle: Throttle)
         await throttle.acquire(NUMBER, limit=1, timeout=0)
     # It is a lease like any other: its owner renews it and anyone may release it.
     assert await backend.renew("elsewhere", [(NUMBER, "lost-call")]) == [RenewState.HELD]
-    assert await backend.release(NUMBER, "lost-call", "elsewhere") is True
+    assert await backend.release(NUMBER, "lost-call", "elsewhere") == ReleaseState.RELEASED
     assert await throttle.usage(NUMBER, limit=1) == Usage(in_use=1, limit=1, waiting=0)
     assert await throttle.release(held) is True
     again = await throttle.acquire(NUMBER, limit=1, timeout=0)
@@ -67,7 +67,7 @@ async def test_a_restored_lease_counts_in_its_trunk(new_throttle: ThrottleFactor
         assert (await throttle.group_usage("trunk", "main")).in_use == 1
         with pytest.raises(AcquireTimeout):
             await throttle.acquire(NEIGHBOUR, timeout=0)  # the trunk is full
-        assert await backend.release(NUMBER, "lost-call", "elsewhere") is True
+        assert await backend.release(NUMBER, "lost-call", "elsewhere") == ReleaseState.RELEASED
         assert (await throttle.group_usage("trunk", "main")).in_use == 0
         lease = await throttle.acquire(NEIGHBOUR, timeout=0)
         assert await throttle.release(lease) is True
@@ -91,7 +91,7 @@ async def test_a_lease_that_expired_meanwhile_is_counted_again(throttle: Throttl
     assert outcome is RestoreOutcome.RESTORED
     assert (await throttle.usage(NUMBER)).in_use == 2
     assert {h.token for h in await throttle.holders(NUMBER)} == {other.token, "cut-call"}
-    assert await backend.release(NUMBER, "cut-call", "cut-off") is True
+    assert await backend.release(NUMBER, "cut-call", "cut-off") == ReleaseState.RELEASED
     assert await throttle.release(other) is True
 
 
@@ -104,4 +104,4 @@ async def test_a_lease_that_expired_is_counted_again(throttle: Throttle) -> None
     assert await backend.restore(NUMBER, "lost-call", "elsewhere", 2, 30, None) is restored
     assert await throttle.usage(NUMBER, limit=2) == Usage(in_use=1, limit=2, waiting=0)
     assert [h.token for h in await throttle.holders(NUMBER)] == ["lost-call"]
-    assert await backend.release(NUMBER, "lost-call", "elsewhere") is True
+    assert await backend.release(NUMBER, "lost-call", "elsewhere") == ReleaseState.RELEASED

@@ -10,7 +10,7 @@ import pytest
 
 from callthrottle import Throttle, Usage
 from callthrottle._rates import RatePlan, Window
-from callthrottle.backends import MemoryBackend, Outcome
+from callthrottle.backends import MemoryBackend, Outcome, ReleaseState
 
 NUMBER = "+8657188880001"
 
@@ -38,9 +38,9 @@ async def test_leases_of_different_ttls_lapse_each_at_its_time() -> None:
     assert await backend.usage(NUMBER, 5) == Usage(in_use=2, limit=5, waiting=0)
     clock.now += 0.2
     assert (await backend.usage(NUMBER, 5)).in_use == 1
-    assert await backend.release(NUMBER, "short", "a") is False
+    assert await backend.release(NUMBER, "short", "a") == ReleaseState.EXPIRED
     clock.now += 90.0
-    assert await backend.release(NUMBER, "long", "a") is False
+    assert await backend.release(NUMBER, "long", "a") == ReleaseState.EXPIRED
     assert await backend.usage(NUMBER, 5) == Usage(in_use=0, limit=5, waiting=0)
 
 
@@ -87,7 +87,7 @@ async def test_a_lapsed_place_in_line_is_not_handed_a_slot() -> None:
     queued = await backend.acquire(NUMBER, "gone", "b", 1, 10.0, None, True)
     assert queued.outcome is Outcome.QUEUED
     clock.now += 10.0  # "gone" never renewed its place: it lapses before the release
-    assert await backend.release(NUMBER, "holder", "a") is True
+    assert await backend.release(NUMBER, "holder", "a") == ReleaseState.RELEASED
     assert await backend.usage(NUMBER, 1) == Usage(in_use=0, limit=1, waiting=0)
 
 

@@ -40,6 +40,10 @@ POOLS = {"p1": (PLAIN, RATED, TRUNKED), "p2": (TENANTED, SMALL)}
 FALLBACK = {"p1": "p2"}
 STRATEGIES = ("least-loaded", "round-robin", "local", "sticky")
 
+#: An owner that is a session's name: its acquires and picks take session leases, which live
+#: while ``keepalive`` keeps the session alive (never past their deadline).
+SESSION = "s1"
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -5,10 +5,11 @@ Hypothesis drives the two with the same operations, as throttles would send them
 windows in a time zone, callee windows, two pools): acquire (try once or wait), a queued
 token asking again, abandon, release by the owner or by another throttle, renew, restore,
 release_owner, reset_number, run-time caps and states and carrier reactions, group caps,
-pool changes and picks with every strategy and a fallback pool, and the clock moving past
-TTLs, max_hold, windows and local midnights. Every reply of one must be the other's, and after
-every step so must everything they show (usage, holders, window and group usage, policy,
-pool members). After every step the rules of ``_reference`` are checked too, and on Redis no
+pool changes and picks with every strategy and a fallback pool, session leases (acquired and
+picked by the owner ``SESSION``) and their keep-alives, and the clock moving past TTLs,
+max_hold, sessions' expiries, windows and local midnights. Every reply of one must be the
+other's, and after every step so must everything they show (usage, holders, window and group
+usage, policy, pool members). After every step the rules of ``_reference`` are checked too, and on Redis no
 key is left without an expiry but the ones meant to last (policies, pools); after time passes
 beyond every TTL, only those are left.
 
@@ -60,6 +61,7 @@ from ._universe import (
     LAYOUT,
     NUMBERS,
     POOLS,
+    SESSION,
     SMALL,
     STRATEGIES,
     TENANTED,
@@ -91,6 +93,7 @@ BEYOND_EVERY_TTL = 2 * DAY  # longer than any lease, line, window or sticky call
 numbers = st.sampled_from(NUMBERS)
 tokens = st.sampled_from(TOKENS)
 owners = st.sampled_from(OWNERS)
+callers = st.sampled_from((*OWNERS, SESSION))  # a session's name too
 priorities = st.sampled_from((0, 0, 1))
 callees = st.sampled_from((None, *CALLEES))
 
@@ -184,7 +187,7 @@ class Differential(RuleBasedStateMachine):
     @rule(
         number=numbers,
         token=tokens,
-        owner=owners,
+        owner=callers,
         enqueue=st.booleans(),
         ttl=st.sampled_from(TTLS),
         max_hold=st.sampled_from(MAX_HOLDS),
@@ -203,8 +206,11 @@ class Differential(RuleBasedStateMachine):
         priority: int,
     ) -> None:
         rates = plan(number, self.tz_offset, callee, priority)
+        kw = _session(owner)
         result = self.step(
-            lambda b: b.acquire(number, token, owner, CAPS[number], ttl, max_hold, enqueue, rates),
+            lambda b: b.acquire(
+                number, token, owner, CAPS[number], ttl, max_hold, enqueue, rates, **kw
+            ),
             admits=priority,
             try_once=None if enqueue else token,
         )
@@ -217,28 +223,35 @@ class Differential(RuleBasedStateMachine):
         """A queued caller asks again (its own limit and plan, as its throttle keeps them)."""
         number, token, owner = data.draw(st.sampled_from(sorted(self.queued)))
         ttl, max_hold, rates = self.queued[(number, token, owner)]
+        kw = _session(owner)
         result = self.step(
-            lambda b: b.acquire(number, token, owner, CAPS[number], ttl, max_hold, True, rates),
+            lambda b: b.acquire(
+                number, token, owner, CAPS[number], ttl, max_hold, True, rates, **kw
+            ),
             admits=rates.priority,
         )
         if result.outcome != 0:
             del self.queued[(number, token, owner)]
 
-    @rule(number=numbers, token=tokens, owner=owners)
+    @rule(number=numbers, token=tokens, owner=callers)
     def abandon(self, number: str, token: str, owner: str) -> None:
         self.step(lambda b: b.abandon(number, token, owner), admits=0)
         self.queued.pop((number, token, owner), None)
 
-    @rule(number=numbers, token=tokens, releaser=owners, pool=st.sampled_from((None, *POOLS)))
+    @rule(number=numbers, token=tokens, releaser=callers, pool=st.sampled_from((None, *POOLS)))
     def release(self, number: str, token: str, releaser: str, pool: str | None) -> None:
         self.step(lambda b: b.release(number, token, releaser, pool), admits=0)
 
     @rule(
-        owner=owners,
+        owner=callers,
         items=st.lists(st.tuples(numbers, tokens), min_size=1, max_size=3, unique=True),
     )
     def renew(self, owner: str, items: list[tuple[str, str]]) -> None:
         self.step(lambda b: b.renew(owner, items), admits=0)
+
+    @rule(ttl=st.sampled_from(TTLS))
+    def keepalive(self, ttl: float) -> None:
+        self.step(lambda b: b.keepalive(SESSION, ttl), admits=0)
 
     @rule(
         number=numbers,
@@ -256,7 +269,7 @@ class Differential(RuleBasedStateMachine):
             lambda b: b.restore(number, token, owner, CAPS[number], ttl, max_hold, rates, age)
         )
 
-    @rule(owner=owners)
+    @rule(owner=callers)
     def release_owner(self, owner: str) -> None:
         self.step(lambda b: b.release_owner(owner), admits=0)
         self.queued = {q: v for q, v in self.queued.items() if q[2] != owner}
@@ -323,7 +336,7 @@ class Differential(RuleBasedStateMachine):
     @rule(
         pool=st.sampled_from(sorted(POOLS)),
         token=tokens,
-        owner=owners,
+        owner=callers,
         ttl=st.sampled_from(TTLS),
         max_hold=st.sampled_from(MAX_HOLDS),
         strategy=st.sampled_from(STRATEGIES),
@@ -372,14 +385,14 @@ class Differential(RuleBasedStateMachine):
                 queue,
             )
             result = self.step(
-                partial(_pick, args),
+                partial(_pick, args, owner == SESSION),
                 admits=priority,
                 try_once=None if queue else token,
             )
             if result.outcome != 2:  # granted, conflict, or waiting behind others
                 break
 
-    @rule(pool=st.sampled_from(sorted(POOLS)), token=tokens, owner=owners)
+    @rule(pool=st.sampled_from(sorted(POOLS)), token=tokens, owner=callers)
     def pool_leave(self, pool: str, token: str, owner: str) -> None:
         self.step(lambda b: b.pool_leave(pool, token, owner), admits=0)
 
@@ -450,8 +463,13 @@ def _fill(pool: str, added: dict[str, MemberSpec], backend: Backend) -> Awaitabl
     return backend.pool_update(pool, added, ())
 
 
-def _pick(args: tuple[Any, ...], backend: Backend) -> Awaitable[PickResult]:
-    return backend.pick(*args)
+def _pick(args: tuple[Any, ...], session: bool, backend: Backend) -> Awaitable[PickResult]:
+    return backend.pick(*args, session=True) if session else backend.pick(*args)
+
+
+def _session(owner: str) -> dict[str, bool]:
+    """The keyword a throttle of the session passes (and no other throttle)."""
+    return {"session": True} if owner == SESSION else {}
 
 
 def _settings() -> settings:

@@ -1,27 +1,32 @@
 """Random sequences of operations, run against each backend and a plain reference model.
 
 Hypothesis drives acquire (try once or queue), release (by the owner or anyone), abandon,
-renew and, on the memory backend, the passing of time (its clock is injected). After every
+renew, session leases and their keep-alives and, on the memory backend, the passing of time
+(its clock is injected). After every
 step the backend's answers and its counts must be the model's: who holds a slot, who waits,
 in what order slots are handed over, which leases expired.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis.asyncio as aioredis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from callthrottle.backends import MemoryBackend, Outcome, RedisBackend, RenewState
+from callthrottle.backends import MemoryBackend, Outcome, RedisBackend, ReleaseState, RenewState
+from callthrottle.backends._base import EXPIRED_KEPT, SESSION_HOLD_MAX
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
     from callthrottle.backends._base import Backend
 
@@ -29,13 +34,17 @@ NUMBERS = ("+8657188880001",)  # one number: the richest interleavings per step
 LIMIT = 2
 TOKENS = ("t1", "t2", "t3", "t4", "t5")
 OWNERS = ("o1", "o2")
+SESSION = "s1"  # an owner that is a session: its leases live while it is kept alive
+CALLERS = (*OWNERS, SESSION)
 TTL = 10.0  # seconds; on Redis (real time) no lease lives long enough in a run to expire
 
 
 @dataclass
 class NumberModel:
-    holders: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> owner, expiry
+    # token -> owner, expiry (a session lease: its deadline), the session's life it is in
+    holders: dict[str, tuple[str, float, int]] = field(default_factory=dict)
     line: dict[str, tuple[str, float]] = field(default_factory=dict)  # in order: owner, lapse
+    lapsed: dict[str, float] = field(default_factory=dict)  # token -> until a release says so
 
 
 class Model:
@@ -44,18 +53,56 @@ class Model:
     def __init__(self) -> None:
         self.now = 0.0
         self.numbers = {number: NumberModel() for number in NUMBERS}
+        # the session's current life, when it ends, and when the life before it ended
+        self.life, self.life_ends, self.life_before = 0, -math.inf, -math.inf
+
+    def expiry(self, holder: tuple[str, float, int]) -> float:
+        """When a lease lapses: a session lease when its life of the session ends, if that comes
+        first (a life before the last one ended long ago)."""
+        owner, expiry, life = holder
+        if owner != SESSION:
+            return expiry
+        if life == self.life:
+            return min(expiry, self.life_ends)
+        return min(expiry, self.life_before) if life + 1 == self.life else -math.inf
+
+    def grant(self, state: NumberModel, token: str, owner: str) -> None:
+        if owner == SESSION:
+            state.holders[token] = (owner, self.now + SESSION_HOLD_MAX, self.keepalive())
+        else:
+            state.holders[token] = (owner, self.now + TTL, 0)
+
+    def keepalive(self) -> int:
+        """The session lives TTL more; once a life ended, a new one begins (its leases stay
+        lapsed). Returns the life it is in."""
+        if self.life_ends <= self.now:
+            self.life, self.life_before = self.life + 1, self.life_ends
+            self.life_ends = self.now + TTL
+        else:
+            self.life_ends = max(self.life_ends, self.now + TTL)
+        return self.life
 
     def settle(self, number: str) -> NumberModel:
         state = self.numbers[number]
-        state.holders = {t: v for t, v in state.holders.items() if v[1] > self.now}
+        for token, holder in state.holders.items():
+            lapse = self.expiry(holder)
+            if lapse <= self.now < lapse + EXPIRED_KEPT * TTL:  # a release says so for 4 TTLs
+                state.lapsed[token] = lapse + EXPIRED_KEPT * TTL
+        state.holders = {t: v for t, v in state.holders.items() if self.expiry(v) > self.now}
         state.line = {t: v for t, v in state.line.items() if v[1] > self.now}
         while state.line and len(state.holders) < LIMIT:  # first come, first served
             token, (owner, _) = next(iter(state.line.items()))
             del state.line[token]
-            state.holders[token] = (owner, self.now + TTL)
+            self.grant(state, token, owner)
         return state
 
     def acquire(self, number: str, token: str, owner: str, enqueue: bool) -> Outcome:
+        outcome = self._acquire(number, token, owner, enqueue)
+        if owner == SESSION and outcome in (Outcome.GRANTED, Outcome.QUEUED):
+            self.keepalive()  # an acquire in the session keeps it alive
+        return outcome
+
+    def _acquire(self, number: str, token: str, owner: str, enqueue: bool) -> Outcome:
         state = self.settle(number)
         if token in state.holders:
             return Outcome.GRANTED if state.holders[token][0] == owner else Outcome.CONFLICT
@@ -64,23 +111,26 @@ class Model:
                 return Outcome.CONFLICT
             if next(iter(state.line)) == token and len(state.holders) < LIMIT:
                 del state.line[token]
-                state.holders[token] = (owner, self.now + TTL)
+                self.grant(state, token, owner)
                 return Outcome.GRANTED
             state.line[token] = (owner, self.now + TTL)
             return Outcome.QUEUED
         if not state.line and len(state.holders) < LIMIT:
-            state.holders[token] = (owner, self.now + TTL)
+            self.grant(state, token, owner)
             return Outcome.GRANTED
         if enqueue:
             state.line[token] = (owner, self.now + TTL)
             return Outcome.QUEUED
         return Outcome.REFUSED
 
-    def release(self, number: str, token: str) -> bool:
+    def release(self, number: str, token: str) -> ReleaseState:
         state = self.settle(number)
         released = state.holders.pop(token, None) is not None
+        lapsed = state.lapsed.pop(token, -1.0) > self.now
         self.settle(number)
-        return released
+        if released:
+            return ReleaseState.RELEASED
+        return ReleaseState.EXPIRED if lapsed else ReleaseState.UNKNOWN
 
     def abandon(self, number: str, token: str, owner: str) -> None:
         state = self.settle(number)
@@ -94,7 +144,8 @@ class Model:
         for number, token in items:
             state = self.settle(number)
             if token in state.holders and state.holders[token][0] == owner:
-                state.holders[token] = (owner, self.now + TTL)
+                if owner != SESSION:  # a session lease lives by its session's keep-alives
+                    state.holders[token] = (owner, self.now + TTL, 0)
                 states.append(RenewState.HELD)
             elif token in state.line and state.line[token][0] == owner:
                 state.line[token] = (owner, self.now + TTL)
@@ -118,28 +169,44 @@ class BackendMachine(RuleBasedStateMachine):
     portal: BlockingPortal
     backend: Backend
     clock: Clock | None
+    forget: Callable[[], Awaitable[None]] | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.model = Model()
-        self.call(self.backend.release_owner, "o1")
-        self.call(self.backend.release_owner, "o2")
+        forget = type(self).forget  # (a plain function, not a method)
+        if forget is not None:  # on real time: a clean slate (records of lapsed leases too)
+            self.call(forget)
+        for owner in CALLERS:
+            self.call(self.backend.release_owner, owner)
+        if self.clock is not None:
+            # Past every record of a lease that lapsed in an earlier example (release_owner
+            # leaves those), and the model on the same clock, to the bit.
+            self.clock.now += EXPIRED_KEPT * TTL + 1.0
+            self.model.now = self.clock.now
 
-    def call(self, function: Any, *args: Any) -> Any:
-        return self.portal.call(function, *args)
+    def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.portal.call(partial(function, *args, **kwargs))
 
     @rule(
         number=st.sampled_from(NUMBERS),
         token=st.sampled_from(TOKENS),
-        owner=st.sampled_from(OWNERS),
+        owner=st.sampled_from(CALLERS),
         enqueue=st.booleans(),
     )
     def acquire(self, number: str, token: str, owner: str, enqueue: bool) -> None:
-        result = self.call(self.backend.acquire, number, token, owner, LIMIT, TTL, None, enqueue)
+        kw = {"session": True} if owner == SESSION else {}
+        args = (number, token, owner, LIMIT, TTL, None, enqueue)
+        result = self.call(self.backend.acquire, *args, **kw)
         assert result.outcome == self.model.acquire(number, token, owner, enqueue)
 
+    @rule()
+    def keepalive(self) -> None:
+        self.call(self.backend.keepalive, SESSION, TTL)
+        self.model.keepalive()
+
     @rule(
-        number=st.sampled_from(NUMBERS), token=st.sampled_from(TOKENS), by=st.sampled_from(OWNERS)
+        number=st.sampled_from(NUMBERS), token=st.sampled_from(TOKENS), by=st.sampled_from(CALLERS)
     )
     def release(self, number: str, token: str, by: str) -> None:
         released = self.call(self.backend.release, number, token, by)
@@ -148,14 +215,14 @@ class BackendMachine(RuleBasedStateMachine):
     @rule(
         number=st.sampled_from(NUMBERS),
         token=st.sampled_from(TOKENS),
-        owner=st.sampled_from(OWNERS),
+        owner=st.sampled_from(CALLERS),
     )
     def abandon(self, number: str, token: str, owner: str) -> None:
         self.call(self.backend.abandon, number, token, owner)
         self.model.abandon(number, token, owner)
 
     @rule(
-        owner=st.sampled_from(OWNERS),
+        owner=st.sampled_from(CALLERS),
         items=st.lists(
             st.tuples(st.sampled_from(NUMBERS), st.sampled_from(TOKENS)), max_size=3, unique=True
         ),
@@ -178,14 +245,18 @@ class BackendMachine(RuleBasedStateMachine):
         for number in NUMBERS:
             usage = self.call(self.backend.usage, number, LIMIT)
             state = self.model.numbers[number]
-            live = sum(1 for _, expiry in state.holders.values() if expiry > self.model.now)
+            live = sum(1 for h in state.holders.values() if self.model.expiry(h) > self.model.now)
             waiting = sum(1 for _, lapse in state.line.values() if lapse > self.model.now)
             assert (usage.in_use, usage.waiting) == (live, waiting)
             assert usage.in_use <= LIMIT
 
 
 @contextmanager
-def machine(backend_factory: Any, clock: Clock | None) -> Iterator[type[BackendMachine]]:
+def machine(
+    backend_factory: Any,
+    clock: Clock | None,
+    forget: Callable[[], Awaitable[None]] | None = None,
+) -> Iterator[type[BackendMachine]]:
     with ExitStack() as stack:
         portal = stack.enter_context(start_blocking_portal("asyncio"))
         backend = backend_factory()
@@ -196,6 +267,7 @@ def machine(backend_factory: Any, clock: Clock | None) -> Iterator[type[BackendM
             pass
 
         Machine.portal, Machine.backend, Machine.clock = portal, backend, clock
+        Machine.forget = forget
         yield Machine
 
 
@@ -215,5 +287,13 @@ def test_memory_backend_agrees_with_the_model() -> None:
 
 @pytest.mark.redis
 def test_redis_backend_agrees_with_the_model(redis_url: str, prefix: str) -> None:
-    with machine(lambda: RedisBackend.from_url(redis_url, key_prefix=prefix), None) as Machine:
+    async def forget() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+    backend = partial(RedisBackend.from_url, redis_url, key_prefix=prefix)
+    with machine(backend, None, forget) as Machine:
         run_state_machine_as_test(Machine, settings=SETTINGS)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from callthrottle.backends import Outcome, RenewState
+from callthrottle.backends import Outcome, ReleaseState, RenewState
 
 if TYPE_CHECKING:
     from callthrottle import Throttle
@@ -26,7 +26,7 @@ async def test_a_lease_taken_with_a_huge_limit_reads_back(throttle: Throttle) ->
     # Read back at the next heartbeat: held, not gone.
     assert await backend.renew("owner-a", [(NUMBER, "big")]) == [RenewState.HELD]
     assert [(h.token, h.owner) for h in await backend.holders(NUMBER)] == [("big", "owner-a")]
-    assert await backend.release(NUMBER, "big", "owner-a") is True
+    assert await backend.release(NUMBER, "big", "owner-a") == ReleaseState.RELEASED
 
 
 async def test_a_waiter_queued_with_a_huge_limit_breaks_nothing(throttle: Throttle) -> None:
@@ -42,8 +42,12 @@ async def test_a_waiter_queued_with_a_huge_limit_breaks_nothing(throttle: Thrott
     ]
     assert (await backend.usage(NUMBER, 1)).waiting == 2
     assert await backend.renew("owner-b", [(NUMBER, "third")]) == [RenewState.QUEUED]
-    assert await backend.release(NUMBER, "first", "owner-a") is True  # "second" is handed it
-    assert await backend.release(NUMBER, "second", "owner-a") is True  # and now "third"
+    assert (
+        await backend.release(NUMBER, "first", "owner-a") == ReleaseState.RELEASED
+    )  # "second" is handed it
+    assert (
+        await backend.release(NUMBER, "second", "owner-a") == ReleaseState.RELEASED
+    )  # and now "third"
     assert await backend.renew("owner-b", [(NUMBER, "third")]) == [RenewState.HELD]
-    assert await backend.release(NUMBER, "third", "owner-b") is True
+    assert await backend.release(NUMBER, "third", "owner-b") == ReleaseState.RELEASED
     assert (await backend.usage(NUMBER, 1)).in_use == 0

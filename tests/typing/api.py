@@ -15,6 +15,7 @@ from callthrottle import (
     NumberUnavailable,
     Reaction,
     Refused,
+    ReleaseOutcome,
     Throttle,
     Usage,
 )
@@ -46,6 +47,11 @@ async def uses_the_api(url: str) -> None:
         assert_type(await opened.report("+8657188880001", 607), Reaction | None)
         assert_type(await opened.group_usage("trunk", "trunk-400"), Usage)
         await opened.set_group_cap("trunk", "trunk-400", 18)
+    async with Throttle.from_url(url, session="kamailio@sbc-1", keepalive=False) as session:
+        assert_type(session.session, str | None)
+        lease = await session.acquire("+8657188880001", timeout=0)
+        await session.keepalive()
+        assert_type(await session.end_call(lease), ReleaseOutcome)
 
 
 def configures(path: str) -> Throttle:
@@ -83,3 +89,7 @@ def blocks(url: str) -> None:
         assert_type(throttle.acquire_from("pool", strategy="local"), Lease)
         assert_type(throttle.group_usage("trunk", "t"), Usage)
         assert_type(throttle.owner_id, str)
+    with SyncThrottle.from_url(url, session="kamailio@sbc-1") as in_session:
+        held = in_session.acquire("+8657188880001", timeout=0)
+        in_session.keepalive()
+        assert_type(in_session.end_call(held), ReleaseOutcome)

@@ -5,6 +5,7 @@ from ._base import Backend as Backend
 from ._base import EventListener as EventListener
 from ._base import Layout as Layout
 from ._base import Outcome as Outcome
+from ._base import ReleaseState as ReleaseState
 from ._base import RenewState as RenewState
 from ._base import RestoreOutcome as RestoreOutcome
 from .memory import MemoryBackend as MemoryBackend
@@ -18,6 +19,7 @@ __all__ = (
     "MemoryBackend",
     "Outcome",
     "RedisBackend",
+    "ReleaseState",
     "RenewState",
     "RestoreOutcome",
 )

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from .._rates import GroupPlan, RatePlan, Window
 
 __all__ = (
-    "ENDED_KEPT", "OWN_TAGS", "RESTORE_WITHIN", "AcquireResult", "Backend", "EventListener",
-    "Layout", "Outcome", "PickResult", "RenewState", "RestoreOutcome",
+    "ENDED_KEPT", "EXPIRED_KEPT", "OWN_TAGS", "RESTORE_WITHIN", "SESSION_HOLD_MAX", "AcquireResult",
+    "Backend", "EventListener", "Layout", "Outcome", "PickResult", "ReleaseState", "RenewState",
+    "RestoreOutcome",
 )  # fmt: skip
 
 #: Called by a backend from its listener when something happens to a lease of the owner:
@@ -110,6 +111,23 @@ class RenewState(enum.IntEnum):
 #: outlives any attempt (with a TTL to spare for the request's way and clock drift).
 RESTORE_WITHIN = 3
 ENDED_KEPT = 4
+
+
+#: The longest a session lease lives when it has no ``max_hold``: a day. A session kept alive
+#: for ever cannot hold a slot for ever through a release that was lost.
+SESSION_HOLD_MAX = 86_400.0
+
+#: A lease dropped because it lapsed (not renewed, or its session died) is recorded for this
+#: many times its TTL, so that a release arriving later reports it expired, not unknown.
+EXPIRED_KEPT = 4
+
+
+class ReleaseState(enum.IntEnum):
+    """What :meth:`Backend.release` found (a backend returning a bool says 1 or 0)."""
+
+    RELEASED = 1  #: a live lease was released
+    EXPIRED = 2  #: the lease had lapsed (not renewed in time, or its session died)
+    UNKNOWN = 0  #: no such lease, or already released
 
 
 class RestoreOutcome(enum.IntEnum):
@@ -199,8 +217,16 @@ class Backend(Protocol):
         max_hold: float | None,
         enqueue: bool,
         rates: RatePlan = NO_RATES,
+        *,
+        session: bool = False,
     ) -> AcquireResult:
         """Take a slot for ``token``, or queue it, atomically (one round trip on Redis).
+
+        With ``session``, ``owner`` is a session's name and the lease a *session lease*: it
+        lives while the session is alive (see :meth:`keepalive`) and never past its deadline,
+        ``max_hold`` or :data:`SESSION_HOLD_MAX` from its grant; it is not renewed by
+        :meth:`renew`. The acquire keeps the session alive for ``ttl`` more (never shortening
+        it) when the token is granted or queued.
 
         ``rates`` gives the number's rate windows (windows set at run time replace its
         ``windows``; a warming number adds its warm-up's daily cap): a call is admitted only if
@@ -224,9 +250,7 @@ class Backend(Protocol):
         """
         ...
 
-    async def release(
-        self, number: str, token: str, releaser: str, pool: str | None = None
-    ) -> bool:
+    async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
         """Give the token's slot back and hand it to the next waiter, atomically.
 
         Any process may release any lease; if ``releaser`` is not the lease's owner, the owner
@@ -234,8 +258,12 @@ class Backend(Protocol):
         meanwhile, cannot count the lease again (see :meth:`restore`). With ``pool`` (the lease was picked from it), the pool's
         record of the number's load is brought up to date. One round trip on Redis.
 
-        :return: True if a live lease was released, False if there was none (unknown,
-            already released or expired)
+        A lease dropped because it lapsed is remembered for :data:`EXPIRED_KEPT` times its TTL,
+        so that its release then reports it expired.
+
+        :return: a :class:`ReleaseState`: 1 if a live lease was released, 2 if the lease had
+            lapsed (not renewed in time, or its session died), 0 if there was none (unknown or
+            already released). A backend may return a bool (True: 1, False: 0).
         """
         ...
 
@@ -284,8 +312,9 @@ class Backend(Protocol):
     async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
         """Extend the leases and keep alive the places in line of ``(number, token)`` items.
 
-        A lease is extended by the TTL it was taken with, never past its ``max_hold``. All items
-        go in one batch (one round trip on a single Redis server).
+        A lease is extended by the TTL it was taken with, never past its ``max_hold``. A session
+        lease is not extended (its session is, by :meth:`keepalive`): it reports HELD while it
+        lives. All items go in one batch (one round trip on a single Redis server).
         """
         ...
 
@@ -350,6 +379,8 @@ class Backend(Protocol):
         near: tuple[str, str] = ("", ""),
         sticky_ttl: float = STICKY_TTL,
         wait: bool = False,
+        *,
+        session: bool = False,
     ) -> PickResult:
         """Take a slot for ``token`` on the first of at most ``tries`` numbers of ``pool``, in
         the strategy's order, that admits the call under all of its limits (as
@@ -366,8 +397,19 @@ class Backend(Protocol):
         line is told (``"nudged"`` on number ``"pool:<pool>"``), and so is the first in line
         whenever a lease picked from the pool is released.
 
+        With ``session``, ``owner`` is a session's name and the slot a session lease (see
+        :meth:`acquire`).
+
         One round trip on Redis; the cost grows with ``tries``, not with the pool's size."""
         ...
+
+    async def keepalive(self, session: str, ttl: float) -> None:
+        """Keep the session alive for ``ttl`` seconds from now by the backend's clock (never
+        shortening it): its leases live on until then. Once that time passes with no other
+        keep-alive or acquire in the session, every lease of the session lapses at once (it
+        stops counting, and is dropped, recorded as expired, when its number is next settled).
+        Its cost does not grow with the leases held (one round trip on a single Redis server).
+        """
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
         """The caller stops waiting on ``pool`` (the next in line is told if it was first)."""
@@ -376,7 +418,7 @@ class Backend(Protocol):
     async def release_owner(self, owner: str) -> int:
         """Release every lease of ``owner`` and drop its places in line: on every number, and
         in the lines of pools and groups (the next in line is told when the first place was
-        the owner's).
+        the owner's). For a session's name, the session ends too (its record is deleted).
 
         :return: how many leases and places in line were removed
         """

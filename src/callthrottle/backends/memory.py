@@ -7,7 +7,6 @@ import math
 import random
 import time
 from dataclasses import dataclass, field, replace
-from operator import attrgetter
 from typing import TYPE_CHECKING, cast
 
 import anyio
@@ -18,12 +17,15 @@ from .._pools import STICKY_TTL
 from .._rates import DAY, NO_RATES, WEEK
 from ._base import (
     ENDED_KEPT,
+    EXPIRED_KEPT,
     OWN_TAGS,
+    SESSION_HOLD_MAX,
     AcquireResult,
     EventListener,
     Layout,
     Outcome,
     PickResult,
+    ReleaseState,
     RenewState,
     RestoreOutcome,
 )
@@ -39,6 +41,43 @@ if TYPE_CHECKING:
 __all__ = ("MemoryBackend",)
 
 
+class _Session:
+    """A session's record, one per session name, shared by its leases: keeping a session
+    alive costs the same whatever it holds. Its current life ends at ``ends`` (the backend's
+    clock), which a keep-alive or an acquire in the session moves later, never earlier; once
+    a life ended, the next keep-alive starts a new one (``life`` + 1, the old end kept as
+    ``before``), and the old life's leases never count again. Twin of the session record in
+    _common.lua (keep_session, life_end)."""
+
+    __slots__ = ("before", "ends", "life")
+
+    def __init__(self) -> None:
+        self.ends = -math.inf
+        self.life = 0
+        self.before = -math.inf
+
+    def keep(self, now: float, ttl: float) -> int:
+        """Keep the session alive ``ttl`` more (never shortened); a new life if the last
+        ended. Returns the life the session is in now."""
+        if self.ends <= now:
+            self.before, self.life, self.ends = self.ends, self.life + 1, now + ttl
+        else:
+            self.ends = max(self.ends, now + ttl)
+        return self.life
+
+    def end(self, now: float) -> None:
+        """The current life ends now (its leases lapse)."""
+        self.ends = min(self.ends, now)
+
+    def end_of(self, life: int) -> float:
+        """When life ``life`` ends (or ended): -inf for one before the last (forgotten)."""
+        if life == self.life:
+            return self.ends
+        if life + 1 == self.life:
+            return self.before
+        return -math.inf
+
+
 @dataclass(slots=True)
 class _Entry:
     """A holder or a waiter of one number."""
@@ -47,10 +86,22 @@ class _Entry:
     ttl: float
     limit: int
     max_hold: float | None
-    expires: float  # holder: lease expiry; waiter: when its place in line lapses
+    # holder: lease expiry (a session lease: its deadline); waiter: when its place lapses
+    expires: float
     deadline: float = math.inf  # holder only: now + max_hold at grant time
     rated: bool = False  # has rate windows: never handed a slot without asking
     since: float = 0.0  # holder only: when it was granted
+    session: _Session | None = None  # a session lease (or a waiter for one): its session
+    life: int = 0  # a session lease: the life of its session it was granted in
+
+
+def _expiry(entry: _Entry) -> float:
+    """When a holder's lease lapses: its own expiry, or its session's when that comes first
+    (a session lease's "expiry" is its session's: waiters time their retries by it)."""
+    session = entry.session
+    if session is None:
+        return entry.expires
+    return min(entry.expires, session.end_of(entry.life))
 
 
 @dataclass(slots=True)
@@ -97,7 +148,6 @@ class _Policy:
 
 
 _NO_POLICY = _Policy()
-_EXPIRES: Callable[[_Entry], float] = attrgetter("expires")
 _DURATIONS = frozenset({"until", "luntil"})
 _INTS = frozenset({"cap", "lcap"})
 _STATE_FIELDS = frozenset({"state", "reason", "until", "since"})
@@ -163,6 +213,7 @@ class _RateLog:
 
 _EMPTY_LOG = _RateLog()  # read only: stands for a callee nobody has called yet
 _GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
+_RELEASED, _EXPIRED, _UNKNOWN = ReleaseState.RELEASED, ReleaseState.EXPIRED, ReleaseState.UNKNOWN
 _CONFLICT = AcquireResult(Outcome.CONFLICT)
 
 
@@ -305,6 +356,51 @@ class _Pool:
         return picked
 
 
+class _Lapsed:
+    """Leases dropped because they lapsed (not renewed in time, or their session died), by
+    number: token -> when its record lapses (:data:`EXPIRED_KEPT` TTLs on), so that a release
+    arriving later reports the lease expired. Twin of X in _common.lua."""
+
+    __slots__ = ("marks", "records")
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, float]] = {}
+        self.marks = 0
+
+    def mark(self, number: str, token: str, ttl: float, lapse: float, now: float) -> None:
+        """The lease ``token`` (taken with ``ttl``) lapsed at ``lapse``: remembered until
+        :data:`EXPIRED_KEPT` ttls after that (a lapse older than that is forgotten, as on Redis,
+        where the number's keys live that long past their leases)."""
+        until = lapse + EXPIRED_KEPT * ttl
+        if until <= now:
+            return
+        records = self.records.setdefault(number, {})
+        for lapsed in [t for t, until in records.items() if until <= now]:
+            del records[lapsed]
+        records[token] = until
+        self.marks += 1
+        if self.marks % 1024 == 0:  # now and then, forget the numbers whose records all lapsed
+            self.records = {
+                n: r for n, r in self.records.items() if any(u > now for u in r.values())
+            }
+
+    def take(self, number: str, token: str, now: float) -> bool:
+        """Whether the token's lease lapsed (recently enough to be remembered); the record goes:
+        a second release finds nothing."""
+        records = self.records.get(number)
+        if not records:
+            return False
+        until = records.pop(token, None)
+        if not records:
+            del self.records[number]
+        return until is not None and until > now
+
+    def forget(self, number: str, token: str) -> None:
+        records = self.records.get(number)
+        if records:
+            records.pop(token, None)
+
+
 class _Ended:
     """Leases ended for good (released by another process, reset, released with their owner),
     by number: (owner, token) -> when its record lapses. A holder cut off meanwhile cannot
@@ -339,7 +435,7 @@ class _Ended:
 
 def _live(state: _NumberState, now: float, but: str = "") -> int:
     """A pool member's load: its live leases (``but`` one, being released)."""
-    return sum(1 for t, e in state.holders.items() if e.expires > now and t != but)
+    return sum(1 for t, e in state.holders.items() if _expiry(e) > now and t != but)
 
 
 def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
@@ -368,7 +464,8 @@ class MemoryBackend:
 
     __slots__ = (
         "_callees", "_checkpoint", "_clock", "_ended", "_group_holders", "_group_logs",
-        "_group_policies", "_group_reserve_line", "_group_waiters", "_layout", "_listeners", "_numbers", "_policies", "_pools", "_rates", "_wall_clock",
+        "_group_policies", "_group_reserve_line", "_group_waiters", "_lapsed", "_layout",
+        "_listeners", "_numbers", "_policies", "_pools", "_rates", "_sessions", "_wall_clock",
     )  # fmt: skip
 
     def __init__(
@@ -382,7 +479,8 @@ class MemoryBackend:
         # without finding the event loop again on every call).
         self._checkpoint: Callable[[], Awaitable[None]] = checkpoint
         self._numbers: dict[str, _NumberState] = {}
-        self._listeners: dict[str, EventListener] = {}
+        # Per owner, the listeners of its throttles (a session's may be several).
+        self._listeners: dict[str, tuple[EventListener, ...]] = {}
         self._policies: dict[str, _Policy] = {}
         self._rates: dict[str, _RateLog] = {}
         self._callees: dict[tuple[str, str], _RateLog] = {}
@@ -400,6 +498,8 @@ class MemoryBackend:
         self._group_policies: dict[str, dict[str, object]] = {}
         self._pools: dict[str, _Pool] = {}
         self._ended = _Ended()
+        self._lapsed = _Lapsed()
+        self._sessions: dict[str, _Session] = {}
 
     def __repr__(self) -> str:
         holders = sum(len(s.holders) for s in self._numbers.values())
@@ -475,7 +575,7 @@ class MemoryBackend:
         holders = self._group_holders.get(group)
         if not holders:
             return 0
-        for key in [k for k, e in holders.items() if e.expires <= now]:
+        for key in [k for k, e in holders.items() if _expiry(e) <= now]:
             del holders[key]
         return len(holders)
 
@@ -551,13 +651,16 @@ class MemoryBackend:
         self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
     ) -> None:
         """No Lua twin: events are delivered in-process (on Redis, by sharded pub/sub)."""
-        self._listeners[owner] = listener
+        self._listeners[owner] = (*self._listeners.get(owner, ()), listener)
         try:
             task_status.started()
             await anyio.sleep_forever()
         finally:
-            if self._listeners.get(owner) is listener:
-                del self._listeners[owner]
+            others = tuple(each for each in self._listeners.get(owner, ()) if each is not listener)
+            if others:
+                self._listeners[owner] = others
+            else:
+                self._listeners.pop(owner, None)
 
     # -- state helpers (synchronous: atomic within the event loop) --------------------------
 
@@ -569,12 +672,16 @@ class MemoryBackend:
             return state
         holders, queue = state.holders, state.queue
         if state.next_expiry <= now:
-            for token in [t for t, e in holders.items() if e.expires <= now]:
-                self._leave_groups(number, token, holders.pop(token).owner, nudge=False)
+            for token in [t for t, e in holders.items() if _expiry(e) <= now]:
+                entry = holders.pop(token)
+                # a release says "expired"
+                self._lapsed.mark(number, token, entry.ttl, _expiry(entry), now)
+                self._leave_groups(number, token, entry.owner, nudge=False)
             for token in [t for t, e in queue.items() if e.expires <= now]:
                 del queue[token]
+            # A session's expiry only moves later (or its leases go with it): a lower bound.
             state.next_expiry = min(
-                min((e.expires for e in holders.values()), default=math.inf),
+                min(map(_expiry, holders.values()), default=math.inf),
                 min((e.expires for e in queue.values()), default=math.inf),
             )
         if not queue:
@@ -604,9 +711,18 @@ class MemoryBackend:
 
     @staticmethod
     def _grant(state: _NumberState, number: str, token: str, entry: _Entry, now: float) -> None:
-        entry.deadline = now + entry.max_hold if entry.max_hold is not None else math.inf
         entry.since = now
-        entry.expires = expires = min(now + entry.ttl, entry.deadline)
+        session = entry.session
+        if session is None:
+            entry.deadline = now + entry.max_hold if entry.max_hold is not None else math.inf
+            entry.expires = expires = min(now + entry.ttl, entry.deadline)
+        else:
+            # A session lease lives while its session does, never past its deadline (a lost
+            # release cannot hold the slot for ever); the grant keeps the session alive.
+            hold = entry.max_hold if entry.max_hold is not None else SESSION_HOLD_MAX
+            entry.deadline = entry.expires = now + hold
+            entry.life = session.keep(now, entry.ttl)
+            expires = _expiry(entry)
         state.holders[token] = entry
         state.next_expiry = min(state.next_expiry, expires)
 
@@ -665,7 +781,7 @@ class MemoryBackend:
             holders = self._group_holders.get(group.group)
             retry_in = None
             if holders:
-                retry_in = max(min(e.expires for e in holders.values()) - now, 0.0)
+                retry_in = max(min(map(_expiry, holders.values())) - now, 0.0)
             return AcquireResult(Outcome.GROUP_FULL, retry_in, group=group.group)
         return None
 
@@ -706,8 +822,7 @@ class MemoryBackend:
         return None
 
     def _notify(self, owner: str, kind: str, number: str, token: str) -> None:
-        listener = self._listeners.get(owner)
-        if listener is not None:
+        for listener in self._listeners.get(owner, ()):
             listener(kind, number, token)
 
     def _forget_if_idle(self, number: str, state: _NumberState) -> None:
@@ -719,7 +834,7 @@ class MemoryBackend:
         or the end of a lowered cap (None: neither)."""
         retry_in = None
         if state.holders:
-            retry_in = max(min(map(_EXPIRES, state.holders.values())) - now, 0.0)
+            retry_in = max(min(map(_expiry, state.holders.values())) - now, 0.0)
         policy = self._policies.get(number)
         if policy is not None and policy.lcap is not None and policy.luntil is not None:
             lapses_in = policy.luntil - now
@@ -739,11 +854,39 @@ class MemoryBackend:
         max_hold: float | None,
         enqueue: bool,
         rates: RatePlan = NO_RATES,
+        *,
+        session: bool = False,
     ) -> AcquireResult:
         """Lua twin: ``acquire.lua`` (also run for each operation of ``batch.lua`` and for each
         number ``pick.lua`` tries)."""
         await self._checkpoint()
+        if session:
+            return self._acquire_in_session(
+                number, token, owner, limit, ttl, max_hold, enqueue, rates
+            )
         return self._acquire_now(number, token, owner, limit, ttl, max_hold, enqueue, rates)
+
+    def _acquire_in_session(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        enqueue: bool,
+        rates: RatePlan,
+    ) -> AcquireResult:
+        """An acquire of a session lease: granted or queued, it keeps the session alive."""
+        record = self._sessions.get(owner)
+        if record is None:
+            record = self._sessions[owner] = _Session()
+        result = self._acquire_now(
+            number, token, owner, limit, ttl, max_hold, enqueue, rates, record
+        )
+        if result.outcome is Outcome.GRANTED or result.outcome is Outcome.QUEUED:
+            record.keep(self._clock(), ttl)
+        return result
 
     def _acquire_now(
         self,
@@ -755,6 +898,7 @@ class MemoryBackend:
         max_hold: float | None,
         enqueue: bool,
         rates: RatePlan,
+        session: _Session | None = None,
     ) -> AcquireResult:
         now = self._clock()
         policy = self._policies.get(number)
@@ -769,7 +913,7 @@ class MemoryBackend:
                 # reply was lost, the number disabled meanwhile) is told so: its call is up.
                 numbers = self._numbers.get(number)
                 held = None if numbers is None else numbers.holders.get(token)
-                if held is not None and held.expires > now:
+                if held is not None and _expiry(held) > now:
                     return _GRANTED if held.owner == owner else _CONFLICT
                 # Refused for good: a place it had in a group's line goes.
                 self._leave_group_lines(number, token, owner, self._layout.groups_for(number))
@@ -816,7 +960,7 @@ class MemoryBackend:
                 self._forget_if_idle(number, state)
                 return refused
         expires = now + ttl
-        entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, rated)
+        entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, rated, session=session)
         if not queue and len(holders) < limit:
             self._ended.forget(number, owner, token)  # a new lease of the token
             if rated:
@@ -860,18 +1004,17 @@ class MemoryBackend:
             return refused
         return self._group_full(number, token, owner, ttl, rates, now, wait=wait)
 
-    async def release(
-        self, number: str, token: str, releaser: str, pool: str | None = None
-    ) -> bool:
+    async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
         # All the work happens before the checkpoint: a release cancelled there is not lost.
         """Lua twin: ``release.lua`` (also run for each operation of ``batch.lua``)."""
         state = self._numbers.get(number)
         if pool is not None:
             self._note_load(pool, number, state, token)
-        if state is None:
-            await self._checkpoint()
-            return False
         now = self._clock()
+        if state is None:
+            lapsed = self._lapsed.take(number, token, now)
+            await self._checkpoint()
+            return _EXPIRED if lapsed else _UNKNOWN
         self._settle(number, now)
         entry = state.holders.pop(token, None)
         if entry is not None:
@@ -883,10 +1026,17 @@ class MemoryBackend:
                 self._ended.mark(number, entry.owner, token, entry.ttl, now)
                 self._notify(entry.owner, "released", number, token)
             self._settle(number, now)
+            if self._lapsed.records:
+                self._lapsed.forget(number, token)
+            outcome = _RELEASED
+        elif self._lapsed.take(number, token, now):
+            outcome = _EXPIRED
+        else:
+            outcome = _UNKNOWN
         if not state.holders and not state.queue:
             self._numbers.pop(number, None)
         await self._checkpoint()
-        return entry is not None
+        return outcome
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
         """Lua twin: ``abandon.lua``."""
@@ -895,12 +1045,14 @@ class MemoryBackend:
         if state is None:
             self._leave_groups(number, token, owner, nudge=True)
             return
+        now = self._clock()
+        self._settle(number, now)  # a lease that lapsed meanwhile is recorded as expired
         for entries in (state.queue, state.holders):
             entry = entries.get(token)
             if entry is not None and entry.owner == owner:
                 del entries[token]
         self._leave_groups(number, token, owner, nudge=True)
-        self._settle(number, self._clock())
+        self._settle(number, now)
         self._forget_if_idle(number, state)
 
     async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
@@ -915,7 +1067,9 @@ class MemoryBackend:
             state = self._settle(number, now)
             holder = state.holders.get(token)
             waiter = state.queue.get(token)
-            if holder is not None and holder.owner == owner:
+            if holder is not None and holder.owner == owner and holder.session is not None:
+                states.append(RenewState.HELD)  # its session keeps it alive, not renewals
+            elif holder is not None and holder.owner == owner:
                 holder.expires = min(now + holder.ttl, holder.deadline)
                 state.next_expiry = min(state.next_expiry, holder.expires)
                 final = holder.expires == holder.deadline
@@ -937,7 +1091,7 @@ class MemoryBackend:
         state = self._numbers.get(number)
         if state is None:
             return Usage(in_use=0, limit=cap, waiting=0)
-        in_use = sum(1 for e in state.holders.values() if e.expires > now)
+        in_use = sum(1 for e in state.holders.values() if _expiry(e) > now)
         waiting = sum(1 for e in state.queue.values() if e.expires > now)
         return Usage(in_use=in_use, limit=cap, waiting=waiting)
 
@@ -1061,6 +1215,8 @@ class MemoryBackend:
         near: tuple[str, str] = ("", ""),
         sticky_ttl: float = STICKY_TTL,
         wait: bool = False,
+        *,
+        session: bool = False,
     ) -> PickResult:
         """Lua twin: ``pick.lua``."""
         await self._checkpoint()
@@ -1068,14 +1224,21 @@ class MemoryBackend:
         if state is None:
             return PickResult(Outcome.REFUSED)
         now = self._clock()
+        record = None
+        if session:
+            record = self._sessions.get(owner)
+            if record is None:
+                record = self._sessions[owner] = _Session()
         # The token holds a slot of the pool already (this pick is asked again): that slot, as
         # the first pick answered; nothing else is touched.
         taken = state.taken.get(token)
         if taken is not None and taken[1] > now:
             numbers = self._numbers.get(taken[0])
             holder = None if numbers is None else numbers.holders.get(token)
-            if holder is not None and holder.expires > now:
+            if holder is not None and _expiry(holder) > now:
                 granted = holder.owner == owner
+                if granted and record is not None:
+                    record.keep(now, ttl)  # (its lease's life goes on)
                 return PickResult(Outcome.GRANTED if granted else Outcome.CONFLICT, taken[0])
         me = (owner, token)
         line = state.line
@@ -1100,9 +1263,11 @@ class MemoryBackend:
             spec = state.members[number]
             rates = _with_call(spec.plan, call)
             result = self._acquire_now(
-                number, token, owner, spec.limit, ttl, max_hold, False, rates
+                number, token, owner, spec.limit, ttl, max_hold, False, rates, record
             )
             if result.outcome is Outcome.GRANTED:
+                if record is not None:  # granted (or held already): the session lives on
+                    record.keep(now, ttl)
                 state.took(token, number, now + ttl, now)
                 numbers = self._numbers.get(number)
                 state.set_load(number, 0 if numbers is None else _live(numbers, now))
@@ -1200,6 +1365,14 @@ class MemoryBackend:
             self._group_holders.setdefault(group.group, {})[(number, token)] = entry
         return RestoreOutcome.RESTORED
 
+    async def keepalive(self, session: str, ttl: float) -> None:
+        """Lua twin: ``keepalive.lua``."""
+        await self._checkpoint()
+        record = self._sessions.get(session)
+        if record is None:
+            record = self._sessions[session] = _Session()
+        record.keep(self._clock(), ttl)
+
     async def release_owner(self, owner: str) -> int:
         """Lua twins: ``release_owner.lua`` (each number's leases and line) and
         ``release_owner_lines.lua`` (the owner's places in pool and group lines)."""
@@ -1217,6 +1390,9 @@ class MemoryBackend:
                     removed += 1
             self._settle(number, now)
             self._forget_if_idle(number, state)
+        record = self._sessions.get(owner)
+        if record is not None:  # the session's life ends (its leases went above, as released)
+            record.end(now)
         # Callers waiting for a pool or a group have a place in its line only.
         for name, pool in self._pools.items():
             for waiter in [w for w, lapses in pool.line.items() if lapses <= now]:
@@ -1250,7 +1426,9 @@ class MemoryBackend:
         if state is None:
             return []
         live = sorted(
-            (e.expires, token, e) for token, e in state.holders.items() if e.expires > now
+            (expires, token, e)
+            for token, e in state.holders.items()
+            if (expires := _expiry(e)) > now
         )
         return [
             Holder(
@@ -1278,7 +1456,7 @@ class MemoryBackend:
         ):
             for token, entry in entries.items():
                 self._leave_groups(number, token, entry.owner, nudge=True)
-                if entry.expires > now:
+                if (_expiry(entry) if entries is state.holders else entry.expires) > now:
                     counts[index] += 1
                     if entries is state.holders:
                         self._ended.mark(number, entry.owner, token, entry.ttl, now)

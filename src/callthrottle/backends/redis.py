@@ -53,7 +53,7 @@ logger = logging.getLogger("callthrottle.redis")
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
-    "restore", "window_usage", "release_owner_lines",
+    "restore", "window_usage", "release_owner_lines", "keepalive",
     "holders", "reset_number",  # operator queries and admin actions
 )  # fmt: skip
 
@@ -105,6 +105,29 @@ def _ms(seconds: float) -> int:
 @lru_cache(maxsize=1024)
 def _windows_spec(windows: Sequence[Window]) -> str:
     return ";".join(f"{w.amount}:{_ms(w.seconds)}:{int(w.calendar)}" for w in windows)
+
+
+def acquire_result(reply: list[Any]) -> AcquireResult:
+    """acquire.lua's reply as an :class:`AcquireResult`."""
+    if reply[0] == 1:
+        return _GRANTED
+    retry_in = None if reply[1] < 0 else reply[1] / 1000
+    if len(reply) == 2:
+        return AcquireResult(Outcome(reply[0]), retry_in)
+    if reply[0] == Outcome.RATE_LIMITED:
+        window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
+        whose = reply[5].decode()
+        return AcquireResult(
+            Outcome.RATE_LIMITED,
+            retry_in,
+            window=window,
+            for_callee=whose == "c",
+            group=whose if whose not in ("n", "c") else None,
+        )
+    if reply[0] == Outcome.GROUP_FULL:
+        return AcquireResult(Outcome.GROUP_FULL, retry_in, group=reply[2].decode())
+    state, reason = reply[2].decode(), reply[3].decode()
+    return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 
 
 def _policy_fields(changes: Mapping[str, object]) -> list[str]:
@@ -175,7 +198,7 @@ class RedisBackend:
 
     __slots__ = (
         "_also_close", "_batches", "_channels", "_client", "_events", "_keys", "_lane", "_layout",
-        "_listeners", "_owns_client", "_prefix", "_shards",
+        "_listeners", "_owns_client", "_prefix", "_session_tags", "_shards",
     )  # fmt: skip
 
     def __init__(
@@ -198,6 +221,8 @@ class RedisBackend:
             self._lane = ScriptLane.for_client(client)
         self._lane.on_reconnect = self._resync
         self._shards: dict[str, str] = {}  # number -> its shard channels' prefix (Cluster)
+        # Cluster: the hash tags with session records to keep alive (see keepalive)
+        self._session_tags: set[str] = set()
         self._also_close: list[aioredis.Redis] = []  # a sentinel URL's sentinel clients
         self._listeners: dict[str, EventListener] = {}
         self._batches: dict[str, list[tuple[str, tuple[Arg, ...], asyncio.Future[Any]]]] = {}
@@ -459,30 +484,12 @@ class RedisBackend:
         max_hold: float | None,
         enqueue: bool,
         rates: RatePlan = NO_RATES,
+        *,
+        session: bool = False,
     ) -> AcquireResult:
-        args: tuple[str | int, ...] = (
-            token,
-            owner,
-            limit,
-            _ms(ttl),
-            0 if max_hold is None else _ms(max_hold),
-            1 if enqueue else 0,
-            number,
-            self._channels if self._events is None else self._channels_for(number),
+        args = self.acquire_args(
+            number, token, owner, limit, ttl, max_hold, enqueue, rates, session
         )
-        if rates is not NO_RATES:
-            args += (
-                _windows_spec(rates.windows),
-                round(rates.tz_offset * 1000),
-                ",".join(map(str, rates.warmup)),
-                1 if rates.midnight else 0,
-                _windows_spec(rates.callee_windows) if rates.callee else "",
-            )
-            for group in rates.groups:
-                cap = "" if group.cap is None else group.cap
-                args += (cap, group.reserve, _windows_spec(group.windows), group.group)
-            if rates.groups:
-                args += (1 if rates.priority >= 1 else 0,)  # it may take the reserves
         try:
             if self._events is not None:
                 await self._join(cast("str", args[7]), owner)
@@ -495,29 +502,9 @@ class RedisBackend:
                 reply = await self._run("acquire", keys, args)
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
             raise BackendUnavailable(f"Redis failed during acquire: {exc}") from exc
-        if reply[0] == 1:
-            return _GRANTED
-        retry_in = None if reply[1] < 0 else reply[1] / 1000
-        if len(reply) == 2:
-            return AcquireResult(Outcome(reply[0]), retry_in)
-        if reply[0] == Outcome.RATE_LIMITED:
-            window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
-            whose = reply[5].decode()
-            return AcquireResult(
-                Outcome.RATE_LIMITED,
-                retry_in,
-                window=window,
-                for_callee=whose == "c",
-                group=whose if whose not in ("n", "c") else None,
-            )
-        if reply[0] == Outcome.GROUP_FULL:
-            return AcquireResult(Outcome.GROUP_FULL, retry_in, group=reply[2].decode())
-        state, reason = reply[2].decode(), reply[3].decode()
-        return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
+        return acquire_result(reply)
 
-    async def release(
-        self, number: str, token: str, releaser: str, pool: str | None = None
-    ) -> bool:
+    async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
         args: tuple[Arg, ...] = (token, releaser, number, self._channels_for(number))
         if pool is not None:
             args += (self._pool_keys(pool)[1], pool)
@@ -531,7 +518,7 @@ class RedisBackend:
             if listener is not None:
                 for granted in handed:
                     listener("granted", number, granted.decode())
-        return bool(removed)
+        return int(removed)
 
     def _ask(self, kind: str, number: str, args: tuple[Arg, ...]) -> Awaitable[Any]:
         """An acquire (``kind`` 'a') or release ('r') on the number's keys. With nothing in
@@ -717,6 +704,46 @@ class RedisBackend:
         with _map_errors("pool_update"):
             return int(await self._run("pool_update", self._pool_keys(pool)[:3], args))
 
+    def acquire_args(
+        self,
+        number: str,
+        token: str,
+        owner: str,
+        limit: int,
+        ttl: float,
+        max_hold: float | None,
+        enqueue: bool,
+        rates: RatePlan = NO_RATES,
+        session: bool = False,
+    ) -> tuple[str | int, ...]:
+        """The arguments of acquire.lua for this request (see its header)."""
+        args: tuple[str | int, ...] = (
+            token,
+            f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
+            if session
+            else owner,
+            limit,
+            _ms(ttl),
+            0 if max_hold is None else _ms(max_hold),
+            1 if enqueue else 0,
+            number,
+            self._channels if self._events is None else self._channels_for(number),
+        )
+        if rates is not NO_RATES:
+            args += (
+                _windows_spec(rates.windows),
+                round(rates.tz_offset * 1000),
+                ",".join(map(str, rates.warmup)),
+                1 if rates.midnight else 0,
+                _windows_spec(rates.callee_windows) if rates.callee else "",
+            )
+            for group in rates.groups:
+                cap = "" if group.cap is None else group.cap
+                args += (cap, group.reserve, _windows_spec(group.windows), group.group)
+            if rates.groups:
+                args += (1 if rates.priority >= 1 else 0,)  # it may take the reserves
+        return args
+
     async def pool_members(self, pool: str) -> list[str]:
         with _map_errors("pool_members"):
             reply = await self._run("pool_members", self._pool_keys(pool)[:3], ())
@@ -735,11 +762,15 @@ class RedisBackend:
         near: tuple[str, str] = ("", ""),
         sticky_ttl: float = STICKY_TTL,
         wait: bool = False,
+        *,
+        session: bool = False,
     ) -> PickResult:
         args = (
             strategy,
             token,
-            owner,
+            f"{owner}\t{self._session_record(self._pool_tag(pool), whole=False)}"
+            if session
+            else owner,
             _ms(ttl),
             0 if max_hold is None else _ms(max_hold),
             self._prefix,
@@ -772,6 +803,39 @@ class RedisBackend:
         with _map_errors("pool_leave"):
             await self._run("pool_leave", self._pool_keys(pool)[:1], args)
 
+    def _session_record(self, tag: str, *, whole: bool = True) -> str:
+        """The key of the session records that leases of hash tag ``tag`` name: one for the
+        whole server, or in a Cluster one per tag (a function touches one slot). Leases name it
+        without the key prefix (``whole=False``)."""
+        if self._events is None:
+            key = "sessions"
+        else:
+            self._session_tags.add(tag)
+            key = f"{{{tag}}}:sessions"
+        return self._prefix + key if whole else key
+
+    async def keepalive(self, session: str, ttl: float) -> None:
+        """Keep ``session`` alive ``ttl`` seconds more: one call on a single server (or
+        Sentinel), whatever the leases held. In a Cluster the records are per hash tag: one
+        call per tag that holds one, found by scanning every master each time (another process
+        of the session may have taken leases on a tag this one never used), so the cost grows
+        with the key space there."""
+        args = (session, _ms(ttl))
+        with _map_errors("keepalive"):
+            if self._events is None:
+                await self._run("keepalive", [self._session_record("")], args)
+                return
+            await self._find_session_records()
+            for tag in sorted(self._session_tags):
+                await self._run("keepalive", [self._session_record(tag)], args)
+
+    async def _find_session_records(self) -> None:
+        """In a Cluster, learn the tags that hold session records."""
+        pattern = _glob_escape(self._prefix) + "{*}:sessions"
+        async for raw in self._client.scan_iter(match=pattern, count=1000):
+            key = raw.decode()
+            self._session_tags.add(key[len(self._prefix) + 1 : key.rindex("}")])
+
     async def release_owner(self, owner: str) -> int:
         start = _glob_escape(self._prefix)
         pattern = start + "{*}:n:*:m"
@@ -792,8 +856,16 @@ class RedisBackend:
                         tag, name = line
                         pool = name if kind == ":pool:" else ""
                         keys = [key, key[:-1] + lapses]
-                        args = (owner, self._tag_channels(tag), pool)
-                        removed += await self._run("release_owner_lines", keys, args)
+                        line_args = (owner, self._tag_channels(tag), pool)
+                        removed += await self._run("release_owner_lines", keys, line_args)
+            # An owner that is a session: its life ends once its leases went (ended, not
+            # lapsed), on every record that may name it.
+            records = [self._session_record("")]
+            if self._events is not None:
+                await self._find_session_records()
+                records = [self._session_record(tag) for tag in sorted(self._session_tags)]
+            for record in records:
+                await self._run("keepalive", [record], (owner, 1, 1))
         return removed
 
     def _line(self, key: str, kind: str, end: str) -> tuple[str, str] | None:

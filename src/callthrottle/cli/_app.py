@@ -6,6 +6,7 @@ import click
 
 from ._admin import release, release_owner, reset, set_state
 from ._bench import bench
+from ._keepalive import keepalive
 from ._simulate import simulate
 from ._status import status, top
 
@@ -22,5 +23,7 @@ def cli() -> None:
     --config (the TOML carrier configuration) and --prefix (the Redis key prefix)."""
 
 
-for command in (simulate, status, top, reset, release, release_owner, set_state, bench):
+for command in (
+    simulate, status, top, reset, release, release_owner, set_state, bench, keepalive,
+):  # fmt: skip
     cli.add_command(command)

@@ -39,17 +39,34 @@
 --                  with their GQ places: a caller ahead stands before another only for a
 --                  slot it may take (group_has_room)
 --   GP hash        the group's runtime policy: cap, rates (replacing the configured ones)
--- and, outside KEYS (named from H: same hash tag), one more key per number:
+-- and, outside KEYS (named from H: same hash tag), more keys per number:
+--   S  set         the tokens of the number's session leases (see below)
+--   X  sorted set  token -> when its record lapses (ms): leases that lapsed (expired, or their
+--                  session did) and were dropped, so that a later release can tell it found
+--                  an expired lease: kept ENDED_KEPT times the lease's ttl from its lapse.
+--                  For the same reason a number's H, M and S live that long past their
+--                  leases' lapses (a lease that lapsed unnoticed is still found in H)
 --   E  sorted set  "owner\ttoken" -> when its record lapses (ms): leases ended for good
 --                  (released by another process, reset, released with their owner), so that a
 --                  holder cut off meanwhile cannot count them again (restore.lua); kept
 --                  ENDED_KEPT times the lease's ttl, then dropped (the key expires with its
 --                  last record). The owner's next lease of the token (a call ID used again)
 --                  drops it: that lease was never ended.
+-- Session leases: a lease taken for a session (the owner is the session's name) lives while
+-- the session does, and never past its deadline (max_hold, else SESSION_HOLD_MAX): its H score
+-- (and its groups' GH scores) is that deadline, and its meta names the session record, a hash
+-- (session name -> "<when its life ends, ms>\t<life>\t<when the life before ended>") that one
+-- keep-alive call extends for all its leases (keepalive.lua); an acquire for the session
+-- extends it too. A lease belongs to the life of the session it was granted in: once that life
+-- ended (nobody kept the session alive in time), a keep-alive starts a new life, and the
+-- leases of the old one never count again. A lapsed lease stops counting: settle_sessions
+-- drops it wherever leases are counted.
 local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
 -- leases and lapsed waiters were last dropped (a batch of operations shares them).
 local NOW, POLICY, PURGED
+-- session record key .. '\t' .. session name -> when it lapses (ms; 0: it has): read once a call
+local SESSIONS = {}
 -- key -> the time (ms) this call already made it live at least until (a batch extends once).
 local EXTENDED = {}
 
@@ -61,6 +78,7 @@ local function bind(keys, args)
   GROUPS = math.max((#keys - 7) / 4, 0)
   NOW, POLICY, PURGED = nil, nil, nil
   EXTENDED = {}
+  SESSIONS = {}
 end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
@@ -278,10 +296,15 @@ local function now_ms()
   return NOW
 end
 
+-- owner, ttl, hold, limit, flags, since, the session record key ('' for a lease of one
+-- throttle, renewed by it lease by lease) and the session's life it was granted in.
 local function parse_meta(raw)
-  local owner, ttl, hold, limit, flags, since =
-    string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)\t(%a*)\t?(%d*)$')
-  return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags, tonumber(since)
+  local owner, ttl, hold, limit, flags, since, rest =
+    string.match(raw, '^(.-)\t(%d+)\t(%d+)\t(%d+)\t(%a*)\t?(%d*)\t?(.*)$')
+  local skey, life = string.match(rest or '', '^(.*)\t(%d+)$')
+  if not skey then skey, life = rest, 0 end
+  return owner, tonumber(ttl), tonumber(hold), tonumber(limit), flags, tonumber(since), skey,
+    tonumber(life)
 end
 
 -- An integer as text, digit by digit. Lua's own conversion (a number joined with ..,
@@ -291,9 +314,103 @@ local function int(n)
   return string.format('%d', n)
 end
 
-local function meta(owner, ttl, hold, limit, flags, since)
-  return owner .. '\t' .. int(ttl) .. '\t' .. int(hold) .. '\t' .. int(limit) .. '\t' .. flags
-    .. '\t' .. int(since)
+local function meta(owner, ttl, hold, limit, flags, since, skey, life)
+  local text = owner .. '\t' .. int(ttl) .. '\t' .. int(hold) .. '\t' .. int(limit) .. '\t'
+    .. flags .. '\t' .. int(since)
+  if skey and skey ~= '' then text = text .. '\t' .. skey .. '\t' .. int(life or 0) end
+  return text
+end
+
+-- The owner argument of acquire and pick: "owner", or "owner\t<session record>" for a
+-- session lease (the record's key without the prefix: see record_of). Returns owner, that
+-- record ('' for none).
+local function split_owner(arg)
+  local owner, skey = string.match(arg, '^([^\t]*)\t(.+)$')
+  if owner then return owner, skey end
+  return arg, ''
+end
+
+-- A session lease lives at most this long when taken without max_hold (ms: one day); the
+-- number's keys live as long as its deadline.
+local SESSION_HOLD_MAX = 86400000
+
+-- The key of a session record, from what a lease's meta names: the key without the prefix
+-- (the prefix is that of the keys this call was given, all of which start with it).
+local function record_of(skey)
+  return string.match(H, '^(.-){') .. skey
+end
+
+-- The session `owner` of record `record` (a whole key): {when its life ends (ms), its life,
+-- when the life before ended}; {0, 0, 0} when it has no record.
+local function session_life(record, owner)
+  local at = record .. '\t' .. owner
+  local life = SESSIONS[at]
+  if life == nil then
+    local raw = redis.call('HGET', record, owner)
+    local ends, n, before = string.match(raw or '', '^(%d+)\t(%d+)\t(%d+)$')
+    life = ends and {tonumber(ends), tonumber(n), tonumber(before)} or {0, 0, 0}
+    SESSIONS[at] = life
+  end
+  return life
+end
+
+local function write_life(record, owner, life)
+  redis.call('HSET', record, owner, int(life[1]) .. '\t' .. int(life[2]) .. '\t' .. int(life[3]))
+  SESSIONS[record .. '\t' .. owner] = life
+end
+
+-- Keep the session alive for ttl ms from now (never shortened), its record key with it; a
+-- session whose life ended starts a new one. Returns the session's life now.
+local function keep_session(record, owner, ttl, now)
+  local life = session_life(record, owner)
+  local ends = now + ttl
+  if life[1] <= now then
+    life = {ends, life[2] + 1, life[1]}
+    write_life(record, owner, life)
+  elseif life[1] < ends then
+    life = {ends, life[2], life[3]}
+    write_life(record, owner, life)
+  end
+  local ms = ttl + 1000
+  if redis.call('PTTL', record) < ms then redis.call('PEXPIRE', record, ms) end
+  return life[2]
+end
+
+-- The session's life ends now: its leases lapse (a keep-alive starts a new life).
+local function end_session(record, owner, now)
+  local life = session_life(record, owner)
+  if life[1] > now then write_life(record, owner, {now, life[2], life[3]}) end
+end
+
+-- When a session lease of life `n` of the session lapses (ms; its deadline aside): when that
+-- life ended or ends; 0 for a life before the last one (long forgotten).
+local function life_end(skey, owner, n)
+  local life = session_life(record_of(skey), owner)
+  if life[2] == n then return life[1] end
+  if life[2] == n + 1 then return life[3] end
+  return 0
+end
+
+-- When a lease granted now lapses unless renewed (its H score), and its deadline (0: none).
+local function lease_times(ttl, hold, skey, now)
+  if skey ~= '' then
+    local deadline = now + ((hold > 0) and hold or SESSION_HOLD_MAX)
+    return deadline, deadline
+  end
+  local expires, deadline = now + ttl, 0
+  if hold > 0 then
+    deadline = now + hold
+    if deadline < expires then expires = deadline end
+  end
+  return expires, deadline
+end
+
+local function sessions_set()
+  return string.sub(H, 1, -2) .. 's'
+end
+
+local function lapsed_key()
+  return string.sub(H, 1, -2) .. 'x'
 end
 
 -- Rate windows, written "amount:window_ms:calendar;..." (calendar 1: a day from local midnight).
@@ -387,15 +504,149 @@ local function unavailable(pol, now)
   return state
 end
 
+-- The number itself (its keys are "<prefix>{<tag>}:n:<number>:<letter>").
+local function own_number()
+  return string.match(H, '}:n:(.*):h$')
+end
+
+-- Leases that lapsed and were dropped ({token, when it lapsed, its meta} each) are recorded,
+-- so that a later release can tell it found an expired lease: until ENDED_KEPT ttls after
+-- the lapse (a lapse older than that is forgotten, as if the number had been idle).
+local function mark_lapsed(dropped, now)
+  local key = lapsed_key()
+  local latest = 0
+  for _, lease in ipairs(dropped) do
+    local _, ttl = parse_meta(lease[3] or '')
+    local untl = lease[2] + ENDED_KEPT * (ttl or 0)
+    if untl > now then
+      redis.call('ZADD', key, untl, lease[1])
+      if untl > latest then latest = untl end
+    end
+  end
+  if latest > 0 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    extend(key, latest - now + 1000)
+  end
+end
+
+-- Whether a lease that lapsed at `lapse` (ms), taken with `ttl`, is still remembered as lapsed.
+local function remembered(lapse, ttl, now)
+  return lapse + ENDED_KEPT * (ttl or 0) > now
+end
+
+-- Whether the lease (its meta fields) is a session lease whose session's life lapsed.
+local function session_lapsed(owner, skey, n, now)
+  return skey ~= nil and skey ~= '' and life_end(skey, owner, n) <= now
+end
+
+-- The number's session leases: {token, owner, session record key, H score, meta, life} each.
+local function session_leases()
+  local leases = {}
+  for _, token in ipairs(redis.call('SMEMBERS', sessions_set())) do
+    local raw = redis.call('HGET', M, token)
+    local score = tonumber(redis.call('ZSCORE', H, token))
+    if raw and score then
+      local owner, _, _, _, _, _, skey, n = parse_meta(raw)
+      leases[#leases + 1] = {token, owner, skey, score, raw, n}
+    else
+      leases[#leases + 1] = {token}  -- gone by other means: only its entry in S is left
+    end
+  end
+  return leases
+end
+
+-- Drop the number's session leases whose session lapsed (from H, M, S and its groups' holders).
+local function settle_sessions(now)
+  local dead = {}
+  local number = nil
+  for _, lease in ipairs(session_leases()) do
+    local token, owner, skey = lease[1], lease[2], lease[3]
+    if not owner then
+      redis.call('SREM', sessions_set(), token)
+    elseif session_lapsed(owner, skey, lease[6], now) then
+      local lapse = math.min(lease[4], life_end(skey, owner, lease[6]))
+      dead[#dead + 1] = {token, lapse, lease[5]}
+      redis.call('ZREM', H, token)
+      redis.call('HDEL', M, token)
+      redis.call('SREM', sessions_set(), token)
+      number = number or own_number()
+      for g = 1, GROUPS do
+        local gh = group_keys(g)
+        redis.call('ZREM', gh, member(owner, number, token))
+      end
+    end
+  end
+  if #dead > 0 then mark_lapsed(dead, now) end
+end
+
+-- How many of the number's leases still in H (score past now) belong to a lapsed session (read
+-- only: the views count them out without writing).
+local function lapsed_session_leases(now)
+  local count = 0
+  for _, lease in ipairs(session_leases()) do
+    if lease[2] and lease[4] > now and session_lapsed(lease[2], lease[3], lease[6], now) then
+      count = count + 1
+    end
+  end
+  return count
+end
+
+-- A group's holders (GH) that are session leases of a lapsed session: dropped (`write`), or
+-- only counted. A group counts such a lease until this runs, or its own number settles it.
+local function settle_group(gh, now, write)
+  local base = string.match(gh, '^(.*})') .. ':n:'  -- the group's numbers share its tag
+  local dropped = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', gh, '(' .. now, '+inf')) do
+    local owner, number, token = string.match(m, '^(.-)\t(.-)\t(.*)$')
+    local raw = redis.call('HGET', base .. number .. ':m', token)
+    if raw then
+      local _, _, _, _, _, _, skey, n = parse_meta(raw)
+      if session_lapsed(owner, skey, n, now) then
+        if write then redis.call('ZREM', gh, m) end
+        dropped = dropped + 1
+      end
+    end
+  end
+  return dropped
+end
+
+-- When the first of a group's holders lapses (ms), nil when it has none: a session lease's
+-- lapse is its session's life's end when that comes before its deadline (its GH score).
+local function group_first_lapse(gh)
+  local base = string.match(gh, '^(.*})') .. ':n:'
+  local first = nil
+  local all = redis.call('ZRANGE', gh, 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    local lapse = tonumber(all[i + 1])
+    local owner, number, token = string.match(all[i], '^(.-)\t(.-)\t(.*)$')
+    local raw = redis.call('HGET', base .. number .. ':m', token)
+    if raw then
+      local _, _, _, _, _, _, skey, n = parse_meta(raw)
+      if skey ~= '' then lapse = math.min(lapse, life_end(skey, owner, n)) end
+    end
+    if not first or lapse < first then first = lapse end
+  end
+  return first
+end
+
 -- Drop expired leases and lapsed waiters; return how many wait in line afterwards.
 local function purge(now)
   if PURGED == now then return redis.call('ZCARD', Q) end  -- nothing lapsed since
   PURGED = now
-  local dead = redis.call('ZRANGEBYSCORE', H, '-inf', now)
-  if #dead > 0 then
+  local lapsed = redis.call('ZRANGEBYSCORE', H, '-inf', now, 'WITHSCORES')
+  if #lapsed > 0 then
+    local dead, dropped = {}, {}
+    for i = 1, #lapsed, 2 do
+      local token = lapsed[i]
+      dead[#dead + 1] = token
+      dropped[#dropped + 1] = {token, tonumber(lapsed[i + 1]), redis.call('HGET', M, token)}
+    end
     redis.call('ZREMRANGEBYSCORE', H, '-inf', now)
+    mark_lapsed(dropped, now)
     each_chunk('HDEL', M, dead)
+    each_chunk('SREM', sessions_set(), dead)
   end
+  settle_sessions(now)
   local queued = redis.call('ZCARD', Q)
   if queued == 0 then return 0 end
   local gone = redis.call('ZRANGEBYSCORE', W, '-inf', now)
@@ -421,13 +672,37 @@ local function make_live(key, ms, now, fresh)
   EXTENDED[key] = at
 end
 
--- The hot path's touch: a lease expiring at `expires` was added; make H and M live at least
--- that long (they already cover every other lease and place in line). `fresh_h`: H had no
--- lease before, so it has no expiry yet; `fresh_m`: neither had M (nobody waited either).
-local function cover(expires, now, fresh_h, fresh_m)
-  local ms = expires - now + 1000
+-- The hot path's touch: a lease taken with `ttl`, expiring at `expires`, was added; make H
+-- and M live at least as long as it may be remembered (they already cover every other lease
+-- and place in line). `fresh_h`: H had no lease before, so it has no expiry yet; `fresh_m`:
+-- neither had M (nobody waited either).
+local function cover(expires, now, fresh_h, fresh_m, ttl, line)
+  local ms = expires - now + ENDED_KEPT * ttl + 1000
   make_live(H, ms, now, fresh_h)
   make_live(M, ms, now, fresh_m)
+  if line then  -- `line`: callers may wait; their line lives as long as M (see keep_line)
+    make_live(Q, ms, now, false)
+    make_live(W, ms, now, false)
+  end
+end
+
+-- A session lease was granted: listed in S, and its session kept alive (an acquire for the
+-- session speaks for it).
+-- A session lease is about to be granted: the session is kept alive, and its life returned
+-- (the lease belongs to it); nil for a lease of one throttle.
+local function grant_life(owner, skey, ttl, now)
+  if skey == '' then return nil end
+  return keep_session(record_of(skey), owner, ttl, now)
+end
+
+-- A session lease was granted: listed in S; S and the session's record live as long as H.
+local function hold_for_session(token, skey, ttl, expires, now)
+  if skey == '' then return end
+  local set = sessions_set()
+  local ms = expires - now + ENDED_KEPT * ttl + 1000  -- as long as H (cover)
+  redis.call('SADD', set, token)
+  extend(set, ms)
+  extend(record_of(skey), ms)  -- the lease's lapse is read from it as long as it is remembered
 end
 
 -- Grant slots to waiters, first come first served, while the head's limit allows; return how
@@ -457,17 +732,15 @@ local function promote(now, queued, number, channels, here, handed)
       end
       return queued
     end
-    local deadline = 0
-    local expires = now + ttl
-    if hold > 0 then
-      deadline = now + hold
-      if deadline < expires then expires = deadline end
-    end
+    local skey = select(7, parse_meta(redis.call('HGET', M, token)))
+    local expires, deadline = lease_times(ttl, hold, skey, now)
+    local n = grant_life(owner, skey, ttl, now)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
     redis.call('ZADD', H, expires, token)
-    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now))
-    cover(expires, now, holding == 0, false)
+    redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now, skey, n))
+    cover(expires, now, holding == 0, false, ttl, true)
+    hold_for_session(token, skey, ttl, expires, now)
     if owner == here then
       handed[#handed + 1] = token
     else
@@ -485,19 +758,25 @@ end
 -- extends: see cover and keep_line.)
 local function touch(now, queued)
   local last = 0
-  local h = redis.call('ZRANGE', H, -1, -1, 'WITHSCORES')
-  if #h > 0 then last = tonumber(h[2]) end
+  -- Each lease is remembered ENDED_KEPT of its ttls past its expiry (see X).
+  local h = redis.call('ZRANGE', H, 0, -1, 'WITHSCORES')
+  for i = 1, #h, 2 do
+    local _, ttl = parse_meta(redis.call('HGET', M, h[i]) or '')
+    local keep = tonumber(h[i + 1]) + ENDED_KEPT * (ttl or 0)
+    if keep > last then last = keep end
+  end
   if queued > 0 then
     local w = redis.call('ZRANGE', W, -1, -1, 'WITHSCORES')
     if #w > 0 and tonumber(w[2]) > last then last = tonumber(w[2]) end
   end
   if last == 0 then
-    redis.call('DEL', H, M)
+    redis.call('DEL', H, M, sessions_set())
     return
   end
   local ms = last - now + 1000
   redis.call('PEXPIRE', H, ms)
   redis.call('PEXPIRE', M, ms)
+  redis.call('PEXPIRE', sessions_set(), ms)
   if queued > 0 then
     redis.call('PEXPIRE', Q, ms)
     redis.call('PEXPIRE', W, ms)
@@ -508,6 +787,10 @@ end
 -- at least that long (`fresh`: nobody waited before, so Q and W have no expiry yet).
 local function keep_line(ms, fresh)
   local now = now_ms()
+  -- The line lives as long as M: M outlives its leases (see X), and a waiter's meta left in M
+  -- after its line's keys expired would read as a waiter's still.
+  local m_left = redis.call('PTTL', M)
+  if m_left > ms then ms = m_left end
   make_live(Q, ms, now, fresh)
   make_live(W, ms, now, fresh)
   if fresh then
@@ -523,6 +806,14 @@ local function retry_in(now)
   local wait = -1
   local h = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES')
   if #h > 0 then wait = math.max(tonumber(h[2]) - now, 0) end
+  -- A session lease lapses with its session, before its deadline (its score) when nobody
+  -- keeps the session alive.
+  for _, lease in ipairs(session_leases()) do
+    if lease[2] then
+      local lapse = math.max(life_end(lease[3], lease[2], lease[6]) - now, 0)
+      if wait < 0 or lapse < wait then wait = lapse end
+    end
+  end
   local pol = policy()
   local luntil = tonumber(pol[6])
   if pol[5] and luntil and luntil > now and (wait < 0 or luntil - now < wait) then

@@ -6,6 +6,7 @@
 local token = ARGV[1]
 local now = now_ms()
 local held = 0
+purge(now)  -- a lease that lapsed meanwhile is recorded as expired (see mark_lapsed)
 local raw = redis.call('HGET', M, token)
 leave_groups(ARGV[2], ARGV[3], token, ARGV[4], now)
 if raw and parse_meta(raw) == ARGV[2] then
@@ -13,6 +14,7 @@ if raw and parse_meta(raw) == ARGV[2] then
   redis.call('ZREM', Q, token)
   redis.call('ZREM', W, token)
   redis.call('HDEL', M, token)
+  redis.call('SREM', sessions_set(), token)
 end
 local queued = purge(now)
 queued = promote(now, queued, ARGV[3], ARGV[4])

@@ -1,7 +1,8 @@
 -- Python twin: MemoryBackend.acquire (backends/memory.py).
 -- Take a slot for a token, or queue it (one round trip).
 -- KEYS: H Q W M P R (see _common.lua)
--- ARGV[1] token, ARGV[2] owner, ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
+-- ARGV[1] token, ARGV[2] owner (or "owner\t<session record key>": a session lease, see
+-- _common.lua), ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
 -- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix; optional (a request with no
 -- rate windows sends none of them): ARGV[9] rate windows (see
 -- parse_windows; '' for none), ARGV[10] time zone offset in ms (for calendar days),
@@ -19,10 +20,20 @@
 -- waits for a group slot, when enqueue, without a place in the number's line); {3, retry_in_ms, state, reason} when the
 -- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none; a place
 -- the token had in a group's line goes).
-local token, owner = ARGV[1], ARGV[2]
+local token = ARGV[1]
+local owner, skey = split_owner(ARGV[2])
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local tz_ms = tonumber(ARGV[10] or '0')
 local now = now_ms()
+
+-- A reply, after which a session whose acquire was granted or queued is kept alive (an
+-- acquire in the session speaks for it).
+local function told(reply)
+  if skey ~= '' and (reply[1] == 1 or reply[1] == 0) then
+    keep_session(record_of(skey), owner, ttl, now)
+  end
+  return reply
+end
 local pol = policy()
 local state = unavailable(pol, now)
 if state then
@@ -30,7 +41,7 @@ if state then
   -- the number disabled meanwhile) is told so, as on the paths below: its call is up.
   local expiry = tonumber(redis.call('ZSCORE', H, token))
   if expiry and expiry > now then
-    return {parse_meta(redis.call('HGET', M, token)) == owner and 1 or -1, -1}
+    return told({parse_meta(redis.call('HGET', M, token)) == owner and 1 or -1, -1})
   end
   -- Refused for good: a place it had in a group's line goes (the next there is told).
   for i = 1, GROUPS do
@@ -49,16 +60,14 @@ limit = cap_in_force(pol, limit, now)
 if #ARGV <= 8 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 then
   local holding = redis.call('ZCARD', H)
   if holding < limit then
-    local expires, deadline = now + ttl, 0
-    if hold > 0 then
-      deadline = now + hold
-      if deadline < expires then expires = deadline end
-    end
+    local expires, deadline = lease_times(ttl, hold, skey, now)
     if redis.call('ZADD', H, 'NX', expires, token) == 1 then
-      redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, '', now))
+      local n = grant_life(owner, skey, ttl, now)
+      redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, '', now, skey, n))
       forget_ended(owner, token)
-      cover(expires, now, holding == 0, holding == 0)
-      return {1, -1}
+      cover(expires, now, holding == 0, holding == 0, ttl)
+      hold_for_session(token, skey, ttl, expires, now)
+      return told({1, -1})
     end
     -- The token is known already: the full path tells a repeat from a conflict.
   end
@@ -102,14 +111,12 @@ local queued = purge(now)
 if queued > 0 then queued = promote(now, queued, ARGV[7], ARGV[8]) end
 
 local function grant()
-  local expires, deadline = now + ttl, 0
-  if hold > 0 then
-    deadline = now + hold
-    if deadline < expires then expires = deadline end
-  end
+  local expires, deadline = lease_times(ttl, hold, skey, now)
+  local n = grant_life(owner, skey, ttl, now)
   redis.call('ZADD', H, expires, token)
-  redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, flags, now))
+  redis.call('HSET', M, token, meta(owner, ttl, deadline, asked, flags, now, skey, n))
   forget_ended(owner, token)
+  hold_for_session(token, skey, ttl, expires, now)
   if #windows > 0 then rate_hit(R, windows, now, token) end
   if #callee_windows > 0 then rate_hit(KEYS[7], callee_windows, now, ARGV[7] .. ':' .. token) end
   for _, g in ipairs(groups) do
@@ -139,11 +146,17 @@ local function group_full(wait)
     if g[4] then
       redis.call('ZREMRANGEBYSCORE', g[1], '-inf', now)
       local in_use = redis.call('ZCARD', g[1])
-      if not group_has_room(g[3], me, g[4], g[7], in_use, reserved, now) then
+      local room = group_has_room(g[3], me, g[4], g[7], in_use, reserved, now)
+      -- Full: leases of lapsed sessions (on any number of the group) are dropped first.
+      if not room and settle_group(g[1], now, true) > 0 then
+        in_use = redis.call('ZCARD', g[1])
+        room = group_has_room(g[3], me, g[4], g[7], in_use, reserved, now)
+      end
+      if not room then
         leave_group_lines(i)
         if wait then join_group_line(g[3], me, now, ttl, reserved and g[7] > 0) end
-        local first = redis.call('ZRANGE', g[1], 0, 0, 'WITHSCORES')
-        local retry = (#first > 0) and math.max(tonumber(first[2]) - now, 0) or -1
+        local first = group_first_lapse(g[1])
+        local retry = first and math.max(first - now, 0) or -1
         return {5, retry, g[6], reserved and g[4] or math.max(g[4] - g[7], 0)}
       end
     end
@@ -163,29 +176,36 @@ local function refusal(wait)
 end
 
 local raw = redis.call('HGET', M, token)
+if raw and not redis.call('ZSCORE', Q, token) and not redis.call('ZSCORE', H, token) then
+  -- A waiter whose place lapsed with the line's keys (M outlives them: see X): asks anew.
+  redis.call('HDEL', M, token)
+  raw = false
+end
 if raw then
   local other, wttl = parse_meta(raw)
   if other ~= owner then return {-1, -1} end
-  if redis.call('ZSCORE', H, token) then return {1, -1} end
+  if redis.call('ZSCORE', H, token) then return told({1, -1}) end
   -- Queued. First in line with a slot free: take it, if the rate windows allow.
   local holding = redis.call('ZCARD', H)
   if redis.call('ZRANK', Q, token) == 0 and holding < limit then
     local refused = refusal(true)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
-    redis.call('HDEL', M, token)
     if refused then
+      redis.call('HDEL', M, token)
       promote(now, queued - 1, ARGV[7], ARGV[8])
       return refused
     end
-    cover(grant(), now, holding == 0, false)
+    -- Its meta is written over by the lease's (deleting it first could delete M, which would
+    -- then come back without an expiry).
+    cover(grant(), now, holding == 0, false, ttl, true)
     -- The next in line is served (or told to ask) when a slot is still free for it.
     promote(now, queued - 1, ARGV[7], ARGV[8])
-    return {1, -1}
+    return told({1, -1})
   end
   redis.call('ZADD', W, now + wttl, token)
   keep_line(wttl + 1000, false)
-  return {0, retry_in(now)}
+  return told({0, retry_in(now)})
 end
 
 if flags == 'r' then
@@ -196,8 +216,8 @@ end
 if queued == 0 then
   local holding = redis.call('ZCARD', H)
   if holding < limit then
-    cover(grant(), now, holding == 0, holding == 0)
-    return {1, -1}
+    cover(grant(), now, holding == 0, holding == 0, ttl)
+    return told({1, -1})
   end
 end
 
@@ -208,7 +228,7 @@ local tail = redis.call('ZRANGE', Q, -1, -1, 'WITHSCORES')
 if #tail > 0 then seq = tonumber(tail[2]) + 1 end
 redis.call('ZADD', Q, seq, token)
 redis.call('ZADD', W, now + ttl, token)
-redis.call('HSET', M, token, meta(owner, ttl, hold, asked, flags, now))
+redis.call('HSET', M, token, meta(owner, ttl, hold, asked, flags, now, skey))
 forget_ended(owner, token)
 keep_line(ttl + 1000, queued == 0)
-return {0, retry_in(now)}
+return told({0, retry_in(now)})

@@ -4,7 +4,7 @@
 -- Returns {in_use, waiting, cap set at run time or -1}.
 local now = now_ms()
 return {
-  redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf'),
+  redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') - settle_group(KEYS[1], now, false),
   redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf'),
   tonumber(redis.call('HGET', KEYS[3], 'cap')) or -1,
 }

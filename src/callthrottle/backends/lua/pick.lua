@@ -12,7 +12,8 @@
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
 -- KEYS[4] PC  string      the round-robin cursor: the place after the last number picked
 -- KEYS[5] PS  counter     the move counter (PL's tie-breaker)
--- ARGV[1] strategy ('least-loaded' or 'round-robin'), ARGV[2] token, ARGV[3] owner,
+-- ARGV[1] strategy ('least-loaded' or 'round-robin'), ARGV[2] token, ARGV[3] owner (as
+-- acquire's: "owner\t<session record key>" for a session lease),
 -- ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none), ARGV[6] key prefix, ARGV[7] channel prefix,
 -- ARGV[8] time zone offset in ms, ARGV[9] callee ('' none), ARGV[10] callee windows ('' none),
 -- ARGV[11] priority, ARGV[12] how many numbers to try at most, ARGV[13] the callee's area
@@ -35,7 +36,10 @@
 -- when none admitted (also when others wait ahead of a caller trying once), or {0, -1} when
 -- others wait ahead of a caller that now waits behind them.
 local PM, PL, PO, PC, PS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local strategy, token, owner, ttl, hold = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local strategy, token, ttl, hold = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
+-- ARGV[3] goes on to acquire as it is (session leases); read now: each acquire binds ARGV anew
+local owner_arg = ARGV[3]
+local owner, skey = split_owner(owner_arg)
 local prefix, channels, tz, callee, callee_windows = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local priority, tries = tonumber(ARGV[11]), tonumber(ARGV[12])
 local area, region, sticky_ms = ARGV[13], ARGV[14], ARGV[15]
@@ -55,8 +59,13 @@ if taken then
   local base = member_base(prefix, tag, number)
   local expiry = tonumber(redis.call('ZSCORE', base .. 'h', token))
   local raw = redis.call('HGET', base .. 'm', token)
-  if expiry and expiry > now and raw then
-    return {(parse_meta(raw) == owner) and 1 or -1, number}
+  local holder, _, _, _, _, _, its_skey, n = parse_meta(raw or '')
+  if expiry and raw and (its_skey ~= '' and life_end(its_skey, holder, n) or expiry) > now then
+    local held = holder == owner
+    if held and skey ~= '' then  -- asked again in a session: it keeps the session alive
+      keep_session(record_of(skey), owner, tonumber(ttl), now)
+    end
+    return {held and 1 or -1, number}
   end
 end
 
@@ -139,7 +148,7 @@ for _, number in ipairs(candidates) do
   local tag = f[1]
   local base = member_base(prefix, tag, number)
   local keys = {base .. 'h', base .. 'q', base .. 'w', base .. 'm', base .. 'p', base .. 'r', base .. 'r'}
-  local args = {token, owner, f[2], ttl, hold, '0', number, channels}
+  local args = {token, owner_arg, f[2], ttl, hold, '0', number, channels}
   local groups = (#f - 7) / 4
   local with_callee = callee ~= '' and callee_windows ~= ''
   if f[3] ~= '' or f[4] ~= '' or groups > 0 or with_callee then

@@ -4,7 +4,8 @@
 -- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix, ARGV[5]
 -- (optional) the load key (PL) of the pool the lease was picked from: its load is updated and
 -- the first caller waiting on the pool is told; ARGV[6] then the pool's name
--- Returns {1 if a live lease was released else 0, then the tokens of the releasing owner's
+-- Returns {1 if a live lease was released, 2 if the lease had lapsed (expired, or its session
+-- did: the call went on unprotected), 0 if there was none (never taken, released already), then the tokens of the releasing owner's
 -- waiters that were handed a slot (they get no event: the owner learns it from the reply)}.
 local token = ARGV[1]
 local now = now_ms()
@@ -16,16 +17,35 @@ local removed = 0
 local expiry = tonumber(redis.call('ZSCORE', H, token))
 if expiry then
   redis.call('ZREM', H, token)
-  local owner, ttl = parse_meta(redis.call('HGET', M, token))
+  local owner, ttl, _, _, _, _, skey, n = parse_meta(redis.call('HGET', M, token))
   redis.call('HDEL', M, token)
-  if expiry > now then  -- a live lease (an expired one is only cleared away)
+  if skey ~= '' then
+    redis.call('SREM', sessions_set(), token)
+    -- Its session lapsed: it no longer counted (its groups still list it: taken out now).
+    if session_lapsed(owner, skey, n, now) then
+      expiry = math.min(expiry, life_end(skey, owner, n))  -- when it lapsed
+      leave_groups(owner, ARGV[3], token, ARGV[4], now)
+    end
+  end
+  if expiry <= now then
+    -- It had lapsed (only cleared away now): said so while it is remembered (see X).
+    removed = remembered(expiry, ttl, now) and 2 or 0
+  else  -- a live lease
     removed = 1
+    redis.call('ZREM', lapsed_key(), token)  -- an earlier lease of the token lapsed: not this one
     leave_groups(owner, ARGV[3], token, ARGV[4], now)
     if owner ~= ARGV[2] then
       -- Its holder may not hear of it (cut off): the record keeps it from counting it again.
       mark_ended(owner, token, ttl, now)
       redis.call('SPUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
     end
+  end
+else
+  -- It lapsed and was dropped since: said once (a second release finds nothing).
+  local untl = tonumber(redis.call('ZSCORE', lapsed_key(), token))
+  if untl then
+    redis.call('ZREM', lapsed_key(), token)
+    if untl > now then removed = 2 end
   end
 end
 if ARGV[5] then

@@ -13,9 +13,11 @@ for i = 4, #ARGV do
   local state = -1
   local raw = redis.call('HGET', M, token)
   if raw then
-    local who, ttl, hold = parse_meta(raw)
+    local who, ttl, hold, _, _, _, skey = parse_meta(raw)
     if who == owner then
-      if redis.call('ZSCORE', H, token) then
+      if skey ~= '' and redis.call('ZSCORE', H, token) then
+        state = 1  -- a session lease: its session keeps it (keepalive.lua), nothing to extend
+      elseif redis.call('ZSCORE', H, token) then
         local expires = now + ttl
         state = 1
         if hold > 0 and hold <= expires then

@@ -28,7 +28,7 @@ for i = 1, #all, 2 do
     end
   end
 end
-redis.call('DEL', H, Q, W, M)
+redis.call('DEL', H, Q, W, M, sessions_set())
 for _, event in ipairs(events) do
   redis.call('SPUBLISH', channels .. event[1], event[2])
 end

@@ -36,5 +36,5 @@ for g = 1, GROUPS do
   redis.call('ZADD', gh, expires, me)
   extend(gh, expires - now + 1000)
 end
-cover(expires, now, fresh_h, fresh_m)
+cover(expires, now, fresh_h, fresh_m, ttl, true)
 return 1

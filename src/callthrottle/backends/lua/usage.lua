@@ -5,7 +5,7 @@
 -- Returns {in_use, waiting, cap}.
 local now = now_ms()
 return {
-  redis.call('ZCOUNT', H, '(' .. now, '+inf'),
+  redis.call('ZCOUNT', H, '(' .. now, '+inf') - lapsed_session_leases(now),
   redis.call('ZCOUNT', W, '(' .. now, '+inf'),
   cap_in_force(policy(), tonumber(ARGV[1]), now),
 }

@@ -1,0 +1,17 @@
+-- Python twin: MemoryBackend.keepalive (backends/memory.py).
+-- Keep a session alive: every lease of it (on every number whose leases name this record)
+-- lives ttl ms more, never past its own deadline. The cost does not grow with the leases held:
+-- one field of one hash. A session whose life ended starts a new one (the old life's leases
+-- never count again); its field stays until the record expires with the last lease naming it.
+-- KEYS[1] the session record (hash: session name -> when it lapses, ms by the server clock)
+-- ARGV[1] the session's name, ARGV[2] ttl_ms, ARGV[3] (optional) '1': end the session's life
+-- now instead (release_owner, once its leases went)
+-- Returns when the session lapses now (ms, server clock).
+local record, session, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+if ARGV[3] == '1' then
+  end_session(record, session, now)
+else
+  keep_session(record, session, ttl, now)
+end
+return session_life(record, session)[1]

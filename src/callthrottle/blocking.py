@@ -1,0 +1,222 @@
+"""Slots taken and given back from the calling thread: no event loop, no background thread.
+
+For hosts where a background thread cannot be relied on: a SIP proxy's worker that runs Python
+only while it handles a message (Kamailio's app_python3 keeps the interpreter's lock between
+messages), an AGI script or a webhook handler that exits while its call goes on. Every lease
+belongs to a named session (see :class:`~callthrottle.Throttle`'s ``session``), which something
+else keeps alive: the host's timer calling :meth:`SessionClient.keepalive`, or
+``callthrottle keepalive --session NAME``. When the keep-alive stops, the session's leases lapse
+within ``lease_ttl``.
+
+::
+
+    from callthrottle.blocking import SessionClient
+
+    client = SessionClient.from_url("redis://localhost:6379/0", session="kamailio@sbc-1",
+                                    config="carriers.toml")
+    lease = client.acquire("+8657188880001", token=call_id, timeout=0)  # or raises
+    ...
+    client.end_call(lease)  # on hang-up: ReleaseOutcome.RELEASED / EXPIRED / UNKNOWN
+
+Each call is one round trip to Redis (plus one to load the function library into a server that
+lacks it). Waiting (``timeout`` > 0) asks again at the times the server suggests, at most every
+0.25 s: no events, no thread. A single server or Sentinel; not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+import redis
+
+from ._errors import (
+    AcquireTimeout,
+    BackendUnavailable,
+    InvalidArgument,
+    LeaseConflict,
+    NumberUnavailable,
+    RateLimited,
+)
+from ._models import Lease, ReleaseOutcome
+from ._numbers import normalize_number
+from ._rates import NO_RATES, utc_offset
+from ._throttle import _load_config
+from ._validate import (
+    check_limit,
+    check_max_hold,
+    check_session,
+    check_timeout,
+    check_token,
+    check_ttl,
+)
+from .backends._base import Outcome
+from .backends.redis import _LIBRARY, RedisBackend, acquire_result
+
+if TYPE_CHECKING:
+    import os
+
+    from ._config import Config
+
+__all__ = ("SessionClient",)
+
+_OUTCOMES = {1: ReleaseOutcome.RELEASED, 2: ReleaseOutcome.EXPIRED, 0: ReleaseOutcome.UNKNOWN}
+_POLL_MAX = 0.25  # seconds between two asks of a waiting caller, at most
+
+
+class SessionClient:
+    """Blocking acquire and release for the leases of one session, from the calling thread.
+
+    :param client: a redis-py (blocking) client of a single server or of Sentinel's master
+    :param session: the session the leases belong to (e.g. ``"kamailio@sbc-1"``)
+    :param config: as :class:`~callthrottle.Throttle`'s (a :class:`~callthrottle.Config`, a
+        dict or the path of a TOML file): caps, rate windows, trunks and tenants
+    :param default_limit: the cap of a number the config does not name
+    :param lease_ttl: how long (seconds) the session lives after its last keep-alive or acquire
+    :param max_hold: if set, no lease lives longer than this (else one day)
+    :param key_prefix: as the throttles' that share the numbers
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        session: str,
+        config: Config | str | os.PathLike[str] | dict[str, Any] | None = None,
+        default_limit: int = 20,
+        lease_ttl: float = 30.0,
+        max_hold: float | None = None,
+        key_prefix: str = "callthrottle:",
+    ) -> None:
+        self._config = _load_config(config)
+        self._session = check_session(session)
+        self._default_limit = check_limit(default_limit, "default_limit")
+        self._lease_ttl = check_ttl(lease_ttl)
+        self._max_hold = check_max_hold(max_hold)
+        self._client = client
+        # The Redis backend's key layout and argument encoding, never connected: the same
+        # requests as the async path sends, sent here from the calling thread.
+        self._codec = RedisBackend(aioredis.Redis(), key_prefix=key_prefix)
+        self._codec.use_layout(self._config)
+
+    @classmethod
+    def from_url(cls, url: object, *, session: str, **kwargs: Any) -> SessionClient:
+        """Connect lazily to ``redis://`` (or ``rediss://``, ``unix://``) ``url``."""
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidArgument("url", url, "a redis://, rediss:// or unix:// URL")
+        try:
+            client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        except ValueError as exc:
+            raise InvalidArgument("url", url, str(exc)) from exc
+        return cls(client, session=session, **kwargs)
+
+    @property
+    def session(self) -> str:
+        return self._session
+
+    def close(self) -> None:
+        """Close the connection. The session's leases stay: they lapse with the session."""
+        self._client.close()
+
+    def __enter__(self) -> SessionClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, function: str, keys: list[str], args: tuple[Any, ...]) -> Any:
+        name = _LIBRARY.functions[function]
+        try:
+            try:
+                return self._client.fcall(name, len(keys), *keys, *args)
+            except ResponseError as exc:
+                if "function not found" not in str(exc).lower():
+                    raise
+                self._client.function_load(_LIBRARY.source, replace=True)
+                return self._client.fcall(name, len(keys), *keys, *args)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"Redis failed during {function}: {exc}") from exc
+
+    def keepalive(self) -> None:
+        """Keep the session alive ``lease_ttl`` more (one call): every lease of it lives on."""
+        record = self._codec._session_record("")
+        self._call("keepalive", [record], (self._session, round(self._lease_ttl * 1000)))
+
+    def acquire(
+        self,
+        number: str,
+        *,
+        token: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = 0.0,
+    ) -> Lease:
+        """Take a slot on ``number`` for the session (its config's cap, or ``limit``).
+
+        :param token: the lease's token, e.g. the call's Call-ID (a new one if None)
+        :param timeout: how long to wait for a slot (0: ask once; None: as long as it takes)
+        :raises AcquireTimeout: no slot (``RateLimited`` when a rate window is full)
+        :raises NumberUnavailable: the number admits no calls now
+        :raises LeaseConflict: ``token`` is another owner's
+        :raises BackendUnavailable: Redis failed (the request may still hold a slot: release
+            the token, or it lapses with the session)
+        """
+        number = normalize_number(number, self._config.default_region)
+        token = secrets.token_hex(12) if token is None else check_token(token)
+        wait_for = check_timeout(timeout)
+        cap = (
+            self._config.cap_for(number, self._default_limit)
+            if limit is None
+            else check_limit(limit)
+        )
+        rates = self._config.rate_plan_for(number)
+        if rates is not NO_RATES and self._config.timezone is not None:
+            rates = replace(rates, tz_offset=utc_offset(self._config.timezone))
+        keys = self._codec.keys_for(number)
+        deadline = math.inf if wait_for is None else time.monotonic() + wait_for
+        wait = wait_for != 0
+        while True:
+            args = self._codec.acquire_args(
+                number, token, self._session, cap, self._lease_ttl, self._max_hold, wait, rates,
+                True,
+            )  # fmt: skip
+            result = acquire_result(self._call("acquire", keys, args))
+            outcome = result.outcome
+            if outcome is Outcome.GRANTED:
+                return Lease(number, token, self._session)
+            if outcome is Outcome.CONFLICT:
+                raise LeaseConflict(number, token, "already holds or waits for another owner's")
+            if outcome is Outcome.UNAVAILABLE:
+                raise NumberUnavailable(
+                    number, result.state or "unavailable", result.reason, result.retry_in
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if wait:
+                    channels = self._codec._channels_for(number)
+                    self._call("abandon", keys, (token, self._session, number, channels))
+                if outcome is Outcome.RATE_LIMITED and result.window is not None:
+                    window = f"{result.window.amount}/{result.window.seconds:g}s"
+                    raise RateLimited(number, wait_for, window, result.retry_in or 0.0)
+                refused_by = result.group if outcome is Outcome.GROUP_FULL else "cap"
+                raise AcquireTimeout(number, wait_for, refused_by or "cap")
+            hint = result.retry_in if result.retry_in is not None else _POLL_MAX
+            time.sleep(min(max(hint, 0.01), _POLL_MAX, left))
+
+    def end_call(self, lease: Lease) -> ReleaseOutcome:
+        """Give the slot back (from any process of the session) and say what was found."""
+        if not isinstance(lease, Lease):
+            raise InvalidArgument("lease", lease, "a Lease")
+        number = normalize_number(lease.number, self._config.default_region)
+        args = (lease.token, self._session, number, self._codec._channels_for(number))
+        reply = self._call("release", self._codec.keys_for(number), args)
+        return _OUTCOMES[int(reply[0])]
+
+    def release(self, lease: Lease) -> bool:
+        """As :meth:`end_call`: True if a live lease was released."""
+        return self.end_call(lease) is ReleaseOutcome.RELEASED

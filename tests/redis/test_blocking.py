@@ -1,0 +1,128 @@
+"""The thread-free blocking client: session leases taken and given back from the calling thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, cast
+
+import pytest
+
+from callthrottle import AcquireTimeout, InvalidArgument, Lease, ReleaseOutcome, Throttle
+from callthrottle.blocking import SessionClient
+
+if TYPE_CHECKING:
+    import redis
+
+pytestmark = pytest.mark.redis
+NUMBER = "+8657188880001"
+CONFIG = {"numbers": {NUMBER: {"cap": 2}}}
+
+
+def client(redis_url: str, prefix: str, session: str = "host-a", **kwargs: object) -> SessionClient:
+    settings: dict[str, object] = {"config": CONFIG, "lease_ttl": 1.0, **kwargs}
+    return SessionClient.from_url(redis_url, session=session, key_prefix=prefix, **settings)
+
+
+def live(sync_client: redis.Redis, prefix: str) -> int:
+    """Live leases on NUMBER, read from the server's side: each holder's lease score in the
+    future, and its session's life the current one and not ended."""
+    now_s, now_us = sync_client.time()
+    now = now_s * 1000 + now_us // 1000
+    key = f"{prefix}{{{NUMBER}}}:n:{NUMBER}:"
+    # session name -> "<when its life ends>\t<life>\t<when the life before ended>"
+    records = cast("dict[bytes, bytes]", sync_client.hgetall(f"{prefix}sessions"))
+    sessions = {
+        name: [int(field) for field in value.split(b"\t")] for name, value in records.items()
+    }
+    count = 0
+    for token in cast("list[bytes]", sync_client.zrangebyscore(key + "h", now, "+inf")):
+        meta = cast("bytes", sync_client.hget(key + "m", token) or b"").split(b"\t")
+        ends, life, _ = sessions.get(meta[0], [0, 0, 0])
+        if int(meta[-1]) == life and ends > now:  # in the session's current life, not ended
+            count += 1
+    return count
+
+
+def test_acquire_and_end_call_run_in_the_calling_thread(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    threads = threading.active_count()
+    with client(redis_url, prefix) as dialer:
+        first = dialer.acquire(NUMBER, token="call-1")
+        second = dialer.acquire(NUMBER, token="call-2")
+        assert threading.active_count() == threads  # no thread was started
+        assert live(sync_client, prefix) == 2
+        with pytest.raises(AcquireTimeout):
+            dialer.acquire(NUMBER, token="call-3")  # the cap is 2
+        assert dialer.end_call(first) is ReleaseOutcome.RELEASED
+        assert dialer.end_call(first) is ReleaseOutcome.UNKNOWN
+        assert dialer.release(second) is True
+        assert live(sync_client, prefix) == 0
+
+
+def test_leases_live_while_another_process_keeps_the_session_and_lapse_after(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    with client(redis_url, prefix) as dialer, client(redis_url, prefix) as timer:
+        dialer.acquire(NUMBER, token="call-1")
+        dialer.acquire(NUMBER, token="call-2")
+        for _ in range(6):  # 3 s: three lease TTLs, kept alive by the other client
+            time.sleep(0.5)
+            timer.keepalive()
+        assert live(sync_client, prefix) == 2
+        with pytest.raises(AcquireTimeout):
+            dialer.acquire(NUMBER, token="call-3")
+        # The keep-alive stops: a caller waiting gets a slot once the session lapsed, although
+        # nobody released anything.
+        other = client(redis_url, prefix, session="host-b")
+        started = time.monotonic()
+        lease = other.acquire(NUMBER, token="call-4", timeout=3.0)
+        assert time.monotonic() - started <= 1.5
+        assert live(sync_client, prefix) == 1
+        assert dialer.end_call(Lease(NUMBER, "call-1")) is ReleaseOutcome.EXPIRED
+        assert other.end_call(lease) is ReleaseOutcome.RELEASED
+        other.close()
+
+
+async def test_the_blocking_client_and_a_throttle_share_the_cap(
+    redis_url: str, prefix: str
+) -> None:
+    with client(redis_url, prefix) as dialer:
+        dialer.acquire(NUMBER, token="call-1")
+        async with Throttle.from_url(redis_url, key_prefix=prefix, config=CONFIG) as throttle:
+            await throttle.acquire(NUMBER, timeout=0)
+            assert (await throttle.usage(NUMBER)).in_use == 2
+            with pytest.raises(AcquireTimeout):
+                dialer.acquire(NUMBER, token="call-2")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"session": ""}, "session"),
+        ({"lease_ttl": -1}, "lease_ttl"),
+        ({"default_limit": "x"}, "default_limit"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(
+    redis_url: str, prefix: str, kwargs: dict[str, object], argument: str
+) -> None:
+    settings = {"session": "host-a", **kwargs}
+    with pytest.raises(InvalidArgument) as caught:
+        SessionClient.from_url(redis_url, key_prefix=prefix, **settings)  # type: ignore[arg-type]
+    assert caught.value.argument == argument
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [({"timeout": -1}, "timeout"), ({"limit": "x"}, "limit"), ({"token": ""}, "token")],
+)
+def test_bad_requests_are_refused_by_name_and_write_nothing(
+    redis_url: str, prefix: str, sync_client: redis.Redis, kwargs: dict[str, object], argument: str
+) -> None:
+    with client(redis_url, prefix) as dialer:
+        with pytest.raises(InvalidArgument) as caught:
+            dialer.acquire(NUMBER, **kwargs)  # type: ignore[arg-type]
+        assert caught.value.argument == argument
+    assert sync_client.keys(f"{prefix}*") == []
