@@ -22,10 +22,14 @@ if TYPE_CHECKING:
 
 # The caller IDs the dialers use, in turn, and their caps (the configuration Kamailio loads).
 CAPS = {"+8657188880001": 20, "+8657188880002": 20, "+8657188880003": 20, "+8657188880004": 3}
-# Seconds: short, so that every phase outlives leases that are not renewed. A long one (say 60,
-# through CALLTHROTTLE_SIP_LEASE_TTL) is the bench's control run: no lease then lapses during a
-# phase, whether renewed or not, so every phase must pass.
-LEASE_TTL = float(os.environ.get("CALLTHROTTLE_SIP_LEASE_TTL") or 2.0)
+# Seconds the proxy's slots outlive its last keep-alive (its timer sends one a second). Short,
+# so that the phases' calls and idle spells outlive it: a slot kept alive by nothing would lapse
+# while its call is up. Long enough for what must not end the session: a restart of the proxy
+# (under half a second here; the dialers' INVITEs and the timer keep the session alive again as
+# soon as it answers) and a keep-alive or two missed while Redis is down. A long one (say 60,
+# through CALLTHROTTLE_SIP_LEASE_TTL) is the bench's control run: no slot then lapses during a
+# phase, kept alive or not, so every phase must pass.
+LEASE_TTL = float(os.environ.get("CALLTHROTTLE_SIP_LEASE_TTL") or 4.0)
 
 
 @pytest.fixture(scope="module", autouse=True)

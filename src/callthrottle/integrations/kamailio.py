@@ -7,14 +7,36 @@ The routing script (``examples/kamailio/kamailio.cfg``) loads a two-line script 
     ...
     python_exec("acquire")    # initial INVITE, after t_newtran(): true admitted, false refused
     python_exec("release")    # BYE, CANCEL, and failure_route: the call is over
-    python_exec("keepalive")  # from rtimer, every second
+    python_exec("keepalive")  # from rtimer, every second, in a process of its own
 
 Settings come from environment variables, which every Kamailio process inherits from the
 command that starts it (see :meth:`Settings.from_env`).
 
+**The session.** Every slot the proxy takes belongs to one named session, the proxy instance
+(``CALLTHROTTLE_INSTANCE``, by default ``kamailio@<host name>``), not to the Kamailio process
+that took it: any process of the proxy gives it back on the call's BYE, CANCEL or failure.
+Python runs inside Kamailio only while a message is handled, so nothing renews slots one by
+one; instead the timer process sends one keep-alive a second for the whole session, whatever
+it holds. Slots live while the session is kept alive; once no keep-alive (nor acquire) reached
+Redis for ``CALLTHROTTLE_LEASE_TTL`` seconds, the session's life ends and every slot it held
+stops counting for good (the proxy is taken for dead: its calls' slots must not stay taken).
+
+**A restart of the proxy** (or a crashed worker, after which Kamailio stops and is started
+again) keeps the session: the name does not change with the processes. Calls that are up keep
+their slots, and their BYEs, relayed by the new processes, give them back, provided the proxy
+is back (its timer keeping the session alive) within ``CALLTHROTTLE_LEASE_TTL``: choose it
+longer than a restart takes. Two proxies must not share an instance name.
+
+**Redis unreachable.** ``CALLTHROTTLE_ON_BACKEND_DOWN=refuse`` (the default: fail closed)
+replies 503 to the calls that cannot be counted; ``admit`` (fail open) lets them out uncounted,
+so the carrier may then see more calls than the cap. A slot that could not be given back
+(a BYE while Redis was down, or a refused call whose request may have reached Redis) is given
+back by the same process when it next handles a message; until then it stays taken. Keep-alives
+that fail are logged; the slots outlive them by ``CALLTHROTTLE_LEASE_TTL``.
+
 Only :class:`Slots` talks to the throttle: :meth:`Slots.acquire`, :meth:`Slots.release` and
 :meth:`Slots.keepalive`. :class:`Handler` reads the SIP message (``KSR``) and turns answers into
-return codes; changing the client behind the slots changes :class:`Slots` alone.
+return codes.
 
 ``KSR`` exists only inside Kamailio, so it is imported inside the methods that need it: the
 module imports anywhere (type checks, tests).
@@ -27,9 +49,10 @@ import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .._config import Config
 from .._errors import (
     AcquireTimeout,
     BackendUnavailable,
@@ -37,8 +60,9 @@ from .._errors import (
     LeaseConflict,
     NumberUnavailable,
 )
-from .._models import Lease
-from ..sync import SyncThrottle
+from .._models import Lease, ReleaseOutcome
+from .._numbers import check_region
+from ..blocking import SessionClient
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,31 +79,46 @@ ON_BACKEND_DOWN = ("refuse", "admit")
 # false; 0 would end the script, so it is never returned.
 TRUE, FALSE = 1, -1
 
+# Slots a process could not give back (Redis was down) and tries again, at most: past that,
+# the oldest are forgotten (they stay taken until ``max_hold``).
+UNRELEASED_MAX = 10_000
+
+
+def _default_instance() -> str:
+    # Stable across restarts of the proxy: its calls keep their slots while it restarts.
+    return f"kamailio@{socket.gethostname()}"
+
 
 @dataclass(frozen=True)
 class Settings:
     """How the handler reaches and applies the throttle.
 
-    :ivar url: the backend (``CALLTHROTTLE_URL``), as :meth:`Throttle.from_url` takes it
+    :ivar url: the Redis server (``CALLTHROTTLE_URL``): ``redis://``, ``rediss://`` or
+        ``unix://``
     :ivar config: path of a TOML configuration with per-number caps (``CALLTHROTTLE_CONFIG``)
     :ivar cap: the cap of a number the configuration does not name (``CALLTHROTTLE_CAP``)
-    :ivar lease_ttl: seconds a slot lives without renewal (``CALLTHROTTLE_LEASE_TTL``)
+    :ivar lease_ttl: seconds the proxy's slots outlive its last keep-alive
+        (``CALLTHROTTLE_LEASE_TTL``): longer than a restart of the proxy takes
+    :ivar max_hold: if set, seconds after which a slot lapses whatever happens: the longest
+        call counted, and the longest a slot nobody gave back stays taken
+        (``CALLTHROTTLE_MAX_HOLD``; unset: one day)
     :ivar on_backend_down: ``"refuse"`` (fail closed: reply 503) or ``"admit"`` (fail open:
         the call goes out uncounted) when the backend cannot be reached
         (``CALLTHROTTLE_ON_BACKEND_DOWN``)
     :ivar region: region of national numbers in From, e.g. ``CN`` (``CALLTHROTTLE_REGION``)
-    :ivar instance: names this proxy instance in every lease owner
-        (``CALLTHROTTLE_INSTANCE``); defaults to the host name and the pid of Kamailio's main
-        process, so all its workers share it
+    :ivar instance: the session every slot of this proxy belongs to
+        (``CALLTHROTTLE_INSTANCE``); defaults to ``kamailio@<host name>``, the same after a
+        restart, so that calls up across a restart keep their slots
     """
 
     url: str = "redis://127.0.0.1:6379/0"
     config: str | None = None
     cap: int = 20
     lease_ttl: float = 30.0
+    max_hold: float | None = None
     on_backend_down: str = "refuse"
     region: str | None = None
-    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    instance: str = field(default_factory=_default_instance)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +135,7 @@ class Settings:
         defaults = cls()
         cap = _parsed(get("CAP"), "CAP", int, "an integer >= 1", defaults.cap)
         ttl = _parsed(get("LEASE_TTL"), "LEASE_TTL", float, "seconds > 0", defaults.lease_ttl)
+        hold = _parsed(get("MAX_HOLD"), "MAX_HOLD", float, "seconds > 0", defaults.max_hold)
         on_down = (get("ON_BACKEND_DOWN") or defaults.on_backend_down).lower()
         if on_down not in ON_BACKEND_DOWN:
             raise InvalidArgument(
@@ -106,6 +146,7 @@ class Settings:
             config=get("CONFIG"),
             cap=cap,
             lease_ttl=ttl,
+            max_hold=hold,
             on_backend_down=on_down,
             region=get("REGION"),
             instance=get("INSTANCE") or defaults.instance,
@@ -114,36 +155,45 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        """Validate the settings as the throttle will (nothing connects).
+        """Validate the settings as the client will (nothing connects).
+
+        :raises InvalidArgument: naming the environment variable whose value is wrong
+        """
+        self.client().close()
+
+    def client(self) -> SessionClient:
+        """A client of the proxy's session; it connects when first used.
 
         :raises InvalidArgument: naming the environment variable whose value is wrong
         """
         try:
-            SyncThrottle.from_url(self.url, owner_id=self.instance, **self.throttle_options())
+            config = Config() if self.config is None else Config.from_toml(self.config)
+            if self.region is not None:  # the setting wins over the configuration's
+                config = replace(config, default_region=check_region(self.region))
+            return SessionClient.from_url(
+                self.url,
+                session=self.instance,
+                config=config,
+                default_limit=self.cap,
+                lease_ttl=self.lease_ttl,
+                max_hold=self.max_hold,
+            )
         except InvalidArgument as exc:
             name = exc.argument.partition(".")[0]  # a configuration key: config.numbers...
             variable = _VARIABLES.get(name, name.upper())
             detail = "" if name == exc.argument else f" ({exc.argument})"
             raise InvalidArgument(ENV_PREFIX + variable, exc.value, exc.rule + detail) from exc
 
-    def throttle_options(self) -> dict[str, Any]:
-        """The keyword arguments of :meth:`SyncThrottle.from_url` besides the URL."""
-        return {
-            "default_limit": self.cap,
-            "lease_ttl": self.lease_ttl,
-            "config": self.config,
-            "default_region": self.region,
-        }
 
-
-# The variable that sets each throttle argument.
+# The variable that sets each client argument.
 _VARIABLES = {
     "url": "URL",
     "config": "CONFIG",
     "default_limit": "CAP",
     "lease_ttl": "LEASE_TTL",
+    "max_hold": "MAX_HOLD",
     "default_region": "REGION",
-    "owner_id": "INSTANCE",
+    "session": "INSTANCE",
 }
 
 
@@ -159,9 +209,9 @@ def _parsed(raw: str | None, name: str, kind: type[Any], rule: str, default: Any
 class Slots:
     """Every interaction with the throttle, for one Kamailio process.
 
-    Today each process opens its own :class:`~callthrottle.sync.SyncThrottle` on first use (after
-    Kamailio forked it: a thread started before the fork would not exist in the child), whose
-    background thread renews the leases it took.
+    Each process opens its own :class:`~callthrottle.blocking.SessionClient` on first use, after
+    Kamailio forked it (a connection opened before the fork would be shared by every child).
+    The client has no thread: it talks to Redis only while Kamailio runs the handler.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -169,29 +219,31 @@ class Slots:
         # Validate everything now, in Kamailio's main process, so that a wrong setting stops
         # Kamailio at start-up instead of refusing every call later; nothing connects yet.
         settings.check()
-        self._throttle: SyncThrottle | None = None
+        self._client: SessionClient | None = None
         self._pid = 0
+        # Call-ID -> number: slots this process could not give back, tried again first thing
+        # each time it is called (oldest first).
+        self._unreleased: dict[str, str] = {}
 
-    def _open(self) -> SyncThrottle:
-        if self._throttle is None or self._pid != os.getpid():
-            self._throttle = None  # one inherited through a fork has no thread behind it
-            owner = f"{self.settings.instance}:{os.getpid()}"
-            throttle = SyncThrottle.from_url(
-                self.settings.url, owner_id=owner, **self.settings.throttle_options()
-            )
-            throttle.__enter__()
-            self._throttle, self._pid = throttle, os.getpid()
-        return self._throttle
+    def _open(self) -> SessionClient:
+        if self._client is None or self._pid != os.getpid():
+            # One inherited through a fork is dropped unclosed: its socket is the parent's.
+            self._client, self._pid = self.settings.client(), os.getpid()
+            self._unreleased = {}
+        return self._client
 
     def acquire(self, number: str, call_id: str) -> bool:
         """Take a slot on ``number`` for the call ``call_id`` without waiting; False: refused."""
+        client = self._open()
+        self._unreleased.pop(call_id, None)  # taken again: that slot is this call's once more
+        self._release_pending(client)
         try:
-            self._open().acquire(number, token=call_id, timeout=0)
+            client.acquire(number, token=call_id, timeout=0)
         except (AcquireTimeout, NumberUnavailable) as exc:  # full, rate-limited, or paused
             logger.info("refused %s on %s: %s", call_id, number, exc)
             return False
         except LeaseConflict:
-            return True  # this call already holds its slot (an INVITE seen again)
+            return True  # another proxy instance counts this call already
         except BackendUnavailable as exc:
             admit = self.settings.on_backend_down == "admit"
             logger.error(
@@ -201,6 +253,8 @@ class Slots:
                 call_id,
                 number,
             )
+            if not admit:  # the request may have taken a slot before the answer was lost
+                self._remember(number, call_id)
             return admit
         except InvalidArgument as exc:  # From carries no phone number: nothing to count it on
             logger.warning("refused %s: %s", call_id, exc)
@@ -208,35 +262,76 @@ class Slots:
         return True
 
     def release(self, number: str, call_id: str) -> None:
-        """Give back the slot of the call ``call_id`` on ``number`` (taken by any process);
-        nothing happens if it holds none."""
+        """Give back the slot of the call ``call_id`` on ``number`` (taken by any process of
+        the proxy); nothing happens if it holds none."""
+        client = self._open()
+        self._release_pending(client)
         try:
-            self._open().release(Lease(number, call_id))
+            outcome = client.end_call(Lease(number, call_id))
         except InvalidArgument:
-            pass  # no phone number, so no slot was ever taken for it
+            return  # no phone number, so no slot was ever taken for it
         except BackendUnavailable as exc:
             logger.error(
-                "backend unavailable (%s): the slot of %s on %s is freed when its lease expires",
-                exc,
+                "backend unavailable (%s): the slot of %s on %s is given back later", exc,
+                call_id, number,
+            )  # fmt: skip
+            self._remember(number, call_id)
+            return
+        if outcome is ReleaseOutcome.EXPIRED:
+            logger.warning(
+                "the slot of %s on %s had lapsed before the call ended: the call ran uncounted "
+                "for a while (session %s not kept alive for %g s)",
                 call_id,
                 number,
+                self.settings.instance,
+                self.settings.lease_ttl,
             )
 
-    def keepalive(self) -> None:
-        """Called every second from Kamailio's timer process (``rtimer``).
+    def _remember(self, number: str, call_id: str) -> None:
+        self._unreleased[call_id] = number
+        if len(self._unreleased) > UNRELEASED_MAX:
+            forgotten = next(iter(self._unreleased))
+            del self._unreleased[forgotten]
+            logger.error("too many slots not given back: %s stays taken until it lapses", forgotten)
 
-        Nothing to do yet: each worker's throttle renews its own leases from its own thread.
-        """
+    def _release_pending(self, client: SessionClient) -> None:
+        """Give back the slots a failure kept; stop at the first failure (Redis still down)."""
+        while self._unreleased:
+            call_id, number = next(iter(self._unreleased.items()))
+            try:
+                outcome = client.end_call(Lease(number, call_id))
+            except BackendUnavailable:
+                return
+            del self._unreleased[call_id]
+            if outcome is not ReleaseOutcome.UNKNOWN:  # UNKNOWN: a refused call took none
+                logger.warning(
+                    "gave back the slot of %s on %s once Redis was back (%s)",
+                    call_id,
+                    number,
+                    outcome.value,
+                )
+
+    def keepalive(self) -> None:
+        """Called every second from Kamailio's timer process (``rtimer``): one keep-alive for
+        every slot of the proxy. A failure is logged: the slots outlive the last keep-alive
+        that succeeded by ``lease_ttl``."""
+        try:
+            self._open().keepalive()
+        except BackendUnavailable as exc:
+            logger.error(
+                "keep-alive of session %s failed (%s): its slots lapse %g s after the last one "
+                "that succeeded",
+                self.settings.instance,
+                exc,
+                self.settings.lease_ttl,
+            )
 
     def close(self) -> None:
-        """Stop this process's throttle, giving back the slots it holds.
-
-        Kamailio never calls it: its calls outlive a restart of the proxy, so their slots must
-        not be given back when a process stops (they lapse, unrenewed, after ``lease_ttl``).
-        """
-        throttle, self._throttle = self._throttle, None
-        if throttle is not None and self._pid == os.getpid():
-            throttle.__exit__(None, None, None)
+        """Close this process's connection. The session's slots stay taken: the calls outlive
+        the process; their hang-ups, or the session's end, give them back."""
+        client, self._client = self._client, None
+        if client is not None and self._pid == os.getpid():
+            client.close()
 
 
 class Handler:
@@ -250,7 +345,7 @@ class Handler:
         self.slots = slots
 
     def child_init(self, rank: int) -> int:
-        """Kamailio forked a process; it opens its throttle when it first needs one."""
+        """Kamailio forked a process; it opens its client when it first needs one."""
         return 0
 
     def acquire(self, msg: object) -> int:
