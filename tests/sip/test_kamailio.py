@@ -62,12 +62,16 @@ def check_carrier(bench: Bench, viewer: SyncThrottle, phase: str) -> None:
     still_up = sorted(c.call_id for c in calls.values() if c.answered and c.ended is None)
     # The handler's own word, to explain a failure (never counted): leases its throttles found
     # expired while their calls were up.
-    lost = bench.kamailio.log_text().count("lapsed before the call ended")
+    log = bench.kamailio.log_text()
+    lost = log.count("lapsed before the call ended")
+    late = log.count("once Redis was back")
+    failed_keepalives = log.count("keep-alive of session")
     summary = (
         f"{phase} (lease TTL {LEASE_TTL:g} s): carrier peaks {seen} (caps {CAPS}); "
         f"calls answered {dict(answered)} of {len(calls)} that reached the carrier; "
         f"still up {len(still_up)}; "
-        f"slots left in Redis {sum(map(len, left.values()))}; leases the proxy logged lost {lost}"
+        f"slots left in Redis {sum(map(len, left.values()))}; the proxy logged {lost} slots "
+        f"lapsed, {late} given back once Redis was back, {failed_keepalives} keep-alives failed"
     )
     print(summary)
     over = {number: top for number, top in seen.items() if top > CAPS.get(number, 0)}
@@ -143,17 +147,20 @@ def test_e_the_proxy_restarted_while_calls_are_up(bench: Bench, viewer: SyncThro
 
 
 def test_f_redis_unreachable_for_a_moment(bench: Bench, viewer: SyncThrottle) -> None:
-    """Redis stops for a second (a keep-alive fails; the session, alive a lease TTL past the
-    last one that succeeded, lives on) under load; the proxy refuses calls it cannot count
-    (fail closed), gives back later the slots of the BYEs it could not count off, and goes on
-    once Redis is back."""
+    """Redis stops for a second while the first calls hang up and new ones come in: the
+    keep-alives fail (the session, alive a lease TTL past the last one that succeeded, lives
+    on), the proxy refuses the calls it cannot count (fail closed), and gives back the slots of
+    the BYEs it relayed meanwhile once Redis is back."""
     dialer = dial(bench, "steady", rate=40, calls=320, hold=5)
-    time.sleep(3)
+    time.sleep(5.5)
     bench.redis.stop()
     time.sleep(1)
     bench.redis.start()
     dialer.wait()
     check_carrier(bench, viewer, "f) Redis down for 1 s")
+    log = bench.kamailio.log_text()
+    assert "keep-alive of session" in log, "no keep-alive failed: Redis was not down long enough"
+    assert "once Redis was back (released)" in log, "no BYE came while Redis was down"
 
 
 def test_g_calls_cancelled_while_ringing(bench: Bench, viewer: SyncThrottle) -> None:
