@@ -20,7 +20,7 @@ within ``lease_ttl``.
 
 Each call is one round trip to Redis (plus one to load the function library into a server that
 lacks it). Waiting (``timeout`` > 0) asks again at the times the server suggests, at most every
-0.25 s: no events, no thread. A single server or Sentinel; not Redis Cluster.
+0.25 s: no events, no thread. A single server, or Sentinel's master; not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.sentinel import Sentinel
 
 import redis
 
@@ -45,7 +46,7 @@ from ._errors import (
     RateLimited,
 )
 from ._models import Lease, ReleaseOutcome
-from ._numbers import normalize_number
+from ._numbers import check_region, normalize_number
 from ._rates import NO_RATES, utc_offset
 from ._throttle import _load_config
 from ._validate import (
@@ -57,7 +58,7 @@ from ._validate import (
     check_ttl,
 )
 from .backends._base import Outcome
-from .backends.redis import _LIBRARY, RedisBackend, acquire_result
+from .backends.redis import _LIBRARY, RedisBackend, acquire_result, parse_sentinel_url
 
 if TYPE_CHECKING:
     import os
@@ -81,6 +82,7 @@ class SessionClient:
     :param lease_ttl: how long (seconds) the session lives after its last keep-alive or acquire
     :param max_hold: if set, no lease lives longer than this (else one day)
     :param key_prefix: as the throttles' that share the numbers
+    :param default_region: the region of national numbers (e.g. ``"CN"``), else the config's
     """
 
     def __init__(
@@ -93,9 +95,11 @@ class SessionClient:
         lease_ttl: float = 30.0,
         max_hold: float | None = None,
         key_prefix: str = "callthrottle:",
+        default_region: str | None = None,
     ) -> None:
         self._config = _load_config(config)
         self._session = check_session(session)
+        self._region = check_region(default_region) or self._config.default_region
         self._default_limit = check_limit(default_limit, "default_limit")
         self._lease_ttl = check_ttl(lease_ttl)
         self._max_hold = check_max_hold(max_hold)
@@ -107,11 +111,21 @@ class SessionClient:
 
     @classmethod
     def from_url(cls, url: object, *, session: str, **kwargs: Any) -> SessionClient:
-        """Connect lazily to ``redis://`` (or ``rediss://``, ``unix://``) ``url``."""
+        """Connect lazily to ``redis://`` (or ``rediss://``, ``unix://``) ``url``, or through
+        Sentinel to a service's master (``redis+sentinel://host:port[,...]/service[/db]``, as
+        :meth:`~callthrottle.Throttle.from_url`: the master is asked of the sentinels at each
+        connection, so the client follows a failover)."""
+        timeouts: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+        if isinstance(url, str) and url.startswith("redis+sentinel://"):
+            hosts, service, settings = parse_sentinel_url(url)
+            sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **timeouts, **settings)
+            return cls(sentinel.master_for(service), session=session, **kwargs)
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise InvalidArgument("url", url, "a redis://, rediss:// or unix:// URL")
+            raise InvalidArgument(
+                "url", url, "a redis://, rediss://, unix:// or redis+sentinel:// URL"
+            )
         try:
-            client = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+            client = redis.Redis.from_url(url, **timeouts)
         except ValueError as exc:
             raise InvalidArgument("url", url, str(exc)) from exc
         return cls(client, session=session, **kwargs)
@@ -134,6 +148,11 @@ class SessionClient:
         name = _LIBRARY.functions[function]
         try:
             try:
+                return self._client.fcall(name, len(keys), *keys, *args)
+            except ReadOnlyError:
+                # A master that became a replica (a failover, under Sentinel): the call ran
+                # nowhere; on a new connection the master is asked for again.
+                self._client.connection_pool.disconnect()
                 return self._client.fcall(name, len(keys), *keys, *args)
             except ResponseError as exc:
                 if "function not found" not in str(exc).lower():
@@ -166,7 +185,7 @@ class SessionClient:
         :raises BackendUnavailable: Redis failed (the request may still hold a slot: release
             the token, or it lapses with the session)
         """
-        number = normalize_number(number, self._config.default_region)
+        number = normalize_number(number, self._region)
         token = secrets.token_hex(12) if token is None else check_token(token)
         wait_for = check_timeout(timeout)
         cap = (
@@ -212,7 +231,7 @@ class SessionClient:
         """Give the slot back (from any process of the session) and say what was found."""
         if not isinstance(lease, Lease):
             raise InvalidArgument("lease", lease, "a Lease")
-        number = normalize_number(lease.number, self._config.default_region)
+        number = normalize_number(lease.number, self._region)
         args = (lease.token, self._session, number, self._codec._channels_for(number))
         reply = self._call("release", self._codec.keys_for(number), args)
         return _OUTCOMES[int(reply[0])]

@@ -126,3 +126,13 @@ def test_bad_requests_are_refused_by_name_and_write_nothing(
             dialer.acquire(NUMBER, **kwargs)  # type: ignore[arg-type]
         assert caught.value.argument == argument
     assert sync_client.keys(f"{prefix}*") == []
+
+
+def test_national_numbers_are_read_in_the_default_region(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    with client(redis_url, prefix, default_region="CN") as dialer:
+        lease = dialer.acquire("057188880001", token="call-1")
+        assert lease.number == NUMBER
+        assert live(sync_client, prefix) == 1
+        assert dialer.end_call(Lease("0571 8888 0001", "call-1")) is ReleaseOutcome.RELEASED

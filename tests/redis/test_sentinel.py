@@ -149,3 +149,17 @@ def test_a_bad_sentinel_url_is_refused_by_name(url: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         Throttle.from_url(url)
     assert caught.value.argument == "url"
+
+
+def test_the_blocking_session_client_finds_the_master_through_the_sentinels(prefix: str) -> None:
+    from callthrottle import ReleaseOutcome
+    from callthrottle.blocking import SessionClient
+
+    with own_server() as (master_url, master), sentinel_for(master.port) as sentinel_port:
+        url = f"redis+sentinel://127.0.0.1:{sentinel_port}/svc"
+        with SessionClient.from_url(url, session="pbx-1", key_prefix=prefix) as client:
+            lease = client.acquire(NUMBER, token="call-1")
+            primary = redis.Redis.from_url(master_url)
+            assert primary.keys(f"{prefix}*"), "the lease is on the master"
+            assert client.end_call(lease) is ReleaseOutcome.RELEASED
+            primary.close()

@@ -130,6 +130,33 @@ def acquire_result(reply: list[Any]) -> AcquireResult:
     return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 
 
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``: the
+    sentinels' addresses, the service, and the master's settings the URL gives (username,
+    password, db).
+
+    :raises InvalidArgument: naming ``url``
+    """
+    parts = urlsplit(url)
+    hosts = []
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise InvalidArgument("url", url, "redis+sentinel://host:port[,host:port...]/service")
+        hosts.append((host.strip("[]"), int(port)))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise InvalidArgument("url", url, "redis+sentinel://host:port[,...]/service[/db]")
+    settings: dict[str, Any] = {}
+    if parts.password is not None:
+        settings["password"] = unquote(parts.password)
+    if parts.username:
+        settings["username"] = unquote(parts.username)
+    if len(path) == 2:
+        settings["db"] = int(path[1])
+    return hosts, path[0], settings
+
+
 def _policy_fields(changes: Mapping[str, object]) -> list[str]:
     """Policy changes as the scripts take them: field, value; '' deletes; durations as '+ms'
     and 'since' as 'now', both made absolute by the server's clock."""
@@ -264,30 +291,15 @@ class RedisBackend:
         old one, now a replica, is sent again). ``options`` go to the master's client (socket
         timeouts default to 5 s as with :meth:`from_url`); the sentinels get the same timeouts.
         """
-        parts = urlsplit(url)
-        hosts = []
-        for item in parts.netloc.rpartition("@")[2].split(","):
-            host, _, port = item.rpartition(":")
-            if not host or not port.isdigit():
-                raise InvalidArgument(
-                    "url", url, "redis+sentinel://host:port[,host:port...]/service"
-                )
-            hosts.append((host.strip("[]"), int(port)))
-        path = [segment for segment in parts.path.split("/") if segment]
-        if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-            raise InvalidArgument("url", url, "redis+sentinel://host:port[,...]/service[/db]")
+        hosts, service, given = parse_sentinel_url(url)
         settings = {**_default_options(), **options}
-        if parts.password is not None:
-            settings.setdefault("password", unquote(parts.password))
-        if parts.username:
-            settings.setdefault("username", unquote(parts.username))
-        if len(path) == 2:
-            settings.setdefault("db", int(path[1]))
+        for name, value in given.items():
+            settings.setdefault(name, value)
         timeouts = {k: settings[k] for k in ("socket_timeout", "socket_connect_timeout")}
         # redis-py types Sentinel's constructor from 8.2 on and leaves it untyped before: the
         # ignore is for the older releases that the declared range still admits.
         sentinel = Sentinel(hosts, sentinel_kwargs=timeouts, **settings)  # type: ignore[no-untyped-call, unused-ignore]
-        backend = cls(sentinel.master_for(path[0]), key_prefix=key_prefix, _owns_client=True)
+        backend = cls(sentinel.master_for(service), key_prefix=key_prefix, _owns_client=True)
         backend._also_close = list(sentinel.sentinels)
         return backend
 
