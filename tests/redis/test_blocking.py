@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING, cast
 
 import pytest
 
-from callthrottle import AcquireTimeout, InvalidArgument, Lease, ReleaseOutcome, Throttle
+from callthrottle import (
+    AcquireTimeout,
+    InvalidArgument,
+    Lease,
+    NumberUnavailable,
+    ReleaseOutcome,
+    Throttle,
+)
 from callthrottle.blocking import SessionClient
+from callthrottle.sync import SyncThrottle
 
 if TYPE_CHECKING:
     import redis
@@ -136,3 +145,83 @@ def test_national_numbers_are_read_in_the_default_region(
         assert lease.number == NUMBER
         assert live(sync_client, prefix) == 1
         assert dialer.end_call(Lease("0571 8888 0001", "call-1")) is ReleaseOutcome.RELEASED
+
+
+class _Interrupted(Exception):
+    """Raised into a waiting acquire (a host's request timeout, a signal)."""
+
+
+def test_a_wait_interrupted_leaves_no_place_in_line(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """An exception raised into a waiting acquire (between its asks) must not leave its place
+    in line: else the next slot that frees is granted to a token nobody will ever release, a
+    session lease that the session's keep-alive keeps counting up to max_hold."""
+
+    def interrupt(*_: object) -> None:
+        raise _Interrupted
+
+    with client(redis_url, prefix) as dialer, client(redis_url, prefix) as waiter:
+        first = dialer.acquire(NUMBER, token="call-1")
+        dialer.acquire(NUMBER, token="call-2")  # the cap (2) is reached
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(_Interrupted):
+                waiter.acquire(NUMBER, token="call-3", timeout=5.0)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert dialer.end_call(first) is ReleaseOutcome.RELEASED
+        for _ in range(4):  # two TTLs, the session kept alive by its timer
+            time.sleep(0.5)
+            dialer.keepalive()
+        assert live(sync_client, prefix) == 1  # call-2 only: call-3 was never placed
+
+
+@pytest.mark.parametrize("token", ["", "two words", None])
+def test_end_call_refuses_a_bad_token_by_name(
+    redis_url: str, prefix: str, sync_client: redis.Redis, token: object
+) -> None:
+    """As Throttle.end_call: a lease's token is checked before anything is sent (an empty or
+    spaced token, or none at all, is InvalidArgument naming ``token``, not a Redis failure)."""
+    with client(redis_url, prefix) as dialer:
+        with pytest.raises(InvalidArgument) as caught:
+            dialer.end_call(Lease(NUMBER, token))  # type: ignore[arg-type]
+        assert caught.value.argument == "token"
+    assert sync_client.keys(f"{prefix}*") == []
+
+
+def test_a_wait_ended_by_a_disabled_number_leaves_no_place_in_line(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """A waiting acquire told that the number was disabled meanwhile (NumberUnavailable)
+    leaves the number's line, as a Throttle's does: else, once the number is enabled again
+    and a slot frees, the slot goes to a token nobody holds, a session lease counted as long
+    as the session is kept alive."""
+    outcome: list[BaseException] = []
+
+    def wait_for_a_slot(waiter: SessionClient) -> None:
+        try:
+            waiter.acquire(NUMBER, token="call-3", timeout=5.0)
+        except BaseException as exc:  # noqa: BLE001 (the outcome is checked below)
+            outcome.append(exc)
+
+    with (
+        client(redis_url, prefix) as dialer,
+        client(redis_url, prefix) as waiter,
+        SyncThrottle.from_url(redis_url, key_prefix=prefix, config=CONFIG) as admin,
+    ):
+        first = dialer.acquire(NUMBER, token="call-1")
+        dialer.acquire(NUMBER, token="call-2")  # the cap (2) is reached
+        thread = threading.Thread(target=wait_for_a_slot, args=(waiter,))
+        thread.start()
+        time.sleep(0.3)
+        admin.set_state(NUMBER, "disabled")
+        thread.join(5.0)
+        assert [type(exc) for exc in outcome] == [NumberUnavailable]
+        admin.set_state(NUMBER, "active")
+        assert admin.usage(NUMBER).waiting == 0
+        assert dialer.end_call(first) is ReleaseOutcome.RELEASED
+        dialer.keepalive()
+        assert live(sync_client, prefix) == 1  # call-2 only: call-3 was never placed

@@ -70,12 +70,9 @@ class _Session:
         self.ends = min(self.ends, now)
 
     def end_of(self, life: int) -> float:
-        """When life ``life`` ends (or ended): -inf for one before the last (forgotten)."""
-        if life == self.life:
-            return self.ends
-        if life + 1 == self.life:
-            return self.before
-        return -math.inf
+        """When life ``life`` ends (or ended); for a life before the last one, whose end is
+        not kept, the last one's end stands for it."""
+        return self.ends if life == self.life else self.before
 
 
 @dataclass(slots=True)
@@ -960,7 +957,10 @@ class MemoryBackend:
                 self._forget_if_idle(number, state)
                 return refused
         expires = now + ttl
-        entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, rated, session=session)
+        # A session's waiter claims its slot itself, as a rated one does: one that died never
+        # asks, and no slot is kept for it as long as its session lives.
+        claims = rated or session is not None
+        entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, claims, session=session)
         if not queue and len(holders) < limit:
             self._ended.forget(number, owner, token)  # a new lease of the token
             if rated:
@@ -1024,6 +1024,10 @@ class MemoryBackend:
                 # Its holder may not hear of it (cut off): the record keeps it from counting
                 # it again.
                 self._ended.mark(number, entry.owner, token, entry.ttl, now)
+                self._notify(entry.owner, "released", number, token)
+            elif entry.session is not None:
+                # A session's other processes hear of it too (the one that took it may hold
+                # it still).
                 self._notify(entry.owner, "released", number, token)
             self._settle(number, now)
             if self._lapsed.records:
@@ -1268,7 +1272,9 @@ class MemoryBackend:
             if result.outcome is Outcome.GRANTED:
                 if record is not None:  # granted (or held already): the session lives on
                     record.keep(now, ttl)
-                state.took(token, number, now + ttl, now)
+                # Remembered as long as the lease may live (a session lease is not renewed).
+                hold = max_hold if max_hold is not None else SESSION_HOLD_MAX
+                state.took(token, number, now + (hold if record is not None else ttl), now)
                 numbers = self._numbers.get(number)
                 state.set_load(number, 0 if numbers is None else _live(numbers, now))
                 if strategy == "sticky" and call.callee is not None:

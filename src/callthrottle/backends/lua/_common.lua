@@ -384,11 +384,20 @@ end
 
 -- When a session lease of life `n` of the session lapses (ms; its deadline aside): when that
 -- life ended or ends; 0 for a life before the last one (long forgotten).
+-- For a life before the last one, its end is not kept: the last one's end stands for it
+-- (later than the true one: such a lease counts as lapsed since then).
 local function life_end(skey, owner, n)
   local life = session_life(record_of(skey), owner)
   if life[2] == n then return life[1] end
-  if life[2] == n + 1 then return life[3] end
-  return 0
+  return life[3]
+end
+
+-- When a lease (its H score and meta) lapses: its score, or for a session lease the end of
+-- its life of the session when that comes first.
+local function lapse_of(score, raw)
+  local owner, _, _, _, _, _, skey, n = parse_meta(raw or '')
+  if skey and skey ~= '' then return math.min(score, life_end(skey, owner, n)) end
+  return score
 end
 
 -- When a lease granted now lapses unless renewed (its H score), and its deadline (0: none).
@@ -589,6 +598,11 @@ local function lapsed_session_leases(now)
     end
   end
   return count
+end
+
+-- The number's live leases (read only).
+local function live_leases(now)
+  return redis.call('ZCOUNT', H, '(' .. now, '+inf') - lapsed_session_leases(now)
 end
 
 -- A group's holders (GH) that are session leases of a lapsed session: dropped (`write`), or

@@ -40,7 +40,7 @@ if state then
   -- A token that holds a live slot already (an acquire sent again after its reply was lost,
   -- the number disabled meanwhile) is told so, as on the paths below: its call is up.
   local expiry = tonumber(redis.call('ZSCORE', H, token))
-  if expiry and expiry > now then
+  if expiry and lapse_of(expiry, redis.call('HGET', M, token)) > now then
     return told({parse_meta(redis.call('HGET', M, token)) == owner and 1 or -1, -1})
   end
   -- Refused for good: a place it had in a group's line goes (the next there is told).
@@ -85,7 +85,10 @@ for i = 1, GROUPS do
   -- {holders, rate log, line, cap in force (its reserve included), windows, name, reserve}
   groups[i] = {gh, gr, gw, cap, parse_windows(set[2] or ARGV[at + 2]), ARGV[at + 3], reserve}
 end
-local flags = (#windows > 0 or #callee_windows > 0 or GROUPS > 0) and 'r' or ''
+-- 'r': never handed a slot without asking (promote): its windows are checked then; a
+-- session's waiter claims its slot itself too (one that died never asks: no slot is kept for
+-- it as long as its session lives).
+local flags = (#windows > 0 or #callee_windows > 0 or GROUPS > 0 or skey ~= '') and 'r' or ''
 local me = member(owner, ARGV[7], token)
 
 -- nil if the number's and the callee's windows all admit the call; else the reply to give.

@@ -59,9 +59,8 @@ if taken then
   local base = member_base(prefix, tag, number)
   local expiry = tonumber(redis.call('ZSCORE', base .. 'h', token))
   local raw = redis.call('HGET', base .. 'm', token)
-  local holder, _, _, _, _, _, its_skey, n = parse_meta(raw or '')
-  if expiry and raw and (its_skey ~= '' and life_end(its_skey, holder, n) or expiry) > now then
-    local held = holder == owner
+  if expiry and raw and lapse_of(expiry, raw) > now then
+    local held = parse_meta(raw) == owner
     if held and skey ~= '' then  -- asked again in a session: it keeps the session alive
       keep_session(record_of(skey), owner, tonumber(ttl), now)
     end
@@ -168,9 +167,11 @@ for _, number in ipairs(candidates) do
   end
   bind(keys, args)
   local reply = body_acquire()
-  local load = redis.call('ZCOUNT', H, '(' .. now, '+inf') * LOAD_SCALE  -- live leases
+  local load = live_leases(now) * LOAD_SCALE
   if reply[1] == 1 then
-    redis.call('SET', TAKEN, number .. '\t' .. tag, 'PX', ttl)
+    -- Remembered as long as the lease may live: a session lease is not renewed one by one.
+    local remember = skey ~= '' and ((tonumber(hold) > 0) and hold or SESSION_HOLD_MAX) or ttl
+    redis.call('SET', TAKEN, number .. '\t' .. tag, 'PX', remember)
     redis.call('ZADD', PL, 'XX', load + redis.call('INCR', PS) % LOAD_SCALE, number)
     if strategy == 'sticky' and callee ~= '' then
       redis.call('SET', PB .. 'k:' .. callee, number, 'PX', sticky_ms)

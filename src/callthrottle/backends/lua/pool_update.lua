@@ -29,8 +29,11 @@ for i = 3, 2 + 2 * adding, 2 do
     local last = redis.call('ZRANGE', PO, -1, -1, 'WITHSCORES')
     redis.call('ZADD', PO, (#last > 0) and (tonumber(last[2]) + 1) or 1, number)
     local tag = string.match(spec, '^([^\t]*)')
-    local h = member_base(prefix, tag, number) .. 'h'
-    local holding = redis.call('ZCOUNT', h, '(' .. now_ms(), '+inf')  -- its live leases
+    -- Its live leases: the number's keys stand in for this call's while they are counted.
+    local pool_h, pool_m = H, M
+    H, M = member_base(prefix, tag, number) .. 'h', member_base(prefix, tag, number) .. 'm'
+    local holding = live_leases(now_ms())
+    H, M = pool_h, pool_m
     local moved = redis.call('INCR', PB .. 's') % LOAD_SCALE  -- behind those at its load
     redis.call('ZADD', PL, holding * LOAD_SCALE + moved, number)
   end

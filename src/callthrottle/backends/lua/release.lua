@@ -28,8 +28,10 @@ if expiry then
     end
   end
   if expiry <= now then
-    -- It had lapsed (only cleared away now): said so while it is remembered (see X).
+    -- It had lapsed (only cleared away now): said so while it is remembered (see X), once
+    -- (an earlier lease of the token that lapsed is told with it).
     removed = remembered(expiry, ttl, now) and 2 or 0
+    redis.call('ZREM', lapsed_key(), token)
   else  -- a live lease
     removed = 1
     redis.call('ZREM', lapsed_key(), token)  -- an earlier lease of the token lapsed: not this one
@@ -37,6 +39,9 @@ if expiry then
     if owner ~= ARGV[2] then
       -- Its holder may not hear of it (cut off): the record keeps it from counting it again.
       mark_ended(owner, token, ttl, now)
+      redis.call('SPUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
+    elseif skey ~= '' then
+      -- A session's other processes hear of it too (the one that took it may hold it still).
       redis.call('SPUBLISH', ARGV[4] .. owner, 'r\t' .. ARGV[3] .. '\t' .. token)
     end
   end
@@ -52,7 +57,7 @@ if ARGV[5] then
   if redis.call('ZSCORE', ARGV[5], ARGV[3]) then
     -- Its new load, behind the numbers already at that load (PS: the pool's move counter).
     local moved = redis.call('INCR', string.sub(ARGV[5], 1, -2) .. 's') % LOAD_SCALE
-    local live = redis.call('ZCOUNT', H, '(' .. now, '+inf')
+    local live = live_leases(now)
     redis.call('ZADD', ARGV[5], live * LOAD_SCALE + moved, ARGV[3])
   end
   nudge_pool_line(string.sub(ARGV[5], 1, -2), ARGV[4], ARGV[6])

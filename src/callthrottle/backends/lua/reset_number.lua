@@ -18,7 +18,7 @@ for i = 1, #all, 2 do
     leave_groups(owner, number, token, channels, now)
     local expiry = tonumber(redis.call('ZSCORE', H, token))
     local lapse = tonumber(redis.call('ZSCORE', W, token))
-    if expiry and expiry > now then
+    if expiry and lapse_of(expiry, all[i + 1]) > now then
       held = held + 1
       mark_ended(owner, token, ttl, now)
       events[#events + 1] = {owner, 'r\t' .. number .. '\t' .. token}

@@ -38,6 +38,9 @@ local function keep_policy(now)
 end
 
 local now = now_ms()
+-- Lapsed reactions go first: nothing of them survives the change (a state set over a lapsed
+-- cool-down keeps neither its reason nor its end).
+keep_policy(now)
 -- A carrier's reaction (field 'reaction') leaves alone a state an operator set for good that
 -- keeps the number from admitting calls (flagged, disabled, ...): the number stays out of
 -- service, rather than coming back when the reaction's cool-down ends.
