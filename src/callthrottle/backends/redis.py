@@ -235,7 +235,11 @@ class RedisBackend:
         key_prefix: str = "callthrottle:",
         _owns_client: bool = False,
     ) -> None:
-        if not isinstance(key_prefix, str) or "{" in key_prefix or "}" in key_prefix:
+        if (
+            not isinstance(cast("object", key_prefix), str)
+            or "{" in key_prefix
+            or "}" in key_prefix
+        ):
             # The keys' hash tags are the first braces of each key: a brace in the prefix
             # would take their place (and the functions find a key's prefix by its first '{').
             raise InvalidArgument("key_prefix", key_prefix, "a string without '{' or '}'")
