@@ -25,6 +25,7 @@ lacks it). Waiting (``timeout`` > 0) asks again at the times the server suggests
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import time
@@ -47,7 +48,7 @@ from ._errors import (
 )
 from ._models import Lease, ReleaseOutcome
 from ._numbers import check_region, normalize_number
-from ._rates import NO_RATES, utc_offset
+from ._rates import NO_RATES, RatePlan, utc_offset
 from ._throttle import _load_config
 from ._validate import (
     check_limit,
@@ -199,6 +200,33 @@ class SessionClient:
         keys = self._codec.keys_for(number)
         deadline = math.inf if wait_for is None else time.monotonic() + wait_for
         wait = wait_for != 0
+        if not wait:
+            return self._ask(number, token, cap, rates, keys, wait_for, deadline, wait=False)
+        try:
+            return self._ask(number, token, cap, rates, keys, wait_for, deadline, wait=True)
+        except LeaseConflict:
+            raise  # the token is another's: its place is not ours to give up
+        except BaseException:
+            # Refused, timed out, interrupted between two asks, or a failure: a place in line
+            # it may hold goes (else the next slot that frees waits for a caller who left).
+            with contextlib.suppress(BackendUnavailable):
+                channels = self._codec._channels_for(number)
+                self._call("abandon", keys, (token, self._session, number, channels))
+            raise
+
+    def _ask(
+        self,
+        number: str,
+        token: str,
+        cap: int,
+        rates: RatePlan,
+        keys: list[str],
+        wait_for: float | None,
+        deadline: float,
+        *,
+        wait: bool,
+    ) -> Lease:
+        """Ask until granted or refused for good, or until ``deadline``."""
         while True:
             args = self._codec.acquire_args(
                 number, token, self._session, cap, self._lease_ttl, self._max_hold, wait, rates,
@@ -216,9 +244,6 @@ class SessionClient:
                 )
             left = deadline - time.monotonic()
             if left <= 0:
-                if wait:
-                    channels = self._codec._channels_for(number)
-                    self._call("abandon", keys, (token, self._session, number, channels))
                 if outcome is Outcome.RATE_LIMITED and result.window is not None:
                     window = f"{result.window.amount}/{result.window.seconds:g}s"
                     raise RateLimited(number, wait_for, window, result.retry_in or 0.0)
@@ -232,7 +257,8 @@ class SessionClient:
         if not isinstance(lease, Lease):
             raise InvalidArgument("lease", lease, "a Lease")
         number = normalize_number(lease.number, self._region)
-        args = (lease.token, self._session, number, self._codec._channels_for(number))
+        token = check_token(lease.token)
+        args = (token, self._session, number, self._codec._channels_for(number))
         reply = self._call("release", self._codec.keys_for(number), args)
         return _OUTCOMES[int(reply[0])]
 
