@@ -250,7 +250,8 @@ class SessionClient:
                 refused_by = result.group if outcome is Outcome.GROUP_FULL else "cap"
                 raise AcquireTimeout(number, wait_for, refused_by or "cap")
             hint = result.retry_in if result.retry_in is not None else _POLL_MAX
-            time.sleep(min(max(hint, 0.01), _POLL_MAX, left))
+            # Asked again well within its place's lapse (a lease TTL), or the place is lost.
+            time.sleep(min(max(hint, 0.01), _POLL_MAX, self._lease_ttl / 3, left))
 
     def end_call(self, lease: Lease) -> ReleaseOutcome:
         """Give the slot back (from any process of the session) and say what was found."""
