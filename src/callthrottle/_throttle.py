@@ -445,8 +445,9 @@ class Throttle:
     @property
     def held(self) -> tuple[Lease, ...]:
         """The leases this throttle holds and renews (degraded ones too). For a session
-        throttle, the session leases it took and has not seen released (one released by another
-        process of the session stays listed until this throttle closes)."""
+        throttle, the session leases it took and has not seen released (a release by another
+        process of the session is told to every throttle of the session, best effort: a missed
+        event leaves the lease listed until this throttle closes)."""
         held = tuple(h.lease for h in self._held.values())
         return held if self._degraded is None else held + self._degraded.held
 
