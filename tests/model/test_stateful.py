@@ -64,7 +64,7 @@ class Model:
             return expiry
         if life == self.life:
             return min(expiry, self.life_ends)
-        return min(expiry, self.life_before) if life + 1 == self.life else -math.inf
+        return min(expiry, self.life_before)  # an older life's end is not kept: the last one's
 
     def grant(self, state: NumberModel, token: str, owner: str) -> None:
         if owner == SESSION:
@@ -92,6 +92,8 @@ class Model:
         state.line = {t: v for t, v in state.line.items() if v[1] > self.now}
         while state.line and len(state.holders) < LIMIT:  # first come, first served
             token, (owner, _) = next(iter(state.line.items()))
+            if owner == SESSION:
+                break  # a session's waiter takes its slot by asking again (it may be dead)
             del state.line[token]
             self.grant(state, token, owner)
         return state
@@ -112,6 +114,7 @@ class Model:
             if next(iter(state.line)) == token and len(state.holders) < LIMIT:
                 del state.line[token]
                 self.grant(state, token, owner)
+                self.settle(number)  # the next in line is served when a slot is still free
                 return Outcome.GRANTED
             state.line[token] = (owner, self.now + TTL)
             return Outcome.QUEUED
