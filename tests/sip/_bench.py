@@ -63,6 +63,18 @@ def missing_tools() -> str | None:
     return None
 
 
+def embedded_python_home() -> str | None:
+    """PYTHONHOME for Kamailio's embedded Python: the system's own (``/usr`` on Debian), when
+    it holds that Python's standard library. Without it, the embedded interpreter takes the
+    standard library and site packages of the first ``python3`` on PATH (a pyenv or a virtual
+    environment, as under ``python dev.py test``), whose version may differ from the one it is
+    linked with (Debian's 3.11.2 needs ``async_timeout`` for redis-py; 3.11.7's path has none)."""
+    embedded = _embedded_python()
+    if embedded is not None and Path(f"/usr/lib/python{embedded}/os.py").exists():
+        return "/usr"
+    return None
+
+
 def handler_pythonpath() -> str:
     """PYTHONPATH for Kamailio's embedded Python: this checkout's callthrottle first, then the
     packages of the Python running the tests (redis, anyio, ...: same minor version)."""

@@ -15,7 +15,13 @@ import redis
 from callthrottle.sync import SyncThrottle
 from tests._servers import Server, own_server
 
-from ._bench import Carrier, Kamailio, handler_pythonpath, missing_tools
+from ._bench import (
+    Carrier,
+    Kamailio,
+    embedded_python_home,
+    handler_pythonpath,
+    missing_tools,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -107,8 +113,10 @@ def bench(
     client.close()
     phase = workdir / request.node.name
     phase.mkdir()
+    home = embedded_python_home()
     env = {
         **os.environ,
+        **({"PYTHONHOME": home} if home is not None else {}),
         "PYTHONPATH": handler_pythonpath(),
         "CALLTHROTTLE_URL": url,
         "CALLTHROTTLE_CONFIG": str(caps_file),
