@@ -371,8 +371,13 @@ local function keep_session(record, owner, ttl, now)
     life = {ends, life[2], life[3]}
     write_life(record, owner, life)
   end
+  -- The record lives ttl more at least; once per call (a granted acquire keeps the session
+  -- alive twice: when the lease is granted, and for its reply).
   local ms = ttl + 1000
-  if redis.call('PTTL', record) < ms then redis.call('PEXPIRE', record, ms) end
+  if (EXTENDED[record] or 0) < now + ms then
+    if redis.call('PTTL', record) < ms then redis.call('PEXPIRE', record, ms) end
+    EXTENDED[record] = now + ms
+  end
   return life[2]
 end
 
