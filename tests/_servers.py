@@ -143,12 +143,30 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, deadline: flo
         client.close()
 
 
+def lift_fence(url: str) -> None:
+    """End the fence a server starts with (it cannot know whether calls were up before it
+    started: see README, "When Redis loses its data"): a new test server had none."""
+    from callthrottle.backends.redis import _LIBRARY
+
+    client = redis.Redis.from_url(url)
+    try:
+        try:
+            client.function_load(_LIBRARY.source)
+        except redis.ResponseError as exc:
+            if "already exists" not in str(exc):
+                raise
+        client.fcall(_LIBRARY.functions["fence_lift"], 0, "fence")  # type: ignore[no-untyped-call, unused-ignore]
+    finally:
+        client.close()
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Yield the URL of a running server; stop it afterwards if this context started it."""
     url = os.environ.get("CALLTHROTTLE_TEST_REDIS_URL")
     if url:
         _wait_until_up(url, None, time.monotonic() + 10)
+        lift_fence(url)
         yield url
         return
     with own_server() as (started, _):
@@ -212,6 +230,7 @@ def own_server(*, persistent: bool = False) -> Iterator[tuple[str, Server]]:
     server = Server(free_port(), tempfile.mkdtemp(prefix="callthrottle-redis-"), persistent)
     try:
         server.start()
+        lift_fence(server.url)
         yield server.url, server
     finally:
         server.stop()
@@ -243,6 +262,8 @@ def cluster(masters: int = 3, replicas: int = 0) -> Iterator[tuple[str, list[Ser
         )
         _wait_until_cluster_ok(servers, time.monotonic() + 30)
         _wait_until_replicas_online(servers[:masters], replicas, time.monotonic() + 30)
+        for server in servers[:masters]:
+            lift_fence(server.url)
         yield "redis+cluster://" + ",".join(addresses[:masters]), servers
     finally:
         for server in servers:

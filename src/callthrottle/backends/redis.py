@@ -54,7 +54,7 @@ _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
     "restore", "window_usage", "release_owner_lines", "keepalive",
-    "holders", "reset_number",  # operator queries and admin actions
+    "holders", "reset_number", "fence_lift",  # operator queries and admin actions
 )  # fmt: skip
 
 
@@ -939,6 +939,19 @@ class RedisBackend:
                 "reset_number", self.keys_for(number), (number, self._channels_for(number))
             )
         return int(held), int(waiting)
+
+    async def lift_fence(self) -> None:
+        """End the fence that holds new grants after the server may have lost its data (see
+        README, "When Redis loses its data"), on every master. For an operator who knows that
+        no call is up (a new deployment), and for tests that start their own servers."""
+        args = (self._prefix + "fence",)
+        with _map_errors("lift_fence"):
+            if isinstance(self._lane, ClusterLanes):
+                await self._lane.open()
+                for node in self._client.get_primaries():  # type: ignore[union-attr]
+                    await self._lane.lane_at(node).run(_LIBRARY, "fence_lift", (), args)
+            else:
+                await self._run("fence_lift", (), args)
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
         return self._lane.run(_LIBRARY, name, keys, args)

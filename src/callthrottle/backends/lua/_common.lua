@@ -288,6 +288,105 @@ local function leave_groups(owner, number, token, channels, now)
   end
 end
 
+-- The fence: when the server may have lost its data (it restarted, its data was flushed, or a
+-- replica that lacked the newest writes took over), leases of calls still up are missing, and
+-- their holders count them again (restore.lua) at their next renewal. Until they had the time
+-- to, no new slot is granted (acquire, pick and promote hand out nothing; renewals, releases
+-- and restores go through): for the longest lease TTL (grace) that callers passed since.
+-- Its state lives in this library's Lua values, which the server drops with its data: a
+-- restarted server, a promoted replica (whose library never ran: replicas are sent effects,
+-- not calls) or a new release's library starts with none. A library seeing the server for the
+-- first time reads INFO once (and again after RECHECK_MS without any call, to see a node
+-- demoted and promoted again): it fences when the server started less than a grace ago, when
+-- it became master by a promotion, or when its identity (run ID and replication ID) changed.
+-- A flush (or the prefix's keys deleted) is seen by a marker key per key prefix, without
+-- expiry: gone while this library had seen it (single server and Sentinel; a Cluster
+-- function cannot reach a key outside its own slot).
+local RECHECK_MS = 1000
+-- checked: when INFO was last read (nil: never); first: the first call seen; uptime: the
+-- server's uptime then (ms); lost: when a loss was seen (nil: none); grace: the longest TTL
+-- a caller passed (ms; grown only while fenced, so an ended fence never comes back)
+local FENCE = {checked = nil, ident = nil, first = 0, uptime = 0, lost = nil, grace = 0,
+  cluster = false, marks = {}}
+
+local function info_field(text, name)
+  return string.match(text, name .. ':([^\r\n]*)')
+end
+
+-- The server's identity, and its INFO server and replication sections.
+local function server_facts()
+  local server = redis.call('INFO', 'server')
+  local repl = redis.call('INFO', 'replication')
+  return (info_field(server, 'run_id') or '') .. ':' .. (info_field(repl, 'master_replid') or ''),
+    server, repl
+end
+
+-- The marker key of the key prefix of a number's keys (KEYS[1]): "<prefix>fence".
+local function fence_mark(key)
+  return string.match(key, '^(.-){') .. 'fence'
+end
+
+-- Look at the server (see above) and at the marker key `mark` (nil: none): note a loss seen.
+local function watch_for_loss(now, mark)
+  local f = FENCE
+  if f.checked == nil or now - f.checked > RECHECK_MS then
+    local ident, server, repl = server_facts()
+    if f.checked == nil then
+      f.first = now
+      f.uptime = tonumber(info_field(server, 'uptime_in_seconds') or '0') * 1000
+      f.cluster = info_field(redis.call('INFO', 'cluster'), 'cluster_enabled') == '1'
+      if tonumber(info_field(repl, 'second_repl_offset') or '-1') ~= -1 then f.lost = now end
+    elseif ident ~= f.ident then
+      f.lost = now
+    end
+    f.ident = ident
+  end
+  f.checked = now
+  if mark and not f.cluster then
+    if not f.marks[mark] then
+      redis.call('SET', mark, '1', 'NX')  -- a prefix new to this library (or to the server)
+      f.marks[mark] = true
+    elseif redis.call('EXISTS', mark) == 0 then
+      f.lost = now
+      redis.call('SET', mark, '1')
+    end
+  end
+end
+
+-- When the fence ends (ms, server clock; at or before now: none), for a caller whose leases
+-- live `grace` ms (0: it tells none).
+local function fence_end(now, grace)
+  local f = FENCE
+  local function ends(g)
+    local e = 0
+    if f.lost then e = f.lost + g end
+    if f.uptime < g and f.first + g > e then e = f.first + g end
+    return e
+  end
+  if grace > f.grace and (f.grace == 0 or ends(f.grace) > now) then f.grace = grace end
+  return ends(f.grace)
+end
+
+-- Whether new slots may be granted now (no fence), for a caller whose leases live `grace` ms;
+-- the fence's end when not.
+local function fenced(now, grace, mark)
+  watch_for_loss(now, mark)
+  local e = fence_end(now, grace)
+  return e > now and e or nil
+end
+
+-- Whether a slot may be handed to a waiter now (promote): not while fenced, nor before the
+-- library has looked at the server (the waiter is nudged to ask: its acquire looks).
+local function may_hand_over(now)
+  return FENCE.checked ~= nil and fence_end(now, 0) <= now
+end
+
+-- End the fence now (an operator who knows that no call is up, or a new deployment).
+local function lift_fence(now, mark)
+  watch_for_loss(now, mark)
+  FENCE.lost, FENCE.uptime = nil, math.huge
+end
+
 local function now_ms()
   if not NOW then
     local t = redis.call('TIME')
@@ -734,6 +833,15 @@ end
 local function promote(now, queued, number, channels, here, handed)
   local granted = nil
   local pol = nil
+  if queued > 0 and not may_hand_over(now) then
+    -- Fenced (or not known yet: the head is nudged, and its acquire looks at the server).
+    if FENCE.checked == nil then
+      local token = redis.call('ZRANGE', Q, 0, 0)[1]
+      local owner = parse_meta(redis.call('HGET', M, token))
+      redis.call('SPUBLISH', channels .. owner, 'n\t' .. number .. '\t' .. token)
+    end
+    return queued
+  end
   while queued > 0 do
     local token = redis.call('ZRANGE', Q, 0, 0)[1]
     local owner, ttl, hold, limit, flags = parse_meta(redis.call('HGET', M, token))
@@ -838,5 +946,8 @@ local function retry_in(now)
   if pol[5] and luntil and luntil > now and (wait < 0 or luntil - now < wait) then
     wait = luntil - now
   end
+  -- While fenced, nothing is granted: asking before the fence ends is useless.
+  local fence = fence_end(now, 0) - now
+  if fence > 0 and wait < fence then wait = fence end
   return wait
 end

@@ -54,6 +54,9 @@ end
 -- A waiter keeps the cap it asked for (the one in force is worked out when a slot frees).
 local asked = limit
 limit = cap_in_force(pol, limit, now)
+-- The server may have lost leases of calls still up (see fenced): nothing is granted until
+-- their holders had the time to count them again; a waiter keeps its place meanwhile.
+if fenced(now, ttl, fence_mark(H)) then limit = 0 end
 
 -- The hot path: no rate window, callee or group; nobody waiting; a slot free. Leases that
 -- expired unnoticed only make the number look fuller here: the full path below settles them.

@@ -9,6 +9,7 @@
 -- Returns when the session lapses now (ms, server clock).
 local record, session, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
+fenced(now, ttl, nil)  -- a server that lost leases fences new grants (see fenced)
 if ARGV[3] == '1' then
   end_session(record, session, now)
 else

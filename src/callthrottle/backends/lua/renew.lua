@@ -6,6 +6,7 @@
 -- 0 queued (kept), -1 gone.
 local owner = ARGV[1]
 local now = now_ms()
+watch_for_loss(now, fence_mark(H))  -- a server that lost leases fences new grants (fenced)
 local queued = promote(now, purge(now), ARGV[2], ARGV[3])
 local states = {}
 for i = 4, #ARGV do

@@ -13,6 +13,7 @@
 local token, owner = ARGV[1], ARGV[2]
 local ttl, left = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
+fenced(now, ttl, fence_mark(H))  -- a server that lost leases fences new grants (see fenced)
 -- A lease that expired meanwhile (its holder was cut off longer than its ttl) may still be
 -- listed: dropped first, so that it is counted again below rather than found "still held".
 purge(now)
