@@ -1579,9 +1579,17 @@ class Throttle:
         else:
             # Session leases live while the session does: one keep-alive serves them all (when
             # this throttle keeps the session alive); places in line are renewed as always.
+            restoring = self._restoring is not None
             if self._keepalive:
+                kept_at = anyio.current_time()
                 await self._backend.keepalive(self._session, self._lease_ttl)
-            keys = []
+                if not restoring:  # kept alive: as if renewed (a restore needs that: _restore)
+                    for held in self._held.values():
+                        held.renewed_at = max(held.renewed_at, kept_at)
+            # Once the backend's connection was replaced, the server may have lost them: they
+            # are looked for (a renewal of a session lease only says whether it is held), and
+            # counted again if gone.
+            keys = list(self._held) if restoring else []
         keys += [key for key, waiter in self._waiting.items() if waiter.queued]
         if not keys:
             return
@@ -1635,6 +1643,7 @@ class Throttle:
                     left,
                     plan,
                     age=sent_at - held.since,
+                    **self._session_kw,
                 )
             except ThrottleError as exc:
                 logger.warning(

@@ -99,3 +99,29 @@ async def test_a_restart_with_persistence_keeps_the_leases() -> None:
             assert not held.lost
             assert await throttle.release(held) is True
             assert (await throttle.usage(NUMBER)).in_use == 0
+
+
+async def test_session_leases_the_server_forgot_are_counted_again_by_their_session() -> None:
+    """A session's leases are not renewed one by one, so a restart without persistence that
+    forgot them is noticed by the connection's replacement: the session's throttle looks for
+    its leases at once and counts the missing ones again, as its session's. New calls wait
+    meanwhile (the fence), and after it the number is still full."""
+    with own_server() as (url, server):
+        async with (
+            Throttle.from_url(url, session="sbc-1", lease_ttl=1, max_hold=60) as holder,
+            Throttle.from_url(url, lease_ttl=1) as other,
+        ):
+            lease = await holder.acquire(NUMBER, limit=1, timeout=0)
+            server.stop()
+            server.start()
+            with anyio.fail_after(5):
+                while (await other.usage(NUMBER, limit=1)).in_use < 1:
+                    await anyio.sleep(0.05)
+            await anyio.sleep(1.5)  # past the fence and the session's TTL: kept alive
+            assert (await other.usage(NUMBER, limit=1)).in_use == 1
+            with pytest.raises(AcquireTimeout):
+                await other.acquire(NUMBER, limit=1, timeout=0)
+            assert [h.owner for h in await other.holders(NUMBER)] == ["sbc-1"]
+            assert await holder.release(lease) is True
+            again = await other.acquire(NUMBER, limit=1, timeout=0)
+            assert await other.release(again) is True

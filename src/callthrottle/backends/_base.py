@@ -288,6 +288,7 @@ class Backend(Protocol):
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
+        session: bool = False,
     ) -> RestoreOutcome:
         """Count again a lease the backend lost (a Redis restart without persistence, a
         failover to a replica that lacked it) while its call is still up: held by ``owner``

@@ -1351,6 +1351,7 @@ class MemoryBackend:
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
+        session: bool = False,
     ) -> RestoreOutcome:
         """Lua twin: ``restore.lua``."""
         await self._checkpoint()
@@ -1364,7 +1365,13 @@ class MemoryBackend:
         if self._ended.ended(number, owner, token, now):
             self._forget_if_idle(number, state)
             return RestoreOutcome.ENDED
-        entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, bool(rates.groups))
+        record = None
+        if session:  # a session lease: it lives on with its session (a new life if it ended)
+            record = self._sessions.get(owner)
+            if record is None:
+                record = self._sessions[owner] = _Session()
+        claims = bool(rates.groups) or record is not None
+        entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, claims, session=record)
         self._grant(state, number, token, entry, now)
         entry.since = now - age
         for group in rates.groups:

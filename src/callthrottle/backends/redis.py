@@ -619,10 +619,14 @@ class RedisBackend:
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
+        session: bool = False,
     ) -> RestoreOutcome:
         keys = self.keys_for(number)
         hold = 0 if max_hold is None else _ms(max_hold)
-        args = (token, owner, _ms(ttl), hold, limit, number, round(age * 1000))
+        holder = owner
+        if session:
+            holder = f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
+        args = (token, holder, _ms(ttl), hold, limit, number, round(age * 1000))
         with _map_errors("restore"):
             await self._join(self._channels_for(number), owner)
             return RestoreOutcome(await self._run("restore", keys, args))
