@@ -255,6 +255,7 @@ class Throttle:
         "_degraded_since",
         "_drained",
         "_feedback",
+        "_fence_noted",
         "_final",
         "_held",
         "_hook_failures",
@@ -304,6 +305,7 @@ class Throttle:
         # Passed on to the backend only for a session: a backend that knows no sessions still
         # serves every other throttle.
         self._session_kw: dict[str, bool] = {} if session is None else {"session": True}
+        self._fence_noted = -math.inf  # when a fence was last logged (_note_fence)
         self._config = _load_config(config)
         self._default_limit = check_limit(default_limit, "default_limit")
         self._region = check_region(default_region) or self._config.default_region
@@ -856,6 +858,11 @@ class Throttle:
         outcome = result.outcome
         if outcome is Outcome.GRANTED:
             return True
+        if result.fenced:
+            self._note_fence(result)
+            refused = AcquireTimeout(number, 0, "fence")
+            refused.retry_after = result.retry_in
+            raise refused
         _raise_if_refused_for_good(number, token, result)
         if outcome is Outcome.RATE_LIMITED:
             window = _window_name(result, _Request(number, token, cap, rates))
@@ -889,6 +896,8 @@ class Throttle:
                 retry_in = self._lease_ttl / 2 if result.retry_in is None else result.retry_in
                 delay = min(retry_in + 0.001, self._lease_ttl / 2)
             else:
+                if result.fenced:
+                    self._note_fence(result)
                 if not waiter.queued and self._hooks:
                     self._emit(Queued(request.number, request.token))
                 waiter.queued = True
@@ -906,6 +915,20 @@ class Throttle:
                     await event.wait()
             if waiter.is_granted():
                 return True
+
+    def _note_fence(self, result: AcquireResult) -> None:
+        """Say once per fence (at most once a lease TTL) why new calls wait."""
+        now = self._now()
+        if now - self._fence_noted < self._lease_ttl:
+            return
+        self._fence_noted = now
+        logger.warning(
+            "the backend admits no new call for %.1f s: it may have lost the calls in progress "
+            "(a Redis restart, failover or flush), and waits until their holders have counted "
+            "them again",
+            result.retry_in or 0.0,
+            extra={"owner": self._owner_id},
+        )
 
     async def _abandon(self, number: str, token: str) -> None:
         """Leave the line and give back any slot granted meanwhile; never raises."""
@@ -1584,8 +1607,8 @@ class Throttle:
                 kept_at = anyio.current_time()
                 await self._backend.keepalive(self._session, self._lease_ttl)
                 if not restoring:  # kept alive: as if renewed (a restore needs that: _restore)
-                    for held in self._held.values():
-                        held.renewed_at = max(held.renewed_at, kept_at)
+                    for kept in self._held.values():
+                        kept.renewed_at = max(kept.renewed_at, kept_at)
             # Once the backend's connection was replaced, the server may have lost them: they
             # are looked for (a renewal of a session lease only says whether it is held), and
             # counted again if gone.

@@ -150,6 +150,9 @@ class AcquireResult:
         call again)
     :ivar for_callee: when rate limited, whether the full window is the callee's
     :ivar group: when a group refused (its cap, or when rate limited, its window), its name
+    :ivar fenced: when queued or refused, whether the backend holds every new grant because it
+        may have lost leases of calls still up (a Redis restart, failover or flush): its
+        holders are counting them again, and ``retry_in`` says when grants resume
     """
 
     outcome: Outcome
@@ -159,6 +162,7 @@ class AcquireResult:
     window: Window | None = None
     for_callee: bool = False
     group: str | None = None
+    fenced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

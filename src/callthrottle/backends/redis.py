@@ -114,6 +114,8 @@ def acquire_result(reply: list[Any]) -> AcquireResult:
     retry_in = None if reply[1] < 0 else reply[1] / 1000
     if len(reply) == 2:
         return AcquireResult(Outcome(reply[0]), retry_in)
+    if reply[2] == b"f":
+        return AcquireResult(Outcome(reply[0]), retry_in, fenced=True)
     if reply[0] == Outcome.RATE_LIMITED:
         window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
         whose = reply[5].decode()
