@@ -449,5 +449,12 @@ class Backend(Protocol):
         """
         ...
 
+    async def lift_fence(self) -> None:
+        """End at once the fence that holds new grants after the backend may have lost its
+        data (a Redis restart, failover or flush: see README, "When Redis loses its data"), on
+        every server: for an operator who knows that no call is up, e.g. a new deployment. A
+        backend that cannot lose its data has none: nothing happens."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections. Leases stay on the server until they expire."""

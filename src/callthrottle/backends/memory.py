@@ -1456,6 +1456,10 @@ class MemoryBackend:
             for expires, token, e in live
         ]
 
+    async def lift_fence(self) -> None:
+        """Lua twin: ``fence_lift.lua``. Nothing to lift: this backend never loses its data."""
+        await self._checkpoint()
+
     async def reset_number(self, number: str) -> tuple[int, int]:
         """Lua twin: ``reset_number.lua``."""
         await self._checkpoint()

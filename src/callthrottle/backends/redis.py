@@ -947,9 +947,7 @@ class RedisBackend:
         return int(held), int(waiting)
 
     async def lift_fence(self) -> None:
-        """End the fence that holds new grants after the server may have lost its data (see
-        README, "When Redis loses its data"), on every master. For an operator who knows that
-        no call is up (a new deployment), and for tests that start their own servers."""
+        """On every master (``fence_lift.lua``)."""
         args = (self._prefix + "fence",)
         with _map_errors("lift_fence"):
             if isinstance(self._lane, ClusterLanes):

@@ -299,29 +299,23 @@ end
 -- first time reads INFO once (and again after RECHECK_MS without any call, to see a node
 -- demoted and promoted again): it fences when the server started less than a grace ago, when
 -- it became master by a promotion, or when its identity (run ID and replication ID) changed.
--- A flush (or the prefix's keys deleted) is seen by a marker key per key prefix, without
--- expiry: gone while this library had seen it (single server and Sentinel; a Cluster
--- function cannot reach a key outside its own slot).
+-- A flush (or a key prefix's keys deleted) is seen by a marker key per key prefix, without
+-- expiry: gone while this library had seen it, that prefix is fenced (single server and
+-- Sentinel; a Cluster function cannot reach a key outside its own slot).
 local RECHECK_MS = 1000
 -- checked: when INFO was last read (nil: never); first: the first call seen; uptime: the
--- server's uptime then (ms); lost: when a loss was seen (nil: none); grace: the longest TTL
--- a caller passed (ms; grown only while fenced, so an ended fence never comes back)
+-- server's uptime then (ms); lost: when a loss of the whole server was seen (nil: none);
+-- grace: the longest TTL a caller passed (ms; grown only while fenced, so that an ended fence
+-- never comes back); marks: marker key -> true once seen; flushed: marker key -> when it was
+-- found gone.
 local FENCE = {checked = nil, ident = nil, first = 0, uptime = 0, lost = nil, grace = 0,
-  cluster = false, marks = {}}
+  cluster = false, marks = {}, flushed = {}}
 
 local function info_field(text, name)
   return string.match(text, name .. ':([^\r\n]*)')
 end
 
--- The server's identity, and its INFO server and replication sections.
-local function server_facts()
-  local server = redis.call('INFO', 'server')
-  local repl = redis.call('INFO', 'replication')
-  return (info_field(server, 'run_id') or '') .. ':' .. (info_field(repl, 'master_replid') or ''),
-    server, repl
-end
-
--- The marker key of the key prefix of a number's keys (KEYS[1]): "<prefix>fence".
+-- The marker key of the key prefix of a number's keys (H): "<prefix>fence".
 local function fence_mark(key)
   return string.match(key, '^(.-){') .. 'fence'
 end
@@ -330,7 +324,10 @@ end
 local function watch_for_loss(now, mark)
   local f = FENCE
   if f.checked == nil or now - f.checked > RECHECK_MS then
-    local ident, server, repl = server_facts()
+    local server = redis.call('INFO', 'server')
+    local repl = redis.call('INFO', 'replication')
+    local ident = (info_field(server, 'run_id') or '') .. ':' ..
+      (info_field(repl, 'master_replid') or '')
     if f.checked == nil then
       f.first = now
       f.uptime = tonumber(info_field(server, 'uptime_in_seconds') or '0') * 1000
@@ -347,19 +344,21 @@ local function watch_for_loss(now, mark)
       redis.call('SET', mark, '1', 'NX')  -- a prefix new to this library (or to the server)
       f.marks[mark] = true
     elseif redis.call('EXISTS', mark) == 0 then
-      f.lost = now
+      f.flushed[mark] = now
       redis.call('SET', mark, '1')
     end
   end
 end
 
--- When the fence ends (ms, server clock; at or before now: none), for a caller whose leases
--- live `grace` ms (0: it tells none).
-local function fence_end(now, grace)
+-- When the fence ends (ms, server clock; at or before now: none) for the key prefix of `mark`
+-- (nil: the whole server's), for a caller whose leases live `grace` ms (0: it tells none).
+local function fence_end(now, grace, mark)
   local f = FENCE
+  local flushed = mark and f.flushed[mark]
   local function ends(g)
     local e = 0
     if f.lost then e = f.lost + g end
+    if flushed and flushed + g > e then e = flushed + g end
     if f.uptime < g and f.first + g > e then e = f.first + g end
     return e
   end
@@ -367,24 +366,26 @@ local function fence_end(now, grace)
   return ends(f.grace)
 end
 
--- Whether new slots may be granted now (no fence), for a caller whose leases live `grace` ms;
--- the fence's end when not.
+-- The fence's end when new slots may not be granted now under the marker key `mark`, for a
+-- caller whose leases live `grace` ms; nil when they may.
 local function fenced(now, grace, mark)
   watch_for_loss(now, mark)
-  local e = fence_end(now, grace)
+  local e = fence_end(now, grace, mark)
   return e > now and e or nil
 end
 
--- Whether a slot may be handed to a waiter now (promote): not while fenced, nor before the
--- library has looked at the server (the waiter is nudged to ask: its acquire looks).
+-- Whether a slot of the number bound (H) may be handed to a waiter now (promote): not while
+-- fenced, nor before the library has looked at the server (the waiter is nudged to ask: its
+-- acquire looks).
 local function may_hand_over(now)
-  return FENCE.checked ~= nil and fence_end(now, 0) <= now
+  return FENCE.checked ~= nil and fence_end(now, 0, fence_mark(H)) <= now
 end
 
--- End the fence now (an operator who knows that no call is up, or a new deployment).
+-- End the fence now, on the whole server (an operator who knows that no call is up, or a new
+-- deployment); `mark`: the caller's prefix's marker key.
 local function lift_fence(now, mark)
   watch_for_loss(now, mark)
-  FENCE.lost, FENCE.uptime = nil, math.huge
+  FENCE.lost, FENCE.uptime, FENCE.flushed = nil, math.huge, {}
 end
 
 local function now_ms()
@@ -947,7 +948,7 @@ local function retry_in(now)
     wait = luntil - now
   end
   -- While fenced, nothing is granted: asking before the fence ends is useless.
-  local fence = fence_end(now, 0) - now
+  local fence = fence_end(now, 0, fence_mark(H)) - now
   if fence > 0 and wait < fence then wait = fence end
   return wait
 end
