@@ -298,7 +298,8 @@ end
 -- not calls) or a new release's library starts with none. A library seeing the server for the
 -- first time reads INFO once (and again after RECHECK_MS without any call, to see a node
 -- demoted and promoted again): it fences when the server started less than a grace ago, when
--- it became master by a promotion, or when its identity (run ID and replication ID) changed.
+-- it became master by a promotion, or when its identity (run ID and the replication ID it
+-- had before its last promotion) changed.
 -- A flush (or a key prefix's keys deleted) is seen by a marker key per key prefix, without
 -- expiry: gone while this library had seen it, that prefix is fenced (single server and
 -- Sentinel; a Cluster function cannot reach a key outside its own slot).
@@ -326,8 +327,11 @@ local function watch_for_loss(now, mark)
   if f.checked == nil or now - f.checked > RECHECK_MS then
     local server = redis.call('INFO', 'server')
     local repl = redis.call('INFO', 'replication')
+    -- A promotion shifts the replication ID into master_replid2 at second_repl_offset (the
+    -- ID alone also changes when a master gets its first replica: no loss).
     local ident = (info_field(server, 'run_id') or '') .. ':' ..
-      (info_field(repl, 'master_replid') or '')
+      (info_field(repl, 'master_replid2') or '') .. ':' ..
+      (info_field(repl, 'second_repl_offset') or '')
     if f.checked == nil then
       f.first = now
       f.uptime = tonumber(info_field(server, 'uptime_in_seconds') or '0') * 1000
