@@ -316,6 +316,13 @@ local function info_field(text, name)
   return string.match(text, name .. ':([^\r\n]*)')
 end
 
+-- An INFO section ('' when the caller's ACL user may not run INFO: then a fresh library
+-- fences, as after a restart, and promotions are not told apart from restarts).
+local function info(section)
+  local text = redis.pcall('INFO', section)
+  return type(text) == 'string' and text or ''
+end
+
 -- The marker key of the key prefix of a number's keys (H): "<prefix>fence".
 local function fence_mark(key)
   return string.match(key, '^(.-){') .. 'fence'
@@ -325,8 +332,7 @@ end
 local function watch_for_loss(now, mark)
   local f = FENCE
   if f.checked == nil or now - f.checked > RECHECK_MS then
-    local server = redis.call('INFO', 'server')
-    local repl = redis.call('INFO', 'replication')
+    local server, repl = info('server'), info('replication')
     -- A promotion shifts the replication ID into master_replid2 at second_repl_offset (the
     -- ID alone also changes when a master gets its first replica: no loss).
     local ident = (info_field(server, 'run_id') or '') .. ':' ..
@@ -335,17 +341,20 @@ local function watch_for_loss(now, mark)
     if f.checked == nil then
       f.first = now
       f.uptime = tonumber(info_field(server, 'uptime_in_seconds') or '0') * 1000
-      f.cluster = info_field(redis.call('INFO', 'cluster'), 'cluster_enabled') == '1'
+      f.cluster = info_field(info('cluster'), 'cluster_enabled') == '1'
       if tonumber(info_field(repl, 'second_repl_offset') or '-1') ~= -1 then f.lost = now end
-    elseif ident ~= f.ident then
+    elseif server ~= '' and f.ident ~= nil and ident ~= f.ident then
       f.lost = now
     end
-    f.ident = ident
+    if server ~= '' then f.ident = ident end  -- (nil while no caller may read INFO)
   end
   f.checked = now
   if mark and not f.cluster then
     if not f.marks[mark] then
-      redis.call('SET', mark, '1', 'NX')  -- a prefix new to this library (or to the server)
+      -- A prefix new to this library (or to the server). Refused (a Cluster whose INFO this
+      -- user may not read: the marker is outside the call's slot): no marker at all.
+      local reply = redis.pcall('SET', mark, '1', 'NX')
+      if type(reply) == 'table' and reply.err then f.cluster = true end
       f.marks[mark] = true
     elseif redis.call('EXISTS', mark) == 0 then
       f.flushed[mark] = now
