@@ -398,7 +398,8 @@ end
 -- deployment); `mark`: the caller's prefix's marker key.
 local function lift_fence(now, mark)
   watch_for_loss(now, mark)
-  FENCE.lost, FENCE.uptime, FENCE.flushed = nil, math.huge, {}
+  -- Marker keys gone meanwhile are no loss either: each is set again on its prefix's next call.
+  FENCE.lost, FENCE.uptime, FENCE.flushed, FENCE.marks = nil, math.huge, {}, {}
 end
 
 local function now_ms()
