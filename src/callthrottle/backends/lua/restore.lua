@@ -4,9 +4,9 @@
 -- calls wait until the number really has room; it is not counted again in rate windows.
 -- KEYS: as acquire.lua (its groups' keys included)
 -- ARGV[1] token, ARGV[2] owner (as acquire's: "owner\t<session record key>" for a session
--- lease, which lives on with its session), ARGV[3] ttl_ms, ARGV[4] what is left of its max_hold in ms
--- (0: none), ARGV[5] the cap it was taken under, ARGV[6] number, ARGV[7] how long ago (ms) it
--- was taken
+-- lease, which lives on with its session), ARGV[3] ttl_ms, ARGV[4] what is left of its
+-- max_hold in ms (0: none), ARGV[5] the cap it was taken under, ARGV[6] number, ARGV[7] how
+-- long ago (ms) it was taken
 -- A lease ended for good (released, reset, released with its owner: see mark_ended) is not
 -- counted again: its record says so while its holder may still try.
 -- Returns 1 if counted again (or still held by this owner), 0 if the token is another's, -1 if
