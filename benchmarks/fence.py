@@ -301,7 +301,10 @@ async def bench_contended(url: str, duration: float, blocks: int, unfenced: Libr
     """200 coroutines cycling on one number with cap 20, ``blocks`` alternating runs of each
     library adding up to ``duration`` seconds each."""
     shipped = redis_backend._LIBRARY
+    sync = redis.Redis.from_url(url)
     merged: dict[str, Contended] = {}
+    calls: dict[str, Counter[str]] = {OFF: Counter(), ON: Counter()}
+    usec: Counter[str] = Counter()
     async with AsyncExitStack() as stack:
         holds = {}
         for label, library, prefix in (
@@ -327,9 +330,13 @@ async def bench_contended(url: str, duration: float, blocks: int, unfenced: Libr
             for label, library in order[:: -1 if block % 2 else 1]:
                 use(library)
                 log(f"fence: contended, {label}, block {block + 1}/{blocks}")
+                before = command_stats(sync)
                 result = await contend(
                     holds[label], 200, time.monotonic() + 0.05, duration / blocks
                 )
+                counted, spent = stats_delta(before, command_stats(sync))
+                calls[label].update(counted)
+                usec[label] += spent
                 into = merged.setdefault(
                     label, {"cycles": 0, "elapsed": 0.0, "peak": 0, "waits_ns": [], "holds": []}
                 )
@@ -338,7 +345,17 @@ async def bench_contended(url: str, duration: float, blocks: int, unfenced: Libr
                 into["peak"] = max(into["peak"], result["peak"])
                 into["waits_ns"] += result["waits_ns"]
     use(shipped)
+    sync.close()
     rows = [contended_row(label, result, floor=label == OFF) for label, result in merged.items()]
+    server = []
+    for label in (OFF, ON):
+        cycles = merged[label]["cycles"]
+        inside = sum(v for k, v in calls[label].items() if k != "fcall") / cycles
+        server.append(
+            f"{label}: {usec[label] / cycles:.1f} µs of FCALL time and "
+            f"{calls[label]['fcall'] / cycles:.2f} FCALLs per cycle, {inside:.2f} commands run "
+            f"inside them per cycle ({calls[label]['exists'] / cycles:.2f} EXISTS)"
+        )
     return Section(
         "fence_contended",
         "The fence's cost, contended: 200 coroutines, one number, cap 20 (Redis)",
@@ -347,8 +364,10 @@ async def bench_contended(url: str, duration: float, blocks: int, unfenced: Libr
         [
             (
                 f"{blocks} alternating runs of {duration / blocks:g} s per library, added up. "
-                "Each release hands the slot to a waiter (promote asks may_hand_over first)."
+                "Each release hands the slot to a waiter (promote asks may_hand_over first); "
+                "acquires and releases asked for meanwhile go to the server in batches."
             ),
+            "Inside Redis (INFO commandstats over the runs): " + "; ".join(server) + ".",
         ],
     )
 
