@@ -290,6 +290,10 @@ async def bench_server(url: str, blocks: int, per_block: int, unfenced: Library)
                 "commands inside: every other command counted meanwhile, per operation; vs floor: "
                 "server µs per FCALL over the same operation's without the fence."
             ),
+            (
+                "A release runs the same code in both libraries (it asks may_hand_over only "
+                "when someone waits): its difference is the noise of this run."
+            ),
         ],
     )
 
@@ -298,25 +302,25 @@ async def bench_server(url: str, blocks: int, per_block: int, unfenced: Library)
 
 
 async def bench_contended(url: str, duration: float, blocks: int, unfenced: Library) -> Section:
-    """200 coroutines cycling on one number with cap 20, ``blocks`` alternating runs of each
-    library adding up to ``duration`` seconds each."""
+    """200 coroutines cycling on one number with cap 20, ``blocks`` runs of each library in
+    turn (and of the library without the fence again: the noise) adding up to ``duration``
+    seconds each."""
     shipped = redis_backend._LIBRARY
+    again = f"{OFF}, again (A/A: the noise)"
+    variants = [(OFF, unfenced), (ON, shipped), (again, unfenced)]
     sync = redis.Redis.from_url(url)
     merged: dict[str, Contended] = {}
-    calls: dict[str, Counter[str]] = {OFF: Counter(), ON: Counter()}
+    calls: dict[str, Counter[str]] = {label: Counter() for label, _ in variants}
     usec: Counter[str] = Counter()
     async with AsyncExitStack() as stack:
         holds = {}
-        for label, library, prefix in (
-            (OFF, unfenced, "bench-fc-off:"),
-            (ON, shipped, "bench-fc-on:"),
-        ):
+        for index, (label, library) in enumerate(variants):
             use(library)
             holds[label] = await stack.enter_async_context(
                 hold_factory(
                     "callthrottle",
                     url,
-                    prefix=prefix,
+                    prefix=f"bench-fc-{index}:",
                     number=NUMBER,
                     cap=CAP,
                     share=CAP,
@@ -326,8 +330,8 @@ async def bench_contended(url: str, duration: float, blocks: int, unfenced: Libr
             async with holds[label]():  # warm up
                 pass
         for block in range(blocks):
-            order = [(OFF, unfenced), (ON, shipped)]
-            for label, library in order[:: -1 if block % 2 else 1]:
+            turn = block % len(variants)  # which goes first rotates too
+            for label, library in variants[turn:] + variants[:turn]:
                 use(library)
                 log(f"fence: contended, {label}, block {block + 1}/{blocks}")
                 before = command_stats(sync)
@@ -346,9 +350,9 @@ async def bench_contended(url: str, duration: float, blocks: int, unfenced: Libr
                 into["waits_ns"] += result["waits_ns"]
     use(shipped)
     sync.close()
-    rows = [contended_row(label, result, floor=label == OFF) for label, result in merged.items()]
+    rows = [contended_row(label, merged[label], floor=label == OFF) for label, _ in variants]
     server = []
-    for label in (OFF, ON):
+    for label, _ in variants:
         cycles = merged[label]["cycles"]
         inside = sum(v for k, v in calls[label].items() if k != "fcall") / cycles
         server.append(
@@ -363,9 +367,9 @@ async def bench_contended(url: str, duration: float, blocks: int, unfenced: Libr
         with_ratios(rows, "contended"),
         [
             (
-                f"{blocks} alternating runs of {duration / blocks:g} s per library, added up. "
-                "Each release hands the slot to a waiter (promote asks may_hand_over first); "
-                "acquires and releases asked for meanwhile go to the server in batches."
+                f"{blocks} runs of {duration / blocks:g} s per library in turn, added up. Each "
+                "release hands the slot to a waiter (promote asks may_hand_over first); acquires "
+                "and releases asked for meanwhile go to the server in batches."
             ),
             "Inside Redis (INFO commandstats over the runs): " + "; ".join(server) + ".",
         ],
@@ -462,7 +466,7 @@ async def run(url: str, rounds: int, duration: float, quick: bool) -> list[Secti
         log(f"fence: inside the server, {blocks} blocks of {per_block} per library")
         sections.append(await bench_server(url, blocks, per_block, unfenced))
         log(f"fence: contended, {duration:g} s per library")
-        sections.append(await bench_contended(url, duration, 2 if quick else 4, unfenced))
+        sections.append(await bench_contended(url, duration, 3 if quick else 6, unfenced))
         reps = 10 if quick else 30
         log(f"fence: the first call of a fresh library, {reps} times")
         sections.append(await bench_first_call(url, reps))

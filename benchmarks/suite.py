@@ -20,10 +20,10 @@
    against a heartbeat renewing as many per-process leases; the thread-free blocking client
    against the async path on the same server.
 8. The data-loss fence (``fence.py``): the shipped library against the same library with its
-   fence compiled out, alternating in one run: acquire + release from the client (and an A/A
-   pair for the noise), server time, round trips and commands per acquire and per release,
-   200 coroutines on cap 20; and the first acquire of a fresh library (it reads INFO) against
-   the next one.
+   fence compiled out, alternating in one run: acquire + release from the client, server time,
+   round trips and commands per acquire and per release, 200 coroutines on cap 20 (each beside
+   the library without the fence run again, the noise); and the first acquire of a fresh
+   library (it reads INFO) against the next one.
 
 Writes ``benchmarks/results/results.{md,json,png}``; progress goes to stderr.
 """
