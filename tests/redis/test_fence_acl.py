@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import anyio
 import pytest
-import redis
 
+import redis
 from callthrottle import AcquireTimeout, Throttle
 
 from .._servers import own_server

@@ -69,6 +69,8 @@ local NOW, POLICY, PURGED
 local SESSIONS = {}
 -- key -> the time (ms) this call already made it live at least until (a batch extends once).
 local EXTENDED = {}
+-- marker key (see fence_mark) -> true once this call looked at it
+local MARKED = {}
 
 -- Every function starts here: the keys and arguments of the call become the names above
 -- (Redis runs one function at a time, so they are never shared by two calls).
@@ -79,6 +81,7 @@ local function bind(keys, args)
   NOW, POLICY, PURGED = nil, nil, nil
   EXTENDED = {}
   SESSIONS = {}
+  MARKED = {}
 end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
@@ -356,27 +359,31 @@ local function watch_for_loss(now, mark)
       local reply = redis.pcall('SET', mark, '1', 'NX')
       if type(reply) == 'table' and reply.err then f.cluster = true end
       f.marks[mark] = true
-    elseif redis.call('EXISTS', mark) == 0 then
+    elseif not MARKED[mark] and redis.call('EXISTS', mark) == 0 then
       f.flushed[mark] = now
       redis.call('SET', mark, '1')
     end
+    MARKED[mark] = true  -- looked at once a call (a batch of operations shares it)
   end
 end
 
 -- When the fence ends (ms, server clock; at or before now: none) for the key prefix of `mark`
 -- (nil: the whole server's), for a caller whose leases live `grace` ms (0: it tells none).
+local function fence_ends(f, flushed, g)
+  local e = 0
+  if f.lost then e = f.lost + g end
+  if flushed and flushed + g > e then e = flushed + g end
+  if f.uptime < g and f.first + g > e then e = f.first + g end
+  return e
+end
+
 local function fence_end(now, grace, mark)
   local f = FENCE
   local flushed = mark and f.flushed[mark]
-  local function ends(g)
-    local e = 0
-    if f.lost then e = f.lost + g end
-    if flushed and flushed + g > e then e = flushed + g end
-    if f.uptime < g and f.first + g > e then e = f.first + g end
-    return e
+  if grace > f.grace and (f.grace == 0 or fence_ends(f, flushed, f.grace) > now) then
+    f.grace = grace
   end
-  if grace > f.grace and (f.grace == 0 or ends(f.grace) > now) then f.grace = grace end
-  return ends(f.grace)
+  return fence_ends(f, flushed, f.grace)
 end
 
 -- The fence's end when new slots may not be granted now under the marker key `mark`, for a
