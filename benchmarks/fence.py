@@ -363,7 +363,7 @@ async def bench_contended(url: str, duration: float, blocks: int, unfenced: Libr
         server.append(
             f"{label}: {statistics.median(usec[label]):.1f} µs of FCALL time and "
             f"{calls[label]['fcall'] / cycles:.2f} FCALLs per cycle, {inside:.2f} commands run "
-            f"inside them per cycle ({calls[label]['exists'] / cycles:.2f} EXISTS)"
+            f"inside them per cycle ({calls[label]['get'] / cycles:.2f} GET: the marker)"
         )
     return Section(
         "fence_contended",

@@ -352,18 +352,23 @@ local function watch_for_loss(now, mark)
     if server ~= '' then f.ident = ident end  -- (nil while no caller may read INFO)
   end
   f.checked = now
-  if mark and not f.cluster then
-    if not f.marks[mark] then
-      -- A prefix new to this library (or to the server). Refused (a Cluster whose INFO this
-      -- user may not read: the marker is outside the call's slot): no marker at all.
-      local reply = redis.pcall('SET', mark, '1', 'NX')
-      if type(reply) == 'table' and reply.err then f.cluster = true end
-      f.marks[mark] = true
-    elseif not MARKED[mark] and redis.call('EXISTS', mark) == 0 then
-      f.flushed[mark] = now
-      redis.call('SET', mark, '1')
-    end
+  if mark and not f.cluster and not MARKED[mark] then
     MARKED[mark] = true  -- looked at once a call (a batch of operations shares it)
+    -- The marker's value names its making (the server's time): a library that finds it gone,
+    -- or made again by another library (another release's, which saw the flush first), fences.
+    local seen = f.marks[mark]
+    local value = redis.pcall('GET', mark)
+    if type(value) == 'table' then  -- refused: a Cluster whose INFO this user may not read
+      f.cluster = true              -- (the marker is outside the call's slot): no marker
+    elseif seen == nil and value then
+      f.marks[mark] = value         -- a prefix new to this library
+    elseif not value or value ~= seen then
+      if seen ~= nil then f.flushed[mark] = now end
+      local t = redis.call('TIME')
+      local made = value or (t[1] .. '.' .. t[2])
+      if not value then redis.call('SET', mark, made) end
+      f.marks[mark] = made
+    end
   end
 end
 
