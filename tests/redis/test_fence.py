@@ -1,0 +1,219 @@
+"""The fence: after a server may have lost its data (a restart, a flush, a promoted replica),
+no new slot is granted until every live holder had the time of a lease TTL to count its leases
+again; renewals, releases and restores go through meanwhile (see _common.lua, ``fenced``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from callthrottle import AcquireTimeout, Lease, Throttle, Usage
+
+from .._servers import Server, own_server
+from ._proxy import CuttingProxy
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+NUMBER = "+8657188880001"
+TTL = 2.0  # seconds: every test here waits for a fence of about this long
+CAP = 2
+
+
+def restart(server: Server) -> None:
+    server.stop()
+    server.start()
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
+    """Wait until ``check()`` (a coroutine's result, or a plain value) is true."""
+    with anyio.fail_after(within):
+        while True:
+            result = check()
+            if result if isinstance(result, bool) else await result:
+                return
+            await anyio.sleep(0.02)
+
+
+async def in_use_is(throttle: Throttle, count: int, number: str = NUMBER) -> bool:
+    return (await throttle.usage(number, limit=CAP)).in_use == count
+
+
+async def waiting_is(throttle: Throttle, count: int, number: str = NUMBER) -> bool:
+    return (await throttle.usage(number, limit=1)).waiting == count
+
+
+async def refused_at_once(throttle: Throttle, number: str = NUMBER, limit: int = CAP) -> bool:
+    """Whether a try-once acquire is refused (a granted one is given back)."""
+    try:
+        lease = await throttle.acquire(number, limit=limit, timeout=0)
+    except AcquireTimeout:
+        return True
+    assert await throttle.release(lease) is True
+    return False
+
+
+async def test_after_a_restart_the_first_grant_waits_a_lease_ttl() -> None:
+    """No holder at all: the server cannot know that, so the first grant after the restart
+    comes a lease TTL after the first call reached it, not before; a try-once caller meanwhile
+    is refused as if the number were full."""
+    with own_server() as (url, server):
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            assert not await refused_at_once(throttle)  # the test server starts unfenced
+            restart(server)
+            started = anyio.current_time()
+            with pytest.raises(AcquireTimeout) as refused:
+                await throttle.acquire(NUMBER, limit=CAP, timeout=0)
+            assert str(refused.value) == (
+                f"no free slot on number {NUMBER!r} (try-once acquire, timeout=0)"
+            )
+            assert refused.value.refused_by == "cap"
+            assert await throttle.usage(NUMBER, limit=CAP) == Usage(0, CAP, 0)
+            lease = await throttle.acquire(NUMBER, limit=CAP, timeout=3 * TTL)
+            waited = anyio.current_time() - started
+            assert TTL - 0.05 <= waited <= TTL + 0.5
+            # Once the fence is over, the number admits up to its cap at once.
+            more = await throttle.acquire(NUMBER, limit=CAP, timeout=0)
+            assert await refused_at_once(throttle)
+            assert await throttle.release(lease) is True
+            assert await throttle.release(more) is True
+
+
+async def test_a_restart_without_persistence_keeps_new_calls_out_until_holders_count_theirs() -> (
+    None
+):
+    """A holder (another process) holds the number's whole cap when the server restarts empty.
+    A newcomer that reaches the server before the holder's heartbeat is refused (try-once) or
+    waits; the holder counts its leases again meanwhile, so once the fence is over the number
+    is full and the newcomer still waits; it gets the slot the holder gives back. At no moment
+    does the server count more leases than the cap, nor anyone's but the holder's, until then.
+
+    The holder reaches the server through a proxy severed across the restart, so that the
+    newcomer is first (else the holder's heartbeat, run at once on a reconnect, may be)."""
+    with own_server() as (url, server):
+        proxy = CuttingProxy.in_front_of(url)
+        async with (
+            proxy.running(),
+            Throttle.from_url(proxy.url, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, lease_ttl=TTL) as newcomer,
+        ):
+            held = [await holder.acquire(NUMBER, limit=CAP, timeout=0) for _ in range(CAP)]
+            proxy.sever()
+            restart(server)
+            started = anyio.current_time()
+            assert await newcomer.usage(NUMBER, limit=CAP) == Usage(0, CAP, 0)  # forgotten
+            assert await refused_at_once(newcomer)
+            got: list[Lease] = []
+
+            async def wait() -> None:
+                got.append(await newcomer.acquire(NUMBER, limit=CAP, timeout=6 * TTL))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(wait)
+                await anyio.sleep(TTL / 4)
+                proxy.mend()
+                mine = {lease.token for lease in held}
+                # Counted again by the holder's heartbeat, within the fence.
+                await eventually(lambda: in_use_is(newcomer, CAP), within=TTL * 0.75)
+                assert anyio.current_time() - started < TTL
+                # Past the fence's end: the number is full, the newcomer still waits.
+                while anyio.current_time() - started < TTL * 1.5:
+                    usage = await newcomer.usage(NUMBER, limit=CAP)
+                    assert usage == Usage(CAP, CAP, 1)
+                    assert {h.token for h in await newcomer.holders(NUMBER)} == mine
+                    await anyio.sleep(0.05)
+                assert not got
+                assert await refused_at_once(newcomer)
+                assert await holder.release(held[0]) is True
+                await eventually(lambda: bool(got), within=TTL)
+            assert {h.token for h in await newcomer.holders(NUMBER)} == {
+                held[1].token,
+                got[0].token,
+            }
+            assert not held[1].lost
+            assert await holder.release(held[1]) is True
+            assert await newcomer.release(got[0]) is True
+
+
+async def test_a_restart_with_persistence_fences_too() -> None:
+    """The server reloaded its data, but cannot tell how much of it it lost (writes since the
+    last fsync, a stale file): the number has room and still grants nothing for a lease TTL;
+    the lease kept on disk stays held."""
+    with own_server(persistent=True) as (url, server):
+        async with (
+            Throttle.from_url(url, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, lease_ttl=TTL) as newcomer,
+        ):
+            kept = await holder.acquire(NUMBER, limit=CAP, timeout=0)
+            restart(server)
+            started = anyio.current_time()
+            assert await newcomer.usage(NUMBER, limit=CAP) == Usage(1, CAP, 0)  # reloaded
+            assert await refused_at_once(newcomer)
+            lease = await newcomer.acquire(NUMBER, limit=CAP, timeout=3 * TTL)
+            assert TTL - 0.05 <= anyio.current_time() - started <= TTL + 0.5
+            assert not kept.lost
+            assert await newcomer.usage(NUMBER, limit=CAP) == Usage(2, CAP, 0)
+            assert await holder.release(kept) is True
+            assert await newcomer.release(lease) is True
+
+
+async def test_a_waiter_queued_before_a_restart_is_handed_nothing_during_the_fence() -> None:
+    """The line survives a restart with persistence: a release during the fence frees the
+    slot but hands it to nobody (the waiter is not promoted); the waiter gets it once the fence
+    is over."""
+    with own_server(persistent=True) as (url, server):
+        async with (
+            Throttle.from_url(url, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, lease_ttl=TTL) as waiter,
+        ):
+            held = await holder.acquire(NUMBER, limit=1, timeout=0)
+            got: list[Lease] = []
+
+            async def wait() -> None:
+                got.append(await waiter.acquire(NUMBER, limit=1, timeout=6 * TTL))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(wait)
+                await eventually(lambda: waiting_is(holder, 1))
+                restart(server)
+                started = anyio.current_time()
+                assert await refused_at_once(holder, limit=1)  # the fence has begun
+                assert await holder.release(held) is True
+                while anyio.current_time() - started < TTL - 0.2:
+                    assert await holder.usage(NUMBER, limit=1) == Usage(0, 1, 1)
+                    assert not got
+                    await anyio.sleep(0.05)
+                await eventually(lambda: bool(got), within=TTL)
+                assert anyio.current_time() - started >= TTL - 0.05
+            assert await holder.usage(NUMBER, limit=1) == Usage(1, 1, 0)
+            assert await waiter.release(got[0]) is True
+
+
+async def test_renewals_releases_and_restores_go_through_during_the_fence() -> None:
+    """A holder counts its lease again at once after a restart without persistence, renews it
+    for longer than its TTL while the fence lasts (a newcomer with a longer TTL makes the
+    fence that long: it lasts the longest TTL callers passed), and releases it, all during the
+    fence; the lease is never reported lost."""
+    with own_server() as (url, server):
+        async with (
+            Throttle.from_url(url, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, lease_ttl=3 * TTL) as newcomer,
+        ):
+            lease = await holder.acquire(NUMBER, limit=CAP, timeout=0)
+            restart(server)
+            started = anyio.current_time()
+            assert await refused_at_once(newcomer)  # the fence lasts 3 * TTL from here
+            await eventually(lambda: in_use_is(newcomer, 1), within=TTL / 2)  # restored
+            await anyio.sleep(1.5 * TTL)  # the restored lease would have expired unrenewed
+            assert [h.token for h in await newcomer.holders(NUMBER)] == [lease.token]
+            assert not lease.lost
+            assert await refused_at_once(newcomer)
+            assert await holder.release(lease) is True
+            assert await newcomer.usage(NUMBER, limit=CAP) == Usage(0, CAP, 0)
+            assert await refused_at_once(newcomer)
+            assert anyio.current_time() - started < 3 * TTL - 0.2  # all of it within the fence
+            assert not lease.lost
+            assert lease.released
