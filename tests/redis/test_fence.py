@@ -11,9 +11,11 @@ import pytest
 
 import redis
 from callthrottle import AcquireTimeout, Lease, Throttle, Usage
+from callthrottle.backends import RedisBackend
 
-from .._servers import Server, own_server
+from .._servers import Server, free_port, own_server
 from ._proxy import CuttingProxy
+from .test_redis_backend import command_counts, round_trips_since
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -37,6 +39,12 @@ def delete_the_prefix(client: redis.Redis, prefix: str) -> None:
     keys = client.keys(prefix + "*")
     assert prefix.encode() + b"fence" in keys
     client.delete(*keys)
+
+
+def redis_backend(throttle: Throttle) -> RedisBackend:
+    backend = throttle.backend
+    assert isinstance(backend, RedisBackend)
+    return backend
 
 
 def restart(server: Server) -> None:
@@ -335,3 +343,118 @@ async def test_a_holder_with_a_longer_ttl_is_waited_for() -> None:
                 tasks.cancel_scope.cancel()
             assert not got
             assert await holder.release(held) is True
+
+
+async def test_lift_fence_ends_the_fence_at_once() -> None:
+    with own_server() as (url, server):
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            restart(server)
+            started = anyio.current_time()
+            assert await refused_at_once(throttle)
+            await redis_backend(throttle).lift_fence()
+            leases = [await throttle.acquire(NUMBER, limit=CAP, timeout=0) for _ in range(CAP)]
+            assert anyio.current_time() - started < TTL / 2
+            assert await refused_at_once(throttle)  # the cap still holds
+            for lease in leases:
+                assert await throttle.release(lease) is True
+
+
+async def test_a_server_whose_identity_changed_fences_after_a_second_without_calls() -> None:
+    """The server stays up (its library too) but was made a replica and then a master again
+    (its replication ID changes: it may hold another master's data now). The library reads
+    the server's identity again after a second without any call, and fences."""
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            assert not await refused_at_once(throttle)
+            await anyio.sleep(1.2)
+            assert not await refused_at_once(throttle)  # looked again: the same server
+            replid = client.info("replication")["master_replid"]
+            client.replicaof("127.0.0.1", free_port())
+            client.replicaof("NO", "ONE")
+            assert client.info("replication")["master_replid"] != replid
+            await anyio.sleep(1.2)
+            started = anyio.current_time()
+            assert await refused_at_once(throttle)
+            lease = await throttle.acquire(NUMBER, limit=CAP, timeout=3 * TTL)
+            assert TTL - 0.05 <= anyio.current_time() - started <= TTL + 0.5
+            assert await throttle.release(lease) is True
+        client.close()
+
+
+def delete_the_library(client: redis.Redis) -> None:
+    """As a new release's library, loaded on a running server: the data stays, the library's
+    state starts afresh (the next call loads the library again)."""
+    names = [
+        dict(zip(entry[::2], entry[1::2], strict=True))[b"library_name"]
+        for entry in client.function_list()
+    ]
+    assert names
+    for name in names:
+        client.function_delete(name)
+
+
+async def test_a_library_loaded_again_on_a_server_up_longer_than_the_grace_does_not_fence() -> None:
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            held = await throttle.acquire(NUMBER, limit=CAP, timeout=0)
+            await eventually(lambda: client.info("server")["uptime_in_seconds"] > TTL)
+            delete_the_library(client)
+            lease = await throttle.acquire(NUMBER, limit=CAP, timeout=0)
+            assert client.function_list()  # loaded again
+            assert await throttle.usage(NUMBER, limit=CAP) == Usage(2, CAP, 0)
+            assert await throttle.release(lease) is True
+            assert await throttle.release(held) is True
+        client.close()
+
+
+async def test_a_library_loaded_again_on_a_server_up_less_than_the_grace_fences() -> None:
+    """The library cannot tell a server that just started empty from one that just started
+    with its library loaded again: it fences while the server is younger than the grace."""
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            assert client.info("server")["uptime_in_seconds"] < TTL
+            delete_the_library(client)
+            started = anyio.current_time()
+            assert await refused_at_once(throttle)
+            assert client.function_list()  # loaded again
+            lease = await throttle.acquire(NUMBER, limit=CAP, timeout=3 * TTL)
+            assert TTL - 0.05 <= anyio.current_time() - started <= TTL + 0.5
+            assert await throttle.release(lease) is True
+        client.close()
+
+
+async def test_the_fence_costs_no_round_trip() -> None:
+    """One FCALL per acquire and per release, also when the call reads the server's INFO (the
+    first call of a library, or after a second without calls), counted by the server itself;
+    a caller waiting through a fence asks once more when it ends, not in a loop."""
+    with own_server() as (url, server):
+        client = redis.Redis.from_url(url)
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            assert not await refused_at_once(throttle)  # the library is loaded
+            for idle in (0.0, 1.2):  # after 1.2 s, the acquire reads INFO again
+                await anyio.sleep(idle)
+                before = command_counts(client)
+                lease = await throttle.acquire(NUMBER, limit=CAP, timeout=0)
+                assert round_trips_since(client, before) == {"fcall": 1}
+                before = command_counts(client)
+                assert await throttle.release(lease) is True
+                assert round_trips_since(client, before) == {"fcall": 1}
+            restart(server)
+            client = redis.Redis.from_url(url)
+            assert await refused_at_once(throttle)  # the library is loaded again, fenced
+            before = command_counts(client)
+            started = anyio.current_time()
+            lease = await throttle.acquire(NUMBER, limit=CAP, timeout=3 * TTL)
+            # Two asks (queued, then granted at the fence's end), and the heartbeat's renewals
+            # of its place in line (every TTL / 3).
+            heartbeats = int((anyio.current_time() - started) / (TTL / 3)) + 1
+            calls = round_trips_since(client, before)
+            assert set(calls) == {"fcall"}
+            assert calls["fcall"] <= 2 + heartbeats
+            before = command_counts(client)
+            assert await throttle.release(lease) is True
+            assert round_trips_since(client, before) == {"fcall": 1}
+        client.close()
