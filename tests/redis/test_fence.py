@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 import redis
-from callthrottle import AcquireTimeout, Lease, Throttle, Usage
+from callthrottle import AcquireTimeout, BackendUnavailable, Lease, Throttle, Usage
 from callthrottle.backends import RedisBackend
 
-from .._servers import Server, free_port, own_server
+from .._servers import Server, cluster, free_port, own_server
 from ._proxy import CuttingProxy
 from .test_redis_backend import command_counts, round_trips_since
 
@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 NUMBER = "+8657188880001"
 TTL = 2.0  # seconds: every test here waits for a fence of about this long
 CAP = 2
+NUMBERS = [f"+86571888{i:05d}" for i in range(30)]  # spread over a Cluster's masters
 
 
 def flushall(client: redis.Redis, prefix: str) -> None:
@@ -64,6 +65,10 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float 
 
 async def in_use_is(throttle: Throttle, count: int, number: str = NUMBER) -> bool:
     return (await throttle.usage(number, limit=CAP)).in_use == count
+
+
+async def holders_are(throttle: Throttle, number: str, tokens: set[str]) -> bool:
+    return {holder.token for holder in await throttle.holders(number)} == tokens
 
 
 async def waiting_is(throttle: Throttle, count: int, number: str = NUMBER) -> bool:
@@ -458,3 +463,132 @@ async def test_the_fence_costs_no_round_trip() -> None:
             assert await throttle.release(lease) is True
             assert round_trips_since(client, before) == {"fcall": 1}
         client.close()
+
+
+def master_port_of(nodes: redis.RedisCluster, key: str) -> int:
+    nodes.nodes_manager.initialize()
+    return int(nodes.get_node_from_key(key).port)  # type: ignore[no-untyped-call]
+
+
+async def refused_after_failover(throttle: Throttle, number: str) -> bool:
+    """As refused_at_once; the first calls may still go to the dead master (BackendUnavailable)
+    until the client has learnt the Cluster's new layout."""
+    for _ in range(20):
+        try:
+            return await refused_at_once(throttle, number)
+        except BackendUnavailable as exc:
+            print(f"after the failover: {exc}")
+            await anyio.sleep(0.1)
+    raise AssertionError("the number's new master was never reached")
+
+
+def cluster_ok(servers: list[Server]) -> bool:
+    """Whether every one of these nodes sees the whole Cluster up (every slot served)."""
+    for server in servers:
+        client = redis.Redis.from_url(server.url)
+        try:
+            if client.cluster("INFO").get("cluster_state") != "ok":
+                return False
+        finally:
+            client.close()
+    return True
+
+
+def cluster_client(url: str) -> redis.RedisCluster:
+    host, _, port = url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
+    return redis.RedisCluster(host=host, port=int(port))
+
+
+async def stall(server: redis.Redis, seconds: float) -> None:
+    """Stall the server (``DEBUG SLEEP``) for ``seconds``, from a connection of its own."""
+    port = server.connection_pool.connection_kwargs["port"]
+    client = redis.Redis(port=port)
+    try:
+        await anyio.to_thread.run_sync(
+            lambda: client.execute_command("DEBUG", "SLEEP", str(seconds))  # type: ignore[no-untyped-call]
+        )
+    finally:
+        client.close()
+
+
+def replica_of(master: Server, servers: list[Server]) -> redis.Redis:
+    """A client to the replica of ``master``, allowed to read (READONLY)."""
+    for server in servers:
+        client = redis.Redis.from_url(server.url)
+        if client.info("replication").get("master_port") == master.port:
+            client.execute_command("READONLY")  # type: ignore[no-untyped-call]
+            return client
+        client.close()
+    raise AssertionError(f"no replica of {master.port}")
+
+
+@pytest.mark.cluster
+async def test_a_cluster_master_failed_over_fences_its_numbers_only(prefix: str) -> None:
+    """SIGKILL a master of a Cluster with replicas, its replica lacking the holder's second
+    lease (the master drops its replica's link at every write: an output buffer limit of one
+    byte). Once the replica took over, new grants on numbers of that master wait for the
+    fence, numbers on the other masters are granted at once; the holder counts the missing
+    lease again meanwhile, so that once the fence is over the number is full."""
+    ttl = 3.0  # a failover takes a few seconds: the holder's leases must outlive it
+    with cluster(3, 1) as (url, servers):
+        nodes = cluster_client(url)
+        async with (
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=ttl) as holder,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=ttl) as newcomer,
+        ):
+            backend = redis_backend(holder)
+            killed = servers[0]
+            on_killed = next(
+                n for n in NUMBERS if master_port_of(nodes, backend.keys_for(n)[0]) == killed.port
+            )
+            elsewhere = next(
+                n for n in NUMBERS if master_port_of(nodes, backend.keys_for(n)[0]) != killed.port
+            )
+            h_key = backend.keys_for(on_killed)[0]
+            replica = replica_of(killed, servers[3:])
+            replicated = await holder.acquire(on_killed, limit=CAP, timeout=0)
+            await eventually(lambda: replica.zcard(h_key) == 1)
+            async with anyio.create_task_group() as tasks:
+                # The replica is stalled (it reconnects to its master only in its periodic
+                # work), the master drops its link: the next lease is on the master only.
+                tasks.start_soon(stall, replica, 0.5)
+                await anyio.sleep(0.1)
+                master = redis.Redis.from_url(killed.url)
+                assert master.client_kill_filter(_type="replica") == 1
+                master.close()
+                unreplicated = await holder.acquire(on_killed, limit=CAP, timeout=0)
+                assert killed.proc is not None
+                killed.proc.kill()
+            assert replica.zcard(h_key) == 1
+            await eventually(
+                lambda: master_port_of(nodes, h_key) != killed.port,
+                within=30,
+            )
+            await eventually(lambda: cluster_ok(servers[1:]), within=30)
+            promoted = anyio.current_time()
+            assert not await refused_at_once(newcomer, elsewhere)  # another master: no fence
+            assert await refused_after_failover(newcomer, on_killed)
+            # The holder counts the missing lease again on the new master, within the fence.
+            mine = {replicated.token, unreplicated.token}
+            await eventually(lambda: holders_are(newcomer, on_killed, mine), within=ttl)
+            assert anyio.current_time() - promoted < ttl
+            got: list[Lease] = []
+
+            async def wait() -> None:
+                got.append(await newcomer.acquire(on_killed, limit=CAP, timeout=4 * ttl))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(wait)
+                await eventually(lambda: waiting_is(newcomer, 1, on_killed), within=ttl)
+                while anyio.current_time() - promoted < 1.5 * ttl:  # past the fence's end
+                    assert await newcomer.usage(on_killed, limit=CAP) == Usage(CAP, CAP, 1)
+                    await anyio.sleep(0.05)
+                assert not got
+                assert await holder.release(unreplicated) is True
+                await eventually(lambda: bool(got), within=ttl)
+            assert await holders_are(newcomer, on_killed, {replicated.token, got[0].token})
+            assert not replicated.lost
+            assert await holder.release(replicated) is True
+            assert await newcomer.release(got[0]) is True
+        replica.close()
+        nodes.close()
