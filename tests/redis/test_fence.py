@@ -12,6 +12,7 @@ import pytest
 import redis
 from callthrottle import AcquireTimeout, BackendUnavailable, Lease, Throttle, Usage
 from callthrottle.backends import RedisBackend
+from callthrottle.backends._base import Outcome
 
 from .._servers import Server, cluster, free_port, own_server
 from ._proxy import CuttingProxy
@@ -101,6 +102,15 @@ async def test_after_a_restart_the_first_grant_waits_a_lease_ttl() -> None:
             )
             assert refused.value.refused_by == "cap"
             assert await throttle.usage(NUMBER, limit=CAP) == Usage(0, CAP, 0)
+            # The backend's answer tells when to ask again: when the fence ends (no lease is
+            # held that could expire sooner).
+            told = await redis_backend(throttle).acquire(
+                NUMBER, "asking", throttle.owner_id, CAP, TTL, None, False
+            )
+            assert told.outcome is Outcome.REFUSED
+            assert told.retry_in is not None
+            left = TTL - (anyio.current_time() - started)
+            assert left - 0.1 <= told.retry_in <= left + 0.05
             lease = await throttle.acquire(NUMBER, limit=CAP, timeout=3 * TTL)
             waited = anyio.current_time() - started
             assert TTL - 0.05 <= waited <= TTL + 0.5
@@ -234,7 +244,8 @@ async def test_renewals_releases_and_restores_go_through_during_the_fence() -> N
             lease = await holder.acquire(NUMBER, limit=CAP, timeout=0)
             restart(server)
             started = anyio.current_time()
-            assert await refused_at_once(newcomer)  # the fence lasts 3 * TTL from here
+            assert await refused_at_once(holder)  # the fence begins, for TTL
+            assert await refused_at_once(newcomer)  # and lasts 3 * TTL now
             await eventually(lambda: in_use_is(newcomer, 1), within=TTL / 2)  # restored
             await anyio.sleep(1.5 * TTL)  # the restored lease would have expired unrenewed
             assert [h.token for h in await newcomer.holders(NUMBER)] == [lease.token]
@@ -467,7 +478,7 @@ async def test_a_library_loaded_again_on_a_server_up_less_than_the_grace_fences(
 async def test_the_fence_costs_no_round_trip() -> None:
     """One FCALL per acquire and per release, also when the call reads the server's INFO (the
     first call of a library, or after a second without calls), counted by the server itself;
-    a caller waiting through a fence asks once more when it ends, not in a loop."""
+    a caller waiting through a fence does not ask in a loop."""
     with own_server() as (url, server):
         client = redis.Redis.from_url(url)
         async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
