@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 import redis
-from callthrottle import AcquireTimeout, BackendUnavailable, Lease, Throttle, Usage
+from callthrottle import AcquireTimeout, BackendUnavailable, Lease, PoolExhausted, Throttle, Usage
 from callthrottle.backends import RedisBackend
 from callthrottle.backends._base import Outcome
 
@@ -685,3 +685,25 @@ async def test_lift_fence_ends_the_fence_on_every_cluster_master(prefix: str) ->
             for lease in leases:
                 assert await throttle.release(lease) is True
         nodes.close()
+
+
+async def test_a_pick_from_a_pool_is_fenced_too() -> None:
+    """A pool's pick decides as acquire does for each number it tries: nothing is granted
+    during the fence (the pool's own keys survive the restart here: with persistence)."""
+    numbers = NUMBERS[:3]
+    config = {"pools": {"p": {"numbers": numbers}}}
+    with own_server(persistent=True) as (url, server):
+        async with Throttle.from_url(
+            url, lease_ttl=TTL, config=config, default_limit=1
+        ) as throttle:
+            assert await throttle.release(await throttle.acquire_from("p", timeout=0)) is True
+            restart(server)
+            started = anyio.current_time()
+            with pytest.raises(PoolExhausted):
+                await throttle.acquire_from("p", timeout=0)
+            lease = await throttle.acquire_from("p", timeout=3 * TTL)
+            assert TTL - 0.05 <= anyio.current_time() - started <= TTL + 0.5
+            others = [await throttle.acquire_from("p", timeout=0) for _ in numbers[1:]]
+            assert sorted(held.number for held in [lease, *others]) == sorted(numbers)
+            for held in [lease, *others]:
+                assert await throttle.release(held) is True
