@@ -432,6 +432,24 @@ async def test_lift_fence_ends_the_fence_at_once() -> None:
                 assert await throttle.release(lease) is True
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="lift_fence looks at the server only if the library last did over a second ago: a "
+    "change in that second is seen after the lift, and fences again",
+)
+async def test_lift_fence_covers_a_change_made_just_before_it() -> None:
+    with own_server() as (url, _):  # the library looked at the server when it started
+        client = redis.Redis.from_url(url)
+        client.replicaof("127.0.0.1", free_port())
+        client.replicaof("NO", "ONE")
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            await redis_backend(throttle).lift_fence()
+            assert not await refused_at_once(throttle)
+            await anyio.sleep(1.2)
+            assert not await refused_at_once(throttle)
+        client.close()
+
+
 async def test_a_server_whose_identity_changed_fences_after_a_second_without_calls() -> None:
     """The server stays up (its library too) but was made a replica and then a master again
     (its replication ID changes: it may hold another master's data now). The library reads
@@ -479,6 +497,27 @@ async def test_a_library_loaded_again_on_a_server_up_longer_than_the_grace_does_
             assert await throttle.usage(NUMBER, limit=CAP) == Usage(2, CAP, 0)
             assert await throttle.release(lease) is True
             assert await throttle.release(held) is True
+        client.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a master promoted once keeps second_repl_offset set: every library loaded on it "
+    "afterwards (a new release, FUNCTION FLUSH) takes the promotion as new, and fences",
+)
+async def test_a_library_loaded_again_on_a_master_promoted_long_ago_does_not_fence() -> None:
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        client.replicaof("127.0.0.1", free_port())
+        client.replicaof("NO", "ONE")
+        await anyio.sleep(1.1)  # the lift below looks at the server again: it sees the promotion
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            await redis_backend(throttle).lift_fence()
+            assert not await refused_at_once(throttle)
+            await eventually(lambda: client.info("server")["uptime_in_seconds"] > TTL)
+            assert not await refused_at_once(throttle)
+            delete_the_library(client)
+            assert not await refused_at_once(throttle)
         client.close()
 
 
