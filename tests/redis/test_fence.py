@@ -4,30 +4,36 @@ again; renewals, releases and restores go through meanwhile (see _common.lua, ``
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 import redis
-from callthrottle import AcquireTimeout, BackendUnavailable, Lease, PoolExhausted, Throttle, Usage
-from callthrottle.backends import RedisBackend
+from callthrottle import AcquireTimeout, Lease, PoolExhausted, Throttle, Usage
 from callthrottle.backends._base import Outcome
-from callthrottle.backends._lane import Library
 
-from .._servers import Server, cluster, free_port, own_server
+from .._servers import free_port, own_server
+from ._fence import (
+    CAP,
+    NUMBER,
+    NUMBERS,
+    TTL,
+    delete_the_library,
+    eventually,
+    in_use_is,
+    redis_backend,
+    refused_at_once,
+    restart,
+    waiting_is,
+)
 from ._proxy import CuttingProxy
 from .test_redis_backend import command_counts, round_trips_since
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-NUMBER = "+8657188880001"
-TTL = 2.0  # seconds: every test here waits for a fence of about this long
-CAP = 2
-NUMBERS = [f"+86571888{i:05d}" for i in range(30)]  # spread over a Cluster's masters
 
 
 def flushall(client: redis.Redis, prefix: str) -> None:
@@ -43,49 +49,6 @@ def delete_the_prefix(client: redis.Redis, prefix: str) -> None:
     keys = client.keys(prefix + "*")
     assert prefix.encode() + b"fence" in keys
     client.delete(*keys)
-
-
-def redis_backend(throttle: Throttle) -> RedisBackend:
-    backend = throttle.backend
-    assert isinstance(backend, RedisBackend)
-    return backend
-
-
-def restart(server: Server) -> None:
-    server.stop()
-    server.start()
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
-    """Wait until ``check()`` (a coroutine's result, or a plain value) is true."""
-    with anyio.fail_after(within):
-        while True:
-            result = check()
-            if result if isinstance(result, bool) else await result:
-                return
-            await anyio.sleep(0.02)
-
-
-async def in_use_is(throttle: Throttle, count: int, number: str = NUMBER) -> bool:
-    return (await throttle.usage(number, limit=CAP)).in_use == count
-
-
-async def holders_are(throttle: Throttle, number: str, tokens: set[str]) -> bool:
-    return {holder.token for holder in await throttle.holders(number)} == tokens
-
-
-async def waiting_is(throttle: Throttle, count: int, number: str = NUMBER) -> bool:
-    return (await throttle.usage(number, limit=1)).waiting == count
-
-
-async def refused_at_once(throttle: Throttle, number: str = NUMBER, limit: int = CAP) -> bool:
-    """Whether a try-once acquire is refused (a granted one is given back)."""
-    try:
-        lease = await throttle.acquire(number, limit=limit, timeout=0)
-    except AcquireTimeout:
-        return True
-    assert await throttle.release(lease) is True
-    return False
 
 
 async def test_after_a_restart_the_first_grant_waits_a_lease_ttl() -> None:
@@ -123,9 +86,7 @@ async def test_after_a_restart_the_first_grant_waits_a_lease_ttl() -> None:
             assert await throttle.release(more) is True
 
 
-async def test_a_restart_without_persistence_keeps_new_calls_out_until_holders_count_theirs() -> (
-    None
-):
+async def test_a_restart_keeps_new_calls_out_until_holders_counted_theirs() -> None:
     """A holder (another process) holds the number's whole cap when the server restarts empty.
     A newcomer that reaches the server before the holder's heartbeat is refused (try-once) or
     waits; the holder counts its leases again meanwhile, so once the fence is over the number
@@ -261,30 +222,6 @@ async def test_renewals_releases_and_restores_go_through_during_the_fence() -> N
             assert lease.released
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session leases are kept alive by the session's keep-alive, never renewed one by one: "
-    "nothing tells their holder that the server lost them, and they are never counted again",
-)
-async def test_session_leases_are_counted_again_after_a_restart() -> None:
-    """A session (as a PBX's) holds the number's cap when the server restarts empty: once the
-    fence is over, the number must be full."""
-    with own_server() as (url, server):
-        async with (
-            Throttle.from_url(url, session="pbx-1", lease_ttl=TTL) as holder,
-            Throttle.from_url(url, lease_ttl=TTL) as newcomer,
-        ):
-            held = [await holder.acquire(NUMBER, limit=CAP, timeout=0) for _ in range(CAP)]
-            restart(server)
-            with pytest.raises(AcquireTimeout):
-                await newcomer.acquire(NUMBER, limit=CAP, timeout=1.5 * TTL)
-            assert {h.token for h in await newcomer.holders(NUMBER)} == {
-                lease.token for lease in held
-            }
-            for lease in held:
-                assert await holder.release(lease) is True
-
-
 @pytest.mark.parametrize("lose", [flushall, flushdb, delete_the_prefix])
 async def test_the_data_lost_on_a_running_server_fences_the_prefix(
     lose: Callable[[redis.Redis, str], None], prefix: str
@@ -306,49 +243,6 @@ async def test_the_data_lost_on_a_running_server_fences_the_prefix(
         client.close()
 
 
-def another_release() -> Library:
-    """The function library as another release of this one ships it (another source: other
-    names), for a server that two releases use at once (a rolling upgrade)."""
-    from callthrottle.backends.redis import _SCRIPT_NAMES
-
-    lua = resources.files("callthrottle.backends").joinpath("lua")
-    shared = lua.joinpath("_common.lua").read_text(encoding="utf-8")
-    bodies = {
-        name: lua.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPT_NAMES
-    }
-    return Library("callthrottle", shared + "\n-- another release\n", bodies)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="each release's library keeps a fence of its own: the first to see the marker gone "
-    "fences and writes it again, so the other release's library never sees the loss",
-)
-async def test_a_flush_fences_every_release_of_the_library(prefix: str) -> None:
-    """Two releases on one server (a rolling upgrade), each has seen the prefix's marker. After
-    a flush, the newer one looks first (and fences); the older one must fence as well."""
-    with own_server() as (url, _):
-        client = redis.Redis.from_url(url)
-        await eventually(lambda: client.info("server")["uptime_in_seconds"] > TTL)
-        newer = another_release()
-        client.function_load(newer.source)
-        async with Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as older:
-            backend = redis_backend(older)
-            keys = backend.keys_for(NUMBER)
-
-            def newer_acquire(token: str) -> int:
-                args = backend.acquire_args(NUMBER, token, "newer", CAP, TTL, None, False)
-                reply = client.fcall(newer.functions["acquire"], len(keys), *keys, *args)
-                return int(reply[0])
-
-            assert newer_acquire("seen") == Outcome.GRANTED  # the newer release saw the marker
-            assert not await refused_at_once(older)  # and so did the older one
-            client.flushall()
-            assert newer_acquire("after") == Outcome.REFUSED  # fenced
-            assert await refused_at_once(older)
-        client.close()
-
-
 async def test_a_new_key_prefix_on_a_running_server_does_not_fence(prefix: str) -> None:
     """A new deployment on a shared server: its prefix has no marker yet, which is no loss."""
     with own_server() as (url, _):
@@ -359,108 +253,6 @@ async def test_a_new_key_prefix_on_a_running_server_does_not_fence(prefix: str) 
                 lease = await second.acquire(NUMBER, limit=CAP, timeout=0)
                 assert not await refused_at_once(first)
                 assert await second.release(lease) is True
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a renew during the fence answers GONE for a lease the flush dropped: the holder, "
-    "whose connection was never replaced, takes it as released elsewhere and never counts it "
-    "again (renew.lua does not answer LOST yet), so the fence protects nothing here",
-)
-async def test_a_holder_counts_its_leases_again_after_a_flush(prefix: str) -> None:
-    """A flush on a running server drops the leases of calls still up, without any connection
-    being replaced: the holder must count them again during the fence all the same, so that
-    once it is over the number is full and a newcomer waits."""
-    with own_server() as (url, _):
-        client = redis.Redis.from_url(url)
-        async with (
-            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as holder,
-            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as newcomer,
-        ):
-            held = [await holder.acquire(NUMBER, limit=CAP, timeout=0) for _ in range(CAP)]
-            client.flushall()
-            started = anyio.current_time()
-            assert await refused_at_once(newcomer)
-            with pytest.raises(AcquireTimeout):
-                await newcomer.acquire(NUMBER, limit=CAP, timeout=1.5 * TTL)
-            assert anyio.current_time() - started > TTL  # past the fence
-            assert {h.token for h in await newcomer.holders(NUMBER)} == {
-                lease.token for lease in held
-            }
-            assert not any(lease.lost or lease.released for lease in held)
-            for lease in held:
-                assert await holder.release(lease) is True
-        client.close()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fence lasts the longest TTL of the callers seen since it began: a holder with a "
-    "longer TTL, cut off for less than it, is not waited for",
-)
-async def test_a_holder_with_a_longer_ttl_is_waited_for() -> None:
-    """Callers with different TTLs on one server: a holder whose lease lives 3 TTLs is cut off
-    across a restart for 1.5 TTLs (its lease would have lived on without the restart). A
-    newcomer with the shorter TTL must not take the holder's slot when its own fence ends."""
-    with own_server() as (url, server):
-        proxy = CuttingProxy.in_front_of(url)
-        async with (
-            proxy.running(),
-            Throttle.from_url(proxy.url, lease_ttl=3 * TTL) as holder,
-            Throttle.from_url(url, lease_ttl=TTL) as newcomer,
-        ):
-            held = await holder.acquire(NUMBER, limit=1, timeout=0)
-            proxy.sever()
-            restart(server)
-            assert await refused_at_once(newcomer, limit=1)
-            got: list[Lease] = []
-
-            async def wait() -> None:
-                got.append(await newcomer.acquire(NUMBER, limit=1, timeout=3 * TTL))
-
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(wait)
-                await anyio.sleep(1.5 * TTL)
-                proxy.mend()
-                await eventually(lambda: not held.lost and bool(holder.held), within=TTL)
-                await anyio.sleep(TTL / 2)  # its heartbeat ran: counted again, if it could be
-                assert [h.token for h in await newcomer.holders(NUMBER)] == [held.token]
-                tasks.cancel_scope.cancel()
-            assert not got
-            assert await holder.release(held) is True
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the marker key is named by the prefix alone: a library that saw it in one database "
-    "takes its absence in another for a loss, and fences the whole server",
-)
-async def test_a_new_deployment_on_another_database_of_the_server_does_not_fence() -> None:
-    with own_server() as (url, _):
-        async with Throttle.from_url(url, lease_ttl=TTL) as first:
-            assert not await refused_at_once(first)
-            other = url.removesuffix("/0") + "/1"
-            async with Throttle.from_url(other, lease_ttl=TTL) as second:
-                assert not await refused_at_once(second)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a master's replication ID changes when its first replica attaches (it creates its "
-    "backlog): the library takes it for another server's identity, and fences",
-)
-async def test_a_replica_attaching_to_a_running_master_does_not_fence() -> None:
-    from .test_sentinel import replica_of
-
-    with own_server() as (url, server):
-        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
-            assert not await refused_at_once(throttle)
-            with replica_of(server.port) as replica_port:
-                replica = redis.Redis(port=replica_port)
-                await eventually(lambda: replica.info("replication")["master_link_status"] == "up")
-                replica.close()
-                await anyio.sleep(1.2)  # the library looks at the server again
-                assert not await refused_at_once(throttle)
 
 
 async def test_lift_fence_ends_the_fence_at_once() -> None:
@@ -475,24 +267,6 @@ async def test_lift_fence_ends_the_fence_at_once() -> None:
             assert await refused_at_once(throttle)  # the cap still holds
             for lease in leases:
                 assert await throttle.release(lease) is True
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="lift_fence looks at the server only if the library last did over a second ago: a "
-    "change in that second is seen after the lift, and fences again",
-)
-async def test_lift_fence_covers_a_change_made_just_before_it() -> None:
-    with own_server() as (url, _):  # the library looked at the server when it started
-        client = redis.Redis.from_url(url)
-        client.replicaof("127.0.0.1", free_port())
-        client.replicaof("NO", "ONE")
-        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
-            await redis_backend(throttle).lift_fence()
-            assert not await refused_at_once(throttle)
-            await anyio.sleep(1.2)
-            assert not await refused_at_once(throttle)
-        client.close()
 
 
 async def test_a_server_whose_identity_changed_fences_after_a_second_without_calls() -> None:
@@ -518,18 +292,6 @@ async def test_a_server_whose_identity_changed_fences_after_a_second_without_cal
         client.close()
 
 
-def delete_the_library(client: redis.Redis) -> None:
-    """As a new release's library, loaded on a running server: the data stays, the library's
-    state starts afresh (the next call loads the library again)."""
-    names = [
-        dict(zip(entry[::2], entry[1::2], strict=True))[b"library_name"]
-        for entry in client.function_list()
-    ]
-    assert names
-    for name in names:
-        client.function_delete(name)
-
-
 async def test_a_library_loaded_again_on_a_server_up_longer_than_the_grace_does_not_fence() -> None:
     with own_server() as (url, _):
         client = redis.Redis.from_url(url)
@@ -542,27 +304,6 @@ async def test_a_library_loaded_again_on_a_server_up_longer_than_the_grace_does_
             assert await throttle.usage(NUMBER, limit=CAP) == Usage(2, CAP, 0)
             assert await throttle.release(lease) is True
             assert await throttle.release(held) is True
-        client.close()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a master promoted once keeps second_repl_offset set: every library loaded on it "
-    "afterwards (a new release, FUNCTION FLUSH) takes the promotion as new, and fences",
-)
-async def test_a_library_loaded_again_on_a_master_promoted_long_ago_does_not_fence() -> None:
-    with own_server() as (url, _):
-        client = redis.Redis.from_url(url)
-        client.replicaof("127.0.0.1", free_port())
-        client.replicaof("NO", "ONE")
-        await anyio.sleep(1.1)  # the lift below looks at the server again: it sees the promotion
-        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
-            await redis_backend(throttle).lift_fence()
-            assert not await refused_at_once(throttle)
-            await eventually(lambda: client.info("server")["uptime_in_seconds"] > TTL)
-            assert not await refused_at_once(throttle)
-            delete_the_library(client)
-            assert not await refused_at_once(throttle)
         client.close()
 
 
@@ -615,160 +356,6 @@ async def test_the_fence_costs_no_round_trip() -> None:
             assert await throttle.release(lease) is True
             assert round_trips_since(client, before) == {"fcall": 1}
         client.close()
-
-
-def master_port_of(nodes: redis.RedisCluster, key: str) -> int:
-    nodes.nodes_manager.initialize()
-    return int(nodes.get_node_from_key(key).port)  # type: ignore[no-untyped-call]
-
-
-async def refused_after_failover(throttle: Throttle, number: str) -> bool:
-    """As refused_at_once; the first calls may still go to the dead master (BackendUnavailable)
-    until the client has learnt the Cluster's new layout."""
-    for _ in range(20):
-        try:
-            return await refused_at_once(throttle, number)
-        except BackendUnavailable as exc:
-            print(f"after the failover: {exc}")
-            await anyio.sleep(0.1)
-    raise AssertionError("the number's new master was never reached")
-
-
-def cluster_ok(servers: list[Server]) -> bool:
-    """Whether every one of these nodes sees the whole Cluster up (every slot served)."""
-    for server in servers:
-        client = redis.Redis.from_url(server.url)
-        try:
-            if client.cluster("INFO").get("cluster_state") != "ok":
-                return False
-        finally:
-            client.close()
-    return True
-
-
-def cluster_client(url: str) -> redis.RedisCluster:
-    host, _, port = url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
-    return redis.RedisCluster(host=host, port=int(port))
-
-
-async def stall(server: redis.Redis, seconds: float) -> None:
-    """Stall the server (``DEBUG SLEEP``) for ``seconds``, from a connection of its own."""
-    port = server.connection_pool.connection_kwargs["port"]
-    client = redis.Redis(port=port)
-    try:
-        await anyio.to_thread.run_sync(
-            lambda: client.execute_command("DEBUG", "SLEEP", str(seconds))  # type: ignore[no-untyped-call]
-        )
-    finally:
-        client.close()
-
-
-def replica_of(master: Server, servers: list[Server]) -> redis.Redis:
-    """A client to the replica of ``master``, allowed to read (READONLY)."""
-    for server in servers:
-        client = redis.Redis.from_url(server.url)
-        if client.info("replication").get("master_port") == master.port:
-            client.execute_command("READONLY")  # type: ignore[no-untyped-call]
-            return client
-        client.close()
-    raise AssertionError(f"no replica of {master.port}")
-
-
-@pytest.mark.cluster
-async def test_a_cluster_master_failed_over_fences_its_numbers_only(prefix: str) -> None:
-    """SIGKILL a master of a Cluster with replicas, its replica lacking the holder's second
-    lease (the master drops its replica's link at every write: an output buffer limit of one
-    byte). Once the replica took over, new grants on numbers of that master wait for the
-    fence, numbers on the other masters are granted at once; the holder counts the missing
-    lease again meanwhile, so that once the fence is over the number is full."""
-    ttl = 3.0  # a failover takes a few seconds: the holder's leases must outlive it
-    with cluster(3, 1) as (url, servers):
-        nodes = cluster_client(url)
-        async with (
-            Throttle.from_url(url, key_prefix=prefix, lease_ttl=ttl) as holder,
-            Throttle.from_url(url, key_prefix=prefix, lease_ttl=ttl) as newcomer,
-        ):
-            backend = redis_backend(holder)
-            killed = servers[0]
-            on_killed = next(
-                n for n in NUMBERS if master_port_of(nodes, backend.keys_for(n)[0]) == killed.port
-            )
-            elsewhere = next(
-                n for n in NUMBERS if master_port_of(nodes, backend.keys_for(n)[0]) != killed.port
-            )
-            h_key = backend.keys_for(on_killed)[0]
-            replica = replica_of(killed, servers[3:])
-            replicated = await holder.acquire(on_killed, limit=CAP, timeout=0)
-            await eventually(lambda: replica.zcard(h_key) == 1)
-            async with anyio.create_task_group() as tasks:
-                # The replica is stalled (it reconnects to its master only in its periodic
-                # work), the master drops its link: the next lease is on the master only.
-                tasks.start_soon(stall, replica, 0.5)
-                await anyio.sleep(0.1)
-                master = redis.Redis.from_url(killed.url)
-                assert master.client_kill_filter(_type="replica") == 1
-                master.close()
-                unreplicated = await holder.acquire(on_killed, limit=CAP, timeout=0)
-                assert killed.proc is not None
-                killed.proc.kill()
-            assert replica.zcard(h_key) == 1
-            await eventually(
-                lambda: master_port_of(nodes, h_key) != killed.port,
-                within=30,
-            )
-            await eventually(lambda: cluster_ok(servers[1:]), within=30)
-            promoted = anyio.current_time()
-            assert not await refused_at_once(newcomer, elsewhere)  # another master: no fence
-            assert await refused_after_failover(newcomer, on_killed)
-            # The holder counts the missing lease again on the new master, within the fence.
-            mine = {replicated.token, unreplicated.token}
-            await eventually(lambda: holders_are(newcomer, on_killed, mine), within=ttl)
-            assert anyio.current_time() - promoted < ttl
-            got: list[Lease] = []
-
-            async def wait() -> None:
-                got.append(await newcomer.acquire(on_killed, limit=CAP, timeout=4 * ttl))
-
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(wait)
-                await eventually(lambda: waiting_is(newcomer, 1, on_killed), within=ttl)
-                while anyio.current_time() - promoted < 1.5 * ttl:  # past the fence's end
-                    assert await newcomer.usage(on_killed, limit=CAP) == Usage(CAP, CAP, 1)
-                    await anyio.sleep(0.05)
-                assert not got
-                assert await holder.release(unreplicated) is True
-                await eventually(lambda: bool(got), within=ttl)
-            assert await holders_are(newcomer, on_killed, {replicated.token, got[0].token})
-            assert not replicated.lost
-            assert await holder.release(replicated) is True
-            assert await newcomer.release(got[0]) is True
-        replica.close()
-        nodes.close()
-
-
-@pytest.mark.cluster
-async def test_lift_fence_ends_the_fence_on_every_cluster_master(prefix: str) -> None:
-    """Every master's library loaded afresh on servers younger than the grace (a lease TTL of
-    a minute): each fences its numbers; lift_fence ends it on all of them at once."""
-    with cluster(3, 0) as (url, servers):
-        nodes = cluster_client(url)
-        async with Throttle.from_url(url, key_prefix=prefix, lease_ttl=60) as throttle:
-            backend = redis_backend(throttle)
-            by_master: dict[int, str] = {}
-            for number in NUMBERS:
-                by_master.setdefault(master_port_of(nodes, backend.keys_for(number)[0]), number)
-            assert sorted(by_master) == sorted(server.port for server in servers)
-            for server in servers:
-                client = redis.Redis.from_url(server.url)
-                client.function_flush()
-                client.close()
-            for number in by_master.values():
-                assert await refused_at_once(throttle, number)
-            await backend.lift_fence()
-            leases = [await throttle.acquire(n, limit=1, timeout=0) for n in by_master.values()]
-            for lease in leases:
-                assert await throttle.release(lease) is True
-        nodes.close()
 
 
 async def test_a_pick_from_a_pool_is_fenced_too() -> None:
