@@ -4,6 +4,7 @@ again; renewals, releases and restores go through meanwhile (see _common.lua, ``
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import TYPE_CHECKING
 
 import anyio
@@ -12,6 +13,7 @@ import pytest
 import redis
 from callthrottle import AcquireTimeout, Lease, PoolExhausted, Throttle, Usage
 from callthrottle.backends._base import Outcome
+from callthrottle.backends._lane import Library
 
 from .._servers import free_port, own_server
 from ._fence import (
@@ -54,7 +56,7 @@ def delete_the_prefix(client: redis.Redis, prefix: str) -> None:
 async def test_after_a_restart_the_first_grant_waits_a_lease_ttl() -> None:
     """No holder at all: the server cannot know that, so the first grant after the restart
     comes a lease TTL after the first call reached it, not before; a try-once caller meanwhile
-    is refused as if the number were full."""
+    is refused, and told it is the fence and when it ends."""
     with own_server() as (url, server):
         async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
             assert not await refused_at_once(throttle)  # the test server starts unfenced
@@ -63,9 +65,14 @@ async def test_after_a_restart_the_first_grant_waits_a_lease_ttl() -> None:
             with pytest.raises(AcquireTimeout) as refused:
                 await throttle.acquire(NUMBER, limit=CAP, timeout=0)
             assert str(refused.value) == (
-                f"no free slot on number {NUMBER!r} (try-once acquire, timeout=0)"
+                f"no free slot on number {NUMBER!r} (try-once acquire, timeout=0): the server "
+                "may have lost the calls in progress (restart, failover or flush) and admits no "
+                "new call until their holders have counted them again"
             )
-            assert refused.value.refused_by == "cap"
+            assert refused.value.refused_by == "fence"
+            left = TTL - (anyio.current_time() - started)
+            assert refused.value.retry_after is not None
+            assert left - 0.1 <= refused.value.retry_after <= left + 0.05
             assert await throttle.usage(NUMBER, limit=CAP) == Usage(0, CAP, 0)
             # The backend's answer tells when to ask again: when the fence ends (no lease is
             # held that could expire sooner).
@@ -73,6 +80,7 @@ async def test_after_a_restart_the_first_grant_waits_a_lease_ttl() -> None:
                 NUMBER, "asking", throttle.owner_id, CAP, TTL, None, False
             )
             assert told.outcome is Outcome.REFUSED
+            assert told.fenced
             assert told.retry_in is not None
             left = TTL - (anyio.current_time() - started)
             assert left - 0.1 <= told.retry_in <= left + 0.05
@@ -378,3 +386,74 @@ async def test_a_pick_from_a_pool_is_fenced_too() -> None:
             assert sorted(held.number for held in [lease, *others]) == sorted(numbers)
             for held in [lease, *others]:
                 assert await throttle.release(held) is True
+
+
+def another_release() -> Library:
+    """The function library as another release of this one ships it (another source: other
+    names), for a server that two releases use at once (a rolling upgrade)."""
+    from callthrottle.backends.redis import _SCRIPT_NAMES
+
+    lua = resources.files("callthrottle.backends").joinpath("lua")
+    shared = lua.joinpath("_common.lua").read_text(encoding="utf-8")
+    bodies = {
+        name: lua.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPT_NAMES
+    }
+    return Library("callthrottle", shared + "\n-- another release\n", bodies)
+
+
+async def test_a_flush_fences_every_release_of_the_library(prefix: str) -> None:
+    """Two releases on one server (a rolling upgrade), each has seen the prefix's marker. After
+    a flush, the newer one looks first (and fences); the older one must fence as well."""
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        await eventually(lambda: client.info("server")["uptime_in_seconds"] > TTL)
+        newer = another_release()
+        client.function_load(newer.source)
+        async with Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as older:
+            backend = redis_backend(older)
+            keys = backend.keys_for(NUMBER)
+
+            def newer_acquire(token: str) -> int:
+                args = backend.acquire_args(NUMBER, token, "newer", CAP, TTL, None, False)
+                reply = client.fcall(newer.functions["acquire"], len(keys), *keys, *args)
+                return int(reply[0])
+
+            assert newer_acquire("seen") == Outcome.GRANTED  # the newer release saw the marker
+            assert not await refused_at_once(older)  # and so did the older one
+            client.flushall()
+            assert newer_acquire("after") == Outcome.REFUSED  # fenced
+            assert await refused_at_once(older)
+        client.close()
+
+
+async def test_session_leases_are_counted_again_after_a_restart() -> None:
+    """A session (as a PBX's) holds the number's cap when the server restarts empty: once the
+    fence is over, the number must be full."""
+    with own_server() as (url, server):
+        async with (
+            Throttle.from_url(url, session="pbx-1", lease_ttl=TTL) as holder,
+            Throttle.from_url(url, lease_ttl=TTL) as newcomer,
+        ):
+            held = [await holder.acquire(NUMBER, limit=CAP, timeout=0) for _ in range(CAP)]
+            restart(server)
+            with pytest.raises(AcquireTimeout):
+                await newcomer.acquire(NUMBER, limit=CAP, timeout=1.5 * TTL)
+            assert {h.token for h in await newcomer.holders(NUMBER)} == {
+                lease.token for lease in held
+            }
+            for lease in held:
+                assert await holder.release(lease) is True
+
+
+async def test_a_replica_attaching_to_a_running_master_does_not_fence() -> None:
+    from .test_sentinel import replica_of
+
+    with own_server() as (url, server):
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            assert not await refused_at_once(throttle)
+            with replica_of(server.port) as replica_port:
+                replica = redis.Redis(port=replica_port)
+                await eventually(lambda: replica.info("replication")["master_link_status"] == "up")
+                replica.close()
+                await anyio.sleep(1.2)  # the library looks at the server again
+                assert not await refused_at_once(throttle)

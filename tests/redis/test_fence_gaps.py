@@ -4,15 +4,11 @@ Kept apart from test_fence.py, whose tests all hold."""
 
 from __future__ import annotations
 
-from importlib import resources
-
 import anyio
 import pytest
 
 import redis
 from callthrottle import AcquireTimeout, Lease, Throttle
-from callthrottle.backends._base import Outcome
-from callthrottle.backends._lane import Library
 
 from .._servers import free_port, own_server
 from ._fence import (
@@ -28,73 +24,6 @@ from ._fence import (
 from ._proxy import CuttingProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="session leases are kept alive by the session's keep-alive, never renewed one by one: "
-    "nothing tells their holder that the server lost them, and they are never counted again",
-)
-async def test_session_leases_are_counted_again_after_a_restart() -> None:
-    """A session (as a PBX's) holds the number's cap when the server restarts empty: once the
-    fence is over, the number must be full."""
-    with own_server() as (url, server):
-        async with (
-            Throttle.from_url(url, session="pbx-1", lease_ttl=TTL) as holder,
-            Throttle.from_url(url, lease_ttl=TTL) as newcomer,
-        ):
-            held = [await holder.acquire(NUMBER, limit=CAP, timeout=0) for _ in range(CAP)]
-            restart(server)
-            with pytest.raises(AcquireTimeout):
-                await newcomer.acquire(NUMBER, limit=CAP, timeout=1.5 * TTL)
-            assert {h.token for h in await newcomer.holders(NUMBER)} == {
-                lease.token for lease in held
-            }
-            for lease in held:
-                assert await holder.release(lease) is True
-
-
-def another_release() -> Library:
-    """The function library as another release of this one ships it (another source: other
-    names), for a server that two releases use at once (a rolling upgrade)."""
-    from callthrottle.backends.redis import _SCRIPT_NAMES
-
-    lua = resources.files("callthrottle.backends").joinpath("lua")
-    shared = lua.joinpath("_common.lua").read_text(encoding="utf-8")
-    bodies = {
-        name: lua.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPT_NAMES
-    }
-    return Library("callthrottle", shared + "\n-- another release\n", bodies)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="each release's library keeps a fence of its own: the first to see the marker gone "
-    "fences and writes it again, so the other release's library never sees the loss",
-)
-async def test_a_flush_fences_every_release_of_the_library(prefix: str) -> None:
-    """Two releases on one server (a rolling upgrade), each has seen the prefix's marker. After
-    a flush, the newer one looks first (and fences); the older one must fence as well."""
-    with own_server() as (url, _):
-        client = redis.Redis.from_url(url)
-        await eventually(lambda: client.info("server")["uptime_in_seconds"] > TTL)
-        newer = another_release()
-        client.function_load(newer.source)
-        async with Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as older:
-            backend = redis_backend(older)
-            keys = backend.keys_for(NUMBER)
-
-            def newer_acquire(token: str) -> int:
-                args = backend.acquire_args(NUMBER, token, "newer", CAP, TTL, None, False)
-                reply = client.fcall(newer.functions["acquire"], len(keys), *keys, *args)
-                return int(reply[0])
-
-            assert newer_acquire("seen") == Outcome.GRANTED  # the newer release saw the marker
-            assert not await refused_at_once(older)  # and so did the older one
-            client.flushall()
-            assert newer_acquire("after") == Outcome.REFUSED  # fenced
-            assert await refused_at_once(older)
-        client.close()
 
 
 @pytest.mark.xfail(
@@ -178,25 +107,6 @@ async def test_a_new_deployment_on_another_database_of_the_server_does_not_fence
             other = url.removesuffix("/0") + "/1"
             async with Throttle.from_url(other, lease_ttl=TTL) as second:
                 assert not await refused_at_once(second)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a master's replication ID changes when its first replica attaches (it creates its "
-    "backlog): the library takes it for another server's identity, and fences",
-)
-async def test_a_replica_attaching_to_a_running_master_does_not_fence() -> None:
-    from .test_sentinel import replica_of
-
-    with own_server() as (url, server):
-        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
-            assert not await refused_at_once(throttle)
-            with replica_of(server.port) as replica_port:
-                replica = redis.Redis(port=replica_port)
-                await eventually(lambda: replica.info("replication")["master_link_status"] == "up")
-                replica.close()
-                await anyio.sleep(1.2)  # the library looks at the server again
-                assert not await refused_at_once(throttle)
 
 
 @pytest.mark.xfail(
