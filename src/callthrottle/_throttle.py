@@ -1605,7 +1605,11 @@ class Throttle:
             restoring = self._restoring is not None
             if self._keepalive:
                 kept_at = anyio.current_time()
-                await self._backend.keepalive(self._session, self._lease_ttl)
+                if await self._backend.keepalive(self._session, self._lease_ttl):
+                    # The server may have lost leases (its connection need not have been
+                    # replaced: a flush): they are looked for as after a reconnect.
+                    self._resynced_at = max(self._resynced_at, kept_at)
+                    restoring = True
                 if not restoring:  # kept alive: as if renewed (a restore needs that: _restore)
                     for kept in self._held.values():
                         kept.renewed_at = max(kept.renewed_at, kept_at)
@@ -1626,7 +1630,9 @@ class Throttle:
                 if state is RenewState.HELD or state is RenewState.FINAL:
                     held.renewed_at = sent_at
                     held.final = state is RenewState.FINAL
-                elif state is RenewState.GONE:
+                elif state is RenewState.GONE or state is RenewState.LOST:
+                    if state is RenewState.LOST:  # the server may have lost it (a flush too)
+                        self._resynced_at = max(self._resynced_at, sent_at)
                     if self._restore_leases and self._lost_by_backend(held):
                         forgotten.append((key, held))
                     else:
@@ -1635,7 +1641,7 @@ class Throttle:
             waiter = self._waiting.get(key)
             if waiter is not None and state is not RenewState.QUEUED:
                 # Granted (its notice was lost) or its place lapsed: either way, ask again.
-                waiter.wake(granted=state is not RenewState.GONE)
+                waiter.wake(granted=state is RenewState.HELD or state is RenewState.FINAL)
         for key, held in forgotten:
             await self._restore(key, held, sent_at)
 

@@ -401,6 +401,45 @@ def another_release() -> Library:
     return Library("callthrottle", shared + "\n-- another release\n", bodies)
 
 
+async def test_a_holder_counts_its_leases_again_after_a_flush(prefix: str) -> None:
+    """A flush on a running server drops the leases of calls still up, without any connection
+    being replaced: the holder must count them again during the fence all the same, so that
+    once it is over the number is full and a newcomer waits."""
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        async with (
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as newcomer,
+        ):
+            held = [await holder.acquire(NUMBER, limit=CAP, timeout=0) for _ in range(CAP)]
+            client.flushall()
+            started = anyio.current_time()
+            assert await refused_at_once(newcomer)
+            with pytest.raises(AcquireTimeout):
+                await newcomer.acquire(NUMBER, limit=CAP, timeout=1.5 * TTL)
+            assert anyio.current_time() - started > TTL  # past the fence
+            assert {h.token for h in await newcomer.holders(NUMBER)} == {
+                lease.token for lease in held
+            }
+            assert not any(lease.lost or lease.released for lease in held)
+            for lease in held:
+                assert await holder.release(lease) is True
+        client.close()
+
+
+async def test_lift_fence_covers_a_change_made_just_before_it() -> None:
+    with own_server() as (url, _):  # the library looked at the server when it started
+        client = redis.Redis.from_url(url)
+        client.replicaof("127.0.0.1", free_port())
+        client.replicaof("NO", "ONE")
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            await redis_backend(throttle).lift_fence()
+            assert not await refused_at_once(throttle)
+            await anyio.sleep(1.2)
+            assert not await refused_at_once(throttle)
+        client.close()
+
+
 async def test_a_flush_fences_every_release_of_the_library(prefix: str) -> None:
     """Two releases on one server (a rolling upgrade), each has seen the prefix's marker. After
     a flush, the newer one looks first (and fences); the older one must fence as well."""

@@ -104,6 +104,9 @@ class RenewState(enum.IntEnum):
     FINAL = 2  #: holds a slot; its lease was extended up to its max_hold deadline, no further
     QUEUED = 0  #: waits in line; its place was kept alive
     GONE = -1  #: neither: expired, released or reclaimed
+    #: gone while the server may have lost it (a Redis restart, failover or flush: the fence
+    #: holds new grants): its holder should count it again (:meth:`Backend.restore`)
+    LOST = -2
 
 
 #: A lease is counted again (:meth:`Backend.restore`) only within this many TTLs of its last
@@ -408,12 +411,15 @@ class Backend(Protocol):
         One round trip on Redis; the cost grows with ``tries``, not with the pool's size."""
         ...
 
-    async def keepalive(self, session: str, ttl: float) -> None:
+    async def keepalive(self, session: str, ttl: float) -> bool:
         """Keep the session alive for ``ttl`` seconds from now by the backend's clock (never
         shortening it): its leases live on until then. Once that time passes with no other
         keep-alive or acquire in the session, every lease of the session lapses at once (it
         stops counting, and is dropped, recorded as expired, when its number is next settled).
         Its cost does not grow with the leases held (one round trip on a single Redis server).
+
+        :return: whether the server may have lost leases (a Redis restart, failover or flush:
+            the fence holds new grants): the session's holders should look for theirs
         """
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:

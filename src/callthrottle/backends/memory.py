@@ -1378,13 +1378,14 @@ class MemoryBackend:
             self._group_holders.setdefault(group.group, {})[(number, token)] = entry
         return RestoreOutcome.RESTORED
 
-    async def keepalive(self, session: str, ttl: float) -> None:
-        """Lua twin: ``keepalive.lua``."""
+    async def keepalive(self, session: str, ttl: float) -> bool:
+        """Lua twin: ``keepalive.lua`` (this backend never loses its data: never fenced)."""
         await self._checkpoint()
         record = self._sessions.get(session)
         if record is None:
             record = self._sessions[session] = _Session()
         record.keep(self._clock(), ttl)
+        return False
 
     async def release_owner(self, owner: str) -> int:
         """Lua twins: ``release_owner.lua`` (each number's leases and line) and

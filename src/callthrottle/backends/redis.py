@@ -840,7 +840,7 @@ class RedisBackend:
             key = f"{{{tag}}}:sessions"
         return self._prefix + key if whole else key
 
-    async def keepalive(self, session: str, ttl: float) -> None:
+    async def keepalive(self, session: str, ttl: float) -> bool:
         """Keep ``session`` alive ``ttl`` seconds more: one call on a single server (or
         Sentinel), whatever the leases held. In a Cluster the records are per hash tag: one
         call per tag that holds one, found by scanning every master each time (another process
@@ -849,11 +849,14 @@ class RedisBackend:
         args = (session, _ms(ttl))
         with _map_errors("keepalive"):
             if self._events is None:
-                await self._run("keepalive", [self._session_record("")], args)
-                return
+                _, fenced = await self._run("keepalive", [self._session_record("")], args)
+                return bool(fenced)
             await self._find_session_records()
+            fenced = False
             for tag in sorted(self._session_tags):
-                await self._run("keepalive", [self._session_record(tag)], args)
+                reply = await self._run("keepalive", [self._session_record(tag)], args)
+                fenced = fenced or bool(reply[1])
+            return fenced
 
     async def _find_session_records(self) -> None:
         """In a Cluster, learn the tags that hold session records."""

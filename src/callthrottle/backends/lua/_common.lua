@@ -409,6 +409,7 @@ end
 -- End the fence now, on the whole server (an operator who knows that no call is up, or a new
 -- deployment); `mark`: the caller's prefix's marker key.
 local function lift_fence(now, mark)
+  FENCE.checked = nil  -- the server looked at now, as it is (a change just made included)
   watch_for_loss(now, mark)
   -- Marker keys gone meanwhile are no loss either: each is set again on its prefix's next call.
   FENCE.lost, FENCE.uptime, FENCE.flushed, FENCE.marks = nil, math.huge, {}, {}
