@@ -496,3 +496,24 @@ async def test_a_replica_attaching_to_a_running_master_does_not_fence() -> None:
                 replica.close()
                 await anyio.sleep(1.2)  # the library looks at the server again
                 assert not await refused_at_once(throttle)
+
+
+async def test_a_sessions_leases_are_counted_again_after_a_flush(prefix: str) -> None:
+    """A session's leases are not renewed one by one: its keep-alive, told that the server is
+    fenced, makes its throttle look for them, and count again those the flush dropped."""
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        async with (
+            Throttle.from_url(url, key_prefix=prefix, session="sbc-1", lease_ttl=TTL) as holder,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as newcomer,
+        ):
+            held = await holder.acquire(NUMBER, limit=1, timeout=0)
+            client.flushall()
+            assert await refused_at_once(newcomer, limit=1)
+            with pytest.raises(AcquireTimeout):
+                await newcomer.acquire(NUMBER, limit=1, timeout=1.5 * TTL)  # past the fence
+            assert [h.owner for h in await newcomer.holders(NUMBER)] == ["sbc-1"]
+            assert not held.lost
+            assert await holder.release(held) is True
+            await newcomer.release(await newcomer.acquire(NUMBER, limit=1, timeout=0))
+        client.close()

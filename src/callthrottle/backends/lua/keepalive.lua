@@ -10,7 +10,11 @@
 -- may have lost the session's leases: its holders look for theirs), else 0}.
 local record, session, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local fence = fenced(now, ttl, nil)  -- a server that lost leases fences new grants
+-- A server that lost leases fences new grants (see fenced); the record's prefix's marker:
+-- "<prefix>sessions" on a single server, "<prefix>{tag}:sessions" on a Cluster.
+local mark = string.find(record, '{', 1, true) and fence_mark(record)
+  or (string.sub(record, 1, -9) .. 'fence')
+local fence = fenced(now, ttl, mark)
 if ARGV[3] == '1' then
   end_session(record, session, now)
 else
