@@ -354,21 +354,30 @@ local function watch_for_loss(now, mark)
   f.checked = now
   if mark and not f.cluster and not MARKED[mark] then
     MARKED[mark] = true  -- looked at once a call (a batch of operations shares it)
-    -- The marker's value names its making (the server's time): a library that finds it gone,
-    -- or made again by another library (another release's, which saw the flush first), fences.
-    local seen = f.marks[mark]
+    -- The marker's value is when it was made ("<s>.<us>", server clock). A library fences
+    -- when it finds the marker gone, or made again (by another release's library, which saw
+    -- the flush first) after its own last look; a marker it never saw, made before that, is
+    -- another database's (the same prefix there: each keeps its own marker).
+    local seen = f.marks[mark]  -- {values seen = true, last = when it last looked}
     local value = redis.pcall('GET', mark)
     if type(value) == 'table' then  -- refused: a Cluster whose INFO this user may not read
       f.cluster = true              -- (the marker is outside the call's slot): no marker
-    elseif seen == nil and value then
-      f.marks[mark] = value         -- a prefix new to this library
-    elseif not value or value ~= seen then
-      if seen ~= nil then f.flushed[mark] = now end
-      local t = redis.call('TIME')
-      local made = value or (t[1] .. '.' .. t[2])
-      if not value then redis.call('SET', mark, made) end
-      f.marks[mark] = made
+      return
     end
+    if value and seen and not seen[value] then
+      local s, us = string.match(value, '^(%d+)%.(%d+)$')
+      if not s or tonumber(s) * 1000 + math.floor(tonumber(us) / 1000) >= seen.last then
+        f.flushed[mark] = now
+      end
+    elseif not value then
+      if seen then f.flushed[mark] = now end
+      local t = redis.call('TIME')
+      value = t[1] .. '.' .. t[2]
+      redis.call('SET', mark, value)
+    end
+    seen = seen or {}
+    seen[value], seen.last = true, now
+    f.marks[mark] = seen
   end
 end
 
