@@ -517,3 +517,20 @@ async def test_a_sessions_leases_are_counted_again_after_a_flush(prefix: str) ->
             assert await holder.release(held) is True
             await newcomer.release(await newcomer.acquire(NUMBER, limit=1, timeout=0))
         client.close()
+
+
+async def test_two_databases_with_one_prefix_do_not_fence_each_other_again() -> None:
+    """The prefix's marker is per database, the library's memory of it per server: once each
+    database's marker is known, using both in turn fences neither (the first use of the second
+    database fences once: tests/redis/test_fence_gaps.py)."""
+    with own_server() as (url, _):
+        other = url.removesuffix("/0") + "/1"
+        async with (
+            Throttle.from_url(url, lease_ttl=TTL) as first,
+            Throttle.from_url(other, lease_ttl=TTL) as second,
+        ):
+            assert not await refused_at_once(first)
+            await second.release(await second.acquire(NUMBER, timeout=2 * TTL))
+            for _ in range(5):
+                assert not await refused_at_once(first)
+                assert not await refused_at_once(second)
