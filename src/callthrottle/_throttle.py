@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
@@ -916,6 +916,26 @@ class Throttle:
             if waiter.is_granted():
                 return True
 
+    async def _publish_lost_pools(self, names: Sequence[str]) -> bool:
+        """Publish again the configured numbers of those of ``names`` that the backend has no
+        number of (it lost its data: a Redis restart, failover or flush); whether any was."""
+        published = False
+        for name in names:
+            settings = self._config.pools.get(name)
+            if settings is None or not settings.numbers:
+                continue
+            if await self._backend.pool_members(name):
+                continue
+            await self._backend.pool_update(name, self._specs(settings.numbers), ())
+            published = True
+            logger.warning(
+                "pool %s had no number left on the backend (it lost its data?): its configured "
+                "numbers were published again",
+                name,
+                extra={"owner": self._owner_id},
+            )
+        return published
+
     def _note_fence(self, result: AcquireResult) -> None:
         """Say once per fence (at most once a lease TTL) why new calls wait."""
         now = self._now()
@@ -1073,6 +1093,7 @@ class Throttle:
             raise LeaseConflict(pool, token, "already waits for a slot of this pool")
         waiter = self._waiting[key] = _Waiter()
         in_line = False
+        looked_for_members = False
         try:
             while True:
                 earliest: float | None = None
@@ -1097,6 +1118,11 @@ class Throttle:
                     in_line = in_line or queue
                     if picked is not None and (earliest is None or picked < earliest):
                         earliest = picked
+                if earliest is None and not looked_for_members:
+                    # Nothing known to free: the server may have lost the pools' numbers.
+                    looked_for_members = True
+                    if await self._publish_lost_pools(chain):
+                        continue
                 now = self._now()
                 if wait == 0 or (deadline is not None and now >= deadline):
                     exhausted = PoolExhausted(pool, wait, tuple(chain), earliest)
@@ -1592,6 +1618,9 @@ class Throttle:
                     extra={"owner": self._owner_id},
                 )
             if restoring is not None:
+                # The server may have lost its data: pools it forgot get their numbers again.
+                with contextlib.suppress(ThrottleError):
+                    await self._publish_lost_pools(list(self._config.pools))
                 restoring.set()
                 if self._restoring is restoring:
                     self._restoring = None

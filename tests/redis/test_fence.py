@@ -388,6 +388,23 @@ async def test_a_pick_from_a_pool_is_fenced_too() -> None:
                 assert await throttle.release(held) is True
 
 
+async def test_a_pool_the_server_forgot_gets_its_numbers_again() -> None:
+    """A restart without persistence forgets a pool's numbers with everything else: the
+    throttle publishes its configured ones again (once it sees its connection replaced, or
+    when a pick finds nothing at all), and the pool serves calls once the fence is over."""
+    numbers = NUMBERS[:3]
+    config = {"pools": {"p": {"numbers": numbers}}}
+    with own_server() as (url, server):
+        async with Throttle.from_url(
+            url, lease_ttl=TTL, config=config, default_limit=1
+        ) as throttle:
+            assert await throttle.release(await throttle.acquire_from("p", timeout=0)) is True
+            restart(server)
+            lease = await throttle.acquire_from("p", timeout=3 * TTL)
+            assert sorted(await throttle.backend.pool_members("p")) == sorted(numbers)
+            assert await throttle.release(lease) is True
+
+
 def another_release() -> Library:
     """The function library as another release of this one ships it (another source: other
     names), for a server that two releases use at once (a rolling upgrade)."""
