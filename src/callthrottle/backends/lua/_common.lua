@@ -354,7 +354,7 @@ local function watch_for_loss(now, mark)
   f.checked = now
   if mark and not f.cluster and not MARKED[mark] then
     MARKED[mark] = true  -- looked at once a call (a batch of operations shares it)
-    -- The marker's value is when it was made ("<s>.<us>", server clock). A library fences
+    -- The marker's value is when it was made (ms, server clock). A library fences
     -- when it finds the marker gone, or made again (by another release's library, which saw
     -- the flush first) after its own last look; a marker it never saw, made before that, is
     -- another database's (the same prefix there: each keeps its own marker).
@@ -365,14 +365,11 @@ local function watch_for_loss(now, mark)
       return
     end
     if value and seen and not seen[value] then
-      local s, us = string.match(value, '^(%d+)%.(%d+)$')
-      if not s or tonumber(s) * 1000 + math.floor(tonumber(us) / 1000) >= seen.last then
-        f.flushed[mark] = now
-      end
+      local made = tonumber(value)
+      if not made or made >= seen.last then f.flushed[mark] = now end
     elseif not value then
       if seen then f.flushed[mark] = now end
-      local t = redis.call('TIME')
-      value = t[1] .. '.' .. t[2]
+      value = tostring(now)
       redis.call('SET', mark, value)
     end
     seen = seen or {}
