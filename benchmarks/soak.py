@@ -134,19 +134,29 @@ class Ask:
     waited: float | None
 
 
-def sweep(intervals: list[tuple[float, float]], cap: int) -> tuple[int, float]:
-    """The most calls up at once, and the call-seconds spent over ``cap`` (each call beyond
-    the cap counts for as long as it is beyond it)."""
+def sweep(
+    intervals: list[tuple[float, float]], cap: int
+) -> tuple[int, float, list[tuple[float, float, int]]]:
+    """The most calls up at once, the call-seconds spent over ``cap`` (each call beyond the
+    cap counts for as long as it is beyond it), and the spans over the cap (from, to, the most
+    calls up in it)."""
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
     current = peak = 0
     over = 0.0
+    spans: list[tuple[float, float, int]] = []
     last = events[0][0] if events else 0.0
     for at, delta in events:
         over += max(current - cap, 0) * (at - last)
         last = at
         current += delta
         peak = max(peak, current)
-    return peak, over
+        if current > cap and (not spans or spans[-1][1] < at):
+            spans.append((at, math.inf, current))
+        elif current > cap:
+            spans[-1] = (spans[-1][0], math.inf, max(spans[-1][2], current))
+        elif spans and spans[-1][1] == math.inf:
+            spans[-1] = (spans[-1][0], at, spans[-1][2])
+    return peak, over, spans
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -191,7 +201,7 @@ def waits(asks: list[Ask], losses: list[Loss], ttl: float) -> dict[str, dict[str
 
 def analyse(
     logs: list[Path], deaths: dict[str, float], end: float, cap: int
-) -> tuple[dict[str, object], list[Ask]]:
+) -> tuple[dict[str, object], list[Ask], list[tuple[str, float, float, int]]]:
     starts: dict[str, tuple[str, float, str]] = {}
     intervals: dict[str, list[tuple[float, float]]] = {}
     errors: Counter[str] = Counter()
@@ -219,11 +229,12 @@ def analyse(
     swept = {number: sweep(spans, cap) for number, spans in sorted(intervals.items())}
     result: dict[str, object] = {
         "calls": calls,
-        "peaks": {number: peak for number, (peak, _) in swept.items()},
-        "over_cap_call_seconds": round(sum(over for _, over in swept.values()), 2),
+        "peaks": {number: peak for number, (peak, _, _) in swept.items()},
+        "over_cap_call_seconds": round(sum(over for _, over, _ in swept.values()), 2),
         "errors": dict(errors),
     }
-    return result, asks
+    over_cap = [(number, *span) for number, (_, _, spans) in swept.items() for span in spans]
+    return result, asks, sorted(over_cap, key=lambda span: span[1])
 
 
 def start_dialer(options: argparse.Namespace, url: str, out: Path) -> subprocess.Popen[bytes]:
@@ -301,7 +312,11 @@ def on_cluster(options: argparse.Namespace) -> Iterator[tuple[str, Callable[[], 
 
 
 def conduct(options: argparse.Namespace) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="callthrottle-soak-"))
+    if options.logs:
+        workdir = Path(options.logs)
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="callthrottle-soak-"))
     target = on_cluster if options.cluster else single_server
     every = options.failover_every if options.cluster else options.restart_every
     with target(options) as (url, disrupt):
@@ -352,12 +367,21 @@ def conduct(options: argparse.Namespace) -> int:
                 deaths.setdefault(name, end)
         log(f"waiting {options.ttl + 1:.0f} s for the leases of killed dialers to expire")
         time.sleep(options.ttl + 1)
-        result, asks = analyse(sorted(workdir.glob("*.jsonl")), deaths, end, options.cap)
+        result, asks, over_cap = analyse(sorted(workdir.glob("*.jsonl")), deaths, end, options.cap)
         result.update(
             kills=kills,
             restarts=len(losses),  # a cluster's killed master is started again too
             failovers=len(losses) if options.cluster else 0,
             outages_s=[round(loss.back - loss.down, 2) for loss in losses],
+            # When (s into the run) each loss began and ended, and each span over a cap.
+            losses=[
+                [round(loss.down - started, 2), round(loss.back - started, 2), sorted(loss.numbers)]
+                for loss in losses
+            ],
+            over_cap=[
+                [number, round(first - started, 2), round(last - started, 2), most]
+                for number, first, last, most in over_cap[:50]
+            ],
             leaked_slots=asyncio.run(leaked(url, options)),
             cap=options.cap,
             processes=options.processes,
@@ -380,7 +404,7 @@ def conduct(options: argparse.Namespace) -> int:
     # the restores) must keep every number at its cap, whatever the persistence.
     broke_cap = bool(over) or cast("float", result["over_cap_call_seconds"]) > 0
     failed = (broke_cap and not options.no_restore) or bool(result["leaked_slots"])
-    if failed:
+    if failed or options.logs:
         log(f"the dialers' logs are kept in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -409,6 +433,7 @@ def main() -> None:
     parser.add_argument("--cluster", action="store_true")
     parser.add_argument("--failover-every", type=float, default=20.0)
     parser.add_argument("--lift-fence", action="store_true")
+    parser.add_argument("--logs", help="keep the dialers' logs in this folder")
     options = parser.parse_args()
     if options.mode == "dialer":
         # The dialers' warnings (failed withdrawals during restarts...) would drown the
