@@ -30,6 +30,19 @@ FAST_SYNC = ("repl-diskless-sync-delay", "0")
 
 
 @dataclass(frozen=True)
+class Failover:
+    """A master killed at ``down``, its replica seen serving its slots at ``back``; it served
+    the keys of ``numbers``. Meanwhile, for ``refused`` seconds (as polled), the cluster as a
+    whole refused every call (CLUSTERDOWN: with its default cluster-require-full-coverage, a
+    cluster with a slot unserved serves none)."""
+
+    down: float
+    back: float
+    numbers: frozenset[str]
+    refused: float
+
+
+@dataclass(frozen=True)
 class Node:
     port: int
     node_id: str
@@ -139,13 +152,9 @@ class Failovers:
             and info.get("master_sync_in_progress") == 0
         )
 
-    def fail_master(
-        self, numbers: list[str], within: float = 30.0
-    ) -> tuple[float, float, set[str]]:
+    def fail_master(self, numbers: list[str], within: float = 30.0) -> Failover:
         """Kill one master (one that serves some of ``numbers``) and wait until its replica
-        serves its slots (every live node's cluster_state ok again). Returns when the master
-        died, when its replica was seen serving in its place, and the numbers whose keys it
-        served."""
+        serves its slots (every live node's cluster_state ok again)."""
         _until("every master with a replica in sync", self.healthy, within)
         served = self.masters_of(numbers)
         victim = self.servers[random.choice(sorted(set(served.values())))]
@@ -157,9 +166,12 @@ class Failovers:
         victim.proc = None
         self.killed = victim
 
+        refused: list[float] = []  # when a live node was seen refusing: first, last
+
         def replaced() -> bool:
             live = self.live()
             if any(_state(server) != "ok" for server in live):
+                refused[1:] = [time.monotonic()]
                 return False
             for server in live:
                 owner = [node for node in nodes(server).values() if node.slots == slots]
@@ -168,7 +180,12 @@ class Failovers:
             return True
 
         _until(f"a replica serving the slots of {victim.port}", replaced, within)
-        return down, time.monotonic(), {n for n, port in served.items() if port == victim.port}
+        return Failover(
+            down,
+            time.monotonic(),
+            frozenset(n for n, port in served.items() if port == victim.port),
+            refused[-1] - refused[0] if refused else 0.0,
+        )
 
     def restart_killed(self, within: float = 30.0) -> None:
         """Start the node killed last again; wait until it is a replica that caught up."""

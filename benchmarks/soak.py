@@ -87,7 +87,11 @@ async def dial(options: argparse.Namespace) -> None:
                     out.write(json.dumps(["start", lease.token, number, started, asked]) + "\n")
                     asked = None
                     await asyncio.sleep(rng.expovariate(1000 / options.call_ms))
-                    out.write(json.dumps(["end", lease.token, number, time.monotonic()]) + "\n")
+                    ended = time.monotonic()
+                    # Why the throttle lost the lease meanwhile, if it did (None: it did not).
+                    out.write(
+                        json.dumps(["end", lease.token, number, ended, lease.lost_reason]) + "\n"
+                    )
             except Exception as exc:  # noqa: BLE001 - counted and reported: that is the point
                 errors[type(exc).__name__] += 1
                 # The ask's start when the slot was not granted (else the error came after).
@@ -205,6 +209,7 @@ def analyse(
     starts: dict[str, tuple[str, float, str]] = {}
     intervals: dict[str, list[tuple[float, float]]] = {}
     errors: Counter[str] = Counter()
+    lost: Counter[str] = Counter()
     asks: list[Ask] = []
     calls = 0
     for path in logs:
@@ -218,6 +223,8 @@ def analyse(
                 number, started, _ = starts.pop(record[1])
                 intervals.setdefault(number, []).append((started, record[3]))
                 calls += 1
+                if record[4] is not None:
+                    lost[record[4]] += 1
             elif record[0] == "error":
                 errors[record[1]] += 1
                 if record[3] is not None:
@@ -232,6 +239,7 @@ def analyse(
         "peaks": {number: peak for number, (peak, _, _) in swept.items()},
         "over_cap_call_seconds": round(sum(over for _, over, _ in swept.values()), 2),
         "errors": dict(errors),
+        "leases_lost": dict(lost),  # calls whose lease the throttle lost, by reason
     }
     over_cap = [(number, *span) for number, (_, _, spans) in swept.items() for span in spans]
     return result, asks, sorted(over_cap, key=lambda span: span[1])
@@ -301,12 +309,15 @@ def on_cluster(options: argparse.Namespace) -> Iterator[tuple[str, Callable[[], 
         log(f"cluster {url}, numbers by master: {failovers.masters_of(numbers)}")
 
         def failover() -> Loss:
-            down, back, served = failovers.fail_master(numbers)
+            done = failovers.fail_master(numbers)
             if options.lift_fence:
                 asyncio.run(lift(url))
-            log(f"failover: {sorted(served)} served again after {back - down:.2f} s")
+            log(
+                f"failover: {sorted(done.numbers)} served again after {done.back - done.down:.2f}"
+                f" s, every number refused (CLUSTERDOWN) for {done.refused:.2f} s of it"
+            )
             failovers.restart_killed()
-            return Loss(down, back, frozenset(served))
+            return Loss(done.down, done.back, done.numbers)
 
         yield url, failover
 
