@@ -26,8 +26,8 @@ holds new grants after a loss costs that wait. Exit status 1 if any number went 
 or a slot leaked, whatever the persistence: the fence and the holders' restores of their
 leases must keep the cap through data loss. ``--no-restore`` shows what happens when holders
 do not count their lost leases again (numbers may go over: then only a leak fails the run);
-``--lift-fence`` ends the fence at once after each restart or failover, to show what happens
-without it. Progress goes to stderr, the report (JSON) to stdout.
+``--lift-fence`` ends the fence again and again (every few tens of milliseconds, so at once
+after each restart or failover), to show what happens without it. Progress goes to stderr, the report (JSON) to stdout.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 ASK_TIMEOUT = 5.0  # how long a caller waits for a slot
+LIFT_EVERY = 0.02  # --lift-fence: how often the fence is ended
 
 
 def numbers_for(count: int) -> list[str]:
@@ -267,12 +269,34 @@ async def leaked(url: str, options: argparse.Namespace) -> int:
         )
 
 
-async def lift(url: str) -> None:
-    """End the fence on the server (every master of a Cluster) at once."""
-    async with Throttle.from_url(url) as throttle:
-        backend = throttle.backend
-        assert isinstance(backend, RedisBackend)
-        await backend.lift_fence()
+class Lifter(threading.Thread):
+    """Ends the fence (``RedisBackend.lift_fence``, every master of a Cluster) every
+    ``LIFT_EVERY`` seconds until stopped: a restarted server or a promoted replica has its
+    fence lifted as soon as it answers, before the dialers (which find it by themselves) are
+    back. A throttle that fails (the server down, a master gone) is replaced by a new one,
+    which reads the Cluster's slot map again."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="lifter", daemon=True)
+        self.url = url
+        self.stopping = threading.Event()
+        self.lifts = 0
+
+    def run(self) -> None:
+        asyncio.run(self._lift())
+
+    async def _lift(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                async with Throttle.from_url(self.url, socket_timeout=0.5) as throttle:
+                    backend = throttle.backend
+                    assert isinstance(backend, RedisBackend)
+                    while not self.stopping.is_set():
+                        await backend.lift_fence()
+                        self.lifts += 1
+                        await asyncio.sleep(LIFT_EVERY)
+            except Exception:  # noqa: BLE001 - the server is down or changed: a new throttle
+                await asyncio.sleep(LIFT_EVERY)
 
 
 @contextlib.contextmanager
@@ -288,8 +312,6 @@ def single_server(options: argparse.Namespace) -> Iterator[tuple[str, Callable[[
             server.stop()
             server.start()
             back = time.monotonic()
-            if options.lift_fence:
-                asyncio.run(lift(url))
             log(f"restarted: down for {back - down:.2f} s")
             return Loss(down, back, frozenset(numbers_for(options.numbers)))
 
@@ -310,8 +332,6 @@ def on_cluster(options: argparse.Namespace) -> Iterator[tuple[str, Callable[[], 
 
         def failover() -> Loss:
             done = failovers.fail_master(numbers)
-            if options.lift_fence:
-                asyncio.run(lift(url))
             log(
                 f"failover: {sorted(done.numbers)} served again after {done.back - done.down:.2f}"
                 f" s, every number refused (CLUSTERDOWN) for {done.refused:.2f} s of it"
@@ -342,6 +362,9 @@ def conduct(options: argparse.Namespace) -> int:
             name = f"dialer{serial}.jsonl"
             dialers[name] = start_dialer(options, url, workdir / name)
 
+        lifter = Lifter(url) if options.lift_fence else None
+        if lifter is not None:
+            lifter.start()
         for _ in range(options.processes):
             spawn()
         started = time.monotonic()
@@ -371,6 +394,10 @@ def conduct(options: argparse.Namespace) -> int:
             )
         print(file=sys.stderr)
         end = time.monotonic()
+        if lifter is not None:
+            lifter.stopping.set()
+            lifter.join()
+            log(f"the fence was lifted {lifter.lifts} times")
         for name, process in dialers.items():
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
