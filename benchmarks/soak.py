@@ -473,10 +473,10 @@ def main() -> None:
     parser.add_argument("--lift-fence", action="store_true")
     parser.add_argument("--logs", help="keep the dialers' logs in this folder")
     options = parser.parse_args()
+    # The throttles' warnings (failed withdrawals during restarts, the lifter's throttle losing
+    # its server...) would drown the progress line; the dialers' errors are counted instead.
+    logging.basicConfig(level=logging.ERROR)
     if options.mode == "dialer":
-        # The dialers' warnings (failed withdrawals during restarts...) would drown the
-        # progress line; their errors are counted in the report instead.
-        logging.basicConfig(level=logging.ERROR)
         asyncio.run(dial(options))
         return
     sys.exit(conduct(options))

@@ -45,7 +45,7 @@ RESTARTS = [
 # for about a second of each failover (CLUSTERDOWN): leases shorter than about 3 s would lapse
 # on the masters that lost nothing, which no fence is meant to cover.
 FAILOVERS = [
-    "--minutes", "0.35", "--cluster", "--failover-every", "5", "--kill-every", "4",
+    "--minutes", "0.4", "--cluster", "--failover-every", "4", "--kill-every", "4",
     "--processes", "3", "--coroutines", "40", "--numbers", "3", "--cap", "3",
     "--call-ms", "4000", "--ttl", "3",
 ]  # fmt: skip
