@@ -19,6 +19,11 @@
 7. Sessions (``sessions.py``): a keep-alive's server time with 10 and 10,000 leases held,
    against a heartbeat renewing as many per-process leases; the thread-free blocking client
    against the async path on the same server.
+8. The data-loss fence (``fence.py``): the shipped library against the same library with its
+   fence compiled out, alternating in one run: acquire + release from the client, server time,
+   round trips and commands per acquire and per release, 200 coroutines on cap 20 (each beside
+   the library without the fence run again, the noise); and the first acquire of a fresh
+   library (it reads INFO) against the next one.
 
 Writes ``benchmarks/results/results.{md,json,png}``; progress goes to stderr.
 """
@@ -72,6 +77,9 @@ POLICED = {
     "callee": {"rates": "100000/minute"},
 }
 STARTED = time.monotonic()
+if __name__ == "__main__":
+    # sessions.py and fence.py import this module as `suite`: the same one (one clock for log).
+    sys.modules.setdefault("suite", sys.modules[__name__])
 
 
 def log(message: str) -> None:
@@ -998,64 +1006,97 @@ def markdown(report: dict[str, Any], sections: list[Section]) -> str:
         ),
     ]
     for section in sections:
-        lines += ["", f"## {section.title}", ""]
-        if section.kind == "latency":
-            lines += [
-                "| operation | p50 µs | p99 µs | ops/s | vs floor |",
-                "| --- | ---: | ---: | ---: | ---: |",
-            ]
-            lines += [
-                f"| {'**floor** ' if r.floor else ''}{r.label} | {fmt(r.p50_us)} | "
-                f"{fmt(r.p99_us)} | {fmt(r.ops_per_s, ',.0f')} | {fmt(r.vs_floor, '.2f', 'x')} |"
-                for r in section.rows
-            ]
-        elif section.kind == "contended":
-            lines += [
-                "| run | cycles/s | wait p50 µs | wait p99 µs | max concurrency | vs floor |",
-                "| --- | ---: | ---: | ---: | ---: | ---: |",
-            ]
-            lines += [
-                f"| {'**floor** ' if r.floor else ''}{r.label} | {fmt(r.ops_per_s, ',.0f')} | "
-                f"{fmt(r.p50_us)} | {fmt(r.p99_us)} | {r.extra['max_concurrency']} "
-                f"{'(OVER CAP)' if r.extra['max_concurrency'] > CAP else ''}| "
-                f"{fmt(r.vs_floor, '.2f', 'x')} |"
-                for r in section.rows
-            ]
-        elif section.key == "round_trips":
-            lines += [
-                (
-                    "| operation | script calls/op | client commands/op | server µs/op | commands "
-                    "| vs floor |"
-                ),
-                "| --- | ---: | ---: | ---: | --- | ---: |",
-            ]
-            lines += [
-                f"| {'**floor** ' if r.floor else ''}{r.label} | "
-                f"{r.extra['script_calls_per_op']:.2f} | "
-                f"{r.extra['client_commands_per_op']:.2f} | "
-                f"{r.extra['server_usec_per_op']:.1f} | "
-                + (
-                    ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.extra["client_commands"].items()))
-                    or "—"
-                )
-                + f" | {fmt(r.vs_floor, '.2f', 'x')} |"
-                for r in section.rows
-            ]
-        else:
-            lines += [
-                "| state | keys | bytes | floor bytes | vs floor |",
-                "| --- | ---: | ---: | ---: | ---: |",
-            ]
-            lines += [
-                f"| {r.label} | {r.extra['keys']} | {r.extra['bytes']:,} | "
-                f"{r.extra['floor_bytes']:,} | {fmt(r.vs_floor, '.2f', 'x')} |"
-                for r in section.rows
-            ]
-        lines += [""] + [f"- {note}" for note in section.notes] if section.notes else []
+        lines += ["", *section_markdown(section)]
     if report["peers_failed"]:
         lines += ["", "## Peers not measured", ""]
         lines += [f"- {name}: {why}" for name, why in report["peers_failed"].items()]
     return "\n".join(lines) + "\n"
+
+
+def section_markdown(section: Section) -> list[str]:
+    """One section as a Markdown heading, table and notes."""
+    lines = [f"## {section.title}", ""]
+    if section.kind == "latency":
+        lines += [
+            "| operation | p50 µs | p99 µs | ops/s | vs floor |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {'**floor** ' if r.floor else ''}{r.label} | {fmt(r.p50_us)} | "
+            f"{fmt(r.p99_us)} | {fmt(r.ops_per_s, ',.0f')} | {fmt(r.vs_floor, '.2f', 'x')} |"
+            for r in section.rows
+        ]
+    elif section.kind == "contended":
+        lines += [
+            "| run | cycles/s | wait p50 µs | wait p99 µs | max concurrency | vs floor |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {'**floor** ' if r.floor else ''}{r.label} | {fmt(r.ops_per_s, ',.0f')} | "
+            f"{fmt(r.p50_us)} | {fmt(r.p99_us)} | {r.extra['max_concurrency']} "
+            f"{'(OVER CAP)' if r.extra['max_concurrency'] > CAP else ''}| "
+            f"{fmt(r.vs_floor, '.2f', 'x')} |"
+            for r in section.rows
+        ]
+    elif section.key == "round_trips":
+        lines += [
+            (
+                "| operation | script calls/op | client commands/op | server µs/op | commands "
+                "| vs floor |"
+            ),
+            "| --- | ---: | ---: | ---: | --- | ---: |",
+        ]
+        lines += [
+            f"| {'**floor** ' if r.floor else ''}{r.label} | "
+            f"{r.extra['script_calls_per_op']:.2f} | "
+            f"{r.extra['client_commands_per_op']:.2f} | "
+            f"{r.extra['server_usec_per_op']:.1f} | "
+            + (
+                ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.extra["client_commands"].items()))
+                or "—"
+            )
+            + f" | {fmt(r.vs_floor, '.2f', 'x')} |"
+            for r in section.rows
+        ]
+    elif section.key == "memory_usage":
+        lines += [
+            "| state | keys | bytes | floor bytes | vs floor |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r.label} | {r.extra['keys']} | {r.extra['bytes']:,} | "
+            f"{r.extra['floor_bytes']:,} | {fmt(r.vs_floor, '.2f', 'x')} |"
+            for r in section.rows
+        ]
+    else:
+        lines += extras_table(section)
+    lines += [""] + [f"- {note}" for note in section.notes] if section.notes else []
+    return lines
+
+
+def extras_table(section: Section) -> list[str]:
+    """A table of any other section: latency (when measured), then each figure in ``extra``
+    (a mapping, such as commands by name, as "name count" pairs)."""
+    timed = any(r.p50_us is not None for r in section.rows)
+    names = list(dict.fromkeys(k for r in section.rows for k in r.extra))
+
+    def cell(value: object) -> str:
+        if isinstance(value, dict):
+            return ", ".join(f"{k} {v:.2f}" for k, v in value.items()) or "—"
+        if isinstance(value, float):
+            return fmt(value, ",.2f")
+        return "—" if value is None else str(value)
+
+    columns = ["operation", *(["p50 µs", "p99 µs"] if timed else []), *names, "vs floor"]
+    lines = ["| " + " | ".join(c.replace("_", " ") for c in columns) + " |"]
+    lines.append("| --- |" + " ---: |" * (len(columns) - 1))
+    for r in section.rows:
+        cells = [f"{'**floor** ' if r.floor else ''}{r.label}"]
+        cells += [fmt(r.p50_us), fmt(r.p99_us)] if timed else []
+        cells += [cell(r.extra.get(name)) for name in names]
+        cells.append(fmt(r.vs_floor, ".2f", "x"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _bars(
@@ -1159,6 +1200,9 @@ async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], list[
     from sessions import run as run_sessions  # (it imports this module's helpers)
 
     sections += await run_sessions(url, args.rounds, 200 if not args.quick else 50)
+    from fence import run as run_fence  # (it imports this module's helpers)
+
+    sections += await run_fence(url, args.rounds, args.duration, args.quick)
     log("memory per number")
     sections.append(await bench_memory_usage(url))
     report: dict[str, Any] = {

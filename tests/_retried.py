@@ -228,6 +228,7 @@ CASES = [
     _case("acquire", "with-a-callee", nothing, lambda b: take(b, A, "t1", "o1", callee=G2)),
     _case("acquire", "for-a-session", nothing, lambda b: take(b, G, "g1", "s1", session=True)),
     _case("keepalive", "a-session-with-leases", session_leases, lambda b: b.keepalive("s1", TTL)),
+    _case("fence_lift", "on-a-server-in-use", full_number, lambda b: b.lift_fence()),
     _case(
         "release",
         "a-session-lease",

@@ -143,6 +143,12 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, deadline: flo
         client.close()
 
 
+def fence_mark(prefix: str) -> str:
+    """The marker key of a key prefix (see ``fenced`` in _common.lua): its one key that never
+    expires, kept so that a flush of the prefix's data is seen."""
+    return prefix + "fence"
+
+
 def lift_fence(url: str) -> None:
     """End the fence a server starts with (it cannot know whether calls were up before it
     started: see README, "When Redis loses its data"): a new test server had none."""

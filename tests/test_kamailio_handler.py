@@ -192,7 +192,7 @@ def test_slots_not_given_back_while_redis_was_down_are_given_back_once_it_is_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with own_server(persistent=True) as (url, server):
-        settings = Settings(url=url, cap=2, lease_ttl=30, instance=_session())
+        settings = Settings(url=url, cap=2, lease_ttl=2, instance=_session())
         slots = Slots(settings)
         number = _number()
         try:
@@ -205,8 +205,14 @@ def test_slots_not_given_back_while_redis_was_down_are_given_back_once_it_is_up(
                 slots.keepalive()  # logged, not raised
             assert "keep-alive of session" in caplog.text
             server.start()
-            # The next message first gives back call-1's slot: call-4 takes it.
-            assert slots.acquire(number, "call-4")
+            # The next message first gives back call-1's slot; a restarted server admits no
+            # new call for a lease TTL (it cannot know what it lost: the fence).
+            assert not slots.acquire(number, "call-4")
+            assert "call-1" not in slots._unreleased
+            for _ in range(5):  # the timer keeps the session alive: call-2 still counts
+                slots.keepalive()
+                time.sleep(0.5)
+            assert slots.acquire(number, "call-4")  # call-1's slot
             assert not slots.acquire(number, "call-5")  # call-2 and call-4 hold the cap
             slots.release(number, "call-2")
             slots.release(number, "call-4")

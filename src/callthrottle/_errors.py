@@ -85,7 +85,9 @@ class AcquireTimeout(ThrottleError, TimeoutError):
     """
 
     #: What refused the call: ``"cap"`` (the number was full), a group's cap
-    #: (``"trunk:<name>"``, ``"tenant:<name>"``) or a rate window.
+    #: (``"trunk:<name>"``, ``"tenant:<name>"``), a rate window, or ``"fence"``: the backend
+    #: may have lost calls in progress (a Redis restart, failover or flush) and admits no new
+    #: call until their holders have counted them again (``retry_after`` says when).
     refused_by: str
     #: Seconds until the refusing limit admits a call again, when that is known (rate windows).
     retry_after: float | None = None
@@ -98,7 +100,12 @@ class AcquireTimeout(ThrottleError, TimeoutError):
             message = f"no free slot on number {number!r} (try-once acquire, timeout=0)"
         else:
             message = f"no free slot on number {number!r} within {timeout} s"
-        if refused_by != "cap":
+        if refused_by == "fence":
+            message += (
+                ": the server may have lost the calls in progress (restart, failover or flush) "
+                "and admits no new call until their holders have counted them again"
+            )
+        elif refused_by != "cap":
             message += f": {refused_by} is full"
         super().__init__(message)
 

@@ -255,6 +255,7 @@ class Throttle:
         "_degraded_since",
         "_drained",
         "_feedback",
+        "_fence_noted",
         "_final",
         "_held",
         "_hook_failures",
@@ -304,6 +305,7 @@ class Throttle:
         # Passed on to the backend only for a session: a backend that knows no sessions still
         # serves every other throttle.
         self._session_kw: dict[str, bool] = {} if session is None else {"session": True}
+        self._fence_noted = -math.inf  # when a fence was last logged (_note_fence)
         self._config = _load_config(config)
         self._default_limit = check_limit(default_limit, "default_limit")
         self._region = check_region(default_region) or self._config.default_region
@@ -856,6 +858,11 @@ class Throttle:
         outcome = result.outcome
         if outcome is Outcome.GRANTED:
             return True
+        if result.fenced:
+            self._note_fence(result)
+            refused = AcquireTimeout(number, 0, "fence")
+            refused.retry_after = result.retry_in
+            raise refused
         _raise_if_refused_for_good(number, token, result)
         if outcome is Outcome.RATE_LIMITED:
             window = _window_name(result, _Request(number, token, cap, rates))
@@ -889,6 +896,8 @@ class Throttle:
                 retry_in = self._lease_ttl / 2 if result.retry_in is None else result.retry_in
                 delay = min(retry_in + 0.001, self._lease_ttl / 2)
             else:
+                if result.fenced:
+                    self._note_fence(result)
                 if not waiter.queued and self._hooks:
                     self._emit(Queued(request.number, request.token))
                 waiter.queued = True
@@ -906,6 +915,20 @@ class Throttle:
                     await event.wait()
             if waiter.is_granted():
                 return True
+
+    def _note_fence(self, result: AcquireResult) -> None:
+        """Say once per fence (at most once a lease TTL) why new calls wait."""
+        now = self._now()
+        if now - self._fence_noted < self._lease_ttl:
+            return
+        self._fence_noted = now
+        logger.warning(
+            "the backend admits no new call for %.1f s: it may have lost the calls in progress "
+            "(a Redis restart, failover or flush), and waits until their holders have counted "
+            "them again",
+            result.retry_in or 0.0,
+            extra={"owner": self._owner_id},
+        )
 
     async def _abandon(self, number: str, token: str) -> None:
         """Leave the line and give back any slot granted meanwhile; never raises."""
@@ -1579,9 +1602,21 @@ class Throttle:
         else:
             # Session leases live while the session does: one keep-alive serves them all (when
             # this throttle keeps the session alive); places in line are renewed as always.
+            restoring = self._restoring is not None
             if self._keepalive:
-                await self._backend.keepalive(self._session, self._lease_ttl)
-            keys = []
+                kept_at = anyio.current_time()
+                if await self._backend.keepalive(self._session, self._lease_ttl):
+                    # The server may have lost leases (its connection need not have been
+                    # replaced: a flush): they are looked for as after a reconnect.
+                    self._resynced_at = max(self._resynced_at, kept_at)
+                    restoring = True
+                if not restoring:  # kept alive: as if renewed (a restore needs that: _restore)
+                    for kept in self._held.values():
+                        kept.renewed_at = max(kept.renewed_at, kept_at)
+            # Once the backend's connection was replaced, the server may have lost them: they
+            # are looked for (a renewal of a session lease only says whether it is held), and
+            # counted again if gone.
+            keys = list(self._held) if restoring else []
         keys += [key for key, waiter in self._waiting.items() if waiter.queued]
         if not keys:
             return
@@ -1595,7 +1630,9 @@ class Throttle:
                 if state is RenewState.HELD or state is RenewState.FINAL:
                     held.renewed_at = sent_at
                     held.final = state is RenewState.FINAL
-                elif state is RenewState.GONE:
+                elif state is RenewState.GONE or state is RenewState.LOST:
+                    if state is RenewState.LOST:  # the server may have lost it (a flush too)
+                        self._resynced_at = max(self._resynced_at, sent_at)
                     if self._restore_leases and self._lost_by_backend(held):
                         forgotten.append((key, held))
                     else:
@@ -1604,7 +1641,7 @@ class Throttle:
             waiter = self._waiting.get(key)
             if waiter is not None and state is not RenewState.QUEUED:
                 # Granted (its notice was lost) or its place lapsed: either way, ask again.
-                waiter.wake(granted=state is not RenewState.GONE)
+                waiter.wake(granted=state is RenewState.HELD or state is RenewState.FINAL)
         for key, held in forgotten:
             await self._restore(key, held, sent_at)
 
@@ -1635,6 +1672,7 @@ class Throttle:
                     left,
                     plan,
                     age=sent_at - held.since,
+                    **self._session_kw,
                 )
             except ThrottleError as exc:
                 logger.warning(

@@ -248,6 +248,10 @@ class SessionClient:
                     window = f"{result.window.amount}/{result.window.seconds:g}s"
                     raise RateLimited(number, wait_for, window, result.retry_in or 0.0)
                 refused_by = result.group if outcome is Outcome.GROUP_FULL else "cap"
+                if result.fenced:  # the server may have lost calls in progress (see Throttle)
+                    refused = AcquireTimeout(number, wait_for, "fence")
+                    refused.retry_after = result.retry_in
+                    raise refused
                 raise AcquireTimeout(number, wait_for, refused_by or "cap")
             hint = result.retry_in if result.retry_in is not None else _POLL_MAX
             # Asked again well within its place's lapse (a lease TTL), or the place is lost.

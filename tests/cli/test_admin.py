@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from callthrottle import Lease, Usage
+import redis
+from callthrottle import AcquireTimeout, Lease, Usage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -132,6 +133,37 @@ def test_release_owner_frees_a_dead_switch(
     [line] = _audit_lines(caplog)
     assert "action=release-owner" in line
     assert "owner=switch-7" in line
+
+
+def test_lift_fence_asks_then_admits_new_calls_at_once(
+    invoke: Callable[..., Result],
+    redis_args: list[str],
+    redis_url: str,
+    prefix: str,
+    dialer: SyncThrottle,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callthrottle.audit")
+    dialer.release(dialer.acquire(A, timeout=0))
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*client.keys(f"{prefix}*"))  # the prefix's data lost, its marker with it
+    client.close()
+    with pytest.raises(AcquireTimeout) as fenced:
+        dialer.acquire(A, timeout=0)
+    assert fenced.value.refused_by == "fence"
+
+    declined = invoke("lift-fence", *redis_args, input="n\n")
+    assert declined.exit_code == 1
+    assert "Admit new calls at once" in declined.stdout
+    with pytest.raises(AcquireTimeout):
+        dialer.acquire(A, timeout=0)
+
+    result = invoke("lift-fence", *redis_args, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "fence lifted" in result.stdout
+    dialer.release(dialer.acquire(A, timeout=0))
+    [line] = _audit_lines(caplog)
+    assert "action=lift-fence" in line
 
 
 def test_set_state_then_back(

@@ -105,3 +105,26 @@ async def test_a_lease_that_expired_is_counted_again(throttle: Throttle) -> None
     assert await throttle.usage(NUMBER, limit=2) == Usage(in_use=1, limit=2, waiting=0)
     assert [h.token for h in await throttle.holders(NUMBER)] == ["lost-call"]
     assert await backend.release(NUMBER, "lost-call", "elsewhere") == ReleaseState.RELEASED
+
+
+async def test_a_restored_session_lease_lives_with_its_session(
+    new_throttle: ThrottleFactory,
+) -> None:
+    # A lease of a session that the server lost (its record went too) is counted again as the
+    # session's: it lives while the session is kept alive, and lapses with it.
+    async with new_throttle(session="sbc-1", keepalive=False, lease_ttl=1) as throttle:
+        backend = throttle.backend
+        outcome = await backend.restore(NUMBER, "lost-call", "sbc-1", 1, 1, None, session=True)
+        assert outcome is RestoreOutcome.RESTORED
+        assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
+        [holder] = await throttle.holders(NUMBER)
+        assert (holder.token, holder.owner) == ("lost-call", "sbc-1")
+        for _ in range(4):  # kept alive past its TTL: still counted
+            await anyio.sleep(0.4)
+            await throttle.keepalive()
+        assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
+        with pytest.raises(AcquireTimeout):
+            await throttle.acquire(NUMBER, limit=1, timeout=0)
+        await anyio.sleep(1.3)  # nobody keeps the session alive: it lapses, the lease with it
+        assert (await throttle.usage(NUMBER, limit=1)).in_use == 0
+        assert await backend.release(NUMBER, "lost-call", "sbc-1") == ReleaseState.EXPIRED

@@ -18,6 +18,7 @@ import pytest
 import redis
 from callthrottle import Throttle, Usage
 
+from .._servers import fence_mark
 from ._dialer import spawn
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ async def run_dialers(
 
 
 def keys_under(url: str, prefix: str) -> list[bytes]:
-    """Every key under ``prefix``, on a server or on every master of a Cluster."""
+    """Every key under ``prefix``, on a server or on every master of a Cluster, but the
+    prefix's marker (its one key that never expires: see fence_mark)."""
     if url.startswith("redis+cluster://"):
         host, _, port = url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
         cluster = redis.RedisCluster(host=host, port=int(port))
@@ -109,7 +111,8 @@ def keys_under(url: str, prefix: str) -> list[bytes]:
             cluster.close()
     client = redis.Redis.from_url(url)
     try:
-        return list(client.scan_iter(match=prefix + "*", count=1000))
+        mark = fence_mark(prefix).encode()
+        return [key for key in client.scan_iter(match=prefix + "*", count=1000) if key != mark]
     finally:
         client.close()
 

@@ -32,7 +32,7 @@ async def test_a_degraded_throttle_takes_its_share_locally_and_comes_back(
     test_restart.py covers that.)"""
     with own_server() as (url, server):
         async with Throttle.from_url(
-            url, default_limit=4, degraded_share=0.5, restore_leases=False
+            url, default_limit=4, degraded_share=0.5, restore_leases=False, lease_ttl=1
         ) as throttle:
             shared = await throttle.acquire(NUMBER, timeout=0)
             assert not shared.degraded
@@ -47,7 +47,8 @@ async def test_a_degraded_throttle_takes_its_share_locally_and_comes_back(
             assert set(throttle.held) >= set(local)
             assert await throttle.release(local[0]) is True
             server.start()
-            back = await throttle.acquire(NUMBER, timeout=0)
+            # Back from the server, once its fence (a lease TTL) is over.
+            back = await throttle.acquire(NUMBER, timeout=3)
             assert not back.degraded
             assert (await throttle.usage(NUMBER)).in_use == 1  # the server forgot `shared`
             assert await throttle.release(local[1]) is True  # still given back in-process

@@ -36,6 +36,7 @@ from .._retried import (
     timeless,
     views,
 )
+from .._servers import fence_mark
 from ._proxy import CuttingProxy
 
 pytestmark = pytest.mark.redis
@@ -104,6 +105,8 @@ async def _dump(client: Any, prefix: str, case: Case) -> dict[str, Any]:
                 value = [[member, score // _LOAD_SCALE] for member, score in value]
         if case.order_moves and name in _ORDER_KEYS:
             value = "(moves on a retry)"
+        if raw.decode() == fence_mark(prefix):
+            value = "(when it was made)"  # the prefix's marker: its value is its making time
         keys[name] = [kind, plain(value), await client.execute_command("PEXPIRETIME", raw)]
     return keys
 

@@ -9,12 +9,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 import redis
-from callthrottle import Throttle
+from callthrottle import AcquireTimeout, Lease, Throttle, Usage
 
-from .._servers import _wait_until_up, find_server_binary, free_port, own_server
+from .._servers import (
+    Server,
+    _wait_until_up,
+    find_server_binary,
+    free_port,
+    own_server,
+)
+from ._proxy import CuttingProxy
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -126,7 +134,9 @@ async def _fail_over_while_holding(
             usage = await throttle.usage(NUMBER)
             assert usage.in_use == 1
             assert await throttle.release(lease) is True
-            second = await throttle.acquire(NUMBER, timeout=0)
+            # A promoted replica admits no new call for a lease TTL from its first call (it
+            # may lack the newest leases: the fence), which the wait above may have outlasted.
+            second = await throttle.acquire(NUMBER, timeout=35)
             assert replica.zcard(throttle.backend.keys_for(NUMBER)[0]) == 1  # type: ignore[attr-defined]
             await throttle.release(second)
     finally:
@@ -163,3 +173,107 @@ def test_the_blocking_session_client_finds_the_master_through_the_sentinels(pref
             assert primary.keys(f"{prefix}*"), "the lease is on the master"
             assert client.end_call(lease) is ReleaseOutcome.RELEASED
             primary.close()
+
+
+def master_found(sentinel: redis.Redis) -> int | None:
+    """The port of the master that clients find through the sentinel (None: none yet)."""
+    from redis.sentinel import MasterNotFoundError, Sentinel
+
+    port = sentinel.connection_pool.connection_kwargs["port"]
+    try:
+        return int(Sentinel([("127.0.0.1", port)]).discover_master("svc")[1])
+    except MasterNotFoundError:
+        return None
+
+
+async def until(check: object, within: float = 20.0) -> None:
+    """``wait_for`` without blocking the event loop (a proxy of the test's runs on it)."""
+    with anyio.fail_after(within):
+        while not check():  # type: ignore[operator]
+            await anyio.sleep(0.05)
+
+
+async def test_a_promoted_replica_that_lacked_a_lease_fences_until_its_holder_counted_it(
+    prefix: str,
+) -> None:
+    """The replica reaches the master through a proxy, severed after the holder's first lease
+    was replicated: its second is on the master only. The master is killed (SIGKILL) and the
+    sentinel promotes the replica, which lacks that lease. A new caller gets nothing there
+    while the fence lasts (without it, the number would carry three calls on a cap of two);
+    the holder counts its lost lease again meanwhile, so the number is full once it is over,
+    and the new caller gets the slot the holder gives back."""
+    ttl = 3.0  # a failover takes a few seconds: the holder's leases must outlive it
+    with own_server() as (master_url, master):
+        proxy = CuttingProxy.in_front_of(master_url)
+        async with proxy.running():
+            with replica_of(proxy.port) as replica_port:
+                replica = redis.Redis(port=replica_port)
+                await until(lambda: replica.info("replication")["master_link_status"] == "up")
+                with sentinel_for(master.port) as sentinel_port:
+                    sentinel = redis.Redis(port=sentinel_port)
+                    await until(lambda: replica_in_sync(sentinel))
+                    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/svc"
+                    async with (
+                        Throttle.from_url(url, key_prefix=prefix, lease_ttl=ttl) as holder,
+                        Throttle.from_url(url, key_prefix=prefix, lease_ttl=ttl) as newcomer,
+                    ):
+                        await _promote_a_replica_that_lacks_a_lease(
+                            holder, newcomer, master, replica, sentinel, proxy, ttl
+                        )
+                    sentinel.close()
+                replica.close()
+
+
+async def _promote_a_replica_that_lacks_a_lease(
+    holder: Throttle,
+    newcomer: Throttle,
+    master: Server,
+    replica: redis.Redis,
+    sentinel: redis.Redis,
+    proxy: CuttingProxy,
+    ttl: float,
+) -> None:
+    replicated = await holder.acquire(NUMBER, limit=2, timeout=0)
+    h_key = holder.backend.keys_for(NUMBER)[0]  # type: ignore[attr-defined]
+    await until(lambda: replica.zcard(h_key) == 1)
+    proxy.sever()
+    await until(lambda: replica.info("replication")["master_link_status"] == "down")
+    unreplicated = await holder.acquire(NUMBER, limit=2, timeout=0)
+    assert replica.zcard(h_key) == 1
+    assert master.proc is not None
+    master.proc.kill()
+    await until(lambda: replica.info("replication")["role"] == "master", within=30)
+    promoted = anyio.current_time()
+    replica_port = replica.connection_pool.connection_kwargs["port"]
+    await until(lambda: master_found(sentinel) == replica_port)
+    assert replica.info("replication")["second_repl_offset"] != -1
+    # The promoted replica lacks a lease of a call still up: it must grant nothing yet.
+    with pytest.raises(AcquireTimeout) as refused:
+        await newcomer.acquire(NUMBER, limit=2, timeout=0)
+    assert refused.value.refused_by == "fence"
+    # The holder counts the lost lease again (its connection went to another server).
+    await until(lambda: replica.zcard(h_key) == 2, within=ttl)
+    assert anyio.current_time() - promoted < ttl
+    got: list[Lease] = []
+
+    async def wait() -> None:
+        got.append(await newcomer.acquire(NUMBER, limit=2, timeout=4 * ttl))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(wait)
+        with anyio.fail_after(ttl):
+            while (await newcomer.usage(NUMBER, limit=2)).waiting == 0:
+                await anyio.sleep(0.02)
+        while anyio.current_time() - promoted < 1.5 * ttl:  # past the fence's end
+            assert await newcomer.usage(NUMBER, limit=2) == Usage(2, 2, 1)
+            await anyio.sleep(0.05)
+        assert not got
+        assert {h.token for h in await newcomer.holders(NUMBER)} == {
+            replicated.token,
+            unreplicated.token,
+        }
+        assert await holder.release(unreplicated) is True
+        await until(lambda: bool(got), within=ttl)
+    assert not replicated.lost
+    assert await holder.release(replicated) is True
+    assert await newcomer.release(got[0]) is True

@@ -104,6 +104,9 @@ class RenewState(enum.IntEnum):
     FINAL = 2  #: holds a slot; its lease was extended up to its max_hold deadline, no further
     QUEUED = 0  #: waits in line; its place was kept alive
     GONE = -1  #: neither: expired, released or reclaimed
+    #: gone while the server may have lost it (a Redis restart, failover or flush: the fence
+    #: holds new grants): its holder should count it again (:meth:`Backend.restore`)
+    LOST = -2
 
 
 #: A lease is counted again (:meth:`Backend.restore`) only within this many TTLs of its last
@@ -150,6 +153,9 @@ class AcquireResult:
         call again)
     :ivar for_callee: when rate limited, whether the full window is the callee's
     :ivar group: when a group refused (its cap, or when rate limited, its window), its name
+    :ivar fenced: when queued or refused, whether the backend holds every new grant because it
+        may have lost leases of calls still up (a Redis restart, failover or flush): its
+        holders are counting them again, and ``retry_in`` says when grants resume
     """
 
     outcome: Outcome
@@ -159,6 +165,7 @@ class AcquireResult:
     window: Window | None = None
     for_callee: bool = False
     group: str | None = None
+    fenced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +295,7 @@ class Backend(Protocol):
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
+        session: bool = False,
     ) -> RestoreOutcome:
         """Count again a lease the backend lost (a Redis restart without persistence, a
         failover to a replica that lacked it) while its call is still up: held by ``owner``
@@ -403,12 +411,15 @@ class Backend(Protocol):
         One round trip on Redis; the cost grows with ``tries``, not with the pool's size."""
         ...
 
-    async def keepalive(self, session: str, ttl: float) -> None:
+    async def keepalive(self, session: str, ttl: float) -> bool:
         """Keep the session alive for ``ttl`` seconds from now by the backend's clock (never
         shortening it): its leases live on until then. Once that time passes with no other
         keep-alive or acquire in the session, every lease of the session lapses at once (it
         stops counting, and is dropped, recorded as expired, when its number is next settled).
         Its cost does not grow with the leases held (one round trip on a single Redis server).
+
+        :return: whether the server may have lost leases (a Redis restart, failover or flush:
+            the fence holds new grants): the session's holders should look for theirs
         """
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
@@ -442,6 +453,13 @@ class Backend(Protocol):
 
         :return: (live leases removed, live waiters removed)
         """
+        ...
+
+    async def lift_fence(self) -> None:
+        """End at once the fence that holds new grants after the backend may have lost its
+        data (a Redis restart, failover or flush: see README, "When Redis loses its data"), on
+        every server: for an operator who knows that no call is up, e.g. a new deployment. A
+        backend that cannot lose its data has none: nothing happens."""
         ...
 
     async def aclose(self) -> None:

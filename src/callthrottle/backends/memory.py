@@ -1351,6 +1351,7 @@ class MemoryBackend:
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
+        session: bool = False,
     ) -> RestoreOutcome:
         """Lua twin: ``restore.lua``."""
         await self._checkpoint()
@@ -1364,20 +1365,27 @@ class MemoryBackend:
         if self._ended.ended(number, owner, token, now):
             self._forget_if_idle(number, state)
             return RestoreOutcome.ENDED
-        entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, bool(rates.groups))
+        record = None
+        if session:  # a session lease: it lives on with its session (a new life if it ended)
+            record = self._sessions.get(owner)
+            if record is None:
+                record = self._sessions[owner] = _Session()
+        claims = bool(rates.groups) or record is not None
+        entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, claims, session=record)
         self._grant(state, number, token, entry, now)
         entry.since = now - age
         for group in rates.groups:
             self._group_holders.setdefault(group.group, {})[(number, token)] = entry
         return RestoreOutcome.RESTORED
 
-    async def keepalive(self, session: str, ttl: float) -> None:
-        """Lua twin: ``keepalive.lua``."""
+    async def keepalive(self, session: str, ttl: float) -> bool:
+        """Lua twin: ``keepalive.lua`` (this backend never loses its data: never fenced)."""
         await self._checkpoint()
         record = self._sessions.get(session)
         if record is None:
             record = self._sessions[session] = _Session()
         record.keep(self._clock(), ttl)
+        return False
 
     async def release_owner(self, owner: str) -> int:
         """Lua twins: ``release_owner.lua`` (each number's leases and line) and
@@ -1448,6 +1456,10 @@ class MemoryBackend:
             )
             for expires, token, e in live
         ]
+
+    async def lift_fence(self) -> None:
+        """Lua twin: ``fence_lift.lua``. Nothing to lift: this backend never loses its data."""
+        await self._checkpoint()
 
     async def reset_number(self, number: str) -> tuple[int, int]:
         """Lua twin: ``reset_number.lua``."""

@@ -114,6 +114,8 @@ def acquire_result(reply: list[Any]) -> AcquireResult:
     retry_in = None if reply[1] < 0 else reply[1] / 1000
     if len(reply) == 2:
         return AcquireResult(Outcome(reply[0]), retry_in)
+    if reply[2] == b"f":
+        return AcquireResult(Outcome(reply[0]), retry_in, fenced=True)
     if reply[0] == Outcome.RATE_LIMITED:
         window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
         whose = reply[5].decode()
@@ -619,10 +621,14 @@ class RedisBackend:
         max_hold: float | None,
         rates: RatePlan = NO_RATES,
         age: float = 0.0,
+        session: bool = False,
     ) -> RestoreOutcome:
         keys = self.keys_for(number)
         hold = 0 if max_hold is None else _ms(max_hold)
-        args = (token, owner, _ms(ttl), hold, limit, number, round(age * 1000))
+        holder = owner
+        if session:
+            holder = f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
+        args = (token, holder, _ms(ttl), hold, limit, number, round(age * 1000))
         with _map_errors("restore"):
             await self._join(self._channels_for(number), owner)
             return RestoreOutcome(await self._run("restore", keys, args))
@@ -834,7 +840,7 @@ class RedisBackend:
             key = f"{{{tag}}}:sessions"
         return self._prefix + key if whole else key
 
-    async def keepalive(self, session: str, ttl: float) -> None:
+    async def keepalive(self, session: str, ttl: float) -> bool:
         """Keep ``session`` alive ``ttl`` seconds more: one call on a single server (or
         Sentinel), whatever the leases held. In a Cluster the records are per hash tag: one
         call per tag that holds one, found by scanning every master each time (another process
@@ -843,11 +849,14 @@ class RedisBackend:
         args = (session, _ms(ttl))
         with _map_errors("keepalive"):
             if self._events is None:
-                await self._run("keepalive", [self._session_record("")], args)
-                return
+                _, fenced = await self._run("keepalive", [self._session_record("")], args)
+                return bool(fenced)
             await self._find_session_records()
+            fenced = False
             for tag in sorted(self._session_tags):
-                await self._run("keepalive", [self._session_record(tag)], args)
+                reply = await self._run("keepalive", [self._session_record(tag)], args)
+                fenced = fenced or bool(reply[1])
+            return fenced
 
     async def _find_session_records(self) -> None:
         """In a Cluster, learn the tags that hold session records."""
@@ -941,9 +950,7 @@ class RedisBackend:
         return int(held), int(waiting)
 
     async def lift_fence(self) -> None:
-        """End the fence that holds new grants after the server may have lost its data (see
-        README, "When Redis loses its data"), on every master. For an operator who knows that
-        no call is up (a new deployment), and for tests that start their own servers."""
+        """On every master (``fence_lift.lua``)."""
         args = (self._prefix + "fence",)
         with _map_errors("lift_fence"):
             if isinstance(self._lane, ClusterLanes):

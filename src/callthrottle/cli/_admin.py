@@ -1,5 +1,5 @@
 """Admin actions for when a switch crashed: ``reset``, ``release``, ``release-owner``,
-``set-state``. Each checks its input before anything is written, asks for confirmation
+``set-state``, and ``lift-fence`` for a server known to have lost no call. Each checks its input before anything is written, asks for confirmation
 (``--yes`` skips it), and writes one audit line."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .._models import Holder
     from .._throttle import Throttle
 
-__all__ = ("release", "release_owner", "reset", "set_state")
+__all__ = ("lift_fence", "release", "release_owner", "reset", "set_state")
 
 _yes = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
@@ -170,3 +170,27 @@ def set_state(
     result = f"{before} -> {state}"
     audit("set-state", target, result, number=number, state=state, reason=reason or "")
     click.echo(f"{number}: {result}")
+
+
+@click.command("lift-fence")
+@backend_options
+@_yes
+def lift_fence(target: Target, yes: bool) -> None:
+    """Admit new calls at once on a Redis server that may have lost its data (a restart,
+    failover or flush), instead of waiting a lease TTL for the holders of calls still up to
+    count them again. Only when no such call can be up (a new deployment): otherwise the
+    fence ends by itself."""
+
+    async def act() -> None:
+        async with target.throttle() as throttle:
+            await _confirm(
+                "Admit new calls at once, although calls still up may not have been counted "
+                "again yet?",
+                yes,
+            )
+            await throttle.backend.lift_fence()
+
+    run(act)
+    result = "fence lifted: new calls are admitted at once"
+    audit("lift-fence", target, result)
+    click.echo(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._admin import release, release_owner, reset, set_state
+from ._admin import lift_fence, release, release_owner, reset, set_state
 from ._bench import bench
 from ._keepalive import keepalive
 from ._simulate import simulate
@@ -24,6 +24,7 @@ def cli() -> None:
 
 
 for command in (
-    simulate, status, top, reset, release, release_owner, set_state, bench, keepalive,
+    simulate, status, top, reset, release, release_owner, set_state, lift_fence, bench,
+    keepalive,
 ):  # fmt: skip
     cli.add_command(command)

@@ -69,6 +69,8 @@ local NOW, POLICY, PURGED
 local SESSIONS = {}
 -- key -> the time (ms) this call already made it live at least until (a batch extends once).
 local EXTENDED = {}
+-- marker key (see fence_mark) -> true once this call looked at it
+local MARKED = {}
 
 -- Every function starts here: the keys and arguments of the call become the names above
 -- (Redis runs one function at a time, so they are never shared by two calls).
@@ -79,6 +81,7 @@ local function bind(keys, args)
   NOW, POLICY, PURGED = nil, nil, nil
   EXTENDED = {}
   SESSIONS = {}
+  MARKED = {}
 end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
@@ -298,30 +301,32 @@ end
 -- not calls) or a new release's library starts with none. A library seeing the server for the
 -- first time reads INFO once (and again after RECHECK_MS without any call, to see a node
 -- demoted and promoted again): it fences when the server started less than a grace ago, when
--- it became master by a promotion, or when its identity (run ID and replication ID) changed.
--- A flush (or the prefix's keys deleted) is seen by a marker key per key prefix, without
--- expiry: gone while this library had seen it (single server and Sentinel; a Cluster
--- function cannot reach a key outside its own slot).
+-- it became master by a promotion, or when its identity (run ID and the replication ID it
+-- had before its last promotion) changed.
+-- A flush (or a key prefix's keys deleted) is seen by a marker key per key prefix, without
+-- expiry: gone while this library had seen it, that prefix is fenced (single server and
+-- Sentinel; a Cluster function cannot reach a key outside its own slot).
 local RECHECK_MS = 1000
 -- checked: when INFO was last read (nil: never); first: the first call seen; uptime: the
--- server's uptime then (ms); lost: when a loss was seen (nil: none); grace: the longest TTL
--- a caller passed (ms; grown only while fenced, so an ended fence never comes back)
+-- server's uptime then (ms); lost: when a loss of the whole server was seen (nil: none);
+-- grace: the longest TTL a caller passed (ms; grown only while fenced, so that an ended fence
+-- never comes back); marks: marker key -> true once seen; flushed: marker key -> when it was
+-- found gone.
 local FENCE = {checked = nil, ident = nil, first = 0, uptime = 0, lost = nil, grace = 0,
-  cluster = false, marks = {}}
+  cluster = false, marks = {}, flushed = {}}
 
 local function info_field(text, name)
   return string.match(text, name .. ':([^\r\n]*)')
 end
 
--- The server's identity, and its INFO server and replication sections.
-local function server_facts()
-  local server = redis.call('INFO', 'server')
-  local repl = redis.call('INFO', 'replication')
-  return (info_field(server, 'run_id') or '') .. ':' .. (info_field(repl, 'master_replid') or ''),
-    server, repl
+-- An INFO section ('' when the caller's ACL user may not run INFO: then a fresh library
+-- fences, as after a restart, and promotions are not told apart from restarts).
+local function info(section)
+  local text = redis.pcall('INFO', section)
+  return type(text) == 'string' and text or ''
 end
 
--- The marker key of the key prefix of a number's keys (KEYS[1]): "<prefix>fence".
+-- The marker key of the key prefix of a number's keys (H): "<prefix>fence".
 local function fence_mark(key)
   return string.match(key, '^(.-){') .. 'fence'
 end
@@ -330,61 +335,84 @@ end
 local function watch_for_loss(now, mark)
   local f = FENCE
   if f.checked == nil or now - f.checked > RECHECK_MS then
-    local ident, server, repl = server_facts()
+    local server, repl = info('server'), info('replication')
+    -- A promotion shifts the replication ID into master_replid2 at second_repl_offset (the
+    -- ID alone also changes when a master gets its first replica: no loss).
+    local ident = (info_field(server, 'run_id') or '') .. ':' ..
+      (info_field(repl, 'master_replid2') or '') .. ':' ..
+      (info_field(repl, 'second_repl_offset') or '')
     if f.checked == nil then
       f.first = now
       f.uptime = tonumber(info_field(server, 'uptime_in_seconds') or '0') * 1000
-      f.cluster = info_field(redis.call('INFO', 'cluster'), 'cluster_enabled') == '1'
+      f.cluster = info_field(info('cluster'), 'cluster_enabled') == '1'
       if tonumber(info_field(repl, 'second_repl_offset') or '-1') ~= -1 then f.lost = now end
-    elseif ident ~= f.ident then
+    elseif server ~= '' and f.ident ~= nil and ident ~= f.ident then
       f.lost = now
     end
-    f.ident = ident
+    if server ~= '' then f.ident = ident end  -- (nil while no caller may read INFO)
   end
   f.checked = now
-  if mark and not f.cluster then
-    if not f.marks[mark] then
-      redis.call('SET', mark, '1', 'NX')  -- a prefix new to this library (or to the server)
-      f.marks[mark] = true
-    elseif redis.call('EXISTS', mark) == 0 then
-      f.lost = now
-      redis.call('SET', mark, '1')
+  if mark and not f.cluster and not MARKED[mark] then
+    MARKED[mark] = true  -- looked at once a call (a batch of operations shares it)
+    -- The marker's value names its making (the server's time): a library that finds it gone,
+    -- or made again by another library (another release's, which saw the flush first), fences.
+    local seen = f.marks[mark]
+    local value = redis.pcall('GET', mark)
+    if type(value) == 'table' then  -- refused: a Cluster whose INFO this user may not read
+      f.cluster = true              -- (the marker is outside the call's slot): no marker
+    elseif seen == nil and value then
+      f.marks[mark] = value         -- a prefix new to this library
+    elseif not value or value ~= seen then
+      if seen ~= nil then f.flushed[mark] = now end
+      local t = redis.call('TIME')
+      local made = value or (t[1] .. '.' .. t[2])
+      if not value then redis.call('SET', mark, made) end
+      f.marks[mark] = made
     end
   end
 end
 
--- When the fence ends (ms, server clock; at or before now: none), for a caller whose leases
--- live `grace` ms (0: it tells none).
-local function fence_end(now, grace)
-  local f = FENCE
-  local function ends(g)
-    local e = 0
-    if f.lost then e = f.lost + g end
-    if f.uptime < g and f.first + g > e then e = f.first + g end
-    return e
-  end
-  if grace > f.grace and (f.grace == 0 or ends(f.grace) > now) then f.grace = grace end
-  return ends(f.grace)
+-- When the fence ends (ms, server clock; at or before now: none) for the key prefix of `mark`
+-- (nil: the whole server's), for a caller whose leases live `grace` ms (0: it tells none).
+local function fence_ends(f, flushed, g)
+  local e = 0
+  if f.lost then e = f.lost + g end
+  if flushed and flushed + g > e then e = flushed + g end
+  if f.uptime < g and f.first + g > e then e = f.first + g end
+  return e
 end
 
--- Whether new slots may be granted now (no fence), for a caller whose leases live `grace` ms;
--- the fence's end when not.
+local function fence_end(now, grace, mark)
+  local f = FENCE
+  local flushed = mark and f.flushed[mark]
+  if grace > f.grace and (f.grace == 0 or fence_ends(f, flushed, f.grace) > now) then
+    f.grace = grace
+  end
+  return fence_ends(f, flushed, f.grace)
+end
+
+-- The fence's end when new slots may not be granted now under the marker key `mark`, for a
+-- caller whose leases live `grace` ms; nil when they may.
 local function fenced(now, grace, mark)
   watch_for_loss(now, mark)
-  local e = fence_end(now, grace)
+  local e = fence_end(now, grace, mark)
   return e > now and e or nil
 end
 
--- Whether a slot may be handed to a waiter now (promote): not while fenced, nor before the
--- library has looked at the server (the waiter is nudged to ask: its acquire looks).
+-- Whether a slot of the number bound (H) may be handed to a waiter now (promote): not while
+-- fenced, nor before the library has looked at the server (the waiter is nudged to ask: its
+-- acquire looks).
 local function may_hand_over(now)
-  return FENCE.checked ~= nil and fence_end(now, 0) <= now
+  return FENCE.checked ~= nil and fence_end(now, 0, fence_mark(H)) <= now
 end
 
--- End the fence now (an operator who knows that no call is up, or a new deployment).
+-- End the fence now, on the whole server (an operator who knows that no call is up, or a new
+-- deployment); `mark`: the caller's prefix's marker key.
 local function lift_fence(now, mark)
+  FENCE.checked = nil  -- the server looked at now, as it is (a change just made included)
   watch_for_loss(now, mark)
-  FENCE.lost, FENCE.uptime = nil, math.huge
+  -- Marker keys gone meanwhile are no loss either: each is set again on its prefix's next call.
+  FENCE.lost, FENCE.uptime, FENCE.flushed, FENCE.marks = nil, math.huge, {}, {}
 end
 
 local function now_ms()
@@ -947,7 +975,7 @@ local function retry_in(now)
     wait = luntil - now
   end
   -- While fenced, nothing is granted: asking before the fence ends is useless.
-  local fence = fence_end(now, 0) - now
+  local fence = fence_end(now, 0, fence_mark(H)) - now
   if fence > 0 and wait < fence then wait = fence end
   return wait
 end

@@ -17,9 +17,10 @@
 -- conflict; {4, retry_in_ms, amount, window_ms, calendar, 'n', 'c' or a group's name} when a
 -- rate window of the number, the callee or a group is full (nothing is written, and a queued
 -- token leaves the line); {5, retry_in_ms, group name, cap} when a group is full (the caller
--- waits for a group slot, when enqueue, without a place in the number's line); {3, retry_in_ms, state, reason} when the
--- number's state admits no calls (retry_in_ms: the end of a cool-down, -1 if none; a place
--- the token had in a group's line goes).
+-- waits for a group slot, when enqueue, without a place in the number's line); {3,
+-- retry_in_ms, state, reason} when the number's state admits no calls (retry_in_ms: the end of
+-- a cool-down, -1 if none; a place the token had in a group's line goes); {0 or 2,
+-- retry_in_ms, 'f'} when queued or refused while the fence holds every grant (see fenced).
 local token = ARGV[1]
 local owner, skey = split_owner(ARGV[2])
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -56,7 +57,8 @@ local asked = limit
 limit = cap_in_force(pol, limit, now)
 -- The server may have lost leases of calls still up (see fenced): nothing is granted until
 -- their holders had the time to count them again; a waiter keeps its place meanwhile.
-if fenced(now, ttl, fence_mark(H)) then limit = 0 end
+local fence = fenced(now, ttl, fence_mark(H))
+if fence then limit = 0 end
 
 -- The hot path: no rate window, callee or group; nobody waiting; a slot free. Leases that
 -- expired unnoticed only make the number look fuller here: the full path below settles them.
@@ -74,6 +76,12 @@ if #ARGV <= 8 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 the
     end
     -- The token is known already: the full path tells a repeat from a conflict.
   end
+end
+-- Queued (0) or refused (2): when to ask again, and 'f' while the fence holds grants.
+local function wait_reply(outcome)
+  local reply = {outcome, retry_in(now)}
+  if fence then reply[3] = 'f' end
+  return reply
 end
 local windows = windows_in_force(pol, ARGV[9] or '', ARGV[11] or '', ARGV[12], now)
 local callee_windows = parse_windows(ARGV[13] or '')
@@ -211,7 +219,7 @@ if raw then
   end
   redis.call('ZADD', W, now + wttl, token)
   keep_line(wttl + 1000, false)
-  return told({0, retry_in(now)})
+  return told(wait_reply(0))
 end
 
 if flags == 'r' then
@@ -227,7 +235,7 @@ if queued == 0 then
   end
 end
 
-if ARGV[6] ~= '1' then return {2, retry_in(now)} end
+if ARGV[6] ~= '1' then return wait_reply(2) end
 leave_group_lines(0)  -- it waits in the number's line now
 local seq = 1
 local tail = redis.call('ZRANGE', Q, -1, -1, 'WITHSCORES')
@@ -237,4 +245,4 @@ redis.call('ZADD', W, now + ttl, token)
 redis.call('HSET', M, token, meta(owner, ttl, hold, asked, flags, now, skey))
 forget_ended(owner, token)
 keep_line(ttl + 1000, queued == 0)
-return told({0, retry_in(now)})
+return told(wait_reply(0))

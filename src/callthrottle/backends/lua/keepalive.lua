@@ -6,13 +6,14 @@
 -- KEYS[1] the session record (hash: session name -> when it lapses, ms by the server clock)
 -- ARGV[1] the session's name, ARGV[2] ttl_ms, ARGV[3] (optional) '1': end the session's life
 -- now instead (release_owner, once its leases went)
--- Returns when the session lapses now (ms, server clock).
+-- Returns {when the session lapses now (ms, server clock), 1 while the fence holds (the server
+-- may have lost the session's leases: its holders look for theirs), else 0}.
 local record, session, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-fenced(now, ttl, nil)  -- a server that lost leases fences new grants (see fenced)
+local fence = fenced(now, ttl, nil)  -- a server that lost leases fences new grants
 if ARGV[3] == '1' then
   end_session(record, session, now)
 else
   keep_session(record, session, ttl, now)
 end
-return session_life(record, session)[1]
+return {session_life(record, session)[1], fence and 1 or 0}

@@ -180,6 +180,12 @@ for _, number in ipairs(candidates) do
     return {1, number}
   end
   if reply[1] == -1 then return {-1, number} end
+  if reply[3] == 'f' then
+    -- The fence holds every grant on this server (see fenced): no number can take the call
+    -- before it ends, and none is moved back for it.
+    full, earliest = true, tonumber(reply[2])
+    break
+  end
   -- It could not take the call: to the back, behind every number not known to be unable, so
   -- that the next picks look at others first (a release through the pool brings it back).
   redis.call('ZADD', PL, 'XX', RESTING + redis.call('INCR', PS) % LOAD_SCALE, number)
