@@ -41,10 +41,10 @@ RESTARTS = [
     "--call-ms", "1000", "--ttl", "2",
 ]  # fmt: skip
 # A failover takes 3.5-5 s (node timeout 2 s), during which a dead master's leases (TTL 3 s)
-# lapse; calls of 4 s go on past it, and 40 callers per process wait on each of 3 numbers (one
-# per master) to take a slot the new master shows free. The whole cluster refuses every call
-# for about a second of each failover (CLUSTERDOWN): leases shorter than about 3 s would lapse
-# on the masters that lost nothing, which no fence is meant to cover.
+# lapse; calls of 4 s go on past it, and 40 callers per process share 3 numbers (one per
+# master), ready to take a slot the new master shows free. The whole cluster refuses every
+# call for about a second of each failover (CLUSTERDOWN): leases shorter than about 3 s would
+# lapse on the masters that lost nothing, which no fence is meant to cover.
 FAILOVERS = [
     "--minutes", "0.4", "--cluster", "--failover-every", "4", "--kill-every", "4",
     "--processes", "3", "--coroutines", "40", "--numbers", "3", "--cap", "3",
