@@ -26,8 +26,9 @@ holds new grants after a loss costs that wait. Exit status 1 if any number went 
 or a slot leaked, whatever the persistence: the fence and the holders' restores of their
 leases must keep the cap through data loss. ``--no-restore`` shows what happens when holders
 do not count their lost leases again (numbers may go over: then only a leak fails the run);
-``--lift-fence`` ends the fence again and again (every few tens of milliseconds, so at once
-after each restart or failover), to show what happens without it. Progress goes to stderr, the report (JSON) to stdout.
+``--lift-fence`` ends the fence again and again (every 20 ms, so at once after each restart
+or failover), to show what happens without it. ``--logs DIR`` keeps the dialers' logs (they
+are kept anyway when the run fails). Progress goes to stderr, the report (JSON) to stdout.
 """
 
 from __future__ import annotations
