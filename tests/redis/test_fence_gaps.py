@@ -64,8 +64,9 @@ async def test_a_holder_with_a_longer_ttl_is_waited_for() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the marker key is named by the prefix alone: a library that saw it in one database "
-    "takes its absence in another for a loss, and fences the whole server",
+    reason="the marker key is named by the prefix alone (a function cannot tell its database): "
+    "a library that saw it in one database takes its absence in another for a flush, and "
+    "fences that prefix once",
 )
 async def test_a_new_deployment_on_another_database_of_the_server_does_not_fence() -> None:
     with own_server() as (url, _):
