@@ -1,0 +1,67 @@
+"""Holes found in the fence: each test says what should hold, and fails on the code as it is."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import redis
+from callthrottle import AcquireTimeout, Throttle
+
+from .._servers import own_server
+from ._fence import NUMBER, TTL, delete_the_library, eventually
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+async def test_a_session_worker_without_keepalive_counts_its_leases_again_after_a_flush(
+    prefix: str,
+) -> None:
+    """The documented pattern for a proxy: workers take the session's leases with
+    ``keepalive=False``, a timer (here another throttle of the session) keeps the session alive.
+    A flush drops the worker's lease, no connection is replaced: once the fence is over the
+    number must still be full (the worker's call is up)."""
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        async with (
+            Throttle.from_url(
+                url, key_prefix=prefix, session="sbc-1", keepalive=False, lease_ttl=TTL
+            ) as worker,
+            Throttle.from_url(url, key_prefix=prefix, session="sbc-1", lease_ttl=TTL) as keeper,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as newcomer,
+        ):
+            held = await worker.acquire(NUMBER, limit=1, timeout=0)
+            await keeper.keepalive()
+            client.flushall()
+            with pytest.raises(AcquireTimeout):
+                await newcomer.acquire(NUMBER, limit=1, timeout=1.5 * TTL)  # past the fence
+            assert [h.owner for h in await newcomer.holders(NUMBER)] == ["sbc-1"]
+            assert not held.lost
+        client.close()
+
+
+async def test_a_flush_seen_first_by_a_renewal_of_a_library_that_knows_no_ttl_yet(
+    prefix: str,
+) -> None:
+    """The library is loaded again on a server up longer than a lease TTL (it knows no TTL: no
+    acquire, restore or keep-alive came since); a holder's renewals load it and look at the
+    marker. A flush then: the renewal that sees it must answer LOST, so that the holder counts
+    its lease again before the fence (begun by the next acquire) ends."""
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        await eventually(lambda: client.info("server")["uptime_in_seconds"] > TTL)
+        async with (
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as newcomer,
+        ):
+            held = await holder.acquire(NUMBER, limit=1, timeout=0)
+            delete_the_library(client)
+            await anyio.sleep(TTL / 2)  # a renewal loaded it again, and saw the marker
+            assert client.function_list()
+            client.flushall()
+            await anyio.sleep(TTL / 2)  # a renewal saw the flush
+            with pytest.raises(AcquireTimeout):
+                await newcomer.acquire(NUMBER, limit=1, timeout=1.5 * TTL)  # past the fence
+            assert [h.token for h in await newcomer.holders(NUMBER)] == [held.token]
+            assert not held.lost
+        client.close()
