@@ -9,7 +9,7 @@ import redis
 from callthrottle import AcquireTimeout, Throttle
 
 from .._servers import own_server
-from ._fence import NUMBER, TTL, delete_the_library, eventually
+from ._fence import NUMBER, TTL, delete_the_library, eventually, redis_backend
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -62,6 +62,27 @@ async def test_a_flush_seen_first_by_a_renewal_of_a_library_that_knows_no_ttl_ye
             await anyio.sleep(TTL / 2)  # a renewal saw the flush
             with pytest.raises(AcquireTimeout):
                 await newcomer.acquire(NUMBER, limit=1, timeout=1.5 * TTL)  # past the fence
+            assert [h.token for h in await newcomer.holders(NUMBER)] == [held.token]
+            assert not held.lost
+        client.close()
+
+
+async def test_a_flush_just_after_a_lift_is_seen_on_another_prefix(prefix: str) -> None:
+    """Lifting the fence (nothing was fenced: a deployment of another key prefix, say) speaks of
+    the past: a flush after it drops the leases of calls still up on the first prefix, whose
+    holder must count them again before a newcomer gets in."""
+    with own_server() as (url, _):
+        client = redis.Redis.from_url(url)
+        async with (
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as newcomer,
+            Throttle.from_url(url, key_prefix=prefix + "b:", lease_ttl=TTL) as deployer,
+        ):
+            held = await holder.acquire(NUMBER, limit=1, timeout=0)
+            await redis_backend(deployer).lift_fence()
+            client.flushall()
+            with pytest.raises(AcquireTimeout):
+                await newcomer.acquire(NUMBER, limit=1, timeout=1.5 * TTL)
             assert [h.token for h in await newcomer.holders(NUMBER)] == [held.token]
             assert not held.lost
         client.close()
