@@ -86,3 +86,32 @@ async def test_a_flush_just_after_a_lift_is_seen_on_another_prefix(prefix: str) 
             assert [h.token for h in await newcomer.holders(NUMBER)] == [held.token]
             assert not held.lost
         client.close()
+
+
+async def test_a_user_kept_to_its_own_keys_leaves_the_flush_of_another_prefix_seen(
+    prefix: str,
+) -> None:
+    """An ACL user whose keys are its own numbers' (its prefix's hash-tagged keys) cannot read
+    its prefix's marker: its calls go through, but the flush of another user's prefix on the
+    same server must still fence that prefix."""
+    tenant_prefix = prefix + "b:"
+    with own_server() as (url, _):
+        admin = redis.Redis.from_url(url)
+        admin.acl_setuser(
+            "tenant", enabled=True, passwords=["+secret"], commands=["+@all"],
+            keys=[tenant_prefix + "{*"], channels=["*"],
+        )  # fmt: skip
+        limited = url.replace("redis://", "redis://tenant:secret@")
+        async with (
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as newcomer,
+            Throttle.from_url(limited, key_prefix=tenant_prefix, lease_ttl=TTL) as tenant,
+        ):
+            held = await holder.acquire(NUMBER, limit=1, timeout=0)
+            await tenant.release(await tenant.acquire(NUMBER, limit=1, timeout=0))
+            admin.flushall()
+            with pytest.raises(AcquireTimeout):
+                await newcomer.acquire(NUMBER, limit=1, timeout=1.5 * TTL)
+            assert [h.token for h in await newcomer.holders(NUMBER)] == [held.token]
+            assert not held.lost
+        admin.close()
