@@ -9,7 +9,7 @@ import redis
 from callthrottle import AcquireTimeout, Throttle
 
 from .._servers import own_server
-from ._fence import NUMBER, TTL, delete_the_library, eventually, redis_backend
+from ._fence import NUMBER, TTL, delete_the_library, eventually, redis_backend, restart
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -115,3 +115,26 @@ async def test_a_user_kept_to_its_own_keys_leaves_the_flush_of_another_prefix_se
             assert [h.token for h in await newcomer.holders(NUMBER)] == [held.token]
             assert not held.lost
         admin.close()
+
+
+async def test_a_flush_soon_after_a_restart_that_lost_nothing(prefix: str) -> None:
+    """A restart with persistence loses nothing: the holder's renewals find its lease (no
+    acquire came since, so the library knows no TTL). A flush then: the renewal that sees it
+    must answer LOST, so that the holder counts its lease again before a newcomer gets in."""
+    with own_server(persistent=True) as (url, server):
+        async with (
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as newcomer,
+        ):
+            held = await holder.acquire(NUMBER, limit=1, timeout=0)
+            restart(server)
+            client = redis.Redis.from_url(url)
+            await anyio.sleep(TTL / 2)  # the holder reconnected, renewed: its lease was kept
+            assert client.exists(prefix + "fence")
+            client.flushall()
+            await anyio.sleep(TTL / 2)  # a renewal saw the flush
+            with pytest.raises(AcquireTimeout):
+                await newcomer.acquire(NUMBER, limit=1, timeout=1.5 * TTL)  # past the fence
+            assert [h.token for h in await newcomer.holders(NUMBER)] == [held.token]
+            assert not held.lost
+        client.close()
