@@ -9,7 +9,16 @@ import redis
 from callthrottle import AcquireTimeout, Throttle
 
 from .._servers import own_server
-from ._fence import NUMBER, TTL, delete_the_library, eventually, redis_backend, restart
+from ._fence import (
+    NUMBER,
+    TTL,
+    delete_the_library,
+    eventually,
+    redis_backend,
+    refused_at_once,
+    restart,
+)
+from ._proxy import CuttingProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -138,3 +147,23 @@ async def test_a_flush_soon_after_a_restart_that_lost_nothing(prefix: str) -> No
             assert [h.token for h in await newcomer.holders(NUMBER)] == [held.token]
             assert not held.lost
         client.close()
+
+
+async def test_a_release_owner_first_after_a_restart_keeps_the_fence(prefix: str) -> None:
+    """An operator cleans up after a crashed dialer (``release_owner``) just after a restart
+    without persistence; the holder of a call still up is cut off meanwhile. The restart's
+    fence must still keep a newcomer out until the holder could count its lease again."""
+    with own_server() as (url, server):
+        proxy = CuttingProxy.in_front_of(url)
+        async with (
+            proxy.running(),
+            Throttle.from_url(proxy.url, key_prefix=prefix, lease_ttl=TTL) as holder,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as newcomer,
+            Throttle.from_url(url, key_prefix=prefix, lease_ttl=TTL) as operator,
+        ):
+            await holder.acquire(NUMBER, limit=1, timeout=0)
+            proxy.sever()
+            restart(server)
+            assert await operator.release_owner("dialer-7:4242:9f3a01bc") == 0
+            assert await refused_at_once(newcomer, limit=1)
+            proxy.mend()
