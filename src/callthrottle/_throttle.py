@@ -918,7 +918,9 @@ class Throttle:
 
     async def _publish_lost_pools(self, names: Sequence[str]) -> bool:
         """Publish again the configured numbers of those of ``names`` that the backend has no
-        number of (it lost its data: a Redis restart, failover or flush); whether any was."""
+        number of, once it said it may have lost its data (a Redis restart, failover or flush:
+        a pick refused by the fence); whether any was. (A pool emptied on purpose just before
+        such a loss is filled again from the configuration.)"""
         published = False
         for name in names:
             settings = self._config.pools.get(name)
@@ -1093,7 +1095,6 @@ class Throttle:
             raise LeaseConflict(pool, token, "already waits for a slot of this pool")
         waiter = self._waiting[key] = _Waiter()
         in_line = False
-        looked_for_members = False
         try:
             while True:
                 earliest: float | None = None
@@ -1118,11 +1119,6 @@ class Throttle:
                     in_line = in_line or queue
                     if picked is not None and (earliest is None or picked < earliest):
                         earliest = picked
-                if earliest is None and not looked_for_members:
-                    # Nothing known to free: the server may have lost the pools' numbers.
-                    looked_for_members = True
-                    if await self._publish_lost_pools(chain):
-                        continue
                 now = self._now()
                 if wait == 0 or (deadline is not None and now >= deadline):
                     exhausted = PoolExhausted(pool, wait, tuple(chain), earliest)
@@ -1177,6 +1173,8 @@ class Throttle:
                 result.number or "", token, "already holds a slot (on a number of the pool)"
             )
         if result.outcome is not Outcome.GRANTED or result.number is None:
+            if result.fenced:  # the server may have lost the pool's numbers with its data
+                await self._publish_lost_pools((pool,))
             return result.retry_in
         lease = Lease(result.number, token, self._owner_id)
         lease.pool = pool
@@ -1300,7 +1298,18 @@ class Throttle:
         if self._session is None:
             raise ThrottleError("this Throttle has no session to keep alive (see `session`)")
         self._check_open()
-        await self._backend.keepalive(self._session, self._lease_ttl)
+        kept_at = anyio.current_time()
+        if await self._backend.keepalive(self._session, self._lease_ttl):
+            self._may_have_lost(kept_at)
+
+    def _may_have_lost(self, since: float) -> None:
+        """The backend may have lost leases (it is fenced) without any connection being
+        replaced (a flush): the heartbeat looks for this throttle's at once, as after one."""
+        self._resynced_at = max(self._resynced_at, since)
+        if self._held and self._restore_leases and self._restoring is None:
+            self._restoring = anyio.Event()
+        if self._renew_soon is not None:
+            self._renew_soon.set()
 
     async def release_owner(self, owner_id: str) -> int:
         """Free every lease and place in line of the throttle ``owner_id`` (e.g. a dead process).
@@ -1618,9 +1627,6 @@ class Throttle:
                     extra={"owner": self._owner_id},
                 )
             if restoring is not None:
-                # The server may have lost its data: pools it forgot get their numbers again.
-                with contextlib.suppress(ThrottleError):
-                    await self._publish_lost_pools(list(self._config.pools))
                 restoring.set()
                 if self._restoring is restoring:
                     self._restoring = None
@@ -1644,13 +1650,15 @@ class Throttle:
                         kept.renewed_at = max(kept.renewed_at, kept_at)
             # Once the backend's connection was replaced, the server may have lost them: they
             # are looked for (a renewal of a session lease only says whether it is held), and
-            # counted again if gone.
-            keys = list(self._held) if restoring else []
+            # counted again if gone. A throttle that does not keep its session alive hears of
+            # no fence from a keep-alive: it looks for its leases at every heartbeat (one call
+            # per number it holds leases on).
+            keys = list(self._held) if restoring or not self._keepalive else []
         keys += [key for key, waiter in self._waiting.items() if waiter.queued]
         if not keys:
             return
         sent_at = anyio.current_time()
-        states = await self._backend.renew(self._owner_id, keys)
+        states = await self._backend.renew(self._owner_id, keys, self._lease_ttl)
         now = anyio.current_time()
         forgotten: list[tuple[tuple[str, str], _Held]] = []
         for key, state in zip(keys, states, strict=True):

@@ -175,11 +175,14 @@ class PickResult:
     :ivar number: the number granted (or in conflict)
     :ivar retry_in: when refused, seconds until the earliest of the tried numbers may admit,
         when known
+    :ivar fenced: when refused, whether the backend holds every new grant because it may have
+        lost its data (see :attr:`AcquireResult.fenced`): it may have lost the pool's numbers
     """
 
     outcome: Outcome
     number: str | None = None
     retry_in: float | None = None
+    fenced: bool = False
 
 
 class Backend(Protocol):
@@ -317,8 +320,12 @@ class Backend(Protocol):
         """
         ...
 
-    async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
+    async def renew(
+        self, owner: str, items: Sequence[tuple[str, str]], ttl: float = 0.0
+    ) -> list[RenewState]:
         """Extend the leases and keep alive the places in line of ``(number, token)`` items.
+        ``ttl``: the renewer's lease TTL, for a server that may have lost its data (LOST is
+        told for as long as its fence lasts under that TTL; 0: unknown).
 
         A lease is extended by the TTL it was taken with, never past its ``max_hold``. A session
         lease is not extended (its session is, by :meth:`keepalive`): it reports HELD while it

@@ -1059,7 +1059,9 @@ class MemoryBackend:
         self._settle(number, now)
         self._forget_if_idle(number, state)
 
-    async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
+    async def renew(
+        self, owner: str, items: Sequence[tuple[str, str]], ttl: float = 0.0
+    ) -> list[RenewState]:
         """Lua twin: ``renew.lua`` (called once per number)."""
         await self._checkpoint()
         now = self._clock()

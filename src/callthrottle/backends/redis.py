@@ -633,15 +633,18 @@ class RedisBackend:
             await self._join(self._channels_for(number), owner)
             return RestoreOutcome(await self._run("restore", keys, args))
 
-    async def renew(self, owner: str, items: Sequence[tuple[str, str]]) -> list[RenewState]:
+    async def renew(
+        self, owner: str, items: Sequence[tuple[str, str]], ttl: float = 0.0
+    ) -> list[RenewState]:
         by_number: dict[str, list[int]] = {}
         for index, (number, _) in enumerate(items):
             by_number.setdefault(number, []).append(index)
+        ms = _ms(ttl) if ttl > 0 else 0
         calls = [
             self._run(
                 "renew",
                 self.keys_for(number),
-                (owner, number, self._channels_for(number), *(items[i][1] for i in indexes)),
+                (owner, number, self._channels_for(number), ms, *(items[i][1] for i in indexes)),
             )
             for number, indexes in by_number.items()
         ]
@@ -820,7 +823,7 @@ class RedisBackend:
             return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
         if reply[0] == 2:
             retry_in = None if reply[1] < 0 else reply[1] / 1000
-            return PickResult(Outcome.REFUSED, None, retry_in)
+            return PickResult(Outcome.REFUSED, None, retry_in, fenced=len(reply) > 2)
         return PickResult(Outcome(reply[0]), reply[1].decode())
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:

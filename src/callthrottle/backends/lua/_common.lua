@@ -309,11 +309,11 @@ end
 local RECHECK_MS = 1000
 -- checked: when INFO was last read (nil: never); first: the first call seen; uptime: the
 -- server's uptime then (ms); lost: when a loss of the whole server was seen (nil: none);
--- grace: the longest TTL a caller passed (ms; grown only while fenced, so that an ended fence
--- never comes back); marks: marker key -> true once seen; flushed: marker key -> when it was
--- found gone.
+-- grace: the longest TTL a caller passed while the fence under it held (ms); marks: marker key
+-- -> what this library saw of it; flushed: marker key -> when it was found gone; refused:
+-- marker keys this library may not read (ACL) or reach (Cluster).
 local FENCE = {checked = nil, ident = nil, first = 0, uptime = 0, lost = nil, grace = 0,
-  cluster = false, marks = {}, flushed = {}}
+  cluster = false, marks = {}, flushed = {}, refused = {}}
 
 local function info_field(text, name)
   return string.match(text, name .. ':([^\r\n]*)')
@@ -352,7 +352,7 @@ local function watch_for_loss(now, mark)
     if server ~= '' then f.ident = ident end  -- (nil while no caller may read INFO)
   end
   f.checked = now
-  if mark and not f.cluster and not MARKED[mark] then
+  if mark and not f.cluster and not f.refused[mark] and not MARKED[mark] then
     MARKED[mark] = true  -- looked at once a call (a batch of operations shares it)
     -- The marker's value is when it was made (ms, server clock). A library fences
     -- when it finds the marker gone, or made again (by another release's library, which saw
@@ -360,9 +360,9 @@ local function watch_for_loss(now, mark)
     -- another database's (the same prefix there: each keeps its own marker).
     local seen = f.marks[mark]  -- {values seen = true, last = when it last looked}
     local value = redis.pcall('GET', mark)
-    if type(value) == 'table' then  -- refused: a Cluster whose INFO this user may not read
-      f.cluster = true              -- (the marker is outside the call's slot): no marker
-      return
+    if type(value) == 'table' then  -- refused: an ACL without the marker, or a Cluster whose
+      f.refused[mark] = true        -- INFO this user may not read (the marker is outside the
+      return                        -- call's slot): no marker for this prefix
     end
     if value and seen and not seen[value] then
       local made = tonumber(value)
@@ -391,9 +391,9 @@ end
 local function fence_end(now, grace, mark)
   local f = FENCE
   local flushed = mark and f.flushed[mark]
-  if grace > f.grace and (f.grace == 0 or fence_ends(f, flushed, f.grace) > now) then
-    f.grace = grace
-  end
+  -- A longer TTL lengthens the fence while the fence under that TTL still holds (a fence that
+  -- ended may so begin again: it only delays calls, for holders of that longer TTL).
+  if grace > f.grace and fence_ends(f, flushed, grace) > now then f.grace = grace end
   return fence_ends(f, flushed, f.grace)
 end
 
@@ -417,8 +417,15 @@ end
 local function lift_fence(now, mark)
   FENCE.checked = nil  -- the server looked at now, as it is (a change just made included)
   watch_for_loss(now, mark)
-  -- Marker keys gone meanwhile are no loss either: each is set again on its prefix's next call.
-  FENCE.lost, FENCE.uptime, FENCE.flushed, FENCE.marks = nil, math.huge, {}, {}
+  FENCE.lost, FENCE.uptime, FENCE.flushed = nil, math.huge, {}
+  -- Marker keys gone by now are no loss either: each is made again on its prefix's next call
+  -- (the others are still watched: a flush after the lift is one).
+  if not FENCE.cluster then
+    for key in pairs(FENCE.marks) do
+      local value = redis.pcall('GET', key)
+      if not value then FENCE.marks[key] = nil end
+    end
+  end
 end
 
 local function now_ms()

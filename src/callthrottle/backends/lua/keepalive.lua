@@ -14,7 +14,7 @@ local now = now_ms()
 -- "<prefix>sessions" on a single server, "<prefix>{tag}:sessions" on a Cluster.
 local mark = string.find(record, '{', 1, true) and fence_mark(record)
   or (string.sub(record, 1, -9) .. 'fence')
-local fence = fenced(now, ttl, mark)
+local fence = fenced(now, ARGV[3] == '1' and 0 or ttl, mark)  -- (ending a life: no TTL)
 if ARGV[3] == '1' then
   end_session(record, session, now)
 else

@@ -33,8 +33,9 @@
 -- The numbers' keys are not among KEYS: they are built here from their specs (on Redis
 -- Cluster, a pool's numbers must share a hash tag, their tenant's).
 -- Returns {1, number} granted, {-1, number} token conflict, {2, retry_in_ms (-1: unknown)}
--- when none admitted (also when others wait ahead of a caller trying once), or {0, -1} when
--- others wait ahead of a caller that now waits behind them.
+-- when none admitted (also when others wait ahead of a caller trying once; {2, retry_in_ms,
+-- 'f'} while the fence holds every grant), or {0, -1} when others wait ahead of a caller that
+-- now waits behind them.
 local PM, PL, PO, PC, PS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local strategy, token, ttl, hold = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
 -- ARGV[3] goes on to acquire as it is (session leases); read now: each acquire binds ARGV anew
@@ -48,6 +49,9 @@ local waits, wait_ms, pool = ARGV[16] == '1', tonumber(ARGV[17]), ARGV[18]
 local PW, PX = PB .. 'w', PB .. 'x'
 local me = owner .. '\t' .. token
 local now = now_ms()
+-- The server may have lost its data (see fenced): nothing is granted, and the reply says so
+-- (the caller then publishes again the pool's numbers if the server lost them too).
+local fence = fenced(now, tonumber(ttl), prefix .. 'fence')
 
 -- The token holds a slot of the pool already (this pick is sent again): that slot, as the
 -- first run answered; nothing else is touched. One key read: the cost does not grow with the
@@ -200,4 +204,4 @@ if waits and full then
 elseif first == me then
   leave_pool_line(PB, me, channels, pool)
 end
-return {2, earliest or -1}
+return {2, earliest or -1, fence and 'f' or nil}

@@ -1,7 +1,8 @@
 -- Python twin: MemoryBackend.renew (backends/memory.py).
 -- Extend an owner's leases and keep its places in line alive, on one number.
 -- KEYS: H Q W M P R (see _common.lua)
--- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix, ARGV[4..] tokens
+-- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix, ARGV[4] the renewer's lease TTL in
+-- ms (for the fence: see fenced; 0 if unknown), ARGV[5..] tokens
 -- Returns one state per token: 1 held (extended), 2 held up to its max_hold deadline (final),
 -- 0 queued (kept), -1 gone, -2 gone while the fence holds (the server may have lost it: its
 -- holder counts it again, whether or not its connection was replaced).
@@ -9,10 +10,10 @@ local owner = ARGV[1]
 local now = now_ms()
 local mark = fence_mark(H)
 watch_for_loss(now, mark)  -- a server that lost leases fences new grants (see fenced)
-local gone = fence_end(now, 0, mark) > now and -2 or -1
+local gone = fence_end(now, tonumber(ARGV[4]), mark) > now and -2 or -1
 local queued = promote(now, purge(now), ARGV[2], ARGV[3])
 local states = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local token = ARGV[i]
   local state = gone
   local raw = redis.call('HGET', M, token)
