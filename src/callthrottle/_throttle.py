@@ -157,11 +157,12 @@ class _Held:
 
 
 class _Waiter:
-    __slots__ = ("event", "granted", "group_refusal", "queued", "rate_refusal")
+    __slots__ = ("event", "fenced", "granted", "group_refusal", "queued", "rate_refusal")
 
     def __init__(self) -> None:
         self.granted = False
         self.queued = False
+        self.fenced = False  # last told that the backend's fence holds every grant
         self.event: anyio.Event | None = None
         # The last rate window that refused it: (the window, when it admits again, local time).
         self.rate_refusal: tuple[str, float] | None = None
@@ -759,7 +760,8 @@ class Throttle:
                 window, admits_at = waiter.rate_refusal
                 retry_after = max(admits_at - self._now(), 0.0)
                 raise RateLimited(number, wait, window, retry_after)
-            raise AcquireTimeout(number, wait, waiter.group_refusal or "cap")
+            refused_by = "fence" if waiter.fenced else waiter.group_refusal or "cap"
+            raise AcquireTimeout(number, wait, refused_by)
         lease = Lease(number, token, self._owner_id)
         now = self._now()
         self._held[key] = _Held(lease, now, self._final, now)
@@ -881,6 +883,7 @@ class Throttle:
             if result.outcome is Outcome.GRANTED:
                 return True
             _raise_if_refused_for_good(request.number, request.token, result)
+            waiter.fenced = result.fenced
             if result.outcome is Outcome.RATE_LIMITED:
                 # Out of the line (nothing counted): ask again when the window has room.
                 waiter.queued = False

@@ -219,3 +219,13 @@ def test_bad_input_exits_2_naming_it_and_writes_nothing(
     assert dialer.status(A).state.value == "active"
     assert dialer.usage(A).in_use == 1
     assert _audit_lines(caplog) == []
+
+
+def test_lift_fence_refuses_a_backend_without_a_fence(
+    invoke: Callable[..., Result], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callthrottle.audit")
+    result = invoke("lift-fence", "--url", "memory://", "--yes")
+    assert result.exit_code == 2
+    assert "memory:// has no fence to lift: it needs a Redis URL" in result.stderr
+    assert not _audit_lines(caplog)

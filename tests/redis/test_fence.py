@@ -551,3 +551,13 @@ async def test_two_databases_with_one_prefix_do_not_fence_each_other_again() -> 
             for _ in range(5):
                 assert not await refused_at_once(first)
                 assert not await refused_at_once(second)
+
+
+async def test_a_wait_that_ends_in_the_fence_says_so() -> None:
+    with own_server() as (url, server):
+        async with Throttle.from_url(url, lease_ttl=TTL) as throttle:
+            restart(server)
+            with pytest.raises(AcquireTimeout) as timed_out:
+                await throttle.acquire(NUMBER, timeout=TTL / 4)
+            assert timed_out.value.refused_by == "fence"
+            assert "the server may have lost the calls in progress" in str(timed_out.value)

@@ -11,6 +11,7 @@ import click
 
 from .._health import NumberState
 from .._models import Lease
+from ..backends.redis import RedisBackend
 from ._common import Target, audit, backend_options, run, usage_error
 
 if TYPE_CHECKING:
@@ -183,6 +184,8 @@ def lift_fence(target: Target, yes: bool) -> None:
 
     async def act() -> None:
         async with target.throttle() as throttle:
+            if not isinstance(throttle.backend, RedisBackend):
+                raise usage_error(f"{target.url} has no fence to lift: it needs a Redis URL")
             await _confirm(
                 "Admit new calls at once, although calls still up may not have been counted "
                 "again yet?",
