@@ -1,4 +1,5 @@
-"""Holes found in the fence: each test says what should hold, and fails on the code as it is."""
+"""Holes a review found in the fence: each test says what must hold (each failed before the
+fix it led to)."""
 
 from __future__ import annotations
 
