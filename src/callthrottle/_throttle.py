@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
@@ -919,27 +919,21 @@ class Throttle:
             if waiter.is_granted():
                 return True
 
-    async def _publish_lost_pools(self, names: Sequence[str]) -> bool:
-        """Publish again the configured numbers of those of ``names`` that the backend has no
-        number of, once it said it may have lost its data (a Redis restart, failover or flush:
-        a pick refused by the fence); whether any was. (A pool emptied on purpose just before
-        such a loss is filled again from the configuration.)"""
-        published = False
-        for name in names:
-            settings = self._config.pools.get(name)
-            if settings is None or not settings.numbers:
-                continue
-            if await self._backend.pool_members(name):
-                continue
-            await self._backend.pool_update(name, self._specs(settings.numbers), ())
-            published = True
-            logger.warning(
-                "pool %s had no number left on the backend (it lost its data?): its configured "
-                "numbers were published again",
-                name,
-                extra={"owner": self._owner_id},
-            )
-        return published
+    async def _publish_lost_pool(self, pool: str) -> None:
+        """Publish again ``pool``'s configured numbers if the backend has none of them, once it
+        said it may have lost its data (a Redis restart, failover or flush: a pick refused by
+        the fence). (A pool emptied on purpose just before such a loss is filled again from
+        the configuration.)"""
+        settings = self._config.pools.get(pool)
+        if settings is None or not settings.numbers or await self._backend.pool_members(pool):
+            return
+        await self._backend.pool_update(pool, self._specs(settings.numbers), ())
+        logger.warning(
+            "pool %s had no number left on the backend (it lost its data?): its configured "
+            "numbers were published again",
+            pool,
+            extra={"owner": self._owner_id},
+        )
 
     def _note_fence(self, result: AcquireResult) -> None:
         """Say once per fence (at most once a lease TTL) why new calls wait."""
@@ -1177,7 +1171,7 @@ class Throttle:
             )
         if result.outcome is not Outcome.GRANTED or result.number is None:
             if result.fenced:  # the server may have lost the pool's numbers with its data
-                await self._publish_lost_pools((pool,))
+                await self._publish_lost_pool(pool)
             return result.retry_in
         lease = Lease(result.number, token, self._owner_id)
         lease.pool = pool
