@@ -36,10 +36,10 @@ from ._base import (
     RestoreOutcome,
 )
 from ._cluster import ClusterLanes, ShardedEvents
-from ._lane import Arg, Library, ScriptLane
+from ._lane import Arg, Library, ScriptLane, pack
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -861,10 +861,33 @@ class RedisBackend:
                 fenced = fenced or bool(reply[1])
             return fenced
 
+    async def _scan(self, match: str) -> AsyncIterator[bytes]:
+        """The keys that match ``match``, SCANned on the lanes (a Cluster's masters one after
+        another). Not through redis-py: its Cluster client asks every master at once, in the
+        tasks of an ``asyncio.gather``, and a cancellation that comes back out of those tasks
+        has lost the mark of the cancel scope that made it (``move_on_after`` around
+        ``keepalive`` let a bare ``CancelledError`` out); and a call it cancels mid-command
+        can leave a broken connection to the next caller."""
+        lanes: list[ScriptLane]
+        if isinstance(self._lane, ClusterLanes):
+            await self._lane.open()
+            primaries = self._client.get_primaries()  # type: ignore[union-attr]
+            lanes = [self._lane.lane_at(node) for node in primaries]
+        else:
+            lanes = [self._lane]
+        for lane in lanes:
+            cursor = b"0"
+            while True:
+                cursor, keys = await lane.call(pack("SCAN", cursor, "MATCH", match, "COUNT", 1000))
+                for raw in keys:
+                    yield raw
+                if cursor == b"0":
+                    break
+
     async def _find_session_records(self) -> None:
         """In a Cluster, learn the tags that hold session records."""
         pattern = _glob_escape(self._prefix) + "{*}:sessions"
-        async for raw in self._client.scan_iter(match=pattern, count=1000):
+        async for raw in self._scan(pattern):
             key = raw.decode()
             self._session_tags.add(key[len(self._prefix) + 1 : key.rindex("}")])
 
@@ -873,7 +896,7 @@ class RedisBackend:
         pattern = start + "{*}:n:*:m"
         removed = 0
         with _map_errors("release_owner"):
-            async for raw in self._client.scan_iter(match=pattern, count=1000):
+            async for raw in self._scan(pattern):
                 number = raw.decode().rpartition(":n:")[2][:-2]
                 args = (owner, number, self._channels_for(number))
                 removed += await self._run("release_owner", self.keys_for(number), args)
@@ -881,7 +904,7 @@ class RedisBackend:
             # order key, its lapses key (same name, other last letter), and a pool's name.
             for kind, order, lapses in ((":pool:", "w", "x"), (":g:", "q", "w")):
                 match = f"{start}{{*}}{kind}*:{order}"
-                async for raw in self._client.scan_iter(match=match, count=1000):
+                async for raw in self._scan(match):
                     key = raw.decode()
                     line = self._line(key, kind, f":{order}")
                     if line is not None:
@@ -920,7 +943,7 @@ class RedisBackend:
         pattern = _glob_escape(self._prefix) + "{*}:n:*:[hqwmp]"
         numbers: set[str] = set()
         with _map_errors("known_numbers"):
-            async for raw in self._client.scan_iter(match=pattern, count=1000):
+            async for raw in self._scan(pattern):
                 numbers.add(raw.decode().rpartition(":n:")[2].rpartition(":")[0])
         numbers.discard("")
         return sorted(numbers)
