@@ -9,7 +9,8 @@ An agent that waits longer than the timeout counts a refusal and tries again lat
 
 Times are *simulated* seconds: with ``speed=60`` a 10-minute campaign of 90-second calls runs in
 10 s. The campaign is driven from the command line by ``callthrottle simulate`` (and
-``python -m callthrottle.simulate``, the same command)."""
+``python -m callthrottle.simulate``, the same command: ``__main__.py``). This engine does not
+depend on the command line; the command line depends on it."""
 
 from __future__ import annotations
 
@@ -21,16 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._config import Config
-from ._errors import AcquireTimeout, InvalidArgument, NumberUnavailable, PoolExhausted
-from ._health import DEFAULT_FEEDBACK
-from ._throttle import Throttle
-from ._validate import check_outcome
+from .._config import Config
+from .._errors import AcquireTimeout, InvalidArgument, NumberUnavailable, PoolExhausted
+from .._health import DEFAULT_FEEDBACK
+from .._throttle import Throttle
+from .._validate import check_outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ._health import Reaction
+    from .._health import Reaction
 
 __all__ = (
     "DEFAULT_CAPS", "CallLength", "CampaignResult", "NumberReport", "caller_ids", "run_campaign",
@@ -329,11 +330,3 @@ def sparkline(values: Sequence[int], cap: int, width: int | None = None) -> str:
         " " if v <= 0 else "!" if v > cap else _BLOCKS[math.ceil(v / cap * len(_BLOCKS)) - 1]
         for v in values
     )
-
-
-if __name__ == "__main__":  # python -m callthrottle.simulate: the `callthrottle simulate` command
-    import sys
-
-    from .cli import main
-
-    main(["simulate", *sys.argv[1:]])
