@@ -17,13 +17,16 @@ one worker after another, the order rotating from round to round, so that drift 
 
 The measures are ``suite.py``'s (the pair of ``hot_path.py``, the cycling of ``_worker.py``):
 
-- acquire + release, uncontended, on one number (``limit=20, timeout=0``): p50 over every
-  block's samples, in µs (lower is faster);
+- acquire + release, uncontended, on one number (``limit=20, timeout=0``): the p50 of a
+  block's pairs, in µs (lower is faster);
 - contended: 200 coroutines cycling on one number with cap 20, each holding its slot across one
-  turn of the event loop: cycles/s, the median of the blocks (higher is faster);
+  turn of the event loop: a block's cycles/s (higher is faster);
 
-each on ``memory://`` and on Redis. The table gives head/base and head again/head: a head/base
-ratio no farther from 1 than the A/A ratio is noise. The workers use the public API only, so
+each on ``memory://`` and on Redis. The table gives each tree's median over its blocks, and the
+ratios head/base and head again/head as the median over the rounds of the ratio of the two
+blocks of a round (they ran one after the other: drift over the run cancels, and a burst of
+other work hits one round, not the figure). A head/base ratio no farther from 1 than the A/A
+ratio is noise. The workers use the public API only, so
 the two trees may differ in any private module.
 """
 
@@ -153,8 +156,7 @@ class Variant:
     label: str
     tree: Path
     proc: subprocess.Popen[str] | None = None
-    samples_ns: dict[str, list[int]] = field(default_factory=dict)
-    rates: dict[str, list[float]] = field(default_factory=dict)
+    blocks: dict[str, list[float]] = field(default_factory=dict)  # measure -> figure per block
     peak: int = 0
 
     def start(self, url: str, prefix: str) -> None:
@@ -198,18 +200,24 @@ class Variant:
 
     def measure(self, measure: Measure) -> None:
         answer = self.ask({"measure": measure.key, "size": measure.size})
+        blocks = self.blocks.setdefault(measure.key, [])
         if "samples_ns" in answer:
-            self.samples_ns.setdefault(measure.key, []).extend(answer["samples_ns"])
+            blocks.append(summarize(answer["samples_ns"])["p50_us"])
         else:
-            self.rates.setdefault(measure.key, []).append(answer["cycles"] / answer["elapsed"])
+            blocks.append(answer["cycles"] / answer["elapsed"])
             self.peak = max(self.peak, answer["peak"])
             if answer["peak"] > CAP:
                 raise RuntimeError(f"{self.label}: {answer['peak']} slots held at once, cap {CAP}")
 
     def figure(self, measure: Measure) -> float:
-        if measure.key in self.samples_ns:
-            return summarize(self.samples_ns[measure.key])["p50_us"]
-        return statistics.median(self.rates[measure.key])
+        """The median of the blocks' figures (a burst of other work hits a block, not this)."""
+        return statistics.median(self.blocks[measure.key])
+
+    def over(self, other: Variant, measure: Measure) -> float:
+        """The median, over the rounds, of this figure over ``other``'s in the same round: the
+        two blocks of a round ran one after the other, so drift over the run cancels."""
+        pairs = zip(self.blocks[measure.key], other.blocks[measure.key], strict=True)
+        return statistics.median(mine / theirs for mine, theirs in pairs)
 
 
 def log(message: str, started: float) -> None:
@@ -241,11 +249,11 @@ def table(variants: list[Variant], rounds: int) -> str:
         "|---|---|---:|---:|---:|---:|",
     ]
     for measure in MEASURES:
-        b, h, a = (variant.figure(measure) for variant in variants)
         spec = ",.1f" if measure.unit == "p50 µs" else ",.0f"
         lines.append(
-            f"| {measure.label} | {measure.unit} | {b:{spec}} | {h:{spec}} | {h / b:.3f} "
-            f"| {a / h:.3f} |"
+            f"| {measure.label} | {measure.unit} | {base.figure(measure):{spec}} "
+            f"| {head.figure(measure):{spec}} | {head.over(base, measure):.3f} "
+            f"| {again.over(head, measure):.3f} |"
         )
     return "\n".join(
         [
@@ -255,7 +263,8 @@ def table(variants: list[Variant], rounds: int) -> str:
             *lines,
             "",
             (
-                "p50 µs: lower is faster; cycles/s: higher is faster. A head/base ratio no "
+                "Figures: the median of the blocks' (p50 µs: lower is faster; cycles/s: higher "
+                "is faster). Ratios: the median of the rounds' ratios. A head/base ratio no "
                 "farther from 1 than the A/A ratio is noise."
             ),
         ]
