@@ -278,6 +278,7 @@ def main() -> None:
     parser.add_argument("--url", help="use this Redis server instead of starting one")
     parser.add_argument("--quick", action="store_true", help="a ~1 min run (fewer blocks)")
     parser.add_argument("--rounds", type=int, help="blocks of each measure per tree")
+    parser.add_argument("--json", type=Path, help="also write every block's figure there")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # a worker: its tree
     parser.add_argument("--prefix", default="bench-compare:", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -299,6 +300,10 @@ def main() -> None:
     with server as url:
         run(variants, url, rounds)
     print(table(variants, rounds))
+    if args.json is not None:
+        blocks = {variant.label: variant.blocks for variant in variants}
+        trees = {variant.label: str(variant.tree) for variant in variants}
+        args.json.write_text(json.dumps({"trees": trees, "blocks": blocks}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
