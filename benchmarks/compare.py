@@ -213,11 +213,17 @@ class Variant:
         """The median of the blocks' figures (a burst of other work hits a block, not this)."""
         return statistics.median(self.blocks[measure.key])
 
-    def over(self, other: Variant, measure: Measure) -> float:
-        """The median, over the rounds, of this figure over ``other``'s in the same round: the
-        two blocks of a round ran one after the other, so drift over the run cancels."""
+    def over(self, other: Variant, measure: Measure) -> str:
+        """The median, over the rounds, of this figure over ``other``'s in the same round (the
+        two blocks of a round ran one after the other, so drift over the run cancels), and the
+        quartiles of those ratios (how much the machine's other work moved them)."""
         pairs = zip(self.blocks[measure.key], other.blocks[measure.key], strict=True)
-        return statistics.median(mine / theirs for mine, theirs in pairs)
+        ratios = [mine / theirs for mine, theirs in pairs]
+        quartiles = (
+            statistics.quantiles(ratios, n=4, method="inclusive") if ratios[1:] else ratios * 3
+        )
+        low, _, high = quartiles
+        return f"{statistics.median(ratios):.3f} ({low:.2f}-{high:.2f})"
 
 
 def log(message: str, started: float) -> None:
@@ -252,8 +258,8 @@ def table(variants: list[Variant], rounds: int) -> str:
         spec = ",.1f" if measure.unit == "p50 µs" else ",.0f"
         lines.append(
             f"| {measure.label} | {measure.unit} | {base.figure(measure):{spec}} "
-            f"| {head.figure(measure):{spec}} | {head.over(base, measure):.3f} "
-            f"| {again.over(head, measure):.3f} |"
+            f"| {head.figure(measure):{spec}} | {head.over(base, measure)} "
+            f"| {again.over(head, measure)} |"
         )
     return "\n".join(
         [
@@ -264,8 +270,8 @@ def table(variants: list[Variant], rounds: int) -> str:
             "",
             (
                 "Figures: the median of the blocks' (p50 µs: lower is faster; cycles/s: higher "
-                "is faster). Ratios: the median of the rounds' ratios. A head/base ratio no "
-                "farther from 1 than the A/A ratio is noise."
+                "is faster). Ratios: the median of the rounds' ratios (their quartiles). A "
+                "head/base ratio no farther from 1 than the A/A ratio is noise."
             ),
         ]
     )
