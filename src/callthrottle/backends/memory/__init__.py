@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, cast
 import anyio
 from anyio.lowlevel import checkpoint, current_token
 
-from .._models import Holder, Usage, WindowUsage
-from .._pools import STICKY_TTL
-from .._rates import DAY, NO_RATES, WEEK
-from ._base import (
+from ..._models import Holder, Usage, WindowUsage
+from ..._pools import STICKY_TTL
+from ..._rates import DAY, NO_RATES, WEEK
+from .._base import (
     ENDED_KEPT,
     EXPIRED_KEPT,
     OWN_TAGS,
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
-    from .._pools import MemberSpec
-    from .._rates import GroupPlan, RatePlan, Window
+    from ..._pools import MemberSpec
+    from ..._rates import GroupPlan, RatePlan, Window
 
 __all__ = ("MemoryBackend",)
 
