@@ -1,13 +1,24 @@
 """The embedded backend: pure Python, one process, same semantics as Redis.
 
-Each module mirrors the Lua functions of ``backends/lua/`` (the Redis backend): ``acquire.py``
-(``acquire.lua``), ``slots.py`` (``release.lua``, ``abandon.lua``, ``renew.lua``,
-``restore.lua``), ``pools.py`` (``pick.lua``, ``pool_*.lua``), ``policy.py`` (``set_policy.lua``,
-``get_policy.lua``, ``set_group_policy.lua``), ``views.py`` (``usage.lua``, ``holders.lua``,
-``window_usage.lua``, ``group_usage.lua``), ``sessions.py`` (``keepalive.lua``), ``owners.py``
-(``release_owner*.lua``, ``reset_number.lua``); ``lines.py`` and ``groups.py`` the helpers of
-``_common.lua`` they share, on the records of ``_records.py``, ``_windows.py`` and ``_pool.py``.
-Each part is a class over the shared state (``_state.py``); :class:`MemoryBackend` is their sum.
+Its modules mirror the Lua library of the Redis backend (``backends/lua/``), a file's twin found
+by the file's name:
+
+- ``acquire.py``: ``acquire.lua`` (and ``batch.lua``'s acquires)
+- ``slots.py``: ``release.lua`` (and ``batch.lua``'s releases), ``abandon.lua``, ``renew.lua``,
+  ``restore.lua``
+- ``pools.py``: ``pick.lua``, ``pool_update.lua``, ``pool_members.lua``, ``pool_leave.lua``
+- ``policy.py``: ``set_policy.lua``, ``get_policy.lua``, ``set_group_policy.lua``
+- ``views.py``: ``usage.lua``, ``holders.lua``, ``window_usage.lua``, ``group_usage.lua``
+- ``sessions.py``: ``keepalive.lua``
+- ``owners.py``: ``release_owner.lua``, ``release_owner_lines.lua``, ``reset_number.lua``
+- this module: ``fence_lift.lua`` (nothing to lift), and what has no twin (``open``,
+  ``listen``, ``aclose``)
+- ``lines.py`` (a number's line, a pool's line) and ``groups.py`` (a group's leases and line):
+  the helpers of ``_common.lua`` the others share, on the records of ``_records.py`` (a
+  number's leases and line), ``_windows.py`` (rate logs) and ``_pool.py`` (a pool).
+
+Each part is a class over the state they share (``_state.py``): :class:`MemoryBackend` is
+their sum, so that a call goes straight to its method, without a hop on the hot path.
 """
 
 from __future__ import annotations

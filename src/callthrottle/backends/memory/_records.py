@@ -1,5 +1,5 @@
-"""What the memory backend keeps of a number: its leases and line (twin of H, Q, W and M in
-``_common.lua``), and the leases that lapsed or ended (twin of its lapsed and ended records)."""
+"""What the memory backend keeps of a number: its leases and its line (on Redis, the keys H, Q,
+W and M described in ``_common.lua``), and the leases that lapsed or ended (its keys X and E)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class _Entry:
-    """A holder or a waiter of one number."""
+    """A holder or a waiter of one number. Twin of ``meta`` and ``parse_meta`` in
+    ``_common.lua`` (a token's record in M, beside its score in H or W)."""
 
     owner: str
     ttl: float
@@ -32,7 +33,8 @@ class _Entry:
 
 def _expiry(entry: _Entry) -> float:
     """When a holder's lease lapses: its own expiry, or its session's when that comes first
-    (a session lease's "expiry" is its session's: waiters time their retries by it)."""
+    (a session lease's "expiry" is its session's: waiters time their retries by it). Twin of
+    ``lapse_of`` in ``_common.lua``."""
     session = entry.session
     if session is None:
         return entry.expires
@@ -41,6 +43,8 @@ def _expiry(entry: _Entry) -> float:
 
 @dataclass(slots=True)
 class _NumberState:
+    """A number's leases (H on Redis) and line (Q and W), by token."""
+
     holders: dict[str, _Entry] = field(default_factory=dict)
     queue: dict[str, _Entry] = field(default_factory=dict)  # insertion order is FIFO order
     # At most the earliest expiry of any holder or waiter: until then nothing can lapse, so
@@ -49,14 +53,16 @@ class _NumberState:
 
 
 def _live(state: _NumberState, now: float, but: str = "") -> int:
-    """A pool member's load: its live leases (``but`` one, being released)."""
+    """A pool member's load: its live leases (``but`` one, being released). Twin of
+    ``live_leases`` in ``_common.lua``."""
     return sum(1 for t, e in state.holders.items() if _expiry(e) > now and t != but)
 
 
 class _Lapsed:
     """Leases dropped because they lapsed (not renewed in time, or their session died), by
     number: token -> when its record lapses (:data:`EXPIRED_KEPT` TTLs on), so that a release
-    arriving later reports the lease expired. Twin of X in _common.lua."""
+    arriving later reports the lease expired. Twin of ``lapsed_key``, ``mark_lapsed`` and
+    ``remembered`` in ``_common.lua`` (the key X)."""
 
     __slots__ = ("marks", "records")
 
@@ -67,7 +73,8 @@ class _Lapsed:
     def mark(self, number: str, token: str, ttl: float, lapse: float, now: float) -> None:
         """The lease ``token`` (taken with ``ttl``) lapsed at ``lapse``: remembered until
         :data:`EXPIRED_KEPT` ttls after that (a lapse older than that is forgotten, as on Redis,
-        where the number's keys live that long past their leases)."""
+        where the number's keys live that long past their leases). Twin of ``mark_lapsed`` in
+        ``_common.lua``."""
         until = lapse + EXPIRED_KEPT * ttl
         if until <= now:
             return
@@ -102,7 +109,8 @@ class _Ended:
     """Leases ended for good (released by another process, reset, released with their owner),
     by number: (owner, token) -> when its record lapses. A holder cut off meanwhile cannot
     count them again (:meth:`MemoryBackend.restore`); the owner's next lease of the token (a
-    call ID used again) drops the record. Twin of E in _common.lua (mark_ended)."""
+    call ID used again) drops the record. Twin of ``ended_key``, ``mark_ended``, ``was_ended``
+    and ``forget_ended`` in ``_common.lua`` (the key E)."""
 
     __slots__ = ("marks", "records")
 
@@ -111,6 +119,8 @@ class _Ended:
         self.marks = 0
 
     def mark(self, number: str, owner: str, token: str, ttl: float, now: float) -> None:
+        """The lease ``token`` of ``owner`` ended for good. Twin of ``mark_ended`` in
+        ``_common.lua``."""
         records = self.records.setdefault(number, {})
         for lapsed in [k for k, until in records.items() if until <= now]:
             del records[lapsed]
@@ -122,9 +132,12 @@ class _Ended:
             }
 
     def ended(self, number: str, owner: str, token: str, now: float) -> bool:
+        """Twin of ``was_ended`` in ``_common.lua``."""
         return self.records.get(number, {}).get((owner, token), -math.inf) > now
 
     def forget(self, number: str, owner: str, token: str) -> None:
+        """A new lease of the token: its earlier one's end no longer applies. Twin of
+        ``forget_ended`` in ``_common.lua``."""
         records = self.records.get(number)
         if records:
             records.pop((owner, token), None)

@@ -1,5 +1,5 @@
 """Rate windows: the log of the calls a number (a callee, a group) admitted, and whether one
-more fits. Twin of window_start, rate_refusal and rate_hit in ``_common.lua``."""
+more fits. Twin of ``window_start``, ``rate_refusal`` and ``rate_hit`` in ``_common.lua``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def _window_start(window: Window, now: float, tz_offset: float, wall: float) -> float:
-    """On the backend clock: a calendar day started at local midnight by the wall clock."""
+    """Where a window starts now, on the backend clock: a calendar day started at local midnight
+    by the wall clock. Twin of ``window_start`` in ``_common.lua``."""
     if window.calendar:
         return now - (wall + tz_offset) % DAY
     return now - window.seconds
@@ -26,7 +27,8 @@ class _RateLog:
     """When the number's admitted calls started, oldest first, as long as its longest window.
 
     The whole log lapses a second after the longest window in force at its last call has run
-    out (as its key does on Redis): a longer window set later does not count older calls."""
+    out (as its key does on Redis): a longer window set later does not count older calls. Twin
+    of the keys R, C and GR described in ``_common.lua``."""
 
     __slots__ = ("hits", "lapses")
 
@@ -43,7 +45,8 @@ class _RateLog:
     def refusal(
         self, windows: Sequence[Window], now: float, tz_offset: float, wall: float
     ) -> tuple[float, Window] | None:
-        """None if every window has room; else (seconds until it has, the full window)."""
+        """None if every window has room; else (seconds until it has, the full window). Twin of
+        ``rate_refusal`` in ``_common.lua``."""
         hits = self.current(now)
         for window in windows:
             start = _window_start(window, now, tz_offset, wall)
@@ -57,6 +60,7 @@ class _RateLog:
         return None
 
     def hit(self, windows: Sequence[Window], now: float) -> None:
+        """Count an admitted call. Twin of ``rate_hit`` in ``_common.lua``."""
         longest = max(DAY if w.calendar else w.seconds for w in windows)
         hits = self.current(now)
         hits.append(now)

@@ -1,5 +1,6 @@
 """Taking a slot, or a place in line: twin of ``acquire.lua`` (and of each operation of
-``batch.lua`` that acquires), whose local functions are named in the docstrings below."""
+``batch.lua`` that acquires); each helper below names its twin among that file's local
+functions."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ class _Acquire(_Lines):
         enqueue: bool,
         rates: RatePlan,
     ) -> AcquireResult:
-        """An acquire of a session lease: granted or queued, it keeps the session alive."""
+        """An acquire of a session lease: granted or queued, it keeps the session alive. Twin
+        of ``told`` in ``acquire.lua``."""
         record = self._sessions.get(owner)
         if record is None:
             record = self._sessions[owner] = _Session()
@@ -84,6 +86,8 @@ class _Acquire(_Lines):
         rates: RatePlan,
         session: _Session | None = None,
     ) -> AcquireResult:
+        """The decision, after the checkpoint: the body of ``acquire.lua``, which ``pick.lua``
+        runs for each number it tries (``session``: the record of a session lease)."""
         now = self._clock()
         policy = self._policies.get(number)
         # A waiter keeps the cap it asked for: the one in force is worked out when a slot frees.
@@ -178,7 +182,8 @@ class _Acquire(_Lines):
         callee_log: _RateLog | None,
         wait: bool,
     ) -> AcquireResult | None:
-        """A full rate window's or group's refusal (a group registers a waiter), or None."""
+        """A full rate window's or group's refusal (a group registers a waiter), or None. Twin
+        of ``refusal`` in ``acquire.lua``."""
         logs = [(self._rates.get(number), windows, "n"), (callee_log, rates.callee_windows, "c")]
         logs += [
             (self._group_logs.get(g.group), self._group_in_force(g)[1], g.group)
@@ -197,6 +202,9 @@ class _Acquire(_Lines):
         now: float,
         tz_offset: float,
     ) -> AcquireResult | None:
+        """The refusal of the first full window among the logs (``whose``: "n" the number's,
+        "c" the callee's, else a group's name), or None. Twin of ``rate_limited`` in
+        ``acquire.lua``."""
         wall = self._wall_clock()
         for log, windows, whose in logs:
             if log is None or not windows:
@@ -239,7 +247,8 @@ class _Acquire(_Lines):
     ) -> AcquireResult | None:
         """None if every group has a slot; else the refusal (registering a waiter). A slot is
         free for the caller only if the callers ahead of it in the group's line leave one: a
-        slot that frees is theirs first (see _group_has_room)."""
+        slot that frees is theirs first (see _group_has_room). Twin of ``group_full`` in
+        ``acquire.lua`` (and ``join_group_line`` in ``_common.lua``)."""
         me = (owner, number, token)
         reserved = rates.priority >= 1
         for group in rates.groups:
@@ -264,7 +273,8 @@ class _Acquire(_Lines):
         self, number: str, token: str, owner: str, groups: Sequence[GroupPlan], but: str = ""
     ) -> None:
         """The caller leaves the line of every group but ``but``: it waits in one line at a
-        time, so that two callers never each keep the slot the other waits for."""
+        time, so that two callers never each keep the slot the other waits for. Twin of
+        ``leave_group_lines`` in ``acquire.lua``."""
         for group in groups:
             if group.group != but:
                 self._leave_group_line(group.group, (owner, number, token), True)
@@ -279,6 +289,8 @@ class _Acquire(_Lines):
         windows: Sequence[Window],
         rates: RatePlan,
     ) -> None:
+        """Grant the slot and count the call in every log and group it is under. Twin of
+        ``grant`` in ``acquire.lua``."""
         self._grant(state, number, token, entry, now)
         if windows:
             self._rates.setdefault(number, _RateLog()).hit(windows, now)

@@ -1,5 +1,5 @@
 """Groups of numbers (a trunk, a carrier): their leases, their lines and their reserves.
-Twin of the group part of ``_common.lua``."""
+Twins of the group helpers of ``_common.lua`` (its keys GH, GR, GW, GQ, GV and GP)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class _GroupLines(_MemoryState):
         take the reserve wait, a reserved slot is free for one that may. Every lease counts in
         the share of calls that may not: a call that may takes a slot before such a caller ahead
         only when that caller would find its share full anyway (else it would take its slot).
-        Lua twin: group_has_room in _common.lua."""
+        Twin of ``group_has_room`` in ``_common.lua``."""
         in_use = self._group_in_use(group.group, now)
         share = max(cap - group.reserve - in_use, 0)  # slots free to every call
         line = self._purge_group_line(group.group, now)
@@ -53,6 +53,8 @@ class _GroupLines(_MemoryState):
         return in_use + share + takers < cap
 
     def _group_in_use(self, group: str, now: float) -> int:
+        """The group's live leases, the lapsed ones dropped. Twin of ``settle_group`` in
+        ``_common.lua`` (then a count of GH)."""
         holders = self._group_holders.get(group)
         if not holders:
             return 0
@@ -61,7 +63,8 @@ class _GroupLines(_MemoryState):
         return len(holders)
 
     def _leave_groups(self, number: str, token: str, owner: str, nudge: bool) -> None:
-        """The lease left the number: take it out of its groups, and wake their waiters."""
+        """The lease left the number: take it out of its groups, and wake their waiters. Twin of
+        ``leave_groups`` in ``_common.lua``."""
         for group in self._layout.groups_for(number):
             self._leave_group_line(group.group, (owner, number, token), nudge)
             holders = self._group_holders.get(group.group, {})
@@ -72,7 +75,8 @@ class _GroupLines(_MemoryState):
                     self._nudge_group(group.group)
 
     def _purge_group_line(self, group: str, now: float) -> dict[tuple[str, str, str], float]:
-        """The group's line without the places that lapsed."""
+        """The group's line without the places that lapsed. Twin of ``purge_group_line`` in
+        ``_common.lua``."""
         waiters = self._group_waiters.get(group)
         if waiters is None:
             return {}
@@ -87,7 +91,7 @@ class _GroupLines(_MemoryState):
     def _leave_group_line(self, group: str, waiter: tuple[str, str, str], free: bool) -> None:
         """The caller leaves the group's line; when it was first (or the first that may take the
         reserve), the next is told (a slot kept for it may be free). ``free``: False when it took
-        that slot and none is left."""
+        that slot and none is left. Twin of ``leave_group_line`` in ``_common.lua``."""
         waiters = self._group_waiters.get(group)
         if not waiters or waiter not in waiters:
             return
@@ -103,7 +107,8 @@ class _GroupLines(_MemoryState):
     def _nudge_group(self, group: str) -> None:
         """Ask the first caller in the group's line to try again (a slot of the group freed),
         and the first that may take the reserve when it is further back (the slot may be a
-        reserved one, which those ahead of it may not take)."""
+        reserved one, which those ahead of it may not take). Twin of ``nudge_group`` in
+        ``_common.lua``."""
         waiters = self._purge_group_line(group, self._clock())
         if waiters:
             first = next(iter(waiters))

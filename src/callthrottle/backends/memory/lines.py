@@ -1,6 +1,9 @@
-"""A number's line, and the hand-over of a freed slot to it; a pool's line. Twin of purge,
-promote and retry_in in ``_common.lua`` (a lease lapses, the first in line gets its slot or is
-told to ask), and of its pool line helpers."""
+"""A number's line, and the hand-over of a freed slot to it; a pool's line. Twins of ``purge``,
+``promote`` and ``retry_in`` in ``_common.lua`` (a lease lapses, the first in line gets its
+slot or is told to ask), and of its pool line helpers.
+
+Every helper here is synchronous: atomic within the event loop, as a Lua function is on Redis.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ class _Lines(_GroupLines):
     __slots__ = ()
 
     def _settle(self, number: str, now: float) -> _NumberState:
-        """Drop expired holders and waiters, then grant waiters whose turn came."""
+        """Drop expired holders and waiters, then grant waiters whose turn came. Twin of
+        ``purge`` and ``promote`` in ``_common.lua``."""
         state = self._numbers.get(number)
         if state is None:
             state = self._numbers[number] = _NumberState()
@@ -68,6 +72,8 @@ class _Lines(_GroupLines):
 
     @staticmethod
     def _grant(state: _NumberState, number: str, token: str, entry: _Entry, now: float) -> None:
+        """The entry holds a slot from now. Twin of ``lease_times``, ``grant_life`` and
+        ``hold_for_session`` in ``_common.lua``."""
         entry.since = now
         session = entry.session
         if session is None:
@@ -85,7 +91,7 @@ class _Lines(_GroupLines):
 
     def _retry_in(self, number: str, state: _NumberState, now: float) -> float | None:
         """Seconds until a slot may free without anyone being told: the earliest lease expiry,
-        or the end of a lowered cap (None: neither)."""
+        or the end of a lowered cap (None: neither). Twin of ``retry_in`` in ``_common.lua``."""
         retry_in = None
         if state.holders:
             retry_in = max(min(map(_expiry, state.holders.values())) - now, 0.0)
@@ -97,18 +103,23 @@ class _Lines(_GroupLines):
         return retry_in
 
     def _leave_line(self, pool: str, state: _Pool, waiter: tuple[str, str]) -> None:
+        """A caller leaves a pool's line (taken a slot, given up); the next is told when it was
+        first. Twin of ``leave_pool_line`` in ``_common.lua``."""
         was_first = next(iter(state.line), None) == waiter
         state.line.pop(waiter, None)
         if was_first:
             self._nudge_line(pool, state)
 
     def _nudge_line(self, pool: str, state: _Pool) -> None:
+        """Tell the first caller waiting on a pool to pick again. Twin of ``nudge_pool_line`` in
+        ``_common.lua``."""
         first = next(iter(state.line), None)
         if first is not None:
             self._notify(first[0], "nudged", f"pool:{pool}", first[1])
 
     def _note_load(self, pool: str, number: str, state: _NumberState | None, token: str) -> None:
-        """After a release through ``pool``: the number's load as it will be."""
+        """After a release through ``pool``: the number's load as it will be (``release.lua``
+        does as much when given the pool's keys)."""
         pool_state = self._pools.get(pool)
         if pool_state is None or number not in pool_state.members:
             return

@@ -1,6 +1,7 @@
 """A number's (a group's) runtime policy: a cap, a state, rate windows set while running.
-Twins of ``set_policy.lua``, ``get_policy.lua`` and ``set_group_policy.lua``, and of policy,
-cap_in_force, unavailable and windows_in_force in ``_common.lua``."""
+Twins of ``set_policy.lua``, ``get_policy.lua`` and ``set_group_policy.lua``; the policy record
+is the twin of ``policy``, ``cap_in_force``, ``unavailable`` and ``windows_in_force`` in
+``_common.lua``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class _Policy:
-    """A number's runtime policy (see :meth:`Backend.set_policy`); times by the backend clock."""
+    """A number's runtime policy (see :meth:`Backend.set_policy`); times by the backend clock.
+    Twin of ``policy`` in ``_common.lua`` (the key P)."""
 
     cap: int | None = None
     state: str | None = None
@@ -30,6 +32,8 @@ class _Policy:
     since: float | None = None
 
     def windows_in_force(self, plan: RatePlan, now: float) -> tuple[Window, ...]:
+        """The windows set at run time, else the caller's; while warming, the warm-up's daily
+        cap for the current week too. Twin of ``windows_in_force`` in ``_common.lua``."""
         windows = plan.windows if self.rates is None else self.rates
         if self.since is not None:  # warming (or cooled down by a carrier while warming)
             warmup = plan.warmup_window((now - self.since) / WEEK)
@@ -38,12 +42,16 @@ class _Policy:
         return windows
 
     def cap_in_force(self, asked: int, now: float) -> int:
+        """The cap set at run time, else the caller's; a lowered cap while it lasts. Twin of
+        ``cap_in_force`` in ``_common.lua``."""
         cap = asked if self.cap is None else self.cap
         if self.lcap is not None and self.luntil is not None and self.luntil > now:
             cap = min(cap, self.lcap)
         return cap
 
     def unavailable(self, now: float) -> str | None:
+        """The state that keeps the number from admitting calls, or None when it admits them.
+        Twin of ``unavailable`` in ``_common.lua``."""
         if self.state is None or self.state in ("active", "warming"):
             return None
         if self.state == "cooling" and self.until is not None and self.until <= now:

@@ -14,8 +14,8 @@ class _Session:
     alive costs the same whatever it holds. Its current life ends at ``ends`` (the backend's
     clock), which a keep-alive or an acquire in the session moves later, never earlier; once
     a life ended, the next keep-alive starts a new one (``life`` + 1, the old end kept as
-    ``before``), and the old life's leases never count again. Twin of the session record in
-    _common.lua (keep_session, life_end)."""
+    ``before``), and the old life's leases never count again. Twin of ``keep_session``,
+    ``end_session`` and ``life_end`` in ``_common.lua`` (the session record)."""
 
     __slots__ = ("before", "ends", "life")
 
@@ -26,7 +26,8 @@ class _Session:
 
     def keep(self, now: float, ttl: float) -> int:
         """Keep the session alive ``ttl`` more (never shortened); a new life if the last
-        ended. Returns the life the session is in now."""
+        ended. Returns the life the session is in now. Twin of ``keep_session`` in
+        ``_common.lua``."""
         if self.ends <= now:
             self.before, self.life, self.ends = self.ends, self.life + 1, now + ttl
         else:
@@ -34,12 +35,13 @@ class _Session:
         return self.life
 
     def end(self, now: float) -> None:
-        """The current life ends now (its leases lapse)."""
+        """The current life ends now (its leases lapse). Twin of ``end_session`` in
+        ``_common.lua``."""
         self.ends = min(self.ends, now)
 
     def end_of(self, life: int) -> float:
         """When life ``life`` ends (or ended); for a life before the last one, whose end is
-        not kept, the last one's end stands for it."""
+        not kept, the last one's end stands for it. Twin of ``life_end`` in ``_common.lua``."""
         return self.ends if life == self.life else self.before
 
 

@@ -1,5 +1,6 @@
 """A lease after it was taken: given back, abandoned, renewed, counted again. Twins of
-``release.lua``, ``abandon.lua``, ``renew.lua`` and ``restore.lua``."""
+``release.lua`` (and of each operation of ``batch.lua`` that releases), ``abandon.lua``,
+``renew.lua`` and ``restore.lua``."""
 
 from __future__ import annotations
 
