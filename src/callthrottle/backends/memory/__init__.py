@@ -1,21 +1,21 @@
 """The embedded backend: pure Python, one process, same semantics as Redis.
 
-Its modules mirror the Lua library of the Redis backend (``backends/lua/``), a file's twin found
-by the file's name:
+Its modules mirror the Lua library of the Redis backend (``backends/lua/``), a Lua file's twin
+found by the file's name:
 
-- ``acquire.py``: ``acquire.lua`` (and ``batch.lua``'s acquires)
-- ``slots.py``: ``release.lua`` (and ``batch.lua``'s releases), ``abandon.lua``, ``renew.lua``,
-  ``restore.lua``
-- ``pools.py``: ``pick.lua``, ``pool_update.lua``, ``pool_members.lua``, ``pool_leave.lua``
-- ``policy.py``: ``set_policy.lua``, ``get_policy.lua``, ``set_group_policy.lua``
-- ``views.py``: ``usage.lua``, ``holders.lua``, ``window_usage.lua``, ``group_usage.lua``
-- ``sessions.py``: ``keepalive.lua``
-- ``owners.py``: ``release_owner.lua``, ``release_owner_lines.lua``, ``reset_number.lua``
+- ``_acquire.py``: ``acquire.lua`` (and ``batch.lua``'s acquires)
+- ``_slots.py``: ``release.lua`` (and ``batch.lua``'s releases), ``abandon.lua``,
+  ``renew.lua``, ``restore.lua``
+- ``_pools.py``: ``pick.lua``, ``pool_update.lua``, ``pool_members.lua``, ``pool_leave.lua``
+- ``_policy.py``: ``set_policy.lua``, ``get_policy.lua``, ``set_group_policy.lua``
+- ``_views.py``: ``usage.lua``, ``holders.lua``, ``window_usage.lua``, ``group_usage.lua``
+- ``_sessions.py``: ``keepalive.lua``
+- ``_owners.py``: ``release_owner.lua``, ``release_owner_lines.lua``, ``reset_number.lua``
 - this module: ``fence_lift.lua`` (nothing to lift), and what has no twin (``open``,
   ``listen``, ``aclose``)
-- ``lines.py`` (a number's line, a pool's line) and ``groups.py`` (a group's leases and line):
-  the helpers of ``_common.lua`` the others share, on the records of ``_records.py`` (a
-  number's leases and line), ``_windows.py`` (rate logs) and ``_pool.py`` (a pool).
+- ``_lines.py`` (a number's line, a pool's line) and ``_groups.py`` (a group's leases and
+  line): the helpers of ``_common.lua`` the others share, on the records of ``_records.py``
+  (a number's leases and line), ``_windows.py`` (rate logs) and ``_pool_state.py`` (a pool).
 
 Each part is a class over the state they share (``_state.py``): :class:`MemoryBackend` is
 their sum, so that a call goes straight to its method, without a hop on the hot path.
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.lowlevel import current_token
 
-from .owners import _Owners
-from .pools import _Pools
-from .sessions import _Sessions
-from .slots import _Slots
-from .views import _Views
+from ._owners import _Owners
+from ._pools import _Pools
+from ._sessions import _Sessions
+from ._slots import _Slots
+from ._views import _Views
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus

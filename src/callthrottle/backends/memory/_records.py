@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .._base import ENDED_KEPT, EXPIRED_KEPT
 
 if TYPE_CHECKING:
-    from .sessions import _Session
+    from ._sessions import _Session
 
 
 @dataclass(slots=True)

@@ -13,11 +13,11 @@ from ._records import _Ended, _Lapsed
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ._pool import _Pool
+    from ._policy import _Policy
+    from ._pool_state import _Pool
     from ._records import _Entry, _NumberState
+    from ._sessions import _Session
     from ._windows import _RateLog
-    from .policy import _Policy
-    from .sessions import _Session
 
 
 class _MemoryState:
@@ -64,9 +64,12 @@ class _MemoryState:
         self._sessions: dict[str, _Session] = {}
 
     def _notify(self, owner: str, kind: str, number: str, token: str) -> None:
+        """Tell the owner's throttles (on Redis, a message on the owner's channel)."""
         for listener in self._listeners.get(owner, ()):
             listener(kind, number, token)
 
     def _forget_if_idle(self, number: str, state: _NumberState) -> None:
+        """A number with no lease and nobody waiting leaves nothing behind (as its keys on
+        Redis)."""
         if not state.holders and not state.queue:
             self._numbers.pop(number, None)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from ..._rates import WEEK
-from .lines import _Lines
+from ._lines import _Lines
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

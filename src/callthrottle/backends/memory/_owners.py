@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from ._lines import _Lines
 from ._records import _expiry
-from .lines import _Lines
 
 
 class _Owners(_Lines):

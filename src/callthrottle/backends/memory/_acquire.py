@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from ..._rates import NO_RATES
 from .._base import AcquireResult, Outcome
+from ._lines import _Lines
 from ._records import _Entry, _expiry
+from ._sessions import _Session
 from ._windows import _EMPTY_LOG, _RateLog
-from .lines import _Lines
-from .sessions import _Session
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

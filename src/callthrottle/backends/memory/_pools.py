@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 from ..._pools import STICKY_TTL
 from ..._rates import NO_RATES
 from .._base import SESSION_HOLD_MAX, Outcome, PickResult
-from ._pool import _RESTING, _Pool
+from ._acquire import _Acquire
+from ._pool_state import _RESTING, _Pool
 from ._records import _expiry, _live
-from .acquire import _Acquire
-from .sessions import _Session
+from ._sessions import _Session
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

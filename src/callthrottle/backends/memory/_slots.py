@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from ..._rates import NO_RATES
 from .._base import ReleaseState, RenewState, RestoreOutcome
+from ._lines import _Lines
 from ._records import _Entry
-from .lines import _Lines
-from .sessions import _Session
+from ._sessions import _Session
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -9,9 +9,9 @@ import math
 from typing import TYPE_CHECKING, cast
 
 from ..._models import Holder, Usage, WindowUsage
+from ._policy import _NO_POLICY, _Policies
 from ._records import _expiry
 from ._windows import _window_start
-from .policy import _NO_POLICY, _Policies
 
 if TYPE_CHECKING:
     from ..._rates import GroupPlan, RatePlan

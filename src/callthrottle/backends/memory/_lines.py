@@ -11,11 +11,11 @@ import math
 from typing import TYPE_CHECKING
 
 from .._base import SESSION_HOLD_MAX
+from ._groups import _GroupLines
 from ._records import _expiry, _live, _NumberState
-from .groups import _GroupLines
 
 if TYPE_CHECKING:
-    from ._pool import _Pool
+    from ._pool_state import _Pool
     from ._records import _Entry
 
 
