@@ -1,0 +1,169 @@
+"""A number's (a group's) runtime policy: a cap, a state, rate windows set while running.
+Twins of ``set_policy.lua``, ``get_policy.lua`` and ``set_group_policy.lua``; the policy record
+is the twin of ``policy``, ``cap_in_force``, ``unavailable`` and ``windows_in_force`` in
+``_common.lua``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from ..._rates import WEEK
+from ._lines import _Lines
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ..._rates import GroupPlan, RatePlan, Window
+
+
+@dataclass(slots=True)
+class _Policy:
+    """A number's runtime policy (see :meth:`Backend.set_policy`); times by the backend clock.
+    Twin of ``policy`` in ``_common.lua`` (the key P)."""
+
+    cap: int | None = None
+    state: str | None = None
+    reason: str | None = None
+    until: float | None = None
+    lcap: int | None = None
+    luntil: float | None = None
+    rates: tuple[Window, ...] | None = None
+    since: float | None = None
+
+    def windows_in_force(self, plan: RatePlan, now: float) -> tuple[Window, ...]:
+        """The windows set at run time, else the caller's; while warming, the warm-up's daily
+        cap for the current week too. Twin of ``windows_in_force`` in ``_common.lua``."""
+        windows = plan.windows if self.rates is None else self.rates
+        if self.since is not None:  # warming (or cooled down by a carrier while warming)
+            warmup = plan.warmup_window((now - self.since) / WEEK)
+            if warmup is not None:
+                windows = (*windows, warmup)
+        return windows
+
+    def cap_in_force(self, asked: int, now: float) -> int:
+        """The cap set at run time, else the caller's; a lowered cap while it lasts. Twin of
+        ``cap_in_force`` in ``_common.lua``."""
+        cap = asked if self.cap is None else self.cap
+        if self.lcap is not None and self.luntil is not None and self.luntil > now:
+            cap = min(cap, self.lcap)
+        return cap
+
+    def unavailable(self, now: float) -> str | None:
+        """The state that keeps the number from admitting calls, or None when it admits them.
+        Twin of ``unavailable`` in ``_common.lua``."""
+        if self.state is None or self.state in ("active", "warming"):
+            return None
+        if self.state == "cooling" and self.until is not None and self.until <= now:
+            return None
+        return self.state
+
+    def drop_lapsed(self, now: float) -> None:
+        """Forget the carrier reactions that lapsed (a lowered cap, a cool-down and its reason),
+        as Redis does: its policy key expires with them, or drops them at the next change."""
+        if self.luntil is not None and self.luntil <= now:
+            self.lcap = self.luntil = None
+        if self.state == "cooling" and self.until is not None and self.until <= now:
+            self.state = self.reason = self.until = None
+
+
+_NO_POLICY = _Policy()
+_DURATIONS = frozenset({"until", "luntil"})
+_INTS = frozenset({"cap", "lcap"})
+_STATE_FIELDS = frozenset({"state", "reason", "until", "since"})
+
+
+class _Policies(_Lines):
+    """``set_policy``, ``get_policy`` and ``set_group_policy``."""
+
+    __slots__ = ()
+
+    async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
+        """Lua twin: ``set_policy.lua``."""
+        await self._checkpoint()
+        now = self._clock()
+        policy = self._policies.setdefault(number, _Policy())
+        # A carrier's reaction leaves alone a state an operator set for good that keeps the
+        # number from admitting calls: it stays out of service after the reaction's while.
+        for_good = (
+            "reaction" in changes
+            and policy.unavailable(now) is not None
+            and policy.state != "cooling"
+        )
+        for name, value in changes.items():
+            if name == "reaction" or (for_good and name in _STATE_FIELDS):
+                continue
+            if value is None:
+                setattr(policy, name, None)
+            elif name in _DURATIONS:
+                setattr(policy, name, now + cast("float", value))
+            elif name in _INTS:
+                setattr(policy, name, cast("int", value))
+            elif name == "since":
+                policy.since = now
+            elif name == "rates":
+                policy.rates = cast("tuple[Window, ...]", value)
+            else:
+                setattr(policy, name, str(value))
+        policy.drop_lapsed(now)
+        if policy == _NO_POLICY:
+            del self._policies[number]
+        if number in self._numbers:
+            state = self._settle(number, now)
+            for token, entry in state.queue.items():
+                self._notify(entry.owner, "nudged", number, token)
+            self._forget_if_idle(number, state)
+        # Callers waiting for a slot of the number's groups are told too (a number that no
+        # longer admits calls refuses them, and they leave the group's line).
+        for group in self._layout.groups_for(number):
+            for owner, on, token in list(self._purge_group_line(group.group, now)):
+                if on == number:
+                    self._notify(owner, "nudged", number, token)
+
+    def _policy_now(self, number: str, now: float) -> _Policy | None:
+        """The number's policy without its lapsed reactions; None (and forgotten) once nothing
+        is left of it, as a Redis policy key that expired with its last reaction."""
+        policy = self._policies.get(number)
+        if policy is None:
+            return None
+        policy.drop_lapsed(now)
+        if policy == _NO_POLICY:
+            del self._policies[number]
+            return None
+        return policy
+
+    async def get_policy(self, number: str) -> dict[str, object]:
+        """Lua twin: ``get_policy.lua``."""
+        await self._checkpoint()
+        now = self._clock()
+        policy = self._policy_now(number, now) or _NO_POLICY
+        fields: dict[str, object] = {}
+        for name in ("cap", "state", "reason", "until", "lcap", "luntil", "rates", "since"):
+            value = getattr(policy, name)
+            if value is None:
+                continue
+            if name in _DURATIONS:
+                fields[name] = value - now
+            elif name == "since":
+                fields[name] = now - value
+            elif name == "rates":
+                fields[name] = value
+            else:
+                fields[name] = str(value)
+        return fields
+
+    async def set_group_policy(
+        self, group: GroupPlan, tag: str, changes: Mapping[str, object]
+    ) -> None:
+        """Lua twin: ``set_group_policy.lua``."""
+        await self._checkpoint()
+        policy = self._group_policies.setdefault(group.group, {})
+        for name, value in changes.items():
+            if value is None:
+                policy.pop(name, None)
+            else:
+                policy[name] = value
+        now = self._clock()
+        waiters = self._group_waiters.get(group.group, {})
+        for owner, number, token in [key for key, lapse in waiters.items() if lapse > now]:
+            self._notify(owner, "nudged", number, token)

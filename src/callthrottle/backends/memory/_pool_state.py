@@ -1,0 +1,149 @@
+"""A pool's record: its numbers, their loads and order, its line, the callees it remembers and
+the slots its picks took (twin of the PM, PL, PO, PC and PS keys of ``pick.lua``)."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..._pools import MemberSpec
+
+
+_RESTING = 1 << 62  # the load recorded for a number that could not take a call: tried last
+
+
+class _Pool:
+    """A pool's numbers: their specs, their round-robin order, and their loads in buckets (so
+    that the least loaded are found without looking at every number)."""
+
+    __slots__ = (
+        "areas", "buckets", "callees", "cursor", "line", "load", "members", "order", "picked",
+        "picks", "random", "regions", "taken",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.members: dict[str, MemberSpec] = {}
+        self.order: list[str] = []
+        self.load: dict[str, int] = {}
+        self.buckets: dict[int, dict[str, None]] = {}  # load -> numbers, least recently moved first
+        self.cursor = 0
+        self.areas: dict[str, list[str]] = {}  # area -> its numbers (local strategy)
+        self.regions: dict[str, list[str]] = {}
+        self.callees: dict[str, tuple[str, float]] = {}  # callee -> (number, until): sticky
+        self.line: dict[tuple[str, str], float] = {}  # (owner, token) -> lapses, first come first
+        # number -> when its load last changed (a counter): the order of equals (local strategy)
+        self.picked: dict[str, int] = {}
+        self.picks = 0
+        self.random = random.Random()
+        # token -> (number, until): the slot a pick took for the token, as long as the lease's
+        # first ttl, oldest first (pick.lua's ':t:<token>' keys).
+        self.taken: dict[str, tuple[str, float]] = {}
+
+    def add(self, number: str, spec: MemberSpec, load: int) -> None:
+        old = self.members.get(number)
+        if old is None:
+            self.order.append(number)
+            self.set_load(number, load)
+        else:
+            self._unplace(number, old)
+        self.members[number] = spec
+        if spec.area:
+            self.areas.setdefault(spec.area, []).append(number)
+        if spec.region:
+            self.regions.setdefault(spec.region, []).append(number)
+
+    def _unplace(self, number: str, spec: MemberSpec) -> None:
+        for index, key in ((self.areas, spec.area), (self.regions, spec.region)):
+            members = index.get(key)
+            if members is not None:
+                members.remove(number)
+                if not members:
+                    del index[key]
+
+    def remove(self, number: str) -> None:
+        spec = self.members.pop(number, None)
+        if spec is None:
+            return
+        self.picked.pop(number, None)
+        self._unplace(number, spec)
+        self.order.remove(number)
+        load = self.load.pop(number)
+        bucket = self.buckets[load]
+        del bucket[number]
+        if not bucket:
+            del self.buckets[load]
+
+    def set_load(self, number: str, load: int) -> None:
+        """Record the number's load; it goes to the back of the numbers with that load."""
+        self.picks += 1
+        self.picked[number] = self.picks
+        old = self.load.get(number)
+        if old is not None:
+            bucket = self.buckets[old]
+            del bucket[number]
+            if not bucket:
+                del self.buckets[old]
+        self.load[number] = load
+        self.buckets.setdefault(load, {})[number] = None
+
+    def least_loaded(self, count: int) -> list[str]:
+        picked: list[str] = []
+        for load in sorted(self.buckets):  # as many buckets as distinct loads: a handful
+            for number in self.buckets[load]:
+                picked.append(number)
+                if len(picked) == count:
+                    return picked
+        return picked
+
+    def near(self, where: tuple[str, str], count: int) -> list[str]:
+        """The callee's area's numbers, then its region's (the least loaded of a random sample
+        of each), then the least loaded."""
+        picked: dict[str, None] = {}
+        for index, key in ((self.areas, where[0]), (self.regions, where[1])):
+            members = index.get(key) if key else None
+            if members:
+                sample = self.random.sample(members, min(count, len(members)))
+                sample.sort(
+                    key=lambda number: (self.load[number], self.picked.get(number, 0), number)
+                )
+                picked.update(dict.fromkeys(sample))
+        picked.update(dict.fromkeys(self.least_loaded(count)))
+        return list(picked)[:count]
+
+    def sticky(self, callee: str, now: float, count: int) -> list[str]:
+        """The callee's last number while remembered, then the least loaded."""
+        remembered = self.callees.get(callee)
+        picked: dict[str, None] = {}
+        if remembered is not None and remembered[1] > now and remembered[0] in self.members:
+            picked[remembered[0]] = None
+        picked.update(dict.fromkeys(self.least_loaded(count)))
+        return list(picked)[:count]
+
+    def remember(self, callee: str, number: str, until: float, now: float) -> None:
+        self.callees[callee] = (number, until)
+        if len(self.callees) % 1024 == 0:  # now and then, forget the callees whose time is up
+            self.callees = {c: v for c, v in self.callees.items() if v[1] > now}
+
+    def took(self, token: str, number: str, until: float, now: float) -> None:
+        """Record the slot a pick took for ``token``; forget the oldest records whose time is
+        up (each is looked at once: the cost does not grow with the records kept)."""
+        taken = self.taken
+        taken.pop(token, None)
+        taken[token] = (number, until)
+        while True:
+            oldest = next(iter(taken))
+            if taken[oldest][1] > now:
+                return
+            del taken[oldest]
+
+    def round_robin(self, count: int) -> list[str]:
+        size = len(self.order)
+        if size == 0:
+            return []
+        start = self.cursor % size
+        self.cursor = start + 1
+        picked = self.order[start : start + count]
+        if len(picked) < count:
+            picked += self.order[: min(start, count - len(picked))]
+        return picked
