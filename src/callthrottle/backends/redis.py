@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from contextlib import contextmanager
-from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
@@ -22,20 +20,50 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
-from .._models import Holder, Usage, WindowUsage
 from .._pools import STICKY_TTL
-from .._rates import NO_RATES, GroupPlan, RatePlan, Window
+from .._rates import NO_RATES, GroupPlan, RatePlan
 from ._base import (
     OWN_TAGS,
     AcquireResult,
     EventListener,
     Layout,
-    Outcome,
     PickResult,
     RenewState,
     RestoreOutcome,
 )
 from ._cluster import ClusterLanes, ShardedEvents
+from ._codec import (
+    abandon_argv,
+    acquire_argv,
+    acquire_result,
+    batch_argv,
+    end_session_argv,
+    fence_lift_argv,
+    get_policy_result,
+    group_usage_result,
+    holders_result,
+    keepalive_argv,
+    member_spec,
+    pick_argv,
+    pick_result,
+    pool_leave_argv,
+    pool_members_result,
+    pool_update_argv,
+    release_argv,
+    release_owner_argv,
+    release_owner_lines_argv,
+    release_result,
+    renew_argv,
+    reset_number_argv,
+    reset_number_result,
+    restore_argv,
+    set_group_policy_argv,
+    set_policy_argv,
+    usage_argv,
+    usage_result,
+    window_usage_argv,
+    window_usage_result,
+)
 from ._lane import Arg, Library, ScriptLane, pack
 
 if TYPE_CHECKING:
@@ -43,10 +71,12 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
+    from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
 
 
-__all__ = ("RedisBackend",)
+# The blocking facade calls the same functions: it reads their replies as the backend does.
+__all__ = ("RedisBackend", "acquire_result", "parse_sentinel_url")
 
 logger = logging.getLogger("callthrottle.redis")
 
@@ -69,10 +99,8 @@ def _default_options() -> dict[str, Any]:
 
 _KEY_CACHE_SIZE = 4096
 _BATCHED = {"a": "acquire", "r": "release"}
-_GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
 _KEEPALIVE = 15.0  # seconds of silence after which the event subscription is checked
 _EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
-_DURATIONS = frozenset({"until", "luntil"})  # sent as seconds from now, stored as server ms
 
 
 def _load_library() -> Library:
@@ -94,42 +122,6 @@ def _map_errors(action: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise BackendUnavailable(f"Redis failed during {action}: {exc}") from exc
-
-
-def _ms(seconds: float) -> int:
-    # Rounded to a millionth of a millisecond first: 2.007 * 1000 is 2007.0000000000002, which
-    # would otherwise round up to 2008 (a value in whole milliseconds must read back as it is).
-    return max(math.ceil(round(seconds * 1000, 6)), 1)
-
-
-@lru_cache(maxsize=1024)
-def _windows_spec(windows: Sequence[Window]) -> str:
-    return ";".join(f"{w.amount}:{_ms(w.seconds)}:{int(w.calendar)}" for w in windows)
-
-
-def acquire_result(reply: list[Any]) -> AcquireResult:
-    """acquire.lua's reply as an :class:`AcquireResult`."""
-    if reply[0] == 1:
-        return _GRANTED
-    retry_in = None if reply[1] < 0 else reply[1] / 1000
-    if len(reply) == 2:
-        return AcquireResult(Outcome(reply[0]), retry_in)
-    if reply[2] == b"f":
-        return AcquireResult(Outcome(reply[0]), retry_in, fenced=True)
-    if reply[0] == Outcome.RATE_LIMITED:
-        window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
-        whose = reply[5].decode()
-        return AcquireResult(
-            Outcome.RATE_LIMITED,
-            retry_in,
-            window=window,
-            for_callee=whose == "c",
-            group=whose if whose not in ("n", "c") else None,
-        )
-    if reply[0] == Outcome.GROUP_FULL:
-        return AcquireResult(Outcome.GROUP_FULL, retry_in, group=reply[2].decode())
-    state, reason = reply[2].decode(), reply[3].decode()
-    return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
@@ -157,50 +149,6 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, 
     if len(path) == 2:
         settings["db"] = int(path[1])
     return hosts, path[0], settings
-
-
-def _policy_fields(changes: Mapping[str, object]) -> list[str]:
-    """Policy changes as the scripts take them: field, value; '' deletes; durations as '+ms'
-    and 'since' as 'now', both made absolute by the server's clock."""
-    fields: list[str] = []
-    for field, value in changes.items():
-        if value is None:
-            fields += [field, ""]
-        elif field in _DURATIONS:
-            fields += [field, f"+{_ms(cast('float', value))}"]
-        elif field == "since":
-            fields += [field, "now"]
-        elif field == "rates":
-            fields += [field, _windows_spec(cast("tuple[Window, ...]", value))]
-        else:
-            fields += [field, str(value)]
-    return fields
-
-
-def _member_spec(spec: MemberSpec, tag: str) -> str:
-    """A pool member's spec as pick.lua reads it (tab-separated); ``tag``: its keys' tag."""
-    plan = spec.plan
-    fields: list[str] = [
-        tag,
-        str(spec.limit),
-        _windows_spec(plan.windows),
-        ",".join(map(str, plan.warmup)),
-        "1" if plan.midnight else "0",
-        spec.area,
-        spec.region,
-    ]
-    for group in plan.groups:
-        cap = "" if group.cap is None else str(group.cap)
-        fields += (group.group, cap, str(group.reserve), _windows_spec(group.windows))
-    return "\t".join(fields)
-
-
-def _parse_spec(spec: str) -> tuple[Window, ...]:
-    windows = []
-    for part in filter(None, spec.split(";")):
-        amount, ms, calendar = part.split(":")
-        windows.append(Window(int(amount), int(ms) / 1000, calendar=calendar == "1"))
-    return tuple(windows)
 
 
 def _glob_escape(text: str) -> str:
@@ -509,12 +457,13 @@ class RedisBackend:
         *,
         session: bool = False,
     ) -> AcquireResult:
-        args = self.acquire_args(
-            number, token, owner, limit, ttl, max_hold, enqueue, rates, session
-        )
+        # As acquire_args, inline: the hot path makes no call it can do without.
+        channels = self._channels if self._events is None else self._channels_for(number)
+        holder = self._session_holder(owner, self._tag_of(number)) if session else owner
+        args = acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
         try:
             if self._events is not None:
-                await self._join(cast("str", args[7]), owner)
+                await self._join(channels, owner)
             if rates.callee is None:
                 reply = await self._ask("a", number, args)
             else:
@@ -527,11 +476,10 @@ class RedisBackend:
         return acquire_result(reply)
 
     async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
-        args: tuple[Arg, ...] = (token, releaser, number, self._channels_for(number))
-        if pool is not None:
-            args += (self._pool_keys(pool)[1], pool)
+        load_key = None if pool is None else self._pool_keys(pool)[1]
+        args = release_argv(token, releaser, number, self._channels_for(number), load_key, pool)
         try:
-            removed, *handed = await self._ask("r", number, args)
+            removed, handed = release_result(await self._ask("r", number, args))
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
             raise BackendUnavailable(f"Redis failed during release: {exc}") from exc
         if handed:
@@ -540,7 +488,7 @@ class RedisBackend:
             if listener is not None:
                 for granted in handed:
                     listener("granted", number, granted.decode())
-        return int(removed)
+        return removed
 
     def _ask(self, kind: str, number: str, args: tuple[Arg, ...]) -> Awaitable[Any]:
         """An acquire (``kind`` 'a') or release ('r') on the number's keys. With nothing in
@@ -568,10 +516,7 @@ class RedisBackend:
             kind, args, _ = batch[0]
             sent = self._lane.run_now(_LIBRARY, _BATCHED[kind], keys, args)
         else:
-            flat: list[Arg] = []
-            for kind, args, _ in batch:
-                flat += (kind, len(args), *args)
-            sent = self._lane.run_now(_LIBRARY, "batch", keys, flat)
+            sent = self._lane.run_now(_LIBRARY, "batch", keys, batch_argv(batch))
 
         def settle(sent: asyncio.Future[Any]) -> None:
             error = sent.exception()
@@ -593,23 +538,15 @@ class RedisBackend:
             listener("resync", "", "")
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
-        args = (token, owner, number, self._channels_for(number))
+        args = abandon_argv(token, owner, number, self._channels_for(number))
         with _map_errors("abandon"):
             await self._run("abandon", self.keys_for(number), args)
 
     async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
-        args = (
-            _windows_spec(rates.windows),
-            round(rates.tz_offset * 1000),
-            ",".join(map(str, rates.warmup)),
-            1 if rates.midnight else 0,
-        )
+        args = window_usage_argv(rates)
         with _map_errors("window_usage"):
             reply = await self._run("window_usage", self.keys_for(number), args)
-        return [
-            WindowUsage(Window(amount, ms / 1000, calendar=bool(calendar)), used)
-            for amount, ms, calendar, used in zip(*[iter(reply)] * 4, strict=True)
-        ]
+        return window_usage_result(reply)
 
     async def restore(
         self,
@@ -624,11 +561,8 @@ class RedisBackend:
         session: bool = False,
     ) -> RestoreOutcome:
         keys = self.keys_for(number)
-        hold = 0 if max_hold is None else _ms(max_hold)
-        holder = owner
-        if session:
-            holder = f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
-        args = (token, holder, _ms(ttl), hold, limit, number, round(age * 1000))
+        holder = self._session_holder(owner, self._tag_of(number)) if session else owner
+        args = restore_argv(token, holder, ttl, max_hold, limit, number, age)
         with _map_errors("restore"):
             await self._join(self._channels_for(number), owner)
             return RestoreOutcome(await self._run("restore", keys, args))
@@ -639,12 +573,13 @@ class RedisBackend:
         by_number: dict[str, list[int]] = {}
         for index, (number, _) in enumerate(items):
             by_number.setdefault(number, []).append(index)
-        ms = _ms(ttl) if ttl > 0 else 0
         calls = [
             self._run(
                 "renew",
                 self.keys_for(number),
-                (owner, number, self._channels_for(number), ms, *(items[i][1] for i in indexes)),
+                renew_argv(
+                    owner, number, self._channels_for(number), ttl, [items[i][1] for i in indexes]
+                ),
             )
             for number, indexes in by_number.items()
         ]
@@ -658,8 +593,8 @@ class RedisBackend:
 
     async def usage(self, number: str, limit: int) -> Usage:
         with _map_errors("usage"):
-            in_use, waiting, cap = await self._run("usage", self.keys_for(number), (limit,))
-        return Usage(in_use=in_use, limit=cap, waiting=waiting)
+            reply = await self._run("usage", self.keys_for(number), usage_argv(limit))
+        return usage_result(reply)
 
     def _group_keys(self, group: str, tag: str) -> list[str]:
         base = f"{self._prefix}{{{tag}}}:g:{group}:"
@@ -669,39 +604,26 @@ class RedisBackend:
         holders, _, waiters, policy = self._group_keys(group.group, tag)
         with _map_errors("group_usage"):
             reply = await self._run("group_usage", [holders, waiters, policy], ())
-        in_use, waiting, cap = reply
-        return Usage(in_use=in_use, limit=group.cap or 0 if cap < 0 else cap, waiting=waiting)
+        return group_usage_result(reply, group)
 
     async def set_group_policy(
         self, group: GroupPlan, tag: str, changes: Mapping[str, object]
     ) -> None:
         holders, _, waiters, policy = self._group_keys(group.group, tag)
         channels = self._tag_channels(tag)
-        args = [channels, *_policy_fields(changes)]
+        args = set_group_policy_argv(channels, changes)
         with _map_errors("set_group_policy"):
             await self._run("set_group_policy", [holders, waiters, policy], args)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        args = [number, self._channels_for(number), *_policy_fields(changes)]
+        args = set_policy_argv(number, self._channels_for(number), changes)
         with _map_errors("set_policy"):
             await self._run("set_policy", self.keys_for(number), args)
 
     async def get_policy(self, number: str) -> dict[str, object]:
         with _map_errors("get_policy"):
             reply = await self._run("get_policy", self.keys_for(number), ())
-        now, items = reply[0], reply[1:]
-        policy: dict[str, object] = {}
-        for field, value in zip(items[::2], items[1::2], strict=True):
-            name = field.decode()
-            if name in _DURATIONS:
-                policy[name] = (int(value) - now) / 1000
-            elif name == "since":
-                policy[name] = (now - int(value)) / 1000
-            elif name == "rates":
-                policy[name] = _parse_spec(value.decode())
-            else:
-                policy[name] = value.decode()
-        return policy
+        return get_policy_result(reply)
 
     # -- pools ---------------------------------------------------------------------------------
 
@@ -726,10 +648,8 @@ class RedisBackend:
                 "the keys of the pool and of its numbers together (give the pool's numbers one "
                 "tenant, or list each number in one pool of the configuration)",
             )
-        args: list[Arg] = [self._prefix, len(add)]
-        for number, spec in add.items():
-            args += (number, _member_spec(spec, self._tag_of(number)))
-        args += remove
+        specs = {number: member_spec(spec, self._tag_of(number)) for number, spec in add.items()}
+        args = pool_update_argv(self._prefix, specs, remove)
         with _map_errors("pool_update"):
             return int(await self._run("pool_update", self._pool_keys(pool)[:3], args))
 
@@ -744,39 +664,16 @@ class RedisBackend:
         enqueue: bool,
         rates: RatePlan = NO_RATES,
         session: bool = False,
-    ) -> tuple[str | int, ...]:
+    ) -> tuple[Arg, ...]:
         """The arguments of acquire.lua for this request (see its header)."""
-        args: tuple[str | int, ...] = (
-            token,
-            f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
-            if session
-            else owner,
-            limit,
-            _ms(ttl),
-            0 if max_hold is None else _ms(max_hold),
-            1 if enqueue else 0,
-            number,
-            self._channels if self._events is None else self._channels_for(number),
-        )
-        if rates is not NO_RATES:
-            args += (
-                _windows_spec(rates.windows),
-                round(rates.tz_offset * 1000),
-                ",".join(map(str, rates.warmup)),
-                1 if rates.midnight else 0,
-                _windows_spec(rates.callee_windows) if rates.callee else "",
-            )
-            for group in rates.groups:
-                cap = "" if group.cap is None else group.cap
-                args += (cap, group.reserve, _windows_spec(group.windows), group.group)
-            if rates.groups:
-                args += (1 if rates.priority >= 1 else 0,)  # it may take the reserves
-        return args
+        channels = self._channels if self._events is None else self._channels_for(number)
+        holder = self._session_holder(owner, self._tag_of(number)) if session else owner
+        return acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
 
     async def pool_members(self, pool: str) -> list[str]:
         with _map_errors("pool_members"):
             reply = await self._run("pool_members", self._pool_keys(pool)[:3], ())
-        return [number.decode() for number in reply]
+        return pool_members_result(reply)
 
     async def pick(
         self,
@@ -794,43 +691,27 @@ class RedisBackend:
         *,
         session: bool = False,
     ) -> PickResult:
-        args = (
-            strategy,
-            token,
-            f"{owner}\t{self._session_record(self._pool_tag(pool), whole=False)}"
-            if session
-            else owner,
-            _ms(ttl),
-            0 if max_hold is None else _ms(max_hold),
-            self._prefix,
-            self._tag_channels(self._pool_tag(pool)),
-            round(call.tz_offset * 1000),
-            call.callee or "",
-            _windows_spec(call.callee_windows) if call.callee else "",
-            call.priority,
-            tries,
-            near[0],
-            near[1],
-            _ms(sticky_ttl),
-            1 if wait else 0,
-            _ms(ttl),
-            pool,
-        )
+        tag = self._pool_tag(pool)
+        channels = self._tag_channels(tag)
+        holder = self._session_holder(owner, tag) if session else owner
+        args = pick_argv(
+            strategy, token, holder, ttl, max_hold, self._prefix, channels, call, tries, near,
+            sticky_ttl, wait, pool,
+        )  # fmt: skip
         with _map_errors("pick"):
-            await self._join(args[6], owner)
+            await self._join(channels, owner)
             reply = await self._run("pick", self._pool_keys(pool), args)
-        if reply[0] == 0:  # others wait ahead: in line behind them, or refused
-            return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
-        if reply[0] == 2:
-            retry_in = None if reply[1] < 0 else reply[1] / 1000
-            return PickResult(Outcome.REFUSED, None, retry_in, fenced=len(reply) > 2)
-        return PickResult(Outcome(reply[0]), reply[1].decode())
+        return pick_result(reply, wait)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
         channels = self._tag_channels(self._pool_tag(pool))
-        args = (owner, token, channels, pool)
+        args = pool_leave_argv(owner, token, channels, pool)
         with _map_errors("pool_leave"):
             await self._run("pool_leave", self._pool_keys(pool)[:1], args)
+
+    def _session_holder(self, owner: str, tag: str) -> str:
+        """A session lease's holder as the functions take it: the owner and its record."""
+        return f"{owner}\t{self._session_record(tag, whole=False)}"
 
     def _session_record(self, tag: str, *, whole: bool = True) -> str:
         """The key of the session records that leases of hash tag ``tag`` name: one for the
@@ -849,7 +730,7 @@ class RedisBackend:
         call per tag that holds one, found by scanning every master each time (another process
         of the session may have taken leases on a tag this one never used), so the cost grows
         with the key space there."""
-        args = (session, _ms(ttl))
+        args = keepalive_argv(session, ttl)
         with _map_errors("keepalive"):
             if self._events is None:
                 _, fenced = await self._run("keepalive", [self._session_record("")], args)
@@ -898,7 +779,7 @@ class RedisBackend:
         with _map_errors("release_owner"):
             async for raw in self._scan(pattern):
                 number = raw.decode().rpartition(":n:")[2][:-2]
-                args = (owner, number, self._channels_for(number))
+                args = release_owner_argv(owner, number, self._channels_for(number))
                 removed += await self._run("release_owner", self.keys_for(number), args)
             # Callers waiting for a pool or a group have a place in its line only: the line's
             # order key, its lapses key (same name, other last letter), and a pool's name.
@@ -911,7 +792,7 @@ class RedisBackend:
                         tag, name = line
                         pool = name if kind == ":pool:" else ""
                         keys = [key, key[:-1] + lapses]
-                        line_args = (owner, self._tag_channels(tag), pool)
+                        line_args = release_owner_lines_argv(owner, self._tag_channels(tag), pool)
                         removed += await self._run("release_owner_lines", keys, line_args)
             # An owner that is a session: its life ends once its leases went (ended, not
             # lapsed), on every record that may name it.
@@ -920,7 +801,7 @@ class RedisBackend:
                 await self._find_session_records()
                 records = [self._session_record(tag) for tag in sorted(self._session_tags)]
             for record in records:
-                await self._run("keepalive", [record], (owner, 1, 1))
+                await self._run("keepalive", [record], end_session_argv(owner))
         return removed
 
     def _line(self, key: str, kind: str, end: str) -> tuple[str, str] | None:
@@ -951,33 +832,17 @@ class RedisBackend:
     async def holders(self, number: str) -> list[Holder]:
         with _map_errors("holders"):
             reply = await self._run("holders", self.keys_for(number), ())
-        now, items = reply[0], reply[1:]
-        holders = []
-        for index in range(0, len(items), 6):
-            token, expiry, owner, ttl, deadline, since = items[index : index + 6]
-            holders.append(
-                Holder(
-                    number,
-                    token.decode(),
-                    owner.decode(),
-                    (expiry - now) / 1000,
-                    ttl / 1000,
-                    (deadline - now) / 1000 if deadline else None,
-                    max(now - since, 0) / 1000 if since else 0.0,
-                )
-            )
-        return holders
+        return holders_result(reply, number)
 
     async def reset_number(self, number: str) -> tuple[int, int]:
         with _map_errors("reset_number"):
-            held, waiting = await self._run(
-                "reset_number", self.keys_for(number), (number, self._channels_for(number))
-            )
-        return int(held), int(waiting)
+            args = reset_number_argv(number, self._channels_for(number))
+            reply = await self._run("reset_number", self.keys_for(number), args)
+        return reset_number_result(reply)
 
     async def lift_fence(self) -> None:
         """On every master (``fence_lift.lua``)."""
-        args = (self._prefix + "fence",)
+        args = fence_lift_argv(self._prefix + "fence")
         with _map_errors("lift_fence"):
             if isinstance(self._lane, ClusterLanes):
                 await self._lane.open()
