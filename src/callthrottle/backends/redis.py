@@ -8,15 +8,11 @@ import logging
 from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import unquote, urlsplit
 
 import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
@@ -65,6 +61,7 @@ from ._codec import (
     window_usage_result,
 )
 from ._lane import Arg, Library, ScriptLane, pack
+from ._redis_url import default_options, parse_cluster_url, parse_sentinel_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
@@ -86,15 +83,6 @@ _SCRIPT_NAMES = (
     "restore", "window_usage", "release_owner_lines", "keepalive",
     "holders", "reset_number", "fence_lift",  # operator queries and admin actions
 )  # fmt: skip
-
-
-def _default_options() -> dict[str, Any]:
-    # Every function is safe to run twice for the same token, so a dropped connection is retried.
-    return {
-        "socket_timeout": 5.0,
-        "socket_connect_timeout": 5.0,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=2),
-    }
 
 
 _KEY_CACHE_SIZE = 4096
@@ -122,33 +110,6 @@ def _map_errors(action: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise BackendUnavailable(f"Redis failed during {action}: {exc}") from exc
-
-
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
-    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``: the
-    sentinels' addresses, the service, and the master's settings the URL gives (username,
-    password, db).
-
-    :raises InvalidArgument: naming ``url``
-    """
-    parts = urlsplit(url)
-    hosts = []
-    for item in parts.netloc.rpartition("@")[2].split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise InvalidArgument("url", url, "redis+sentinel://host:port[,host:port...]/service")
-        hosts.append((host.strip("[]"), int(port)))
-    path = [segment for segment in parts.path.split("/") if segment]
-    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise InvalidArgument("url", url, "redis+sentinel://host:port[,...]/service[/db]")
-    settings: dict[str, Any] = {}
-    if parts.password is not None:
-        settings["password"] = unquote(parts.password)
-    if parts.username:
-        settings["username"] = unquote(parts.username)
-    if len(path) == 2:
-        settings["db"] = int(path[1])
-    return hosts, path[0], settings
 
 
 def _glob_escape(text: str) -> str:
@@ -228,7 +189,7 @@ class RedisBackend:
         to run again for the same token; a retried release that had already succeeded reports
         False).
         """
-        settings = {**_default_options(), **options}
+        settings = {**default_options(), **options}
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=settings.pop("max_connections", 128),
@@ -250,7 +211,7 @@ class RedisBackend:
         timeouts default to 5 s as with :meth:`from_url`); the sentinels get the same timeouts.
         """
         hosts, service, given = parse_sentinel_url(url)
-        settings = {**_default_options(), **options}
+        settings = {**default_options(), **options}
         for name, value in given.items():
             settings.setdefault(name, value)
         timeouts = {k: settings[k] for k in ("socket_timeout", "socket_connect_timeout")}
@@ -275,27 +236,7 @@ class RedisBackend:
         ``redis.asyncio.RedisCluster`` (socket timeouts default to 5 s as with
         :meth:`from_url`).
         """
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        hosts: list[tuple[str, int]] = []
-        for item in parts.netloc.rpartition("@")[2].split(","):
-            host, _, port = item.rpartition(":")
-            if not host or not port.isdigit():
-                raise InvalidArgument("url", url, "redis+cluster://host:port[,host:port...]")
-            hosts.append((host.strip("[]"), int(port)))
-        if parts.path.strip("/") not in ("", "0"):
-            raise InvalidArgument("url", url, "no database: a Redis Cluster has only database 0")
-        first = "{}://{}@{}:{}/{}".format(
-            "rediss" if scheme.startswith("rediss") else "redis",
-            parts.netloc.rpartition("@")[0],
-            *hosts[0],
-            f"?{parts.query}" if parts.query else "",
-        )
-        settings = {**_default_options(), **parse_url(first), **options}
-        for key in ("host", "port", "db", "connection_class", "path"):
-            settings.pop(key, None)
-        if scheme.startswith("rediss"):
-            settings["ssl"] = True
+        hosts, settings = parse_cluster_url(url, options)
         nodes = [ClusterNode(host, port) for host, port in hosts]
         client = RedisCluster(startup_nodes=nodes, **settings)
         return cls(client, key_prefix=key_prefix, _owns_client=True)
