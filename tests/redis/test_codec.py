@@ -43,6 +43,7 @@ from callthrottle.backends._codec import (
     usage_argv,
     window_usage_argv,
 )
+from callthrottle.backends._keys import KeySpace
 
 LUA = resources.files("callthrottle.backends").joinpath("lua")
 FUNCTIONS = sorted(
@@ -267,3 +268,20 @@ def test_a_member_spec_is_read_by_pick_field_by_field() -> None:
         "tenant:acme", "5", "1", "9:60000:0",
     ]  # fmt: skip
     assert NO_RATES.windows == ()
+
+
+def test_the_key_layout_builds_the_keys_the_codecs_name() -> None:
+    """Each key the layout builds ends with its label's letter (H -> ':h', PM -> ':m', ...)."""
+    space = KeySpace("x:", cluster=False)
+    number_keys = space.number_keys("+8657188880001")
+    assert [key[-2:] for key in number_keys] == [":h", ":q", ":w", ":m", ":p", ":r", ":r"]
+    assert CODECS["usage"].keys[:6] == ("H", "Q", "W", "M", "P", "R")
+    callee = space.callee_keys("+8657188880001", "+8613800000000")
+    assert callee[6] == "x:{+8657188880001}:c:+8613800000000"
+    pool_keys = space.pool_keys("p1")
+    assert [key[-1] for key in pool_keys] == [label[1].lower() for label in CODECS["pick"].keys]
+    group_keys = space.group_keys("tenant:acme", "t:acme")
+    assert [key[-1] for key in group_keys] == ["h", "r", "w", "p"]
+    assert [group_keys[0], group_keys[2], group_keys[3]] == [
+        f"x:{{t:acme}}:g:tenant:acme:{label[1].lower()}" for label in CODECS["group_usage"].keys
+    ]

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from contextlib import contextmanager
 from importlib import resources
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.asyncio as aioredis
@@ -19,7 +19,6 @@ from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
 from .._pools import STICKY_TTL
 from .._rates import NO_RATES, GroupPlan, RatePlan
 from ._base import (
-    OWN_TAGS,
     AcquireResult,
     EventListener,
     Layout,
@@ -60,6 +59,7 @@ from ._codec import (
     window_usage_argv,
     window_usage_result,
 )
+from ._keys import KeySpace
 from ._lane import Arg, Library, ScriptLane, pack
 from ._redis_url import default_options, parse_cluster_url, parse_sentinel_url
 
@@ -85,7 +85,6 @@ _SCRIPT_NAMES = (
 )  # fmt: skip
 
 
-_KEY_CACHE_SIZE = 4096
 _BATCHED = {"a": "acquire", "r": "release"}
 _KEEPALIVE = 15.0  # seconds of silence after which the event subscription is checked
 _EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
@@ -112,10 +111,6 @@ def _map_errors(action: str) -> Iterator[None]:
         raise BackendUnavailable(f"Redis failed during {action}: {exc}") from exc
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 class RedisBackend:
     """Slots in Redis (``redis://``, ``rediss://``, ``unix://``): shared across processes and hosts.
 
@@ -135,8 +130,8 @@ class RedisBackend:
     """
 
     __slots__ = (
-        "_also_close", "_batches", "_channels", "_client", "_events", "_keys", "_lane", "_layout",
-        "_listeners", "_owns_client", "_prefix", "_session_tags", "_shards",
+        "_also_close", "_batches", "_client", "_events", "_lane", "_listeners", "_owns_client",
+        "_prefix", "_session_tags", "_space",
     )  # fmt: skip
 
     def __init__(
@@ -146,18 +141,10 @@ class RedisBackend:
         key_prefix: str = "callthrottle:",
         _owns_client: bool = False,
     ) -> None:
-        if (
-            not isinstance(cast("object", key_prefix), str)
-            or "{" in key_prefix
-            or "}" in key_prefix
-        ):
-            # The keys' hash tags are the first braces of each key: a brace in the prefix
-            # would take their place (and the functions find a key's prefix by its first '{').
-            raise InvalidArgument("key_prefix", key_prefix, "a string without '{' or '}'")
+        self._space = KeySpace(key_prefix, cluster=isinstance(client, RedisCluster))
         self._client = client
         self._owns_client = _owns_client
-        self._prefix = key_prefix
-        self._channels = f"{key_prefix}owner:"
+        self._prefix = key_prefix  # as given (the keys' layout is in self._space)
         self._lane: ScriptLane | ClusterLanes
         self._events: ShardedEvents | None = None
         if isinstance(client, RedisCluster):
@@ -166,14 +153,11 @@ class RedisBackend:
         else:
             self._lane = ScriptLane.for_client(client)
         self._lane.on_reconnect = self._resync
-        self._shards: dict[str, str] = {}  # number -> its shard channels' prefix (Cluster)
         # Cluster: the hash tags with session records to keep alive (see keepalive)
         self._session_tags: set[str] = set()
         self._also_close: list[aioredis.Redis] = []  # a sentinel URL's sentinel clients
         self._listeners: dict[str, EventListener] = {}
         self._batches: dict[str, list[tuple[str, tuple[Arg, ...], asyncio.Future[Any]]]] = {}
-        self._keys: dict[str, list[str]] = {}
-        self._layout: Layout = OWN_TAGS
 
     @classmethod
     def from_url(
@@ -257,30 +241,11 @@ class RedisBackend:
         return self._client
 
     def use_layout(self, layout: Layout) -> None:
-        self._layout = layout
-        self._keys.clear()
-        self._shards.clear()
+        self._space.use(layout)
 
     def _channels_for(self, number: str) -> str:
-        """The prefix of the channels that events about ``number`` go to: one channel per
-        throttle, or in a Cluster one per throttle and hash tag (on the tag's slot)."""
-        if self._events is None:
-            return self._channels
-        shard = self._shards.get(number)
-        if shard is None:
-            if len(self._shards) >= _KEY_CACHE_SIZE:
-                self._shards.clear()
-            shard = self._shards[number] = self._shard(self._tag_of(number))
-        return shard
-
-    def _tag_of(self, number: str) -> str:
-        """The hash tag of ``number``'s keys."""
-        if self._events is None:
-            return self._layout.tag_for(number)
-        return self._layout.cluster_tag_for(number)
-
-    def _shard(self, tag: str) -> str:
-        return f"{self._prefix}{{{tag}}}:o:"
+        """The prefix of the channels that events about ``number`` go to (see ``_keys``)."""
+        return self._space.channels_for(number)
 
     async def _join(self, channels: str, owner: str) -> None:
         """In a Cluster, subscribe ``owner``'s throttle to its channel on ``channels``' slot
@@ -291,7 +256,7 @@ class RedisBackend:
                 await events.join(channels + owner)
 
     def _deliver(self, channel: bytes, payload: bytes) -> None:
-        owner = channel.decode().partition("}:o:")[2]
+        owner = self._space.owner_of_shard_channel(channel)
         listener = self._listeners.get(owner)
         if listener is not None:
             kind, number, token = payload.decode().split("\t")
@@ -300,18 +265,7 @@ class RedisBackend:
     def keys_for(self, number: str) -> list[str]:
         """The keys that hold ``number``'s state (one hash tag, so one Cluster slot); the last
         one stands in for a callee log."""
-        keys = self._keys.get(number)
-        if keys is None:
-            tag = self._tag_of(number)
-            base = f"{self._prefix}{{{tag}}}:n:{number}:"
-            keys = [base + "h", base + "q", base + "w", base + "m", base + "p", base + "r"]
-            keys.append(keys[5])  # the callee log's place, when a call has none: not touched
-            for group in self._layout.groups_for(number):
-                keys += self._group_keys(group.group, tag)
-            if len(self._keys) >= _KEY_CACHE_SIZE:
-                self._keys.clear()
-            self._keys[number] = keys
-        return keys
+        return self._space.number_keys(number)
 
     async def open(self) -> None:
         try:
@@ -329,7 +283,7 @@ class RedisBackend:
     async def listen(
         self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
     ) -> None:
-        channel = self._channels + owner
+        channel = self._space.channels + owner
         self._listeners[owner] = listener
         if self._events is not None:
             # A Cluster: shard channels are subscribed as the throttle first uses a hash tag.
@@ -399,8 +353,9 @@ class RedisBackend:
         session: bool = False,
     ) -> AcquireResult:
         # As acquire_args, inline: the hot path makes no call it can do without.
-        channels = self._channels if self._events is None else self._channels_for(number)
-        holder = self._session_holder(owner, self._tag_of(number)) if session else owner
+        space = self._space
+        channels = space.channels if self._events is None else space.channels_for(number)
+        holder = self._session_holder(owner, space.tag_of(number)) if session else owner
         args = acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
         try:
             if self._events is not None:
@@ -408,17 +363,16 @@ class RedisBackend:
             if rates.callee is None:
                 reply = await self._ask("a", number, args)
             else:
-                keys = self.keys_for(number)
-                tag = self._tag_of(number)
-                keys = [*keys[:6], f"{self._prefix}{{{tag}}}:c:{rates.callee}", *keys[7:]]
+                keys = space.callee_keys(number, rates.callee)
                 reply = await self._run("acquire", keys, args)
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
             raise BackendUnavailable(f"Redis failed during acquire: {exc}") from exc
         return acquire_result(reply)
 
     async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
-        load_key = None if pool is None else self._pool_keys(pool)[1]
-        args = release_argv(token, releaser, number, self._channels_for(number), load_key, pool)
+        space = self._space
+        load_key = None if pool is None else space.pool_keys(pool)[1]
+        args = release_argv(token, releaser, number, space.channels_for(number), load_key, pool)
         try:
             removed, handed = release_result(await self._ask("r", number, args))
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
@@ -437,7 +391,7 @@ class RedisBackend:
         before the event loop's next turn, and they run as one batch call (in order, each as if
         alone): one request for the server to read and run instead of many."""
         if not self._lane.busy:
-            return self._run(_BATCHED[kind], self.keys_for(number), args)
+            return self._run(_BATCHED[kind], self._space.number_keys(number), args)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         batch = self._batches.get(number)
@@ -452,7 +406,7 @@ class RedisBackend:
         batch = [op for op in self._batches.pop(number) if not op[2].done()]
         if not batch:
             return
-        keys = self.keys_for(number)
+        keys = self._space.number_keys(number)
         if len(batch) == 1:
             kind, args, _ = batch[0]
             sent = self._lane.run_now(_LIBRARY, _BATCHED[kind], keys, args)
@@ -479,14 +433,14 @@ class RedisBackend:
             listener("resync", "", "")
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
-        args = abandon_argv(token, owner, number, self._channels_for(number))
+        args = abandon_argv(token, owner, number, self._space.channels_for(number))
         with _map_errors("abandon"):
-            await self._run("abandon", self.keys_for(number), args)
+            await self._run("abandon", self._space.number_keys(number), args)
 
     async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
         args = window_usage_argv(rates)
         with _map_errors("window_usage"):
-            reply = await self._run("window_usage", self.keys_for(number), args)
+            reply = await self._run("window_usage", self._space.number_keys(number), args)
         return window_usage_result(reply)
 
     async def restore(
@@ -501,11 +455,11 @@ class RedisBackend:
         age: float = 0.0,
         session: bool = False,
     ) -> RestoreOutcome:
-        keys = self.keys_for(number)
-        holder = self._session_holder(owner, self._tag_of(number)) if session else owner
+        keys = self._space.number_keys(number)
+        holder = self._session_holder(owner, self._space.tag_of(number)) if session else owner
         args = restore_argv(token, holder, ttl, max_hold, limit, number, age)
         with _map_errors("restore"):
-            await self._join(self._channels_for(number), owner)
+            await self._join(self._space.channels_for(number), owner)
             return RestoreOutcome(await self._run("restore", keys, args))
 
     async def renew(
@@ -517,9 +471,13 @@ class RedisBackend:
         calls = [
             self._run(
                 "renew",
-                self.keys_for(number),
+                self._space.number_keys(number),
                 renew_argv(
-                    owner, number, self._channels_for(number), ttl, [items[i][1] for i in indexes]
+                    owner,
+                    number,
+                    self._space.channels_for(number),
+                    ttl,
+                    [items[i][1] for i in indexes],
                 ),
             )
             for number, indexes in by_number.items()
@@ -534,15 +492,11 @@ class RedisBackend:
 
     async def usage(self, number: str, limit: int) -> Usage:
         with _map_errors("usage"):
-            reply = await self._run("usage", self.keys_for(number), usage_argv(limit))
+            reply = await self._run("usage", self._space.number_keys(number), usage_argv(limit))
         return usage_result(reply)
 
-    def _group_keys(self, group: str, tag: str) -> list[str]:
-        base = f"{self._prefix}{{{tag}}}:g:{group}:"
-        return [base + "h", base + "r", base + "w", base + "p"]
-
     async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
-        holders, _, waiters, policy = self._group_keys(group.group, tag)
+        holders, _, waiters, policy = self._space.group_keys(group.group, tag)
         with _map_errors("group_usage"):
             reply = await self._run("group_usage", [holders, waiters, policy], ())
         return group_usage_result(reply, group)
@@ -550,37 +504,29 @@ class RedisBackend:
     async def set_group_policy(
         self, group: GroupPlan, tag: str, changes: Mapping[str, object]
     ) -> None:
-        holders, _, waiters, policy = self._group_keys(group.group, tag)
-        channels = self._tag_channels(tag)
+        holders, _, waiters, policy = self._space.group_keys(group.group, tag)
+        channels = self._space.tag_channels(tag)
         args = set_group_policy_argv(channels, changes)
         with _map_errors("set_group_policy"):
             await self._run("set_group_policy", [holders, waiters, policy], args)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        args = set_policy_argv(number, self._channels_for(number), changes)
+        args = set_policy_argv(number, self._space.channels_for(number), changes)
         with _map_errors("set_policy"):
-            await self._run("set_policy", self.keys_for(number), args)
+            await self._run("set_policy", self._space.number_keys(number), args)
 
     async def get_policy(self, number: str) -> dict[str, object]:
         with _map_errors("get_policy"):
-            reply = await self._run("get_policy", self.keys_for(number), ())
+            reply = await self._run("get_policy", self._space.number_keys(number), ())
         return get_policy_result(reply)
 
     # -- pools ---------------------------------------------------------------------------------
 
-    def _pool_tag(self, pool: str) -> str:
-        return f"p:{pool}" if self._events is None else self._layout.pool_tag(pool)
-
-    def _pool_keys(self, pool: str) -> list[str]:
-        # The pool's name is in its keys: on a Cluster, pools may share a hash tag.
-        base = f"{self._prefix}{{{self._pool_tag(pool)}}}:pool:{pool}:"
-        return [base + "m", base + "l", base + "o", base + "c", base + "s"]
-
     async def pool_update(
         self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
     ) -> int:
-        tag = self._pool_tag(pool)
-        strays = sorted(number for number in add if self._tag_of(number) != tag)
+        tag = self._space.pool_tag(pool)
+        strays = sorted(number for number in add if self._space.tag_of(number) != tag)
         if self._events is not None and strays:
             raise InvalidArgument(
                 "numbers",
@@ -589,10 +535,12 @@ class RedisBackend:
                 "the keys of the pool and of its numbers together (give the pool's numbers one "
                 "tenant, or list each number in one pool of the configuration)",
             )
-        specs = {number: member_spec(spec, self._tag_of(number)) for number, spec in add.items()}
-        args = pool_update_argv(self._prefix, specs, remove)
+        specs = {
+            number: member_spec(spec, self._space.tag_of(number)) for number, spec in add.items()
+        }
+        args = pool_update_argv(self._space.prefix, specs, remove)
         with _map_errors("pool_update"):
-            return int(await self._run("pool_update", self._pool_keys(pool)[:3], args))
+            return int(await self._run("pool_update", self._space.pool_keys(pool)[:3], args))
 
     def acquire_args(
         self,
@@ -607,13 +555,14 @@ class RedisBackend:
         session: bool = False,
     ) -> tuple[Arg, ...]:
         """The arguments of acquire.lua for this request (see its header)."""
-        channels = self._channels if self._events is None else self._channels_for(number)
-        holder = self._session_holder(owner, self._tag_of(number)) if session else owner
+        space = self._space
+        channels = space.channels if self._events is None else space.channels_for(number)
+        holder = self._session_holder(owner, space.tag_of(number)) if session else owner
         return acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
 
     async def pool_members(self, pool: str) -> list[str]:
         with _map_errors("pool_members"):
-            reply = await self._run("pool_members", self._pool_keys(pool)[:3], ())
+            reply = await self._run("pool_members", self._space.pool_keys(pool)[:3], ())
         return pool_members_result(reply)
 
     async def pick(
@@ -632,38 +581,34 @@ class RedisBackend:
         *,
         session: bool = False,
     ) -> PickResult:
-        tag = self._pool_tag(pool)
-        channels = self._tag_channels(tag)
+        tag = self._space.pool_tag(pool)
+        channels = self._space.tag_channels(tag)
         holder = self._session_holder(owner, tag) if session else owner
         args = pick_argv(
-            strategy, token, holder, ttl, max_hold, self._prefix, channels, call, tries, near,
+            strategy, token, holder, ttl, max_hold, self._space.prefix, channels, call, tries, near,
             sticky_ttl, wait, pool,
         )  # fmt: skip
         with _map_errors("pick"):
             await self._join(channels, owner)
-            reply = await self._run("pick", self._pool_keys(pool), args)
+            reply = await self._run("pick", self._space.pool_keys(pool), args)
         return pick_result(reply, wait)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
-        channels = self._tag_channels(self._pool_tag(pool))
+        channels = self._space.tag_channels(self._space.pool_tag(pool))
         args = pool_leave_argv(owner, token, channels, pool)
         with _map_errors("pool_leave"):
-            await self._run("pool_leave", self._pool_keys(pool)[:1], args)
+            await self._run("pool_leave", self._space.pool_keys(pool)[:1], args)
 
     def _session_holder(self, owner: str, tag: str) -> str:
         """A session lease's holder as the functions take it: the owner and its record."""
         return f"{owner}\t{self._session_record(tag, whole=False)}"
 
     def _session_record(self, tag: str, *, whole: bool = True) -> str:
-        """The key of the session records that leases of hash tag ``tag`` name: one for the
-        whole server, or in a Cluster one per tag (a function touches one slot). Leases name it
-        without the key prefix (``whole=False``)."""
-        if self._events is None:
-            key = "sessions"
-        else:
+        """The key of the session records that leases of hash tag ``tag`` name (see ``_keys``);
+        in a Cluster, the tag is remembered as one to keep alive."""
+        if self._events is not None:
             self._session_tags.add(tag)
-            key = f"{{{tag}}}:sessions"
-        return self._prefix + key if whole else key
+        return self._space.session_record(tag, whole=whole)
 
     async def keepalive(self, session: str, ttl: float) -> bool:
         """Keep ``session`` alive ``ttl`` seconds more: one call on a single server (or
@@ -708,32 +653,32 @@ class RedisBackend:
 
     async def _find_session_records(self) -> None:
         """In a Cluster, learn the tags that hold session records."""
-        pattern = _glob_escape(self._prefix) + "{*}:sessions"
-        async for raw in self._scan(pattern):
-            key = raw.decode()
-            self._session_tags.add(key[len(self._prefix) + 1 : key.rindex("}")])
+        async for raw in self._scan(self._space.pattern(":sessions")):
+            self._session_tags.add(self._space.session_tag_of(raw))
 
     async def release_owner(self, owner: str) -> int:
-        start = _glob_escape(self._prefix)
-        pattern = start + "{*}:n:*:m"
+        space = self._space
+        pattern = space.pattern(":n:*:m")
         removed = 0
         with _map_errors("release_owner"):
             async for raw in self._scan(pattern):
                 number = raw.decode().rpartition(":n:")[2][:-2]
-                args = release_owner_argv(owner, number, self._channels_for(number))
-                removed += await self._run("release_owner", self.keys_for(number), args)
+                args = release_owner_argv(owner, number, self._space.channels_for(number))
+                removed += await self._run("release_owner", self._space.number_keys(number), args)
             # Callers waiting for a pool or a group have a place in its line only: the line's
             # order key, its lapses key (same name, other last letter), and a pool's name.
             for kind, order, lapses in ((":pool:", "w", "x"), (":g:", "q", "w")):
-                match = f"{start}{{*}}{kind}*:{order}"
+                match = space.pattern(f"{kind}*:{order}")
                 async for raw in self._scan(match):
                     key = raw.decode()
-                    line = self._line(key, kind, f":{order}")
+                    line = space.line_of(key, kind, f":{order}")
                     if line is not None:
                         tag, name = line
                         pool = name if kind == ":pool:" else ""
                         keys = [key, key[:-1] + lapses]
-                        line_args = release_owner_lines_argv(owner, self._tag_channels(tag), pool)
+                        line_args = release_owner_lines_argv(
+                            owner, self._space.tag_channels(tag), pool
+                        )
                         removed += await self._run("release_owner_lines", keys, line_args)
             # An owner that is a session: its life ends once its leases went (ended, not
             # lapsed), on every record that may name it.
@@ -745,24 +690,12 @@ class RedisBackend:
                 await self._run("keepalive", [record], end_session_argv(owner))
         return removed
 
-    def _line(self, key: str, kind: str, end: str) -> tuple[str, str] | None:
-        """(hash tag, name) of a pool's or group's line key (``<prefix>{<tag>}<kind><name><end>``),
-        or None when the key is not one."""
-        tag, brace, rest = key[len(self._prefix) + 1 :].partition("}")
-        if not brace or not rest.startswith(kind) or not rest.endswith(end):
-            return None
-        return tag, rest[len(kind) : -len(end)]
-
-    def _tag_channels(self, tag: str) -> str:
-        """The prefix of the channels for events about the keys of hash tag ``tag``."""
-        return self._channels if self._events is None else self._shard(tag)
-
     # -- operator queries and admin actions ----------------------------------------------------
 
     async def known_numbers(self) -> list[str]:
         # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>": its leases,
         # line and policy (h q w m p) count; its rate log (r) alone does not, as in memory.
-        pattern = _glob_escape(self._prefix) + "{*}:n:*:[hqwmp]"
+        pattern = self._space.pattern(":n:*:[hqwmp]")
         numbers: set[str] = set()
         with _map_errors("known_numbers"):
             async for raw in self._scan(pattern):
@@ -772,18 +705,18 @@ class RedisBackend:
 
     async def holders(self, number: str) -> list[Holder]:
         with _map_errors("holders"):
-            reply = await self._run("holders", self.keys_for(number), ())
+            reply = await self._run("holders", self._space.number_keys(number), ())
         return holders_result(reply, number)
 
     async def reset_number(self, number: str) -> tuple[int, int]:
         with _map_errors("reset_number"):
-            args = reset_number_argv(number, self._channels_for(number))
-            reply = await self._run("reset_number", self.keys_for(number), args)
+            args = reset_number_argv(number, self._space.channels_for(number))
+            reply = await self._run("reset_number", self._space.number_keys(number), args)
         return reset_number_result(reply)
 
     async def lift_fence(self) -> None:
         """On every master (``fence_lift.lua``)."""
-        args = fence_lift_argv(self._prefix + "fence")
+        args = fence_lift_argv(self._space.fence_marker)
         with _map_errors("lift_fence"):
             if isinstance(self._lane, ClusterLanes):
                 await self._lane.open()
