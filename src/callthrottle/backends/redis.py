@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
@@ -62,6 +60,7 @@ from ._codec import (
 from ._keys import KeySpace
 from ._lane import Arg, Library, ScriptLane, pack
 from ._redis_url import default_options, parse_cluster_url, parse_sentinel_url
+from ._subscription import EVENTS, KEEPALIVE, keep_subscribed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
@@ -86,8 +85,6 @@ _SCRIPT_NAMES = (
 
 
 _BATCHED = {"a": "acquire", "r": "release"}
-_KEEPALIVE = 15.0  # seconds of silence after which the event subscription is checked
-_EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
 
 
 def _load_library() -> Library:
@@ -260,7 +257,7 @@ class RedisBackend:
         listener = self._listeners.get(owner)
         if listener is not None:
             kind, number, token = payload.decode().split("\t")
-            listener(_EVENTS.get(kind, "nudged"), number, token)
+            listener(EVENTS.get(kind, "nudged"), number, token)
 
     def keys_for(self, number: str) -> list[str]:
         """The keys that hold ``number``'s state (one hash tag, so one Cluster slot); the last
@@ -289,53 +286,13 @@ class RedisBackend:
             # A Cluster: shard channels are subscribed as the throttle first uses a hash tag.
             task_status.started()
             try:
-                await self._events.keep_alive(_KEEPALIVE)
+                await self._events.keep_alive(KEEPALIVE)
             finally:
                 self._listeners.pop(owner, None)
 
-        def deliver(_: bytes, payload: bytes) -> None:
-            kind, number, token = payload.decode().split("\t")
-            listener(_EVENTS.get(kind, "nudged"), number, token)
-
         try:
-            failures = 0
-            started = False
-            while True:
-                try:
-                    assert isinstance(self._lane, ScriptLane)
-                    subscription = await self._lane.subscribe((channel,), deliver)
-                except (RedisError, OSError) as exc:
-                    if not started:
-                        raise BackendUnavailable(f"Redis failed during subscribe: {exc}") from exc
-                    failures += 1
-                    delay = min(0.05 * 2**failures, 2.0)
-                    logger.warning(
-                        "event subscription lost (%s); retrying in %.2f s",
-                        exc,
-                        delay,
-                        extra={"owner": owner},
-                    )
-                    await anyio.sleep(delay)
-                    continue
-                try:
-                    if started:
-                        # Events sent while no subscription was listening are lost: every waiter
-                        # asks again.
-                        listener("resync", "", "")
-                    else:
-                        task_status.started()
-                        started = True
-                    failures = 0
-                    while not subscription.closed.done():
-                        # A quiet connection is checked now and then: a dead one is replaced.
-                        with anyio.move_on_after(_KEEPALIVE):
-                            await asyncio.shield(subscription.closed)
-                        if not subscription.closed.done():
-                            with contextlib.suppress(RedisError):
-                                await subscription.ping()
-                finally:
-                    subscription.close()
-                logger.warning("event subscription lost; subscribing again", extra={"owner": owner})
+            assert isinstance(self._lane, ScriptLane)
+            await keep_subscribed(self._lane, channel, owner, listener, task_status)
         finally:
             self._listeners.pop(owner, None)
 
