@@ -27,7 +27,17 @@ if TYPE_CHECKING:
     from .._pools import MemberSpec
     from ._lane import Arg
 
-__all__ = ("CODECS", "Codec", "acquire_argv", "acquire_result", "ms")
+__all__ = (
+    "CODECS", "DURATIONS", "GROUP_KEYS", "NUMBER_KEYS", "POOL_KEYS", "Codec", "abandon_argv",
+    "acquire_argv", "acquire_result", "batch_argv", "end_session_argv", "fence_lift_argv",
+    "get_policy_result", "group_usage_result", "holders_result", "keepalive_argv",
+    "member_spec", "ms", "parse_windows_spec", "pick_argv", "pick_result", "policy_fields",
+    "pool_leave_argv", "pool_members_result", "pool_update_argv", "release_argv",
+    "release_owner_argv", "release_owner_lines_argv", "release_result", "renew_argv",
+    "reset_number_argv", "reset_number_result", "restore_argv", "set_group_policy_argv",
+    "set_policy_argv", "usage_argv", "usage_result", "window_usage_argv", "window_usage_result",
+    "windows_spec",
+)  # fmt: skip
 
 
 class Codec(NamedTuple):
