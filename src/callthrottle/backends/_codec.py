@@ -57,7 +57,7 @@ class Codec(NamedTuple):
     keys_rest: str = ""
     argv_rest: str = ""
     required: int | None = None
-    encode: Callable[..., tuple[Arg, ...]] | None = None
+    encode: Callable[..., Sequence[Arg]] | None = None
     decode: Callable[..., Any] | None = None
 
 
@@ -174,12 +174,12 @@ def release_result(reply: list[Any]) -> tuple[int, list[bytes]]:
     return int(reply[0]), reply[1:]
 
 
-def batch_argv(ops: Sequence[tuple[str, tuple[Arg, ...], object]]) -> tuple[Arg, ...]:
+def batch_argv(ops: Sequence[tuple[str, tuple[Arg, ...], object]]) -> list[Arg]:
     """batch.lua's ARGV: per operation its kind ('a' or 'r'), its argument count, its ARGV."""
     flat: list[Arg] = []
     for kind, args, _ in ops:
         flat += (kind, len(args), *args)
-    return tuple(flat)
+    return flat
 
 
 # -- leases: abandon, renew, restore, keepalive, release_owner ----------------------------------
