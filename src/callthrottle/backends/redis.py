@@ -3,50 +3,76 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 from contextlib import contextmanager
-from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
-from .._models import Holder, Usage, WindowUsage
 from .._pools import STICKY_TTL
-from .._rates import NO_RATES, GroupPlan, RatePlan, Window
+from .._rates import NO_RATES, GroupPlan, RatePlan
 from ._base import (
-    OWN_TAGS,
     AcquireResult,
     EventListener,
     Layout,
-    Outcome,
     PickResult,
     RenewState,
     RestoreOutcome,
 )
 from ._cluster import ClusterLanes, ShardedEvents
+from ._codec import (
+    abandon_argv,
+    acquire_argv,
+    acquire_result,
+    batch_argv,
+    end_session_argv,
+    fence_lift_argv,
+    get_policy_result,
+    group_usage_result,
+    holders_result,
+    keepalive_argv,
+    member_spec,
+    pick_argv,
+    pick_result,
+    pool_leave_argv,
+    pool_members_result,
+    pool_update_argv,
+    release_argv,
+    release_owner_argv,
+    release_owner_lines_argv,
+    release_result,
+    renew_argv,
+    reset_number_argv,
+    reset_number_result,
+    restore_argv,
+    set_group_policy_argv,
+    set_policy_argv,
+    usage_argv,
+    usage_result,
+    window_usage_argv,
+    window_usage_result,
+)
+from ._keys import KeySpace
 from ._lane import Arg, Library, ScriptLane, pack
+from ._redis_url import default_options, parse_cluster_url, parse_sentinel_url
+from ._subscription import EVENTS, KEEPALIVE, keep_subscribed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
+    from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
 
 
-__all__ = ("RedisBackend",)
+# The blocking facade calls the same functions: it reads their replies as the backend does.
+__all__ = ("RedisBackend", "acquire_result", "parse_sentinel_url")
 
 logger = logging.getLogger("callthrottle.redis")
 
@@ -58,21 +84,7 @@ _SCRIPT_NAMES = (
 )  # fmt: skip
 
 
-def _default_options() -> dict[str, Any]:
-    # Every function is safe to run twice for the same token, so a dropped connection is retried.
-    return {
-        "socket_timeout": 5.0,
-        "socket_connect_timeout": 5.0,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), retries=2),
-    }
-
-
-_KEY_CACHE_SIZE = 4096
 _BATCHED = {"a": "acquire", "r": "release"}
-_GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
-_KEEPALIVE = 15.0  # seconds of silence after which the event subscription is checked
-_EVENTS = {"g": "granted", "r": "released", "n": "nudged"}
-_DURATIONS = frozenset({"until", "luntil"})  # sent as seconds from now, stored as server ms
 
 
 def _load_library() -> Library:
@@ -96,117 +108,6 @@ def _map_errors(action: str) -> Iterator[None]:
         raise BackendUnavailable(f"Redis failed during {action}: {exc}") from exc
 
 
-def _ms(seconds: float) -> int:
-    # Rounded to a millionth of a millisecond first: 2.007 * 1000 is 2007.0000000000002, which
-    # would otherwise round up to 2008 (a value in whole milliseconds must read back as it is).
-    return max(math.ceil(round(seconds * 1000, 6)), 1)
-
-
-@lru_cache(maxsize=1024)
-def _windows_spec(windows: Sequence[Window]) -> str:
-    return ";".join(f"{w.amount}:{_ms(w.seconds)}:{int(w.calendar)}" for w in windows)
-
-
-def acquire_result(reply: list[Any]) -> AcquireResult:
-    """acquire.lua's reply as an :class:`AcquireResult`."""
-    if reply[0] == 1:
-        return _GRANTED
-    retry_in = None if reply[1] < 0 else reply[1] / 1000
-    if len(reply) == 2:
-        return AcquireResult(Outcome(reply[0]), retry_in)
-    if reply[2] == b"f":
-        return AcquireResult(Outcome(reply[0]), retry_in, fenced=True)
-    if reply[0] == Outcome.RATE_LIMITED:
-        window = Window(reply[2], reply[3] / 1000, calendar=bool(reply[4]))
-        whose = reply[5].decode()
-        return AcquireResult(
-            Outcome.RATE_LIMITED,
-            retry_in,
-            window=window,
-            for_callee=whose == "c",
-            group=whose if whose not in ("n", "c") else None,
-        )
-    if reply[0] == Outcome.GROUP_FULL:
-        return AcquireResult(Outcome.GROUP_FULL, retry_in, group=reply[2].decode())
-    state, reason = reply[2].decode(), reply[3].decode()
-    return AcquireResult(Outcome.UNAVAILABLE, retry_in, state, reason or None)
-
-
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
-    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``: the
-    sentinels' addresses, the service, and the master's settings the URL gives (username,
-    password, db).
-
-    :raises InvalidArgument: naming ``url``
-    """
-    parts = urlsplit(url)
-    hosts = []
-    for item in parts.netloc.rpartition("@")[2].split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise InvalidArgument("url", url, "redis+sentinel://host:port[,host:port...]/service")
-        hosts.append((host.strip("[]"), int(port)))
-    path = [segment for segment in parts.path.split("/") if segment]
-    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise InvalidArgument("url", url, "redis+sentinel://host:port[,...]/service[/db]")
-    settings: dict[str, Any] = {}
-    if parts.password is not None:
-        settings["password"] = unquote(parts.password)
-    if parts.username:
-        settings["username"] = unquote(parts.username)
-    if len(path) == 2:
-        settings["db"] = int(path[1])
-    return hosts, path[0], settings
-
-
-def _policy_fields(changes: Mapping[str, object]) -> list[str]:
-    """Policy changes as the scripts take them: field, value; '' deletes; durations as '+ms'
-    and 'since' as 'now', both made absolute by the server's clock."""
-    fields: list[str] = []
-    for field, value in changes.items():
-        if value is None:
-            fields += [field, ""]
-        elif field in _DURATIONS:
-            fields += [field, f"+{_ms(cast('float', value))}"]
-        elif field == "since":
-            fields += [field, "now"]
-        elif field == "rates":
-            fields += [field, _windows_spec(cast("tuple[Window, ...]", value))]
-        else:
-            fields += [field, str(value)]
-    return fields
-
-
-def _member_spec(spec: MemberSpec, tag: str) -> str:
-    """A pool member's spec as pick.lua reads it (tab-separated); ``tag``: its keys' tag."""
-    plan = spec.plan
-    fields: list[str] = [
-        tag,
-        str(spec.limit),
-        _windows_spec(plan.windows),
-        ",".join(map(str, plan.warmup)),
-        "1" if plan.midnight else "0",
-        spec.area,
-        spec.region,
-    ]
-    for group in plan.groups:
-        cap = "" if group.cap is None else str(group.cap)
-        fields += (group.group, cap, str(group.reserve), _windows_spec(group.windows))
-    return "\t".join(fields)
-
-
-def _parse_spec(spec: str) -> tuple[Window, ...]:
-    windows = []
-    for part in filter(None, spec.split(";")):
-        amount, ms, calendar = part.split(":")
-        windows.append(Window(int(amount), int(ms) / 1000, calendar=calendar == "1"))
-    return tuple(windows)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 class RedisBackend:
     """Slots in Redis (``redis://``, ``rediss://``, ``unix://``): shared across processes and hosts.
 
@@ -226,8 +127,8 @@ class RedisBackend:
     """
 
     __slots__ = (
-        "_also_close", "_batches", "_channels", "_client", "_events", "_keys", "_lane", "_layout",
-        "_listeners", "_owns_client", "_prefix", "_session_tags", "_shards",
+        "_also_close", "_batches", "_client", "_events", "_lane", "_listeners", "_owns_client",
+        "_prefix", "_session_tags", "_space",
     )  # fmt: skip
 
     def __init__(
@@ -237,18 +138,10 @@ class RedisBackend:
         key_prefix: str = "callthrottle:",
         _owns_client: bool = False,
     ) -> None:
-        if (
-            not isinstance(cast("object", key_prefix), str)
-            or "{" in key_prefix
-            or "}" in key_prefix
-        ):
-            # The keys' hash tags are the first braces of each key: a brace in the prefix
-            # would take their place (and the functions find a key's prefix by its first '{').
-            raise InvalidArgument("key_prefix", key_prefix, "a string without '{' or '}'")
+        self._space = KeySpace(key_prefix, cluster=isinstance(client, RedisCluster))
         self._client = client
         self._owns_client = _owns_client
-        self._prefix = key_prefix
-        self._channels = f"{key_prefix}owner:"
+        self._prefix = key_prefix  # as given (the keys' layout is in self._space)
         self._lane: ScriptLane | ClusterLanes
         self._events: ShardedEvents | None = None
         if isinstance(client, RedisCluster):
@@ -257,14 +150,11 @@ class RedisBackend:
         else:
             self._lane = ScriptLane.for_client(client)
         self._lane.on_reconnect = self._resync
-        self._shards: dict[str, str] = {}  # number -> its shard channels' prefix (Cluster)
         # Cluster: the hash tags with session records to keep alive (see keepalive)
         self._session_tags: set[str] = set()
         self._also_close: list[aioredis.Redis] = []  # a sentinel URL's sentinel clients
         self._listeners: dict[str, EventListener] = {}
         self._batches: dict[str, list[tuple[str, tuple[Arg, ...], asyncio.Future[Any]]]] = {}
-        self._keys: dict[str, list[str]] = {}
-        self._layout: Layout = OWN_TAGS
 
     @classmethod
     def from_url(
@@ -280,7 +170,7 @@ class RedisBackend:
         to run again for the same token; a retried release that had already succeeded reports
         False).
         """
-        settings = {**_default_options(), **options}
+        settings = {**default_options(), **options}
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=settings.pop("max_connections", 128),
@@ -302,7 +192,7 @@ class RedisBackend:
         timeouts default to 5 s as with :meth:`from_url`); the sentinels get the same timeouts.
         """
         hosts, service, given = parse_sentinel_url(url)
-        settings = {**_default_options(), **options}
+        settings = {**default_options(), **options}
         for name, value in given.items():
             settings.setdefault(name, value)
         timeouts = {k: settings[k] for k in ("socket_timeout", "socket_connect_timeout")}
@@ -327,27 +217,7 @@ class RedisBackend:
         ``redis.asyncio.RedisCluster`` (socket timeouts default to 5 s as with
         :meth:`from_url`).
         """
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        hosts: list[tuple[str, int]] = []
-        for item in parts.netloc.rpartition("@")[2].split(","):
-            host, _, port = item.rpartition(":")
-            if not host or not port.isdigit():
-                raise InvalidArgument("url", url, "redis+cluster://host:port[,host:port...]")
-            hosts.append((host.strip("[]"), int(port)))
-        if parts.path.strip("/") not in ("", "0"):
-            raise InvalidArgument("url", url, "no database: a Redis Cluster has only database 0")
-        first = "{}://{}@{}:{}/{}".format(
-            "rediss" if scheme.startswith("rediss") else "redis",
-            parts.netloc.rpartition("@")[0],
-            *hosts[0],
-            f"?{parts.query}" if parts.query else "",
-        )
-        settings = {**_default_options(), **parse_url(first), **options}
-        for key in ("host", "port", "db", "connection_class", "path"):
-            settings.pop(key, None)
-        if scheme.startswith("rediss"):
-            settings["ssl"] = True
+        hosts, settings = parse_cluster_url(url, options)
         nodes = [ClusterNode(host, port) for host, port in hosts]
         client = RedisCluster(startup_nodes=nodes, **settings)
         return cls(client, key_prefix=key_prefix, _owns_client=True)
@@ -368,30 +238,11 @@ class RedisBackend:
         return self._client
 
     def use_layout(self, layout: Layout) -> None:
-        self._layout = layout
-        self._keys.clear()
-        self._shards.clear()
+        self._space.use(layout)
 
     def _channels_for(self, number: str) -> str:
-        """The prefix of the channels that events about ``number`` go to: one channel per
-        throttle, or in a Cluster one per throttle and hash tag (on the tag's slot)."""
-        if self._events is None:
-            return self._channels
-        shard = self._shards.get(number)
-        if shard is None:
-            if len(self._shards) >= _KEY_CACHE_SIZE:
-                self._shards.clear()
-            shard = self._shards[number] = self._shard(self._tag_of(number))
-        return shard
-
-    def _tag_of(self, number: str) -> str:
-        """The hash tag of ``number``'s keys."""
-        if self._events is None:
-            return self._layout.tag_for(number)
-        return self._layout.cluster_tag_for(number)
-
-    def _shard(self, tag: str) -> str:
-        return f"{self._prefix}{{{tag}}}:o:"
+        """The prefix of the channels that events about ``number`` go to (see ``_keys``)."""
+        return self._space.channels_for(number)
 
     async def _join(self, channels: str, owner: str) -> None:
         """In a Cluster, subscribe ``owner``'s throttle to its channel on ``channels``' slot
@@ -402,27 +253,16 @@ class RedisBackend:
                 await events.join(channels + owner)
 
     def _deliver(self, channel: bytes, payload: bytes) -> None:
-        owner = channel.decode().partition("}:o:")[2]
+        owner = self._space.owner_of_shard_channel(channel)
         listener = self._listeners.get(owner)
         if listener is not None:
             kind, number, token = payload.decode().split("\t")
-            listener(_EVENTS.get(kind, "nudged"), number, token)
+            listener(EVENTS.get(kind, "nudged"), number, token)
 
     def keys_for(self, number: str) -> list[str]:
         """The keys that hold ``number``'s state (one hash tag, so one Cluster slot); the last
         one stands in for a callee log."""
-        keys = self._keys.get(number)
-        if keys is None:
-            tag = self._tag_of(number)
-            base = f"{self._prefix}{{{tag}}}:n:{number}:"
-            keys = [base + "h", base + "q", base + "w", base + "m", base + "p", base + "r"]
-            keys.append(keys[5])  # the callee log's place, when a call has none: not touched
-            for group in self._layout.groups_for(number):
-                keys += self._group_keys(group.group, tag)
-            if len(self._keys) >= _KEY_CACHE_SIZE:
-                self._keys.clear()
-            self._keys[number] = keys
-        return keys
+        return self._space.number_keys(number)
 
     async def open(self) -> None:
         try:
@@ -440,59 +280,19 @@ class RedisBackend:
     async def listen(
         self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
     ) -> None:
-        channel = self._channels + owner
+        channel = self._space.channels + owner
         self._listeners[owner] = listener
         if self._events is not None:
             # A Cluster: shard channels are subscribed as the throttle first uses a hash tag.
             task_status.started()
             try:
-                await self._events.keep_alive(_KEEPALIVE)
+                await self._events.keep_alive(KEEPALIVE)
             finally:
                 self._listeners.pop(owner, None)
 
-        def deliver(_: bytes, payload: bytes) -> None:
-            kind, number, token = payload.decode().split("\t")
-            listener(_EVENTS.get(kind, "nudged"), number, token)
-
         try:
-            failures = 0
-            started = False
-            while True:
-                try:
-                    assert isinstance(self._lane, ScriptLane)
-                    subscription = await self._lane.subscribe((channel,), deliver)
-                except (RedisError, OSError) as exc:
-                    if not started:
-                        raise BackendUnavailable(f"Redis failed during subscribe: {exc}") from exc
-                    failures += 1
-                    delay = min(0.05 * 2**failures, 2.0)
-                    logger.warning(
-                        "event subscription lost (%s); retrying in %.2f s",
-                        exc,
-                        delay,
-                        extra={"owner": owner},
-                    )
-                    await anyio.sleep(delay)
-                    continue
-                try:
-                    if started:
-                        # Events sent while no subscription was listening are lost: every waiter
-                        # asks again.
-                        listener("resync", "", "")
-                    else:
-                        task_status.started()
-                        started = True
-                    failures = 0
-                    while not subscription.closed.done():
-                        # A quiet connection is checked now and then: a dead one is replaced.
-                        with anyio.move_on_after(_KEEPALIVE):
-                            await asyncio.shield(subscription.closed)
-                        if not subscription.closed.done():
-                            with contextlib.suppress(RedisError):
-                                await subscription.ping()
-                finally:
-                    subscription.close()
-                logger.warning("event subscription lost; subscribing again", extra={"owner": owner})
+            assert isinstance(self._lane, ScriptLane)
+            await keep_subscribed(self._lane, channel, owner, listener, task_status)
         finally:
             self._listeners.pop(owner, None)
 
@@ -509,29 +309,29 @@ class RedisBackend:
         *,
         session: bool = False,
     ) -> AcquireResult:
-        args = self.acquire_args(
-            number, token, owner, limit, ttl, max_hold, enqueue, rates, session
-        )
+        # As acquire_args, inline: the hot path makes no call it can do without.
+        space = self._space
+        channels = space.channels if self._events is None else space.channels_for(number)
+        holder = self._session_holder(owner, space.tag_of(number)) if session else owner
+        args = acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
         try:
             if self._events is not None:
-                await self._join(cast("str", args[7]), owner)
+                await self._join(channels, owner)
             if rates.callee is None:
                 reply = await self._ask("a", number, args)
             else:
-                keys = self.keys_for(number)
-                tag = self._tag_of(number)
-                keys = [*keys[:6], f"{self._prefix}{{{tag}}}:c:{rates.callee}", *keys[7:]]
+                keys = space.callee_keys(number, rates.callee)
                 reply = await self._run("acquire", keys, args)
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
             raise BackendUnavailable(f"Redis failed during acquire: {exc}") from exc
         return acquire_result(reply)
 
     async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
-        args: tuple[Arg, ...] = (token, releaser, number, self._channels_for(number))
-        if pool is not None:
-            args += (self._pool_keys(pool)[1], pool)
+        space = self._space
+        load_key = None if pool is None else space.pool_keys(pool)[1]
+        args = release_argv(token, releaser, number, space.channels_for(number), load_key, pool)
         try:
-            removed, *handed = await self._ask("r", number, args)
+            removed, handed = release_result(await self._ask("r", number, args))
         except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
             raise BackendUnavailable(f"Redis failed during release: {exc}") from exc
         if handed:
@@ -540,7 +340,7 @@ class RedisBackend:
             if listener is not None:
                 for granted in handed:
                     listener("granted", number, granted.decode())
-        return int(removed)
+        return removed
 
     def _ask(self, kind: str, number: str, args: tuple[Arg, ...]) -> Awaitable[Any]:
         """An acquire (``kind`` 'a') or release ('r') on the number's keys. With nothing in
@@ -548,7 +348,7 @@ class RedisBackend:
         before the event loop's next turn, and they run as one batch call (in order, each as if
         alone): one request for the server to read and run instead of many."""
         if not self._lane.busy:
-            return self._run(_BATCHED[kind], self.keys_for(number), args)
+            return self._run(_BATCHED[kind], self._space.number_keys(number), args)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         batch = self._batches.get(number)
@@ -563,15 +363,12 @@ class RedisBackend:
         batch = [op for op in self._batches.pop(number) if not op[2].done()]
         if not batch:
             return
-        keys = self.keys_for(number)
+        keys = self._space.number_keys(number)
         if len(batch) == 1:
             kind, args, _ = batch[0]
             sent = self._lane.run_now(_LIBRARY, _BATCHED[kind], keys, args)
         else:
-            flat: list[Arg] = []
-            for kind, args, _ in batch:
-                flat += (kind, len(args), *args)
-            sent = self._lane.run_now(_LIBRARY, "batch", keys, flat)
+            sent = self._lane.run_now(_LIBRARY, "batch", keys, batch_argv(batch))
 
         def settle(sent: asyncio.Future[Any]) -> None:
             error = sent.exception()
@@ -593,23 +390,15 @@ class RedisBackend:
             listener("resync", "", "")
 
     async def abandon(self, number: str, token: str, owner: str) -> None:
-        args = (token, owner, number, self._channels_for(number))
+        args = abandon_argv(token, owner, number, self._space.channels_for(number))
         with _map_errors("abandon"):
-            await self._run("abandon", self.keys_for(number), args)
+            await self._run("abandon", self._space.number_keys(number), args)
 
     async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
-        args = (
-            _windows_spec(rates.windows),
-            round(rates.tz_offset * 1000),
-            ",".join(map(str, rates.warmup)),
-            1 if rates.midnight else 0,
-        )
+        args = window_usage_argv(rates)
         with _map_errors("window_usage"):
-            reply = await self._run("window_usage", self.keys_for(number), args)
-        return [
-            WindowUsage(Window(amount, ms / 1000, calendar=bool(calendar)), used)
-            for amount, ms, calendar, used in zip(*[iter(reply)] * 4, strict=True)
-        ]
+            reply = await self._run("window_usage", self._space.number_keys(number), args)
+        return window_usage_result(reply)
 
     async def restore(
         self,
@@ -623,14 +412,11 @@ class RedisBackend:
         age: float = 0.0,
         session: bool = False,
     ) -> RestoreOutcome:
-        keys = self.keys_for(number)
-        hold = 0 if max_hold is None else _ms(max_hold)
-        holder = owner
-        if session:
-            holder = f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
-        args = (token, holder, _ms(ttl), hold, limit, number, round(age * 1000))
+        keys = self._space.number_keys(number)
+        holder = self._session_holder(owner, self._space.tag_of(number)) if session else owner
+        args = restore_argv(token, holder, ttl, max_hold, limit, number, age)
         with _map_errors("restore"):
-            await self._join(self._channels_for(number), owner)
+            await self._join(self._space.channels_for(number), owner)
             return RestoreOutcome(await self._run("restore", keys, args))
 
     async def renew(
@@ -639,12 +425,17 @@ class RedisBackend:
         by_number: dict[str, list[int]] = {}
         for index, (number, _) in enumerate(items):
             by_number.setdefault(number, []).append(index)
-        ms = _ms(ttl) if ttl > 0 else 0
         calls = [
             self._run(
                 "renew",
-                self.keys_for(number),
-                (owner, number, self._channels_for(number), ms, *(items[i][1] for i in indexes)),
+                self._space.number_keys(number),
+                renew_argv(
+                    owner,
+                    number,
+                    self._space.channels_for(number),
+                    ttl,
+                    [items[i][1] for i in indexes],
+                ),
             )
             for number, indexes in by_number.items()
         ]
@@ -658,66 +449,41 @@ class RedisBackend:
 
     async def usage(self, number: str, limit: int) -> Usage:
         with _map_errors("usage"):
-            in_use, waiting, cap = await self._run("usage", self.keys_for(number), (limit,))
-        return Usage(in_use=in_use, limit=cap, waiting=waiting)
-
-    def _group_keys(self, group: str, tag: str) -> list[str]:
-        base = f"{self._prefix}{{{tag}}}:g:{group}:"
-        return [base + "h", base + "r", base + "w", base + "p"]
+            reply = await self._run("usage", self._space.number_keys(number), usage_argv(limit))
+        return usage_result(reply)
 
     async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
-        holders, _, waiters, policy = self._group_keys(group.group, tag)
+        holders, _, waiters, policy = self._space.group_keys(group.group, tag)
         with _map_errors("group_usage"):
             reply = await self._run("group_usage", [holders, waiters, policy], ())
-        in_use, waiting, cap = reply
-        return Usage(in_use=in_use, limit=group.cap or 0 if cap < 0 else cap, waiting=waiting)
+        return group_usage_result(reply, group)
 
     async def set_group_policy(
         self, group: GroupPlan, tag: str, changes: Mapping[str, object]
     ) -> None:
-        holders, _, waiters, policy = self._group_keys(group.group, tag)
-        channels = self._tag_channels(tag)
-        args = [channels, *_policy_fields(changes)]
+        holders, _, waiters, policy = self._space.group_keys(group.group, tag)
+        channels = self._space.tag_channels(tag)
+        args = set_group_policy_argv(channels, changes)
         with _map_errors("set_group_policy"):
             await self._run("set_group_policy", [holders, waiters, policy], args)
 
     async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        args = [number, self._channels_for(number), *_policy_fields(changes)]
+        args = set_policy_argv(number, self._space.channels_for(number), changes)
         with _map_errors("set_policy"):
-            await self._run("set_policy", self.keys_for(number), args)
+            await self._run("set_policy", self._space.number_keys(number), args)
 
     async def get_policy(self, number: str) -> dict[str, object]:
         with _map_errors("get_policy"):
-            reply = await self._run("get_policy", self.keys_for(number), ())
-        now, items = reply[0], reply[1:]
-        policy: dict[str, object] = {}
-        for field, value in zip(items[::2], items[1::2], strict=True):
-            name = field.decode()
-            if name in _DURATIONS:
-                policy[name] = (int(value) - now) / 1000
-            elif name == "since":
-                policy[name] = (now - int(value)) / 1000
-            elif name == "rates":
-                policy[name] = _parse_spec(value.decode())
-            else:
-                policy[name] = value.decode()
-        return policy
+            reply = await self._run("get_policy", self._space.number_keys(number), ())
+        return get_policy_result(reply)
 
     # -- pools ---------------------------------------------------------------------------------
-
-    def _pool_tag(self, pool: str) -> str:
-        return f"p:{pool}" if self._events is None else self._layout.pool_tag(pool)
-
-    def _pool_keys(self, pool: str) -> list[str]:
-        # The pool's name is in its keys: on a Cluster, pools may share a hash tag.
-        base = f"{self._prefix}{{{self._pool_tag(pool)}}}:pool:{pool}:"
-        return [base + "m", base + "l", base + "o", base + "c", base + "s"]
 
     async def pool_update(
         self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
     ) -> int:
-        tag = self._pool_tag(pool)
-        strays = sorted(number for number in add if self._tag_of(number) != tag)
+        tag = self._space.pool_tag(pool)
+        strays = sorted(number for number in add if self._space.tag_of(number) != tag)
         if self._events is not None and strays:
             raise InvalidArgument(
                 "numbers",
@@ -726,12 +492,12 @@ class RedisBackend:
                 "the keys of the pool and of its numbers together (give the pool's numbers one "
                 "tenant, or list each number in one pool of the configuration)",
             )
-        args: list[Arg] = [self._prefix, len(add)]
-        for number, spec in add.items():
-            args += (number, _member_spec(spec, self._tag_of(number)))
-        args += remove
+        specs = {
+            number: member_spec(spec, self._space.tag_of(number)) for number, spec in add.items()
+        }
+        args = pool_update_argv(self._space.prefix, specs, remove)
         with _map_errors("pool_update"):
-            return int(await self._run("pool_update", self._pool_keys(pool)[:3], args))
+            return int(await self._run("pool_update", self._space.pool_keys(pool)[:3], args))
 
     def acquire_args(
         self,
@@ -744,39 +510,17 @@ class RedisBackend:
         enqueue: bool,
         rates: RatePlan = NO_RATES,
         session: bool = False,
-    ) -> tuple[str | int, ...]:
+    ) -> tuple[Arg, ...]:
         """The arguments of acquire.lua for this request (see its header)."""
-        args: tuple[str | int, ...] = (
-            token,
-            f"{owner}\t{self._session_record(self._tag_of(number), whole=False)}"
-            if session
-            else owner,
-            limit,
-            _ms(ttl),
-            0 if max_hold is None else _ms(max_hold),
-            1 if enqueue else 0,
-            number,
-            self._channels if self._events is None else self._channels_for(number),
-        )
-        if rates is not NO_RATES:
-            args += (
-                _windows_spec(rates.windows),
-                round(rates.tz_offset * 1000),
-                ",".join(map(str, rates.warmup)),
-                1 if rates.midnight else 0,
-                _windows_spec(rates.callee_windows) if rates.callee else "",
-            )
-            for group in rates.groups:
-                cap = "" if group.cap is None else group.cap
-                args += (cap, group.reserve, _windows_spec(group.windows), group.group)
-            if rates.groups:
-                args += (1 if rates.priority >= 1 else 0,)  # it may take the reserves
-        return args
+        space = self._space
+        channels = space.channels if self._events is None else space.channels_for(number)
+        holder = self._session_holder(owner, space.tag_of(number)) if session else owner
+        return acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
 
     async def pool_members(self, pool: str) -> list[str]:
         with _map_errors("pool_members"):
-            reply = await self._run("pool_members", self._pool_keys(pool)[:3], ())
-        return [number.decode() for number in reply]
+            reply = await self._run("pool_members", self._space.pool_keys(pool)[:3], ())
+        return pool_members_result(reply)
 
     async def pick(
         self,
@@ -794,54 +538,34 @@ class RedisBackend:
         *,
         session: bool = False,
     ) -> PickResult:
-        args = (
-            strategy,
-            token,
-            f"{owner}\t{self._session_record(self._pool_tag(pool), whole=False)}"
-            if session
-            else owner,
-            _ms(ttl),
-            0 if max_hold is None else _ms(max_hold),
-            self._prefix,
-            self._tag_channels(self._pool_tag(pool)),
-            round(call.tz_offset * 1000),
-            call.callee or "",
-            _windows_spec(call.callee_windows) if call.callee else "",
-            call.priority,
-            tries,
-            near[0],
-            near[1],
-            _ms(sticky_ttl),
-            1 if wait else 0,
-            _ms(ttl),
-            pool,
-        )
+        tag = self._space.pool_tag(pool)
+        channels = self._space.tag_channels(tag)
+        holder = self._session_holder(owner, tag) if session else owner
+        args = pick_argv(
+            strategy, token, holder, ttl, max_hold, self._space.prefix, channels, call, tries, near,
+            sticky_ttl, wait, pool,
+        )  # fmt: skip
         with _map_errors("pick"):
-            await self._join(args[6], owner)
-            reply = await self._run("pick", self._pool_keys(pool), args)
-        if reply[0] == 0:  # others wait ahead: in line behind them, or refused
-            return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
-        if reply[0] == 2:
-            retry_in = None if reply[1] < 0 else reply[1] / 1000
-            return PickResult(Outcome.REFUSED, None, retry_in, fenced=len(reply) > 2)
-        return PickResult(Outcome(reply[0]), reply[1].decode())
+            await self._join(channels, owner)
+            reply = await self._run("pick", self._space.pool_keys(pool), args)
+        return pick_result(reply, wait)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
-        channels = self._tag_channels(self._pool_tag(pool))
-        args = (owner, token, channels, pool)
+        channels = self._space.tag_channels(self._space.pool_tag(pool))
+        args = pool_leave_argv(owner, token, channels, pool)
         with _map_errors("pool_leave"):
-            await self._run("pool_leave", self._pool_keys(pool)[:1], args)
+            await self._run("pool_leave", self._space.pool_keys(pool)[:1], args)
+
+    def _session_holder(self, owner: str, tag: str) -> str:
+        """A session lease's holder as the functions take it: the owner and its record."""
+        return f"{owner}\t{self._session_record(tag, whole=False)}"
 
     def _session_record(self, tag: str, *, whole: bool = True) -> str:
-        """The key of the session records that leases of hash tag ``tag`` name: one for the
-        whole server, or in a Cluster one per tag (a function touches one slot). Leases name it
-        without the key prefix (``whole=False``)."""
-        if self._events is None:
-            key = "sessions"
-        else:
+        """The key of the session records that leases of hash tag ``tag`` name (see ``_keys``);
+        in a Cluster, the tag is remembered as one to keep alive."""
+        if self._events is not None:
             self._session_tags.add(tag)
-            key = f"{{{tag}}}:sessions"
-        return self._prefix + key if whole else key
+        return self._space.session_record(tag, whole=whole)
 
     async def keepalive(self, session: str, ttl: float) -> bool:
         """Keep ``session`` alive ``ttl`` seconds more: one call on a single server (or
@@ -849,7 +573,7 @@ class RedisBackend:
         call per tag that holds one, found by scanning every master each time (another process
         of the session may have taken leases on a tag this one never used), so the cost grows
         with the key space there."""
-        args = (session, _ms(ttl))
+        args = keepalive_argv(session, ttl)
         with _map_errors("keepalive"):
             if self._events is None:
                 _, fenced = await self._run("keepalive", [self._session_record("")], args)
@@ -886,32 +610,32 @@ class RedisBackend:
 
     async def _find_session_records(self) -> None:
         """In a Cluster, learn the tags that hold session records."""
-        pattern = _glob_escape(self._prefix) + "{*}:sessions"
-        async for raw in self._scan(pattern):
-            key = raw.decode()
-            self._session_tags.add(key[len(self._prefix) + 1 : key.rindex("}")])
+        async for raw in self._scan(self._space.pattern(":sessions")):
+            self._session_tags.add(self._space.session_tag_of(raw))
 
     async def release_owner(self, owner: str) -> int:
-        start = _glob_escape(self._prefix)
-        pattern = start + "{*}:n:*:m"
+        space = self._space
+        pattern = space.pattern(":n:*:m")
         removed = 0
         with _map_errors("release_owner"):
             async for raw in self._scan(pattern):
                 number = raw.decode().rpartition(":n:")[2][:-2]
-                args = (owner, number, self._channels_for(number))
-                removed += await self._run("release_owner", self.keys_for(number), args)
+                args = release_owner_argv(owner, number, self._space.channels_for(number))
+                removed += await self._run("release_owner", self._space.number_keys(number), args)
             # Callers waiting for a pool or a group have a place in its line only: the line's
             # order key, its lapses key (same name, other last letter), and a pool's name.
             for kind, order, lapses in ((":pool:", "w", "x"), (":g:", "q", "w")):
-                match = f"{start}{{*}}{kind}*:{order}"
+                match = space.pattern(f"{kind}*:{order}")
                 async for raw in self._scan(match):
                     key = raw.decode()
-                    line = self._line(key, kind, f":{order}")
+                    line = space.line_of(key, kind, f":{order}")
                     if line is not None:
                         tag, name = line
                         pool = name if kind == ":pool:" else ""
                         keys = [key, key[:-1] + lapses]
-                        line_args = (owner, self._tag_channels(tag), pool)
+                        line_args = release_owner_lines_argv(
+                            owner, self._space.tag_channels(tag), pool
+                        )
                         removed += await self._run("release_owner_lines", keys, line_args)
             # An owner that is a session: its life ends once its leases went (ended, not
             # lapsed), on every record that may name it.
@@ -920,27 +644,15 @@ class RedisBackend:
                 await self._find_session_records()
                 records = [self._session_record(tag) for tag in sorted(self._session_tags)]
             for record in records:
-                await self._run("keepalive", [record], (owner, 1, 1))
+                await self._run("keepalive", [record], end_session_argv(owner))
         return removed
-
-    def _line(self, key: str, kind: str, end: str) -> tuple[str, str] | None:
-        """(hash tag, name) of a pool's or group's line key (``<prefix>{<tag>}<kind><name><end>``),
-        or None when the key is not one."""
-        tag, brace, rest = key[len(self._prefix) + 1 :].partition("}")
-        if not brace or not rest.startswith(kind) or not rest.endswith(end):
-            return None
-        return tag, rest[len(kind) : -len(end)]
-
-    def _tag_channels(self, tag: str) -> str:
-        """The prefix of the channels for events about the keys of hash tag ``tag``."""
-        return self._channels if self._events is None else self._shard(tag)
 
     # -- operator queries and admin actions ----------------------------------------------------
 
     async def known_numbers(self) -> list[str]:
         # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>": its leases,
         # line and policy (h q w m p) count; its rate log (r) alone does not, as in memory.
-        pattern = _glob_escape(self._prefix) + "{*}:n:*:[hqwmp]"
+        pattern = self._space.pattern(":n:*:[hqwmp]")
         numbers: set[str] = set()
         with _map_errors("known_numbers"):
             async for raw in self._scan(pattern):
@@ -950,34 +662,18 @@ class RedisBackend:
 
     async def holders(self, number: str) -> list[Holder]:
         with _map_errors("holders"):
-            reply = await self._run("holders", self.keys_for(number), ())
-        now, items = reply[0], reply[1:]
-        holders = []
-        for index in range(0, len(items), 6):
-            token, expiry, owner, ttl, deadline, since = items[index : index + 6]
-            holders.append(
-                Holder(
-                    number,
-                    token.decode(),
-                    owner.decode(),
-                    (expiry - now) / 1000,
-                    ttl / 1000,
-                    (deadline - now) / 1000 if deadline else None,
-                    max(now - since, 0) / 1000 if since else 0.0,
-                )
-            )
-        return holders
+            reply = await self._run("holders", self._space.number_keys(number), ())
+        return holders_result(reply, number)
 
     async def reset_number(self, number: str) -> tuple[int, int]:
         with _map_errors("reset_number"):
-            held, waiting = await self._run(
-                "reset_number", self.keys_for(number), (number, self._channels_for(number))
-            )
-        return int(held), int(waiting)
+            args = reset_number_argv(number, self._space.channels_for(number))
+            reply = await self._run("reset_number", self._space.number_keys(number), args)
+        return reset_number_result(reply)
 
     async def lift_fence(self) -> None:
         """On every master (``fence_lift.lua``)."""
-        args = (self._prefix + "fence",)
+        args = fence_lift_argv(self._space.fence_marker)
         with _map_errors("lift_fence"):
             if isinstance(self._lane, ClusterLanes):
                 await self._lane.open()

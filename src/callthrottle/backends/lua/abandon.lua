@@ -1,6 +1,6 @@
 -- Python twin: MemoryBackend.abandon (backends/memory.py).
 -- Drop an owner's token from the line and give back any slot it was granted (one round trip).
--- KEYS: H Q W M P R (see _common.lua)
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner, ARGV[3] number, ARGV[4] channel prefix
 -- Returns 1 if the token held a slot, 0 otherwise.
 local token = ARGV[1]

@@ -1,18 +1,19 @@
 -- Python twin: MemoryBackend.acquire (backends/memory.py).
 -- Take a slot for a token, or queue it (one round trip).
--- KEYS: H Q W M P R (see _common.lua)
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner (or "owner\t<session record key>": a session lease, see
 -- _common.lua), ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
 -- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix; optional (a request with no
--- rate windows sends none of them): ARGV[9] rate windows (see
--- parse_windows; '' for none), ARGV[10] time zone offset in ms (for calendar days),
--- ARGV[11] warm-up daily caps by week ("10,20,30"; '' for none), ARGV[12] '1' if the warm-up's
--- days start at local midnight, ARGV[13] the callee's rate windows ('' for none: then KEYS[7]
--- is not touched), then per group: ARGV[14 + 4(i-1)] its configured cap ('' for none), the
--- next the part of it kept in reserve for calls of priority 1 or more, the next its configured
--- rate windows, the next its name (for the reply); then ARGV[14 + 4 * groups] '1' if the call
--- may take the groups' reserves (priority 1 or more); a cap or windows set at run time (GP)
--- replace the configured
+-- rate windows, callee or group sends none of them, and takes the hot path):
+-- ARGV[9] rate windows (see parse_windows; '' for none),
+-- ARGV[10] time zone offset in ms (for calendar days),
+-- ARGV[11] warm-up daily caps by week ("10,20,30"; '' for none),
+-- ARGV[12] midnight: '1' if the warm-up's days start at local midnight,
+-- ARGV[13] callee windows: the callee's rate windows ('' for none: then C is not touched),
+-- ARGV[14..] per group, four values: its configured cap ('' for none), the part of it kept in
+-- reserve for calls of priority 1 or more, its configured rate windows, its name (for the
+-- reply); then, after the groups, '1' if the call may take the groups' reserves (priority 1
+-- or more). A group's cap or windows set at run time (GP) replace its configured ones.
 -- Returns {outcome, retry_in_ms}: outcome 1 granted, 0 queued, 2 refused (full), -1 token
 -- conflict; {4, retry_in_ms, amount, window_ms, calendar, 'n', 'c' or a group's name} when a
 -- rate window of the number, the callee or a group is full (nothing is written, and a queued

@@ -3,8 +3,9 @@
 -- Several acquires and releases on one number, run in order exactly as if each had been
 -- called on its own, sharing the server time, the policy read and the purge (one round trip
 -- for requests that arrived together).
--- KEYS: as acquire's and release's (the same for every operation; no callee log)
--- ARGV: per operation: 'a' (acquire) or 'r' (release), its argument count n, then its n
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua): the same for every operation
+-- (C, no callee log, is not touched)
+-- ARGV[1..] per operation: 'a' (acquire) or 'r' (release), its argument count n, then its n
 -- arguments, as that function takes them
 -- Returns each operation's reply, in order.
 local ops = ARGV

@@ -1,6 +1,7 @@
 -- Python twin: MemoryBackend.get_policy (backends/memory.py).
 -- A number's runtime policy, with the server's clock (read only).
--- KEYS: H Q W M P R (see _common.lua)
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
+-- ARGV: none
 -- Returns {now_ms, field, value, field, value, ...}.
 -- A carrier reaction that lapsed is left out (set_policy drops it at the next change, or P
 -- expires with it): a lapsed cool-down reads as no state, with no reason.

@@ -1,6 +1,7 @@
 -- Python twin: MemoryBackend.group_usage (backends/memory.py).
 -- Live leases and live waiters of one group, and the cap set at run time (read only).
--- KEYS[1] the group's holders (GH), KEYS[2] its waiters (GW), KEYS[3] its policy (GP)
+-- KEYS[1] GH: the group's holders, KEYS[2] GW: its waiters, KEYS[3] GP: its policy
+-- ARGV: none
 -- Returns {in_use, waiting, cap set at run time or -1}.
 local now = now_ms()
 return {

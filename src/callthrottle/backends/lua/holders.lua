@@ -1,6 +1,7 @@
 -- Python twin: MemoryBackend.holders (backends/memory.py).
 -- The live leases of one number, the first to lapse first (read only).
--- KEYS: H Q W M P R (see _common.lua)
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
+-- ARGV: none
 -- Returns {now, token, expiry, owner, ttl_ms, deadline, since, ...} (deadline 0: no max_hold;
 -- since: when it was granted, 0 if unknown).
 local now = now_ms()

@@ -3,8 +3,8 @@
 -- lives ttl ms more, never past its own deadline. The cost does not grow with the leases held:
 -- one field of one hash. A session whose life ended starts a new one (the old life's leases
 -- never count again); its field stays until the record expires with the last lease naming it.
--- KEYS[1] the session record (hash: session name -> when it lapses, ms by the server clock)
--- ARGV[1] the session's name, ARGV[2] ttl_ms, ARGV[3] (optional) '1': end the session's life
+-- KEYS[1] session record (hash: session name -> when it lapses, ms by the server clock)
+-- ARGV[1] session name, ARGV[2] ttl_ms, ARGV[3] end (optional): '1' to end the session's life
 -- now instead (release_owner, once its leases went)
 -- Returns {when the session lapses now (ms, server clock), 1 while the fence holds (the server
 -- may have lost the session's leases: its holders look for theirs), else 0}.

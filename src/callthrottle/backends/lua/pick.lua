@@ -12,15 +12,19 @@
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
 -- KEYS[4] PC  string      the round-robin cursor: the place after the last number picked
 -- KEYS[5] PS  counter     the move counter (PL's tie-breaker)
--- ARGV[1] strategy ('least-loaded' or 'round-robin'), ARGV[2] token, ARGV[3] owner (as
--- acquire's: "owner\t<session record key>" for a session lease),
--- ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none), ARGV[6] key prefix, ARGV[7] channel prefix,
--- ARGV[8] time zone offset in ms, ARGV[9] callee ('' none), ARGV[10] callee windows ('' none),
--- ARGV[11] priority, ARGV[12] how many numbers to try at most, ARGV[13] the callee's area
--- ('' none), ARGV[14] its region ('' none), ARGV[15] how long (ms) a callee keeps its number
+-- ARGV[1] strategy: 'least-loaded' (the least loaded first), 'round-robin' (in PO's order
+-- from the cursor PC), 'local' (first a sample of the numbers of the callee's area, then of
+-- its region, the least loaded of each first; then as least-loaded) or 'sticky' (first the
+-- number the callee was last called from, while it is in the pool; then as least-loaded),
+-- ARGV[2] token, ARGV[3] owner (as acquire's: "owner\t<session record key>" for a session
+-- lease), ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none), ARGV[6] key prefix,
+-- ARGV[7] channel prefix, ARGV[8] time zone offset in ms, ARGV[9] callee ('' none),
+-- ARGV[10] callee windows ('' none), ARGV[11] priority,
+-- ARGV[12] tries: how many numbers to try at most, ARGV[13] callee area ('' none),
+-- ARGV[14] callee region ('' none), ARGV[15] sticky_ms: how long a callee keeps its number
 -- under the sticky strategy (the callee's last number: PM's key with ':k:<callee>'),
--- ARGV[16] '1' if the caller waits when nothing admits it, ARGV[17] how long (ms) its place
--- in line lasts unless it asks again, ARGV[18] the pool's name (for its waiters' events).
+-- ARGV[16] wait: '1' if the caller waits when nothing admits it, ARGV[17] line_ms: how long
+-- its place in line lasts unless it asks again, ARGV[18] pool name (for its waiters' events).
 -- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
 -- ':x' (the same -> when the place lapses), both expiring with the latest place; while anyone
 -- waits, only the first in line picks: others (also try-once callers) are refused, or queued

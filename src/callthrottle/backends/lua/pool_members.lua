@@ -1,4 +1,6 @@
 -- Python twin: MemoryBackend.pool_members (backends/memory.py).
 -- A pool's numbers, in their round-robin order (read only).
 -- KEYS: PM PL PO (see pick.lua)
+-- ARGV: none
+-- Returns the numbers.
 return redis.call('ZRANGE', KEYS[3], 0, -1)

@@ -1,8 +1,9 @@
 -- Python twin: MemoryBackend.pool_update (backends/memory.py).
 -- Add numbers to a pool (or update what it knows of them) and take others out.
 -- KEYS: PM PL PO (see pick.lua)
--- ARGV[1] key prefix, ARGV[2] how many numbers to add n, then n (number, spec) pairs, then the
--- numbers to take out. Each number is also kept in its area's and region's sets (the local
+-- ARGV[1] key prefix, ARGV[2] adding: how many numbers to add, n,
+-- ARGV[3..] number spec pairs: n (number, spec) pairs, then the numbers to take out.
+-- Each number is also kept in its area's and region's sets (the local
 -- strategy): PM's key with ':a:<area>' and ':r:<region>' in place of its last letter's suffix.
 -- Returns how many numbers the pool has afterwards.
 local PM, PL, PO = KEYS[1], KEYS[2], KEYS[3]

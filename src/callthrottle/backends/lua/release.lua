@@ -1,12 +1,14 @@
 -- Python twin: MemoryBackend.release (backends/memory.py).
 -- Give a slot back and hand it to the next waiter (one round trip).
--- KEYS: H Q W M P R (see _common.lua)
--- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix, ARGV[5]
--- (optional) the load key (PL) of the pool the lease was picked from: its load is updated and
--- the first caller waiting on the pool is told; ARGV[6] then the pool's name
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
+-- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix,
+-- ARGV[5] pool load key (optional): the load key (PL) of the pool the lease was picked from:
+-- its load is updated and the first caller waiting on the pool is told;
+-- ARGV[6] pool name (sent with the load key)
 -- Returns {1 if a live lease was released, 2 if the lease had lapsed (expired, or its session
--- did: the call went on unprotected), 0 if there was none (never taken, released already), then the tokens of the releasing owner's
--- waiters that were handed a slot (they get no event: the owner learns it from the reply)}.
+-- did: the call went on unprotected), 0 if there was none (never taken, released already),
+-- then the tokens of the releasing owner's waiters that were handed a slot (they get no
+-- event: the owner learns it from the reply)}.
 local token = ARGV[1]
 local now = now_ms()
 -- Expired leases and lapsed waiters are dropped when someone waits (they decide who gets the

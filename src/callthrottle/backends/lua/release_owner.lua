@@ -1,6 +1,6 @@
 -- Python twin: MemoryBackend.release_owner (backends/memory.py).
 -- Remove every lease and place in line of one owner on one number.
--- KEYS: H Q W M P R (see _common.lua)
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix (an owner that is a session: its
 -- life is ended by keepalive.lua once its leases on every number went)
 -- Returns how many entries were removed.

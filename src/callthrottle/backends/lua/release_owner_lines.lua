@@ -3,10 +3,9 @@
 -- for the callers that wait for a pool or for a group, not in a number's line); when the first
 -- place was the owner's (in a group's line, or the first of those that may take its reserve),
 -- the next in line is told to ask again.
--- KEYS[1] the line's order (a pool's ':w', a group's GQ), KEYS[2] its lapses (':x', GW)
--- ARGV[1] owner, ARGV[2] channel prefix, ARGV[3] the pool's name ('' for a group's line)
--- Returns how many live places were removed. (Memory twin: the end of
--- MemoryBackend.release_owner.)
+-- KEYS[1] line order (a pool's ':w', a group's GQ), KEYS[2] line lapses (':x', GW)
+-- ARGV[1] owner, ARGV[2] channel prefix, ARGV[3] pool name ('' for a group's line)
+-- Returns how many live places were removed.
 local order, lapses, channels, pool = KEYS[1], KEYS[2], ARGV[2], ARGV[3]
 if redis.call('TYPE', order).ok ~= 'zset' then return 0 end  -- gone meanwhile
 local now = now_ms()

@@ -1,8 +1,8 @@
 -- Python twin: MemoryBackend.renew (backends/memory.py).
 -- Extend an owner's leases and keep its places in line alive, on one number.
--- KEYS: H Q W M P R (see _common.lua)
--- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix, ARGV[4] the renewer's lease TTL in
--- ms (for the fence: see fenced; 0 if unknown), ARGV[5..] tokens
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
+-- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix, ARGV[4] ttl_ms: the renewer's lease
+-- TTL (for the fence: see fenced; 0 if unknown), ARGV[5..] tokens
 -- Returns one state per token: 1 held (extended), 2 held up to its max_hold deadline (final),
 -- 0 queued (kept), -1 gone, -2 gone while the fence holds (the server may have lost it: its
 -- holder counts it again, whether or not its connection was replaced).

@@ -3,7 +3,7 @@
 -- crashed). Owners of live leases are told "released"; waiters are nudged to ask again (they
 -- find the number empty). The number's runtime policy stays; the live leases are recorded as
 -- ended for good (see mark_ended).
--- KEYS: H Q W M P R, then the group keys (see _common.lua)
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] number, ARGV[2] channel prefix
 -- Returns {live leases removed, live waiters removed}.
 local now = now_ms()

@@ -2,11 +2,11 @@
 -- Count again a lease the server lost (a restart without persistence, a failover to a replica
 -- that lacked it) while its call is still up. It is counted even past the cap, so that new
 -- calls wait until the number really has room; it is not counted again in rate windows.
--- KEYS: as acquire.lua (its groups' keys included)
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner (as acquire's: "owner\t<session record key>" for a session
--- lease, which lives on with its session), ARGV[3] ttl_ms, ARGV[4] what is left of its
--- max_hold in ms (0: none), ARGV[5] the cap it was taken under, ARGV[6] number, ARGV[7] how
--- long ago (ms) it was taken
+-- lease, which lives on with its session), ARGV[3] ttl_ms, ARGV[4] max_hold_ms left: what is
+-- left of its max_hold (0: none), ARGV[5] limit: the cap it was taken under, ARGV[6] number,
+-- ARGV[7] age_ms: how long ago it was taken
 -- A lease ended for good (released, reset, released with its owner: see mark_ended) is not
 -- counted again: its record says so while its holder may still try.
 -- Returns 1 if counted again (or still held by this owner), 0 if the token is another's, -1 if

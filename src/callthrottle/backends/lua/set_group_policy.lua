@@ -1,7 +1,9 @@
 -- Python twin: MemoryBackend.set_group_policy (backends/memory.py).
 -- Change a group's runtime policy, then wake its waiters to ask again (one round trip).
--- KEYS[1] the group's holders (GH), KEYS[2] its waiters (GW), KEYS[3] its policy (GP)
--- ARGV[1] channel prefix, then (field, value) pairs: cap, rates; value '' deletes the field.
+-- KEYS[1] GH: the group's holders, KEYS[2] GW: its waiters, KEYS[3] GP: its policy
+-- ARGV[1] channel prefix, ARGV[2..] field value pairs: (field, value): cap, rates; value ''
+-- deletes the field.
+-- Returns 1.
 local now = now_ms()
 for i = 2, #ARGV, 2 do
   if ARGV[i + 1] == '' then

@@ -1,12 +1,13 @@
 -- Python twin: MemoryBackend.set_policy (backends/memory.py).
 -- Change a number's runtime policy, then let the line move under it (one round trip).
--- KEYS: H Q W M P R, then the group keys (see _common.lua)
--- ARGV[1] number, ARGV[2] channel prefix, then (field, value) pairs; value '' deletes the field;
--- the pseudo-field 'reaction' marks a carrier's reaction (see below).
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
+-- ARGV[1] number, ARGV[2] channel prefix, ARGV[3..] field value pairs: (field, value); value
+-- '' deletes the field; the pseudo-field 'reaction' marks a carrier's reaction (see below).
 -- A value of the form '+<ms>' (until, luntil) is made absolute by the server clock, and 'now'
 -- (since) is the server's time.
 -- Waiters are granted at once if the cap went up, and nudged to ask again (a number that no
 -- longer admits calls then refuses them).
+-- Returns the policy as it is now: {field, value, field, value, ...}.
 
 -- A carrier's reaction (a cap lowered until luntil; a cool-down: state 'cooling' with its reason
 -- until `until`) lasts a while; anything else an operator sets lasts for good. Lapsed

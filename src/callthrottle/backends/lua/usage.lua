@@ -1,7 +1,7 @@
 -- Python twin: MemoryBackend.usage (backends/memory.py).
 -- Live leases and live waiters of one number, and the cap in force (read only).
--- KEYS: H Q W M P R (see _common.lua)
--- ARGV[1] the caller's cap
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
+-- ARGV[1] limit: the caller's cap
 -- Returns {in_use, waiting, cap}.
 local now = now_ms()
 return {

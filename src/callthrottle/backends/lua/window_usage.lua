@@ -1,8 +1,9 @@
 -- Python twin: MemoryBackend.window_usage (backends/memory.py).
 -- The calls each rate window in force counts now (read only).
--- KEYS: H Q W M P R (see _common.lua)
--- ARGV[1] the configured windows ('' for none), ARGV[2] time zone offset in ms, ARGV[3] warm-up
--- daily caps by week ('' for none), ARGV[4] '1' if the warm-up's days start at local midnight
+-- KEYS: H Q W M P R C, then the group keys (see _common.lua)
+-- ARGV[1] rate windows: the configured ones ('' for none), ARGV[2] time zone offset in ms,
+-- ARGV[3] warm-up daily caps by week ('' for none), ARGV[4] midnight: '1' if the warm-up's
+-- days start at local midnight
 -- Returns {amount, window_ms, calendar (1/0), calls counted, ...}, one group per window.
 local now = now_ms()
 local windows = windows_in_force(policy(), ARGV[1], ARGV[3], ARGV[4], now)

@@ -1,0 +1,157 @@
+"""Where the Redis backend keeps things: key names, hash tags and channels.
+
+Every key reads ``<prefix>{<tag>}<rest>``: the braces hold the hash tag, so that the keys of
+one decision (a number's, its groups', its callee log; a pool's and its numbers') are on one
+Cluster slot. A number's keys are ``...:n:<number>:<letter>`` (the letters of ``_common.lua``:
+h q w m p r), a group's ``...:g:<group>:<letter>``, a pool's ``...:pool:<pool>:<letter>``
+(``pick.lua``), a callee log ``...:c:<callee>``. Events go to ``<prefix>owner:<owner>``, or on a
+Cluster to the shard channel ``<prefix>{<tag>}:o:<owner>`` of the tag they are about.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from .._errors import InvalidArgument
+from ._base import OWN_TAGS
+
+if TYPE_CHECKING:
+    from ._base import Layout
+
+__all__ = ("KeySpace", "glob_escape")
+
+_CACHE_SIZE = 4096
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched as it is by a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class KeySpace:
+    """The keys and channels of one key prefix, on one server (or Sentinel) or on a Cluster.
+
+    :param prefix: prefix of every key and channel
+    :param cluster: on a Cluster, a number takes its Cluster hash tag (see
+        ``Layout.cluster_tag_for``), a pool its own, and events go to shard channels
+    """
+
+    __slots__ = ("_keys", "_shards", "channels", "cluster", "layout", "prefix")
+
+    def __init__(self, prefix: str, *, cluster: bool) -> None:
+        if not isinstance(cast("object", prefix), str) or "{" in prefix or "}" in prefix:
+            # The keys' hash tags are the first braces of each key: a brace in the prefix
+            # would take their place (and the functions find a key's prefix by its first '{').
+            raise InvalidArgument("key_prefix", prefix, "a string without '{' or '}'")
+        self.prefix = prefix
+        self.cluster = cluster
+        #: the prefix of the channels of a single server (one per throttle)
+        self.channels = f"{prefix}owner:"
+        self.layout: Layout = OWN_TAGS
+        self._keys: dict[str, list[str]] = {}  # number -> its keys
+        self._shards: dict[str, str] = {}  # number -> its shard channels' prefix (Cluster)
+
+    def use(self, layout: Layout) -> None:
+        self.layout = layout
+        self._keys.clear()
+        self._shards.clear()
+
+    # -- numbers and groups --------------------------------------------------------------------
+
+    def tag_of(self, number: str) -> str:
+        """The hash tag of ``number``'s keys."""
+        if self.cluster:
+            return self.layout.cluster_tag_for(number)
+        return self.layout.tag_for(number)
+
+    def number_keys(self, number: str) -> list[str]:
+        """The KEYS of the functions on one number: H Q W M P R, C (the callee log's place: R,
+        not touched, when a call has none), then four per group (see ``_common.lua``)."""
+        keys = self._keys.get(number)
+        if keys is None:
+            tag = self.tag_of(number)
+            base = f"{self.prefix}{{{tag}}}:n:{number}:"
+            keys = [base + "h", base + "q", base + "w", base + "m", base + "p", base + "r"]
+            keys.append(keys[5])
+            for group in self.layout.groups_for(number):
+                keys += self.group_keys(group.group, tag)
+            if len(self._keys) >= _CACHE_SIZE:
+                self._keys.clear()
+            self._keys[number] = keys
+        return keys
+
+    def callee_keys(self, number: str, callee: str) -> list[str]:
+        """:meth:`number_keys` with the log of the calls to ``callee`` as C."""
+        keys = self.number_keys(number)
+        return [*keys[:6], f"{self.prefix}{{{self.tag_of(number)}}}:c:{callee}", *keys[7:]]
+
+    def group_keys(self, group: str, tag: str) -> list[str]:
+        """GH GR GW GP of ``group``, whose numbers' tag is ``tag``."""
+        base = f"{self.prefix}{{{tag}}}:g:{group}:"
+        return [base + "h", base + "r", base + "w", base + "p"]
+
+    # -- pools ---------------------------------------------------------------------------------
+
+    def pool_tag(self, pool: str) -> str:
+        return self.layout.pool_tag(pool) if self.cluster else f"p:{pool}"
+
+    def pool_keys(self, pool: str) -> list[str]:
+        """PM PL PO PC PS (see ``pick.lua``)."""
+        # The pool's name is in its keys: on a Cluster, pools may share a hash tag.
+        base = f"{self.prefix}{{{self.pool_tag(pool)}}}:pool:{pool}:"
+        return [base + "m", base + "l", base + "o", base + "c", base + "s"]
+
+    # -- channels ------------------------------------------------------------------------------
+
+    def channels_for(self, number: str) -> str:
+        """The prefix of the channels that events about ``number`` go to: one channel per
+        throttle, or in a Cluster one per throttle and hash tag (on the tag's slot)."""
+        if not self.cluster:
+            return self.channels
+        shard = self._shards.get(number)
+        if shard is None:
+            if len(self._shards) >= _CACHE_SIZE:
+                self._shards.clear()
+            shard = self._shards[number] = self.tag_channels(self.tag_of(number))
+        return shard
+
+    def tag_channels(self, tag: str) -> str:
+        """The prefix of the channels for events about the keys of hash tag ``tag``."""
+        return f"{self.prefix}{{{tag}}}:o:" if self.cluster else self.channels
+
+    @staticmethod
+    def owner_of_shard_channel(channel: bytes) -> str:
+        return channel.decode().partition("}:o:")[2]
+
+    # -- records and markers -------------------------------------------------------------------
+
+    def session_record(self, tag: str, *, whole: bool = True) -> str:
+        """The key of the session records that leases of hash tag ``tag`` name: one for the
+        whole server, or in a Cluster one per tag (a function touches one slot). Leases name it
+        without the key prefix (``whole=False``)."""
+        key = f"{{{tag}}}:sessions" if self.cluster else "sessions"
+        return self.prefix + key if whole else key
+
+    @property
+    def fence_marker(self) -> str:
+        """The key prefix's marker key (see ``fenced`` in ``_common.lua``)."""
+        return self.prefix + "fence"
+
+    # -- scanning: patterns, and what a key found says -----------------------------------------
+
+    def pattern(self, rest: str) -> str:
+        """A SCAN pattern for the keys ``<prefix>{*}<rest>``."""
+        return glob_escape(self.prefix) + "{*}" + rest
+
+    def session_tag_of(self, key: bytes) -> str:
+        """The hash tag of a session record's key (Cluster)."""
+        text = key.decode()
+        return text[len(self.prefix) + 1 : text.rindex("}")]
+
+    def line_of(self, key: str, kind: str, end: str) -> tuple[str, str] | None:
+        """(hash tag, name) of a pool's or group's line key (``<prefix>{<tag>}<kind><name><end>``),
+        or None when the key is not one."""
+        tag, brace, rest = key[len(self.prefix) + 1 :].partition("}")
+        if not brace or not rest.startswith(kind) or not rest.endswith(end):
+            return None
+        return tag, rest[len(kind) : -len(end)]
