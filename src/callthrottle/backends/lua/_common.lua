@@ -1,5 +1,5 @@
--- Python twin: the private helpers of MemoryBackend in backends/memory.py (_settle, _grant,
--- _admit, _group_full, _Policy, _RateLog, ...).
+-- Python twin: the helpers of MemoryBackend in backends/memory/ (_lines.py, _groups.py,
+-- _records.py, _windows.py, _policy.py), each naming the function here it mirrors.
 -- The library's shared part: defined once when the library is loaded, used by every function
 -- (each function's body is in the file of its name).
 --

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.abandon (backends/memory.py).
+-- Python twin: MemoryBackend.abandon (backends/memory/_slots.py).
 -- Drop an owner's token from the line and give back any slot it was granted (one round trip).
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner, ARGV[3] number, ARGV[4] channel prefix

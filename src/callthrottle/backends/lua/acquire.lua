@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.acquire (backends/memory.py).
+-- Python twin: MemoryBackend.acquire (backends/memory/_acquire.py).
 -- Take a slot for a token, or queue it (one round trip).
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner (or "owner\t<session record key>": a session lease, see

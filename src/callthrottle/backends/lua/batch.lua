@@ -1,5 +1,6 @@
--- Python twin: MemoryBackend.acquire and MemoryBackend.release (backends/memory.py), called one
--- after another: each memory call is atomic already, there is nothing to batch.
+-- Python twin: MemoryBackend.acquire and MemoryBackend.release (backends/memory/_acquire.py,
+-- backends/memory/_slots.py), called one after another: each memory call is atomic already,
+-- there is nothing to batch.
 -- Several acquires and releases on one number, run in order exactly as if each had been
 -- called on its own, sharing the server time, the policy read and the purge (one round trip
 -- for requests that arrived together).

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.lift_fence (backends/memory.py): it has nothing to lift.
+-- Python twin: MemoryBackend.lift_fence (backends/memory/__init__.py): it has nothing to lift.
 -- End the fence now (see fenced in _common.lua): for an operator who knows that no call is up
 -- on this server, e.g. a new deployment, or a test that starts its own server.
 -- KEYS: none

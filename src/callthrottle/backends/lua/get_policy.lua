@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.get_policy (backends/memory.py).
+-- Python twin: MemoryBackend.get_policy (backends/memory/_policy.py).
 -- A number's runtime policy, with the server's clock (read only).
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV: none

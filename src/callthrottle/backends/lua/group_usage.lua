@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.group_usage (backends/memory.py).
+-- Python twin: MemoryBackend.group_usage (backends/memory/_views.py).
 -- Live leases and live waiters of one group, and the cap set at run time (read only).
 -- KEYS[1] GH: the group's holders, KEYS[2] GW: its waiters, KEYS[3] GP: its policy
 -- ARGV: none

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.holders (backends/memory.py).
+-- Python twin: MemoryBackend.holders (backends/memory/_views.py).
 -- The live leases of one number, the first to lapse first (read only).
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV: none

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.keepalive (backends/memory.py).
+-- Python twin: MemoryBackend.keepalive (backends/memory/_sessions.py).
 -- Keep a session alive: every lease of it (on every number whose leases name this record)
 -- lives ttl ms more, never past its own deadline. The cost does not grow with the leases held:
 -- one field of one hash. A session whose life ended starts a new one (the old life's leases

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.pick (backends/memory.py).
+-- Python twin: MemoryBackend.pick (backends/memory/_pools.py).
 -- Take a slot on the first number of a pool, in the strategy's order, that admits the call
 -- under all of its limits, exactly as acquire (without queueing) decides for one number.
 -- KEYS[1] PM  hash        number -> its spec: "tag\tlimit\twindows\twarmup\tmidnight\tarea\t

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.pool_leave (backends/memory.py).
+-- Python twin: MemoryBackend.pool_leave (backends/memory/_pools.py).
 -- A caller gives up waiting on a pool (timed out, cancelled); the next in line is told when
 -- the caller was first.
 -- KEYS: PM (see pick.lua; the line's keys are built from it)

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.pool_members (backends/memory.py).
+-- Python twin: MemoryBackend.pool_members (backends/memory/_pools.py).
 -- A pool's numbers, in their round-robin order (read only).
 -- KEYS: PM PL PO (see pick.lua)
 -- ARGV: none

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.pool_update (backends/memory.py).
+-- Python twin: MemoryBackend.pool_update (backends/memory/_pools.py).
 -- Add numbers to a pool (or update what it knows of them) and take others out.
 -- KEYS: PM PL PO (see pick.lua)
 -- ARGV[1] key prefix, ARGV[2] adding: how many numbers to add, n,

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.release (backends/memory.py).
+-- Python twin: MemoryBackend.release (backends/memory/_slots.py).
 -- Give a slot back and hand it to the next waiter (one round trip).
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] token, ARGV[2] releasing owner, ARGV[3] number, ARGV[4] channel prefix,

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.release_owner (backends/memory.py).
+-- Python twin: MemoryBackend.release_owner (backends/memory/_owners.py).
 -- Remove every lease and place in line of one owner on one number.
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix (an owner that is a session: its

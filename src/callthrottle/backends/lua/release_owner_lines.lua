@@ -1,4 +1,5 @@
--- Python twin: MemoryBackend.release_owner (its part for pool and group lines) (backends/memory.py).
+-- Python twin: MemoryBackend.release_owner, its part for pool and group lines
+-- (backends/memory/_owners.py).
 -- Remove every place of one owner from a pool's line or a group's line (release_owner's part
 -- for the callers that wait for a pool or for a group, not in a number's line); when the first
 -- place was the owner's (in a group's line, or the first of those that may take its reserve),

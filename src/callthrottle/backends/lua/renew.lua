@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.renew (backends/memory.py).
+-- Python twin: MemoryBackend.renew (backends/memory/_slots.py).
 -- Extend an owner's leases and keep its places in line alive, on one number.
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] owner, ARGV[2] number, ARGV[3] channel prefix, ARGV[4] ttl_ms: the renewer's lease

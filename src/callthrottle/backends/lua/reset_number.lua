@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.reset_number (backends/memory.py).
+-- Python twin: MemoryBackend.reset_number (backends/memory/_owners.py).
 -- Drop every lease and place in line of one number (an operator's reset after a switch
 -- crashed). Owners of live leases are told "released"; waiters are nudged to ask again (they
 -- find the number empty). The number's runtime policy stays; the live leases are recorded as

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.restore (backends/memory.py).
+-- Python twin: MemoryBackend.restore (backends/memory/_slots.py).
 -- Count again a lease the server lost (a restart without persistence, a failover to a replica
 -- that lacked it) while its call is still up. It is counted even past the cap, so that new
 -- calls wait until the number really has room; it is not counted again in rate windows.

@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.set_group_policy (backends/memory.py).
+-- Python twin: MemoryBackend.set_group_policy (backends/memory/_policy.py).
 -- Change a group's runtime policy, then wake its waiters to ask again (one round trip).
 -- KEYS[1] GH: the group's holders, KEYS[2] GW: its waiters, KEYS[3] GP: its policy
 -- ARGV[1] channel prefix, ARGV[2..] field value pairs: (field, value): cap, rates; value ''

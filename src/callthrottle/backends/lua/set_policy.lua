@@ -1,4 +1,4 @@
--- Python twin: MemoryBackend.set_policy (backends/memory.py).
+-- Python twin: MemoryBackend.set_policy (backends/memory/_policy.py).
 -- Change a number's runtime policy, then let the line move under it (one round trip).
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] number, ARGV[2] channel prefix, ARGV[3..] field value pairs: (field, value); value
