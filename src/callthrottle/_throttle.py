@@ -38,6 +38,7 @@ from ._events import (
     refusal,
 )
 from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
+from ._hooks import Hooks
 from ._models import Holder, Lease, ReleaseOutcome, Usage, WindowUsage
 from ._numbers import check_region, locality, normalize_number
 from ._pools import MemberSpec, PoolSettings, check_strategy
@@ -259,7 +260,6 @@ class Throttle:
         "_fence_noted",
         "_final",
         "_held",
-        "_hook_failures",
         "_hooks",
         "_keepalive",
         "_lease_ttl",
@@ -324,8 +324,7 @@ class Throttle:
                 )
         self._degraded_share = _check_share(degraded_share)
         self._restore_leases = check_flag(restore_leases, "restore_leases")
-        self._hooks: tuple[Hook, ...] = ()
-        self._hook_failures: set[tuple[int, type[Event]]] = set()
+        self._hooks = Hooks(self._owner_id)
         for hook in _listed("hooks", hooks, "a list (or other collection) of callables"):
             self.add_hook(cast("Hook", hook))
         self._degraded: Throttle | None = None
@@ -474,37 +473,16 @@ class Throttle:
 
         :raises InvalidArgument: if ``hook`` is not callable
         """
-        if not callable(hook):
-            raise InvalidArgument("hook", hook, "a callable taking one event")
-        if hook not in self._hooks:
-            self._hooks = (*self._hooks, hook)
+        self._hooks.add(hook)
 
     def remove_hook(self, hook: Hook) -> None:
         """Stop calling ``hook``; does nothing if it is not installed."""
-        self._hooks = tuple(each for each in self._hooks if each != hook)
-        self._hook_failures = {key for key in self._hook_failures if key[0] != id(hook)}
-
-    def _emit(self, event: Event) -> None:
-        for hook in self._hooks:
-            try:
-                hook(event)
-            except Exception:
-                failure = (id(hook), type(event))
-                if failure in self._hook_failures:
-                    continue
-                self._hook_failures.add(failure)
-                logger.exception(
-                    "hook %r failed on %s (further failures of it on %s events are not logged)",
-                    hook,
-                    type(event).__name__,
-                    type(event).__name__,
-                    extra={"owner": self._owner_id},
-                )
+        self._hooks.remove(hook)
 
     def _lost_while_degraded(self, event: Event) -> None:
         """A hook of the in-process throttle behind degraded leases: it tells their losses."""
-        if self._hooks and isinstance(event, LeaseLost):
-            self._emit(event)
+        if self._hooks.installed and isinstance(event, LeaseLost):
+            self._hooks.emit(event)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -643,7 +621,7 @@ class Throttle:
         :raises InvalidArgument: on bad input, before anything is written
         :raises BackendUnavailable: if the backend failed (any slot it granted is given back)
         """
-        if self._hooks:
+        if self._hooks.installed:
             return await self._acquire_observed(number, token, timeout, limit, callee, priority)
         try:
             lease = await self._acquire_shared(number, token, timeout, limit, callee, priority)
@@ -689,17 +667,17 @@ class Throttle:
                 if self._degraded_since is not None:
                     self._backend_is_back()
         except (AcquireTimeout, NumberUnavailable) as exc:
-            self._emit(refusal(exc.number, exc, self._now() - started))
+            self._hooks.emit(refusal(exc.number, exc, self._now() - started))
             raise
         except anyio.get_cancelled_exc_class():
-            self._emit(Cancelled(number, self._now() - started))
+            self._hooks.emit(Cancelled(number, self._now() - started))
             raise
         self._emit_admitted(lease, started)
         return lease
 
     def _emit_admitted(self, lease: Lease, started: float) -> None:
         waited = self._now() - started
-        self._emit(
+        self._hooks.emit(
             Admitted(lease.number, lease.token, self._owner_id, waited, lease.pool, lease.degraded)
         )
 
@@ -901,8 +879,8 @@ class Throttle:
             else:
                 if result.fenced:
                     self._note_fence(result)
-                if not waiter.queued and self._hooks:
-                    self._emit(Queued(request.number, request.token))
+                if not waiter.queued and self._hooks.installed:
+                    self._hooks.emit(Queued(request.number, request.token))
                 waiter.queued = True
                 waiter.rate_refusal = None
                 if waiter.is_granted():
@@ -1108,19 +1086,19 @@ class Throttle:
                     )
                     if isinstance(picked, Lease):
                         in_line = in_line and index != 0  # a slot of the pool took it out
-                        if self._hooks:
+                        if self._hooks.installed:
                             self._emit_admitted(picked, started)
                         return picked
-                    if queue and not in_line and self._hooks:
-                        self._emit(Queued(f"pool:{name}", token))
+                    if queue and not in_line and self._hooks.installed:
+                        self._hooks.emit(Queued(f"pool:{name}", token))
                     in_line = in_line or queue
                     if picked is not None and (earliest is None or picked < earliest):
                         earliest = picked
                 now = self._now()
                 if wait == 0 or (deadline is not None and now >= deadline):
                     exhausted = PoolExhausted(pool, wait, tuple(chain), earliest)
-                    if self._hooks:
-                        self._emit(refusal(key[0], exhausted, now - started))
+                    if self._hooks.installed:
+                        self._hooks.emit(refusal(key[0], exhausted, now - started))
                     raise exhausted
                 # Woken (first in line) when a lease picked from the pool is released or the
                 # line moves, in any process; looks again at the earliest expiry reported, and
@@ -1131,8 +1109,8 @@ class Throttle:
                 with self._cancel_scope(deadline=now + delay):
                     await event.wait()
         except anyio.get_cancelled_exc_class():
-            if self._hooks:
-                self._emit(Cancelled(key[0], self._now() - started))
+            if self._hooks.installed:
+                self._hooks.emit(Cancelled(key[0], self._now() - started))
             raise
         finally:
             del self._waiting[key]
@@ -1247,13 +1225,13 @@ class Throttle:
         if self._degraded is not None and (
             lease.degraded or (number, token) in self._degraded._held
         ):
-            if not self._hooks:
+            if not self._hooks.installed:
                 return await self._degraded._release(lease)
             was = self._degraded._held.get((number, token))
             outcome = await self._degraded._release(lease)
             if outcome == ReleaseState.RELEASED:
                 held_for = None if was is None else self._now() - was.since
-                self._emit(Released(was.lease.number if was else number, token, held_for))
+                self._hooks.emit(Released(was.lease.number if was else number, token, held_for))
             return outcome
         # A lease this throttle holds was validated when it was taken.
         held_here = (
@@ -1277,9 +1255,9 @@ class Throttle:
             held.lease._mark_released()
         if outcome == ReleaseState.RELEASED:
             lease._mark_released()
-            if self._hooks:
+            if self._hooks.installed:
                 held_for = None if held is None else self._now() - held.since
-                self._emit(Released(number, token, held_for))
+                self._hooks.emit(Released(number, token, held_for))
         return outcome
 
     async def keepalive(self) -> None:
@@ -1323,12 +1301,12 @@ class Throttle:
             now = self._now()
             for held in self._held.values():
                 held.lease._mark_released()
-                if self._hooks:
+                if self._hooks.installed:
                     lease = held.lease
-                    self._emit(Released(lease.number, lease.token, now - held.since))
+                    self._hooks.emit(Released(lease.number, lease.token, now - held.since))
             self._held.clear()
-        if self._hooks:
-            self._emit(Reclaimed(owner, removed))
+        if self._hooks.installed:
+            self._hooks.emit(Reclaimed(owner, removed))
         logger.info(
             "released %d lease(s) and places in line of owner %s",
             removed,
@@ -1589,9 +1567,9 @@ class Throttle:
             held = self._held.pop(key, None)
             if held is not None:
                 held.lease._mark_released()
-                if self._hooks:
+                if self._hooks.installed:
                     held_for = self._now() - held.since
-                    self._emit(Released(number, token, held_for, elsewhere=True))
+                    self._hooks.emit(Released(number, token, held_for, elsewhere=True))
                 logger.debug(
                     "%s was released by another process",
                     held.lease,
@@ -1719,8 +1697,8 @@ class Throttle:
             return
         if restored is RestoreOutcome.RESTORED:
             held.renewed_at = sent_at
-            if self._hooks:
-                self._emit(Restored(number, lease.token))
+            if self._hooks.installed:
+                self._hooks.emit(Restored(number, lease.token))
             logger.warning(
                 "%s was lost by the backend (restart or failover) and has been counted again; "
                 "calls placed on the number meanwhile may have taken it over its cap",
@@ -1734,9 +1712,9 @@ class Throttle:
 
     def _emit_gone(self, lease: Lease, held_for: float) -> None:
         if lease.lost_reason is not None:
-            self._emit(LeaseLost(lease.number, lease.token, lease.lost_reason))
+            self._hooks.emit(LeaseLost(lease.number, lease.token, lease.lost_reason))
         else:
-            self._emit(Released(lease.number, lease.token, held_for, elsewhere=True))
+            self._hooks.emit(Released(lease.number, lease.token, held_for, elsewhere=True))
 
     def _forget(
         self,
@@ -1799,7 +1777,7 @@ class Throttle:
         else:
             # Removed while it was still live: released by another process or an operator.
             lease._mark_released()
-        if self._hooks:
+        if self._hooks.installed:
             self._emit_gone(lease, now - held.since)
 
 
