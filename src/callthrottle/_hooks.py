@@ -6,11 +6,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from ._errors import InvalidArgument
+from ._events import Admitted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._events import Event
+    from ._models import Lease
 
     #: A hook: called with each event, in the throttle's task; what it returns is ignored.
     Hook = Callable[[Event], object]
@@ -63,3 +65,9 @@ class Hooks:
                     type(event).__name__,
                     extra={"owner": self._owner_id},
                 )
+
+    def admitted(self, lease: Lease, waited: float) -> None:
+        """Tell every hook that ``lease`` was granted after ``waited`` seconds."""
+        self.emit(
+            Admitted(lease.number, lease.token, self._owner_id, waited, lease.pool, lease.degraded)
+        )

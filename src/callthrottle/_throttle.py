@@ -6,16 +6,13 @@ import contextlib
 import logging
 import math
 import os
-import socket
-from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio.lowlevel import current_token
 
-from ._config import Config, ConfigError
 from ._errors import (
     AcquireTimeout,
     BackendUnavailable,
@@ -32,33 +29,25 @@ from ._events import (
     Event,
     LeaseLost,
     Queued,
-    Reclaimed,
     Released,
     Restored,
     refusal,
 )
-from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
 from ._hooks import Hooks
 from ._models import Holder, Lease, ReleaseOutcome, Usage, WindowUsage
-from ._numbers import check_region, locality, normalize_number
-from ._pools import MemberSpec, PoolSettings, check_strategy
-from ._rates import NO_RATES, GroupPlan, RatePlan, Window, parse_windows, utc_offset
+from ._numbers import locality, normalize_number
+from ._operator import Operator
+from ._plans import Plans
+from ._pools import check_strategy
+from ._rates import NO_RATES, RatePlan
+from ._settings import Settings, check_session_options, listed, load_config
 from ._url import backend_from_url
 from ._validate import (
-    check_feedback,
-    check_flag,
     check_limit,
-    check_max_hold,
-    check_outcome,
-    check_owner,
     check_pool,
     check_priority,
-    check_reason,
-    check_session,
-    check_state,
     check_timeout,
     check_token,
-    check_ttl,
 )
 from .backends import (
     AcquireResult,
@@ -72,10 +61,13 @@ from .backends import (
 from .backends._base import RESTORE_WITHIN
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
+
+    from ._config import Config
+    from ._health import NumberState, NumberStatus, Reaction
 
     #: A hook: called with each event, in the throttle's task; what it returns is ignored.
     Hook = Callable[[Event], object]
@@ -84,36 +76,19 @@ __all__ = ("Throttle",)
 
 logger = logging.getLogger("callthrottle")
 
+#: ``blocking.py`` reads a configuration with it.
+_load_config = load_config
+
 #: How long cleanup (giving back a slot, releasing at close) may take before it is left to
 #: lease expiry.
 _CLEANUP_TIMEOUT = 5.0
-
-
-def _check_session(session: object, owner_id: object, keepalive: object) -> tuple[str | None, bool]:
-    """The session's name (None: no session) and whether the heartbeat keeps it alive."""
-    name = None if session is None else check_session(session)
-    if name is not None and owner_id is not None and owner_id != name:
-        raise InvalidArgument(
-            "owner_id", owner_id, f"None or the session's name ({name!r}): it is the owner id"
-        )
-    if not check_flag(keepalive, "keepalive") and name is None:
-        raise InvalidArgument("keepalive", keepalive, "True unless a session is given")
-    return name, bool(keepalive)
-
-
-def _default_owner_id() -> str:
-    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-._") or "host"
-    return f"{host}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
 def _new_token() -> str:
     return os.urandom(12).hex()
 
 
-#: The cap and rate plan the configuration gives each number, until this many are known.
-_PLAN_CACHE_SIZE = 65536
 _PICK_TRIES = 16  # numbers a pick looks at, at most: its cost does not grow with the pool
-_NO_POOL_SETTINGS = PoolSettings()  # a pool made at run time: least-loaded, no fallback
 _POOL_POLL = 0.25  # a caller waiting on a pool looks again at least this often (seconds)
 _RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be counted again
 _OUTCOMES: dict[int, ReleaseOutcome] = {
@@ -266,6 +241,7 @@ class Throttle:
         "_max_hold",
         "_new_event",
         "_now",
+        "_operator",
         "_owner_id",
         "_plans",
         "_region",
@@ -276,6 +252,7 @@ class Throttle:
         "_resynced_at",
         "_session",
         "_session_kw",
+        "_settings",
         "_stack",
         "_task_group",
         "_waiting",
@@ -300,32 +277,34 @@ class Throttle:
         session: str | None = None,
         keepalive: bool = True,
     ) -> None:
-        self._session, self._keepalive = _check_session(session, owner_id, keepalive)
-        if self._session is not None:
-            owner_id = self._session
-        # Passed on to the backend only for a session: a backend that knows no sessions still
-        # serves every other throttle.
-        self._session_kw: dict[str, bool] = {} if session is None else {"session": True}
+        self._settings = settings = Settings(
+            default_limit=default_limit,
+            lease_ttl=lease_ttl,
+            max_hold=max_hold,
+            owner_id=owner_id,
+            renew_interval=renew_interval,
+            default_region=default_region,
+            feedback=feedback,
+            config=config,
+            degraded_share=degraded_share,
+            restore_leases=restore_leases,
+            session=session,
+            keepalive=keepalive,
+        )
+        self._session, self._keepalive = settings.session, settings.keepalive
+        self._session_kw = settings.session_kw
         self._fence_noted = -math.inf  # when a fence was last logged (_note_fence)
-        self._config = _load_config(config)
-        self._default_limit = check_limit(default_limit, "default_limit")
-        self._region = check_region(default_region) or self._config.default_region
-        self._feedback = {**DEFAULT_FEEDBACK, **self._config.feedback, **check_feedback(feedback)}
-        self._lease_ttl = check_ttl(lease_ttl)
-        self._max_hold = check_max_hold(max_hold)
-        self._owner_id = _default_owner_id() if owner_id is None else check_owner(owner_id)
-        if renew_interval is None:
-            self._renew_interval = self._lease_ttl / 3
-        else:
-            self._renew_interval = check_ttl(renew_interval, "renew_interval")
-            if self._renew_interval >= self._lease_ttl:
-                raise InvalidArgument(
-                    "renew_interval", renew_interval, f"shorter than lease_ttl ({lease_ttl})"
-                )
-        self._degraded_share = _check_share(degraded_share)
-        self._restore_leases = check_flag(restore_leases, "restore_leases")
+        self._config = settings.config
+        self._default_limit = settings.default_limit
+        self._region = settings.region
+        self._lease_ttl = settings.lease_ttl
+        self._max_hold = settings.max_hold
+        self._owner_id = settings.owner_id
+        self._renew_interval = settings.renew_interval
+        self._degraded_share = settings.degraded_share
+        self._restore_leases = settings.restore_leases
         self._hooks = Hooks(self._owner_id)
-        for hook in _listed("hooks", hooks, "a list (or other collection) of callables"):
+        for hook in listed("hooks", hooks, "a list (or other collection) of callables"):
             self.add_hook(cast("Hook", hook))
         self._degraded: Throttle | None = None
         self._degraded_since: float | None = None
@@ -351,10 +330,11 @@ class Throttle:
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._drained: anyio.Event | None = None
-        # Every lease's max_hold ends it before its first renewal.
-        self._final = self._max_hold is not None and self._max_hold <= self._lease_ttl
-        # The configured cap and rate plan of each number seen (the configuration is frozen).
-        self._plans: dict[str, tuple[int, RatePlan]] = {}
+        self._final = settings.final
+        self._plans = Plans(self._config, self._default_limit)
+        self._operator = Operator(
+            backend, settings, self._plans, self._hooks, self._check_open, self._forget_all_held
+        )
         # anyio's functions; once open, the running event loop's own (the same functions,
         # without finding the event loop again on every call).
         self._now: Callable[[], float] = anyio.current_time
@@ -396,7 +376,7 @@ class Throttle:
 
         :raises UnknownScheme: for any other URL
         """
-        _check_session(session, owner_id, keepalive)  # before the URL: nothing is made
+        check_session_options(session, owner_id, keepalive)  # before the URL: nothing is made
         backend = backend_from_url(url, options)  # connects only when the throttle opens
         return cls(
             backend,
@@ -479,6 +459,16 @@ class Throttle:
         """Stop calling ``hook``; does nothing if it is not installed."""
         self._hooks.remove(hook)
 
+    def _forget_all_held(self) -> None:
+        """This throttle's own owner was released: every lease it held is gone."""
+        now = self._now()
+        for held in self._held.values():
+            held.lease._mark_released()
+            if self._hooks.installed:
+                lease = held.lease
+                self._hooks.emit(Released(lease.number, lease.token, now - held.since))
+        self._held.clear()
+
     def _lost_while_degraded(self, event: Event) -> None:
         """A hook of the in-process throttle behind degraded leases: it tells their losses."""
         if self._hooks.installed and isinstance(event, LeaseLost):
@@ -494,9 +484,8 @@ class Throttle:
         self._cancel_scope = loop.create_cancel_scope
         self._new_event = loop.create_event
         await self._backend.open()
-        for name, settings in self._config.pools.items():
-            if settings.numbers:
-                await self._backend.pool_update(name, self._specs(settings.numbers), ())
+        for name, numbers in self._plans.configured_pools():
+            await self._backend.pool_update(name, self._plans.specs(numbers), ())
         async with AsyncExitStack() as stack:
             if self._close_backend:
                 stack.push_async_callback(self._backend.aclose)
@@ -693,9 +682,9 @@ class Throttle:
         number = normalize_number(number, self._region)
         token = _new_token() if token is None else check_token(token)
         wait = check_timeout(timeout)
-        configured = self._plans.get(number)
+        configured = self._plans.known.get(number)
         if configured is None:
-            configured = self._configured(number)
+            configured = self._plans.configured(number)
         cap = configured[0] if limit is None else check_limit(limit)
         callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
         if priority != 0 or priority.__class__ is not int:
@@ -706,7 +695,7 @@ class Throttle:
             raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
         rates = configured[1]
         if priority or callee_e164 is not None or rates is not NO_RATES:
-            rates = self._rate_plan(rates, callee_e164, priority)
+            rates = self._plans.for_call(rates, callee_e164, priority)
         if self._restoring is not None and wait != 0:
             wait = await self._let_restore(wait)
         waiter = self._waiting[key] = _Waiter()
@@ -771,7 +760,7 @@ class Throttle:
         assert self._degraded is not None
         assert self._degraded_share is not None
         number = normalize_number(number, self._region)
-        cap = self._cap_for(number, limit)
+        cap = self._plans.cap_for(number, limit)
         share = max(1, int(cap * self._degraded_share))
         if self._degraded_since is None:
             self._degraded_since = self._now()
@@ -790,25 +779,6 @@ class Throttle:
         )
         lease.degraded = True
         return lease
-
-    def _configured(self, number: str) -> tuple[int, RatePlan]:
-        """The number's configured cap (else ``default_limit``) and rate plan, remembered."""
-        if len(self._plans) >= _PLAN_CACHE_SIZE:
-            self._plans.clear()
-        configured = self._plans[number] = (
-            self._config.cap_for(number, self._default_limit),
-            self._config.rate_plan_for(number),
-        )
-        return configured
-
-    def _rate_plan(self, plan: RatePlan, callee: str | None, priority: int) -> RatePlan:
-        if priority and plan.groups:
-            plan = replace(plan, priority=priority)
-        if callee is not None and self._config.callee_windows:
-            plan = replace(plan, callee=callee, callee_windows=self._config.callee_windows)
-        if self._config.timezone is None or plan is NO_RATES:
-            return plan  # no window can be a calendar day: the offset is not needed
-        return replace(plan, tz_offset=utc_offset(self._config.timezone))
 
     def _ask(self, request: _Request, enqueue: bool) -> Awaitable[AcquireResult]:
         return self._backend.acquire(
@@ -902,10 +872,10 @@ class Throttle:
         said it may have lost its data (a Redis restart, failover or flush: a pick refused by
         the fence). (A pool emptied on purpose just before such a loss is filled again from
         the configuration.)"""
-        settings = self._config.pools.get(pool)
-        if settings is None or not settings.numbers or await self._backend.pool_members(pool):
+        numbers = self._plans.pool_numbers(pool)
+        if not numbers or await self._backend.pool_members(pool):
             return
-        await self._backend.pool_update(pool, self._specs(settings.numbers), ())
+        await self._backend.pool_update(pool, self._plans.specs(numbers), ())
         logger.warning(
             "pool %s had no number left on the backend (it lost its data?): its configured "
             "numbers were published again",
@@ -991,9 +961,6 @@ class Throttle:
 
     # -- pools ---------------------------------------------------------------------------------
 
-    def _specs(self, numbers: Iterable[str]) -> dict[str, MemberSpec]:
-        return {n: self._config.member_spec(n, self._default_limit) for n in numbers}
-
     async def add_to_pool(self, pool: str, numbers: Iterable[str]) -> int:
         """Add ``numbers`` to ``pool`` (created on first use), for every process; returns how
         many numbers the pool has now. Each number's cap, rate windows, trunk and tenant are
@@ -1002,15 +969,15 @@ class Throttle:
         :raises InvalidArgument: on a bad pool name or number, before anything is written
         """
         pool = check_pool(pool)
-        checked = [normalize_number(n, self._region) for n in _listed("numbers", numbers)]
+        checked = [normalize_number(n, self._region) for n in listed("numbers", numbers)]
         self._check_open()
-        return await self._backend.pool_update(pool, self._specs(checked), ())
+        return await self._backend.pool_update(pool, self._plans.specs(checked), ())
 
     async def remove_from_pool(self, pool: str, numbers: Iterable[str]) -> int:
         """Take ``numbers`` out of ``pool`` (their calls in progress are not touched); returns
         how many numbers the pool has now."""
         pool = check_pool(pool)
-        checked = [normalize_number(n, self._region) for n in _listed("numbers", numbers)]
+        checked = [normalize_number(n, self._region) for n in listed("numbers", numbers)]
         self._check_open()
         return await self._backend.pool_update(pool, {}, checked)
 
@@ -1055,13 +1022,8 @@ class Throttle:
         priority = check_priority(priority)
         chosen = None if strategy is None else check_strategy(strategy)
         self._check_open()
-        chain = self._pool_chain(pool)
-        call = RatePlan(
-            tz_offset=0.0 if self._config.timezone is None else utc_offset(self._config.timezone),
-            callee=callee_e164,
-            callee_windows=self._config.callee_windows if callee_e164 is not None else (),
-            priority=priority,
-        )
+        chain = self._plans.pool_chain(pool)
+        call = self._plans.for_pick(callee_e164, priority)
         near = ("", "") if callee_e164 is None else locality(callee_e164)
         started = self._now()
         deadline = None if wait is None else started + wait
@@ -1077,7 +1039,7 @@ class Throttle:
                 # wakes the wait below at once.
                 waiter.event = event = self._new_event()
                 for index, name in enumerate(chain):
-                    settings = self._config.pools.get(name) or _NO_POOL_SETTINGS
+                    settings = self._plans.pool(name)
                     how = chosen or settings.strategy
                     # Only the pool asked for keeps a line; its fallbacks are tried in passing.
                     queue = wait != 0 and index == 0
@@ -1161,14 +1123,6 @@ class Throttle:
             await self.release(lease)  # cancelled as the slot came: give it back
             raise
         return lease
-
-    def _pool_chain(self, pool: str) -> list[str]:
-        chain = [pool]
-        settings = self._config.pools.get(pool)
-        while settings is not None and settings.fallback is not None:
-            chain.append(settings.fallback)
-            settings = self._config.pools.get(settings.fallback)
-        return chain
 
     @asynccontextmanager
     async def slot_from(
@@ -1293,27 +1247,7 @@ class Throttle:
 
         :return: how many leases and places in line were removed
         """
-        owner = check_owner(owner_id)
-        self._check_open()
-        with anyio.CancelScope(shield=True):
-            removed = await self._backend.release_owner(owner)
-        if owner == self._owner_id:
-            now = self._now()
-            for held in self._held.values():
-                held.lease._mark_released()
-                if self._hooks.installed:
-                    lease = held.lease
-                    self._hooks.emit(Released(lease.number, lease.token, now - held.since))
-            self._held.clear()
-        if self._hooks.installed:
-            self._hooks.emit(Reclaimed(owner, removed))
-        logger.info(
-            "released %d lease(s) and places in line of owner %s",
-            removed,
-            owner,
-            extra={"owner": self._owner_id, "released_owner": owner},
-        )
-        return removed
+        return await self._operator.release_owner(owner_id)
 
     # -- operator queries and admin actions -----------------------------------------------------
 
@@ -1323,15 +1257,12 @@ class Throttle:
 
         On Redis this scans the key prefix (``SCAN``, several round trips): for operators, not
         for the hot path."""
-        self._check_open()
-        return await self._backend.known_numbers()
+        return await self._operator.known_numbers()
 
     async def holders(self, number: str) -> list[Holder]:
         """The number's live leases, across every process: token, owner, and when each expires
         unless renewed (oldest expiry first)."""
-        number = normalize_number(number, self._region)
-        self._check_open()
-        return await self._backend.holders(number)
+        return await self._operator.holders(number)
 
     async def reset(self, number: str) -> tuple[int, int]:
         """Clear the number's leases and its line at once, for every process: the operator's
@@ -1343,17 +1274,7 @@ class Throttle:
 
         :return: (leases removed, waiters woken)
         """
-        number = normalize_number(number, self._region)
-        self._check_open()
-        held, waiting = await self._backend.reset_number(number)
-        logger.warning(
-            "reset %s: %d lease(s) removed, %d waiter(s) woken",
-            number,
-            held,
-            waiting,
-            extra={"number": number, "owner": self._owner_id},
-        )
-        return held, waiting
+        return await self._operator.reset(number)
 
     # -- number policy and health ----------------------------------------------------------------
 
@@ -1363,13 +1284,7 @@ class Throttle:
         It overrides configured and per-call caps. Lowered below what is held, nobody new is
         admitted until usage falls under it; raised, waiters are admitted at once.
         """
-        number = normalize_number(number, self._region)
-        value = None if cap is None else check_limit(cap, "cap")
-        self._check_open()
-        await self._backend.set_policy(number, {"cap": value})
-        logger.info(
-            "cap of %s set to %s", number, value, extra={"number": number, "owner": self._owner_id}
-        )
+        await self._operator.set_cap(number, cap)
 
     async def set_rates(self, number: str, rates: str | None) -> None:
         """Set the number's rate windows at run time, for every process at once.
@@ -1377,19 +1292,7 @@ class Throttle:
         ``rates`` is in ``limits``' notation (``"1/second;100/hour;500/day"``) and replaces the
         configured windows (per-day windows reset as its profile says); None removes it.
         """
-        number = normalize_number(number, self._region)
-        windows = None
-        if rates is not None:
-            midnight = self._config.rate_plan_for(number).midnight
-            windows = parse_windows(rates, midnight)
-        self._check_open()
-        await self._backend.set_policy(number, {"rates": windows})
-        logger.info(
-            "rate windows of %s set to %s",
-            number,
-            rates,
-            extra={"number": number, "owner": self._owner_id},
-        )
+        await self._operator.set_rates(number, rates)
 
     async def set_state(
         self,
@@ -1407,35 +1310,11 @@ class Throttle:
         ``warming`` starts the warm-up of the number's profile (its daily caps by week) now.
         A cool-down that ended, like ``active`` set without a reason, leaves nothing stored.
         """
-        number = normalize_number(number, self._region)
-        new_state = check_state(state)
-        reason = check_reason(reason)
-        if new_state is NumberState.COOLING:
-            until: float | None = check_ttl(duration, "duration")
-        elif duration is not None:
-            raise InvalidArgument("duration", duration, "None unless the state is 'cooling'")
-        else:
-            until = None
-        self._check_open()
-        # Active with no reason is the default: nothing is stored (nothing to leave behind).
-        stored = None if new_state is NumberState.ACTIVE and reason is None else new_state.value
-        changes: dict[str, object] = {"state": stored, "reason": reason, "until": until}
-        changes["since"] = True if new_state is NumberState.WARMING else None
-        await self._backend.set_policy(number, changes)
-        logger.info(
-            "state of %s set to %s%s",
-            number,
-            new_state.value,
-            f" ({reason})" if reason else "",
-            extra={"number": number, "owner": self._owner_id},
-        )
+        await self._operator.set_state(number, state, reason, duration)
 
     async def status(self, number: str) -> NumberStatus:
         """The number's state and runtime caps, as every process sees them."""
-        number = normalize_number(number, self._region)
-        self._check_open()
-        policy = await self._backend.get_policy(number)
-        return _status_from_policy(policy)
+        return await self._operator.status(number)
 
     async def report(self, number: str, outcome: int | str) -> Reaction | None:
         """Apply the configured reaction to a carrier's answer to a call from ``number``.
@@ -1446,102 +1325,32 @@ class Throttle:
 
         :return: the reaction applied, or None if the code has none
         """
-        number = normalize_number(number, self._region)
-        code = check_outcome(outcome)
-        self._check_open()
-        reaction = self._feedback.get(code)
-        if reaction is None or reaction.action == "none":
-            return None
-        reason = reaction.reason or f"carrier answered {code}"
-        if reaction.action == "cooldown":
-            # Unlike set_state, it leaves a state an operator set for good (flagged, ...).
-            changes: dict[str, object] = {
-                "state": NumberState.COOLING.value,
-                "reason": reason,
-                "until": check_ttl(reaction.seconds, "seconds"),
-                "reaction": True,  # a warm-up's start ("since") stays: it goes on afterwards
-            }
-            await self._backend.set_policy(number, changes)
-        elif reaction.action == "flag":
-            await self.set_state(number, NumberState.FLAGGED, reason=reason)
-        else:
-            cap = reaction.cap
-            if cap is None:
-                current = (await self._backend.usage(number, self._cap_for(number, None))).limit
-                cap = max(1, math.floor(current * (reaction.factor or 0.5)))
-            await self._backend.set_policy(number, {"lcap": cap, "luntil": reaction.seconds})
-        logger.warning(
-            "carrier answered %s for %s: %s",
-            code,
-            number,
-            reaction.action,
-            extra={"number": number, "owner": self._owner_id},
-        )
-        return reaction
+        return await self._operator.report(number, outcome)
 
     # -- observing -----------------------------------------------------------------------------
 
     async def usage(self, number: str, *, limit: int | None = None) -> Usage:
         """A snapshot of the number's live leases and waiters, across every process."""
-        number = normalize_number(number, self._region)
-        cap = self._cap_for(number, limit)
-        self._check_open()
-        return await self._backend.usage(number, cap)
+        return await self._operator.usage(number, limit)
 
     async def window_usage(self, number: str) -> list[WindowUsage]:
         """The calls each rate window in force on the number counts now, across every process:
         its windows set at run time (:meth:`set_rates`), else its configured ones, and its
         warm-up's daily cap while it is warming. Read only."""
-        number = normalize_number(number, self._region)
-        self._check_open()
-        return await self._backend.window_usage(number, self._configured(number)[1])
-
-    def _group(self, kind: str, name: str) -> tuple[GroupPlan, str]:
-        found = self._config.group_named(kind, name) if kind in ("trunk", "tenant") else None
-        if found is None:
-            known = [f"trunk {n!r}" for n in self._config.trunks]
-            known += [f"tenant {n!r}" for n in self._config.tenants]
-            rule = f"a configured trunk or tenant ({', '.join(known) or 'none'})"
-            raise InvalidArgument("group", f"{kind} {name}", rule)
-        return found
+        return await self._operator.window_usage(number)
 
     async def group_usage(self, kind: str, name: str) -> Usage:
         """A snapshot of a trunk's or tenant's live leases and waiters, and its cap."""
-        group, tag = self._group(kind, name)
-        self._check_open()
-        return await self._backend.group_usage(group, tag)
+        return await self._operator.group_usage(kind, name)
 
     async def set_group_cap(self, kind: str, name: str, cap: int | None) -> None:
         """Set a trunk's or tenant's cap at run time, for every process at once (None: back to
         the configured one). Its reserve still applies to campaign calls."""
-        group, tag = self._group(kind, name)
-        value = None if cap is None else check_limit(cap, "cap")
-        self._check_open()
-        await self._backend.set_group_policy(group, tag, {"cap": value})
-        logger.info(
-            "cap of %s set to %s",
-            group.group,
-            value,
-            extra={"group": group.group, "owner": self._owner_id},
-        )
+        await self._operator.set_group_cap(kind, name, cap)
 
     async def set_group_rates(self, kind: str, name: str, rates: str | None) -> None:
         """Set a trunk's or tenant's rate windows at run time, for every process at once."""
-        group, tag = self._group(kind, name)
-        windows = None if rates is None else parse_windows(rates)
-        self._check_open()
-        await self._backend.set_group_policy(group, tag, {"rates": windows})
-        logger.info(
-            "rate windows of %s set to %s",
-            group.group,
-            rates,
-            extra={"group": group.group, "owner": self._owner_id},
-        )
-
-    def _cap_for(self, number: str, limit: int | None) -> int:
-        if limit is not None:
-            return check_limit(limit)
-        return self._config.cap_for(number, self._default_limit)
+        await self._operator.set_group_rates(kind, name, rates)
 
     # -- background work -----------------------------------------------------------------------
 
@@ -1673,7 +1482,7 @@ class Throttle:
         # Longer without a renewal, a release's record may have lapsed: it may have ended.
         stale = anyio.current_time() - held.renewed_at >= RESTORE_WITHIN * self._lease_ttl
         if not stale and (left is None or left > 0):
-            cap, plan = self._configured(number)
+            cap, plan = self._plans.configured(number)
             try:
                 restored = await self._backend.restore(
                     number,
@@ -1779,58 +1588,3 @@ class Throttle:
             lease._mark_released()
         if self._hooks.installed:
             self._emit_gone(lease, now - held.since)
-
-
-def _status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
-    state = NumberState(str(policy.get("state", "active")))
-    remaining = _seconds(policy.get("until"))
-    if state is NumberState.COOLING and remaining is not None and remaining <= 0:
-        state, remaining = NumberState.ACTIVE, None
-    if state is NumberState.ACTIVE and "since" in policy:
-        state = NumberState.WARMING  # a carrier's cool-down during a warm-up ended
-    lowered_remaining = _seconds(policy.get("luntil"))
-    lowered = "lcap" in policy and lowered_remaining is not None and lowered_remaining > 0
-    rates = policy.get("rates")
-    return NumberStatus(
-        state=state,
-        reason=str(policy["reason"]) if "reason" in policy else None,
-        remaining=remaining,
-        cap=int(str(policy["cap"])) if "cap" in policy else None,
-        lowered_cap=int(str(policy["lcap"])) if lowered else None,
-        lowered_remaining=lowered_remaining if lowered else None,
-        rates=cast("tuple[Window, ...]", rates) if rates is not None else None,
-        warming_for=_seconds(policy.get("since")) if state is NumberState.WARMING else None,
-    )
-
-
-def _seconds(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _check_share(share: object) -> float | None:
-    if share is None:
-        return None
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-        raise InvalidArgument("degraded_share", share, "None or a fraction in (0, 1]")
-    return float(share)
-
-
-def _listed(
-    argument: str, values: object, rule: str = "a list (or other collection) of numbers"
-) -> list[object]:
-    """A collection of values (not a lone string, which would be read letter by letter)."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise InvalidArgument(argument, values, rule)
-    return list(cast("Iterable[object]", values))
-
-
-def _load_config(config: object) -> Config:
-    if config is None:
-        return Config()
-    if isinstance(config, Config):
-        return config
-    if isinstance(config, Mapping):
-        return Config.from_dict(config)
-    if isinstance(config, (str, os.PathLike)):
-        return Config.from_toml(config)
-    raise ConfigError("config", config, "a Config, a dict, or the path of a TOML file")
