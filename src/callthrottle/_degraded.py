@@ -10,6 +10,7 @@ from ._events import LeaseLost, Released
 from ._loop import OnLoop
 from ._models import ReleaseOutcome
 from ._numbers import normalize_number
+from .backends import MemoryBackend
 
 if TYPE_CHECKING:
     from ._errors import BackendUnavailable
@@ -26,8 +27,9 @@ logger = logging.getLogger("callthrottle")
 
 
 class Degraded(OnLoop):
-    """The in-process fallback of one throttle: ``inner``, a throttle on a memory backend,
-    entered and closed with it, holds the leases taken while the backend was unreachable.
+    """The in-process fallback of one throttle: ``inner``, a throttle of the class ``make``
+    on a memory backend, entered and closed with it, holds the leases taken while the backend
+    was unreachable.
 
     It remembers which leases it handed out (and when: for how long one was held), forgetting
     those the inner throttle reports released or lost, so that a release finds its way here
@@ -36,15 +38,25 @@ class Degraded(OnLoop):
 
     __slots__ = ("_hooks", "_plans", "_settings", "_since", "_taken", "inner")
 
-    def __init__(self, inner: Throttle, settings: Settings, plans: Plans, hooks: Hooks) -> None:
+    def __init__(
+        self, make: type[Throttle], settings: Settings, plans: Plans, hooks: Hooks
+    ) -> None:
         super().__init__()
-        self.inner = inner
+        self.inner = make(
+            MemoryBackend(),
+            default_limit=settings.default_limit,
+            lease_ttl=settings.lease_ttl,
+            max_hold=settings.max_hold,
+            owner_id=f"{settings.owner_id}:degraded",
+            config=settings.config,
+            default_region=settings.region,
+        )
         self._settings = settings
         self._plans = plans
         self._hooks = hooks
         self._since: float | None = None  # when the backend was last found unreachable
         self._taken: dict[tuple[str, str], float] = {}  # (number, token) -> when it was taken
-        inner.add_hook(self._on_inner_event)
+        self.inner.add_hook(self._on_inner_event)
 
     def _on_inner_event(self, event: Event) -> None:
         if isinstance(event, (LeaseLost, Released)):

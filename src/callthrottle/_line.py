@@ -195,6 +195,7 @@ class Line(OnLoop):
         callee: str | None,
         priority: int,
     ) -> Lease:
+        """See :meth:`Throttle.acquire`: wait in line, give the place up if it fails."""
         number = normalize_number(number, self._region)
         token = new_token() if token is None else check_token(token)
         wait = check_timeout(timeout)
@@ -235,7 +236,9 @@ class Line(OnLoop):
             await self.abandon(number, token)
             self.forget(key)
             raise
-        self.forget(key)
+        del self.waiting[key]  # self.forget(key), inlined: the hot path
+        if self._drained is not None and not self.waiting:
+            self._drained.set()
         if not granted:
             if waiter.rate_refusal is not None:
                 window, admits_at = waiter.rate_refusal

@@ -1,4 +1,18 @@
-"""The Throttle: policy on top of a backend's atomic primitives."""
+"""The Throttle: policy on top of a backend's atomic primitives.
+
+``Throttle`` is the facade: the public methods and their documentation, the order of opening
+and closing, and the backend's events routed to the part they concern. The work is done by
+its parts, each in its own module:
+
+- ``_settings.Settings``: the options, validated once
+- ``_plans.Plans``: what the configuration says of a number, a pool or a group (one cache)
+- ``_hooks.Hooks``: the hooks, and telling them events
+- ``_line.Line``: waiting in line for a slot (the hot path of :meth:`Throttle.acquire`)
+- ``_keeper.Keeper``: the leases held: release, heartbeat, restore, loss
+- ``_pooling.Pools``: taking a slot from a pool of numbers
+- ``_operator.Operator``: run-time policy, views, reset, release_owner
+- ``_degraded.Degraded``: the in-process fallback while the backend is unreachable
+"""
 
 from __future__ import annotations
 
@@ -32,7 +46,6 @@ from ._settings import Settings, check_session_options, listed, load_config
 from ._url import backend_from_url
 from .backends import (
     Backend,
-    MemoryBackend,
     ReleaseState,
 )
 
@@ -181,26 +194,17 @@ class Throttle:
             session=session,
             keepalive=keepalive,
         )
-        self._backend = backend
-        backend.use_layout(settings.config)
-        self._close_backend = close_backend
-        self._config = settings.config
         self._hooks = Hooks(settings.owner_id)
         for hook in listed("hooks", hooks, "a list (or other collection) of callables"):
             self.add_hook(cast("Hook", hook))
+        self._backend = backend
+        backend.use_layout(settings.config)  # once every option was checked
+        self._close_backend = close_backend
+        self._config = settings.config  # (the configuration, as it was read)
         plans = self._plans = Plans(settings.config, settings.default_limit)
         self._degraded: Degraded | None = None
         if settings.degraded_share is not None:
-            inner = Throttle(
-                MemoryBackend(),
-                default_limit=settings.default_limit,
-                lease_ttl=settings.lease_ttl,
-                max_hold=settings.max_hold,
-                owner_id=f"{settings.owner_id}:degraded",
-                config=settings.config,
-                default_region=settings.region,
-            )
-            self._degraded = Degraded(inner, settings, plans, self._hooks)
+            self._degraded = Degraded(Throttle, settings, plans, self._hooks)
         check_open = self._check_open
         self._keeper = Keeper(backend, settings, plans, self._hooks, check_open)
         self._line = Line(backend, settings, plans, self._hooks, self._keeper, check_open)
