@@ -4,11 +4,11 @@ from an in-process throttle, counting this process's calls only (see ``degraded_
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ._events import LeaseLost, Released
 from ._loop import OnLoop
-from ._models import ReleaseOutcome
+from ._models import Lease, ReleaseOutcome
 from ._numbers import normalize_number
 from .backends import MemoryBackend
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from ._errors import BackendUnavailable
     from ._events import Event
     from ._hooks import Hooks
-    from ._models import Lease
     from ._plans import Plans
     from ._settings import Settings
     from ._throttle import Throttle
@@ -66,6 +65,8 @@ class Degraded(OnLoop):
 
     def holds(self, lease: Lease) -> bool:
         """Whether ``lease`` was taken here (it is given back here)."""
+        if not isinstance(cast("object", lease), Lease):
+            return False  # the throttle's own release says what is wrong with it
         return lease.degraded or (lease.number, lease.token) in self._taken
 
     def leases(self) -> tuple[Lease, ...]:

@@ -1,17 +1,10 @@
 """The Throttle: policy on top of a backend's atomic primitives.
 
-``Throttle`` is the facade: the public methods and their documentation, the order of opening
-and closing, and the backend's events routed to the part they concern. The work is done by
-its parts, each in its own module:
-
-- ``_settings.Settings``: the options, validated once
-- ``_plans.Plans``: what the configuration says of a number, a pool or a group (one cache)
-- ``_hooks.Hooks``: the hooks, and telling them events
-- ``_line.Line``: waiting in line for a slot (the hot path of :meth:`Throttle.acquire`)
-- ``_keeper.Keeper``: the leases held: release, heartbeat, restore, loss
-- ``_pooling.Pools``: taking a slot from a pool of numbers
-- ``_operator.Operator``: run-time policy, views, reset, release_owner
-- ``_degraded.Degraded``: the in-process fallback while the backend is unreachable
+``Throttle`` is the facade (public methods and their documentation, the order of opening and
+closing, the backend's events routed to the part they concern) over its parts: the options
+(``_settings``), the plan book (``_plans``), hooks (``_hooks``), the line (``_line``: the hot
+path), the lease keeper (``_keeper``), pools (``_pooling``), the operator's API
+(``_operator``) and the in-process fallback (``_degraded``).
 """
 
 from __future__ import annotations
@@ -24,17 +17,8 @@ import anyio
 from anyio.lowlevel import current_token
 
 from ._degraded import Degraded
-from ._errors import (
-    AcquireTimeout,
-    BackendUnavailable,
-    NumberUnavailable,
-    ThrottleError,
-)
-from ._events import (
-    Cancelled,
-    Event,
-    refusal,
-)
+from ._errors import AcquireTimeout, BackendUnavailable, NumberUnavailable, ThrottleError
+from ._events import Cancelled, refusal
 from ._hooks import Hooks
 from ._keeper import Keeper, lease_log
 from ._line import Line
@@ -44,10 +28,7 @@ from ._plans import Plans
 from ._pooling import Pools
 from ._settings import Settings, check_session_options, listed, load_config
 from ._url import backend_from_url
-from .backends import (
-    Backend,
-    ReleaseState,
-)
+from .backends import Backend, ReleaseState
 
 if TYPE_CHECKING:
     import os
@@ -58,9 +39,7 @@ if TYPE_CHECKING:
 
     from ._config import Config
     from ._health import NumberState, NumberStatus, Reaction
-
-    #: A hook: called with each event, in the throttle's task; what it returns is ignored.
-    Hook = Callable[[Event], object]
+    from ._hooks import Hook
 
 __all__ = ("Throttle",)
 
