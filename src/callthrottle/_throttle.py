@@ -1,180 +1,57 @@
-"""The Throttle: policy on top of a backend's atomic primitives."""
+"""The Throttle: policy on top of a backend's atomic primitives.
+
+``Throttle`` is the facade (public methods and their documentation, the order of opening and
+closing, the backend's events routed to the part they concern) over its parts: the options
+(``_settings``), the plan book (``_plans``), hooks (``_hooks``), the line (``_line``: the hot
+path), the lease keeper (``_keeper``), pools (``_pooling``), the operator's API
+(``_operator``) and the in-process fallback (``_degraded``).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import os
-import socket
-from collections.abc import Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio.lowlevel import current_token
 
-from ._config import Config, ConfigError
-from ._errors import (
-    AcquireTimeout,
-    BackendUnavailable,
-    InvalidArgument,
-    LeaseConflict,
-    NumberUnavailable,
-    PoolExhausted,
-    RateLimited,
-    ThrottleError,
-)
-from ._events import (
-    Admitted,
-    Cancelled,
-    Event,
-    LeaseLost,
-    Queued,
-    Reclaimed,
-    Released,
-    Restored,
-    refusal,
-)
-from ._health import DEFAULT_FEEDBACK, NumberState, NumberStatus, Reaction
+from ._degraded import Degraded
+from ._errors import AcquireTimeout, BackendUnavailable, NumberUnavailable, ThrottleError
+from ._events import Cancelled, refusal
+from ._hooks import Hooks
+from ._keeper import Keeper, lease_log
+from ._line import Line
 from ._models import Holder, Lease, ReleaseOutcome, Usage, WindowUsage
-from ._numbers import check_region, locality, normalize_number
-from ._pools import MemberSpec, PoolSettings, check_strategy
-from ._rates import NO_RATES, GroupPlan, RatePlan, Window, parse_windows, utc_offset
+from ._operator import Operator
+from ._plans import Plans
+from ._pooling import Pools
+from ._settings import Settings, check_session_options, listed, load_config
 from ._url import backend_from_url
-from ._validate import (
-    check_feedback,
-    check_flag,
-    check_limit,
-    check_max_hold,
-    check_outcome,
-    check_owner,
-    check_pool,
-    check_priority,
-    check_reason,
-    check_session,
-    check_state,
-    check_timeout,
-    check_token,
-    check_ttl,
-)
-from .backends import (
-    AcquireResult,
-    Backend,
-    MemoryBackend,
-    Outcome,
-    ReleaseState,
-    RenewState,
-    RestoreOutcome,
-)
-from .backends._base import RESTORE_WITHIN
+from .backends import Backend, ReleaseState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+    import os
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
 
-    #: A hook: called with each event, in the throttle's task; what it returns is ignored.
-    Hook = Callable[[Event], object]
+    from ._config import Config
+    from ._health import NumberState, NumberStatus, Reaction
+    from ._hooks import Hook
 
 __all__ = ("Throttle",)
 
 logger = logging.getLogger("callthrottle")
 
-#: How long cleanup (giving back a slot, releasing at close) may take before it is left to
-#: lease expiry.
-_CLEANUP_TIMEOUT = 5.0
+#: ``blocking.py`` reads a configuration with it.
+_load_config = load_config
 
-
-def _check_session(session: object, owner_id: object, keepalive: object) -> tuple[str | None, bool]:
-    """The session's name (None: no session) and whether the heartbeat keeps it alive."""
-    name = None if session is None else check_session(session)
-    if name is not None and owner_id is not None and owner_id != name:
-        raise InvalidArgument(
-            "owner_id", owner_id, f"None or the session's name ({name!r}): it is the owner id"
-        )
-    if not check_flag(keepalive, "keepalive") and name is None:
-        raise InvalidArgument("keepalive", keepalive, "True unless a session is given")
-    return name, bool(keepalive)
-
-
-def _default_owner_id() -> str:
-    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-._") or "host"
-    return f"{host}:{os.getpid()}:{os.urandom(4).hex()}"
-
-
-def _new_token() -> str:
-    return os.urandom(12).hex()
-
-
-#: The cap and rate plan the configuration gives each number, until this many are known.
-_PLAN_CACHE_SIZE = 65536
-_PICK_TRIES = 16  # numbers a pick looks at, at most: its cost does not grow with the pool
-_NO_POOL_SETTINGS = PoolSettings()  # a pool made at run time: least-loaded, no fallback
-_POOL_POLL = 0.25  # a caller waiting on a pool looks again at least this often (seconds)
-_RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be counted again
 _OUTCOMES: dict[int, ReleaseOutcome] = {
     ReleaseState.RELEASED: ReleaseOutcome.RELEASED,
     ReleaseState.EXPIRED: ReleaseOutcome.EXPIRED,
 }
-
-
-def _window_name(result: AcquireResult, request: _Request) -> str:
-    if result.for_callee:
-        return f"{result.window} for callee {request.rates.callee}"
-    if result.group is not None:
-        return f"{result.window} of {result.group}"
-    return str(result.window)
-
-
-def _raise_if_refused_for_good(number: str, token: str, result: AcquireResult) -> None:
-    if result.outcome is Outcome.CONFLICT:
-        raise LeaseConflict(number, token, "already holds or waits for a slot of another owner")
-    if result.outcome is Outcome.UNAVAILABLE:
-        raise NumberUnavailable(
-            number, result.state or "unavailable", result.reason, result.retry_in
-        )
-
-
-class _Request:
-    __slots__ = ("limit", "number", "rates", "token")
-
-    def __init__(self, number: str, token: str, limit: int, rates: RatePlan) -> None:
-        self.number = number
-        self.token = token
-        self.limit = limit
-        self.rates = rates
-
-
-@dataclass(slots=True)
-class _Held:
-    lease: Lease
-    renewed_at: float  # local monotonic time just before the last successful acquire/renew
-    final: bool  # the backend will not extend the lease again: max_hold ends it
-    since: float  # local monotonic time just before it was taken
-
-
-class _Waiter:
-    __slots__ = ("event", "fenced", "granted", "group_refusal", "queued", "rate_refusal")
-
-    def __init__(self) -> None:
-        self.granted = False
-        self.queued = False
-        self.fenced = False  # last told that the backend's fence holds every grant
-        self.event: anyio.Event | None = None
-        # The last rate window that refused it: (the window, when it admits again, local time).
-        self.rate_refusal: tuple[str, float] | None = None
-        self.group_refusal: str | None = None  # the group whose cap it last waited for
-
-    def is_granted(self) -> bool:
-        return self.granted
-
-    def wake(self, granted: bool) -> None:
-        self.granted = self.granted or granted
-        if self.event is not None:
-            self.event.set()
 
 
 class Throttle:
@@ -247,38 +124,20 @@ class Throttle:
 
     __slots__ = (
         "_backend",
-        "_cancel_scope",
         "_close_backend",
         "_config",
-        "_default_limit",
         "_degraded",
-        "_degraded_share",
-        "_degraded_since",
-        "_drained",
-        "_feedback",
-        "_fence_noted",
-        "_final",
         "_held",
-        "_hook_failures",
         "_hooks",
-        "_keepalive",
-        "_lease_ttl",
-        "_max_hold",
-        "_new_event",
+        "_keeper",
+        "_line",
         "_now",
-        "_owner_id",
+        "_operator",
         "_plans",
-        "_region",
-        "_renew_interval",
-        "_renew_soon",
-        "_restore_leases",
-        "_restoring",
-        "_resynced_at",
-        "_session",
-        "_session_kw",
+        "_pools",
+        "_settings",
         "_stack",
         "_task_group",
-        "_waiting",
     )
 
     def __init__(
@@ -300,67 +159,44 @@ class Throttle:
         session: str | None = None,
         keepalive: bool = True,
     ) -> None:
-        self._session, self._keepalive = _check_session(session, owner_id, keepalive)
-        if self._session is not None:
-            owner_id = self._session
-        # Passed on to the backend only for a session: a backend that knows no sessions still
-        # serves every other throttle.
-        self._session_kw: dict[str, bool] = {} if session is None else {"session": True}
-        self._fence_noted = -math.inf  # when a fence was last logged (_note_fence)
-        self._config = _load_config(config)
-        self._default_limit = check_limit(default_limit, "default_limit")
-        self._region = check_region(default_region) or self._config.default_region
-        self._feedback = {**DEFAULT_FEEDBACK, **self._config.feedback, **check_feedback(feedback)}
-        self._lease_ttl = check_ttl(lease_ttl)
-        self._max_hold = check_max_hold(max_hold)
-        self._owner_id = _default_owner_id() if owner_id is None else check_owner(owner_id)
-        if renew_interval is None:
-            self._renew_interval = self._lease_ttl / 3
-        else:
-            self._renew_interval = check_ttl(renew_interval, "renew_interval")
-            if self._renew_interval >= self._lease_ttl:
-                raise InvalidArgument(
-                    "renew_interval", renew_interval, f"shorter than lease_ttl ({lease_ttl})"
-                )
-        self._degraded_share = _check_share(degraded_share)
-        self._restore_leases = check_flag(restore_leases, "restore_leases")
-        self._hooks: tuple[Hook, ...] = ()
-        self._hook_failures: set[tuple[int, type[Event]]] = set()
-        for hook in _listed("hooks", hooks, "a list (or other collection) of callables"):
+        self._settings = settings = Settings(
+            default_limit=default_limit,
+            lease_ttl=lease_ttl,
+            max_hold=max_hold,
+            owner_id=owner_id,
+            renew_interval=renew_interval,
+            default_region=default_region,
+            feedback=feedback,
+            config=config,
+            degraded_share=degraded_share,
+            restore_leases=restore_leases,
+            session=session,
+            keepalive=keepalive,
+        )
+        self._hooks = Hooks(settings.owner_id)
+        for hook in listed("hooks", hooks, "a list (or other collection) of callables"):
             self.add_hook(cast("Hook", hook))
-        self._degraded: Throttle | None = None
-        self._degraded_since: float | None = None
-        if self._degraded_share is not None:
-            self._degraded = Throttle(
-                MemoryBackend(),
-                default_limit=self._default_limit,
-                lease_ttl=self._lease_ttl,
-                max_hold=self._max_hold,
-                owner_id=f"{self._owner_id}:degraded",
-                config=self._config,
-                default_region=self._region,
-                hooks=[self._lost_while_degraded],
-            )
         self._backend = backend
-        backend.use_layout(self._config)
+        backend.use_layout(settings.config)  # once every option was checked
         self._close_backend = close_backend
-        self._held: dict[tuple[str, str], _Held] = {}
-        self._waiting: dict[tuple[str, str], _Waiter] = {}
-        self._resynced_at = -math.inf  # when the backend's connection was last replaced
-        self._renew_soon: anyio.Event | None = None  # set: the heartbeat renews at once
-        self._restoring: anyio.Event | None = None  # set once lost leases are counted again
+        self._config = settings.config  # (the configuration, as it was read)
+        plans = self._plans = Plans(settings.config, settings.default_limit)
+        self._degraded: Degraded | None = None
+        if settings.degraded_share is not None:
+            self._degraded = Degraded(Throttle, settings, plans, self._hooks)
+        check_open = self._check_open
+        self._keeper = Keeper(backend, settings, plans, self._hooks, check_open)
+        self._line = Line(backend, settings, plans, self._hooks, self._keeper, check_open)
+        self._pools = Pools(
+            backend, settings, plans, self._hooks, self._line, self._keeper, check_open
+        )
+        self._operator = Operator(
+            backend, settings, plans, self._hooks, check_open, self._keeper.forget_all
+        )
+        self._held = self._keeper.held  # the leases held, by (number, token)
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
-        self._drained: anyio.Event | None = None
-        # Every lease's max_hold ends it before its first renewal.
-        self._final = self._max_hold is not None and self._max_hold <= self._lease_ttl
-        # The configured cap and rate plan of each number seen (the configuration is frozen).
-        self._plans: dict[str, tuple[int, RatePlan]] = {}
-        # anyio's functions; once open, the running event loop's own (the same functions,
-        # without finding the event loop again on every call).
         self._now: Callable[[], float] = anyio.current_time
-        self._cancel_scope: Callable[..., anyio.CancelScope] = anyio.CancelScope
-        self._new_event: Callable[[], anyio.Event] = anyio.Event
 
     @classmethod
     def from_url(
@@ -397,7 +233,7 @@ class Throttle:
 
         :raises UnknownScheme: for any other URL
         """
-        _check_session(session, owner_id, keepalive)  # before the URL: nothing is made
+        check_session_options(session, owner_id, keepalive)  # before the URL: nothing is made
         backend = backend_from_url(url, options)  # connects only when the throttle opens
         return cls(
             backend,
@@ -428,22 +264,22 @@ class Throttle:
     def owner_id(self) -> str:
         """Identifies this throttle's leases; pass it to :meth:`release_owner` after a crash.
         For a session throttle, the session's name."""
-        return self._owner_id
+        return self._settings.owner_id
 
     @property
     def session(self) -> str | None:
         """The session this throttle's leases belong to, or None."""
-        return self._session
+        return self._settings.session
 
     @property
     def default_limit(self) -> int:
         """The cap applied when :meth:`acquire` is given no ``limit``."""
-        return self._default_limit
+        return self._settings.default_limit
 
     @property
     def lease_ttl(self) -> float:
         """Seconds a lease lives without renewal."""
-        return self._lease_ttl
+        return self._settings.lease_ttl
 
     @property
     def held(self) -> tuple[Lease, ...]:
@@ -451,14 +287,14 @@ class Throttle:
         throttle, the session leases it took and has not seen released (a release by another
         process of the session is told to every throttle of the session, best effort: a missed
         event leaves the lease listed until this throttle closes)."""
-        held = tuple(h.lease for h in self._held.values())
-        return held if self._degraded is None else held + self._degraded.held
+        held = self._keeper.leases()
+        return held if self._degraded is None else held + self._degraded.leases()
 
     def __repr__(self) -> str:
         state = "open" if self._task_group is not None else "closed"
         return (
-            f"<Throttle owner={self._owner_id!r} {self._backend!r} "
-            f"holding {len(self._held)}, waiting {len(self._waiting)} ({state})>"
+            f"<Throttle owner={self._settings.owner_id!r} {self._backend!r} "
+            f"holding {len(self._held)}, waiting {len(self._line.waiting)} ({state})>"
         )
 
     # -- hooks -------------------------------------------------------------------------------
@@ -474,37 +310,11 @@ class Throttle:
 
         :raises InvalidArgument: if ``hook`` is not callable
         """
-        if not callable(hook):
-            raise InvalidArgument("hook", hook, "a callable taking one event")
-        if hook not in self._hooks:
-            self._hooks = (*self._hooks, hook)
+        self._hooks.add(hook)
 
     def remove_hook(self, hook: Hook) -> None:
         """Stop calling ``hook``; does nothing if it is not installed."""
-        self._hooks = tuple(each for each in self._hooks if each != hook)
-        self._hook_failures = {key for key in self._hook_failures if key[0] != id(hook)}
-
-    def _emit(self, event: Event) -> None:
-        for hook in self._hooks:
-            try:
-                hook(event)
-            except Exception:
-                failure = (id(hook), type(event))
-                if failure in self._hook_failures:
-                    continue
-                self._hook_failures.add(failure)
-                logger.exception(
-                    "hook %r failed on %s (further failures of it on %s events are not logged)",
-                    hook,
-                    type(event).__name__,
-                    type(event).__name__,
-                    extra={"owner": self._owner_id},
-                )
-
-    def _lost_while_degraded(self, event: Event) -> None:
-        """A hook of the in-process throttle behind degraded leases: it tells their losses."""
-        if self._hooks and isinstance(event, LeaseLost):
-            self._emit(event)
+        self._hooks.remove(hook)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -513,21 +323,20 @@ class Throttle:
             raise ThrottleError("this Throttle is already open; enter it only once")
         loop = current_token().backend_class
         self._now = loop.current_time
-        self._cancel_scope = loop.create_cancel_scope
-        self._new_event = loop.create_event
+        for part in (self._keeper, self._line, self._pools, self._degraded):
+            if part is not None:
+                part.use_loop(loop)
         await self._backend.open()
-        for name, settings in self._config.pools.items():
-            if settings.numbers:
-                await self._backend.pool_update(name, self._specs(settings.numbers), ())
+        await self._pools.publish()
         async with AsyncExitStack() as stack:
             if self._close_backend:
                 stack.push_async_callback(self._backend.aclose)
             if self._degraded is not None:
-                await stack.enter_async_context(self._degraded)
+                await stack.enter_async_context(self._degraded.inner)
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
             await task_group.start(self._listen)
-            task_group.start_soon(self._heartbeat)
+            task_group.start_soon(self._keeper.heartbeat, self._line)
             self._stack = stack.pop_all()
             self._task_group = task_group
         return self
@@ -542,71 +351,17 @@ class Throttle:
         if stack is None:
             return
         try:
-            await self._release_all_held()
+            await self._keeper.release_all()
         finally:
             self._task_group = None
-            await self._stop_waiters()
+            await self._line.stop()
             await stack.aclose()
-
-    async def _stop_waiters(self) -> None:
-        """Wake every waiter (it finds the throttle closed) and let it withdraw from the line."""
-        if not self._waiting:
-            return
-        self._drained = anyio.Event()
-        for waiter in self._waiting.values():
-            waiter.wake(granted=False)
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
-            await self._drained.wait()
-        self._drained = None
-
-    def _forget_waiter(self, key: tuple[str, str]) -> None:
-        del self._waiting[key]
-        if self._drained is not None and not self._waiting:
-            self._drained.set()
-
-    async def _release_all_held(self) -> None:
-        held = list(self._held.values())
-        if not held:
-            return
-        if self._session is not None:
-            # The calls go on: another process of the session releases them, or they lapse
-            # with the session once nobody keeps it alive.
-            logger.info(
-                "closing throttle of session %s: %d lease(s) it took stay with the session",
-                self._session,
-                len(held),
-                extra={"owner": self._owner_id},
-            )
-            self._held.clear()
-            return
-        logger.warning(
-            "closing throttle %s while it holds %d lease(s); giving them back",
-            self._owner_id,
-            len(held),
-            extra={"owner": self._owner_id},
-        )
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
-            for item in held:
-                try:
-                    await self.release(item.lease)
-                except ThrottleError as exc:
-                    logger.warning(
-                        "could not release %s at close (%s); it expires within %s s",
-                        item.lease,
-                        exc,
-                        self._lease_ttl,
-                        extra=self._log_extra(item.lease),
-                    )
-        self._held.clear()
 
     def _check_open(self) -> None:
         if self._task_group is None:
             raise ThrottleError(
                 "this Throttle is not open: use it as `async with Throttle.from_url(...) as t:`"
             )
-
-    def _log_extra(self, lease: Lease) -> dict[str, str]:
-        return {"number": lease.number, "token": lease.token, "owner": self._owner_id}
 
     # -- acquiring -----------------------------------------------------------------------------
 
@@ -643,27 +398,19 @@ class Throttle:
         :raises InvalidArgument: on bad input, before anything is written
         :raises BackendUnavailable: if the backend failed (any slot it granted is given back)
         """
-        if self._hooks:
+        if self._hooks.installed:
             return await self._acquire_observed(number, token, timeout, limit, callee, priority)
         try:
-            lease = await self._acquire_shared(number, token, timeout, limit, callee, priority)
+            lease = await self._line.acquire(number, token, timeout, limit, callee, priority)
         except BackendUnavailable as exc:
             if self._degraded is None:
                 raise
-            return await self._acquire_degraded(
+            return await self._degraded.acquire(
                 number, token, timeout, limit, callee, priority, exc
             )
-        if self._degraded_since is not None:
-            self._backend_is_back()
+        if self._degraded is not None:
+            self._degraded.backend_is_back()
         return lease
-
-    def _backend_is_back(self) -> None:
-        self._degraded_since = None
-        logger.warning(
-            "the backend is back: calls use it again (leases taken while degraded stay "
-            "in-process until released)",
-            extra={"owner": self._owner_id},
-        )
 
     async def _acquire_observed(
         self,
@@ -675,302 +422,28 @@ class Throttle:
         priority: int,
     ) -> Lease:
         """:meth:`acquire`, telling the hooks how it ended."""
-        started = self._now()
+        now = self._now
+        started = now()
         try:
             try:
-                lease = await self._acquire_shared(number, token, timeout, limit, callee, priority)
+                lease = await self._line.acquire(number, token, timeout, limit, callee, priority)
             except BackendUnavailable as exc:
                 if self._degraded is None:
                     raise
-                lease = await self._acquire_degraded(
+                lease = await self._degraded.acquire(
                     number, token, timeout, limit, callee, priority, exc
                 )
             else:
-                if self._degraded_since is not None:
-                    self._backend_is_back()
+                if self._degraded is not None:
+                    self._degraded.backend_is_back()
         except (AcquireTimeout, NumberUnavailable) as exc:
-            self._emit(refusal(exc.number, exc, self._now() - started))
+            self._hooks.emit(refusal(exc.number, exc, now() - started))
             raise
         except anyio.get_cancelled_exc_class():
-            self._emit(Cancelled(number, self._now() - started))
+            self._hooks.emit(Cancelled(number, now() - started))
             raise
-        self._emit_admitted(lease, started)
+        self._hooks.admitted(lease, now() - started)
         return lease
-
-    def _emit_admitted(self, lease: Lease, started: float) -> None:
-        waited = self._now() - started
-        self._emit(
-            Admitted(lease.number, lease.token, self._owner_id, waited, lease.pool, lease.degraded)
-        )
-
-    async def _acquire_shared(
-        self,
-        number: str,
-        token: str | None,
-        timeout: float | None,
-        limit: int | None,
-        callee: str | None,
-        priority: int,
-    ) -> Lease:
-        number = normalize_number(number, self._region)
-        token = _new_token() if token is None else check_token(token)
-        wait = check_timeout(timeout)
-        configured = self._plans.get(number)
-        if configured is None:
-            configured = self._configured(number)
-        cap = configured[0] if limit is None else check_limit(limit)
-        callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
-        if priority != 0 or priority.__class__ is not int:
-            priority = check_priority(priority)
-        self._check_open()
-        key = (number, token)
-        if key in self._held or key in self._waiting:
-            raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
-        rates = configured[1]
-        if priority or callee_e164 is not None or rates is not NO_RATES:
-            rates = self._rate_plan(rates, callee_e164, priority)
-        if self._restoring is not None and wait != 0:
-            wait = await self._let_restore(wait)
-        waiter = self._waiting[key] = _Waiter()
-        try:
-            if wait == 0:
-                granted = await self._try_once(number, token, cap, rates)
-            elif wait is None:  # no deadline: no cancel scope needed
-                granted = await self._wait_in_line(_Request(number, token, cap, rates), waiter)
-            else:
-                granted = False
-                with self._cancel_scope(deadline=self._now() + wait):
-                    granted = await self._wait_in_line(_Request(number, token, cap, rates), waiter)
-                if not granted:
-                    await self._abandon(number, token)
-        except (LeaseConflict, NumberUnavailable, RateLimited) as exc:
-            if isinstance(exc, NumberUnavailable) and waiter.queued:
-                await self._abandon(number, token)
-            self._forget_waiter(key)  # nothing else was written
-            raise
-        except BaseException:
-            await self._abandon(number, token)
-            self._forget_waiter(key)
-            raise
-        del self._waiting[key]
-        if self._drained is not None and not self._waiting:
-            self._drained.set()
-        if not granted:
-            if waiter.rate_refusal is not None:
-                window, admits_at = waiter.rate_refusal
-                retry_after = max(admits_at - self._now(), 0.0)
-                raise RateLimited(number, wait, window, retry_after)
-            refused_by = "fence" if waiter.fenced else waiter.group_refusal or "cap"
-            raise AcquireTimeout(number, wait, refused_by)
-        lease = Lease(number, token, self._owner_id)
-        now = self._now()
-        self._held[key] = _Held(lease, now, self._final, now)
-        return lease
-
-    async def _let_restore(self, wait: float | None) -> float | None:
-        """Wait (within the caller's ``wait``, at most ``_RESTORE_GRACE`` seconds) while this
-        throttle counts again the leases a replaced backend connection may have lost, so its
-        own new calls do not take their slots first; return what is left of ``wait``."""
-        restoring = self._restoring
-        assert restoring is not None
-        started = self._now()
-        bound = _RESTORE_GRACE if wait is None else min(wait, _RESTORE_GRACE)
-        with anyio.move_on_after(bound):
-            await restoring.wait()
-        return None if wait is None else max(wait - (self._now() - started), 0.0)
-
-    async def _acquire_degraded(
-        self,
-        number: str,
-        token: str | None,
-        timeout: float | None,
-        limit: int | None,
-        callee: str | None,
-        priority: int,
-        error: BackendUnavailable,
-    ) -> Lease:
-        """The backend failed: take the slot from this process's share of the number's cap."""
-        assert self._degraded is not None
-        assert self._degraded_share is not None
-        number = normalize_number(number, self._region)
-        cap = self._cap_for(number, limit)
-        share = max(1, int(cap * self._degraded_share))
-        if self._degraded_since is None:
-            self._degraded_since = self._now()
-            logger.error(
-                "DEGRADED: the backend is unreachable (%s); until it is back, each number admits "
-                "%s of its cap from this process alone (%s of %s on %s)",
-                error,
-                self._degraded_share,
-                share,
-                cap,
-                number,
-                extra={"number": number, "owner": self._owner_id},
-            )
-        lease = await self._degraded.acquire(
-            number, token=token, timeout=timeout, limit=share, callee=callee, priority=priority
-        )
-        lease.degraded = True
-        return lease
-
-    def _configured(self, number: str) -> tuple[int, RatePlan]:
-        """The number's configured cap (else ``default_limit``) and rate plan, remembered."""
-        if len(self._plans) >= _PLAN_CACHE_SIZE:
-            self._plans.clear()
-        configured = self._plans[number] = (
-            self._config.cap_for(number, self._default_limit),
-            self._config.rate_plan_for(number),
-        )
-        return configured
-
-    def _rate_plan(self, plan: RatePlan, callee: str | None, priority: int) -> RatePlan:
-        if priority and plan.groups:
-            plan = replace(plan, priority=priority)
-        if callee is not None and self._config.callee_windows:
-            plan = replace(plan, callee=callee, callee_windows=self._config.callee_windows)
-        if self._config.timezone is None or plan is NO_RATES:
-            return plan  # no window can be a calendar day: the offset is not needed
-        return replace(plan, tz_offset=utc_offset(self._config.timezone))
-
-    def _ask(self, request: _Request, enqueue: bool) -> Awaitable[AcquireResult]:
-        return self._backend.acquire(
-            request.number,
-            request.token,
-            self._owner_id,
-            request.limit,
-            self._lease_ttl,
-            self._max_hold,
-            enqueue,
-            request.rates,
-            **self._session_kw,
-        )
-
-    async def _try_once(self, number: str, token: str, cap: int, rates: RatePlan) -> bool:
-        result = await self._backend.acquire(
-            number,
-            token,
-            self._owner_id,
-            cap,
-            self._lease_ttl,
-            self._max_hold,
-            False,
-            rates,
-            **self._session_kw,
-        )
-        outcome = result.outcome
-        if outcome is Outcome.GRANTED:
-            return True
-        if result.fenced:
-            self._note_fence(result)
-            refused = AcquireTimeout(number, 0, "fence")
-            refused.retry_after = result.retry_in
-            raise refused
-        _raise_if_refused_for_good(number, token, result)
-        if outcome is Outcome.RATE_LIMITED:
-            window = _window_name(result, _Request(number, token, cap, rates))
-            raise RateLimited(number, 0, window, result.retry_in or 0.0)
-        if outcome is Outcome.GROUP_FULL:
-            raise AcquireTimeout(number, 0, result.group or "group")
-        return False
-
-    async def _wait_in_line(self, request: _Request, waiter: _Waiter) -> bool:
-        while True:
-            # Armed before asking: a word that arrives while the ask is on its way back (the
-            # reply, decided earlier, still says "queued") wakes the sleep below at once.
-            waiter.event = event = self._new_event()
-            result = await self._ask(request, True)
-            self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
-            if result.outcome is Outcome.GRANTED:
-                return True
-            _raise_if_refused_for_good(request.number, request.token, result)
-            waiter.fenced = result.fenced
-            if result.outcome is Outcome.RATE_LIMITED:
-                # Out of the line (nothing counted): ask again when the window has room.
-                waiter.queued = False
-                delay = result.retry_in or 0.0
-                waiter.rate_refusal = (_window_name(result, request), self._now() + delay)
-            elif result.outcome is Outcome.GROUP_FULL:
-                # Registered as a waiter of the group (not in the number's line): woken when a
-                # slot of the group frees, or at its earliest lease expiry; asking again keeps
-                # the registration alive.
-                waiter.queued = False
-                waiter.rate_refusal = None
-                waiter.group_refusal = result.group
-                retry_in = self._lease_ttl / 2 if result.retry_in is None else result.retry_in
-                delay = min(retry_in + 0.001, self._lease_ttl / 2)
-            else:
-                if result.fenced:
-                    self._note_fence(result)
-                if not waiter.queued and self._hooks:
-                    self._emit(Queued(request.number, request.token))
-                waiter.queued = True
-                waiter.rate_refusal = None
-                if waiter.is_granted():
-                    return True
-                # Sleep until notified, or until the earliest lease could expire (a crashed
-                # holder's slot frees without any release); then ask again, which also settles
-                # expiries.
-                delay = math.inf if result.retry_in is None else result.retry_in + 0.001
-            if delay == math.inf:
-                await event.wait()
-            else:
-                with self._cancel_scope(deadline=self._now() + delay):
-                    await event.wait()
-            if waiter.is_granted():
-                return True
-
-    async def _publish_lost_pool(self, pool: str) -> None:
-        """Publish again ``pool``'s configured numbers if the backend has none of them, once it
-        said it may have lost its data (a Redis restart, failover or flush: a pick refused by
-        the fence). (A pool emptied on purpose just before such a loss is filled again from
-        the configuration.)"""
-        settings = self._config.pools.get(pool)
-        if settings is None or not settings.numbers or await self._backend.pool_members(pool):
-            return
-        await self._backend.pool_update(pool, self._specs(settings.numbers), ())
-        logger.warning(
-            "pool %s had no number left on the backend (it lost its data?): its configured "
-            "numbers were published again",
-            pool,
-            extra={"owner": self._owner_id},
-        )
-
-    def _note_fence(self, result: AcquireResult) -> None:
-        """Say once per fence (at most once a lease TTL) why new calls wait."""
-        now = self._now()
-        if now - self._fence_noted < self._lease_ttl:
-            return
-        self._fence_noted = now
-        logger.warning(
-            "the backend admits no new call for %.1f s: it may have lost the calls in progress "
-            "(a Redis restart, failover or flush), and waits until their holders have counted "
-            "them again",
-            result.retry_in or 0.0,
-            extra={"owner": self._owner_id},
-        )
-
-    async def _abandon(self, number: str, token: str) -> None:
-        """Leave the line and give back any slot granted meanwhile; never raises."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT) as scope:
-            try:
-                await self._backend.abandon(number, token, self._owner_id)
-            except ThrottleError as exc:
-                logger.warning(
-                    "could not withdraw request %s on %s (%s); it lapses within %s s",
-                    token,
-                    number,
-                    exc,
-                    self._lease_ttl,
-                    extra={"number": number, "token": token, "owner": self._owner_id},
-                )
-        if scope.cancelled_caught:
-            logger.warning(
-                "withdrawing request %s on %s timed out; it lapses within %s s",
-                token,
-                number,
-                self._lease_ttl,
-                extra={"number": number, "token": token, "owner": self._owner_id},
-            )
 
     @asynccontextmanager
     async def slot(
@@ -1007,14 +480,11 @@ class Throttle:
                 "could not release %s (%s); it expires within %s s",
                 lease,
                 exc,
-                self._lease_ttl,
-                extra=self._log_extra(lease),
+                self._settings.lease_ttl,
+                extra=lease_log(lease, self._settings.owner_id),
             )
 
     # -- pools ---------------------------------------------------------------------------------
-
-    def _specs(self, numbers: Iterable[str]) -> dict[str, MemberSpec]:
-        return {n: self._config.member_spec(n, self._default_limit) for n in numbers}
 
     async def add_to_pool(self, pool: str, numbers: Iterable[str]) -> int:
         """Add ``numbers`` to ``pool`` (created on first use), for every process; returns how
@@ -1023,24 +493,16 @@ class Throttle:
 
         :raises InvalidArgument: on a bad pool name or number, before anything is written
         """
-        pool = check_pool(pool)
-        checked = [normalize_number(n, self._region) for n in _listed("numbers", numbers)]
-        self._check_open()
-        return await self._backend.pool_update(pool, self._specs(checked), ())
+        return await self._pools.add(pool, numbers)
 
     async def remove_from_pool(self, pool: str, numbers: Iterable[str]) -> int:
         """Take ``numbers`` out of ``pool`` (their calls in progress are not touched); returns
         how many numbers the pool has now."""
-        pool = check_pool(pool)
-        checked = [normalize_number(n, self._region) for n in _listed("numbers", numbers)]
-        self._check_open()
-        return await self._backend.pool_update(pool, {}, checked)
+        return await self._pools.remove(pool, numbers)
 
     async def pool_members(self, pool: str) -> list[str]:
         """The numbers of ``pool``, in round-robin order."""
-        pool = check_pool(pool)
-        self._check_open()
-        return await self._backend.pool_members(pool)
+        return await self._pools.members(pool)
 
     async def acquire_from(
         self,
@@ -1070,127 +532,8 @@ class Throttle:
             another owner (for this throttle's owner, that slot is returned)
         :raises InvalidArgument: on bad input, before anything is written
         """
-        pool = check_pool(pool)
-        token = _new_token() if token is None else check_token(token)
-        wait = check_timeout(timeout)
-        callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
-        priority = check_priority(priority)
-        chosen = None if strategy is None else check_strategy(strategy)
-        self._check_open()
-        chain = self._pool_chain(pool)
-        call = RatePlan(
-            tz_offset=0.0 if self._config.timezone is None else utc_offset(self._config.timezone),
-            callee=callee_e164,
-            callee_windows=self._config.callee_windows if callee_e164 is not None else (),
-            priority=priority,
-        )
-        near = ("", "") if callee_e164 is None else locality(callee_e164)
-        started = self._now()
-        deadline = None if wait is None else started + wait
-        key = (f"pool:{pool}", token)
-        if key in self._waiting:
-            raise LeaseConflict(pool, token, "already waits for a slot of this pool")
-        waiter = self._waiting[key] = _Waiter()
-        in_line = False
-        try:
-            while True:
-                earliest: float | None = None
-                # Armed before picking: a nudge that comes while a pick is on its way back
-                # wakes the wait below at once.
-                waiter.event = event = self._new_event()
-                for index, name in enumerate(chain):
-                    settings = self._config.pools.get(name) or _NO_POOL_SETTINGS
-                    how = chosen or settings.strategy
-                    # Only the pool asked for keeps a line; its fallbacks are tried in passing.
-                    queue = wait != 0 and index == 0
-                    picked = await self._pick(
-                        name, token, how, call, near, settings.sticky_ttl, queue
-                    )
-                    if isinstance(picked, Lease):
-                        in_line = in_line and index != 0  # a slot of the pool took it out
-                        if self._hooks:
-                            self._emit_admitted(picked, started)
-                        return picked
-                    if queue and not in_line and self._hooks:
-                        self._emit(Queued(f"pool:{name}", token))
-                    in_line = in_line or queue
-                    if picked is not None and (earliest is None or picked < earliest):
-                        earliest = picked
-                now = self._now()
-                if wait == 0 or (deadline is not None and now >= deadline):
-                    exhausted = PoolExhausted(pool, wait, tuple(chain), earliest)
-                    if self._hooks:
-                        self._emit(refusal(key[0], exhausted, now - started))
-                    raise exhausted
-                # Woken (first in line) when a lease picked from the pool is released or the
-                # line moves, in any process; looks again at the earliest expiry reported, and
-                # every _POOL_POLL seconds anyway (leases given back otherwise, or expired).
-                delay = _POOL_POLL if earliest is None else min(earliest + 0.001, _POOL_POLL)
-                if deadline is not None:
-                    delay = min(delay, deadline - now)
-                with self._cancel_scope(deadline=now + delay):
-                    await event.wait()
-        except anyio.get_cancelled_exc_class():
-            if self._hooks:
-                self._emit(Cancelled(key[0], self._now() - started))
-            raise
-        finally:
-            del self._waiting[key]
-            if in_line:
-                with self._cancel_scope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
-                    try:
-                        await self._backend.pool_leave(pool, token, self._owner_id)
-                    except ThrottleError as exc:
-                        logger.warning(
-                            "could not leave the line of pool %s (%s); it lapses within %s s",
-                            pool,
-                            exc,
-                            self._lease_ttl,
-                            extra={"pool": pool, "token": token, "owner": self._owner_id},
-                        )
-
-    async def _pick(
-        self,
-        pool: str,
-        token: str,
-        strategy: str,
-        call: RatePlan,
-        near: tuple[str, str],
-        sticky_ttl: float,
-        queue: bool,
-    ) -> Lease | float | None:
-        """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
-        with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
-            result = await self._backend.pick(
-                pool, token, self._owner_id, self._lease_ttl, self._max_hold, strategy,
-                _PICK_TRIES, call, near, sticky_ttl, queue, **self._session_kw,
-            )  # fmt: skip
-        if result.outcome is Outcome.CONFLICT:
-            raise LeaseConflict(
-                result.number or "", token, "already holds a slot (on a number of the pool)"
-            )
-        if result.outcome is not Outcome.GRANTED or result.number is None:
-            if result.fenced:  # the server may have lost the pool's numbers with its data
-                await self._publish_lost_pool(pool)
-            return result.retry_in
-        lease = Lease(result.number, token, self._owner_id)
-        lease.pool = pool
-        now = self._now()
-        self._held[(result.number, token)] = _Held(lease, now, self._final, now)
-        try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except BaseException:
-            await self.release(lease)  # cancelled as the slot came: give it back
-            raise
-        return lease
-
-    def _pool_chain(self, pool: str) -> list[str]:
-        chain = [pool]
-        settings = self._config.pools.get(pool)
-        while settings is not None and settings.fallback is not None:
-            chain.append(settings.fallback)
-            settings = self._config.pools.get(settings.fallback)
-        return chain
+        pools = self._pools
+        return await pools.acquire_from(pool, token, timeout, callee, priority, strategy)
 
     @asynccontextmanager
     async def slot_from(
@@ -1226,7 +569,9 @@ class Throttle:
         :raises BackendUnavailable: if the backend failed; the lease is then no longer renewed
             and expires within ``lease_ttl`` unless a retried release succeeds first
         """
-        return await self._release(lease) == ReleaseState.RELEASED
+        if self._degraded is not None and self._degraded.holds(lease):
+            return await self._degraded.release(lease) is ReleaseOutcome.RELEASED
+        return await self._keeper.release(lease) == ReleaseState.RELEASED
 
     async def end_call(self, lease: Lease) -> ReleaseOutcome:
         """Give the slot back when the call ends, as :meth:`release` does, and say what was
@@ -1237,50 +582,9 @@ class Throttle:
 
         :raises BackendUnavailable: as :meth:`release`
         """
-        return _OUTCOMES.get(await self._release(lease), ReleaseOutcome.UNKNOWN)
-
-    async def _release(self, lease: Lease) -> int:
-        """:meth:`release`, returning the backend's :class:`ReleaseState`."""
-        if not isinstance(cast("object", lease), Lease):
-            raise InvalidArgument("lease", lease, "a Lease")
-        number, token = lease.number, lease.token
-        if self._degraded is not None and (
-            lease.degraded or (number, token) in self._degraded._held
-        ):
-            if not self._hooks:
-                return await self._degraded._release(lease)
-            was = self._degraded._held.get((number, token))
-            outcome = await self._degraded._release(lease)
-            if outcome == ReleaseState.RELEASED:
-                held_for = None if was is None else self._now() - was.since
-                self._emit(Released(was.lease.number if was else number, token, held_for))
-            return outcome
-        # A lease this throttle holds was validated when it was taken.
-        held_here = (
-            number.__class__ is str and token.__class__ is str and (number, token) in self._held
-        )
-        if not held_here:
-            number = normalize_number(number, self._region)
-            token = check_token(token)
-        key = (number, token)
-        self._check_open()
-        pool = lease.pool
-        if pool is None and (mine := self._held.get(key)) is not None:
-            pool = mine.lease.pool
-        with self._cancel_scope(shield=True):
-            try:
-                # A backend may answer a bool (True: released): int() maps it to 1 or 0.
-                outcome = int(await self._backend.release(number, token, self._owner_id, pool))
-            finally:
-                held = self._held.pop(key, None)
-        if held is not None:
-            held.lease._mark_released()
-        if outcome == ReleaseState.RELEASED:
-            lease._mark_released()
-            if self._hooks:
-                held_for = None if held is None else self._now() - held.since
-                self._emit(Released(number, token, held_for))
-        return outcome
+        if self._degraded is not None and self._degraded.holds(lease):
+            return await self._degraded.release(lease)
+        return _OUTCOMES.get(await self._keeper.release(lease), ReleaseOutcome.UNKNOWN)
 
     async def keepalive(self) -> None:
         """Keep this throttle's session alive for ``lease_ttl`` seconds from now (by the
@@ -1292,21 +596,7 @@ class Throttle:
         :raises ThrottleError: if the throttle has no session
         :raises BackendUnavailable: if the backend failed
         """
-        if self._session is None:
-            raise ThrottleError("this Throttle has no session to keep alive (see `session`)")
-        self._check_open()
-        kept_at = anyio.current_time()
-        if await self._backend.keepalive(self._session, self._lease_ttl):
-            self._may_have_lost(kept_at)
-
-    def _may_have_lost(self, since: float) -> None:
-        """The backend may have lost leases (it is fenced) without any connection being
-        replaced (a flush): the heartbeat looks for this throttle's at once, as after one."""
-        self._resynced_at = max(self._resynced_at, since)
-        if self._held and self._restore_leases and self._restoring is None:
-            self._restoring = anyio.Event()
-        if self._renew_soon is not None:
-            self._renew_soon.set()
+        await self._keeper.keepalive()
 
     async def release_owner(self, owner_id: str) -> int:
         """Free every lease and place in line of the throttle ``owner_id`` (e.g. a dead process).
@@ -1315,27 +605,7 @@ class Throttle:
 
         :return: how many leases and places in line were removed
         """
-        owner = check_owner(owner_id)
-        self._check_open()
-        with anyio.CancelScope(shield=True):
-            removed = await self._backend.release_owner(owner)
-        if owner == self._owner_id:
-            now = self._now()
-            for held in self._held.values():
-                held.lease._mark_released()
-                if self._hooks:
-                    lease = held.lease
-                    self._emit(Released(lease.number, lease.token, now - held.since))
-            self._held.clear()
-        if self._hooks:
-            self._emit(Reclaimed(owner, removed))
-        logger.info(
-            "released %d lease(s) and places in line of owner %s",
-            removed,
-            owner,
-            extra={"owner": self._owner_id, "released_owner": owner},
-        )
-        return removed
+        return await self._operator.release_owner(owner_id)
 
     # -- operator queries and admin actions -----------------------------------------------------
 
@@ -1345,15 +615,12 @@ class Throttle:
 
         On Redis this scans the key prefix (``SCAN``, several round trips): for operators, not
         for the hot path."""
-        self._check_open()
-        return await self._backend.known_numbers()
+        return await self._operator.known_numbers()
 
     async def holders(self, number: str) -> list[Holder]:
         """The number's live leases, across every process: token, owner, and when each expires
         unless renewed (oldest expiry first)."""
-        number = normalize_number(number, self._region)
-        self._check_open()
-        return await self._backend.holders(number)
+        return await self._operator.holders(number)
 
     async def reset(self, number: str) -> tuple[int, int]:
         """Clear the number's leases and its line at once, for every process: the operator's
@@ -1365,17 +632,7 @@ class Throttle:
 
         :return: (leases removed, waiters woken)
         """
-        number = normalize_number(number, self._region)
-        self._check_open()
-        held, waiting = await self._backend.reset_number(number)
-        logger.warning(
-            "reset %s: %d lease(s) removed, %d waiter(s) woken",
-            number,
-            held,
-            waiting,
-            extra={"number": number, "owner": self._owner_id},
-        )
-        return held, waiting
+        return await self._operator.reset(number)
 
     # -- number policy and health ----------------------------------------------------------------
 
@@ -1385,13 +642,7 @@ class Throttle:
         It overrides configured and per-call caps. Lowered below what is held, nobody new is
         admitted until usage falls under it; raised, waiters are admitted at once.
         """
-        number = normalize_number(number, self._region)
-        value = None if cap is None else check_limit(cap, "cap")
-        self._check_open()
-        await self._backend.set_policy(number, {"cap": value})
-        logger.info(
-            "cap of %s set to %s", number, value, extra={"number": number, "owner": self._owner_id}
-        )
+        await self._operator.set_cap(number, cap)
 
     async def set_rates(self, number: str, rates: str | None) -> None:
         """Set the number's rate windows at run time, for every process at once.
@@ -1399,19 +650,7 @@ class Throttle:
         ``rates`` is in ``limits``' notation (``"1/second;100/hour;500/day"``) and replaces the
         configured windows (per-day windows reset as its profile says); None removes it.
         """
-        number = normalize_number(number, self._region)
-        windows = None
-        if rates is not None:
-            midnight = self._config.rate_plan_for(number).midnight
-            windows = parse_windows(rates, midnight)
-        self._check_open()
-        await self._backend.set_policy(number, {"rates": windows})
-        logger.info(
-            "rate windows of %s set to %s",
-            number,
-            rates,
-            extra={"number": number, "owner": self._owner_id},
-        )
+        await self._operator.set_rates(number, rates)
 
     async def set_state(
         self,
@@ -1429,35 +668,11 @@ class Throttle:
         ``warming`` starts the warm-up of the number's profile (its daily caps by week) now.
         A cool-down that ended, like ``active`` set without a reason, leaves nothing stored.
         """
-        number = normalize_number(number, self._region)
-        new_state = check_state(state)
-        reason = check_reason(reason)
-        if new_state is NumberState.COOLING:
-            until: float | None = check_ttl(duration, "duration")
-        elif duration is not None:
-            raise InvalidArgument("duration", duration, "None unless the state is 'cooling'")
-        else:
-            until = None
-        self._check_open()
-        # Active with no reason is the default: nothing is stored (nothing to leave behind).
-        stored = None if new_state is NumberState.ACTIVE and reason is None else new_state.value
-        changes: dict[str, object] = {"state": stored, "reason": reason, "until": until}
-        changes["since"] = True if new_state is NumberState.WARMING else None
-        await self._backend.set_policy(number, changes)
-        logger.info(
-            "state of %s set to %s%s",
-            number,
-            new_state.value,
-            f" ({reason})" if reason else "",
-            extra={"number": number, "owner": self._owner_id},
-        )
+        await self._operator.set_state(number, state, reason, duration)
 
     async def status(self, number: str) -> NumberStatus:
         """The number's state and runtime caps, as every process sees them."""
-        number = normalize_number(number, self._region)
-        self._check_open()
-        policy = await self._backend.get_policy(number)
-        return _status_from_policy(policy)
+        return await self._operator.status(number)
 
     async def report(self, number: str, outcome: int | str) -> Reaction | None:
         """Apply the configured reaction to a carrier's answer to a call from ``number``.
@@ -1468,391 +683,48 @@ class Throttle:
 
         :return: the reaction applied, or None if the code has none
         """
-        number = normalize_number(number, self._region)
-        code = check_outcome(outcome)
-        self._check_open()
-        reaction = self._feedback.get(code)
-        if reaction is None or reaction.action == "none":
-            return None
-        reason = reaction.reason or f"carrier answered {code}"
-        if reaction.action == "cooldown":
-            # Unlike set_state, it leaves a state an operator set for good (flagged, ...).
-            changes: dict[str, object] = {
-                "state": NumberState.COOLING.value,
-                "reason": reason,
-                "until": check_ttl(reaction.seconds, "seconds"),
-                "reaction": True,  # a warm-up's start ("since") stays: it goes on afterwards
-            }
-            await self._backend.set_policy(number, changes)
-        elif reaction.action == "flag":
-            await self.set_state(number, NumberState.FLAGGED, reason=reason)
-        else:
-            cap = reaction.cap
-            if cap is None:
-                current = (await self._backend.usage(number, self._cap_for(number, None))).limit
-                cap = max(1, math.floor(current * (reaction.factor or 0.5)))
-            await self._backend.set_policy(number, {"lcap": cap, "luntil": reaction.seconds})
-        logger.warning(
-            "carrier answered %s for %s: %s",
-            code,
-            number,
-            reaction.action,
-            extra={"number": number, "owner": self._owner_id},
-        )
-        return reaction
+        return await self._operator.report(number, outcome)
 
     # -- observing -----------------------------------------------------------------------------
 
     async def usage(self, number: str, *, limit: int | None = None) -> Usage:
         """A snapshot of the number's live leases and waiters, across every process."""
-        number = normalize_number(number, self._region)
-        cap = self._cap_for(number, limit)
-        self._check_open()
-        return await self._backend.usage(number, cap)
+        return await self._operator.usage(number, limit)
 
     async def window_usage(self, number: str) -> list[WindowUsage]:
         """The calls each rate window in force on the number counts now, across every process:
         its windows set at run time (:meth:`set_rates`), else its configured ones, and its
         warm-up's daily cap while it is warming. Read only."""
-        number = normalize_number(number, self._region)
-        self._check_open()
-        return await self._backend.window_usage(number, self._configured(number)[1])
-
-    def _group(self, kind: str, name: str) -> tuple[GroupPlan, str]:
-        found = self._config.group_named(kind, name) if kind in ("trunk", "tenant") else None
-        if found is None:
-            known = [f"trunk {n!r}" for n in self._config.trunks]
-            known += [f"tenant {n!r}" for n in self._config.tenants]
-            rule = f"a configured trunk or tenant ({', '.join(known) or 'none'})"
-            raise InvalidArgument("group", f"{kind} {name}", rule)
-        return found
+        return await self._operator.window_usage(number)
 
     async def group_usage(self, kind: str, name: str) -> Usage:
         """A snapshot of a trunk's or tenant's live leases and waiters, and its cap."""
-        group, tag = self._group(kind, name)
-        self._check_open()
-        return await self._backend.group_usage(group, tag)
+        return await self._operator.group_usage(kind, name)
 
     async def set_group_cap(self, kind: str, name: str, cap: int | None) -> None:
         """Set a trunk's or tenant's cap at run time, for every process at once (None: back to
         the configured one). Its reserve still applies to campaign calls."""
-        group, tag = self._group(kind, name)
-        value = None if cap is None else check_limit(cap, "cap")
-        self._check_open()
-        await self._backend.set_group_policy(group, tag, {"cap": value})
-        logger.info(
-            "cap of %s set to %s",
-            group.group,
-            value,
-            extra={"group": group.group, "owner": self._owner_id},
-        )
+        await self._operator.set_group_cap(kind, name, cap)
 
     async def set_group_rates(self, kind: str, name: str, rates: str | None) -> None:
         """Set a trunk's or tenant's rate windows at run time, for every process at once."""
-        group, tag = self._group(kind, name)
-        windows = None if rates is None else parse_windows(rates)
-        self._check_open()
-        await self._backend.set_group_policy(group, tag, {"rates": windows})
-        logger.info(
-            "rate windows of %s set to %s",
-            group.group,
-            rates,
-            extra={"group": group.group, "owner": self._owner_id},
-        )
-
-    def _cap_for(self, number: str, limit: int | None) -> int:
-        if limit is not None:
-            return check_limit(limit)
-        return self._config.cap_for(number, self._default_limit)
+        await self._operator.set_group_rates(kind, name, rates)
 
     # -- background work -----------------------------------------------------------------------
 
     async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        await self._backend.listen(self._owner_id, self._on_event, task_status=task_status)
+        await self._backend.listen(self._settings.owner_id, self._on_event, task_status=task_status)
 
     def _on_event(self, kind: str, number: str, token: str) -> None:
+        """The backend's word, routed to the part it concerns."""
         if kind == "resync":  # events may have been missed: every waiter asks again
-            self._resynced_at = self._now()
-            if self._held and self._restore_leases and self._restoring is None:
-                self._restoring = anyio.Event()
-            if self._renew_soon is not None:
-                self._renew_soon.set()
-            for each in self._waiting.values():
-                each.wake(granted=False)
-            return
-        key = (number, token)
-        if kind == "granted" or kind == "nudged":
-            waiter = self._waiting.get(key)
-            if waiter is not None:
-                waiter.wake(granted=kind == "granted")
+            self._keeper.resynced()
+            self._line.wake_all()
+        elif kind == "granted" or kind == "nudged":
+            self._line.wake((number, token), kind == "granted")
         elif kind == "released":
-            held = self._held.pop(key, None)
-            if held is not None:
-                held.lease._mark_released()
-                if self._hooks:
-                    held_for = self._now() - held.since
-                    self._emit(Released(number, token, held_for, elsewhere=True))
-                logger.debug(
-                    "%s was released by another process",
-                    held.lease,
-                    extra=self._log_extra(held.lease),
-                )
-
-    async def _heartbeat(self) -> None:
-        while True:
-            # Every renew_interval, or at once when the backend's connection was replaced: a
-            # server that lost leases is told of the live ones before it admits many calls.
-            self._renew_soon = soon = anyio.Event()
-            if self._restoring is None:  # else leases may be lost: renew them now
-                with anyio.move_on_after(self._renew_interval):
-                    await soon.wait()
-            restoring = self._restoring  # new acquires wait for this renewal (or its failure)
-            try:
-                await self._renew_all()
-            except Exception as exc:
-                if not isinstance(exc, ThrottleError):
-                    logger.error(
-                        "lease renewal raised an unexpected error",
-                        exc_info=exc,
-                        extra={"owner": self._owner_id},
-                    )
-                logger.warning(
-                    "lease renewal failed (%s); %d lease(s) expire within %s s unless it recovers",
-                    exc,
-                    len(self._held),
-                    self._lease_ttl,
-                    extra={"owner": self._owner_id},
-                )
-            if restoring is not None:
-                restoring.set()
-                if self._restoring is restoring:
-                    self._restoring = None
+            self._keeper.released_elsewhere((number, token))
 
     async def _renew_all(self) -> None:
-        if self._session is None:
-            keys = list(self._held)
-        else:
-            # Session leases live while the session does: one keep-alive serves them all (when
-            # this throttle keeps the session alive); places in line are renewed as always.
-            restoring = self._restoring is not None
-            if self._keepalive:
-                kept_at = anyio.current_time()
-                if await self._backend.keepalive(self._session, self._lease_ttl):
-                    # The server may have lost leases (its connection need not have been
-                    # replaced: a flush): they are looked for as after a reconnect.
-                    self._resynced_at = max(self._resynced_at, kept_at)
-                    restoring = True
-                if not restoring:  # kept alive: as if renewed (a restore needs that: _restore)
-                    for kept in self._held.values():
-                        kept.renewed_at = max(kept.renewed_at, kept_at)
-            # Once the backend's connection was replaced, the server may have lost them: they
-            # are looked for (a renewal of a session lease only says whether it is held), and
-            # counted again if gone. A throttle that does not keep its session alive hears of
-            # no fence from a keep-alive: it looks for its leases at every heartbeat (one call
-            # per number it holds leases on).
-            keys = list(self._held) if restoring or not self._keepalive else []
-        keys += [key for key, waiter in self._waiting.items() if waiter.queued]
-        if not keys:
-            return
-        sent_at = anyio.current_time()
-        states = await self._backend.renew(self._owner_id, keys, self._lease_ttl)
-        now = anyio.current_time()
-        forgotten: list[tuple[tuple[str, str], _Held]] = []
-        for key, state in zip(keys, states, strict=True):
-            held = self._held.get(key)
-            if held is not None:
-                if state is RenewState.HELD or state is RenewState.FINAL:
-                    held.renewed_at = sent_at
-                    held.final = state is RenewState.FINAL
-                elif state is RenewState.GONE or state is RenewState.LOST:
-                    if state is RenewState.LOST:  # the server may have lost it (a flush too)
-                        self._resynced_at = max(self._resynced_at, sent_at)
-                    if self._restore_leases and self._lost_by_backend(held):
-                        forgotten.append((key, held))
-                    else:
-                        self._forget(key, held, now)
-                continue
-            waiter = self._waiting.get(key)
-            if waiter is not None and state is not RenewState.QUEUED:
-                # Granted (its notice was lost) or its place lapsed: either way, ask again.
-                waiter.wake(granted=state is RenewState.HELD or state is RenewState.FINAL)
-        for key, held in forgotten:
-            await self._restore(key, held, sent_at)
-
-    def _lost_by_backend(self, held: _Held) -> bool:
-        """Whether a lease the backend no longer has was lost by it (not released, expired
-        or ended by max_hold): last renewed before the backend's connection was replaced."""
-        return not held.final and held.renewed_at <= self._resynced_at
-
-    async def _restore(self, key: tuple[str, str], held: _Held, sent_at: float) -> None:
-        """Count a lease the backend lost again (see ``restore_leases``), or report it lost."""
-        lease = held.lease
-        number = lease.number
-        left = None
-        if self._max_hold is not None:
-            left = self._max_hold - (sent_at - held.since)
-        restored = RestoreOutcome.TAKEN
-        # Longer without a renewal, a release's record may have lapsed: it may have ended.
-        stale = anyio.current_time() - held.renewed_at >= RESTORE_WITHIN * self._lease_ttl
-        if not stale and (left is None or left > 0):
-            cap, plan = self._configured(number)
-            try:
-                restored = await self._backend.restore(
-                    number,
-                    lease.token,
-                    self._owner_id,
-                    cap,
-                    self._lease_ttl,
-                    left,
-                    plan,
-                    age=sent_at - held.since,
-                    **self._session_kw,
-                )
-            except ThrottleError as exc:
-                logger.warning(
-                    "%s could not be counted again (%s)", lease, exc, extra=self._log_extra(lease)
-                )
-        if self._held.get(key) is not held:  # released meanwhile: give it back again
-            if restored is RestoreOutcome.RESTORED:
-                with contextlib.suppress(ThrottleError):
-                    await self._backend.release(number, lease.token, self._owner_id)
-            return
-        if restored is RestoreOutcome.RESTORED:
-            held.renewed_at = sent_at
-            if self._hooks:
-                self._emit(Restored(number, lease.token))
-            logger.warning(
-                "%s was lost by the backend (restart or failover) and has been counted again; "
-                "calls placed on the number meanwhile may have taken it over its cap",
-                lease,
-                extra=self._log_extra(lease),
-            )
-        else:
-            ended = restored is RestoreOutcome.ENDED
-            over = left is not None and left <= 0  # its max_hold ran out meanwhile
-            self._forget(key, held, anyio.current_time(), ended=ended, stale=stale, over=over)
-
-    def _emit_gone(self, lease: Lease, held_for: float) -> None:
-        if lease.lost_reason is not None:
-            self._emit(LeaseLost(lease.number, lease.token, lease.lost_reason))
-        else:
-            self._emit(Released(lease.number, lease.token, held_for, elsewhere=True))
-
-    def _forget(
-        self,
-        key: tuple[str, str],
-        held: _Held,
-        now: float,
-        *,
-        ended: bool = False,
-        stale: bool = False,
-        over: bool = False,
-    ) -> None:
-        """The backend no longer has a lease this throttle holds: tell released from lost.
-        ``ended``: the backend says it was ended for good (released elsewhere, reset) while
-        this throttle was cut off; ``stale``: too long without a renewal to count it again;
-        ``over``: its max_hold ran out while the backend had lost it."""
-        del self._held[key]
-        lease = held.lease
-        if ended:
-            lease._mark_released()
-            logger.info(
-                "%s was released by another process or an operator while this process was "
-                "cut off from the backend",
-                lease,
-                extra=self._log_extra(lease),
-            )
-        elif stale:
-            lease._mark_lost("expired")
-            logger.warning(
-                "%s went unrenewed for %s lease TTLs (backend outage) and is not counted again; "
-                "the call may still be up",
-                lease,
-                RESTORE_WITHIN,
-                extra=self._log_extra(lease),
-            )
-        elif held.final or over:
-            lease._mark_lost("max_hold")
-            logger.warning(
-                "%s reached max_hold and was dropped; the call may still be up",
-                lease,
-                extra=self._log_extra(lease),
-            )
-        elif self._lost_by_backend(held):
-            # Last renewed before the backend connection was replaced: the server lost it
-            # (restarted without persistence, or failed over to a replica that lacked it).
-            lease._mark_lost("backend")
-            logger.warning(
-                "%s was lost by the backend (restart or failover); the call may still be up "
-                "and the number may carry one call over its cap until it ends",
-                lease,
-                extra=self._log_extra(lease),
-            )
-        elif now - held.renewed_at >= self._lease_ttl:
-            lease._mark_lost("expired")
-            logger.warning(
-                "%s expired before it could be renewed (stalled process or backend outage); "
-                "the number may carry one call over its cap",
-                lease,
-                extra=self._log_extra(lease),
-            )
-        else:
-            # Removed while it was still live: released by another process or an operator.
-            lease._mark_released()
-        if self._hooks:
-            self._emit_gone(lease, now - held.since)
-
-
-def _status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
-    state = NumberState(str(policy.get("state", "active")))
-    remaining = _seconds(policy.get("until"))
-    if state is NumberState.COOLING and remaining is not None and remaining <= 0:
-        state, remaining = NumberState.ACTIVE, None
-    if state is NumberState.ACTIVE and "since" in policy:
-        state = NumberState.WARMING  # a carrier's cool-down during a warm-up ended
-    lowered_remaining = _seconds(policy.get("luntil"))
-    lowered = "lcap" in policy and lowered_remaining is not None and lowered_remaining > 0
-    rates = policy.get("rates")
-    return NumberStatus(
-        state=state,
-        reason=str(policy["reason"]) if "reason" in policy else None,
-        remaining=remaining,
-        cap=int(str(policy["cap"])) if "cap" in policy else None,
-        lowered_cap=int(str(policy["lcap"])) if lowered else None,
-        lowered_remaining=lowered_remaining if lowered else None,
-        rates=cast("tuple[Window, ...]", rates) if rates is not None else None,
-        warming_for=_seconds(policy.get("since")) if state is NumberState.WARMING else None,
-    )
-
-
-def _seconds(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _check_share(share: object) -> float | None:
-    if share is None:
-        return None
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-        raise InvalidArgument("degraded_share", share, "None or a fraction in (0, 1]")
-    return float(share)
-
-
-def _listed(
-    argument: str, values: object, rule: str = "a list (or other collection) of numbers"
-) -> list[object]:
-    """A collection of values (not a lone string, which would be read letter by letter)."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise InvalidArgument(argument, values, rule)
-    return list(cast("Iterable[object]", values))
-
-
-def _load_config(config: object) -> Config:
-    if config is None:
-        return Config()
-    if isinstance(config, Config):
-        return config
-    if isinstance(config, Mapping):
-        return Config.from_dict(config)
-    if isinstance(config, (str, os.PathLike)):
-        return Config.from_toml(config)
-    raise ConfigError("config", config, "a Config, a dict, or the path of a TOML file")
+        """One heartbeat now (the heartbeat task does it every ``renew_interval``)."""
+        await self._keeper.renew_all(self._line)

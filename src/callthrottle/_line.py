@@ -1,0 +1,401 @@
+"""Waiting in line for a slot: try once, wait (woken by the backend's word or at the earliest
+expiry), give up a place; the shielded clean-up of a withdrawn request is written once here."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._errors import (
+    AcquireTimeout,
+    LeaseConflict,
+    NumberUnavailable,
+    RateLimited,
+    ThrottleError,
+)
+from ._events import Queued
+from ._keeper import CLEANUP_TIMEOUT
+from ._loop import OnLoop
+from ._models import Lease
+from ._numbers import normalize_number
+from ._rates import NO_RATES, RatePlan
+from ._validate import check_limit, check_priority, check_timeout, check_token
+from .backends import AcquireResult, Outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ._hooks import Hooks
+    from ._keeper import Keeper, Key
+    from ._plans import Plans
+    from ._settings import Settings
+    from .backends import Backend
+
+__all__ = ("Line", "Waiter", "new_token")
+
+logger = logging.getLogger("callthrottle")
+
+_RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be counted again
+
+
+def new_token() -> str:
+    return os.urandom(12).hex()
+
+
+class _Request:
+    __slots__ = ("limit", "number", "rates", "token")
+
+    def __init__(self, number: str, token: str, limit: int, rates: RatePlan) -> None:
+        self.number = number
+        self.token = token
+        self.limit = limit
+        self.rates = rates
+
+
+class Waiter:
+    """One caller in line (or a pool's caller), woken by the backend's word."""
+
+    __slots__ = ("event", "fenced", "granted", "group_refusal", "queued", "rate_refusal")
+
+    def __init__(self) -> None:
+        self.granted = False
+        self.queued = False
+        self.fenced = False  # last told that the backend's fence holds every grant
+        self.event: anyio.Event | None = None
+        # The last rate window that refused it: (the window, when it admits again, local time).
+        self.rate_refusal: tuple[str, float] | None = None
+        self.group_refusal: str | None = None  # the group whose cap it last waited for
+
+    def is_granted(self) -> bool:
+        return self.granted
+
+    def wake(self, granted: bool) -> None:
+        self.granted = self.granted or granted
+        if self.event is not None:
+            self.event.set()
+
+
+def _window_name(result: AcquireResult, request: _Request) -> str:
+    if result.for_callee:
+        return f"{result.window} for callee {request.rates.callee}"
+    if result.group is not None:
+        return f"{result.window} of {result.group}"
+    return str(result.window)
+
+
+def _raise_if_refused_for_good(number: str, token: str, result: AcquireResult) -> None:
+    if result.outcome is Outcome.CONFLICT:
+        raise LeaseConflict(number, token, "already holds or waits for a slot of another owner")
+    if result.outcome is Outcome.UNAVAILABLE:
+        raise NumberUnavailable(
+            number, result.state or "unavailable", result.reason, result.retry_in
+        )
+
+
+class Line(OnLoop):
+    """This throttle's callers waiting for a slot: ``waiting`` maps (number, token), or
+    (``pool:name``, token) for a pool's caller, to each :class:`Waiter`.
+
+    :meth:`acquire` is the whole of :meth:`Throttle.acquire` on the backend (the facade only
+    adds events and the degraded fallback); a granted lease is handed to the keeper.
+    """
+
+    __slots__ = (
+        "_backend",
+        "_check_open",
+        "_drained",
+        "_fence_noted",
+        "_held",
+        "_hooks",
+        "_keeper",
+        "_known",
+        "_lease_ttl",
+        "_max_hold",
+        "_owner_id",
+        "_plans",
+        "_region",
+        "_session_kw",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        backend: Backend,
+        settings: Settings,
+        plans: Plans,
+        hooks: Hooks,
+        keeper: Keeper,
+        check_open: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self._backend = backend
+        # The settings the hot path reads, copied (they never change).
+        self._owner_id = settings.owner_id
+        self._lease_ttl = settings.lease_ttl
+        self._max_hold = settings.max_hold
+        self._session_kw = settings.session_kw
+        self._region = settings.region
+        self._plans = plans
+        self._known = plans.known  # the plan book's cache, read first
+        self._hooks = hooks
+        self._keeper = keeper
+        self._held = keeper.held  # read only: a token holding a slot may not queue again
+        self._check_open = check_open
+        self.waiting: dict[Key, Waiter] = {}
+        self._drained: anyio.Event | None = None  # set once the line is empty, at close
+        self._fence_noted = -math.inf  # when a fence was last logged (note_fence)
+
+    # -- the line as others see it ----------------------------------------------------------
+
+    def queued(self) -> list[Key]:
+        """The places in line the backend keeps (renewed with the leases)."""
+        return [key for key, waiter in self.waiting.items() if waiter.queued]
+
+    def wake(self, key: Key, granted: bool) -> None:
+        """The backend's word for one waiter: granted, or ask again."""
+        waiter = self.waiting.get(key)
+        if waiter is not None:
+            waiter.wake(granted)
+
+    def wake_all(self) -> None:
+        """Events may have been missed: every waiter asks again."""
+        for each in self.waiting.values():
+            each.wake(granted=False)
+
+    def join(self, key: Key) -> Waiter:
+        waiter = self.waiting[key] = Waiter()
+        return waiter
+
+    def forget(self, key: Key) -> None:
+        del self.waiting[key]
+        if self._drained is not None and not self.waiting:
+            self._drained.set()
+
+    async def stop(self) -> None:
+        """At close: wake every waiter (it finds the throttle closed) and let it withdraw."""
+        if not self.waiting:
+            return
+        self._drained = anyio.Event()
+        self.wake_all()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+            await self._drained.wait()
+        self._drained = None
+
+    # -- acquiring --------------------------------------------------------------------------
+    async def acquire(
+        self,
+        number: str,
+        token: str | None,
+        timeout: float | None,
+        limit: int | None,
+        callee: str | None,
+        priority: int,
+    ) -> Lease:
+        """See :meth:`Throttle.acquire`: wait in line, give the place up if it fails."""
+        number = normalize_number(number, self._region)
+        token = new_token() if token is None else check_token(token)
+        wait = check_timeout(timeout)
+        configured = self._known.get(number)
+        if configured is None:
+            configured = self._plans.configured(number)
+        cap = configured[0] if limit is None else check_limit(limit)
+        callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
+        if priority != 0 or priority.__class__ is not int:
+            priority = check_priority(priority)
+        self._check_open()
+        key = (number, token)
+        if key in self._held or key in self.waiting:
+            raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
+        rates = configured[1]
+        if priority or callee_e164 is not None or rates is not NO_RATES:
+            rates = self._plans.for_call(rates, callee_e164, priority)
+        if self._keeper.restoring is not None and wait != 0:
+            wait = await self._let_restore(wait)
+        waiter = self.waiting[key] = Waiter()
+        try:
+            if wait == 0:
+                granted = await self._try_once(number, token, cap, rates)
+            elif wait is None:  # no deadline: no cancel scope needed
+                granted = await self._wait_in_line(_Request(number, token, cap, rates), waiter)
+            else:
+                granted = False
+                with self._cancel_scope(deadline=self._now() + wait):
+                    granted = await self._wait_in_line(_Request(number, token, cap, rates), waiter)
+                if not granted:
+                    await self.abandon(number, token)
+        except (LeaseConflict, NumberUnavailable, RateLimited) as exc:
+            if isinstance(exc, NumberUnavailable) and waiter.queued:
+                await self.abandon(number, token)
+            self.forget(key)  # nothing else was written
+            raise
+        except BaseException:
+            await self.abandon(number, token)
+            self.forget(key)
+            raise
+        del self.waiting[key]  # self.forget(key), inlined: the hot path
+        if self._drained is not None and not self.waiting:
+            self._drained.set()
+        if not granted:
+            if waiter.rate_refusal is not None:
+                window, admits_at = waiter.rate_refusal
+                retry_after = max(admits_at - self._now(), 0.0)
+                raise RateLimited(number, wait, window, retry_after)
+            refused_by = "fence" if waiter.fenced else waiter.group_refusal or "cap"
+            raise AcquireTimeout(number, wait, refused_by)
+        lease = Lease(number, token, self._owner_id)
+        self._keeper.take(key, lease)
+        return lease
+
+    async def _let_restore(self, wait: float | None) -> float | None:
+        """Wait (within the caller's ``wait``, at most ``_RESTORE_GRACE`` seconds) while this
+        throttle counts again the leases a replaced backend connection may have lost, so its
+        own new calls do not take their slots first; return what is left of ``wait``."""
+        restoring = self._keeper.restoring
+        assert restoring is not None
+        started = self._now()
+        bound = _RESTORE_GRACE if wait is None else min(wait, _RESTORE_GRACE)
+        with anyio.move_on_after(bound):
+            await restoring.wait()
+        return None if wait is None else max(wait - (self._now() - started), 0.0)
+
+    def _ask(self, request: _Request, enqueue: bool) -> Awaitable[AcquireResult]:
+        return self._backend.acquire(
+            request.number,
+            request.token,
+            self._owner_id,
+            request.limit,
+            self._lease_ttl,
+            self._max_hold,
+            enqueue,
+            request.rates,
+            **self._session_kw,
+        )
+
+    async def _try_once(self, number: str, token: str, cap: int, rates: RatePlan) -> bool:
+        result = await self._backend.acquire(
+            number,
+            token,
+            self._owner_id,
+            cap,
+            self._lease_ttl,
+            self._max_hold,
+            False,
+            rates,
+            **self._session_kw,
+        )
+        outcome = result.outcome
+        if outcome is Outcome.GRANTED:
+            return True
+        if result.fenced:
+            self.note_fence(result)
+            refused = AcquireTimeout(number, 0, "fence")
+            refused.retry_after = result.retry_in
+            raise refused
+        _raise_if_refused_for_good(number, token, result)
+        if outcome is Outcome.RATE_LIMITED:
+            window = _window_name(result, _Request(number, token, cap, rates))
+            raise RateLimited(number, 0, window, result.retry_in or 0.0)
+        if outcome is Outcome.GROUP_FULL:
+            raise AcquireTimeout(number, 0, result.group or "group")
+        return False
+
+    async def _wait_in_line(self, request: _Request, waiter: Waiter) -> bool:
+        while True:
+            # Armed before asking: a word that arrives while the ask is on its way back (the
+            # reply, decided earlier, still says "queued") wakes the sleep below at once.
+            waiter.event = event = self._new_event()
+            result = await self._ask(request, True)
+            self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
+            if result.outcome is Outcome.GRANTED:
+                return True
+            _raise_if_refused_for_good(request.number, request.token, result)
+            waiter.fenced = result.fenced
+            if result.outcome is Outcome.RATE_LIMITED:
+                # Out of the line (nothing counted): ask again when the window has room.
+                waiter.queued = False
+                delay = result.retry_in or 0.0
+                waiter.rate_refusal = (_window_name(result, request), self._now() + delay)
+            elif result.outcome is Outcome.GROUP_FULL:
+                # Registered as a waiter of the group (not in the number's line): woken when a
+                # slot of the group frees, or at its earliest lease expiry; asking again keeps
+                # the registration alive.
+                waiter.queued = False
+                waiter.rate_refusal = None
+                waiter.group_refusal = result.group
+                retry_in = self._lease_ttl / 2 if result.retry_in is None else result.retry_in
+                delay = min(retry_in + 0.001, self._lease_ttl / 2)
+            else:
+                if result.fenced:
+                    self.note_fence(result)
+                if not waiter.queued and self._hooks.installed:
+                    self._hooks.emit(Queued(request.number, request.token))
+                waiter.queued = True
+                waiter.rate_refusal = None
+                if waiter.is_granted():
+                    return True
+                # Sleep until notified, or until the earliest lease could expire (a crashed
+                # holder's slot frees without any release); then ask again, which also settles
+                # expiries.
+                delay = math.inf if result.retry_in is None else result.retry_in + 0.001
+            if delay == math.inf:
+                await event.wait()
+            else:
+                with self._cancel_scope(deadline=self._now() + delay):
+                    await event.wait()
+            if waiter.is_granted():
+                return True
+
+    def note_fence(self, result: AcquireResult) -> None:
+        """Say once per fence (at most once a lease TTL) why new calls wait."""
+        now = self._now()
+        if now - self._fence_noted < self._lease_ttl:
+            return
+        self._fence_noted = now
+        logger.warning(
+            "the backend admits no new call for %.1f s: it may have lost the calls in progress "
+            "(a Redis restart, failover or flush), and waits until their holders have counted "
+            "them again",
+            result.retry_in or 0.0,
+            extra={"owner": self._owner_id},
+        )
+
+    async def abandon(self, number: str, token: str) -> None:
+        """Leave the line and give back any slot granted meanwhile; never raises."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT) as scope:
+            try:
+                await self._backend.abandon(number, token, self._owner_id)
+            except ThrottleError as exc:
+                logger.warning(
+                    "could not withdraw request %s on %s (%s); it lapses within %s s",
+                    token,
+                    number,
+                    exc,
+                    self._lease_ttl,
+                    extra={"number": number, "token": token, "owner": self._owner_id},
+                )
+        if scope.cancelled_caught:
+            logger.warning(
+                "withdrawing request %s on %s timed out; it lapses within %s s",
+                token,
+                number,
+                self._lease_ttl,
+                extra={"number": number, "token": token, "owner": self._owner_id},
+            )
+
+    async def leave_pool(self, pool: str, token: str) -> None:
+        """Leave the line of ``pool``; never raises."""
+        with self._cancel_scope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+            try:
+                await self._backend.pool_leave(pool, token, self._owner_id)
+            except ThrottleError as exc:
+                logger.warning(
+                    "could not leave the line of pool %s (%s); it lapses within %s s",
+                    pool,
+                    exc,
+                    self._lease_ttl,
+                    extra={"pool": pool, "token": token, "owner": self._owner_id},
+                )

@@ -1,0 +1,225 @@
+"""Taking a slot from a pool of numbers: a pick on the pool, then its fallbacks, then waiting
+on the pool's line (the throttle's line, keyed ``pool:name``) until a number frees up."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._errors import LeaseConflict, PoolExhausted
+from ._events import Cancelled, Queued, refusal
+from ._line import new_token
+from ._loop import OnLoop
+from ._models import Lease
+from ._numbers import locality, normalize_number
+from ._pools import check_strategy
+from ._settings import listed
+from ._validate import check_pool, check_priority, check_timeout, check_token
+from .backends import Outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from ._hooks import Hooks
+    from ._keeper import Keeper
+    from ._line import Line
+    from ._plans import Plans
+    from ._rates import RatePlan
+    from ._settings import Settings
+    from .backends import Backend
+
+__all__ = ("Pools",)
+
+logger = logging.getLogger("callthrottle")
+
+_PICK_TRIES = 16  # numbers a pick looks at, at most: its cost does not grow with the pool
+_POOL_POLL = 0.25  # a caller waiting on a pool looks again at least this often (seconds)
+
+
+class Pools(OnLoop):
+    """What :class:`~callthrottle.Throttle`'s pool methods do (their docstrings are there)."""
+
+    __slots__ = (
+        "_backend",
+        "_check_open",
+        "_hooks",
+        "_keeper",
+        "_lease_ttl",
+        "_line",
+        "_max_hold",
+        "_owner_id",
+        "_plans",
+        "_region",
+        "_session_kw",
+    )
+
+    def __init__(
+        self,
+        backend: Backend,
+        settings: Settings,
+        plans: Plans,
+        hooks: Hooks,
+        line: Line,
+        keeper: Keeper,
+        check_open: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self._backend = backend
+        self._owner_id = settings.owner_id
+        self._lease_ttl = settings.lease_ttl
+        self._max_hold = settings.max_hold
+        self._session_kw = settings.session_kw
+        self._region = settings.region
+        self._plans = plans
+        self._hooks = hooks
+        self._line = line
+        self._keeper = keeper
+        self._check_open = check_open
+
+    async def publish(self) -> None:
+        """At open: publish the configured pools' numbers."""
+        for name, numbers in self._plans.configured_pools():
+            await self._backend.pool_update(name, self._plans.specs(numbers), ())
+
+    async def add(self, pool: str, numbers: Iterable[str]) -> int:
+        pool = check_pool(pool)
+        checked = [normalize_number(n, self._region) for n in listed("numbers", numbers)]
+        self._check_open()
+        return await self._backend.pool_update(pool, self._plans.specs(checked), ())
+
+    async def remove(self, pool: str, numbers: Iterable[str]) -> int:
+        pool = check_pool(pool)
+        checked = [normalize_number(n, self._region) for n in listed("numbers", numbers)]
+        self._check_open()
+        return await self._backend.pool_update(pool, {}, checked)
+
+    async def members(self, pool: str) -> list[str]:
+        pool = check_pool(pool)
+        self._check_open()
+        return await self._backend.pool_members(pool)
+
+    async def acquire_from(
+        self,
+        pool: str,
+        token: str | None,
+        timeout: float | None,
+        callee: str | None,
+        priority: int,
+        strategy: str | None,
+    ) -> Lease:
+        """See :meth:`Throttle.acquire_from`."""
+        pool = check_pool(pool)
+        token = new_token() if token is None else check_token(token)
+        wait = check_timeout(timeout)
+        callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
+        priority = check_priority(priority)
+        chosen = None if strategy is None else check_strategy(strategy)
+        self._check_open()
+        chain = self._plans.pool_chain(pool)
+        call = self._plans.for_pick(callee_e164, priority)
+        near = ("", "") if callee_e164 is None else locality(callee_e164)
+        started = self._now()
+        deadline = None if wait is None else started + wait
+        key = (f"pool:{pool}", token)
+        if key in self._line.waiting:
+            raise LeaseConflict(pool, token, "already waits for a slot of this pool")
+        waiter = self._line.join(key)
+        in_line = False
+        try:
+            while True:
+                earliest: float | None = None
+                # Armed before picking: a nudge that comes while a pick is on its way back
+                # wakes the wait below at once.
+                waiter.event = event = self._new_event()
+                for index, name in enumerate(chain):
+                    settings = self._plans.pool(name)
+                    how = chosen or settings.strategy
+                    # Only the pool asked for keeps a line; its fallbacks are tried in passing.
+                    queue = wait != 0 and index == 0
+                    picked = await self._pick(
+                        name, token, how, call, near, settings.sticky_ttl, queue
+                    )
+                    if isinstance(picked, Lease):
+                        in_line = in_line and index != 0  # a slot of the pool took it out
+                        if self._hooks.installed:
+                            self._hooks.admitted(picked, self._now() - started)
+                        return picked
+                    if queue and not in_line and self._hooks.installed:
+                        self._hooks.emit(Queued(f"pool:{name}", token))
+                    in_line = in_line or queue
+                    if picked is not None and (earliest is None or picked < earliest):
+                        earliest = picked
+                now = self._now()
+                if wait == 0 or (deadline is not None and now >= deadline):
+                    exhausted = PoolExhausted(pool, wait, tuple(chain), earliest)
+                    if self._hooks.installed:
+                        self._hooks.emit(refusal(key[0], exhausted, now - started))
+                    raise exhausted
+                # Woken (first in line) when a lease picked from the pool is released or the
+                # line moves, in any process; looks again at the earliest expiry reported, and
+                # every _POOL_POLL seconds anyway (leases given back otherwise, or expired).
+                delay = _POOL_POLL if earliest is None else min(earliest + 0.001, _POOL_POLL)
+                if deadline is not None:
+                    delay = min(delay, deadline - now)
+                with self._cancel_scope(deadline=now + delay):
+                    await event.wait()
+        except anyio.get_cancelled_exc_class():
+            if self._hooks.installed:
+                self._hooks.emit(Cancelled(key[0], self._now() - started))
+            raise
+        finally:
+            del self._line.waiting[key]
+            if in_line:
+                await self._line.leave_pool(pool, token)
+
+    async def _pick(
+        self,
+        pool: str,
+        token: str,
+        strategy: str,
+        call: RatePlan,
+        near: tuple[str, str],
+        sticky_ttl: float,
+        queue: bool,
+    ) -> Lease | float | None:
+        """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
+        with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
+            result = await self._backend.pick(
+                pool, token, self._owner_id, self._lease_ttl, self._max_hold, strategy,
+                _PICK_TRIES, call, near, sticky_ttl, queue, **self._session_kw,
+            )  # fmt: skip
+        if result.outcome is Outcome.CONFLICT:
+            raise LeaseConflict(
+                result.number or "", token, "already holds a slot (on a number of the pool)"
+            )
+        if result.outcome is not Outcome.GRANTED or result.number is None:
+            if result.fenced:  # the server may have lost the pool's numbers with its data
+                await self._publish_lost_pool(pool)
+            return result.retry_in
+        lease = Lease(result.number, token, self._owner_id)
+        lease.pool = pool
+        self._keeper.take((result.number, token), lease)
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            await self._keeper.release(lease)  # cancelled as the slot came: give it back
+            raise
+        return lease
+
+    async def _publish_lost_pool(self, pool: str) -> None:
+        """Publish again ``pool``'s configured numbers if the backend has none of them, once it
+        said it may have lost its data (a Redis restart, failover or flush: a pick refused by
+        the fence). (A pool emptied on purpose just before such a loss is filled again from
+        the configuration.)"""
+        numbers = self._plans.pool_numbers(pool)
+        if not numbers or await self._backend.pool_members(pool):
+            return
+        await self._backend.pool_update(pool, self._plans.specs(numbers), ())
+        logger.warning(
+            "pool %s had no number left on the backend (it lost its data?): its configured "
+            "numbers were published again",
+            pool,
+            extra={"owner": self._owner_id},
+        )

@@ -1,0 +1,141 @@
+"""A throttle's options, validated once: every part reads them from here."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
+
+from ._config import Config, ConfigError
+from ._errors import InvalidArgument
+from ._health import DEFAULT_FEEDBACK
+from ._numbers import check_region
+from ._validate import (
+    check_feedback,
+    check_flag,
+    check_limit,
+    check_max_hold,
+    check_owner,
+    check_session,
+    check_ttl,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ("Settings", "check_session_options", "listed", "load_config")
+
+
+class Settings:
+    """The validated options of one throttle (see :class:`~callthrottle.Throttle`), read only.
+
+    Built before anything else so that bad input is refused before anything is made.
+    """
+
+    __slots__ = (
+        "config",
+        "default_limit",
+        "degraded_share",
+        "feedback",
+        "final",
+        "keepalive",
+        "lease_ttl",
+        "max_hold",
+        "owner_id",
+        "region",
+        "renew_interval",
+        "restore_leases",
+        "session",
+        "session_kw",
+    )
+
+    def __init__(
+        self,
+        *,
+        default_limit: object,
+        lease_ttl: object,
+        max_hold: object,
+        owner_id: object,
+        renew_interval: object,
+        default_region: object,
+        feedback: object,
+        config: object,
+        degraded_share: object,
+        restore_leases: object,
+        session: object,
+        keepalive: object,
+    ) -> None:
+        self.session, self.keepalive = check_session_options(session, owner_id, keepalive)
+        if self.session is not None:
+            owner_id = self.session
+        # Passed on to the backend only for a session: a backend that knows no sessions still
+        # serves every other throttle.
+        self.session_kw: dict[str, bool] = {} if session is None else {"session": True}
+        self.config = load_config(config)
+        self.default_limit = check_limit(default_limit, "default_limit")
+        self.region = check_region(default_region) or self.config.default_region
+        self.feedback = {**DEFAULT_FEEDBACK, **self.config.feedback, **check_feedback(feedback)}
+        self.lease_ttl = check_ttl(lease_ttl)
+        self.max_hold = check_max_hold(max_hold)
+        self.owner_id = default_owner_id() if owner_id is None else check_owner(owner_id)
+        if renew_interval is None:
+            self.renew_interval = self.lease_ttl / 3
+        else:
+            self.renew_interval = check_ttl(renew_interval, "renew_interval")
+            if self.renew_interval >= self.lease_ttl:
+                raise InvalidArgument(
+                    "renew_interval", renew_interval, f"shorter than lease_ttl ({lease_ttl})"
+                )
+        self.degraded_share = check_share(degraded_share)
+        self.restore_leases = check_flag(restore_leases, "restore_leases")
+        # Every lease's max_hold ends it before its first renewal.
+        self.final = self.max_hold is not None and self.max_hold <= self.lease_ttl
+
+
+def check_session_options(
+    session: object, owner_id: object, keepalive: object
+) -> tuple[str | None, bool]:
+    """The session's name (None: no session) and whether the heartbeat keeps it alive."""
+    name = None if session is None else check_session(session)
+    if name is not None and owner_id is not None and owner_id != name:
+        raise InvalidArgument(
+            "owner_id", owner_id, f"None or the session's name ({name!r}): it is the owner id"
+        )
+    if not check_flag(keepalive, "keepalive") and name is None:
+        raise InvalidArgument("keepalive", keepalive, "True unless a session is given")
+    return name, bool(keepalive)
+
+
+def default_owner_id() -> str:
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-._") or "host"
+    return f"{host}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def check_share(share: object) -> float | None:
+    if share is None:
+        return None
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise InvalidArgument("degraded_share", share, "None or a fraction in (0, 1]")
+    return float(share)
+
+
+def listed(
+    argument: str, values: object, rule: str = "a list (or other collection) of numbers"
+) -> list[object]:
+    """A collection of values (not a lone string, which would be read letter by letter)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise InvalidArgument(argument, values, rule)
+    return list(cast("Iterable[object]", values))
+
+
+def load_config(config: object) -> Config:
+    if config is None:
+        return Config()
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return Config.from_dict(config)
+    if isinstance(config, (str, os.PathLike)):
+        return Config.from_toml(config)
+    raise ConfigError("config", config, "a Config, a dict, or the path of a TOML file")
