@@ -7,7 +7,7 @@ the rule it broke, and nothing is applied from a configuration with an error in 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -134,7 +134,6 @@ class Config:
     numbers: Mapping[str, NumberSettings] = field(default_factory=lambda: _frozen({}))
     feedback: Mapping[str, Reaction] = field(default_factory=lambda: _frozen({}))
     pools: Mapping[str, PoolSettings] = field(default_factory=lambda: _frozen({}))
-    _homes: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def _profile_of(self, number: str) -> tuple[NumberSettings | None, Profile | None]:
         settings = self.numbers.get(number)
@@ -169,36 +168,9 @@ class Config:
             return f"k:{settings.trunk}"
         return "*" if self.callee_windows else number
 
-    def cluster_tag_for(self, number: str) -> str:
-        """The hash tag of ``number``'s keys on Redis Cluster: :meth:`tag_for`, except that a
-        number that would be its own tag takes the first configured pool that lists it
-        (``p:<pool>``), since a pick uses the keys of the pool and of its numbers together."""
-        tag = self.tag_for(number)
-        if tag != number:
-            return tag
-        home = self._home_pool(number)
-        return number if home is None else f"p:{home}"
-
-    def _home_pool(self, number: str) -> str | None:
-        homes = self._homes
-        if not homes and self.pools:
-            for name, pool in self.pools.items():
-                for member in pool.numbers:
-                    homes.setdefault(member, name)
-        return homes.get(number)
-
-    def pool_tag(self, pool: str) -> str:
-        """The hash tag of ``pool``'s own keys on Redis Cluster: the tag its configured numbers
-        share, else the one every number gets (a default tenant, or callee windows), else the
-        pool's own."""
-        settings = self.pools.get(pool)
-        if settings is not None and settings.numbers:
-            tags = {self.cluster_tag_for(number) for number in settings.numbers}
-            if len(tags) == 1:
-                return tags.pop()
-        if self.default_tenant is not None:
-            return f"t:{self.default_tenant}"
-        return "*" if self.callee_windows else f"p:{pool}"
+    def pool_numbers(self) -> Mapping[str, Sequence[str]]:
+        """The configured pools' numbers, pool by pool in the order configured."""
+        return {name: pool.numbers for name, pool in self.pools.items()}
 
     def group_named(self, kind: str, name: str) -> tuple[GroupPlan, str] | None:
         """The trunk or tenant called ``name``, with the hash tag of its numbers; or None."""

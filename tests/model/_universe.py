@@ -9,9 +9,13 @@ pools, the first falling back on the second.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from callthrottle._pools import MemberSpec
 from callthrottle._rates import DAY, NO_RATES, GroupPlan, RatePlan, Window
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 PLAIN, RATED, TRUNKED, TENANTED, SMALL = (f"+8657188880{i:03d}" for i in range(1, 6))
 NUMBERS = (PLAIN, RATED, TRUNKED, TENANTED, SMALL)
@@ -55,11 +59,8 @@ class Layout:
     def groups_for(self, number: str) -> tuple[GroupPlan, ...]:
         return PLANS[number].groups
 
-    def cluster_tag_for(self, number: str) -> str:
-        return self.tag_for(number)
-
-    def pool_tag(self, pool: str) -> str:
-        return f"p:{pool}"
+    def pool_numbers(self) -> Mapping[str, Sequence[str]]:
+        return {}  # the model runs on a single server: no Cluster placement to work out
 
 
 LAYOUT = Layout()

@@ -53,12 +53,9 @@ class Layout(Protocol):
         """The groups whose limits apply to the number, in a fixed order."""
         ...
 
-    def cluster_tag_for(self, number: str) -> str:
-        """The hash tag of the number's keys on Redis Cluster (see ``Config.cluster_tag_for``)."""
-        ...
-
-    def pool_tag(self, pool: str) -> str:
-        """The hash tag of the pool's own keys on Redis Cluster (its numbers must share it)."""
+    def pool_numbers(self) -> Mapping[str, Sequence[str]]:
+        """The configured pools' numbers, pool by pool in the order configured (where a Redis
+        Cluster puts a pool and its numbers, see ``backends/_keys.py``)."""
         ...
 
 
@@ -71,11 +68,8 @@ class _OwnTags:
     def groups_for(self, number: str) -> tuple[GroupPlan, ...]:
         return ()
 
-    def cluster_tag_for(self, number: str) -> str:
-        return number
-
-    def pool_tag(self, pool: str) -> str:
-        return f"p:{pool}"
+    def pool_numbers(self) -> Mapping[str, Sequence[str]]:
+        return {}
 
 
 OWN_TAGS: Layout = _OwnTags()

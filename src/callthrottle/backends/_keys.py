@@ -32,11 +32,11 @@ class KeySpace:
     """The keys and channels of one key prefix, on one server (or Sentinel) or on a Cluster.
 
     :param prefix: prefix of every key and channel
-    :param cluster: on a Cluster, a number takes its Cluster hash tag (see
-        ``Layout.cluster_tag_for``), a pool its own, and events go to shard channels
+    :param cluster: on a Cluster, a number and its pools must share a hash tag (see
+        :meth:`tag_of`, :meth:`pool_tag`), and events go to shard channels
     """
 
-    __slots__ = ("_keys", "_shards", "channels", "cluster", "layout", "prefix")
+    __slots__ = ("_homes", "_keys", "_shards", "channels", "cluster", "layout", "prefix")
 
     def __init__(self, prefix: str, *, cluster: bool) -> None:
         if not isinstance(cast("object", prefix), str) or "{" in prefix or "}" in prefix:
@@ -50,19 +50,34 @@ class KeySpace:
         self.layout: Layout = OWN_TAGS
         self._keys: dict[str, list[str]] = {}  # number -> its keys
         self._shards: dict[str, str] = {}  # number -> its shard channels' prefix (Cluster)
+        self._homes: dict[str, str] | None = None  # number -> first configured pool listing it
 
     def use(self, layout: Layout) -> None:
         self.layout = layout
         self._keys.clear()
         self._shards.clear()
+        self._homes = None
 
     # -- numbers and groups --------------------------------------------------------------------
 
     def tag_of(self, number: str) -> str:
-        """The hash tag of ``number``'s keys."""
-        if self.cluster:
-            return self.layout.cluster_tag_for(number)
-        return self.layout.tag_for(number)
+        """The hash tag of ``number``'s keys: the layout's (``Config.tag_for``); on a Cluster,
+        a number that would be its own tag takes the first configured pool that lists it
+        (``p:<pool>``), since a pick uses the keys of the pool and of its numbers together."""
+        tag = self.layout.tag_for(number)
+        if not self.cluster or tag != number:
+            return tag
+        home = self._home_pool(number)
+        return number if home is None else f"p:{home}"
+
+    def _home_pool(self, number: str) -> str | None:
+        homes = self._homes
+        if homes is None:
+            homes = self._homes = {}
+            for name, numbers in self.layout.pool_numbers().items():
+                for member in numbers:
+                    homes.setdefault(member, name)
+        return homes.get(number)
 
     def number_keys(self, number: str) -> list[str]:
         """The KEYS of the functions on one number: H Q W M P R, C (the callee log's place: R,
@@ -93,7 +108,18 @@ class KeySpace:
     # -- pools ---------------------------------------------------------------------------------
 
     def pool_tag(self, pool: str) -> str:
-        return self.layout.pool_tag(pool) if self.cluster else f"p:{pool}"
+        """The hash tag of ``pool``'s own keys. On a Cluster: the tag its configured numbers
+        share, else the one every number gets (a default tenant, or callee windows: the tag an
+        unconfigured number gets, asked with a name no number can have), else its own."""
+        own = f"p:{pool}"
+        if not self.cluster:
+            return own
+        numbers = self.layout.pool_numbers().get(pool)
+        if numbers:
+            tags = {self.tag_of(number) for number in numbers}
+            if len(tags) == 1:
+                return tags.pop()
+        return self.layout.tag_for(own)
 
     def pool_keys(self, pool: str) -> list[str]:
         """PM PL PO PC PS (see ``pick.lua``)."""
