@@ -162,7 +162,7 @@ def test_the_graph_sees_the_package() -> None:
         graph
     )
     assert "callthrottle._throttle" in graph["callthrottle"]
-    assert "callthrottle._config" in graph["callthrottle._throttle"]
+    assert "callthrottle._line" in graph["callthrottle._throttle"]
     assert "callthrottle.cli._app" in graph["callthrottle.cli"]  # imported inside main()
 
 
