@@ -26,7 +26,7 @@ from ._models import Holder, Lease, ReleaseOutcome, Usage, WindowUsage
 from ._operator import Operator
 from ._plans import Plans
 from ._pooling import Pools
-from ._settings import Settings, check_session_options, listed, load_config
+from ._settings import Settings, check_session_options, listed
 from ._url import backend_from_url
 from .backends import Backend, ReleaseState
 
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 __all__ = ("Throttle",)
 
 logger = logging.getLogger("callthrottle")
-
-#: ``blocking.py`` reads a configuration with it.
-_load_config = load_config
 
 _OUTCOMES: dict[int, ReleaseOutcome] = {
     ReleaseState.RELEASED: ReleaseOutcome.RELEASED,

@@ -49,7 +49,7 @@ from ._errors import (
 from ._models import Lease, ReleaseOutcome
 from ._numbers import check_region, normalize_number
 from ._rates import NO_RATES, RatePlan, utc_offset
-from ._throttle import _load_config
+from ._settings import load_config
 from ._validate import (
     check_limit,
     check_max_hold,
@@ -98,7 +98,7 @@ class SessionClient:
         key_prefix: str = "callthrottle:",
         default_region: str | None = None,
     ) -> None:
-        self._config = _load_config(config)
+        self._config = load_config(config)
         self._session = check_session(session)
         self._region = check_region(default_region) or self._config.default_region
         self._default_limit = check_limit(default_limit, "default_limit")
