@@ -71,6 +71,7 @@ SYNC_MODULES = frozenset(
         "test_admin",
         "test_callee",
         "test_capacity",
+        "test_closing",
         "test_fifo",
         "test_groups",
         "test_health",

@@ -112,8 +112,12 @@ class Keeper(OnLoop):
 
     # -- releasing -------------------------------------------------------------------------
 
-    async def release(self, lease: Lease) -> int:
-        """Give ``lease`` back (see :meth:`Throttle.release`); the backend's ReleaseState."""
+    async def release(self, lease: Lease, *, closing: bool = False) -> int:
+        """Give ``lease`` back (see :meth:`Throttle.release`); the backend's ReleaseState.
+
+        ``closing``: give back a lease this throttle took even though it is closing (or
+        closed), which refuses every other call.
+        """
         if not isinstance(cast("object", lease), Lease):
             raise InvalidArgument("lease", lease, "a Lease")
         number, token = lease.number, lease.token
@@ -125,7 +129,8 @@ class Keeper(OnLoop):
             number = normalize_number(number, self._settings.region)
             token = check_token(token)
         key = (number, token)
-        self._check_open()
+        if not closing:
+            self._check_open()
         pool = lease.pool
         if pool is None and (mine := self.held.get(key)) is not None:
             pool = mine.lease.pool
@@ -170,7 +175,7 @@ class Keeper(OnLoop):
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
             for item in held:
                 try:
-                    await self.release(item.lease)
+                    await self.release(item.lease, closing=True)
                 except ThrottleError as exc:
                     logger.warning(
                         "could not release %s at close (%s); it expires within %s s",

@@ -346,6 +346,9 @@ class Line(OnLoop):
             else:
                 with self._cancel_scope(deadline=self._now() + delay):
                     await event.wait()
+            # Woken at close (or granted as it began): give up, and withdraw the request (a
+            # slot granted meanwhile with it), rather than take a lease nobody would renew.
+            self._check_open()
             if waiter.is_granted():
                 return True
 

@@ -149,6 +149,7 @@ class Pools(OnLoop):
                     if queue and not in_line and self._hooks.installed:
                         self._hooks.emit(Queued(f"pool:{name}", token))
                     in_line = in_line or queue
+                    self._check_open()  # closed meanwhile: give up (leaving the line below)
                     if picked is not None and (earliest is None or picked < earliest):
                         earliest = picked
                 now = self._now()
@@ -165,14 +166,19 @@ class Pools(OnLoop):
                     delay = min(delay, deadline - now)
                 with self._cancel_scope(deadline=now + delay):
                     await event.wait()
+                self._check_open()  # woken at close: give up, as a number's waiter does
         except anyio.get_cancelled_exc_class():
             if self._hooks.installed:
                 self._hooks.emit(Cancelled(key[0], self._now() - started))
             raise
         finally:
-            del self._line.waiting[key]
-            if in_line:
-                await self._line.leave_pool(pool, token)
+            try:
+                if in_line:
+                    await self._line.leave_pool(pool, token)
+            finally:
+                # Once out of the pool's line: closing waits for every waiter to be gone
+                # before it gives the slots back and closes the backend.
+                self._line.forget(key)
 
     async def _pick(
         self,
@@ -203,8 +209,10 @@ class Pools(OnLoop):
         self._keeper.take((result.number, token), lease)
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
+            self._check_open()  # closed as the slot came: no lease is taken once closing
         except BaseException:
-            await self._keeper.release(lease)  # cancelled as the slot came: give it back
+            # Cancelled or closed as the slot came: give it back (also when closed).
+            await self._keeper.release(lease, closing=True)
             raise
         return lease
 

@@ -70,7 +70,8 @@ class Throttle:
     process, and are woken by notification when a slot frees up.
 
     The throttle must be entered (``async with``) before use; leaving it gives back the leases
-    it still holds (not a session's: see ``session``).
+    it still holds (not a session's: see ``session``), and its callers still waiting for a slot
+    (on a number or a pool) give up at once with :class:`ThrottleError`.
 
     **Sessions.** A process that cannot renew its leases (a call server's script that holds
     the interpreter between calls, a webhook or AGI script that exits once it placed the call)
@@ -347,11 +348,13 @@ class Throttle:
         stack, self._stack = self._stack, None
         if stack is None:
             return
+        self._task_group = None  # closed: callers in line give up, nobody new is let in
         try:
+            # The waiters first: each withdraws from its line before a slot is given back
+            # below, so none of them is handed a slot once the throttle is closing.
+            await self._line.stop()
             await self._keeper.release_all()
         finally:
-            self._task_group = None
-            await self._line.stop()
             await stack.aclose()
 
     def _check_open(self) -> None:
