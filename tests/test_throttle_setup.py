@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -99,3 +100,34 @@ def test_default_region_must_be_a_region_code(region: object) -> None:
 def test_bad_feedback_configuration(feedback: dict[Any, Any], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         Throttle.from_url("memory://", feedback=feedback)
+
+
+def test_an_owner_id_too_long_for_degraded_mode_is_refused_before_the_layout_changes() -> None:
+    """Regression test: the in-process fallback's owner id (``<owner_id>:degraded``) was
+    checked after the backend took the new throttle's layout, so a refused throttle had
+    already moved the keys of a backend other throttles share."""
+    backend = RedisBackend.from_url("redis://localhost:1")  # never connected
+    tenant = {"tenants": {"a": {"cap": 5}}, "numbers": {"+8657188880001": {"tenant": "a"}}}
+    Throttle(backend, config=tenant)
+    keys = backend.keys_for("+8657188880001")
+    assert "{t:a}" in keys[0]
+    with pytest.raises(InvalidArgument, match=r"owner_id must be at most 247 characters with"):
+        Throttle(backend, owner_id="x" * 250, degraded_share=0.5)
+    assert backend.keys_for("+8657188880001") == keys
+    Throttle(backend, owner_id="x" * 247, degraded_share=0.5)  # the longest that fits
+
+
+async def test_a_slot_block_that_ends_after_close_gave_its_lease_back_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Close gives back every lease it holds: a ``slot()`` block that ends afterwards finds
+    its lease released, and has no failure to report."""
+    throttle = Throttle(MemoryBackend())
+    async with throttle:
+        block = throttle.slot("+8657188880001")
+        lease = await block.__aenter__()
+    assert lease.released
+    caplog.clear()  # close's own warning: it gave a lease back
+    with caplog.at_level(logging.WARNING, logger="callthrottle"):
+        await block.__aexit__(None, None, None)
+    assert caplog.records == []

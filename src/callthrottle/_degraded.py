@@ -10,6 +10,7 @@ from ._events import LeaseLost, Released
 from ._loop import OnLoop
 from ._models import Lease, ReleaseOutcome
 from ._numbers import normalize_number
+from ._settings import DEGRADED_SUFFIX
 from .backends import MemoryBackend
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Degraded(OnLoop):
             default_limit=settings.default_limit,
             lease_ttl=settings.lease_ttl,
             max_hold=settings.max_hold,
-            owner_id=f"{settings.owner_id}:degraded",
+            owner_id=settings.owner_id + DEGRADED_SUFFIX,
             config=settings.config,
             default_region=settings.region,
         )

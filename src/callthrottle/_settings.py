@@ -12,6 +12,9 @@ from ._errors import InvalidArgument
 from ._health import DEFAULT_FEEDBACK
 from ._numbers import check_region
 from ._validate import (
+    _MAX_KEY_LENGTH as MAX_KEY_LENGTH,
+)
+from ._validate import (
     check_feedback,
     check_flag,
     check_limit,
@@ -23,6 +26,9 @@ from ._validate import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+#: What the in-process fallback of degraded mode adds to the throttle's owner id.
+DEGRADED_SUFFIX = ":degraded"
 
 __all__ = ("Settings", "check_session_options", "listed", "load_config")
 
@@ -88,6 +94,17 @@ class Settings:
                     "renew_interval", renew_interval, f"shorter than lease_ttl ({lease_ttl})"
                 )
         self.degraded_share = check_share(degraded_share)
+        if (
+            self.degraded_share is not None
+            and len(self.owner_id) + len(DEGRADED_SUFFIX) > MAX_KEY_LENGTH
+        ):
+            # The in-process fallback's owner id is this one with the suffix.
+            raise InvalidArgument(
+                "owner_id",
+                self.owner_id,
+                f"at most {MAX_KEY_LENGTH - len(DEGRADED_SUFFIX)} characters with degraded_share "
+                f"(the fallback's owner id adds {DEGRADED_SUFFIX!r})",
+            )
         self.restore_leases = check_flag(restore_leases, "restore_leases")
         # Every lease's max_hold ends it before its first renewal.
         self.final = self.max_hold is not None and self.max_hold <= self.lease_ttl

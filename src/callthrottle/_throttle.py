@@ -175,13 +175,13 @@ class Throttle:
         for hook in listed("hooks", hooks, "a list (or other collection) of callables"):
             self.add_hook(cast("Hook", hook))
         self._backend = backend
-        backend.use_layout(settings.config)  # once every option was checked
         self._close_backend = close_backend
         self._config = settings.config  # (the configuration, as it was read)
         plans = self._plans = Plans(settings.config, settings.default_limit)
         self._degraded: Degraded | None = None
         if settings.degraded_share is not None:
             self._degraded = Degraded(Throttle, settings, plans, self._hooks)
+        backend.use_layout(settings.config)  # once every option was checked
         check_open = self._check_open
         self._keeper = Keeper(backend, settings, plans, self._hooks, check_open)
         self._line = Line(backend, settings, plans, self._hooks, self._keeper, check_open)
@@ -476,6 +476,10 @@ class Throttle:
         try:
             await self.release(lease)
         except ThrottleError as exc:
+            if self._stack is None and (
+                lease.released or (lease.number, lease.token) in self._held
+            ):
+                return  # the throttle is closing: it gives back every lease it holds
             logger.warning(
                 "could not release %s (%s); it expires within %s s",
                 lease,
