@@ -12,9 +12,7 @@ from ._errors import InvalidArgument
 from ._health import DEFAULT_FEEDBACK
 from ._numbers import check_region
 from ._validate import (
-    _MAX_KEY_LENGTH as MAX_KEY_LENGTH,
-)
-from ._validate import (
+    MAX_KEY_LENGTH,
     check_feedback,
     check_flag,
     check_limit,

@@ -18,6 +18,7 @@ from ._health import NumberState, Reaction
 __all__ = (
     "MAX_AMOUNT",
     "MAX_CAP",
+    "MAX_KEY_LENGTH",
     "MAX_PRIORITY",
     "MAX_SECONDS",
     "MIN_SECONDS",
@@ -40,7 +41,7 @@ __all__ = (
     "check_ttl",
 )
 
-_MAX_KEY_LENGTH = 256
+MAX_KEY_LENGTH = 256
 
 #: Concurrency caps and limits (a number's, a trunk's or tenant's, a lowered cap): 1 to this.
 #: A reserve is 0 to this (and less than its cap).
@@ -64,8 +65,8 @@ def _check_key(argument: str, value: object) -> str:
         raise InvalidArgument(argument, value, "a non-empty str")
     if not value:
         raise InvalidArgument(argument, value, "a non-empty str")
-    if len(value) > _MAX_KEY_LENGTH:
-        raise InvalidArgument(argument, value, f"at most {_MAX_KEY_LENGTH} characters long")
+    if len(value) > MAX_KEY_LENGTH:
+        raise InvalidArgument(argument, value, f"at most {MAX_KEY_LENGTH} characters long")
     if not value.isprintable() or _WHITESPACE.search(value):
         raise InvalidArgument(argument, value, "free of whitespace and control characters")
     return value

@@ -16,6 +16,8 @@ from .._errors import InvalidArgument
 from ._base import OWN_TAGS
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from ._base import Layout
 
 __all__ = ("KeySpace", "glob_escape")
@@ -36,7 +38,17 @@ class KeySpace:
         :meth:`tag_of`, :meth:`pool_tag`), and events go to shard channels
     """
 
-    __slots__ = ("_homes", "_keys", "_shards", "channels", "cluster", "layout", "prefix")
+    __slots__ = (
+        "_homes",
+        "_keys",
+        "_pool_tags",
+        "_pools",
+        "_shards",
+        "channels",
+        "cluster",
+        "layout",
+        "prefix",
+    )
 
     def __init__(self, prefix: str, *, cluster: bool) -> None:
         if not isinstance(cast("object", prefix), str) or "{" in prefix or "}" in prefix:
@@ -50,13 +62,19 @@ class KeySpace:
         self.layout: Layout = OWN_TAGS
         self._keys: dict[str, list[str]] = {}  # number -> its keys
         self._shards: dict[str, str] = {}  # number -> its shard channels' prefix (Cluster)
-        self._homes: dict[str, str] | None = None  # number -> first configured pool listing it
+        # Cluster placement, worked out from the layout once: the configured pools' numbers,
+        # each number's first pool, each pool's tag.
+        self._pools: Mapping[str, Sequence[str]] | None = None
+        self._homes: dict[str, str] = {}
+        self._pool_tags: dict[str, str] = {}
 
     def use(self, layout: Layout) -> None:
         self.layout = layout
         self._keys.clear()
         self._shards.clear()
-        self._homes = None
+        self._pools = None
+        self._homes.clear()
+        self._pool_tags.clear()
 
     # -- numbers and groups --------------------------------------------------------------------
 
@@ -71,13 +89,17 @@ class KeySpace:
         return number if home is None else f"p:{home}"
 
     def _home_pool(self, number: str) -> str | None:
-        homes = self._homes
-        if homes is None:
-            homes = self._homes = {}
-            for name, numbers in self.layout.pool_numbers().items():
+        self._configured_pools()
+        return self._homes.get(number)
+
+    def _configured_pools(self) -> Mapping[str, Sequence[str]]:
+        pools = self._pools
+        if pools is None:
+            pools = self._pools = self.layout.pool_numbers()
+            for name, numbers in pools.items():
                 for member in numbers:
-                    homes.setdefault(member, name)
-        return homes.get(number)
+                    self._homes.setdefault(member, name)
+        return pools
 
     def number_keys(self, number: str) -> list[str]:
         """The KEYS of the functions on one number: H Q W M P R, C (the callee log's place: R,
@@ -114,12 +136,18 @@ class KeySpace:
         own = f"p:{pool}"
         if not self.cluster:
             return own
-        numbers = self.layout.pool_numbers().get(pool)
-        if numbers:
-            tags = {self.tag_of(number) for number in numbers}
-            if len(tags) == 1:
-                return tags.pop()
-        return self.layout.tag_for(own)
+        tag = self._pool_tags.get(pool)
+        if tag is None:
+            tag = self.layout.tag_for(own)
+            numbers = self._configured_pools().get(pool)
+            if numbers:
+                tags = {self.tag_of(number) for number in numbers}
+                if len(tags) == 1:
+                    tag = tags.pop()
+            if len(self._pool_tags) >= _CACHE_SIZE:
+                self._pool_tags.clear()
+            self._pool_tags[pool] = tag
+        return tag
 
     def pool_keys(self, pool: str) -> list[str]:
         """PM PL PO PC PS (see ``pick.lua``)."""
