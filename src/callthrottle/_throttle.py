@@ -18,7 +18,7 @@ import anyio
 from anyio.lowlevel import current_token
 
 from ._degraded import Degraded
-from ._errors import AcquireTimeout, BackendUnavailable, NumberUnavailable, ThrottleError
+from ._errors import AcquireTimeout, NumberUnavailable, ThrottleError
 from ._events import Cancelled, refusal
 from ._hooks import Hooks
 from ._keeper import Keeper, lease_log
@@ -35,7 +35,7 @@ from .backends import Backend, ReleaseState
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -403,17 +403,21 @@ class Throttle(PoolMethods, OperatorMethods):
         """
         if self._hooks.installed:
             return await self._acquire_observed(number, token, timeout, limit, callee, priority)
-        try:
-            lease = await self._line.acquire(number, token, timeout, limit, callee, priority)
-        except BackendUnavailable as exc:
-            if self._degraded is None:
-                raise
-            return await self._degraded.acquire(
-                number, token, timeout, limit, callee, priority, exc
-            )
-        if self._degraded is not None:
-            self._degraded.backend_is_back()
-        return lease
+        return await self._acquiring(number, token, timeout, limit, callee, priority)
+
+    def _acquiring(
+        self,
+        number: str,
+        token: str | None,
+        timeout: float | None,
+        limit: int | None,
+        callee: str | None,
+        priority: int,
+    ) -> Awaitable[Lease]:
+        """The acquire itself: in the backend's line, through degraded mode when it is on."""
+        if self._degraded is None:
+            return self._line.acquire(number, token, timeout, limit, callee, priority)
+        return self._degraded.acquire(self._line, number, token, timeout, limit, callee, priority)
 
     async def _acquire_observed(
         self,
@@ -428,17 +432,7 @@ class Throttle(PoolMethods, OperatorMethods):
         now = self._now
         started = now()
         try:
-            try:
-                lease = await self._line.acquire(number, token, timeout, limit, callee, priority)
-            except BackendUnavailable as exc:
-                if self._degraded is None:
-                    raise
-                lease = await self._degraded.acquire(
-                    number, token, timeout, limit, callee, priority, exc
-                )
-            else:
-                if self._degraded is not None:
-                    self._degraded.backend_is_back()
+            lease = await self._acquiring(number, token, timeout, limit, callee, priority)
         except (AcquireTimeout, NumberUnavailable) as exc:
             self._hooks.emit(refusal(exc.number, exc, now() - started))
             raise
