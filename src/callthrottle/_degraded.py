@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, cast
 
+from ._errors import BackendUnavailable
 from ._events import LeaseLost, Released
 from ._loop import OnLoop
 from ._models import Lease, ReleaseOutcome
@@ -14,9 +15,9 @@ from ._settings import DEGRADED_SUFFIX
 from .backends import MemoryBackend
 
 if TYPE_CHECKING:
-    from ._errors import BackendUnavailable
     from ._events import Event
     from ._hooks import Hooks
+    from ._line import Line
     from ._plans import Plans
     from ._settings import Settings
     from ._throttle import Throttle
@@ -73,7 +74,7 @@ class Degraded(OnLoop):
     def leases(self) -> tuple[Lease, ...]:
         return self.inner.held
 
-    def backend_is_back(self) -> None:
+    def _backend_is_back(self) -> None:
         """An acquire went through the backend: if it was unreachable, say it is back."""
         if self._since is None:
             return
@@ -85,6 +86,25 @@ class Degraded(OnLoop):
         )
 
     async def acquire(
+        self,
+        line: Line,
+        number: str,
+        token: str | None,
+        timeout: float | None,
+        limit: int | None,
+        callee: str | None,
+        priority: int,
+    ) -> Lease:
+        """Take the slot on the backend (in ``line``); if the backend fails, from this
+        process's share of the number's cap."""
+        try:
+            lease = await line.acquire(number, token, timeout, limit, callee, priority)
+        except BackendUnavailable as exc:
+            return await self._acquire_share(number, token, timeout, limit, callee, priority, exc)
+        self._backend_is_back()
+        return lease
+
+    async def _acquire_share(
         self,
         number: str,
         token: str | None,

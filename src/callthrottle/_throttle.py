@@ -4,7 +4,8 @@
 closing, the backend's events routed to the part they concern) over its parts: the options
 (``_settings``), the plan book (``_plans``), hooks (``_hooks``), the line (``_line``: the hot
 path), the lease keeper (``_keeper``), pools (``_pooling``), the operator's API
-(``_operator``) and the in-process fallback (``_degraded``).
+(``_operator``) and the in-process fallback (``_degraded``). The public methods on pools and
+the operator's methods are written in ``_pool_api`` and ``_operator_api``, mixed in here.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import anyio
 from anyio.lowlevel import current_token
 
 from ._degraded import Degraded
-from ._errors import AcquireTimeout, BackendUnavailable, NumberUnavailable, ThrottleError
+from ._errors import AcquireTimeout, NumberUnavailable, ThrottleError
 from ._events import Cancelled, refusal
 from ._hooks import Hooks
 from ._keeper import Keeper, lease_log
 from ._line import Line
-from ._models import Holder, Lease, ReleaseOutcome, Usage, WindowUsage
+from ._models import Lease, ReleaseOutcome
 from ._operator import Operator
+from ._operator_api import OperatorMethods
 from ._plans import Plans
+from ._pool_api import PoolMethods
 from ._pooling import Pools
 from ._settings import Settings, check_session_options, listed
 from ._url import backend_from_url
@@ -32,13 +35,13 @@ from .backends import Backend, ReleaseState
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
 
     from ._config import Config
-    from ._health import NumberState, NumberStatus, Reaction
+    from ._health import Reaction
     from ._hooks import Hook
 
 __all__ = ("Throttle",)
@@ -51,7 +54,7 @@ _OUTCOMES: dict[int, ReleaseOutcome] = {
 }
 
 
-class Throttle:
+class Throttle(PoolMethods, OperatorMethods):
     """Caps concurrent outbound calls per caller-ID number, across processes and hosts.
 
     Ask for a slot before placing a call, hold it for the call's life, give it back when the call
@@ -400,17 +403,21 @@ class Throttle:
         """
         if self._hooks.installed:
             return await self._acquire_observed(number, token, timeout, limit, callee, priority)
-        try:
-            lease = await self._line.acquire(number, token, timeout, limit, callee, priority)
-        except BackendUnavailable as exc:
-            if self._degraded is None:
-                raise
-            return await self._degraded.acquire(
-                number, token, timeout, limit, callee, priority, exc
-            )
-        if self._degraded is not None:
-            self._degraded.backend_is_back()
-        return lease
+        return await self._acquiring(number, token, timeout, limit, callee, priority)
+
+    def _acquiring(
+        self,
+        number: str,
+        token: str | None,
+        timeout: float | None,
+        limit: int | None,
+        callee: str | None,
+        priority: int,
+    ) -> Awaitable[Lease]:
+        """The acquire itself: in the backend's line, through degraded mode when it is on."""
+        if self._degraded is None:
+            return self._line.acquire(number, token, timeout, limit, callee, priority)
+        return self._degraded.acquire(self._line, number, token, timeout, limit, callee, priority)
 
     async def _acquire_observed(
         self,
@@ -425,17 +432,7 @@ class Throttle:
         now = self._now
         started = now()
         try:
-            try:
-                lease = await self._line.acquire(number, token, timeout, limit, callee, priority)
-            except BackendUnavailable as exc:
-                if self._degraded is None:
-                    raise
-                lease = await self._degraded.acquire(
-                    number, token, timeout, limit, callee, priority, exc
-                )
-            else:
-                if self._degraded is not None:
-                    self._degraded.backend_is_back()
+            lease = await self._acquiring(number, token, timeout, limit, callee, priority)
         except (AcquireTimeout, NumberUnavailable) as exc:
             self._hooks.emit(refusal(exc.number, exc, now() - started))
             raise
@@ -488,78 +485,6 @@ class Throttle:
                 extra=lease_log(lease, self._settings.owner_id),
             )
 
-    # -- pools ---------------------------------------------------------------------------------
-
-    async def add_to_pool(self, pool: str, numbers: Iterable[str]) -> int:
-        """Add ``numbers`` to ``pool`` (created on first use), for every process; returns how
-        many numbers the pool has now. Each number's cap, rate windows, trunk and tenant are
-        taken from this throttle's configuration, as they are now.
-
-        :raises InvalidArgument: on a bad pool name or number, before anything is written
-        """
-        return await self._pools.add(pool, numbers)
-
-    async def remove_from_pool(self, pool: str, numbers: Iterable[str]) -> int:
-        """Take ``numbers`` out of ``pool`` (their calls in progress are not touched); returns
-        how many numbers the pool has now."""
-        return await self._pools.remove(pool, numbers)
-
-    async def pool_members(self, pool: str) -> list[str]:
-        """The numbers of ``pool``, in round-robin order."""
-        return await self._pools.members(pool)
-
-    async def acquire_from(
-        self,
-        pool: str,
-        *,
-        token: str | None = None,
-        timeout: float | None = None,
-        callee: str | None = None,
-        priority: int = 0,
-        strategy: str | None = None,
-    ) -> Lease:
-        """Take a slot on any number of ``pool`` that can take the call; the lease names it.
-
-        Every limit of the number picked applies (its state, cap, rate windows, trunk and
-        tenant, and the callee's windows), decided with the pick in one step (one round trip on
-        Redis). Numbers that cannot take the call are skipped. If none can, the pool's
-        ``fallback`` pool (configured) is tried, and so on; then the call waits for a number
-        to free up (looking again when a lease of the pool is released in this process, at the
-        earliest expiry the pick reported, and at least every 0.25 s) until ``timeout``, and
-        raises :class:`PoolExhausted`.
-
-        :param strategy: ``"least-loaded"``, ``"round-robin"``, ``"local"`` (numbers in the
-            callee's area, then region, first) or ``"sticky"`` (the callee's last number
-            first); defaults to the pool's configured one, else least-loaded
-        :raises PoolExhausted: if no number could take the call within ``timeout``
-        :raises LeaseConflict: if ``token`` already holds a slot on a number of the pool for
-            another owner (for this throttle's owner, that slot is returned)
-        :raises InvalidArgument: on bad input, before anything is written
-        """
-        pools = self._pools
-        return await pools.acquire_from(pool, token, timeout, callee, priority, strategy)
-
-    @asynccontextmanager
-    async def slot_from(
-        self,
-        pool: str,
-        *,
-        token: str | None = None,
-        timeout: float | None = None,
-        callee: str | None = None,
-        priority: int = 0,
-        strategy: str | None = None,
-    ) -> AsyncIterator[Lease]:
-        """Hold a slot on a number of ``pool`` for the ``async with`` block (the number is
-        ``lease.number``); see :meth:`acquire_from` and :meth:`slot`."""
-        lease = await self.acquire_from(
-            pool, token=token, timeout=timeout, callee=callee, priority=priority, strategy=strategy
-        )
-        try:
-            yield lease
-        finally:
-            await self._release_quietly(lease)
-
     # -- releasing -----------------------------------------------------------------------------
 
     async def release(self, lease: Lease) -> bool:
@@ -601,118 +526,6 @@ class Throttle:
         :raises BackendUnavailable: if the backend failed
         """
         await self._keeper.keepalive()
-
-    async def release_owner(self, owner_id: str) -> int:
-        """Free every lease and place in line of the throttle ``owner_id`` (e.g. a dead process).
-        Given a session's name, the session ends at once: its leases, whoever took them, and
-        its places in line go.
-
-        :return: how many leases and places in line were removed
-        """
-        return await self._operator.release_owner(owner_id)
-
-    # -- operator queries and admin actions -----------------------------------------------------
-
-    async def known_numbers(self) -> list[str]:
-        """Every number the backend holds state for (live leases, waiters, a runtime policy),
-        sorted: with the configured numbers, what an operator's status view lists.
-
-        On Redis this scans the key prefix (``SCAN``, several round trips): for operators, not
-        for the hot path."""
-        return await self._operator.known_numbers()
-
-    async def holders(self, number: str) -> list[Holder]:
-        """The number's live leases, across every process: token, owner, and when each expires
-        unless renewed (oldest expiry first)."""
-        return await self._operator.holders(number)
-
-    async def reset(self, number: str) -> tuple[int, int]:
-        """Clear the number's leases and its line at once, for every process: the operator's
-        tool when a switch crashed and its calls are known to be down.
-
-        Every holder is told its lease was released (``lease.released``); every waiter asks
-        again at once, finding the number empty. The number's state, caps and rate windows set
-        at run time stay.
-
-        :return: (leases removed, waiters woken)
-        """
-        return await self._operator.reset(number)
-
-    # -- number policy and health ----------------------------------------------------------------
-
-    async def set_cap(self, number: str, cap: int | None) -> None:
-        """Set the number's cap at run time, for every process at once (None: remove it).
-
-        It overrides configured and per-call caps. Lowered below what is held, nobody new is
-        admitted until usage falls under it; raised, waiters are admitted at once.
-        """
-        await self._operator.set_cap(number, cap)
-
-    async def set_rates(self, number: str, rates: str | None) -> None:
-        """Set the number's rate windows at run time, for every process at once.
-
-        ``rates`` is in ``limits``' notation (``"1/second;100/hour;500/day"``) and replaces the
-        configured windows (per-day windows reset as its profile says); None removes it.
-        """
-        await self._operator.set_rates(number, rates)
-
-    async def set_state(
-        self,
-        number: str,
-        state: NumberState | str,
-        *,
-        reason: str | None = None,
-        duration: float | None = None,
-    ) -> None:
-        """Set the number's health state, for every process at once.
-
-        Only ``active`` and ``warming`` numbers admit calls; the others refuse new ones with
-        :class:`NumberUnavailable` (calls already up run out normally, and waiters are refused).
-        ``cooling`` needs a ``duration`` in seconds, after which the number is active again.
-        ``warming`` starts the warm-up of the number's profile (its daily caps by week) now.
-        A cool-down that ended, like ``active`` set without a reason, leaves nothing stored.
-        """
-        await self._operator.set_state(number, state, reason, duration)
-
-    async def status(self, number: str) -> NumberStatus:
-        """The number's state and runtime caps, as every process sees them."""
-        return await self._operator.status(number)
-
-    async def report(self, number: str, outcome: int | str) -> Reaction | None:
-        """Apply the configured reaction to a carrier's answer to a call from ``number``.
-
-        ``outcome`` is a SIP status (403, 429, 503, 607, 608, ...) or a carrier's own code (477
-        "caller over-frequency", 475 "over calls per second", ...). The reaction cools the number
-        down, flags it, or lowers its cap for a while (see :class:`Reaction`).
-
-        :return: the reaction applied, or None if the code has none
-        """
-        return await self._operator.report(number, outcome)
-
-    # -- observing -----------------------------------------------------------------------------
-
-    async def usage(self, number: str, *, limit: int | None = None) -> Usage:
-        """A snapshot of the number's live leases and waiters, across every process."""
-        return await self._operator.usage(number, limit)
-
-    async def window_usage(self, number: str) -> list[WindowUsage]:
-        """The calls each rate window in force on the number counts now, across every process:
-        its windows set at run time (:meth:`set_rates`), else its configured ones, and its
-        warm-up's daily cap while it is warming. Read only."""
-        return await self._operator.window_usage(number)
-
-    async def group_usage(self, kind: str, name: str) -> Usage:
-        """A snapshot of a trunk's or tenant's live leases and waiters, and its cap."""
-        return await self._operator.group_usage(kind, name)
-
-    async def set_group_cap(self, kind: str, name: str, cap: int | None) -> None:
-        """Set a trunk's or tenant's cap at run time, for every process at once (None: back to
-        the configured one). Its reserve still applies to campaign calls."""
-        await self._operator.set_group_cap(kind, name, cap)
-
-    async def set_group_rates(self, kind: str, name: str, rates: str | None) -> None:
-        """Set a trunk's or tenant's rate windows at run time, for every process at once."""
-        await self._operator.set_group_rates(kind, name, rates)
 
     # -- background work -----------------------------------------------------------------------
 
