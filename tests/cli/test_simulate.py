@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,7 +17,6 @@ from callthrottle.simulate import caller_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from click.testing import Result
 
@@ -115,6 +116,39 @@ def test_simulate_dials_the_configured_numbers(
         "--agents", "6",
     )  # fmt: skip
     _check_summary(result, ["+8657188880011", "+8657188880012"])
+
+
+def _readme_configuration(tmp_path: Path) -> Path:
+    """The README's carriers.toml, verbatim."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
+    path = tmp_path / "carriers.toml"
+    path.write_text(block, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("where", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_simulate_from_the_readme_pool_counts_members_not_under_numbers(
+    invoke: Callable[..., Result], where: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # hangzhou-sales lists +8657188880002, which [numbers] does not; its fallback pool lists
+    # two more: each takes its settings from the default profile (cap 20), as in the throttle.
+    config = _readme_configuration(tmp_path)
+    url = ["--url", "memory://"]
+    if where == "redis":
+        url = ["--url", request.getfixturevalue("redis_url")]
+        url += ["--prefix", request.getfixturevalue("prefix")]
+    result = invoke(
+        "simulate", *QUICK, *url, "--pool", "hangzhou-sales", "--config", str(config),
+        "--agents", "12",
+    )  # fmt: skip
+    _check_summary(result, ["+8657188880001", "+8657188880002", "+861088880001", "+862188880001"])
+    rows = [line.split("│") for line in result.stdout.splitlines() if line.startswith("│ +")]
+    caps = {row[1].strip(): row[2].strip() for row in rows}
+    assert caps == {
+        "+8657188880001": "15", "+8657188880002": "20", "+861088880001": "20",
+        "+862188880001": "20",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

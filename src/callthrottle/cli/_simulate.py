@@ -190,6 +190,9 @@ def simulate(
     concurrency against its cap, the waits and the refusals; exit status 0 if no number went
     over its cap, 1 if one did, 2 on bad input."""
     numbers = _numbers(target, count, cap, caps)
+    # Without configured numbers, the campaign's own caps apply (--caps), unless it dials from
+    # a pool of the configuration.
+    configured = bool(target.config.numbers) or settings["pool"] in target.config.pools
     out = console()
     options = {} if target.prefix is None else {"key_prefix": target.prefix}
     source = f"pool {settings['pool']}" if settings["pool"] else f"{len(numbers)} numbers"
@@ -216,7 +219,7 @@ def simulate(
             return await run_campaign(
                 numbers,
                 url=target.url,
-                config=target.config if target.config.numbers else None,
+                config=target.config if configured else None,
                 reject_code=reject_code,
                 options=options,
                 progress=progress,
