@@ -151,6 +151,20 @@ def test_simulate_from_the_readme_pool_counts_members_not_under_numbers(
     }  # fmt: skip
 
 
+def test_simulate_dials_a_configured_pool_when_no_number_is_configured(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    config = tmp_path / "carriers.toml"
+    config.write_text(
+        '[pools.sales]\nnumbers = ["+8657188880021", "+8657188880022"]\n', encoding="utf-8"
+    )
+    result = invoke(
+        "simulate", *QUICK, "--pool", "sales", "--config", str(config), "--agents", "4",
+    )  # fmt: skip
+    _check_summary(result, ["+8657188880021", "+8657188880022"])
+    assert caller_ids(1)[0] not in result.stdout  # not the default numbers
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
