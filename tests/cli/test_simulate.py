@@ -185,6 +185,19 @@ def test_simulate_refuses_bad_input(
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("where", ["/no/such/dir", "a-file"])
+def test_simulate_checks_the_report_path_before_the_campaign(
+    invoke: Callable[..., Result], where: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    directory = tmp_path / where if where == "a-file" else Path(where)
+    result = invoke("simulate", *QUICK, "--duration", "6000", "--report", f"{directory}/r.html")
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--report': {directory} is not a directory" in result.stderr
+    assert "agents dialing" not in result.stdout  # refused before the campaign started
+    assert "Traceback" not in result.output
+
+
 def test_python_m_simulate_runs_the_same_command() -> None:
     argv = [sys.executable, "-m", "callthrottle.simulate", *QUICK, "--duration", "30"]
     args = [*argv, "--caps", "2", "--agents", "3"]

@@ -4,6 +4,7 @@ report)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,11 @@ def _reports(ctx: click.Context, param: click.Parameter, paths: tuple[Path, ...]
     for path in paths:
         if path.suffix.lower() not in FORMATS:
             raise click.BadParameter(f"{path} must end in .html or .png")
+        # Checked now: a report that cannot be written would fail after the whole campaign.
+        if not path.parent.is_dir():
+            raise click.BadParameter(f"{path.parent} is not a directory")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise click.BadParameter(f"{path.parent} is not writable")
     if paths:
         require_matplotlib()
     return list(paths)
