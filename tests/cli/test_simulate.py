@@ -198,6 +198,16 @@ def test_simulate_checks_the_report_path_before_the_campaign(
     assert "Traceback" not in result.output
 
 
+def test_simulate_without_the_report_extra_stops_before_the_campaign(
+    invoke: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    result = invoke("simulate", *QUICK, "--duration", "6000", "--report", str(tmp_path / "r.png"))
+    assert result.exit_code == 2, result.output
+    assert "pip install 'callthrottle[report]'" in result.stderr
+    assert "agents dialing" not in result.stdout
+
+
 def test_python_m_simulate_runs_the_same_command() -> None:
     argv = [sys.executable, "-m", "callthrottle.simulate", *QUICK, "--duration", "30"]
     args = [*argv, "--caps", "2", "--agents", "3"]
