@@ -78,6 +78,7 @@ SYNC_MODULES = frozenset(
         "test_leases",
         "test_policies",
         "test_pools",
+        "test_pools_unknown",
         "test_rates",
         "test_release",
         "test_sessions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -36,8 +37,13 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("block", python_blocks())
-def test_python_blocks_run_as_written(block: str, capsys: pytest.CaptureFixture[str]) -> None:
-    exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})  # noqa: S102 - our own README
+def test_python_blocks_run_as_written(
+    block: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})  # noqa: S102 - our own README
+    # An example runs clean: a warning (a lease left held at close, ...) is a mistake in it.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     out = capsys.readouterr().out
     expected = [lines for marker, lines in EXPECTED.items() if marker in block][:1]
     assert expected, "a README python block with no expected output"

@@ -91,6 +91,17 @@ class Plans:
         """Each configured pool that lists numbers, with them."""
         return [(n, list(s.numbers)) for n, s in self._config.pools.items() if s.numbers]
 
+    def is_configured_pool(self, name: str) -> bool:
+        """Whether the configuration names the pool (whether it lists numbers or not)."""
+        return name in self._config.pools
+
+    def unknown_pool(self, name: str) -> InvalidArgument:
+        """The error for a pool neither configured nor with numbers in the backend (a typo)."""
+        known = sorted(self._config.pools)
+        listed = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+        configured = f"a configured pool ({listed})" if known else "a configured pool"
+        return InvalidArgument("pool", name, f"{configured} or one with numbers in the backend")
+
     def pool_numbers(self, name: str) -> list[str]:
         """The numbers the configuration lists for the pool (none if it is not configured)."""
         settings = self._config.pools.get(name)

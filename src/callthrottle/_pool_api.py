@@ -72,7 +72,11 @@ class PoolMethods:
         :raises PoolExhausted: if no number could take the call within ``timeout``
         :raises LeaseConflict: if ``token`` already holds a slot on a number of the pool for
             another owner (for this throttle's owner, that slot is returned)
-        :raises InvalidArgument: on bad input, before anything is written
+        :raises InvalidArgument: on bad input, before anything is written; also, at once and
+            whatever the ``timeout``, for a pool that is neither configured nor has numbers in
+            the backend (a misspelt name; a pool made with :meth:`add_to_pool` is known while
+            it has numbers). A configured pool is known without asking; the backend is asked
+            only once a pick is refused, so no round trip is added on the way to a slot.
         """
         pools = self._pools
         return await pools.acquire_from(pool, token, timeout, callee, priority, strategy)

@@ -118,6 +118,7 @@ class Pools(OnLoop):
         chosen = None if strategy is None else check_strategy(strategy)
         self._check_open()
         chain = self._plans.pool_chain(pool)
+        known = self._plans.is_configured_pool(pool)  # else asked once, when a pick is refused
         call = self._plans.for_pick(callee_e164, priority)
         near = ("", "") if callee_e164 is None else locality(callee_e164)
         started = self._now()
@@ -146,6 +147,11 @@ class Pools(OnLoop):
                         if self._hooks.installed:
                             self._hooks.admitted(picked, self._now() - started)
                         return picked
+                    if not known:  # made at run time, or a typo: a pool without numbers is none
+                        known = bool(await self._backend.pool_members(pool))
+                        if not known:
+                            in_line = in_line or queue  # (left below, should it have a line)
+                            raise self._plans.unknown_pool(pool)
                     if queue and not in_line and self._hooks.installed:
                         self._hooks.emit(Queued(f"pool:{name}", token))
                     in_line = in_line or queue

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,7 +17,6 @@ from callthrottle.simulate import caller_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from click.testing import Result
 
@@ -117,6 +118,53 @@ def test_simulate_dials_the_configured_numbers(
     _check_summary(result, ["+8657188880011", "+8657188880012"])
 
 
+def _readme_configuration(tmp_path: Path) -> Path:
+    """The README's carriers.toml, verbatim."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
+    path = tmp_path / "carriers.toml"
+    path.write_text(block, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("where", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_simulate_from_the_readme_pool_counts_members_not_under_numbers(
+    invoke: Callable[..., Result], where: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # hangzhou-sales lists +8657188880002, which [numbers] does not; its fallback pool lists
+    # two more: each takes its settings from the default profile (cap 20), as in the throttle.
+    config = _readme_configuration(tmp_path)
+    url = ["--url", "memory://"]
+    if where == "redis":
+        url = ["--url", request.getfixturevalue("redis_url")]
+        url += ["--prefix", request.getfixturevalue("prefix")]
+    result = invoke(
+        "simulate", *QUICK, *url, "--pool", "hangzhou-sales", "--config", str(config),
+        "--agents", "12",
+    )  # fmt: skip
+    _check_summary(result, ["+8657188880001", "+8657188880002", "+861088880001", "+862188880001"])
+    rows = [line.split("│") for line in result.stdout.splitlines() if line.startswith("│ +")]
+    caps = {row[1].strip(): row[2].strip() for row in rows}
+    assert caps == {
+        "+8657188880001": "15", "+8657188880002": "20", "+861088880001": "20",
+        "+862188880001": "20",
+    }  # fmt: skip
+
+
+def test_simulate_dials_a_configured_pool_when_no_number_is_configured(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    config = tmp_path / "carriers.toml"
+    config.write_text(
+        '[pools.sales]\nnumbers = ["+8657188880021", "+8657188880022"]\n', encoding="utf-8"
+    )
+    result = invoke(
+        "simulate", *QUICK, "--pool", "sales", "--config", str(config), "--agents", "4",
+    )  # fmt: skip
+    _check_summary(result, ["+8657188880021", "+8657188880022"])
+    assert caller_ids(1)[0] not in result.stdout  # not the default numbers
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -135,6 +183,29 @@ def test_simulate_refuses_bad_input(
     result = invoke("simulate", *QUICK, *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("where", ["/no/such/dir", "a-file"])
+def test_simulate_checks_the_report_path_before_the_campaign(
+    invoke: Callable[..., Result], where: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    directory = tmp_path / where if where == "a-file" else Path(where)
+    result = invoke("simulate", *QUICK, "--duration", "6000", "--report", f"{directory}/r.html")
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--report': {directory} is not a directory" in result.stderr
+    assert "agents dialing" not in result.stdout  # refused before the campaign started
+    assert "Traceback" not in result.output
+
+
+def test_simulate_without_the_report_extra_stops_before_the_campaign(
+    invoke: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    result = invoke("simulate", *QUICK, "--duration", "6000", "--report", str(tmp_path / "r.png"))
+    assert result.exit_code == 2, result.output
+    assert "pip install 'callthrottle[report]'" in result.stderr
+    assert "agents dialing" not in result.stdout
 
 
 def test_python_m_simulate_runs_the_same_command() -> None:

@@ -4,6 +4,7 @@ report)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,11 @@ def _reports(ctx: click.Context, param: click.Parameter, paths: tuple[Path, ...]
     for path in paths:
         if path.suffix.lower() not in FORMATS:
             raise click.BadParameter(f"{path} must end in .html or .png")
+        # Checked now: a report that cannot be written would fail after the whole campaign.
+        if not path.parent.is_dir():
+            raise click.BadParameter(f"{path.parent} is not a directory")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise click.BadParameter(f"{path.parent} is not writable")
     if paths:
         require_matplotlib()
     return list(paths)
@@ -190,6 +196,9 @@ def simulate(
     concurrency against its cap, the waits and the refusals; exit status 0 if no number went
     over its cap, 1 if one did, 2 on bad input."""
     numbers = _numbers(target, count, cap, caps)
+    # Without configured numbers, the campaign's own caps apply (--caps), unless it dials from
+    # a pool of the configuration.
+    configured = bool(target.config.numbers) or settings["pool"] in target.config.pools
     out = console()
     options = {} if target.prefix is None else {"key_prefix": target.prefix}
     source = f"pool {settings['pool']}" if settings["pool"] else f"{len(numbers)} numbers"
@@ -216,7 +225,7 @@ def simulate(
             return await run_campaign(
                 numbers,
                 url=target.url,
-                config=target.config if target.config.numbers else None,
+                config=target.config if configured else None,
                 reject_code=reject_code,
                 options=options,
                 progress=progress,

@@ -220,8 +220,11 @@ async def run_campaign(
     """Dial for ``duration`` simulated seconds from ``numbers`` (``(number, cap)`` pairs;
     default: four numbers with :data:`DEFAULT_CAPS`), or from ``pool`` (made of those numbers
     unless ``config`` defines it). ``config`` gives caps and everything else; without it each
-    number gets its cap from ``numbers``. ``progress(fraction, result so far)`` is called about
-    ten times a second. ``options`` go to :meth:`Throttle.from_url` (``key_prefix``)."""
+    number gets its cap from ``numbers``. A pool that ``config`` defines is reported on its
+    members and its fallbacks' (as the backend lists them), each with the cap the throttle
+    gives it (its own, its profile's, else the default), whether or not it is listed under
+    ``[numbers]``. ``progress(fraction, result so far)`` is called about ten times a second.
+    ``options`` go to :meth:`Throttle.from_url` (``key_prefix``)."""
     if numbers is None:
         numbers = list(zip(caller_ids(len(DEFAULT_CAPS)), DEFAULT_CAPS, strict=True))
     if not numbers:
@@ -241,6 +244,18 @@ async def run_campaign(
         by_index, duration, speed, duration / buckets, pool, str(length), agents
     )
 
+    def report_on(number: str, throttle: Throttle) -> NumberReport:
+        """The report of ``number``; one joining during the campaign (a pool member added by
+        another process) starts with an empty timeline up to now."""
+        report = reports.get(number)
+        if report is None:
+            report = reports[number] = NumberReport(
+                number, config.cap_for(number, throttle.default_limit)
+            )
+            report.timeline = [0] * (len(by_index[0].timeline) if by_index else 0)
+            by_index.append(report)
+        return report
+
     async def agent(throttle: Throttle) -> None:
         while True:
             report = None if pool is not None else rng.choice(by_index)
@@ -251,7 +266,7 @@ async def run_campaign(
                 else:
                     slot = throttle.slot(report.number, timeout=timeout / speed)
                 async with slot as lease:
-                    report = reports[lease.number]
+                    report = report_on(lease.number, throttle)
                     report.waits.append((anyio.current_time() - asked) * speed)
                     report.calls += 1
                     report.active += 1
@@ -298,6 +313,12 @@ async def run_campaign(
     ) as throttle:
         if pool is not None and pool not in config.pools:
             await throttle.add_to_pool(pool, list(reports))
+        elif pool is not None:
+            reports.clear()
+            by_index.clear()
+            for name in _pool_chain(config, pool):
+                for number in await throttle.pool_members(name):
+                    report_on(number, throttle)
         started = anyio.current_time()
         with anyio.move_on_after(real):
             async with anyio.create_task_group() as tg:
@@ -315,6 +336,17 @@ async def run_campaign(
         if pool is not None and pool not in config.pools:
             await throttle.remove_from_pool(pool, list(reports))
     return result
+
+
+def _pool_chain(config: Config, pool: str) -> list[str]:
+    """``pool`` and the pools it falls back on, in the order they are tried."""
+    chain: list[str] = []
+    name: str | None = pool
+    while name is not None and name not in chain:
+        chain.append(name)
+        settings = config.pools.get(name)
+        name = None if settings is None else settings.fallback
+    return chain
 
 
 def sparkline(values: Sequence[int], cap: int, width: int | None = None) -> str:
