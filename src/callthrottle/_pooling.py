@@ -17,7 +17,7 @@ from ._numbers import locality, normalize_number
 from ._pools import check_strategy
 from ._settings import listed
 from ._validate import check_pool, check_priority, check_timeout, check_token
-from .backends import Outcome
+from .backends import Outcome, PickRequest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -52,7 +52,7 @@ class Pools(OnLoop):
         "_owner_id",
         "_plans",
         "_region",
-        "_session_kw",
+        "_session",
     )
 
     def __init__(
@@ -70,7 +70,7 @@ class Pools(OnLoop):
         self._owner_id = settings.owner_id
         self._lease_ttl = settings.lease_ttl
         self._max_hold = settings.max_hold
-        self._session_kw = settings.session_kw
+        self._session = settings.session is not None  # the leases are the session's
         self._region = settings.region
         self._plans = plans
         self._hooks = hooks
@@ -125,6 +125,8 @@ class Pools(OnLoop):
         key = (f"pool:{pool}", token)
         if key in self._line.waiting:
             raise LeaseConflict(pool, token, "already waits for a slot of this pool")
+        # One request per pool of the chain, for every pick of this call.
+        requests = [self._request(name, token, chosen, call, near) for name in chain]
         waiter = self._line.join(key)
         in_line = False
         try:
@@ -133,14 +135,11 @@ class Pools(OnLoop):
                 # Armed before picking: a nudge that comes while a pick is on its way back
                 # wakes the wait below at once.
                 waiter.event = event = self._new_event()
-                for index, name in enumerate(chain):
-                    settings = self._plans.pool(name)
-                    how = chosen or settings.strategy
+                for index, request in enumerate(requests):
+                    name = request.pool
                     # Only the pool asked for keeps a line; its fallbacks are tried in passing.
                     queue = wait != 0 and index == 0
-                    picked = await self._pick(
-                        name, token, how, call, near, settings.sticky_ttl, queue
-                    )
+                    picked = await self._pick(request, queue)
                     if isinstance(picked, Lease):
                         in_line = in_line and index != 0  # a slot of the pool took it out
                         if self._hooks.installed:
@@ -180,22 +179,27 @@ class Pools(OnLoop):
                 # before it gives the slots back and closes the backend.
                 self._line.forget(key)
 
-    async def _pick(
+    def _request(
         self,
         pool: str,
         token: str,
-        strategy: str,
+        strategy: str | None,
         call: RatePlan,
         near: tuple[str, str],
-        sticky_ttl: float,
-        queue: bool,
-    ) -> Lease | float | None:
+    ) -> PickRequest:
+        """The pick on ``pool``: in the strategy asked for, else the pool's own."""
+        settings = self._plans.pool(pool)
+        return PickRequest(
+            pool, token, self._owner_id, self._lease_ttl, self._max_hold,
+            strategy or settings.strategy, _PICK_TRIES, call, near, settings.sticky_ttl,
+            self._session,
+        )  # fmt: skip
+
+    async def _pick(self, request: PickRequest, queue: bool) -> Lease | float | None:
         """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
+        pool, token = request.pool, request.token
         with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
-            result = await self._backend.pick(
-                pool, token, self._owner_id, self._lease_ttl, self._max_hold, strategy,
-                _PICK_TRIES, call, near, sticky_ttl, queue, **self._session_kw,
-            )  # fmt: skip
+            result = await self._backend.pick(request, wait=queue)
         if result.outcome is Outcome.CONFLICT:
             raise LeaseConflict(
                 result.number or "", token, "already holds a slot (on a number of the pool)"

@@ -48,7 +48,7 @@ from hypothesis.stateful import (
 )
 
 from callthrottle._rates import DAY, RatePlan, Window
-from callthrottle.backends import MemoryBackend, RedisBackend
+from callthrottle.backends import AcquireRequest, MemoryBackend, PickRequest, RedisBackend
 
 from .._servers import fence_mark
 from ._clock import TestClock, age_keys, clocked_library, set_server_clock, use_library
@@ -210,11 +210,11 @@ class Differential(RuleBasedStateMachine):
         priority: int,
     ) -> None:
         rates = plan(number, self.tz_offset, callee, priority)
-        kw = _session(owner)
+        asked = AcquireRequest(
+            number, token, owner, CAPS[number], ttl, max_hold, rates, _session(owner)
+        )
         result = self.step(
-            lambda b: b.acquire(
-                number, token, owner, CAPS[number], ttl, max_hold, enqueue, rates, **kw
-            ),
+            lambda b: b.acquire(asked, enqueue=enqueue),
             admits=priority,
             try_once=None if enqueue else token,
         )
@@ -227,11 +227,11 @@ class Differential(RuleBasedStateMachine):
         """A queued caller asks again (its own limit and plan, as its throttle keeps them)."""
         number, token, owner = data.draw(st.sampled_from(sorted(self.queued)))
         ttl, max_hold, rates = self.queued[(number, token, owner)]
-        kw = _session(owner)
+        asked = AcquireRequest(
+            number, token, owner, CAPS[number], ttl, max_hold, rates, _session(owner)
+        )
         result = self.step(
-            lambda b: b.acquire(
-                number, token, owner, CAPS[number], ttl, max_hold, True, rates, **kw
-            ),
+            lambda b: b.acquire(asked, enqueue=True),
             admits=rates.priority,
         )
         if result.outcome != 0:
@@ -270,7 +270,9 @@ class Differential(RuleBasedStateMachine):
     ) -> None:
         rates = plan(number, self.tz_offset)
         self.step(
-            lambda b: b.restore(number, token, owner, CAPS[number], ttl, max_hold, rates, age)
+            lambda b: b.restore(
+                AcquireRequest(number, token, owner, CAPS[number], ttl, max_hold, rates), age=age
+            )
         )
 
     @rule(owner=callers)
@@ -375,21 +377,12 @@ class Differential(RuleBasedStateMachine):
         chain = [pool] + ([FALLBACK[pool]] if pool in FALLBACK else [])
         for index, name in enumerate(chain):
             queue = wait and index == 0
-            args = (
-                name,
-                token,
-                owner,
-                ttl,
-                max_hold,
-                strategy,
-                tries,
-                call,
-                near,
-                sticky_ttl,
-                queue,
-            )
+            asked = PickRequest(
+                name, token, owner, ttl, max_hold, strategy, tries, call, near, sticky_ttl,
+                _session(owner),
+            )  # fmt: skip
             result = self.step(
-                partial(_pick, args, owner == SESSION),
+                partial(_pick, asked, queue),
                 admits=priority,
                 try_once=None if queue else token,
             )
@@ -470,13 +463,13 @@ def _fill(pool: str, added: dict[str, MemberSpec], backend: Backend) -> Awaitabl
     return backend.pool_update(pool, added, ())
 
 
-def _pick(args: tuple[Any, ...], session: bool, backend: Backend) -> Awaitable[PickResult]:
-    return backend.pick(*args, session=True) if session else backend.pick(*args)
+def _pick(request: PickRequest, wait: bool, backend: Backend) -> Awaitable[PickResult]:
+    return backend.pick(request, wait=wait)
 
 
-def _session(owner: str) -> dict[str, bool]:
-    """The keyword a throttle of the session passes (and no other throttle)."""
-    return {"session": True} if owner == SESSION else {}
+def _session(owner: str) -> bool:
+    """Whether a throttle of the session asks (its leases are the session's)."""
+    return owner == SESSION
 
 
 def _settings() -> settings:

@@ -44,6 +44,7 @@ from callthrottle.backends._codec import (
     window_usage_argv,
 )
 from callthrottle.backends._keys import KeySpace
+from callthrottle.backends._requests import AcquireRequest, PickRequest
 
 LUA = resources.files("callthrottle.backends").joinpath("lua")
 FUNCTIONS = sorted(
@@ -174,7 +175,7 @@ def by_label(codec: Codec, argv: tuple[object, ...]) -> tuple[dict[str, object],
 
 def test_acquire_on_the_hot_path_sends_its_required_arguments_only() -> None:
     codec = CODECS["acquire"]
-    argv = acquire_argv("t1", "o1", 3, 2.0, None, True, "+1", "ch:")
+    argv = acquire_argv(AcquireRequest("+1", "t1", "o1", 3, 2.0, None), "o1", True, "ch:")
     assert len(argv) == codec.required
     assert by_label(codec, argv)[0] == {
         "token": "t1", "owner": "o1", "limit": 3, "ttl_ms": 2000, "max_hold_ms": 0,
@@ -184,7 +185,7 @@ def test_acquire_on_the_hot_path_sends_its_required_arguments_only() -> None:
 
 def test_acquire_with_rates_and_a_group() -> None:
     codec = CODECS["acquire"]
-    argv = acquire_argv("t1", "o1", 3, 2.0, 30.0, False, "+1", "ch:", RATES)
+    argv = acquire_argv(AcquireRequest("+1", "t1", "o1", 3, 2.0, 30.0, RATES), "o1", False, "ch:")
     named, rest = by_label(codec, argv)
     assert named == {
         "token": "t1", "owner": "o1", "limit": 3, "ttl_ms": 2000, "max_hold_ms": 30000,
@@ -207,7 +208,7 @@ def test_acquire_with_rates_and_a_group() -> None:
          {"token": "t", "owner": "o", "number": "+1", "channel prefix": "ch:"}, []),
         ("renew", renew_argv("o", "+1", "ch:", 1.5, ["t1", "t2"]),
          {"owner": "o", "number": "+1", "channel prefix": "ch:", "ttl_ms": 1500}, ["t1", "t2"]),
-        ("restore", restore_argv("t", "o", 2.0, 1.0, 4, "+1", 0.25),
+        ("restore", restore_argv(AcquireRequest("+1", "t", "o", 4, 2.0, 1.0), "o", 0.25),
          {"token": "t", "owner": "o", "ttl_ms": 2000, "max_hold_ms left": 1000, "limit": 4,
           "number": "+1", "age_ms": 250}, []),
         ("keepalive", keepalive_argv("s", 3.0), {"session": "s", "ttl_ms": 3000}, []),
@@ -246,9 +247,8 @@ def test_each_encoder_puts_each_value_where_its_codec_says(
 def test_pick() -> None:
     codec = CODECS["pick"]
     call = RatePlan(callee="+2", callee_windows=(Window(1, 60.0),), tz_offset=-3600.0, priority=2)
-    argv = pick_argv(
-        "sticky", "t", "o", 2.0, None, "x:", "ch:", call, 16, ("0571", "CN"), 60.0, True, "p"
-    )
+    request = PickRequest("p", "t", "o", 2.0, None, "sticky", 16, call, ("0571", "CN"), 60.0)
+    argv = pick_argv(request, "o", "x:", "ch:", True)
     assert by_label(codec, argv) == (
         {
             "strategy": "sticky", "token": "t", "owner": "o", "ttl_ms": 2000, "max_hold_ms": 0,

@@ -16,15 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .._pools import STICKY_TTL
-from .._rates import NO_RATES
-
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan, Window
+    from ._requests import AcquireRequest, PickRequest
 
 __all__ = (
     "ENDED_KEPT", "EXPIRED_KEPT", "OWN_TAGS", "RESTORE_WITHIN", "SESSION_HOLD_MAX", "AcquireResult",
@@ -211,42 +209,25 @@ class Backend(Protocol):
         :meth:`acquire`, so a lost event delays a waiter but never strands it.
         """
 
-    async def acquire(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        enqueue: bool,
-        rates: RatePlan = NO_RATES,
-        *,
-        session: bool = False,
-    ) -> AcquireResult:
-        """Take a slot for ``token``, or queue it, atomically (one round trip on Redis).
+    async def acquire(self, request: AcquireRequest, *, enqueue: bool) -> AcquireResult:
+        """Take a slot for the request's token, or queue it, atomically (one round trip on
+        Redis).
 
-        With ``session``, ``owner`` is a session's name and the lease a *session lease*: it
-        lives while the session is alive (see :meth:`keepalive`) and never past its deadline,
-        ``max_hold`` or :data:`SESSION_HOLD_MAX` from its grant; it is not renewed by
-        :meth:`renew`. The acquire keeps the session alive for ``ttl`` more (never shortening
-        it) when the token is granted or queued.
+        A session lease (``request.session``): the acquire keeps the session alive for
+        ``ttl`` more (never shortening it) when the token is granted or queued.
 
-        ``rates`` gives the number's rate windows (windows set at run time replace its
-        ``windows``; a warming number adds its warm-up's daily cap): a call is admitted only if
-        every window has room, and counted in them when admitted. A request with windows is
-        never handed a slot while it waits: it is nudged to ask again when first in line with a
-        slot free, so that its windows are checked (so is any waiter once windows are set at
-        run time or a warm-up began).
+        Rate windows (``request.rates``): a call is admitted only if every window has room,
+        and counted in them when admitted. A request with windows is never handed a slot while
+        it waits: it is nudged to ask again when first in line with a slot free, so that its
+        windows are checked (so is any waiter once windows are set at run time or a warm-up
+        began).
 
-        ``limit`` is the caller's own cap: a runtime cap replaces it, and a lowered cap lowers
-        it while it lasts, both judged when a slot frees (a waiter keeps ``limit``, not the
-        cap in force when it queued). A caller waiting for a full trunk or tenant waits in the
-        group's line, first come first served: a slot of the group is free for a caller only
-        when the callers ahead of it there leave one. A caller waits in one line at a time.
+        A caller waiting for a full trunk or tenant waits in the group's line, first come first
+        served: a slot of the group is free for a caller only when the callers ahead of it
+        there leave one. A caller waits in one line at a time.
 
         Expired leases and waiters are dropped first, and waiters whose turn came are granted.
-        A slot is granted only when fewer than ``limit`` leases are live *and* nobody waits
+        A slot is granted only when fewer than the cap in force are live *and* nobody waits
         ahead (first come, first served). Otherwise the token is queued when ``enqueue`` is
         true, or nothing is written. Calling again with a token that holds or waits for the
         same owner reports its state (and refreshes its place in line): a retry after an
@@ -282,24 +263,12 @@ class Backend(Protocol):
         else ``rates``' own, and its warm-up's daily cap while warming. Read only."""
         ...
 
-    async def restore(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        rates: RatePlan = NO_RATES,
-        age: float = 0.0,
-        session: bool = False,
-    ) -> RestoreOutcome:
+    async def restore(self, request: AcquireRequest, *, age: float = 0.0) -> RestoreOutcome:
         """Count again a lease the backend lost (a Redis restart without persistence, a
-        failover to a replica that lacked it) while its call is still up: held by ``owner``
-        for ``ttl`` seconds (at most ``max_hold`` more), in ``rates``' groups, granted ``age``
-        seconds ago. It is counted
-        even past the cap, so that new calls wait until the number really has room, and not
-        again in any rate window.
+        failover to a replica that lacked it) while its call is still up: the request's
+        lease, held by its owner for ``ttl`` seconds (at most ``max_hold`` more), in its rates'
+        groups, granted ``age`` seconds ago. It is counted even past the cap, so that new calls
+        wait until the number really has room, and not again in any rate window.
 
         A lease ended for good is never counted again: released by another process (see
         :meth:`release`), or live when :meth:`reset_number` or :meth:`release_owner` dropped it.
@@ -375,29 +344,11 @@ class Backend(Protocol):
         """The pool's numbers, in their round-robin order."""
         ...
 
-    async def pick(
-        self,
-        pool: str,
-        token: str,
-        owner: str,
-        ttl: float,
-        max_hold: float | None,
-        strategy: str,
-        tries: int,
-        call: RatePlan,
-        near: tuple[str, str] = ("", ""),
-        sticky_ttl: float = STICKY_TTL,
-        wait: bool = False,
-        *,
-        session: bool = False,
-    ) -> PickResult:
-        """Take a slot for ``token`` on the first of at most ``tries`` numbers of ``pool``, in
-        the strategy's order, that admits the call under all of its limits (as
-        :meth:`acquire` with ``enqueue=False`` would decide for each). ``call`` carries the
-        per-call parts of the plan: callee, callee windows, priority, time zone offset;
-        ``near`` the callee's area and region (``local``); ``sticky_ttl`` how long a callee
-        keeps its number (``sticky``). A number that cannot take the call is looked at after
-        the others by later picks.
+    async def pick(self, request: PickRequest, *, wait: bool = False) -> PickResult:
+        """Take a slot for the request's token on the first of at most ``tries`` numbers of
+        its pool, in the strategy's order, that admits the call under all of its limits (as
+        :meth:`acquire` with ``enqueue=False`` would decide for each). A number that cannot
+        take the call is looked at after the others by later picks.
 
         Callers waiting on the pool are served first come, first served: while any wait, only
         the first in line picks; anyone else gets QUEUED (``wait``: now in line, for ``ttl``
@@ -405,9 +356,6 @@ class Backend(Protocol):
         admitted joins the line. A caller that got a slot leaves the line; the next first in
         line is told (``"nudged"`` on number ``"pool:<pool>"``), and so is the first in line
         whenever a lease picked from the pool is released.
-
-        With ``session``, ``owner`` is a session's name and the slot a session lease (see
-        :meth:`acquire`).
 
         One round trip on Redis; the cost grows with ``tries``, not with the pool's size."""
         ...

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .._pools import MemberSpec
     from ._lane import Arg
+    from ._requests import AcquireRequest, PickRequest
 
 __all__ = (
     "CODECS", "DURATIONS", "GROUP_KEYS", "NUMBER_KEYS", "POOL_KEYS", "Codec", "abandon_argv",
@@ -98,27 +99,22 @@ def parse_windows_spec(spec: str) -> tuple[Window, ...]:
 
 
 def acquire_argv(
-    token: str,
-    owner: str,
-    limit: int,
-    ttl: float,
-    max_hold: float | None,
-    enqueue: bool,
-    number: str,
-    channels: str,
-    rates: RatePlan = NO_RATES,
+    request: AcquireRequest, owner: str, enqueue: bool, channels: str
 ) -> tuple[Arg, ...]:
-    """acquire.lua's ARGV; ``owner`` is already "owner\\t<session record>" for a session lease."""
+    """acquire.lua's ARGV; ``owner`` is the request's, or "owner\\t<session record>" for a
+    session lease."""
+    max_hold = request.max_hold
     args: tuple[Arg, ...] = (
-        token,
+        request.token,
         owner,
-        limit,
-        ms(ttl),
+        request.limit,
+        ms(request.ttl),
         0 if max_hold is None else ms(max_hold),
         1 if enqueue else 0,
-        number,
+        request.number,
         channels,
     )
+    rates = request.rates
     if rates is not NO_RATES:
         args += (
             windows_spec(rates.windows),
@@ -196,17 +192,11 @@ def renew_argv(
     return (owner, number, channels, ms(ttl) if ttl > 0 else 0, *tokens)
 
 
-def restore_argv(
-    token: str,
-    owner: str,
-    ttl: float,
-    max_hold: float | None,
-    limit: int,
-    number: str,
-    age: float,
-) -> tuple[Arg, ...]:
-    hold = 0 if max_hold is None else ms(max_hold)
-    return (token, owner, ms(ttl), hold, limit, number, round(age * 1000))
+def restore_argv(request: AcquireRequest, owner: str, age: float) -> tuple[Arg, ...]:
+    """restore.lua's ARGV; ``owner`` as acquire's (a session lease names its record)."""
+    hold = 0 if request.max_hold is None else ms(request.max_hold)
+    ttl = ms(request.ttl)
+    return (request.token, owner, ttl, hold, request.limit, request.number, round(age * 1000))
 
 
 def keepalive_argv(session: str, ttl: float) -> tuple[Arg, ...]:
@@ -375,40 +365,29 @@ def pool_members_result(reply: list[Any]) -> list[str]:
 
 
 def pick_argv(
-    strategy: str,
-    token: str,
-    owner: str,
-    ttl: float,
-    max_hold: float | None,
-    prefix: str,
-    channels: str,
-    call: RatePlan,
-    tries: int,
-    near: tuple[str, str],
-    sticky_ttl: float,
-    wait: bool,
-    pool: str,
+    request: PickRequest, owner: str, prefix: str, channels: str, wait: bool
 ) -> tuple[Arg, ...]:
     """pick.lua's ARGV; ``owner`` as acquire's (a session lease names its record)."""
+    call, near = request.call, request.near
     return (
-        strategy,
-        token,
+        request.strategy,
+        request.token,
         owner,
-        ms(ttl),
-        0 if max_hold is None else ms(max_hold),
+        ms(request.ttl),
+        0 if request.max_hold is None else ms(request.max_hold),
         prefix,
         channels,
         round(call.tz_offset * 1000),
         call.callee or "",
         windows_spec(call.callee_windows) if call.callee else "",
         call.priority,
-        tries,
+        request.tries,
         near[0],
         near[1],
-        ms(sticky_ttl),
+        ms(request.sticky_ttl),
         1 if wait else 0,
-        ms(ttl),
-        pool,
+        ms(request.ttl),
+        request.pool,
     )
 
 

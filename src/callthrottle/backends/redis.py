@@ -14,8 +14,6 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
-from .._pools import STICKY_TTL
-from .._rates import NO_RATES, GroupPlan, RatePlan
 from ._base import (
     AcquireResult,
     EventListener,
@@ -69,6 +67,8 @@ if TYPE_CHECKING:
 
     from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
+    from .._rates import GroupPlan, RatePlan
+    from ._requests import AcquireRequest, PickRequest
 
 
 # The blocking facade calls the same functions: it reads their replies as the backend does.
@@ -296,27 +296,17 @@ class RedisBackend:
         finally:
             self._listeners.pop(owner, None)
 
-    async def acquire(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        enqueue: bool,
-        rates: RatePlan = NO_RATES,
-        *,
-        session: bool = False,
-    ) -> AcquireResult:
+    async def acquire(self, request: AcquireRequest, *, enqueue: bool) -> AcquireResult:
         # As acquire_args, inline: the hot path makes no call it can do without.
         space = self._space
+        number, owner = request.number, request.owner
         channels = space.channels if self._events is None else space.channels_for(number)
-        holder = self._session_holder(owner, space.tag_of(number)) if session else owner
-        args = acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
+        holder = self._session_holder(owner, space.tag_of(number)) if request.session else owner
+        args = acquire_argv(request, holder, enqueue, channels)
         try:
             if self._events is not None:
                 await self._join(channels, owner)
+            rates = request.rates
             if rates.callee is None:
                 reply = await self._ask("a", number, args)
             else:
@@ -400,21 +390,12 @@ class RedisBackend:
             reply = await self._run("window_usage", self._space.number_keys(number), args)
         return window_usage_result(reply)
 
-    async def restore(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        rates: RatePlan = NO_RATES,
-        age: float = 0.0,
-        session: bool = False,
-    ) -> RestoreOutcome:
+    async def restore(self, request: AcquireRequest, *, age: float = 0.0) -> RestoreOutcome:
+        number, owner = request.number, request.owner
         keys = self._space.number_keys(number)
+        session = request.session
         holder = self._session_holder(owner, self._space.tag_of(number)) if session else owner
-        args = restore_argv(token, holder, ttl, max_hold, limit, number, age)
+        args = restore_argv(request, holder, age)
         with _map_errors("restore"):
             await self._join(self._space.channels_for(number), owner)
             return RestoreOutcome(await self._run("restore", keys, args))
@@ -499,52 +480,25 @@ class RedisBackend:
         with _map_errors("pool_update"):
             return int(await self._run("pool_update", self._space.pool_keys(pool)[:3], args))
 
-    def acquire_args(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        enqueue: bool,
-        rates: RatePlan = NO_RATES,
-        session: bool = False,
-    ) -> tuple[Arg, ...]:
+    def acquire_args(self, request: AcquireRequest, enqueue: bool) -> tuple[Arg, ...]:
         """The arguments of acquire.lua for this request (see its header)."""
         space = self._space
+        number, owner = request.number, request.owner
         channels = space.channels if self._events is None else space.channels_for(number)
-        holder = self._session_holder(owner, space.tag_of(number)) if session else owner
-        return acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
+        holder = self._session_holder(owner, space.tag_of(number)) if request.session else owner
+        return acquire_argv(request, holder, enqueue, channels)
 
     async def pool_members(self, pool: str) -> list[str]:
         with _map_errors("pool_members"):
             reply = await self._run("pool_members", self._space.pool_keys(pool)[:3], ())
         return pool_members_result(reply)
 
-    async def pick(
-        self,
-        pool: str,
-        token: str,
-        owner: str,
-        ttl: float,
-        max_hold: float | None,
-        strategy: str,
-        tries: int,
-        call: RatePlan,
-        near: tuple[str, str] = ("", ""),
-        sticky_ttl: float = STICKY_TTL,
-        wait: bool = False,
-        *,
-        session: bool = False,
-    ) -> PickResult:
+    async def pick(self, request: PickRequest, *, wait: bool = False) -> PickResult:
+        pool, owner = request.pool, request.owner
         tag = self._space.pool_tag(pool)
         channels = self._space.tag_channels(tag)
-        holder = self._session_holder(owner, tag) if session else owner
-        args = pick_argv(
-            strategy, token, holder, ttl, max_hold, self._space.prefix, channels, call, tries, near,
-            sticky_ttl, wait, pool,
-        )  # fmt: skip
+        holder = self._session_holder(owner, tag) if request.session else owner
+        args = pick_argv(request, holder, self._space.prefix, channels, wait)
         with _map_errors("pick"):
             await self._join(channels, owner)
             reply = await self._run("pick", self._space.pool_keys(pool), args)
