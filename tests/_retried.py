@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 from callthrottle import Config
 from callthrottle._pools import STICKY_TTL
 from callthrottle._rates import RatePlan, Window
-from callthrottle.backends import AcquireRequest, Backend, PickRequest, RedisBackend
+from callthrottle.backends import (
+    AcquireRequest,
+    Backend,
+    GroupPolicyChange,
+    PickRequest,
+    PolicyChange,
+    RedisBackend,
+)
 from callthrottle.backends.redis import _LIBRARY
 
 if TYPE_CHECKING:
@@ -365,28 +372,30 @@ CASES = [
         "set_policy",
         "cap-raised",
         full_number,
-        lambda b: b.set_policy(A, {"cap": 2}),
+        lambda b: b.set_policy(A, PolicyChange(cap=2)),
         nudges_again=True,
     ),
     _case(
         "set_policy",
         "cooling",
         full_number,
-        lambda b: b.set_policy(A, {"state": "cooling", "reason": "477", "until": 60.0}),
+        lambda b: b.set_policy(A, PolicyChange(state="cooling", reason="477", until=60.0)),
         nudges_again=True,
     ),
     _case(
         "set_policy",
         "warming-with-windows",
         full_trunk,
-        lambda b: b.set_policy(G, {"state": "warming", "since": True, "rates": (Window(9, 60.0),)}),
+        lambda b: b.set_policy(
+            G, PolicyChange(state="warming", warming=True, rates=(Window(9, 60.0),))
+        ),
         nudges_again=True,  # o2 waits in the trunk's line: told at each run
     ),
     _case(
         "set_group_policy",
         "trunk-cap-raised",
         full_trunk,
-        lambda b: b.set_group_policy(TRUNK, GROUP_TAG, {"cap": 3}),
+        lambda b: b.set_group_policy(TRUNK, GROUP_TAG, GroupPolicyChange(cap=3)),
         nudges_again=True,
     ),
     _case(

@@ -19,6 +19,7 @@ import pytest
 
 from callthrottle._pools import MemberSpec
 from callthrottle._rates import NO_RATES, GroupPlan, RatePlan, Window
+from callthrottle.backends import GroupPolicyChange, PolicyChange, RuntimePolicy
 from callthrottle.backends._codec import (
     CODECS,
     Codec,
@@ -27,6 +28,7 @@ from callthrottle.backends._codec import (
     batch_argv,
     end_session_argv,
     fence_lift_argv,
+    get_policy_result,
     keepalive_argv,
     member_spec,
     pick_argv,
@@ -217,9 +219,17 @@ def test_acquire_with_rates_and_a_group() -> None:
          {"owner": "o", "number": "+1", "channel prefix": "ch:"}, []),
         ("release_owner_lines", release_owner_lines_argv("o", "ch:", "p"),
          {"owner": "o", "channel prefix": "ch:", "pool name": "p"}, []),
-        ("set_policy", set_policy_argv("+1", "ch:", {"cap": 3, "until": 2.0, "state": None}),
-         {"number": "+1", "channel prefix": "ch:"}, ["cap", "3", "until", "+2000", "state", ""]),
-        ("set_group_policy", set_group_policy_argv("ch:", {"rates": (Window(2, 1.0),)}),
+        ("set_policy", set_policy_argv("+1", "ch:", PolicyChange(cap=3, until=2.0, state=None)),
+         {"number": "+1", "channel prefix": "ch:"}, ["cap", "3", "state", "", "until", "+2000"]),
+        ("set_policy", set_policy_argv("+1", "ch:", PolicyChange(lowered=(2, 1.5), warming=True,
+                                                                  reaction=True)),
+         {"number": "+1", "channel prefix": "ch:"},
+         ["lcap", "2", "luntil", "+1500", "since", "now", "reaction", "1"]),
+        ("set_policy", set_policy_argv("+1", "ch:", PolicyChange(lowered=None, warming=None,
+                                                                  rates=None)),
+         {"number": "+1", "channel prefix": "ch:"},
+         ["lcap", "", "luntil", "", "rates", "", "since", ""]),
+        ("set_group_policy", set_group_policy_argv("ch:", GroupPolicyChange(rates=(Window(2, 1.0),))),
          {"channel prefix": "ch:"}, ["rates", "2:1000:0"]),
         ("usage", usage_argv(7), {"limit": 7}, []),
         ("window_usage", window_usage_argv(RATES),
@@ -242,6 +252,19 @@ def test_each_encoder_puts_each_value_where_its_codec_says(
     codec = CODECS[function]
     assert by_label(codec, argv) == (expected, rest)
     assert len(expected) >= (len(codec.argv) if codec.required is None else codec.required)
+
+
+def test_get_policy_reads_the_fields_of_the_policy_key() -> None:
+    now = 1_000_000
+    reply = [
+        now, b"cap", b"5", b"state", b"cooling", b"reason", b"477", b"until", b"1002000",
+        b"lcap", b"2", b"luntil", b"1000500", b"rates", b"2:1000:0", b"since", b"997000",
+    ]  # fmt: skip
+    assert get_policy_result(reply) == RuntimePolicy(
+        cap=5, state="cooling", reason="477", until=2.0, lowered_cap=2, lowered_for=0.5,
+        rates=(Window(2, 1.0),), warming_for=3.0,
+    )  # fmt: skip
+    assert get_policy_result([now]) == RuntimePolicy()
 
 
 def test_pick() -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan, Window
+    from ._policy import GroupPolicyChange, PolicyChange, RuntimePolicy
     from ._requests import AcquireRequest, PickRequest
 
 __all__ = (
@@ -300,37 +301,22 @@ class Backend(Protocol):
         """Live leases and waiters on the number, and the cap in force (read only)."""
         ...
 
-    async def set_group_policy(
-        self, group: GroupPlan, tag: str, changes: Mapping[str, object]
-    ) -> None:
-        """Set a group's cap (int) or rate windows (tuple of :class:`Window`) at run time,
-        replacing the configured ones, for every process at once (``None`` removes the field);
-        its waiters are asked to try again."""
+    async def set_group_policy(self, group: GroupPlan, tag: str, change: GroupPolicyChange) -> None:
+        """Set a group's cap or rate windows at run time, replacing the configured ones, for
+        every process at once; its waiters are asked to try again."""
 
-    async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        """Change the number's runtime policy atomically; every process sees it at once.
+    async def set_policy(self, number: str, change: PolicyChange) -> None:
+        """Change the number's runtime policy atomically (see :class:`PolicyChange`); every
+        process sees it at once. Waiters are granted at once if the cap went up, and asked to
+        try again (a number that no longer admits calls then refuses them)."""
 
-        Fields: ``cap`` (int; overrides the cap callers ask for), ``state`` and ``reason``
-        (str), ``until`` (seconds from now by the backend's clock: the end of a cool-down),
-        ``lcap`` and ``luntil`` (a lowered cap, and seconds from now until it lapses), ``rates``
-        (a tuple of :class:`Window`, replacing the caller's), ``since`` (any value: now, by the
-        backend's clock; when warming began: the warm-up's daily caps apply while it is set,
-        also once a carrier's cool-down set meanwhile has ended). ``None`` removes a field.
-        ``reaction`` (any value; not stored) marks a carrier's reaction: it then leaves
-        ``state``, ``reason``, ``until`` and ``since`` as they are when the state in force keeps
-        the number from admitting calls and is not a cool-down (an operator's flag outlives a
-        carrier's cool-down). Waiters are granted at once if the cap went up, and asked to try
-        again (a number that no longer admits calls then refuses them).
-        """
+    async def get_policy(self, number: str) -> RuntimePolicy:
+        """The number's runtime policy (read only).
 
-    async def get_policy(self, number: str) -> dict[str, object]:
-        """The number's runtime policy: ``until`` and ``luntil`` as seconds from now, ``since``
-        as seconds ago, ``rates`` as a tuple of :class:`Window`, the rest as str.
-
-        A carrier reaction that lapsed is left out: ``lcap`` and ``luntil`` once ``luntil`` is
-        past, and ``state``, ``reason`` and ``until`` once a ``cooling`` state's ``until`` is
-        past. A policy that holds nothing else is forgotten with it (also by
-        :meth:`known_numbers`): on Redis its key expires."""
+        A carrier reaction that lapsed is left out: a lowered cap once it lapsed, and the
+        state, reason and end of a ``cooling`` state once it ended. A policy that holds
+        nothing else is forgotten with it (also by :meth:`known_numbers`): on Redis its key
+        expires."""
         ...
 
     async def pool_update(

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan
+    from ._policy import GroupPolicyChange, PolicyChange, RuntimePolicy
     from ._requests import AcquireRequest, PickRequest
 
 
@@ -439,21 +440,19 @@ class RedisBackend:
             reply = await self._run("group_usage", [holders, waiters, policy], ())
         return group_usage_result(reply, group)
 
-    async def set_group_policy(
-        self, group: GroupPlan, tag: str, changes: Mapping[str, object]
-    ) -> None:
+    async def set_group_policy(self, group: GroupPlan, tag: str, change: GroupPolicyChange) -> None:
         holders, _, waiters, policy = self._space.group_keys(group.group, tag)
         channels = self._space.tag_channels(tag)
-        args = set_group_policy_argv(channels, changes)
+        args = set_group_policy_argv(channels, change)
         with _map_errors("set_group_policy"):
             await self._run("set_group_policy", [holders, waiters, policy], args)
 
-    async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        args = set_policy_argv(number, self._space.channels_for(number), changes)
+    async def set_policy(self, number: str, change: PolicyChange) -> None:
+        args = set_policy_argv(number, self._space.channels_for(number), change)
         with _map_errors("set_policy"):
             await self._run("set_policy", self._space.number_keys(number), args)
 
-    async def get_policy(self, number: str) -> dict[str, object]:
+    async def get_policy(self, number: str) -> RuntimePolicy:
         with _map_errors("get_policy"):
             reply = await self._run("get_policy", self._space.number_keys(number), ())
         return get_policy_result(reply)
