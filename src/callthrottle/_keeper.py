@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._hooks import Hooks
     from ._plans import Plans
     from ._settings import Settings
-    from .backends import Backend
+    from .backends import SlotStore
 
     Key = tuple[str, str]  # (number, token)
 
@@ -83,7 +83,7 @@ class Keeper(OnLoop):
 
     def __init__(
         self,
-        backend: Backend,
+        backend: SlotStore,
         settings: Settings,
         plans: Plans,
         hooks: Hooks,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._keeper import Keeper, Key
     from ._plans import Plans
     from ._settings import Settings
-    from .backends import Backend
+    from .backends import SlotStore
 
 __all__ = ("Line", "Waiter", "new_token")
 
@@ -114,7 +114,7 @@ class Line(OnLoop):
 
     def __init__(
         self,
-        backend: Backend,
+        backend: SlotStore,
         settings: Settings,
         plans: Plans,
         hooks: Hooks,
@@ -361,17 +361,3 @@ class Line(OnLoop):
                 self._lease_ttl,
                 extra={"number": number, "token": token, "owner": self._owner_id},
             )
-
-    async def leave_pool(self, pool: str, token: str) -> None:
-        """Leave the line of ``pool``; never raises."""
-        with self._cancel_scope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
-            try:
-                await self._backend.pool_leave(pool, token, self._owner_id)
-            except ThrottleError as exc:
-                logger.warning(
-                    "could not leave the line of pool %s (%s); it lapses within %s s",
-                    pool,
-                    exc,
-                    self._lease_ttl,
-                    extra={"pool": pool, "token": token, "owner": self._owner_id},
-                )

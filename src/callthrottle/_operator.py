@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -25,7 +25,7 @@ from ._validate import (
     check_state,
     check_ttl,
 )
-from .backends import GroupPolicyChange, PolicyChange
+from .backends import GroupPolicyChange, Inspection, PolicyChange, PolicyStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,11 +34,16 @@ if TYPE_CHECKING:
     from ._models import Holder, Usage, WindowUsage
     from ._plans import Plans
     from ._settings import Settings
-    from .backends import Backend, RuntimePolicy
+    from .backends import RuntimePolicy
 
-__all__ = ("Operator",)
+__all__ = ("Operator", "OperatorBackend")
 
 logger = logging.getLogger("callthrottle")
+
+
+class OperatorBackend(PolicyStore, Inspection, Protocol):
+    """The roles of a backend that the operator uses: its policy, and what it reads and clears
+    of the shared state."""
 
 
 class Operator:
@@ -53,7 +58,7 @@ class Operator:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: OperatorBackend,
         settings: Settings,
         plans: Plans,
         hooks: Hooks,

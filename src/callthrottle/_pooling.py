@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._errors import LeaseConflict, PoolExhausted
+from ._errors import LeaseConflict, PoolExhausted, ThrottleError
 from ._events import Cancelled, Queued, refusal
+from ._keeper import CLEANUP_TIMEOUT
 from ._line import new_token
 from ._loop import OnLoop
 from ._models import Lease
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from ._plans import Plans
     from ._rates import RatePlan
     from ._settings import Settings
-    from .backends import Backend
+    from .backends import PoolStore
 
 __all__ = ("Pools",)
 
@@ -57,7 +58,7 @@ class Pools(OnLoop):
 
     def __init__(
         self,
-        backend: Backend,
+        backend: PoolStore,
         settings: Settings,
         plans: Plans,
         hooks: Hooks,
@@ -173,7 +174,7 @@ class Pools(OnLoop):
         finally:
             try:
                 if in_line:
-                    await self._line.leave_pool(pool, token)
+                    await self._leave(pool, token)
             finally:
                 # Once out of the pool's line: closing waits for every waiter to be gone
                 # before it gives the slots back and closes the backend.
@@ -219,6 +220,20 @@ class Pools(OnLoop):
             await self._keeper.release(lease, closing=True)
             raise
         return lease
+
+    async def _leave(self, pool: str, token: str) -> None:
+        """Leave the line of ``pool``; never raises."""
+        with self._cancel_scope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+            try:
+                await self._backend.pool_leave(pool, token, self._owner_id)
+            except ThrottleError as exc:
+                logger.warning(
+                    "could not leave the line of pool %s (%s); it lapses within %s s",
+                    pool,
+                    exc,
+                    self._lease_ttl,
+                    extra={"pool": pool, "token": token, "owner": self._owner_id},
+                )
 
     async def _publish_lost_pool(self, pool: str) -> None:
         """Publish again ``pool``'s configured numbers if the backend has none of them, once it

@@ -58,8 +58,8 @@ from ._validate import (
     check_token,
     check_ttl,
 )
-from .backends._base import Outcome
 from .backends._requests import AcquireRequest
+from .backends._results import Outcome
 from .backends.redis import _LIBRARY, RedisBackend, acquire_result, parse_sentinel_url
 
 if TYPE_CHECKING:

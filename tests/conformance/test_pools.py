@@ -20,8 +20,7 @@ from callthrottle import (
     Throttle,
 )
 from callthrottle._rates import NO_RATES
-from callthrottle.backends import Outcome, PickRequest
-from callthrottle.backends._base import PickResult
+from callthrottle.backends import Outcome, PickRequest, PickResult
 
 if TYPE_CHECKING:
     from callthrottle.backends import Backend

@@ -85,7 +85,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
     from callthrottle._pools import MemberSpec
-    from callthrottle.backends._base import Backend, PickResult
+    from callthrottle.backends import Backend, PickResult
 
 pytestmark = pytest.mark.redis
 

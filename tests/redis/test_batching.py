@@ -9,8 +9,7 @@ import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, Throttle
-from callthrottle.backends import AcquireRequest
-from callthrottle.backends._base import Outcome
+from callthrottle.backends import AcquireRequest, Outcome
 
 if TYPE_CHECKING:
     import redis

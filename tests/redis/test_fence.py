@@ -12,8 +12,7 @@ import pytest
 
 import redis
 from callthrottle import AcquireTimeout, Lease, PoolExhausted, Throttle, Usage
-from callthrottle.backends import AcquireRequest
-from callthrottle.backends._base import Outcome
+from callthrottle.backends import AcquireRequest, Outcome
 from callthrottle.backends._lane import Library
 
 from .._servers import free_port, own_server

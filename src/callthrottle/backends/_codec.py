@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._models import Holder, Usage, WindowUsage
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
-from ._base import AcquireResult, Outcome, PickResult
 from ._policy import KEEP, RuntimePolicy
+from ._results import AcquireResult, Outcome, PickResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

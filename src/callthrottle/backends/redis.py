@@ -14,14 +14,6 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
-from ._base import (
-    AcquireResult,
-    EventListener,
-    Layout,
-    PickResult,
-    RenewState,
-    RestoreOutcome,
-)
 from ._cluster import ClusterLanes, ShardedEvents
 from ._codec import (
     abandon_argv,
@@ -58,6 +50,7 @@ from ._codec import (
 from ._keys import KeySpace
 from ._lane import Arg, Library, ScriptLane, pack
 from ._redis_url import default_options, parse_cluster_url, parse_sentinel_url
+from ._results import AcquireResult, PickResult, RenewState, RestoreOutcome
 from ._subscription import EVENTS, KEEPALIVE, keep_subscribed
 
 if TYPE_CHECKING:
@@ -68,6 +61,7 @@ if TYPE_CHECKING:
     from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan
+    from ._base import EventListener, Layout
     from ._policy import GroupPolicyChange, PolicyChange, RuntimePolicy
     from ._requests import AcquireRequest, PickRequest
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .._base import AcquireResult, Outcome
+from .._results import AcquireResult, Outcome
 from ._lines import _Lines
 from ._records import _Entry, _expiry
 from ._sessions import _Session

@@ -7,7 +7,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..._rates import NO_RATES
-from .._base import SESSION_HOLD_MAX, Outcome, PickResult
+from .._base import SESSION_HOLD_MAX
+from .._results import Outcome, PickResult
 from ._acquire import _Acquire
 from ._pool_state import _RESTING, _Pool
 from ._records import _expiry, _live

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .._base import ReleaseState, RenewState, RestoreOutcome
+from .._results import ReleaseState, RenewState, RestoreOutcome
 from ._lines import _Lines
 from ._records import _Entry
 from ._sessions import _Session
