@@ -40,6 +40,7 @@ __all__ = ("Line", "Waiter", "new_token")
 logger = logging.getLogger("callthrottle")
 
 _RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be counted again
+_new_tuple = tuple.__new__
 
 
 def new_token() -> str:
@@ -205,10 +206,12 @@ class Line(OnLoop):
             rates = self._plans.for_call(rates, callee_e164, priority)
         if self._keeper.restoring is not None and wait != 0:
             wait = await self._let_restore(wait)
-        # One request for every ask of this call (the backend reads it, never keeps it).
-        request = AcquireRequest(
-            number, token, self._owner_id, cap, self._lease_ttl, self._max_hold, rates,
-            self._session,
+        # One request for every ask of this call (the backend reads it, never keeps it), built
+        # as AcquireRequest(...) would, without the Python-level __new__ of a named tuple.
+        request: AcquireRequest = _new_tuple(
+            AcquireRequest,
+            (number, token, self._owner_id, cap, self._lease_ttl, self._max_hold, rates,
+             self._session),
         )  # fmt: skip
         waiter = self.waiting[key] = Waiter()
         try:

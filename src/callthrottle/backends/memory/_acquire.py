@@ -33,12 +33,10 @@ class _Acquire(_Lines):
         """Lua twin: ``acquire.lua`` (also run for each operation of ``batch.lua`` and for each
         number ``pick.lua`` tries)."""
         await self._checkpoint()
-        if request.session:
+        number, token, owner, limit, ttl, max_hold, rates, session = request  # (the hot path)
+        if session:
             return self._acquire_in_session(request, enqueue)
-        return self._acquire_now(
-            request.number, request.token, request.owner, request.limit, request.ttl,
-            request.max_hold, enqueue, request.rates,
-        )  # fmt: skip
+        return self._acquire_now(number, token, owner, limit, ttl, max_hold, enqueue, rates)
 
     def _acquire_in_session(self, request: AcquireRequest, enqueue: bool) -> AcquireResult:
         """An acquire of a session lease: granted or queued, it keeps the session alive. Twin
