@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, cast
 import callthrottle.backends.redis as redis_backend
 import redis
 from callthrottle import Throttle
-from callthrottle.backends import Outcome
+from callthrottle.backends import AcquireRequest, Outcome
 from callthrottle.backends._lane import Library
 
 if TYPE_CHECKING:
@@ -229,7 +229,9 @@ async def bench_server(url: str, blocks: int, per_block: int, unfenced: Library)
                 tokens = [uuid.uuid4().hex for _ in numbers]
                 first = command_stats(sync)
                 for number, token in zip(numbers, tokens, strict=True):
-                    result = await backend.acquire(number, token, owner, CAP, TTL, None, False)
+                    result = await backend.acquire(
+                        AcquireRequest(number, token, owner, CAP, TTL, None), enqueue=False
+                    )
                     if result.outcome is not Outcome.GRANTED:
                         raise RuntimeError(f"{label}: acquire not granted ({result})")
                 middle = command_stats(sync)
@@ -402,7 +404,7 @@ async def bench_first_call(url: str, reps: int) -> Section:
     async with Throttle.from_url(url, key_prefix="bench-ff:") as throttle:
         backend, owner = backend_of(throttle), throttle.owner_id
         warm = uuid.uuid4().hex  # connection and event subscription up
-        await backend.acquire(NUMBER, warm, owner, CAP, 1.0, None, False)
+        await backend.acquire(AcquireRequest(NUMBER, warm, owner, CAP, 1.0, None), enqueue=False)
         await backend.release(NUMBER, warm, owner)
         for _ in range(reps):
             sync.function_flush()
@@ -411,7 +413,9 @@ async def bench_first_call(url: str, reps: int) -> Section:
                 token = uuid.uuid4().hex
                 before = command_stats(sync)
                 started = time.perf_counter_ns()
-                result = await backend.acquire(NUMBER, token, owner, CAP, 1.0, None, False)
+                result = await backend.acquire(
+                    AcquireRequest(NUMBER, token, owner, CAP, 1.0, None), enqueue=False
+                )
                 latency[which].append((time.perf_counter_ns() - started) / 1000)
                 after = command_stats(sync)
                 if result.outcome is not Outcome.GRANTED:

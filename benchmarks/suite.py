@@ -53,6 +53,7 @@ from hot_path import NUMBER, Step, bench_memory, compare
 
 import redis
 from callthrottle import Lease, Throttle
+from callthrottle.backends import AcquireRequest
 from callthrottle.backends._lane import ScriptLane
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,7 +335,9 @@ async def bench_breakdown(url: str, rounds: int) -> Section:
             await lane.call(raw)
 
         async def backend_pair() -> None:
-            await backend.acquire(NUMBER, "bd", owner, CAP, 30.0, None, False)
+            await backend.acquire(
+                AcquireRequest(NUMBER, "bd", owner, CAP, 30.0, None), enqueue=False
+            )
             await backend.release(NUMBER, "bd", owner)
 
         async def throttle_pair() -> None:

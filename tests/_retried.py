@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 from callthrottle import Config
 from callthrottle._pools import STICKY_TTL
 from callthrottle._rates import RatePlan, Window
-from callthrottle.backends import Backend, RedisBackend
+from callthrottle.backends import (
+    AcquireRequest,
+    Backend,
+    GroupPolicyChange,
+    PickRequest,
+    PolicyChange,
+    RedisBackend,
+)
 from callthrottle.backends.redis import _LIBRARY
 
 if TYPE_CHECKING:
@@ -99,9 +106,11 @@ async def take(
         plan = dataclasses.replace(plan, callee=callee, callee_windows=(Window(5, 60.0),))
     if session:
         return await backend.acquire(
-            number, token, owner, limit, TTL, hold, wait, plan, session=True
+            AcquireRequest(number, token, owner, limit, TTL, hold, plan, True), enqueue=wait
         )
-    return await backend.acquire(number, token, owner, limit, TTL, hold, wait, plan)
+    return await backend.acquire(
+        AcquireRequest(number, token, owner, limit, TTL, hold, plan), enqueue=wait
+    )
 
 
 async def pick(
@@ -115,7 +124,10 @@ async def pick(
 ) -> Any:
     call = RatePlan(callee=callee)
     return await backend.pick(
-        "p", token, owner, TTL, None, strategy, 16, call, ("", ""), STICKY_TTL, wait
+        PickRequest(
+            "p", token, owner, TTL, None, strategy, 16, call, near=("", ""), sticky_ttl=STICKY_TTL
+        ),
+        wait=wait,
     )
 
 
@@ -275,19 +287,25 @@ CASES = [
         "restore",
         "in-groups",
         nothing,
-        lambda b: b.restore(G, "r1", "o1", 2, TTL, None, CONFIG.rate_plan_for(G), 5.0),
+        lambda b: b.restore(
+            AcquireRequest(G, "r1", "o1", 2, TTL, None, CONFIG.rate_plan_for(G)), age=5.0
+        ),
     ),
     _case(
         "restore",
         "past-the-cap",
         full_number,
-        lambda b: b.restore(A, "r1", "o3", 1, TTL, 60.0, CONFIG.rate_plan_for(A), 1.0),
+        lambda b: b.restore(
+            AcquireRequest(A, "r1", "o3", 1, TTL, 60.0, CONFIG.rate_plan_for(A)), age=1.0
+        ),
     ),
     _case(
         "restore",
         "another-owners-token",
         full_number,
-        lambda b: b.restore(A, "t1", "o3", 1, TTL, None, CONFIG.rate_plan_for(A), 1.0),
+        lambda b: b.restore(
+            AcquireRequest(A, "t1", "o3", 1, TTL, None, CONFIG.rate_plan_for(A)), age=1.0
+        ),
     ),
     _case("pick", "least-loaded", make_pool, lambda b: pick(b, "c1", "o1")),
     _case("pick", "round-robin", make_pool, lambda b: pick(b, "c1", "o1", "round-robin")),
@@ -354,28 +372,30 @@ CASES = [
         "set_policy",
         "cap-raised",
         full_number,
-        lambda b: b.set_policy(A, {"cap": 2}),
+        lambda b: b.set_policy(A, PolicyChange(cap=2)),
         nudges_again=True,
     ),
     _case(
         "set_policy",
         "cooling",
         full_number,
-        lambda b: b.set_policy(A, {"state": "cooling", "reason": "477", "until": 60.0}),
+        lambda b: b.set_policy(A, PolicyChange(state="cooling", reason="477", until=60.0)),
         nudges_again=True,
     ),
     _case(
         "set_policy",
         "warming-with-windows",
         full_trunk,
-        lambda b: b.set_policy(G, {"state": "warming", "since": True, "rates": (Window(9, 60.0),)}),
+        lambda b: b.set_policy(
+            G, PolicyChange(state="warming", warming=True, rates=(Window(9, 60.0),))
+        ),
         nudges_again=True,  # o2 waits in the trunk's line: told at each run
     ),
     _case(
         "set_group_policy",
         "trunk-cap-raised",
         full_trunk,
-        lambda b: b.set_group_policy(TRUNK, GROUP_TAG, {"cap": 3}),
+        lambda b: b.set_group_policy(TRUNK, GROUP_TAG, GroupPolicyChange(cap=3)),
         nudges_again=True,
     ),
     _case(

@@ -16,7 +16,7 @@ from ._loop import OnLoop
 from ._models import Lease
 from ._numbers import normalize_number
 from ._validate import check_token
-from .backends import ReleaseState, RenewState, RestoreOutcome
+from .backends import AcquireRequest, ReleaseState, RenewState, RestoreOutcome
 from .backends._base import RESTORE_WITHIN
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._hooks import Hooks
     from ._plans import Plans
     from ._settings import Settings
-    from .backends import Backend
+    from .backends import SlotStore
 
     Key = tuple[str, str]  # (number, token)
 
@@ -83,7 +83,7 @@ class Keeper(OnLoop):
 
     def __init__(
         self,
-        backend: Backend,
+        backend: SlotStore,
         settings: Settings,
         plans: Plans,
         hooks: Hooks,
@@ -344,17 +344,11 @@ class Keeper(OnLoop):
         if not stale and (left is None or left > 0):
             cap, plan = self._plans.configured(number)
             try:
-                restored = await self._backend.restore(
-                    number,
-                    lease.token,
-                    self._owner_id,
-                    cap,
-                    self._settings.lease_ttl,
-                    left,
-                    plan,
-                    age=sent_at - held.since,
-                    **self._settings.session_kw,
-                )
+                request = AcquireRequest(
+                    number, lease.token, self._owner_id, cap, self._settings.lease_ttl, left,
+                    plan, self._settings.session is not None,
+                )  # fmt: skip
+                restored = await self._backend.restore(request, age=sent_at - held.since)
             except ThrottleError as exc:
                 logger.warning(
                     "%s could not be counted again (%s)",

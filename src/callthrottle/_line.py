@@ -22,38 +22,29 @@ from ._keeper import CLEANUP_TIMEOUT
 from ._loop import OnLoop
 from ._models import Lease
 from ._numbers import normalize_number
-from ._rates import NO_RATES, RatePlan
+from ._rates import NO_RATES
 from ._validate import check_limit, check_priority, check_timeout, check_token
-from .backends import AcquireResult, Outcome
+from .backends import AcquireRequest, AcquireResult, Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
     from ._hooks import Hooks
     from ._keeper import Keeper, Key
     from ._plans import Plans
     from ._settings import Settings
-    from .backends import Backend
+    from .backends import SlotStore
 
 __all__ = ("Line", "Waiter", "new_token")
 
 logger = logging.getLogger("callthrottle")
 
 _RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be counted again
+_new_tuple = tuple.__new__
 
 
 def new_token() -> str:
     return os.urandom(12).hex()
-
-
-class _Request:
-    __slots__ = ("limit", "number", "rates", "token")
-
-    def __init__(self, number: str, token: str, limit: int, rates: RatePlan) -> None:
-        self.number = number
-        self.token = token
-        self.limit = limit
-        self.rates = rates
 
 
 class Waiter:
@@ -79,7 +70,7 @@ class Waiter:
             self.event.set()
 
 
-def _window_name(result: AcquireResult, request: _Request) -> str:
+def _window_name(result: AcquireResult, request: AcquireRequest) -> str:
     if result.for_callee:
         return f"{result.window} for callee {request.rates.callee}"
     if result.group is not None:
@@ -118,13 +109,13 @@ class Line(OnLoop):
         "_owner_id",
         "_plans",
         "_region",
-        "_session_kw",
+        "_session",
         "waiting",
     )
 
     def __init__(
         self,
-        backend: Backend,
+        backend: SlotStore,
         settings: Settings,
         plans: Plans,
         hooks: Hooks,
@@ -137,7 +128,7 @@ class Line(OnLoop):
         self._owner_id = settings.owner_id
         self._lease_ttl = settings.lease_ttl
         self._max_hold = settings.max_hold
-        self._session_kw = settings.session_kw
+        self._session = settings.session is not None  # the leases are the session's
         self._region = settings.region
         self._plans = plans
         self._known = plans.known  # the plan book's cache, read first
@@ -215,16 +206,23 @@ class Line(OnLoop):
             rates = self._plans.for_call(rates, callee_e164, priority)
         if self._keeper.restoring is not None and wait != 0:
             wait = await self._let_restore(wait)
+        # One request for every ask of this call (the backend reads it, never keeps it), built
+        # as AcquireRequest(...) would, without the Python-level __new__ of a named tuple.
+        request: AcquireRequest = _new_tuple(
+            AcquireRequest,
+            (number, token, self._owner_id, cap, self._lease_ttl, self._max_hold, rates,
+             self._session),
+        )  # fmt: skip
         waiter = self.waiting[key] = Waiter()
         try:
             if wait == 0:
-                granted = await self._try_once(number, token, cap, rates)
+                granted = await self._try_once(request)
             elif wait is None:  # no deadline: no cancel scope needed
-                granted = await self._wait_in_line(_Request(number, token, cap, rates), waiter)
+                granted = await self._wait_in_line(request, waiter)
             else:
                 granted = False
                 with self._cancel_scope(deadline=self._now() + wait):
-                    granted = await self._wait_in_line(_Request(number, token, cap, rates), waiter)
+                    granted = await self._wait_in_line(request, waiter)
                 if not granted:
                     await self.abandon(number, token)
         except (LeaseConflict, NumberUnavailable, RateLimited) as exc:
@@ -262,34 +260,12 @@ class Line(OnLoop):
             await restoring.wait()
         return None if wait is None else max(wait - (self._now() - started), 0.0)
 
-    def _ask(self, request: _Request, enqueue: bool) -> Awaitable[AcquireResult]:
-        return self._backend.acquire(
-            request.number,
-            request.token,
-            self._owner_id,
-            request.limit,
-            self._lease_ttl,
-            self._max_hold,
-            enqueue,
-            request.rates,
-            **self._session_kw,
-        )
-
-    async def _try_once(self, number: str, token: str, cap: int, rates: RatePlan) -> bool:
-        result = await self._backend.acquire(
-            number,
-            token,
-            self._owner_id,
-            cap,
-            self._lease_ttl,
-            self._max_hold,
-            False,
-            rates,
-            **self._session_kw,
-        )
+    async def _try_once(self, request: AcquireRequest) -> bool:
+        result = await self._backend.acquire(request, enqueue=False)
         outcome = result.outcome
         if outcome is Outcome.GRANTED:
             return True
+        number, token = request.number, request.token
         if result.fenced:
             self.note_fence(result)
             refused = AcquireTimeout(number, 0, "fence")
@@ -297,18 +273,18 @@ class Line(OnLoop):
             raise refused
         _raise_if_refused_for_good(number, token, result)
         if outcome is Outcome.RATE_LIMITED:
-            window = _window_name(result, _Request(number, token, cap, rates))
+            window = _window_name(result, request)
             raise RateLimited(number, 0, window, result.retry_in or 0.0)
         if outcome is Outcome.GROUP_FULL:
             raise AcquireTimeout(number, 0, result.group or "group")
         return False
 
-    async def _wait_in_line(self, request: _Request, waiter: Waiter) -> bool:
+    async def _wait_in_line(self, request: AcquireRequest, waiter: Waiter) -> bool:
         while True:
             # Armed before asking: a word that arrives while the ask is on its way back (the
             # reply, decided earlier, still says "queued") wakes the sleep below at once.
             waiter.event = event = self._new_event()
-            result = await self._ask(request, True)
+            result = await self._backend.acquire(request, enqueue=True)
             self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
             if result.outcome is Outcome.GRANTED:
                 return True
@@ -388,17 +364,3 @@ class Line(OnLoop):
                 self._lease_ttl,
                 extra={"number": number, "token": token, "owner": self._owner_id},
             )
-
-    async def leave_pool(self, pool: str, token: str) -> None:
-        """Leave the line of ``pool``; never raises."""
-        with self._cancel_scope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
-            try:
-                await self._backend.pool_leave(pool, token, self._owner_id)
-            except ThrottleError as exc:
-                logger.warning(
-                    "could not leave the line of pool %s (%s); it lapses within %s s",
-                    pool,
-                    exc,
-                    self._lease_ttl,
-                    extra={"pool": pool, "token": token, "owner": self._owner_id},
-                )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -16,7 +16,7 @@ from ._errors import InvalidArgument
 from ._events import Reclaimed
 from ._health import NumberState, NumberStatus, Reaction
 from ._numbers import normalize_number
-from ._rates import GroupPlan, Window, parse_windows
+from ._rates import GroupPlan, parse_windows
 from ._validate import (
     check_limit,
     check_outcome,
@@ -25,19 +25,25 @@ from ._validate import (
     check_state,
     check_ttl,
 )
+from .backends import GroupPolicyChange, Inspection, PolicyChange, PolicyStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from ._hooks import Hooks
     from ._models import Holder, Usage, WindowUsage
     from ._plans import Plans
     from ._settings import Settings
-    from .backends import Backend
+    from .backends import RuntimePolicy
 
-__all__ = ("Operator",)
+__all__ = ("Operator", "OperatorBackend")
 
 logger = logging.getLogger("callthrottle")
+
+
+class OperatorBackend(PolicyStore, Inspection, Protocol):
+    """The roles of a backend that the operator uses: its policy, and what it reads and clears
+    of the shared state."""
 
 
 class Operator:
@@ -52,7 +58,7 @@ class Operator:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: OperatorBackend,
         settings: Settings,
         plans: Plans,
         hooks: Hooks,
@@ -141,7 +147,7 @@ class Operator:
         number = self._number(number)
         value = None if cap is None else check_limit(cap, "cap")
         self._check_open()
-        await self._backend.set_policy(number, {"cap": value})
+        await self._backend.set_policy(number, PolicyChange(cap=value))
         logger.info("cap of %s set to %s", number, value, extra=self._log("number", number))
 
     async def set_rates(self, number: str, rates: str | None) -> None:
@@ -150,7 +156,7 @@ class Operator:
         if rates is not None:
             windows = parse_windows(rates, self._plans.midnight(number))
         self._check_open()
-        await self._backend.set_policy(number, {"rates": windows})
+        await self._backend.set_policy(number, PolicyChange(rates=windows))
         logger.info(
             "rate windows of %s set to %s", number, rates, extra=self._log("number", number)
         )
@@ -170,9 +176,13 @@ class Operator:
         self._check_open()
         # Active with no reason is the default: nothing is stored (nothing to leave behind).
         stored = None if new_state is NumberState.ACTIVE and reason is None else new_state.value
-        changes: dict[str, object] = {"state": stored, "reason": reason, "until": until}
-        changes["since"] = True if new_state is NumberState.WARMING else None
-        await self._backend.set_policy(number, changes)
+        change = PolicyChange(
+            state=stored,
+            reason=reason,
+            until=until,
+            warming=True if new_state is NumberState.WARMING else None,
+        )
+        await self._backend.set_policy(number, change)
         logger.info(
             "state of %s set to %s%s",
             number,
@@ -191,13 +201,13 @@ class Operator:
         reason = reaction.reason or f"carrier answered {code}"
         if reaction.action == "cooldown":
             # Unlike set_state, it leaves a state an operator set for good (flagged, ...).
-            changes: dict[str, object] = {
-                "state": NumberState.COOLING.value,
-                "reason": reason,
-                "until": check_ttl(reaction.seconds, "seconds"),
-                "reaction": True,  # a warm-up's start ("since") stays: it goes on afterwards
-            }
-            await self._backend.set_policy(number, changes)
+            change = PolicyChange(
+                state=NumberState.COOLING.value,
+                reason=reason,
+                until=check_ttl(reaction.seconds, "seconds"),
+                reaction=True,  # a warm-up's start stays: it goes on afterwards
+            )
+            await self._backend.set_policy(number, change)
         elif reaction.action == "flag":
             await self.set_state(number, NumberState.FLAGGED, reason, None)
         else:
@@ -205,7 +215,8 @@ class Operator:
             if cap is None:
                 usage = await self._backend.usage(number, self._plans.cap_for(number, None))
                 cap = max(1, math.floor(usage.limit * (reaction.factor or 0.5)))
-            await self._backend.set_policy(number, {"lcap": cap, "luntil": reaction.seconds})
+            lowered = (cap, check_ttl(reaction.seconds, "seconds"))  # checked with the settings
+            await self._backend.set_policy(number, PolicyChange(lowered=lowered))
         logger.warning(
             "carrier answered %s for %s: %s",
             code,
@@ -219,42 +230,39 @@ class Operator:
         group, tag = self._plans.group(kind, name)
         value = None if cap is None else check_limit(cap, "cap")
         self._check_open()
-        await self._backend.set_group_policy(group, tag, {"cap": value})
+        await self._backend.set_group_policy(group, tag, GroupPolicyChange(cap=value))
         self._log_group("cap of %s set to %s", group, value)
 
     async def set_group_rates(self, kind: str, name: str, rates: str | None) -> None:
         group, tag = self._plans.group(kind, name)
         windows = None if rates is None else parse_windows(rates)
         self._check_open()
-        await self._backend.set_group_policy(group, tag, {"rates": windows})
+        await self._backend.set_group_policy(group, tag, GroupPolicyChange(rates=windows))
         self._log_group("rate windows of %s set to %s", group, rates)
 
     def _log_group(self, message: str, group: GroupPlan, value: object) -> None:
         logger.info(message, group.group, value, extra=self._log("group", group.group))
 
 
-def status_from_policy(policy: Mapping[str, object]) -> NumberStatus:
+def status_from_policy(policy: RuntimePolicy) -> NumberStatus:
     """A number's status from the run-time policy the backend stores for it."""
-    state = NumberState(str(policy.get("state", "active")))
-    remaining = _seconds(policy.get("until"))
+    state = NumberState(policy.state or "active")
+    remaining = policy.until
     if state is NumberState.COOLING and remaining is not None and remaining <= 0:
         state, remaining = NumberState.ACTIVE, None
-    if state is NumberState.ACTIVE and "since" in policy:
+    if state is NumberState.ACTIVE and policy.warming_for is not None:
         state = NumberState.WARMING  # a carrier's cool-down during a warm-up ended
-    lowered_remaining = _seconds(policy.get("luntil"))
-    lowered = "lcap" in policy and lowered_remaining is not None and lowered_remaining > 0
-    rates = policy.get("rates")
+    lowered_remaining = policy.lowered_for
+    lowered = (
+        policy.lowered_cap is not None and lowered_remaining is not None and lowered_remaining > 0
+    )
     return NumberStatus(
         state=state,
-        reason=str(policy["reason"]) if "reason" in policy else None,
+        reason=policy.reason,
         remaining=remaining,
-        cap=int(str(policy["cap"])) if "cap" in policy else None,
-        lowered_cap=int(str(policy["lcap"])) if lowered else None,
+        cap=policy.cap,
+        lowered_cap=policy.lowered_cap if lowered else None,
         lowered_remaining=lowered_remaining if lowered else None,
-        rates=cast("tuple[Window, ...]", rates) if rates is not None else None,
-        warming_for=_seconds(policy.get("since")) if state is NumberState.WARMING else None,
+        rates=policy.rates,
+        warming_for=policy.warming_for if state is NumberState.WARMING else None,
     )
-
-
-def _seconds(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._errors import LeaseConflict, PoolExhausted
+from ._errors import LeaseConflict, PoolExhausted, ThrottleError
 from ._events import Cancelled, Queued, refusal
+from ._keeper import CLEANUP_TIMEOUT
 from ._line import new_token
 from ._loop import OnLoop
 from ._models import Lease
@@ -17,7 +18,7 @@ from ._numbers import locality, normalize_number
 from ._pools import check_strategy
 from ._settings import listed
 from ._validate import check_pool, check_priority, check_timeout, check_token
-from .backends import Outcome
+from .backends import Outcome, PickRequest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from ._plans import Plans
     from ._rates import RatePlan
     from ._settings import Settings
-    from .backends import Backend
+    from .backends import PoolStore
 
 __all__ = ("Pools",)
 
@@ -52,12 +53,12 @@ class Pools(OnLoop):
         "_owner_id",
         "_plans",
         "_region",
-        "_session_kw",
+        "_session",
     )
 
     def __init__(
         self,
-        backend: Backend,
+        backend: PoolStore,
         settings: Settings,
         plans: Plans,
         hooks: Hooks,
@@ -70,7 +71,7 @@ class Pools(OnLoop):
         self._owner_id = settings.owner_id
         self._lease_ttl = settings.lease_ttl
         self._max_hold = settings.max_hold
-        self._session_kw = settings.session_kw
+        self._session = settings.session is not None  # the leases are the session's
         self._region = settings.region
         self._plans = plans
         self._hooks = hooks
@@ -126,6 +127,8 @@ class Pools(OnLoop):
         key = (f"pool:{pool}", token)
         if key in self._line.waiting:
             raise LeaseConflict(pool, token, "already waits for a slot of this pool")
+        # One request per pool of the chain, for every pick of this call.
+        requests = [self._request(name, token, chosen, call, near) for name in chain]
         waiter = self._line.join(key)
         in_line = False
         try:
@@ -134,14 +137,11 @@ class Pools(OnLoop):
                 # Armed before picking: a nudge that comes while a pick is on its way back
                 # wakes the wait below at once.
                 waiter.event = event = self._new_event()
-                for index, name in enumerate(chain):
-                    settings = self._plans.pool(name)
-                    how = chosen or settings.strategy
+                for index, request in enumerate(requests):
+                    name = request.pool
                     # Only the pool asked for keeps a line; its fallbacks are tried in passing.
                     queue = wait != 0 and index == 0
-                    picked = await self._pick(
-                        name, token, how, call, near, settings.sticky_ttl, queue
-                    )
+                    picked = await self._pick(request, queue)
                     if isinstance(picked, Lease):
                         in_line = in_line and index != 0  # a slot of the pool took it out
                         if self._hooks.installed:
@@ -180,28 +180,33 @@ class Pools(OnLoop):
         finally:
             try:
                 if in_line:
-                    await self._line.leave_pool(pool, token)
+                    await self._leave(pool, token)
             finally:
                 # Once out of the pool's line: closing waits for every waiter to be gone
                 # before it gives the slots back and closes the backend.
                 self._line.forget(key)
 
-    async def _pick(
+    def _request(
         self,
         pool: str,
         token: str,
-        strategy: str,
+        strategy: str | None,
         call: RatePlan,
         near: tuple[str, str],
-        sticky_ttl: float,
-        queue: bool,
-    ) -> Lease | float | None:
+    ) -> PickRequest:
+        """The pick on ``pool``: in the strategy asked for, else the pool's own."""
+        settings = self._plans.pool(pool)
+        return PickRequest(
+            pool, token, self._owner_id, self._lease_ttl, self._max_hold,
+            strategy or settings.strategy, _PICK_TRIES, call, near, settings.sticky_ttl,
+            self._session,
+        )  # fmt: skip
+
+    async def _pick(self, request: PickRequest, queue: bool) -> Lease | float | None:
         """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
+        pool, token = request.pool, request.token
         with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
-            result = await self._backend.pick(
-                pool, token, self._owner_id, self._lease_ttl, self._max_hold, strategy,
-                _PICK_TRIES, call, near, sticky_ttl, queue, **self._session_kw,
-            )  # fmt: skip
+            result = await self._backend.pick(request, wait=queue)
         if result.outcome is Outcome.CONFLICT:
             raise LeaseConflict(
                 result.number or "", token, "already holds a slot (on a number of the pool)"
@@ -221,6 +226,20 @@ class Pools(OnLoop):
             await self._keeper.release(lease, closing=True)
             raise
         return lease
+
+    async def _leave(self, pool: str, token: str) -> None:
+        """Leave the line of ``pool``; never raises."""
+        with self._cancel_scope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+            try:
+                await self._backend.pool_leave(pool, token, self._owner_id)
+            except ThrottleError as exc:
+                logger.warning(
+                    "could not leave the line of pool %s (%s); it lapses within %s s",
+                    pool,
+                    exc,
+                    self._lease_ttl,
+                    extra={"pool": pool, "token": token, "owner": self._owner_id},
+                )
 
     async def _publish_lost_pool(self, pool: str) -> None:
         """Publish again ``pool``'s configured numbers if the backend has none of them, once it

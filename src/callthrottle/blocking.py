@@ -58,7 +58,8 @@ from ._validate import (
     check_token,
     check_ttl,
 )
-from .backends._base import Outcome
+from .backends._requests import AcquireRequest
+from .backends._results import Outcome
 from .backends.redis import _LIBRARY, RedisBackend, acquire_result, parse_sentinel_url
 
 if TYPE_CHECKING:
@@ -227,11 +228,11 @@ class SessionClient:
         wait: bool,
     ) -> Lease:
         """Ask until granted or refused for good, or until ``deadline``."""
+        request = AcquireRequest(
+            number, token, self._session, cap, self._lease_ttl, self._max_hold, rates, True
+        )
+        args = self._codec.acquire_args(request, wait)  # the same for every ask
         while True:
-            args = self._codec.acquire_args(
-                number, token, self._session, cap, self._lease_ttl, self._max_hold, wait, rates,
-                True,
-            )  # fmt: skip
             result = acquire_result(self._call("acquire", keys, args))
             outcome = result.outcome
             if outcome is Outcome.GRANTED:

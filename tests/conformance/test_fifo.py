@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, Lease, Reaction, Throttle, ThrottleError, Usage
-from callthrottle.backends import Outcome, ReleaseState
+from callthrottle.backends import AcquireRequest, Outcome, ReleaseState
 
 if TYPE_CHECKING:
     from callthrottle.backends import Backend
@@ -174,7 +174,9 @@ async def test_slot_handed_to_a_dead_waiter_comes_back_at_its_expiry(
     await dead.open()
     async with new_throttle(lease_ttl=60) as holder_side, new_throttle(lease_ttl=60) as live:
         held = await holder_side.acquire(NUMBER, limit=1, timeout=0)
-        await dead.acquire(NUMBER, "dead-call", "dead-owner", 1, 0.5, None, True)
+        await dead.acquire(
+            AcquireRequest(NUMBER, "dead-call", "dead-owner", 1, 0.5, None), enqueue=True
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(partial(live.acquire, NUMBER, limit=1, timeout=10))
             await wait_for_waiting(holder_side, 2)
@@ -235,9 +237,13 @@ class _ReleasesDuringTheAsk:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def acquire(self, number: str, token: str, *args: Any, **kwargs: Any) -> Any:
-        reply = await self._inner.acquire(number, token, *args, **kwargs)
-        if token == self._token and self.held is not None and reply.outcome is Outcome.QUEUED:
+    async def acquire(self, request: AcquireRequest, *, enqueue: bool) -> Any:
+        reply = await self._inner.acquire(request, enqueue=enqueue)
+        if (
+            request.token == self._token
+            and self.held is not None
+            and reply.outcome is Outcome.QUEUED
+        ):
             held, self.held = self.held, None
             assert await self._inner.release(*held) == ReleaseState.RELEASED
             await anyio.sleep(0.3)  # the release's event arrives (on Redis, by pub/sub)

@@ -18,7 +18,7 @@ from callthrottle import (
     Throttle,
     Usage,
 )
-from callthrottle.backends import Outcome, ReleaseState
+from callthrottle.backends import AcquireRequest, Outcome, ReleaseState
 
 from .test_fifo import NUMBER, wait_for_waiting
 
@@ -234,14 +234,22 @@ async def test_an_acquire_sent_again_after_the_number_was_disabled_reports_its_s
     await backend.open()
     try:
         async with new_throttle() as operator:
-            first = await backend.acquire(NUMBER, "call-1", "o1", 2, 30.0, None, False)
+            first = await backend.acquire(
+                AcquireRequest(NUMBER, "call-1", "o1", 2, 30.0, None), enqueue=False
+            )
             assert first.outcome is Outcome.GRANTED
             await operator.set_state(NUMBER, NumberState.DISABLED, reason="carrier cut it")
-            again = await backend.acquire(NUMBER, "call-1", "o1", 2, 30.0, None, False)
+            again = await backend.acquire(
+                AcquireRequest(NUMBER, "call-1", "o1", 2, 30.0, None), enqueue=False
+            )
             assert again.outcome is Outcome.GRANTED
-            other = await backend.acquire(NUMBER, "call-1", "o2", 2, 30.0, None, False)
+            other = await backend.acquire(
+                AcquireRequest(NUMBER, "call-1", "o2", 2, 30.0, None), enqueue=False
+            )
             assert other.outcome is Outcome.CONFLICT
-            new = await backend.acquire(NUMBER, "call-2", "o1", 2, 30.0, None, False)
+            new = await backend.acquire(
+                AcquireRequest(NUMBER, "call-2", "o1", 2, 30.0, None), enqueue=False
+            )
             assert new.outcome is Outcome.UNAVAILABLE
             assert (await operator.usage(NUMBER, limit=2)).in_use == 1
             assert await backend.release(NUMBER, "call-1", "o1") == ReleaseState.RELEASED

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from callthrottle import NumberState, NumberStatus, Reaction, Usage
+from callthrottle.backends import RuntimePolicy
 
 from .test_fifo import NUMBER
 
@@ -37,7 +38,7 @@ async def test_a_lapsed_reaction_leaves_nothing_behind(new_throttle: ThrottleFac
         assert await throttle.known_numbers() == []
         for number in (NUMBER, OTHER, THIRD):
             assert await throttle.status(number) == NumberStatus(NumberState.ACTIVE)
-            assert await throttle.backend.get_policy(number) == {}
+            assert await throttle.backend.get_policy(number) == RuntimePolicy()
             assert await throttle.usage(number) == Usage(in_use=0, limit=20, waiting=0)
 
 
@@ -58,7 +59,7 @@ async def test_a_lapsed_cool_down_reads_active_without_its_reason(
         )
         await anyio.sleep(LAPSE + 0.1)
         assert await throttle.status(NUMBER) == NumberStatus(NumberState.ACTIVE, cap=5)
-        assert await throttle.backend.get_policy(NUMBER) == {"cap": "5"}
+        assert await throttle.backend.get_policy(NUMBER) == RuntimePolicy(cap=5)
         assert await throttle.known_numbers() == [NUMBER]
         await throttle.set_cap(NUMBER, None)
         assert await throttle.known_numbers() == []

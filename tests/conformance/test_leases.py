@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from callthrottle import Lease, Throttle, Usage
+from callthrottle.backends import AcquireRequest
 
 from .test_fifo import NUMBER
 
@@ -45,7 +46,9 @@ async def test_dead_holders_slot_comes_back_after_its_ttl(
     """
     backend = new_backend()
     await backend.open()
-    await backend.acquire(NUMBER, "dead-call", "dead-owner", 1, 0.4, None, False)
+    await backend.acquire(
+        AcquireRequest(NUMBER, "dead-call", "dead-owner", 1, 0.4, None), enqueue=False
+    )
     async with new_throttle() as throttle:
         assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
         start = anyio.current_time()

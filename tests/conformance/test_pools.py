@@ -20,8 +20,7 @@ from callthrottle import (
     Throttle,
 )
 from callthrottle._rates import NO_RATES
-from callthrottle.backends import Outcome
-from callthrottle.backends._base import PickResult
+from callthrottle.backends import Outcome, PickRequest, PickResult
 
 if TYPE_CHECKING:
     from callthrottle.backends import Backend
@@ -514,7 +513,7 @@ async def test_a_try_once_pick_while_others_wait_is_refused(new_backend: Backend
 
     async def pick(token: str, owner: str, wait: bool) -> PickResult:
         return await backend.pick(
-            "one", token, owner, 30.0, None, "least-loaded", 16, NO_RATES, wait=wait
+            PickRequest("one", token, owner, 30.0, None, "least-loaded", 16, NO_RATES), wait=wait
         )
 
     try:
@@ -538,7 +537,8 @@ async def test_release_owner_frees_a_dead_callers_place_in_a_pools_line(
     async with new_throttle(config=config, default_limit=1, lease_ttl=60) as survivor:
         held = await survivor.acquire_from("one", timeout=0)
         place = await dead.pick(
-            "one", "dead-call", "dead-owner", 60, None, "least-loaded", 3, NO_RATES, wait=True
+            PickRequest("one", "dead-call", "dead-owner", 60, None, "least-loaded", 3, NO_RATES),
+            wait=True,
         )
         assert place.outcome is Outcome.REFUSED  # kept in line
         await survivor.release(held)
@@ -618,12 +618,12 @@ async def test_a_pick_that_will_not_wait_is_refused_while_others_wait(
     async with new_throttle(config=settings, default_limit=1, lease_ttl=30) as throttle:
         backend = throttle.backend
         held = await throttle.acquire_from("a", timeout=0)
-        pick = partial(backend.pick, "a", ttl=30, max_hold=None, strategy="least-loaded")
-        waiting = await pick(token="w", owner="o1", tries=3, call=NO_RATES, wait=True)
+        ask = partial(PickRequest, "a", ttl=30, max_hold=None, strategy="least-loaded")
+        waiting = await backend.pick(ask(token="w", owner="o1", tries=3, call=NO_RATES), wait=True)
         assert waiting.outcome is Outcome.REFUSED  # nothing free: it joined the line
-        once = await pick(token="x", owner="o2", tries=3, call=NO_RATES, wait=False)
+        once = await backend.pick(ask(token="x", owner="o2", tries=3, call=NO_RATES), wait=False)
         assert once == PickResult(Outcome.REFUSED)  # behind a waiter, and not in line
-        queued = await pick(token="y", owner="o2", tries=3, call=NO_RATES, wait=True)
+        queued = await backend.pick(ask(token="y", owner="o2", tries=3, call=NO_RATES), wait=True)
         assert queued == PickResult(Outcome.QUEUED)
         for token, owner in (("w", "o1"), ("y", "o2")):
             await backend.pool_leave("a", token, owner)
@@ -642,7 +642,9 @@ async def test_a_caller_waiting_on_an_empty_pool_keeps_no_place_in_its_line(
     await backend.open()
 
     async def pick(token: str, wait: bool) -> PickResult:
-        return await backend.pick("one", token, "o1", 30.0, None, strategy, 16, NO_RATES, wait=wait)
+        return await backend.pick(
+            PickRequest("one", token, "o1", 30.0, None, strategy, 16, NO_RATES), wait=wait
+        )
 
     spec = {NUMBERS[0]: config.member_spec(NUMBERS[0], 1)}
     try:

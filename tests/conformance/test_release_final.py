@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from callthrottle import Lease, Throttle, Usage
-from callthrottle.backends import RestoreOutcome
+from callthrottle.backends import AcquireRequest, RestoreOutcome
 
 if TYPE_CHECKING:
     from callthrottle.backends import Backend
@@ -21,12 +21,14 @@ CUT_OFF = "cut-off"  # an owner that hears nothing: its connection is cut
 async def _hold(backend: Backend, token: str, ttl: float = 30.0) -> None:
     """A lease of the cut-off owner, taken straight from the backend (no throttle renews it
     or hears of its release)."""
-    result = await backend.acquire(NUMBER, token, CUT_OFF, 1, ttl, None, enqueue=False)
+    result = await backend.acquire(
+        AcquireRequest(NUMBER, token, CUT_OFF, 1, ttl, None), enqueue=False
+    )
     assert result.outcome == 1
 
 
 async def _restore(backend: Backend, token: str, ttl: float = 30.0) -> RestoreOutcome:
-    return await backend.restore(NUMBER, token, CUT_OFF, 1, ttl, None, age=5.0)
+    return await backend.restore(AcquireRequest(NUMBER, token, CUT_OFF, 1, ttl, None), age=5.0)
 
 
 async def test_a_lease_released_by_another_process_is_not_counted_again(
@@ -69,7 +71,10 @@ async def test_a_lease_the_backend_lost_is_still_counted_again(throttle: Throttl
     assert await _restore(backend, "call-2") is RestoreOutcome.RESTORED
     assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
     assert await _restore(backend, "call-2") is RestoreOutcome.RESTORED  # still held: left alone
-    assert await backend.restore(NUMBER, "call-2", "another", 1, 30, None) is RestoreOutcome.TAKEN
+    assert (
+        await backend.restore(AcquireRequest(NUMBER, "call-2", "another", 1, 30, None))
+        is RestoreOutcome.TAKEN
+    )
     assert await throttle.release(Lease(NUMBER, "call-2")) is True
 
 

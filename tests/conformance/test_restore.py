@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, Config, InvalidArgument, Throttle, Usage
-from callthrottle.backends import ReleaseState, RenewState, RestoreOutcome
+from callthrottle.backends import AcquireRequest, ReleaseState, RenewState, RestoreOutcome
 
 if TYPE_CHECKING:
     from ..conftest import ThrottleFactory
@@ -22,7 +22,9 @@ NEIGHBOUR = "+8657188880002"
 async def test_a_restored_lease_is_counted_even_past_the_cap(throttle: Throttle) -> None:
     backend = throttle.backend
     held = await throttle.acquire(NUMBER, limit=1, timeout=0)
-    outcome = await backend.restore(NUMBER, "lost-call", "elsewhere", 1, 30, None, age=12.0)
+    outcome = await backend.restore(
+        AcquireRequest(NUMBER, "lost-call", "elsewhere", 1, 30, None), age=12.0
+    )
     assert outcome is RestoreOutcome.RESTORED
     assert await throttle.usage(NUMBER, limit=1) == Usage(in_use=2, limit=1, waiting=0)
     restored = {h.token: h for h in await throttle.holders(NUMBER)}["lost-call"]
@@ -44,10 +46,12 @@ async def test_a_token_still_held_is_left_alone_and_anothers_is_refused(
 ) -> None:
     backend = throttle.backend
     held = await throttle.acquire(NUMBER, timeout=0)
-    restored = await backend.restore(NUMBER, held.token, throttle.owner_id, 20, 30, None)
+    restored = await backend.restore(
+        AcquireRequest(NUMBER, held.token, throttle.owner_id, 20, 30, None)
+    )
     assert restored is RestoreOutcome.RESTORED
     assert (await throttle.usage(NUMBER)).in_use == 1
-    taken = await backend.restore(NUMBER, held.token, "someone-else", 20, 30, None)
+    taken = await backend.restore(AcquireRequest(NUMBER, held.token, "someone-else", 20, 30, None))
     assert taken is RestoreOutcome.TAKEN
     assert (await throttle.usage(NUMBER)).in_use == 1
     assert await throttle.release(held) is True
@@ -62,7 +66,9 @@ async def test_a_restored_lease_counts_in_its_trunk(new_throttle: ThrottleFactor
     plan = Config.from_dict(settings).rate_plan_for(NUMBER)
     async with new_throttle(config=settings) as throttle:
         backend = throttle.backend
-        restored = await backend.restore(NUMBER, "lost-call", "elsewhere", 20, 30, None, plan)
+        restored = await backend.restore(
+            AcquireRequest(NUMBER, "lost-call", "elsewhere", 20, 30, None, plan)
+        )
         assert restored is RestoreOutcome.RESTORED
         assert (await throttle.group_usage("trunk", "main")).in_use == 1
         with pytest.raises(AcquireTimeout):
@@ -84,10 +90,14 @@ async def test_a_lease_that_expired_meanwhile_is_counted_again(throttle: Throttl
     and counted afterwards, not merely said to be."""
     backend = throttle.backend
     other = await throttle.acquire(NUMBER, timeout=0)  # keeps the number's records alive
-    result = await backend.acquire(NUMBER, "cut-call", "cut-off", 20, 0.2, None, enqueue=False)
+    result = await backend.acquire(
+        AcquireRequest(NUMBER, "cut-call", "cut-off", 20, 0.2, None), enqueue=False
+    )
     assert result.outcome == 1
     await anyio.sleep(0.3)
-    outcome = await backend.restore(NUMBER, "cut-call", "cut-off", 20, 0.2, None, age=0.3)
+    outcome = await backend.restore(
+        AcquireRequest(NUMBER, "cut-call", "cut-off", 20, 0.2, None), age=0.3
+    )
     assert outcome is RestoreOutcome.RESTORED
     assert (await throttle.usage(NUMBER)).in_use == 2
     assert {h.token for h in await throttle.holders(NUMBER)} == {other.token, "cut-call"}
@@ -98,10 +108,16 @@ async def test_a_lease_that_expired_meanwhile_is_counted_again(throttle: Throttl
 async def test_a_lease_that_expired_is_counted_again(throttle: Throttle) -> None:
     backend = throttle.backend
     restored = RestoreOutcome.RESTORED
-    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 2, 0.2, None) is restored
+    assert (
+        await backend.restore(AcquireRequest(NUMBER, "lost-call", "elsewhere", 2, 0.2, None))
+        is restored
+    )
     await anyio.sleep(0.4)  # it expired, unnoticed: nothing has looked at the number since
     # Its owner's heartbeat counts it again, as it would a lease the backend never had.
-    assert await backend.restore(NUMBER, "lost-call", "elsewhere", 2, 30, None) is restored
+    assert (
+        await backend.restore(AcquireRequest(NUMBER, "lost-call", "elsewhere", 2, 30, None))
+        is restored
+    )
     assert await throttle.usage(NUMBER, limit=2) == Usage(in_use=1, limit=2, waiting=0)
     assert [h.token for h in await throttle.holders(NUMBER)] == ["lost-call"]
     assert await backend.release(NUMBER, "lost-call", "elsewhere") == ReleaseState.RELEASED
@@ -114,7 +130,9 @@ async def test_a_restored_session_lease_lives_with_its_session(
     # session's: it lives while the session is kept alive, and lapses with it.
     async with new_throttle(session="sbc-1", keepalive=False, lease_ttl=1) as throttle:
         backend = throttle.backend
-        outcome = await backend.restore(NUMBER, "lost-call", "sbc-1", 1, 1, None, session=True)
+        outcome = await backend.restore(
+            AcquireRequest(NUMBER, "lost-call", "sbc-1", 1, 1, None, session=True)
+        )
         assert outcome is RestoreOutcome.RESTORED
         assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
         [holder] = await throttle.holders(NUMBER)

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, LeaseConflict, NumberUnavailable, ReleaseOutcome
-from callthrottle.backends import Outcome
+from callthrottle.backends import AcquireRequest, Outcome
 
 from .test_fifo import NUMBER
 from .test_pools import NUMBERS, pools
@@ -205,9 +205,13 @@ async def test_a_slot_granted_to_a_session_waiter_that_never_asks_again_lapses(
     to max_hold, a day by default), but lapse as an unclaimed grant of any throttle does."""
     backend = new_backend()
     try:
-        held = await backend.acquire(NUMBER, "call-1", "dialer-1", 1, TTL, None, False)
+        held = await backend.acquire(
+            AcquireRequest(NUMBER, "call-1", "dialer-1", 1, TTL, None), enqueue=False
+        )
         assert held.outcome is Outcome.GRANTED
-        queued = await backend.acquire(NUMBER, "call-2", SESSION, 1, TTL, None, True, session=True)
+        queued = await backend.acquire(
+            AcquireRequest(NUMBER, "call-2", SESSION, 1, TTL, None, session=True), enqueue=True
+        )
         assert queued.outcome is Outcome.QUEUED
         # The waiter's process dies here. The slot frees: it is handed to the dead waiter.
         await backend.release(NUMBER, "call-1", "dialer-1")

@@ -10,7 +10,7 @@ import pytest
 
 from callthrottle import Throttle, Usage
 from callthrottle._rates import RatePlan, Window
-from callthrottle.backends import MemoryBackend, Outcome, ReleaseState
+from callthrottle.backends import AcquireRequest, MemoryBackend, Outcome, ReleaseState
 
 NUMBER = "+8657188880001"
 
@@ -32,8 +32,12 @@ async def test_leases_of_different_ttls_lapse_each_at_its_time() -> None:
     clock = FakeClock()
     backend = MemoryBackend(clock=clock)
     await backend.open()
-    assert (await backend.acquire(NUMBER, "long", "a", 5, 100.0, None, False)).outcome == 1
-    assert (await backend.acquire(NUMBER, "short", "a", 5, 10.0, None, False)).outcome == 1
+    assert (
+        await backend.acquire(AcquireRequest(NUMBER, "long", "a", 5, 100.0, None), enqueue=False)
+    ).outcome == 1
+    assert (
+        await backend.acquire(AcquireRequest(NUMBER, "short", "a", 5, 10.0, None), enqueue=False)
+    ).outcome == 1
     clock.now += 9.9
     assert await backend.usage(NUMBER, 5) == Usage(in_use=2, limit=5, waiting=0)
     clock.now += 0.2
@@ -48,9 +52,9 @@ async def test_a_renewed_lease_lives_on_and_a_lapsed_one_frees_its_slot_for_the_
     clock = FakeClock()
     backend = MemoryBackend(clock=clock)
     await backend.open()
-    await backend.acquire(NUMBER, "kept", "a", 2, 10.0, None, False)
-    await backend.acquire(NUMBER, "crashed", "b", 2, 10.0, None, False)
-    queued = await backend.acquire(NUMBER, "next", "c", 2, 10.0, None, True)
+    await backend.acquire(AcquireRequest(NUMBER, "kept", "a", 2, 10.0, None), enqueue=False)
+    await backend.acquire(AcquireRequest(NUMBER, "crashed", "b", 2, 10.0, None), enqueue=False)
+    queued = await backend.acquire(AcquireRequest(NUMBER, "next", "c", 2, 10.0, None), enqueue=True)
     assert queued.outcome is Outcome.QUEUED
     for _ in range(3):  # renewed every 8 s: "kept" and the waiter's place outlive 10 s
         clock.now += 8.0
@@ -58,7 +62,9 @@ async def test_a_renewed_lease_lives_on_and_a_lapsed_one_frees_its_slot_for_the_
         await backend.renew("c", [(NUMBER, "next")])
     # "crashed" lapsed at 10 s: its slot went to the waiter at the next look.
     assert await backend.usage(NUMBER, 2) == Usage(in_use=2, limit=2, waiting=0)
-    assert (await backend.acquire(NUMBER, "next", "c", 2, 10.0, None, True)).outcome == 1
+    assert (
+        await backend.acquire(AcquireRequest(NUMBER, "next", "c", 2, 10.0, None), enqueue=True)
+    ).outcome == 1
     clock.now += 9.0
     assert (await backend.usage(NUMBER, 2)).in_use == 2
     clock.now += 1.0
@@ -83,8 +89,8 @@ async def test_a_lapsed_place_in_line_is_not_handed_a_slot() -> None:
     clock = FakeClock()
     backend = MemoryBackend(clock=clock)
     await backend.open()
-    await backend.acquire(NUMBER, "holder", "a", 1, 100.0, None, False)
-    queued = await backend.acquire(NUMBER, "gone", "b", 1, 10.0, None, True)
+    await backend.acquire(AcquireRequest(NUMBER, "holder", "a", 1, 100.0, None), enqueue=False)
+    queued = await backend.acquire(AcquireRequest(NUMBER, "gone", "b", 1, 10.0, None), enqueue=True)
     assert queued.outcome is Outcome.QUEUED
     clock.now += 10.0  # "gone" never renewed its place: it lapses before the release
     assert await backend.release(NUMBER, "holder", "a") == ReleaseState.RELEASED
@@ -99,11 +105,15 @@ async def test_a_callee_log_is_forgotten_once_its_calls_left_every_window() -> N
     await backend.open()
     for i in range(5000):
         rates = RatePlan(callee=f"+86138{i:08d}", callee_windows=(Window(3, 60.0),))
-        result = await backend.acquire(NUMBER, f"call-{i}", "a", 5, 30.0, None, False, rates)
+        result = await backend.acquire(
+            AcquireRequest(NUMBER, f"call-{i}", "a", 5, 30.0, None, rates), enqueue=False
+        )
         assert result.outcome is Outcome.GRANTED
         await backend.release(NUMBER, f"call-{i}", "a")
         clock.now += 1.0
     assert len(backend._callees) <= 1100  # at most 61 callees called within the last minute
     again = RatePlan(callee=f"+86138{4999:08d}", callee_windows=(Window(1, 60.0),))
-    refused = await backend.acquire(NUMBER, "again", "a", 5, 30.0, None, False, again)
+    refused = await backend.acquire(
+        AcquireRequest(NUMBER, "again", "a", 5, 30.0, None, again), enqueue=False
+    )
     assert refused.outcome is Outcome.RATE_LIMITED  # a live log is kept

@@ -10,7 +10,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from callthrottle._rates import RatePlan, parse_windows
-from callthrottle.backends import MemoryBackend, Outcome
+from callthrottle.backends import AcquireRequest, MemoryBackend, Outcome
 
 
 class FakeClock:
@@ -50,7 +50,10 @@ async def test_same_decisions_as_limits_moving_window(
             clock.now += rng.choice([0.0, 0.001, 0.05, 0.2, 0.5, 1.0, 3.0])
             expected = reference.hit(item, "n")
             result = await backend.acquire(
-                "+8657188880001", f"t{index}", "owner", 1000, 60.0, None, False, RatePlan(windows)
+                AcquireRequest(
+                    "+8657188880001", f"t{index}", "owner", 1000, 60.0, None, RatePlan(windows)
+                ),
+                enqueue=False,
             )
             ours = result.outcome is Outcome.GRANTED
             assert ours == expected, f"step {index} at {clock.now}: limits {expected}, ours {ours}"

@@ -4,34 +4,36 @@ the policy it set), and the rules every step must keep, checked on what the back
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from callthrottle.backends._policy import KEEP
 
 from ._universe import CAPS, GROUPS, NUMBERS, PLANS
+
+if TYPE_CHECKING:
+    from callthrottle.backends import PolicyChange
 
 
 @dataclass
 class Reference:
     now: float
     caps: dict[str, int] = field(default_factory=dict)  # set at run time (set_policy cap)
-    lowered: dict[str, tuple[int, float]] = field(default_factory=dict)  # lcap, until (abs)
+    lowered: dict[str, tuple[int, float]] = field(default_factory=dict)  # cap, until (abs)
     group_caps: dict[str, int] = field(default_factory=dict)  # set at run time
 
-    def set_policy(self, number: str, changes: dict[str, object]) -> None:
-        if "cap" in changes:
-            cap = changes["cap"]
+    def set_policy(self, number: str, changes: PolicyChange) -> None:
+        cap = changes.cap
+        if cap is not KEEP:
             if cap is None:
                 self.caps.pop(number, None)
             else:
-                assert isinstance(cap, int)
                 self.caps[number] = cap
-        if "lcap" in changes:
-            lcap, luntil = changes["lcap"], changes.get("luntil")
-            if lcap is None or luntil is None:
+        lowered = changes.lowered
+        if lowered is not KEEP:
+            if lowered is None:
                 self.lowered.pop(number, None)
             else:
-                assert isinstance(lcap, int)
-                assert isinstance(luntil, float | int)
-                self.lowered[number] = (lcap, self.now + luntil)
+                self.lowered[number] = (lowered[0], self.now + lowered[1])
 
     def cap_in_force(self, number: str) -> int:
         cap = self.caps.get(number, CAPS[number])

@@ -48,7 +48,15 @@ from hypothesis.stateful import (
 )
 
 from callthrottle._rates import DAY, RatePlan, Window
-from callthrottle.backends import MemoryBackend, RedisBackend
+from callthrottle.backends import (
+    AcquireRequest,
+    GroupPolicyChange,
+    MemoryBackend,
+    PickRequest,
+    PolicyChange,
+    RedisBackend,
+)
+from callthrottle.backends._policy import KEEP
 
 from .._servers import fence_mark
 from ._clock import TestClock, age_keys, clocked_library, set_server_clock, use_library
@@ -77,7 +85,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
     from callthrottle._pools import MemberSpec
-    from callthrottle.backends._base import Backend, PickResult
+    from callthrottle.backends import Backend, PickResult
 
 pytestmark = pytest.mark.redis
 
@@ -210,11 +218,11 @@ class Differential(RuleBasedStateMachine):
         priority: int,
     ) -> None:
         rates = plan(number, self.tz_offset, callee, priority)
-        kw = _session(owner)
+        asked = AcquireRequest(
+            number, token, owner, CAPS[number], ttl, max_hold, rates, _session(owner)
+        )
         result = self.step(
-            lambda b: b.acquire(
-                number, token, owner, CAPS[number], ttl, max_hold, enqueue, rates, **kw
-            ),
+            lambda b: b.acquire(asked, enqueue=enqueue),
             admits=priority,
             try_once=None if enqueue else token,
         )
@@ -227,11 +235,11 @@ class Differential(RuleBasedStateMachine):
         """A queued caller asks again (its own limit and plan, as its throttle keeps them)."""
         number, token, owner = data.draw(st.sampled_from(sorted(self.queued)))
         ttl, max_hold, rates = self.queued[(number, token, owner)]
-        kw = _session(owner)
+        asked = AcquireRequest(
+            number, token, owner, CAPS[number], ttl, max_hold, rates, _session(owner)
+        )
         result = self.step(
-            lambda b: b.acquire(
-                number, token, owner, CAPS[number], ttl, max_hold, True, rates, **kw
-            ),
+            lambda b: b.acquire(asked, enqueue=True),
             admits=rates.priority,
         )
         if result.outcome != 0:
@@ -270,7 +278,9 @@ class Differential(RuleBasedStateMachine):
     ) -> None:
         rates = plan(number, self.tz_offset)
         self.step(
-            lambda b: b.restore(number, token, owner, CAPS[number], ttl, max_hold, rates, age)
+            lambda b: b.restore(
+                AcquireRequest(number, token, owner, CAPS[number], ttl, max_hold, rates), age=age
+            )
         )
 
     @rule(owner=callers)
@@ -289,38 +299,43 @@ class Differential(RuleBasedStateMachine):
         number=numbers,
         changes=st.sampled_from(
             [
-                {"cap": 1},
-                {"cap": 4},
-                {"cap": None},
-                {"state": "disabled", "reason": "blocked"},
-                {"state": "cooling", "until": 30.0, "reason": "477"},
-                {"state": "cooling", "until": None, "reason": "477"},
-                {"state": "warming", "since": "now"},
-                {"state": None, "reason": None, "until": None, "since": None},
-                {"lcap": 1, "luntil": 20.0},
-                {"lcap": None, "luntil": None},
-                {"rates": (Window(2, 10.0), Window(3, DAY, calendar=True))},
-                {"rates": None},
+                PolicyChange(cap=1),
+                PolicyChange(cap=4),
+                PolicyChange(cap=None),
+                PolicyChange(state="disabled", reason="blocked"),
+                PolicyChange(state="cooling", until=30.0, reason="477"),
+                PolicyChange(state="cooling", until=None, reason="477"),
+                PolicyChange(state="warming", warming=True),
+                PolicyChange(state=None, reason=None, until=None, warming=None),
+                PolicyChange(lowered=(1, 20.0)),
+                PolicyChange(lowered=None),
+                PolicyChange(rates=(Window(2, 10.0), Window(3, DAY, calendar=True))),
+                PolicyChange(rates=None),
             ]
         ),
     )
-    def set_policy(self, number: str, changes: dict[str, object]) -> None:
+    def set_policy(self, number: str, changes: PolicyChange) -> None:
         self.reference.set_policy(number, changes)
         self.step(lambda b: b.set_policy(number, changes), admits=0)
 
     @rule(
         group=st.sampled_from(GROUPS),
         changes=st.sampled_from(
-            [{"cap": 1}, {"cap": 5}, {"cap": None}, {"rates": (Window(2, 10.0),)}, {"rates": None}]
+            [
+                GroupPolicyChange(cap=1),
+                GroupPolicyChange(cap=5),
+                GroupPolicyChange(cap=None),
+                GroupPolicyChange(rates=(Window(2, 10.0),)),
+                GroupPolicyChange(rates=None),
+            ]
         ),
     )
-    def set_group_policy(self, group: Any, changes: dict[str, object]) -> None:
-        cap = changes.get("cap", self.reference.group_caps.get(group.group))
-        if "cap" in changes:
+    def set_group_policy(self, group: Any, changes: GroupPolicyChange) -> None:
+        cap = changes.cap
+        if cap is not KEEP:
             if cap is None:
                 self.reference.group_caps.pop(group.group, None)
             else:
-                assert isinstance(cap, int)
                 self.reference.group_caps[group.group] = cap
         self.step(lambda b: b.set_group_policy(group, GROUP_TAG, changes), admits=0)
 
@@ -375,21 +390,12 @@ class Differential(RuleBasedStateMachine):
         chain = [pool] + ([FALLBACK[pool]] if pool in FALLBACK else [])
         for index, name in enumerate(chain):
             queue = wait and index == 0
-            args = (
-                name,
-                token,
-                owner,
-                ttl,
-                max_hold,
-                strategy,
-                tries,
-                call,
-                near,
-                sticky_ttl,
-                queue,
-            )
+            asked = PickRequest(
+                name, token, owner, ttl, max_hold, strategy, tries, call, near, sticky_ttl,
+                _session(owner),
+            )  # fmt: skip
             result = self.step(
-                partial(_pick, args, owner == SESSION),
+                partial(_pick, asked, queue),
                 admits=priority,
                 try_once=None if queue else token,
             )
@@ -470,13 +476,13 @@ def _fill(pool: str, added: dict[str, MemberSpec], backend: Backend) -> Awaitabl
     return backend.pool_update(pool, added, ())
 
 
-def _pick(args: tuple[Any, ...], session: bool, backend: Backend) -> Awaitable[PickResult]:
-    return backend.pick(*args, session=True) if session else backend.pick(*args)
+def _pick(request: PickRequest, wait: bool, backend: Backend) -> Awaitable[PickResult]:
+    return backend.pick(request, wait=wait)
 
 
-def _session(owner: str) -> dict[str, bool]:
-    """The keyword a throttle of the session passes (and no other throttle)."""
-    return {"session": True} if owner == SESSION else {}
+def _session(owner: str) -> bool:
+    """Whether a throttle of the session asks (its leases are the session's)."""
+    return owner == SESSION
 
 
 def _settings() -> settings:
@@ -586,7 +592,7 @@ def test_a_rate_log_lasts_as_long_as_its_longest_window_then(redis_url: str) -> 
     counted a call: a day window set later does not count calls older than that (on Redis the
     log's key had expired; memory still counted them)."""
     call = {"enqueue": False, "ttl": 5.0, "max_hold": None, "callee": None, "priority": 0}
-    day = {"rates": (Window(3, DAY, calendar=True),)}
+    day = PolicyChange(rates=(Window(3, DAY, calendar=True),))
     with differential(redis_url) as machine:
         replay(
             machine,
@@ -599,12 +605,12 @@ def test_a_rate_log_lasts_as_long_as_its_longest_window_then(redis_url: str) -> 
 def test_a_number_disabled_after_a_cool_down_gives_no_time_to_retry_at(redis_url: str) -> None:
     """The end of a past cool-down is no time to retry at (memory gave it, as negative)."""
     call = {"enqueue": False, "ttl": 5.0, "max_hold": None, "callee": None, "priority": 0}
-    cooling = {"state": "cooling", "until": 30.0, "reason": "477"}
+    cooling = PolicyChange(state="cooling", until=30.0, reason="477")
     with differential(redis_url) as machine:
         replay(
             machine,
             ("set_policy", {"number": SMALL, "changes": cooling}),
             ("advance", {"seconds": 31.0}),
-            ("set_policy", {"number": SMALL, "changes": {"state": "disabled"}}),
+            ("set_policy", {"number": SMALL, "changes": PolicyChange(state="disabled")}),
             ("acquire", {"number": SMALL, "token": "t1", "owner": "o1", **call}),
         )

@@ -22,7 +22,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from callthrottle.backends import MemoryBackend, Outcome, RedisBackend, ReleaseState, RenewState
+from callthrottle.backends import (
+    AcquireRequest,
+    MemoryBackend,
+    Outcome,
+    RedisBackend,
+    ReleaseState,
+    RenewState,
+)
 from callthrottle.backends._base import EXPIRED_KEPT, SESSION_HOLD_MAX
 
 from .._servers import fence_mark
@@ -200,9 +207,8 @@ class BackendMachine(RuleBasedStateMachine):
         enqueue=st.booleans(),
     )
     def acquire(self, number: str, token: str, owner: str, enqueue: bool) -> None:
-        kw = {"session": True} if owner == SESSION else {}
-        args = (number, token, owner, LIMIT, TTL, None, enqueue)
-        result = self.call(self.backend.acquire, *args, **kw)
+        request = AcquireRequest(number, token, owner, LIMIT, TTL, None, session=owner == SESSION)
+        result = self.call(self.backend.acquire, request, enqueue=enqueue)
         assert result.outcome == self.model.acquire(number, token, owner, enqueue)
 
     @rule()

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from callthrottle import AcquireTimeout, Throttle
-from callthrottle.backends._base import Outcome
+from callthrottle.backends import AcquireRequest, Outcome
 
 if TYPE_CHECKING:
     import redis
@@ -55,7 +55,9 @@ async def test_a_request_cancelled_before_it_was_sent_is_left_out(throttle: Thro
     owner = throttle.owner_id
     held = await throttle.acquire(NUMBER, limit=1, timeout=0)
     tasks = [
-        asyncio.ensure_future(backend.acquire(NUMBER, f"w{i}", owner, 1, 30.0, None, True))
+        asyncio.ensure_future(
+            backend.acquire(AcquireRequest(NUMBER, f"w{i}", owner, 1, 30.0, None), enqueue=True)
+        )
         for i in range(10)
     ]
     await asyncio.sleep(0)  # each asked: the first alone, the rest wait for the batch

@@ -19,6 +19,7 @@ import pytest
 
 from callthrottle._pools import MemberSpec
 from callthrottle._rates import NO_RATES, GroupPlan, RatePlan, Window
+from callthrottle.backends import GroupPolicyChange, PolicyChange, RuntimePolicy
 from callthrottle.backends._codec import (
     CODECS,
     Codec,
@@ -27,6 +28,7 @@ from callthrottle.backends._codec import (
     batch_argv,
     end_session_argv,
     fence_lift_argv,
+    get_policy_result,
     keepalive_argv,
     member_spec,
     pick_argv,
@@ -44,6 +46,7 @@ from callthrottle.backends._codec import (
     window_usage_argv,
 )
 from callthrottle.backends._keys import KeySpace
+from callthrottle.backends._requests import AcquireRequest, PickRequest
 
 LUA = resources.files("callthrottle.backends").joinpath("lua")
 FUNCTIONS = sorted(
@@ -174,7 +177,7 @@ def by_label(codec: Codec, argv: tuple[object, ...]) -> tuple[dict[str, object],
 
 def test_acquire_on_the_hot_path_sends_its_required_arguments_only() -> None:
     codec = CODECS["acquire"]
-    argv = acquire_argv("t1", "o1", 3, 2.0, None, True, "+1", "ch:")
+    argv = acquire_argv(AcquireRequest("+1", "t1", "o1", 3, 2.0, None), "o1", True, "ch:")
     assert len(argv) == codec.required
     assert by_label(codec, argv)[0] == {
         "token": "t1", "owner": "o1", "limit": 3, "ttl_ms": 2000, "max_hold_ms": 0,
@@ -184,7 +187,7 @@ def test_acquire_on_the_hot_path_sends_its_required_arguments_only() -> None:
 
 def test_acquire_with_rates_and_a_group() -> None:
     codec = CODECS["acquire"]
-    argv = acquire_argv("t1", "o1", 3, 2.0, 30.0, False, "+1", "ch:", RATES)
+    argv = acquire_argv(AcquireRequest("+1", "t1", "o1", 3, 2.0, 30.0, RATES), "o1", False, "ch:")
     named, rest = by_label(codec, argv)
     assert named == {
         "token": "t1", "owner": "o1", "limit": 3, "ttl_ms": 2000, "max_hold_ms": 30000,
@@ -207,7 +210,7 @@ def test_acquire_with_rates_and_a_group() -> None:
          {"token": "t", "owner": "o", "number": "+1", "channel prefix": "ch:"}, []),
         ("renew", renew_argv("o", "+1", "ch:", 1.5, ["t1", "t2"]),
          {"owner": "o", "number": "+1", "channel prefix": "ch:", "ttl_ms": 1500}, ["t1", "t2"]),
-        ("restore", restore_argv("t", "o", 2.0, 1.0, 4, "+1", 0.25),
+        ("restore", restore_argv(AcquireRequest("+1", "t", "o", 4, 2.0, 1.0), "o", 0.25),
          {"token": "t", "owner": "o", "ttl_ms": 2000, "max_hold_ms left": 1000, "limit": 4,
           "number": "+1", "age_ms": 250}, []),
         ("keepalive", keepalive_argv("s", 3.0), {"session": "s", "ttl_ms": 3000}, []),
@@ -216,9 +219,17 @@ def test_acquire_with_rates_and_a_group() -> None:
          {"owner": "o", "number": "+1", "channel prefix": "ch:"}, []),
         ("release_owner_lines", release_owner_lines_argv("o", "ch:", "p"),
          {"owner": "o", "channel prefix": "ch:", "pool name": "p"}, []),
-        ("set_policy", set_policy_argv("+1", "ch:", {"cap": 3, "until": 2.0, "state": None}),
-         {"number": "+1", "channel prefix": "ch:"}, ["cap", "3", "until", "+2000", "state", ""]),
-        ("set_group_policy", set_group_policy_argv("ch:", {"rates": (Window(2, 1.0),)}),
+        ("set_policy", set_policy_argv("+1", "ch:", PolicyChange(cap=3, until=2.0, state=None)),
+         {"number": "+1", "channel prefix": "ch:"}, ["cap", "3", "state", "", "until", "+2000"]),
+        ("set_policy", set_policy_argv("+1", "ch:", PolicyChange(lowered=(2, 1.5), warming=True,
+                                                                  reaction=True)),
+         {"number": "+1", "channel prefix": "ch:"},
+         ["lcap", "2", "luntil", "+1500", "since", "now", "reaction", "1"]),
+        ("set_policy", set_policy_argv("+1", "ch:", PolicyChange(lowered=None, warming=None,
+                                                                  rates=None)),
+         {"number": "+1", "channel prefix": "ch:"},
+         ["lcap", "", "luntil", "", "rates", "", "since", ""]),
+        ("set_group_policy", set_group_policy_argv("ch:", GroupPolicyChange(rates=(Window(2, 1.0),))),
          {"channel prefix": "ch:"}, ["rates", "2:1000:0"]),
         ("usage", usage_argv(7), {"limit": 7}, []),
         ("window_usage", window_usage_argv(RATES),
@@ -243,12 +254,24 @@ def test_each_encoder_puts_each_value_where_its_codec_says(
     assert len(expected) >= (len(codec.argv) if codec.required is None else codec.required)
 
 
+def test_get_policy_reads_the_fields_of_the_policy_key() -> None:
+    now = 1_000_000
+    reply = [
+        now, b"cap", b"5", b"state", b"cooling", b"reason", b"477", b"until", b"1002000",
+        b"lcap", b"2", b"luntil", b"1000500", b"rates", b"2:1000:0", b"since", b"997000",
+    ]  # fmt: skip
+    assert get_policy_result(reply) == RuntimePolicy(
+        cap=5, state="cooling", reason="477", until=2.0, lowered_cap=2, lowered_for=0.5,
+        rates=(Window(2, 1.0),), warming_for=3.0,
+    )  # fmt: skip
+    assert get_policy_result([now]) == RuntimePolicy()
+
+
 def test_pick() -> None:
     codec = CODECS["pick"]
     call = RatePlan(callee="+2", callee_windows=(Window(1, 60.0),), tz_offset=-3600.0, priority=2)
-    argv = pick_argv(
-        "sticky", "t", "o", 2.0, None, "x:", "ch:", call, 16, ("0571", "CN"), 60.0, True, "p"
-    )
+    request = PickRequest("p", "t", "o", 2.0, None, "sticky", 16, call, ("0571", "CN"), 60.0)
+    argv = pick_argv(request, "o", "x:", "ch:", True)
     assert by_label(codec, argv) == (
         {
             "strategy": "sticky", "token": "t", "owner": "o", "ttl_ms": 2000, "max_hold_ms": 0,

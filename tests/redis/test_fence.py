@@ -12,7 +12,7 @@ import pytest
 
 import redis
 from callthrottle import AcquireTimeout, Lease, PoolExhausted, Throttle, Usage
-from callthrottle.backends._base import Outcome
+from callthrottle.backends import AcquireRequest, Outcome
 from callthrottle.backends._lane import Library
 
 from .._servers import free_port, own_server
@@ -77,7 +77,7 @@ async def test_after_a_restart_the_first_grant_waits_a_lease_ttl() -> None:
             # The backend's answer tells when to ask again: when the fence ends (no lease is
             # held that could expire sooner).
             told = await redis_backend(throttle).acquire(
-                NUMBER, "asking", throttle.owner_id, CAP, TTL, None, False
+                AcquireRequest(NUMBER, "asking", throttle.owner_id, CAP, TTL, None), enqueue=False
             )
             assert told.outcome is Outcome.REFUSED
             assert told.fenced
@@ -470,7 +470,9 @@ async def test_a_flush_fences_every_release_of_the_library(prefix: str) -> None:
             keys = backend.keys_for(NUMBER)
 
             def newer_acquire(token: str) -> int:
-                args = backend.acquire_args(NUMBER, token, "newer", CAP, TTL, None, False)
+                args = backend.acquire_args(
+                    AcquireRequest(NUMBER, token, "newer", CAP, TTL, None), False
+                )
                 reply = client.fcall(newer.functions["acquire"], len(keys), *keys, *args)
                 return int(reply[0])
 

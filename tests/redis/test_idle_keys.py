@@ -15,6 +15,7 @@ import pytest
 
 from callthrottle import AcquireTimeout, NumberState, PoolExhausted, Reaction, Throttle
 from callthrottle._rates import NO_RATES
+from callthrottle.backends import AcquireRequest, PickRequest
 
 from .._servers import fence_mark
 
@@ -182,7 +183,7 @@ async def test_a_pool_line_expires_with_its_last_place(
         # A caller that dies in line never leaves it: its place lapses.
         for token in ("dead-1", "dead-2"):
             await throttle.backend.pick(
-                "a", token, "dead", 2.0, None, "least-loaded", 5, NO_RATES, wait=True
+                PickRequest("a", token, "dead", 2.0, None, "least-loaded", 5, NO_RATES), wait=True
             )
         line = {k for k in expiries(sync_client, prefix) if re.search(r":pool:a:(w|x|ws)$", k)}
         assert len(line) == 3
@@ -213,7 +214,9 @@ async def test_trunk_tenant_callee_and_rate_keys_expire_with_what_they_hold(
             await throttle.acquire(OTHER, timeout=0.2)  # waited for a trunk slot
         # A caller that died waiting for a trunk slot never leaves: its place lapses.
         plan = throttle._config.rate_plan_for(OTHER)
-        died = await throttle.backend.acquire(OTHER, "dead", "dead", 20, 2.0, None, True, plan)
+        died = await throttle.backend.acquire(
+            AcquireRequest(OTHER, "dead", "dead", 20, 2.0, None, plan), enqueue=True
+        )
         assert died.group == "trunk:t400"
         # A trunk's cap set at run time stays for good, and goes when it is removed.
         await throttle.set_group_cap("trunk", "t400", 2)
@@ -254,16 +257,22 @@ async def test_every_way_out_of_a_number_leaves_keys_that_expire_within_a_lease(
         with pytest.raises(AcquireTimeout):
             await throttle.acquire(NUMBER, timeout=0.2)  # gave up waiting
         assert_all_expire(sync_client, prefix, 3_000, keep_leases=LEASES_KEPT)
-        await backend.acquire(NUMBER, "dead-waiter", "dead", 1, 2.0, None, True)
-        await backend.acquire(OTHER, "dead-holder", "dead", 1, 2.0, None, False)
-        await backend.acquire(OTHER, "dead-waiter-2", "dead", 1, 2.0, None, True)
+        await backend.acquire(
+            AcquireRequest(NUMBER, "dead-waiter", "dead", 1, 2.0, None), enqueue=True
+        )
+        await backend.acquire(
+            AcquireRequest(OTHER, "dead-holder", "dead", 1, 2.0, None), enqueue=False
+        )
+        await backend.acquire(
+            AcquireRequest(OTHER, "dead-waiter-2", "dead", 1, 2.0, None), enqueue=True
+        )
         assert_all_expire(sync_client, prefix, 3_000, keep_leases=LEASES_KEPT)
         await throttle.release_owner("dead")
         assert_all_expire(sync_client, prefix, 3_000, keep_ended=9_000, keep_leases=LEASES_KEPT)
         await backend.renew(throttle.owner_id, [(NUMBER, held.token)])
         assert_all_expire(sync_client, prefix, 3_000, keep_ended=9_000, keep_leases=LEASES_KEPT)
         await throttle.reset(NUMBER)
-        await backend.restore(third, "restored", "dead", 1, 2.0, None)
+        await backend.restore(AcquireRequest(third, "restored", "dead", 1, 2.0, None))
         assert_all_expire(sync_client, prefix, 3_000, keep_ended=9_000, keep_leases=LEASES_KEPT)
         await backend.abandon(third, "restored", "dead")
     assert_ended_records_only(sync_client, prefix, 9_000)

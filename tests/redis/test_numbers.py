@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from callthrottle.backends import Outcome, ReleaseState, RenewState
+from callthrottle.backends import AcquireRequest, Outcome, ReleaseState, RenewState
 
 if TYPE_CHECKING:
     from callthrottle import Throttle
@@ -21,7 +21,9 @@ HUGE = 10**15
 
 async def test_a_lease_taken_with_a_huge_limit_reads_back(throttle: Throttle) -> None:
     backend = throttle.backend
-    taken = await backend.acquire(NUMBER, "big", "owner-a", HUGE, 30, None, enqueue=False)
+    taken = await backend.acquire(
+        AcquireRequest(NUMBER, "big", "owner-a", HUGE, 30, None), enqueue=False
+    )
     assert taken.outcome is Outcome.GRANTED
     # Read back at the next heartbeat: held, not gone.
     assert await backend.renew("owner-a", [(NUMBER, "big")]) == [RenewState.HELD]
@@ -31,10 +33,16 @@ async def test_a_lease_taken_with_a_huge_limit_reads_back(throttle: Throttle) ->
 
 async def test_a_waiter_queued_with_a_huge_limit_breaks_nothing(throttle: Throttle) -> None:
     backend = throttle.backend
-    first = await backend.acquire(NUMBER, "first", "owner-a", 1, 30, None, enqueue=True)
-    second = await backend.acquire(NUMBER, "second", "owner-a", 1, 30, None, enqueue=True)
+    first = await backend.acquire(
+        AcquireRequest(NUMBER, "first", "owner-a", 1, 30, None), enqueue=True
+    )
+    second = await backend.acquire(
+        AcquireRequest(NUMBER, "second", "owner-a", 1, 30, None), enqueue=True
+    )
     # Someone waits ahead: it queues, whatever its limit.
-    third = await backend.acquire(NUMBER, "third", "owner-b", HUGE, 30, None, enqueue=True)
+    third = await backend.acquire(
+        AcquireRequest(NUMBER, "third", "owner-b", HUGE, 30, None), enqueue=True
+    )
     assert [first.outcome, second.outcome, third.outcome] == [
         Outcome.GRANTED,
         Outcome.QUEUED,

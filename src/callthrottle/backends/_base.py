@@ -6,30 +6,33 @@ offers atomic primitives; :class:`~callthrottle.Throttle` decides policy on top 
 (validation, timeouts, cancellation, renewal, logging). Arguments reach a backend already
 validated.
 
+The contract is split by role (:class:`SlotStore`, :class:`EventSource`, :class:`PoolStore`,
+:class:`PolicyStore`, :class:`Inspection`, :class:`Lifecycle`); :class:`Backend` is all of
+them. What a backend is asked for is in ``_requests.py`` and ``_policy.py``, what it answers in
+``_results.py``.
+
 The conformance suite in ``tests/conformance`` is the executable form of this contract.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
-
-from .._pools import STICKY_TTL
-from .._rates import NO_RATES
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
-    from .._rates import GroupPlan, RatePlan, Window
+    from .._rates import GroupPlan, RatePlan
+    from ._policy import GroupPolicyChange, PolicyChange, RuntimePolicy
+    from ._requests import AcquireRequest, PickRequest
+    from ._results import AcquireResult, PickResult, RenewState, RestoreOutcome
 
 __all__ = (
-    "ENDED_KEPT", "EXPIRED_KEPT", "OWN_TAGS", "RESTORE_WITHIN", "SESSION_HOLD_MAX", "AcquireResult",
-    "Backend", "EventListener", "Layout", "Outcome", "PickResult", "ReleaseState", "RenewState",
-    "RestoreOutcome",
+    "ENDED_KEPT", "EXPIRED_KEPT", "OWN_TAGS", "RESTORE_WITHIN", "SESSION_HOLD_MAX", "Backend",
+    "EventListener", "EventSource", "Inspection", "Layout", "Lifecycle", "PolicyStore",
+    "PoolStore", "SlotStore",
 )  # fmt: skip
 
 #: Called by a backend from its listener when something happens to a lease of the owner:
@@ -75,34 +78,6 @@ class _OwnTags:
 OWN_TAGS: Layout = _OwnTags()
 
 
-class Outcome(enum.IntEnum):
-    """What :meth:`Backend.acquire` did."""
-
-    GRANTED = 1  #: the token now holds a slot (or already held it, for the same owner)
-    QUEUED = 0  #: the token waits in the number's FIFO line
-    REFUSED = 2  #: no slot and ``enqueue`` was false: nothing was written
-    #: the number's state admits no calls: nothing was written (but a place the token had in a
-    #: group's line goes: it is refused for good)
-    UNAVAILABLE = 3
-    RATE_LIMITED = 4  #: a rate window is full: nothing was written (and the token left the line)
-    #: a trunk or tenant is at its cap, or its free slots are kept for callers ahead in its
-    #: line: the caller waits in the group's line (when ``enqueue``)
-    GROUP_FULL = 5
-    CONFLICT = -1  #: the token holds or waits on the number for another owner
-
-
-class RenewState(enum.IntEnum):
-    """The state of one token after :meth:`Backend.renew`."""
-
-    HELD = 1  #: holds a slot; its lease was extended
-    FINAL = 2  #: holds a slot; its lease was extended up to its max_hold deadline, no further
-    QUEUED = 0  #: waits in line; its place was kept alive
-    GONE = -1  #: neither: expired, released or reclaimed
-    #: gone while the server may have lost it (a Redis restart, failover or flush: the fence
-    #: holds new grants): its holder should count it again (:meth:`Backend.restore`)
-    LOST = -2
-
-
 #: A lease is counted again (:meth:`Backend.restore`) only within this many TTLs of its last
 #: renewal; a lease ended for good is recorded for ENDED_KEPT TTLs, one more, so the record
 #: outlives any attempt (with a TTL to spare for the request's way and clock drift).
@@ -119,134 +94,29 @@ SESSION_HOLD_MAX = 86_400.0
 EXPIRED_KEPT = 4
 
 
-class ReleaseState(enum.IntEnum):
-    """What :meth:`Backend.release` found (a backend returning a bool says 1 or 0)."""
+class SlotStore(Protocol):
+    """Leases on numbers: taken (or a place in line), given back, kept alive, counted again.
+    The hot path: one round trip per acquire and per release on Redis."""
 
-    RELEASED = 1  #: a live lease was released
-    EXPIRED = 2  #: the lease had lapsed (not renewed in time, or its session died)
-    UNKNOWN = 0  #: no such lease, or already released
+    async def acquire(self, request: AcquireRequest, *, enqueue: bool) -> AcquireResult:
+        """Take a slot for the request's token, or queue it, atomically (one round trip on
+        Redis).
 
+        A session lease (``request.session``): the acquire keeps the session alive for
+        ``ttl`` more (never shortening it) when the token is granted or queued.
 
-class RestoreOutcome(enum.IntEnum):
-    """What :meth:`Backend.restore` did."""
+        Rate windows (``request.rates``): a call is admitted only if every window has room,
+        and counted in them when admitted. A request with windows is never handed a slot while
+        it waits: it is nudged to ask again when first in line with a slot free, so that its
+        windows are checked (so is any waiter once windows are set at run time or a warm-up
+        began).
 
-    RESTORED = 1  #: the owner holds the token now (counted again, or it was still held)
-    TAKEN = 0  #: the token holds or waits on the number for another owner: nothing was written
-    ENDED = -1  #: the lease was ended for good (released, reset, released with its owner)
-
-
-@dataclass(frozen=True, slots=True)
-class AcquireResult:
-    """:ivar outcome: see :class:`Outcome`
-    :ivar retry_in: when not granted, seconds until the number's earliest lease expires by the
-        backend's clock (a slot may free then without any release), or None if none is held;
-        when unavailable, seconds until its cool-down ends (None: no end set)
-    :ivar state: when unavailable, the number's state (``"disabled"``, ``"cooling"``, ...)
-    :ivar reason: when unavailable, why (as given when the state was set)
-    :ivar window: when rate limited, the full window (``retry_in`` then says when it admits a
-        call again)
-    :ivar for_callee: when rate limited, whether the full window is the callee's
-    :ivar group: when a group refused (its cap, or when rate limited, its window), its name
-    :ivar fenced: when queued or refused, whether the backend holds every new grant because it
-        may have lost leases of calls still up (a Redis restart, failover or flush): its
-        holders are counting them again, and ``retry_in`` says when grants resume
-    """
-
-    outcome: Outcome
-    retry_in: float | None = None
-    state: str | None = None
-    reason: str | None = None
-    window: Window | None = None
-    for_callee: bool = False
-    group: str | None = None
-    fenced: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class PickResult:
-    """:ivar outcome: GRANTED (on ``number``), REFUSED (no number tried could admit) or
-        CONFLICT (the token holds a slot on ``number`` for another owner)
-    :ivar number: the number granted (or in conflict)
-    :ivar retry_in: when refused, seconds until the earliest of the tried numbers may admit,
-        when known
-    :ivar fenced: when refused, whether the backend holds every new grant because it may have
-        lost its data (see :attr:`AcquireResult.fenced`): it may have lost the pool's numbers
-    """
-
-    outcome: Outcome
-    number: str | None = None
-    retry_in: float | None = None
-    fenced: bool = False
-
-
-class Backend(Protocol):
-    """Shared slot state for many throttles (processes, hosts)."""
-
-    def use_layout(self, layout: Layout) -> None:
-        """Where numbers live: their hash tag (all keys of one decision share the number's tag,
-        its tenant's, so the decision touches one Cluster slot; callee windows count calls from
-        every number with the same tag) and their groups (trunk, tenant). Every throttle sharing
-        the backend must use the same layout. The default: every number is its own tag, in no
-        group."""
-
-    async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
-        """Live leases and waiters of a group (``"trunk:<name>"`` ...), and its cap (read only).
-        ``tag`` is the hash tag of its numbers."""
-        ...
-
-    async def open(self) -> None:
-        """Prepare for use on the running event loop; idempotent.
-
-        :raises UnsupportedEventLoop: if the backend cannot run on this event loop
-        :raises BackendUnavailable: if the backend cannot be reached
-        """
-
-    async def listen(
-        self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
-    ) -> None:
-        """Deliver the owner's lease events to ``listener`` until cancelled.
-
-        Calls ``task_status.started()`` once events can no longer be missed. Delivery is best
-        effort: the throttle also learns of grants from :meth:`renew` and by retrying
-        :meth:`acquire`, so a lost event delays a waiter but never strands it.
-        """
-
-    async def acquire(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        enqueue: bool,
-        rates: RatePlan = NO_RATES,
-        *,
-        session: bool = False,
-    ) -> AcquireResult:
-        """Take a slot for ``token``, or queue it, atomically (one round trip on Redis).
-
-        With ``session``, ``owner`` is a session's name and the lease a *session lease*: it
-        lives while the session is alive (see :meth:`keepalive`) and never past its deadline,
-        ``max_hold`` or :data:`SESSION_HOLD_MAX` from its grant; it is not renewed by
-        :meth:`renew`. The acquire keeps the session alive for ``ttl`` more (never shortening
-        it) when the token is granted or queued.
-
-        ``rates`` gives the number's rate windows (windows set at run time replace its
-        ``windows``; a warming number adds its warm-up's daily cap): a call is admitted only if
-        every window has room, and counted in them when admitted. A request with windows is
-        never handed a slot while it waits: it is nudged to ask again when first in line with a
-        slot free, so that its windows are checked (so is any waiter once windows are set at
-        run time or a warm-up began).
-
-        ``limit`` is the caller's own cap: a runtime cap replaces it, and a lowered cap lowers
-        it while it lasts, both judged when a slot frees (a waiter keeps ``limit``, not the
-        cap in force when it queued). A caller waiting for a full trunk or tenant waits in the
-        group's line, first come first served: a slot of the group is free for a caller only
-        when the callers ahead of it there leave one. A caller waits in one line at a time.
+        A caller waiting for a full trunk or tenant waits in the group's line, first come first
+        served: a slot of the group is free for a caller only when the callers ahead of it
+        there leave one. A caller waits in one line at a time.
 
         Expired leases and waiters are dropped first, and waiters whose turn came are granted.
-        A slot is granted only when fewer than ``limit`` leases are live *and* nobody waits
+        A slot is granted only when fewer than the cap in force are live *and* nobody waits
         ahead (first come, first served). Otherwise the token is queued when ``enqueue`` is
         true, or nothing is written. Calling again with a token that holds or waits for the
         same owner reports its state (and refreshes its place in line): a retry after an
@@ -259,8 +129,9 @@ class Backend(Protocol):
 
         Any process may release any lease; if ``releaser`` is not the lease's owner, the owner
         is told (``"released"``), and the release is recorded as final: the owner, cut off
-        meanwhile, cannot count the lease again (see :meth:`restore`). With ``pool`` (the lease was picked from it), the pool's
-        record of the number's load is brought up to date. One round trip on Redis.
+        meanwhile, cannot count the lease again (see :meth:`restore`). With ``pool`` (the lease
+        was picked from it), the pool's record of the number's load is brought up to date. One
+        round trip on Redis.
 
         A lease dropped because it lapsed is remembered for :data:`EXPIRED_KEPT` times its TTL,
         so that its release then reports it expired.
@@ -277,43 +148,6 @@ class Backend(Protocol):
         Used when an acquire is cancelled, times out or fails with an unknown outcome.
         """
 
-    async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
-        """The calls each rate window in force on ``number`` counts now: its runtime windows,
-        else ``rates``' own, and its warm-up's daily cap while warming. Read only."""
-        ...
-
-    async def restore(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        rates: RatePlan = NO_RATES,
-        age: float = 0.0,
-        session: bool = False,
-    ) -> RestoreOutcome:
-        """Count again a lease the backend lost (a Redis restart without persistence, a
-        failover to a replica that lacked it) while its call is still up: held by ``owner``
-        for ``ttl`` seconds (at most ``max_hold`` more), in ``rates``' groups, granted ``age``
-        seconds ago. It is counted
-        even past the cap, so that new calls wait until the number really has room, and not
-        again in any rate window.
-
-        A lease ended for good is never counted again: released by another process (see
-        :meth:`release`), or live when :meth:`reset_number` or :meth:`release_owner` dropped it.
-        Such an end leaves a record of the token on the number for :data:`ENDED_KEPT` times the
-        lease's TTL (then it lapses: an idle number keeps nothing for ever); a holder asks only
-        within :data:`RESTORE_WITHIN` TTLs of its last renewal, so the record outlives the asking.
-        The record is the owner's: the owner's next lease of the token (a call ID used again,
-        granted or queued by :meth:`acquire`) drops it, another owner's does not.
-
-        :return: RESTORED if the owner holds the token now, TAKEN if the token is another's,
-            ENDED if it was ended for good (nothing is written)
-        """
-        ...
-
     async def renew(
         self, owner: str, items: Sequence[tuple[str, str]], ttl: float = 0.0
     ) -> list[RenewState]:
@@ -327,42 +161,54 @@ class Backend(Protocol):
         """
         ...
 
-    async def usage(self, number: str, limit: int) -> Usage:
-        """Live leases and waiters on the number, and the cap in force (read only)."""
-        ...
+    async def keepalive(self, session: str, ttl: float) -> bool:
+        """Keep the session alive for ``ttl`` seconds from now by the backend's clock (never
+        shortening it): its leases live on until then. Once that time passes with no other
+        keep-alive or acquire in the session, every lease of the session lapses at once (it
+        stops counting, and is dropped, recorded as expired, when its number is next settled).
+        Its cost does not grow with the leases held (one round trip on a single Redis server).
 
-    async def set_group_policy(
-        self, group: GroupPlan, tag: str, changes: Mapping[str, object]
-    ) -> None:
-        """Set a group's cap (int) or rate windows (tuple of :class:`Window`) at run time,
-        replacing the configured ones, for every process at once (``None`` removes the field);
-        its waiters are asked to try again."""
-
-    async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        """Change the number's runtime policy atomically; every process sees it at once.
-
-        Fields: ``cap`` (int; overrides the cap callers ask for), ``state`` and ``reason``
-        (str), ``until`` (seconds from now by the backend's clock: the end of a cool-down),
-        ``lcap`` and ``luntil`` (a lowered cap, and seconds from now until it lapses), ``rates``
-        (a tuple of :class:`Window`, replacing the caller's), ``since`` (any value: now, by the
-        backend's clock; when warming began: the warm-up's daily caps apply while it is set,
-        also once a carrier's cool-down set meanwhile has ended). ``None`` removes a field.
-        ``reaction`` (any value; not stored) marks a carrier's reaction: it then leaves
-        ``state``, ``reason``, ``until`` and ``since`` as they are when the state in force keeps
-        the number from admitting calls and is not a cool-down (an operator's flag outlives a
-        carrier's cool-down). Waiters are granted at once if the cap went up, and asked to try
-        again (a number that no longer admits calls then refuses them).
+        :return: whether the server may have lost leases (a Redis restart, failover or flush:
+            the fence holds new grants): the session's holders should look for theirs
         """
 
-    async def get_policy(self, number: str) -> dict[str, object]:
-        """The number's runtime policy: ``until`` and ``luntil`` as seconds from now, ``since``
-        as seconds ago, ``rates`` as a tuple of :class:`Window`, the rest as str.
+    async def restore(self, request: AcquireRequest, *, age: float = 0.0) -> RestoreOutcome:
+        """Count again a lease the backend lost (a Redis restart without persistence, a
+        failover to a replica that lacked it) while its call is still up: the request's
+        lease, held by its owner for ``ttl`` seconds (at most ``max_hold`` more), in its rates'
+        groups, granted ``age`` seconds ago. It is counted even past the cap, so that new calls
+        wait until the number really has room, and not again in any rate window.
 
-        A carrier reaction that lapsed is left out: ``lcap`` and ``luntil`` once ``luntil`` is
-        past, and ``state``, ``reason`` and ``until`` once a ``cooling`` state's ``until`` is
-        past. A policy that holds nothing else is forgotten with it (also by
-        :meth:`known_numbers`): on Redis its key expires."""
+        A lease ended for good is never counted again: released by another process (see
+        :meth:`release`), or live when :meth:`Inspection.reset_number` or
+        :meth:`Inspection.release_owner` dropped it. Such an end leaves a record of the token on the number for :data:`ENDED_KEPT` times the
+        lease's TTL (then it lapses: an idle number keeps nothing for ever); a holder asks only
+        within :data:`RESTORE_WITHIN` TTLs of its last renewal, so the record outlives the asking.
+        The record is the owner's: the owner's next lease of the token (a call ID used again,
+        granted or queued by :meth:`acquire`) drops it, another owner's does not.
+
+        :return: RESTORED if the owner holds the token now, TAKEN if the token is another's,
+            ENDED if it was ended for good (nothing is written)
+        """
         ...
+
+
+class EventSource(Protocol):
+    """How a waiter learns that its turn came, or that its lease was released elsewhere."""
+
+    async def listen(
+        self, owner: str, listener: EventListener, *, task_status: TaskStatus[None]
+    ) -> None:
+        """Deliver the owner's lease events to ``listener`` until cancelled.
+
+        Calls ``task_status.started()`` once events can no longer be missed. Delivery is best
+        effort: the throttle also learns of grants from :meth:`SlotStore.renew` and by
+        retrying :meth:`SlotStore.acquire`, so a lost event delays a waiter but never strands it.
+        """
+
+
+class PoolStore(Protocol):
+    """Pools of numbers: their members, and a slot taken from any suitable one."""
 
     async def pool_update(
         self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
@@ -375,29 +221,11 @@ class Backend(Protocol):
         """The pool's numbers, in their round-robin order."""
         ...
 
-    async def pick(
-        self,
-        pool: str,
-        token: str,
-        owner: str,
-        ttl: float,
-        max_hold: float | None,
-        strategy: str,
-        tries: int,
-        call: RatePlan,
-        near: tuple[str, str] = ("", ""),
-        sticky_ttl: float = STICKY_TTL,
-        wait: bool = False,
-        *,
-        session: bool = False,
-    ) -> PickResult:
-        """Take a slot for ``token`` on the first of at most ``tries`` numbers of ``pool``, in
-        the strategy's order, that admits the call under all of its limits (as
-        :meth:`acquire` with ``enqueue=False`` would decide for each). ``call`` carries the
-        per-call parts of the plan: callee, callee windows, priority, time zone offset;
-        ``near`` the callee's area and region (``local``); ``sticky_ttl`` how long a callee
-        keeps its number (``sticky``). A number that cannot take the call is looked at after
-        the others by later picks.
+    async def pick(self, request: PickRequest, *, wait: bool = False) -> PickResult:
+        """Take a slot for the request's token on the first of at most ``tries`` numbers of
+        its pool, in the strategy's order, that admits the call under all of its limits (as
+        :meth:`SlotStore.acquire` with ``enqueue=False`` would decide for each). A number that
+        cannot take the call is looked at after the others by later picks.
 
         Callers waiting on the pool are served first come, first served: while any wait, only
         the first in line picks; anyone else gets QUEUED (``wait``: now in line, for ``ttl``
@@ -406,45 +234,60 @@ class Backend(Protocol):
         line is told (``"nudged"`` on number ``"pool:<pool>"``), and so is the first in line
         whenever a lease picked from the pool is released.
 
-        With ``session``, ``owner`` is a session's name and the slot a session lease (see
-        :meth:`acquire`).
-
         One round trip on Redis; the cost grows with ``tries``, not with the pool's size."""
         ...
-
-    async def keepalive(self, session: str, ttl: float) -> bool:
-        """Keep the session alive for ``ttl`` seconds from now by the backend's clock (never
-        shortening it): its leases live on until then. Once that time passes with no other
-        keep-alive or acquire in the session, every lease of the session lapses at once (it
-        stops counting, and is dropped, recorded as expired, when its number is next settled).
-        Its cost does not grow with the leases held (one round trip on a single Redis server).
-
-        :return: whether the server may have lost leases (a Redis restart, failover or flush:
-            the fence holds new grants): the session's holders should look for theirs
-        """
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
         """The caller stops waiting on ``pool`` (the next in line is told if it was first)."""
         ...
 
-    async def release_owner(self, owner: str) -> int:
-        """Release every lease of ``owner`` and drop its places in line: on every number, and
-        in the lines of pools and groups (the next in line is told when the first place was
-        the owner's). For a session's name, the session ends too (its record is deleted).
 
-        :return: how many leases and places in line were removed
-        """
+class PolicyStore(Protocol):
+    """Runtime policy of numbers and groups: caps, states, rate windows set while running."""
+
+    async def set_policy(self, number: str, change: PolicyChange) -> None:
+        """Change the number's runtime policy atomically (see :class:`PolicyChange`); every
+        process sees it at once. Waiters are granted at once if the cap went up, and asked to
+        try again (a number that no longer admits calls then refuses them)."""
+
+    async def get_policy(self, number: str) -> RuntimePolicy:
+        """The number's runtime policy (read only).
+
+        A carrier reaction that lapsed is left out: a lowered cap once it lapsed, and the
+        state, reason and end of a ``cooling`` state once it ended. A policy that holds
+        nothing else is forgotten with it (also by :meth:`Inspection.known_numbers`): on Redis
+        its key expires."""
         ...
 
-    # -- operator queries and admin actions ------------------------------------------------
+    async def set_group_policy(self, group: GroupPlan, tag: str, change: GroupPolicyChange) -> None:
+        """Set a group's cap or rate windows at run time, replacing the configured ones, for
+        every process at once; its waiters are asked to try again."""
 
-    async def known_numbers(self) -> list[str]:
-        """Every number the backend holds state for (live leases, waiters, a runtime policy),
-        sorted. Read only; on Redis a SCAN of the key prefix (several round trips)."""
+
+class Inspection(Protocol):
+    """What an operator reads of the shared state, and how it clears a number or an owner."""
+
+    async def usage(self, number: str, limit: int) -> Usage:
+        """Live leases and waiters on the number, and the cap in force (read only)."""
         ...
 
     async def holders(self, number: str) -> list[Holder]:
         """The number's live leases, oldest expiry first (read only)."""
+        ...
+
+    async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
+        """The calls each rate window in force on ``number`` counts now: its runtime windows,
+        else ``rates``' own, and its warm-up's daily cap while warming. Read only."""
+        ...
+
+    async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
+        """Live leases and waiters of a group (``"trunk:<name>"`` ...), and its cap (read only).
+        ``tag`` is the hash tag of its numbers."""
+        ...
+
+    async def known_numbers(self) -> list[str]:
+        """Every number the backend holds state for (live leases, waiters, a runtime policy),
+        sorted. Read only; on Redis a SCAN of the key prefix (several round trips)."""
         ...
 
     async def reset_number(self, number: str) -> tuple[int, int]:
@@ -456,6 +299,36 @@ class Backend(Protocol):
         """
         ...
 
+    async def release_owner(self, owner: str) -> int:
+        """Release every lease of ``owner`` and drop its places in line: on every number, and
+        in the lines of pools and groups (the next in line is told when the first place was
+        the owner's). For a session's name, the session ends too (its record is deleted).
+
+        :return: how many leases and places in line were removed
+        """
+        ...
+
+
+class Lifecycle(Protocol):
+    """Setting a backend up and down."""
+
+    def use_layout(self, layout: Layout) -> None:
+        """Where numbers live: their hash tag (all keys of one decision share the number's tag,
+        its tenant's, so the decision touches one Cluster slot; callee windows count calls from
+        every number with the same tag) and their groups (trunk, tenant). Every throttle sharing
+        the backend must use the same layout. The default: every number is its own tag, in no
+        group."""
+
+    async def open(self) -> None:
+        """Prepare for use on the running event loop; idempotent.
+
+        :raises UnsupportedEventLoop: if the backend cannot run on this event loop
+        :raises BackendUnavailable: if the backend cannot be reached
+        """
+
+    async def aclose(self) -> None:
+        """Release connections. Leases stay on the server until they expire."""
+
     async def lift_fence(self) -> None:
         """End at once the fence that holds new grants after the backend may have lost its
         data (a Redis restart, failover or flush: see README, "When Redis loses its data"), on
@@ -463,5 +336,10 @@ class Backend(Protocol):
         backend that cannot lose its data has none: nothing happens."""
         ...
 
-    async def aclose(self) -> None:
-        """Release connections. Leases stay on the server until they expire."""
+
+class Backend(SlotStore, EventSource, PoolStore, PolicyStore, Inspection, Lifecycle, Protocol):
+    """Shared slot state for many throttles (processes, hosts): every role at once.
+
+    A throttle's parts each take the roles they use (the line :class:`SlotStore`, the operator
+    :class:`PolicyStore` and :class:`Inspection` ...); :class:`~callthrottle.Throttle` takes a
+    whole backend."""

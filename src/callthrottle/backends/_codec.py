@@ -15,23 +15,26 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._models import Holder, Usage, WindowUsage
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
-from ._base import AcquireResult, Outcome, PickResult
+from ._policy import KEEP, RuntimePolicy
+from ._results import AcquireResult, Outcome, PickResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from .._pools import MemberSpec
     from ._lane import Arg
+    from ._policy import GroupPolicyChange, PolicyChange
+    from ._requests import AcquireRequest, PickRequest
 
 __all__ = (
-    "CODECS", "DURATIONS", "GROUP_KEYS", "NUMBER_KEYS", "POOL_KEYS", "Codec", "abandon_argv",
+    "CODECS", "GROUP_KEYS", "NUMBER_KEYS", "POOL_KEYS", "Codec", "abandon_argv",
     "acquire_argv", "acquire_result", "batch_argv", "end_session_argv", "fence_lift_argv",
     "get_policy_result", "group_usage_result", "holders_result", "keepalive_argv",
-    "member_spec", "ms", "parse_windows_spec", "pick_argv", "pick_result", "policy_fields",
+    "member_spec", "ms", "parse_windows_spec", "pick_argv", "pick_result",
     "pool_leave_argv", "pool_members_result", "pool_update_argv", "release_argv",
     "release_owner_argv", "release_owner_lines_argv", "release_result", "renew_argv",
     "reset_number_argv", "reset_number_result", "restore_argv", "set_group_policy_argv",
@@ -67,9 +70,6 @@ GROUP_KEYS = "the group keys"
 #: A pool's keys (see ``pick.lua``); most functions take the first three.
 POOL_KEYS = ("PM", "PL", "PO", "PC", "PS")
 
-#: Policy fields sent as seconds from now and stored as server milliseconds.
-DURATIONS = frozenset({"until", "luntil"})
-
 _GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
 
 
@@ -98,27 +98,22 @@ def parse_windows_spec(spec: str) -> tuple[Window, ...]:
 
 
 def acquire_argv(
-    token: str,
-    owner: str,
-    limit: int,
-    ttl: float,
-    max_hold: float | None,
-    enqueue: bool,
-    number: str,
-    channels: str,
-    rates: RatePlan = NO_RATES,
+    request: AcquireRequest, owner: str, enqueue: bool, channels: str
 ) -> tuple[Arg, ...]:
-    """acquire.lua's ARGV; ``owner`` is already "owner\\t<session record>" for a session lease."""
+    """acquire.lua's ARGV; ``owner`` is the request's, or "owner\\t<session record>" for a
+    session lease."""
+    max_hold = request.max_hold
     args: tuple[Arg, ...] = (
-        token,
+        request.token,
         owner,
-        limit,
-        ms(ttl),
+        request.limit,
+        ms(request.ttl),
         0 if max_hold is None else ms(max_hold),
         1 if enqueue else 0,
-        number,
+        request.number,
         channels,
     )
+    rates = request.rates
     if rates is not NO_RATES:
         args += (
             windows_spec(rates.windows),
@@ -196,17 +191,11 @@ def renew_argv(
     return (owner, number, channels, ms(ttl) if ttl > 0 else 0, *tokens)
 
 
-def restore_argv(
-    token: str,
-    owner: str,
-    ttl: float,
-    max_hold: float | None,
-    limit: int,
-    number: str,
-    age: float,
-) -> tuple[Arg, ...]:
-    hold = 0 if max_hold is None else ms(max_hold)
-    return (token, owner, ms(ttl), hold, limit, number, round(age * 1000))
+def restore_argv(request: AcquireRequest, owner: str, age: float) -> tuple[Arg, ...]:
+    """restore.lua's ARGV; ``owner`` as acquire's (a session lease names its record)."""
+    hold = 0 if request.max_hold is None else ms(request.max_hold)
+    ttl = ms(request.ttl)
+    return (request.token, owner, ttl, hold, request.limit, request.number, round(age * 1000))
 
 
 def keepalive_argv(session: str, ttl: float) -> tuple[Arg, ...]:
@@ -230,47 +219,82 @@ def release_owner_lines_argv(owner: str, channels: str, pool: str) -> tuple[Arg,
 # -- policy ------------------------------------------------------------------------------------
 
 
-def policy_fields(changes: Mapping[str, object]) -> list[str]:
-    """Policy changes as the functions take them: field, value; '' deletes; durations as '+ms'
-    and 'since' as 'now', both made absolute by the server's clock."""
-    fields: list[str] = []
-    for field, value in changes.items():
-        if value is None:
-            fields += [field, ""]
-        elif field in DURATIONS:
-            fields += [field, f"+{ms(cast('float', value))}"]
-        elif field == "since":
-            fields += [field, "now"]
-        elif field == "rates":
-            fields += [field, windows_spec(cast("tuple[Window, ...]", value))]
-        else:
-            fields += [field, str(value)]
-    return fields
+def _value(value: object) -> str:
+    """A policy field's value as the functions take it: '' deletes the field."""
+    return "" if value is None else str(value)
 
 
-def set_policy_argv(number: str, channels: str, changes: Mapping[str, object]) -> tuple[Arg, ...]:
-    return (number, channels, *policy_fields(changes))
+def _later(seconds: float | None) -> str:
+    """A duration as '+ms', made absolute by the server's clock ('' deletes the field)."""
+    return "" if seconds is None else f"+{ms(seconds)}"
 
 
-def get_policy_result(reply: list[Any]) -> dict[str, object]:
-    """get_policy.lua's reply: durations back in seconds from now, 'since' in seconds ago."""
+def _rates(windows: tuple[Window, ...] | None) -> str:
+    return "" if windows is None else windows_spec(windows)
+
+
+def set_policy_argv(number: str, channels: str, change: PolicyChange) -> tuple[Arg, ...]:
+    """set_policy.lua's ARGV: the changed fields, by their names in the policy key (a lowered
+    cap is 'lcap' and its end 'luntil', the start of a warm-up 'since': 'now' by the server's
+    clock), then the pseudo-field 'reaction' for a carrier's reaction."""
+    fields: list[Arg] = [number, channels]
+    if change.cap is not KEEP:
+        fields += ("cap", _value(change.cap))
+    if change.state is not KEEP:
+        fields += ("state", _value(change.state))
+    if change.reason is not KEEP:
+        fields += ("reason", _value(change.reason))
+    if change.until is not KEEP:
+        fields += ("until", _later(change.until))
+    if change.lowered is not KEEP:
+        lowered = change.lowered
+        fields += ("lcap", "", "luntil", "") if lowered is None else (
+            "lcap", str(lowered[0]), "luntil", _later(lowered[1])
+        )  # fmt: skip
+    if change.rates is not KEEP:
+        fields += ("rates", _rates(change.rates))
+    if change.warming is not KEEP:
+        fields += ("since", "" if change.warming is None else "now")
+    if change.reaction:
+        fields += ("reaction", "1")
+    return tuple(fields)
+
+
+def get_policy_result(reply: list[Any]) -> RuntimePolicy:
+    """get_policy.lua's reply: the fields of the policy key, with the server's time."""
     now, items = reply[0], reply[1:]
-    policy: dict[str, object] = {}
-    for field, value in zip(items[::2], items[1::2], strict=True):
-        name = field.decode()
-        if name in DURATIONS:
-            policy[name] = (int(value) - now) / 1000
-        elif name == "since":
-            policy[name] = (now - int(value)) / 1000
-        elif name == "rates":
-            policy[name] = parse_windows_spec(value.decode())
-        else:
-            policy[name] = value.decode()
-    return policy
+    fields = {field.decode(): value for field, value in zip(items[::2], items[1::2], strict=True)}
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return None if value is None else value.decode()
+
+    def whole(name: str) -> int | None:
+        value = fields.get(name)
+        return None if value is None else int(value)
+
+    until, lapses, since = whole("until"), whole("luntil"), whole("since")
+    rates = text("rates")
+    return RuntimePolicy(
+        cap=whole("cap"),
+        state=text("state"),
+        reason=text("reason"),
+        until=None if until is None else (until - now) / 1000,
+        lowered_cap=whole("lcap"),
+        lowered_for=None if lapses is None else (lapses - now) / 1000,
+        rates=None if rates is None else parse_windows_spec(rates),
+        warming_for=None if since is None else (now - since) / 1000,
+    )
 
 
-def set_group_policy_argv(channels: str, changes: Mapping[str, object]) -> tuple[Arg, ...]:
-    return (channels, *policy_fields(changes))
+def set_group_policy_argv(channels: str, change: GroupPolicyChange) -> tuple[Arg, ...]:
+    """set_group_policy.lua's ARGV: the changed fields ('' deletes one)."""
+    fields: list[Arg] = [channels]
+    if change.cap is not KEEP:
+        fields += ("cap", _value(change.cap))
+    if change.rates is not KEEP:
+        fields += ("rates", _rates(change.rates))
+    return tuple(fields)
 
 
 # -- views -------------------------------------------------------------------------------------
@@ -375,40 +399,29 @@ def pool_members_result(reply: list[Any]) -> list[str]:
 
 
 def pick_argv(
-    strategy: str,
-    token: str,
-    owner: str,
-    ttl: float,
-    max_hold: float | None,
-    prefix: str,
-    channels: str,
-    call: RatePlan,
-    tries: int,
-    near: tuple[str, str],
-    sticky_ttl: float,
-    wait: bool,
-    pool: str,
+    request: PickRequest, owner: str, prefix: str, channels: str, wait: bool
 ) -> tuple[Arg, ...]:
     """pick.lua's ARGV; ``owner`` as acquire's (a session lease names its record)."""
+    call, near = request.call, request.near
     return (
-        strategy,
-        token,
+        request.strategy,
+        request.token,
         owner,
-        ms(ttl),
-        0 if max_hold is None else ms(max_hold),
+        ms(request.ttl),
+        0 if request.max_hold is None else ms(request.max_hold),
         prefix,
         channels,
         round(call.tz_offset * 1000),
         call.callee or "",
         windows_spec(call.callee_windows) if call.callee else "",
         call.priority,
-        tries,
+        request.tries,
         near[0],
         near[1],
-        ms(sticky_ttl),
+        ms(request.sticky_ttl),
         1 if wait else 0,
-        ms(ttl),
-        pool,
+        ms(request.ttl),
+        request.pool,
     )
 
 

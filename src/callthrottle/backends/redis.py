@@ -14,16 +14,6 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
-from .._pools import STICKY_TTL
-from .._rates import NO_RATES, GroupPlan, RatePlan
-from ._base import (
-    AcquireResult,
-    EventListener,
-    Layout,
-    PickResult,
-    RenewState,
-    RestoreOutcome,
-)
 from ._cluster import ClusterLanes, ShardedEvents
 from ._codec import (
     abandon_argv,
@@ -60,6 +50,7 @@ from ._codec import (
 from ._keys import KeySpace
 from ._lane import Arg, Library, ScriptLane, pack
 from ._redis_url import default_options, parse_cluster_url, parse_sentinel_url
+from ._results import AcquireResult, PickResult, RenewState, RestoreOutcome
 from ._subscription import EVENTS, KEEPALIVE, keep_subscribed
 
 if TYPE_CHECKING:
@@ -69,6 +60,10 @@ if TYPE_CHECKING:
 
     from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
+    from .._rates import GroupPlan, RatePlan
+    from ._base import EventListener, Layout
+    from ._policy import GroupPolicyChange, PolicyChange, RuntimePolicy
+    from ._requests import AcquireRequest, PickRequest
 
 
 # The blocking facade calls the same functions: it reads their replies as the backend does.
@@ -296,27 +291,17 @@ class RedisBackend:
         finally:
             self._listeners.pop(owner, None)
 
-    async def acquire(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        enqueue: bool,
-        rates: RatePlan = NO_RATES,
-        *,
-        session: bool = False,
-    ) -> AcquireResult:
+    async def acquire(self, request: AcquireRequest, *, enqueue: bool) -> AcquireResult:
         # As acquire_args, inline: the hot path makes no call it can do without.
         space = self._space
+        number, owner = request.number, request.owner
         channels = space.channels if self._events is None else space.channels_for(number)
-        holder = self._session_holder(owner, space.tag_of(number)) if session else owner
-        args = acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
+        holder = self._session_holder(owner, space.tag_of(number)) if request.session else owner
+        args = acquire_argv(request, holder, enqueue, channels)
         try:
             if self._events is not None:
                 await self._join(channels, owner)
+            rates = request.rates
             if rates.callee is None:
                 reply = await self._ask("a", number, args)
             else:
@@ -400,21 +385,12 @@ class RedisBackend:
             reply = await self._run("window_usage", self._space.number_keys(number), args)
         return window_usage_result(reply)
 
-    async def restore(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        rates: RatePlan = NO_RATES,
-        age: float = 0.0,
-        session: bool = False,
-    ) -> RestoreOutcome:
+    async def restore(self, request: AcquireRequest, *, age: float = 0.0) -> RestoreOutcome:
+        number, owner = request.number, request.owner
         keys = self._space.number_keys(number)
+        session = request.session
         holder = self._session_holder(owner, self._space.tag_of(number)) if session else owner
-        args = restore_argv(token, holder, ttl, max_hold, limit, number, age)
+        args = restore_argv(request, holder, age)
         with _map_errors("restore"):
             await self._join(self._space.channels_for(number), owner)
             return RestoreOutcome(await self._run("restore", keys, args))
@@ -458,21 +434,19 @@ class RedisBackend:
             reply = await self._run("group_usage", [holders, waiters, policy], ())
         return group_usage_result(reply, group)
 
-    async def set_group_policy(
-        self, group: GroupPlan, tag: str, changes: Mapping[str, object]
-    ) -> None:
+    async def set_group_policy(self, group: GroupPlan, tag: str, change: GroupPolicyChange) -> None:
         holders, _, waiters, policy = self._space.group_keys(group.group, tag)
         channels = self._space.tag_channels(tag)
-        args = set_group_policy_argv(channels, changes)
+        args = set_group_policy_argv(channels, change)
         with _map_errors("set_group_policy"):
             await self._run("set_group_policy", [holders, waiters, policy], args)
 
-    async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
-        args = set_policy_argv(number, self._space.channels_for(number), changes)
+    async def set_policy(self, number: str, change: PolicyChange) -> None:
+        args = set_policy_argv(number, self._space.channels_for(number), change)
         with _map_errors("set_policy"):
             await self._run("set_policy", self._space.number_keys(number), args)
 
-    async def get_policy(self, number: str) -> dict[str, object]:
+    async def get_policy(self, number: str) -> RuntimePolicy:
         with _map_errors("get_policy"):
             reply = await self._run("get_policy", self._space.number_keys(number), ())
         return get_policy_result(reply)
@@ -499,52 +473,25 @@ class RedisBackend:
         with _map_errors("pool_update"):
             return int(await self._run("pool_update", self._space.pool_keys(pool)[:3], args))
 
-    def acquire_args(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        enqueue: bool,
-        rates: RatePlan = NO_RATES,
-        session: bool = False,
-    ) -> tuple[Arg, ...]:
+    def acquire_args(self, request: AcquireRequest, enqueue: bool) -> tuple[Arg, ...]:
         """The arguments of acquire.lua for this request (see its header)."""
         space = self._space
+        number, owner = request.number, request.owner
         channels = space.channels if self._events is None else space.channels_for(number)
-        holder = self._session_holder(owner, space.tag_of(number)) if session else owner
-        return acquire_argv(token, holder, limit, ttl, max_hold, enqueue, number, channels, rates)
+        holder = self._session_holder(owner, space.tag_of(number)) if request.session else owner
+        return acquire_argv(request, holder, enqueue, channels)
 
     async def pool_members(self, pool: str) -> list[str]:
         with _map_errors("pool_members"):
             reply = await self._run("pool_members", self._space.pool_keys(pool)[:3], ())
         return pool_members_result(reply)
 
-    async def pick(
-        self,
-        pool: str,
-        token: str,
-        owner: str,
-        ttl: float,
-        max_hold: float | None,
-        strategy: str,
-        tries: int,
-        call: RatePlan,
-        near: tuple[str, str] = ("", ""),
-        sticky_ttl: float = STICKY_TTL,
-        wait: bool = False,
-        *,
-        session: bool = False,
-    ) -> PickResult:
+    async def pick(self, request: PickRequest, *, wait: bool = False) -> PickResult:
+        pool, owner = request.pool, request.owner
         tag = self._space.pool_tag(pool)
         channels = self._space.tag_channels(tag)
-        holder = self._session_holder(owner, tag) if session else owner
-        args = pick_argv(
-            strategy, token, holder, ttl, max_hold, self._space.prefix, channels, call, tries, near,
-            sticky_ttl, wait, pool,
-        )  # fmt: skip
+        holder = self._session_holder(owner, tag) if request.session else owner
+        args = pick_argv(request, holder, self._space.prefix, channels, wait)
         with _map_errors("pick"):
             await self._join(channels, owner)
             reply = await self._run("pick", self._space.pool_keys(pool), args)

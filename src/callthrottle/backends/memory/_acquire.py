@@ -7,8 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ..._rates import NO_RATES
-from .._base import AcquireResult, Outcome
+from .._results import AcquireResult, Outcome
 from ._lines import _Lines
 from ._records import _Entry, _expiry
 from ._sessions import _Session
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..._rates import GroupPlan, RatePlan, Window
+    from .._requests import AcquireRequest
     from ._records import _NumberState
 
 _GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
@@ -29,47 +29,26 @@ class _Acquire(_Lines):
 
     __slots__ = ()
 
-    async def acquire(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        enqueue: bool,
-        rates: RatePlan = NO_RATES,
-        *,
-        session: bool = False,
-    ) -> AcquireResult:
+    async def acquire(self, request: AcquireRequest, *, enqueue: bool) -> AcquireResult:
         """Lua twin: ``acquire.lua`` (also run for each operation of ``batch.lua`` and for each
         number ``pick.lua`` tries)."""
         await self._checkpoint()
+        number, token, owner, limit, ttl, max_hold, rates, session = request  # (the hot path)
         if session:
-            return self._acquire_in_session(
-                number, token, owner, limit, ttl, max_hold, enqueue, rates
-            )
+            return self._acquire_in_session(request, enqueue)
         return self._acquire_now(number, token, owner, limit, ttl, max_hold, enqueue, rates)
 
-    def _acquire_in_session(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        enqueue: bool,
-        rates: RatePlan,
-    ) -> AcquireResult:
+    def _acquire_in_session(self, request: AcquireRequest, enqueue: bool) -> AcquireResult:
         """An acquire of a session lease: granted or queued, it keeps the session alive. Twin
         of ``told`` in ``acquire.lua``."""
+        owner, ttl = request.owner, request.ttl
         record = self._sessions.get(owner)
         if record is None:
             record = self._sessions[owner] = _Session()
         result = self._acquire_now(
-            number, token, owner, limit, ttl, max_hold, enqueue, rates, record
-        )
+            request.number, request.token, owner, request.limit, ttl, request.max_hold, enqueue,
+            request.rates, record,
+        )  # fmt: skip
         if result.outcome is Outcome.GRANTED or result.outcome is Outcome.QUEUED:
             record.keep(self._clock(), ttl)
         return result

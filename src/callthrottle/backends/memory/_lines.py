@@ -52,7 +52,7 @@ class _Lines(_GroupLines):
             return state
         # Windows set at run time, or a warm-up begun, since a waiter queued apply to it too:
         # it is not handed a slot without asking then, so that they are checked and counted.
-        ruled = policy is not None and (bool(policy.rates) or policy.since is not None)
+        ruled = policy is not None and (bool(policy.rates) or policy.warming_since is not None)
         granted = False
         while queue:
             token, entry = next(iter(queue.items()))
@@ -96,8 +96,9 @@ class _Lines(_GroupLines):
         if state.holders:
             retry_in = max(min(map(_expiry, state.holders.values())) - now, 0.0)
         policy = self._policies.get(number)
-        if policy is not None and policy.lcap is not None and policy.luntil is not None:
-            lapses_in = policy.luntil - now
+        lapses = None if policy is None or policy.lowered_cap is None else policy.lowered_until
+        if lapses is not None:
+            lapses_in = lapses - now
             if lapses_in > 0 and (retry_in is None or lapses_in < retry_in):
                 retry_in = lapses_in
         return retry_in

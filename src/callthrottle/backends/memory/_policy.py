@@ -6,15 +6,15 @@ is the twin of ``policy``, ``cap_in_force``, ``unavailable`` and ``windows_in_fo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from ..._rates import WEEK
+from .._policy import KEEP, RuntimePolicy
 from ._lines import _Lines
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from ..._rates import GroupPlan, RatePlan, Window
+    from .._policy import GroupPolicyChange, PolicyChange
 
 
 @dataclass(slots=True)
@@ -26,17 +26,17 @@ class _Policy:
     state: str | None = None
     reason: str | None = None
     until: float | None = None
-    lcap: int | None = None
-    luntil: float | None = None
+    lowered_cap: int | None = None
+    lowered_until: float | None = None
     rates: tuple[Window, ...] | None = None
-    since: float | None = None
+    warming_since: float | None = None
 
     def windows_in_force(self, plan: RatePlan, now: float) -> tuple[Window, ...]:
         """The windows set at run time, else the caller's; while warming, the warm-up's daily
         cap for the current week too. Twin of ``windows_in_force`` in ``_common.lua``."""
         windows = plan.windows if self.rates is None else self.rates
-        if self.since is not None:  # warming (or cooled down by a carrier while warming)
-            warmup = plan.warmup_window((now - self.since) / WEEK)
+        if self.warming_since is not None:  # warming (or cooled down by a carrier meanwhile)
+            warmup = plan.warmup_window((now - self.warming_since) / WEEK)
             if warmup is not None:
                 windows = (*windows, warmup)
         return windows
@@ -45,8 +45,9 @@ class _Policy:
         """The cap set at run time, else the caller's; a lowered cap while it lasts. Twin of
         ``cap_in_force`` in ``_common.lua``."""
         cap = asked if self.cap is None else self.cap
-        if self.lcap is not None and self.luntil is not None and self.luntil > now:
-            cap = min(cap, self.lcap)
+        lowered, lapses = self.lowered_cap, self.lowered_until
+        if lowered is not None and lapses is not None and lapses > now:
+            cap = min(cap, lowered)
         return cap
 
     def unavailable(self, now: float) -> str | None:
@@ -61,16 +62,13 @@ class _Policy:
     def drop_lapsed(self, now: float) -> None:
         """Forget the carrier reactions that lapsed (a lowered cap, a cool-down and its reason),
         as Redis does: its policy key expires with them, or drops them at the next change."""
-        if self.luntil is not None and self.luntil <= now:
-            self.lcap = self.luntil = None
+        if self.lowered_until is not None and self.lowered_until <= now:
+            self.lowered_cap = self.lowered_until = None
         if self.state == "cooling" and self.until is not None and self.until <= now:
             self.state = self.reason = self.until = None
 
 
 _NO_POLICY = _Policy()
-_DURATIONS = frozenset({"until", "luntil"})
-_INTS = frozenset({"cap", "lcap"})
-_STATE_FIELDS = frozenset({"state", "reason", "until", "since"})
 
 
 class _Policies(_Lines):
@@ -78,7 +76,7 @@ class _Policies(_Lines):
 
     __slots__ = ()
 
-    async def set_policy(self, number: str, changes: Mapping[str, object]) -> None:
+    async def set_policy(self, number: str, change: PolicyChange) -> None:
         """Lua twin: ``set_policy.lua``."""
         await self._checkpoint()
         now = self._clock()
@@ -86,25 +84,25 @@ class _Policies(_Lines):
         # A carrier's reaction leaves alone a state an operator set for good that keeps the
         # number from admitting calls: it stays out of service after the reaction's while.
         for_good = (
-            "reaction" in changes
-            and policy.unavailable(now) is not None
-            and policy.state != "cooling"
+            change.reaction and policy.unavailable(now) is not None and policy.state != "cooling"
         )
-        for name, value in changes.items():
-            if name == "reaction" or (for_good and name in _STATE_FIELDS):
-                continue
-            if value is None:
-                setattr(policy, name, None)
-            elif name in _DURATIONS:
-                setattr(policy, name, now + cast("float", value))
-            elif name in _INTS:
-                setattr(policy, name, cast("int", value))
-            elif name == "since":
-                policy.since = now
-            elif name == "rates":
-                policy.rates = cast("tuple[Window, ...]", value)
-            else:
-                setattr(policy, name, str(value))
+        if change.cap is not KEEP:
+            policy.cap = change.cap
+        if not for_good:
+            if change.state is not KEEP:
+                policy.state = change.state
+            if change.reason is not KEEP:
+                policy.reason = change.reason
+            if change.until is not KEEP:
+                policy.until = None if change.until is None else now + change.until
+            if change.warming is not KEEP:
+                policy.warming_since = None if change.warming is None else now
+        if change.lowered is not KEEP:
+            lowered = change.lowered
+            policy.lowered_cap = None if lowered is None else lowered[0]
+            policy.lowered_until = None if lowered is None else now + lowered[1]
+        if change.rates is not KEEP:
+            policy.rates = change.rates
         policy.drop_lapsed(now)
         if policy == _NO_POLICY:
             del self._policies[number]
@@ -132,33 +130,30 @@ class _Policies(_Lines):
             return None
         return policy
 
-    async def get_policy(self, number: str) -> dict[str, object]:
+    async def get_policy(self, number: str) -> RuntimePolicy:
         """Lua twin: ``get_policy.lua``."""
         await self._checkpoint()
         now = self._clock()
         policy = self._policy_now(number, now) or _NO_POLICY
-        fields: dict[str, object] = {}
-        for name in ("cap", "state", "reason", "until", "lcap", "luntil", "rates", "since"):
-            value = getattr(policy, name)
-            if value is None:
-                continue
-            if name in _DURATIONS:
-                fields[name] = value - now
-            elif name == "since":
-                fields[name] = now - value
-            elif name == "rates":
-                fields[name] = value
-            else:
-                fields[name] = str(value)
-        return fields
+        until, lapses, since = policy.until, policy.lowered_until, policy.warming_since
+        return RuntimePolicy(
+            cap=policy.cap,
+            state=policy.state,
+            reason=policy.reason,
+            until=None if until is None else until - now,
+            lowered_cap=policy.lowered_cap,
+            lowered_for=None if lapses is None else lapses - now,
+            rates=policy.rates,
+            warming_for=None if since is None else now - since,
+        )
 
-    async def set_group_policy(
-        self, group: GroupPlan, tag: str, changes: Mapping[str, object]
-    ) -> None:
+    async def set_group_policy(self, group: GroupPlan, tag: str, change: GroupPolicyChange) -> None:
         """Lua twin: ``set_group_policy.lua``."""
         await self._checkpoint()
         policy = self._group_policies.setdefault(group.group, {})
-        for name, value in changes.items():
+        for name, value in (("cap", change.cap), ("rates", change.rates)):
+            if value is KEEP:
+                continue
             if value is None:
                 policy.pop(name, None)
             else:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..._pools import STICKY_TTL
 from ..._rates import NO_RATES
-from .._base import SESSION_HOLD_MAX, Outcome, PickResult
+from .._base import SESSION_HOLD_MAX
+from .._results import Outcome, PickResult
 from ._acquire import _Acquire
 from ._pool_state import _RESTING, _Pool
 from ._records import _expiry, _live
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from ..._pools import MemberSpec
     from ..._rates import RatePlan
+    from .._requests import PickRequest
 
 
 def _with_call(plan: RatePlan, call: RatePlan) -> RatePlan:
@@ -72,30 +73,19 @@ class _Pools(_Acquire):
         state = self._pools.get(pool)
         return [] if state is None else list(state.order)
 
-    async def pick(
-        self,
-        pool: str,
-        token: str,
-        owner: str,
-        ttl: float,
-        max_hold: float | None,
-        strategy: str,
-        tries: int,
-        call: RatePlan,
-        near: tuple[str, str] = ("", ""),
-        sticky_ttl: float = STICKY_TTL,
-        wait: bool = False,
-        *,
-        session: bool = False,
-    ) -> PickResult:
+    async def pick(self, request: PickRequest, *, wait: bool = False) -> PickResult:
         """Lua twin: ``pick.lua``."""
         await self._checkpoint()
+        pool, token, owner, ttl = request.pool, request.token, request.owner, request.ttl
+        max_hold, strategy, tries, call = (
+            request.max_hold, request.strategy, request.tries, request.call
+        )  # fmt: skip
         state = self._pools.get(pool)
         if state is None:
             return PickResult(Outcome.REFUSED)
         now = self._clock()
         record = None
-        if session:
+        if request.session:
             record = self._sessions.get(owner)
             if record is None:
                 record = self._sessions[owner] = _Session()
@@ -122,7 +112,7 @@ class _Pools(_Acquire):
         if strategy == "round-robin":
             candidates = state.round_robin(tries)
         elif strategy == "local":
-            candidates = state.near(near, tries)
+            candidates = state.near(request.near, tries)
         elif strategy == "sticky" and call.callee is not None:
             candidates = state.sticky(call.callee, now, tries)
         else:
@@ -144,7 +134,7 @@ class _Pools(_Acquire):
                 numbers = self._numbers.get(number)
                 state.set_load(number, 0 if numbers is None else _live(numbers, now))
                 if strategy == "sticky" and call.callee is not None:
-                    state.remember(call.callee, number, now + sticky_ttl, now)
+                    state.remember(call.callee, number, now + request.sticky_ttl, now)
                 if first == me:
                     self._leave_line(pool, state, me)
                 return PickResult(result.outcome, number)

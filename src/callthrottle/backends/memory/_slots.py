@@ -7,8 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ..._rates import NO_RATES
-from .._base import ReleaseState, RenewState, RestoreOutcome
+from .._results import ReleaseState, RenewState, RestoreOutcome
 from ._lines import _Lines
 from ._records import _Entry
 from ._sessions import _Session
@@ -16,7 +15,7 @@ from ._sessions import _Session
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ..._rates import RatePlan
+    from .._requests import AcquireRequest
 
 _RELEASED, _EXPIRED, _UNKNOWN = ReleaseState.RELEASED, ReleaseState.EXPIRED, ReleaseState.UNKNOWN
 
@@ -111,20 +110,10 @@ class _Slots(_Lines):
             self._forget_if_idle(number, state)
         return states
 
-    async def restore(
-        self,
-        number: str,
-        token: str,
-        owner: str,
-        limit: int,
-        ttl: float,
-        max_hold: float | None,
-        rates: RatePlan = NO_RATES,
-        age: float = 0.0,
-        session: bool = False,
-    ) -> RestoreOutcome:
+    async def restore(self, request: AcquireRequest, *, age: float = 0.0) -> RestoreOutcome:
         """Lua twin: ``restore.lua``."""
         await self._checkpoint()
+        number, token, owner, ttl = request.number, request.token, request.owner, request.ttl
         now = self._clock()
         state = self._settle(number, now)
         known = state.holders.get(token) or state.queue.get(token)
@@ -136,14 +125,19 @@ class _Slots(_Lines):
             self._forget_if_idle(number, state)
             return RestoreOutcome.ENDED
         record = None
-        if session:  # a session lease: it lives on with its session (a new life if it ended)
+        if (
+            request.session
+        ):  # a session lease: it lives on with its session (a new life if it ended)
             record = self._sessions.get(owner)
             if record is None:
                 record = self._sessions[owner] = _Session()
-        claims = bool(rates.groups) or record is not None
-        entry = _Entry(owner, ttl, limit, max_hold, now + ttl, math.inf, claims, session=record)
+        groups = request.rates.groups
+        claims = bool(groups) or record is not None
+        entry = _Entry(
+            owner, ttl, request.limit, request.max_hold, now + ttl, math.inf, claims, session=record
+        )
         self._grant(state, number, token, entry, now)
         entry.since = now - age
-        for group in rates.groups:
+        for group in groups:
             self._group_holders.setdefault(group.group, {})[(number, token)] = entry
         return RestoreOutcome.RESTORED
