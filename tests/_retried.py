@@ -197,7 +197,7 @@ async def batch(backend: Backend) -> Any:
             await take(backend, A, "t4", "o2", limit=1, wait=True),
             await backend.release(A, "t1", "o1"),
         ]
-    channels = backend._channels_for(A)
+    channels = backend._space.channels_for(A)
     acquire = ("t4", "o2", 1, 30000, 0, 1, A, channels)
     release = ("t1", "o1", A, channels)
     flat: list[Arg] = ["a", len(acquire), *acquire, "r", len(release), *release]

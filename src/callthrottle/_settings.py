@@ -51,7 +51,6 @@ class Settings:
         "renew_interval",
         "restore_leases",
         "session",
-        "session_kw",
     )
 
     def __init__(
@@ -73,9 +72,6 @@ class Settings:
         self.session, self.keepalive = check_session_options(session, owner_id, keepalive)
         if self.session is not None:
             owner_id = self.session
-        # Passed on to the backend only for a session: a backend that knows no sessions still
-        # serves every other throttle.
-        self.session_kw: dict[str, bool] = {} if session is None else {"session": True}
         self.config = load_config(config)
         self.default_limit = check_limit(default_limit, "default_limit")
         self.region = check_region(default_region) or self.config.default_region

@@ -32,7 +32,6 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.sentinel import Sentinel
 
@@ -58,9 +57,18 @@ from ._validate import (
     check_token,
     check_ttl,
 )
+from .backends._codec import (
+    abandon_argv,
+    acquire_argv,
+    acquire_result,
+    keepalive_argv,
+    release_argv,
+)
+from .backends._keys import KeySpace
+from .backends._redis_url import parse_sentinel_url
 from .backends._requests import AcquireRequest
 from .backends._results import Outcome
-from .backends.redis import _LIBRARY, RedisBackend, acquire_result, parse_sentinel_url
+from .backends.redis import _LIBRARY
 
 if TYPE_CHECKING:
     import os
@@ -106,10 +114,10 @@ class SessionClient:
         self._lease_ttl = check_ttl(lease_ttl)
         self._max_hold = check_max_hold(max_hold)
         self._client = client
-        # The Redis backend's key layout and argument encoding, never connected: the same
-        # requests as the async path sends, sent here from the calling thread.
-        self._codec = RedisBackend(aioredis.Redis(), key_prefix=key_prefix)
-        self._codec.use_layout(self._config)
+        # The Redis backend's key layout and argument encoding: the same requests as the
+        # async path sends, sent here from the calling thread.
+        self._space = KeySpace(key_prefix, cluster=False)
+        self._space.use(self._config)
 
     @classmethod
     def from_url(cls, url: object, *, session: str, **kwargs: Any) -> SessionClient:
@@ -166,8 +174,8 @@ class SessionClient:
 
     def keepalive(self) -> None:
         """Keep the session alive ``lease_ttl`` more (one call): every lease of it lives on."""
-        record = self._codec._session_record("")
-        self._call("keepalive", [record], (self._session, round(self._lease_ttl * 1000)))
+        record = self._space.session_record("")
+        self._call("keepalive", [record], keepalive_argv(self._session, self._lease_ttl))
 
     def acquire(
         self,
@@ -198,7 +206,7 @@ class SessionClient:
         rates = self._config.rate_plan_for(number)
         if rates is not NO_RATES and self._config.timezone is not None:
             rates = replace(rates, tz_offset=utc_offset(self._config.timezone))
-        keys = self._codec.keys_for(number)
+        keys = self._space.number_keys(number)
         deadline = math.inf if wait_for is None else time.monotonic() + wait_for
         wait = wait_for != 0
         if not wait:
@@ -211,8 +219,8 @@ class SessionClient:
             # Refused, timed out, interrupted between two asks, or a failure: a place in line
             # it may hold goes (else the next slot that frees waits for a caller who left).
             with contextlib.suppress(BackendUnavailable):
-                channels = self._codec._channels_for(number)
-                self._call("abandon", keys, (token, self._session, number, channels))
+                args = abandon_argv(token, self._session, number, self._space.channels)
+                self._call("abandon", keys, args)
             raise
 
     def _ask(
@@ -231,7 +239,8 @@ class SessionClient:
         request = AcquireRequest(
             number, token, self._session, cap, self._lease_ttl, self._max_hold, rates, True
         )
-        args = self._codec.acquire_args(request, wait)  # the same for every ask
+        holder = self._space.session_holder(self._session, "")
+        args = acquire_argv(request, holder, wait, self._space.channels)  # the same every ask
         while True:
             result = acquire_result(self._call("acquire", keys, args))
             outcome = result.outcome
@@ -264,8 +273,8 @@ class SessionClient:
             raise InvalidArgument("lease", lease, "a Lease")
         number = normalize_number(lease.number, self._region)
         token = check_token(lease.token)
-        args = (token, self._session, number, self._codec._channels_for(number))
-        reply = self._call("release", self._codec.keys_for(number), args)
+        args = release_argv(token, self._session, number, self._space.channels, None, None)
+        reply = self._call("release", self._space.number_keys(number), args)
         return _OUTCOMES[int(reply[0])]
 
     def release(self, lease: Lease) -> bool:

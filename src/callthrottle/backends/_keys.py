@@ -186,6 +186,11 @@ class KeySpace:
         key = f"{{{tag}}}:sessions" if self.cluster else "sessions"
         return self.prefix + key if whole else key
 
+    def session_holder(self, owner: str, tag: str) -> str:
+        """A session lease's holder as the functions take it: the session and the record its
+        leases of hash tag ``tag`` name."""
+        return f"{owner}\t{self.session_record(tag, whole=False)}"
+
     @property
     def fence_marker(self) -> str:
         """The key prefix's marker key (see ``fenced`` in ``_common.lua``)."""

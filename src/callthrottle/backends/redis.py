@@ -20,8 +20,6 @@ from ._codec import (
     acquire_argv,
     acquire_result,
     batch_argv,
-    end_session_argv,
-    fence_lift_argv,
     get_policy_result,
     group_usage_result,
     holders_result,
@@ -33,8 +31,6 @@ from ._codec import (
     pool_members_result,
     pool_update_argv,
     release_argv,
-    release_owner_argv,
-    release_owner_lines_argv,
     release_result,
     renew_argv,
     reset_number_argv,
@@ -48,13 +44,14 @@ from ._codec import (
     window_usage_result,
 )
 from ._keys import KeySpace
-from ._lane import Arg, Library, ScriptLane, pack
+from ._lane import Arg, Library, ScriptLane
 from ._redis_url import default_options, parse_cluster_url, parse_sentinel_url
 from ._results import AcquireResult, PickResult, RenewState, RestoreOutcome
 from ._subscription import EVENTS, KEEPALIVE, keep_subscribed
+from ._sweeps import Sweeps
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+    from collections.abc import Awaitable, Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -66,8 +63,7 @@ if TYPE_CHECKING:
     from ._requests import AcquireRequest, PickRequest
 
 
-# The blocking facade calls the same functions: it reads their replies as the backend does.
-__all__ = ("RedisBackend", "acquire_result", "parse_sentinel_url")
+__all__ = ("RedisBackend",)
 
 logger = logging.getLogger("callthrottle.redis")
 
@@ -123,7 +119,7 @@ class RedisBackend:
 
     __slots__ = (
         "_also_close", "_batches", "_client", "_events", "_lane", "_listeners", "_owns_client",
-        "_prefix", "_session_tags", "_space",
+        "_prefix", "_space", "_sweeps",
     )  # fmt: skip
 
     def __init__(
@@ -145,8 +141,8 @@ class RedisBackend:
         else:
             self._lane = ScriptLane.for_client(client)
         self._lane.on_reconnect = self._resync
-        # Cluster: the hash tags with session records to keep alive (see keepalive)
-        self._session_tags: set[str] = set()
+        cluster = client if isinstance(client, RedisCluster) else None
+        self._sweeps = Sweeps(self._lane, cluster, self._space, self._run)
         self._also_close: list[aioredis.Redis] = []  # a sentinel URL's sentinel clients
         self._listeners: dict[str, EventListener] = {}
         self._batches: dict[str, list[tuple[str, tuple[Arg, ...], asyncio.Future[Any]]]] = {}
@@ -234,10 +230,6 @@ class RedisBackend:
 
     def use_layout(self, layout: Layout) -> None:
         self._space.use(layout)
-
-    def _channels_for(self, number: str) -> str:
-        """The prefix of the channels that events about ``number`` go to (see ``_keys``)."""
-        return self._space.channels_for(number)
 
     async def _join(self, channels: str, owner: str) -> None:
         """In a Cluster, subscribe ``owner``'s throttle to its channel on ``channels``' slot
@@ -504,15 +496,10 @@ class RedisBackend:
             await self._run("pool_leave", self._space.pool_keys(pool)[:1], args)
 
     def _session_holder(self, owner: str, tag: str) -> str:
-        """A session lease's holder as the functions take it: the owner and its record."""
-        return f"{owner}\t{self._session_record(tag, whole=False)}"
-
-    def _session_record(self, tag: str, *, whole: bool = True) -> str:
-        """The key of the session records that leases of hash tag ``tag`` name (see ``_keys``);
-        in a Cluster, the tag is remembered as one to keep alive."""
-        if self._events is not None:
-            self._session_tags.add(tag)
-        return self._space.session_record(tag, whole=whole)
+        """A session lease's holder as the functions take it (in a Cluster, its tag is
+        remembered as one whose session records to keep alive)."""
+        self._sweeps.remember_session_tag(tag)
+        return self._space.session_holder(owner, tag)
 
     async def keepalive(self, session: str, ttl: float) -> bool:
         """Keep ``session`` alive ``ttl`` seconds more: one call on a single server (or
@@ -521,91 +508,22 @@ class RedisBackend:
         of the session may have taken leases on a tag this one never used), so the cost grows
         with the key space there."""
         args = keepalive_argv(session, ttl)
+        fenced = False
         with _map_errors("keepalive"):
-            if self._events is None:
-                _, fenced = await self._run("keepalive", [self._session_record("")], args)
-                return bool(fenced)
-            await self._find_session_records()
-            fenced = False
-            for tag in sorted(self._session_tags):
-                reply = await self._run("keepalive", [self._session_record(tag)], args)
+            for record in await self._sweeps.session_records():
+                reply = await self._run("keepalive", [record], args)
                 fenced = fenced or bool(reply[1])
-            return fenced
-
-    async def _scan(self, match: str) -> AsyncIterator[bytes]:
-        """The keys that match ``match``, SCANned on the lanes (a Cluster's masters one after
-        another). Not through redis-py: its Cluster client asks every master at once, in the
-        tasks of an ``asyncio.gather``, and a cancellation that comes back out of those tasks
-        has lost the mark of the cancel scope that made it (``move_on_after`` around
-        ``keepalive`` let a bare ``CancelledError`` out); and a call it cancels mid-command
-        can leave a broken connection to the next caller."""
-        lanes: list[ScriptLane]
-        if isinstance(self._lane, ClusterLanes):
-            await self._lane.open()
-            primaries = self._client.get_primaries()  # type: ignore[union-attr]
-            lanes = [self._lane.lane_at(node) for node in primaries]
-        else:
-            lanes = [self._lane]
-        for lane in lanes:
-            cursor = b"0"
-            while True:
-                cursor, keys = await lane.call(pack("SCAN", cursor, "MATCH", match, "COUNT", 1000))
-                for raw in keys:
-                    yield raw
-                if cursor == b"0":
-                    break
-
-    async def _find_session_records(self) -> None:
-        """In a Cluster, learn the tags that hold session records."""
-        async for raw in self._scan(self._space.pattern(":sessions")):
-            self._session_tags.add(self._space.session_tag_of(raw))
+        return fenced
 
     async def release_owner(self, owner: str) -> int:
-        space = self._space
-        pattern = space.pattern(":n:*:m")
-        removed = 0
         with _map_errors("release_owner"):
-            async for raw in self._scan(pattern):
-                number = raw.decode().rpartition(":n:")[2][:-2]
-                args = release_owner_argv(owner, number, self._space.channels_for(number))
-                removed += await self._run("release_owner", self._space.number_keys(number), args)
-            # Callers waiting for a pool or a group have a place in its line only: the line's
-            # order key, its lapses key (same name, other last letter), and a pool's name.
-            for kind, order, lapses in ((":pool:", "w", "x"), (":g:", "q", "w")):
-                match = space.pattern(f"{kind}*:{order}")
-                async for raw in self._scan(match):
-                    key = raw.decode()
-                    line = space.line_of(key, kind, f":{order}")
-                    if line is not None:
-                        tag, name = line
-                        pool = name if kind == ":pool:" else ""
-                        keys = [key, key[:-1] + lapses]
-                        line_args = release_owner_lines_argv(
-                            owner, self._space.tag_channels(tag), pool
-                        )
-                        removed += await self._run("release_owner_lines", keys, line_args)
-            # An owner that is a session: its life ends once its leases went (ended, not
-            # lapsed), on every record that may name it.
-            records = [self._session_record("")]
-            if self._events is not None:
-                await self._find_session_records()
-                records = [self._session_record(tag) for tag in sorted(self._session_tags)]
-            for record in records:
-                await self._run("keepalive", [record], end_session_argv(owner))
-        return removed
+            return await self._sweeps.release_owner(owner)
 
     # -- operator queries and admin actions ----------------------------------------------------
 
     async def known_numbers(self) -> list[str]:
-        # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>": its leases,
-        # line and policy (h q w m p) count; its rate log (r) alone does not, as in memory.
-        pattern = self._space.pattern(":n:*:[hqwmp]")
-        numbers: set[str] = set()
         with _map_errors("known_numbers"):
-            async for raw in self._scan(pattern):
-                numbers.add(raw.decode().rpartition(":n:")[2].rpartition(":")[0])
-        numbers.discard("")
-        return sorted(numbers)
+            return await self._sweeps.known_numbers()
 
     async def holders(self, number: str) -> list[Holder]:
         with _map_errors("holders"):
@@ -620,14 +538,8 @@ class RedisBackend:
 
     async def lift_fence(self) -> None:
         """On every master (``fence_lift.lua``)."""
-        args = fence_lift_argv(self._space.fence_marker)
         with _map_errors("lift_fence"):
-            if isinstance(self._lane, ClusterLanes):
-                await self._lane.open()
-                for node in self._client.get_primaries():  # type: ignore[union-attr]
-                    await self._lane.lane_at(node).run(_LIBRARY, "fence_lift", (), args)
-            else:
-                await self._run("fence_lift", (), args)
+            await self._sweeps.lift_fence(_LIBRARY)
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
         return self._lane.run(_LIBRARY, name, keys, args)
