@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._health import Reaction
     from ._hooks import Hook
+
+    #: (number, token, timeout, limit, callee, priority) -> the lease
+    Acquiring = Callable[
+        [str, str | None, float | None, int | None, str | None, int], Awaitable[Lease]
+    ]
 
 __all__ = ("Throttle",)
 
@@ -124,6 +130,7 @@ class Throttle(PoolMethods, OperatorMethods):
     """
 
     __slots__ = (
+        "_acquiring",
         "_backend",
         "_close_backend",
         "_config",
@@ -195,6 +202,13 @@ class Throttle(PoolMethods, OperatorMethods):
             backend, settings, plans, self._hooks, check_open, self._keeper.forget_all
         )
         self._held = self._keeper.held  # the leases held, by (number, token)
+        # The acquire itself: in the backend's line, through degraded mode when it is on (a
+        # bound method, not one more call on the hot path).
+        self._acquiring: Acquiring = (
+            self._line.acquire
+            if self._degraded is None
+            else partial(self._degraded.acquire, self._line)
+        )
         self._stack: AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
         self._now: Callable[[], float] = anyio.current_time
@@ -404,20 +418,6 @@ class Throttle(PoolMethods, OperatorMethods):
         if self._hooks.installed:
             return await self._acquire_observed(number, token, timeout, limit, callee, priority)
         return await self._acquiring(number, token, timeout, limit, callee, priority)
-
-    def _acquiring(
-        self,
-        number: str,
-        token: str | None,
-        timeout: float | None,
-        limit: int | None,
-        callee: str | None,
-        priority: int,
-    ) -> Awaitable[Lease]:
-        """The acquire itself: in the backend's line, through degraded mode when it is on."""
-        if self._degraded is None:
-            return self._line.acquire(number, token, timeout, limit, callee, priority)
-        return self._degraded.acquire(self._line, number, token, timeout, limit, callee, priority)
 
     async def _acquire_observed(
         self,
