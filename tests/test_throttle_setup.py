@@ -6,6 +6,7 @@ import logging
 import math
 from typing import Any
 
+import anyio
 import pytest
 
 from callthrottle import InvalidArgument, Reaction, Throttle, ThrottleError, UnknownScheme
@@ -131,3 +132,37 @@ async def test_a_slot_block_that_ends_after_close_gave_its_lease_back_logs_nothi
     with caplog.at_level(logging.WARNING, logger="callthrottle"):
         await block.__aexit__(None, None, None)
     assert caplog.records == []
+
+
+async def test_a_session_slot_block_that_ends_while_closing_says_its_lease_was_not_given_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A session throttle's close leaves the session's leases held (they stay with the
+    session): a ``slot()`` block that ends while it closes (here: while a waiter of the
+    throttle withdraws) could not give its lease back, and says so, as it did before the
+    close gave back leases silently for throttles without a session."""
+    number = "+8657188880001"
+    backend = MemoryBackend()
+    throttle = Throttle(backend, session="sess-1", lease_ttl=30)
+    ended = anyio.Event()
+    with caplog.at_level(logging.WARNING, logger="callthrottle"):
+        async with anyio.create_task_group() as tg:
+            await throttle.__aenter__()
+
+            async def call() -> None:
+                async with throttle.slot(number, limit=1, timeout=0):
+                    await ended.wait()  # the call ends as the throttle closes
+
+            async def waiter() -> None:
+                with pytest.raises(ThrottleError):
+                    await throttle.acquire(number, limit=1, timeout=30)
+
+            tg.start_soon(call)
+            await anyio.sleep(0.05)
+            tg.start_soon(waiter)
+            await anyio.sleep(0.05)
+            ended.set()
+            await throttle.__aexit__(None, None, None)
+    async with Throttle(backend) as observer:
+        assert (await observer.usage(number, limit=1)).in_use == 1  # the session's still
+    assert any("could not release" in record.getMessage() for record in caplog.records)

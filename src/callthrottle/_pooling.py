@@ -147,14 +147,17 @@ class Pools(OnLoop):
                         if self._hooks.installed:
                             self._hooks.admitted(picked, self._now() - started)
                         return picked
+                    # Noted before anything else is awaited: a caller cancelled (or failed)
+                    # from here on leaves the line below, else its place would keep every
+                    # other caller of the pool waiting until it lapses.
+                    queued_now = queue and not in_line
+                    in_line = in_line or queue
                     if not known:  # made at run time, or a typo: a pool without numbers is none
                         known = bool(await self._backend.pool_members(pool))
                         if not known:
-                            in_line = in_line or queue  # (left below, should it have a line)
                             raise self._plans.unknown_pool(pool)
-                    if queue and not in_line and self._hooks.installed:
+                    if queued_now and self._hooks.installed:
                         self._hooks.emit(Queued(f"pool:{name}", token))
-                    in_line = in_line or queue
                     self._check_open()  # closed meanwhile: give up (leaving the line below)
                     if picked is not None and (earliest is None or picked < earliest):
                         earliest = picked

@@ -474,9 +474,12 @@ class Throttle(PoolMethods, OperatorMethods):
             await self.release(lease)
         except ThrottleError as exc:
             if self._stack is None and (
-                lease.released or (lease.number, lease.token) in self._held
+                lease.released
+                or (self._settings.session is None and (lease.number, lease.token) in self._held)
             ):
-                return  # the throttle is closing: it gives back every lease it holds
+                # The throttle is closing: it gives back every lease it holds (not a
+                # session's: those stay with the session, and the failure is told below).
+                return
             logger.warning(
                 "could not release %s (%s); it expires within %s s",
                 lease,
