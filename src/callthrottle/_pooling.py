@@ -53,6 +53,7 @@ class Pools(OnLoop):
         "_owner_id",
         "_plans",
         "_region",
+        "_seen",
         "_session",
     )
 
@@ -68,6 +69,9 @@ class Pools(OnLoop):
     ) -> None:
         super().__init__()
         self._backend = backend
+        # Pools made at run time that this throttle found with numbers: known from then on,
+        # so a refused pick of theirs costs no second round trip.
+        self._seen: set[str] = set()
         self._owner_id = settings.owner_id
         self._lease_ttl = settings.lease_ttl
         self._max_hold = settings.max_hold
@@ -119,7 +123,8 @@ class Pools(OnLoop):
         chosen = None if strategy is None else check_strategy(strategy)
         self._check_open()
         chain = self._plans.pool_chain(pool)
-        known = self._plans.is_configured_pool(pool)  # else asked once, when a pick is refused
+        # Else asked once, when a pick is refused (and remembered once it has numbers).
+        known = pool in self._seen or self._plans.is_configured_pool(pool)
         call = self._plans.for_pick(callee_e164, priority)
         near = ("", "") if callee_e164 is None else locality(callee_e164)
         started = self._now()
@@ -156,6 +161,7 @@ class Pools(OnLoop):
                         known = bool(await self._backend.pool_members(pool))
                         if not known:
                             raise self._plans.unknown_pool(pool)
+                        self._seen.add(pool)
                     if queued_now and self._hooks.installed:
                         self._hooks.emit(Queued(f"pool:{name}", token))
                     self._check_open()  # closed meanwhile: give up (leaving the line below)

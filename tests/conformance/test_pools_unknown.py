@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from callthrottle import InvalidArgument, Lease, PoolExhausted
+from callthrottle import InvalidArgument, Lease, PoolExhausted, Throttle
 
 if TYPE_CHECKING:
-    from ..conftest import ThrottleFactory
+    from callthrottle.backends import Backend
+
+    from ..conftest import BackendFactory, ThrottleFactory
 
 NUMBERS = [f"+86571888{i:05d}" for i in range(2)]
 #: A shared tenant: on Redis Cluster, numbers added at run time need one (see the README).
@@ -73,3 +75,34 @@ async def test_a_configured_pool_with_no_number_is_exhausted_not_unknown(
     async with new_throttle(config=config) as throttle:
         with pytest.raises(PoolExhausted):
             await throttle.acquire_from("empty", timeout=0.1)
+
+
+class _CountingMembers:
+    """A backend that counts the times it is asked for a pool's numbers."""
+
+    def __init__(self, inner: Backend) -> None:
+        self._inner = inner
+        self.asked = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def pool_members(self, pool: str) -> list[str]:
+        self.asked += 1
+        return await self._inner.pool_members(pool)
+
+
+async def test_a_pool_made_at_run_time_is_asked_about_once(new_backend: BackendFactory) -> None:
+    """A full pool made at run time: its first refused pick asks the backend whether it has
+    numbers; later refused picks of the same throttle do not ask again (a dialer polling a
+    full pool does not pay a second round trip per try)."""
+    backend = _CountingMembers(new_backend())
+    async with Throttle(backend, config=CONFIG, default_limit=1, close_backend=True) as throttle:
+        await throttle.add_to_pool("late", NUMBERS)
+        leases = [await throttle.acquire_from("late", timeout=0) for _ in NUMBERS]
+        for _ in range(3):
+            with pytest.raises(PoolExhausted):
+                await throttle.acquire_from("late", timeout=0)
+        assert backend.asked == 1
+        for lease in leases:
+            assert await throttle.release(lease)

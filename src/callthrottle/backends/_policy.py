@@ -2,7 +2,7 @@
 (:class:`PolicyChange`, :class:`GroupPolicyChange`) and what is in force
 (:class:`RuntimePolicy`).
 
-A change names only what it changes: each field left at :data:`KEEP` stays as it is, and None
+A change names only what it changes: each field left at ``Keep.KEEP`` stays as it is, and None
 removes it. Times are relative (seconds from now, seconds ago): the backend makes them absolute
 by its own clock, so that the processes sharing it need not agree on the time.
 """
@@ -20,7 +20,7 @@ __all__ = ("KEEP", "GroupPolicyChange", "Keep", "PolicyChange", "RuntimePolicy")
 
 
 class Keep(enum.Enum):
-    """A field of a change that holds ``Keep.KEEP`` (:data:`KEEP`, its default) stays as it is."""
+    """A field of a change that holds ``Keep.KEEP`` (its default) stays as it is."""
 
     KEEP = "keep"
 

@@ -154,8 +154,8 @@ class RedisBackend:
         """Connect lazily to the server at ``url``; ``options`` go to ``redis.asyncio.from_url``.
 
         The hot path does not use redis-py's connection pool: every call goes over one
-        pipelined connection with the URL's settings (``release_owner``'s key scan uses the
-        pool, at most ``max_connections``, 128). Socket timeouts default to 5 s, so a dead or
+        pipelined connection with the URL's settings, key scans included (``release_owner``,
+        ``known_numbers``); the event subscription takes one more. Socket timeouts default to 5 s, so a dead or
         stalled server surfaces as :class:`~callthrottle.BackendUnavailable` instead of a hang;
         a call whose connection dropped is retried twice on a new one (every function is safe
         to run again for the same token; a retried release that had already succeeded reports
@@ -284,7 +284,8 @@ class RedisBackend:
             self._listeners.pop(owner, None)
 
     async def acquire(self, request: AcquireRequest, *, enqueue: bool) -> AcquireResult:
-        # As acquire_args, inline: the hot path makes no call it can do without.
+        # The arguments as acquire_args builds them, inline: the hot path makes no call it can
+        # do without.
         space = self._space
         number, owner = request.number, request.owner
         channels = space.channels if self._events is None else space.channels_for(number)
