@@ -74,9 +74,10 @@ class PoolMethods:
             another owner (for this throttle's owner, that slot is returned)
         :raises InvalidArgument: on bad input, before anything is written; also, at once and
             whatever the ``timeout``, for a pool that is neither configured nor has numbers in
-            the backend (a misspelt name; a pool made with :meth:`add_to_pool` is known while
-            it has numbers). A configured pool is known without asking; the backend is asked
-            only once a pick is refused, so no round trip is added on the way to a slot.
+            the backend (a misspelt name; a pool made with :meth:`add_to_pool` is known once
+            this throttle found it with numbers). A configured pool is known without asking;
+            the backend is asked once a pick is refused, once, so no round trip is added on the
+            way to a slot.
         """
         pools = self._pools
         return await pools.acquire_from(pool, token, timeout, callee, priority, strategy)
