@@ -125,6 +125,16 @@ class Sweeps:
         numbers.discard("")
         return sorted(numbers)
 
+    async def pool_keys(self) -> list[tuple[list[str], str]]:
+        """The keys PM PL PO of every pool that has an order key (numbers), and its name."""
+        found = []
+        async for raw in self.scan(self._space.pattern(":pool:*:o")):
+            key = raw.decode()
+            line = self._space.line_of(key, ":pool:", ":o")
+            if line is not None:
+                found.append(([key[:-1] + "m", key[:-1] + "l", key], line[1]))
+        return sorted(found, key=lambda item: (item[1], item[0]))
+
     async def lift_fence(self, library: Library) -> None:
         """On every master (``fence_lift.lua``)."""
         args = fence_lift_argv(self._space.fence_marker)
