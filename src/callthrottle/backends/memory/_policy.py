@@ -81,6 +81,9 @@ class _Policies(_Lines):
         await self._checkpoint()
         now = self._clock()
         policy = self._policies.setdefault(number, _Policy())
+        # Lapsed reactions go first, as in set_policy.lua: nothing of them survives the change
+        # (a state set over a lapsed cool-down keeps neither its reason nor its end).
+        policy.drop_lapsed(now)
         # A carrier's reaction leaves alone a state an operator set for good that keeps the
         # number from admitting calls: it stays out of service after the reaction's while.
         for_good = (
