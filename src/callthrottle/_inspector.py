@@ -6,7 +6,8 @@ subscribes to nothing and runs no heartbeat, and it only asks the backend's view
 ``no-writes`` and called with ``FCALL_RO`` (``EVAL_RO`` of the same code when the server lacks
 this release's library, which is never loaded for a view), and the lists of numbers and pools
 are SCANs: the server itself refuses any write. The configuration only says where numbers live
-(their hash tags, trunks and tenants) and their configured caps and rate windows.
+(their trunks and tenants) and their configured caps and rate windows; a number the backend
+holds state for is read under the hash tag its keys were found under.
 """
 
 from __future__ import annotations
@@ -21,13 +22,39 @@ from ._url import backend_from_url
 from ._validate import check_limit, check_pool
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from types import TracebackType
 
     from ._health import NumberStatus
     from ._models import Holder, Usage, WindowUsage
+    from ._rates import GroupPlan
     from .backends._base import Views
 
 __all__ = ("Inspector",)
+
+
+class _Found:
+    """The configuration's layout, except that a number is read where its keys were found: a
+    view with another configuration than the dialers' (or none) must not read an empty place
+    and call a busy number idle."""
+
+    __slots__ = ("_config", "_tags")
+
+    def __init__(self, config: Config, found: Mapping[str, Sequence[str]]) -> None:
+        self._config = config
+        self._tags: dict[str, str] = {}
+        for number, tags in found.items():
+            configured = config.tag_for(number)
+            self._tags[number] = configured if configured in tags or not tags else tags[0]
+
+    def tag_for(self, number: str) -> str:
+        return self._tags.get(number) or self._config.tag_for(number)
+
+    def groups_for(self, number: str) -> tuple[GroupPlan, ...]:
+        return self._config.groups_for(number)
+
+    def pool_numbers(self) -> Mapping[str, Sequence[str]]:
+        return self._config.pool_numbers()
 
 
 class Inspector:
@@ -80,7 +107,16 @@ class Inspector:
 
     async def __aenter__(self) -> Inspector:
         await self._backend.open()  # connects: nothing is written
+        await self._locate()
         return self
+
+    async def _locate(self) -> list[str]:
+        """Find where every number's keys are (a SCAN on Redis), read them there from now on,
+        and return the numbers."""
+        found = await self._backend.number_tags()
+        if found:
+            self._backend.use_layout(_Found(self._config, found))
+        return sorted(found)
 
     async def __aexit__(
         self,
@@ -95,8 +131,10 @@ class Inspector:
         return normalize_number(number, self._region)
 
     async def known_numbers(self) -> list[str]:
-        """See :meth:`Throttle.known_numbers`."""
-        return await self._backend.known_numbers()
+        """See :meth:`Throttle.known_numbers`. Each is read where its keys are from now on
+        (under the hash tag they were found under, whatever the configuration says)."""
+        located = await self._locate()
+        return located or await self._backend.known_numbers()
 
     async def known_pools(self) -> dict[str, list[str]]:
         """Every pool the backend holds numbers for, whoever published it (configured here or

@@ -28,9 +28,7 @@ CARRIERS = re.findall(r"```toml\n(.*?)```", README, flags=re.DOTALL)[0]
 
 A, B, C, D = "+8657188880001", "+8657188880002", "+8657188880003", "+8657188880004"
 LIVE = f'[pools.sales]\nnumbers = ["{A}", "{B}"]\n'
-# Another pool's list: the same numbers stay where they are on a Cluster (a number's pool may
-# decide its hash tag there), and one more that only this file lists.
-OTHER = f'[pools.sales]\nnumbers = ["{A}", "{C}"]\n'
+OTHER = f'[pools.sales]\nnumbers = ["{C}"]\n'  # another list of the dialers' pool
 
 Keyspace = tuple[dict[bytes, tuple[bytes | None, int]], list[Any]]
 
@@ -144,3 +142,22 @@ def test_status_and_top_write_nothing_into_a_database_in_use(
         assert "call-1" in result.stdout
         _assert_same(before, _keyspace(clients, prefix))
         assert dialer.pool_members("sales") == [A, B]  # the pool as its dialers made it
+
+
+def test_status_reads_a_number_where_its_keys_are(
+    invoke: Callable[..., Result], url: str, prefix: str, toml: Callable[[str, str], str]
+) -> None:
+    """The dialers' configuration puts A's keys under its tenant's hash tag; a status without
+    it (or with another) still finds A busy, where its keys are."""
+    tenants = toml("tenants.toml", f'[tenants.acme]\ncap = 50\n[numbers."{A}"]\ntenant = "acme"\n')
+    options: dict[str, Any] = {"key_prefix": prefix, "owner_id": "switch-7", "config": tenants}
+    with SyncThrottle.from_url(url, **options) as dialer:
+        dialer.acquire(A, token="call-1", timeout=0)
+        for config in ([], ["--config", toml("other.toml", OTHER)]):
+            result = invoke(
+                "status", "--url", url, "--prefix", prefix, *config, "--json", "--holders"
+            )
+            assert result.exit_code == 0, result.output
+            rows = {row["number"]: row for row in json.loads(result.stdout)["numbers"]}
+            assert rows[A]["in_use"] == 1
+            assert [h["token"] for h in rows[A]["holders"]] == ["call-1"]

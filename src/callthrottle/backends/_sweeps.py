@@ -117,13 +117,21 @@ class Sweeps:
 
     async def known_numbers(self) -> list[str]:
         """See :meth:`Backend.known_numbers`."""
+        return sorted(await self.number_tags())
+
+    async def number_tags(self) -> dict[str, set[str]]:
+        """Every number the key space holds state for, and the hash tags its keys are under."""
         # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>": its leases,
         # line and policy (h q w m p) count; its rate log (r) alone does not, as in memory.
-        numbers: set[str] = set()
+        found: dict[str, set[str]] = {}
+        start = len(self._space.prefix) + 1
         async for raw in self.scan(self._space.pattern(":n:*:[hqwmp]")):
-            numbers.add(raw.decode().rpartition(":n:")[2].rpartition(":")[0])
-        numbers.discard("")
-        return sorted(numbers)
+            key = raw.decode()
+            tag, _, rest = key[start:].partition("}:n:")
+            number = rest.rpartition(":")[0]
+            if number:
+                found.setdefault(number, set()).add(tag)
+        return found
 
     async def pool_keys(self) -> list[tuple[list[str], str]]:
         """The keys PM PL PO of every pool that has an order key (numbers), and its name."""

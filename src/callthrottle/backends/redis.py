@@ -525,6 +525,11 @@ class RedisBackend:
         with _map_errors("known_numbers"):
             return await self._sweeps.known_numbers()
 
+    async def number_tags(self) -> dict[str, list[str]]:
+        with _map_errors("number_tags"):
+            found = await self._sweeps.number_tags()
+        return {number: sorted(tags) for number, tags in sorted(found.items())}
+
     async def known_pools(self) -> dict[str, list[str]]:
         """SCAN for the pools' order keys, then each pool's members where its keys were found
         (a pool published under another configuration may have another hash tag)."""

@@ -96,6 +96,11 @@ class _Views(_Policies):
         policies = [n for n in self._policies if self._policy_seen(n, now) is not None]
         return sorted(set(self._numbers) | set(policies))
 
+    async def number_tags(self) -> dict[str, list[str]]:
+        """No Lua twin: numbers have no hash tags in memory (on Redis, from a SCAN)."""
+        await self._checkpoint()
+        return {}
+
     async def known_pools(self) -> dict[str, list[str]]:
         """No Lua twin: on Redis a SCAN of the pools' keys, then ``pool_members.lua``."""
         await self._checkpoint()
