@@ -161,3 +161,31 @@ def test_status_reads_a_number_where_its_keys_are(
             rows = {row["number"]: row for row in json.loads(result.stdout)["numbers"]}
             assert rows[A]["in_use"] == 1
             assert [h["token"] for h in rows[A]["holders"]] == ["call-1"]
+
+
+def test_status_runs_as_a_redis_user_that_may_not_write(
+    invoke: Callable[..., Result], redis_url: str, prefix: str, toml: Callable[[str, str], str]
+) -> None:
+    """An operator's status needs no right to write: the server refuses writes to this user
+    (and FUNCTION LOAD, EVAL, FCALL), and status still shows the calls up."""
+    admin = redis.Redis.from_url(redis_url)
+    user = "viewer-" + prefix.rstrip(":")
+    admin.acl_setuser(
+        user, enabled=True, passwords=["+secret"], keys=["*"], channels=[],
+        commands=["-@all", "+@read", "+ping", "+time", "+fcall_ro", "+eval_ro", "+evalsha_ro"],
+    )  # fmt: skip
+    try:
+        options: dict[str, Any] = {"key_prefix": prefix, "config": toml("live.toml", LIVE)}
+        with SyncThrottle.from_url(redis_url, **options) as dialer:
+            dialer.acquire(A, token="call-1", timeout=0)
+            viewer = redis_url.replace("redis://", f"redis://{user}:secret@")
+            args = ["--url", viewer, "--prefix", prefix, "--config", toml("other.toml", OTHER)]
+            result = invoke("status", *args, "--json")
+            assert result.exit_code == 0, result.output
+            rows = {row["number"]: row for row in json.loads(result.stdout)["numbers"]}
+            assert rows[A]["in_use"] == 1
+            result = invoke("top", *args, "--iterations", "1")
+            assert result.exit_code == 0, result.output
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
