@@ -136,7 +136,9 @@ def test_status_lists_the_pools_the_backend_holds(
 
     table = invoke("status", *redis_args, "--config", config)
     assert "east" in table.stdout
-    assert "configured only" in table.stdout
+    assert "sales (configured only: not in the backend)" in table.stdout
+    unknown = invoke("status", *redis_args, "--pool", "west")
+    assert "west (not in the backend)" in unknown.stdout
 
 
 def test_status_refuses_a_malformed_number(invoke: Callable[..., Result]) -> None:

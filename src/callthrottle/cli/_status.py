@@ -223,8 +223,9 @@ def render(snapshot: Snapshot) -> RenderableType:
             pools.add_column(column)
         for pool in snapshot.pools:
             name = Text(pool.pool)
-            if not pool.published:
-                name.append(" (configured only: not in the backend)", style="dim")
+            if not pool.published:  # listed by the configuration only, or by nobody
+                where = "configured only: " if pool.members else ""
+                name.append(f" ({where}not in the backend)", style="dim")
             pools.add_row(name, str(pool.members), _load(pool.in_use, pool.cap), str(pool.waiting))
         tables.append(pools)
     return Group(*tables)
