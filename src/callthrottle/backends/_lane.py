@@ -76,12 +76,12 @@ class Library:
     :param shared: Lua code defined once, before the functions
     :param bodies: each function's name and body; the body sees ``KEYS`` and ``ARGV`` through
         ``bind(keys, args)``, which ``shared`` must define, and may call the bodies before it
-        as ``body_<name>()``. A body with a line that starts with :data:`NO_WRITES` (in its header) is registered with
-        the ``no-writes`` flag: it may be called with ``FCALL_RO`` (:meth:`ScriptLane.read`),
-        and the server refuses any write it would make.
+        as ``body_<name>()``. A body with a line (of its header) that starts with
+        :data:`NO_WRITES` is registered with the ``no-writes`` flag: it may be called with
+        ``FCALL_RO`` (:meth:`ScriptLane.read`), and the server refuses any write it would make.
     """
 
-    __slots__ = ("_scripts", "functions", "read_only", "shared", "source")
+    __slots__ = ("_scripts", "functions", "read_only", "source")
 
     def __init__(self, name: str, shared: str, bodies: Mapping[str, str]) -> None:
         digest = hashlib.sha1(
@@ -95,7 +95,6 @@ class Library:
             for fn, body in bodies.items()
             if any(line.startswith(NO_WRITES) for line in body.splitlines())
         )
-        self.shared = shared
         parts = [f"#!lua name={name}_{digest}", shared]
         # Each body is a function of its own, body_<name>, which later bodies may call.
         parts += [f"local function body_{fn}()\n{body}\nend" for fn, body in bodies.items()]
