@@ -92,10 +92,13 @@ class Snapshot:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
 
-async def _pools(inspector: Inspector, target: Target, only: str | None) -> dict[str, list[str]]:
-    """The pools to show and their numbers: every pool the backend holds (whoever published
-    it), then the configured ones it does not hold, with their configured numbers."""
-    pools = await inspector.known_pools()
+async def _pools(
+    inspector: Inspector, target: Target, published: dict[str, list[str]], only: str | None
+) -> dict[str, list[str]]:
+    """The pools to show and their numbers: every pool the backend holds (``published``,
+    whoever published it), then the configured ones it does not hold, with their configured
+    numbers."""
+    pools = dict(published)
     if only is not None and only not in pools:
         pools[only] = await inspector.pool_members(only)
     for name, numbers in target.config.pool_numbers().items():
@@ -109,7 +112,7 @@ async def collect(inspector: Inspector, target: Target, filters: Filters) -> Sna
     and pools, filtered. Read only: nothing is written (see :class:`Inspector`)."""
     config = target.config
     published = await inspector.known_pools()
-    pools = await _pools(inspector, target, filters.pool)
+    pools = await _pools(inspector, target, published, filters.pool)
     if filters.numbers:
         numbers = set(filters.numbers)
     else:
