@@ -358,7 +358,7 @@ async def test_a_view_follows_an_ask_to_the_master_a_slot_moves_to(
         held = await throttle.acquire(number, limit=3, timeout=0)
         migration = Migration(nodes, nodes.keyslot(f"{{{number}}}"))
         await anyio.to_thread.run_sync(migration.begin, 100)  # every key moves; the slot not yet
-        seen = []
+        seen: list[object] = []
 
         async def ask() -> None:
             seen.append(await throttle.usage(number, limit=3))
