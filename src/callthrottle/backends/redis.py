@@ -538,7 +538,10 @@ class RedisBackend:
             for keys, pool in await self._sweeps.pool_keys():
                 members = pool_members_result(await self._read("pool_members", keys, ()))
                 if members:
-                    pools.setdefault(pool, []).extend(members)
+                    # Under several tags (processes with other configurations published it on
+                    # a Cluster), a number is still one number, with one cap.
+                    listed = pools.setdefault(pool, [])
+                    listed.extend(m for m in members if m not in listed)
         return dict(sorted(pools.items()))
 
     async def holders(self, number: str) -> list[Holder]:
