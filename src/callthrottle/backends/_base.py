@@ -292,8 +292,9 @@ class Inspection(Protocol):
 
     async def number_tags(self) -> dict[str, list[str]]:
         """Where the keys of every number the backend holds state for are: the hash tags they
-        are under (more than one when processes with different configurations wrote them),
-        sorted; empty for a backend without hash tags (memory). Read only; a SCAN on Redis."""
+        are under (more than one when processes with different configurations wrote them;
+        only those holding its leases or line when some do), sorted; empty for a backend
+        without hash tags (memory). Read only; a SCAN on Redis."""
         ...
 
     async def known_pools(self) -> dict[str, list[str]]:

@@ -120,18 +120,24 @@ class Sweeps:
         return sorted(await self.number_tags())
 
     async def number_tags(self) -> dict[str, set[str]]:
-        """Every number the key space holds state for, and the hash tags its keys are under."""
+        """Every number the key space holds state for, and the hash tags its keys are under:
+        those that hold its leases or line when some do (a policy left under another tag, by a
+        process with another configuration, rules no call of theirs), else every one."""
         # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>": its leases,
         # line and policy (h q w m p) count; its rate log (r) alone does not, as in memory.
-        found: dict[str, set[str]] = {}
+        found: dict[str, dict[str, bool]] = {}
         start = len(self._space.prefix) + 1
         async for raw in self.scan(self._space.pattern(":n:*:[hqwmp]")):
             key = raw.decode()
             tag, _, rest = key[start:].partition("}:n:")
-            number = rest.rpartition(":")[0]
+            number, _, letter = rest.rpartition(":")
             if number:
-                found.setdefault(number, set()).add(tag)
-        return found
+                tags = found.setdefault(number, {})
+                tags[tag] = tags.get(tag, False) or letter != "p"
+        return {
+            number: {tag for tag, calls in tags.items() if calls} or set(tags)
+            for number, tags in found.items()
+        }
 
     async def pool_keys(self) -> list[tuple[list[str], str]]:
         """The keys PM PL PO of every pool that has an order key (numbers), and its name."""
