@@ -190,3 +190,26 @@ def test_status_runs_as_a_redis_user_that_may_not_write(
     finally:
         admin.acl_deluser(user)
         admin.close()
+
+
+def test_status_runs_as_a_read_only_user_on_a_server_without_the_library(
+    invoke: Callable[..., Result], prefix: str
+) -> None:
+    """On a server without the library the views run as read-only scripts (EVALSHA_RO, then
+    EVAL_RO): the rights the README lists suffice, and nothing is loaded."""
+    with own_server() as (url, _):
+        admin = redis.Redis.from_url(url)
+        try:
+            admin.function_flush()
+            admin.acl_setuser(
+                "viewer", enabled=True, passwords=["+secret"], keys=["*"], channels=[],
+                commands=["-@all", "+@read", "+ping", "+time", "+fcall_ro", "+evalsha_ro",
+                          "+eval_ro"],
+            )  # fmt: skip
+            viewer = url.replace("redis://", "redis://viewer:secret@")
+            for command in (["status"], ["top", "--iterations", "2", "--interval", "0.05"]):
+                result = invoke(*command, "--url", viewer, "--prefix", prefix, "--number", A)
+                assert result.exit_code == 0, result.output
+            assert admin.function_list() == []
+        finally:
+            admin.close()
