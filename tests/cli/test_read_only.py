@@ -49,7 +49,7 @@ def _keyspace(clients: list[redis.Redis], prefix: str) -> Keyspace:
     functions = []
     for client in clients:
         for key in client.scan_iter(match=glob_escape(prefix) + "*", count=1000):
-            keys[key] = (client.dump(key), int(client.execute_command("PEXPIRETIME", key)))
+            keys[key] = (client.dump(key), int(client.execute_command("PEXPIRETIME", key)))  # type: ignore[no-untyped-call]
         functions.append(client.function_list(withcode=True))
     return keys, functions
 
