@@ -107,7 +107,8 @@ def test_status_filters(
         {"group": "trunk:trunk-400", "in_use": 0, "cap": 20, "waiting": 0}
     ]
     assert everything["pools"] == [
-        {"pool": "sales", "members": 2, "in_use": 1, "cap": 40, "waiting": 0}
+        # Configured, not published: no dialer with this configuration opened yet.
+        {"pool": "sales", "members": 2, "in_use": 1, "cap": 40, "waiting": 0, "published": False}
     ]
     assert _numbers(everything)[A]["cap"] == 15  # the configured cap
 
@@ -116,6 +117,28 @@ def test_status_filters(
     assert sorted(_numbers(_json(invoke("status", *args, "--match", "*0003")))) == [C]
     # National form, read in the configuration's region.
     assert sorted(_numbers(_json(invoke("status", *args, "--number", "057188880001")))) == [A]
+
+
+def test_status_lists_the_pools_the_backend_holds(
+    invoke: Callable[..., Result], redis_args: list[str], dialer: SyncThrottle, config: str
+) -> None:
+    dialer.add_to_pool("east", [A, C])  # published by a process whose configuration has no pool
+    dialer.acquire(C, token="call-1", timeout=0)
+
+    data = _json(invoke("status", *redis_args, "--config", config, "--json"))
+    assert data["pools"] == [
+        {"pool": "east", "members": 2, "in_use": 1, "cap": 35, "waiting": 0, "published": True},
+        {"pool": "sales", "members": 2, "in_use": 1, "cap": 40, "waiting": 0, "published": False},
+    ]
+    assert sorted(_numbers(data)) == [A, B, C]
+    pooled = _json(invoke("status", *redis_args, "--json", "--pool", "east"))
+    assert sorted(_numbers(pooled)) == [A, C]
+
+    table = invoke("status", *redis_args, "--config", config)
+    assert "east" in table.stdout
+    assert "sales (configured only: not in the backend)" in table.stdout
+    unknown = invoke("status", *redis_args, "--pool", "west")
+    assert "west (not in the backend)" in unknown.stdout
 
 
 def test_status_refuses_a_malformed_number(invoke: Callable[..., Result]) -> None:

@@ -344,3 +344,29 @@ async def test_a_deadline_around_a_call_that_asks_every_master_ends_only_its_own
         await taker.release(lease)
         await throttle.release(held)
     await backend.aclose()
+
+
+async def test_a_view_follows_an_ask_to_the_master_a_slot_moves_to(
+    cluster_url: str, prefix: str, nodes: redis.RedisCluster
+) -> None:
+    """Mid-migration, with every key of the number moved already, the old master answers ASK:
+    a view (FCALL_RO) is sent to the new master behind ASKING (which answers TRYAGAIN while
+    the keys the view names but nobody made are not known to be there), and asks again until
+    the slot has moved; it reads what is there."""
+    number = NUMBERS[3]
+    async with Throttle.from_url(cluster_url, key_prefix=prefix) as throttle:
+        held = await throttle.acquire(number, limit=3, timeout=0)
+        migration = Migration(nodes, nodes.keyslot(f"{{{number}}}"))
+        await anyio.to_thread.run_sync(migration.begin, 100)  # every key moves; the slot not yet
+        seen: list[object] = []
+
+        async def ask() -> None:
+            seen.append(await throttle.usage(number, limit=3))
+            seen.append([holder.token for holder in await throttle.holders(number)])
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ask)
+            await anyio.sleep(0.05)
+            await anyio.to_thread.run_sync(migration.finish)
+        assert seen == [Usage(in_use=1, limit=3, waiting=0), [held.token]]
+        assert await throttle.release(held) is True

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = (
     "ENDED_KEPT", "EXPIRED_KEPT", "OWN_TAGS", "RESTORE_WITHIN", "SESSION_HOLD_MAX", "Backend",
     "EventListener", "EventSource", "Inspection", "Layout", "Lifecycle", "PolicyStore",
-    "PoolStore", "SlotStore",
+    "PoolStore", "SlotStore", "Views",
 )  # fmt: skip
 
 #: Called by a backend from its listener when something happens to a lease of the owner:
@@ -290,6 +290,18 @@ class Inspection(Protocol):
         sorted. Read only; on Redis a SCAN of the key prefix (several round trips)."""
         ...
 
+    async def number_tags(self) -> dict[str, list[str]]:
+        """Where the keys of every number the backend holds state for are: the hash tags they
+        are under (more than one when processes with different configurations wrote them;
+        only those holding its leases or line when some do), sorted; empty for a backend
+        without hash tags (memory). Read only; a SCAN on Redis."""
+        ...
+
+    async def known_pools(self) -> dict[str, list[str]]:
+        """Every pool the backend holds numbers for (whoever published it), by name, with its
+        numbers in round-robin order. Read only; on Redis a SCAN of the key prefix."""
+        ...
+
     async def reset_number(self, number: str) -> tuple[int, int]:
         """Drop every lease and every place in line of the number, atomically: the leases'
         owners are told (``"released"``), the waiters are nudged to ask again (they find the
@@ -307,6 +319,26 @@ class Inspection(Protocol):
         :return: how many leases and places in line were removed
         """
         ...
+
+
+class Views(Protocol):
+    """What an operator's view reads, and nothing else: the read-only calls of
+    :class:`Inspection`, :class:`PolicyStore` and :class:`PoolStore` (documented there), and
+    opening and closing. None of them writes: on Redis each is a function registered
+    ``no-writes`` and called with ``FCALL_RO`` (or a SCAN), so the server refuses any write."""
+
+    async def usage(self, number: str, limit: int) -> Usage: ...
+    async def holders(self, number: str) -> list[Holder]: ...
+    async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]: ...
+    async def group_usage(self, group: GroupPlan, tag: str) -> Usage: ...
+    async def known_numbers(self) -> list[str]: ...
+    async def number_tags(self) -> dict[str, list[str]]: ...
+    async def known_pools(self) -> dict[str, list[str]]: ...
+    async def get_policy(self, number: str) -> RuntimePolicy: ...
+    async def pool_members(self, pool: str) -> list[str]: ...
+    def use_layout(self, layout: Layout) -> None: ...
+    async def open(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class Lifecycle(Protocol):

@@ -139,6 +139,37 @@ class ClusterLanes:
                 await self.refresh()  # a failover may have given the slot to another node
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def read(
+        self, library: Library, function: str, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """As ``ScriptLane.read`` on the master that serves ``keys`` (routed as :meth:`run`)."""
+        asking: ScriptLane | None = None
+        for attempt in range(_REDIRECTS + 1):
+            last = attempt == _REDIRECTS
+            try:
+                if asking is not None:
+                    return await asking.read(library, function, keys, args, asking=True)
+                lane = self.lane_at(self.node_for(keys[0]))
+                return await lane.read(library, function, keys, args)
+            except ResponseError as exc:
+                asking = None
+                if str(exc).startswith("TRYAGAIN") and not last:
+                    await asyncio.sleep(_TRY_AGAIN * 2**attempt)
+                    continue
+                redirection = _redirection(exc)
+                if redirection is None or last:
+                    raise
+                kind, address = redirection
+                if kind == "ASK":
+                    asking = self._lane_named(address)
+                else:
+                    await self.refresh()
+            except RedisConnectionError:
+                if last or self._closed:
+                    raise
+                await self.refresh()
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def run_now(
         self, library: Library, function: str, keys: Sequence[str], args: Sequence[Arg]
     ) -> asyncio.Future[Any]:

@@ -48,9 +48,12 @@ if TYPE_CHECKING:
 
     import redis.asyncio as aioredis
 
-__all__ = ("Library", "ScriptLane", "Subscription")
+__all__ = ("NO_WRITES", "Library", "ScriptLane", "Subscription")
 
 Arg = str | bytes | int | float
+
+#: A line of the header of a function that never writes (see :class:`Library`).
+NO_WRITES = "-- flags: no-writes"
 
 _RETRIES = 2  # a request whose connection was lost before it was answered is sent again
 _BACKOFF = 0.01  # seconds before the first retry, doubled each time
@@ -73,10 +76,12 @@ class Library:
     :param shared: Lua code defined once, before the functions
     :param bodies: each function's name and body; the body sees ``KEYS`` and ``ARGV`` through
         ``bind(keys, args)``, which ``shared`` must define, and may call the bodies before it
-        as ``body_<name>()``
+        as ``body_<name>()``. A body with a line (of its header) that starts with
+        :data:`NO_WRITES` is registered with the ``no-writes`` flag: it may be called with
+        ``FCALL_RO`` (:meth:`ScriptLane.read`), and the server refuses any write it would make.
     """
 
-    __slots__ = ("functions", "source")
+    __slots__ = ("_scripts", "functions", "read_only", "source")
 
     def __init__(self, name: str, shared: str, bodies: Mapping[str, str]) -> None:
         digest = hashlib.sha1(
@@ -84,15 +89,39 @@ class Library:
             usedforsecurity=False,
         ).hexdigest()[:12]
         self.functions = {fn: f"{name}_{digest}_{fn}" for fn in bodies}
+        #: The functions registered read only (their headers say NO_WRITES).
+        self.read_only = frozenset(
+            fn
+            for fn, body in bodies.items()
+            if any(line.startswith(NO_WRITES) for line in body.splitlines())
+        )
         parts = [f"#!lua name={name}_{digest}", shared]
         # Each body is a function of its own, body_<name>, which later bodies may call.
         parts += [f"local function body_{fn}()\n{body}\nend" for fn, body in bodies.items()]
         parts += [
-            f"redis.register_function('{self.functions[fn]}', "
-            f"function(keys, args) bind(keys, args) return body_{fn}() end)"
+            f"redis.register_function{{function_name='{self.functions[fn]}', "
+            f"callback=function(keys, args) bind(keys, args) return body_{fn}() end"
+            + (", flags={'no-writes'}}" if fn in self.read_only else "}")
             for fn in bodies
         ]
         self.source = "\n".join(parts)
+        # A read-only function as a script of its own, for a server without the library.
+        self._scripts = {
+            fn: (
+                "#!lua flags=no-writes\n"
+                # KEYS and ARGV are the script's globals here: kept before shared hides them.
+                "local script_keys, script_args = KEYS, ARGV\n"
+                f"{shared}\nlocal function body_{fn}()\n{bodies[fn]}\nend\n"
+                f"bind(script_keys, script_args)\nreturn body_{fn}()\n"
+            )
+            for fn in self.read_only
+        }
+
+    def script(self, function: str) -> tuple[str, str]:
+        """A read-only function as an ``EVAL_RO`` script (with the ``no-writes`` flag), and
+        its SHA1: the same code, for a server that has not loaded this library."""
+        text = self._scripts[function]
+        return text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
 class _Protocol(asyncio.Protocol):
@@ -430,6 +459,48 @@ class ScriptLane:
             else:
                 return reply
         raise ResponseError("the library could not be loaded on the node a slot moves to")
+
+    async def read(
+        self,
+        library: Library,
+        function: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        *,
+        asking: bool = False,
+    ) -> Any:
+        """``FCALL_RO`` a read-only function of ``library``: the server refuses any write it
+        would make. Never loads the library: a server without it runs the same code as a
+        read-only script (``EVALSHA_RO``, then ``EVAL_RO`` the first time), which leaves its
+        keys and functions as they were. ``asking``: preceded by ``ASKING`` (a Cluster slot
+        being migrated to this node)."""
+        tail = (len(keys), *keys, *args)
+        try:
+            return await self._read_call(
+                pack("FCALL_RO", library.functions[function], *tail), asking
+            )
+        except ResponseError as exc:
+            if "Function not found" not in str(exc):
+                raise
+        text, sha = library.script(function)
+        try:
+            return await self._read_call(pack("EVALSHA_RO", sha, *tail), asking)
+        except ResponseError as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+        return await self._read_call(pack("EVAL_RO", text, *tail), asking)
+
+    async def _read_call(self, packed: bytes, asking: bool) -> Any:
+        if not asking:
+            return await self.call(packed)
+        protocol = self._protocol or await self._connect()
+        first = protocol.send(pack("ASKING"))
+        future = protocol.send(packed)  # right behind it: nothing runs in between
+        self._watch()
+        for reply in (await first, await future):
+            if isinstance(reply, ResponseError):
+                raise reply
+        return reply
 
     async def aclose(self) -> None:
         """Close the connection; requests still in flight fail."""

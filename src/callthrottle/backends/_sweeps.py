@@ -117,13 +117,37 @@ class Sweeps:
 
     async def known_numbers(self) -> list[str]:
         """See :meth:`Backend.known_numbers`."""
+        return sorted(await self.number_tags())
+
+    async def number_tags(self) -> dict[str, set[str]]:
+        """Every number the key space holds state for, and the hash tags its keys are under:
+        those that hold its leases or line when some do (a policy left under another tag, by a
+        process with another configuration, rules no call of theirs), else every one."""
         # Every key of a number reads "<prefix>{<tag>}:n:<number>:<one letter>": its leases,
         # line and policy (h q w m p) count; its rate log (r) alone does not, as in memory.
-        numbers: set[str] = set()
+        found: dict[str, dict[str, bool]] = {}
+        start = len(self._space.prefix) + 1
         async for raw in self.scan(self._space.pattern(":n:*:[hqwmp]")):
-            numbers.add(raw.decode().rpartition(":n:")[2].rpartition(":")[0])
-        numbers.discard("")
-        return sorted(numbers)
+            key = raw.decode()
+            tag, _, rest = key[start:].partition("}:n:")
+            number, _, letter = rest.rpartition(":")
+            if number:
+                tags = found.setdefault(number, {})
+                tags[tag] = tags.get(tag, False) or letter != "p"
+        return {
+            number: {tag for tag, calls in tags.items() if calls} or set(tags)
+            for number, tags in found.items()
+        }
+
+    async def pool_keys(self) -> list[tuple[list[str], str]]:
+        """The keys PM PL PO of every pool that has an order key (numbers), and its name."""
+        found = []
+        async for raw in self.scan(self._space.pattern(":pool:*:o")):
+            key = raw.decode()
+            line = self._space.line_of(key, ":pool:", ":o")
+            if line is not None:
+                found.append(([key[:-1] + "m", key[:-1] + "l", key], line[1]))
+        return sorted(found, key=lambda item: (item[1], item[0]))
 
     async def lift_fence(self, library: Library) -> None:
         """On every master (``fence_lift.lua``)."""

@@ -375,7 +375,7 @@ class RedisBackend:
     async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
         args = window_usage_argv(rates)
         with _map_errors("window_usage"):
-            reply = await self._run("window_usage", self._space.number_keys(number), args)
+            reply = await self._read("window_usage", self._space.number_keys(number), args)
         return window_usage_result(reply)
 
     async def restore(self, request: AcquireRequest, *, age: float = 0.0) -> RestoreOutcome:
@@ -418,13 +418,13 @@ class RedisBackend:
 
     async def usage(self, number: str, limit: int) -> Usage:
         with _map_errors("usage"):
-            reply = await self._run("usage", self._space.number_keys(number), usage_argv(limit))
+            reply = await self._read("usage", self._space.number_keys(number), usage_argv(limit))
         return usage_result(reply)
 
     async def group_usage(self, group: GroupPlan, tag: str) -> Usage:
         holders, _, waiters, policy = self._space.group_keys(group.group, tag)
         with _map_errors("group_usage"):
-            reply = await self._run("group_usage", [holders, waiters, policy], ())
+            reply = await self._read("group_usage", [holders, waiters, policy], ())
         return group_usage_result(reply, group)
 
     async def set_group_policy(self, group: GroupPlan, tag: str, change: GroupPolicyChange) -> None:
@@ -441,7 +441,7 @@ class RedisBackend:
 
     async def get_policy(self, number: str) -> RuntimePolicy:
         with _map_errors("get_policy"):
-            reply = await self._run("get_policy", self._space.number_keys(number), ())
+            reply = await self._read("get_policy", self._space.number_keys(number), ())
         return get_policy_result(reply)
 
     # -- pools ---------------------------------------------------------------------------------
@@ -476,7 +476,7 @@ class RedisBackend:
 
     async def pool_members(self, pool: str) -> list[str]:
         with _map_errors("pool_members"):
-            reply = await self._run("pool_members", self._space.pool_keys(pool)[:3], ())
+            reply = await self._read("pool_members", self._space.pool_keys(pool)[:3], ())
         return pool_members_result(reply)
 
     async def pick(self, request: PickRequest, *, wait: bool = False) -> PickResult:
@@ -526,9 +526,28 @@ class RedisBackend:
         with _map_errors("known_numbers"):
             return await self._sweeps.known_numbers()
 
+    async def number_tags(self) -> dict[str, list[str]]:
+        with _map_errors("number_tags"):
+            found = await self._sweeps.number_tags()
+        return {number: sorted(tags) for number, tags in sorted(found.items())}
+
+    async def known_pools(self) -> dict[str, list[str]]:
+        """SCAN for the pools' order keys, then each pool's members where its keys were found
+        (a pool published under another configuration may have another hash tag)."""
+        with _map_errors("known_pools"):
+            pools: dict[str, list[str]] = {}
+            for keys, pool in await self._sweeps.pool_keys():
+                members = pool_members_result(await self._read("pool_members", keys, ()))
+                if members:
+                    # Under several tags (processes with other configurations published it on
+                    # a Cluster), a number is still one number, with one cap.
+                    listed = pools.setdefault(pool, [])
+                    listed.extend(m for m in members if m not in listed)
+        return dict(sorted(pools.items()))
+
     async def holders(self, number: str) -> list[Holder]:
         with _map_errors("holders"):
-            reply = await self._run("holders", self._space.number_keys(number), ())
+            reply = await self._read("holders", self._space.number_keys(number), ())
         return holders_result(reply, number)
 
     async def reset_number(self, number: str) -> tuple[int, int]:
@@ -544,6 +563,11 @@ class RedisBackend:
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
         return self._lane.run(_LIBRARY, name, keys, args)
+
+    def _read(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
+        """A view: ``FCALL_RO`` of a function registered read only (see ``ScriptLane.read``:
+        the server refuses any write, and the library is never loaded for it)."""
+        return self._lane.read(_LIBRARY, name, keys, args)
 
     async def aclose(self) -> None:
         if self._events is not None:

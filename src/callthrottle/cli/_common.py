@@ -18,6 +18,7 @@ from rich.console import Console
 
 from .._config import Config
 from .._errors import InvalidArgument, ThrottleError
+from .._inspector import Inspector
 from .._numbers import normalize_number
 from .._throttle import Throttle
 
@@ -45,6 +46,15 @@ class Target:
         if self.prefix is not None:
             options["key_prefix"] = self.prefix
         return Throttle.from_url(
+            self.url, config=self.config, default_region=self.region, **options
+        )
+
+    def inspector(self) -> Inspector:
+        """A read-only view of the backend (``status``, ``top``): no throttle is opened."""
+        options: dict[str, Any] = {}
+        if self.prefix is not None:
+            options["key_prefix"] = self.prefix
+        return Inspector.from_url(
             self.url, config=self.config, default_region=self.region, **options
         )
 

@@ -1,5 +1,6 @@
 """``callthrottle status`` and ``callthrottle top``: what every number, trunk, tenant and pool
-carries now."""
+carries now. Read only: they go through an :class:`~callthrottle._inspector.Inspector`, never a
+throttle, and write nothing to the backend."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 
     from rich.console import RenderableType
 
+    from .._inspector import Inspector
     from .._models import Usage
-    from .._throttle import Throttle
 
 __all__ = ("Filters", "Snapshot", "collect", "render", "status", "top")
 
@@ -75,6 +76,9 @@ class PoolRow:
     in_use: int
     cap: int  # the sum of its members' caps
     waiting: int
+    # Whether the backend holds the pool's numbers (published by a process); False: only the
+    # configuration lists them (no process with this configuration has opened yet).
+    published: bool = True
 
 
 @dataclass
@@ -88,17 +92,31 @@ class Snapshot:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
 
-async def collect(throttle: Throttle, target: Target, filters: Filters) -> Snapshot:
+async def _pools(
+    inspector: Inspector, target: Target, published: dict[str, list[str]], only: str | None
+) -> dict[str, list[str]]:
+    """The pools to show and their numbers: every pool the backend holds (``published``,
+    whoever published it), then the configured ones it does not hold, with their configured
+    numbers."""
+    pools = dict(published)
+    if only is not None and only not in pools:
+        pools[only] = await inspector.pool_members(only)
+    for name, numbers in target.config.pool_numbers().items():
+        if not pools.get(name):
+            pools[name] = list(numbers)
+    return pools
+
+
+async def collect(inspector: Inspector, target: Target, filters: Filters) -> Snapshot:
     """One snapshot of the numbers (configured, known to the backend, or named), their groups
-    and pools, filtered."""
+    and pools, filtered. Read only: nothing is written (see :class:`Inspector`)."""
     config = target.config
-    pools = {name: await throttle.pool_members(name) for name in config.pools}
-    if filters.pool is not None and filters.pool not in pools:
-        pools[filters.pool] = await throttle.pool_members(filters.pool)
+    published = await inspector.known_pools()
+    pools = await _pools(inspector, target, published, filters.pool)
     if filters.numbers:
         numbers = set(filters.numbers)
     else:
-        numbers = set(config.numbers) | set(await throttle.known_numbers())
+        numbers = set(config.numbers) | set(await inspector.known_numbers())
         for members in pools.values():
             numbers.update(members)
     if filters.pool is not None:
@@ -108,11 +126,11 @@ async def collect(throttle: Throttle, target: Target, filters: Filters) -> Snaps
     snapshot = Snapshot(target.shown_url)
     rows: dict[str, NumberRow] = {}
     for number in sorted(numbers):
-        usage = await throttle.usage(number)
-        status = await throttle.status(number)
+        usage = await inspector.usage(number)
+        status = await inspector.status(number)
         if filters.busy and not (usage.in_use or usage.waiting):
             continue
-        windows = await throttle.window_usage(number)
+        windows = await inspector.window_usage(number)
         row = NumberRow(
             number,
             status.state.value,
@@ -125,19 +143,19 @@ async def collect(throttle: Throttle, target: Target, filters: Filters) -> Snaps
         if filters.holders:
             row.holders = [
                 HolderRow(h.token, h.owner, h.age, h.expires_in, h.hold_left)
-                for h in await throttle.holders(number)
+                for h in await inspector.holders(number)
             ]
         rows[number] = row
     snapshot.numbers = list(rows.values())
     if not filters.numbers and filters.match is None:
         for kind, groups in (("trunk", config.trunks), ("tenant", config.tenants)):
             for name in groups:
-                used = await throttle.group_usage(kind, name)
+                used = await inspector.group_usage(kind, name)
                 snapshot.groups.append(GroupRow(f"{kind}:{name}", *_usage(used)))
-        for name, members in pools.items():
+        for name, members in sorted(pools.items()):
             if filters.pool is not None and name != filters.pool:
                 continue
-            usages = [await throttle.usage(member) for member in members]
+            usages = [await inspector.usage(member) for member in members]
             snapshot.pools.append(
                 PoolRow(
                     name,
@@ -145,6 +163,7 @@ async def collect(throttle: Throttle, target: Target, filters: Filters) -> Snaps
                     sum(u.in_use for u in usages),
                     sum(u.limit for u in usages),
                     sum(u.waiting for u in usages),
+                    bool(published.get(name)),
                 )
             )
     return snapshot
@@ -206,9 +225,11 @@ def render(snapshot: Snapshot) -> RenderableType:
         for column in ("pool", "numbers", "in use/caps", "waiting"):
             pools.add_column(column)
         for pool in snapshot.pools:
-            pools.add_row(
-                pool.pool, str(pool.members), _load(pool.in_use, pool.cap), str(pool.waiting)
-            )
+            name = Text(pool.pool)
+            if not pool.published:  # listed by the configuration only, or by nobody
+                where = "configured only: " if pool.members else ""
+                name.append(f" ({where}not in the backend)", style="dim")
+            pools.add_row(name, str(pool.members), _load(pool.in_use, pool.cap), str(pool.waiting))
         tables.append(pools)
     return Group(*tables)
 
@@ -253,8 +274,8 @@ def status(target: Target, numbers: tuple[str, ...], as_json: bool, **options: o
     filters = _filters(target, numbers, **options)
 
     async def once() -> Snapshot:
-        async with target.throttle() as throttle:
-            return await collect(throttle, target, filters)
+        async with target.inspector() as inspector:
+            return await collect(inspector, target, filters)
 
     snapshot = run(once)
     if as_json:
@@ -290,13 +311,13 @@ def top(
     out = console()
 
     async def watch() -> None:
-        async with target.throttle() as throttle:
-            snapshot = await collect(throttle, target, filters)
+        async with target.inspector() as inspector:
+            snapshot = await collect(inspector, target, filters)
             with Live(render(snapshot), console=out, auto_refresh=False) as live:
                 count = 1
                 while iterations is None or count < iterations:
                     await anyio.sleep(interval)
-                    snapshot = await collect(throttle, target, filters)
+                    snapshot = await collect(inspector, target, filters)
                     live.update(render(snapshot), refresh=True)
                     count += 1
 

@@ -1,4 +1,5 @@
 -- Python twin: MemoryBackend.get_policy (backends/memory/_policy.py).
+-- flags: no-writes (registered read only: the server refuses any write it would make)
 -- A number's runtime policy, with the server's clock (read only).
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV: none

@@ -1,4 +1,5 @@
 -- Python twin: MemoryBackend.group_usage (backends/memory/_views.py).
+-- flags: no-writes (registered read only: the server refuses any write it would make)
 -- Live leases and live waiters of one group, and the cap set at run time (read only).
 -- KEYS[1] GH: the group's holders, KEYS[2] GW: its waiters, KEYS[3] GP: its policy
 -- ARGV: none

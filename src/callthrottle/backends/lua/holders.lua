@@ -1,4 +1,5 @@
 -- Python twin: MemoryBackend.holders (backends/memory/_views.py).
+-- flags: no-writes (registered read only: the server refuses any write it would make)
 -- The live leases of one number, the first to lapse first (read only).
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV: none

@@ -1,4 +1,5 @@
 -- Python twin: MemoryBackend.window_usage (backends/memory/_views.py).
+-- flags: no-writes (registered read only: the server refuses any write it would make)
 -- The calls each rate window in force counts now (read only).
 -- KEYS: H Q W M P R C, then the group keys (see _common.lua)
 -- ARGV[1] rate windows: the configured ones ('' for none), ARGV[2] time zone offset in ms,

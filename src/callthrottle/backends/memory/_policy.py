@@ -5,7 +5,7 @@ is the twin of ``policy``, ``cap_in_force``, ``unavailable`` and ``windows_in_fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..._rates import WEEK
@@ -81,6 +81,9 @@ class _Policies(_Lines):
         await self._checkpoint()
         now = self._clock()
         policy = self._policies.setdefault(number, _Policy())
+        # Lapsed reactions go first, as in set_policy.lua: nothing of them survives the change
+        # (a state set over a lapsed cool-down keeps neither its reason nor its end).
+        policy.drop_lapsed(now)
         # A carrier's reaction leaves alone a state an operator set for good that keeps the
         # number from admitting calls: it stays out of service after the reaction's while.
         for_good = (
@@ -130,11 +133,21 @@ class _Policies(_Lines):
             return None
         return policy
 
+    def _policy_seen(self, number: str, now: float) -> _Policy | None:
+        """The number's policy as :meth:`_policy_now` finds it, without changing what is
+        stored (a view writes nothing: as on Redis, where the key expires by itself)."""
+        policy = self._policies.get(number)
+        if policy is None:
+            return None
+        seen = replace(policy)
+        seen.drop_lapsed(now)
+        return None if seen == _NO_POLICY else seen
+
     async def get_policy(self, number: str) -> RuntimePolicy:
         """Lua twin: ``get_policy.lua``."""
         await self._checkpoint()
         now = self._clock()
-        policy = self._policy_now(number, now) or _NO_POLICY
+        policy = self._policy_seen(number, now) or _NO_POLICY
         until, lapses, since = policy.until, policy.lowered_until, policy.warming_since
         return RuntimePolicy(
             cap=policy.cap,

@@ -1,5 +1,6 @@
-"""What an operator sees (read only): a number's usage, leases and rate windows, a group's
-usage, the numbers known. Twins of ``usage.lua``, ``holders.lua``, ``window_usage.lua`` and
+"""What an operator sees (read only: nothing here changes the state, not even to drop what
+lapsed): a number's usage, leases and rate windows, a group's usage, the numbers and pools
+known. Twins of ``usage.lua``, ``holders.lua``, ``window_usage.lua`` and
 ``group_usage.lua``."""
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class _Views(_Policies):
         now, wall = self._clock(), self._wall_clock()
         policy = self._policies.get(number)
         windows = rates.windows if policy is None else policy.windows_in_force(rates, now)
-        hits = self._rates[number].current(now) if number in self._rates else []
+        hits = self._rates[number].seen(now) if number in self._rates else []
         return [
             WindowUsage(
                 window,
@@ -83,11 +84,24 @@ class _Views(_Policies):
             1 for lapse in self._group_waiters.get(group.group, {}).values() if lapse > now
         )
         cap = self._group_policies.get(group.group, {}).get("cap", group.cap or 0)
-        return Usage(self._group_in_use(group.group, now), cast("int", cap), waiting)
+        # Counted, not settled: a lapsed lease is dropped by the next decision, not by a view.
+        holders = self._group_holders.get(group.group, {})
+        in_use = sum(1 for e in holders.values() if _expiry(e) > now)
+        return Usage(in_use, cast("int", cap), waiting)
 
     async def known_numbers(self) -> list[str]:
         """No Lua twin: on Redis a SCAN of the key prefix, in Python."""
         await self._checkpoint()
         now = self._clock()
-        policies = [n for n in list(self._policies) if self._policy_now(n, now) is not None]
+        policies = [n for n in self._policies if self._policy_seen(n, now) is not None]
         return sorted(set(self._numbers) | set(policies))
+
+    async def number_tags(self) -> dict[str, list[str]]:
+        """No Lua twin: numbers have no hash tags in memory (on Redis, from a SCAN)."""
+        await self._checkpoint()
+        return {}
+
+    async def known_pools(self) -> dict[str, list[str]]:
+        """No Lua twin: on Redis a SCAN of the pools' keys, then ``pool_members.lua``."""
+        await self._checkpoint()
+        return {name: list(pool.order) for name, pool in sorted(self._pools.items()) if pool.order}

@@ -36,6 +36,10 @@ class _RateLog:
         self.hits: list[float] = []
         self.lapses = math.inf
 
+    def seen(self, now: float) -> list[float]:
+        """The hits :meth:`current` would keep, without dropping a lapsed log (read only)."""
+        return self.hits if now < self.lapses else []
+
     def current(self, now: float) -> list[float]:
         if now >= self.lapses:
             self.hits.clear()

@@ -1,0 +1,169 @@
+"""The operator's read-only window on a backend: what ``callthrottle status`` and ``top`` show.
+
+An :class:`Inspector` is not a :class:`~callthrottle.Throttle`: opening it publishes no pool,
+subscribes to nothing and runs no heartbeat, and it only asks the backend's views
+(:class:`~callthrottle.backends._base.Views`). On Redis each view is a function registered
+``no-writes`` and called with ``FCALL_RO`` (``EVAL_RO`` of the same code when the server lacks
+this release's library, which is never loaded for a view), and the lists of numbers and pools
+are SCANs: the server itself refuses any write. The configuration only says where numbers live
+(their trunks and tenants) and their configured caps and rate windows; a number the backend
+holds state for is read under the hash tag its keys were found under.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._config import Config
+from ._numbers import check_region, normalize_number
+from ._operator import status_from_policy
+from ._plans import Plans
+from ._url import backend_from_url
+from ._validate import check_limit, check_pool
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import TracebackType
+
+    from ._health import NumberStatus
+    from ._models import Holder, Usage, WindowUsage
+    from ._rates import GroupPlan
+    from .backends._base import Views
+
+__all__ = ("Inspector",)
+
+
+class _Found:
+    """The configuration's layout, except that a number is read where its keys were found: a
+    view with another configuration than the dialers' (or none) must not read an empty place
+    and call a busy number idle."""
+
+    __slots__ = ("_config", "_tags")
+
+    def __init__(self, config: Config, found: Mapping[str, Sequence[str]]) -> None:
+        self._config = config
+        self._tags: dict[str, str] = {}
+        for number, tags in found.items():
+            configured = config.tag_for(number)
+            self._tags[number] = configured if configured in tags or not tags else tags[0]
+
+    def tag_for(self, number: str) -> str:
+        return self._tags.get(number) or self._config.tag_for(number)
+
+    def groups_for(self, number: str) -> tuple[GroupPlan, ...]:
+        return self._config.groups_for(number)
+
+    def pool_numbers(self) -> Mapping[str, Sequence[str]]:
+        return self._config.pool_numbers()
+
+
+class Inspector:
+    """Read what every process holds, without writing anything (``async with`` it).
+
+    :param backend: the backend to read (only its views are used)
+    :param config: where numbers live, and their configured caps and rate windows
+    :param default_limit: the cap of a number the configuration does not give one
+    :param default_region: region for national numbers (default: the configuration's)
+    :param close_backend: close the backend when the inspector closes (``from_url`` sets it)
+    """
+
+    __slots__ = ("_backend", "_close_backend", "_config", "_plans", "_region")
+
+    def __init__(
+        self,
+        backend: Views,
+        *,
+        config: Config | None = None,
+        default_limit: int = 20,
+        default_region: str | None = None,
+        close_backend: bool = False,
+    ) -> None:
+        self._config = Config() if config is None else config
+        self._plans = Plans(self._config, check_limit(default_limit, "default_limit"))
+        self._region = check_region(default_region) or self._config.default_region
+        self._backend = backend
+        self._close_backend = close_backend
+        backend.use_layout(self._config)  # where keys are: read only, in this process
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        config: Config | None = None,
+        default_limit: int = 20,
+        default_region: str | None = None,
+        **options: Any,
+    ) -> Inspector:
+        """An inspector of the backend the URL names (see :meth:`Throttle.from_url`)."""
+        backend = backend_from_url(url, options)
+        return cls(
+            backend,
+            config=config,
+            default_limit=default_limit,
+            default_region=default_region,
+            close_backend=True,
+        )
+
+    async def __aenter__(self) -> Inspector:
+        await self._backend.open()  # connects: nothing is written
+        await self._locate()
+        return self
+
+    async def _locate(self) -> list[str]:
+        """Find where every number's keys are (a SCAN on Redis), read them there from now on,
+        and return the numbers."""
+        found = await self._backend.number_tags()
+        if found:
+            self._backend.use_layout(_Found(self._config, found))
+        return sorted(found)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._close_backend:
+            await self._backend.aclose()
+
+    def _number(self, number: str) -> str:
+        return normalize_number(number, self._region)
+
+    async def known_numbers(self) -> list[str]:
+        """See :meth:`Throttle.known_numbers`. Each is read where its keys are from now on
+        (under the hash tag they were found under, whatever the configuration says)."""
+        located = await self._locate()
+        return located or await self._backend.known_numbers()
+
+    async def known_pools(self) -> dict[str, list[str]]:
+        """Every pool the backend holds numbers for, whoever published it (configured here or
+        not), with its numbers in round-robin order."""
+        return await self._backend.known_pools()
+
+    async def pool_members(self, pool: str) -> list[str]:
+        """See :meth:`Throttle.pool_members`."""
+        return await self._backend.pool_members(check_pool(pool))
+
+    async def usage(self, number: str, *, limit: int | None = None) -> Usage:
+        """See :meth:`Throttle.usage`."""
+        number = self._number(number)
+        return await self._backend.usage(number, self._plans.cap_for(number, limit))
+
+    async def holders(self, number: str) -> list[Holder]:
+        """See :meth:`Throttle.holders`."""
+        return await self._backend.holders(self._number(number))
+
+    async def window_usage(self, number: str) -> list[WindowUsage]:
+        """See :meth:`Throttle.window_usage`."""
+        number = self._number(number)
+        return await self._backend.window_usage(number, self._plans.configured(number)[1])
+
+    async def group_usage(self, kind: str, name: str) -> Usage:
+        """See :meth:`Throttle.group_usage`."""
+        group, tag = self._plans.group(kind, name)
+        return await self._backend.group_usage(group, tag)
+
+    async def status(self, number: str) -> NumberStatus:
+        """See :meth:`Throttle.status`."""
+        return status_from_policy(await self._backend.get_policy(self._number(number)))
