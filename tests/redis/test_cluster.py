@@ -370,3 +370,25 @@ async def test_a_view_follows_an_ask_to_the_master_a_slot_moves_to(
             await anyio.to_thread.run_sync(migration.finish)
         assert seen == [Usage(in_use=1, limit=3, waiting=0), [held.token]]
         assert await throttle.release(held) is True
+
+
+async def test_a_cluster_with_every_master_down_is_backend_unavailable_and_degrades() -> None:
+    """Every master stopped: the client can reach no node of the cluster at all (redis-py then
+    raises an error that is not a RedisError). An acquire says BackendUnavailable, like any
+    other failure of the server, and a throttle with degraded_share degrades on it."""
+    with cluster(masters=3) as (url, servers):
+        async with (
+            Throttle.from_url(url, socket_connect_timeout=1) as plain,
+            Throttle.from_url(url, socket_connect_timeout=1, degraded_share=0.5) as degrading,
+        ):
+            assert await plain.release(await plain.acquire(NUMBERS[0], timeout=0))
+            assert await degrading.release(await degrading.acquire(NUMBERS[1], timeout=0))
+            for server in servers:
+                server.stop()
+            with anyio.fail_after(30):
+                for number in NUMBERS[2:5]:
+                    with pytest.raises(BackendUnavailable):
+                        await plain.acquire(number, timeout=0)
+                lease = await degrading.acquire(NUMBERS[5], timeout=0)
+            assert lease.degraded
+            assert await degrading.release(lease)

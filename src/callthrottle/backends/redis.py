@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
 from ._cluster import ClusterLanes, ShardedEvents
@@ -67,6 +67,10 @@ __all__ = ("RedisBackend",)
 
 logger = logging.getLogger("callthrottle.redis")
 
+#: What the driver raises when Redis fails: a Cluster the client cannot reach at all (every
+#: node down, a slot no node serves) raises one that is not a RedisError.
+_FAILURES = (RedisError, RedisClusterException, OSError)
+
 _SCRIPT_NAMES = (
     "acquire", "release", "abandon", "renew", "usage", "release_owner", "set_policy", "get_policy",
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
@@ -95,7 +99,7 @@ def _map_errors(action: str) -> Iterator[None]:
     """Translate the driver's errors into :class:`BackendUnavailable`, once, at the boundary."""
     try:
         yield
-    except (RedisError, OSError) as exc:
+    except _FAILURES as exc:
         raise BackendUnavailable(f"Redis failed during {action}: {exc}") from exc
 
 
@@ -300,7 +304,7 @@ class RedisBackend:
             else:
                 keys = space.callee_keys(number, rates.callee)
                 reply = await self._run("acquire", keys, args)
-        except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
+        except _FAILURES as exc:  # as _map_errors, inline on the hot path
             raise BackendUnavailable(f"Redis failed during acquire: {exc}") from exc
         return acquire_result(reply)
 
@@ -310,7 +314,7 @@ class RedisBackend:
         args = release_argv(token, releaser, number, space.channels_for(number), load_key, pool)
         try:
             removed, handed = release_result(await self._ask("r", number, args))
-        except (RedisError, OSError) as exc:  # as _map_errors, inline on the hot path
+        except _FAILURES as exc:  # as _map_errors, inline on the hot path
             raise BackendUnavailable(f"Redis failed during release: {exc}") from exc
         if handed:
             # Slots handed to the releaser's own waiters come back in the reply, not as events.
