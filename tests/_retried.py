@@ -198,11 +198,29 @@ async def batch(backend: Backend) -> Any:
             await backend.release(A, "t1", "o1"),
         ]
     channels = backend._space.channels_for(A)
-    acquire = ("t4", "o2", 1, 30000, 0, 1, A, channels)
+    acquire = ("t4", "o2", 1, 30000, 0, 1, A, channels, 0)
     release = ("t1", "o1", A, channels)
     flat: list[Arg] = ["a", len(acquire), *acquire, "r", len(release), *release]
     acquired, released = await backend._lane.run_now(_LIBRARY, "batch", backend.keys_for(A), flat)
     return [[acquired[0], acquired[1] / 1000], released]  # retry_in in seconds, as the views
+
+
+DOCUMENT = '{"policy": 1}'  # what the backend keeps as it is given (it parses nothing)
+
+
+async def publish(backend: Backend) -> Any:
+    return await backend.publish_policy(
+        DOCUMENT, "d1", expected=0, by="ops@host", comment="caps for 2026"
+    )
+
+
+async def raise_stamps(backend: Backend) -> None:
+    """Every slot's policy stamp raised to version 5 (a Cluster's publisher's last step; the
+    memory backend has the one stamp)."""
+    if isinstance(backend, RedisBackend):
+        await backend._sweeps.raise_stamps(5)
+    else:
+        backend._stale(5)  # type: ignore[attr-defined]
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -418,6 +436,9 @@ CASES = [
     _case("group_usage", "read-only", full_trunk, lambda b: b.group_usage(TRUNK, GROUP_TAG)),
     _case("pool_members", "read-only", full_pool, lambda b: b.pool_members("p")),
     _case("get_policy", "read-only", full_number, lambda b: b.get_policy(A)),
+    _case("policy_publish", "the-first", full_number, publish),
+    _case("policy_read", "read-only", publish, lambda b: b.published_policy()),
+    _case("policy_stamp", "raised", publish, raise_stamps),
 ]
 
 
@@ -496,6 +517,8 @@ async def views(backend: Backend) -> dict[str, Any]:
     for group in (TRUNK, TENANT):
         seen[f"group {group.group}"] = await backend.group_usage(group, GROUP_TAG)
     seen["pool p"] = await backend.pool_members("p")
+    seen["policy"] = await backend.published_policy()
+    seen["policy history"] = await backend.policy_history(5)
     return seen
 
 

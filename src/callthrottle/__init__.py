@@ -15,6 +15,8 @@ from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import InvalidArgument as InvalidArgument
 from ._errors import LeaseConflict as LeaseConflict
 from ._errors import NumberUnavailable as NumberUnavailable
+from ._errors import PolicyConflict as PolicyConflict
+from ._errors import PolicyMismatch as PolicyMismatch
 from ._errors import PoolExhausted as PoolExhausted
 from ._errors import RateLimited as RateLimited
 from ._errors import ThrottleError as ThrottleError
@@ -38,6 +40,7 @@ from ._models import ReleaseOutcome as ReleaseOutcome
 from ._models import Usage as Usage
 from ._models import WindowUsage as WindowUsage
 from ._pools import PoolSettings as PoolSettings
+from ._publishing import PublishedPolicy as PublishedPolicy
 from ._rates import Window as Window
 from ._throttle import Throttle as Throttle
 
@@ -58,9 +61,12 @@ __all__ = (
     "NumberState",
     "NumberStatus",
     "NumberUnavailable",
+    "PolicyConflict",
+    "PolicyMismatch",
     "PoolExhausted",
     "PoolSettings",
     "Profile",
+    "PublishedPolicy",
     "Queued",
     "RateLimited",
     "Reaction",

@@ -200,3 +200,38 @@ class BackendUnavailable(ThrottleError):
 
 class UnsupportedEventLoop(ThrottleError, RuntimeError):
     """The backend cannot run on the event loop in use (e.g. Redis under trio)."""
+
+
+class PolicyMismatch(ThrottleError):
+    """The carrier policy published to the backend is not the one this throttle was given.
+
+    Raised when a throttle opened with ``config=`` (``policy="match"``, the default) finds a
+    different policy published (at open, or when a new one is published while it runs), and
+    when a published change would move numbers' keys (another tenant, trunk or first pool, or
+    callee windows turned on or off) under a running throttle: reopen it to take that change.
+
+    :ivar published: the version published (0: none)
+    :ivar digest: that version's digest (its first 12 characters)
+    """
+
+    def __init__(self, message: str, published: int, digest: str) -> None:
+        self.published = published
+        self.digest = digest
+        super().__init__(message)
+
+
+class PolicyConflict(ThrottleError):
+    """Another version of the policy was published after the one a publisher read: nothing was
+    written (read it again, and publish on top of it).
+
+    :ivar expected: the version the publisher read
+    :ivar current: the version in force
+    """
+
+    def __init__(self, expected: int, current: int) -> None:
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"policy version {current} is in force, not {expected}: another publish came first "
+            "(nothing was written; compare with the new version and publish again)"
+        )

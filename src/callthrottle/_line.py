@@ -14,6 +14,7 @@ from ._errors import (
     AcquireTimeout,
     LeaseConflict,
     NumberUnavailable,
+    PolicyMismatch,
     RateLimited,
     ThrottleError,
 )
@@ -27,7 +28,7 @@ from ._validate import check_limit, check_priority, check_timeout, check_token
 from .backends import AcquireRequest, AcquireResult, Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from ._hooks import Hooks
     from ._keeper import Keeper, Key
@@ -35,12 +36,21 @@ if TYPE_CHECKING:
     from ._settings import Settings
     from .backends import SlotStore
 
-__all__ = ("Line", "Waiter", "new_token")
+__all__ = ("STALE_RETRIES", "Line", "Waiter", "new_token")
 
 logger = logging.getLogger("callthrottle")
 
 _RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be counted again
 _new_tuple = tuple.__new__
+
+
+#: How many times in a row one call takes a newer published policy and asks again.
+STALE_RETRIES = 3
+
+
+class _Stale(Exception):
+    """The backend refused a request as made with an older carrier policy than the newest
+    published (nothing was written): it is made again with the newest."""
 
 
 def new_token() -> str:
@@ -108,6 +118,7 @@ class Line(OnLoop):
         "_max_hold",
         "_owner_id",
         "_plans",
+        "_refresh",
         "_region",
         "_session",
         "waiting",
@@ -121,9 +132,11 @@ class Line(OnLoop):
         hooks: Hooks,
         keeper: Keeper,
         check_open: Callable[[], None],
+        refresh: Callable[[], Awaitable[None]],
     ) -> None:
         super().__init__()
         self._backend = backend
+        self._refresh = refresh  # take the newest published policy (PolicySource.refresh)
         # The settings the hot path reads, copied (they never change).
         self._owner_id = settings.owner_id
         self._lease_ttl = settings.lease_ttl
@@ -141,6 +154,10 @@ class Line(OnLoop):
         self._fence_noted = -math.inf  # when a fence was last logged (note_fence)
 
     # -- the line as others see it ----------------------------------------------------------
+
+    async def refresh_policy(self) -> None:
+        """Take the newest published carrier policy (a request was refused as stale)."""
+        await self._refresh()
 
     def queued(self) -> list[Key]:
         """The places in line the backend keeps (renewed with the leases)."""
@@ -211,20 +228,28 @@ class Line(OnLoop):
         request: AcquireRequest = _new_tuple(
             AcquireRequest,
             (number, token, self._owner_id, cap, self._lease_ttl, self._max_hold, rates,
-             self._session),
+             self._session, self._plans.version),
         )  # fmt: skip
         waiter = self.waiting[key] = Waiter()
         try:
-            if wait == 0:
-                granted = await self._try_once(request)
-            elif wait is None:  # no deadline: no cancel scope needed
-                granted = await self._wait_in_line(request, waiter)
-            else:
-                granted = False
-                with self._cancel_scope(deadline=self._now() + wait):
-                    granted = await self._wait_in_line(request, waiter)
-                if not granted:
-                    await self.abandon(number, token)
+            deadline = None if not wait else self._now() + wait
+            stale = 0
+            while True:
+                try:
+                    if wait == 0:
+                        granted = await self._try_once(request)
+                    elif deadline is None:  # no deadline: no cancel scope needed
+                        granted = await self._wait_in_line(request, waiter)
+                    else:
+                        granted = False
+                        with self._cancel_scope(deadline=deadline):
+                            granted = await self._wait_in_line(request, waiter)
+                        if not granted:
+                            await self.abandon(number, token)
+                    break
+                except _Stale:
+                    stale += 1
+                    request = await self._replanned(request, limit, callee_e164, priority, stale)
         except (LeaseConflict, NumberUnavailable, RateLimited) as exc:
             if isinstance(exc, NumberUnavailable) and waiter.queued:
                 await self.abandon(number, token)
@@ -248,6 +273,33 @@ class Line(OnLoop):
         self._keeper.take(key, lease)
         return lease
 
+    async def _replanned(
+        self,
+        request: AcquireRequest,
+        limit: int | None,
+        callee: str | None,
+        priority: int,
+        stale: int,
+    ) -> AcquireRequest:
+        """The request made again with the policy now published (the backend refused it as
+        made with an older one: nothing was written)."""
+        if stale > STALE_RETRIES:
+            raise PolicyMismatch(
+                f"the backend keeps refusing requests as made with an older carrier policy "
+                f"than the newest (this throttle has version {self._plans.version}): was the "
+                "published policy lost? Publish it again (`callthrottle policy restore`)",
+                self._plans.version,
+                "",
+            )
+        await self._refresh()
+        number = request.number
+        configured = self._plans.configured(number)
+        rates = configured[1]
+        if priority or callee is not None or rates is not NO_RATES:
+            rates = self._plans.for_call(rates, callee, priority)
+        cap = configured[0] if limit is None else request.limit
+        return request._replace(limit=cap, rates=rates, policy=self._plans.version)
+
     async def _let_restore(self, wait: float | None) -> float | None:
         """Wait (within the caller's ``wait``, at most ``_RESTORE_GRACE`` seconds) while this
         throttle counts again the leases a replaced backend connection may have lost, so its
@@ -265,6 +317,8 @@ class Line(OnLoop):
         outcome = result.outcome
         if outcome is Outcome.GRANTED:
             return True
+        if outcome is Outcome.STALE:
+            raise _Stale
         number, token = request.number, request.token
         if result.fenced:
             self.note_fence(result)
@@ -288,6 +342,8 @@ class Line(OnLoop):
             self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
             if result.outcome is Outcome.GRANTED:
                 return True
+            if result.outcome is Outcome.STALE:
+                raise _Stale
             _raise_if_refused_for_good(request.number, request.token, result)
             waiter.fenced = result.fenced
             if result.outcome is Outcome.RATE_LIMITED:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._errors import LeaseConflict, PoolExhausted, ThrottleError
+from ._errors import LeaseConflict, PolicyMismatch, PoolExhausted, ThrottleError
 from ._events import Cancelled, Queued, refusal
 from ._keeper import CLEANUP_TIMEOUT
-from ._line import new_token
+from ._line import STALE_RETRIES, new_token
 from ._loop import OnLoop
 from ._models import Lease
 from ._numbers import locality, normalize_number
@@ -143,6 +143,8 @@ class Pools(OnLoop):
                 # wakes the wait below at once.
                 waiter.event = event = self._new_event()
                 for index, request in enumerate(requests):
+                    if request.policy != self._plans.version:  # a newer policy came
+                        requests[index] = request = self._replanned(request)
                     name = request.pool
                     # Only the pool asked for keeps a line; its fallbacks are tried in passing.
                     queue = wait != 0 and index == 0
@@ -208,14 +210,34 @@ class Pools(OnLoop):
         return PickRequest(
             pool, token, self._owner_id, self._lease_ttl, self._max_hold,
             strategy or settings.strategy, _PICK_TRIES, call, near, settings.sticky_ttl,
-            self._session,
+            self._session, self._plans.version,
         )  # fmt: skip
+
+    def _replanned(self, request: PickRequest) -> PickRequest:
+        """The pick made again with the policy the plans now hold."""
+        call = self._plans.for_pick(request.call.callee, request.call.priority)
+        return request._replace(call=call, policy=self._plans.version)
 
     async def _pick(self, request: PickRequest, queue: bool) -> Lease | float | None:
         """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
         pool, token = request.pool, request.token
-        with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
-            result = await self._backend.pick(request, wait=queue)
+        for _ in range(STALE_RETRIES):
+            with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
+                result = await self._backend.pick(request, wait=queue)
+            if result.outcome is not Outcome.STALE:
+                break
+            # Made with an older carrier policy than the newest published: nothing was
+            # written; made again with the newest.
+            await self._line.refresh_policy()
+            request = self._replanned(request)
+        else:
+            raise PolicyMismatch(
+                "the backend keeps refusing picks as made with an older carrier policy than "
+                f"the newest (this throttle has version {self._plans.version}): was the "
+                "published policy lost? Publish it again (`callthrottle policy restore`)",
+                self._plans.version,
+                "",
+            )
         if result.outcome is Outcome.CONFLICT:
             raise LeaseConflict(
                 result.number or "", token, "already holds a slot (on a number of the pool)"

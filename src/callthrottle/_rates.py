@@ -23,6 +23,7 @@ __all__ = (
 )
 
 DAY = 86400.0
+_UNITS = (("day", DAY), ("hour", 3600.0), ("minute", 60.0), ("second", 1.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,17 @@ class Window:
     def __str__(self) -> str:
         span = "day (from local midnight)" if self.calendar else f"{self.seconds:g} s"
         return f"{self.amount} per {span}"
+
+    @property
+    def written(self) -> str:
+        """The window in ``limits``' notation, as a configuration writes it: ``100/hour``,
+        ``5/10 second`` (whether a day starts at midnight is the profile's ``daily_reset``)."""
+        for unit, length in _UNITS:
+            count = self.seconds / length
+            if count == int(count):
+                count = int(count)
+                return f"{self.amount}/{unit}" if count == 1 else f"{self.amount}/{count} {unit}"
+        return f"{self.amount}/{self.seconds:g} second"  # pragma: no cover - whole seconds only
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,12 +32,14 @@ __all__ = ("Settings", "check_session_options", "listed", "load_config")
 
 
 class Settings:
-    """The validated options of one throttle (see :class:`~callthrottle.Throttle`), read only.
+    """The validated options of one throttle (see :class:`~callthrottle.Throttle`), read only
+    (but for the configuration, replaced by a published policy's: see :meth:`adopt`).
 
     Built before anything else so that bad input is refused before anything is made.
     """
 
     __slots__ = (
+        "_own_feedback",
         "config",
         "default_limit",
         "degraded_share",
@@ -75,7 +77,8 @@ class Settings:
         self.config = load_config(config)
         self.default_limit = check_limit(default_limit, "default_limit")
         self.region = check_region(default_region) or self.config.default_region
-        self.feedback = {**DEFAULT_FEEDBACK, **self.config.feedback, **check_feedback(feedback)}
+        self._own_feedback = check_feedback(feedback)
+        self.feedback = {**DEFAULT_FEEDBACK, **self.config.feedback, **self._own_feedback}
         self.lease_ttl = check_ttl(lease_ttl)
         self.max_hold = check_max_hold(max_hold)
         self.owner_id = default_owner_id() if owner_id is None else check_owner(owner_id)
@@ -102,6 +105,12 @@ class Settings:
         self.restore_leases = check_flag(restore_leases, "restore_leases")
         # Every lease's max_hold ends it before its first renewal.
         self.final = self.max_hold is not None and self.max_hold <= self.lease_ttl
+
+    def adopt(self, config: Config) -> None:
+        """The configuration is now a published policy's: its reactions to carrier answers
+        apply (the ``feedback=`` given to the throttle still overrides them)."""
+        self.config = config
+        self.feedback = {**DEFAULT_FEEDBACK, **config.feedback, **self._own_feedback}
 
 
 def check_session_options(

@@ -28,6 +28,8 @@ from ._models import Lease, ReleaseOutcome
 from ._operator import Operator
 from ._operator_api import OperatorMethods
 from ._plans import Plans
+from ._policy_api import PolicyMethods
+from ._policy_source import PolicyMode, PolicySource, check_policy_mode
 from ._pool_api import PoolMethods
 from ._pooling import Pools
 from ._settings import Settings, check_session_options, listed
@@ -60,7 +62,7 @@ _OUTCOMES: dict[int, ReleaseOutcome] = {
 }
 
 
-class Throttle(PoolMethods, OperatorMethods):
+class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
     """Caps concurrent outbound calls per caller-ID number, across processes and hosts.
 
     Ask for a slot before placing a call, hold it for the call's life, give it back when the call
@@ -127,6 +129,13 @@ class Throttle(PoolMethods, OperatorMethods):
     :param keepalive: with a session, whether this throttle's heartbeat keeps the session alive
         while the throttle is open (the default); False leaves that to something else (a timer
         calling :meth:`keepalive`, or another process). Only with a session.
+    :param policy: what to do with a carrier policy published to the backend (see
+        :meth:`publish_policy`): ``"match"`` (the default) decides with ``config=`` and
+        ``default_limit`` only while they are the policy published, or none is: a different
+        one raises :class:`PolicyMismatch` (at open, or from :meth:`acquire` once it is
+        published); ``"follow"`` decides with whatever is published (``config=`` only while
+        nothing is). A throttle without ``config=`` always follows. Either way, no decision is
+        made with a policy older than the newest published.
     """
 
     __slots__ = (
@@ -142,6 +151,7 @@ class Throttle(PoolMethods, OperatorMethods):
         "_now",
         "_operator",
         "_plans",
+        "_policy",
         "_pools",
         "_settings",
         "_stack",
@@ -166,7 +176,9 @@ class Throttle(PoolMethods, OperatorMethods):
         hooks: Iterable[Hook] = (),
         session: str | None = None,
         keepalive: bool = True,
+        policy: PolicyMode = "match",
     ) -> None:
+        mode = check_policy_mode(policy)
         self._settings = settings = Settings(
             default_limit=default_limit,
             lease_ttl=lease_ttl,
@@ -192,9 +204,12 @@ class Throttle(PoolMethods, OperatorMethods):
         if settings.degraded_share is not None:
             self._degraded = Degraded(Throttle, settings, plans, self._hooks)
         backend.use_layout(settings.config)  # once every option was checked
+        self._policy = PolicySource(backend, settings, plans, mode, given=config is not None)
         check_open = self._check_open
         self._keeper = Keeper(backend, settings, plans, self._hooks, check_open)
-        self._line = Line(backend, settings, plans, self._hooks, self._keeper, check_open)
+        self._line = Line(
+            backend, settings, plans, self._hooks, self._keeper, check_open, self._policy.refresh
+        )
         self._pools = Pools(
             backend, settings, plans, self._hooks, self._line, self._keeper, check_open
         )
@@ -231,6 +246,7 @@ class Throttle(PoolMethods, OperatorMethods):
         hooks: Iterable[Hook] = (),
         session: str | None = None,
         keepalive: bool = True,
+        policy: PolicyMode = "match",
         **options: Any,
     ) -> Throttle:
         """A throttle on the backend the URL names.
@@ -249,6 +265,7 @@ class Throttle(PoolMethods, OperatorMethods):
         :raises UnknownScheme: for any other URL
         """
         check_session_options(session, owner_id, keepalive)  # before the URL: nothing is made
+        check_policy_mode(policy)
         backend = backend_from_url(url, options)  # connects only when the throttle opens
         return cls(
             backend,
@@ -266,6 +283,7 @@ class Throttle(PoolMethods, OperatorMethods):
             hooks=hooks,
             session=session,
             keepalive=keepalive,
+            policy=policy,
         )
 
     # -- properties ------------------------------------------------------------------------
@@ -342,6 +360,7 @@ class Throttle(PoolMethods, OperatorMethods):
             if part is not None:
                 part.use_loop(loop)
         await self._backend.open()
+        await self._policy.open()  # the published policy, before anything is decided
         await self._pools.publish()
         async with AsyncExitStack() as stack:
             if self._close_backend:
@@ -352,6 +371,8 @@ class Throttle(PoolMethods, OperatorMethods):
             stack.callback(task_group.cancel_scope.cancel)
             await task_group.start(self._listen)
             task_group.start_soon(self._keeper.heartbeat, self._line)
+            interval = self._settings.renew_interval
+            task_group.start_soon(self._policy.watch, interval, self._line.wake_all)
             self._stack = stack.pop_all()
             self._task_group = task_group
         return self

@@ -43,11 +43,15 @@ from ._errors import (
     InvalidArgument,
     LeaseConflict,
     NumberUnavailable,
+    PolicyMismatch,
     RateLimited,
 )
+from ._line import STALE_RETRIES
 from ._models import Lease, ReleaseOutcome
 from ._numbers import check_region, normalize_number
-from ._rates import NO_RATES, RatePlan, utc_offset
+from ._policy_doc import PolicyDocument
+from ._policy_source import PolicyMode, check_policy_mode, same_layout
+from ._rates import NO_RATES, utc_offset
 from ._settings import load_config
 from ._validate import (
     check_limit,
@@ -62,6 +66,7 @@ from .backends._codec import (
     acquire_argv,
     acquire_result,
     keepalive_argv,
+    policy_read_result,
     release_argv,
 )
 from .backends._keys import KeySpace
@@ -93,6 +98,11 @@ class SessionClient:
     :param max_hold: if set, no lease lives longer than this (else one day)
     :param key_prefix: as the throttles' that share the numbers
     :param default_region: the region of national numbers (e.g. ``"CN"``), else the config's
+    :param policy: as :class:`~callthrottle.Throttle`'s: with a carrier policy published on
+        Redis, ``"match"`` (the default) refuses calls (:class:`PolicyMismatch`) unless it is
+        ``config=`` and ``default_limit``; ``"follow"`` takes it. It is read at the first
+        acquire after a new one is published (the server refuses a request made with an
+        older one).
     """
 
     def __init__(
@@ -106,7 +116,10 @@ class SessionClient:
         max_hold: float | None = None,
         key_prefix: str = "callthrottle:",
         default_region: str | None = None,
+        policy: PolicyMode = "match",
     ) -> None:
+        self._mode = check_policy_mode(policy)
+        self._given = config is not None
         self._config = load_config(config)
         self._session = check_session(session)
         self._region = check_region(default_region) or self._config.default_region
@@ -118,6 +131,8 @@ class SessionClient:
         # async path sends, sent here from the calling thread.
         self._space = KeySpace(key_prefix, cluster=False)
         self._space.use(self._config)
+        self._local = PolicyDocument.of(self._config, self._default_limit)
+        self._version = 0  # of the published policy in use (0: none, the config given)
 
     @classmethod
     def from_url(cls, url: object, *, session: str, **kwargs: Any) -> SessionClient:
@@ -198,21 +213,15 @@ class SessionClient:
         number = normalize_number(number, self._region)
         token = secrets.token_hex(12) if token is None else check_token(token)
         wait_for = check_timeout(timeout)
-        cap = (
-            self._config.cap_for(number, self._default_limit)
-            if limit is None
-            else check_limit(limit)
-        )
-        rates = self._config.rate_plan_for(number)
-        if rates is not NO_RATES and self._config.timezone is not None:
-            rates = replace(rates, tz_offset=utc_offset(self._config.timezone))
+        if limit is not None:
+            check_limit(limit)
         keys = self._space.number_keys(number)
         deadline = math.inf if wait_for is None else time.monotonic() + wait_for
         wait = wait_for != 0
         if not wait:
-            return self._ask(number, token, cap, rates, keys, wait_for, deadline, wait=False)
+            return self._ask(number, token, limit, wait_for, deadline, wait=False)
         try:
-            return self._ask(number, token, cap, rates, keys, wait_for, deadline, wait=True)
+            return self._ask(number, token, limit, wait_for, deadline, wait=True)
         except LeaseConflict:
             raise  # the token is another's: its place is not ours to give up
         except BaseException:
@@ -223,27 +232,75 @@ class SessionClient:
                 self._call("abandon", keys, args)
             raise
 
+    def _request(self, number: str, token: str, limit: int | None, wait: bool) -> tuple[Any, ...]:
+        """acquire.lua's ARGV for the call, with the policy in use."""
+        config = self._config
+        cap = config.cap_for(number, self._default_limit) if limit is None else limit
+        rates = config.rate_plan_for(number)
+        if rates is not NO_RATES and config.timezone is not None:
+            rates = replace(rates, tz_offset=utc_offset(config.timezone))
+        request = AcquireRequest(
+            number, token, self._session, cap, self._lease_ttl, self._max_hold, rates, True,
+            self._version,
+        )  # fmt: skip
+        holder = self._space.session_holder(self._session, "")
+        return acquire_argv(request, holder, wait, self._space.channels)
+
+    def _take_published(self) -> None:
+        """A newer carrier policy is published (an acquire was refused as stale): use it, as
+        a throttle does (see :class:`~callthrottle.Throttle`'s ``policy``)."""
+        keys = [self._space.policy_key, self._space.policy_history_key]
+        current, _ = policy_read_result(self._call("policy_read", keys, (0,)))
+        if current is None or current.version <= self._version:
+            raise PolicyMismatch(
+                "Redis refuses this client's requests as made with an older carrier policy "
+                "than the newest, and publishes none newer: was the published policy lost? "
+                "Publish it again (`callthrottle policy restore`)",
+                self._version,
+                "",
+            )
+        document = PolicyDocument.parse(current.document)
+        if self._mode == "match" and self._given and document.digest != self._local.digest:
+            raise PolicyMismatch(
+                f"the carrier policy published on Redis (version {current.version}, "
+                f"{document.short}) is not this client's config= ({self._local.short}); "
+                "pass policy='follow' to take whatever is published",
+                current.version,
+                document.short,
+            )
+        if self._version and not same_layout(self._config, document.config):
+            raise PolicyMismatch(
+                f"the carrier policy published on Redis (version {current.version}) moves "
+                "numbers to another tenant, trunk or first pool: make a new client",
+                current.version,
+                document.short,
+            )
+        self._config, self._default_limit = document.config, document.default_limit
+        self._space.use(document.config)
+        self._version = current.version
+
     def _ask(
         self,
         number: str,
         token: str,
-        cap: int,
-        rates: RatePlan,
-        keys: list[str],
+        limit: int | None,
         wait_for: float | None,
         deadline: float,
         *,
         wait: bool,
     ) -> Lease:
         """Ask until granted or refused for good, or until ``deadline``."""
-        request = AcquireRequest(
-            number, token, self._session, cap, self._lease_ttl, self._max_hold, rates, True
-        )
-        holder = self._space.session_holder(self._session, "")
-        args = acquire_argv(request, holder, wait, self._space.channels)  # the same every ask
+        args = self._request(number, token, limit, wait)  # the same every ask
+        stale = 0
         while True:
+            keys = self._space.number_keys(number)
             result = acquire_result(self._call("acquire", keys, args))
             outcome = result.outcome
+            if outcome is Outcome.STALE and stale < STALE_RETRIES:
+                stale += 1
+                self._take_published()
+                args = self._request(number, token, limit, wait)
+                continue
             if outcome is Outcome.GRANTED:
                 return Lease(number, token, self._session)
             if outcome is Outcome.CONFLICT:
@@ -251,6 +308,13 @@ class SessionClient:
             if outcome is Outcome.UNAVAILABLE:
                 raise NumberUnavailable(
                     number, result.state or "unavailable", result.reason, result.retry_in
+                )
+            if outcome is Outcome.STALE:
+                raise PolicyMismatch(
+                    "Redis keeps refusing this client's requests as made with an older "
+                    "carrier policy than the newest",
+                    self._version,
+                    "",
                 )
             left = deadline - time.monotonic()
             if left <= 0:

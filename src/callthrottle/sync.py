@@ -27,13 +27,16 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._throttle import Throttle
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Iterator
+    import os
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
     from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
+    from ._config import Config
     from ._events import Event
     from ._health import NumberState, NumberStatus, Reaction
     from ._models import Holder, Lease, ReleaseOutcome, Usage, WindowUsage
+    from ._publishing import PublishedPolicy
     from .backends import Backend
 
 __all__ = ("SyncThrottle",)
@@ -339,6 +342,39 @@ class SyncThrottle:
     def held(self) -> tuple[Lease, ...]:
         """The leases the throttle holds and renews."""
         return self.throttle.held
+
+    @property
+    def policy_version(self) -> int:
+        """:attr:`Throttle.policy_version`."""
+        return self.throttle.policy_version
+
+    def published_policy(self) -> PublishedPolicy | None:
+        """:meth:`Throttle.published_policy`, blocking."""
+        result: PublishedPolicy | None = self._call(self.throttle.published_policy)
+        return result
+
+    def policy_history(self, count: int = 20) -> list[PublishedPolicy]:
+        """:meth:`Throttle.policy_history`, blocking."""
+        result: list[PublishedPolicy] = self._call(self.throttle.policy_history, count)
+        return result
+
+    def publish_policy(
+        self,
+        config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        default_limit: int | None = None,
+        comment: str = "",
+        expected: int | None = None,
+    ) -> PublishedPolicy:
+        """:meth:`Throttle.publish_policy`, blocking."""
+        result: PublishedPolicy = self._call(
+            self.throttle.publish_policy,
+            config,
+            default_limit=default_limit,
+            comment=comment,
+            expected=expected,
+        )
+        return result
 
 
 async def _sync_on_loop(function: Callable[..., object], *args: object) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import pytest
+from redis.crc import key_slot
 
 from callthrottle._pools import MemberSpec
 from callthrottle._rates import NO_RATES, GroupPlan, RatePlan, Window
@@ -177,11 +178,13 @@ def by_label(codec: Codec, argv: tuple[object, ...]) -> tuple[dict[str, object],
 
 def test_acquire_on_the_hot_path_sends_its_required_arguments_only() -> None:
     codec = CODECS["acquire"]
-    argv = acquire_argv(AcquireRequest("+1", "t1", "o1", 3, 2.0, None), "o1", True, "ch:")
+    request = AcquireRequest("+1", "t1", "o1", 3, 2.0, None, policy=7)
+    argv = acquire_argv(request, "o1", True, "ch:")
     assert len(argv) == codec.required
     assert by_label(codec, argv)[0] == {
         "token": "t1", "owner": "o1", "limit": 3, "ttl_ms": 2000, "max_hold_ms": 0,
         "enqueue": 1, "number": "+1", "channel prefix": "ch:",
+        "the version of the published policy": 7,
     }  # fmt: skip
 
 
@@ -191,7 +194,8 @@ def test_acquire_with_rates_and_a_group() -> None:
     named, rest = by_label(codec, argv)
     assert named == {
         "token": "t1", "owner": "o1", "limit": 3, "ttl_ms": 2000, "max_hold_ms": 30000,
-        "enqueue": 0, "number": "+1", "channel prefix": "ch:", "rate windows": "100:3600000:0",
+        "enqueue": 0, "number": "+1", "channel prefix": "ch:",
+        "the version of the published policy": 0, "rate windows": "100:3600000:0",
         "time zone offset": 3600000, "warm-up": "10,20", "midnight": 1, "callee windows": "",
     }  # fmt: skip
     # per group: cap, reserve, windows, name; then whether the call may take the reserves
@@ -270,7 +274,9 @@ def test_get_policy_reads_the_fields_of_the_policy_key() -> None:
 def test_pick() -> None:
     codec = CODECS["pick"]
     call = RatePlan(callee="+2", callee_windows=(Window(1, 60.0),), tz_offset=-3600.0, priority=2)
-    request = PickRequest("p", "t", "o", 2.0, None, "sticky", 16, call, ("0571", "CN"), 60.0)
+    request = PickRequest(
+        "p", "t", "o", 2.0, None, "sticky", 16, call, ("0571", "CN"), 60.0, policy=3
+    )
     argv = pick_argv(request, "o", "x:", "ch:", True)
     assert by_label(codec, argv) == (
         {
@@ -278,7 +284,7 @@ def test_pick() -> None:
             "key prefix": "x:", "channel prefix": "ch:", "time zone offset": -3600000,
             "callee": "+2", "callee windows": "1:60000:0", "priority": 2, "tries": 16,
             "callee area": "0571", "callee region": "CN", "sticky_ms": 60000, "wait": 1,
-            "line_ms": 2000, "pool name": "p",
+            "line_ms": 2000, "pool name": "p", "the version of the published policy": 3,
         },
         [],
     )  # fmt: skip
@@ -297,14 +303,29 @@ def test_the_key_layout_builds_the_keys_the_codecs_name() -> None:
     """Each key the layout builds ends with its label's letter (H -> ':h', PM -> ':m', ...)."""
     space = KeySpace("x:", cluster=False)
     number_keys = space.number_keys("+8657188880001")
-    assert [key[-2:] for key in number_keys] == [":h", ":q", ":w", ":m", ":p", ":r", ":r"]
+    assert [key[-2:] for key in number_keys] == [":h", ":q", ":w", ":m", ":p", ":r", ":r", "mp"]
+    assert number_keys[-1] == space.stamp_key("+8657188880001") == "x:{policy}:stamp"
     assert CODECS["usage"].keys[:6] == ("H", "Q", "W", "M", "P", "R")
     callee = space.callee_keys("+8657188880001", "+8613800000000")
     assert callee[6] == "x:{+8657188880001}:c:+8613800000000"
     pool_keys = space.pool_keys("p1")
-    assert [key[-1] for key in pool_keys] == [label[1].lower() for label in CODECS["pick"].keys]
+    assert [key[-1] for key in pool_keys] == [
+        label[1].lower() for label in CODECS["pick"].keys[:-1]
+    ]
+    assert CODECS["pick"].keys[-1] == "S"  # the pool's slot's stamp
     group_keys = space.group_keys("tenant:acme", "t:acme")
     assert [key[-1] for key in group_keys] == ["h", "r", "w", "p"]
     assert [group_keys[0], group_keys[2], group_keys[3]] == [
         f"x:{{t:acme}}:g:tenant:acme:{label[1].lower()}" for label in CODECS["group_usage"].keys
     ]
+
+
+def test_a_clusters_policy_stamp_is_on_the_slot_of_the_keys_it_fences() -> None:
+    """Each hash tag's stamp key hashes to the tag's own slot (a function reads only its slot),
+    and every slot has one stamp."""
+    space = KeySpace("x:", cluster=True)
+    for tag in ("+8657188880001", "t:acme", "k:trunk-400", "p:sales", "*", "policy"):
+        assert key_slot(space.stamp_key(tag).encode()) == key_slot(f"x:{{{tag}}}:n".encode())
+    stamps = space.stamp_keys()
+    assert len(stamps) == 16384
+    assert sorted(key_slot(key.encode()) for key in stamps) == list(range(16384))

@@ -7,7 +7,7 @@ offers atomic primitives; :class:`~callthrottle.Throttle` decides policy on top 
 validated.
 
 The contract is split by role (:class:`SlotStore`, :class:`EventSource`, :class:`PoolStore`,
-:class:`PolicyStore`, :class:`Inspection`, :class:`Lifecycle`); :class:`Backend` is all of
+:class:`PolicyStore`, :class:`PolicyBook`, :class:`Inspection`, :class:`Lifecycle`); :class:`Backend` is all of
 them. What a backend is asked for is in ``_requests.py`` and ``_policy.py``, what it answers in
 ``_results.py``.
 
@@ -25,14 +25,14 @@ if TYPE_CHECKING:
     from .._models import Holder, Usage, WindowUsage
     from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan
-    from ._policy import GroupPolicyChange, PolicyChange, RuntimePolicy
+    from ._policy import GroupPolicyChange, PolicyChange, Published, RuntimePolicy
     from ._requests import AcquireRequest, PickRequest
     from ._results import AcquireResult, PickResult, RenewState, RestoreOutcome
 
 __all__ = (
-    "ENDED_KEPT", "EXPIRED_KEPT", "OWN_TAGS", "RESTORE_WITHIN", "SESSION_HOLD_MAX", "Backend",
-    "EventListener", "EventSource", "Inspection", "Layout", "Lifecycle", "PolicyStore",
-    "PoolStore", "SlotStore", "Views",
+    "ENDED_KEPT", "EXPIRED_KEPT", "OWN_TAGS", "POLICY_HISTORY", "RESTORE_WITHIN",
+    "SESSION_HOLD_MAX", "Backend", "EventListener", "EventSource", "Inspection", "Layout",
+    "Lifecycle", "PolicyBook", "PolicyStore", "PoolStore", "SlotStore", "Views",
 )  # fmt: skip
 
 #: Called by a backend from its listener when something happens to a lease of the owner:
@@ -321,6 +321,35 @@ class Inspection(Protocol):
         ...
 
 
+class PolicyBook(Protocol):
+    """The carrier policy published for every process (see ``callthrottle._policy_doc``): one
+    document, versioned, the versions it replaced kept for a restore. The decisions use it
+    through :attr:`AcquireRequest.policy`: a request made with an older version than the
+    newest published is refused (:attr:`Outcome.STALE`)."""
+
+    async def published_policy(self) -> Published | None:
+        """The policy in force, or None when none was ever published. Read only."""
+        ...
+
+    async def policy_history(self, count: int) -> list[Published]:
+        """Up to ``count`` of the versions published before the one in force, newest first.
+        Read only."""
+        ...
+
+    async def publish_policy(
+        self, document: str, digest: str, *, expected: int, by: str, comment: str
+    ) -> Published | int:
+        """Publish ``document`` as the next version, if the one in force is still version
+        ``expected`` (0: none); else write nothing and return the version in force. Every
+        request made with an older version is refused from then on, by every process; the one
+        replaced is kept (the newest :data:`POLICY_HISTORY` of them)."""
+        ...
+
+
+#: How many of the versions replaced by a newer published policy a backend keeps.
+POLICY_HISTORY = 50
+
+
 class Views(Protocol):
     """What an operator's view reads, and nothing else: the read-only calls of
     :class:`Inspection`, :class:`PolicyStore` and :class:`PoolStore` (documented there), and
@@ -336,6 +365,8 @@ class Views(Protocol):
     async def known_pools(self) -> dict[str, list[str]]: ...
     async def get_policy(self, number: str) -> RuntimePolicy: ...
     async def pool_members(self, pool: str) -> list[str]: ...
+    async def published_policy(self) -> Published | None: ...
+    async def policy_history(self, count: int) -> list[Published]: ...
     def use_layout(self, layout: Layout) -> None: ...
     async def open(self) -> None: ...
     async def aclose(self) -> None: ...
@@ -369,7 +400,9 @@ class Lifecycle(Protocol):
         ...
 
 
-class Backend(SlotStore, EventSource, PoolStore, PolicyStore, Inspection, Lifecycle, Protocol):
+class Backend(
+    SlotStore, EventSource, PoolStore, PolicyStore, PolicyBook, Inspection, Lifecycle, Protocol
+):
     """Shared slot state for many throttles (processes, hosts): every role at once.
 
     A throttle's parts each take the roles they use (the line :class:`SlotStore`, the operator

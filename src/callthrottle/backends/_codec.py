@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._models import Holder, Usage, WindowUsage
 from .._rates import NO_RATES, GroupPlan, RatePlan, Window
-from ._policy import KEEP, RuntimePolicy
+from ._policy import KEEP, Published, RuntimePolicy
 from ._results import AcquireResult, Outcome, PickResult
 
 if TYPE_CHECKING:
@@ -34,7 +34,8 @@ __all__ = (
     "CODECS", "GROUP_KEYS", "NUMBER_KEYS", "POOL_KEYS", "Codec", "abandon_argv",
     "acquire_argv", "acquire_result", "batch_argv", "end_session_argv", "fence_lift_argv",
     "get_policy_result", "group_usage_result", "holders_result", "keepalive_argv",
-    "member_spec", "ms", "parse_windows_spec", "pick_argv", "pick_result",
+    "member_spec", "ms", "parse_windows_spec", "pick_argv", "pick_result", "policy_publish_argv",
+    "policy_publish_result", "policy_read_result",
     "pool_leave_argv", "pool_members_result", "pool_update_argv", "release_argv",
     "release_owner_argv", "release_owner_lines_argv", "release_result", "renew_argv",
     "reset_number_argv", "reset_number_result", "restore_argv", "set_group_policy_argv",
@@ -64,13 +65,15 @@ class Codec(NamedTuple):
     decode: Callable[..., Any] | None = None
 
 
-#: The keys of one number's decision, then four per group (see ``_common.lua``).
+#: The keys of one number's decision, then four per group, then the policy stamp of the slot
+#: (see ``_common.lua``).
 NUMBER_KEYS = ("H", "Q", "W", "M", "P", "R", "C")
 GROUP_KEYS = "the group keys"
 #: A pool's keys (see ``pick.lua``); most functions take the first three.
 POOL_KEYS = ("PM", "PL", "PO", "PC", "PS")
 
 _GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
+_STALE = AcquireResult(Outcome.STALE)
 
 
 def ms(seconds: float) -> int:
@@ -112,6 +115,7 @@ def acquire_argv(
         1 if enqueue else 0,
         request.number,
         channels,
+        request.policy,
     )
     rates = request.rates
     if rates is not NO_RATES:
@@ -134,6 +138,8 @@ def acquire_result(reply: list[Any]) -> AcquireResult:
     """acquire.lua's reply as an :class:`AcquireResult`."""
     if reply[0] == 1:
         return _GRANTED
+    if reply[0] == Outcome.STALE:
+        return _STALE
     retry_in = None if reply[1] < 0 else reply[1] / 1000
     if len(reply) == 2:
         return AcquireResult(Outcome(reply[0]), retry_in)
@@ -422,10 +428,13 @@ def pick_argv(
         1 if wait else 0,
         ms(request.ttl),
         request.pool,
+        request.policy,
     )
 
 
 def pick_result(reply: list[Any], wait: bool) -> PickResult:
+    if reply[0] == Outcome.STALE:
+        return PickResult(Outcome.STALE)
     if reply[0] == 0:  # others wait ahead: in line behind them, or refused
         return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
     if reply[0] == 2:
@@ -438,10 +447,43 @@ def pool_leave_argv(owner: str, token: str, channels: str, pool: str) -> tuple[A
     return (owner, token, channels, pool)
 
 
+# -- the published policy ----------------------------------------------------------------------
+
+
+def policy_publish_argv(
+    expected: int, digest: str, document: str, by: str, comment: str, kept: int
+) -> tuple[Arg, ...]:
+    return (expected, digest, document, by, comment, kept)
+
+
+def policy_publish_result(
+    reply: list[Any], digest: str, document: str, by: str, comment: str
+) -> Published | int:
+    """The version published, or (nothing written) the version in force."""
+    if reply[0] == 0:
+        return int(reply[1])
+    return Published(int(reply[1]), digest, document, reply[2] / 1000, by, comment)
+
+
+def policy_read_result(reply: list[Any]) -> tuple[Published | None, list[Published]]:
+    """The policy in force (None: none published) and the versions it replaced read."""
+    if not reply:
+        return None, []
+    current = _published([field.decode() for field in reply[:6]])
+    return current, [_published(entry.decode().split("\t", 5)) for entry in reply[6:]]
+
+
+def _published(fields: list[str]) -> Published:
+    version, digest, at, by, comment, document = fields
+    return Published(int(version), digest, document, int(at) / 1000, by, comment)
+
+
 # -- the codecs, by function -------------------------------------------------------------------
 
 _OWNER = "owner"
 _CHANNELS = "channel prefix"
+_VERSION = "the version of the published policy"
+_VERSION_PUBLISHED = "the version published"
 
 CODECS: Mapping[str, Codec] = {
     "acquire": Codec(
@@ -455,6 +497,7 @@ CODECS: Mapping[str, Codec] = {
             "enqueue",
             "number",
             _CHANNELS,
+            _VERSION,
             "rate windows",
             "time zone offset",
             "warm-up",
@@ -463,7 +506,7 @@ CODECS: Mapping[str, Codec] = {
         ),
         GROUP_KEYS,
         "per group",
-        required=8,
+        required=9,
         encode=acquire_argv,
         decode=acquire_result,
     ),
@@ -535,7 +578,7 @@ CODECS: Mapping[str, Codec] = {
     ),
     "fence_lift": Codec((), ("fence marker",), encode=fence_lift_argv),
     "pick": Codec(
-        POOL_KEYS,
+        (*POOL_KEYS, "S"),
         (
             "strategy",
             "token",
@@ -555,6 +598,7 @@ CODECS: Mapping[str, Codec] = {
             "wait",
             "line_ms",
             "pool name",
+            _VERSION,
         ),
         encode=pick_argv,
         decode=pick_result,
@@ -566,6 +610,14 @@ CODECS: Mapping[str, Codec] = {
         encode=pool_update_argv,
     ),
     "pool_members": Codec(POOL_KEYS[:3], (), decode=pool_members_result),
+    "policy_publish": Codec(
+        ("D", "DH", "S"),
+        ("expected", "digest", "document", "by", "comment", "kept"),
+        encode=policy_publish_argv,
+        decode=policy_publish_result,
+    ),
+    "policy_read": Codec(("D", "DH"), ("how many replaced versions",), decode=policy_read_result),
+    "policy_stamp": Codec(("S",), (_VERSION_PUBLISHED,)),
     "pool_leave": Codec(
         POOL_KEYS[:1], (_OWNER, "token", _CHANNELS, "pool name"), encode=pool_leave_argv
     ),

@@ -10,7 +10,11 @@ Cluster to the shard channel ``<prefix>{<tag>}:o:<owner>`` of the tag they are a
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, cast
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as _SLOTS
+from redis.crc import key_slot
 
 from .._errors import InvalidArgument
 from ._base import OWN_TAGS
@@ -23,6 +27,21 @@ if TYPE_CHECKING:
 __all__ = ("KeySpace", "glob_escape")
 
 _CACHE_SIZE = 4096
+
+
+@functools.cache
+def slot_tags() -> tuple[str, ...]:
+    """For each of a Cluster's 16,384 slots, a short hash tag whose keys land on it."""
+    tags: list[str | None] = [None] * _SLOTS
+    missing, index = _SLOTS, 0
+    while missing:
+        tag = f"s{index}"
+        slot = key_slot(tag.encode())
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+        index += 1
+    return tuple(cast("list[str]", tags))
 
 
 def glob_escape(text: str) -> str:
@@ -103,7 +122,8 @@ class KeySpace:
 
     def number_keys(self, number: str) -> list[str]:
         """The KEYS of the functions on one number: H Q W M P R, C (the callee log's place: R,
-        not touched, when a call has none), then four per group (see ``_common.lua``)."""
+        not touched, when a call has none), four per group, then S, the policy stamp of the
+        number's slot (see ``policy_stale`` in ``_common.lua``)."""
         keys = self._keys.get(number)
         if keys is None:
             tag = self.tag_of(number)
@@ -112,6 +132,7 @@ class KeySpace:
             keys.append(keys[5])
             for group in self.layout.groups_for(number):
                 keys += self.group_keys(group.group, tag)
+            keys.append(self.stamp_key(tag))
             if len(self._keys) >= _CACHE_SIZE:
                 self._keys.clear()
             self._keys[number] = keys
@@ -154,6 +175,32 @@ class KeySpace:
         # The pool's name is in its keys: on a Cluster, pools may share a hash tag.
         base = f"{self.prefix}{{{self.pool_tag(pool)}}}:pool:{pool}:"
         return [base + "m", base + "l", base + "o", base + "c", base + "s"]
+
+    # -- the published policy ------------------------------------------------------------------
+
+    def stamp_key(self, tag: str) -> str:
+        """The policy stamp of the slot of hash tag ``tag``'s keys (see ``policy_stale`` in
+        ``_common.lua``): one for a single server, one per slot on a Cluster (a function only
+        reads keys of its own slot)."""
+        if not self.cluster:
+            return f"{self.prefix}{{policy}}:stamp"
+        return f"{self.prefix}{{{slot_tags()[key_slot(tag.encode())]}}}:stamp"
+
+    def stamp_keys(self) -> list[str]:
+        """Every policy stamp (publishing raises them all)."""
+        if not self.cluster:
+            return [self.stamp_key("")]
+        return [f"{self.prefix}{{{tag}}}:stamp" for tag in slot_tags()]
+
+    @property
+    def policy_key(self) -> str:
+        """The published policy (a hash: version, digest, document, when, by whom, why)."""
+        return f"{self.prefix}{{policy}}"
+
+    @property
+    def policy_history_key(self) -> str:
+        """The versions published before the current one, newest first (a list)."""
+        return f"{self.prefix}{{policy}}:history"
 
     # -- channels ------------------------------------------------------------------------------
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from .._rates import Window
 
-__all__ = ("KEEP", "GroupPolicyChange", "Keep", "PolicyChange", "RuntimePolicy")
+__all__ = ("KEEP", "GroupPolicyChange", "Keep", "PolicyChange", "Published", "RuntimePolicy")
 
 
 class Keep(enum.Enum):
@@ -96,3 +96,23 @@ class RuntimePolicy:
     lowered_for: float | None = None
     rates: tuple[Window, ...] | None = None
     warming_for: float | None = None
+
+
+class Published(NamedTuple):
+    """One version of the carrier policy published to a backend (see ``_policy_doc``).
+
+    :ivar version: 1 for the first published, then one more each time
+    :ivar digest: the SHA-256 of ``document`` (hex): two documents with the same digest say the
+        same
+    :ivar document: the policy, as canonical JSON (``callthrottle._policy_doc``)
+    :ivar published_at: when, in seconds since the epoch, by the backend's clock
+    :ivar by: who published it (``user@host``)
+    :ivar comment: why, as they said
+    """
+
+    version: int
+    digest: str
+    document: str
+    published_at: float
+    by: str
+    comment: str

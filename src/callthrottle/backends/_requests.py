@@ -39,6 +39,9 @@ class AcquireRequest(NamedTuple):
         while the session is alive (see :meth:`Backend.keepalive`) and never past its deadline,
         ``max_hold`` or :data:`SESSION_HOLD_MAX` from its grant; it is not renewed by
         :meth:`Backend.renew`
+    :ivar policy: the version of the published policy that ``limit`` and ``rates`` come from
+        (0: none is published): a backend refuses the request (:attr:`Outcome.STALE`) when a
+        newer one is
     """
 
     number: str
@@ -49,6 +52,7 @@ class AcquireRequest(NamedTuple):
     max_hold: float | None
     rates: RatePlan = NO_RATES
     session: bool = False
+    policy: int = 0
 
 
 class PickRequest(NamedTuple):
@@ -68,6 +72,8 @@ class PickRequest(NamedTuple):
     :ivar near: the callee's area and region (for the ``local`` strategy)
     :ivar sticky_ttl: how long a callee keeps its number (for the ``sticky`` strategy)
     :ivar session: as :attr:`AcquireRequest.session`
+    :ivar policy: as :attr:`AcquireRequest.policy` (the pool's member specs were published with
+        it)
     """
 
     pool: str
@@ -81,3 +87,4 @@ class PickRequest(NamedTuple):
     near: tuple[str, str] = ("", "")
     sticky_ttl: float = STICKY_TTL
     session: bool = False
+    policy: int = 0

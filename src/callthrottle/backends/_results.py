@@ -31,6 +31,9 @@ class Outcome(enum.IntEnum):
     #: line: the caller waits in the group's line (when ``enqueue``)
     GROUP_FULL = 5
     CONFLICT = -1  #: the token holds or waits on the number for another owner
+    #: a newer policy than the caller's is published: nothing was written (the caller loads it
+    #: and asks again)
+    STALE = 6
 
 
 class RenewState(enum.IntEnum):

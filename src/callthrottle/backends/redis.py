@@ -14,6 +14,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisClusterException, RedisError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
+from ._base import POLICY_HISTORY
 from ._cluster import ClusterLanes, ShardedEvents
 from ._codec import (
     abandon_argv,
@@ -27,6 +28,9 @@ from ._codec import (
     member_spec,
     pick_argv,
     pick_result,
+    policy_publish_argv,
+    policy_publish_result,
+    policy_read_result,
     pool_leave_argv,
     pool_members_result,
     pool_update_argv,
@@ -43,8 +47,9 @@ from ._codec import (
     window_usage_argv,
     window_usage_result,
 )
-from ._keys import KeySpace
+from ._keys import KeySpace, slot_tags
 from ._lane import Arg, Library, ScriptLane
+from ._policy import Published
 from ._redis_url import default_options, parse_cluster_url, parse_sentinel_url
 from ._results import AcquireResult, PickResult, RenewState, RestoreOutcome
 from ._subscription import EVENTS, KEEPALIVE, keep_subscribed
@@ -76,6 +81,7 @@ _SCRIPT_NAMES = (
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
     "restore", "window_usage", "release_owner_lines", "keepalive",
     "holders", "reset_number", "fence_lift",  # operator queries and admin actions
+    "policy_publish", "policy_read", "policy_stamp",  # the published policy
 )  # fmt: skip
 
 
@@ -251,8 +257,8 @@ class RedisBackend:
             listener(EVENTS.get(kind, "nudged"), number, token)
 
     def keys_for(self, number: str) -> list[str]:
-        """The keys that hold ``number``'s state (one hash tag, so one Cluster slot); the last
-        one stands in for a callee log."""
+        """The keys that hold ``number``'s state (one hash tag, so one Cluster slot; see
+        ``KeySpace.number_keys``)."""
         return self._space.number_keys(number)
 
     async def open(self) -> None:
@@ -266,6 +272,7 @@ class RedisBackend:
         with _map_errors("connect"):
             if isinstance(self._lane, ClusterLanes):
                 await self._lane.open()
+                await asyncio.to_thread(slot_tags)  # the slots' policy stamps (once a process)
             await self._client.ping()
 
     async def listen(
@@ -491,7 +498,8 @@ class RedisBackend:
         args = pick_argv(request, holder, self._space.prefix, channels, wait)
         with _map_errors("pick"):
             await self._join(channels, owner)
-            reply = await self._run("pick", self._space.pool_keys(pool), args)
+            keys = [*self._space.pool_keys(pool), self._space.stamp_key(tag)]
+            reply = await self._run("pick", keys, args)
         return pick_result(reply, wait)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
@@ -499,6 +507,30 @@ class RedisBackend:
         args = pool_leave_argv(owner, token, channels, pool)
         with _map_errors("pool_leave"):
             await self._run("pool_leave", self._space.pool_keys(pool)[:1], args)
+
+    async def published_policy(self) -> Published | None:
+        return (await self._policy_read(0))[0]
+
+    async def policy_history(self, count: int) -> list[Published]:
+        return (await self._policy_read(count))[1]
+
+    async def _policy_read(self, count: int) -> tuple[Published | None, list[Published]]:
+        keys = [self._space.policy_key, self._space.policy_history_key]
+        with _map_errors("policy_read"):
+            return policy_read_result(await self._read("policy_read", keys, (count,)))
+
+    async def publish_policy(
+        self, document: str, digest: str, *, expected: int, by: str, comment: str
+    ) -> Published | int:
+        space = self._space
+        keys = [space.policy_key, space.policy_history_key, space.stamp_key("policy")]
+        args = policy_publish_argv(expected, digest, document, by, comment, POLICY_HISTORY)
+        with _map_errors("policy_publish"):
+            reply = await self._run("policy_publish", keys, args)
+            published = policy_publish_result(reply, digest, document, by, comment)
+            if isinstance(published, Published) and space.cluster:
+                await self._sweeps.raise_stamps(published.version)
+        return published
 
     def _session_holder(self, owner: str, tag: str) -> str:
         """A session lease's holder as the functions take it (in a Cluster, its tag is

@@ -77,11 +77,27 @@ local MARKED = {}
 local function bind(keys, args)
   KEYS, ARGV = keys, args
   H, Q, W, M, P, R = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
-  GROUPS = math.max((#keys - 7) / 4, 0)
+  -- (a number's keys end with its policy stamp, S: not a group's)
+  GROUPS = math.max(math.floor((#keys - 7) / 4), 0)
   NOW, POLICY, PURGED = nil, nil, nil
   EXTENDED = {}
   SESSIONS = {}
   MARKED = {}
+end
+
+-- The policy fence. A published policy has a version (1, 2, ...; 0: none published), and every
+-- slot of the server a stamp S (a sorted set whose member 'v' scores the highest version seen
+-- there: ZADD GT only ever raises it). An acquire or a pick says which version its caller
+-- decided with: an older one than the stamp is refused before anything is read or written
+-- (the caller loads the policy now published, and asks again); a newer one raises the stamp,
+-- so that from then on no caller decides with an older policy on this slot. Publishing raises
+-- every slot's stamp itself. Returns the stamp's version when `version` is older, else nil.
+local function policy_stale(version, stamp)
+  version = tonumber(version)
+  local seen = tonumber(redis.call('ZSCORE', stamp, 'v')) or 0
+  if version < seen then return seen end
+  if version > seen then redis.call('ZADD', stamp, 'GT', version, 'v') end
+  return nil
 end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.

@@ -1,16 +1,17 @@
 -- Python twin: MemoryBackend.acquire (backends/memory/_acquire.py).
 -- Take a slot for a token, or queue it (one round trip).
--- KEYS: H Q W M P R C, then the group keys (see _common.lua)
+-- KEYS: H Q W M P R C, then the group keys, then S, the policy stamp (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner (or "owner\t<session record key>": a session lease, see
 -- _common.lua), ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
--- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix; optional (a request with no
--- rate windows, callee or group sends none of them, and takes the hot path):
--- ARGV[9] rate windows (see parse_windows; '' for none),
--- ARGV[10] time zone offset in ms (for calendar days),
--- ARGV[11] warm-up daily caps by week ("10,20,30"; '' for none),
--- ARGV[12] midnight: '1' if the warm-up's days start at local midnight,
--- ARGV[13] callee windows: the callee's rate windows ('' for none: then C is not touched),
--- ARGV[14..] per group, four values: its configured cap ('' for none), the part of it kept in
+-- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix, ARGV[9] the version of the
+-- published policy the caller decided with (0: none; see policy_stale); optional (a request
+-- with no rate windows, callee or group sends none of them, and takes the hot path):
+-- ARGV[10] rate windows (see parse_windows; '' for none),
+-- ARGV[11] time zone offset in ms (for calendar days),
+-- ARGV[12] warm-up daily caps by week ("10,20,30"; '' for none),
+-- ARGV[13] midnight: '1' if the warm-up's days start at local midnight,
+-- ARGV[14] callee windows: the callee's rate windows ('' for none: then C is not touched),
+-- ARGV[15..] per group, four values: its configured cap ('' for none), the part of it kept in
 -- reserve for calls of priority 1 or more, its configured rate windows, its name (for the
 -- reply); then, after the groups, '1' if the call may take the groups' reserves (priority 1
 -- or more). A group's cap or windows set at run time (GP) replace its configured ones.
@@ -21,11 +22,14 @@
 -- waits for a group slot, when enqueue, without a place in the number's line); {3,
 -- retry_in_ms, state, reason} when the number's state admits no calls (retry_in_ms: the end of
 -- a cool-down, -1 if none; a place the token had in a group's line goes); {0 or 2,
--- retry_in_ms, 'f'} when queued or refused while the fence holds every grant (see fenced).
+-- retry_in_ms, 'f'} when queued or refused while the fence holds every grant (see fenced);
+-- {6, -1, version} when a newer policy than the caller's is published (nothing is written).
+local stale = policy_stale(ARGV[9], KEYS[8 + 4 * GROUPS])
+if stale then return {6, -1, stale} end
 local token = ARGV[1]
 local owner, skey = split_owner(ARGV[2])
 local limit, ttl, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local tz_ms = tonumber(ARGV[10] or '0')
+local tz_ms = tonumber(ARGV[11] or '0')
 local now = now_ms()
 
 -- A reply, after which a session whose acquire was granted or queued is kept alive (an
@@ -63,7 +67,7 @@ if fence then limit = 0 end
 
 -- The hot path: no rate window, callee or group; nobody waiting; a slot free. Leases that
 -- expired unnoticed only make the number look fuller here: the full path below settles them.
-if #ARGV <= 8 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 then
+if #ARGV <= 9 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 then
   local holding = redis.call('ZCARD', H)
   if holding < limit then
     local expires, deadline = lease_times(ttl, hold, skey, now)
@@ -84,12 +88,12 @@ local function wait_reply(outcome)
   if fence then reply[3] = 'f' end
   return reply
 end
-local windows = windows_in_force(pol, ARGV[9] or '', ARGV[11] or '', ARGV[12], now)
-local callee_windows = parse_windows(ARGV[13] or '')
+local windows = windows_in_force(pol, ARGV[10] or '', ARGV[12] or '', ARGV[13], now)
+local callee_windows = parse_windows(ARGV[14] or '')
 local groups = {}
-local reserved = ARGV[14 + 4 * GROUPS] == '1'  -- the call may take the groups' reserves
+local reserved = ARGV[15 + 4 * GROUPS] == '1'  -- the call may take the groups' reserves
 for i = 1, GROUPS do
-  local at = 14 + (i - 1) * 4
+  local at = 15 + (i - 1) * 4
   local gh, gr, gw, gp = group_keys(i)
   local set = redis.call('HMGET', gp, 'cap', 'rates')
   local cap = tonumber(set[1]) or tonumber(ARGV[at])

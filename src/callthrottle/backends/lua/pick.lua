@@ -12,6 +12,7 @@
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
 -- KEYS[4] PC  string      the round-robin cursor: the place after the last number picked
 -- KEYS[5] PS  counter     the move counter (PL's tie-breaker)
+-- KEYS[6] S   sorted set  the policy stamp of the pool's slot (see policy_stale)
 -- ARGV[1] strategy: 'least-loaded' (the least loaded first), 'round-robin' (in PO's order
 -- from the cursor PC), 'local' (first a sample of the numbers of the callee's area, then of
 -- its region, the least loaded of each first; then as least-loaded) or 'sticky' (first the
@@ -24,7 +25,8 @@
 -- ARGV[14] callee region ('' none), ARGV[15] sticky_ms: how long a callee keeps its number
 -- under the sticky strategy (the callee's last number: PM's key with ':k:<callee>'),
 -- ARGV[16] wait: '1' if the caller waits when nothing admits it, ARGV[17] line_ms: how long
--- its place in line lasts unless it asks again, ARGV[18] pool name (for its waiters' events).
+-- its place in line lasts unless it asks again, ARGV[18] pool name (for its waiters' events),
+-- ARGV[19] the version of the published policy the caller decided with (0: none).
 -- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
 -- ':x' (the same -> when the place lapses), both expiring with the latest place; while anyone
 -- waits, only the first in line picks: others (also try-once callers) are refused, or queued
@@ -39,8 +41,12 @@
 -- Returns {1, number} granted, {-1, number} token conflict, {2, retry_in_ms (-1: unknown)}
 -- when none admitted (also when others wait ahead of a caller trying once; {2, retry_in_ms,
 -- 'f'} while the fence holds every grant), or {0, -1} when others wait ahead of a caller that
--- now waits behind them.
-local PM, PL, PO, PC, PS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- now waits behind them; {6, -1, version} when a newer policy than the caller's is published
+-- (nothing is written).
+local PM, PL, PO, PC, PS, S = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local version = ARGV[19]
+local stale = policy_stale(version, S)
+if stale then return {6, -1, stale} end
 local strategy, token, ttl, hold = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
 -- ARGV[3] goes on to acquire as it is (session leases); read now: each acquire binds ARGV anew
 local owner_arg = ARGV[3]
@@ -155,13 +161,13 @@ for _, number in ipairs(candidates) do
   local tag = f[1]
   local base = member_base(prefix, tag, number)
   local keys = {base .. 'h', base .. 'q', base .. 'w', base .. 'm', base .. 'p', base .. 'r', base .. 'r'}
-  local args = {token, owner_arg, f[2], ttl, hold, '0', number, channels}
+  local args = {token, owner_arg, f[2], ttl, hold, '0', number, channels, version}
   local groups = (#f - 7) / 4
   local with_callee = callee ~= '' and callee_windows ~= ''
   if f[3] ~= '' or f[4] ~= '' or groups > 0 or with_callee then
     if with_callee then keys[7] = prefix .. '{' .. tag .. '}:c:' .. callee end
-    args[9], args[10], args[11], args[12] = f[3], tz, f[4], f[5]
-    args[13] = with_callee and callee_windows or ''
+    args[10], args[11], args[12], args[13] = f[3], tz, f[4], f[5]
+    args[14] = with_callee and callee_windows or ''
     for g = 0, groups - 1 do
       local at = 8 + g * 4
       local gbase = prefix .. '{' .. tag .. '}:g:' .. f[at] .. ':'
@@ -173,6 +179,7 @@ for _, number in ipairs(candidates) do
     end
     args[#args + 1] = (priority >= 1) and '1' or '0'  -- it may take the groups' reserves
   end
+  keys[#keys + 1] = S  -- the pool's numbers share its slot, and its stamp
   bind(keys, args)
   local reply = body_acquire()
   local load = live_leases(now) * LOAD_SCALE

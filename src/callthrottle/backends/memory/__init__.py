@@ -10,6 +10,7 @@ found by the file's name:
 - ``_policy.py``: ``set_policy.lua``, ``get_policy.lua``, ``set_group_policy.lua``
 - ``_views.py``: ``usage.lua``, ``holders.lua``, ``window_usage.lua``, ``group_usage.lua``
 - ``_sessions.py``: ``keepalive.lua``
+- ``_published.py``: ``policy_publish.lua`` (and ``_state.py``: ``policy_stale``)
 - ``_owners.py``: ``release_owner.lua``, ``release_owner_lines.lua``, ``reset_number.lua``
 - this module: ``fence_lift.lua`` (nothing to lift), and what has no twin (``open``,
   ``listen``, ``aclose``)
@@ -30,6 +31,7 @@ from anyio.lowlevel import current_token
 
 from ._owners import _Owners
 from ._pools import _Pools
+from ._published import _PolicyBook
 from ._sessions import _Sessions
 from ._slots import _Slots
 from ._views import _Views
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ("MemoryBackend",)
 
 
-class MemoryBackend(_Pools, _Slots, _Views, _Owners, _Sessions):
+class MemoryBackend(_Pools, _Slots, _Views, _Owners, _Sessions, _PolicyBook):
     """Slots kept in this process's memory: the embedded default (``memory://``).
 
     Several :class:`~callthrottle.Throttle` objects may share one instance, standing in for

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 _GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
 _CONFLICT = AcquireResult(Outcome.CONFLICT)
+_STALE = AcquireResult(Outcome.STALE)
 
 
 class _Acquire(_Lines):
@@ -33,7 +34,9 @@ class _Acquire(_Lines):
         """Lua twin: ``acquire.lua`` (also run for each operation of ``batch.lua`` and for each
         number ``pick.lua`` tries)."""
         await self._checkpoint()
-        number, token, owner, limit, ttl, max_hold, rates, session = request  # (the hot path)
+        number, token, owner, limit, ttl, max_hold, rates, session, version = request  # (hot)
+        if version != self._stamp and self._stale(version):
+            return _STALE
         if session:
             return self._acquire_in_session(request, enqueue)
         return self._acquire_now(number, token, owner, limit, ttl, max_hold, enqueue, rates)

@@ -76,6 +76,8 @@ class _Pools(_Acquire):
     async def pick(self, request: PickRequest, *, wait: bool = False) -> PickResult:
         """Lua twin: ``pick.lua``."""
         await self._checkpoint()
+        if request.policy != self._stamp and self._stale(request.policy):
+            return PickResult(Outcome.STALE)
         pool, token, owner, ttl = request.pool, request.token, request.owner, request.ttl
         max_hold, strategy, tries, call = (
             request.max_hold, request.strategy, request.tries, request.call

@@ -13,6 +13,7 @@ from ._records import _Ended, _Lapsed
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from .._policy import Published
     from ._policy import _Policy
     from ._pool_state import _Pool
     from ._records import _Entry, _NumberState
@@ -27,7 +28,8 @@ class _MemoryState:
     __slots__ = (
         "_callees", "_checkpoint", "_clock", "_ended", "_group_holders", "_group_logs",
         "_group_policies", "_group_reserve_line", "_group_waiters", "_lapsed", "_layout",
-        "_listeners", "_numbers", "_policies", "_pools", "_rates", "_sessions", "_wall_clock",
+        "_listeners", "_numbers", "_policies", "_pools", "_published", "_rates", "_sessions",
+        "_stamp", "_wall_clock",
     )  # fmt: skip
 
     def __init__(
@@ -62,6 +64,20 @@ class _MemoryState:
         self._ended = _Ended()
         self._lapsed = _Lapsed()
         self._sessions: dict[str, _Session] = {}
+        # The published policy, newest first (the current one, then the ones it replaced), and
+        # the highest policy version a decision was made with (see policy_stale in
+        # _common.lua: one stamp, as a single Redis server has).
+        self._published: list[Published] = []
+        self._stamp = 0
+
+    def _stale(self, version: int) -> bool:
+        """Whether a decision made with policy ``version`` comes too late: a newer one is in
+        force (the stamp is raised to a newer ``version``). Twin of ``policy_stale`` in
+        ``_common.lua``."""
+        if version < self._stamp:
+            return True
+        self._stamp = version
+        return False
 
     def _notify(self, owner: str, kind: str, number: str, token: str) -> None:
         """Tell the owner's throttles (on Redis, a message on the owner's channel)."""

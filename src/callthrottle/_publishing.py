@@ -1,0 +1,122 @@
+"""Publishing the carrier policy to a backend, for every process: the document, then the
+pools it lists (their numbers and what a pick needs to know of each), then, on a Cluster, every
+slot's stamp (the backend's part). See ``_policy_source`` for how throttles take it."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._errors import InvalidArgument, PolicyConflict
+from ._plans import Plans
+from ._policy_doc import PolicyDocument
+
+if TYPE_CHECKING:
+    from ._config import Config
+    from .backends import Backend
+    from .backends._policy import Published
+
+__all__ = ("PublishedPolicy", "publish", "publisher", "read_published")
+
+_MAX_COMMENT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedPolicy:
+    """One version of the carrier policy published to a backend.
+
+    :ivar version: 1 for the first one published, then one more each time
+    :ivar digest: the SHA-256 of its canonical text (hex): equal digests, equal policies
+    :ivar config: the configuration
+    :ivar default_limit: the cap of a number the configuration gives none
+    :ivar published_at: when (seconds since the epoch, by the backend's clock)
+    :ivar by: who published it (``user@host``)
+    :ivar comment: why, as they said
+    """
+
+    version: int
+    digest: str
+    config: Config
+    default_limit: int
+    published_at: float
+    by: str
+    comment: str
+
+    @property
+    def document(self) -> PolicyDocument:
+        return PolicyDocument.of(self.config, self.default_limit)
+
+
+def read_published(published: Published) -> PublishedPolicy:
+    document = PolicyDocument.parse(published.document)
+    return PublishedPolicy(
+        published.version,
+        published.digest,
+        document.config,
+        document.default_limit,
+        published.published_at,
+        published.by,
+        published.comment,
+    )
+
+
+def publisher() -> str:
+    """``user@host`` of this process."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def check_comment(comment: object) -> str:
+    if (
+        not isinstance(comment, str)
+        or len(comment) > _MAX_COMMENT
+        or any(c in comment for c in "\t\r\n")
+    ):
+        raise InvalidArgument(
+            "comment", comment, f"one line of at most {_MAX_COMMENT} characters, without tabs"
+        )
+    return comment
+
+
+async def publish(
+    backend: Backend,
+    document: PolicyDocument,
+    *,
+    expected: int,
+    previous: PolicyDocument | None,
+    comment: str = "",
+    by: str | None = None,
+) -> PublishedPolicy:
+    """Publish ``document`` as the next version, if version ``expected`` is still in force
+    (``previous``: its document, None if none), then its pools: each pool it lists gets its
+    numbers (with their caps and windows as it says), and loses the numbers it no longer
+    lists (and a pool it no longer lists, the numbers ``previous`` listed there).
+
+    The backend must use ``document``'s layout (:meth:`Backend.use_layout`).
+
+    :raises PolicyConflict: if another version was published meanwhile (nothing is written)
+    """
+    comment = check_comment(comment)
+    result = await backend.publish_policy(
+        document.text,
+        document.digest,
+        expected=expected,
+        by=publisher() if by is None else by,
+        comment=comment,
+    )
+    if isinstance(result, int):
+        raise PolicyConflict(expected, result)
+    plans = Plans(document.config, document.default_limit)
+    before = {} if previous is None else dict(previous.config.pool_numbers())
+    for name, numbers in document.config.pool_numbers().items():
+        held = set(before.pop(name, ())) | set(await backend.pool_members(name))
+        gone = sorted(held - set(numbers))
+        await backend.pool_update(name, plans.specs(numbers), gone)
+    for name, numbers in before.items():  # pools the document no longer lists
+        await backend.pool_update(name, {}, list(numbers))
+    return read_published(result)
