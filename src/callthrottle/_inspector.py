@@ -127,6 +127,12 @@ class Inspector:
         if self._close_backend:
             await self._backend.aclose()
 
+    @property
+    def config(self) -> Config:
+        """The configuration it was made with: where numbers live, their configured caps, the
+        trunks, tenants and pools a snapshot of the shared state lists."""
+        return self._config
+
     def _number(self, number: str) -> str:
         return normalize_number(number, self._region)
 

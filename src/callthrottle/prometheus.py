@@ -42,13 +42,14 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
     ) from exc
 
 from ._events import Admitted, Cancelled, LeaseLost, Reclaimed, Refused, Released, Restored
+from ._shared_metrics import SharedStateCollector
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from ._events import Event
 
-__all__ = ("WAIT_BUCKETS", "PrometheusHook")
+__all__ = ("WAIT_BUCKETS", "PrometheusHook", "SharedStateCollector")
 
 #: Buckets of the wait-time histogram (seconds): an immediate grant (a millisecond or two on
 #: Redis) up to the longest wait a dialer sensibly allows.
