@@ -18,7 +18,7 @@ import redis
 from callthrottle import Config, InvalidArgument, Throttle
 from callthrottle._inspector import Inspector
 from callthrottle.prometheus import PrometheusHook, SharedStateCollector
-from tests._servers import own_server
+from tests._servers import lift_fence, own_server
 from tests.cli.test_read_only import _assert_same, _clients, _keyspace
 
 if TYPE_CHECKING:
@@ -257,3 +257,38 @@ async def test_runs_as_a_redis_user_that_may_not_write(redis_url: str, prefix: s
     finally:
         admin.acl_deluser(user)
         admin.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_from_url_starts_with_the_backend_down_and_closes_what_it_opened(
+    prefix: str,
+) -> None:
+    """A collector of its own inspector may start while the server is down (backend_up 0, no
+    values yet), reads once it is up, and leaves no connection open when its block ends."""
+    registry = CollectorRegistry()
+    with own_server() as (url, server):
+        admin = redis.Redis.from_url(url)
+        try:
+            server.stop()
+            collector = SharedStateCollector.from_url(
+                url, key_prefix=prefix, config=Config.from_dict(CONFIG), registry=registry
+            )
+            async with collector.running(interval=0.05):
+                samples = scrape(registry)
+                assert value(samples, "shared_backend_up") == 0
+                assert value(samples, "shared_scrape_age_seconds") is None  # nothing read yet
+                assert value(samples, "number_in_use", number=NUMBER) is None
+                server.start()
+                lift_fence(url)  # a restarted server fences new calls (see the README)
+                clients = len(admin.client_list())
+                async with Throttle.from_url(url, key_prefix=prefix, config=CONFIG) as dialer:
+                    await dialer.acquire(NUMBER, timeout=0)
+                    with anyio.fail_after(5):
+                        while value(scrape(registry), "number_in_use", number=NUMBER) != 1:
+                            await anyio.sleep(0.02)
+                assert len(admin.client_list()) > clients  # the collector's connection
+            assert len(admin.client_list()) == clients
+            assert value(scrape(registry), "shared_backend_up") == 1  # the last read's
+        finally:
+            admin.close()

@@ -12,15 +12,16 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 
 from ._health import NumberState
+from ._inspector import Inspector
 from ._survey import Filters, Snapshot, collect
-from ._validate import check_seconds
+from ._validate import check_flag, check_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from ._config import Config
-    from ._inspector import Inspector
 
 __all__ = ("SharedStateCollector",)
 
@@ -70,16 +70,29 @@ class SharedStateCollector:
     the scrape with the read that no longer finds it.
 
     Read only: it goes through an :class:`~callthrottle._inspector.Inspector` (views only;
-    ``FCALL_RO`` and SCANs on Redis), never a throttle.
+    ``FCALL_RO`` and SCANs on Redis), never a throttle. :meth:`from_url` makes one.
 
-    :param inspector: an open inspector; its configuration says which trunks, tenants and pools
-        are listed beside the numbers the backend holds
+    :param inspector: the inspector to read through; its configuration says which trunks,
+        tenants and pools are listed beside the numbers the backend holds
     :param registry: where to register; defaults to ``prometheus_client.REGISTRY``
     :param namespace: the prefix of every metric's name
     :param timeout: seconds a read may take before it counts as failed
+    :param own_inspector: the inspector is not open yet: the collector opens it at its first
+        read (again at the next read while opening fails, the backend unreachable) and closes
+        it in :meth:`aclose` (:meth:`run` and :meth:`running` close it when they end);
+        otherwise it is open, and its opener closes it
     """
 
-    __slots__ = ("_failing", "_inspector", "_namespace", "_reading", "_source", "_timeout")
+    __slots__ = (
+        "_failing",
+        "_inspector",
+        "_namespace",
+        "_open",
+        "_owns",
+        "_reading",
+        "_source",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -88,14 +101,55 @@ class SharedStateCollector:
         registry: CollectorRegistry | None = None,
         namespace: str = "callthrottle",
         timeout: float = 10.0,
+        own_inspector: bool = False,
     ) -> None:
         self._inspector = inspector
+        self._owns = check_flag(own_inspector, "own_inspector")
+        self._open = not self._owns  # a caller's inspector is open
         self._source = _Source(inspector.config)
         self._namespace = namespace
         self._timeout = check_seconds(timeout, "timeout")
         self._reading = _Reading()
         self._failing = False  # reads fail since the last warning (the event loop's own)
         (REGISTRY if registry is None else registry).register(self)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        config: Config | None = None,
+        default_limit: int = 20,
+        default_region: str | None = None,
+        registry: CollectorRegistry | None = None,
+        namespace: str = "callthrottle",
+        timeout: float = 10.0,
+        **options: Any,
+    ) -> SharedStateCollector:
+        """A collector of the backend the URL names, through an inspector of its own (opened by
+        the first read, closed by :meth:`aclose`, or when :meth:`run` or :meth:`running` ends).
+        ``config``, ``default_limit``, ``default_region`` and ``options`` (``key_prefix``, ...)
+        are the dialers' (see :meth:`Throttle.from_url`): the configuration lists the trunks,
+        tenants and pools, and gives the caps shown. ``memory://`` is a backend of the
+        collector's own, empty: the dialers of one process are what :class:`PrometheusHook`
+        shows."""
+        inspector = Inspector.from_url(
+            url,
+            config=config,
+            default_limit=default_limit,
+            default_region=default_region,
+            **options,
+        )
+        return cls(
+            inspector, registry=registry, namespace=namespace, timeout=timeout, own_inspector=True
+        )
+
+    async def aclose(self) -> None:
+        """Close the inspector if the collector opened it (``own_inspector``); the last values
+        are still served."""
+        if self._owns and self._open:
+            self._open = False
+            await self._inspector.__aexit__(None, None, None)
 
     @property
     def up(self) -> bool:
@@ -109,6 +163,9 @@ class SharedStateCollector:
         began = time.monotonic()
         try:
             with anyio.fail_after(self._timeout):
+                if not self._open:
+                    await self._inspector.__aenter__()
+                    self._open = True
                 snapshot = await collect(self._inspector, self._source, Filters())
         except Exception as exc:  # noqa: BLE001 - whatever failed, the scrape says backend_up 0
             if not self._failing:
@@ -131,11 +188,15 @@ class SharedStateCollector:
         """Refresh every ``interval`` seconds until cancelled. With ``task_group.start`` it
         reports started after the first read (whether it succeeded or not)."""
         interval = check_seconds(interval, "interval")
-        await self.refresh()
-        task_status.started()
-        while True:
-            await anyio.sleep(interval)
+        try:
             await self.refresh()
+            task_status.started()
+            while True:
+                await anyio.sleep(interval)
+                await self.refresh()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
 
     @asynccontextmanager
     async def running(self, interval: float = 5.0) -> AsyncIterator[SharedStateCollector]:
