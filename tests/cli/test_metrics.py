@@ -105,3 +105,13 @@ def test_serves_the_calls_as_they_change(redis_url: str, prefix: str) -> None:
         exporter.terminate()
         _, stderr = exporter.communicate(timeout=10)
     assert f"serving http://127.0.0.1:{port}/metrics" in stderr
+
+
+def test_without_prometheus_client_names_the_extra(
+    invoke: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.delitem(sys.modules, "callthrottle.prometheus", raising=False)
+    result = invoke("metrics", "--once")
+    assert result.exit_code == 1
+    assert "pip install 'callthrottle[prometheus]'" in result.output

@@ -45,12 +45,12 @@ def metrics(target: Target, port: int, addr: str, interval: float, once: bool) -
     trunk, tenant and pool) as Prometheus metrics on http://ADDR:PORT/metrics, read from the
     backend every INTERVAL seconds until Ctrl-C. Never writes. While the backend cannot be
     read, the last values are served with callthrottle_shared_backend_up 0."""
-    try:
-        from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-
+    try:  # the prometheus extra: its own message names it
         from ..prometheus import SharedStateCollector
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
+    from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
     registry = CollectorRegistry()
     collector = SharedStateCollector(target.inspector(), registry=registry, own_inspector=True)
     if once:
