@@ -36,6 +36,9 @@ __all__ = ("SharedStateCollector",)
 
 logger = logging.getLogger("callthrottle.prometheus")
 
+#: What a read gathers: every number, trunk, tenant and pool; no rate windows (not exported).
+_WHAT = Filters(rates=False)
+
 #: Every state a number may be in, in the order the enum lists them (one series each).
 _STATES = tuple(state.value for state in NumberState)
 
@@ -166,7 +169,7 @@ class SharedStateCollector:
                 if not self._open:
                     await self._inspector.__aenter__()
                     self._open = True
-                snapshot = await collect(self._inspector, self._source, Filters())
+                snapshot = await collect(self._inspector, self._source, _WHAT)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the scrape says backend_up 0
             if not self._failing:
                 self._failing = True

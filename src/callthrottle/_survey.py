@@ -47,6 +47,7 @@ class Filters:
     pool: str | None = None  # only this pool's members
     busy: bool = False  # only numbers with calls up or callers waiting
     holders: bool = False  # list each number's holders
+    rates: bool = True  # read each number's rate windows (one more read per number)
 
 
 @dataclass
@@ -134,12 +135,13 @@ async def collect(inspector: Inspector, target: Source, filters: Filters) -> Sna
         numbers = {n for n in numbers if fnmatch.fnmatchcase(n, filters.match)}
     snapshot = Snapshot(target.shown_url)
     rows: dict[str, NumberRow] = {}
+    usages: dict[str, Usage] = {}  # each number read once: the pools' totals reuse them
     for number in sorted(numbers):
-        usage = await inspector.usage(number)
+        usage = usages[number] = await inspector.usage(number)
         status = await inspector.status(number)
         if filters.busy and not (usage.in_use or usage.waiting):
             continue
-        windows = await inspector.window_usage(number)
+        windows = await inspector.window_usage(number) if filters.rates else []
         row = NumberRow(
             number,
             status.state.value,
@@ -164,14 +166,14 @@ async def collect(inspector: Inspector, target: Source, filters: Filters) -> Sna
         for name, members in sorted(pools.items()):
             if filters.pool is not None and name != filters.pool:
                 continue
-            usages = [await inspector.usage(member) for member in members]
+            of_members = [usages.get(m) or await inspector.usage(m) for m in members]
             snapshot.pools.append(
                 PoolRow(
                     name,
                     len(members),
-                    sum(u.in_use for u in usages),
-                    sum(u.limit for u in usages),
-                    sum(u.waiting for u in usages),
+                    sum(u.in_use for u in of_members),
+                    sum(u.limit for u in of_members),
+                    sum(u.waiting for u in of_members),
                     bool(published.get(name)),
                 )
             )
