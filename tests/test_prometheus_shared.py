@@ -292,3 +292,13 @@ async def test_from_url_starts_with_the_backend_down_and_closes_what_it_opened(
             assert value(scrape(registry), "shared_backend_up") == 1  # the last read's
         finally:
             admin.close()
+
+
+async def test_an_error_in_the_running_block_comes_out_as_it_is() -> None:
+    """The application's own error leaves ``running`` unwrapped (not in an ExceptionGroup),
+    and the refreshing stops."""
+    collector = SharedStateCollector.from_url("memory://", registry=CollectorRegistry())
+    with pytest.raises(LookupError, match="the application's"):
+        async with collector.running(interval=0.05):
+            raise LookupError("the application's")
+    assert collector.up

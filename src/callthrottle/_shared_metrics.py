@@ -206,12 +206,17 @@ class SharedStateCollector:
         """Refresh every ``interval`` seconds while the block runs (the first read is done when
         it starts)."""
         interval = check_seconds(interval, "interval")  # bad input raised here, not in a group
+        failed: Exception | None = None
         async with anyio.create_task_group() as group:
             await group.start(self.run, interval)
             try:
                 yield self
+            except Exception as exc:  # noqa: BLE001 - the block's own: raised below, not in a group
+                failed = exc
             finally:
                 group.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
 
     def describe(self) -> list[Metric]:
         """The metric families, without samples: lets a registry find a clash of names (a
