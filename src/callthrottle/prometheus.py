@@ -32,10 +32,11 @@ The hook counts what *its process* does. :class:`SharedStateCollector` shows wha
 process holds, read from the backend (read only, through an
 :class:`~callthrottle._inspector.Inspector`), so one scrape shows every dialer's calls::
 
-    async with Inspector.from_url(url, config=config) as inspector:
-        collector = SharedStateCollector(inspector)
-        async with collector.running(interval=5.0):  # reads the backend every 5 s
-            ...  # the application, or prometheus_client's HTTP server
+    collector = SharedStateCollector.from_url(url, config=config)  # the dialers' configuration
+    async with collector.running(interval=5.0):  # reads the backend every 5 s
+        ...  # the application (prometheus_client's HTTP server serves the scrapes)
+
+(``callthrottle metrics --url URL --config FILE --port 9108`` runs one as a process of its own.)
 
 Its metrics (gauges; none clashes with the hook's, so a process may register both):
 
@@ -43,7 +44,7 @@ Its metrics (gauges; none clashes with the hook's, so a process may register bot
   ``callthrottle_number_waiting{number}``: slots held by every process, the cap, callers waiting
 - ``callthrottle_number_state{number, state}``: 1 for the state the number is in, 0 for each
   other (``active``, ``warming``, ``cooling``, ``flagged``, ``disabled``, ``expired``,
-  ``released``)
+  ``released``: seven series per number)
 - ``callthrottle_group_in_use{kind, group}``, ``..._group_cap``, ``..._group_waiting``: each
   configured trunk and tenant (``kind`` is ``trunk`` or ``tenant``)
 - ``callthrottle_pool_members{pool}``, ``..._pool_in_use``, ``..._pool_cap`` (the sum of its
