@@ -76,7 +76,9 @@ class SharedStateCollector:
     ``FCALL_RO`` and SCANs on Redis), never a throttle. :meth:`from_url` makes one.
 
     :param inspector: the inspector to read through; its configuration says which trunks,
-        tenants and pools are listed beside the numbers the backend holds
+        tenants and pools are listed beside the numbers the backend holds. Give it a backend
+        object of its own, not a throttle's (``throttle.backend``): an inspector sets where
+        its backend object reads each number's keys, and a throttle's would then write there
     :param registry: where to register; defaults to ``prometheus_client.REGISTRY``
     :param namespace: the prefix of every metric's name
     :param timeout: seconds a read may take before it counts as failed
