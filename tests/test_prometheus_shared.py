@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.to_thread
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -302,3 +304,30 @@ async def test_an_error_in_the_running_block_comes_out_as_it_is() -> None:
         async with collector.running(interval=0.05):
             raise LookupError("the application's")
     assert collector.up
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_stalled_server_fails_the_read_after_the_timeout(prefix: str) -> None:
+    """A read slower than ``timeout`` counts as failed (the scrape keeps being served from the
+    last reading meanwhile, and does not wait)."""
+    registry = CollectorRegistry()
+    with own_server() as (url, _):
+        stall = redis.Redis.from_url(url)
+        collector = SharedStateCollector.from_url(
+            url, key_prefix=prefix, registry=registry, timeout=0.3
+        )
+        try:
+            assert await collector.refresh() is True
+            async with anyio.create_task_group() as group:
+                group.start_soon(
+                    anyio.to_thread.run_sync, stall.execute_command, "DEBUG", "SLEEP", 2
+                )
+                await anyio.sleep(0.1)  # the server is asleep
+                began = time.monotonic()
+                assert await collector.refresh() is False
+                assert time.monotonic() - began < 1.5
+                assert value(scrape(registry), "shared_backend_up") == 0
+        finally:
+            await collector.aclose()
+            stall.close()
