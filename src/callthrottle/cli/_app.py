@@ -8,7 +8,8 @@ from ._admin import lift_fence, release, release_owner, reset, set_state
 from ._bench import bench
 from ._keepalive import keepalive
 from ._simulate import simulate
-from ._status import status, top
+from ._status import status
+from ._top import top
 
 __all__ = ("cli",)
 

@@ -1,34 +1,29 @@
-"""``callthrottle status`` and ``callthrottle top``: what every number, trunk, tenant and pool
-carries now. Read only: they go through an :class:`~callthrottle._inspector.Inspector`, never a
+"""``callthrottle status`` (and the snapshots ``top`` refreshes): what every number, trunk,
+tenant and pool carries now. Read only: they go through an :class:`~callthrottle._inspector.Inspector`, never a
 throttle, and write nothing to the backend."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import datetime as dt
 import fnmatch
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-import anyio
 import click
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
+from .._errors import BackendUnavailable
 from ._common import Target, backend_options, console, run
+from ._render import render, written
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from rich.console import RenderableType
-
     from .._inspector import Inspector
     from .._models import Usage
 
-__all__ = ("Filters", "Snapshot", "collect", "render", "status", "top")
+__all__ = ("Filters", "Snapshot", "collect", "filter_options", "filters_from", "status")
 
 
 @dataclass(frozen=True)
@@ -50,6 +45,13 @@ class HolderRow:
 
 
 @dataclass
+class WindowRow:
+    window: str  # as rate notation writes it: "100/hour"
+    used: int
+    allowed: int
+
+
+@dataclass
 class NumberRow:
     number: str
     state: str
@@ -57,8 +59,28 @@ class NumberRow:
     in_use: int
     cap: int
     waiting: int
-    rates: list[str]
+    rates: list[str]  # each window's use: "37 of 100/hour"
     holders: list[HolderRow] | None = None
+    remaining: float | None = None  # seconds until a cool-down ends (None: none running)
+    oldest_wait: float | None = None  # seconds the longest-waiting caller has waited
+    windows: list[WindowRow] = field(default_factory=list)
+
+
+@dataclass
+class LeaseRow:
+    number: str
+    token: str
+    age: float
+    expires_in: float
+
+
+@dataclass
+class OwnerRow:
+    """An owner's live leases (what ``release-owner`` ends)."""
+
+    owner: str
+    leases: int
+    holds: list[LeaseRow]
 
 
 @dataclass
@@ -82,11 +104,28 @@ class PoolRow:
 
 
 @dataclass
+class Totals:
+    """Of the numbers shown."""
+
+    numbers: int = 0
+    in_use: int = 0
+    waiting: int = 0
+
+
+@dataclass
 class Snapshot:
     url: str
+    refreshed: str = ""  # when it was read: local wall-clock time, ISO 8601
+    totals: Totals = field(default_factory=Totals)
     numbers: list[NumberRow] = field(default_factory=list)
+    owners: list[OwnerRow] | None = None  # with --holders: the leases, by owner
     groups: list[GroupRow] = field(default_factory=list)
     pools: list[PoolRow] = field(default_factory=list)
+
+    @property
+    def refreshed_time(self) -> str:
+        """The time of day it was read (``HH:MM:SS``)."""
+        return self.refreshed[11:19]
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -123,30 +162,18 @@ async def collect(inspector: Inspector, target: Target, filters: Filters) -> Sna
         numbers &= set(pools[filters.pool])
     if filters.match is not None:
         numbers = {n for n in numbers if fnmatch.fnmatchcase(n, filters.match)}
-    snapshot = Snapshot(target.shown_url)
-    rows: dict[str, NumberRow] = {}
+    snapshot = Snapshot(target.shown_url, _now())
     for number in sorted(numbers):
-        usage = await inspector.usage(number)
-        status = await inspector.status(number)
-        if filters.busy and not (usage.in_use or usage.waiting):
-            continue
-        windows = await inspector.window_usage(number)
-        row = NumberRow(
-            number,
-            status.state.value,
-            status.reason,
-            usage.in_use,
-            usage.limit,
-            usage.waiting,
-            [str(w) for w in windows],
-        )
-        if filters.holders:
-            row.holders = [
-                HolderRow(h.token, h.owner, h.age, h.expires_in, h.hold_left)
-                for h in await inspector.holders(number)
-            ]
-        rows[number] = row
-    snapshot.numbers = list(rows.values())
+        row = await _number(inspector, number, filters)
+        if row is not None:
+            snapshot.numbers.append(row)
+    snapshot.totals = Totals(
+        len(snapshot.numbers),
+        sum(row.in_use for row in snapshot.numbers),
+        sum(row.waiting for row in snapshot.numbers),
+    )
+    if filters.holders:
+        snapshot.owners = _by_owner(snapshot.numbers)
     if not filters.numbers and filters.match is None:
         for kind, groups in (("trunk", config.trunks), ("tenant", config.tenants)):
             for name in groups:
@@ -169,69 +196,52 @@ async def collect(inspector: Inspector, target: Target, filters: Filters) -> Sna
     return snapshot
 
 
+async def _number(inspector: Inspector, number: str, filters: Filters) -> NumberRow | None:
+    """One number's row (None: filtered out by ``--busy``)."""
+    usage = await inspector.usage(number)
+    if filters.busy and not (usage.in_use or usage.waiting):
+        return None
+    status = await inspector.status(number)
+    windows = await inspector.window_usage(number)
+    row = NumberRow(
+        number,
+        status.state.value,
+        status.reason,
+        usage.in_use,
+        usage.limit,
+        usage.waiting,
+        [f"{w.used} of {written(w.window)}" for w in windows],
+        remaining=status.remaining,
+        # A round trip only when someone waits (the count may be stale by then: None is fine).
+        oldest_wait=await inspector.oldest_wait(number) if usage.waiting else None,
+        windows=[WindowRow(written(w.window), w.used, w.window.amount) for w in windows],
+    )
+    if filters.holders:
+        row.holders = [
+            HolderRow(h.token, h.owner, h.age, h.expires_in, h.hold_left)
+            for h in await inspector.holders(number)
+        ]
+    return row
+
+
+def _by_owner(rows: list[NumberRow]) -> list[OwnerRow]:
+    """The leases of the rows, by owner (the most leases first)."""
+    owners: dict[str, list[LeaseRow]] = {}
+    for row in rows:
+        for h in row.holders or ():
+            owners.setdefault(h.owner, []).append(
+                LeaseRow(row.number, h.token, h.age, h.expires_in)
+            )
+    ordered = sorted(owners.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [OwnerRow(owner, len(leases), leases) for owner, leases in ordered]
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 def _usage(used: Usage) -> tuple[int, int, int]:
     return (used.in_use, used.limit, used.waiting)
-
-
-def _load(in_use: int, cap: int) -> Text:
-    style = "bold red" if in_use > cap else "yellow" if cap and in_use >= cap else "green"
-    return Text(f"{in_use}/{cap}", style=style)
-
-
-_STATE_STYLES = {"active": "green", "warming": "cyan", "cooling": "yellow"}
-
-
-def render(snapshot: Snapshot) -> RenderableType:
-    """The snapshot as rich tables."""
-    tables: list[RenderableType] = []
-    numbers = Table(title=f"numbers on {snapshot.url}", title_justify="left")
-    for column in ("number", "state", "in use/cap", "waiting", "rate windows (used/allowed)"):
-        numbers.add_column(column, justify="right" if column in ("waiting",) else "left")
-    with_holders = any(row.holders is not None for row in snapshot.numbers)
-    if with_holders:
-        numbers.add_column("holders (token, owner, age, expires in)")
-    for row in snapshot.numbers:
-        state = Text(row.state, style=_STATE_STYLES.get(row.state, "bold red"))
-        if row.reason:
-            state.append(f" ({row.reason})", style="dim")
-        cells: list[RenderableType] = [
-            row.number,
-            state,
-            _load(row.in_use, row.cap),
-            str(row.waiting),
-            ", ".join(row.rates) or "-",
-        ]
-        if with_holders:
-            cells.append(
-                "\n".join(
-                    f"{h.token}  {h.owner}  {h.age:.0f} s  {h.expires_in:.0f} s"
-                    for h in row.holders or ()
-                )
-                or "-"
-            )
-        numbers.add_row(*cells)
-    if not snapshot.numbers:
-        numbers.caption = "no numbers: none configured, and the backend holds no state"
-    tables.append(numbers)
-    if snapshot.groups:
-        groups = Table(title="trunks and tenants", title_justify="left")
-        for column in ("group", "in use/cap", "waiting"):
-            groups.add_column(column)
-        for group in snapshot.groups:
-            groups.add_row(group.group, _load(group.in_use, group.cap), str(group.waiting))
-        tables.append(groups)
-    if snapshot.pools:
-        pools = Table(title="pools", title_justify="left")
-        for column in ("pool", "numbers", "in use/caps", "waiting"):
-            pools.add_column(column)
-        for pool in snapshot.pools:
-            name = Text(pool.pool)
-            if not pool.published:  # listed by the configuration only, or by nobody
-                where = "configured only: " if pool.members else ""
-                name.append(f" ({where}not in the backend)", style="dim")
-            pools.add_row(name, str(pool.members), _load(pool.in_use, pool.cap), str(pool.waiting))
-        tables.append(pools)
-    return Group(*tables)
 
 
 F = TypeVar("F", bound="Callable[..., object]")
@@ -250,14 +260,14 @@ def filter_options(func: F) -> F:
             click.option("--match", metavar="GLOB", help="Only numbers matching, e.g. '+86571*'."),
             click.option("--pool", help="Only the numbers of this pool."),
             click.option("--busy", is_flag=True, help="Only numbers with calls up or waiting."),
-            click.option("--holders", is_flag=True, help="List each number's live leases."),
+            click.option("--holders", is_flag=True, help="List the live leases, by owner."),
         ]
     ):
         func = option(func)
     return func
 
 
-def _filters(target: Target, numbers: tuple[str, ...], **options: object) -> Filters:
+def filters_from(target: Target, numbers: tuple[str, ...], **options: object) -> Filters:
     return Filters(
         numbers=tuple(target.number(n, "--number") for n in numbers),
         **options,  # type: ignore[arg-type]
@@ -269,57 +279,20 @@ def _filters(target: Target, numbers: tuple[str, ...], **options: object) -> Fil
 @filter_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def status(target: Target, numbers: tuple[str, ...], as_json: bool, **options: object) -> None:
-    """Show every number (and trunk, tenant, pool): calls up against the cap, callers waiting,
-    state and rate windows; with --holders, who holds each slot."""
-    filters = _filters(target, numbers, **options)
+    """Show every number (and trunk, tenant, pool): calls up against the cap, callers waiting
+    (and the oldest one's wait), state (a cool-down's time left) and rate windows, with totals;
+    with --holders, every lease by owner. Exits 1 when the backend is unreachable."""
+    filters = filters_from(target, numbers, **options)
 
     async def once() -> Snapshot:
-        async with target.inspector() as inspector:
-            return await collect(inspector, target, filters)
+        try:
+            async with target.inspector() as inspector:
+                return await collect(inspector, target, filters)
+        except BackendUnavailable as exc:
+            raise click.ClickException(f"{target.shown_url} is unreachable: {exc}") from None
 
     snapshot = run(once)
     if as_json:
         click.echo(snapshot.to_json())
     else:
         console().print(render(snapshot))
-
-
-@click.command()
-@backend_options
-@filter_options
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.05),
-    default=1.0,
-    show_default=True,
-    help="Seconds between refreshes.",
-)
-@click.option(
-    "--iterations",
-    type=click.IntRange(min=1),
-    help="Stop after this many refreshes (default: until Ctrl-C).",
-)
-def top(
-    target: Target,
-    numbers: tuple[str, ...],
-    interval: float,
-    iterations: int | None,
-    **options: object,
-) -> None:
-    """The status tables, refreshed live until Ctrl-C."""
-    filters = _filters(target, numbers, **options)
-    out = console()
-
-    async def watch() -> None:
-        async with target.inspector() as inspector:
-            snapshot = await collect(inspector, target, filters)
-            with Live(render(snapshot), console=out, auto_refresh=False) as live:
-                count = 1
-                while iterations is None or count < iterations:
-                    await anyio.sleep(interval)
-                    snapshot = await collect(inspector, target, filters)
-                    live.update(render(snapshot), refresh=True)
-                    count += 1
-
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live view ends
-        run(watch)
