@@ -99,7 +99,7 @@ def _numbers(snapshot: Snapshot) -> Table:
 
 
 def _owner(owner: OwnerRow) -> Table:
-    leases = f"{owner.leases} lease" + ("" if owner.leases == 1 else "s")
+    leases = _count(owner.leases, "lease")
     table = Table(title=Text.assemble((owner.owner, "bold"), f"  {leases}"), box=box.SIMPLE_HEAD)
     table.title_justify = "left"
     _vital(table, "number")
@@ -119,9 +119,14 @@ def _header(snapshot: Snapshot, stale: bool) -> Text:
     else:
         line.append(f"refreshed {snapshot.refreshed_time}", style="bold")
     line.append(
-        f"   {totals.numbers} numbers   {totals.in_use} calls up   {totals.waiting} waiting"
+        f"   {_count(totals.numbers, 'number')}   {_count(totals.in_use, 'call')} up"
+        f"   {totals.waiting} waiting"
     )
     return line
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def render(snapshot: Snapshot, *, stale: bool = False) -> RenderableType:
