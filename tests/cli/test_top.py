@@ -105,7 +105,8 @@ def test_top_outlives_an_outage_and_shows_live_data_again(tmp_path: Path, prefix
             down = top.wait_for("unreachable since")
             assert "retrying every 0.1 s" in "".join(top.lines[down:])
             server.start()  # the same port, a new server process
-            back = top.wait_for("refreshed", after=down)
+            again = top.wait_for("backend reachable again, after", after=down)
+            back = top.wait_for("refreshed", after=again)
             assert "stale" not in top.lines[back]
             row = top.wait_for(A, after=back)
             assert "0/3" in top.lines[row]  # live again, read from the new server

@@ -46,8 +46,12 @@ class _View:
         self._down_at = 0.0  # monotonic, for the outage's length
         self.error = ""
 
-    def read(self, snapshot: Snapshot) -> None:
+    def read(self, snapshot: Snapshot) -> float | None:
+        """Keep the snapshot; return how long the outage it ends lasted (None: there was
+        none)."""
+        lasted = None if self.down_since is None else time.monotonic() - self._down_at
         self.last, self.down_since = snapshot, None
+        return lasted
 
     def lost(self, error: BaseException) -> None:
         if self.down_since is None:
@@ -120,14 +124,16 @@ async def _watch(
     try:
         with _screen(out) as live:
             while True:
-                was_down = view.down_since is not None
+                was_down, outage = view.down_since is not None, None
                 try:
-                    view.read(await connection.read(filters))
+                    outage = view.read(await connection.read(filters))
                 except BackendUnavailable as exc:
                     view.lost(exc)
                 if live is not None:
                     live.update(view.frame(), refresh=True)
                 elif view.down_since is None:
+                    if outage is not None:
+                        out.print(f"backend reachable again, after {span(outage)}", style="green")
                     out.print(view.frame())
                 elif not was_down:  # printed once an outage begins, not at every retry
                     out.print(view.outage())
