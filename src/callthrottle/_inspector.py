@@ -160,6 +160,11 @@ class Inspector:
         """See :meth:`Throttle.holders`."""
         return await self._backend.holders(self._number(number))
 
+    async def oldest_wait(self, number: str) -> float | None:
+        """Seconds the longest-waiting live caller in the number's line has waited (None:
+        nobody waits)."""
+        return await self._backend.oldest_wait(self._number(number))
+
     async def window_usage(self, number: str) -> list[WindowUsage]:
         """See :meth:`Throttle.window_usage`."""
         number = self._number(number)

@@ -7,6 +7,7 @@ extras, so that both can use it."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import fnmatch
 import json
 from dataclasses import dataclass, field
@@ -16,17 +17,26 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._inspector import Inspector
     from ._models import Usage
+    from ._rates import Window
 
 __all__ = (
     "Filters",
     "GroupRow",
     "HolderRow",
+    "LeaseRow",
     "NumberRow",
+    "OwnerRow",
     "PoolRow",
     "Snapshot",
     "Source",
+    "Totals",
+    "WindowRow",
     "collect",
+    "written",
 )
+
+# Units of the rate notation (``limits``' own: "100/hour", "10/2 minutes"), largest first.
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
 
 class Source(Protocol):
@@ -60,6 +70,13 @@ class HolderRow:
 
 
 @dataclass
+class WindowRow:
+    window: str  # as rate notation writes it: "100/hour"
+    used: int
+    allowed: int
+
+
+@dataclass
 class NumberRow:
     number: str
     state: str
@@ -67,8 +84,28 @@ class NumberRow:
     in_use: int
     cap: int
     waiting: int
-    rates: list[str]
+    rates: list[str]  # each window's use: "37 of 100/hour"
     holders: list[HolderRow] | None = None
+    remaining: float | None = None  # seconds until a cool-down ends (None: none running)
+    oldest_wait: float | None = None  # seconds the longest-waiting caller has waited
+    windows: list[WindowRow] = field(default_factory=list)
+
+
+@dataclass
+class LeaseRow:
+    number: str
+    token: str
+    age: float
+    expires_in: float
+
+
+@dataclass
+class OwnerRow:
+    """An owner's live leases (what ``release-owner`` ends)."""
+
+    owner: str
+    leases: int
+    holds: list[LeaseRow]
 
 
 @dataclass
@@ -92,11 +129,28 @@ class PoolRow:
 
 
 @dataclass
+class Totals:
+    """Of the numbers shown."""
+
+    numbers: int = 0
+    in_use: int = 0
+    waiting: int = 0
+
+
+@dataclass
 class Snapshot:
     url: str
+    refreshed: str = ""  # when it was read: local wall-clock time, ISO 8601
+    totals: Totals = field(default_factory=Totals)
     numbers: list[NumberRow] = field(default_factory=list)
+    owners: list[OwnerRow] | None = None  # with --holders: the leases, by owner
     groups: list[GroupRow] = field(default_factory=list)
     pools: list[PoolRow] = field(default_factory=list)
+
+    @property
+    def refreshed_time(self) -> str:
+        """The time of day it was read (``HH:MM:SS``)."""
+        return self.refreshed[11:19]
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -133,31 +187,20 @@ async def collect(inspector: Inspector, target: Source, filters: Filters) -> Sna
         numbers &= set(pools[filters.pool])
     if filters.match is not None:
         numbers = {n for n in numbers if fnmatch.fnmatchcase(n, filters.match)}
-    snapshot = Snapshot(target.shown_url)
-    rows: dict[str, NumberRow] = {}
+    snapshot = Snapshot(target.shown_url, _now())
     usages: dict[str, Usage] = {}  # each number read once: the pools' totals reuse them
     for number in sorted(numbers):
         usage = usages[number] = await inspector.usage(number)
-        status = await inspector.status(number)
-        if filters.busy and not (usage.in_use or usage.waiting):
-            continue
-        windows = await inspector.window_usage(number) if filters.rates else []
-        row = NumberRow(
-            number,
-            status.state.value,
-            status.reason,
-            usage.in_use,
-            usage.limit,
-            usage.waiting,
-            [str(w) for w in windows],
-        )
-        if filters.holders:
-            row.holders = [
-                HolderRow(h.token, h.owner, h.age, h.expires_in, h.hold_left)
-                for h in await inspector.holders(number)
-            ]
-        rows[number] = row
-    snapshot.numbers = list(rows.values())
+        row = await _number(inspector, number, usage, filters)
+        if row is not None:
+            snapshot.numbers.append(row)
+    snapshot.totals = Totals(
+        len(snapshot.numbers),
+        sum(row.in_use for row in snapshot.numbers),
+        sum(row.waiting for row in snapshot.numbers),
+    )
+    if filters.holders:
+        snapshot.owners = _by_owner(snapshot.numbers)
     if not filters.numbers and filters.match is None:
         for kind, groups in (("trunk", config.trunks), ("tenant", config.tenants)):
             for name in groups:
@@ -180,5 +223,62 @@ async def collect(inspector: Inspector, target: Source, filters: Filters) -> Sna
     return snapshot
 
 
+async def _number(
+    inspector: Inspector, number: str, usage: Usage, filters: Filters
+) -> NumberRow | None:
+    """One number's row (None: filtered out by ``--busy``)."""
+    if filters.busy and not (usage.in_use or usage.waiting):
+        return None
+    status = await inspector.status(number)
+    windows = await inspector.window_usage(number) if filters.rates else []
+    row = NumberRow(
+        number,
+        status.state.value,
+        status.reason,
+        usage.in_use,
+        usage.limit,
+        usage.waiting,
+        [f"{w.used} of {written(w.window)}" for w in windows],
+        remaining=status.remaining,
+        # A round trip only when someone waits (the count may be stale by then: None is fine).
+        oldest_wait=await inspector.oldest_wait(number) if usage.waiting else None,
+        windows=[WindowRow(written(w.window), w.used, w.window.amount) for w in windows],
+    )
+    if filters.holders:
+        row.holders = [
+            HolderRow(h.token, h.owner, h.age, h.expires_in, h.hold_left)
+            for h in await inspector.holders(number)
+        ]
+    return row
+
+
+def _by_owner(rows: list[NumberRow]) -> list[OwnerRow]:
+    """The leases of the rows, by owner (the most leases first)."""
+    owners: dict[str, list[LeaseRow]] = {}
+    for row in rows:
+        for h in row.holders or ():
+            owners.setdefault(h.owner, []).append(
+                LeaseRow(row.number, h.token, h.age, h.expires_in)
+            )
+    ordered = sorted(owners.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [OwnerRow(owner, len(leases), leases) for owner, leases in ordered]
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 def _usage(used: Usage) -> tuple[int, int, int]:
     return (used.in_use, used.limit, used.waiting)
+
+
+def written(window: Window) -> str:
+    """A window as rate notation writes it: ``100/hour``, ``10/2 minutes``; a calendar day
+    reads ``500/day (from local midnight)``."""
+    if window.calendar:
+        return f"{window.amount}/day (from local midnight)"
+    for unit, seconds in _UNITS:
+        count, rest = divmod(window.seconds, seconds)
+        if count >= 1 and rest == 0:
+            return f"{window.amount}/{unit}" if count == 1 else f"{window.amount}/{count:g} {unit}s"
+    return f"{window.amount} per {window.seconds:g} s"  # under a second: no notation for it

@@ -76,6 +76,7 @@ _SCRIPT_NAMES = (
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
     "restore", "window_usage", "release_owner_lines", "keepalive",
     "holders", "reset_number", "fence_lift",  # operator queries and admin actions
+    "oldest_wait",
 )  # fmt: skip
 
 
@@ -553,6 +554,11 @@ class RedisBackend:
         with _map_errors("holders"):
             reply = await self._read("holders", self._space.number_keys(number), ())
         return holders_result(reply, number)
+
+    async def oldest_wait(self, number: str) -> float | None:
+        with _map_errors("oldest_wait"):
+            waited = int(await self._read("oldest_wait", self._space.number_keys(number), ()))
+        return None if waited < 0 else waited / 1000
 
     async def reset_number(self, number: str) -> tuple[int, int]:
         with _map_errors("reset_number"):

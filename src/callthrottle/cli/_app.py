@@ -9,7 +9,8 @@ from ._bench import bench
 from ._keepalive import keepalive
 from ._metrics import metrics
 from ._simulate import simulate
-from ._status import status, top
+from ._status import status
+from ._top import top
 
 __all__ = ("cli",)
 
