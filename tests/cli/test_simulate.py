@@ -294,15 +294,19 @@ def test_fail_on_collapse_exits_3(invoke: Callable[..., Result]) -> None:
     assert "most attempts did not become calls" not in calm.stdout
 
 
-def test_the_report_shows_the_configuration_used(
+def test_the_report_shows_the_configuration_used_and_hides_the_password(
     invoke: Callable[..., Result], tmp_path: Path
 ) -> None:
     config = tmp_path / "carriers.toml"
     config.write_text('[numbers."+8657188880011"]\ncap = 2\n', encoding="utf-8")
     page = tmp_path / "report.html"
+    url = "memory://:s3cret@localhost"  # the memory backend ignores a password
     result = invoke(
-        "simulate", *QUICK, "--config", str(config), "--agents", "3", "--report", str(page)
-    )
+        "simulate", *QUICK, "--url", url, "--config", str(config), "--agents", "3",
+        "--report", str(page),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     text = page.read_text(encoding="utf-8")
+    assert "s3cret" not in text
+    assert "backend memory://:***@localhost" in text
     assert f"<p>{config}:</p><pre>[numbers.&quot;+8657188880011&quot;]\ncap = 2\n</pre>" in text

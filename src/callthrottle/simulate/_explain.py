@@ -34,6 +34,10 @@ class Finding:
     text: str
 
 
+def _about(calls: float) -> str:
+    return f"{calls:.0f}" if calls >= 10 else f"{calls:.1f}"
+
+
 def _pct(part: float, whole: float) -> str:
     return f"{part / whole:.0%}" if whole else "0%"
 
@@ -89,7 +93,7 @@ def _traffic(result: CampaignResult) -> Finding:
     text = (
         f"{result.calls} calls placed of {result.attempts} attempts in {result.duration:g} "
         f"simulated s ({result.elapsed:.1f} s real), {result.waited} waited for a slot; "
-        f"the caps allow about {result.capacity:.0f} calls"
+        f"the caps allow about {_about(result.capacity)} calls"
     )
     if result.rejected:
         text += (
@@ -116,7 +120,7 @@ def _collapse(result: CampaignResult) -> Finding:
     return Finding(
         "collapse",
         "most attempts did not become calls: " + "; ".join(parts) + f". {result.calls} calls "
-        f"placed, {share} of the about {result.capacity:.0f} the caps allow",
+        f"placed, {share} of the about {_about(result.capacity)} the caps allow",
     )
 
 
