@@ -150,3 +150,19 @@ async def test_rate_windows_count_real_time_and_the_summary_says_so() -> None:
         and "2 per 60 s spans 3600 simulated s, longer than the campaign" in note
         for note in notes
     ), notes
+
+
+async def test_a_lowered_cap_is_a_state_and_timeouts_under_it_say_so() -> None:
+    # 503 halves the cap for a minute: callers then time out at the lowered cap, not the cap.
+    number = caller_ids(1)[0]
+    result = await run_campaign(
+        [(number, 4)], agents=8, duration=120, speed=60, call_length="fixed:10", timeout=3,
+        reject_rate=0.5, reject_code=503,
+    )  # fmt: skip
+    [report] = result.numbers
+    assert "lowered" in report.states
+    assert min(report.limits) < 4
+    assert len(report.limits) == len(report.states) == len(report.timeline)
+    assert report.causes["lowered_cap"] > 0
+    assert result.refusals["timed out: at its lowered cap"] == report.causes["lowered_cap"]
+    assert "cap lowered" in number_cells(report, result)["states"]

@@ -24,7 +24,7 @@ ROW = 2.2
 #: The shading of each state other than active (cooling: hatched, so it reads in grey too).
 BANDS = {
     "cooling": ("#dadaeb", "//"),
-    "lowered": ("#fdd0a2", ""),
+    "lowered": ("#f6e8a6", ""),
     "warming": ("#c7e9c0", ""),
 }
 OUT_OF_SERVICE = ("#bdbdbd", "xx")  # flagged, disabled, expired, released
@@ -67,6 +67,12 @@ def _number(ax: Axes, report: NumberReport, result: CampaignResult) -> None:
         report.cap, color="tab:red", linestyle=(0, (4, 4)), linewidth=1.2, zorder=4,
         label=f"cap {report.cap}",
     )  # fmt: skip
+    if any(limit < report.cap for limit in report.limits):
+        times, limits = _steps(report.limits, result.bucket)
+        ax.step(
+            times, limits, where="post", color="tab:red", linestyle=":", linewidth=1.2,
+            zorder=4, label="cap in force",
+        )  # fmt: skip
     ax.set_ylim(0, max(report.cap, report.max_concurrency) * 1.15 + 0.5)
     ax.set_xlim(0, result.duration)
     ax.set_ylabel("calls up")
@@ -85,7 +91,10 @@ def _number(ax: Axes, report: NumberReport, result: CampaignResult) -> None:
     )
     handles, labels = ax.get_legend_handles_labels()
     more, more_labels = waiting.get_legend_handles_labels()
-    waiting.legend(handles + more, labels + more_labels, loc="upper right", fontsize="small")
+    waiting.legend(
+        handles + more, labels + more_labels, loc="upper left", bbox_to_anchor=(1.08, 1),
+        fontsize="small",
+    )  # fmt: skip
 
 
 def _concurrency(result: CampaignResult, fig: Figure, info: RunInfo | None, rows: int = 0) -> None:

@@ -166,11 +166,19 @@ async def run_campaign(
                 report.timeline = [0] * len(by_index[0].timeline)
                 report.queue = [0.0] * len(by_index[0].queue)
                 report.states = ["active"] * len(by_index[0].states)
+                report.limits = [report.cap] * len(by_index[0].limits)
             by_index.append(report)
         return report
 
     def failed(report: NumberReport | None, exc: AcquireTimeout | NumberUnavailable) -> None:
         cause, detail = _failure(exc)
+        if (
+            cause == "cap"
+            and report is not None
+            and report.limits
+            and report.limits[-1] < report.cap
+        ):
+            cause = "lowered_cap"  # (as last sampled: a carrier's answer lowered it)
         timed_out = isinstance(exc, AcquireTimeout)
         result.causes[cause] += 1
         result.details[cause, detail] += 1
@@ -249,7 +257,10 @@ async def run_campaign(
 
     async def record_states(throttle: Throttle) -> None:
         for report in by_index:
-            report.states.append(_state(await throttle.status(report.number)))
+            status = await throttle.status(report.number)
+            report.states.append(_state(status))
+            lowered = status.lowered_cap
+            report.limits.append(report.cap if lowered is None else min(lowered, report.cap))
 
     async def show_progress(started: float) -> None:
         assert progress is not None

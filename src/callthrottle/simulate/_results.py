@@ -66,6 +66,7 @@ class NumberReport:
     timeline: list[int] = field(default_factory=list, repr=False)  # peak per time bucket
     queue: list[float] = field(default_factory=list, repr=False)  # callers waiting, per bucket
     states: list[str] = field(default_factory=list, repr=False)  # its state at each bucket's end
+    limits: list[int] = field(default_factory=list, repr=False)  # the cap in force then
     active: int = field(default=0, repr=False)  # calls up right now
     window: int = field(default=0, repr=False)  # peak since the last sample
     line: Line = field(default_factory=Line, repr=False)  # agents waiting for a slot on it

@@ -17,6 +17,7 @@ REFUSED = "refused"
 #: cause too, worded by :data:`STATES`.
 CAUSES = {
     "cap": "at its cap",
+    "lowered_cap": "at its lowered cap",
     "window": "rate window full",
     "trunk": "trunk at its cap",
     "tenant": "tenant at its cap",
