@@ -101,6 +101,10 @@ def test_simulate_on_redis_from_a_pool(
     _check_summary(result, caller_ids(3))
     assert "from pool campaign" in result.stdout
     assert "timed out: no number of the pool free" in result.stdout  # 12 agents for 7 slots
+    # The pool's own row: its failed attempts belong to no number.
+    [row] = [line.split("│") for line in result.stdout.splitlines() if "│ pool campaign" in line]
+    assert row[2].strip() == "7"  # the pool's slots
+    assert re.match(r"\d+ no number of the pool", row[7].strip()), row
     assert "carrier answered 503" in result.stdout
 
 

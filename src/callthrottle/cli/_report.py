@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..simulate._explain import findings, number_cells
+from ..simulate._explain import findings, number_cells, pool_cells
 from ..simulate._words import COLUMNS
 from ._charts import combined_png, concurrency_png, waits_png
 
@@ -53,14 +53,17 @@ def _img(png: bytes, alt: str) -> str:
 def _numbers(result: CampaignResult) -> str:
     e = html.escape
     head = "".join(f"<th>{e(column)}</th>" for column in COLUMNS)
+    table = [number_cells(n, result) for n in result.numbers]
+    if result.pool is not None:
+        table.append(pool_cells(result))
     rows = "".join(
         "<tr>"
         + "".join(
             f'<td class="text">{e(cell)}</td>' if column in _TEXT else f"<td>{e(cell)}</td>"
-            for column, cell in number_cells(n, result).items()
+            for column, cell in cells.items()
         )
         + "</tr>\n"
-        for n in result.numbers
+        for cells in table
     )
     return f'<table class="numbers"><tr>{head}</tr>\n{rows}</table>'
 

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from .._errors import InvalidArgument, ThrottleError
 from ..simulate import DEFAULT_CAPS, CallLength, CampaignResult, caller_ids, run_campaign, sparkline
-from ..simulate._explain import collapsed, findings, number_cells
+from ..simulate._explain import collapsed, findings, number_cells, pool_cells
 from ..simulate._words import COLUMNS
 from ._common import Target, backend_options, console, usage_error
 from ._report import FORMATS, require_matplotlib, write_report
@@ -106,6 +106,9 @@ def summary(result: CampaignResult, out: Console) -> None:
         numbers.add_row(*row)
         spark = Text(sparkline(n.timeline, n.cap, width=_SPARK), style="blue")
         over_time.add_row(n.number, cells["states"], spark)
+    if result.pool is not None:
+        pool = pool_cells(result)
+        numbers.add_row(*(pool[c] for c in counted), end_section=False)
     out.print(numbers)
     out.print(over_time)
     refusals = Table(title="refusals by reason", title_justify="left")

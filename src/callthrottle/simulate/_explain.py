@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ._results import quantile_of
 from ._words import COLUMNS, REFUSED, TIMED_OUT, cause_words, failure_kind, state_words
 
 if TYPE_CHECKING:
     from ._results import CampaignResult, NumberReport
 
-__all__ = ("Finding", "collapsed", "findings", "number_cells")
+__all__ = ("Finding", "collapsed", "findings", "number_cells", "pool_cells")
 
 #: A number timing out this share of its attempts at its cap, while at its cap at least
 #: :data:`BUSY` of the time, is undersized.
@@ -49,7 +50,7 @@ def _detail(where: NumberReport | CampaignResult, cause: str) -> str:
     return f" ({detail})" if detail else ""
 
 
-def _why(report: NumberReport) -> str:
+def _why(report: NumberReport | CampaignResult) -> str:
     """Failed attempts by cause, the most frequent first: ``"552 cooling down, 9 at its cap"``
     (the details are in the refusals by reason)."""
     return ", ".join(f"{count} {cause_words(c)}" for c, count in report.causes.most_common())
@@ -82,6 +83,27 @@ def number_cells(report: NumberReport, result: CampaignResult) -> dict[str, str]
     }
     assert tuple(cells) == COLUMNS
     return cells
+
+
+def pool_cells(result: CampaignResult) -> dict[str, str]:
+    """The pool's row of the per-number table, when dialing from a pool: its callers ask the
+    pool, and a failed ask (no number free, all cooling, ...) belongs to no number."""
+    r = result
+    waits = sorted(r.waits)
+    return {
+        "number": f"pool {r.pool}",
+        "cap": str(sum(n.cap for n in r.numbers)),
+        "attempts": str(r.attempts),
+        "placed": f"{r.calls} ({_pct(r.calls, r.attempts)})",
+        TIMED_OUT: f"{r.timeouts} ({_pct(r.timeouts, r.attempts)})",
+        REFUSED: f"{r.refused} ({_pct(r.refused, r.attempts)})",
+        "why": _why(r) or "-",
+        "states": "-",
+        "max up": "-",
+        "<= cap": "-",
+        "wait p50": f"{quantile_of(waits, 0.5):.1f} s",
+        "wait p99": f"{quantile_of(waits, 0.99):.1f} s",
+    }
 
 
 def collapsed(result: CampaignResult) -> bool:

@@ -13,7 +13,7 @@ from ._words import cause_words, failure_kind
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ("WAITED", "CampaignResult", "Line", "NumberReport")
+__all__ = ("WAITED", "CampaignResult", "Line", "NumberReport", "quantile_of")
 
 #: A call that waited longer than this (simulated seconds) for its slot counts as a wait.
 WAITED = 1.0
@@ -86,7 +86,7 @@ class NumberReport:
 
     def wait(self, quantile: float) -> float:
         """The ``quantile`` (0..1) of the placed calls' waits for a slot, in seconds."""
-        return _quantile(self.waits, quantile)
+        return quantile_of(self.waits, quantile)
 
     def state_time(self, bucket: float) -> dict[str, float]:
         """Simulated seconds spent in each state (as sampled at the end of each bucket), in
@@ -109,11 +109,12 @@ class NumberReport:
         return self.busy / (self.cap * duration) if duration > 0 else 0.0
 
 
-def _quantile(values: Sequence[float], quantile: float) -> float:
+def quantile_of(values: Sequence[float], q: float) -> float:
+    """The ``q`` (0..1) quantile of ``values`` (0 if there are none)."""
     if not values:
         return 0.0
     ordered = sorted(values)
-    return ordered[min(max(math.ceil(quantile * len(ordered)) - 1, 0), len(ordered) - 1)]
+    return ordered[min(max(math.ceil(q * len(ordered)) - 1, 0), len(ordered) - 1)]
 
 
 @dataclass
