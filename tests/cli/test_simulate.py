@@ -314,3 +314,27 @@ def test_the_report_shows_the_configuration_used_and_hides_the_password(
     assert "s3cret" not in text
     assert "backend memory://:***@localhost" in text
     assert f"<p>{config}:</p><pre>[numbers.&quot;+8657188880011&quot;]\ncap = 2\n</pre>" in text
+
+
+@pytest.mark.redis
+def test_a_campaign_on_a_fenced_server_says_so(
+    invoke: Callable[..., Result], redis_url: str, prefix: str
+) -> None:
+    # A fresh key prefix whose fence marker is gone after the library saw it: that prefix is
+    # fenced for a lease TTL (30 s), longer than the campaign: no call is placed.
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    warm = invoke("simulate", *QUICK, "--url", redis_url, "--prefix", prefix, "--duration", "6")
+    assert warm.exit_code == 0, warm.output
+    client.delete(f"{prefix}fence")
+    result = invoke(
+        "simulate", *QUICK, "--url", redis_url, "--prefix", prefix, "--duration", "30",
+        "--caps", "2", "--agents", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "0 calls placed of" in out
+    assert "most attempts did not become calls:" in out
+    assert "attempts timed out: backend fenced (it may have lost calls up)" in out
+    assert "`callthrottle lift-fence` ends that at once" in out

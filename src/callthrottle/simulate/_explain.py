@@ -199,6 +199,16 @@ def _time_notes(result: CampaignResult) -> list[Finding]:
     ))]  # fmt: skip
 
 
+def _fence_note(result: CampaignResult) -> list[Finding]:
+    if not result.causes["fence"]:
+        return []
+    return [Finding("note", (
+        "a Redis server that may have lost its data (restarted, flushed, or up for less than "
+        "a lease TTL) admits no new call for a lease TTL, in real time; `callthrottle "
+        "lift-fence` ends that at once when no call can be up"
+    ))]  # fmt: skip
+
+
 def findings(result: CampaignResult) -> list[Finding]:
     """The summary's sentences, in the order shown."""
     said = [_traffic(result)]
@@ -211,4 +221,4 @@ def findings(result: CampaignResult) -> list[Finding]:
         said.append(
             Finding("error", "slots still in use after every agent hung up: " + ", ".join(leaked))
         )
-    return said + _time_notes(result)
+    return said + _fence_note(result) + _time_notes(result)

@@ -22,7 +22,7 @@ CAUSES = {
     "trunk": "trunk at its cap",
     "tenant": "tenant at its cap",
     "pool": "no number of the pool free",
-    "fence": "backend recounting lost calls",
+    "fence": "backend fenced (it may have lost calls up)",
 }
 
 #: A number's states, as sampled over the campaign (``lowered``: active, its cap lowered for a
