@@ -115,8 +115,10 @@ def html_page(result: CampaignResult, info: RunInfo) -> str:
 <h2>Refusals</h2>
 <table><tr><th>reason</th><th>count</th></tr>{refusals}</table>
 <h2>Each number over time</h2>
-<p>Calls up (blue, filled) against the cap (red, dashed), callers waiting for a slot (orange,
-right axis), and the number's state when not active (shaded; cooling down hatched).</p>
+<p>Calls up (blue, filled, the peak of each stretch of time) against the cap (red, dashed)
+and the cap in force when a carrier's answer lowered it (red, dotted); callers waiting for a
+slot, on average (orange, right axis); the number's state when not active (shaded: cooling
+down hatched, cap lowered yellow, out of service grey).</p>
 {_img(concurrency_png(result, info), "calls up, callers waiting and state per number")}
 <h2>Waits for a slot</h2>
 {_img(waits_png(result), "distribution of the waits for a slot")}
