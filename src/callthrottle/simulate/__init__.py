@@ -8,7 +8,10 @@ calls, and the refusal is reported (``throttle.report``), which applies the conf
 An agent that waits longer than the timeout counts a refusal and tries again later.
 
 Times are *simulated* seconds: with ``speed=60`` a 10-minute campaign of 90-second calls runs in
-10 s. The campaign is driven from the command line by ``callthrottle simulate`` (and
+10 s. The reactions to carrier answers (cool-downs, lowered caps) are scaled to simulated time;
+the throttle's own clocks are not: rate windows, the lease TTL and a Redis fence count real
+time (the summary says what that means for the configured windows). What the campaign saw is
+in ``_results.py``, put into words by ``_explain.py``. The campaign is driven from the command line by ``callthrottle simulate`` (and
 ``python -m callthrottle.simulate``, the same command: ``__main__.py``). This engine does not
 depend on the command line; the command line depends on it."""
 
