@@ -45,7 +45,7 @@ class NumberReport:
     """What the campaign saw on one caller-ID number (times in simulated seconds).
 
     ``attempts`` counts the agents' asks for a slot on this number; each became a call
-    (``calls``) or failed, counted in ``causes`` by why (see ``_explain.CAUSES``). An agent
+    (``calls``) or failed, counted in ``causes`` by why (see ``_words.CAUSES``). An agent
     dialing from a pool asks the pool, not a number: its failures are the campaign's
     (:attr:`CampaignResult.causes`), and a number's attempts are then its calls.
     """
