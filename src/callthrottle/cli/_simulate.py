@@ -108,7 +108,7 @@ def summary(result: CampaignResult, out: Console) -> None:
         over_time.add_row(n.number, cells["states"], spark)
     if result.pool is not None:
         pool = pool_cells(result)
-        numbers.add_row(*(pool[c] for c in counted), end_section=False)
+        numbers.add_row(*(pool[c] for c in counted))
     out.print(numbers)
     out.print(over_time)
     refusals = Table(title="refusals by reason", title_justify="left")
