@@ -418,6 +418,7 @@ CASES = [
     _case("group_usage", "read-only", full_trunk, lambda b: b.group_usage(TRUNK, GROUP_TAG)),
     _case("pool_members", "read-only", full_pool, lambda b: b.pool_members("p")),
     _case("get_policy", "read-only", full_number, lambda b: b.get_policy(A)),
+    _case("oldest_wait", "read-only", full_number, lambda b: b.oldest_wait(A)),
 ]
 
 
