@@ -439,6 +439,7 @@ CASES = [
     _case("policy_publish", "the-first", full_number, publish),
     _case("policy_read", "read-only", publish, lambda b: b.published_policy()),
     _case("policy_stamp", "raised", publish, raise_stamps),
+    _case("oldest_wait", "read-only", full_number, lambda b: b.oldest_wait(A)),
 ]
 
 

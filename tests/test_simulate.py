@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from callthrottle import InvalidArgument
+from callthrottle import Config, InvalidArgument
 from callthrottle.simulate import CallLength, caller_ids, run_campaign, sparkline
+from callthrottle.simulate._explain import collapsed, findings, number_cells
 
 
 async def test_campaign_fills_every_number_to_its_cap_and_never_over() -> None:
@@ -43,7 +44,9 @@ async def test_a_pool_campaign_spreads_calls_over_its_numbers() -> None:
     assert result.within_caps
     assert all(n.calls > 0 for n in result.numbers)
     assert max(n.max_concurrency for n in result.numbers) == 2
-    assert result.refusals["pool exhausted (timed out)"] > 0  # 10 agents, 5 slots
+    assert result.causes["pool"] > 0  # 10 agents, 5 slots
+    assert result.refusals["timed out: no number of the pool free"] == result.causes["pool"]
+    assert result.attempts == result.calls + result.failed
 
 
 async def test_carrier_rejections_are_reported_to_the_throttle() -> None:
@@ -55,7 +58,8 @@ async def test_carrier_rejections_are_reported_to_the_throttle() -> None:
     [report] = result.numbers
     assert report.rejected == report.calls >= 1
     assert result.refusals["carrier answered 477"] == report.calls
-    assert result.refusals["number cooling"] > 0
+    assert report.causes["cooling"] > 0
+    assert result.refusals["refused: cooling down (477 caller number over-frequency)"] > 0
 
 
 @pytest.mark.parametrize(
@@ -83,3 +87,82 @@ def test_call_length_refuses_bad_input(text: str) -> None:
 def test_sparkline_draws_against_the_cap() -> None:
     assert sparkline([0, 1, 2, 3, 4, 5], 4) == " ▂▄▆█!"
     assert sparkline([0, 4, 0, 0, 1, 1], 4, width=3) == "█ ▂"
+
+
+async def test_cooling_refusals_are_counted_per_number_and_named_in_the_summary() -> None:
+    # 477 cools a number down for an hour (a minute of real time at 60x): after its first
+    # refusal a number refuses every call for the rest of the campaign.
+    result = await run_campaign(
+        list(zip(caller_ids(2), (3, 3), strict=True)), agents=8, duration=120, speed=60,
+        call_length="fixed:10", timeout=5, reject_rate=0.5, reject_code=477, seed=3,
+    )  # fmt: skip
+    assert result.attempts == result.calls + result.failed
+    for n in result.numbers:
+        assert n.attempts == n.calls + n.timeouts + n.refused, n
+        assert n.refused == n.causes["cooling"] > 0, n
+        assert "cooling" in n.states
+        assert n.state_time(result.bucket)["cooling"] > 0
+        cells = number_cells(n, result)
+        assert cells["why"].startswith(f"{n.causes['cooling']} cooling down")
+        assert "cooling down" in cells["states"]
+    assert collapsed(result)
+    said = {f.level: f.text for f in findings(result)}
+    refused = result.causes["cooling"]
+    assert said["collapse"].startswith(
+        f"most attempts did not become calls: {refused} of {result.attempts} attempts "
+        "refused: numbers cooling down after the carrier answered 477 "
+        "(477 caller number over-frequency)"
+    )
+    assert said["ok"] == "every number stayed within its cap"  # the cap check still stands
+
+
+async def test_undersized_and_idle_numbers_are_warned_about() -> None:
+    # 6 agents share a number capped at 1 (they queue, then time out) and one capped at 40.
+    small, big = caller_ids(2)
+    result = await run_campaign(
+        [(small, 1), (big, 40)], agents=6, duration=120, speed=60, call_length="fixed:20",
+        timeout=5,
+    )  # fmt: skip
+    report = result.numbers[0]
+    assert report.causes["cap"] > 0
+    assert max(report.queue) > 1  # callers waiting, on average over a stretch of time
+    assert max(result.numbers[1].queue) < 1  # never at its cap: nobody waits long
+    warnings = [f.text for f in findings(result) if f.level == "warning"]
+    assert any(w.startswith(f"{small} undersized: at its cap of 1") for w in warnings), warnings
+    assert any(w.startswith(f"{big} idle:") for w in warnings), warnings
+
+
+async def test_rate_windows_count_real_time_and_the_summary_says_so() -> None:
+    # The campaign's 120 simulated seconds take 2 real ones: a window of 2 calls a minute
+    # admits 2 calls in the whole campaign, not one every 30 simulated seconds.
+    number = caller_ids(1)[0]
+    config = Config.from_dict({"numbers": {number: {"cap": 5, "rates": "2/minute"}}})
+    result = await run_campaign(
+        [(number, 5)], config=config, agents=3, duration=120, speed=60, call_length="fixed:1",
+        timeout=5,
+    )  # fmt: skip
+    assert result.calls == 2
+    assert result.causes["window"] > 0
+    assert result.windows == (("2 per 60 s", 60.0),)
+    notes = [f.text for f in findings(result) if f.level == "note"]
+    assert any(
+        "rate windows count real time" in note
+        and "2 per 60 s spans 3600 simulated s, longer than the campaign" in note
+        for note in notes
+    ), notes
+
+
+async def test_a_lowered_cap_is_a_state_and_timeouts_under_it_say_so() -> None:
+    # 503 halves the cap for a minute: callers then time out at the lowered cap, not the cap.
+    number = caller_ids(1)[0]
+    result = await run_campaign(
+        [(number, 4)], agents=8, duration=120, speed=60, call_length="fixed:10", timeout=3,
+        reject_rate=0.5, reject_code=503,
+    )  # fmt: skip
+    [report] = result.numbers
+    assert "lowered" in report.states
+    assert min(report.limits) < 4
+    assert len(report.limits) == len(report.states) == len(report.timeline)
+    assert report.causes["lowered_cap"] > 0
+    assert result.refusals["timed out: at its lowered cap"] == report.causes["lowered_cap"]
+    assert "cap lowered" in number_cells(report, result)["states"]

@@ -127,6 +127,12 @@ class Inspector:
         if self._close_backend:
             await self._backend.aclose()
 
+    @property
+    def config(self) -> Config:
+        """The configuration it was made with: where numbers live, their configured caps, the
+        trunks, tenants and pools a snapshot of the shared state lists."""
+        return self._config
+
     def _number(self, number: str) -> str:
         return normalize_number(number, self._region)
 
@@ -153,6 +159,11 @@ class Inspector:
     async def holders(self, number: str) -> list[Holder]:
         """See :meth:`Throttle.holders`."""
         return await self._backend.holders(self._number(number))
+
+    async def oldest_wait(self, number: str) -> float | None:
+        """Seconds the longest-waiting live caller in the number's line has waited (None:
+        nobody waits)."""
+        return await self._backend.oldest_wait(self._number(number))
 
     async def window_usage(self, number: str) -> list[WindowUsage]:
         """See :meth:`Throttle.window_usage`."""

@@ -27,6 +27,34 @@ Label cardinality: the ``number`` label has one value per caller-ID number (and
 ``pool:<name>`` for pool refusals). A deployment dials from a bounded set of numbers, so this
 is usually fine; with many thousands of numbers, pass ``per_number=False`` to drop the label.
 Callee numbers never appear in a label.
+
+The hook counts what *its process* does. :class:`SharedStateCollector` shows what *every*
+process holds, read from the backend (read only, through an
+:class:`~callthrottle._inspector.Inspector`), so one scrape shows every dialer's calls::
+
+    collector = SharedStateCollector.from_url(url, config=config)  # the dialers' configuration
+    async with collector.running(interval=5.0):  # reads the backend every 5 s
+        ...  # the application (prometheus_client's HTTP server serves the scrapes)
+
+(``callthrottle metrics --url URL --config FILE --port 9108`` runs one as a process of its own.)
+
+Its metrics (gauges; none clashes with the hook's, so a process may register both):
+
+- ``callthrottle_number_in_use{number}``, ``callthrottle_number_cap{number}``,
+  ``callthrottle_number_waiting{number}``: slots held by every process, the cap, callers waiting
+- ``callthrottle_number_state{number, state}``: 1 for the state the number is in, 0 for each
+  other (``active``, ``warming``, ``cooling``, ``flagged``, ``disabled``, ``expired``,
+  ``released``: seven series per number)
+- ``callthrottle_group_in_use{kind, group}``, ``..._group_cap``, ``..._group_waiting``: each
+  configured trunk and tenant (``kind`` is ``trunk`` or ``tenant``)
+- ``callthrottle_pool_members{pool}``, ``..._pool_in_use``, ``..._pool_cap`` (the sum of its
+  numbers' caps), ``..._pool_waiting``: each pool the backend holds or the configuration lists
+- ``callthrottle_shared_backend_up``: 1 if the latest read succeeded, 0 while reads fail
+  (the last values are still served)
+- ``callthrottle_shared_scrape_age_seconds``: how old the values served are
+
+A number is listed while the configuration lists it or the backend holds state for it (calls
+up, callers waiting, a run-time state); one that leaves both leaves the scrape.
 """
 
 from __future__ import annotations
@@ -42,13 +70,14 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
     ) from exc
 
 from ._events import Admitted, Cancelled, LeaseLost, Reclaimed, Refused, Released, Restored
+from ._shared_metrics import SharedStateCollector
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from ._events import Event
 
-__all__ = ("WAIT_BUCKETS", "PrometheusHook")
+__all__ = ("WAIT_BUCKETS", "PrometheusHook", "SharedStateCollector")
 
 #: Buckets of the wait-time histogram (seconds): an immediate grant (a millisecond or two on
 #: Redis) up to the longest wait a dialer sensibly allows.

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 #: Every subcommand the README's command table lists.
 COMMANDS = (
-    "simulate", "status", "top", "reset", "release", "release-owner", "lift-fence", "set-state",
+    "simulate", "status", "top", "metrics", "reset", "release", "release-owner", "lift-fence", "set-state",
     "keepalive", "bench",
 )  # fmt: skip
 

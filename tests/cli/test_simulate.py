@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import html
+import importlib.metadata
 import io
 import re
 import subprocess
@@ -75,7 +77,7 @@ def test_simulate_on_memory_writes_html_and_png_reports(
     parser = _Images()
     parser.feed(html.read_text(encoding="utf-8"))
     assert parser.headings == [
-        "Numbers", "Refusals", "Concurrency against the cap", "Waits for a slot",
+        "Summary", "Numbers", "Refusals", "Each number over time", "Waits for a slot", "Run",
     ]  # fmt: skip
     assert len(parser.images) == 2
     for src in parser.images:
@@ -98,7 +100,11 @@ def test_simulate_on_redis_from_a_pool(
     )  # fmt: skip
     _check_summary(result, caller_ids(3))
     assert "from pool campaign" in result.stdout
-    assert "pool exhausted" in result.stdout  # 12 agents for 7 slots
+    assert "timed out: no number of the pool free" in result.stdout  # 12 agents for 7 slots
+    # The pool's own row: its failed attempts belong to no number.
+    [row] = [line.split("│") for line in result.stdout.splitlines() if "│ pool campaign" in line]
+    assert row[2].strip() == "7"  # the pool's slots
+    assert re.match(r"\d+ no number of the pool", row[7].strip()), row
     assert "carrier answered 503" in result.stdout
 
 
@@ -143,7 +149,8 @@ def test_simulate_from_the_readme_pool_counts_members_not_under_numbers(
         "--agents", "12",
     )  # fmt: skip
     _check_summary(result, ["+8657188880001", "+8657188880002", "+861088880001", "+862188880001"])
-    rows = [line.split("│") for line in result.stdout.splitlines() if line.startswith("│ +")]
+    counts = result.stdout.split("per number over time")[0]  # the first table
+    rows = [line.split("│") for line in counts.splitlines() if line.startswith("│ +")]
     caps = {row[1].strip(): row[2].strip() for row in rows}
     assert caps == {
         "+8657188880001": "15", "+8657188880002": "20", "+861088880001": "20",
@@ -214,3 +221,120 @@ def test_python_m_simulate_runs_the_same_command() -> None:
     done = subprocess.run(args, check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "every number stayed within its cap" in done.stdout
+
+
+#: A campaign that collapses: two numbers, half the calls answered 477 (an hour's cool-down,
+#: longer than the campaign), so after its first refusal a number refuses every attempt.
+COOLING = [
+    "--duration", "120", "--speed", "60", "--call-length", "fixed:10", "--timeout", "5",
+    "--caps", "3,3", "--agents", "8", "--reject-rate", "0.5", "--reject-code", "477",
+    "--seed", "3",
+]  # fmt: skip
+HEADLINE = (
+    "attempts refused: numbers cooling down after the carrier answered 477 "
+    "(477 caller number over-frequency)"
+)
+
+
+def _cooling_pixels(png: bytes) -> int:
+    """The pixels of the report's charts shaded as "cooling down" (its band's colour)."""
+    from matplotlib.image import imread
+
+    from callthrottle.cli._charts import BANDS
+
+    color = BANDS["cooling"][0]
+    rgb = tuple(int(color[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    image = imread(io.BytesIO(png), format="png")
+    return sum(
+        1 for row in image for pixel in row if all(abs(pixel[i] - rgb[i]) < 0.01 for i in range(3))
+    )
+
+
+@pytest.mark.parametrize("where", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_collapsing_campaign_says_why_on_the_command_line_and_in_the_report(
+    invoke: Callable[..., Result], where: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = ["--url", "memory://"]
+    if where == "redis":
+        url = ["--url", request.getfixturevalue("redis_url")]
+        url += ["--prefix", request.getfixturevalue("prefix")]
+    page = tmp_path / "report.html"
+    result = invoke("simulate", *COOLING, *url, "--report", str(page))
+    assert result.exit_code == 0, result.output  # no number went over its cap
+    out = " ".join(result.stdout.split())  # the summary's lines, unwrapped
+    assert "most attempts did not become calls:" in out
+    assert HEADLINE in out
+    assert "every number stayed within its cap" in out
+    assert "refused: cooling down (477 caller number over-frequency)" in out
+
+    text = page.read_text(encoding="utf-8")
+    # The same words in the page: the headline, the per-number table, the states.
+    assert HEADLINE in text
+    assert "<th>timed out</th><th>refused</th><th>why</th><th>states</th>" in text
+    rows = re.findall(r"<tr><td class=\"text\">(\+\d+)</td>(.*?)</tr>", text)
+    assert [number for number, _ in rows] == caller_ids(2)
+    for _, row in rows:
+        assert re.search(r'<td class="text">\d+ cooling down', row)  # why
+        assert re.search(r'<td class="text">[^<]*cooling down \d+ s', row)  # states
+    # The chart shades the time spent cooling down.
+    parser = _Images()
+    parser.feed(text)
+    chart = base64.b64decode(parser.images[0].removeprefix("data:image/png;base64,"))
+    assert _cooling_pixels(chart) > 10000
+    # The run's metadata: date, version, backend, options.
+    version = importlib.metadata.version("callthrottle")
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, callthrottle " + version, text)
+    assert f"backend {html.escape(url[1])}" in text
+    assert '<td class="text">--reject-code</td><td class="text">477</td>' in text
+    assert "No configuration file" in text
+
+
+def test_fail_on_collapse_exits_3(invoke: Callable[..., Result]) -> None:
+    result = invoke("simulate", *COOLING, "--fail-on-collapse")
+    assert result.exit_code == 3, result.output
+    assert HEADLINE in " ".join(result.stdout.split())
+    calm = invoke("simulate", *QUICK, "--caps", "4,2", "--agents", "6", "--fail-on-collapse")
+    assert calm.exit_code == 0, calm.output
+    assert "most attempts did not become calls" not in calm.stdout
+
+
+def test_the_report_shows_the_configuration_used_and_hides_the_password(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    config = tmp_path / "carriers.toml"
+    config.write_text('[numbers."+8657188880011"]\ncap = 2\n', encoding="utf-8")
+    page = tmp_path / "report.html"
+    url = "memory://:s3cret@localhost"  # the memory backend ignores a password
+    result = invoke(
+        "simulate", *QUICK, "--url", url, "--config", str(config), "--agents", "3",
+        "--report", str(page),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = page.read_text(encoding="utf-8")
+    assert "s3cret" not in text
+    assert "backend memory://:***@localhost" in text
+    assert f"<p>{config}:</p><pre>[numbers.&quot;+8657188880011&quot;]\ncap = 2\n</pre>" in text
+
+
+@pytest.mark.redis
+def test_a_campaign_on_a_fenced_server_says_so(
+    invoke: Callable[..., Result], redis_url: str, prefix: str
+) -> None:
+    # A fresh key prefix whose fence marker is gone after the library saw it: that prefix is
+    # fenced for a lease TTL (30 s), longer than the campaign: no call is placed.
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    warm = invoke("simulate", *QUICK, "--url", redis_url, "--prefix", prefix, "--duration", "6")
+    assert warm.exit_code == 0, warm.output
+    client.delete(f"{prefix}fence")
+    result = invoke(
+        "simulate", *QUICK, "--url", redis_url, "--prefix", prefix, "--duration", "30",
+        "--caps", "2", "--agents", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "0 calls placed of" in out
+    assert "most attempts did not become calls:" in out
+    assert "attempts timed out: backend fenced (it may have lost calls up)" in out
+    assert "`callthrottle lift-fence` ends that at once" in out

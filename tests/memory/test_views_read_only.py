@@ -69,6 +69,7 @@ async def test_views_change_nothing_even_once_everything_lapsed() -> None:
             for number in (A, B):
                 assert (await inspector.usage(number)).in_use == 0
                 assert await inspector.holders(number) == []
+                assert await inspector.oldest_wait(number) is None
                 assert [w.used for w in await inspector.window_usage(number)] == [0] * (number == A)
                 assert (await inspector.status(number)).state.value == "active"
             assert (await inspector.group_usage("trunk", "trunk-400")).in_use == 0

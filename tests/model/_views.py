@@ -34,6 +34,7 @@ async def views(backend: Backend, tz_offset: float) -> dict[str, Any]:
     for number in NUMBERS:
         seen[f"usage {number}"] = await backend.usage(number, CAPS[number])
         seen[f"holders {number}"] = await backend.holders(number)
+        seen[f"oldest wait {number}"] = await backend.oldest_wait(number)
         seen[f"windows {number}"] = await backend.window_usage(number, plan(number, tz_offset))
         seen[f"policy {number}"] = await backend.get_policy(number)
     for group in GROUPS:

@@ -16,7 +16,15 @@ from callthrottle.backends.redis import _LIBRARY
 if TYPE_CHECKING:
     import redis
 
-VIEWS = {"usage", "holders", "window_usage", "group_usage", "get_policy", "pool_members"}
+VIEWS = {
+    "usage",
+    "holders",
+    "oldest_wait",
+    "window_usage",
+    "group_usage",
+    "get_policy",
+    "pool_members",
+}
 
 SHARED = "local KEYS, ARGV\nlocal function bind(keys, args) KEYS, ARGV = keys, args end"
 

@@ -81,7 +81,11 @@ _SCRIPT_NAMES = (
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
     "restore", "window_usage", "release_owner_lines", "keepalive",
     "holders", "reset_number", "fence_lift",  # operator queries and admin actions
+<<<<<<< HEAD
     "policy_publish", "policy_read", "policy_stamp",  # the published policy
+=======
+    "oldest_wait",
+>>>>>>> main
 )  # fmt: skip
 
 
@@ -585,6 +589,11 @@ class RedisBackend:
         with _map_errors("holders"):
             reply = await self._read("holders", self._space.number_keys(number), ())
         return holders_result(reply, number)
+
+    async def oldest_wait(self, number: str) -> float | None:
+        with _map_errors("oldest_wait"):
+            waited = int(await self._read("oldest_wait", self._space.number_keys(number), ()))
+        return None if waited < 0 else waited / 1000
 
     async def reset_number(self, number: str) -> tuple[int, int]:
         with _map_errors("reset_number"):

@@ -7,8 +7,10 @@ import click
 from ._admin import lift_fence, release, release_owner, reset, set_state
 from ._bench import bench
 from ._keepalive import keepalive
+from ._metrics import metrics
 from ._simulate import simulate
-from ._status import status, top
+from ._status import status
+from ._top import top
 
 __all__ = ("cli",)
 
@@ -24,7 +26,7 @@ def cli() -> None:
 
 
 for command in (
-    simulate, status, top, reset, release, release_owner, set_state, lift_fence, bench,
+    simulate, status, top, metrics, reset, release, release_owner, set_state, lift_fence, bench,
     keepalive,
 ):  # fmt: skip
     cli.add_command(command)

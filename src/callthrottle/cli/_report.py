@@ -1,26 +1,38 @@
-"""A simulated campaign's report: charts of each number's concurrency against its cap and of
-the waits for a slot, as a self-contained HTML page (images embedded as base64 PNG) or a PNG.
-Needs the ``report`` extra (matplotlib)."""
+"""A simulated campaign's report: the summary (the same words as the command line's, from
+``simulate._explain``), each number's table row, charts of each number over time (calls up
+against its cap, callers waiting, its states) and of the waits for a slot, and the run's
+metadata, as a self-contained HTML page (images embedded as base64 PNG) or a PNG. Needs the
+``report`` extra (matplotlib)."""
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 from typing import TYPE_CHECKING
 
 import click
 
+from ..simulate._explain import findings, number_cells, pool_cells
+from ..simulate._words import COLUMNS
+from ._charts import combined_png, concurrency_png, waits_png
+
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from matplotlib.figure import Figure
-
     from ..simulate import CampaignResult
+    from ._run_info import RunInfo
 
 __all__ = ("FORMATS", "require_matplotlib", "write_report")
 
 FORMATS = (".html", ".png")
+
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}
+td.text{text-align:left}img{max-width:100%}pre{background:#f6f6f6;padding:.5em}
+.error,.collapse{color:#b00;font-weight:bold}.warning{color:#a60}.ok{color:#070}"""
+
+#: Columns written as text (left-aligned) rather than as figures.
+_TEXT = {"number", "why", "states"}
 
 
 def require_matplotlib() -> None:
@@ -33,135 +45,92 @@ def require_matplotlib() -> None:
         ) from None
 
 
-def _concurrency(result: CampaignResult, fig: Figure, rows: int = 0) -> None:
-    """One chart per number: calls up (the peak of each stretch of time) against its cap."""
-    count = len(result.numbers)
-    axes = fig.subplots(count + rows, 1, sharex=False, squeeze=False)[:, 0]
-    for ax, report in zip(axes, result.numbers, strict=False):
-        times = [i * result.bucket for i in range(len(report.timeline) + 1)]
-        values = [*report.timeline, report.timeline[-1] if report.timeline else 0]
-        ax.step(
-            times, values, where="post", color="tab:blue", linewidth=2.5, label="calls up (peak)"
-        )
-        # Above the curve: a number working at its cap shows both.
-        ax.axhline(report.cap, color="tab:red", linestyle="--", label=f"cap {report.cap}", zorder=4)
-        ax.set_ylim(0, max(report.cap, report.max_concurrency) * 1.15 + 0.5)
-        ax.set_xlim(0, result.duration)
-        ax.set_ylabel("calls")
-        mark = "" if report.within_cap else "  CAP EXCEEDED"
-        ax.set_title(f"{report.number}: {report.calls} calls, peak {report.max_concurrency}{mark}")
-        ax.legend(loc="lower right", fontsize="small")
-    axes[count - 1].set_xlabel("simulated time (s)")
-    if rows:
-        _waits(result, axes[-1])
-
-
-def _waits(result: CampaignResult, ax: object) -> None:
-    from matplotlib.axes import Axes
-
-    assert isinstance(ax, Axes)
-    waits = result.waits
-    ax.hist(waits or [0.0], bins=40, color="tab:green")
-    ax.set_yscale("log")
-    ax.set_xlabel("wait for a slot (simulated s)")
-    ax.set_ylabel("calls")
-    ax.set_title(f"waits of {len(waits)} placed calls ({result.waited} waited > 1 s)")
-
-
-def _png(fig: Figure) -> bytes:
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=100)
-    return out.getvalue()
-
-
-def concurrency_png(result: CampaignResult) -> bytes:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 2.2 * len(result.numbers) + 0.5), layout="constrained")
-    _concurrency(result, fig)
-    return _png(fig)
-
-
-def waits_png(result: CampaignResult) -> bytes:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.5), layout="constrained")
-    _waits(result, fig.subplots())
-    return _png(fig)
-
-
-def combined_png(result: CampaignResult) -> bytes:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 2.2 * (len(result.numbers) + 1) + 0.5), layout="constrained")
-    _concurrency(result, fig, rows=1)
-    return _png(fig)
-
-
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def html_page(result: CampaignResult) -> str:
+def _numbers(result: CampaignResult) -> str:
     e = html.escape
+    head = "".join(f"<th>{e(column)}</th>" for column in COLUMNS)
+    table = [number_cells(n, result) for n in result.numbers]
+    if result.pool is not None:
+        table.append(pool_cells(result))
     rows = "".join(
         "<tr>"
         + "".join(
-            f"<td>{e(str(cell))}</td>"
-            for cell in (
-                n.number,
-                n.cap,
-                n.calls,
-                n.rejected,
-                n.max_concurrency,
-                "yes" if n.within_cap else "NO",
-                f"{n.wait(0.5):.1f}",
-                f"{n.wait(0.99):.1f}",
-            )
+            f'<td class="text">{e(cell)}</td>' if column in _TEXT else f"<td>{e(cell)}</td>"
+            for column, cell in cells.items()
         )
-        + "</tr>"
-        for n in result.numbers
+        + "</tr>\n"
+        for cells in table
     )
+    return f'<table class="numbers"><tr>{head}</tr>\n{rows}</table>'
+
+
+def _run(info: RunInfo) -> str:
+    e = html.escape
+    options = "".join(
+        f'<tr><td class="text">{e(name)}</td><td class="text">{e(value)}</td></tr>'
+        for name, value in info.options
+    )
+    if info.configuration is None:
+        config = (
+            "<p>No configuration file: the caps from the options (or the defaults), the "
+            "built-in reactions to carrier answers.</p>"
+        )
+    else:
+        config = f"<p>{e(info.config_path or '')}:</p><pre>{e(info.configuration)}</pre>"
+    return f"""<table class="run">
+<tr><td class="text">date</td><td class="text">{e(info.date)}</td></tr>
+<tr><td class="text">backend</td><td class="text">{e(info.backend)}</td></tr>
+<tr><td class="text">callthrottle</td><td class="text">{e(info.version)}</td></tr>
+{options}</table>
+<h3>Configuration</h3>
+{config}"""
+
+
+def html_page(result: CampaignResult, info: RunInfo) -> str:
+    e = html.escape
+    summary = "\n".join(f'<p class="{f.level}">{e(f.text)}.</p>' for f in findings(result))
     refusals = (
         "".join(
-            f"<tr><td>{e(reason)}</td><td>{count}</td></tr>"
+            f'<tr><td class="text">{e(reason)}</td><td>{count}</td></tr>'
             for reason, count in result.refusals.most_common()
         )
         or '<tr><td colspan="2">none</td></tr>'
     )
-    verdict = (
-        "every number stayed within its cap"
-        if result.within_caps
-        else "CAP EXCEEDED on " + ", ".join(n.number for n in result.numbers if not n.within_cap)
-    )
     source = f"pool {result.pool}" if result.pool else f"{len(result.numbers)} numbers"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>callthrottle campaign report</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}
-img{{max-width:100%}}</style></head><body>
+<style>{_STYLE}</style></head><body>
 <h1>Simulated campaign</h1>
+<p class="meta">{e(info.line())}</p>
 <p>{result.agents} agents dialing from {e(source)} for {result.duration:g} simulated seconds
-({result.speed:g}x, {result.elapsed:.1f} s real); call length {e(result.call_length)}.
-{result.calls} calls placed, {result.waited} waited for a slot; {e(verdict)}.</p>
+({result.speed:g}x, {result.elapsed:.1f} s real); call length {e(result.call_length)}.</p>
+<h2>Summary</h2>
+{summary}
 <h2>Numbers</h2>
-<table><tr><th>number</th><th>cap</th><th>calls</th><th>carrier refused</th>
-<th>max concurrency</th><th>within cap</th><th>wait p50 (s)</th><th>wait p99 (s)</th></tr>
-{rows}</table>
+{_numbers(result)}
 <h2>Refusals</h2>
 <table><tr><th>reason</th><th>count</th></tr>{refusals}</table>
-<h2>Concurrency against the cap</h2>
-{_img(concurrency_png(result), "calls up per number against its cap")}
+<h2>Each number over time</h2>
+<p>Calls up (blue, filled, the peak of each stretch of time) against the cap (red, dashed)
+and the cap in force when a carrier's answer lowered it (red, dotted); callers waiting for a
+slot, on average (orange, right axis); the number's state when not active (shaded: cooling
+down hatched, cap lowered yellow, out of service grey).</p>
+{_img(concurrency_png(result, info), "calls up, callers waiting and state per number")}
 <h2>Waits for a slot</h2>
 {_img(waits_png(result), "distribution of the waits for a slot")}
+<h2>Run</h2>
+{_run(info)}
 </body></html>
 """
 
 
-def write_report(result: CampaignResult, path: Path) -> None:
+def write_report(result: CampaignResult, path: Path, info: RunInfo) -> None:
     """Write the report; its format follows the file's suffix (.html or .png)."""
     if path.suffix.lower() == ".png":
-        path.write_bytes(combined_png(result))
+        path.write_bytes(combined_png(result, info))
     else:
-        path.write_text(html_page(result), encoding="utf-8")
+        path.write_text(html_page(result, info), encoding="utf-8")

@@ -17,15 +17,18 @@ from rich.text import Text
 
 from .._errors import InvalidArgument, ThrottleError
 from ..simulate import DEFAULT_CAPS, CallLength, CampaignResult, caller_ids, run_campaign, sparkline
+from ..simulate._explain import collapsed, findings, number_cells, pool_cells
+from ..simulate._words import COLUMNS
 from ._common import Target, backend_options, console, usage_error
 from ._report import FORMATS, require_matplotlib, write_report
+from ._run_info import RunInfo
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ("simulate",)
 
-_SPARK = 24  # columns of the sparkline of calls up over time
+_SPARK = 48  # columns of the sparkline of calls up over time
 
 
 def _caps(ctx: click.Context, param: click.Parameter, text: str | None) -> list[int] | None:
@@ -78,27 +81,36 @@ def _numbers(
     return list(zip(caller_ids(len(DEFAULT_CAPS)), DEFAULT_CAPS, strict=True))
 
 
+#: How the summary shows each kind of sentence (the words are the report's too).
+_STYLES = {"ok": "green", "error": "bold red", "collapse": "bold red", "warning": "yellow"}
+
+
 def summary(result: CampaignResult, out: Console) -> None:
+    """The per-number table, the failed attempts by reason, then the findings."""
+    # Two tables, so that each fits a terminal: the counts, then the states and a sparkline.
     numbers = Table(title="per number", title_justify="left")
-    columns = ("number", "cap", "calls", "rejected", "timeouts", "max up", "<= cap")
-    numbers.add_column("number", no_wrap=True, min_width=16)
-    for column in (*columns[1:], "wait p50", "wait p99"):
-        numbers.add_column(column, justify="right")
-    numbers.add_column("calls up (█ = cap)", no_wrap=True, min_width=_SPARK)
+    over_time = Table(title="per number over time", title_justify="left")
+    counted = [c for c in COLUMNS if c != "states"]
+    for column in counted:
+        text = column in ("number", "why")
+        numbers.add_column(column, justify="left" if text else "right", no_wrap=not text)
+    over_time.add_column("number", no_wrap=True)
+    over_time.add_column("states")
+    over_time.add_column("calls up (█ = cap)", no_wrap=True, min_width=_SPARK)
     for n in result.numbers:
-        numbers.add_row(
-            n.number,
-            str(n.cap),
-            str(n.calls),
-            str(n.rejected),
-            str(n.timeouts),
-            str(n.max_concurrency),
-            Text("✓", style="green") if n.within_cap else Text("✗", style="bold red"),
-            f"{n.wait(0.5):.1f} s",
-            f"{n.wait(0.99):.1f} s",
-            Text(sparkline(n.timeline, n.cap, width=_SPARK), style="blue"),
+        cells = number_cells(n, result)
+        row: list[str | Text] = [cells[c] for c in counted]
+        row[counted.index("<= cap")] = (
+            Text("✓", style="green") if n.within_cap else Text("✗", style="bold red")
         )
+        numbers.add_row(*row)
+        spark = Text(sparkline(n.timeline, n.cap, width=_SPARK), style="blue")
+        over_time.add_row(n.number, cells["states"], spark)
+    if result.pool is not None:
+        pool = pool_cells(result)
+        numbers.add_row(*(pool[c] for c in counted))
     out.print(numbers)
+    out.print(over_time)
     refusals = Table(title="refusals by reason", title_justify="left")
     refusals.add_column("reason")
     refusals.add_column("count", justify="right")
@@ -107,18 +119,10 @@ def summary(result: CampaignResult, out: Console) -> None:
     if not result.refusals:
         refusals.add_row("none", "0")
     out.print(refusals)
-    line = (
-        f"{result.calls} calls placed in {result.duration:g} simulated s "
-        f"({result.elapsed:.1f} s real), {result.waited} waited for a slot; "
-    )
-    if result.within_caps:
-        out.print(line + "[green]every number stayed within its cap[/]")
-    else:
-        over = ", ".join(n.number for n in result.numbers if not n.within_cap)
-        out.print(line + f"[bold red]CAP EXCEEDED on {over}[/]")
-    leaked = [f"{n.number} ({n.leftover})" for n in result.numbers if n.leftover]
-    if leaked:
-        out.print("[red]slots still in use after every agent hung up:[/] " + ", ".join(leaked))
+    for finding in findings(result):
+        style = _STYLES.get(finding.level)
+        prefix = "warning: " if finding.level == "warning" else ""
+        out.print(Text(prefix + finding.text, style=style or ""))
 
 
 @click.command()
@@ -182,6 +186,11 @@ def summary(result: CampaignResult, out: Console) -> None:
     help="Write a report with charts: out.html (self-contained) or out.png. Repeatable.",
 )
 @click.option("--loop", type=click.Choice(["asyncio", "trio"]), default="asyncio")
+@click.option(
+    "--fail-on-collapse",
+    is_flag=True,
+    help="Exit with status 3 when most attempts did not become calls.",
+)
 def simulate(
     target: Target,
     count: int | None,
@@ -190,11 +199,16 @@ def simulate(
     reports: list[Path],
     loop: str,
     reject_code: str,
+    fail_on_collapse: bool,
     **settings: Any,
 ) -> None:
-    """Dial a simulated outbound campaign in accelerated time, then show each number's peak
-    concurrency against its cap, the waits and the refusals; exit status 0 if no number went
-    over its cap, 1 if one did, 2 on bad input."""
+    """Dial a simulated outbound campaign in accelerated time, then show per number its
+    attempts, the calls placed, the attempts that timed out or were refused and why, the states
+    it went through, its peak concurrency against its cap and the waits, with warnings for
+    undersized and idle numbers. Exit status: 0 when no number went over its cap (however many
+    attempts failed: the summary says so), 1 if one did, 2 on bad input, 3 with
+    --fail-on-collapse when most attempts did not become calls."""
+    info = RunInfo.collect(click.get_current_context(), target.shown_url)
     numbers = _numbers(target, count, cap, caps)
     # Without configured numbers, the campaign's own caps apply (--caps), unless it dials from
     # a pool of the configuration.
@@ -206,6 +220,7 @@ def simulate(
         f"{settings['agents']} agents dialing from {source} for {settings['duration']:g} "
         f"simulated s ({settings['speed']:g}x) on {target.shown_url}"
     )
+    out.print(Text(info.line(), style="dim"))
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -247,6 +262,8 @@ def simulate(
             library.setLevel(level)
     summary(result, out)
     for path in reports:
-        write_report(result, path)
+        write_report(result, path, info)
         out.print(f"report written to {path}")
-    sys.exit(0 if result.within_caps else 1)
+    if not result.within_caps:
+        sys.exit(1)
+    sys.exit(3 if fail_on_collapse and collapsed(result) else 0)

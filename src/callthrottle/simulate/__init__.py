@@ -8,7 +8,10 @@ calls, and the refusal is reported (``throttle.report``), which applies the conf
 An agent that waits longer than the timeout counts a refusal and tries again later.
 
 Times are *simulated* seconds: with ``speed=60`` a 10-minute campaign of 90-second calls runs in
-10 s. The campaign is driven from the command line by ``callthrottle simulate`` (and
+10 s. The reactions to carrier answers (cool-downs, lowered caps) are scaled to simulated time;
+the throttle's own clocks are not: rate windows, the lease TTL and a Redis fence count real
+time (the summary says what that means for the configured windows). What the campaign saw is
+in ``_results.py``, put into words by ``_explain.py``. The campaign is driven from the command line by ``callthrottle simulate`` (and
 ``python -m callthrottle.simulate``, the same command: ``__main__.py``). This engine does not
 depend on the command line; the command line depends on it."""
 
@@ -16,26 +19,29 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .._config import Config
-from .._errors import AcquireTimeout, InvalidArgument, NumberUnavailable, PoolExhausted
-from .._health import DEFAULT_FEEDBACK
+from .._errors import AcquireTimeout, InvalidArgument, NumberUnavailable
+from .._health import DEFAULT_FEEDBACK, NumberState
 from .._throttle import Throttle
 from .._validate import check_outcome
+from ._call_length import CallLength
+from ._results import WAITED, CampaignResult, NumberReport
+from ._words import cause_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from .._health import Reaction
+    from .._health import NumberStatus, Reaction
+    from .._models import Lease
 
 __all__ = (
-    "DEFAULT_CAPS", "CallLength", "CampaignResult", "NumberReport", "caller_ids", "run_campaign",
-    "sparkline",
+    "DEFAULT_CAPS", "WAITED", "CallLength", "CampaignResult", "NumberReport", "caller_ids",
+    "run_campaign", "sparkline",
 )  # fmt: skip
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
@@ -49,132 +55,18 @@ def caller_ids(count: int) -> list[str]:
     return [f"+{8657188880000 + i}" for i in range(1, count + 1)]
 
 
-_ARITY = {"exp": 1, "lognormal": 2, "fixed": 1, "uniform": 2}  # parameters of each distribution
-_CALL_LENGTH_RULE = (
-    "exp:MEAN, lognormal:MEAN:SIGMA, fixed:SECONDS or uniform:LOW:HIGH, in seconds > 0 "
-    "(e.g. exp:90)"
-)
-
-
-@dataclass(frozen=True)
-class CallLength:
-    """How long calls last (simulated seconds):
-
-    - ``exp:MEAN``: exponential with that mean (the default, ``exp:90``)
-    - ``lognormal:MEAN:SIGMA``: log-normal with that mean, ``SIGMA`` the spread of its log
-      (real call lengths are close to this: many short calls, a long tail)
-    - ``fixed:SECONDS``: every call the same length
-    - ``uniform:LOW:HIGH``: evenly spread between the two
-    """
-
-    kind: str
-    params: tuple[float, ...]
-
-    @classmethod
-    def parse(cls, text: str) -> CallLength:
-        kind, _, rest = text.partition(":")
-        arity = _ARITY.get(kind)
-        try:
-            params = tuple(float(part) for part in rest.split(":")) if rest else ()
-        except ValueError:
-            params = ()
-        if arity is None or len(params) != arity or not all(0 < p < math.inf for p in params):
-            raise InvalidArgument("call_length", text, _CALL_LENGTH_RULE)
-        if kind == "uniform" and params[0] > params[1]:
-            raise InvalidArgument("call_length", text, "uniform:LOW:HIGH with LOW <= HIGH")
-        return cls(kind, params)
-
-    @property
-    def mean(self) -> float:
-        if self.kind == "uniform":
-            return (self.params[0] + self.params[1]) / 2
-        return self.params[0]
-
-    def sample(self, rng: random.Random) -> float:
-        if self.kind == "exp":
-            return rng.expovariate(1 / self.params[0])
-        if self.kind == "lognormal":
-            mean, sigma = self.params
-            return rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
-        if self.kind == "uniform":
-            return rng.uniform(*self.params)
-        return self.params[0]
-
-    def __str__(self) -> str:
-        return ":".join([self.kind, *(f"{p:g}" for p in self.params)])
-
-
-@dataclass
-class NumberReport:
-    """What the campaign saw on one caller-ID number (times in simulated seconds)."""
-
-    number: str
-    cap: int
-    calls: int = 0  # calls placed (slots granted)
-    rejected: int = 0  # of which the carrier refused
-    timeouts: int = 0  # acquires on this number that gave up after the timeout
-    peak: int = 0  # most calls up at once, counted by the simulation itself
-    peak_reported: int = 0  # most in_use that throttle.usage() reported in the samples
-    leftover: int = 0  # in_use after the campaign ended and every agent hung up (should be 0)
-    waits: list[float] = field(default_factory=list, repr=False)  # per placed call
-    timeline: list[int] = field(default_factory=list, repr=False)  # peak per time bucket
-    active: int = field(default=0, repr=False)  # calls up right now
-    window: int = field(default=0, repr=False)  # peak since the last sample
-
-    @property
-    def max_concurrency(self) -> int:
-        return max(self.peak, self.peak_reported)
-
-    @property
-    def within_cap(self) -> bool:
-        return self.max_concurrency <= self.cap
-
-    def wait(self, quantile: float) -> float:
-        """The ``quantile`` (0..1) of the placed calls' waits for a slot, in seconds."""
-        return _quantile(self.waits, quantile)
-
-
-def _quantile(values: Sequence[float], quantile: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(max(math.ceil(quantile * len(ordered)) - 1, 0), len(ordered) - 1)]
-
-
-#: A call that waited longer than this (simulated seconds) for its slot counts as a wait.
-WAITED = 1.0
-
-
-@dataclass
-class CampaignResult:
-    """A campaign's outcome. Times are simulated seconds unless said otherwise."""
-
-    numbers: list[NumberReport]
-    duration: float  # the campaign's planned length
-    speed: float  # simulated seconds per real second
-    bucket: float  # the length of one timeline bucket
-    pool: str | None = None
-    call_length: str = ""
-    agents: int = 0
-    elapsed: float = 0.0  # how long it really ran (real seconds)
-    refusals: Counter[str] = field(default_factory=Counter)  # by reason
-
-    @property
-    def within_caps(self) -> bool:
-        return all(n.within_cap for n in self.numbers)
-
-    @property
-    def calls(self) -> int:
-        return sum(n.calls for n in self.numbers)
-
-    @property
-    def waits(self) -> list[float]:
-        return [w for n in self.numbers for w in n.waits]
-
-    @property
-    def waited(self) -> int:
-        """Placed calls that waited for their slot (longer than :data:`WAITED`)."""
-        return sum(1 for w in self.waits if w > WAITED)
+def _reaction(config: Config, code: str) -> str:
+    """What the throttle does when the carrier answers ``code``, in words."""
+    reaction = {**DEFAULT_FEEDBACK, **config.feedback}.get(code)
+    if reaction is None or reaction.action == "none":
+        return "none"
+    words = {"cooldown": "cool down", "flag": "flag", "lower_cap": "lower the cap"}
+    text = words.get(reaction.action, reaction.action)
+    if reaction.action == "lower_cap":
+        text += f" to {reaction.cap}" if reaction.cap is not None else f" x{reaction.factor:g}"
+    if reaction.seconds is not None:
+        text += f" for {reaction.seconds:g} s"
+    return text
 
 
 def _scaled_feedback(config: Config, speed: float) -> dict[str | int, Reaction]:
@@ -188,14 +80,34 @@ def _scaled_feedback(config: Config, speed: float) -> dict[str | int, Reaction]:
     }  # fmt: skip
 
 
-def _refusal_reason(exc: Exception) -> str:
+def _failure(exc: AcquireTimeout | NumberUnavailable) -> tuple[str, str]:
+    """A failed attempt's cause and its detail (the full window, the group, the state's
+    reason)."""
     if isinstance(exc, NumberUnavailable):
-        return f"number {exc.state}"
-    if isinstance(exc, PoolExhausted):
-        return "pool exhausted (timed out)"
-    if isinstance(exc, AcquireTimeout):
-        return f"timed out: {exc.refused_by}"
-    raise exc
+        return cause_of(None, exc.state), exc.reason or ""
+    cause = cause_of(exc.refused_by, None)
+    return cause, "" if cause in ("cap", "pool") else exc.refused_by
+
+
+def _state(status: NumberStatus) -> str:
+    """The state a number is in, ``lowered`` for an active one whose cap is lowered."""
+    if status.state is NumberState.ACTIVE and status.lowered_cap is not None:
+        return "lowered"
+    return status.state.value
+
+
+def _windows(config: Config, numbers: Sequence[str]) -> tuple[tuple[str, float], ...]:
+    """The rate windows in force on ``numbers`` (their own and their trunks' and tenants'):
+    their names and lengths in seconds."""
+    found: dict[str, float] = {}
+    for number in numbers:
+        plan = config.rate_plan_for(number)
+        for window in plan.windows:
+            found.setdefault(str(window), window.seconds)
+        for group in plan.groups:
+            for window in group.windows:
+                found.setdefault(f"{window} of {group.group}", window.seconds)
+    return tuple(found.items())
 
 
 async def run_campaign(
@@ -241,55 +153,99 @@ async def run_campaign(
     real = duration / speed
     tick = real / buckets
     result = CampaignResult(
-        by_index, duration, speed, duration / buckets, pool, str(length), agents
-    )
+        by_index, duration, speed, duration / buckets, pool, str(length), agents,
+        mean_call=length.mean, reject_code=reject, reaction=_reaction(config, reject),
+    )  # fmt: skip
 
     def report_on(number: str, throttle: Throttle) -> NumberReport:
         """The report of ``number``; one joining during the campaign (a pool member added by
-        another process) starts with an empty timeline up to now."""
+        another process) starts with empty timelines up to now."""
         report = reports.get(number)
         if report is None:
             report = reports[number] = NumberReport(
                 number, config.cap_for(number, throttle.default_limit)
             )
-            report.timeline = [0] * (len(by_index[0].timeline) if by_index else 0)
+            if by_index:
+                report.timeline = [0] * len(by_index[0].timeline)
+                report.queue = [0.0] * len(by_index[0].queue)
+                report.states = ["active"] * len(by_index[0].states)
+                report.limits = [report.cap] * len(by_index[0].limits)
             by_index.append(report)
         return report
 
+    def failed(report: NumberReport | None, exc: AcquireTimeout | NumberUnavailable) -> None:
+        cause, detail = _failure(exc)
+        if (
+            cause == "cap"
+            and report is not None
+            and report.limits
+            and report.limits[-1] < report.cap
+        ):
+            cause = "lowered_cap"  # (as last sampled: a carrier's answer lowered it)
+        timed_out = isinstance(exc, AcquireTimeout)
+        result.causes[cause] += 1
+        result.details[cause, detail] += 1
+        result.timeouts += timed_out
+        if report is not None:
+            report.causes[cause] += 1
+            report.details[cause, detail] += 1
+            report.timeouts += timed_out
+
+    async def call(report: NumberReport, lease: Lease, throttle: Throttle) -> None:
+        """The call, from the first ring to the hang-up (or to the carrier's refusal)."""
+        report.calls += 1
+        report.active += 1
+        report.peak = max(report.peak, report.active)
+        report.window = max(report.window, report.active)
+        began = anyio.current_time()
+        try:
+            if reject_rate and rng.random() < reject_rate:
+                report.rejected += 1
+                await anyio.sleep(rng.uniform(1, 5) / speed)  # ringing, then refused
+                await throttle.report(lease.number, reject)
+            else:
+                await anyio.sleep(length.sample(rng) / speed)
+        finally:
+            report.active -= 1
+            report.busy += (anyio.current_time() - began) * speed
+
     async def agent(throttle: Throttle) -> None:
+        # An attempt counts when it ends (placed or failed): one still waiting when the
+        # campaign ends is not counted.
         while True:
             report = None if pool is not None else rng.choice(by_index)
+            line = (result if report is None else report).line  # where this agent waits
             asked = anyio.current_time()
+            line.move(asked, 1)
+            in_line = True
             try:
                 if report is None:
                     slot = throttle.slot_from(pool or "", timeout=timeout / speed)
                 else:
                     slot = throttle.slot(report.number, timeout=timeout / speed)
                 async with slot as lease:
+                    line.move(anyio.current_time(), -1)
+                    in_line = False
                     report = report_on(lease.number, throttle)
+                    report.attempts += 1
+                    result.attempts += 1
                     report.waits.append((anyio.current_time() - asked) * speed)
-                    report.calls += 1
-                    report.active += 1
-                    report.peak = max(report.peak, report.active)
-                    report.window = max(report.window, report.active)
-                    try:
-                        if reject_rate and rng.random() < reject_rate:
-                            report.rejected += 1
-                            result.refusals[f"carrier answered {reject}"] += 1
-                            await anyio.sleep(rng.uniform(1, 5) / speed)  # ringing, then refused
-                            await throttle.report(lease.number, reject)
-                        else:
-                            await anyio.sleep(length.sample(rng) / speed)
-                    finally:
-                        report.active -= 1
+                    await call(report, lease, throttle)
             except (AcquireTimeout, NumberUnavailable) as exc:
-                result.refusals[_refusal_reason(exc)] += 1
-                if report is not None and isinstance(exc, AcquireTimeout):
-                    report.timeouts += 1
+                if not in_line:
+                    raise
+                line.move(anyio.current_time(), -1)
+                result.attempts += 1
+                if report is not None:
+                    report.attempts += 1
+                failed(report, exc)
                 await anyio.sleep(rng.uniform(0, length.mean) / speed)
 
     def close_bucket() -> None:
+        now = anyio.current_time()
+        result.queue.append(result.line.close(now, tick))
         for report in by_index:
+            report.queue.append(report.line.close(now, tick))
             report.timeline.append(report.window)
             report.window = report.active
 
@@ -297,9 +253,17 @@ async def run_campaign(
         for bucket in range(1, buckets):  # the last bucket closes when the campaign ends
             await anyio.sleep_until(started + bucket * tick)
             close_bucket()
+            await record_states(throttle)
             for report in by_index:
                 usage = await throttle.usage(report.number)
                 report.peak_reported = max(report.peak_reported, usage.in_use)
+
+    async def record_states(throttle: Throttle) -> None:
+        for report in by_index:
+            status = await throttle.status(report.number)
+            report.states.append(_state(status))
+            lowered = status.lowered_cap
+            report.limits.append(report.cap if lowered is None else min(lowered, report.cap))
 
     async def show_progress(started: float) -> None:
         assert progress is not None
@@ -319,6 +283,7 @@ async def run_campaign(
             for name in _pool_chain(config, pool):
                 for number in await throttle.pool_members(name):
                     report_on(number, throttle)
+        result.windows = _windows(config, list(reports))
         started = anyio.current_time()
         with anyio.move_on_after(real):
             async with anyio.create_task_group() as tg:
@@ -329,6 +294,7 @@ async def run_campaign(
                     tg.start_soon(show_progress, started)
         result.elapsed = anyio.current_time() - started
         close_bucket()
+        await record_states(throttle)
         if progress is not None:
             progress(1.0, result)
         for report in by_index:

@@ -145,6 +145,7 @@ class _Acquire(_Lines):
         if enqueue:
             if rates.groups:  # it waits in the number's line now
                 self._leave_group_lines(number, token, owner, rates.groups)
+            entry.since = now  # when it queued (the "since" of its meta in Lua)
             queue[token] = entry
             self._ended.forget(number, owner, token)  # a new lease of the token, to come
             state.next_expiry = min(state.next_expiry, expires)

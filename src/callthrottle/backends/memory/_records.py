@@ -26,7 +26,7 @@ class _Entry:
     expires: float
     deadline: float = math.inf  # holder only: now + max_hold at grant time
     rated: bool = False  # has rate windows: never handed a slot without asking
-    since: float = 0.0  # holder only: when it was granted
+    since: float = 0.0  # holder: when it was granted; waiter: when it queued
     session: _Session | None = None  # a session lease (or a waiter for one): its session
     life: int = 0  # a session lease: the life of its session it was granted in
 

@@ -1,6 +1,6 @@
 """What an operator sees (read only: nothing here changes the state, not even to drop what
 lapsed): a number's usage, leases and rate windows, a group's usage, the numbers and pools
-known. Twins of ``usage.lua``, ``holders.lua``, ``window_usage.lua`` and
+known. Twins of ``usage.lua``, ``holders.lua``, ``oldest_wait.lua``, ``window_usage.lua`` and
 ``group_usage.lua``."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 class _Views(_Policies):
-    """``usage``, ``holders``, ``window_usage``, ``group_usage`` and ``known_numbers``."""
+    """``usage``, ``holders``, ``oldest_wait``, ``window_usage``, ``group_usage`` and
+    ``known_numbers``."""
 
     __slots__ = ()
 
@@ -59,6 +60,16 @@ class _Views(_Policies):
             )
             for expires, token, e in live
         ]
+
+    async def oldest_wait(self, number: str) -> float | None:
+        """Lua twin: ``oldest_wait.lua``."""
+        await self._checkpoint()
+        now = self._clock()
+        state = self._numbers.get(number)
+        if state is None:
+            return None
+        waits = [max(now - e.since, 0.0) for e in state.queue.values() if e.expires > now]
+        return max(waits, default=None)
 
     async def window_usage(self, number: str, rates: RatePlan) -> list[WindowUsage]:
         """Lua twin: ``window_usage.lua``."""
