@@ -81,11 +81,8 @@ _SCRIPT_NAMES = (
     "group_usage", "set_group_policy", "batch", "pick", "pool_update", "pool_members", "pool_leave",
     "restore", "window_usage", "release_owner_lines", "keepalive",
     "holders", "reset_number", "fence_lift",  # operator queries and admin actions
-<<<<<<< HEAD
-    "policy_publish", "policy_read", "policy_stamp",  # the published policy
-=======
     "oldest_wait",
->>>>>>> main
+    "policy_publish", "policy_read", "policy_stamp",  # the published policy
 )  # fmt: skip
 
 
