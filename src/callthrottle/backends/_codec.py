@@ -569,6 +569,7 @@ CODECS: Mapping[str, Codec] = {
         decode=window_usage_result,
     ),
     "holders": Codec(NUMBER_KEYS, (), GROUP_KEYS, decode=holders_result),
+    "oldest_wait": Codec(NUMBER_KEYS, (), GROUP_KEYS),
     "reset_number": Codec(
         NUMBER_KEYS,
         ("number", _CHANNELS),
