@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 #: Every subcommand the README's command table lists.
 COMMANDS = (
     "simulate", "status", "top", "metrics", "reset", "release", "release-owner", "lift-fence", "set-state",
-    "keepalive", "bench",
+    "keepalive", "bench", "policy",
 )  # fmt: skip
 
 

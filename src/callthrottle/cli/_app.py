@@ -8,6 +8,7 @@ from ._admin import lift_fence, release, release_owner, reset, set_state
 from ._bench import bench
 from ._keepalive import keepalive
 from ._metrics import metrics
+from ._policy import policy
 from ._simulate import simulate
 from ._status import status
 from ._top import top
@@ -27,6 +28,6 @@ def cli() -> None:
 
 for command in (
     simulate, status, top, metrics, reset, release, release_owner, set_state, lift_fence, bench,
-    keepalive,
+    keepalive, policy,
 ):  # fmt: skip
     cli.add_command(command)
