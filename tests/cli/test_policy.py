@@ -437,7 +437,7 @@ def test_show_diff_and_history_write_nothing(
     args = ["--url", url, "--prefix", prefix]
     clients = _clients(url)
     reads = [
-        ["show"], ["show", "--json"], ["diff", files["v1"]], ["diff", files["moved"]],
+        ["show"], ["show", "--json"], ["diff", files["v1"]], ["diff", files["v2"]], ["diff", files["moved"]],
         ["history"], ["history", "--json", "--count", "5"],
     ]  # fmt: skip
     before = _keyspace(clients, prefix)  # nothing published yet
@@ -454,3 +454,27 @@ def test_show_diff_and_history_write_nothing(
             result = invoke("policy", command[0], *args, *command[1:])
             assert result.exit_code in (0, 1), result.output
         _assert_same(before, _keyspace(clients, prefix))
+
+
+def test_apply_on_a_cluster_writes_pools_where_the_policy_puts_them(
+    invoke: Callable[..., Result],
+    cluster_url: str,
+    prefix: str,
+    toml: Callable[[str, str], str],
+) -> None:
+    """On a Cluster a pool whose numbers share a tenant lives under the tenant's hash tag (the
+    slot of its numbers' keys): apply writes it there, where a throttle following the policy
+    picks from it."""
+    tenant = toml(
+        "tenant.toml",
+        f'[tenants.acme]\ncap = 50\n[numbers."{A}"]\ntenant = "acme"\n'
+        f'[numbers."{B}"]\ntenant = "acme"\n[pools.acme]\nnumbers = ["{A}", "{B}"]\n',
+    )
+    args = ["--url", cluster_url, "--prefix", prefix]
+    result = invoke("policy", "apply", *args, tenant, "--yes")
+    assert result.exit_code == 0, result.output
+    with SyncThrottle.from_url(cluster_url, key_prefix=prefix, policy="follow") as throttle:
+        assert throttle.pool_members("acme") == [A, B]
+        lease = throttle.acquire_from("acme", timeout=0)
+        assert lease.number == A
+        assert throttle.usage(A).in_use == 1
