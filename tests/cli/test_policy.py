@@ -44,6 +44,12 @@ profile = "mobile"
 cap = 15
 [pools.sales]
 numbers = ["{A}", "{B}", "{C}"]
+[trunks.sip-1]
+cap = 40
+rates = "500/day"
+[feedback.477]
+action = "cooldown"
+seconds = 3600
 """
 V2 = V1.replace("cap = 3", "cap = 2")  # the mobile carrier lowers its cap
 V3 = V1.replace("cap = 15", "cap = 9")
@@ -168,7 +174,10 @@ def test_show_says_none_is_published_then_shows_the_applied_policy(
     assert rows[A].split()[1:4] == ["3", "profile", "mobile"]
     assert rows[B].split()[1:3] == ["15", "number"]
     assert rows[C].split()[1:3] == ["20", "default_limit"]  # only in a pool
-    assert "sales" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert rows["sales"] == ["least-loaded", A, B, C]
+    assert rows["trunk"] == ["sip-1", "40", "0", "500/day"]
+    assert rows["477"] == ["cooldown", "seconds", "3600"]
 
     result = invoke("policy", "show", *redis_args, "--json")
     assert result.exit_code == 0, result.output

@@ -64,7 +64,9 @@ def diff_line(line: str) -> str:
 
 def _table(title: str, *columns: str) -> Table:
     """A table without vertical lines: each row reads (and greps) as one line of words."""
-    return Table(*columns, title=title or None, title_justify="left", box=box.SIMPLE)
+    return Table(
+        *columns, title=title or None, title_justify="left", box=box.SIMPLE, show_edge=False
+    )
 
 
 def _windows(windows: tuple[Window, ...] | None) -> str:
