@@ -18,7 +18,7 @@ import anyio
 import click
 
 from .._config import Config
-from .._errors import ThrottleError
+from .._errors import BackendUnavailable, ThrottleError
 from .._policy_doc import PolicyDocument, differences
 from .._policy_source import same_layout
 from .._publishing import PublishedPolicy, check_comment, publish, read_published
@@ -56,12 +56,15 @@ def _target(url: str, prefix: str | None) -> Target:
 
 @asynccontextmanager
 async def _opened(target: Target) -> AsyncIterator[Backend]:
-    """The backend, connected (nothing is written by connecting)."""
+    """The backend, connected (nothing is written by connecting); exit 1 naming the URL when
+    it is unreachable."""
     options: dict[str, Any] = {} if target.prefix is None else {"key_prefix": target.prefix}
     backend = backend_from_url(target.url, options)
-    await backend.open()
     try:
+        await backend.open()
         yield backend
+    except BackendUnavailable as exc:
+        raise click.ClickException(f"{target.shown_url} is unreachable: {exc}") from None
     finally:
         await backend.aclose()
 
@@ -153,7 +156,7 @@ def diff(url: str, prefix: str | None, file: Path, default_limit: int) -> None:
         click.echo(f"identical to version {current.version} ({document.short})")
         return
     _print_diff(current, document)
-    sys.exit(1)
+    click.get_current_context().exit(1)  # as diff(1): they differ
 
 
 async def _confirm(question: str, yes: bool) -> None:
