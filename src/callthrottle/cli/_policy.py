@@ -336,7 +336,8 @@ def restore(
             )
             if published is None and current is not None:
                 click.echo(
-                    f"nothing to change: version {current.version} in force is version {version}'s policy"
+                    f"nothing to change: the policy of version {version} is in force "
+                    f"(version {current.version})"
                 )
             return published
 
