@@ -85,7 +85,7 @@ class PolicyMethods:
         limit = self._plans.default_limit if default_limit is None else default_limit
         document = PolicyDocument.of(new_config, check_limit(limit, "default_limit"))
         self._check_open()
-        if not same_layout(self._plans.config, new_config):
+        if not same_layout(self._plans.config, new_config, pools=self._backend.pools_place_numbers):
             raise InvalidArgument(
                 "config",
                 document.short,

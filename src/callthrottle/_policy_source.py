@@ -45,10 +45,11 @@ def check_policy_mode(mode: object) -> PolicyMode:
     raise InvalidArgument("policy", mode, "'match' or 'follow'")
 
 
-def same_layout(old: Config, new: Config) -> bool:
+def same_layout(old: Config, new: Config, *, pools: bool) -> bool:
     """Whether every number's keys stay where they are from ``old`` to ``new``: the same
-    tenant, trunk and first pool for each number either lists, the same default tenant, and
-    callee windows on in both or off in both (see ``Config.tag_for``)."""
+    tenant, trunk (and with ``pools``, a Redis Cluster's, first pool) for each number either
+    lists, the same default tenant, and callee windows on in both or off in both (see
+    ``Config.tag_for`` and ``KeySpace.tag_of``)."""
     if old.default_tenant != new.default_tenant:
         return False
     if bool(old.callee_windows) != bool(new.callee_windows):
@@ -57,12 +58,14 @@ def same_layout(old: Config, new: Config) -> bool:
     for pool in (old.pools, new.pools):
         for settings in pool.values():
             numbers |= set(settings.numbers)
-    return all(_place(old, n) == _place(new, n) for n in numbers)
+    return all(_place(old, n, pools) == _place(new, n, pools) for n in numbers)
 
 
-def _place(config: Config, number: str) -> tuple[str | None, str | None, str | None]:
+def _place(config: Config, number: str, pools: bool) -> tuple[str | None, str | None, str | None]:
     settings = config.numbers.get(number)
-    first_pool = next((name for name, p in config.pools.items() if number in p.numbers), None)
+    first_pool = None
+    if pools:
+        first_pool = next((name for name, p in config.pools.items() if number in p.numbers), None)
     if settings is None:
         return None, None, first_pool
     return settings.tenant, settings.trunk, first_pool
@@ -152,7 +155,8 @@ class PolicySource:
                 document.short,
             )
         current = self._plans.config
-        if not opening and not same_layout(current, document.config):
+        moves = not same_layout(current, document.config, pools=self._backend.pools_place_numbers)
+        if not opening and moves:
             raise PolicyMismatch(
                 f"the carrier policy published on the backend (version {published.version}) "
                 "moves numbers to another tenant, trunk or first pool (or turns callee windows "

@@ -102,6 +102,8 @@ async def publish(
     :raises PolicyConflict: if another version was published meanwhile (nothing is written)
     """
     comment = check_comment(comment)
+    for name, numbers in document.config.pool_numbers().items():
+        backend.check_pool_members(name, numbers)  # before anything is written
     result = await backend.publish_policy(
         document.text,
         document.digest,

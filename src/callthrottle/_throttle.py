@@ -360,8 +360,14 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
             if part is not None:
                 part.use_loop(loop)
         await self._backend.open()
-        await self._policy.open()  # the published policy, before anything is decided
-        await self._pools.publish()
+        try:
+            await self._policy.open()  # the published policy, before anything is decided
+            await self._pools.publish()
+        except BaseException:
+            if self._close_backend:
+                with anyio.CancelScope(shield=True):
+                    await self._backend.aclose()
+            raise
         async with AsyncExitStack() as stack:
             if self._close_backend:
                 stack.push_async_callback(self._backend.aclose)

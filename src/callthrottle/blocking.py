@@ -268,7 +268,7 @@ class SessionClient:
                 current.version,
                 document.short,
             )
-        if self._version and not same_layout(self._config, document.config):
+        if self._version and not same_layout(self._config, document.config, pools=False):
             raise PolicyMismatch(
                 f"the carrier policy published on Redis (version {current.version}) moves "
                 "numbers to another tenant, trunk or first pool: make a new client",

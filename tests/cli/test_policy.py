@@ -496,3 +496,25 @@ def test_apply_on_a_cluster_writes_pools_where_the_policy_puts_them(
         lease = throttle.acquire_from("acme", timeout=0)
         assert lease.number == A
         assert throttle.usage(A).in_use == 1
+
+
+def test_a_pool_a_cluster_cannot_hold_is_refused_before_anything_is_written(
+    invoke: Callable[..., Result],
+    cluster_url: str,
+    prefix: str,
+    toml: Callable[[str, str], str],
+) -> None:
+    """On a Cluster a pool's numbers must share a slot: a pool of two tenants' numbers is bad
+    input, refused before the policy is published (no version in force afterwards)."""
+    mixed = toml(
+        "mixed.toml",
+        f'[tenants.acme]\n[tenants.beta]\n[numbers."{A}"]\ntenant = "acme"\n'
+        f'[numbers."{B}"]\ntenant = "beta"\n[pools.mixed]\nnumbers = ["{A}", "{B}"]\n',
+    )
+    args = ["--url", cluster_url, "--prefix", prefix]
+    result = invoke("policy", "apply", *args, mixed, "--yes")
+    assert result.exit_code == 2, result.output
+    assert "share the pool's hash tag" in result.output
+    shown = invoke("policy", "show", *args, "--json")
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.strip() == "null"

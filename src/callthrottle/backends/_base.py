@@ -16,7 +16,7 @@ The conformance suite in ``tests/conformance`` is the executable form of this co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -214,7 +214,18 @@ class PoolStore(Protocol):
         self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
     ) -> int:
         """Add numbers to ``pool`` (or update their specs) and take others out; returns how
-        many numbers the pool has afterwards. One round trip on Redis."""
+        many numbers the pool has afterwards. One round trip on Redis.
+
+        :raises InvalidArgument: as :meth:`check_pool_members` (nothing is written)
+        """
+        ...
+
+    def check_pool_members(self, pool: str, numbers: Iterable[str]) -> None:
+        """Whether ``numbers`` may be in ``pool`` where they live (on a Redis Cluster, a pool's
+        numbers share its slot), without asking the backend.
+
+        :raises InvalidArgument: naming the numbers that may not
+        """
         ...
 
     async def pool_members(self, pool: str) -> list[str]:
@@ -380,6 +391,13 @@ class Views(Protocol):
 
 class Lifecycle(Protocol):
     """Setting a backend up and down."""
+
+    @property
+    def pools_place_numbers(self) -> bool:
+        """Whether the first configured pool that lists a number decides where its keys are
+        (on a Redis Cluster, a pool's numbers share its slot): then a change of pools moves
+        numbers."""
+        ...
 
     def use_layout(self, layout: Layout) -> None:
         """Where numbers live: their hash tag (all keys of one decision share the number's tag,

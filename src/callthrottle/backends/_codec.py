@@ -469,12 +469,11 @@ def policy_read_result(reply: list[Any]) -> tuple[Published | None, list[Publish
     """The policy in force (None: none published) and the versions it replaced read."""
     if not reply:
         return None, []
-    current = _published([field.decode() for field in reply[:6]])
-    return current, [_published(entry.decode().split("\t", 5)) for entry in reply[6:]]
+    return _published(reply[0]), [_published(entry) for entry in reply[1:]]
 
 
-def _published(fields: list[str]) -> Published:
-    version, digest, at, by, comment, document = fields
+def _published(raw: bytes) -> Published:
+    version, digest, at, by, comment, document = raw.decode().split("\t", 5)
     return Published(int(version), digest, document, int(at) / 1000, by, comment)
 
 

@@ -194,7 +194,8 @@ class KeySpace:
 
     @property
     def policy_key(self) -> str:
-        """The published policy (a hash: version, digest, document, when, by whom, why)."""
+        """The published policy (a string: version, digest, when, by whom, why, the document;
+        see ``policy_publish.lua``)."""
         return f"{self.prefix}{{policy}}"
 
     @property

@@ -56,7 +56,7 @@ from ._subscription import EVENTS, KEEPALIVE, keep_subscribed
 from ._sweeps import Sweeps
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterator, Mapping, Sequence
+    from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -238,6 +238,10 @@ class RedisBackend:
     def client(self) -> aioredis.Redis | RedisCluster:
         """The redis-py client in use."""
         return self._client
+
+    @property
+    def pools_place_numbers(self) -> bool:
+        return self._space.cluster
 
     def use_layout(self, layout: Layout) -> None:
         self._space.use(layout)
@@ -458,11 +462,9 @@ class RedisBackend:
 
     # -- pools ---------------------------------------------------------------------------------
 
-    async def pool_update(
-        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
-    ) -> int:
+    def check_pool_members(self, pool: str, numbers: Iterable[str]) -> None:
         tag = self._space.pool_tag(pool)
-        strays = sorted(number for number in add if self._space.tag_of(number) != tag)
+        strays = sorted(number for number in numbers if self._space.tag_of(number) != tag)
         if self._events is not None and strays:
             raise InvalidArgument(
                 "numbers",
@@ -471,6 +473,11 @@ class RedisBackend:
                 "the keys of the pool and of its numbers together (give the pool's numbers one "
                 "tenant, or list each number in one pool of the configuration)",
             )
+
+    async def pool_update(
+        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
+    ) -> int:
+        self.check_pool_members(pool, add)
         specs = {
             number: member_spec(spec, self._space.tag_of(number)) for number, spec in add.items()
         }

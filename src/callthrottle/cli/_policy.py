@@ -184,7 +184,9 @@ async def _publish(
     if current is not None and current.digest == document.digest:
         return None
     _print_diff(current, document)
-    if current is not None and not same_layout(current.config, document.config):
+    if current is not None and not same_layout(
+        current.config, document.config, pools=backend.pools_place_numbers
+    ):
         click.secho(
             "WARNING: this policy moves numbers to another tenant, trunk or first pool (or "
             "turns callee windows on or off), which moves their keys: every running throttle "

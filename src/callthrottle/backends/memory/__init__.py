@@ -60,6 +60,11 @@ class MemoryBackend(_Pools, _Slots, _Views, _Owners, _Sessions, _PolicyBook):
         waiting = sum(len(s.queue) for s in self._numbers.values())
         return f"<MemoryBackend {len(self._numbers)} numbers, {holders} leases, {waiting} waiting>"
 
+    @property
+    def pools_place_numbers(self) -> bool:
+        """No Lua twin: a number's place never depends on its pools here."""
+        return False
+
     def use_layout(self, layout: Layout) -> None:
         """No Lua twin: where numbers live is the throttles' configuration."""
         self._layout = layout

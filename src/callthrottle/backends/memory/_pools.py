@@ -15,7 +15,7 @@ from ._records import _expiry, _live
 from ._sessions import _Session
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from ..._pools import MemberSpec
     from ..._rates import RatePlan
@@ -72,6 +72,9 @@ class _Pools(_Acquire):
         await self._checkpoint()
         state = self._pools.get(pool)
         return [] if state is None else list(state.order)
+
+    def check_pool_members(self, pool: str, numbers: Iterable[str]) -> None:
+        """No Lua twin: any number may be in any pool here."""
 
     async def pick(self, request: PickRequest, *, wait: bool = False) -> PickResult:
         """Lua twin: ``pick.lua``."""
