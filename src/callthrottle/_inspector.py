@@ -18,6 +18,7 @@ from ._config import Config
 from ._numbers import check_region, normalize_number
 from ._operator import status_from_policy
 from ._plans import Plans
+from ._publishing import read_published
 from ._url import backend_from_url
 from ._validate import check_limit, check_pool
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from ._health import NumberStatus
     from ._models import Holder, Usage, WindowUsage
+    from ._publishing import PublishedPolicy
     from ._rates import GroupPlan
     from .backends._base import Views
 
@@ -54,20 +56,33 @@ class _Found:
         return self._config.groups_for(number)
 
     def pool_numbers(self) -> Mapping[str, Sequence[str]]:
-        return self._config.pool_numbers()
+        # A number found under its own tag is read there: no pool of the configuration moves
+        # it under the pool's tag (as a Cluster's layout would, see KeySpace.tag_of).
+        return {
+            pool: [n for n in numbers if self._tags.get(n) != n]
+            for pool, numbers in self._config.pool_numbers().items()
+        }
 
 
 class Inspector:
     """Read what every process holds, without writing anything (``async with`` it).
 
-    :param backend: the backend to read (only its views are used)
-    :param config: where numbers live, and their configured caps and rate windows
+    Once a carrier policy is published to the backend, it is what the inspector reads caps,
+    rate windows, trunks, tenants and pools from (what every throttle enforces): ``config``
+    and ``default_limit`` only stand in while none is (:attr:`published`).
+
+    :param backend: the backend to read (only its views are used); not shared with a
+        throttle (the inspector tells it where numbers are found)
+    :param config: where numbers live, and their configured caps and rate windows, while no
+        policy is published
     :param default_limit: the cap of a number the configuration does not give one
     :param default_region: region for national numbers (default: the configuration's)
     :param close_backend: close the backend when the inspector closes (``from_url`` sets it)
     """
 
-    __slots__ = ("_backend", "_close_backend", "_config", "_plans", "_region")
+    __slots__ = (
+        "_backend", "_close_backend", "_config", "_plans", "_published", "_region",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -83,6 +98,7 @@ class Inspector:
         self._region = check_region(default_region) or self._config.default_region
         self._backend = backend
         self._close_backend = close_backend
+        self._published: PublishedPolicy | None = None
         backend.use_layout(self._config)  # where keys are: read only, in this process
 
     @classmethod
@@ -107,7 +123,18 @@ class Inspector:
 
     async def __aenter__(self) -> Inspector:
         await self._backend.open()  # connects: nothing is written
-        await self._locate()
+        try:
+            published = await self._backend.published_policy()
+            if published is not None:
+                self._published = policy = read_published(published)
+                self._config = policy.config
+                self._plans = Plans(policy.config, policy.default_limit)
+                self._backend.use_layout(policy.config)
+            await self._locate()
+        except BaseException:
+            if self._close_backend:
+                await self._backend.aclose()
+            raise
         return self
 
     async def _locate(self) -> list[str]:
@@ -129,9 +156,48 @@ class Inspector:
 
     @property
     def config(self) -> Config:
-        """The configuration it was made with: where numbers live, their configured caps, the
-        trunks, tenants and pools a snapshot of the shared state lists."""
+        """The configuration in force: the published policy's once the inspector is open and
+        one is published, else the one it was made with. Where numbers live, their configured
+        caps, the trunks, tenants and pools a snapshot of the shared state lists."""
         return self._config
+
+    @property
+    def published(self) -> PublishedPolicy | None:
+        """The carrier policy published to the backend (read when the inspector opened), or
+        None."""
+        return self._published
+
+    def cap_source(self, number: str, status: NumberStatus) -> str:
+        """Where the number's cap in force comes from: ``run-time`` (``set_cap``), ``lowered``
+        (for a while, after a carrier's answer), ``policy vN`` (the published policy names
+        it, or its profile does), ``config`` (the configuration given, none being published),
+        or ``default`` (``default_limit``)."""
+        if status.cap is not None:
+            return "run-time"
+        if status.lowered_cap is not None:
+            return "lowered"
+        return self._configured_source(number, "cap")
+
+    def windows_source(self, number: str, status: NumberStatus) -> str | None:
+        """Where the number's rate windows come from (as :meth:`cap_source`; None: it has
+        none)."""
+        if status.rates is not None:
+            return "run-time"
+        if not self._config.windows_for(self._number(number)):
+            return None
+        return self._configured_source(number, "rates")
+
+    def _configured_source(self, number: str, what: str) -> str:
+        number = self._number(number)
+        settings = self._config.numbers.get(number)
+        profile_name = (settings.profile if settings is not None else None) or (
+            self._config.default_profile
+        )
+        own = settings is not None and getattr(settings, what) is not None
+        if not own and (profile_name is None or profile_name not in self._config.profiles):
+            return "default" if what == "cap" else "config"
+        published = self._published
+        return "config" if published is None else f"policy v{published.version}"
 
     def _number(self, number: str) -> str:
         return normalize_number(number, self._region)

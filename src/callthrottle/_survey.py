@@ -89,6 +89,9 @@ class NumberRow:
     remaining: float | None = None  # seconds until a cool-down ends (None: none running)
     oldest_wait: float | None = None  # seconds the longest-waiting caller has waited
     windows: list[WindowRow] = field(default_factory=list)
+    # where the cap comes from: "policy v3", "run-time", "lowered", "config" or "default"
+    cap_from: str = ""
+    windows_from: str | None = None  # where the rate windows come from (None: it has none)
 
 
 @dataclass
@@ -140,6 +143,9 @@ class Totals:
 @dataclass
 class Snapshot:
     url: str
+    # the carrier policy in force: "policy v3 (1a2b3c4d5e6f), published 2026-12-05T12:00:00+08:00
+    # by ops@host" or what stands in for it while none is published
+    policy: str = ""
     refreshed: str = ""  # when it was read: local wall-clock time, ISO 8601
     totals: Totals = field(default_factory=Totals)
     numbers: list[NumberRow] = field(default_factory=list)
@@ -165,7 +171,7 @@ async def _pools(
     pools = dict(published)
     if only is not None and only not in pools:
         pools[only] = await inspector.pool_members(only)
-    for name, numbers in target.config.pool_numbers().items():
+    for name, numbers in inspector.config.pool_numbers().items():
         if not pools.get(name):
             pools[name] = list(numbers)
     return pools
@@ -174,7 +180,7 @@ async def _pools(
 async def collect(inspector: Inspector, target: Source, filters: Filters) -> Snapshot:
     """One snapshot of the numbers (configured, known to the backend, or named), their groups
     and pools, filtered. Read only: nothing is written (see :class:`Inspector`)."""
-    config = target.config
+    config = inspector.config  # the published policy's, once one is
     published = await inspector.known_pools()
     pools = await _pools(inspector, target, published, filters.pool)
     if filters.numbers:
@@ -187,7 +193,7 @@ async def collect(inspector: Inspector, target: Source, filters: Filters) -> Sna
         numbers &= set(pools[filters.pool])
     if filters.match is not None:
         numbers = {n for n in numbers if fnmatch.fnmatchcase(n, filters.match)}
-    snapshot = Snapshot(target.shown_url, _now())
+    snapshot = Snapshot(target.shown_url, _policy(inspector), _now())
     usages: dict[str, Usage] = {}  # each number read once: the pools' totals reuse them
     for number in sorted(numbers):
         usage = usages[number] = await inspector.usage(number)
@@ -243,6 +249,8 @@ async def _number(
         # A round trip only when someone waits (the count may be stale by then: None is fine).
         oldest_wait=await inspector.oldest_wait(number) if usage.waiting else None,
         windows=[WindowRow(written(w.window), w.used, w.window.amount) for w in windows],
+        cap_from=inspector.cap_source(number, status),
+        windows_from=inspector.windows_source(number, status),
     )
     if filters.holders:
         row.holders = [
@@ -262,6 +270,17 @@ def _by_owner(rows: list[NumberRow]) -> list[OwnerRow]:
             )
     ordered = sorted(owners.items(), key=lambda item: (-len(item[1]), item[0]))
     return [OwnerRow(owner, len(leases), leases) for owner, leases in ordered]
+
+
+def _policy(inspector: Inspector) -> str:
+    published = inspector.published
+    if published is None:
+        return "no carrier policy is published: caps from the configuration given, else the default"
+    when = dt.datetime.fromtimestamp(published.published_at).astimezone()
+    return (
+        f"policy v{published.version} ({published.digest[:12]}), published "
+        f"{when.isoformat(timespec='seconds')} by {published.by}"
+    )
 
 
 def _now() -> str:

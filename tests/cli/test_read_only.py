@@ -213,3 +213,38 @@ def test_status_runs_as_a_read_only_user_on_a_server_without_the_library(
             assert admin.function_list() == []
         finally:
             admin.close()
+
+
+def test_without_a_configuration_status_and_top_show_the_published_caps_and_write_nothing(
+    invoke: Callable[..., Result], url: str, prefix: str
+) -> None:
+    """The dialers published their policy (A capped at 3, its profile's; B at 2, its own):
+    an operator without their configuration sees the caps they enforce, and where each comes
+    from, and the server is the same afterwards (the published policy included)."""
+    policy = {
+        "default_profile": "mobile",
+        "profiles": {"mobile": {"cap": 3, "rates": "100/hour"}},
+        "numbers": {B: {"cap": 2}},
+    }
+    options: dict[str, Any] = {"key_prefix": prefix, "owner_id": "switch-7", "config": policy}
+    with SyncThrottle.from_url(url, **options) as dialer:
+        dialer.publish_policy(comment="carrier caps")
+        dialer.acquire(A, token="call-1", timeout=0)
+        dialer.set_cap(C, 5)
+        clients = _clients(url)
+        before = _keyspace(clients, prefix)
+        args = ["--url", url, "--prefix", prefix]
+        result = invoke("status", *args, "--number", A, "--number", B, "--number", C, "--json")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["policy"].startswith("policy v1 (")
+        rows = {row["number"]: row for row in data["numbers"]}
+        assert (rows[A]["in_use"], rows[A]["cap"], rows[A]["cap_from"]) == (1, 3, "policy v1")
+        assert (rows[B]["cap"], rows[B]["cap_from"]) == (2, "policy v1")
+        assert (rows[C]["cap"], rows[C]["cap_from"]) == (5, "run-time")
+        assert rows[A]["rates"] == ["1 of 100/hour"]
+        assert rows[A]["windows_from"] == "policy v1"
+        result = invoke("top", *args, "--iterations", "1", "--match", A)
+        assert result.exit_code == 0, result.output
+        assert re.search(r"1/3 +policy v1", result.stdout)
+        _assert_same(before, _keyspace(clients, prefix))

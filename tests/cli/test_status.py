@@ -152,7 +152,8 @@ def test_status_shows_when_totals_oldest_wait_cool_down_and_owners(
     assert re.search(r"cooling 9 min \d\d s left \(carrier 503\)", text)
     assert "switch-7  2 leases" in text
     a_row = next(line for line in text.splitlines() if line.lstrip().startswith(A))
-    assert re.search(r"1/1 +1 +0\.\d s", a_row)  # in use/cap, waiting, oldest wait
+    # in use/cap, where the cap comes from (set_cap), waiting, oldest wait
+    assert re.search(r"1/1 +run-time +1 +0\.\d s", a_row)
 
 
 def test_status_filters(

@@ -65,17 +65,22 @@ def _numbers(snapshot: Snapshot) -> Table:
     _vital(table, "number")
     _other(table, "state")
     _vital(table, "in use/cap")
+    _other(table, "cap from")
     _vital(table, "waiting", "right")
     _other(table, "oldest wait")
     _other(table, "rate windows")
     for row in snapshot.numbers:
+        rates = ", ".join(row.rates) or "-"
+        if row.windows_from is not None and row.rates:
+            rates += f" ({row.windows_from})"
         table.add_row(
             row.number,
             _state(row),
             _load(row.in_use, row.cap),
+            row.cap_from,
             str(row.waiting),
             "-" if row.oldest_wait is None else span(row.oldest_wait),
-            ", ".join(row.rates) or "-",
+            rates,
         )
     if not snapshot.numbers:
         table.caption = "no numbers: none configured, and the backend holds no state"
@@ -116,7 +121,11 @@ def _count(count: int, noun: str) -> str:
 def render(snapshot: Snapshot, *, stale: bool = False) -> RenderableType:
     """The snapshot as rich tables, under a line saying when it was read and its totals
     (``stale``: the backend could not be read since; the tables are dimmed)."""
-    parts: list[RenderableType] = [_header(snapshot, stale), _numbers(snapshot)]
+    parts: list[RenderableType] = [
+        _header(snapshot, stale),
+        Text(snapshot.policy, style="dim"),
+        _numbers(snapshot),
+    ]
     if snapshot.owners is not None:
         parts.append(Text("holders by owner (release-owner OWNER ends them all)", style="bold"))
         parts.extend(_owner(owner) for owner in snapshot.owners)
