@@ -63,3 +63,19 @@ def test_without_a_configuration_a_number_is_read_where_its_leases_are(
         [row] = [r for r in data["numbers"] if r["number"] == A]
         assert row["in_use"] == 1
         assert [h["token"] for h in row["holders"]] == ["call-1"]
+
+
+def test_a_number_found_under_its_own_tag_is_read_there_whatever_pool_lists_it(
+    invoke: Callable[..., Result], cluster_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """On a Cluster a pool of the configuration puts its numbers under the pool's tag; a number
+    whose state was written under its own tag (by a process without that pool) is still read
+    where it is."""
+    config = tmp_path / "pool.toml"
+    config.write_text(f'[pools.p]\nnumbers = ["{A}"]\n', encoding="utf-8")
+    with SyncThrottle.from_url(cluster_url, key_prefix=prefix) as operator:
+        operator.set_state(A, "flagged", reason="by hand")
+        args = ["--url", cluster_url, "--prefix", prefix]
+        for given in ([], ["--config", str(config)]):
+            [row] = [r for r in _status(invoke, *args, *given)["numbers"] if r["number"] == A]
+            assert (row["state"], row["reason"]) == ("flagged", "by hand"), given
