@@ -220,7 +220,7 @@ async def raise_stamps(backend: Backend) -> None:
     if isinstance(backend, RedisBackend):
         await backend._sweeps.raise_stamps(5)
     else:
-        backend._stale(5)  # type: ignore[attr-defined]
+        backend._raise_stamp(5)  # type: ignore[attr-defined]
 
 
 # -- the table --------------------------------------------------------------------------------

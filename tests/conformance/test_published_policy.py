@@ -217,3 +217,37 @@ async def test_a_pick_made_under_an_older_policy_is_made_again_under_the_newest(
         with pytest.raises(AcquireTimeout):  # PoolExhausted: N1 is at its new cap
             await picker.acquire_from("sales", timeout=0)
         assert picker.policy_version == 2
+
+
+async def test_a_caller_waiting_when_a_cap_is_lowered_is_not_handed_a_slot_above_it(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """The waiter queued under the old cap (2), and its throttle has not looked for a new
+    policy yet: when a slot frees, the backend does not hand it over (the new cap is 1, and
+    one call is still up) but asks the waiter to ask again, under the new policy."""
+    async with (
+        new_throttle(config=config(2), policy="follow") as holder,
+        new_throttle(config=config(2), policy="follow", lease_ttl=600) as waiting,
+    ):
+        await holder.publish_policy()
+        first = await holder.acquire(N1, timeout=0)
+        second = await holder.acquire(N1, timeout=0)
+        got: list[object] = []
+
+        async def wait() -> None:
+            got.append(await waiting.acquire(N1, timeout=30))
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                while (await holder.usage(N1)).waiting == 0:
+                    await anyio.sleep(0.01)
+                await holder.publish_policy(config(1))
+                await holder.release(first)
+                await anyio.sleep(0.3)  # the waiter asks again meanwhile, under cap 1
+                usage = await holder.usage(N1)
+                assert (usage.in_use, usage.waiting, got) == (1, 1, [])
+                assert waiting.policy_version == 2
+                await holder.release(second)
+        assert len(got) == 1
+        assert (await holder.usage(N1)).in_use == 1

@@ -85,21 +85,6 @@ local function bind(keys, args)
   MARKED = {}
 end
 
--- The policy fence. A published policy has a version (1, 2, ...; 0: none published), and every
--- slot of the server a stamp S (a sorted set whose member 'v' scores the highest version seen
--- there: ZADD GT only ever raises it). An acquire or a pick says which version its caller
--- decided with: an older one than the stamp is refused before anything is read or written
--- (the caller loads the policy now published, and asks again); a newer one raises the stamp,
--- so that from then on no caller decides with an older policy on this slot. Publishing raises
--- every slot's stamp itself. Returns the stamp's version when `version` is older, else nil.
-local function policy_stale(version, stamp)
-  version = tonumber(version)
-  local seen = tonumber(redis.call('ZSCORE', stamp, 'v')) or 0
-  if version < seen then return seen end
-  if version > seen then redis.call('ZADD', stamp, 'GT', version, 'v') end
-  return nil
-end
-
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
 local LOAD_SCALE = 1000000
 local RESTING = LOAD_SCALE * LOAD_SCALE  -- the score band of numbers that could not take a call
@@ -450,6 +435,37 @@ local function now_ms()
     NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
   return NOW
+end
+
+-- The policy fence. A published policy has a version (1, 2, ...; 0: none published), and every
+-- slot of the server a stamp S (a sorted set: member 'v' scores the highest version seen there,
+-- 't' when that version reached the slot, in ms; ZADD GT only ever raises 'v'). An acquire or
+-- a pick says which version its caller decided with: an older one than the stamp is refused
+-- before anything is read or written (the caller loads the policy now published, and asks
+-- again); a newer one raises the stamp, so that from then on no caller decides with an older
+-- policy on this slot. Publishing raises every slot's stamp itself. A caller that queued
+-- before the newest version reached the slot asked with an older one: it is never handed a
+-- slot without asking again (promote). Returns the stamp's version when `version` is older,
+-- else nil.
+local function raise_stamp(stamp, version, now)
+  if redis.call('ZADD', stamp, 'GT', 'CH', version, 'v') == 1 then
+    redis.call('ZADD', stamp, now, 't')
+  end
+end
+
+local function policy_stale(version, stamp)
+  version = tonumber(version)
+  local seen = tonumber(redis.call('ZSCORE', stamp, 'v')) or 0
+  if version < seen then return seen end
+  if version > seen then raise_stamp(stamp, version, now_ms()) end
+  return nil
+end
+
+-- When the newest policy reached the slot of the bound number's keys (ms; nil: never).
+local function policy_reached()
+  local stamp = KEYS[8 + 4 * GROUPS]
+  if not stamp or string.sub(stamp, -6) ~= ':stamp' then return nil end
+  return tonumber(redis.call('ZSCORE', stamp, 't'))
 end
 
 -- owner, ttl, hold, limit, flags, since, the session record key ('' for a lease of one
@@ -899,16 +915,18 @@ local function promote(now, queued, number, channels, here, handed)
     end
     return queued
   end
+  local reached = policy_reached()
   while queued > 0 do
     local token = redis.call('ZRANGE', Q, 0, 0)[1]
-    local owner, ttl, hold, limit, flags = parse_meta(redis.call('HGET', M, token))
+    local owner, ttl, hold, limit, flags, since = parse_meta(redis.call('HGET', M, token))
     pol = pol or policy()
     if unavailable(pol, now) then return queued end
     local holding = redis.call('ZCARD', H)
     local full = holding >= cap_in_force(pol, limit, now)
     -- Windows set at run time, or a warm-up begun, since the head queued apply to it too: it
-    -- is not handed a slot without asking then, so that they are checked and counted.
-    if full or flags == 'r' or pol[7] or pol[8] then
+    -- is not handed a slot without asking then, so that they are checked and counted; nor is
+    -- a head that queued before the newest policy reached the slot (its cap may be older).
+    if full or flags == 'r' or pol[7] or pol[8] or (reached and (since or 0) <= reached) then
       -- Nudge the head: it times its wait from the new leases, or (rate windows) asks for the
       -- free slot itself, so that its windows are checked.
       if not full or (granted and granted[redis.call('ZRANGE', H, 0, 0)[1]]) then

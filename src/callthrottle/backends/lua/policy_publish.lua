@@ -33,5 +33,5 @@ if raw then
 end
 local version, now = current + 1, now_ms()
 redis.call('SET', D, table.concat({version, ARGV[2], now, ARGV[4], ARGV[5], ARGV[3]}, '\t'))
-redis.call('ZADD', S, 'GT', version, 'v')
+raise_stamp(S, version, now)
 return {1, version, now}

@@ -5,5 +5,5 @@
 -- KEYS[1] S   the slot's policy stamp
 -- ARGV[1] the version published
 -- Returns 1.
-redis.call('ZADD', KEYS[1], 'GT', tonumber(ARGV[1]), 'v')
+raise_stamp(KEYS[1], tonumber(ARGV[1]), now_ms())
 return 1

@@ -53,12 +53,14 @@ class _Lines(_GroupLines):
         # Windows set at run time, or a warm-up begun, since a waiter queued apply to it too:
         # it is not handed a slot without asking then, so that they are checked and counted.
         ruled = policy is not None and (bool(policy.rates) or policy.warming_since is not None)
+        # Nor is a waiter that queued before the newest policy came (its cap may be older).
+        reached = self._stamp_reached
         granted = False
         while queue:
             token, entry = next(iter(queue.items()))
             cap = entry.limit if policy is None else policy.cap_in_force(entry.limit, now)
             full = len(holders) >= cap
-            if full or entry.rated or ruled:
+            if full or entry.rated or ruled or entry.since <= reached:
                 # The head asks again: to time its wait from the new leases, or (rate windows)
                 # to take the free slot itself, so that its windows are checked.
                 if granted or not full:

@@ -43,5 +43,5 @@ class _PolicyBook(_MemoryState):
         published = Published(current + 1, digest, document, self._wall_clock(), by, comment)
         self._published.insert(0, published)
         del self._published[1 + POLICY_HISTORY :]
-        self._stamp = max(self._stamp, published.version)
+        self._raise_stamp(published.version)
         return published

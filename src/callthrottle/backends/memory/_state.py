@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ class _MemoryState:
         "_callees", "_checkpoint", "_clock", "_ended", "_group_holders", "_group_logs",
         "_group_policies", "_group_reserve_line", "_group_waiters", "_lapsed", "_layout",
         "_listeners", "_numbers", "_policies", "_pools", "_published", "_rates", "_sessions",
-        "_stamp", "_wall_clock",
+        "_stamp", "_stamp_reached", "_wall_clock",
     )  # fmt: skip
 
     def __init__(
@@ -69,6 +70,7 @@ class _MemoryState:
         # _common.lua: one stamp, as a single Redis server has).
         self._published: list[Published] = []
         self._stamp = 0
+        self._stamp_reached = -math.inf  # when the newest version reached it
 
     def _stale(self, version: int) -> bool:
         """Whether a decision made with policy ``version`` comes too late: a newer one is in
@@ -76,8 +78,15 @@ class _MemoryState:
         ``_common.lua``."""
         if version < self._stamp:
             return True
-        self._stamp = version
+        if version > self._stamp:
+            self._raise_stamp(version)
         return False
+
+    def _raise_stamp(self, version: int) -> None:
+        """Twin of ``raise_stamp`` in ``_common.lua``."""
+        if version > self._stamp:
+            self._stamp = version
+            self._stamp_reached = self._clock()
 
     def _notify(self, owner: str, kind: str, number: str, token: str) -> None:
         """Tell the owner's throttles (on Redis, a message on the owner's channel)."""
