@@ -105,6 +105,9 @@ owners = st.sampled_from(OWNERS)
 callers = st.sampled_from((*OWNERS, SESSION))  # a session's name too
 priorities = st.sampled_from((0, 0, 1))
 callees = st.sampled_from((None, *CALLEES))
+# The version of the published policy a caller decided with: mostly the newest it may know of,
+# sometimes an older one (a process that has not heard of the newest), or none.
+versions = st.sampled_from((-1, -1, 0, 1, 2))
 
 
 class Differential(RuleBasedStateMachine):
@@ -128,7 +131,12 @@ class Differential(RuleBasedStateMachine):
         # (number, token, owner) told QUEUED -> what it asked with (it asks again with them)
         self.queued: dict[tuple[str, str, str], tuple[float, float | None, RatePlan]] = {}
         self.seen: dict[str, Any] = {}
+        self.published = 0  # the newest version of the policy published
         self.call(self._open)
+
+    def _version(self, drawn: int) -> int:
+        """-1: the newest published; else ``drawn`` (older, or one never published)."""
+        return self.published if drawn < 0 else drawn
 
     async def _open(self) -> None:
         await set_server_clock(self.client, self.clock_key, self.clock)
@@ -205,6 +213,7 @@ class Differential(RuleBasedStateMachine):
         max_hold=st.sampled_from(MAX_HOLDS),
         callee=callees,
         priority=priorities,
+        version=versions,
     )
     def acquire(
         self,
@@ -216,11 +225,13 @@ class Differential(RuleBasedStateMachine):
         max_hold: float | None,
         callee: str | None,
         priority: int,
+        version: int,
     ) -> None:
         rates = plan(number, self.tz_offset, callee, priority)
         asked = AcquireRequest(
-            number, token, owner, CAPS[number], ttl, max_hold, rates, _session(owner)
-        )
+            number, token, owner, CAPS[number], ttl, max_hold, rates, _session(owner),
+            self._version(version),
+        )  # fmt: skip
         result = self.step(
             lambda b: b.acquire(asked, enqueue=enqueue),
             admits=priority,
@@ -236,8 +247,9 @@ class Differential(RuleBasedStateMachine):
         number, token, owner = data.draw(st.sampled_from(sorted(self.queued)))
         ttl, max_hold, rates = self.queued[(number, token, owner)]
         asked = AcquireRequest(
-            number, token, owner, CAPS[number], ttl, max_hold, rates, _session(owner)
-        )
+            number, token, owner, CAPS[number], ttl, max_hold, rates, _session(owner),
+            self.published,  # its throttle took the newest policy
+        )  # fmt: skip
         result = self.step(
             lambda b: b.acquire(asked, enqueue=True),
             admits=rates.priority,
@@ -364,6 +376,7 @@ class Differential(RuleBasedStateMachine):
         callee=callees,
         priority=priorities,
         sticky_ttl=st.sampled_from((10.0, 86400.0)),
+        version=versions,
     )
     def pick(
         self,
@@ -378,6 +391,7 @@ class Differential(RuleBasedStateMachine):
         callee: str | None,
         priority: int,
         sticky_ttl: float,
+        version: int,
     ) -> None:
         """A pick as ``Throttle.acquire_from`` makes it: the pool asked for, then its fallback
         (tried in passing, never waited on)."""
@@ -392,7 +406,7 @@ class Differential(RuleBasedStateMachine):
             queue = wait and index == 0
             asked = PickRequest(
                 name, token, owner, ttl, max_hold, strategy, tries, call, near, sticky_ttl,
-                _session(owner),
+                _session(owner), self._version(version),
             )  # fmt: skip
             result = self.step(
                 partial(_pick, asked, queue),
@@ -401,6 +415,23 @@ class Differential(RuleBasedStateMachine):
             )
             if result.outcome != 2:  # granted, conflict, or waiting behind others
                 break
+
+    @rule(expected=st.sampled_from((-1, -1, -1, 0)), digest=st.sampled_from(("d1", "d2")))
+    def publish_policy(self, expected: int, digest: str) -> None:
+        """A policy published (on top of the newest, or of one that is not in force: then
+        nothing is written): from then on a decision made with an older version is refused,
+        and a caller that queued before is not handed a slot without asking again."""
+        on_top_of = self._version(expected)
+
+        async def publish(backend: Backend) -> int:
+            reply = await backend.publish_policy(
+                f'{{"policy": "{digest}"}}', digest, expected=on_top_of, by="ops@h", comment=""
+            )
+            return reply if isinstance(reply, int) else -reply.version  # refused: in force
+
+        version = -self.step(publish, admits=0)
+        if version > 0:
+            self.published = version
 
     @rule(pool=st.sampled_from(sorted(POOLS)), token=tokens, owner=callers)
     def pool_leave(self, pool: str, token: str, owner: str) -> None:

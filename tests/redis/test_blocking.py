@@ -225,3 +225,27 @@ def test_a_wait_ended_by_a_disabled_number_leaves_no_place_in_line(
         assert dialer.end_call(first) is ReleaseOutcome.RELEASED
         dialer.keepalive()
         assert live(sync_client, prefix) == 1  # call-2 only: call-3 was never placed
+
+
+def test_a_published_policy_binds_the_blocking_client_too(redis_url: str, prefix: str) -> None:
+    """The client decides with its config= until a policy is published; then the server
+    refuses its requests as stale: with another config= it refuses calls (match), following
+    it takes the published caps, at its next acquire."""
+    from callthrottle import PolicyMismatch
+
+    with (
+        client(redis_url, prefix, "sbc-1") as matching,
+        client(redis_url, prefix, "sbc-2", policy="follow") as following,
+        SyncThrottle.from_url(redis_url, key_prefix=prefix, config=CONFIG) as publisher,
+    ):
+        held = following.acquire(NUMBER, timeout=0)  # cap 2 (its config), nothing published
+        publisher.publish_policy({"numbers": {NUMBER: {"cap": 1}}}, comment="cap 1")
+        with pytest.raises(AcquireTimeout):  # under its own cap (2) it would be granted
+            following.acquire(NUMBER, timeout=0)
+        with pytest.raises(PolicyMismatch, match="not this client's config"):
+            matching.acquire(NUMBER, timeout=0)
+        assert following.end_call(held) is ReleaseOutcome.RELEASED
+        lease = following.acquire(NUMBER, timeout=0)
+        with pytest.raises(AcquireTimeout):
+            following.acquire(NUMBER, timeout=0)
+        following.end_call(lease)
