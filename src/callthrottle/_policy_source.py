@@ -20,6 +20,7 @@ import anyio
 from ._config import ConfigError
 from ._errors import InvalidArgument, PolicyMismatch, ThrottleError
 from ._policy_doc import PolicyDocument
+from .backends import MemoryBackend
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -103,10 +104,13 @@ class PolicySource:
         """At open: take the published policy, if any (see the module's docstring)."""
         published = await self._backend.published_policy()
         if published is None:
-            if self._given:
-                logger.info(
-                    "no carrier policy is published on the backend: this process enforces "
-                    "its own configuration (publish it with `callthrottle policy apply`)"
+            if self._given and not isinstance(self._backend, MemoryBackend):
+                # Other processes may enforce other caps on the same numbers: said once.
+                logger.warning(
+                    "no carrier policy is published on %r: this process enforces its own "
+                    "config=, which other processes sharing the backend may not; publish it "
+                    "(`callthrottle policy apply FILE`) so that every process enforces one",
+                    self._backend,
                 )
             return
         self._adopt(published, opening=True)
