@@ -251,3 +251,34 @@ async def test_a_caller_waiting_when_a_cap_is_lowered_is_not_handed_a_slot_above
                 await holder.release(second)
         assert len(got) == 1
         assert (await holder.usage(N1)).in_use == 1
+
+
+async def test_a_caller_waiting_through_several_publishes_is_still_served(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Each publish while the caller waits makes its next ask stale once (its throttle takes
+    the new policy and asks again): four publishes in a long wait are no lost policy, and the
+    caller is served when the slot frees, not told ``PolicyMismatch``."""
+    async with (
+        new_throttle(config=config(1), policy="follow", lease_ttl=3.0) as holder,
+        new_throttle(config=config(1), policy="follow", lease_ttl=3.0) as waiting,
+    ):
+        await holder.publish_policy()
+        held = await holder.acquire(N1, timeout=0)
+        got: list[object] = []
+
+        async def wait() -> None:
+            got.append(await waiting.acquire(N1, timeout=60))
+
+        with anyio.fail_after(40):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                while (await holder.usage(N1)).waiting == 0:
+                    await anyio.sleep(0.01)
+                for _ in range(4):
+                    published = await holder.publish_policy(comment="the same caps again")
+                    while waiting.policy_version != published.version:
+                        await anyio.sleep(0.05)
+                    await anyio.sleep(0.3)  # its waiter asked again meanwhile
+                await holder.release(held)
+        assert len(got) == 1
