@@ -282,3 +282,23 @@ async def test_a_caller_waiting_through_several_publishes_is_still_served(
                     await anyio.sleep(0.3)  # its waiter asked again meanwhile
                 await holder.release(held)
         assert len(got) == 1
+
+
+async def test_a_throttle_behind_the_published_policy_cannot_raise_a_pool_members_cap(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """The pool's members admit calls by the caps written with them (a pick reads them on the
+    backend). A throttle opened before the publish (cap 3), that has not looked for a new
+    policy yet, adds N1 to the pool again: it must not write the old cap 3 over the published
+    cap 1, under which every throttle's picks are then decided."""
+    async with (
+        new_throttle(config=config(3, pool=[N1]), policy="follow", lease_ttl=600) as behind,
+        new_throttle(config=config(1, pool=[N1]), policy="follow") as publisher,
+    ):
+        await publisher.publish_policy()
+        assert behind.policy_version == 0
+        await behind.add_to_pool("sales", [N1])
+        await publisher.acquire_from("sales", timeout=0)
+        with pytest.raises(AcquireTimeout):  # PoolExhausted: N1 is at its published cap
+            await publisher.acquire_from("sales", timeout=0)
+        assert (await publisher.usage(N1)).in_use == 1
