@@ -21,6 +21,7 @@ from callthrottle import (
     PolicyMismatch,
     Throttle,
 )
+from callthrottle._policy_source import PolicySource
 
 if TYPE_CHECKING:
     from ..conftest import ThrottleFactory
@@ -302,3 +303,28 @@ async def test_a_throttle_behind_the_published_policy_cannot_raise_a_pool_member
         with pytest.raises(AcquireTimeout):  # PoolExhausted: N1 is at its published cap
             await publisher.acquire_from("sales", timeout=0)
         assert (await publisher.usage(N1)).in_use == 1
+
+
+async def test_a_throttle_opening_as_a_policy_is_published_leaves_its_pools_as_published(
+    new_throttle: ThrottleFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A throttle opening reads the published policy (none yet), then writes its configured
+    pools (cap 3). A publish of cap 1 that lands between the two (another process, one round
+    trip apart) must not be undone by that write: every pick is decided under cap 1 after."""
+    async with new_throttle(config=config(1, pool=[N1]), policy="follow") as publisher:
+        original = PolicySource.open
+        published: list[int] = []
+
+        async def open_then_publish(self: PolicySource) -> None:
+            await original(self)
+            if not published:  # the opening throttle's read is done: the publish lands now
+                published.append((await publisher.publish_policy()).version)
+
+        monkeypatch.setattr(PolicySource, "open", open_then_publish)
+        async with new_throttle(config=config(3, pool=[N1]), policy="follow") as opening:
+            monkeypatch.undo()
+            assert published == [1]
+            await publisher.acquire_from("sales", timeout=0)
+            with pytest.raises(AcquireTimeout):  # PoolExhausted: N1 is at its published cap
+                await opening.acquire_from("sales", timeout=0)
+            assert (await publisher.usage(N1)).in_use == 1
