@@ -11,6 +11,7 @@ import pytest
 
 from callthrottle import AcquireTimeout, BackendUnavailable
 from callthrottle.backends import RedisBackend
+from callthrottle.backends._sweeps import Sweeps
 from callthrottle.sync import SyncThrottle
 from tests.cli.test_policy import V1, V2, A
 
@@ -86,3 +87,36 @@ def test_apply_cut_off_after_the_policy_changed_writes_an_audit_line(
     assert '"version": 2' in shown.stdout  # the policy in force did change
     lines = [r.getMessage() for r in caplog.records if r.name == "callthrottle.audit"]
     assert any("action=policy-apply" in line for line in lines), lines
+
+
+def test_apply_run_again_after_it_was_cut_off_on_a_cluster_binds_every_slot(
+    invoke: Callable[..., Result],
+    cluster_url: str,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a Cluster, apply raises the policy stamp of every slot after writing the document.
+    Cut off before that, then run again ("nothing to change"), it must leave no slot where a
+    throttle still on the old version (it looks for a new one every 200 s) is admitted under
+    the old cap."""
+    v1, v2 = tmp_path / "v1.toml", tmp_path / "v2.toml"
+    v1.write_text('default_profile = "fixed"\n[profiles.fixed]\ncap = 3\n', encoding="utf-8")
+    v2.write_text('default_profile = "fixed"\n[profiles.fixed]\ncap = 1\n', encoding="utf-8")
+    args = ["--url", cluster_url, "--prefix", prefix]
+    assert invoke("policy", "apply", *args, str(v1), "--yes").exit_code == 0
+    options: dict[str, Any] = {"key_prefix": prefix, "policy": "follow", "lease_ttl": 600}
+    with SyncThrottle.from_url(cluster_url, **options) as dialer:
+        assert dialer.policy_version == 1
+
+        async def cut(self: Sweeps, version: int) -> None:
+            raise BackendUnavailable("Redis failed during policy_publish: connection reset")
+
+        monkeypatch.setattr(Sweeps, "raise_stamps", cut)
+        assert invoke("policy", "apply", *args, str(v2), "--yes").exit_code == 1
+        monkeypatch.undo()
+        again = invoke("policy", "apply", *args, str(v2), "--yes")
+        assert again.exit_code == 0, again.output
+        dialer.acquire(A, timeout=0)
+        with pytest.raises(AcquireTimeout):  # cap 1, version 2's
+            dialer.acquire(A, timeout=0)
