@@ -328,3 +328,16 @@ async def test_a_throttle_opening_as_a_policy_is_published_leaves_its_pools_as_p
             with pytest.raises(AcquireTimeout):  # PoolExhausted: N1 is at its published cap
                 await opening.acquire_from("sales", timeout=0)
             assert (await publisher.usage(N1)).in_use == 1
+
+
+@pytest.mark.parametrize("expected", ["1", True, 1.0], ids=["str", "bool", "float"])
+async def test_an_expected_version_that_is_no_version_number_is_refused_and_nothing_written(
+    new_throttle: ThrottleFactory, expected: object
+) -> None:
+    async with new_throttle(config=config(3), policy="follow") as throttle:
+        await throttle.publish_policy()
+        with pytest.raises(InvalidArgument, match="expected"):
+            await throttle.publish_policy(config(1), expected=expected)  # type: ignore[arg-type]
+        published = await throttle.published_policy()
+        assert published is not None
+        assert published.version == 1
