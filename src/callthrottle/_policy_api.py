@@ -12,7 +12,7 @@ from ._policy_doc import PolicyDocument
 from ._policy_source import same_layout
 from ._publishing import PublishedPolicy, publish, read_published
 from ._settings import load_config
-from ._validate import check_limit
+from ._validate import check_int, check_limit
 
 if TYPE_CHECKING:
     import os
@@ -84,6 +84,8 @@ class PolicyMethods:
         new_config = self._plans.config if config is None else load_config(config)
         limit = self._plans.default_limit if default_limit is None else default_limit
         document = PolicyDocument.of(new_config, check_limit(limit, "default_limit"))
+        if expected is not None:  # a version number (0: none published), else bad input
+            expected = check_int(expected, "expected", 0, 2**53)
         self._check_open()
         if not same_layout(self._plans.config, new_config, pools=self._backend.pools_place_numbers):
             raise InvalidArgument(

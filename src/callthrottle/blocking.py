@@ -215,7 +215,6 @@ class SessionClient:
         wait_for = check_timeout(timeout)
         if limit is not None:
             check_limit(limit)
-        keys = self._space.number_keys(number)
         deadline = math.inf if wait_for is None else time.monotonic() + wait_for
         wait = wait_for != 0
         if not wait:
@@ -229,7 +228,8 @@ class SessionClient:
             # it may hold goes (else the next slot that frees waits for a caller who left).
             with contextlib.suppress(BackendUnavailable):
                 args = abandon_argv(token, self._session, number, self._space.channels)
-                self._call("abandon", keys, args)
+                # Where the number lives now: a policy taken meanwhile may have moved it.
+                self._call("abandon", self._space.number_keys(number), args)
             raise
 
     def _request(self, number: str, token: str, limit: int | None, wait: bool) -> tuple[Any, ...]:

@@ -21,6 +21,7 @@ from callthrottle import (
     PolicyMismatch,
     Throttle,
 )
+from callthrottle._policy_source import PolicySource
 
 if TYPE_CHECKING:
     from ..conftest import ThrottleFactory
@@ -254,3 +255,92 @@ async def test_a_caller_waiting_when_a_cap_is_lowered_is_not_handed_a_slot_above
                 await holder.release(second)
         assert len(got) == 1
         assert (await holder.usage(N1)).in_use == 1
+
+
+async def test_a_caller_waiting_through_several_publishes_is_still_served(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Each publish while the caller waits makes its next ask stale once (its throttle takes
+    the new policy and asks again): four publishes in a long wait are no lost policy, and the
+    caller is served when the slot frees, not told ``PolicyMismatch``."""
+    async with (
+        new_throttle(config=config(1), policy="follow", lease_ttl=3.0) as holder,
+        new_throttle(config=config(1), policy="follow", lease_ttl=3.0) as waiting,
+    ):
+        await holder.publish_policy()
+        held = await holder.acquire(N1, timeout=0)
+        got: list[object] = []
+
+        async def wait() -> None:
+            got.append(await waiting.acquire(N1, timeout=60))
+
+        with anyio.fail_after(40):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                while (await holder.usage(N1)).waiting == 0:
+                    await anyio.sleep(0.01)
+                for _ in range(4):
+                    published = await holder.publish_policy(comment="the same caps again")
+                    while waiting.policy_version != published.version:
+                        await anyio.sleep(0.05)
+                    await anyio.sleep(0.3)  # its waiter asked again meanwhile
+                await holder.release(held)
+        assert len(got) == 1
+
+
+async def test_a_throttle_behind_the_published_policy_cannot_raise_a_pool_members_cap(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """The pool's members admit calls by the caps written with them (a pick reads them on the
+    backend). A throttle opened before the publish (cap 3), that has not looked for a new
+    policy yet, adds N1 to the pool again: it must not write the old cap 3 over the published
+    cap 1, under which every throttle's picks are then decided."""
+    async with (
+        new_throttle(config=config(3, pool=[N1]), policy="follow", lease_ttl=600) as behind,
+        new_throttle(config=config(1, pool=[N1]), policy="follow") as publisher,
+    ):
+        await publisher.publish_policy()
+        assert behind.policy_version == 0
+        await behind.add_to_pool("sales", [N1])
+        await publisher.acquire_from("sales", timeout=0)
+        with pytest.raises(AcquireTimeout):  # PoolExhausted: N1 is at its published cap
+            await publisher.acquire_from("sales", timeout=0)
+        assert (await publisher.usage(N1)).in_use == 1
+
+
+async def test_a_throttle_opening_as_a_policy_is_published_leaves_its_pools_as_published(
+    new_throttle: ThrottleFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A throttle opening reads the published policy (none yet), then writes its configured
+    pools (cap 3). A publish of cap 1 that lands between the two (another process, one round
+    trip apart) must not be undone by that write: every pick is decided under cap 1 after."""
+    async with new_throttle(config=config(1, pool=[N1]), policy="follow") as publisher:
+        original = PolicySource.open
+        published: list[int] = []
+
+        async def open_then_publish(self: PolicySource) -> None:
+            await original(self)
+            if not published:  # the opening throttle's read is done: the publish lands now
+                published.append((await publisher.publish_policy()).version)
+
+        monkeypatch.setattr(PolicySource, "open", open_then_publish)
+        async with new_throttle(config=config(3, pool=[N1]), policy="follow") as opening:
+            monkeypatch.undo()
+            assert published == [1]
+            await publisher.acquire_from("sales", timeout=0)
+            with pytest.raises(AcquireTimeout):  # PoolExhausted: N1 is at its published cap
+                await opening.acquire_from("sales", timeout=0)
+            assert (await publisher.usage(N1)).in_use == 1
+
+
+@pytest.mark.parametrize("expected", ["1", True, 1.0], ids=["str", "bool", "float"])
+async def test_an_expected_version_that_is_no_version_number_is_refused_and_nothing_written(
+    new_throttle: ThrottleFactory, expected: object
+) -> None:
+    async with new_throttle(config=config(3), policy="follow") as throttle:
+        await throttle.publish_policy()
+        with pytest.raises(InvalidArgument, match="expected"):
+            await throttle.publish_policy(config(1), expected=expected)  # type: ignore[arg-type]
+        published = await throttle.published_policy()
+        assert published is not None
+        assert published.version == 1

@@ -249,3 +249,22 @@ def test_a_published_policy_binds_the_blocking_client_too(redis_url: str, prefix
         with pytest.raises(AcquireTimeout):
             following.acquire(NUMBER, timeout=0)
         following.end_call(lease)
+
+
+def test_a_wait_that_took_a_published_policy_moving_the_number_leaves_no_place_in_line(
+    redis_url: str, prefix: str
+) -> None:
+    """The client's config= has NUMBER on its own; the published policy puts it in a tenant
+    (its keys move under the tenant's tag). The client's first ask is stale, it takes the
+    policy and waits in the line where the number now lives; when its wait times out, that
+    place must go (not a place under the keys of its config=)."""
+    tenant = {"tenants": {"acme": {"cap": 10}}, "numbers": {NUMBER: {"cap": 1, "tenant": "acme"}}}
+    with SyncThrottle.from_url(redis_url, key_prefix=prefix, config=tenant) as publisher:
+        publisher.publish_policy(comment="NUMBER dials for acme")
+        publisher.acquire(NUMBER, timeout=0)  # its cap, 1, is taken
+        with (
+            client(redis_url, prefix, "sbc-1", policy="follow") as waiting,
+            pytest.raises(AcquireTimeout),
+        ):
+            waiting.acquire(NUMBER, timeout=0.3)
+        assert publisher.usage(NUMBER).waiting == 0
