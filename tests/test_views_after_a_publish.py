@@ -31,6 +31,10 @@ async def test_an_open_inspector_reads_the_caps_of_a_policy_published_since(
             assert (await inspector.usage(N1)).limit == 3
             await dialer.publish_policy(config(1))
             assert (await dialer.usage(N1)).limit == 1  # what every throttle enforces now
+            # An inspector reads the policy when it opens and when told to (a snapshot of
+            # status, top or the metrics exporter does, each time): one read, not one per view.
+            assert await inspector.refresh_policy() is True
+            assert await inspector.refresh_policy() is False  # nothing newer since
             assert (await inspector.usage(N1)).limit == 1
 
 

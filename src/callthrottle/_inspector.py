@@ -124,18 +124,28 @@ class Inspector:
     async def __aenter__(self) -> Inspector:
         await self._backend.open()  # connects: nothing is written
         try:
-            published = await self._backend.published_policy()
-            if published is not None:
-                self._published = policy = read_published(published)
-                self._config = policy.config
-                self._plans = Plans(policy.config, policy.default_limit)
-                self._backend.use_layout(policy.config)
-            await self._locate()
+            if not await self.refresh_policy():
+                await self._locate()
         except BaseException:
             if self._close_backend:
                 await self._backend.aclose()
             raise
         return self
+
+    async def refresh_policy(self) -> bool:
+        """Read the published policy again (one read; ``top`` and the metrics exporter do at
+        each refresh); True if another version is in force since it was last read."""
+        published = await self._backend.published_policy()
+        if published is None or (
+            self._published is not None and published.version == self._published.version
+        ):
+            return False
+        self._published = policy = read_published(published)
+        self._config = policy.config
+        self._plans = Plans(policy.config, policy.default_limit)
+        self._backend.use_layout(policy.config)
+        await self._locate()  # where each number's keys are found, under this policy
+        return True
 
     async def _locate(self) -> list[str]:
         """Find where every number's keys are (a SCAN on Redis), read them there from now on,
@@ -174,7 +184,8 @@ class Inspector:
         or ``default`` (``default_limit``)."""
         if status.cap is not None:
             return "run-time"
-        if status.lowered_cap is not None:
+        lowered = status.lowered_cap
+        if lowered is not None and lowered < self._plans.cap_for(self._number(number), None):
             return "lowered"
         return self._configured_source(number, "cap")
 

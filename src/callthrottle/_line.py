@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ._settings import Settings
     from .backends import SlotStore
 
-__all__ = ("STALE_RETRIES", "Line", "Waiter", "new_token")
+__all__ = ("Line", "Waiter", "new_token", "no_newer_policy")
 
 logger = logging.getLogger("callthrottle")
 
@@ -44,8 +44,16 @@ _RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be coun
 _new_tuple = tuple.__new__
 
 
-#: How many times in a row one call takes a newer published policy and asks again.
-STALE_RETRIES = 3
+def no_newer_policy(version: int) -> PolicyMismatch:
+    """The backend refused a request as made with an older policy than its newest, and no
+    newer one than ``version`` is published: the backend lost the policy it published."""
+    return PolicyMismatch(
+        "the backend refuses requests as made with an older carrier policy than the newest it "
+        f"saw, but publishes none newer than version {version}: it lost the published policy "
+        "(a restart without persistence?); publish it again (`callthrottle policy apply`)",
+        version,
+        "",
+    )
 
 
 class _Stale(Exception):
@@ -233,7 +241,6 @@ class Line(OnLoop):
         waiter = self.waiting[key] = Waiter()
         try:
             deadline = None if not wait else self._now() + wait
-            stale = 0
             while True:
                 try:
                     if wait == 0:
@@ -248,8 +255,7 @@ class Line(OnLoop):
                             await self.abandon(number, token)
                     break
                 except _Stale:
-                    stale += 1
-                    request = await self._replanned(request, limit, callee_e164, priority, stale)
+                    request = await self._replanned(request, limit, callee_e164, priority)
         except (LeaseConflict, NumberUnavailable, RateLimited) as exc:
             if isinstance(exc, NumberUnavailable) and waiter.queued:
                 await self.abandon(number, token)
@@ -279,19 +285,13 @@ class Line(OnLoop):
         limit: int | None,
         callee: str | None,
         priority: int,
-        stale: int,
     ) -> AcquireRequest:
         """The request made again with the policy now published (the backend refused it as
-        made with an older one: nothing was written)."""
-        if stale > STALE_RETRIES:
-            raise PolicyMismatch(
-                f"the backend keeps refusing requests as made with an older carrier policy "
-                f"than the newest (this throttle has version {self._plans.version}): was the "
-                "published policy lost? Publish it again (`callthrottle policy restore`)",
-                self._plans.version,
-                "",
-            )
+        made with an older one: nothing was written). As many times as policies are published
+        while the call waits; but a refusal with no newer policy to take is an error."""
         await self._refresh()
+        if self._plans.version <= request.policy:
+            raise no_newer_policy(request.policy)
         number = request.number
         configured = self._plans.configured(number)
         rates = configured[1]

@@ -168,9 +168,7 @@ def _leaves(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, st
     for key, value in data.items():
         part = json.dumps(key) if any(c in key for c in ".+ ") else key
         path = f"{prefix}.{part}" if prefix else part
-        if isinstance(value, dict):
-            if not value:
-                continue
+        if isinstance(value, dict) and value:
             yield from _leaves(value, path)
         else:
             yield path, json.dumps(value)

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._errors import LeaseConflict, PolicyMismatch, PoolExhausted, ThrottleError
+from ._errors import LeaseConflict, PoolExhausted, ThrottleError
 from ._events import Cancelled, Queued, refusal
 from ._keeper import CLEANUP_TIMEOUT
-from ._line import STALE_RETRIES, new_token
+from ._line import new_token, no_newer_policy
 from ._loop import OnLoop
 from ._models import Lease
 from ._numbers import locality, normalize_number
@@ -221,7 +221,7 @@ class Pools(OnLoop):
     async def _pick(self, request: PickRequest, queue: bool) -> Lease | float | None:
         """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
         pool, token = request.pool, request.token
-        for _ in range(STALE_RETRIES):
+        while True:
             with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
                 result = await self._backend.pick(request, wait=queue)
             if result.outcome is not Outcome.STALE:
@@ -229,15 +229,9 @@ class Pools(OnLoop):
             # Made with an older carrier policy than the newest published: nothing was
             # written; made again with the newest.
             await self._line.refresh_policy()
+            if self._plans.version <= request.policy:
+                raise no_newer_policy(request.policy)
             request = self._replanned(request)
-        else:
-            raise PolicyMismatch(
-                "the backend keeps refusing picks as made with an older carrier policy than "
-                f"the newest (this throttle has version {self._plans.version}): was the "
-                "published policy lost? Publish it again (`callthrottle policy restore`)",
-                self._plans.version,
-                "",
-            )
         if result.outcome is Outcome.CONFLICT:
             raise LeaseConflict(
                 result.number or "", token, "already holds a slot (on a number of the pool)"

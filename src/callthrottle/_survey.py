@@ -180,6 +180,7 @@ async def _pools(
 async def collect(inspector: Inspector, target: Source, filters: Filters) -> Snapshot:
     """One snapshot of the numbers (configured, known to the backend, or named), their groups
     and pools, filtered. Read only: nothing is written (see :class:`Inspector`)."""
+    await inspector.refresh_policy()  # one read: a policy published since the last snapshot
     config = inspector.config  # the published policy's, once one is
     published = await inspector.known_pools()
     pools = await _pools(inspector, target, published, filters.pool)

@@ -46,7 +46,7 @@ from ._errors import (
     PolicyMismatch,
     RateLimited,
 )
-from ._line import STALE_RETRIES
+from ._line import no_newer_policy
 from ._models import Lease, ReleaseOutcome
 from ._numbers import check_region, normalize_number
 from ._policy_doc import PolicyDocument
@@ -252,13 +252,7 @@ class SessionClient:
         keys = [self._space.policy_key, self._space.policy_history_key]
         current, _ = policy_read_result(self._call("policy_read", keys, (0,)))
         if current is None or current.version <= self._version:
-            raise PolicyMismatch(
-                "Redis refuses this client's requests as made with an older carrier policy "
-                "than the newest, and publishes none newer: was the published policy lost? "
-                "Publish it again (`callthrottle policy restore`)",
-                self._version,
-                "",
-            )
+            raise no_newer_policy(self._version)
         document = PolicyDocument.parse(current.document)
         if self._mode == "match" and self._given and document.digest != self._local.digest:
             raise PolicyMismatch(
@@ -291,13 +285,11 @@ class SessionClient:
     ) -> Lease:
         """Ask until granted or refused for good, or until ``deadline``."""
         args = self._request(number, token, limit, wait)  # the same every ask
-        stale = 0
         while True:
             keys = self._space.number_keys(number)
             result = acquire_result(self._call("acquire", keys, args))
             outcome = result.outcome
-            if outcome is Outcome.STALE and stale < STALE_RETRIES:
-                stale += 1
+            if outcome is Outcome.STALE:  # each time a newer one was published, or an error
                 self._take_published()
                 args = self._request(number, token, limit, wait)
                 continue
@@ -308,13 +300,6 @@ class SessionClient:
             if outcome is Outcome.UNAVAILABLE:
                 raise NumberUnavailable(
                     number, result.state or "unavailable", result.reason, result.retry_in
-                )
-            if outcome is Outcome.STALE:
-                raise PolicyMismatch(
-                    "Redis keeps refusing this client's requests as made with an older "
-                    "carrier policy than the newest",
-                    self._version,
-                    "",
                 )
             left = deadline - time.monotonic()
             if left <= 0:
