@@ -214,13 +214,10 @@ async def publish(backend: Backend) -> Any:
     )
 
 
-async def raise_stamps(backend: Backend) -> None:
-    """Every slot's policy stamp raised to version 5 (a Cluster's publisher's last step; the
-    memory backend has the one stamp)."""
-    if isinstance(backend, RedisBackend):
-        await backend._sweeps.raise_stamps(5)
-    else:
-        backend._raise_stamp(5)  # type: ignore[attr-defined]
+async def raise_stamps(backend: Backend) -> int:
+    """Every slot's policy stamp raised to version 5 (a publisher's last step; the memory
+    backend has the one stamp)."""
+    return await backend.raise_stamps(5)
 
 
 # -- the table --------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ class Inspector:
         each refresh); True if another version is in force since it was last read."""
         published = await self._backend.published_policy()
         if published is None or (
-            self._published is not None and published.version == self._published.version
+            self._published is not None and published.stamp == self._published.stamp
         ):
             return False
         self._published = policy = read_published(published)

@@ -46,7 +46,8 @@ _new_tuple = tuple.__new__
 
 def no_newer_policy(version: int) -> PolicyMismatch:
     """The backend refused a request as made with an older policy than its newest, and no
-    newer one than ``version`` is published: the backend lost the policy it published."""
+    newer one than ``version`` is published: the backend lost the policy it published (and
+    processes raised the stamps since)."""
     return PolicyMismatch(
         "the backend refuses requests as made with an older carrier policy than the newest it "
         f"saw, but publishes none newer than version {version}: it lost the published policy "
@@ -236,7 +237,7 @@ class Line(OnLoop):
         request: AcquireRequest = _new_tuple(
             AcquireRequest,
             (number, token, self._owner_id, cap, self._lease_ttl, self._max_hold, rates,
-             self._session, self._plans.version),
+             self._session, self._plans.stamp),
         )  # fmt: skip
         waiter = self.waiting[key] = Waiter()
         try:
@@ -290,15 +291,15 @@ class Line(OnLoop):
         made with an older one: nothing was written). As many times as policies are published
         while the call waits; but a refusal with no newer policy to take is an error."""
         await self._refresh()
-        if self._plans.version <= request.policy:
-            raise no_newer_policy(request.policy)
+        if self._plans.stamp <= request.policy:
+            raise no_newer_policy(self._plans.version)
         number = request.number
         configured = self._plans.configured(number)
         rates = configured[1]
         if priority or callee is not None or rates is not NO_RATES:
             rates = self._plans.for_call(rates, callee, priority)
         cap = configured[0] if limit is None else request.limit
-        return request._replace(limit=cap, rates=rates, policy=self._plans.version)
+        return request._replace(limit=cap, rates=rates, policy=self._plans.stamp)
 
     async def _let_restore(self, wait: float | None) -> float | None:
         """Wait (within the caller's ``wait``, at most ``_RESTORE_GRACE`` seconds) while this

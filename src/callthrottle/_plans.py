@@ -31,14 +31,16 @@ class Plans:
     :meth:`configured` only for a number it has not seen.
     """
 
-    __slots__ = ("_config", "_default_limit", "known", "version")
+    __slots__ = ("_config", "_default_limit", "known", "stamp", "version")
 
     def __init__(self, config: Config, default_limit: int) -> None:
         self._config = config
         self._default_limit = default_limit
         self.known: dict[str, tuple[int, RatePlan]] = {}
-        #: the version of the published policy the plans come from (0: none published)
+        #: the version of the published policy the plans come from (0: none published), and
+        #: its stamp (what requests carry: see ``Published.stamp``)
         self.version = 0
+        self.stamp = 0
 
     @property
     def config(self) -> Config:
@@ -49,12 +51,14 @@ class Plans:
     def default_limit(self) -> int:
         return self._default_limit
 
-    def adopt(self, config: Config, default_limit: int, version: int) -> None:
-        """Read the plans from now on from ``config``, a published policy's (``version``)."""
+    def adopt(self, config: Config, default_limit: int, version: int, stamp: int) -> None:
+        """Read the plans from now on from ``config``, a published policy's (``version``,
+        ``stamp``)."""
         self._config = config
         self._default_limit = default_limit
         self.known.clear()  # the same dict: the line reads it directly
         self.version = version
+        self.stamp = stamp
 
     def configured(self, number: str) -> tuple[int, RatePlan]:
         """The number's configured cap (else ``default_limit``) and rate plan, remembered."""

@@ -104,5 +104,5 @@ class PolicyMethods:
             previous=previous,
             comment=comment,
         )
-        self._policy.published(document, published.version)
+        self._policy.published(document, published.version, published.stamp)
         return published

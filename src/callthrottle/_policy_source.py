@@ -73,10 +73,10 @@ def _place(config: Config, number: str, pools: bool) -> tuple[str | None, str | 
 
 
 class PolicySource:
-    """The policy a throttle's plans hold, and its version (0: its own configuration, none
-    being published)."""
+    """The policy a throttle's plans hold (their ``version`` and ``stamp``: 0 for its own
+    configuration, none being published)."""
 
-    __slots__ = ("_backend", "_given", "_local", "_mode", "_plans", "_settings", "version")
+    __slots__ = ("_backend", "_given", "_local", "_mode", "_plans", "_settings")
 
     def __init__(
         self,
@@ -93,7 +93,6 @@ class PolicySource:
         self._mode = mode
         self._given = given  # config= was passed: it is what "match" compares
         self._local = PolicyDocument.of(settings.config, settings.default_limit)
-        self.version = 0
 
     @property
     def local(self) -> PolicyDocument:
@@ -118,15 +117,14 @@ class PolicySource:
     async def refresh(self) -> None:
         """A newer policy is published (a request was refused as stale): take it."""
         published = await self._backend.published_policy()
-        if published is not None and published.version > self.version:
+        if published is not None and published.stamp > self._plans.stamp:
             self._adopt(published, opening=False)
 
-    def published(self, document: PolicyDocument, version: int) -> None:
+    def published(self, document: PolicyDocument, version: int, stamp: int) -> None:
         """This throttle published ``document`` as ``version``: it is its own from now on."""
         self._local = document
-        self._plans.adopt(document.config, document.default_limit, version)
+        self._plans.adopt(document.config, document.default_limit, version, stamp)
         self._settings.adopt(document.config)
-        self.version = version
 
     async def watch(self, interval: float, changed: Callable[[], None]) -> None:
         """While the throttle is open, look every ``interval`` seconds for a newer published
@@ -138,7 +136,7 @@ class PolicySource:
                 published = await self._backend.published_policy()
             except ThrottleError:
                 continue  # the heartbeat says that the backend is unreachable
-            if published is None or published.version <= self.version:
+            if published is None or published.stamp <= self._plans.stamp:
                 continue
             try:
                 self._adopt(published, opening=False)
@@ -169,16 +167,18 @@ class PolicySource:
                 published.version,
                 document.short,
             )
-        self._plans.adopt(document.config, document.default_limit, published.version)
+        replaced = self._plans.version
+        self._plans.adopt(
+            document.config, document.default_limit, published.version, published.stamp
+        )
         self._settings.adopt(document.config)
         if opening:
             self._backend.use_layout(document.config)
-        if self.version and published.version != self.version:
+        if replaced and published.version != replaced:
             logger.warning(
                 "carrier policy version %d (%s, by %s) is now in force, replacing version %d",
                 published.version,
                 document.short,
                 published.by,
-                self.version,
+                replaced,
             )
-        self.version = published.version

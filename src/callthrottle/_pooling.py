@@ -86,19 +86,34 @@ class Pools(OnLoop):
     async def publish(self) -> None:
         """At open: publish the configured pools' numbers."""
         for name, numbers in self._plans.configured_pools():
-            await self._backend.pool_update(name, self._plans.specs(numbers), ())
+            await self._update(name, numbers, ())
 
     async def add(self, pool: str, numbers: Iterable[str]) -> int:
         pool = check_pool(pool)
         checked = [normalize_number(n, self._region) for n in listed("numbers", numbers)]
         self._check_open()
-        return await self._backend.pool_update(pool, self._plans.specs(checked), ())
+        return await self._update(pool, checked, ())
 
     async def remove(self, pool: str, numbers: Iterable[str]) -> int:
         pool = check_pool(pool)
         checked = [normalize_number(n, self._region) for n in listed("numbers", numbers)]
         self._check_open()
-        return await self._backend.pool_update(pool, {}, checked)
+        return await self._update(pool, (), checked)
+
+    async def _update(self, pool: str, add: Iterable[str], remove: Iterable[str]) -> int:
+        """Add numbers to the pool, with what the policy in force says of each (their caps,
+        windows, groups), and take others out. Refused (nothing written) when made with an
+        older policy than the newest published: made again with the newest."""
+        add, remove = list(add), list(remove)
+        while True:
+            stamp = self._plans.stamp
+            specs = self._plans.specs(add)
+            count = await self._backend.pool_update(pool, specs, remove, stamp)
+            if count >= 0:
+                return count
+            await self._line.refresh_policy()
+            if self._plans.stamp <= stamp:
+                raise no_newer_policy(self._plans.version)
 
     async def members(self, pool: str) -> list[str]:
         pool = check_pool(pool)
@@ -143,7 +158,7 @@ class Pools(OnLoop):
                 # wakes the wait below at once.
                 waiter.event = event = self._new_event()
                 for index, request in enumerate(requests):
-                    if request.policy != self._plans.version:  # a newer policy came
+                    if request.policy != self._plans.stamp:  # a newer policy came
                         requests[index] = request = self._replanned(request)
                     name = request.pool
                     # Only the pool asked for keeps a line; its fallbacks are tried in passing.
@@ -210,13 +225,13 @@ class Pools(OnLoop):
         return PickRequest(
             pool, token, self._owner_id, self._lease_ttl, self._max_hold,
             strategy or settings.strategy, _PICK_TRIES, call, near, settings.sticky_ttl,
-            self._session, self._plans.version,
+            self._session, self._plans.stamp,
         )  # fmt: skip
 
     def _replanned(self, request: PickRequest) -> PickRequest:
         """The pick made again with the policy the plans now hold."""
         call = self._plans.for_pick(request.call.callee, request.call.priority)
-        return request._replace(call=call, policy=self._plans.version)
+        return request._replace(call=call, policy=self._plans.stamp)
 
     async def _pick(self, request: PickRequest, queue: bool) -> Lease | float | None:
         """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
@@ -229,8 +244,8 @@ class Pools(OnLoop):
             # Made with an older carrier policy than the newest published: nothing was
             # written; made again with the newest.
             await self._line.refresh_policy()
-            if self._plans.version <= request.policy:
-                raise no_newer_policy(request.policy)
+            if self._plans.stamp <= request.policy:
+                raise no_newer_policy(self._plans.version)
             request = self._replanned(request)
         if result.outcome is Outcome.CONFLICT:
             raise LeaseConflict(
@@ -274,7 +289,7 @@ class Pools(OnLoop):
         numbers = self._plans.pool_numbers(pool)
         if not numbers or await self._backend.pool_members(pool):
             return
-        await self._backend.pool_update(pool, self._plans.specs(numbers), ())
+        await self._update(pool, numbers, ())
         logger.warning(
             "pool %s had no number left on the backend (it lost its data?): its configured "
             "numbers were published again",

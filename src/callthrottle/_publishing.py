@@ -14,11 +14,13 @@ from ._plans import Plans
 from ._policy_doc import PolicyDocument
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._config import Config
     from .backends import Backend
     from .backends._policy import Published
 
-__all__ = ("PublishedPolicy", "publish", "publisher", "read_published")
+__all__ = ("PublishedPolicy", "finish", "publish", "publisher", "read_published", "write")
 
 _MAX_COMMENT = 500
 
@@ -34,6 +36,7 @@ class PublishedPolicy:
     :ivar published_at: when (seconds since the epoch, by the backend's clock)
     :ivar by: who published it (``user@host``)
     :ivar comment: why, as they said
+    :ivar stamp: what the requests decided with it carry (see ``policy_stale``)
     """
 
     version: int
@@ -43,6 +46,7 @@ class PublishedPolicy:
     published_at: float
     by: str
     comment: str
+    stamp: int
 
     @property
     def document(self) -> PolicyDocument:
@@ -59,6 +63,7 @@ def read_published(published: Published) -> PublishedPolicy:
         published.published_at,
         published.by,
         published.comment,
+        published.stamp,
     )
 
 
@@ -93,11 +98,28 @@ async def publish(
     by: str | None = None,
 ) -> PublishedPolicy:
     """Publish ``document`` as the next version, if version ``expected`` is still in force
-    (``previous``: its document, None if none), then its pools: each pool it lists gets its
-    numbers (with their caps and windows as it says), and loses the numbers it no longer
-    lists (and a pool it no longer lists, the numbers ``previous`` listed there).
+    (``previous``: its document, None if none): :func:`write` it, then :func:`finish`.
 
     The backend must use ``document``'s layout (:meth:`Backend.use_layout`).
+
+    :raises PolicyConflict: if another version was published meanwhile (nothing is written)
+    """
+    published = await write(backend, document, expected=expected, comment=comment, by=by)
+    return await finish(backend, published, previous)
+
+
+async def write(
+    backend: Backend,
+    document: PolicyDocument,
+    *,
+    expected: int,
+    comment: str = "",
+    by: str | None = None,
+    floor: int = 0,
+) -> PublishedPolicy:
+    """Write ``document`` as the version in force, on top of version ``expected``. Bad input
+    (a comment, a pool where it cannot be) is refused before anything is written. It binds
+    the processes once :func:`finish` has run.
 
     :raises PolicyConflict: if another version was published meanwhile (nothing is written)
     """
@@ -110,15 +132,57 @@ async def publish(
         expected=expected,
         by=publisher() if by is None else by,
         comment=comment,
+        floor=floor,
     )
     if isinstance(result, int):
         raise PolicyConflict(expected, result)
+    return read_published(result)
+
+
+async def finish(
+    backend: Backend, published: PublishedPolicy, previous: PolicyDocument | None
+) -> PublishedPolicy:
+    """What follows the document, safe to run again (an ``apply`` cut off half-way, run
+    again, finishes here): its pools (each pool it lists gets its numbers, with their caps
+    and windows as it says, and loses the numbers it no longer lists; a pool it no longer
+    lists, the numbers ``previous`` listed there), then every slot's stamp. If a slot's stamp
+    is above the policy's (processes still decide with a policy the backend lost), the
+    document is written again, stamped above it, and finished.
+
+    :raises PolicyConflict: if a newer version was published meanwhile
+    """
+    document = published.document
+    stamp = published.stamp
     plans = Plans(document.config, document.default_limit)
     before = {} if previous is None else dict(previous.config.pool_numbers())
     for name, numbers in document.config.pool_numbers().items():
         held = set(before.pop(name, ())) | set(await backend.pool_members(name))
         gone = sorted(held - set(numbers))
-        await backend.pool_update(name, plans.specs(numbers), gone)
+        await _pool(backend, name, plans, numbers, gone, published)
     for name, numbers in before.items():  # pools the document no longer lists
-        await backend.pool_update(name, {}, list(numbers))
-    return read_published(result)
+        await _pool(backend, name, plans, (), list(numbers), published)
+    highest = await backend.raise_stamps(stamp)
+    if highest > stamp:
+        again = await write(
+            backend,
+            document,
+            expected=published.version,
+            comment=published.comment,
+            by=published.by,
+            floor=highest + 1,
+        )
+        return await finish(backend, again, previous)
+    return published
+
+
+async def _pool(
+    backend: Backend,
+    name: str,
+    plans: Plans,
+    numbers: Sequence[str],
+    gone: Sequence[str],
+    published: PublishedPolicy,
+) -> None:
+    if await backend.pool_update(name, plans.specs(numbers), gone, published.stamp) < 0:
+        current = await backend.published_policy()
+        raise PolicyConflict(published.version, 0 if current is None else current.version)

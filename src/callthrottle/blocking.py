@@ -132,7 +132,8 @@ class SessionClient:
         self._space = KeySpace(key_prefix, cluster=False)
         self._space.use(self._config)
         self._local = PolicyDocument.of(self._config, self._default_limit)
-        self._version = 0  # of the published policy in use (0: none, the config given)
+        # The published policy in use: its version and stamp (0: none, the config given).
+        self._version = self._stamp = 0
 
     @classmethod
     def from_url(cls, url: object, *, session: str, **kwargs: Any) -> SessionClient:
@@ -241,7 +242,7 @@ class SessionClient:
             rates = replace(rates, tz_offset=utc_offset(config.timezone))
         request = AcquireRequest(
             number, token, self._session, cap, self._lease_ttl, self._max_hold, rates, True,
-            self._version,
+            self._stamp,
         )  # fmt: skip
         holder = self._space.session_holder(self._session, "")
         return acquire_argv(request, holder, wait, self._space.channels)
@@ -251,7 +252,7 @@ class SessionClient:
         a throttle does (see :class:`~callthrottle.Throttle`'s ``policy``)."""
         keys = [self._space.policy_key, self._space.policy_history_key]
         current, _ = policy_read_result(self._call("policy_read", keys, (0,)))
-        if current is None or current.version <= self._version:
+        if current is None or current.stamp <= self._stamp:
             raise no_newer_policy(self._version)
         document = PolicyDocument.parse(current.document)
         if self._mode == "match" and self._given and document.digest != self._local.digest:
@@ -271,7 +272,7 @@ class SessionClient:
             )
         self._config, self._default_limit = document.config, document.default_limit
         self._space.use(document.config)
-        self._version = current.version
+        self._version, self._stamp = current.version, current.stamp
 
     def _ask(
         self,

@@ -105,8 +105,9 @@ owners = st.sampled_from(OWNERS)
 callers = st.sampled_from((*OWNERS, SESSION))  # a session's name too
 priorities = st.sampled_from((0, 0, 1))
 callees = st.sampled_from((None, *CALLEES))
-# The version of the published policy a caller decided with: mostly the newest it may know of,
-# sometimes an older one (a process that has not heard of the newest), or none.
+# The policy a caller decided with: mostly the newest it may know of (-1), sometimes an older
+# one (the stamp of the first or second published: a process that has not heard of the
+# newest), or none (0).
 versions = st.sampled_from((-1, -1, 0, 1, 2))
 
 
@@ -131,12 +132,20 @@ class Differential(RuleBasedStateMachine):
         # (number, token, owner) told QUEUED -> what it asked with (it asks again with them)
         self.queued: dict[tuple[str, str, str], tuple[float, float | None, RatePlan]] = {}
         self.seen: dict[str, Any] = {}
-        self.published = 0  # the newest version of the policy published
+        self.stamps: list[int] = []  # of the policies published, oldest first
         self.call(self._open)
 
+    @property
+    def published(self) -> int:
+        """The stamp of the newest policy published (0: none)."""
+        return self.stamps[-1] if self.stamps else 0
+
     def _version(self, drawn: int) -> int:
-        """-1: the newest published; else ``drawn`` (older, or one never published)."""
-        return self.published if drawn < 0 else drawn
+        """-1: the newest policy's stamp; 0: none; else the stamp of the ``drawn``-th policy
+        published (or ``drawn`` itself, older than any, when fewer were)."""
+        if drawn < 0:
+            return self.published
+        return self.stamps[drawn - 1] if 0 < drawn <= len(self.stamps) else drawn
 
     async def _open(self) -> None:
         await set_server_clock(self.client, self.clock_key, self.clock)
@@ -225,7 +234,7 @@ class Differential(RuleBasedStateMachine):
         max_hold: float | None,
         callee: str | None,
         priority: int,
-        version: int,
+        version: int = -1,
     ) -> None:
         rates = plan(number, self.tz_offset, callee, priority)
         asked = AcquireRequest(
@@ -391,7 +400,7 @@ class Differential(RuleBasedStateMachine):
         callee: str | None,
         priority: int,
         sticky_ttl: float,
-        version: int,
+        version: int = -1,
     ) -> None:
         """A pick as ``Throttle.acquire_from`` makes it: the pool asked for, then its fallback
         (tried in passing, never waited on)."""
@@ -416,22 +425,26 @@ class Differential(RuleBasedStateMachine):
             if result.outcome != 2:  # granted, conflict, or waiting behind others
                 break
 
-    @rule(expected=st.sampled_from((-1, -1, -1, 0)), digest=st.sampled_from(("d1", "d2")))
-    def publish_policy(self, expected: int, digest: str) -> None:
+    @rule(on_top=st.booleans(), digest=st.sampled_from(("d1", "d2")))
+    def publish_policy(self, on_top: bool, digest: str) -> None:
         """A policy published (on top of the newest, or of one that is not in force: then
-        nothing is written): from then on a decision made with an older version is refused,
-        and a caller that queued before is not handed a slot without asking again."""
-        on_top_of = self._version(expected)
+        nothing is written), and every stamp raised: from then on a decision made with an
+        older policy is refused, and a caller that queued before is not handed a slot without
+        asking again."""
+        expected = len(self.stamps) if on_top else len(self.stamps) + 1
 
-        async def publish(backend: Backend) -> int:
+        async def publish(backend: Backend) -> tuple[int, int]:
             reply = await backend.publish_policy(
-                f'{{"policy": "{digest}"}}', digest, expected=on_top_of, by="ops@h", comment=""
+                f'{{"policy": "{digest}"}}', digest, expected=expected, by="ops@h", comment=""
             )
-            return reply if isinstance(reply, int) else -reply.version  # refused: in force
+            if isinstance(reply, int):
+                return (reply, 0)  # refused: the version in force
+            return (reply.version, await backend.raise_stamps(reply.stamp))
 
-        version = -self.step(publish, admits=0)
-        if version > 0:
-            self.published = version
+        version, stamp = self.step(publish, admits=0)
+        if stamp:
+            self.stamps.append(stamp)
+            assert version == len(self.stamps)
 
     @rule(pool=st.sampled_from(sorted(POOLS)), token=tokens, owner=callers)
     def pool_leave(self, pool: str, token: str, owner: str) -> None:
@@ -482,7 +495,8 @@ class Differential(RuleBasedStateMachine):
 
     @invariant()
     def keys_expire(self) -> None:
-        """No key is left without an expiry but a policy's and a pool's."""
+        """No key is left without an expiry but a policy's and a pool's (the numbers' and
+        groups' run-time policies, the published policy, its history and the stamps)."""
         self.call(self._keys_expire)
 
     async def _keys_expire(self) -> None:
@@ -497,7 +511,8 @@ class Differential(RuleBasedStateMachine):
         lasting = sorted(k for k, ttl in zip(keys, ttls, strict=True) if ttl == -1)
         for key in lasting:
             rest = key[len(self.prefix) :]
-            assert rest.endswith(":p") or ":pool:" in rest, f"{key} never expires"
+            lasts = rest.endswith((":p", ":stamp")) or rest.startswith("{policy}")
+            assert lasts or ":pool:" in rest, f"{key} never expires"
 
 
 LONG = os.environ.get("CALLTHROTTLE_DIFFERENTIAL") == "long"

@@ -184,7 +184,7 @@ def test_acquire_on_the_hot_path_sends_its_required_arguments_only() -> None:
     assert by_label(codec, argv)[0] == {
         "token": "t1", "owner": "o1", "limit": 3, "ttl_ms": 2000, "max_hold_ms": 0,
         "enqueue": 1, "number": "+1", "channel prefix": "ch:",
-        "the version of the published policy": 7,
+        "the stamp of the published policy": 7,
     }  # fmt: skip
 
 
@@ -195,7 +195,7 @@ def test_acquire_with_rates_and_a_group() -> None:
     assert named == {
         "token": "t1", "owner": "o1", "limit": 3, "ttl_ms": 2000, "max_hold_ms": 30000,
         "enqueue": 0, "number": "+1", "channel prefix": "ch:",
-        "the version of the published policy": 0, "rate windows": "100:3600000:0",
+        "the stamp of the published policy": 0, "rate windows": "100:3600000:0",
         "time zone offset": 3600000, "warm-up": "10,20", "midnight": 1, "callee windows": "",
     }  # fmt: skip
     # per group: cap, reserve, windows, name; then whether the call may take the reserves
@@ -242,8 +242,9 @@ def test_acquire_with_rates_and_a_group() -> None:
         ("reset_number", reset_number_argv("+1", "ch:"), {"number": "+1", "channel prefix": "ch:"},
          []),
         ("fence_lift", fence_lift_argv("x:fence"), {"fence marker": "x:fence"}, []),
-        ("pool_update", pool_update_argv("x:", {"+1": "spec1"}, ["+2"]),
-         {"key prefix": "x:", "adding": 1}, ["+1", "spec1", "+2"]),
+        ("pool_update", pool_update_argv("x:", {"+1": "spec1"}, ["+2"], 4),
+         {"key prefix": "x:", "adding": 1, "the stamp of the published policy": 4},
+         ["+1", "spec1", "+2"]),
         ("pool_leave", pool_leave_argv("o", "t", "ch:", "p"),
          {"owner": "o", "token": "t", "channel prefix": "ch:", "pool name": "p"}, []),
         ("batch", batch_argv([("a", ("t", "o"), None), ("r", ("u",), None)]), {},
@@ -284,7 +285,7 @@ def test_pick() -> None:
             "key prefix": "x:", "channel prefix": "ch:", "time zone offset": -3600000,
             "callee": "+2", "callee windows": "1:60000:0", "priority": 2, "tries": 16,
             "callee area": "0571", "callee region": "CN", "sticky_ms": 60000, "wait": 1,
-            "line_ms": 2000, "pool name": "p", "the version of the published policy": 3,
+            "line_ms": 2000, "pool name": "p", "the stamp of the published policy": 3,
         },
         [],
     )  # fmt: skip

@@ -211,10 +211,12 @@ class PoolStore(Protocol):
     """Pools of numbers: their members, and a slot taken from any suitable one."""
 
     async def pool_update(
-        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
+        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str], policy: int = 0
     ) -> int:
         """Add numbers to ``pool`` (or update their specs) and take others out; returns how
-        many numbers the pool has afterwards. One round trip on Redis.
+        many numbers the pool has afterwards, or -1 when a newer published policy than
+        ``policy`` (the version the specs come from, see :attr:`AcquireRequest.policy`) is in
+        force: then nothing is written. One round trip on Redis.
 
         :raises InvalidArgument: as :meth:`check_pool_members` (nothing is written)
         """
@@ -353,12 +355,29 @@ class PolicyBook(Protocol):
         ...
 
     async def publish_policy(
-        self, document: str, digest: str, *, expected: int, by: str, comment: str
+        self,
+        document: str,
+        digest: str,
+        *,
+        expected: int,
+        by: str,
+        comment: str,
+        floor: int = 0,
     ) -> Published | int:
         """Publish ``document`` as the next version, if the one in force is still version
-        ``expected`` (0: none); else write nothing and return the version in force. Every
-        request made with an older version is refused from then on, by every process; the one
-        replaced is kept (the newest :data:`POLICY_HISTORY` of them)."""
+        ``expected`` (0: none); else write nothing and return the version in force. The new
+        version is above the one in force, above ``floor`` and above the stamp of the slot
+        the policy is kept on (a server that lost the policy, not every stamp, numbers the
+        next one above what processes may still decide with). The one replaced is kept (the
+        newest :data:`POLICY_HISTORY` of them). Then :meth:`raise_stamps` binds every slot.
+        The same publish asked again (its reply lost) answers as it did."""
+        ...
+
+    async def raise_stamps(self, version: int) -> int:
+        """Raise every slot's policy stamp to ``version`` (see ``policy_stale``): from then on
+        a request made with an older version is refused, by every process. Return the
+        highest stamp found (above ``version`` when processes decided with a version the
+        backend lost the policy of)."""
         ...
 
 

@@ -391,10 +391,10 @@ def member_spec(spec: MemberSpec, tag: str) -> str:
 
 
 def pool_update_argv(
-    prefix: str, specs: Mapping[str, str], remove: Sequence[str]
+    prefix: str, specs: Mapping[str, str], remove: Sequence[str], policy: int
 ) -> tuple[Arg, ...]:
     """pool_update.lua's ARGV: ``specs`` each number to add -> its spec (:func:`member_spec`)."""
-    args: list[Arg] = [prefix, len(specs)]
+    args: list[Arg] = [prefix, len(specs), policy]
     for number, spec in specs.items():
         args += (number, spec)
     return (*args, *remove)
@@ -451,9 +451,9 @@ def pool_leave_argv(owner: str, token: str, channels: str, pool: str) -> tuple[A
 
 
 def policy_publish_argv(
-    expected: int, digest: str, document: str, by: str, comment: str, kept: int
+    expected: int, digest: str, document: str, by: str, comment: str, kept: int, floor: int
 ) -> tuple[Arg, ...]:
-    return (expected, digest, document, by, comment, kept)
+    return (expected, digest, document, by, comment, kept, floor)
 
 
 def policy_publish_result(
@@ -462,7 +462,7 @@ def policy_publish_result(
     """The version published, or (nothing written) the version in force."""
     if reply[0] == 0:
         return int(reply[1])
-    return Published(int(reply[1]), digest, document, reply[2] / 1000, by, comment)
+    return Published(int(reply[1]), digest, document, reply[2] / 1000, by, comment, reply[2])
 
 
 def policy_read_result(reply: list[Any]) -> tuple[Published | None, list[Published]]:
@@ -474,15 +474,15 @@ def policy_read_result(reply: list[Any]) -> tuple[Published | None, list[Publish
 
 def _published(raw: bytes) -> Published:
     version, digest, at, by, comment, document = raw.decode().split("\t", 5)
-    return Published(int(version), digest, document, int(at) / 1000, by, comment)
+    return Published(int(version), digest, document, int(at) / 1000, by, comment, int(at))
 
 
 # -- the codecs, by function -------------------------------------------------------------------
 
 _OWNER = "owner"
 _CHANNELS = "channel prefix"
-_VERSION = "the version of the published policy"
-_VERSION_PUBLISHED = "the version published"
+_VERSION = "the stamp of the published policy"
+_VERSION_PUBLISHED = "the stamp of the version published"
 
 CODECS: Mapping[str, Codec] = {
     "acquire": Codec(
@@ -604,20 +604,20 @@ CODECS: Mapping[str, Codec] = {
         decode=pick_result,
     ),
     "pool_update": Codec(
-        POOL_KEYS[:3],
-        ("key prefix", "adding"),
+        (*POOL_KEYS[:3], "S"),
+        ("key prefix", "adding", _VERSION),
         argv_rest="number spec pairs",
         encode=pool_update_argv,
     ),
     "pool_members": Codec(POOL_KEYS[:3], (), decode=pool_members_result),
     "policy_publish": Codec(
         ("D", "DH", "S"),
-        ("expected", "digest", "document", "by", "comment", "kept"),
+        ("expected", "digest", "document", "by", "comment", "kept", "floor"),
         encode=policy_publish_argv,
         decode=policy_publish_result,
     ),
     "policy_read": Codec(("D", "DH"), ("how many replaced versions",), decode=policy_read_result),
-    "policy_stamp": Codec(("S",), (_VERSION_PUBLISHED,)),
+    "policy_stamp": Codec(("S",), (_VERSION_PUBLISHED,), decode=int),
     "pool_leave": Codec(
         POOL_KEYS[:1], (_OWNER, "token", _CHANNELS, "pool name"), encode=pool_leave_argv
     ),

@@ -108,6 +108,8 @@ class Published(NamedTuple):
     :ivar published_at: when, in seconds since the epoch, by the backend's clock
     :ivar by: who published it (``user@host``)
     :ivar comment: why, as they said
+    :ivar stamp: what requests made with it carry (:attr:`AcquireRequest.policy`): when it was
+        published, in ms, made greater than every stamp before it (see ``policy_stale``)
     """
 
     version: int
@@ -116,3 +118,4 @@ class Published(NamedTuple):
     published_at: float
     by: str
     comment: str
+    stamp: int

@@ -76,17 +76,21 @@ class Sweeps:
                 if cursor == b"0":
                     break
 
-    async def raise_stamps(self, version: int) -> None:
+    async def raise_stamps(self, version: int) -> int:
         """Raise every slot's policy stamp to ``version`` (a Cluster: one call per slot, a
-        thousand at a time, each sent to the master that serves the slot)."""
+        thousand at a time, each sent to the master that serves the slot); return the highest
+        stamp found."""
         keys = self._space.stamp_keys()
+        highest = version
         for start in range(0, len(keys), 1024):
-            await asyncio.gather(
+            found = await asyncio.gather(
                 *(
                     self._run("policy_stamp", [key], (version,))
                     for key in keys[start : start + 1024]
                 )
             )
+            highest = max(highest, *map(int, found))
+        return highest
 
     async def find_session_records(self) -> None:
         """In a Cluster, learn the tags that hold session records."""

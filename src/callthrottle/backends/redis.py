@@ -49,7 +49,6 @@ from ._codec import (
 )
 from ._keys import KeySpace, slot_tags
 from ._lane import Arg, Library, ScriptLane
-from ._policy import Published
 from ._redis_url import default_options, parse_cluster_url, parse_sentinel_url
 from ._results import AcquireResult, PickResult, RenewState, RestoreOutcome
 from ._subscription import EVENTS, KEEPALIVE, keep_subscribed
@@ -64,7 +63,7 @@ if TYPE_CHECKING:
     from .._pools import MemberSpec
     from .._rates import GroupPlan, RatePlan
     from ._base import EventListener, Layout
-    from ._policy import GroupPolicyChange, PolicyChange, RuntimePolicy
+    from ._policy import GroupPolicyChange, PolicyChange, Published, RuntimePolicy
     from ._requests import AcquireRequest, PickRequest
 
 
@@ -475,15 +474,16 @@ class RedisBackend:
             )
 
     async def pool_update(
-        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
+        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str], policy: int = 0
     ) -> int:
         self.check_pool_members(pool, add)
         specs = {
             number: member_spec(spec, self._space.tag_of(number)) for number, spec in add.items()
         }
-        args = pool_update_argv(self._space.prefix, specs, remove)
+        args = pool_update_argv(self._space.prefix, specs, remove, policy)
+        keys = [*self._space.pool_keys(pool)[:3], self._space.stamp_key(self._space.pool_tag(pool))]
         with _map_errors("pool_update"):
-            return int(await self._run("pool_update", self._space.pool_keys(pool)[:3], args))
+            return int(await self._run("pool_update", keys, args))
 
     def acquire_args(self, request: AcquireRequest, enqueue: bool) -> tuple[Arg, ...]:
         """The arguments of acquire.lua for this request (see its header)."""
@@ -528,17 +528,27 @@ class RedisBackend:
             return policy_read_result(await self._read("policy_read", keys, (count,)))
 
     async def publish_policy(
-        self, document: str, digest: str, *, expected: int, by: str, comment: str
+        self,
+        document: str,
+        digest: str,
+        *,
+        expected: int,
+        by: str,
+        comment: str,
+        floor: int = 0,
     ) -> Published | int:
         space = self._space
         keys = [space.policy_key, space.policy_history_key, space.stamp_key("policy")]
-        args = policy_publish_argv(expected, digest, document, by, comment, POLICY_HISTORY)
+        args = policy_publish_argv(expected, digest, document, by, comment, POLICY_HISTORY, floor)
         with _map_errors("policy_publish"):
             reply = await self._run("policy_publish", keys, args)
-            published = policy_publish_result(reply, digest, document, by, comment)
-            if isinstance(published, Published) and space.cluster:
-                await self._sweeps.raise_stamps(published.version)
-        return published
+        return policy_publish_result(reply, digest, document, by, comment)
+
+    async def raise_stamps(self, version: int) -> int:
+        with _map_errors("policy_stamp"):
+            if self._space.cluster:
+                return await self._sweeps.raise_stamps(version)
+            return int(await self._run("policy_stamp", [self._space.stamp_key("")], (version,)))
 
     def _session_holder(self, owner: str, tag: str) -> str:
         """A session lease's holder as the functions take it (in a Cluster, its tag is

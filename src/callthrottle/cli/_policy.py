@@ -21,7 +21,7 @@ from .._config import Config
 from .._errors import BackendUnavailable, ThrottleError
 from .._policy_doc import PolicyDocument, differences
 from .._policy_source import same_layout
-from .._publishing import PublishedPolicy, check_comment, publish, read_published
+from .._publishing import PublishedPolicy, check_comment, finish, read_published, write
 from .._url import backend_from_url
 from .._validate import check_limit
 from ..backends._base import POLICY_HISTORY
@@ -178,10 +178,17 @@ async def _publish(
     comment: str,
     yes: bool,
     moves_numbers: bool,
+    action: str,
+    target: Target,
+    **details: object,
 ) -> PublishedPolicy | None:
     """Show the change from ``current`` (None: none published), ask, publish on top of it.
-    None: ``document`` is the policy in force, nothing is written."""
+    None: ``document`` is the policy in force already (what follows its document is written
+    again: an ``apply`` cut off half-way, run again, finishes)."""
     if current is not None and current.digest == document.digest:
+        backend.use_layout(document.config)
+        previous = await backend.policy_history(1)
+        await finish(backend, current, read_published(previous[0]).document if previous else None)
         return None
     _print_diff(current, document)
     if current is not None and not same_layout(
@@ -200,13 +207,16 @@ async def _publish(
     expected = 0 if current is None else current.version
     await _confirm(f"Publish this policy as version {expected + 1}?", yes)
     backend.use_layout(document.config)  # its pools are written where it puts their numbers
-    return await publish(
-        backend,
-        document,
-        expected=expected,
-        previous=None if current is None else current.document,
-        comment=comment,
-    )
+    published = await write(backend, document, expected=expected, comment=comment)
+    # In force from here on: said in the audit log, whatever fails next.
+    _report(action, target, published, **details)
+    try:
+        return await finish(backend, published, None if current is None else current.document)
+    except ThrottleError as exc:
+        raise click.ClickException(
+            f"version {published.version} is in force, but its pools or stamps were not all "
+            f"written ({exc}): run the same command again to finish"
+        ) from None
 
 
 def _report(
@@ -257,15 +267,24 @@ def apply(
         async with _opened(target) as backend:
             current = await _in_force(backend)
             published = await _publish(
-                backend, current, document, comment=comment, yes=yes, moves_numbers=moves_numbers
+                backend,
+                current,
+                document,
+                comment=comment,
+                yes=yes,
+                moves_numbers=moves_numbers,
+                action="policy-apply",
+                target=target,
+                file=file,
             )
             if published is None:
                 click.echo(
-                    f"nothing to change: version {current.version if current else 0} is this policy"
+                    f"nothing to change: version {current.version if current else 0} is this "
+                    "policy (its pools and stamps were written again)"
                 )
             return published
 
-    _report("policy-apply", target, run(act), file=file)
+    run(act)
 
 
 def _check_comment(comment: str) -> None:
@@ -335,6 +354,9 @@ def restore(
                 comment=comment,
                 yes=yes,
                 moves_numbers=moves_numbers,
+                action="policy-restore",
+                target=target,
+                restored=version,
             )
             if published is None and current is not None:
                 click.echo(
@@ -343,4 +365,4 @@ def restore(
                 )
             return published
 
-    _report("policy-restore", target, run(act), restored=version)
+    run(act)

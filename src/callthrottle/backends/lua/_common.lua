@@ -437,15 +437,16 @@ local function now_ms()
   return NOW
 end
 
--- The policy fence. A published policy has a version (1, 2, ...; 0: none published), and every
--- slot of the server a stamp S (a sorted set: member 'v' scores the highest version seen there,
--- 't' when that version reached the slot, in ms; ZADD GT only ever raises 'v'). An acquire or
--- a pick says which version its caller decided with: an older one than the stamp is refused
+-- The policy fence. A published policy is stamped (a number that grows with each publish:
+-- when it was published, in ms; 0: none published), and every slot of the server has a stamp
+-- S (a sorted set: member 'v' scores the newest policy's stamp seen there, 't' when it reached
+-- the slot, in ms; ZADD GT only ever raises 'v'). An acquire, a pick or a pool update says
+-- the stamp of the policy its caller decided with: an older one than the slot's is refused
 -- before anything is read or written (the caller loads the policy now published, and asks
--- again); a newer one raises the stamp, so that from then on no caller decides with an older
+-- again); a newer one raises the slot's, so that from then on no caller decides with an older
 -- policy on this slot. Publishing raises every slot's stamp itself. A caller that queued
--- before the newest version reached the slot asked with an older one: it is never handed a
--- slot without asking again (promote). Returns the stamp's version when `version` is older,
+-- before the newest policy reached the slot asked with an older one: it is never handed a
+-- slot without asking again (promote). Returns the slot's stamp when `version` is older,
 -- else nil.
 local function raise_stamp(stamp, version, now)
   if redis.call('ZADD', stamp, 'GT', 'CH', version, 'v') == 1 then

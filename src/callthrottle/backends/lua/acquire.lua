@@ -3,7 +3,7 @@
 -- KEYS: H Q W M P R C, then the group keys, then S, the policy stamp (see _common.lua)
 -- ARGV[1] token, ARGV[2] owner (or "owner\t<session record key>": a session lease, see
 -- _common.lua), ARGV[3] limit, ARGV[4] ttl_ms, ARGV[5] max_hold_ms (0: none),
--- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix, ARGV[9] the version of the
+-- ARGV[6] enqueue (1/0), ARGV[7] number, ARGV[8] channel prefix, ARGV[9] the stamp of the
 -- published policy the caller decided with (0: none; see policy_stale); optional (a request
 -- with no rate windows, callee or group sends none of them, and takes the hot path):
 -- ARGV[10] rate windows (see parse_windows; '' for none),
@@ -23,7 +23,7 @@
 -- retry_in_ms, state, reason} when the number's state admits no calls (retry_in_ms: the end of
 -- a cool-down, -1 if none; a place the token had in a group's line goes); {0 or 2,
 -- retry_in_ms, 'f'} when queued or refused while the fence holds every grant (see fenced);
--- {6, -1, version} when a newer policy than the caller's is published (nothing is written).
+-- {6, -1, stamp} when a newer policy than the caller's is published (nothing is written).
 local stale = policy_stale(ARGV[9], KEYS[8 + 4 * GROUPS])
 if stale then return {6, -1, stale} end
 local token = ARGV[1]

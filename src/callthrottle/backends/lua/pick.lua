@@ -26,7 +26,8 @@
 -- under the sticky strategy (the callee's last number: PM's key with ':k:<callee>'),
 -- ARGV[16] wait: '1' if the caller waits when nothing admits it, ARGV[17] line_ms: how long
 -- its place in line lasts unless it asks again, ARGV[18] pool name (for its waiters' events),
--- ARGV[19] the version of the published policy the caller decided with (0: none).
+-- ARGV[19] the stamp of the published policy the caller decided with (0: none; see
+-- policy_stale).
 -- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
 -- ':x' (the same -> when the place lapses), both expiring with the latest place; while anyone
 -- waits, only the first in line picks: others (also try-once callers) are refused, or queued
@@ -41,7 +42,7 @@
 -- Returns {1, number} granted, {-1, number} token conflict, {2, retry_in_ms (-1: unknown)}
 -- when none admitted (also when others wait ahead of a caller trying once; {2, retry_in_ms,
 -- 'f'} while the fence holds every grant), or {0, -1} when others wait ahead of a caller that
--- now waits behind them; {6, -1, version} when a newer policy than the caller's is published
+-- now waits behind them; {6, -1, stamp} when a newer policy than the caller's is published
 -- (nothing is written).
 local PM, PL, PO, PC, PS, S = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local version = ARGV[19]

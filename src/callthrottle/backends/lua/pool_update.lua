@@ -1,12 +1,16 @@
 -- Python twin: MemoryBackend.pool_update (backends/memory/_pools.py).
 -- Add numbers to a pool (or update what it knows of them) and take others out.
--- KEYS: PM PL PO (see pick.lua)
+-- KEYS: PM PL PO S (see pick.lua)
 -- ARGV[1] key prefix, ARGV[2] adding: how many numbers to add, n,
--- ARGV[3..] number spec pairs: n (number, spec) pairs, then the numbers to take out.
+-- ARGV[3] the stamp of the published policy the specs come from (0: none; see
+-- policy_stale: an older one than the slot's stamp writes nothing),
+-- ARGV[4..] number spec pairs: n (number, spec) pairs, then the numbers to take out.
 -- Each number is also kept in its area's and region's sets (the local
 -- strategy): PM's key with ':a:<area>' and ':r:<region>' in place of its last letter's suffix.
--- Returns how many numbers the pool has afterwards.
+-- Returns how many numbers the pool has afterwards, or -1 when a newer policy than the
+-- caller's is published (nothing is written).
 local PM, PL, PO = KEYS[1], KEYS[2], KEYS[3]
+if policy_stale(ARGV[3], KEYS[4]) then return -1 end
 local PB = string.sub(PM, 1, -2)  -- the pool's keys' common start
 local prefix, adding = ARGV[1], tonumber(ARGV[2])
 
@@ -19,7 +23,7 @@ local function unplace(number)
   if f[7] ~= '' then redis.call('SREM', PB .. 'r:' .. f[7], number) end
 end
 
-for i = 3, 2 + 2 * adding, 2 do
+for i = 4, 3 + 2 * adding, 2 do
   local number, spec = ARGV[i], ARGV[i + 1]
   unplace(number)
   redis.call('HSET', PM, number, spec)
@@ -39,7 +43,7 @@ for i = 3, 2 + 2 * adding, 2 do
     redis.call('ZADD', PL, holding * LOAD_SCALE + moved, number)
   end
 end
-for i = 3 + 2 * adding, #ARGV do
+for i = 4 + 2 * adding, #ARGV do
   unplace(ARGV[i])
   redis.call('HDEL', PM, ARGV[i])
   redis.call('ZREM', PL, ARGV[i])

@@ -43,10 +43,12 @@ class _Pools(_Acquire):
     __slots__ = ()
 
     async def pool_update(
-        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str]
+        self, pool: str, add: Mapping[str, MemberSpec], remove: Sequence[str], policy: int = 0
     ) -> int:
         """Lua twin: ``pool_update.lua``."""
         await self._checkpoint()
+        if policy != self._stamp and self._stale(policy):
+            return -1
         state = self._pools.get(pool)
         if state is None:
             state = self._pools[pool] = _Pool()

@@ -25,7 +25,14 @@ class _PolicyBook(_MemoryState):
         return self._published[1 : 1 + count]
 
     async def publish_policy(
-        self, document: str, digest: str, *, expected: int, by: str, comment: str
+        self,
+        document: str,
+        digest: str,
+        *,
+        expected: int,
+        by: str,
+        comment: str,
+        floor: int = 0,
     ) -> Published | int:
         """Lua twin: ``policy_publish.lua`` (and ``policy_stamp.lua``, which raises a Cluster's
         other stamps: this backend has one)."""
@@ -34,14 +41,22 @@ class _PolicyBook(_MemoryState):
         current = 0 if in_force is None else in_force.version
         if (
             in_force is not None
-            and current == expected + 1
+            and current > expected
             and (in_force.digest, in_force.by, in_force.comment) == (digest, by, comment)
         ):
             return in_force  # this very publish, asked again: answered as it was
         if current != expected:
             return current
-        published = Published(current + 1, digest, document, self._wall_clock(), by, comment)
+        now = self._wall_clock()
+        stamp = max(int(now * 1000), self._stamp + 1, floor)
+        published = Published(current + 1, digest, document, now, by, comment, stamp)
         self._published.insert(0, published)
         del self._published[1 + POLICY_HISTORY :]
-        self._raise_stamp(published.version)
+        self._raise_stamp(stamp)
         return published
+
+    async def raise_stamps(self, version: int) -> int:
+        """Lua twin: ``policy_stamp.lua`` (this backend has one stamp)."""
+        await self._checkpoint()
+        self._raise_stamp(version)
+        return self._stamp
