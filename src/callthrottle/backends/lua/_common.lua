@@ -65,6 +65,8 @@ local KEYS, ARGV, H, Q, W, M, P, R, GROUPS
 -- What one call has read already: the server time, the number's policy, and when expired
 -- leases and lapsed waiters were last dropped (a batch of operations shares them).
 local NOW, POLICY, PURGED
+-- policy stamp key -> {its newest stamp, when that reached it}: read once a call
+local STAMPS = {}
 -- session record key .. '\t' .. session name -> when it lapses (ms; 0: it has): read once a call
 local SESSIONS = {}
 -- key -> the time (ms) this call already made it live at least until (a batch extends once).
@@ -80,6 +82,7 @@ local function bind(keys, args)
   -- (a number's keys end with its policy stamp, S: not a group's)
   GROUPS = math.max(math.floor((#keys - 7) / 4), 0)
   NOW, POLICY, PURGED = nil, nil, nil
+  STAMPS = {}
   EXTENDED = {}
   SESSIONS = {}
   MARKED = {}
@@ -448,15 +451,26 @@ end
 -- before the newest policy reached the slot asked with an older one: it is never handed a
 -- slot without asking again (promote). Returns the slot's stamp when `version` is older,
 -- else nil.
+local function stamp_of(stamp)
+  local known = STAMPS[stamp]
+  if not known then
+    local read = redis.call('ZMSCORE', stamp, 'v', 't')
+    known = {tonumber(read[1]) or 0, tonumber(read[2])}
+    STAMPS[stamp] = known
+  end
+  return known
+end
+
 local function raise_stamp(stamp, version, now)
   if redis.call('ZADD', stamp, 'GT', 'CH', version, 'v') == 1 then
     redis.call('ZADD', stamp, now, 't')
+    STAMPS[stamp] = {version, now}
   end
 end
 
 local function policy_stale(version, stamp)
   version = tonumber(version)
-  local seen = tonumber(redis.call('ZSCORE', stamp, 'v')) or 0
+  local seen = stamp_of(stamp)[1]
   if version < seen then return seen end
   if version > seen then raise_stamp(stamp, version, now_ms()) end
   return nil
@@ -466,7 +480,7 @@ end
 local function policy_reached()
   local stamp = KEYS[8 + 4 * GROUPS]
   if not stamp or string.sub(stamp, -6) ~= ':stamp' then return nil end
-  return tonumber(redis.call('ZSCORE', stamp, 't'))
+  return stamp_of(stamp)[2]
 end
 
 -- owner, ttl, hold, limit, flags, since, the session record key ('' for a lease of one
