@@ -37,7 +37,6 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 import redis
 from callthrottle import Lease, Throttle
 from callthrottle.backends import Backend, MemoryBackend, RedisBackend
-from callthrottle.backends._keys import glob_escape
 from callthrottle.sync import SyncThrottle
 
 from ._servers import cluster, redis_server
@@ -129,7 +128,11 @@ def redis_url() -> Iterator[str]:
 def cluster_url() -> Iterator[str]:
     """A Redis Cluster of three masters: ``redis+cluster://host:port,...``."""
     with cluster() as (url, _):
-        yield url
+        _CLUSTERS.append(url)
+        try:
+            yield url
+        finally:
+            _CLUSTERS.remove(url)
 
 
 @pytest.fixture
@@ -159,25 +162,25 @@ def new_backend(backend_kind: str, request: pytest.FixtureRequest) -> BackendFac
     return lambda: RedisBackend.from_url(url, key_prefix=prefix)
 
 
-@pytest.fixture
-def drop_policy_stamps(backend_kind: str, request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a test that published a policy on the shared Redis Cluster: its prefix's policy
-    stamps (a key per slot, 16,384 of them, kept for good) are deleted, so that the SCANs of
-    the tests after it do not walk them all."""
-    if backend_kind != "cluster":
-        yield
-        return
-    prefix: str = request.getfixturevalue("prefix")
-    seeds: str = request.getfixturevalue("cluster_url")
+#: The Redis Clusters the session started (see ``cluster_url``).
+_CLUSTERS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _drop_policy_stamps() -> Iterator[None]:
+    """After each test, on the session's Redis Cluster: the policy stamps a test that
+    published left (a key per slot, 16,384 of them, kept for good) are deleted, so that the
+    SCANs of the tests after it do not walk them all."""
     yield
-    for seed in seeds.removeprefix("redis+cluster://").split(","):
-        host, port = seed.rsplit(":", 1)
-        with redis.Redis(host=host, port=int(port)) as client:
-            stamps = list(client.scan_iter(match=glob_escape(prefix) + "{s*}:stamp", count=5000))
-            with client.pipeline(transaction=False) as pipe:
-                for key in stamps:
-                    pipe.delete(key)  # one by one: they are on different slots
-                pipe.execute()
+    for url in _CLUSTERS:
+        for seed in url.removeprefix("redis+cluster://").split(","):
+            host, port = seed.rsplit(":", 1)
+            with redis.Redis(host=host, port=int(port)) as client:
+                stamps = list(client.scan_iter(match="*{s[0-9]*}:stamp", count=5000))
+                with client.pipeline(transaction=False) as pipe:
+                    for key in stamps:
+                        pipe.delete(key)  # one by one: they are on different slots
+                    pipe.execute()
 
 
 ThrottleFactory = Callable[..., Throttle]

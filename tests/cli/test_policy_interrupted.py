@@ -11,7 +11,6 @@ import pytest
 
 from callthrottle import AcquireTimeout, BackendUnavailable
 from callthrottle.backends import RedisBackend
-from callthrottle.backends._sweeps import Sweeps
 from callthrottle.sync import SyncThrottle
 from tests.cli.test_policy import V1, V2, A
 
@@ -109,10 +108,10 @@ def test_apply_run_again_after_it_was_cut_off_on_a_cluster_binds_every_slot(
     with SyncThrottle.from_url(cluster_url, **options) as dialer:
         assert dialer.policy_version == 1
 
-        async def cut(self: Sweeps, version: int) -> None:
-            raise BackendUnavailable("Redis failed during policy_publish: connection reset")
+        async def cut(self: RedisBackend, version: int) -> int:
+            raise BackendUnavailable("Redis failed during policy_stamp: connection reset")
 
-        monkeypatch.setattr(Sweeps, "raise_stamps", cut)
+        monkeypatch.setattr(RedisBackend, "raise_stamps", cut)
         assert invoke("policy", "apply", *args, str(v2), "--yes").exit_code == 1
         monkeypatch.undo()
         again = invoke("policy", "apply", *args, str(v2), "--yes")

@@ -26,9 +26,6 @@ from callthrottle._policy_source import PolicySource
 if TYPE_CHECKING:
     from ..conftest import ThrottleFactory
 
-# A Cluster's stamps (a key per slot) are dropped after each test, for the tests after it.
-pytestmark = pytest.mark.usefixtures("drop_policy_stamps")
-
 N1, N2, N3 = "+8657188880001", "+8657188880002", "+8657188880003"
 
 

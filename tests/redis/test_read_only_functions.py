@@ -20,6 +20,7 @@ VIEWS = {
     "usage",
     "holders",
     "oldest_wait",
+    "policy_read",
     "window_usage",
     "group_usage",
     "get_policy",
@@ -49,7 +50,9 @@ def test_the_views_and_only_they_are_registered_no_writes(sync_client: redis.Red
     flags = _flags(sync_client, _LIBRARY)
     assert _LIBRARY.read_only == VIEWS
     assert {fn for fn, listed in flags.items() if listed == [b"no-writes"]} == VIEWS
-    assert all(listed == [] for fn, listed in flags.items() if fn not in VIEWS)
+    # The one function that reaches several slots of a node: the publisher's stamps.
+    assert flags["policy_stamp"] == [b"allow-cross-slot-keys"]
+    assert all(listed == [] for fn, listed in flags.items() if fn not in {*VIEWS, "policy_stamp"})
 
 
 async def test_a_view_that_would_write_is_refused_by_the_server(

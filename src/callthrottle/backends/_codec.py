@@ -617,7 +617,12 @@ CODECS: Mapping[str, Codec] = {
         decode=policy_publish_result,
     ),
     "policy_read": Codec(("D", "DH"), ("how many replaced versions",), decode=policy_read_result),
-    "policy_stamp": Codec(("S",), (_VERSION_PUBLISHED,), decode=int),
+    "policy_stamp": Codec(
+        ("S",),
+        (_VERSION_PUBLISHED,),
+        argv_rest="the stamps of other slots of the same node",
+        decode=int,
+    ),
     "pool_leave": Codec(
         POOL_KEYS[:1], (_OWNER, "token", _CHANNELS, "pool name"), encode=pool_leave_argv
     ),

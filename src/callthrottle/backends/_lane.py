@@ -48,12 +48,14 @@ if TYPE_CHECKING:
 
     import redis.asyncio as aioredis
 
-__all__ = ("NO_WRITES", "Library", "ScriptLane", "Subscription")
+__all__ = ("CROSS_SLOT", "NO_WRITES", "Library", "ScriptLane", "Subscription")
 
 Arg = str | bytes | int | float
 
 #: A line of the header of a function that never writes (see :class:`Library`).
 NO_WRITES = "-- flags: no-writes"
+#: A line of the header of a function that touches keys of several slots of one Cluster node.
+CROSS_SLOT = "-- flags: allow-cross-slot-keys"
 
 _RETRIES = 2  # a request whose connection was lost before it was answered is sent again
 _BACKOFF = 0.01  # seconds before the first retry, doubled each time
@@ -101,7 +103,13 @@ class Library:
         parts += [
             f"redis.register_function{{function_name='{self.functions[fn]}', "
             f"callback=function(keys, args) bind(keys, args) return body_{fn}() end"
-            + (", flags={'no-writes'}}" if fn in self.read_only else "}")
+            + (
+                ", flags={'no-writes'}}"
+                if fn in self.read_only
+                else ", flags={'allow-cross-slot-keys'}}"
+                if any(line.startswith(CROSS_SLOT) for line in bodies[fn].splitlines())
+                else "}"
+            )
             for fn in bodies
         ]
         self.source = "\n".join(parts)

@@ -5,7 +5,6 @@ lifting the fence on every master. None of it is on the hot path."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ._cluster import ClusterLanes
@@ -75,22 +74,6 @@ class Sweeps:
                     yield raw
                 if cursor == b"0":
                     break
-
-    async def raise_stamps(self, version: int) -> int:
-        """Raise every slot's policy stamp to ``version`` (a Cluster: one call per slot, a
-        thousand at a time, each sent to the master that serves the slot); return the highest
-        stamp found."""
-        keys = self._space.stamp_keys()
-        highest = version
-        for start in range(0, len(keys), 1024):
-            found = await asyncio.gather(
-                *(
-                    self._run("policy_stamp", [key], (version,))
-                    for key in keys[start : start + 1024]
-                )
-            )
-            highest = max(highest, *map(int, found))
-        return highest
 
     async def find_session_records(self) -> None:
         """In a Cluster, learn the tags that hold session records."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from .._errors import BackendUnavailable, InvalidArgument, UnsupportedEventLoop
 from ._base import POLICY_HISTORY
@@ -545,10 +545,26 @@ class RedisBackend:
         return policy_publish_result(reply, digest, document, by, comment)
 
     async def raise_stamps(self, version: int) -> int:
+        lane = self._lane
         with _map_errors("policy_stamp"):
-            if self._space.cluster:
-                return await self._sweeps.raise_stamps(version)
-            return int(await self._run("policy_stamp", [self._space.stamp_key("")], (version,)))
+            if not isinstance(lane, ClusterLanes):
+                return int(await self._run("policy_stamp", [self._space.stamp_key("")], (version,)))
+            # A Cluster: one call per master, with the stamps of the slots it serves; a master
+            # whose slots moved meanwhile has its stamps raised one slot at a time (each call
+            # sent where its slot is now).
+            await lane.open()
+            by_node: dict[Any, list[str]] = {}
+            for key in self._space.stamp_keys():
+                by_node.setdefault(lane.node_for(key), []).append(key)
+            highest = version
+            for node, keys in by_node.items():
+                try:
+                    args: tuple[Arg, ...] = (version, *keys[1:])
+                    found = await lane.lane_at(node).run(_LIBRARY, "policy_stamp", keys[:1], args)
+                except ResponseError:
+                    found = max([await self._run("policy_stamp", [k], (version,)) for k in keys])
+                highest = max(highest, int(found))
+            return highest
 
     def _session_holder(self, owner: str, tag: str) -> str:
         """A session lease's holder as the functions take it (in a Cluster, its tag is
