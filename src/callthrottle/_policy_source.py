@@ -126,12 +126,18 @@ class PolicySource:
         self._plans.adopt(document.config, document.default_limit, version, stamp)
         self._settings.adopt(document.config)
 
-    async def watch(self, interval: float, changed: Callable[[], None]) -> None:
-        """While the throttle is open, look every ``interval`` seconds for a newer published
-        policy (one read): a throttle whose callers only wait, or only hold calls, learns of
-        it too; ``changed()`` is called once one is found (the waiters ask again, with it)."""
+    async def watch(
+        self, interval: float, waiting: Callable[[], bool], changed: Callable[[], None]
+    ) -> None:
+        """While the throttle is open and callers of it wait (``waiting()``), look every
+        ``interval`` seconds for a newer published policy (one read): callers that only wait
+        learn of it (a raised cap may admit them); ``changed()`` is called once one is found
+        (the waiters ask again, with it). A throttle whose callers do not wait reads nothing:
+        its next acquire learns of it (the backend refuses it as stale)."""
         while True:
             await anyio.sleep(interval)
+            if not waiting():
+                continue
             try:
                 published = await self._backend.published_policy()
             except ThrottleError:

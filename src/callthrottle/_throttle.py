@@ -378,7 +378,9 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
             await task_group.start(self._listen)
             task_group.start_soon(self._keeper.heartbeat, self._line)
             interval = self._settings.renew_interval
-            task_group.start_soon(self._policy.watch, interval, self._line.wake_all)
+            line = self._line
+            waiting = lambda: bool(line.waiting)
+            task_group.start_soon(self._policy.watch, interval, waiting, line.wake_all)
             self._stack = stack.pop_all()
             self._task_group = task_group
         return self

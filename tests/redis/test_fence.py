@@ -381,8 +381,11 @@ async def test_the_fence_costs_no_round_trip() -> None:
             # of its place in line (every TTL / 3).
             heartbeats = int((anyio.current_time() - started) / (TTL / 3)) + 1
             calls = round_trips_since(client, before)
-            assert set(calls) == {"fcall"}
+            # While a caller waits, its throttle also looks for a newer published policy once
+            # a heartbeat (one FCALL_RO; README, "One policy for every process").
+            assert set(calls) <= {"fcall", "fcall_ro"}
             assert calls["fcall"] <= 2 + heartbeats
+            assert calls.get("fcall_ro", 0) <= heartbeats
             log_every_command(client)
             before = command_counts(client)
             assert await throttle.release(lease) is True
