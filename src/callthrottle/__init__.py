@@ -25,6 +25,7 @@ from ._errors import UnsupportedEventLoop as UnsupportedEventLoop
 from ._events import Admitted as Admitted
 from ._events import Cancelled as Cancelled
 from ._events import Event as Event
+from ._events import Expiring as Expiring
 from ._events import LeaseLost as LeaseLost
 from ._events import Queued as Queued
 from ._events import Reclaimed as Reclaimed
@@ -52,6 +53,7 @@ __all__ = (
     "Config",
     "ConfigError",
     "Event",
+    "Expiring",
     "Holder",
     "InvalidArgument",
     "Lease",

@@ -18,6 +18,7 @@ from ._health import Reaction
 from ._numbers import check_region, locality, normalize_number
 from ._pools import DEFAULT_STRATEGY, STICKY_TTL, MemberSpec, PoolSettings, check_strategy
 from ._rates import NO_RATES, GroupPlan, RatePlan, Window, check_timezone, parse_windows
+from ._terms import DEFAULT_GRACE_DAYS, DEFAULT_WARN_DAYS, Term, check_days, check_paid_until
 from ._validate import (
     check_amount,
     check_limit,
@@ -29,6 +30,7 @@ from ._validate import (
 )
 
 if TYPE_CHECKING:
+    import datetime as dt
     import os
     from zoneinfo import ZoneInfo
 
@@ -61,12 +63,19 @@ class Profile:
         windows count from local midnight in the configured ``timezone``)
     :ivar warmup: daily caps by week for a number in the ``warming`` state (e.g. ``[10, 20,
         30]``: 10 calls a day in its first week, 20 in the second, 30 in the third)
+    :ivar paid_until: the last day its numbers are paid for (None: not tracked), unless a
+        number says otherwise (see :mod:`callthrottle._terms`)
+    :ivar grace_days: days a lapsed number is kept by the carrier before it is released
+    :ivar warn_days: days before a number lapses that warnings begin
     """
 
     cap: int = 20
     rates: tuple[Window, ...] = ()
     daily_reset: str = "rolling"
     warmup: tuple[int, ...] = ()
+    paid_until: dt.date | None = None
+    grace_days: int = DEFAULT_GRACE_DAYS
+    warn_days: int = DEFAULT_WARN_DAYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,9 @@ class NumberSettings:
     :ivar rates: the number's own rate windows, replacing its profile's
     :ivar tenant: the tenant (company, campaign) the number dials for
     :ivar trunk: the trunk its calls go out on (a 400 number's forwarding trunk, a SIP trunk)
+    :ivar paid_until: the last day the number is paid for, replacing its profile's
+    :ivar grace_days: its own grace period in days, replacing its profile's
+    :ivar warn_days: its own warning window in days, replacing its profile's
     """
 
     profile: str | None = None
@@ -85,6 +97,9 @@ class NumberSettings:
     rates: tuple[Window, ...] | None = None
     tenant: str | None = None
     trunk: str | None = None
+    paid_until: dt.date | None = None
+    grace_days: int | None = None
+    warn_days: int | None = None
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -109,9 +124,16 @@ class Config:
         [profiles.mobile]
         cap = 3
 
+        [profiles.400-line]
+        cap = 20
+        paid_until = 2027-03-31        # rent paid up to this day (then 7 days' grace)
+
         [numbers."+8657188880001"]
         profile = "fixed-line"
         cap = 15                       # this number's carrier allows 15
+        paid_until = 2027-01-31        # the last day paid for: expired from Feb 1st
+        grace_days = 7                 # released Feb 8th unless renewed (the default)
+        warn_days = 14                 # warnings from Jan 18th (default 7)
 
         [feedback.477]                 # a carrier's "caller over-frequency" answer
         action = "cooldown"
@@ -130,6 +152,7 @@ class Config:
     trunks: Mapping[str, GroupPlan] = field(default_factory=lambda: _frozen({}))
     tenants: Mapping[str, GroupPlan] = field(default_factory=lambda: _frozen({}))
     _plans: dict[str, RatePlan] = field(default_factory=dict, compare=False, repr=False)
+    _terms: dict[str, Term | None] = field(default_factory=dict, compare=False, repr=False)
     profiles: Mapping[str, Profile] = field(default_factory=lambda: _frozen({}))
     numbers: Mapping[str, NumberSettings] = field(default_factory=lambda: _frozen({}))
     feedback: Mapping[str, Reaction] = field(default_factory=lambda: _frozen({}))
@@ -153,6 +176,38 @@ class Config:
         if settings is not None and settings.rates is not None:
             return settings.rates
         return () if profile is None else profile.rates
+
+    def term_for(self, number: str) -> Term | None:
+        """The paid period of ``number`` (E.164): its own ``paid_until``, else its profile's,
+        with the instants it sets in the configured time zone; None if neither sets one."""
+        if number in self._terms:
+            return self._terms[number]
+        settings, profile = self._profile_of(number)
+        paid_until = settings.paid_until if settings is not None else None
+        if paid_until is None and profile is not None:
+            paid_until = profile.paid_until
+        term = None
+        if paid_until is not None:
+            grace = settings.grace_days if settings is not None else None
+            warn = settings.warn_days if settings is not None else None
+            if grace is None:
+                grace = DEFAULT_GRACE_DAYS if profile is None else profile.grace_days
+            if warn is None:
+                warn = DEFAULT_WARN_DAYS if profile is None else profile.warn_days
+            term = Term.of(paid_until, grace, warn, self.timezone)
+        if len(self._terms) >= 65536:
+            self._terms.clear()
+        self._terms[number] = term
+        return term
+
+    def numbers_with_terms(self) -> dict[str, Term]:
+        """Every listed number whose paid period is tracked, and its term (a profile's
+        ``paid_until`` also covers numbers that are not listed: those are not here)."""
+        terms = {number: self.term_for(number) for number in self.numbers}
+        for settings in self.pools.values():
+            for number in settings.numbers:
+                terms[number] = self.term_for(number)
+        return {number: term for number, term in terms.items() if term is not None}
 
     def tag_for(self, number: str) -> str:
         """The hash tag that all keys of one decision on ``number`` share (one Cluster slot).
@@ -392,7 +447,7 @@ def _wrap(where: str, check: Callable[..., _T], *args: object) -> _T:
 
 
 def _profile(where: str, raw: object) -> Profile:
-    table = _table(where, raw, ("cap", "rates", "daily_reset", "warmup"))
+    table = _table(where, raw, ("cap", "rates", "daily_reset", "warmup", *_TERM_KEYS))
     cap = _wrap(f"{where}.cap", check_limit, table.get("cap", 20))
     daily_reset = _daily_reset(where, table)
     rates: tuple[Window, ...] = ()
@@ -405,7 +460,31 @@ def _profile(where: str, raw: object) -> Profile:
         )
     for index, daily in enumerate(warmup):
         _wrap(f"{where}.warmup[{index}]", check_amount, daily, "warmup")
-    return Profile(cap=cap, rates=rates, daily_reset=daily_reset, warmup=tuple(warmup))
+    paid_until, grace, warn = _term(where, table)
+    return Profile(
+        cap=cap,
+        rates=rates,
+        daily_reset=daily_reset,
+        warmup=tuple(warmup),
+        paid_until=paid_until,
+        grace_days=DEFAULT_GRACE_DAYS if grace is None else grace,
+        warn_days=DEFAULT_WARN_DAYS if warn is None else warn,
+    )
+
+
+_TERM_KEYS = ("paid_until", "grace_days", "warn_days")
+
+
+def _term(where: str, table: Mapping[str, Any]) -> tuple[dt.date | None, int | None, int | None]:
+    paid_until = table.get("paid_until")
+    if paid_until is not None:
+        paid_until = _wrap(f"{where}.paid_until", check_paid_until, paid_until)
+    grace, warn = table.get("grace_days"), table.get("warn_days")
+    if grace is not None:
+        _wrap(f"{where}.grace_days", check_days, grace, "grace_days")
+    if warn is not None:
+        _wrap(f"{where}.warn_days", check_days, warn, "warn_days")
+    return paid_until, grace, warn
 
 
 def _number(
@@ -415,7 +494,7 @@ def _number(
     default_profile: str | None,
     trunks: Mapping[str, GroupPlan],
 ) -> NumberSettings:
-    table = _table(where, raw, ("profile", "cap", "rates", "tenant", "trunk"))
+    table = _table(where, raw, ("profile", "cap", "rates", "tenant", "trunk", *_TERM_KEYS))
     trunk = table.get("trunk")
     if trunk is not None and trunk not in trunks:
         listed = ", ".join(repr(n) for n in trunks) or "none are defined"
@@ -434,7 +513,17 @@ def _number(
     tenant = table.get("tenant")
     if tenant is not None:
         _check_tenant(f"{where}.tenant", tenant)
-    return NumberSettings(profile=profile, cap=cap, rates=rates, tenant=tenant, trunk=trunk)
+    paid_until, grace, warn = _term(where, table)
+    return NumberSettings(
+        profile=profile,
+        cap=cap,
+        rates=rates,
+        tenant=tenant,
+        trunk=trunk,
+        paid_until=paid_until,
+        grace_days=grace,
+        warn_days=warn,
+    )
 
 
 def _group(where: str, kind: str, name: str, raw: object) -> GroupPlan:

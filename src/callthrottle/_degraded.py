@@ -51,6 +51,7 @@ class Degraded(OnLoop):
             owner_id=settings.owner_id + DEGRADED_SUFFIX,
             config=settings.config,
             default_region=settings.region,
+            calendar=settings.calendar,
         )
         self._settings = settings
         self._plans = plans

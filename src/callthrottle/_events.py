@@ -14,7 +14,8 @@ The events::
     ├── Released     a slot was given back (by this throttle, or one of its leases by another)
     ├── LeaseLost    a lease of this throttle ended although nobody released it
     ├── Restored     a lease the backend lost (restart, failover) was counted again
-    └── Reclaimed    release_owner freed a (dead) throttle's leases and places in line
+    ├── Reclaimed    release_owner freed a (dead) throttle's leases and places in line
+    └── Expiring     a number's paid period ends soon, or ended (once a day per number)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = (
     "Admitted",
     "Cancelled",
     "Event",
+    "Expiring",
     "LeaseLost",
     "Queued",
     "Reclaimed",
@@ -171,6 +173,27 @@ class Reclaimed(Event):
 
     owner: str
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expiring(Event):
+    """A number this throttle was asked for is inside its warning window, or lapsed (see
+    ``paid_until`` in :class:`~callthrottle.Config`). Told once a day per number (a day in the
+    configured time zone), with a log warning.
+
+    :ivar number: the number (E.164)
+    :ivar paid_until: the last day it is paid for (ISO date: ``"2027-01-31"``)
+    :ivar days_left: days paid for from today on, today included (1 on the last day; 0 or less
+        once lapsed)
+    :ivar state: ``"active"`` while it is paid for, else ``"expired"`` or ``"released"``
+    :ivar release_day: the day the carrier releases it unless it is renewed (ISO date)
+    """
+
+    number: str
+    paid_until: str
+    days_left: int
+    state: str
+    release_day: str
 
 
 def refusal(number: str, error: AcquireTimeout | NumberUnavailable, waited: float) -> Refused:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._config import Config, ConfigError
+from ._terms import DEFAULT_GRACE_DAYS, DEFAULT_WARN_DAYS
 from ._validate import check_limit
 
 if TYPE_CHECKING:
@@ -100,17 +101,27 @@ def _profile(profile: Profile) -> dict[str, Any]:
         out["rates"] = _written(profile.rates)
     if profile.warmup:
         out["warmup"] = list(profile.warmup)
+    if profile.paid_until is not None:
+        out["paid_until"] = profile.paid_until.isoformat()
+    # The term's defaults are spelt out only where a term is set: a document that sets none
+    # reads as before they existed (and keeps its digest).
+    if profile.paid_until is not None or profile.grace_days != DEFAULT_GRACE_DAYS:
+        out["grace_days"] = profile.grace_days
+    if profile.paid_until is not None or profile.warn_days != DEFAULT_WARN_DAYS:
+        out["warn_days"] = profile.warn_days
     return out
 
 
 def _number(settings: NumberSettings) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("profile", "cap", "tenant", "trunk"):
+    for key in ("profile", "cap", "tenant", "trunk", "grace_days", "warn_days"):
         value = getattr(settings, key)
         if value is not None:
             out[key] = value
     if settings.rates is not None:
         out["rates"] = _written(settings.rates)
+    if settings.paid_until is not None:
+        out["paid_until"] = settings.paid_until.isoformat()
     return out
 
 

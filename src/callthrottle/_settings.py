@@ -11,6 +11,7 @@ from ._config import Config, ConfigError
 from ._errors import InvalidArgument
 from ._health import DEFAULT_FEEDBACK
 from ._numbers import check_region
+from ._terms import Calendar, system_calendar
 from ._validate import (
     MAX_KEY_LENGTH,
     check_feedback,
@@ -40,6 +41,7 @@ class Settings:
 
     __slots__ = (
         "_own_feedback",
+        "calendar",
         "config",
         "default_limit",
         "degraded_share",
@@ -70,7 +72,9 @@ class Settings:
         restore_leases: object,
         session: object,
         keepalive: object,
+        calendar: object = None,
     ) -> None:
+        self.calendar = check_calendar(calendar)
         self.session, self.keepalive = check_session_options(session, owner_id, keepalive)
         if self.session is not None:
             owner_id = self.session
@@ -125,6 +129,17 @@ def check_session_options(
     if not check_flag(keepalive, "keepalive") and name is None:
         raise InvalidArgument("keepalive", keepalive, "True unless a session is given")
     return name, bool(keepalive)
+
+
+def check_calendar(calendar: object) -> Calendar:
+    """The clock that says which day it is (paid periods): ``time.time`` if None."""
+    if calendar is None:
+        return system_calendar
+    if not callable(calendar):
+        raise InvalidArgument(
+            "calendar", calendar, "None or a callable returning seconds since the epoch"
+        )
+    return cast("Calendar", calendar)
 
 
 def default_owner_id() -> str:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._health import Reaction
     from ._hooks import Hook
+    from ._terms import Calendar
 
     #: (number, token, timeout, limit, callee, priority) -> the lease
     Acquiring = Callable[
@@ -136,6 +137,9 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
         published); ``"follow"`` decides with whatever is published (``config=`` only while
         nothing is). A throttle without ``config=`` always follows. Either way, no decision is
         made with a policy older than the newest published.
+    :param calendar: the clock that says which day it is for numbers' paid periods (see
+        ``paid_until`` in :class:`Config`): a callable returning seconds since the epoch;
+        ``time.time`` if None (tests and the simulator pass their own)
     """
 
     __slots__ = (
@@ -177,6 +181,7 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
         session: str | None = None,
         keepalive: bool = True,
         policy: PolicyMode = "match",
+        calendar: Calendar | None = None,
     ) -> None:
         mode = check_policy_mode(policy)
         self._settings = settings = Settings(
@@ -192,6 +197,7 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
             restore_leases=restore_leases,
             session=session,
             keepalive=keepalive,
+            calendar=calendar,
         )
         self._hooks = Hooks(settings.owner_id)
         for hook in listed("hooks", hooks, "a list (or other collection) of callables"):
@@ -247,6 +253,7 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
         session: str | None = None,
         keepalive: bool = True,
         policy: PolicyMode = "match",
+        calendar: Calendar | None = None,
         **options: Any,
     ) -> Throttle:
         """A throttle on the backend the URL names.
@@ -284,6 +291,7 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
             session=session,
             keepalive=keepalive,
             policy=policy,
+            calendar=calendar,
         )
 
     # -- properties ------------------------------------------------------------------------
