@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from ._rates import Window
 
 __all__ = ("DEFAULT_FEEDBACK", "NumberState", "NumberStatus", "Reaction")
@@ -40,6 +42,11 @@ class NumberStatus:
     :ivar lowered_remaining: seconds until the lowered cap lapses, or None
     :ivar rates: rate windows set at run time, replacing the configured ones (None: none)
     :ivar warming_for: seconds since the number began warming up (None unless ``WARMING``)
+    :ivar paid_until: the last day the number is paid for (None: its paid period is not
+        tracked). Once it lapsed, ``state`` is ``EXPIRED`` (then ``RELEASED``) whatever the
+        run-time state, with the dates as ``reason``; a run-time ``RELEASED`` stays.
+    :ivar days_left: days paid for from today on, today included (1 on the last day paid for,
+        0 or less once lapsed), or None
     """
 
     state: NumberState
@@ -50,6 +57,8 @@ class NumberStatus:
     lowered_remaining: float | None = None
     rates: tuple[Window, ...] | None = None
     warming_for: float | None = None
+    paid_until: dt.date | None = None
+    days_left: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -342,7 +342,7 @@ class Keeper(OnLoop):
         # Longer without a renewal, a release's record may have lapsed: it may have ended.
         stale = anyio.current_time() - held.renewed_at >= RESTORE_WITHIN * self._settings.lease_ttl
         if not stale and (left is None or left > 0):
-            cap, plan = self._plans.configured(number)
+            cap, plan, _ = self._plans.configured(number)
             try:
                 request = AcquireRequest(
                     number, lease.token, self._owner_id, cap, self._settings.lease_ttl, left,

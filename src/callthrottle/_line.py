@@ -19,6 +19,7 @@ from ._errors import (
     ThrottleError,
 )
 from ._events import Queued
+from ._expiry import lapse_refusal
 from ._keeper import CLEANUP_TIMEOUT
 from ._loop import OnLoop
 from ._models import Lease
@@ -30,9 +31,10 @@ from .backends import AcquireRequest, AcquireResult, Outcome
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from ._expiry import ExpiryWatch
     from ._hooks import Hooks
     from ._keeper import Keeper, Key
-    from ._plans import Plans
+    from ._plans import Configured, Plans
     from ._settings import Settings
     from .backends import SlotStore
 
@@ -118,6 +120,7 @@ class Line(OnLoop):
         "_backend",
         "_check_open",
         "_drained",
+        "_expiry",
         "_fence_noted",
         "_held",
         "_hooks",
@@ -142,9 +145,11 @@ class Line(OnLoop):
         keeper: Keeper,
         check_open: Callable[[], None],
         refresh: Callable[[], Awaitable[None]],
+        expiry: ExpiryWatch,
     ) -> None:
         super().__init__()
         self._backend = backend
+        self._expiry = expiry
         self._refresh = refresh  # take the newest published policy (PolicySource.refresh)
         # The settings the hot path reads, copied (they never change).
         self._owner_id = settings.owner_id
@@ -219,6 +224,9 @@ class Line(OnLoop):
         configured = self._known.get(number)
         if configured is None:
             configured = self._plans.configured(number)
+        if configured[2] is not None:  # its paid period is tracked
+            self._check_open()
+            configured = await self._paid_for(number, configured)
         cap = configured[0] if limit is None else check_limit(limit)
         callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
         if priority != 0 or priority.__class__ is not int:
@@ -278,7 +286,42 @@ class Line(OnLoop):
             raise AcquireTimeout(number, wait, refused_by)
         lease = Lease(number, token, self._owner_id)
         self._keeper.take(key, lease)
+        if wait != 0 and configured[2] is not None:
+            await self._lapsed_while_waiting(lease)
         return lease
+
+    async def _paid_for(self, number: str, configured: Configured) -> Configured:
+        """The number's plans, if the calendar says its paid period has not lapsed; once it
+        has, those of a policy published since that renewed it (so a renewal admits calls at
+        once, in every process: one read of the published policy per refused call).
+
+        :raises NumberUnavailable: the period lapsed and no renewal is published
+        """
+        term = configured[2]
+        assert term is not None
+        state = self._expiry.lapsed(number, term)
+        if state is None:
+            return configured
+        await self._refresh()
+        configured = self._plans.configured(number)
+        renewed = configured[2]
+        if renewed is not None:
+            state = self._expiry.lapsed(number, renewed)
+            term = renewed
+        if renewed is None or state is None:
+            return configured
+        raise lapse_refusal(number, term, state)
+
+    async def _lapsed_while_waiting(self, lease: Lease) -> None:
+        """A caller granted a slot after its number lapsed (it waited across the lapse) gives
+        the slot back at once and is refused as a caller arriving then would be."""
+        number = lease.number
+        term = self._plans.configured(number)[2]
+        state = None if term is None else term.state_at(self._expiry.calendar())
+        if term is None or state is None:
+            return
+        await self._keeper.release(lease)
+        raise lapse_refusal(number, term, state)
 
     async def _replanned(
         self,
@@ -295,6 +338,10 @@ class Line(OnLoop):
             raise no_newer_policy(self._plans.version)
         number = request.number
         configured = self._plans.configured(number)
+        term = configured[2]
+        state = None if term is None else self._expiry.lapsed(number, term)
+        if term is not None and state is not None:  # the newer policy ended its paid period
+            raise lapse_refusal(number, term, state)
         rates = configured[1]
         if priority or callee is not None or rates is not NO_RATES:
             rates = self._plans.for_call(rates, callee, priority)

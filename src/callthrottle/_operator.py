@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -17,6 +18,7 @@ from ._events import Reclaimed
 from ._health import NumberState, NumberStatus, Reaction
 from ._numbers import normalize_number
 from ._rates import GroupPlan, parse_windows
+from ._terms import system_calendar
 from ._validate import (
     check_limit,
     check_outcome,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from ._models import Holder, Usage, WindowUsage
     from ._plans import Plans
     from ._settings import Settings
+    from ._terms import Calendar, Term
     from .backends import RuntimePolicy
 
 __all__ = ("Operator", "OperatorBackend")
@@ -126,7 +129,9 @@ class Operator:
         number = self._number(number)
         self._check_open()
         policy = await self._backend.get_policy(number)
-        return status_from_policy(policy)
+        return status_from_policy(
+            policy, self._plans.configured(number)[2], self._settings.calendar
+        )
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -244,8 +249,11 @@ class Operator:
         logger.info(message, group.group, value, extra=self._log("group", group.group))
 
 
-def status_from_policy(policy: RuntimePolicy) -> NumberStatus:
-    """A number's status from the run-time policy the backend stores for it."""
+def status_from_policy(
+    policy: RuntimePolicy, term: Term | None = None, calendar: Calendar = system_calendar
+) -> NumberStatus:
+    """A number's status from the run-time policy the backend stores for it and, if its paid
+    period is tracked, the calendar (``calendar()``: seconds since the epoch)."""
     state = NumberState(policy.state or "active")
     remaining = policy.until
     if state is NumberState.COOLING and remaining is not None and remaining <= 0:
@@ -256,7 +264,7 @@ def status_from_policy(policy: RuntimePolicy) -> NumberStatus:
     lowered = (
         policy.lowered_cap is not None and lowered_remaining is not None and lowered_remaining > 0
     )
-    return NumberStatus(
+    status = NumberStatus(
         state=state,
         reason=policy.reason,
         remaining=remaining,
@@ -266,3 +274,11 @@ def status_from_policy(policy: RuntimePolicy) -> NumberStatus:
         rates=policy.rates,
         warming_for=policy.warming_for if state is NumberState.WARMING else None,
     )
+    if term is None:
+        return status
+    now = calendar()
+    lapsed = term.state_at(now)
+    if lapsed is not None and state is not NumberState.RELEASED:
+        status = replace(status, state=lapsed, reason=term.reason(lapsed), remaining=None)
+        status = replace(status, warming_for=None)
+    return replace(status, paid_until=term.paid_until, days_left=term.days_left(now))

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from ._config import Config
+    from ._terms import Term
+
+    #: A number's configured cap, rate plan and paid period (None: not tracked).
+    Configured = tuple[int, RatePlan, Term | None]
 
 __all__ = ("Plans",)
 
@@ -26,8 +30,8 @@ _NO_POOL_SETTINGS = PoolSettings()  # a pool made at run time: least-loaded, no 
 class Plans:
     """Reads the (frozen) configuration for a throttle.
 
-    ``known`` maps each number seen to its configured cap (else the default limit) and rate
-    plan: the hot path looks there first (``plans.known.get(number)``) and asks
+    ``known`` maps each number seen to its configured cap (else the default limit), rate plan
+    and paid period (None: not tracked): the hot path looks there first (``plans.known.get(number)``) and asks
     :meth:`configured` only for a number it has not seen.
     """
 
@@ -36,7 +40,7 @@ class Plans:
     def __init__(self, config: Config, default_limit: int) -> None:
         self._config = config
         self._default_limit = default_limit
-        self.known: dict[str, tuple[int, RatePlan]] = {}
+        self.known: dict[str, Configured] = {}
         #: the version of the published policy the plans come from (0: none published), and
         #: its stamp (what requests carry: see ``Published.stamp``)
         self.version = 0
@@ -60,13 +64,15 @@ class Plans:
         self.version = version
         self.stamp = stamp
 
-    def configured(self, number: str) -> tuple[int, RatePlan]:
-        """The number's configured cap (else ``default_limit``) and rate plan, remembered."""
+    def configured(self, number: str) -> Configured:
+        """The number's configured cap (else ``default_limit``), rate plan and paid period,
+        remembered."""
         if len(self.known) >= _PLAN_CACHE_SIZE:
             self.known.clear()
         configured = self.known[number] = (
             self._config.cap_for(number, self._default_limit),
             self._config.rate_plan_for(number),
+            self._config.term_for(number),
         )
         return configured
 

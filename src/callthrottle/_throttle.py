@@ -21,6 +21,7 @@ from anyio.lowlevel import current_token
 from ._degraded import Degraded
 from ._errors import AcquireTimeout, NumberUnavailable, ThrottleError
 from ._events import Cancelled, refusal
+from ._expiry import ExpiryWatch
 from ._hooks import Hooks
 from ._keeper import Keeper, lease_log
 from ._line import Line
@@ -148,6 +149,7 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
         "_close_backend",
         "_config",
         "_degraded",
+        "_expiry",
         "_held",
         "_hooks",
         "_keeper",
@@ -213,8 +215,16 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
         self._policy = PolicySource(backend, settings, plans, mode, given=config is not None)
         check_open = self._check_open
         self._keeper = Keeper(backend, settings, plans, self._hooks, check_open)
+        self._expiry = ExpiryWatch(settings.calendar, self._hooks, settings.owner_id)
         self._line = Line(
-            backend, settings, plans, self._hooks, self._keeper, check_open, self._policy.refresh
+            backend,
+            settings,
+            plans,
+            self._hooks,
+            self._keeper,
+            check_open,
+            self._policy.refresh,
+            self._expiry,
         )
         self._pools = Pools(
             backend, settings, plans, self._hooks, self._line, self._keeper, check_open

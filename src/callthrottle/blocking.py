@@ -46,13 +46,14 @@ from ._errors import (
     PolicyMismatch,
     RateLimited,
 )
+from ._expiry import lapse_refusal
 from ._line import no_newer_policy
 from ._models import Lease, ReleaseOutcome
 from ._numbers import check_region, normalize_number
 from ._policy_doc import PolicyDocument
 from ._policy_source import PolicyMode, check_policy_mode, same_layout
 from ._rates import NO_RATES, utc_offset
-from ._settings import load_config
+from ._settings import check_calendar, load_config
 from ._validate import (
     check_limit,
     check_max_hold,
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
     import os
 
     from ._config import Config
+    from ._terms import Calendar
 
 __all__ = ("SessionClient",)
 
@@ -103,6 +105,8 @@ class SessionClient:
         ``config=`` and ``default_limit``; ``"follow"`` takes it. It is read at the first
         acquire after a new one is published (the server refuses a request made with an
         older one).
+    :param calendar: as :class:`~callthrottle.Throttle`'s: the clock that says which day it
+        is for numbers' paid periods (``time.time`` if None)
     """
 
     def __init__(
@@ -117,8 +121,10 @@ class SessionClient:
         key_prefix: str = "callthrottle:",
         default_region: str | None = None,
         policy: PolicyMode = "match",
+        calendar: Calendar | None = None,
     ) -> None:
         self._mode = check_policy_mode(policy)
+        self._calendar = check_calendar(calendar)
         self._given = config is not None
         self._config = load_config(config)
         self._session = check_session(session)
@@ -247,13 +253,34 @@ class SessionClient:
         holder = self._space.session_holder(self._session, "")
         return acquire_argv(request, holder, wait, self._space.channels)
 
+    def _paid_for(self, number: str) -> None:
+        """Refuse a number whose paid period lapsed by the calendar, unless a policy published
+        since renewed it (one read of the published policy per refused call).
+
+        :raises NumberUnavailable: it lapsed and no renewal is published
+        """
+        term = self._config.term_for(number)
+        if term is None or term.state_at(self._calendar()) is None:
+            return
+        self._take_newer()
+        term = self._config.term_for(number)
+        state = None if term is None else term.state_at(self._calendar())
+        if term is not None and state is not None:
+            raise lapse_refusal(number, term, state)
+
     def _take_published(self) -> None:
         """A newer carrier policy is published (an acquire was refused as stale): use it, as
         a throttle does (see :class:`~callthrottle.Throttle`'s ``policy``)."""
+        if not self._take_newer():
+            raise no_newer_policy(self._version)
+
+    def _take_newer(self) -> bool:
+        """Use the carrier policy published on Redis if it is newer than the one in use;
+        whether it was."""
         keys = [self._space.policy_key, self._space.policy_history_key]
         current, _ = policy_read_result(self._call("policy_read", keys, (0,)))
         if current is None or current.stamp <= self._stamp:
-            raise no_newer_policy(self._version)
+            return False
         document = PolicyDocument.parse(current.document)
         if self._mode == "match" and self._given and document.digest != self._local.digest:
             raise PolicyMismatch(
@@ -273,6 +300,7 @@ class SessionClient:
         self._config, self._default_limit = document.config, document.default_limit
         self._space.use(document.config)
         self._version, self._stamp = current.version, current.stamp
+        return True
 
     def _ask(
         self,
@@ -285,6 +313,7 @@ class SessionClient:
         wait: bool,
     ) -> Lease:
         """Ask until granted or refused for good, or until ``deadline``."""
+        self._paid_for(number)
         args = self._request(number, token, limit, wait)  # the same every ask
         while True:
             keys = self._space.number_keys(number)
@@ -295,7 +324,10 @@ class SessionClient:
                 args = self._request(number, token, limit, wait)
                 continue
             if outcome is Outcome.GRANTED:
-                return Lease(number, token, self._session)
+                lease = Lease(number, token, self._session)
+                if wait:
+                    self._lapsed_while_waiting(lease)
+                return lease
             if outcome is Outcome.CONFLICT:
                 raise LeaseConflict(number, token, "already holds or waits for another owner's")
             if outcome is Outcome.UNAVAILABLE:
@@ -316,6 +348,15 @@ class SessionClient:
             hint = result.retry_in if result.retry_in is not None else _POLL_MAX
             # Asked again well within its place's lapse (a lease TTL), or the place is lost.
             time.sleep(min(max(hint, 0.01), _POLL_MAX, self._lease_ttl / 3, left))
+
+    def _lapsed_while_waiting(self, lease: Lease) -> None:
+        """A slot granted after the number lapsed (the caller waited across it) is given back,
+        and the caller refused as one arriving then would be."""
+        term = self._config.term_for(lease.number)
+        state = None if term is None else term.state_at(self._calendar())
+        if term is not None and state is not None:
+            self.release(lease)
+            raise lapse_refusal(lease.number, term, state)
 
     def end_call(self, lease: Lease) -> ReleaseOutcome:
         """Give the slot back (from any process of the session) and say what was found."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import threading
 import time
@@ -268,3 +269,29 @@ def test_a_wait_that_took_a_published_policy_moving_the_number_leaves_no_place_i
         ):
             waiting.acquire(NUMBER, timeout=0.3)
         assert publisher.usage(NUMBER).waiting == 0
+
+
+def test_the_blocking_client_refuses_a_lapsed_number_until_a_renewal_is_published(
+    redis_url: str, prefix: str
+) -> None:
+    """By its own calendar, as a throttle: expired through the grace period, then released;
+    a renewal published by any process admits calls at its next acquire."""
+    lapsed = {"timezone": "UTC", "numbers": {NUMBER: {"cap": 2, "paid_until": "2027-01-31"}}}
+    renewed = {"timezone": "UTC", "numbers": {NUMBER: {"cap": 2, "paid_until": "2027-02-28"}}}
+    now = [dt.datetime(2027, 1, 31, 23, 59, tzinfo=dt.timezone.utc).timestamp()]
+    with (
+        client(
+            redis_url, prefix, config=lapsed, policy="follow", calendar=lambda: now[0]
+        ) as dialer,
+        SyncThrottle.from_url(redis_url, key_prefix=prefix, config=lapsed) as publisher,
+    ):
+        dialer.end_call(dialer.acquire(NUMBER, timeout=0))
+        now[0] += 60  # midnight, UTC
+        with pytest.raises(NumberUnavailable, match="is expired \\(paid until 2027-01-31"):
+            dialer.acquire(NUMBER, timeout=0)
+        now[0] += 7 * 86400
+        with pytest.raises(NumberUnavailable, match="is released") as caught:
+            dialer.acquire(NUMBER, timeout=5)  # at once: it takes a renewal, not time
+        assert caught.value.retry_after is None
+        publisher.publish_policy(renewed, comment="renewed")
+        dialer.end_call(dialer.acquire(NUMBER, timeout=0))
