@@ -46,7 +46,8 @@ from ._errors import (
     PolicyMismatch,
     RateLimited,
 )
-from ._expiry import lapse_refusal
+from ._expiry import ExpiryWatch, lapse_refusal
+from ._hooks import Hooks
 from ._line import no_newer_policy
 from ._models import Lease, ReleaseOutcome
 from ._numbers import check_region, normalize_number
@@ -128,6 +129,8 @@ class SessionClient:
         self._given = config is not None
         self._config = load_config(config)
         self._session = check_session(session)
+        # Warnings of numbers whose paid period ends soon: logged once a day per number.
+        self._expiry = ExpiryWatch(self._calendar, Hooks(self._session), self._session)
         self._region = check_region(default_region) or self._config.default_region
         self._default_limit = check_limit(default_limit, "default_limit")
         self._lease_ttl = check_ttl(lease_ttl)
@@ -260,11 +263,11 @@ class SessionClient:
         :raises NumberUnavailable: it lapsed and no renewal is published
         """
         term = self._config.term_for(number)
-        if term is None or term.state_at(self._calendar()) is None:
+        if term is None or self._expiry.lapsed(number, term) is None:
             return
         self._take_newer()
         term = self._config.term_for(number)
-        state = None if term is None else term.state_at(self._calendar())
+        state = None if term is None else self._expiry.lapsed(number, term)
         if term is not None and state is not None:
             raise lapse_refusal(number, term, state)
 
