@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -109,6 +110,35 @@ BAD: list[tuple[dict[str, Any], str]] = [
         {"pools": {"x:t": {"numbers": ["+8657188880001"]}}},
         r"config\.pools must be keyed by pool names free of ':'",
     ),
+    # Paid periods: a date (TOML's, or ISO text) in range, whole days in range.
+    (
+        {"numbers": {"+8657188880001": {"paid_until": "31/01/2027"}}},
+        r"config\.numbers\.'\+8657188880001'\.paid_until must be a date from 1970 to 9000",
+    ),
+    (
+        {"profiles": {"x": {"paid_until": dt.datetime(2027, 1, 31, 12)}}},
+        r"config\.profiles\.x\.paid_until must be a date from 1970 to 9000",
+    ),
+    (
+        {"profiles": {"x": {"paid_until": dt.date(9999, 12, 31)}}},
+        r"config\.profiles\.x\.paid_until must be a date from 1970 to 9000",
+    ),
+    (
+        {"profiles": {"x": {"grace_days": -1}}},
+        r"config\.profiles\.x\.grace_days must be a whole number of days from 0 to 3650, got -1",
+    ),
+    (
+        {"numbers": {"+8657188880001": {"warn_days": 2.5}}},
+        r"config\.numbers\.'\+8657188880001'\.warn_days must be a whole number of days",
+    ),
+    (
+        {"numbers": {"+8657188880001": {"grace_days": True}}},
+        r"config\.numbers\.'\+8657188880001'\.grace_days must be a whole number of days",
+    ),
+    (
+        {"numbers": {"+8657188880001": {"paid_untill": "2027-01-31"}}},
+        r"paid_untill must be a known key: .*paid_until, grace_days, warn_days",
+    ),
 ]
 
 
@@ -134,3 +164,33 @@ def test_unreadable_or_invalid_toml(tmp_path: Path) -> None:
 def test_config_must_be_a_config_a_dict_or_a_path() -> None:
     with pytest.raises(ConfigError, match="config must be a Config, a dict, or the path"):
         Throttle.from_url("memory://", config=42)  # type: ignore[arg-type]
+
+
+def test_paid_periods_are_read_from_toml_and_published_as_they_were_read(
+    tmp_path: Path,
+) -> None:
+    from callthrottle._policy_doc import PolicyDocument
+
+    path = tmp_path / "carriers.toml"
+    path.write_text(
+        'timezone = "Asia/Shanghai"\n'
+        "[profiles.rented]\npaid_until = 2027-03-31\nwarn_days = 10\n"
+        '[numbers."+8657188880001"]\nprofile = "rented"\npaid_until = 2027-01-31\n'
+        "grace_days = 3\n"
+        '[numbers."+8657188880002"]\nprofile = "rented"\n',
+        encoding="utf-8",
+    )
+    config = Config.from_toml(path)
+    own, profiles = config.term_for("+8657188880001"), config.term_for("+8657188880002")
+    assert own is not None and profiles is not None
+    assert (own.paid_until, own.grace_days, own.warn_days) == (dt.date(2027, 1, 31), 3, 10)
+    assert (profiles.paid_until, profiles.grace_days) == (dt.date(2027, 3, 31), 7)
+    # Local midnight in Shanghai (UTC+8) after the last day paid for.
+    assert own.lapses_at == dt.datetime(2027, 1, 31, 16, tzinfo=dt.timezone.utc).timestamp()
+    assert config.term_for("+8657188880009") is None  # not of the profile: not tracked
+    document = PolicyDocument.of(config, 20)
+    assert PolicyDocument.parse(document.text).config == config
+    assert '"paid_until":"2027-01-31"' in document.text
+    # A configuration without paid periods is written as before they existed.
+    plain = PolicyDocument.of(Config.from_dict({"profiles": {"p": {"cap": 3}}}), 20)
+    assert "grace_days" not in plain.text and "warn_days" not in plain.text

@@ -34,16 +34,25 @@ _MAX_DAYS = 3650
 Calendar = Callable[[], float]
 
 
+_FIRST_DAY, _LAST_DAY = dt.date(1970, 1, 1), dt.date(9000, 12, 31)
+
+
 def check_paid_until(value: object, argument: str = "paid_until") -> dt.date:
-    """A date (``datetime.date``, or ISO text ``"2027-01-31"``), the last day paid for."""
+    """A date (``datetime.date``, or ISO text ``"2027-01-31"``), the last day paid for, from
+    1970 to 9000."""
+    day = None
     if isinstance(value, str):
         try:
-            return dt.date.fromisoformat(value)
+            day = dt.date.fromisoformat(value)
         except ValueError:
             pass
     elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return value
-    raise InvalidArgument(argument, value, "a date, such as 2027-01-31 (the last day paid for)")
+        day = value
+    if day is None or not _FIRST_DAY <= day <= _LAST_DAY:
+        raise InvalidArgument(
+            argument, value, "a date from 1970 to 9000, such as 2027-01-31 (the last day paid for)"
+        )
+    return day
 
 
 def check_days(value: object, argument: str) -> int:
