@@ -182,7 +182,8 @@ def test_paid_periods_are_read_from_toml_and_published_as_they_were_read(
     )
     config = Config.from_toml(path)
     own, profiles = config.term_for("+8657188880001"), config.term_for("+8657188880002")
-    assert own is not None and profiles is not None
+    assert own is not None
+    assert profiles is not None
     assert (own.paid_until, own.grace_days, own.warn_days) == (dt.date(2027, 1, 31), 3, 10)
     assert (profiles.paid_until, profiles.grace_days) == (dt.date(2027, 3, 31), 7)
     # Local midnight in Shanghai (UTC+8) after the last day paid for.
@@ -193,4 +194,5 @@ def test_paid_periods_are_read_from_toml_and_published_as_they_were_read(
     assert '"paid_until":"2027-01-31"' in document.text
     # A configuration without paid periods is written as before they existed.
     plain = PolicyDocument.of(Config.from_dict({"profiles": {"p": {"cap": 3}}}), 20)
-    assert "grace_days" not in plain.text and "warn_days" not in plain.text
+    assert "grace_days" not in plain.text
+    assert "warn_days" not in plain.text

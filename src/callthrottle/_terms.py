@@ -10,6 +10,7 @@ published like any policy change.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -42,10 +43,8 @@ def check_paid_until(value: object, argument: str = "paid_until") -> dt.date:
     1970 to 9000."""
     day = None
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             day = dt.date.fromisoformat(value)
-        except ValueError:
-            pass
     elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         day = value
     if day is None or not _FIRST_DAY <= day <= _LAST_DAY:
