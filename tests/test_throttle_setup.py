@@ -24,6 +24,7 @@ BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
     ({"max_hold": 0}, "max_hold must be a number of seconds from 0.001 to 31622400"),
     ({"owner_id": "a b"}, "owner_id must be free of whitespace"),
     ({"renew_interval": 30.0}, "renew_interval must be shorter than lease_ttl"),
+    ({"calendar": 1.7e9}, "calendar must be None or a callable returning seconds since the epoch"),
 ]
 
 

@@ -113,6 +113,7 @@ async def test_the_blocking_client_and_a_throttle_share_the_cap(
         ({"session": ""}, "session"),
         ({"lease_ttl": -1}, "lease_ttl"),
         ({"default_limit": "x"}, "default_limit"),
+        ({"calendar": "today"}, "calendar"),
     ],
 )
 def test_bad_settings_are_refused_by_name(
