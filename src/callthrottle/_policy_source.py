@@ -116,7 +116,7 @@ class PolicySource:
 
     async def refresh(self) -> None:
         """A newer policy is published (a request was refused as stale): take it."""
-        published = await self._backend.published_policy()
+        published = await self._backend.published_policy(self._plans.stamp)
         if published is not None and published.stamp > self._plans.stamp:
             self._adopt(published, opening=False)
 
@@ -139,7 +139,7 @@ class PolicySource:
             if not waiting():
                 continue
             try:
-                published = await self._backend.published_policy()
+                published = await self._backend.published_policy(self._plans.stamp)
             except ThrottleError:
                 continue  # the heartbeat says that the backend is unreachable
             if published is None or published.stamp <= self._plans.stamp:

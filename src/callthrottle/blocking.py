@@ -281,7 +281,7 @@ class SessionClient:
         """Use the carrier policy published on Redis if it is newer than the one in use;
         whether it was."""
         keys = [self._space.policy_key, self._space.policy_history_key]
-        current, _ = policy_read_result(self._call("policy_read", keys, (0,)))
+        current, _ = policy_read_result(self._call("policy_read", keys, (0, self._stamp)))
         if current is None or current.stamp <= self._stamp:
             return False
         document = PolicyDocument.parse(current.document)

@@ -341,3 +341,20 @@ async def test_an_expected_version_that_is_no_version_number_is_refused_and_noth
         published = await throttle.published_policy()
         assert published is not None
         assert published.version == 1
+
+
+async def test_a_throttle_reads_the_document_only_when_a_newer_one_is_published(
+    new_throttle: ThrottleFactory,
+) -> None:
+    async with new_throttle(config=config(2)) as throttle:
+        backend = throttle.backend
+        assert await backend.published_policy(newer_than=1) is None  # none published
+        await throttle.publish_policy()
+        first = await backend.published_policy()
+        assert first is not None
+        assert await backend.published_policy(newer_than=first.stamp) is None
+        assert await backend.published_policy(newer_than=first.stamp - 1) == first
+        await throttle.publish_policy(config(3))
+        second = await backend.published_policy(newer_than=first.stamp)
+        assert second is not None
+        assert (second.version, second.stamp > first.stamp) == (2, True)

@@ -616,7 +616,9 @@ CODECS: Mapping[str, Codec] = {
         encode=policy_publish_argv,
         decode=policy_publish_result,
     ),
-    "policy_read": Codec(("D", "DH"), ("how many replaced versions",), decode=policy_read_result),
+    "policy_read": Codec(
+        ("D", "DH"), ("how many replaced versions", "newer than"), decode=policy_read_result
+    ),
     "policy_stamp": Codec(
         ("S",),
         (_VERSION_PUBLISHED,),

@@ -516,16 +516,19 @@ class RedisBackend:
         with _map_errors("pool_leave"):
             await self._run("pool_leave", self._space.pool_keys(pool)[:1], args)
 
-    async def published_policy(self) -> Published | None:
-        return (await self._policy_read(0))[0]
+    async def published_policy(self, newer_than: int = 0) -> Published | None:
+        return (await self._policy_read(0, newer_than))[0]
 
     async def policy_history(self, count: int) -> list[Published]:
-        return (await self._policy_read(count))[1]
+        return (await self._policy_read(count, 0))[1]
 
-    async def _policy_read(self, count: int) -> tuple[Published | None, list[Published]]:
+    async def _policy_read(
+        self, count: int, newer_than: int
+    ) -> tuple[Published | None, list[Published]]:
         keys = [self._space.policy_key, self._space.policy_history_key]
         with _map_errors("policy_read"):
-            return policy_read_result(await self._read("policy_read", keys, (count,)))
+            reply = await self._read("policy_read", keys, (count, newer_than))
+            return policy_read_result(reply)
 
     async def publish_policy(
         self,

@@ -14,10 +14,12 @@ class _PolicyBook(_MemoryState):
 
     __slots__ = ()
 
-    async def published_policy(self) -> Published | None:
+    async def published_policy(self, newer_than: int = 0) -> Published | None:
         """Lua twin: ``policy_read.lua``."""
         await self._checkpoint()
-        return self._published[0] if self._published else None
+        if not self._published or self._published[0].stamp <= newer_than:
+            return None
+        return self._published[0]
 
     async def policy_history(self, count: int) -> list[Published]:
         """Lua twin: ``policy_read.lua``."""
