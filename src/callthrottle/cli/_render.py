@@ -60,10 +60,22 @@ def _state(row: NumberRow) -> Text:
     return state
 
 
+def _term(row: NumberRow) -> Text:
+    """When the number's paid period ends: red once lapsed, yellow inside its warning window."""
+    if row.expires is None or row.days_left is None:
+        return Text("-")
+    style = "bold red" if row.days_left <= 0 else "yellow" if row.warning else ""
+    return Text(row.expires, style=style)
+
+
 def _numbers(snapshot: Snapshot) -> Table:
     table = Table(title=f"numbers on {snapshot.url}", title_justify="left", box=box.SIMPLE_HEAD)
+    # The column of paid periods only when one is tracked: a policy without any reads as before.
+    terms = any(row.expires is not None for row in snapshot.numbers)
     _vital(table, "number")
     _other(table, "state")
+    if terms:
+        _other(table, "paid period")
     _vital(table, "in use/cap")
     _other(table, "cap from")
     _vital(table, "waiting", "right")
@@ -76,6 +88,7 @@ def _numbers(snapshot: Snapshot) -> Table:
         table.add_row(
             row.number,
             _state(row),
+            *([_term(row)] if terms else []),
             _load(row.in_use, row.cap),
             row.cap_from,
             str(row.waiting),
