@@ -182,3 +182,25 @@ def test_a_bad_expiring_within_is_refused(
     assert result.exit_code == 2
     assert "--expiring-within" in result.stderr
     assert repr(days) in result.stderr or f"{days} is not a whole number of days" in result.stderr
+
+
+@pytest.mark.redis
+def test_a_pooled_number_the_backend_does_not_hold_is_listed_by_its_paid_period(
+    invoke: Callable[..., Result], redis_args: list[str], dialer: SyncThrottle, tmp_path: Path
+) -> None:
+    """The policy's pool lists LAST (its paid period its profile's); the backend holds the pool
+    with another number (published by a process with another policy): LAST, never dialled,
+    is still listed as expiring."""
+    path = tmp_path / "pooled.toml"
+    path.write_text(
+        f'timezone = "{ZONE}"\ndefault_profile = "rented"\n'
+        f"[profiles.rented]\npaid_until = {_day(1)}\n"
+        f'[pools.sales]\nnumbers = ["{LAST}"]\n',
+        encoding="utf-8",
+    )
+    dialer.add_to_pool("sales", [SOON])
+    rows = _rows(
+        invoke("status", *redis_args, "--config", str(path), "--json", "--expiring-within", "2")
+    )
+    assert sorted(rows) == [LAST, SOON]  # both the profile's: 2 days left
+    assert rows[LAST]["expires"] == "expires in 2 days"
