@@ -62,6 +62,15 @@ class Filters:
     # only numbers with a paid period and at most this many days of it left (lapsed included)
     expiring_within: int | None = None
 
+    @property
+    def selecting(self) -> bool:
+        """Whether only some numbers are listed."""
+        return (
+            bool(self.numbers)
+            or self.busy
+            or any(each is not None for each in (self.match, self.pool, self.expiring_within))
+        )
+
 
 @dataclass
 class HolderRow:
@@ -163,6 +172,7 @@ class Snapshot:
     owners: list[OwnerRow] | None = None  # with --holders: the leases, by owner
     groups: list[GroupRow] = field(default_factory=list)
     pools: list[PoolRow] = field(default_factory=list)
+    filtered: bool = False  # only the numbers a filter selects are listed
 
     @property
     def refreshed_time(self) -> str:
@@ -210,7 +220,7 @@ async def collect(inspector: Inspector, target: Source, filters: Filters) -> Sna
     now = inspector.calendar()  # one day for every row
     if filters.expiring_within is not None:
         numbers = {n for n in numbers if _expiring(inspector.term_for(n), now, filters)}
-    snapshot = Snapshot(target.shown_url, _policy(inspector), _now())
+    snapshot = Snapshot(target.shown_url, _policy(inspector), _now(), filtered=filters.selecting)
     usages: dict[str, Usage] = {}  # each number read once: the pools' totals reuse them
     for number in sorted(numbers):
         usage = usages[number] = await inspector.usage(number)

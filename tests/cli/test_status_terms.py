@@ -127,6 +127,9 @@ def test_status_shows_when_each_paid_period_ends_and_the_calendars_state(
     grace = _line(table, GRACE)
     assert grace.split()[1] == "expired"
     assert "expired 2 days ago;" in grace
+    assert "unless it is renewed" not in table.stdout, table.stdout  # the dates once
+    if "memory://" not in args:
+        assert "released (given back)" in _line(table, HELD)  # an operator's reason stays
     gone = _line(table, GONE)
     assert gone.split()[1] == "released"
     assert "released on" in gone
@@ -204,3 +207,12 @@ def test_a_pooled_number_the_backend_does_not_hold_is_listed_by_its_paid_period(
     )
     assert sorted(rows) == [LAST, SOON]  # both the profile's: 2 days left
     assert rows[LAST]["expires"] == "expires in 2 days"
+
+
+def test_no_number_expiring_says_so(invoke: Callable[..., Result], tmp_path: Path) -> None:
+    path = tmp_path / "later.toml"
+    path.write_text(f'[numbers."{LATER}"]\npaid_until = {_day(30)}\n', encoding="utf-8")
+    result = invoke("status", "--config", str(path), "--expiring-within", "7")
+    assert result.exit_code == 0, result.output
+    assert "no numbers match the filters" in result.stdout
+    assert "none configured" not in result.stdout

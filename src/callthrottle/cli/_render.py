@@ -55,7 +55,8 @@ def _state(row: NumberRow) -> Text:
     state = Text(row.state, style=_STATE_STYLES.get(row.state, "bold red"))
     if row.remaining is not None:
         state.append(f" {span(row.remaining)} left")
-    if row.reason:
+    # The calendar's reason names the dates the paid-period column shows: said once.
+    if row.reason and not row.reason.startswith(f"paid until {row.paid_until}; "):
         state.append(f" ({row.reason})", style="dim")
     return state
 
@@ -96,7 +97,11 @@ def _numbers(snapshot: Snapshot) -> Table:
             rates,
         )
     if not snapshot.numbers:
-        table.caption = "no numbers: none configured, and the backend holds no state"
+        table.caption = (
+            "no numbers match the filters"
+            if snapshot.filtered
+            else "no numbers: none configured, and the backend holds no state"
+        )
     return table
 
 
