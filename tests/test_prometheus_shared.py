@@ -403,3 +403,11 @@ async def test_days_left_and_the_calendars_state_across_a_paid_period(
                 assert value(samples, "number_state", number=PLAIN, state=each) == active
             assert value(samples, "number_days_left", number=PLAIN) is None
             assert value(samples, "number_in_use", number=NUMBER) == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_calendar_that_is_not_a_clock_is_refused() -> None:
+    registry = CollectorRegistry()
+    with pytest.raises(InvalidArgument, match="calendar"):
+        SharedStateCollector.from_url("memory://", registry=registry, calendar=5)  # type: ignore[arg-type]
+    assert list(registry.collect()) == []  # nothing registered
