@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import sys
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from callthrottle import AcquireTimeout, Lease
-from callthrottle.prometheus import PrometheusHook
+from callthrottle import AcquireTimeout, Config, Lease
+from callthrottle._inspector import Inspector
+from callthrottle.prometheus import PrometheusHook, SharedStateCollector, ThrottleCollector
 
 if TYPE_CHECKING:
     from .conftest import ThrottleFactory
 
-NUMBER, OTHER = "+8657188880001", "+8657188880002"
+NUMBER, OTHER, THIRD = "+8657188880001", "+8657188880002", "+8657188880003"
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -137,3 +140,36 @@ def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyP
     monkeypatch.delitem(sys.modules, "callthrottle.prometheus")
     with pytest.raises(ImportError, match=r"callthrottle\[prometheus\]"):
         importlib.import_module("callthrottle.prometheus")
+
+
+async def test_the_throttles_collector_shows_the_days_left_on_its_calendar(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Per number its policy gives a paid period, the days left on the throttle's calendar,
+    at each scrape; none for a number without one. It and the shared-state collector export
+    the same series: a registry takes one of the two."""
+    zone = ZoneInfo("Europe/Berlin")
+    paid_until = dt.datetime.now(zone).date() + dt.timedelta(days=30)
+    config = {
+        "timezone": "Europe/Berlin",
+        "profiles": {"rented": {"paid_until": paid_until.isoformat(), "grace_days": 2}},
+        "numbers": {
+            NUMBER: {"profile": "rented"},
+            OTHER: {"paid_until": (paid_until + dt.timedelta(days=10)).isoformat()},
+            THIRD: {"cap": 3},
+        },
+    }
+    noon = dt.datetime.combine(paid_until, dt.time(12), tzinfo=zone).timestamp()
+    clock = [noon]
+    registry = CollectorRegistry()
+    async with new_throttle(config=config, calendar=lambda: clock[0]) as throttle:
+        ThrottleCollector(throttle, registry=registry)
+        assert registry.get_sample_value("callthrottle_number_days_left", {"number": NUMBER}) == 1
+        assert registry.get_sample_value("callthrottle_number_days_left", {"number": OTHER}) == 11
+        assert registry.get_sample_value("callthrottle_number_days_left", {"number": THIRD}) is None
+        clock[0] = noon + 5 * 86400  # released by now: the days go on counting
+        assert registry.get_sample_value("callthrottle_number_days_left", {"number": NUMBER}) == -4
+        assert registry.get_sample_value("callthrottle_number_days_left", {"number": OTHER}) == 6
+        inspector = Inspector.from_url("memory://", config=Config.from_dict(config))
+        with pytest.raises(ValueError, match="Duplicated timeseries"):
+            SharedStateCollector(inspector, registry=registry)

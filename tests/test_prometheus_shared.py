@@ -4,11 +4,13 @@ read writes nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
 from functools import partial
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import anyio
 import anyio.to_thread
@@ -331,3 +333,81 @@ async def test_a_stalled_server_fails_the_read_after_the_timeout(prefix: str) ->
         finally:
             await collector.aclose()
             stall.close()
+
+
+ZONE = "Asia/Shanghai"
+HELD, PLAIN, NEVER = "+8657188880003", "+8657188880004", "+8657188880005"
+
+
+def _paid_until() -> dt.date:
+    return dt.datetime.now(ZoneInfo(ZONE)).date() + dt.timedelta(days=30)
+
+
+def _noon(day: dt.date) -> float:
+    return dt.datetime.combine(day, dt.time(12), tzinfo=ZoneInfo(ZONE)).timestamp()
+
+
+async def test_days_left_and_the_calendars_state_across_a_paid_period(
+    new_throttle: ThrottleFactory, new_backend: BackendFactory, backend_kind: str
+) -> None:
+    """Per number with a paid period (dialled or not), the days left on the inspector's
+    calendar, and its state: active the last day paid for, expired from midnight and through
+    the grace period, then released, whatever its run-time state says but an operator's
+    ``released``. A number without a paid period has no days-left series."""
+    paid_until = _paid_until()
+    terms = {
+        "timezone": ZONE,
+        "numbers": {
+            n: {"paid_until": paid_until.isoformat(), "grace_days": 7}
+            for n in (NUMBER, HELD, NEVER)
+        }
+        | {PLAIN: {"cap": 3}},
+    }
+    clock = [_noon(paid_until)]
+    registry = CollectorRegistry()
+    async with (
+        new_throttle(config=terms) as dialer,
+        Inspector(
+            new_backend(),
+            config=Config.from_dict(terms),
+            close_backend=backend_kind != "memory",
+            calendar=lambda: clock[0],
+        ) as inspector,
+    ):
+        collector = SharedStateCollector(inspector, registry=registry)
+        await dialer.acquire(NUMBER, timeout=0)  # known to the backend, active at run time
+        await dialer.acquire(PLAIN, timeout=0)
+        await dialer.set_state(HELD, "released", reason="given back")
+        lapses_at = _noon(paid_until + dt.timedelta(days=1)) - 12 * 3600
+        moments = [
+            (_noon(paid_until), 1, "active"),  # the last day paid for
+            (lapses_at - 1, 1, "active"),  # its last second
+            (lapses_at, 0, "expired"),  # the day it lapses, from midnight
+            (_noon(paid_until + dt.timedelta(days=4)), -3, "expired"),  # inside the grace period
+            (_noon(paid_until + dt.timedelta(days=7)), -6, "expired"),  # its last day
+            (_noon(paid_until + dt.timedelta(days=8)), -7, "released"),  # after it
+        ]
+        for now, left, state in moments:
+            clock[0] = now
+            assert await collector.refresh() is True
+            samples = scrape(registry)
+            for number in (NUMBER, HELD, NEVER):
+                assert value(samples, "number_days_left", number=number) == left, (now, number)
+            for each in STATES:
+                expected = 1 if each == state else 0
+                assert value(samples, "number_state", number=NUMBER, state=each) == expected
+                assert value(samples, "number_state", number=NEVER, state=each) == expected
+                released = 1 if each == "released" else 0
+                assert value(samples, "number_state", number=HELD, state=each) == released
+                active = 1 if each == "active" else 0
+                assert value(samples, "number_state", number=PLAIN, state=each) == active
+            assert value(samples, "number_days_left", number=PLAIN) is None
+            assert value(samples, "number_in_use", number=NUMBER) == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_calendar_that_is_not_a_clock_is_refused() -> None:
+    registry = CollectorRegistry()
+    with pytest.raises(InvalidArgument, match="calendar"):
+        SharedStateCollector.from_url("memory://", registry=registry, calendar=5)  # type: ignore[arg-type]
+    assert list(registry.collect()) == []  # nothing registered

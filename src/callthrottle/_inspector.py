@@ -12,13 +12,16 @@ holds state for is read under the hash tag its keys were found under.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from ._config import Config
+from ._health import NumberState
 from ._numbers import check_region, normalize_number
 from ._operator import status_from_policy
 from ._plans import Plans
 from ._publishing import read_published
+from ._settings import check_calendar
 from ._url import backend_from_url
 from ._validate import check_limit, check_pool
 
@@ -30,9 +33,10 @@ if TYPE_CHECKING:
     from ._models import Holder, Usage, WindowUsage
     from ._publishing import PublishedPolicy
     from ._rates import GroupPlan
+    from ._terms import Calendar, Term
     from .backends._base import Views
 
-__all__ = ("Inspector",)
+__all__ = ("Inspector", "on_calendar")
 
 
 class _Found:
@@ -78,10 +82,12 @@ class Inspector:
     :param default_limit: the cap of a number the configuration does not give one
     :param default_region: region for national numbers (default: the configuration's)
     :param close_backend: close the backend when the inspector closes (``from_url`` sets it)
+    :param calendar: the clock that says which day it is for numbers' paid periods (seconds
+        since the epoch; ``time.time`` if None), as :class:`Throttle`'s
     """
 
     __slots__ = (
-        "_backend", "_close_backend", "_config", "_plans", "_published", "_region",
+        "_backend", "_calendar", "_close_backend", "_config", "_plans", "_published", "_region",
     )  # fmt: skip
 
     def __init__(
@@ -92,7 +98,9 @@ class Inspector:
         default_limit: int = 20,
         default_region: str | None = None,
         close_backend: bool = False,
+        calendar: Calendar | None = None,
     ) -> None:
+        self._calendar = check_calendar(calendar)
         self._config = Config() if config is None else config
         self._plans = Plans(self._config, check_limit(default_limit, "default_limit"))
         self._region = check_region(default_region) or self._config.default_region
@@ -109,9 +117,11 @@ class Inspector:
         config: Config | None = None,
         default_limit: int = 20,
         default_region: str | None = None,
+        calendar: Calendar | None = None,
         **options: Any,
     ) -> Inspector:
         """An inspector of the backend the URL names (see :meth:`Throttle.from_url`)."""
+        calendar = check_calendar(calendar)  # bad input before a connection is made
         backend = backend_from_url(url, options)
         return cls(
             backend,
@@ -119,6 +129,7 @@ class Inspector:
             default_limit=default_limit,
             default_region=default_region,
             close_backend=True,
+            calendar=calendar,
         )
 
     async def __aenter__(self) -> Inspector:
@@ -176,6 +187,15 @@ class Inspector:
         """The carrier policy published to the backend (read when the inspector opened), or
         None."""
         return self._published
+
+    @property
+    def calendar(self) -> Calendar:
+        """The clock that says which day it is (numbers' paid periods)."""
+        return self._calendar
+
+    def term_for(self, number: str) -> Term | None:
+        """The number's paid period under the configuration in force (None: not tracked)."""
+        return self._config.term_for(self._number(number))
 
     def cap_source(self, number: str, status: NumberStatus) -> str:
         """Where the number's cap in force comes from: ``run-time`` (``set_cap``), ``lowered``
@@ -252,6 +272,22 @@ class Inspector:
         group, tag = self._plans.group(kind, name)
         return await self._backend.group_usage(group, tag)
 
-    async def status(self, number: str) -> NumberStatus:
-        """See :meth:`Throttle.status`."""
-        return status_from_policy(await self._backend.get_policy(self._number(number)))
+    async def status(self, number: str, *, now: float | None = None) -> NumberStatus:
+        """See :meth:`Throttle.status`: the run-time state, unless the calendar (at ``now``,
+        the :attr:`calendar`'s time if None) says the number's paid period is over."""
+        number = self._number(number)
+        status = status_from_policy(await self._backend.get_policy(number))
+        term = self._config.term_for(number)
+        if term is None:
+            return status
+        return on_calendar(status, term, self._calendar() if now is None else now)
+
+
+def on_calendar(status: NumberStatus, term: Term, now: float) -> NumberStatus:
+    """A number's status once the calendar is heard: a lapsed number is ``expired`` or
+    ``released`` (the reason naming the dates), whatever its run-time state says, but for
+    ``released``: an operator's release stays (a renewal does not bring the number back)."""
+    lapsed = term.state_at(now)
+    if lapsed is None or status.state is NumberState.RELEASED:
+        return status
+    return dataclasses.replace(status, state=lapsed, reason=term.reason(lapsed), remaining=None)

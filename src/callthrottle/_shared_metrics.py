@@ -24,15 +24,16 @@ from ._survey import Filters, Snapshot, collect
 from ._validate import check_flag, check_seconds
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Iterable, Iterator
 
     from anyio.abc import TaskStatus
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
     from ._config import Config
+    from ._terms import Calendar
 
-__all__ = ("SharedStateCollector",)
+__all__ = ("SharedStateCollector", "days_left")
 
 logger = logging.getLogger("callthrottle.prometheus")
 
@@ -129,6 +130,7 @@ class SharedStateCollector:
         registry: CollectorRegistry | None = None,
         namespace: str = "callthrottle",
         timeout: float = 10.0,
+        calendar: Calendar | None = None,
         **options: Any,
     ) -> SharedStateCollector:
         """A collector of the backend the URL names, through an inspector of its own (opened by
@@ -137,12 +139,13 @@ class SharedStateCollector:
         are the dialers' (see :meth:`Throttle.from_url`): the configuration lists the trunks,
         tenants and pools, and gives the caps shown. ``memory://`` is a backend of the
         collector's own, empty: the dialers of one process are what :class:`PrometheusHook`
-        shows."""
+        shows. ``calendar`` says which day it is for paid periods (``time.time`` if None)."""
         inspector = Inspector.from_url(
             url,
             config=config,
             default_limit=default_limit,
             default_region=default_region,
+            calendar=calendar,
             **options,
         )
         return cls(
@@ -258,6 +261,10 @@ class SharedStateCollector:
             for value in _STATES:
                 state.add_metric([row.number, value], 1.0 if row.state == value else 0.0)
         yield state
+        yield days_left(
+            self._namespace,
+            ((row.number, row.days_left) for row in snapshot.numbers if row.days_left is not None),
+        )
         groups = {
             "in_use": "Slots held on the trunk's or tenant's numbers, by every process",
             "cap": "The trunk's or tenant's cap",
@@ -283,3 +290,17 @@ class SharedStateCollector:
 
     def _gauge(self, name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(f"{self._namespace}_{name}", documentation, labels=labels)
+
+
+def days_left(namespace: str, numbers: Iterable[tuple[str, int]]) -> GaugeMetricFamily:
+    """``<namespace>_number_days_left{number}``: for each number whose paid period is tracked,
+    the days of it left, today included (1 on the last day paid for, 0 on the first lapsed
+    day, negative after); ``numbers`` gives (number, days left)."""
+    family = GaugeMetricFamily(
+        f"{namespace}_number_days_left",
+        "Days of the number's paid period left, today included (0 or less: lapsed)",
+        labels=("number",),
+    )
+    for number, left in numbers:
+        family.add_metric([number], float(left))
+    return family

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._inspector import Inspector
     from ._models import Usage
     from ._rates import Window
+    from ._terms import Term
 
 __all__ = (
     "Filters",
@@ -58,6 +59,17 @@ class Filters:
     busy: bool = False  # only numbers with calls up or callers waiting
     holders: bool = False  # list each number's holders
     rates: bool = True  # read each number's rate windows (one more read per number)
+    # only numbers with a paid period and at most this many days of it left (lapsed included)
+    expiring_within: int | None = None
+
+    @property
+    def selecting(self) -> bool:
+        """Whether only some numbers are listed."""
+        return (
+            bool(self.numbers)
+            or self.busy
+            or any(each is not None for each in (self.match, self.pool, self.expiring_within))
+        )
 
 
 @dataclass
@@ -92,6 +104,14 @@ class NumberRow:
     # where the cap comes from: "policy v3", "run-time", "lowered", "config" or "default"
     cap_from: str = ""
     windows_from: str | None = None  # where the rate windows come from (None: it has none)
+    # Its paid period (None: not tracked): the last day paid for (ISO date), the days of it
+    # left, today included (0 or less once lapsed), and for people: "expires in 3 days",
+    # "expired yesterday; released on 2027-02-08"; whether warnings are due (its warning window,
+    # or lapsed).
+    paid_until: str | None = None
+    days_left: int | None = None
+    expires: str | None = None
+    warning: bool = False
 
 
 @dataclass
@@ -152,6 +172,7 @@ class Snapshot:
     owners: list[OwnerRow] | None = None  # with --holders: the leases, by owner
     groups: list[GroupRow] = field(default_factory=list)
     pools: list[PoolRow] = field(default_factory=list)
+    filtered: bool = False  # only the numbers a filter selects are listed
 
     @property
     def refreshed_time(self) -> str:
@@ -190,15 +211,20 @@ async def collect(inspector: Inspector, target: Source, filters: Filters) -> Sna
         numbers = set(config.numbers) | set(await inspector.known_numbers())
         for members in pools.values():
             numbers.update(members)
+        # A number the policy gives a paid period is listed before it is ever dialled.
+        numbers.update(config.numbers_with_terms())
     if filters.pool is not None:
         numbers &= set(pools[filters.pool])
     if filters.match is not None:
         numbers = {n for n in numbers if fnmatch.fnmatchcase(n, filters.match)}
-    snapshot = Snapshot(target.shown_url, _policy(inspector), _now())
+    now = inspector.calendar()  # one day for every row
+    if filters.expiring_within is not None:
+        numbers = {n for n in numbers if _expiring(inspector.term_for(n), now, filters)}
+    snapshot = Snapshot(target.shown_url, _policy(inspector), _now(), filtered=filters.selecting)
     usages: dict[str, Usage] = {}  # each number read once: the pools' totals reuse them
     for number in sorted(numbers):
         usage = usages[number] = await inspector.usage(number)
-        row = await _number(inspector, number, usage, filters)
+        row = await _number(inspector, number, usage, filters, now)
         if row is not None:
             snapshot.numbers.append(row)
     snapshot.totals = Totals(
@@ -208,7 +234,7 @@ async def collect(inspector: Inspector, target: Source, filters: Filters) -> Sna
     )
     if filters.holders:
         snapshot.owners = _by_owner(snapshot.numbers)
-    if not filters.numbers and filters.match is None:
+    if not filters.numbers and filters.match is None and filters.expiring_within is None:
         for kind, groups in (("trunk", config.trunks), ("tenant", config.tenants)):
             for name in groups:
                 used = await inspector.group_usage(kind, name)
@@ -230,13 +256,20 @@ async def collect(inspector: Inspector, target: Source, filters: Filters) -> Sna
     return snapshot
 
 
+def _expiring(term: Term | None, now: float, filters: Filters) -> bool:
+    """Whether the number passes ``--expiring-within``: a paid period with at most that many
+    days left (a lapsed number's are 0 or fewer)."""
+    assert filters.expiring_within is not None
+    return term is not None and term.days_left(now) <= filters.expiring_within
+
+
 async def _number(
-    inspector: Inspector, number: str, usage: Usage, filters: Filters
+    inspector: Inspector, number: str, usage: Usage, filters: Filters, now: float
 ) -> NumberRow | None:
     """One number's row (None: filtered out by ``--busy``)."""
     if filters.busy and not (usage.in_use or usage.waiting):
         return None
-    status = await inspector.status(number)
+    status = await inspector.status(number, now=now)  # the calendar's state once it lapsed
     windows = await inspector.window_usage(number) if filters.rates else []
     row = NumberRow(
         number,
@@ -253,6 +286,12 @@ async def _number(
         cap_from=inspector.cap_source(number, status),
         windows_from=inspector.windows_source(number, status),
     )
+    term = inspector.term_for(number)
+    if term is not None:
+        row.paid_until = term.paid_until.isoformat()
+        row.days_left = term.days_left(now)
+        row.expires = term.describe(now)
+        row.warning = now >= term.warn_at
     if filters.holders:
         row.holders = [
             HolderRow(h.token, h.owner, h.age, h.expires_in, h.hold_left)

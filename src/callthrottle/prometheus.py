@@ -53,8 +53,23 @@ Its metrics (gauges; none clashes with the hook's, so a process may register bot
   (the last values are still served)
 - ``callthrottle_shared_scrape_age_seconds``: how old the values served are
 
+- ``callthrottle_number_days_left{number}``: the days of the number's paid period left, today
+  included (1 on the last day paid for, 0 on the first lapsed day, negative after; see
+  ``paid_until`` in :class:`~callthrottle.Config`): only numbers whose paid period is tracked
+
 A number is listed while the configuration lists it or the backend holds state for it (calls
-up, callers waiting, a run-time state); one that leaves both leaves the scrape.
+up, callers waiting, a run-time state); one that leaves both leaves the scrape. The state of a
+number whose paid period is over is the calendar's (``expired``, then ``released``), whatever
+its run-time state says but an operator's ``released``.
+
+:class:`ThrottleCollector` exports ``callthrottle_number_days_left`` from a throttle's own
+policy and calendar, without reading the backend (a dialer that runs no shared-state
+collector)::
+
+    ThrottleCollector(throttle)  # registered on prometheus_client.REGISTRY
+
+It and a :class:`SharedStateCollector` export the same series: register one of the two on a
+registry.
 """
 
 from __future__ import annotations
@@ -70,14 +85,18 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
     ) from exc
 
 from ._events import Admitted, Cancelled, LeaseLost, Reclaimed, Refused, Released, Restored
-from ._shared_metrics import SharedStateCollector
+from ._shared_metrics import SharedStateCollector, days_left
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
     from ._events import Event
+    from ._throttle import Throttle
 
-__all__ = ("WAIT_BUCKETS", "PrometheusHook", "SharedStateCollector")
+__all__ = ("WAIT_BUCKETS", "PrometheusHook", "SharedStateCollector", "ThrottleCollector")
 
 #: Buckets of the wait-time histogram (seconds): an immediate grant (a millisecond or two on
 #: Redis) up to the longest wait a dialer sensibly allows.
@@ -210,3 +229,44 @@ class PrometheusHook:
             values = (number, *labels) if self._per_number else labels
             found = self._children[key] = metric.labels(*values) if values else metric
         return found
+
+
+class ThrottleCollector:
+    """A Prometheus collector of what a throttle knows without asking the backend:
+    ``callthrottle_number_days_left{number}`` for each number its policy in force (its
+    configuration, or the published policy it follows) lists with a paid period, on its
+    calendar (``Throttle(calendar=...)``). Computed at each scrape, in the scraping thread: no
+    round trip. A number only a profile's ``paid_until`` covers, and that the policy does not
+    list, is not known here: :class:`SharedStateCollector` lists the numbers dialled too.
+
+    :param throttle: the throttle (for a :class:`~callthrottle.sync.SyncThrottle`, its
+        ``throttle``)
+    :param registry: where to register; defaults to ``prometheus_client.REGISTRY``
+    :param namespace: the prefix of every metric's name
+    """
+
+    __slots__ = ("_namespace", "_throttle")
+
+    def __init__(
+        self,
+        throttle: Throttle,
+        *,
+        registry: CollectorRegistry | None = None,
+        namespace: str = "callthrottle",
+    ) -> None:
+        self._throttle = throttle
+        self._namespace = namespace
+        (REGISTRY if registry is None else registry).register(self)
+
+    def describe(self) -> list[Metric]:
+        """The metric family, without samples (a registry's check for clashing names)."""
+        return [days_left(self._namespace, ())]
+
+    def collect(self) -> Iterator[Metric]:
+        """The days left of each number with a paid period (called by prometheus_client)."""
+        settings = self._throttle._settings  # the policy in force and the throttle's calendar
+        now = settings.calendar()
+        terms = settings.config.numbers_with_terms()
+        yield days_left(
+            self._namespace, ((number, term.days_left(now)) for number, term in terms.items())
+        )

@@ -5,10 +5,12 @@ Cluster."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -247,4 +249,41 @@ def test_without_a_configuration_status_and_top_show_the_published_caps_and_writ
         result = invoke("top", *args, "--iterations", "1", "--match", A)
         assert result.exit_code == 0, result.output
         assert re.search(r"1/3 +policy v1", result.stdout)
+        _assert_same(before, _keyspace(clients, prefix))
+
+
+def test_status_top_and_metrics_on_paid_periods_write_nothing(
+    invoke: Callable[..., Result], url: str, prefix: str, toml: Callable[[str, str], str]
+) -> None:
+    """Numbers with paid periods (one lapsed, one dialled, one never dialled) read by
+    ``status`` and ``top`` with ``--expiring-within`` and by ``metrics --once``: the server is
+    the same afterwards."""
+    today = dt.datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    terms = toml(
+        "terms.toml",
+        f'timezone = "Asia/Shanghai"\n'
+        f'[numbers."{A}"]\npaid_until = {today + dt.timedelta(days=3)}\n'
+        f'[numbers."{B}"]\npaid_until = {today - dt.timedelta(days=2)}\n'
+        f'[numbers."{C}"]\npaid_until = {today + dt.timedelta(days=1)}\n',
+    )
+    options: dict[str, Any] = {"key_prefix": prefix, "owner_id": "switch-7", "config": terms}
+    with SyncThrottle.from_url(url, **options) as dialer:
+        dialer.acquire(A, token="call-1", timeout=0)
+        dialer.set_state(D, "flagged", reason="spam label")
+        clients = _clients(url)
+        before = _keyspace(clients, prefix)
+        args = ["--url", url, "--prefix", prefix, "--config", terms]
+
+        result = invoke("status", *args, "--json", "--holders", "--expiring-within", "4")
+        assert result.exit_code == 0, result.output
+        rows = {row["number"]: row for row in json.loads(result.stdout)["numbers"]}
+        assert sorted(rows) == [A, B, C]
+        assert (rows[A]["in_use"], rows[A]["days_left"]) == (1, 4)
+        assert (rows[B]["state"], rows[C]["expires"]) == ("expired", "expires in 2 days")
+        result = invoke("top", *args, "--iterations", "1", "--expiring-within", "0")
+        assert result.exit_code == 0, result.output
+        assert "expired yesterday" in result.stdout
+        result = invoke("metrics", *args, "--once")
+        assert result.exit_code == 0, result.output
+        assert f'callthrottle_number_days_left{{number="{B}"}} -1.0' in result.stdout
         _assert_same(before, _keyspace(clients, prefix))

@@ -41,10 +41,11 @@ __all__ = ("metrics",)
     "read failed), e.g. for node_exporter's textfile collector.",
 )
 def metrics(target: Target, port: int, addr: str, interval: float, once: bool) -> None:
-    """Serve what every process holds (per number: calls up, cap, callers waiting, state; per
-    trunk, tenant and pool) as Prometheus metrics on http://ADDR:PORT/metrics, read from the
-    backend every INTERVAL seconds until Ctrl-C. Never writes. While the backend cannot be
-    read, the last values are served with callthrottle_shared_backend_up 0."""
+    """Serve what every process holds (per number: calls up, cap, callers waiting, state, days
+    of its paid period left; per trunk, tenant and pool) as Prometheus metrics on
+    http://ADDR:PORT/metrics, read from the backend every INTERVAL seconds until Ctrl-C. Never
+    writes. While the backend cannot be read, the last values are served with
+    callthrottle_shared_backend_up 0."""
     try:  # the prometheus extra: its own message names it
         from ..prometheus import SharedStateCollector
     except ImportError as exc:

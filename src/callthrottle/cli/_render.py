@@ -55,15 +55,28 @@ def _state(row: NumberRow) -> Text:
     state = Text(row.state, style=_STATE_STYLES.get(row.state, "bold red"))
     if row.remaining is not None:
         state.append(f" {span(row.remaining)} left")
-    if row.reason:
+    # The calendar's reason names the dates the paid-period column shows: said once.
+    if row.reason and not row.reason.startswith(f"paid until {row.paid_until}; "):
         state.append(f" ({row.reason})", style="dim")
     return state
 
 
+def _term(row: NumberRow) -> Text:
+    """When the number's paid period ends: red once lapsed, yellow inside its warning window."""
+    if row.expires is None or row.days_left is None:
+        return Text("-")
+    style = "bold red" if row.days_left <= 0 else "yellow" if row.warning else ""
+    return Text(row.expires, style=style)
+
+
 def _numbers(snapshot: Snapshot) -> Table:
     table = Table(title=f"numbers on {snapshot.url}", title_justify="left", box=box.SIMPLE_HEAD)
+    # The column of paid periods only when one is tracked: a policy without any reads as before.
+    terms = any(row.expires is not None for row in snapshot.numbers)
     _vital(table, "number")
     _other(table, "state")
+    if terms:
+        _other(table, "paid period")
     _vital(table, "in use/cap")
     _other(table, "cap from")
     _vital(table, "waiting", "right")
@@ -76,6 +89,7 @@ def _numbers(snapshot: Snapshot) -> Table:
         table.add_row(
             row.number,
             _state(row),
+            *([_term(row)] if terms else []),
             _load(row.in_use, row.cap),
             row.cap_from,
             str(row.waiting),
@@ -83,7 +97,11 @@ def _numbers(snapshot: Snapshot) -> Table:
             rates,
         )
     if not snapshot.numbers:
-        table.caption = "no numbers: none configured, and the backend holds no state"
+        table.caption = (
+            "no numbers match the filters"
+            if snapshot.filtered
+            else "no numbers: none configured, and the backend holds no state"
+        )
     return table
 
 
