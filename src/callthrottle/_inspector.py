@@ -12,11 +12,9 @@ holds state for is read under the hash tag its keys were found under.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from ._config import Config
-from ._health import NumberState
 from ._numbers import check_region, normalize_number
 from ._operator import status_from_policy
 from ._plans import Plans
@@ -36,7 +34,7 @@ if TYPE_CHECKING:
     from ._terms import Calendar, Term
     from .backends._base import Views
 
-__all__ = ("Inspector", "on_calendar")
+__all__ = ("Inspector",)
 
 
 class _Found:
@@ -276,18 +274,6 @@ class Inspector:
         """See :meth:`Throttle.status`: the run-time state, unless the calendar (at ``now``,
         the :attr:`calendar`'s time if None) says the number's paid period is over."""
         number = self._number(number)
-        status = status_from_policy(await self._backend.get_policy(number))
+        policy = await self._backend.get_policy(number)
         term = self._config.term_for(number)
-        if term is None:
-            return status
-        return on_calendar(status, term, self._calendar() if now is None else now)
-
-
-def on_calendar(status: NumberStatus, term: Term, now: float) -> NumberStatus:
-    """A number's status once the calendar is heard: a lapsed number is ``expired`` or
-    ``released`` (the reason naming the dates), whatever its run-time state says, but for
-    ``released``: an operator's release stays (a renewal does not bring the number back)."""
-    lapsed = term.state_at(now)
-    if lapsed is None or status.state is NumberState.RELEASED:
-        return status
-    return dataclasses.replace(status, state=lapsed, reason=term.reason(lapsed), remaining=None)
+        return status_from_policy(policy, term, lambda: self._calendar() if now is None else now)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -18,7 +17,7 @@ from ._events import Reclaimed
 from ._health import NumberState, NumberStatus, Reaction
 from ._numbers import normalize_number
 from ._rates import GroupPlan, parse_windows
-from ._terms import system_calendar
+from ._terms import on_calendar, system_calendar
 from ._validate import (
     check_limit,
     check_outcome,
@@ -274,11 +273,4 @@ def status_from_policy(
         rates=policy.rates,
         warming_for=policy.warming_for if state is NumberState.WARMING else None,
     )
-    if term is None:
-        return status
-    now = calendar()
-    lapsed = term.state_at(now)
-    if lapsed is not None and state is not NumberState.RELEASED:
-        status = replace(status, state=lapsed, reason=term.reason(lapsed), remaining=None)
-        status = replace(status, warming_for=None)
-    return replace(status, paid_until=term.paid_until, days_left=term.days_left(now))
+    return status if term is None else on_calendar(status, term, calendar())

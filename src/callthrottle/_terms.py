@@ -14,10 +14,10 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ._errors import InvalidArgument
-from ._health import NumberState
+from ._health import NumberState, NumberStatus
 
 __all__ = (
     "DEFAULT_GRACE_DAYS", "DEFAULT_WARN_DAYS", "Calendar", "Term", "check_days",
@@ -158,6 +158,20 @@ class Term:
         ago = -left
         since = "today" if ago == 0 else "yesterday" if ago == 1 else f"{ago} days ago"
         return f"expired {since}; released on {self.release_day.isoformat()}"
+
+
+def on_calendar(status: NumberStatus, term: Term, now: float) -> NumberStatus:
+    """A number's status once the calendar is heard: its ``paid_until`` and ``days_left``,
+    and, once its paid period lapsed, ``expired`` or ``released`` (the reason naming the dates)
+    whatever its run-time state says, but for ``released``: an operator's release stays (a
+    renewal does not bring such a number back)."""
+    status = replace(status, paid_until=term.paid_until, days_left=term.days_left(now))
+    lapsed = term.state_at(now)
+    if lapsed is None or status.state is NumberState.RELEASED:
+        return status
+    return replace(
+        status, state=lapsed, reason=term.reason(lapsed), remaining=None, warming_for=None
+    )
 
 
 def system_calendar() -> float:
