@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._plans import Plans
     from ._policy_source import PolicySource
+    from ._settings import Settings
+    from ._terms import Calendar
     from .backends import Backend
 
 __all__ = ("PolicyMethods",)
@@ -35,8 +37,20 @@ class PolicyMethods:
         _backend: Backend
         _plans: Plans
         _policy: PolicySource
+        _settings: Settings
 
         def _check_open(self) -> None: ...
+
+    @property
+    def config(self) -> Config:
+        """The configuration this throttle decides with: its ``config=``, or the published
+        policy's once it follows one."""
+        return self._plans.config
+
+    @property
+    def calendar(self) -> Calendar:
+        """The clock that says which day it is for numbers' paid periods (``calendar=``)."""
+        return self._settings.calendar
 
     @property
     def policy_version(self) -> int:

@@ -264,9 +264,9 @@ class ThrottleCollector:
 
     def collect(self) -> Iterator[Metric]:
         """The days left of each number with a paid period (called by prometheus_client)."""
-        settings = self._throttle._settings  # the policy in force and the throttle's calendar
-        now = settings.calendar()
-        terms = settings.config.numbers_with_terms()
+        throttle = self._throttle
+        now = throttle.calendar()
+        terms = throttle.config.numbers_with_terms()
         yield days_left(
             self._namespace, ((number, term.days_left(now)) for number, term in terms.items())
         )

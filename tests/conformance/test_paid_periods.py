@@ -136,6 +136,10 @@ async def test_a_renewal_inside_the_grace_period_brings_it_back_in_every_process
         await refused(dialer, "expired")
         await operator.publish_policy(config=config(dt.date(2027, 2, 28)), comment="renewed")
         await dialer.acquire(NUMBER, timeout=0)  # at once: no restart, no wait
+        assert dialer.calendar is calendar
+        term = dialer.config.term_for(NUMBER)  # the published policy it follows now
+        assert term is not None
+        assert term.paid_until == dt.date(2027, 2, 28)
         status = await dialer.status(NUMBER)
         assert (status.state, status.paid_until, status.days_left) == (
             NumberState.ACTIVE,
