@@ -12,8 +12,9 @@ from ._words import cause_words, failure_kind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import tzinfo
 
-__all__ = ("WAITED", "CampaignResult", "Line", "NumberReport", "quantile_of")
+__all__ = ("LAPSED", "WAITED", "CampaignResult", "Departure", "Line", "NumberReport", "quantile_of")
 
 #: A call that waited longer than this (simulated seconds) for its slot counts as a wait.
 WAITED = 1.0
@@ -38,6 +39,27 @@ class Line:
         self.move(now, 0)
         average, self.area = self.area / length, 0.0
         return average
+
+
+@dataclass(frozen=True)
+class Departure:
+    """When the campaign first saw a number out of service for its paid period, and why.
+
+    :ivar at: simulated seconds into the campaign
+    :ivar state: ``"expired"`` or ``"released"``
+    :ivar reason: the throttle's reason (``paid until 2027-01-31; ...``), or ""
+    :ivar seen: ``"refused"`` (an attempt on it was refused: the instant is exact) or
+        ``"status"`` (a state sample showed it: it left by then)
+    """
+
+    at: float
+    state: str
+    reason: str
+    seen: str
+
+
+#: The states a number is in once its paid period has run out.
+LAPSED = ("expired", "released")
 
 
 @dataclass
@@ -70,6 +92,18 @@ class NumberReport:
     active: int = field(default=0, repr=False)  # calls up right now
     window: int = field(default=0, repr=False)  # peak since the last sample
     line: Line = field(default_factory=Line, repr=False)  # agents waiting for a slot on it
+    began: list[float] = field(default_factory=list, repr=False)  # when each call began
+    left: Departure | None = None  # first seen expired or released
+    back: float | None = None  # a call placed on it after it left (renewed), if any
+
+    def saw(self, departure: Departure) -> None:
+        """Keep the earliest sighting of the number out for its paid period."""
+        if self.left is None or departure.at < self.left.at:
+            self.left = departure
+
+    def calls_between(self, first: float, end: float) -> int:
+        """Calls that began in ``[first, end)`` (simulated seconds)."""
+        return sum(1 for t in self.began if first <= t < end)
 
     @property
     def max_concurrency(self) -> int:
@@ -139,6 +173,14 @@ class CampaignResult:
     queue: list[float] = field(default_factory=list, repr=False)  # waiting for the pool
     windows: tuple[tuple[str, float], ...] = ()  # rate windows in force: (name, real seconds)
     line: Line = field(default_factory=Line, repr=False)  # agents waiting for the pool
+    start: float = 0.0  # the calendar's first instant (seconds since the epoch)
+    zone: tzinfo | None = None  # the configured time zone (None: UTC)
+    terms: bool = False  # whether a number dialed has a paid period
+
+    def at(self, elapsed: float) -> float:
+        """The calendar's instant ``elapsed`` simulated seconds into the campaign (seconds
+        since the epoch)."""
+        return self.start + elapsed
 
     @property
     def within_caps(self) -> bool:
