@@ -328,14 +328,16 @@ def test_the_summary_says_when_a_number_left_and_what_the_others_took_over() -> 
     gone.saw(Departure(3700.0, "expired", "", "status"))  # a later sighting changes nothing
     start = dt.datetime(2027, 1, 31, 23, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
     result = CampaignResult(
-        [gone, kept], 7200.0, 60.0, 36.0, pool="sales", start=start,
-        zone=ZoneInfo("Asia/Shanghai"),
+        [gone, kept], 7200.0, 60.0, 36.0, pool="sales", agents=10, mean_call=100.0,
+        start=start, zone=ZoneInfo("Asia/Shanghai"),
     )  # fmt: skip
     assert departures(result) == [Finding("note", (
         f"{gone.number} left the pool sales on 2027-02-01 00:00 (Asia/Shanghai): paid until "
         "2027-01-31, expired; its last call began 2027-01-31 23:58; the other numbers placed 3 "
         "calls after it left (3 an hour, against 2 an hour before; it carried 3 an hour)"
     ))]  # fmt: skip
+    # The caps allow calls on a number only while it is in: 4 slots, then 2 after 3650 s.
+    assert result.capacity == pytest.approx((4 * 3650 + 2 * 3550) / 100)
     # Seen only by a state sample (a pool skips the number: no attempt is refused), the
     # instant is when it was seen out: it left by then.
     gone.left = None
@@ -346,3 +348,4 @@ def test_the_summary_says_when_a_number_left_and_what_the_others_took_over() -> 
         f"{gone.number} left the pool sales by 2027-02-01 00:01 (Asia/Shanghai): released; its "
         "last call began 2027-01-31 23:58; it placed calls again from 2027-02-01 00:23;"
     )
+    assert result.capacity == pytest.approx((4 * 3700 + 2 * 1300 + 4 * 2200) / 100)

@@ -3,6 +3,7 @@ otherwise). The engine (``__init__.py``) fills these in; ``_explain.py`` puts th
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -100,6 +101,13 @@ class NumberReport:
         """Keep the earliest sighting of the number out for its paid period."""
         if self.left is None or departure.at < self.left.at:
             self.left = departure
+
+    def in_service(self, elapsed: float) -> bool:
+        """Whether it was in service ``elapsed`` simulated seconds in, as the campaign saw it:
+        not between leaving for its paid period and coming back."""
+        if self.left is None or elapsed < self.left.at:
+            return True
+        return self.back is not None and elapsed >= self.back
 
     def calls_between(self, first: float, end: float) -> int:
         """Calls that began in ``[first, end)`` (simulated seconds)."""
@@ -218,9 +226,19 @@ class CampaignResult:
     @property
     def capacity(self) -> float:
         """About how many calls the caps allow in the campaign: every slot (or every agent,
-        if fewer) busy all along with calls of the mean length."""
-        slots = min(self.agents, sum(n.cap for n in self.numbers))
-        return slots * self.duration / self.mean_call if self.mean_call > 0 else 0.0
+        if fewer) busy all along with calls of the mean length; a number's slots count only
+        while it was in service (not after it left for its paid period, until it was back)."""
+        if self.mean_call <= 0:
+            return 0.0
+        cuts = {0.0, self.duration}
+        for n in self.numbers:
+            cuts |= {n.left.at} if n.left is not None else set()
+            cuts |= {n.back} if n.back is not None else set()
+        slot_seconds = 0.0
+        for first, end in itertools.pairwise(sorted(t for t in cuts if t <= self.duration)):
+            slots = sum(n.cap for n in self.numbers if n.in_service(first))
+            slot_seconds += min(self.agents, slots) * (end - first)
+        return slot_seconds / self.mean_call
 
     @property
     def waits(self) -> list[float]:
