@@ -346,6 +346,30 @@ def test_the_summary_says_when_a_number_left_and_what_the_others_took_over() -> 
     [said] = departures(result)
     assert said.text.startswith(
         f"{gone.number} left the pool sales by 2027-02-01 00:01 (Asia/Shanghai): released; its "
-        "last call began 2027-01-31 23:58; it placed calls again from 2027-02-01 00:23;"
+        "last call began 2027-01-31 23:58; calls were placed on it again from 2027-02-01 00:23;"
     )
     assert result.capacity == pytest.approx((4 * 3700 + 2 * 1300 + 4 * 2200) / 100)
+
+
+async def test_a_pool_skips_a_number_from_the_simulated_midnight_its_paid_period_ends() -> None:
+    # Needs pools to skip a lapsed number (acquire_from) and Throttle.status to show it
+    # expired: a pool refuses nothing, so the campaign sees the number leave in its status.
+    config = Config.from_dict({**SHANGHAI, "pools": {"sales": {"numbers": caller_ids(3)}}})
+    result = await _across_midnight(config=config, pool="sales")
+    first, second, lapsing = result.numbers
+    assert lapsing.number == LAPSING
+    assert LAPSES - 900 < max(lapsing.began) < LAPSES + 60
+    assert lapsing.left is not None
+    assert lapsing.left.state == "expired"
+    # Its status is looked at every simulated minute.
+    assert LAPSES <= lapsing.left.at < LAPSES + 300
+    assert lapsing.back is None  # never picked again
+    assert first.calls_between(LAPSES, math.inf) > 0
+    assert second.calls_between(LAPSES, math.inf) > 0
+    assert "expired" in lapsing.states
+    [said] = [f.text for f in findings(result) if " left the pool " in f.text]
+    assert re.match(
+        rf"\{LAPSING} left the pool sales by 2027-02-01 00:0\d \(Asia/Shanghai\): paid until "
+        r"2027-01-31, expired; its last call began ",
+        said,
+    ), said

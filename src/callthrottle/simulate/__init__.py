@@ -51,6 +51,11 @@ __all__ = (
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
 
+#: How often the numbers with a paid period are looked at: every simulated minute, at most
+#: every 10 real milliseconds.
+_WATCH = 60.0
+_WATCH_REAL = 0.01
+
 #: Four numbers from carriers with different rules: two at the common 20, one at 15, one at 3.
 DEFAULT_CAPS = (20, 20, 15, 3)
 
@@ -294,6 +299,22 @@ async def run_campaign(
             lowered = status.lowered_cap
             report.limits.append(report.cap if lowered is None else min(lowered, report.cap))
 
+    async def watch_terms(throttle: Throttle) -> None:
+        """Ask the throttle, every simulated minute (at most a hundred times a real second),
+        whether the numbers with a paid period are still in service: a pool skips a lapsed
+        number without refusing anything, so this is when the campaign sees it leave."""
+        every = max(min(tick, _WATCH / speed), _WATCH_REAL)
+        while True:
+            await anyio.sleep(every)
+            for report in by_index:
+                if report.left is None and config.term_for(report.number) is not None:
+                    status = await throttle.status(report.number)
+                    if status.state.value in LAPSED:
+                        seen = Departure(
+                            elapsed(), status.state.value, status.reason or "", "status"
+                        )
+                        report.saw(seen)
+
     async def show_progress(started: float) -> None:
         assert progress is not None
         while True:
@@ -322,6 +343,8 @@ async def run_campaign(
                 for _ in range(agents):
                     tg.start_soon(agent, throttle)
                 tg.start_soon(sample, throttle, started)
+                if result.terms:
+                    tg.start_soon(watch_terms, throttle)
                 if progress is not None:
                     tg.start_soon(show_progress, started)
         result.elapsed = anyio.current_time() - started

@@ -259,7 +259,9 @@ def departures(result: CampaignResult) -> list[Finding]:
         if before:
             text += f"; its last call began {local_text(result.at(max(before)), result.zone)}"
         if n.back is not None:
-            text += f"; it placed calls again from {local_text(result.at(n.back), result.zone)}"
+            text += (
+                f"; calls were placed on it again from {local_text(result.at(n.back), result.zone)}"
+            )
         others = [o for o in result.numbers if o is not n]
         if others:
             after = sum(o.calls_between(left.at, math.inf) for o in others)
