@@ -221,7 +221,6 @@ async def test_a_number_leaves_at_the_simulated_midnight_its_paid_period_ends() 
     # (Shanghai time: read as UTC, 22:00 would already be February 1st 06:00, past it).
     assert lapsing.left is not None
     assert lapsing.left.state == "expired"
-    assert lapsing.left.seen == "refused"
     assert LAPSES <= lapsing.left.at < LAPSES + 900
     assert lapsing.causes["expired"] == lapsing.refused > 0
     assert result.refusals[
@@ -338,14 +337,13 @@ def test_the_summary_says_when_a_number_left_and_what_the_others_took_over() -> 
     ))]  # fmt: skip
     # The caps allow calls on a number only while it is in: 4 slots, then 2 after 3650 s.
     assert result.capacity == pytest.approx((4 * 3650 + 2 * 3550) / 100)
-    # Seen only by a state sample (a pool skips the number: no attempt is refused), the
-    # instant is when it was seen out: it left by then.
+    # Seen only in its status (a pool skips the number: no attempt is refused).
     gone.left = None
     gone.saw(Departure(3700.0, "released", "", "status"))
     gone.back = 5000.0
     [said] = departures(result)
     assert said.text.startswith(
-        f"{gone.number} left the pool sales by 2027-02-01 00:01 (Asia/Shanghai): released; its "
+        f"{gone.number} left the pool sales on 2027-02-01 00:01 (Asia/Shanghai): released; its "
         "last call began 2027-01-31 23:58; calls were placed on it again from 2027-02-01 00:23;"
     )
     assert result.capacity == pytest.approx((4 * 3700 + 2 * 1300 + 4 * 2200) / 100)
@@ -369,7 +367,7 @@ async def test_a_pool_skips_a_number_from_the_simulated_midnight_its_paid_period
     assert "expired" in lapsing.states
     [said] = [f.text for f in findings(result) if " left the pool " in f.text]
     assert re.match(
-        rf"\{LAPSING} left the pool sales by 2027-02-01 00:0\d \(Asia/Shanghai\): paid until "
+        rf"\{LAPSING} left the pool sales on 2027-02-01 00:0\d \(Asia/Shanghai\): paid until "
         r"2027-01-31, expired; its last call began ",
         said,
     ), said

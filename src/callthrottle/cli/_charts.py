@@ -54,8 +54,7 @@ def _bands(ax: Axes, report: NumberReport, bucket: float) -> None:
 
 
 def _departure(ax: Axes, report: NumberReport, result: CampaignResult) -> None:
-    """A line where the campaign first saw the number out for its paid period (a state sample
-    shows it only at the end of a bucket: the line is exact when an attempt was refused)."""
+    """A line where the campaign first saw the number out for its paid period."""
     left = report.left
     if left is None:
         return

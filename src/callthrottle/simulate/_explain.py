@@ -242,17 +242,17 @@ def _why_left(report: NumberReport) -> str:
 
 
 def departures(result: CampaignResult) -> list[Finding]:
-    """Each number the campaign saw leave for its paid period (refused, or sampled, as
-    expired or released): when on the calendar and why, its last call, and the calls the
-    other numbers placed after it left against before (all counted in the run)."""
+    """Each number the campaign saw leave for its paid period (an attempt on it refused, or
+    its status, as expired or released): when on the calendar (the first time it was seen out;
+    its last call before says since when it may have been), why, and the calls the other
+    numbers placed after it left against before (all counted in the run)."""
     said = []
     where = f"the pool {result.pool}" if result.pool else "the campaign"
     zone = zone_name(result.zone)
     gone = [(n.left, n) for n in result.numbers if n.left is not None]
     for left, n in sorted(gone, key=lambda pair: pair[0].at):
-        on = "on" if left.seen == "refused" else "by"  # a sample only bounds the instant
         text = (
-            f"{n.number} left {where} {on} {local_text(result.at(left.at), result.zone)} "
+            f"{n.number} left {where} on {local_text(result.at(left.at), result.zone)} "
             f"({zone}): {_why_left(n)}"
         )
         before = [t for t in n.began if t < left.at]

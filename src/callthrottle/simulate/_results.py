@@ -49,8 +49,9 @@ class Departure:
     :ivar at: simulated seconds into the campaign
     :ivar state: ``"expired"`` or ``"released"``
     :ivar reason: the throttle's reason (``paid until 2027-01-31; ...``), or ""
-    :ivar seen: ``"refused"`` (an attempt on it was refused: the instant is exact) or
-        ``"status"`` (a state sample showed it: it left by then)
+    :ivar seen: how: ``"refused"`` (an attempt on it was refused) or ``"status"`` (its
+        status said so: a pool skips a lapsed number without refusing anything). Either way
+        it was out by ``at``, and in when its last call before was asked for.
     """
 
     at: float
