@@ -247,16 +247,17 @@ async def test_a_number_leaves_at_the_simulated_midnight_its_paid_period_ends() 
     assert result.within_caps
 
 
-async def test_a_campaign_before_the_day_its_paid_period_ends_keeps_the_number() -> None:
-    # The same campaign a day earlier: January 30th 22:00 to 31st 02:00, all paid for.
-    result = await _across_midnight(start="2027-01-30T22:00")
+async def test_a_campaign_up_to_the_end_of_the_last_day_paid_for_keeps_the_number() -> None:
+    # January 31st from 19:50 to 23:50 Shanghai time: the last day paid for, to its last
+    # minutes (read as UTC, 19:50 would be February 1st 03:50 in Shanghai: lapsed).
+    result = await _across_midnight(start="2027-01-31T19:50")
     lapsing = result.numbers[2]
     assert lapsing.left is None
     assert lapsing.refused == 0
-    assert lapsing.calls_between(LAPSES, math.inf) > 0
+    assert max(lapsing.began) > 4 * 3600 - 900  # still dialing in its last minutes
     assert not any(" left the campaign " in f.text for f in findings(result))
     assert any(
-        "2027-01-30 22:00 to 2027-01-31 02:00 (Asia/Shanghai)" in f.text for f in findings(result)
+        "2027-01-31 19:50 to 2027-01-31 23:50 (Asia/Shanghai)" in f.text for f in findings(result)
     )
 
 
@@ -353,7 +354,8 @@ async def test_a_pool_skips_a_number_from_the_simulated_midnight_its_paid_period
     # Needs pools to skip a lapsed number (acquire_from) and Throttle.status to show it
     # expired: a pool refuses nothing, so the campaign sees the number leave in its status.
     config = Config.from_dict({**SHANGHAI, "pools": {"sales": {"numbers": caller_ids(3)}}})
-    result = await _across_midnight(config=config, pool="sales")
+    # Five state samples (every 48 simulated minutes): the watch on its status sees it first.
+    result = await _across_midnight(config=config, pool="sales", buckets=5)
     first, second, lapsing = result.numbers
     assert lapsing.number == LAPSING
     assert LAPSES - 900 < max(lapsing.began) < LAPSES + 60
