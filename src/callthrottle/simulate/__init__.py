@@ -221,10 +221,7 @@ async def run_campaign(
     async def call(report: NumberReport, lease: Lease, throttle: Throttle) -> None:
         """The call, from the first ring to the hang-up (or to the carrier's refusal)."""
         report.calls += 1
-        now = elapsed()
-        report.began.append(now)
-        if report.left is not None and report.back is None and now > report.left.at:
-            report.back = now  # renewed: its paid period runs again
+        report.began.append(elapsed())
         report.active += 1
         report.peak = max(report.peak, report.active)
         report.window = max(report.window, report.active)

@@ -258,10 +258,10 @@ def departures(result: CampaignResult) -> list[Finding]:
         before = [t for t in n.began if t < left.at]
         if before:
             text += f"; its last call began {local_text(result.at(max(before)), result.zone)}"
-        if n.back is not None:
-            text += (
-                f"; calls were placed on it again from {local_text(result.at(n.back), result.zone)}"
-            )
+        later = [t for t in n.began if t >= left.at]
+        if later:  # a caller in line since before, or a renewal: said, not hidden
+            first = local_text(result.at(min(later)), result.zone)
+            text += f"; yet {len(later)} calls began on it after that, the first at {first}"
         others = [o for o in result.numbers if o is not n]
         if others:
             after = sum(o.calls_between(left.at, math.inf) for o in others)

@@ -96,7 +96,6 @@ class NumberReport:
     line: Line = field(default_factory=Line, repr=False)  # agents waiting for a slot on it
     began: list[float] = field(default_factory=list, repr=False)  # when each call began
     left: Departure | None = None  # first seen expired or released
-    back: float | None = None  # a call placed on it after it left (renewed), if any
 
     def saw(self, departure: Departure) -> None:
         """Keep the earliest sighting of the number out for its paid period."""
@@ -105,10 +104,8 @@ class NumberReport:
 
     def in_service(self, elapsed: float) -> bool:
         """Whether it was in service ``elapsed`` simulated seconds in, as the campaign saw it:
-        not between leaving for its paid period and coming back."""
-        if self.left is None or elapsed < self.left.at:
-            return True
-        return self.back is not None and elapsed >= self.back
+        not once it left for its paid period."""
+        return self.left is None or elapsed < self.left.at
 
     def calls_between(self, first: float, end: float) -> int:
         """Calls that began in ``[first, end)`` (simulated seconds)."""
@@ -228,13 +225,12 @@ class CampaignResult:
     def capacity(self) -> float:
         """About how many calls the caps allow in the campaign: every slot (or every agent,
         if fewer) busy all along with calls of the mean length; a number's slots count only
-        while it was in service (not after it left for its paid period, until it was back)."""
+        until it left for its paid period."""
         if self.mean_call <= 0:
             return 0.0
         cuts = {0.0, self.duration}
         for n in self.numbers:
             cuts |= {n.left.at} if n.left is not None else set()
-            cuts |= {n.back} if n.back is not None else set()
         slot_seconds = 0.0
         for first, end in itertools.pairwise(sorted(t for t in cuts if t <= self.duration)):
             slots = sum(n.cap for n in self.numbers if n.in_service(first))
