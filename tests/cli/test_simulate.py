@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import importlib.metadata
 import io
@@ -338,3 +339,100 @@ def test_a_campaign_on_a_fenced_server_says_so(
     assert "most attempts did not become calls:" in out
     assert "attempts timed out: backend fenced (it may have lost calls up)" in out
     assert "`callthrottle lift-fence` ends that at once" in out
+
+
+#: Three numbers in Shanghai; the third is paid until January 31st (it lapses at midnight
+#: between January 31st and February 1st, Shanghai time).
+PAID_UNTIL = """timezone = "Asia/Shanghai"
+
+[numbers."+8657188880001"]
+cap = 3
+[numbers."+8657188880002"]
+cap = 3
+[numbers."+8657188880003"]
+cap = 3
+paid_until = 2027-01-31
+"""
+#: Four simulated hours from 22:00 on January 31st, in 3 real seconds.
+ACROSS_MIDNIGHT = [
+    "--start", "2027-01-31T22:00", "--duration", "14400", "--speed", "4800", "--call-length",
+    "exp:60", "--timeout", "30", "--agents", "8",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_simulate_across_the_day_a_paid_period_ends(
+    invoke: Callable[..., Result], where: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Needs Line.acquire to refuse a lapsed number (NumberUnavailable, state "expired").
+    config = tmp_path / "carriers.toml"
+    config.write_text(PAID_UNTIL, encoding="utf-8")
+    page = tmp_path / "report.html"
+    url = ["--url", "memory://"]
+    if where == "redis":
+        url = ["--url", request.getfixturevalue("redis_url")]
+        url += ["--prefix", request.getfixturevalue("prefix")]
+    result = invoke(
+        "simulate", *ACROSS_MIDNIGHT, *url, "--config", str(config), "--report", str(page)
+    )
+    _check_summary(result, caller_ids(3))
+    out = result.stdout
+    assert "for 14400 simulated s (4800x) from 2027-01-31 22:00 (Asia/Shanghai) on" in out
+    said = re.compile(
+        r"\+8657188880003 left the campaign on 2027-02-01 00:[01]\d \(Asia/Shanghai\): paid "
+        r"until 2027-01-31, expired; its last call began (2027-01-31 23:[45]\d|2027-02-01 "
+        r"00:00); the other numbers placed \d+ calls after it left"
+    )
+    # (The terminal wraps long lines.) The first time it was seen out: an attempt on it was
+    # refused, or its status said so.
+    assert said.search(" ".join(out.split())), out
+    assert "refused: expired (paid until 2027-01-31; the carrier releases it on 2027-02-08" in out
+    text = html.unescape(page.read_text(encoding="utf-8"))
+    assert said.search(text)
+    assert "2027-01-31 22:00 (Asia/Shanghai)" in text  # the run: --start as it took effect
+
+
+def test_simulate_starts_its_calendar_now_unless_told(
+    invoke: Callable[..., Result], tmp_path: Path
+) -> None:
+    result = invoke("simulate", *QUICK, "--agents", "2", "--caps", "2")
+    _check_summary(result, caller_ids(1))
+    [header] = [line for line in result.stdout.splitlines() if "agents dialing" in line]
+    began = re.search(r"from (\d{4}-\d\d-\d\d \d\d:\d\d) \(UTC\) on memory://", header)
+    assert began is not None, header
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    assert abs(dt.datetime.fromisoformat(began[1]) - now) < dt.timedelta(minutes=2)
+
+
+@pytest.mark.parametrize(
+    "start", ["2027-02-30T09:00", "next monday", "2027-01-30T24:30", "9999-12-31T23:59"]
+)
+def test_simulate_refuses_a_bad_start_before_the_campaign(
+    invoke: Callable[..., Result], start: str
+) -> None:
+    result = invoke("simulate", *QUICK, "--start", start)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--start'" in result.stderr
+    assert "start must be a date and time such as 2027-01-30T09:00" in result.stderr
+    assert repr(start) in result.stderr
+    assert "agents dialing" not in result.stdout  # nothing ran
+
+
+def test_the_chart_marks_when_a_number_left(tmp_path: Path) -> None:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from callthrottle.cli._charts import _number
+    from callthrottle.simulate import CampaignResult, Departure, NumberReport
+
+    report = NumberReport(caller_ids(1)[0], 3)
+    report.timeline, report.queue, report.states = [3, 3, 0], [0.0] * 3, ["active"] * 3
+    report.limits = [3] * 3
+    report.saw(Departure(5000.0, "expired", "paid until 2027-01-31; ...", "refused"))
+    start = dt.datetime(2027, 1, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
+    result = CampaignResult([report], 7200.0, 60.0, 2400.0, start=start)
+    ax = Figure().subplots()
+    _number(ax, report, result)
+    [line] = [line for line in ax.get_lines() if str(line.get_label()).startswith("left")]
+    assert line.get_label() == "left: expired (2027-01-31 16:23)"  # UTC: no zone configured
+    assert np.asarray(line.get_xdata(), dtype=float).tolist() == [5000.0, 5000.0]

@@ -1,11 +1,13 @@
 """The report's charts (matplotlib, the ``report`` extra): per number, the calls up against its
-cap, the callers waiting and the number's states over time; the waits for a slot."""
+cap, the callers waiting, the number's states over time and when it left the campaign for its
+paid period; the waits for a slot."""
 
 from __future__ import annotations
 
 import io
 from typing import TYPE_CHECKING
 
+from ..simulate._calendar import local_text, zone_name
 from ..simulate._words import state_words
 
 if TYPE_CHECKING:
@@ -51,6 +53,18 @@ def _bands(ax: Axes, report: NumberReport, bucket: float) -> None:
         )  # fmt: skip
 
 
+def _departure(ax: Axes, report: NumberReport, result: CampaignResult) -> None:
+    """A line where the campaign first saw the number out for its paid period."""
+    left = report.left
+    if left is None:
+        return
+    when = local_text(result.at(left.at), result.zone)
+    ax.axvline(
+        left.at, color="black", linestyle="-.", linewidth=1.2, zorder=5,
+        label=f"left: {state_words(left.state)} ({when})",
+    )  # fmt: skip
+
+
 def _steps(values: Sequence[float], bucket: float) -> tuple[list[float], list[float]]:
     times = [i * bucket for i in range(len(values) + 1)]
     return times, [*values, values[-1] if values else 0]
@@ -73,6 +87,7 @@ def _number(ax: Axes, report: NumberReport, result: CampaignResult) -> None:
             times, limits, where="post", color="tab:red", linestyle=":", linewidth=1.2,
             zorder=4, label="cap in force",
         )  # fmt: skip
+    _departure(ax, report, result)
     ax.set_ylim(0, max(report.cap, report.max_concurrency) * 1.15 + 0.5)
     ax.set_xlim(0, result.duration)
     ax.set_ylabel("calls up")
@@ -103,7 +118,8 @@ def _concurrency(result: CampaignResult, fig: Figure, info: RunInfo | None, rows
     axes = fig.subplots(count + rows, 1, sharex=False, squeeze=False)[:, 0]
     for ax, report in zip(axes, result.numbers, strict=False):
         _number(ax, report, result)
-    axes[count - 1].set_xlabel("simulated time (s)")
+    began = f"{local_text(result.start, result.zone)} ({zone_name(result.zone)})"
+    axes[count - 1].set_xlabel(f"simulated time (s) from {began}")
     if rows:
         _waits(result, axes[-1])
     if info is not None:

@@ -7,9 +7,12 @@ import datetime as dt
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ("RunInfo",)
 
@@ -41,12 +44,20 @@ class RunInfo:
     configuration: str | None = None
 
     @classmethod
-    def collect(cls, ctx: click.Context, backend: str) -> RunInfo:
-        """From the running command's options (``backend``: the URL to show)."""
+    def collect(
+        cls, ctx: click.Context, backend: str, taken: Mapping[str, str] | None = None
+    ) -> RunInfo:
+        """From the running command's options (``backend``: the URL to show; ``taken``: the
+        value an option took when it differs from what was given, such as the campaign's
+        start when none was given: now)."""
         options = []
         for param in ctx.command.params:
             if isinstance(param, click.Option) and param.name is not None:
-                value = backend if param.name == "url" else ctx.params.get(param.name)
+                value = ctx.params.get(param.name)
+                if param.name == "url":
+                    value = backend
+                elif taken is not None and param.name in taken:
+                    value = taken[param.name]
                 options.append((param.opts[0], _shown(value)))
         path = ctx.params.get("config_path")
         text = Path(path).read_text(encoding="utf-8") if path is not None else None

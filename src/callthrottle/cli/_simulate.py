@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from rich.text import Text
 
 from .._errors import InvalidArgument, ThrottleError
 from ..simulate import DEFAULT_CAPS, CallLength, CampaignResult, caller_ids, run_campaign, sparkline
+from ..simulate._calendar import check_start, local_text, zone_name
 from ..simulate._explain import collapsed, findings, number_cells, pool_cells
 from ..simulate._words import COLUMNS
 from ._common import Target, backend_options, console, usage_error
@@ -175,6 +177,11 @@ def summary(result: CampaignResult, out: Console) -> None:
     show_default=True,
     help="The carrier's answer to a refused call (SIP status or carrier code, e.g. 477).",
 )
+@click.option(
+    "--start",
+    help="When the campaign begins on its simulated calendar, e.g. 2027-01-30T09:00 (in the "
+    "configured time zone) [now]: numbers whose paid period ends during it leave it.",
+)
 @click.option("--lease-ttl", type=click.FloatRange(min=0, min_open=True), default=30.0)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option(
@@ -200,6 +207,7 @@ def simulate(
     loop: str,
     reject_code: str,
     fail_on_collapse: bool,
+    start: str | None,
     **settings: Any,
 ) -> None:
     """Dial a simulated outbound campaign in accelerated time, then show per number its
@@ -208,17 +216,23 @@ def simulate(
     undersized and idle numbers. Exit status: 0 when no number went over its cap (however many
     attempts failed: the summary says so), 1 if one did, 2 on bad input, 3 with
     --fail-on-collapse when most attempts did not become calls."""
-    info = RunInfo.collect(click.get_current_context(), target.shown_url)
     numbers = _numbers(target, count, cap, caps)
     # Without configured numbers, the campaign's own caps apply (--caps), unless it dials from
     # a pool of the configuration.
     configured = bool(target.config.numbers) or settings["pool"] in target.config.pools
+    zone = target.config.timezone if configured else None
+    try:
+        first = check_start(time.time() if start is None else start, zone, settings["duration"])
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc), param_hint="'--start'") from None
+    began = f"{local_text(first, zone)} ({zone_name(zone)})"
+    info = RunInfo.collect(click.get_current_context(), target.shown_url, {"start": began})
     out = console()
     options = {} if target.prefix is None else {"key_prefix": target.prefix}
     source = f"pool {settings['pool']}" if settings["pool"] else f"{len(numbers)} numbers"
     out.print(
         f"{settings['agents']} agents dialing from {source} for {settings['duration']:g} "
-        f"simulated s ({settings['speed']:g}x) on {target.shown_url}"
+        f"simulated s ({settings['speed']:g}x) from {began} on {target.shown_url}"
     )
     out.print(Text(info.line(), style="dim"))
     with Progress(
@@ -244,6 +258,7 @@ def simulate(
                 reject_code=reject_code,
                 options=options,
                 progress=progress,
+                start=first,
                 **settings,
             )
 

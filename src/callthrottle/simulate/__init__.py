@@ -8,9 +8,12 @@ calls, and the refusal is reported (``throttle.report``), which applies the conf
 An agent that waits longer than the timeout counts a refusal and tries again later.
 
 Times are *simulated* seconds: with ``speed=60`` a 10-minute campaign of 90-second calls runs in
-10 s. The reactions to carrier answers (cool-downs, lowered caps) are scaled to simulated time;
-the throttle's own clocks are not: rate windows, the lease TTL and a Redis fence count real
-time (the summary says what that means for the configured windows). What the campaign saw is
+10 s. Simulated clocks: the calls, the waits and timeouts, the reactions to carrier answers
+(cool-downs, lowered caps, scaled to simulated time) and the calendar (``_calendar.py``: from
+``start``, the throttle's ``calendar``, so numbers lapse at the simulated midnight their paid
+period ends and a campaign of a few simulated days crosses it). Real clocks (the throttle's
+own): rate windows, the lease TTL and a Redis fence (the summary says what that means for the
+configured windows). What the campaign saw is
 in ``_results.py``, put into words by ``_explain.py``. The campaign is driven from the command line by ``callthrottle simulate`` (and
 ``python -m callthrottle.simulate``, the same command: ``__main__.py``). This engine does not
 depend on the command line; the command line depends on it."""
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +33,9 @@ from .._errors import AcquireTimeout, InvalidArgument, NumberUnavailable
 from .._health import DEFAULT_FEEDBACK, NumberState
 from .._throttle import Throttle
 from .._validate import check_outcome
+from ._calendar import SimulatedCalendar, check_start
 from ._call_length import CallLength
-from ._results import WAITED, CampaignResult, NumberReport
+from ._results import LAPSED, WAITED, CampaignResult, Departure, NumberReport
 from ._words import cause_of
 
 if TYPE_CHECKING:
@@ -40,11 +45,16 @@ if TYPE_CHECKING:
     from .._models import Lease
 
 __all__ = (
-    "DEFAULT_CAPS", "WAITED", "CallLength", "CampaignResult", "NumberReport", "caller_ids",
-    "run_campaign", "sparkline",
+    "DEFAULT_CAPS", "WAITED", "CallLength", "CampaignResult", "Departure", "NumberReport",
+    "SimulatedCalendar", "caller_ids", "run_campaign", "sparkline",
 )  # fmt: skip
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
+
+#: How often the numbers with a paid period are looked at: every simulated minute, at most
+#: every 10 real milliseconds.
+_WATCH = 60.0
+_WATCH_REAL = 0.01
 
 #: Four numbers from carriers with different rules: two at the common 20, one at 15, one at 3.
 DEFAULT_CAPS = (20, 20, 15, 3)
@@ -125,6 +135,7 @@ async def run_campaign(
     reject_code: str | int = 503,
     lease_ttl: float = 30.0,
     seed: int = 1,
+    start: object = None,
     buckets: int = 200,
     options: dict[str, Any] | None = None,
     progress: Callable[[float, CampaignResult], None] | None = None,
@@ -136,7 +147,13 @@ async def run_campaign(
     members and its fallbacks' (as the backend lists them), each with the cap the throttle
     gives it (its own, its profile's, else the default), whether or not it is listed under
     ``[numbers]``. ``progress(fraction, result so far)`` is called about ten times a second.
-    ``options`` go to :meth:`Throttle.from_url` (``key_prefix``)."""
+    ``options`` go to :meth:`Throttle.from_url` (``key_prefix``).
+
+    ``start`` is when the campaign begins on its calendar (ISO text such as
+    ``"2027-01-30T09:00"``, in the configured time zone unless it has an offset; a
+    ``datetime``; or seconds since the epoch; None: now). The calendar then advances with
+    simulated time, and is the throttle's ``calendar``: a number whose ``paid_until`` passes
+    during the campaign leaves it (:attr:`NumberReport.left`)."""
     if numbers is None:
         numbers = list(zip(caller_ids(len(DEFAULT_CAPS)), DEFAULT_CAPS, strict=True))
     if not numbers:
@@ -147,6 +164,8 @@ async def run_campaign(
     length = CallLength.parse(call_length) if isinstance(call_length, str) else call_length
     if config is None:
         config = Config.from_dict({"numbers": {n: {"cap": cap} for n, cap in numbers}})
+    first = check_start(time.time() if start is None else start, config.timezone, duration)
+    calendar = SimulatedCalendar(first, speed, config.timezone)
     rng = random.Random(seed)
     reports = {n: NumberReport(n, cap) for n, cap in numbers}
     by_index = list(reports.values())
@@ -155,7 +174,13 @@ async def run_campaign(
     result = CampaignResult(
         by_index, duration, speed, duration / buckets, pool, str(length), agents,
         mean_call=length.mean, reject_code=reject, reaction=_reaction(config, reject),
+        start=first, zone=config.timezone,
     )  # fmt: skip
+    started = 0.0  # when the campaign began (anyio's clock), set once every agent is ready
+
+    def elapsed() -> float:
+        """Simulated seconds since the campaign began."""
+        return (anyio.current_time() - started) * speed
 
     def report_on(number: str, throttle: Throttle) -> NumberReport:
         """The report of ``number``; one joining during the campaign (a pool member added by
@@ -186,6 +211,8 @@ async def run_campaign(
         result.causes[cause] += 1
         result.details[cause, detail] += 1
         result.timeouts += timed_out
+        if report is not None and isinstance(exc, NumberUnavailable) and exc.state in LAPSED:
+            report.saw(Departure(elapsed(), exc.state, exc.reason or "", "refused"))
         if report is not None:
             report.causes[cause] += 1
             report.details[cause, detail] += 1
@@ -194,6 +221,7 @@ async def run_campaign(
     async def call(report: NumberReport, lease: Lease, throttle: Throttle) -> None:
         """The call, from the first ring to the hang-up (or to the carrier's refusal)."""
         report.calls += 1
+        report.began.append(elapsed())
         report.active += 1
         report.peak = max(report.peak, report.active)
         report.window = max(report.window, report.active)
@@ -261,9 +289,28 @@ async def run_campaign(
     async def record_states(throttle: Throttle) -> None:
         for report in by_index:
             status = await throttle.status(report.number)
-            report.states.append(_state(status))
+            state = _state(status)
+            report.states.append(state)
+            if state in LAPSED:
+                report.saw(Departure(elapsed(), state, status.reason or "", "status"))
             lowered = status.lowered_cap
             report.limits.append(report.cap if lowered is None else min(lowered, report.cap))
+
+    async def watch_terms(throttle: Throttle) -> None:
+        """Ask the throttle, every simulated minute (at most a hundred times a real second),
+        whether the numbers with a paid period are still in service: a pool skips a lapsed
+        number without refusing anything, so this is when the campaign sees it leave."""
+        every = max(min(tick, _WATCH / speed), _WATCH_REAL)
+        while True:
+            await anyio.sleep(every)
+            for report in by_index:
+                if report.left is None and config.term_for(report.number) is not None:
+                    status = await throttle.status(report.number)
+                    if status.state.value in LAPSED:
+                        seen = Departure(
+                            elapsed(), status.state.value, status.reason or "", "status"
+                        )
+                        report.saw(seen)
 
     async def show_progress(started: float) -> None:
         assert progress is not None
@@ -273,8 +320,9 @@ async def run_campaign(
 
     feedback = _scaled_feedback(config, speed)
     async with Throttle.from_url(
-        url, lease_ttl=lease_ttl, config=config, feedback=feedback, **(options or {})
-    ) as throttle:
+        url, lease_ttl=lease_ttl, config=config, feedback=feedback, calendar=calendar,
+        **(options or {}),
+    ) as throttle:  # fmt: skip
         if pool is not None and pool not in config.pools:
             await throttle.add_to_pool(pool, list(reports))
         elif pool is not None:
@@ -284,12 +332,16 @@ async def run_campaign(
                 for number in await throttle.pool_members(name):
                     report_on(number, throttle)
         result.windows = _windows(config, list(reports))
+        result.terms = any(config.term_for(n) is not None for n in reports)
         started = anyio.current_time()
+        calendar.begin()
         with anyio.move_on_after(real):
             async with anyio.create_task_group() as tg:
                 for _ in range(agents):
                     tg.start_soon(agent, throttle)
                 tg.start_soon(sample, throttle, started)
+                if result.terms:
+                    tg.start_soon(watch_terms, throttle)
                 if progress is not None:
                     tg.start_soon(show_progress, started)
         result.elapsed = anyio.current_time() - started

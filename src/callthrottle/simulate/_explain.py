@@ -3,16 +3,18 @@ report both show (their words come from ``_words.py``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ._calendar import local_text, zone_name
 from ._results import quantile_of
 from ._words import COLUMNS, REFUSED, TIMED_OUT, cause_words, failure_kind, state_words
 
 if TYPE_CHECKING:
     from ._results import CampaignResult, NumberReport
 
-__all__ = ("Finding", "collapsed", "findings", "number_cells", "pool_cells")
+__all__ = ("Finding", "collapsed", "departures", "findings", "number_cells", "pool_cells")
 
 #: A number timing out this share of its attempts at its cap, while at its cap at least
 #: :data:`BUSY` of the time, is undersized.
@@ -111,11 +113,20 @@ def collapsed(result: CampaignResult) -> bool:
     return result.failed > result.calls
 
 
+def calendar_span(result: CampaignResult) -> str:
+    """``2027-01-30 09:00 to 2027-02-02 09:00 (Asia/Shanghai)``: the campaign on its
+    calendar."""
+    first = local_text(result.start, result.zone)
+    last = local_text(result.start + result.duration, result.zone)
+    return f"{first} to {last} ({zone_name(result.zone)})"
+
+
 def _traffic(result: CampaignResult) -> Finding:
     text = (
         f"{result.calls} calls placed of {result.attempts} attempts in {result.duration:g} "
-        f"simulated s ({result.elapsed:.1f} s real), {result.waited} waited for a slot; "
-        f"the caps allow about {_about(result.capacity)} calls"
+        f"simulated s ({calendar_span(result)}; {result.elapsed:.1f} s real), "
+        f"{result.waited} waited for a slot; the caps allow about "
+        f"{_about(result.capacity)} calls"
     )
     if result.rejected:
         text += (
@@ -199,6 +210,15 @@ def _time_notes(result: CampaignResult) -> list[Finding]:
     ))]  # fmt: skip
 
 
+def _calendar_note(result: CampaignResult) -> list[Finding]:
+    if not result.terms:
+        return []
+    return [Finding("note", (
+        f"the calendar runs on simulated time ({calendar_span(result)}): paid periods end at "
+        "simulated midnights; rate windows, the lease TTL and a Redis fence count real time"
+    ))]  # fmt: skip
+
+
 def _fence_note(result: CampaignResult) -> list[Finding]:
     if not result.causes["fence"]:
         return []
@@ -209,9 +229,56 @@ def _fence_note(result: CampaignResult) -> list[Finding]:
     ))]  # fmt: skip
 
 
+def _hourly(calls: int, seconds: float) -> str:
+    return f"{calls / seconds * 3600:.0f} an hour" if seconds > 0 else "none an hour"
+
+
+def _why_left(report: NumberReport) -> str:
+    """``paid until 2027-01-31, expired``: the throttle's reason (its first clause, which
+    names the date) and the state it gave."""
+    assert report.left is not None
+    reason = report.left.reason.partition(";")[0].strip()
+    return f"{reason}, {report.left.state}" if reason else report.left.state
+
+
+def departures(result: CampaignResult) -> list[Finding]:
+    """Each number the campaign saw leave for its paid period (an attempt on it refused, or
+    its status, as expired or released): when on the calendar (the first time it was seen out;
+    its last call before says since when it may have been), why, and the calls the other
+    numbers placed after it left against before (all counted in the run)."""
+    said = []
+    where = f"the pool {result.pool}" if result.pool else "the campaign"
+    zone = zone_name(result.zone)
+    gone = [(n.left, n) for n in result.numbers if n.left is not None]
+    for left, n in sorted(gone, key=lambda pair: pair[0].at):
+        text = (
+            f"{n.number} left {where} on {local_text(result.at(left.at), result.zone)} "
+            f"({zone}): {_why_left(n)}"
+        )
+        before = [t for t in n.began if t < left.at]
+        if before:
+            text += f"; its last call began {local_text(result.at(max(before)), result.zone)}"
+        later = [t for t in n.began if t >= left.at]
+        if later:  # a caller in line since before, or a renewal: said, not hidden
+            first = local_text(result.at(min(later)), result.zone)
+            text += f"; yet {len(later)} calls began on it after that, the first at {first}"
+        others = [o for o in result.numbers if o is not n]
+        if others:
+            after = sum(o.calls_between(left.at, math.inf) for o in others)
+            earlier = sum(o.calls_between(0.0, left.at) for o in others)
+            text += (
+                f"; the other numbers placed {after} calls after it left "
+                f"({_hourly(after, result.duration - left.at)}, against "
+                f"{_hourly(earlier, left.at)} before; it carried "
+                f"{_hourly(len(before), left.at)})"
+            )
+        said.append(Finding("note", text))
+    return said
+
+
 def findings(result: CampaignResult) -> list[Finding]:
     """The summary's sentences, in the order shown."""
-    said = [_traffic(result)]
+    said = [_traffic(result), *departures(result)]
     if collapsed(result):
         said.append(_collapse(result))
     said.append(_verdict(result))
@@ -221,4 +288,4 @@ def findings(result: CampaignResult) -> list[Finding]:
         said.append(
             Finding("error", "slots still in use after every agent hung up: " + ", ".join(leaked))
         )
-    return said + _fence_note(result) + _time_notes(result)
+    return said + _calendar_note(result) + _fence_note(result) + _time_notes(result)

@@ -3,6 +3,7 @@ otherwise). The engine (``__init__.py``) fills these in; ``_explain.py`` puts th
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,8 +13,9 @@ from ._words import cause_words, failure_kind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import tzinfo
 
-__all__ = ("WAITED", "CampaignResult", "Line", "NumberReport", "quantile_of")
+__all__ = ("LAPSED", "WAITED", "CampaignResult", "Departure", "Line", "NumberReport", "quantile_of")
 
 #: A call that waited longer than this (simulated seconds) for its slot counts as a wait.
 WAITED = 1.0
@@ -38,6 +40,28 @@ class Line:
         self.move(now, 0)
         average, self.area = self.area / length, 0.0
         return average
+
+
+@dataclass(frozen=True)
+class Departure:
+    """When the campaign first saw a number out of service for its paid period, and why.
+
+    :ivar at: simulated seconds into the campaign
+    :ivar state: ``"expired"`` or ``"released"``
+    :ivar reason: the throttle's reason (``paid until 2027-01-31; ...``), or ""
+    :ivar seen: how: ``"refused"`` (an attempt on it was refused) or ``"status"`` (its
+        status said so: a pool skips a lapsed number without refusing anything). Either way
+        it was out by ``at``, and in when its last call before was asked for.
+    """
+
+    at: float
+    state: str
+    reason: str
+    seen: str
+
+
+#: The states a number is in once its paid period has run out.
+LAPSED = ("expired", "released")
 
 
 @dataclass
@@ -70,6 +94,22 @@ class NumberReport:
     active: int = field(default=0, repr=False)  # calls up right now
     window: int = field(default=0, repr=False)  # peak since the last sample
     line: Line = field(default_factory=Line, repr=False)  # agents waiting for a slot on it
+    began: list[float] = field(default_factory=list, repr=False)  # when each call began
+    left: Departure | None = None  # first seen expired or released
+
+    def saw(self, departure: Departure) -> None:
+        """Keep the earliest sighting of the number out for its paid period."""
+        if self.left is None or departure.at < self.left.at:
+            self.left = departure
+
+    def in_service(self, elapsed: float) -> bool:
+        """Whether it was in service ``elapsed`` simulated seconds in, as the campaign saw it:
+        not once it left for its paid period."""
+        return self.left is None or elapsed < self.left.at
+
+    def calls_between(self, first: float, end: float) -> int:
+        """Calls that began in ``[first, end)`` (simulated seconds)."""
+        return sum(1 for t in self.began if first <= t < end)
 
     @property
     def max_concurrency(self) -> int:
@@ -139,6 +179,14 @@ class CampaignResult:
     queue: list[float] = field(default_factory=list, repr=False)  # waiting for the pool
     windows: tuple[tuple[str, float], ...] = ()  # rate windows in force: (name, real seconds)
     line: Line = field(default_factory=Line, repr=False)  # agents waiting for the pool
+    start: float = 0.0  # the calendar's first instant (seconds since the epoch)
+    zone: tzinfo | None = None  # the configured time zone (None: UTC)
+    terms: bool = False  # whether a number dialed has a paid period
+
+    def at(self, elapsed: float) -> float:
+        """The calendar's instant ``elapsed`` simulated seconds into the campaign (seconds
+        since the epoch)."""
+        return self.start + elapsed
 
     @property
     def within_caps(self) -> bool:
@@ -176,9 +224,18 @@ class CampaignResult:
     @property
     def capacity(self) -> float:
         """About how many calls the caps allow in the campaign: every slot (or every agent,
-        if fewer) busy all along with calls of the mean length."""
-        slots = min(self.agents, sum(n.cap for n in self.numbers))
-        return slots * self.duration / self.mean_call if self.mean_call > 0 else 0.0
+        if fewer) busy all along with calls of the mean length; a number's slots count only
+        until it left for its paid period."""
+        if self.mean_call <= 0:
+            return 0.0
+        cuts = {0.0, self.duration}
+        for n in self.numbers:
+            cuts |= {n.left.at} if n.left is not None else set()
+        slot_seconds = 0.0
+        for first, end in itertools.pairwise(sorted(t for t in cuts if t <= self.duration)):
+            slots = sum(n.cap for n in self.numbers if n.in_service(first))
+            slot_seconds += min(self.agents, slots) * (end - first)
+        return slot_seconds / self.mean_call
 
     @property
     def waits(self) -> list[float]:
