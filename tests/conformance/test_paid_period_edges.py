@@ -1,0 +1,81 @@
+"""Paid periods at their edges: a renewal or an end of the period published while a caller
+waits in the number's line."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from callthrottle import Lease, NumberUnavailable, Throttle
+
+from .test_fifo import NUMBER
+from .test_paid_periods import PAID_UNTIL, Calendar, at, config
+
+if TYPE_CHECKING:
+    from ..conftest import ThrottleFactory
+
+
+def capped(paid_until: dt.date) -> dict[str, Any]:
+    settings = config(paid_until)
+    settings["numbers"][NUMBER]["cap"] = 1
+    return settings
+
+
+async def _wait_in_line(throttle: Throttle, outcome: list[object]) -> None:
+    try:
+        outcome.append(await throttle.acquire(NUMBER, timeout=10))
+    except NumberUnavailable as exc:
+        outcome.append(exc)
+
+
+async def _until_waiting(throttle: Throttle) -> None:
+    with anyio.fail_after(5):
+        while (await throttle.usage(NUMBER)).waiting == 0:
+            await anyio.sleep(0.01)
+
+
+async def test_a_renewal_published_while_a_caller_waits_across_the_lapse_admits_it(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """The caller's turn comes after the lapse, but a renewal is published by then: the
+    published policy is read before refusing, as for any caller finding the number lapsed."""
+    calendar = Calendar(at(PAID_UNTIL, 23, 59))
+    async with (
+        new_throttle(config=capped(PAID_UNTIL), calendar=calendar) as operator,
+        new_throttle(calendar=calendar, lease_ttl=120) as dialer,
+    ):
+        await operator.publish_policy()
+        held = await dialer.acquire(NUMBER, timeout=0)
+        outcome: list[object] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_wait_in_line, dialer, outcome)
+            await _until_waiting(dialer)
+            calendar.set(at(dt.date(2027, 2, 1), 0, 5))  # midnight passes while it waits
+            await operator.publish_policy(config=capped(dt.date(2027, 2, 28)), comment="renewed")
+            await dialer.release(held)
+        assert [type(o) for o in outcome] == [Lease]
+
+
+async def test_an_end_of_the_period_published_while_a_caller_waits_refuses_it(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A policy ending the period is published while the caller waits: its turn comes on a
+    lapsed number, which it must not be given."""
+    calendar = Calendar(at(dt.date(2027, 2, 3), 10))
+    async with (
+        new_throttle(config=capped(dt.date(2027, 2, 28)), calendar=calendar) as operator,
+        new_throttle(calendar=calendar, lease_ttl=120) as dialer,
+    ):
+        await operator.publish_policy()
+        held = await dialer.acquire(NUMBER, timeout=0)
+        outcome: list[object] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_wait_in_line, dialer, outcome)
+            await _until_waiting(dialer)
+            await operator.publish_policy(config=capped(dt.date(2027, 2, 1)), comment="ended")
+            await dialer.release(held)
+        assert [type(o) for o in outcome] == [NumberUnavailable]
+        assert (await dialer.usage(NUMBER)).in_use == 0
