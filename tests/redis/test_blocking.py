@@ -296,3 +296,24 @@ def test_the_blocking_client_refuses_a_lapsed_number_until_a_renewal_is_publishe
         assert caught.value.retry_after is None
         publisher.publish_policy(renewed, comment="renewed")
         dialer.end_call(dialer.acquire(NUMBER, timeout=0))
+
+
+def test_the_blocking_client_refuses_a_number_a_newer_policy_ended_the_period_of(
+    redis_url: str, prefix: str
+) -> None:
+    """The client decided with a policy paying the number; one ending its period is
+    published: the server refuses the stale request, and the client, taking the newer policy,
+    must refuse the lapsed number as a throttle does (not ask again and be granted)."""
+    paid = {"timezone": "UTC", "numbers": {NUMBER: {"cap": 2, "paid_until": "2027-02-28"}}}
+    ended = {"timezone": "UTC", "numbers": {NUMBER: {"cap": 2, "paid_until": "2027-02-01"}}}
+    now = dt.datetime(2027, 2, 3, 10, tzinfo=dt.timezone.utc).timestamp()
+    with (
+        SyncThrottle.from_url(redis_url, key_prefix=prefix, config=paid) as publisher,
+        client(redis_url, prefix, config=paid, policy="follow", calendar=lambda: now) as dialer,
+    ):
+        publisher.publish_policy(paid)
+        dialer.end_call(dialer.acquire(NUMBER, timeout=0))
+        publisher.publish_policy(ended, comment="not renewed")
+        with pytest.raises(NumberUnavailable, match="is expired"):
+            dialer.acquire(NUMBER, timeout=0)
+        assert publisher.usage(NUMBER).in_use == 0
