@@ -79,3 +79,35 @@ async def test_an_end_of_the_period_published_while_a_caller_waits_refuses_it(
             await dialer.release(held)
         assert [type(o) for o in outcome] == [NumberUnavailable]
         assert (await dialer.usage(NUMBER)).in_use == 0
+
+
+async def test_a_period_given_while_a_caller_waits_binds_it_across_the_lapse(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """The number had no paid period when the caller began to wait; a policy giving it one,
+    ending that day, is published and taken while it waits; midnight passes before its turn:
+    it is refused, as a caller waiting across the lapse of a period known from the start."""
+    calendar = Calendar(at(PAID_UNTIL, 23, 50))
+    untracked: dict[str, Any] = {
+        "timezone": "Asia/Shanghai",
+        "numbers": {NUMBER: {"cap": 1}},
+    }
+    async with (
+        new_throttle(config=untracked, calendar=calendar) as operator,
+        new_throttle(calendar=calendar, lease_ttl=1.5) as dialer,
+    ):
+        await operator.publish_policy()
+        held = await dialer.acquire(NUMBER, timeout=0)
+        outcome: list[object] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_wait_in_line, dialer, outcome)
+            await _until_waiting(dialer)
+            await operator.publish_policy(config=capped(PAID_UNTIL), comment="rent tracked")
+            with anyio.fail_after(5):  # the waiting dialer takes it (and asks again with it)
+                while dialer.policy_version != 2:
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.3)
+            calendar.set(at(dt.date(2027, 2, 1), 0, 5))  # midnight passes while it waits
+            await dialer.release(held)
+        assert [type(o) for o in outcome] == [NumberUnavailable]
+        assert (await dialer.usage(NUMBER)).in_use == 0
