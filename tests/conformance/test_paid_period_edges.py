@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from callthrottle import Lease, NumberUnavailable, Throttle
+from callthrottle import InvalidArgument, Lease, NumberUnavailable, Throttle
 
 from .test_fifo import NUMBER
 from .test_paid_periods import PAID_UNTIL, Calendar, at, config
@@ -111,3 +111,18 @@ async def test_a_period_given_while_a_caller_waits_binds_it_across_the_lapse(
             await dialer.release(held)
         assert [type(o) for o in outcome] == [NumberUnavailable]
         assert (await dialer.usage(NUMBER)).in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "argument"),
+    [({"limit": 0}, "limit"), ({"priority": "high"}, "priority"), ({"callee": "x"}, "callee")],
+)
+async def test_bad_input_on_a_lapsed_number_is_refused_as_bad_input(
+    new_throttle: ThrottleFactory, options: dict[str, Any], argument: str
+) -> None:
+    """What was wrong with the call is said whatever the calendar says of the number."""
+    calendar = Calendar(at(dt.date(2027, 2, 3), 10))
+    async with new_throttle(config=config(), calendar=calendar) as throttle:
+        with pytest.raises(InvalidArgument) as caught:
+            await throttle.acquire(NUMBER, timeout=0, **options)
+        assert caught.value.argument == argument
