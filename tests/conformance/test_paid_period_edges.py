@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from callthrottle import InvalidArgument, Lease, NumberUnavailable, Throttle
+from callthrottle import InvalidArgument, Lease, NumberState, NumberUnavailable, Throttle
 
 from .test_fifo import NUMBER
 from .test_paid_periods import PAID_UNTIL, Calendar, at, config
@@ -126,3 +126,22 @@ async def test_bad_input_on_a_lapsed_number_is_refused_as_bad_input(
         with pytest.raises(InvalidArgument) as caught:
             await throttle.acquire(NUMBER, timeout=0, **options)
         assert caught.value.argument == argument
+
+
+async def test_the_status_of_a_renewed_number_is_active_before_any_call(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A renewal is published: the dialer's status of the number says it is paid for again
+    (as its next acquire would find), not the lapse of the policy it last decided with."""
+    calendar = Calendar(at(dt.date(2027, 2, 3), 10))
+    async with (
+        new_throttle(config=config(), calendar=calendar) as operator,
+        new_throttle(calendar=calendar) as dialer,
+    ):
+        await operator.publish_policy(comment="January's rent")
+        with pytest.raises(NumberUnavailable):
+            await dialer.acquire(NUMBER, timeout=0)  # it decides with that policy now
+        assert (await dialer.status(NUMBER)).state is NumberState.EXPIRED
+        await operator.publish_policy(config=config(dt.date(2027, 2, 28)), comment="renewed")
+        status = await dialer.status(NUMBER)
+        assert (status.state, status.paid_until) == (NumberState.ACTIVE, dt.date(2027, 2, 28))
