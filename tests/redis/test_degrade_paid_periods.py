@@ -4,6 +4,7 @@ backend is unreachable too (the calendar and the policy in force are this proces
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import pytest
 
@@ -60,3 +61,23 @@ async def test_a_renewed_number_is_admitted_while_degraded() -> None:
                 assert lease.degraded
             finally:
                 server.start()
+
+
+async def test_a_number_is_warned_of_once_a_day_while_degraded_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calendar = Calendar(at(dt.date(2027, 1, 29), 10))  # 3 days left: inside the warning window
+    caplog.set_level(logging.WARNING, logger="callthrottle")
+    with own_server() as (url, server):
+        async with Throttle.from_url(
+            url, config=config(), degraded_share=0.5, restore_leases=False, calendar=calendar
+        ) as dialer:
+            await dialer.release(await dialer.acquire(NUMBER, timeout=0))
+            server.stop()
+            try:
+                lease = await dialer.acquire(NUMBER, timeout=0)
+                assert lease.degraded
+            finally:
+                server.start()
+    warned = [r.getMessage() for r in caplog.records if "paid until" in r.getMessage()]
+    assert warned == [f"{NUMBER} expires in 3 days (paid until 2027-01-31)"]
