@@ -196,3 +196,11 @@ def test_paid_periods_are_read_from_toml_and_published_as_they_were_read(
     plain = PolicyDocument.of(Config.from_dict({"profiles": {"p": {"cap": 3}}}), 20)
     assert "grace_days" not in plain.text
     assert "warn_days" not in plain.text
+
+
+@pytest.mark.parametrize("text", ["2027-W05-1", "20270131"])
+def test_a_paid_until_not_written_as_a_calendar_date_is_refused(text: str) -> None:
+    """ISO week dates (and the basic format) name a day nobody reading the file
+    sees: "2027-W05-1" is February 1st. Only YYYY-MM-DD (or a TOML date) is a paid_until."""
+    with pytest.raises(ConfigError, match="paid_until must be a date from 1970 to 9000"):
+        Config.from_dict({"numbers": {"+8657188880001": {"paid_until": text}}})
