@@ -375,3 +375,12 @@ async def test_a_pool_skips_a_number_from_the_simulated_midnight_its_paid_period
         r"2027-01-31, expired; its last call began ",
         said,
     ), said
+
+
+async def test_the_states_say_the_number_active_until_the_midnight_it_left() -> None:
+    """The number lapses at a bucket's end (2 of 4 simulated hours, 200 buckets): the states
+    column gives it active for those 2 hours, as the summary's "left ... on 2027-02-01 00:00"
+    and its calls say, not expired from the bucket before midnight."""
+    result = await _across_midnight()
+    lapsing = result.numbers[2]
+    assert number_cells(lapsing, result)["states"] == "active 7200 s, expired 7200 s"
