@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from callthrottle import InvalidArgument, Lease, NumberState, NumberUnavailable, Throttle
+from callthrottle import (
+    Admitted,
+    Event,
+    InvalidArgument,
+    Lease,
+    NumberState,
+    NumberUnavailable,
+    Released,
+    Throttle,
+)
 
 from .test_fifo import NUMBER
 from .test_paid_periods import PAID_UNTIL, Calendar, at, config
@@ -145,3 +154,26 @@ async def test_the_status_of_a_renewed_number_is_active_before_any_call(
         await operator.publish_policy(config=config(dt.date(2027, 2, 28)), comment="renewed")
         status = await dialer.status(NUMBER)
         assert (status.state, status.paid_until) == (NumberState.ACTIVE, dt.date(2027, 2, 28))
+
+
+async def test_a_caller_refused_across_the_lapse_is_told_to_hooks_as_refused_only(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """The slot its turn brought goes back unseen: hooks hear of a refusal, not of a release
+    of a lease nobody was admitted to (admissions and releases would no longer pair up)."""
+    events: list[Event] = []
+    calendar = Calendar(at(PAID_UNTIL, 23, 59))
+    async with new_throttle(
+        config=capped(PAID_UNTIL), calendar=calendar, hooks=[events.append]
+    ) as throttle:
+        held = await throttle.acquire(NUMBER, timeout=0)
+        outcome: list[object] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_wait_in_line, throttle, outcome)
+            await _until_waiting(throttle)
+            calendar.set(at(dt.date(2027, 2, 1)))
+            await throttle.release(held)
+        assert [type(o) for o in outcome] == [NumberUnavailable]
+        admitted = [e.token for e in events if isinstance(e, Admitted)]
+        released = [e.token for e in events if isinstance(e, Released)]
+        assert released == admitted == [held.token]
