@@ -317,3 +317,21 @@ def test_the_blocking_client_refuses_a_number_a_newer_policy_ended_the_period_of
         with pytest.raises(NumberUnavailable, match="is expired"):
             dialer.acquire(NUMBER, timeout=0)
         assert publisher.usage(NUMBER).in_use == 0
+
+
+def test_a_refused_call_on_a_lapsed_number_costs_the_blocking_client_one_read(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """As a throttle's: the read of the published policy, and no withdrawal of a place in line
+    it never took (a call that would have waited, refused before it asked)."""
+    from .test_redis_backend import command_counts, round_trips_since
+
+    lapsed = {"timezone": "UTC", "numbers": {NUMBER: {"cap": 2, "paid_until": "2027-01-31"}}}
+    now = dt.datetime(2027, 2, 3, 10, tzinfo=dt.timezone.utc).timestamp()
+    with client(redis_url, prefix, config=lapsed, calendar=lambda: now) as dialer:
+        with pytest.raises(NumberUnavailable):
+            dialer.acquire(NUMBER, timeout=5)  # connected, the policy read once
+        before = command_counts(sync_client)
+        with pytest.raises(NumberUnavailable):
+            dialer.acquire(NUMBER, timeout=5)
+        assert sum(round_trips_since(sync_client, before).values()) == 1
