@@ -12,6 +12,7 @@ import pytest
 from callthrottle import (
     Admitted,
     Event,
+    Expiring,
     InvalidArgument,
     Lease,
     NumberState,
@@ -177,3 +178,29 @@ async def test_a_caller_refused_across_the_lapse_is_told_to_hooks_as_refused_onl
         admitted = [e.token for e in events if isinstance(e, Admitted)]
         released = [e.token for e in events if isinstance(e, Released)]
         assert released == admitted == [held.token]
+
+
+async def test_a_renewed_number_is_not_warned_of_as_expired(
+    new_throttle: ThrottleFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dialer last knew the lapsed period; the next day the renewal is published before
+    its first call, which is admitted: that day's warning is the renewed period's, not
+    "expired 3 days ago"."""
+    events: list[Event] = []
+    calendar = Calendar(at(dt.date(2027, 2, 3), 10))
+    renewed = config(dt.date(2027, 2, 28), warn_days=30)
+    async with (
+        new_throttle(config=config(), calendar=calendar) as operator,
+        new_throttle(calendar=calendar, hooks=[events.append]) as dialer,
+    ):
+        await operator.publish_policy(comment="January's rent")
+        with pytest.raises(NumberUnavailable):
+            await dialer.acquire(NUMBER, timeout=0)  # warned of as expired: it is
+        calendar.set(at(dt.date(2027, 2, 4), 10))  # the next day
+        await operator.publish_policy(config=renewed, comment="renewed")
+        await dialer.release(await dialer.acquire(NUMBER, timeout=0))
+    told = [e for e in events if isinstance(e, Expiring)]
+    assert told == [
+        Expiring(NUMBER, "2027-01-31", -2, "expired", "2027-02-08"),
+        Expiring(NUMBER, "2027-02-28", 25, "active", "2027-03-08"),
+    ]
