@@ -204,3 +204,18 @@ async def test_a_renewed_number_is_not_warned_of_as_expired(
         Expiring(NUMBER, "2027-01-31", -2, "expired", "2027-02-08"),
         Expiring(NUMBER, "2027-02-28", 25, "active", "2027-03-08"),
     ]
+
+
+async def test_a_number_released_at_run_time_is_refused_as_released_in_its_grace_period(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """Its status says released (an operator's release stays, whatever the calendar): the
+    refusal of a call says the same state, with the same reason."""
+    calendar = Calendar(at(dt.date(2027, 2, 3), 10))  # inside the grace period
+    async with new_throttle(config=config(), calendar=calendar) as throttle:
+        await throttle.set_state(NUMBER, "released", reason="given back early")
+        status = await throttle.status(NUMBER)
+        assert (status.state, status.reason) == (NumberState.RELEASED, "given back early")
+        with pytest.raises(NumberUnavailable) as caught:
+            await throttle.acquire(NUMBER, timeout=0)
+        assert (caught.value.state, caught.value.reason) == ("released", "given back early")
