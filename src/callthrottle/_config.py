@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -199,6 +199,17 @@ class Config:
             self._terms.clear()
         self._terms[number] = term
         return term
+
+    def without_terms(self) -> Config:
+        """This configuration with no paid period tracked (for a fallback whose owner judges
+        them)."""
+        return replace(
+            self,
+            profiles=_frozen({n: replace(p, paid_until=None) for n, p in self.profiles.items()}),
+            numbers=_frozen({n: replace(s, paid_until=None) for n, s in self.numbers.items()}),
+            _plans={},
+            _terms={},
+        )
 
     def numbers_with_terms(self) -> dict[str, Term]:
         """Every listed number whose paid period is tracked, and its term (a profile's

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 from ._errors import BackendUnavailable
 from ._events import LeaseLost, Released
+from ._expiry import lapse_refusal
 from ._loop import OnLoop
 from ._models import Lease, ReleaseOutcome
 from ._numbers import normalize_number
@@ -49,9 +50,9 @@ class Degraded(OnLoop):
             lease_ttl=settings.lease_ttl,
             max_hold=settings.max_hold,
             owner_id=settings.owner_id + DEGRADED_SUFFIX,
-            config=settings.config,
+            # Paid periods are judged by this throttle, with the policy it follows (below).
+            config=settings.config.without_terms(),
             default_region=settings.region,
-            calendar=settings.calendar,
         )
         self._settings = settings
         self._plans = plans
@@ -120,6 +121,10 @@ class Degraded(OnLoop):
         assert share_of_cap is not None
         number = normalize_number(number, self._settings.region)
         cap = self._plans.cap_for(number, limit)
+        term = self._plans.configured(number)[2]
+        lapsed = None if term is None else term.state_at(self._settings.calendar())
+        if term is not None and lapsed is not None:
+            raise lapse_refusal(number, term, lapsed)
         share = max(1, int(cap * share_of_cap))
         if self._since is None:
             self._since = self._now()

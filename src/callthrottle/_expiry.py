@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from ._hooks import Hooks
     from ._terms import Calendar, Term
+    from .backends import RuntimePolicy
 
 __all__ = ("ExpiryWatch",)
 
@@ -39,6 +40,10 @@ class ExpiryWatch:
         self._hooks = hooks
         self._owner_id = owner_id
         self._warned: dict[str, dt.date] = {}  # number -> the day it was last warned of
+
+    def has_lapsed(self, term: Term) -> bool:
+        """Whether the number's paid period lapsed (no warning is told)."""
+        return self.calendar() >= term.lapses_at
 
     def lapsed(self, number: str, term: Term) -> NumberState | None:
         """``EXPIRED`` or ``RELEASED`` if the number's paid period lapsed, else None."""
@@ -76,7 +81,13 @@ class ExpiryWatch:
             )
 
 
-def lapse_refusal(number: str, term: Term, state: NumberState) -> NumberUnavailable:
+def lapse_refusal(
+    number: str, term: Term, state: NumberState, runtime: RuntimePolicy | None = None
+) -> NumberUnavailable:
     """The error for a call on a number whose paid period lapsed (the reason names the dates;
-    no retry time: it takes a renewal)."""
+    no retry time: it takes a renewal). A number released at run time (``runtime``: its
+    run-time policy, read when the calendar says only ``expired``) is refused as released,
+    with the operator's reason, as its status says: a renewal would not bring it back."""
+    if runtime is not None and runtime.state == NumberState.RELEASED.value:
+        return NumberUnavailable(number, runtime.state, runtime.reason, None)
     return NumberUnavailable(number, state.value, term.reason(state), None)

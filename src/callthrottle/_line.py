@@ -20,6 +20,7 @@ from ._errors import (
 )
 from ._events import Queued
 from ._expiry import lapse_refusal
+from ._health import NumberState
 from ._keeper import CLEANUP_TIMEOUT
 from ._loop import OnLoop
 from ._models import Lease
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ._keeper import Keeper, Key
     from ._plans import Configured, Plans
     from ._settings import Settings
-    from .backends import SlotStore
+    from .backends import RuntimePolicy, SlotStore
 
 __all__ = ("Line", "Waiter", "new_token", "no_newer_policy")
 
@@ -132,6 +133,7 @@ class Line(OnLoop):
         "_plans",
         "_refresh",
         "_region",
+        "_runtime",
         "_session",
         "waiting",
     )
@@ -146,10 +148,12 @@ class Line(OnLoop):
         check_open: Callable[[], None],
         refresh: Callable[[], Awaitable[None]],
         expiry: ExpiryWatch,
+        runtime: Callable[[str], Awaitable[RuntimePolicy]],
     ) -> None:
         super().__init__()
         self._backend = backend
         self._expiry = expiry
+        self._runtime = runtime  # a number's run-time policy (the backend's get_policy)
         self._refresh = refresh  # take the newest published policy (PolicySource.refresh)
         # The settings the hot path reads, copied (they never change).
         self._owner_id = settings.owner_id
@@ -224,9 +228,6 @@ class Line(OnLoop):
         configured = self._known.get(number)
         if configured is None:
             configured = self._plans.configured(number)
-        if configured[2] is not None:  # its paid period is tracked
-            self._check_open()
-            configured = await self._paid_for(number, configured)
         cap = configured[0] if limit is None else check_limit(limit)
         callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
         if priority != 0 or priority.__class__ is not int:
@@ -235,6 +236,11 @@ class Line(OnLoop):
         key = (number, token)
         if key in self._held or key in self.waiting:
             raise LeaseConflict(number, token, "already holds or waits for a slot of this throttle")
+        if configured[2] is not None:  # its paid period is tracked
+            paid = await self._paid_for(number, configured)
+            if paid is not configured:  # the policy renewed it: decided with that one
+                configured = paid
+                cap = configured[0] if limit is None else cap
         rates = configured[1]
         if priority or callee_e164 is not None or rates is not NO_RATES:
             rates = self._plans.for_call(rates, callee_e164, priority)
@@ -284,10 +290,10 @@ class Line(OnLoop):
                 raise RateLimited(number, wait, window, retry_after)
             refused_by = "fence" if waiter.fenced else waiter.group_refusal or "cap"
             raise AcquireTimeout(number, wait, refused_by)
+        if wait != 0:  # the number may have lapsed while the caller waited
+            await self._lapsed_while_waiting(number, token)
         lease = Lease(number, token, self._owner_id)
         self._keeper.take(key, lease)
-        if wait != 0 and configured[2] is not None:
-            await self._lapsed_while_waiting(lease)
         return lease
 
     async def _paid_for(self, number: str, configured: Configured) -> Configured:
@@ -299,28 +305,29 @@ class Line(OnLoop):
         """
         term = configured[2]
         assert term is not None
-        state = self._expiry.lapsed(number, term)
-        if state is None:
+        if self._expiry.has_lapsed(term):
+            await self._refresh()
+            configured = self._plans.configured(number)
+            term = configured[2]
+        # Warned (once a day) of the period in force: a renewal's, not the one it replaced.
+        state = None if term is None else self._expiry.lapsed(number, term)
+        if term is None or state is None:
             return configured
-        await self._refresh()
-        configured = self._plans.configured(number)
-        renewed = configured[2]
-        if renewed is not None:
-            state = self._expiry.lapsed(number, renewed)
-            term = renewed
-        if renewed is None or state is None:
-            return configured
-        raise lapse_refusal(number, term, state)
+        # Inside the grace period, an operator may have released it already (one more read).
+        runtime = await self._runtime(number) if state is NumberState.EXPIRED else None
+        raise lapse_refusal(number, term, state, runtime)
 
-    async def _lapsed_while_waiting(self, lease: Lease) -> None:
-        """A caller granted a slot after its number lapsed (it waited across the lapse) gives
-        the slot back at once and is refused as a caller arriving then would be."""
-        number = lease.number
-        term = self._plans.configured(number)[2]
+    async def _lapsed_while_waiting(self, number: str, token: str) -> None:
+        """A caller granted a slot after its number lapsed (it waited across the lapse, or a
+        policy published while it waited gave the number a period that lapsed since) gives
+        the slot back at once, as a caller that gave up waiting does, and is refused as a
+        caller arriving then would be."""
+        configured = self._known.get(number)
+        term = (configured or self._plans.configured(number))[2]
         state = None if term is None else term.state_at(self._expiry.calendar())
         if term is None or state is None:
             return
-        await self._keeper.release(lease)
+        await self.abandon(number, token)
         raise lapse_refusal(number, term, state)
 
     async def _replanned(

@@ -29,7 +29,7 @@ from ._validate import (
 from .backends import GroupPolicyChange, Inspection, PolicyChange, PolicyStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from ._hooks import Hooks
     from ._models import Holder, Usage, WindowUsage
@@ -56,7 +56,9 @@ class Operator:
     leases are gone.
     """
 
-    __slots__ = ("_backend", "_check_open", "_forget_own", "_hooks", "_plans", "_settings")
+    __slots__ = (
+        "_backend", "_check_open", "_forget_own", "_hooks", "_plans", "_refresh", "_settings",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -66,8 +68,10 @@ class Operator:
         hooks: Hooks,
         check_open: Callable[[], None],
         forget_own: Callable[[], None],
+        refresh: Callable[[], Awaitable[None]],
     ) -> None:
         self._backend = backend
+        self._refresh = refresh  # take the newest published policy (PolicySource.refresh)
         self._settings = settings
         self._plans = plans
         self._hooks = hooks
@@ -128,9 +132,14 @@ class Operator:
         number = self._number(number)
         self._check_open()
         policy = await self._backend.get_policy(number)
-        return status_from_policy(
-            policy, self._plans.configured(number)[2], self._settings.calendar
-        )
+        calendar = self._settings.calendar
+        term = self._plans.configured(number)[2]
+        if term is not None and calendar() >= term.lapses_at:
+            # Lapsed by the policy this throttle knows: a renewal may be published since (one
+            # read, as an acquire makes).
+            await self._refresh()
+            term = self._plans.configured(number)[2]
+        return status_from_policy(policy, term, calendar)
 
     # -- actions ---------------------------------------------------------------------------
 

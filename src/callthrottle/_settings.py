@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -135,10 +136,17 @@ def check_calendar(calendar: object) -> Calendar:
     """The clock that says which day it is (paid periods): ``time.time`` if None."""
     if calendar is None:
         return system_calendar
+    rule = "None or a callable returning seconds since the epoch (a float, as time.time)"
     if not callable(calendar):
-        raise InvalidArgument(
-            "calendar", calendar, "None or a callable returning seconds since the epoch"
-        )
+        raise InvalidArgument("calendar", calendar, rule)
+    # Read once now: a clock that answers a datetime or text would fail only on the first
+    # number with a paid period, deep in a call.
+    try:
+        now = calendar()
+    except Exception as exc:
+        raise InvalidArgument("calendar", calendar, f"{rule}; it raised {exc!r}") from exc
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise InvalidArgument("calendar", calendar, f"{rule}; it returned {now!r}")
     return cast("Calendar", calendar)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -36,14 +37,16 @@ Calendar = Callable[[], float]
 
 
 _FIRST_DAY, _LAST_DAY = dt.date(1970, 1, 1), dt.date(9000, 12, 31)
+#: A calendar date as people write it (not the week dates or the basic form ISO also allows).
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def check_paid_until(value: object, argument: str = "paid_until") -> dt.date:
     """A date (``datetime.date``, or ISO text ``"2027-01-31"``), the last day paid for, from
     1970 to 9000."""
     day = None
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        with contextlib.suppress(ValueError):  # 2027-02-30
             day = dt.date.fromisoformat(value)
     elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         day = value

@@ -225,12 +225,19 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
             check_open,
             self._policy.refresh,
             self._expiry,
+            backend.get_policy,
         )
         self._pools = Pools(
             backend, settings, plans, self._hooks, self._line, self._keeper, check_open
         )
         self._operator = Operator(
-            backend, settings, plans, self._hooks, check_open, self._keeper.forget_all
+            backend,
+            settings,
+            plans,
+            self._hooks,
+            check_open,
+            self._keeper.forget_all,
+            self._policy.refresh,
         )
         self._held = self._keeper.held  # the leases held, by (number, token)
         # The acquire itself: in the backend's line, through degraded mode when it is on (a

@@ -47,6 +47,7 @@ from ._errors import (
     RateLimited,
 )
 from ._expiry import ExpiryWatch, lapse_refusal
+from ._health import NumberState
 from ._hooks import Hooks
 from ._line import no_newer_policy
 from ._models import Lease, ReleaseOutcome
@@ -67,6 +68,7 @@ from .backends._codec import (
     abandon_argv,
     acquire_argv,
     acquire_result,
+    get_policy_result,
     keepalive_argv,
     policy_read_result,
     release_argv,
@@ -227,6 +229,7 @@ class SessionClient:
             check_limit(limit)
         deadline = math.inf if wait_for is None else time.monotonic() + wait_for
         wait = wait_for != 0
+        self._paid_for(number)  # before any place in line may be taken
         if not wait:
             return self._ask(number, token, limit, wait_for, deadline, wait=False)
         try:
@@ -263,13 +266,24 @@ class SessionClient:
         :raises NumberUnavailable: it lapsed and no renewal is published
         """
         term = self._config.term_for(number)
-        if term is None or self._expiry.lapsed(number, term) is None:
+        if term is None:
             return
-        self._take_newer()
+        if self._expiry.has_lapsed(term):
+            self._take_newer()
+        self._refuse_if_lapsed(number)
+
+    def _refuse_if_lapsed(self, number: str) -> None:
+        """Refuse the number if its period lapsed by the policy in use (warned of once a
+        day)."""
         term = self._config.term_for(number)
         state = None if term is None else self._expiry.lapsed(number, term)
-        if term is not None and state is not None:
-            raise lapse_refusal(number, term, state)
+        if term is None or state is None:
+            return
+        runtime = None
+        if state is NumberState.EXPIRED:  # an operator may have released it already
+            keys = self._space.number_keys(number)
+            runtime = get_policy_result(self._call("get_policy", keys, ()))
+        raise lapse_refusal(number, term, state, runtime)
 
     def _take_published(self) -> None:
         """A newer carrier policy is published (an acquire was refused as stale): use it, as
@@ -316,7 +330,6 @@ class SessionClient:
         wait: bool,
     ) -> Lease:
         """Ask until granted or refused for good, or until ``deadline``."""
-        self._paid_for(number)
         args = self._request(number, token, limit, wait)  # the same every ask
         while True:
             keys = self._space.number_keys(number)
@@ -324,6 +337,7 @@ class SessionClient:
             outcome = result.outcome
             if outcome is Outcome.STALE:  # each time a newer one was published, or an error
                 self._take_published()
+                self._refuse_if_lapsed(number)  # the newer policy may end its paid period
                 args = self._request(number, token, limit, wait)
                 continue
             if outcome is Outcome.GRANTED:
@@ -353,12 +367,12 @@ class SessionClient:
             time.sleep(min(max(hint, 0.01), _POLL_MAX, self._lease_ttl / 3, left))
 
     def _lapsed_while_waiting(self, lease: Lease) -> None:
-        """A slot granted after the number lapsed (the caller waited across it) is given back,
-        and the caller refused as one arriving then would be."""
+        """A slot granted after the number lapsed (the caller waited across it) is refused as
+        a caller arriving then would be (:meth:`acquire` gives the slot back, as any slot of a
+        wait that failed)."""
         term = self._config.term_for(lease.number)
         state = None if term is None else term.state_at(self._calendar())
         if term is not None and state is not None:
-            self.release(lease)
             raise lapse_refusal(lease.number, term, state)
 
     def end_call(self, lease: Lease) -> ReleaseOutcome:

@@ -319,11 +319,13 @@ def test_the_blocking_client_refuses_a_number_a_newer_policy_ended_the_period_of
         assert publisher.usage(NUMBER).in_use == 0
 
 
-def test_a_refused_call_on_a_lapsed_number_costs_the_blocking_client_one_read(
+def test_a_refused_call_on_a_lapsed_number_costs_the_blocking_client_its_reads_only(
     redis_url: str, prefix: str, sync_client: redis.Redis
 ) -> None:
-    """As a throttle's: the read of the published policy, and no withdrawal of a place in line
-    it never took (a call that would have waited, refused before it asked)."""
+    """As a throttle's: the read of the published policy, inside the grace period one of the
+    number's run-time state (released by an operator, it is refused as such), and no
+    withdrawal of a place in line it never took (a call that would have waited, refused
+    before it asked); once released by the calendar, the policy read alone."""
     from .test_redis_backend import command_counts, round_trips_since
 
     lapsed = {"timezone": "UTC", "numbers": {NUMBER: {"cap": 2, "paid_until": "2027-01-31"}}}
@@ -334,4 +336,9 @@ def test_a_refused_call_on_a_lapsed_number_costs_the_blocking_client_one_read(
         before = command_counts(sync_client)
         with pytest.raises(NumberUnavailable):
             dialer.acquire(NUMBER, timeout=5)
-        assert sum(round_trips_since(sync_client, before).values()) == 1
+        assert round_trips_since(sync_client, before) == {"fcall": 2}
+        now += 7 * 86400  # released by the calendar: nothing more to read
+        before = command_counts(sync_client)
+        with pytest.raises(NumberUnavailable, match="is released"):
+            dialer.acquire(NUMBER, timeout=5)
+        assert round_trips_since(sync_client, before) == {"fcall": 1}
