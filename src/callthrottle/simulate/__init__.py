@@ -286,13 +286,17 @@ async def run_campaign(
                 usage = await throttle.usage(report.number)
                 report.peak_reported = max(report.peak_reported, usage.in_use)
 
-    async def record_states(throttle: Throttle) -> None:
+    async def record_states(throttle: Throttle, *, keep: bool = True) -> None:
+        """Each number's state and cap now: those of the bucket that begins now (``keep``;
+        at the campaign's end none begins: only a departure is noted)."""
         for report in by_index:
             status = await throttle.status(report.number)
             state = _state(status)
-            report.states.append(state)
             if state in LAPSED:
                 report.saw(Departure(elapsed(), state, status.reason or "", "status"))
+            if not keep:
+                continue
+            report.states.append(state)
             lowered = status.lowered_cap
             report.limits.append(report.cap if lowered is None else min(lowered, report.cap))
 
@@ -335,6 +339,7 @@ async def run_campaign(
         result.terms = any(config.term_for(n) is not None for n in reports)
         started = anyio.current_time()
         calendar.begin()
+        await record_states(throttle)  # the first bucket's
         with anyio.move_on_after(real):
             async with anyio.create_task_group() as tg:
                 for _ in range(agents):
@@ -346,7 +351,7 @@ async def run_campaign(
                     tg.start_soon(show_progress, started)
         result.elapsed = anyio.current_time() - started
         close_bucket()
-        await record_states(throttle)
+        await record_states(throttle, keep=False)
         if progress is not None:
             progress(1.0, result)
         for report in by_index:

@@ -89,7 +89,7 @@ class NumberReport:
     waits: list[float] = field(default_factory=list, repr=False)  # per placed call
     timeline: list[int] = field(default_factory=list, repr=False)  # peak per time bucket
     queue: list[float] = field(default_factory=list, repr=False)  # callers waiting, per bucket
-    states: list[str] = field(default_factory=list, repr=False)  # its state at each bucket's end
+    states: list[str] = field(default_factory=list, repr=False)  # its state as each bucket began
     limits: list[int] = field(default_factory=list, repr=False)  # the cap in force then
     active: int = field(default=0, repr=False)  # calls up right now
     window: int = field(default=0, repr=False)  # peak since the last sample
@@ -129,7 +129,7 @@ class NumberReport:
         return quantile_of(self.waits, quantile)
 
     def state_time(self, bucket: float) -> dict[str, float]:
-        """Simulated seconds spent in each state (as sampled at the end of each bucket), in
+        """Simulated seconds spent in each state (as sampled at the start of each bucket), in
         the order the number first went through them."""
         spent: dict[str, float] = {}
         for state in self.states:
