@@ -44,6 +44,7 @@ class Pools(OnLoop):
 
     __slots__ = (
         "_backend",
+        "_calendar",
         "_check_open",
         "_hooks",
         "_keeper",
@@ -77,6 +78,7 @@ class Pools(OnLoop):
         self._max_hold = settings.max_hold
         self._session = settings.session is not None  # the leases are the session's
         self._region = settings.region
+        self._calendar = settings.calendar  # which day it is: lapsed numbers are passed over
         self._plans = plans
         self._hooks = hooks
         self._line = line
@@ -157,9 +159,12 @@ class Pools(OnLoop):
                 # Armed before picking: a nudge that comes while a pick is on its way back
                 # wakes the wait below at once.
                 waiter.event = event = self._new_event()
+                calendar = self._calendar()  # each pass: a number may lapse while one waits
                 for index, request in enumerate(requests):
                     if request.policy != self._plans.stamp:  # a newer policy came
                         requests[index] = request = self._replanned(request)
+                    if request.calendar != calendar:
+                        requests[index] = request = request._replace(calendar=calendar)
                     name = request.pool
                     # Only the pool asked for keeps a line; its fallbacks are tried in passing.
                     queue = wait != 0 and index == 0

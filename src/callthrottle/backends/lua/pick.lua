@@ -2,9 +2,11 @@
 -- Take a slot on the first number of a pool, in the strategy's order, that admits the call
 -- under all of its limits, exactly as acquire (without queueing) decides for one number.
 -- KEYS[1] PM  hash        number -> its spec: "tag\tlimit\twindows\twarmup\tmidnight\tarea\t
---                         region" then, per group, "\tname\tcap\treserve\twindows" (written
---                         by pool_update, which also keeps the area and region sets: PM's key
---                         with ':a:<area>', ':r:<region>' for its last letter)
+--                         region", with a paid period "\tlapses_ms\twarn_ms" (when it lapses,
+--                         when its warning window begins: ms since the epoch), then, per
+--                         group, "\tname\tcap\treserve\twindows" (written by pool_update,
+--                         which also keeps the area and region sets: PM's key with
+--                         ':a:<area>', ':r:<region>' for its last letter)
 -- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when its load last changed (picked,
 --                         released, added: a counter): the least loaded first, and among
 --                         equals the one longest at its load;
@@ -27,7 +29,10 @@
 -- ARGV[16] wait: '1' if the caller waits when nothing admits it, ARGV[17] line_ms: how long
 -- its place in line lasts unless it asks again, ARGV[18] pool name (for its waiters' events),
 -- ARGV[19] the stamp of the published policy the caller decided with (0: none; see
--- policy_stale).
+-- policy_stale), ARGV[20] calendar: the caller's calendar now, ms since the epoch (0: none).
+-- Whatever the strategy, a number whose paid period lapsed (calendar >= lapses_ms) is passed
+-- over, and among numbers of equal load (least-loaded order, local's samples) those inside
+-- their warning window (warn_ms <= calendar) come after the others.
 -- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
 -- ':x' (the same -> when the place lapses), both expiring with the latest place; while anyone
 -- waits, only the first in line picks: others (also try-once callers) are refused, or queued
@@ -107,12 +112,47 @@ if first and first ~= me then
   return {2, -1}  -- trying once: refused, never in line
 end
 
-local candidates, seen = {}, {}
-local function consider(number)
-  if #candidates < tries and not seen[number] then
-    seen[number] = true
-    candidates[#candidates + 1] = number
+-- The numbers to try, in order, at most `tries` of them, each spec read once. A number whose
+-- paid period lapsed by the caller's calendar is passed over: it takes no try (nor a place
+-- in line: it is not full) and goes to the back once the numbers are chosen, behind every
+-- number not known to be unable, so that later picks look at others first.
+local calendar = tonumber(ARGV[20]) or 0
+local candidates, seen, specs, unpaid = {}, {}, {}, {}
+-- The spec's fields and where its groups start (a paid period adds two fields after the
+-- region: when it lapses and when its warning window begins, ms since the epoch; a spec
+-- written without them tracks none), and whether the number is inside its warning window
+-- (1) or not (0); nil if it lapsed (noted in `unpaid`), was seen already or left the pool.
+local function look(number)
+  if seen[number] then return nil end
+  seen[number] = true
+  local spec = redis.call('HGET', PM, number)
+  if not spec then return nil end
+  local f = split_tabs(spec)
+  local groups_at, warns = 8, 0
+  if (#f - 7) % 4 == 2 then
+    groups_at = 10
+    local lapses = tonumber(f[8]) or 0
+    if lapses > 0 then
+      if calendar >= lapses then
+        unpaid[#unpaid + 1] = number
+        return nil
+      end
+      if calendar >= (tonumber(f[9]) or 0) then warns = 1 end
+    end
   end
+  specs[number] = {f, groups_at}
+  return warns
+end
+local function add(number)
+  candidates[#candidates + 1] = number
+end
+-- Lexicographic order of {load, warns, tie-breaker, ...}: among equals of load, the numbers
+-- not about to lapse first.
+local function before(a, b)
+  for i = 1, 3 do
+    if a[i] ~= b[i] then return a[i] < b[i] end
+  end
+  return a[4] < b[4]
 end
 -- The least loaded of a random sample of a set of the pool's numbers.
 local function sample(set)
@@ -120,9 +160,37 @@ local function sample(set)
   if #numbers == 0 then return end
   local scores = redis.call('ZMSCORE', PL, unpack(numbers))
   local ranked = {}
-  for i, number in ipairs(numbers) do ranked[i] = {tonumber(scores[i]) or 0, number} end
-  table.sort(ranked, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-  for _, item in ipairs(ranked) do consider(item[2]) end
+  for i, number in ipairs(numbers) do
+    local warns = look(number)
+    if warns then
+      local score = tonumber(scores[i]) or 0
+      ranked[#ranked + 1] = {math.floor(score / LOAD_SCALE), warns, score, number}
+    end
+  end
+  table.sort(ranked, before)
+  for _, item in ipairs(ranked) do
+    if #candidates < tries then add(item[4]) end
+  end
+end
+-- Then the least loaded, in PL's order, read a page at a time until `tries` are found.
+local function least_loaded()
+  local ranked, from = {}, 0
+  while #candidates + #ranked < tries do
+    local page = redis.call('ZRANGE', PL, from, from + tries - 1, 'WITHSCORES')
+    for i = 1, #page, 2 do
+      if #candidates + #ranked < tries then
+        local warns = look(page[i])
+        if warns then
+          local load = math.floor(tonumber(page[i + 1]) / LOAD_SCALE)
+          ranked[#ranked + 1] = {load, warns, #ranked, page[i]}
+        end
+      end
+    end
+    if #page < 2 * tries then break end
+    from = from + tries
+  end
+  table.sort(ranked, before)
+  for _, item in ipairs(ranked) do add(item[4]) end
 end
 
 if strategy == 'local' then
@@ -130,7 +198,7 @@ if strategy == 'local' then
   if region ~= '' then sample(PB .. 'r:' .. region) end
 elseif strategy == 'sticky' and callee ~= '' then
   local last = redis.call('GET', PB .. 'k:' .. callee)
-  if last and redis.call('HEXISTS', PM, last) == 1 then consider(last) end
+  if last and look(last) then add(last) end
 end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
@@ -139,38 +207,46 @@ if strategy == 'round-robin' then
     if first == me then leave_pool_line(PB, me, channels, pool) end
     return {2, -1}
   end
-  -- PC holds the place after the last number picked (not a count of picks), so that the turn
-  -- passes on in order also after numbers were added or removed.
+  -- PC holds the place after the last number whose turn it was (not a count of picks), so
+  -- that the turn passes on in order also after numbers were added or removed; a lapsed
+  -- number has no turn: the next one takes it.
   local start = (tonumber(redis.call('GET', PC)) or 0) % size
-  redis.call('SET', PC, start + 1)
-  for _, number in ipairs(redis.call('ZRANGE', PO, start, start + tries - 1)) do
-    consider(number)
+  local at, left, turn = start, size, nil
+  while #candidates < tries and left > 0 do
+    local last = math.min(at + tries, size, at + left) - 1
+    for i, number in ipairs(redis.call('ZRANGE', PO, at, last)) do
+      if #candidates < tries and look(number) then
+        add(number)
+        turn = turn or at + i - 1
+      end
+    end
+    at, left = last + 1, left - (last + 1 - at)
+    if at >= size then at = 0 end
   end
-  if #candidates < tries and start > 0 then
-    local more = math.min(start, tries - #candidates)
-    for _, number in ipairs(redis.call('ZRANGE', PO, 0, more - 1)) do consider(number) end
-  end
+  redis.call('SET', PC, (turn or start) + 1)
 else
-  for _, number in ipairs(redis.call('ZRANGE', PL, 0, tries - 1)) do consider(number) end
+  least_loaded()
+end
+for _, number in ipairs(unpaid) do
+  redis.call('ZADD', PL, 'XX', RESTING + redis.call('INCR', PS) % LOAD_SCALE, number)
 end
 
 local earliest = nil
 local full = false  -- some number was full: a slot that frees may serve the caller
 for _, number in ipairs(candidates) do
-  local spec = redis.call('HGET', PM, number)
-  local f = split_tabs(spec)
+  local f, groups_at = specs[number][1], specs[number][2]
   local tag = f[1]
   local base = member_base(prefix, tag, number)
   local keys = {base .. 'h', base .. 'q', base .. 'w', base .. 'm', base .. 'p', base .. 'r', base .. 'r'}
   local args = {token, owner_arg, f[2], ttl, hold, '0', number, channels, version}
-  local groups = (#f - 7) / 4
+  local groups = (#f - groups_at + 1) / 4
   local with_callee = callee ~= '' and callee_windows ~= ''
   if f[3] ~= '' or f[4] ~= '' or groups > 0 or with_callee then
     if with_callee then keys[7] = prefix .. '{' .. tag .. '}:c:' .. callee end
     args[10], args[11], args[12], args[13] = f[3], tz, f[4], f[5]
     args[14] = with_callee and callee_windows or ''
     for g = 0, groups - 1 do
-      local at = 8 + g * 4
+      local at = groups_at + g * 4
       local gbase = prefix .. '{' .. tag .. '}:g:' .. f[at] .. ':'
       for _, suffix in ipairs({'h', 'r', 'w', 'p'}) do keys[#keys + 1] = gbase .. suffix end
       args[#args + 1] = f[at + 1]
