@@ -20,9 +20,9 @@ N1, N2, N3, N4 = (f"+86571888{i:05d}" for i in range(1, 5))
 CALLEE = "+8657100000001"  # in the numbers' area (the local strategy)
 
 
-def at(*when: int, zone: dt.tzinfo = dt.timezone.utc) -> float:
-    """Seconds since the epoch of a moment given as year, month, day[, hour, minute...]."""
-    return dt.datetime(*when, tzinfo=zone).timestamp()  # type: ignore[misc]
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    """Seconds since the epoch of a moment in UTC."""
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC).timestamp()
 
 
 class Calendar:
@@ -178,9 +178,7 @@ async def test_sticky_keeps_the_callees_number_until_it_lapses(
     calendar = Calendar(at(2027, 1, 28, 10))
     paid = {N1: "2027-01-31", N2: "2027-12-31"}  # N1 warned from Jan 25th
     sticky = {"strategy": "sticky", "callee": CALLEE}
-    async with new_throttle(
-        config=config([N1, N2], paid, cap=10), calendar=calendar
-    ) as throttle:
+    async with new_throttle(config=config([N1, N2], paid, cap=10), calendar=calendar) as throttle:
         assert await picks(throttle, 1) == [N2]  # N1 comes after its equal of load
         assert await picks(throttle, 3, **sticky) == [N1, N1, N1]  # N1 was the least loaded
         calendar.now = at(2027, 2, 1)

@@ -222,9 +222,7 @@ class Differential(RuleBasedStateMachine):
         tz_offset=st.sampled_from(TZ_OFFSETS),
         terms=st.tuples(*[st.sampled_from(TERMS)] * len(NUMBERS)),
     )
-    def start(
-        self, tz_offset: float, terms: tuple[tuple[float, float], ...] = NO_TERMS
-    ) -> None:
+    def start(self, tz_offset: float, terms: tuple[tuple[float, float], ...] = NO_TERMS) -> None:
         self.tz_offset = tz_offset
         for pool, members in POOLS.items():
             specs = {n: _with_term(n, terms[NUMBERS.index(n)]) for n in members}

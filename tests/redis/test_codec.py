@@ -278,7 +278,7 @@ def test_pick() -> None:
     request = PickRequest(
         "p", "t", "o", 2.0, None, "sticky", 16, call, ("0571", "CN"), 60.0, policy=3,
         calendar=1_767_225_600.25,
-    )
+    )  # fmt: skip
     argv = pick_argv(request, "o", "x:", "ch:", True)
     assert by_label(codec, argv) == (
         {

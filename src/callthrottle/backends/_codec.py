@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = (
     "CODECS", "GROUP_KEYS", "NUMBER_KEYS", "POOL_KEYS", "Codec", "abandon_argv",
-    "acquire_argv", "acquire_result", "batch_argv", "end_session_argv", "fence_lift_argv",
-    "epoch_ms", "get_policy_result", "group_usage_result", "holders_result", "keepalive_argv",
+    "acquire_argv", "acquire_result", "batch_argv", "end_session_argv", "epoch_ms",
+    "fence_lift_argv", "get_policy_result", "group_usage_result", "holders_result", "keepalive_argv",
     "member_spec", "ms", "parse_windows_spec", "pick_argv", "pick_result", "policy_publish_argv",
     "policy_publish_result", "policy_read_result",
     "pool_leave_argv", "pool_members_result", "pool_update_argv", "release_argv",
