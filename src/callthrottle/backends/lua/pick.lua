@@ -10,7 +10,8 @@
 -- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when its load last changed (picked,
 --                         released, added: a counter): the least loaded first, and among
 --                         equals the one longest at its load;
---                         a number that could not take a call rests behind them all (RESTING)
+--                         a number that could not take a call rests behind them all (RESTING),
+--                         one passed over as lapsed behind those (UNPAID)
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
 -- KEYS[4] PC  string      the round-robin cursor: the place after the last number picked
 -- KEYS[5] PS  counter     the move counter (PL's tie-breaker)
@@ -114,8 +115,10 @@ end
 
 -- The numbers to try, in order, at most `tries` of them, each spec read once. A number whose
 -- paid period lapsed by the caller's calendar is passed over: it takes no try (nor a place
--- in line: it is not full) and goes to the back once the numbers are chosen, behind every
--- number not known to be unable, so that later picks look at others first.
+-- in line: it is not full) and goes to the very back once the numbers are chosen (UNPAID:
+-- behind even the numbers that could not take a call), so that later picks, also while every
+-- number is full, look at others first (a renewal puts it back at its load: pool_update).
+local UNPAID = 2 * RESTING
 local calendar = tonumber(ARGV[20]) or 0
 local candidates, seen, specs, unpaid = {}, {}, {}, {}
 -- The spec's fields and where its groups start (a paid period adds two fields after the
@@ -228,7 +231,7 @@ else
   least_loaded()
 end
 for _, number in ipairs(unpaid) do
-  redis.call('ZADD', PL, 'XX', RESTING + redis.call('INCR', PS) % LOAD_SCALE, number)
+  redis.call('ZADD', PL, 'XX', UNPAID + redis.call('INCR', PS) % LOAD_SCALE, number)
 end
 
 local earliest = nil

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from ._pool_state import _Pool
 
 _FRESH, _WARNS = 0, 1
+#: The load recorded for a number passed over as lapsed: behind even the numbers that could not
+#: take a call (``_RESTING``), so that later picks, also while every number is full, look at
+#: others first (a renewal puts it back at its load: ``_Pool.add``).
+_UNPAID = 2 * _RESTING
 
 
 class _Choice:
@@ -124,5 +128,5 @@ def choose(state: _Pool, request: PickRequest, now: float) -> list[str]:
     else:
         choice.least_loaded()
     for number in choice.unpaid:
-        state.set_load(number, _RESTING)
+        state.set_load(number, _UNPAID)
     return choice.candidates
