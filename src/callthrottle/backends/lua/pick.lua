@@ -33,7 +33,9 @@
 -- policy_stale), ARGV[20] calendar: the caller's calendar now, ms since the epoch (0: none).
 -- Whatever the strategy, a number whose paid period lapsed (calendar >= lapses_ms) is passed
 -- over, and among numbers of equal load (least-loaded order, local's samples) those inside
--- their warning window (warn_ms <= calendar) come after the others.
+-- their warning window (warn_ms <= calendar) come after the others (the instants are read
+-- from PM's key with 'e' for its last letter, number -> "lapses_ms\twarn_ms", which
+-- pool_update keeps from the specs: one read for a page of numbers).
 -- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
 -- ':x' (the same -> when the place lapses), both expiring with the latest place; while anyone
 -- waits, only the first in line picks: others (also try-once callers) are refused, or queued
@@ -113,38 +115,34 @@ if first and first ~= me then
   return {2, -1}  -- trying once: refused, never in line
 end
 
--- The numbers to try, in order, at most `tries` of them, each spec read once. A number whose
--- paid period lapsed by the caller's calendar is passed over: it takes no try (nor a place
--- in line: it is not full) and goes to the very back once the numbers are chosen (UNPAID:
--- behind even the numbers that could not take a call), so that later picks, also while every
--- number is full, look at others first (a renewal puts it back at its load: pool_update).
+-- The numbers to try, in order, at most `tries` of them. A number whose paid period lapsed by
+-- the caller's calendar is passed over: it takes no try (nor a place in line: it is not
+-- full) and goes to the very back once the numbers are chosen (UNPAID: behind even the
+-- numbers that could not take a call), so that later picks, also while every number is full,
+-- look at others first (a renewal puts it back at its load: pool_update).
 local UNPAID = 2 * RESTING
 local calendar = tonumber(ARGV[20]) or 0
-local candidates, seen, specs, unpaid = {}, {}, {}, {}
--- The spec's fields and where its groups start (a paid period adds two fields after the
--- region: when it lapses and when its warning window begins, ms since the epoch; a spec
--- written without them tracks none), and whether the number is inside its warning window
--- (1) or not (0); nil if it lapsed (noted in `unpaid`), was seen already or left the pool.
-local function look(number)
+-- The paid periods of the pool's numbers that have one (kept by pool_update from their
+-- specs): PM's key with 'e' for its last letter, number -> "lapses_ms\twarn_ms". Read a page
+-- of numbers at a time; a spec is read only for a number tried.
+local PE = PB .. 'e'
+local candidates, seen, unpaid = {}, {}, {}
+local function terms(numbers)
+  if #numbers == 0 then return {} end
+  return redis.call('HMGET', PE, unpack(numbers))
+end
+-- Whether the number is inside its warning window (1) or not (0), by its paid period `term`
+-- (false: none); nil if it lapsed (noted in `unpaid`) or was looked at already.
+local function look(number, term)
   if seen[number] then return nil end
   seen[number] = true
-  local spec = redis.call('HGET', PM, number)
-  if not spec then return nil end
-  local f = split_tabs(spec)
-  local groups_at, warns = 8, 0
-  if (#f - 7) % 4 == 2 then
-    groups_at = 10
-    local lapses = tonumber(f[8]) or 0
-    if lapses > 0 then
-      if calendar >= lapses then
-        unpaid[#unpaid + 1] = number
-        return nil
-      end
-      if calendar >= (tonumber(f[9]) or 0) then warns = 1 end
-    end
+  if not term then return 0 end
+  local lapses, warn = string.match(term, '^(%d+)\t(%d+)$')
+  if calendar >= tonumber(lapses) then
+    unpaid[#unpaid + 1] = number
+    return nil
   end
-  specs[number] = {f, groups_at}
-  return warns
+  return calendar >= tonumber(warn) and 1 or 0
 end
 local function add(number)
   candidates[#candidates + 1] = number
@@ -162,9 +160,10 @@ local function sample(set)
   local numbers = redis.call('SRANDMEMBER', set, tries)
   if #numbers == 0 then return end
   local scores = redis.call('ZMSCORE', PL, unpack(numbers))
+  local paid = terms(numbers)
   local ranked = {}
   for i, number in ipairs(numbers) do
-    local warns = look(number)
+    local warns = look(number, paid[i])
     if warns then
       local score = tonumber(scores[i]) or 0
       ranked[#ranked + 1] = {math.floor(score / LOAD_SCALE), warns, score, number}
@@ -175,25 +174,39 @@ local function sample(set)
     if #candidates < tries then add(item[4]) end
   end
 end
--- Then the least loaded, in PL's order, read a page at a time until `tries` are found.
+-- Then the least loaded, in PL's order, read a page at a time until `tries` are found; the
+-- loads are read only when some number is inside its warning window (to put it after its
+-- equals).
 local function least_loaded()
-  local ranked, from = {}, 0
+  local ranked, from, warned = {}, 0, {}
   while #candidates + #ranked < tries do
-    local page = redis.call('ZRANGE', PL, from, from + tries - 1, 'WITHSCORES')
-    for i = 1, #page, 2 do
+    local numbers = redis.call('ZRANGE', PL, from, from + tries - 1)
+    local paid = terms(numbers)
+    for i, number in ipairs(numbers) do
       if #candidates + #ranked < tries then
-        local warns = look(page[i])
+        local warns = look(number, paid[i])
         if warns then
-          local load = math.floor(tonumber(page[i + 1]) / LOAD_SCALE)
-          ranked[#ranked + 1] = {load, warns, #ranked, page[i]}
+          ranked[#ranked + 1] = number
+          if warns == 1 then warned[#warned + 1] = number end
         end
       end
     end
-    if #page < 2 * tries then break end
+    if #numbers < tries then break end
     from = from + tries
   end
-  table.sort(ranked, before)
-  for _, item in ipairs(ranked) do add(item[4]) end
+  if #warned == 0 then
+    for _, number in ipairs(ranked) do add(number) end
+    return
+  end
+  local warns = {}
+  for _, number in ipairs(warned) do warns[number] = 1 end
+  local scores = redis.call('ZMSCORE', PL, unpack(ranked))
+  local items = {}
+  for i, number in ipairs(ranked) do
+    items[i] = {math.floor(tonumber(scores[i]) / LOAD_SCALE), warns[number] or 0, i, number}
+  end
+  table.sort(items, before)
+  for _, item in ipairs(items) do add(item[4]) end
 end
 
 if strategy == 'local' then
@@ -201,7 +214,9 @@ if strategy == 'local' then
   if region ~= '' then sample(PB .. 'r:' .. region) end
 elseif strategy == 'sticky' and callee ~= '' then
   local last = redis.call('GET', PB .. 'k:' .. callee)
-  if last and look(last) then add(last) end
+  if last and redis.call('HEXISTS', PM, last) == 1 then
+    if look(last, redis.call('HGET', PE, last)) then add(last) end
+  end
 end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
@@ -217,8 +232,10 @@ if strategy == 'round-robin' then
   local at, left, turn = start, size, nil
   while #candidates < tries and left > 0 do
     local last = math.min(at + tries, size, at + left) - 1
-    for i, number in ipairs(redis.call('ZRANGE', PO, at, last)) do
-      if #candidates < tries and look(number) then
+    local numbers = redis.call('ZRANGE', PO, at, last)
+    local paid = terms(numbers)
+    for i, number in ipairs(numbers) do
+      if #candidates < tries and look(number, paid[i]) then
         add(number)
         turn = turn or at + i - 1
       end
@@ -237,7 +254,9 @@ end
 local earliest = nil
 local full = false  -- some number was full: a slot that frees may serve the caller
 for _, number in ipairs(candidates) do
-  local f, groups_at = specs[number][1], specs[number][2]
+  local f = split_tabs(redis.call('HGET', PM, number))
+  -- (a paid period adds two fields after the region: the groups start after them)
+  local groups_at = ((#f - 7) % 4 == 2) and 10 or 8
   local tag = f[1]
   local base = member_base(prefix, tag, number)
   local keys = {base .. 'h', base .. 'q', base .. 'w', base .. 'm', base .. 'p', base .. 'r', base .. 'r'}

@@ -8,6 +8,8 @@
 -- Each number is also kept in its area's and region's sets (the local
 -- strategy): PM's key with ':a:<area>' and ':r:<region>' in place of its last letter's suffix.
 -- A number added, or whose paid period changed, takes its place in PL at its live load.
+-- The paid periods of the numbers that have one are also kept apart, for pick to read many
+-- at once: PM's key with 'e' for its last letter, number -> "lapses_ms\twarn_ms".
 -- Returns how many numbers the pool has afterwards, or -1 when a newer policy than the
 -- caller's is published (nothing is written).
 local PM, PL, PO = KEYS[1], KEYS[2], KEYS[3]
@@ -38,6 +40,11 @@ for i = 4, 3 + 2 * adding, 2 do
   local f = split_tabs(spec)
   if f[6] ~= '' then redis.call('SADD', PB .. 'a:' .. f[6], number) end
   if f[7] ~= '' then redis.call('SADD', PB .. 'r:' .. f[7], number) end
+  if lapses(f) > 0 then
+    redis.call('HSET', PB .. 'e', number, f[8] .. '\t' .. f[9])
+  else
+    redis.call('HDEL', PB .. 'e', number)
+  end
   local joins = not redis.call('ZSCORE', PO, number)
   if joins then
     local last = redis.call('ZRANGE', PO, -1, -1, 'WITHSCORES')
@@ -59,6 +66,7 @@ end
 for i = 4 + 2 * adding, #ARGV do
   unplace(ARGV[i])
   redis.call('HDEL', PM, ARGV[i])
+  redis.call('HDEL', PB .. 'e', ARGV[i])
   redis.call('ZREM', PL, ARGV[i])
   redis.call('ZREM', PO, ARGV[i])
 end
