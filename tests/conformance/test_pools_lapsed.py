@@ -118,16 +118,33 @@ async def test_expired_and_released_numbers_are_both_passed_over(
             assert (await throttle.usage(number)).in_use == 0
 
 
-async def test_every_number_lapsed_refuses_the_pool(new_throttle: ThrottleFactory) -> None:
+@pytest.mark.parametrize("strategy", ["least-loaded", "round-robin", "local", "sticky"])
+async def test_every_number_lapsed_refuses_the_pool_saying_so(
+    new_throttle: ThrottleFactory, strategy: str
+) -> None:
     """No number to try: refused at once (timeout=0), or when the timeout is up, with no time
-    to retry at."""
+    to retry at, the refusal naming the reason."""
     calendar = Calendar(at(2027, 3, 1))
     paid = {N1: "2027-01-31", N2: "2027-02-20"}
     async with new_throttle(config=config([N1, N2], paid), calendar=calendar) as throttle:
         for timeout in (0, 0.3):
-            with pytest.raises(PoolExhausted) as refused:
-                await throttle.acquire_from("p", timeout=timeout)
-            assert refused.value.retry_after is None
+            with pytest.raises(PoolExhausted, match="paid period of every number lapsed") as no:
+                await throttle.acquire_from("p", timeout=timeout, strategy=strategy, callee=CALLEE)
+            assert no.value.lapsed
+            assert no.value.retry_after is None
+
+
+async def test_a_pool_full_but_not_lapsed_does_not_say_it_lapsed(
+    new_throttle: ThrottleFactory,
+) -> None:
+    calendar = Calendar(at(2027, 3, 1))
+    paid = {N1: "2027-01-31"}  # N2: no paid period tracked
+    async with new_throttle(config=config([N1, N2], paid), calendar=calendar) as throttle:
+        assert await picks(throttle, 1) == [N2]
+        with pytest.raises(PoolExhausted) as refused:
+            await throttle.acquire_from("p", timeout=0)
+        assert not refused.value.lapsed
+        assert "lapsed" not in str(refused.value)
 
 
 async def test_lapse_follows_the_configured_time_zone(new_throttle: ThrottleFactory) -> None:

@@ -33,6 +33,7 @@ from callthrottle.backends._codec import (
     keepalive_argv,
     member_spec,
     pick_argv,
+    pick_result,
     pool_leave_argv,
     pool_update_argv,
     release_argv,
@@ -48,6 +49,7 @@ from callthrottle.backends._codec import (
 )
 from callthrottle.backends._keys import KeySpace
 from callthrottle.backends._requests import AcquireRequest, PickRequest
+from callthrottle.backends._results import Outcome, PickResult
 
 LUA = resources.files("callthrottle.backends").joinpath("lua")
 FUNCTIONS = sorted(
@@ -347,3 +349,9 @@ def test_a_clusters_policy_stamp_is_on_the_slot_of_the_keys_it_fences() -> None:
     stamps = space.stamp_keys()
     assert len(stamps) == 16384
     assert sorted(key_slot(key.encode()) for key in stamps) == list(range(16384))
+
+
+def test_a_pick_refused_says_whether_it_was_fenced_or_every_number_lapsed() -> None:
+    assert pick_result([2, 1500], False) == PickResult(Outcome.REFUSED, None, 1.5)
+    assert pick_result([2, -1, b"f"], False) == PickResult(Outcome.REFUSED, fenced=True)
+    assert pick_result([2, -1, b"l"], True) == PickResult(Outcome.REFUSED, lapsed=True)

@@ -452,7 +452,11 @@ def pick_result(reply: list[Any], wait: bool) -> PickResult:
         return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
     if reply[0] == 2:
         retry_in = None if reply[1] < 0 else reply[1] / 1000
-        return PickResult(Outcome.REFUSED, None, retry_in, fenced=len(reply) > 2)
+        if len(reply) == 2:
+            return PickResult(Outcome.REFUSED, None, retry_in)
+        return PickResult(
+            Outcome.REFUSED, None, retry_in, fenced=reply[2] == b"f", lapsed=reply[2] == b"l"
+        )
     return PickResult(Outcome(reply[0]), reply[1].decode())
 
 

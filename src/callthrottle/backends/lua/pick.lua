@@ -51,7 +51,7 @@
 -- when none admitted (also when others wait ahead of a caller trying once; {2, retry_in_ms,
 -- 'f'} while the fence holds every grant), or {0, -1} when others wait ahead of a caller that
 -- now waits behind them; {6, -1, stamp} when a newer policy than the caller's is published
--- (nothing is written).
+-- (nothing is written); {2, -1, 'l'} when every number of the pool lapsed (by the calendar).
 local PM, PL, PO, PC, PS, S = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local version = ARGV[19]
 local stale = policy_stale(version, S)
@@ -314,4 +314,7 @@ if waits and full then
 elseif first == me then
   leave_pool_line(PB, me, channels, pool)
 end
+-- None to try but some lapsed: every number lapsed (when none is found, the choice looks at
+-- every number of the pool).
+if #candidates == 0 and #unpaid > 0 and not fence then return {2, -1, 'l'} end
 return {2, earliest or -1, fence and 'f' or nil}

@@ -108,8 +108,10 @@ class _Choice:
         state.cursor = (start if turn is None else turn) + 1
 
 
-def choose(state: _Pool, request: PickRequest, now: float) -> list[str]:
-    """The numbers ``request`` tries, in order; those found lapsed go to the back."""
+def choose(state: _Pool, request: PickRequest, now: float) -> tuple[list[str], bool]:
+    """The numbers ``request`` tries, in order, and whether every number of the pool lapsed
+    (none found, some lapsed: when none is found, every number was looked at); those found
+    lapsed go to the back."""
     choice = _Choice(state, request.tries, request.calendar)
     strategy, callee = request.strategy, request.call.callee
     if strategy == "local":
@@ -129,4 +131,4 @@ def choose(state: _Pool, request: PickRequest, now: float) -> list[str]:
         choice.least_loaded()
     for number in choice.unpaid:
         state.set_load(number, _UNPAID)
-    return choice.candidates
+    return choice.candidates, not choice.candidates and bool(choice.unpaid)

@@ -115,7 +115,7 @@ class _Pools(_Acquire):
             if wait:
                 line[me] = now + ttl
             return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
-        candidates = choose(state, request, now)
+        candidates, lapsed = choose(state, request, now)
         earliest: float | None = None
         full = False  # some number was full: a slot that frees may serve the caller
         for number in candidates:
@@ -151,7 +151,7 @@ class _Pools(_Acquire):
             line[me] = now + ttl  # a place kept in line (its order unchanged when it had one)
         elif first == me:
             self._leave_line(pool, state, me)
-        return PickResult(Outcome.REFUSED, None, earliest)
+        return PickResult(Outcome.REFUSED, None, earliest, lapsed=lapsed)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
         """Lua twin: ``pool_leave.lua``."""
