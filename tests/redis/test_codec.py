@@ -314,6 +314,9 @@ def test_a_paid_period_goes_after_the_region_and_before_the_groups() -> None:
         "1767225600000", "1766620800000", "tenant:acme", "5", "1", "9:60000:0",
     ]  # fmt: skip
     assert (len(fields) - 7) % 4 == 2
+    # (pick.lua reads whole non-negative ms: a warning window from before the epoch is open)
+    early = member_spec(MemberSpec("*", 2, lapses_at=86_400.0, warn_at=-86_400.0), "*")
+    assert early.split("\t")[7:] == ["86400000", "0"]
     plain = member_spec(MemberSpec("*", 2), "*").split("\t")
     assert plain == ["*", "2", "", "", "0", "", ""]
     assert (len(plain) - 7) % 4 == 0

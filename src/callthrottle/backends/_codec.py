@@ -394,8 +394,8 @@ def member_spec(spec: MemberSpec, tag: str) -> str:
         spec.area,
         spec.region,
     ]
-    if spec.lapses_at > 0:
-        fields += (str(epoch_ms(spec.lapses_at)), str(epoch_ms(spec.warn_at)))
+    if epoch_ms(spec.lapses_at) > 0:
+        fields += (str(epoch_ms(spec.lapses_at)), str(max(epoch_ms(spec.warn_at), 0)))
     for group in plan.groups:
         cap = "" if group.cap is None else str(group.cap)
         fields += (group.group, cap, str(group.reserve), windows_spec(group.windows))

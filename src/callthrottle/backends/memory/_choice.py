@@ -49,7 +49,7 @@ class _Choice:
         if self.calendar >= lapses:
             self.unpaid.append(number)
             return None
-        return _WARNS if self.calendar >= epoch_ms(spec.warn_at) else _FRESH
+        return _WARNS if self.calendar >= max(epoch_ms(spec.warn_at), 0) else _FRESH
 
     @property
     def room(self) -> bool:

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 _RESTING = 1 << 62  # the load recorded for a number that could not take a call: tried last
 
 
+def _lapse(spec: MemberSpec) -> int:
+    """When the number's paid period lapses, in ms since the epoch as the Redis backend keeps
+    it (0: none tracked, as for an instant not after the epoch)."""
+    return max(epoch_ms(spec.lapses_at), 0)
+
+
 class _Pool:
     """A pool's numbers: their specs, their round-robin order, and their loads in buckets (so
     that the least loaded are found without looking at every number)."""
@@ -52,7 +58,7 @@ class _Pool:
             self.set_load(number, load)
         else:
             self._unplace(number, old)
-            if epoch_ms(old.lapses_at) != epoch_ms(spec.lapses_at):
+            if _lapse(old) != _lapse(spec):
                 self.set_load(number, load)
         self.members[number] = spec
         if spec.area:
