@@ -71,6 +71,7 @@ from ._universe import (
     GROUPS,
     LAYOUT,
     NUMBERS,
+    PLAIN,
     POOLS,
     SESSION,
     SMALL,
@@ -596,11 +597,16 @@ def differential(redis_url: str) -> Iterator[type[Differential]]:
         yield Machine
 
 
-def replay(machine: type[Differential], *steps: tuple[str, dict[str, Any]]) -> None:
-    """Run the given steps on a fresh pair of backends (one found case, kept as a test)."""
+def replay(
+    machine: type[Differential],
+    *steps: tuple[str, dict[str, Any]],
+    terms: tuple[tuple[float, float], ...] = NO_TERMS,
+) -> None:
+    """Run the given steps on a fresh pair of backends (one found case, kept as a test);
+    ``terms``: the numbers' paid periods (see ``TERMS``)."""
     state = machine()
     try:
-        state.start(tz_offset=0.0)
+        state.start(tz_offset=0.0, terms=terms)
         for name, arguments in steps:
             getattr(state, name)(**arguments)
             state.keys_expire()
@@ -691,3 +697,24 @@ def test_a_number_disabled_after_a_cool_down_gives_no_time_to_retry_at(redis_url
             ("set_policy", {"number": SMALL, "changes": PolicyChange(state="disabled")}),
             ("acquire", {"number": SMALL, "token": "t1", "owner": "o1", **call}),
         )
+
+
+def test_lapsed_numbers_of_a_sample_go_back_in_load_order(redis_url: str) -> None:
+    """The local strategy's sample is random (on Redis, SRANDMEMBER's order): the lapsed numbers
+    it finds went back in that order, so the next pick took another number on each backend.
+    Three rounds: the two orders differ in one at least, seven times in eight."""
+    pick: dict[str, Any] = {"ttl": 5.0, "max_hold": None, "priority": 0, "sticky_ttl": 10.0}
+    pick |= {"pool": "p1", "owner": "o1", "wait": False}
+    lapsing = (LAPSE, LAPSE - 7 * DAY)
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("pool_update", {"member": ("p1", PLAIN), "remove": True}),
+    ]
+    for token in ("t1", "t2", "t3"):
+        steps += [
+            ("pick", {**pick, "token": "t6", "strategy": "local", "tries": 3,
+                      "callee": CALLEES[1], "calendar": LAPSE}),
+            ("pick", {**pick, "token": token, "strategy": "least-loaded", "tries": 1,
+                      "callee": None, "calendar": 0.0}),
+        ]  # fmt: skip
+    with differential(redis_url) as machine:
+        replay(machine, *steps, terms=((0.0, 0.0), lapsing, lapsing, (0.0, 0.0), (0.0, 0.0)))

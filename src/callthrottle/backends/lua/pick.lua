@@ -161,12 +161,19 @@ local function sample(set)
   if #numbers == 0 then return end
   local scores = redis.call('ZMSCORE', PL, unpack(numbers))
   local paid = terms(numbers)
-  local ranked = {}
+  local sampled = {}
   for i, number in ipairs(numbers) do
-    local warns = look(number, paid[i])
+    local score = tonumber(scores[i]) or 0
+    sampled[i] = {math.floor(score / LOAD_SCALE), 0, score, number, paid[i]}
+  end
+  -- Looked at in load order (not the sample's random one): the lapsed go back in that order.
+  table.sort(sampled, before)
+  local ranked = {}
+  for _, item in ipairs(sampled) do
+    local warns = look(item[4], item[5])
     if warns then
-      local score = tonumber(scores[i]) or 0
-      ranked[#ranked + 1] = {math.floor(score / LOAD_SCALE), warns, score, number}
+      item[2] = warns
+      ranked[#ranked + 1] = item
     end
   end
   table.sort(ranked, before)

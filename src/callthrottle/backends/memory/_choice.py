@@ -59,8 +59,12 @@ class _Choice:
         """The least loaded of a random sample of ``members`` (among equals of load, those not
         about to lapse first)."""
         state = self.state
+        sampled = state.random.sample(members, min(self.tries, len(members)))
+        # Looked at in load order (not the sample's random one): the lapsed go back in that
+        # order.
+        sampled.sort(key=lambda number: (state.load[number], state.picked.get(number, 0), number))
         ranked = []
-        for number in state.random.sample(members, min(self.tries, len(members))):
+        for number in sampled:
             warns = self.look(number)
             if warns is not None:
                 ranked.append((state.load[number], warns, state.picked.get(number, 0), number))
