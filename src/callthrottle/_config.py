@@ -275,12 +275,15 @@ class Config:
     def member_spec(self, number: str, default_limit: int) -> MemberSpec:
         """What a backend needs to admit a call on ``number`` when it is picked from a pool."""
         area, region = locality(number)
+        term = self.term_for(number)
         return MemberSpec(
             self.tag_for(number),
             self.cap_for(number, default_limit),
             self.rate_plan_for(number),
             area,
             region,
+            0.0 if term is None else term.lapses_at,
+            0.0 if term is None else term.warn_at,
         )
 
     def _plan(self, number: str) -> RatePlan:

@@ -116,7 +116,8 @@ class PoolExhausted(AcquireTimeout):
 
     ``refused_by`` is ``"pool"``; ``pools`` lists the pools tried, in order; ``retry_after``
     is the earliest time, in seconds, at which a number that was tried could admit again, when
-    that is known.
+    that is known; ``lapsed`` says that the paid period of every number of those pools had
+    ended (by the throttle's calendar), so none was tried.
     """
 
     def __init__(
@@ -125,6 +126,8 @@ class PoolExhausted(AcquireTimeout):
         timeout: float | None,
         pools: tuple[str, ...],
         retry_after: float | None = None,
+        *,
+        lapsed: bool = False,
     ) -> None:
         self.pool = pool
         self.pools = pools
@@ -132,6 +135,7 @@ class PoolExhausted(AcquireTimeout):
         self.timeout = timeout
         self.refused_by = "pool"
         self.retry_after = retry_after
+        self.lapsed = lapsed
         tried = " then ".join(repr(p) for p in pools)
         if timeout == 0:
             message = f"no number of pool {tried} could take the call (try-once, timeout=0)"
@@ -139,6 +143,8 @@ class PoolExhausted(AcquireTimeout):
             message = f"no number of pool {tried} could take the call within {timeout} s"
         if retry_after is not None:
             message += f"; the earliest retry is in {retry_after:.3f} s"
+        if lapsed:
+            message += ": the paid period of every number lapsed (expired or released)"
         TimeoutError.__init__(self, message)
 
 

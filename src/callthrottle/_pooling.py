@@ -18,7 +18,7 @@ from ._numbers import locality, normalize_number
 from ._pools import check_strategy
 from ._settings import listed
 from ._validate import check_pool, check_priority, check_timeout, check_token
-from .backends import Outcome, PickRequest
+from .backends import Outcome, PickRequest, PickResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -44,6 +44,7 @@ class Pools(OnLoop):
 
     __slots__ = (
         "_backend",
+        "_calendar",
         "_check_open",
         "_hooks",
         "_keeper",
@@ -77,6 +78,7 @@ class Pools(OnLoop):
         self._max_hold = settings.max_hold
         self._session = settings.session is not None  # the leases are the session's
         self._region = settings.region
+        self._calendar = settings.calendar  # which day it is: lapsed numbers are passed over
         self._plans = plans
         self._hooks = hooks
         self._line = line
@@ -154,12 +156,16 @@ class Pools(OnLoop):
         try:
             while True:
                 earliest: float | None = None
+                lapsed = True  # every number of every pool of the chain lapsed (so far)
                 # Armed before picking: a nudge that comes while a pick is on its way back
                 # wakes the wait below at once.
                 waiter.event = event = self._new_event()
+                calendar = self._calendar()  # each pass: a number may lapse while one waits
                 for index, request in enumerate(requests):
                     if request.policy != self._plans.stamp:  # a newer policy came
                         requests[index] = request = self._replanned(request)
+                    if request.calendar != calendar:
+                        requests[index] = request = request._replace(calendar=calendar)
                     name = request.pool
                     # Only the pool asked for keeps a line; its fallbacks are tried in passing.
                     queue = wait != 0 and index == 0
@@ -182,11 +188,13 @@ class Pools(OnLoop):
                     if queued_now and self._hooks.installed:
                         self._hooks.emit(Queued(f"pool:{name}", token))
                     self._check_open()  # closed meanwhile: give up (leaving the line below)
-                    if picked is not None and (earliest is None or picked < earliest):
-                        earliest = picked
+                    lapsed = lapsed and picked.lapsed
+                    retry = picked.retry_in
+                    if retry is not None and (earliest is None or retry < earliest):
+                        earliest = retry
                 now = self._now()
                 if wait == 0 or (deadline is not None and now >= deadline):
-                    exhausted = PoolExhausted(pool, wait, tuple(chain), earliest)
+                    exhausted = PoolExhausted(pool, wait, tuple(chain), earliest, lapsed=lapsed)
                     if self._hooks.installed:
                         self._hooks.emit(refusal(key[0], exhausted, now - started))
                     raise exhausted
@@ -233,8 +241,8 @@ class Pools(OnLoop):
         call = self._plans.for_pick(request.call.callee, request.call.priority)
         return request._replace(call=call, policy=self._plans.stamp)
 
-    async def _pick(self, request: PickRequest, queue: bool) -> Lease | float | None:
-        """One pick on one pool: the lease, else the earliest retry (seconds) if known."""
+    async def _pick(self, request: PickRequest, queue: bool) -> Lease | PickResult:
+        """One pick on one pool: the lease, else the refusal (its earliest retry, if known)."""
         pool, token = request.pool, request.token
         while True:
             with self._cancel_scope(shield=True):  # a slot granted meanwhile must not be lost
@@ -254,7 +262,7 @@ class Pools(OnLoop):
         if result.outcome is not Outcome.GRANTED or result.number is None:
             if result.fenced:  # the server may have lost the pool's numbers with its data
                 await self._publish_lost_pool(pool)
-            return result.retry_in
+            return result
         lease = Lease(result.number, token, self._owner_id)
         lease.pool = pool
         self._keeper.take((result.number, token), lease)

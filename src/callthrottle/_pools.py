@@ -19,6 +19,15 @@ __all__ = (
 #: numbers in the callee's area first, then in its
 #: region (the least loaded of a random sample of each), then least-loaded; ``sticky``: the
 #: number the same callee was last called from (within ``sticky_ttl``), then least-loaded.
+#:
+#: Paid periods (see :mod:`callthrottle._terms`): whatever the strategy, a number whose paid
+#: period lapsed (``expired`` or ``released`` by the throttle's calendar) is passed over: it
+#: takes none of the pick's tries, does not make the caller wait in the pool's line, and goes
+#: behind the others (a renewal, published, puts it back at its load). Among numbers of equal
+#: load, those inside their warning window come after the others: in ``least-loaded`` order
+#: and in the samples of ``local``. Round-robin has no equals: a number about to lapse keeps
+#: its turn (only lapsed numbers lose theirs, the next one taking it); ``sticky`` keeps the
+#: callee's number while it is paid for, warning or not.
 STRATEGIES = ("least-loaded", "round-robin", "local", "sticky")
 STICKY_TTL = 86400.0  # seconds a callee keeps its caller ID under the sticky strategy
 DEFAULT_STRATEGY = "least-loaded"
@@ -50,10 +59,18 @@ class PoolSettings:
 class MemberSpec:
     """What a backend needs to admit a call on a pool member by itself: the hash tag of the
     number's keys, its cap and its rate plan (per-call parts, such as the callee, come with each
-    pick). Written when the number joins the pool, by the throttle that adds it."""
+    pick). Written when the number joins the pool, by the throttle that adds it, and again
+    with every policy published.
+
+    :ivar lapses_at: when its paid period lapses (seconds since the epoch; 0: none tracked);
+        see :attr:`callthrottle._terms.Term.lapses_at`
+    :ivar warn_at: when the warning window before it begins (0: none)
+    """
 
     tag: str
     limit: int
     plan: RatePlan = NO_RATES
     area: str = ""  # see callthrottle._numbers.locality
     region: str = ""
+    lapses_at: float = 0.0
+    warn_at: float = 0.0

@@ -5,7 +5,8 @@ Hypothesis drives the two with the same operations, as throttles would send them
 windows in a time zone, callee windows, two pools): acquire (try once or wait), a queued
 token asking again, abandon, release by the owner or by another throttle, renew, restore,
 release_owner, reset_number, run-time caps and states and carrier reactions, group caps,
-pool changes and picks with every strategy and a fallback pool, session leases (acquired and
+pool changes and picks with every strategy and a fallback pool (members with paid periods,
+lapsed, about to lapse or neither by each pick's calendar), session leases (acquired and
 picked by the owner ``SESSION``) and their keep-alives, and the clock moving past TTLs,
 max_hold, sessions' expiries, windows and local midnights. Every reply of one must be the
 other's, and after every step so must everything they show (usage, holders, window and group
@@ -30,6 +31,7 @@ from __future__ import annotations
 import os
 import uuid
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +71,7 @@ from ._universe import (
     GROUPS,
     LAYOUT,
     NUMBERS,
+    PLAIN,
     POOLS,
     SESSION,
     SMALL,
@@ -98,6 +101,18 @@ MAX_HOLDS = (None, None, 8.0, 20.0)
 TZ_OFFSETS = (0.0, 8 * 3600.0, -5 * 3600.0, 5.5 * 3600.0)
 STEPS = (0.5, 1.0, 4.0, 5.0, 9.0, 10.0, 31.0, 3600.0)
 BEYOND_EVERY_TTL = 2 * DAY  # longer than any lease, line, window or sticky callee lasts
+# Paid periods: a pool member's (lapses_at, warn_at), and the calendar a pick is made at (0: a
+# caller without one), around one lapse instant, to the millisecond.
+LAPSE = 1_801_440_000.0
+TERMS = (
+    (0.0, 0.0), (0.0, 0.0), (LAPSE, LAPSE - 7 * DAY), (LAPSE, LAPSE - 2 * DAY),
+    (LAPSE + DAY, LAPSE - 6 * DAY),
+)  # fmt: skip
+CALENDARS = (
+    0.0, LAPSE - 8 * DAY, LAPSE - 3 * DAY, LAPSE - DAY, LAPSE - 0.001, LAPSE, LAPSE + 0.5 * DAY,
+    LAPSE + DAY, LAPSE + 9 * DAY,
+)  # fmt: skip
+NO_TERMS = ((0.0, 0.0),) * len(NUMBERS)
 
 numbers = st.sampled_from(NUMBERS)
 tokens = st.sampled_from(TOKENS)
@@ -204,11 +219,15 @@ class Differential(RuleBasedStateMachine):
 
     # -- set-up -----------------------------------------------------------------------------
 
-    @initialize(tz_offset=st.sampled_from(TZ_OFFSETS))
-    def start(self, tz_offset: float) -> None:
+    @initialize(
+        tz_offset=st.sampled_from(TZ_OFFSETS),
+        terms=st.tuples(*[st.sampled_from(TERMS)] * len(NUMBERS)),
+    )
+    def start(self, tz_offset: float, terms: tuple[tuple[float, float], ...] = NO_TERMS) -> None:
         self.tz_offset = tz_offset
         for pool, members in POOLS.items():
-            self.both(partial(_fill, pool, {number: member_spec(number) for number in members}))
+            specs = {n: _with_term(n, terms[NUMBERS.index(n)]) for n in members}
+            self.both(partial(_fill, pool, specs))
         self.compare_views()
 
     # -- calls --------------------------------------------------------------------------------
@@ -365,13 +384,19 @@ class Differential(RuleBasedStateMachine):
     @rule(
         member=st.sampled_from([(pool, n) for pool, members in POOLS.items() for n in members]),
         remove=st.booleans(),
+        term=st.sampled_from(TERMS),
     )
-    def pool_update(self, member: tuple[str, str], remove: bool) -> None:
+    def pool_update(
+        self, member: tuple[str, str], remove: bool, term: tuple[float, float] = (0.0, 0.0)
+    ) -> None:
+        """A number taken out, or added (or its spec written again: a renewal when its paid
+        period changed)."""
         pool, number = member
         if remove:
             self.step(lambda b: b.pool_update(pool, {}, [number]))
         else:
-            self.step(lambda b: b.pool_update(pool, {number: member_spec(number)}, ()))
+            spec = _with_term(number, term)
+            self.step(lambda b: b.pool_update(pool, {number: spec}, ()))
 
     @rule(
         pool=st.sampled_from(sorted(POOLS)),
@@ -386,6 +411,7 @@ class Differential(RuleBasedStateMachine):
         priority=priorities,
         sticky_ttl=st.sampled_from((10.0, 86400.0)),
         version=versions,
+        calendar=st.sampled_from(CALENDARS),
     )
     def pick(
         self,
@@ -401,9 +427,10 @@ class Differential(RuleBasedStateMachine):
         priority: int,
         sticky_ttl: float,
         version: int = -1,
+        calendar: float = 0.0,
     ) -> None:
         """A pick as ``Throttle.acquire_from`` makes it: the pool asked for, then its fallback
-        (tried in passing, never waited on)."""
+        (tried in passing, never waited on), at the caller's calendar."""
         if strategy == "local":
             # The local strategy samples an area's numbers at random when it has more than
             # `tries`: with as many tries as the pool has numbers, both backends see them all.
@@ -415,7 +442,7 @@ class Differential(RuleBasedStateMachine):
             queue = wait and index == 0
             asked = PickRequest(
                 name, token, owner, ttl, max_hold, strategy, tries, call, near, sticky_ttl,
-                _session(owner), self._version(version),
+                _session(owner), self._version(version), calendar,
             )  # fmt: skip
             result = self.step(
                 partial(_pick, asked, queue),
@@ -522,6 +549,11 @@ def _fill(pool: str, added: dict[str, MemberSpec], backend: Backend) -> Awaitabl
     return backend.pool_update(pool, added, ())
 
 
+def _with_term(number: str, term: tuple[float, float]) -> MemberSpec:
+    """The number's member spec with a paid period: (lapses_at, warn_at), (0, 0) for none."""
+    return replace(member_spec(number), lapses_at=term[0], warn_at=term[1])
+
+
 def _pick(request: PickRequest, wait: bool, backend: Backend) -> Awaitable[PickResult]:
     return backend.pick(request, wait=wait)
 
@@ -565,11 +597,16 @@ def differential(redis_url: str) -> Iterator[type[Differential]]:
         yield Machine
 
 
-def replay(machine: type[Differential], *steps: tuple[str, dict[str, Any]]) -> None:
-    """Run the given steps on a fresh pair of backends (one found case, kept as a test)."""
+def replay(
+    machine: type[Differential],
+    *steps: tuple[str, dict[str, Any]],
+    terms: tuple[tuple[float, float], ...] = NO_TERMS,
+) -> None:
+    """Run the given steps on a fresh pair of backends (one found case, kept as a test);
+    ``terms``: the numbers' paid periods (see ``TERMS``)."""
     state = machine()
     try:
-        state.start(tz_offset=0.0)
+        state.start(tz_offset=0.0, terms=terms)
         for name, arguments in steps:
             getattr(state, name)(**arguments)
             state.keys_expire()
@@ -660,3 +697,24 @@ def test_a_number_disabled_after_a_cool_down_gives_no_time_to_retry_at(redis_url
             ("set_policy", {"number": SMALL, "changes": PolicyChange(state="disabled")}),
             ("acquire", {"number": SMALL, "token": "t1", "owner": "o1", **call}),
         )
+
+
+def test_lapsed_numbers_of_a_sample_go_back_in_load_order(redis_url: str) -> None:
+    """The local strategy's sample is random (on Redis, SRANDMEMBER's order): the lapsed numbers
+    it finds went back in that order, so the next pick took another number on each backend.
+    Three rounds: the two orders differ in one at least, seven times in eight."""
+    pick: dict[str, Any] = {"ttl": 5.0, "max_hold": None, "priority": 0, "sticky_ttl": 10.0}
+    pick |= {"pool": "p1", "owner": "o1", "wait": False}
+    lapsing = (LAPSE, LAPSE - 7 * DAY)
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("pool_update", {"member": ("p1", PLAIN), "remove": True}),
+    ]
+    for token in ("t1", "t2", "t3"):
+        steps += [
+            ("pick", {**pick, "token": "t6", "strategy": "local", "tries": 3,
+                      "callee": CALLEES[1], "calendar": LAPSE}),
+            ("pick", {**pick, "token": token, "strategy": "least-loaded", "tries": 1,
+                      "callee": None, "calendar": 0.0}),
+        ]  # fmt: skip
+    with differential(redis_url) as machine:
+        replay(machine, *steps, terms=((0.0, 0.0), lapsing, lapsing, (0.0, 0.0), (0.0, 0.0)))

@@ -33,6 +33,7 @@ from callthrottle.backends._codec import (
     keepalive_argv,
     member_spec,
     pick_argv,
+    pick_result,
     pool_leave_argv,
     pool_update_argv,
     release_argv,
@@ -48,6 +49,7 @@ from callthrottle.backends._codec import (
 )
 from callthrottle.backends._keys import KeySpace
 from callthrottle.backends._requests import AcquireRequest, PickRequest
+from callthrottle.backends._results import Outcome, PickResult
 
 LUA = resources.files("callthrottle.backends").joinpath("lua")
 FUNCTIONS = sorted(
@@ -276,8 +278,9 @@ def test_pick() -> None:
     codec = CODECS["pick"]
     call = RatePlan(callee="+2", callee_windows=(Window(1, 60.0),), tz_offset=-3600.0, priority=2)
     request = PickRequest(
-        "p", "t", "o", 2.0, None, "sticky", 16, call, ("0571", "CN"), 60.0, policy=3
-    )
+        "p", "t", "o", 2.0, None, "sticky", 16, call, ("0571", "CN"), 60.0, policy=3,
+        calendar=1_767_225_600.25,
+    )  # fmt: skip
     argv = pick_argv(request, "o", "x:", "ch:", True)
     assert by_label(codec, argv) == (
         {
@@ -286,6 +289,7 @@ def test_pick() -> None:
             "callee": "+2", "callee windows": "1:60000:0", "priority": 2, "tries": 16,
             "callee area": "0571", "callee region": "CN", "sticky_ms": 60000, "wait": 1,
             "line_ms": 2000, "pool name": "p", "the stamp of the published policy": 3,
+            "calendar": 1_767_225_600_250,
         },
         [],
     )  # fmt: skip
@@ -298,6 +302,24 @@ def test_a_member_spec_is_read_by_pick_field_by_field() -> None:
         "tenant:acme", "5", "1", "9:60000:0",
     ]  # fmt: skip
     assert NO_RATES.windows == ()
+
+
+def test_a_paid_period_goes_after_the_region_and_before_the_groups() -> None:
+    """Its two instants in ms since the epoch; pick.lua tells the layouts apart by the count
+    of fields (7 + 4 per group without them, 9 + 4 per group with them)."""
+    spec = MemberSpec("t:acme", 4, RATES, "0571", "CN", 1_767_225_600.0, 1_766_620_800.0)
+    fields = member_spec(spec, "t:acme").split("\t")
+    assert fields == [
+        "t:acme", "4", "100:3600000:0", "10,20", "1", "0571", "CN",
+        "1767225600000", "1766620800000", "tenant:acme", "5", "1", "9:60000:0",
+    ]  # fmt: skip
+    assert (len(fields) - 7) % 4 == 2
+    # (pick.lua reads whole non-negative ms: a warning window from before the epoch is open)
+    early = member_spec(MemberSpec("*", 2, lapses_at=86_400.0, warn_at=-86_400.0), "*")
+    assert early.split("\t")[7:] == ["86400000", "0"]
+    plain = member_spec(MemberSpec("*", 2), "*").split("\t")
+    assert plain == ["*", "2", "", "", "0", "", ""]
+    assert (len(plain) - 7) % 4 == 0
 
 
 def test_the_key_layout_builds_the_keys_the_codecs_name() -> None:
@@ -330,3 +352,9 @@ def test_a_clusters_policy_stamp_is_on_the_slot_of_the_keys_it_fences() -> None:
     stamps = space.stamp_keys()
     assert len(stamps) == 16384
     assert sorted(key_slot(key.encode()) for key in stamps) == list(range(16384))
+
+
+def test_a_pick_refused_says_whether_it_was_fenced_or_every_number_lapsed() -> None:
+    assert pick_result([2, 1500], False) == PickResult(Outcome.REFUSED, None, 1.5)
+    assert pick_result([2, -1, b"f"], False) == PickResult(Outcome.REFUSED, fenced=True)
+    assert pick_result([2, -1, b"l"], True) == PickResult(Outcome.REFUSED, lapsed=True)

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = (
     "CODECS", "GROUP_KEYS", "NUMBER_KEYS", "POOL_KEYS", "Codec", "abandon_argv",
-    "acquire_argv", "acquire_result", "batch_argv", "end_session_argv", "fence_lift_argv",
-    "get_policy_result", "group_usage_result", "holders_result", "keepalive_argv",
+    "acquire_argv", "acquire_result", "batch_argv", "end_session_argv", "epoch_ms",
+    "fence_lift_argv", "get_policy_result", "group_usage_result", "holders_result", "keepalive_argv",
     "member_spec", "ms", "parse_windows_spec", "pick_argv", "pick_result", "policy_publish_argv",
     "policy_publish_result", "policy_read_result",
     "pool_leave_argv", "pool_members_result", "pool_update_argv", "release_argv",
@@ -81,6 +81,13 @@ def ms(seconds: float) -> int:
     # Rounded to a millionth of a millisecond first: 2.007 * 1000 is 2007.0000000000002, which
     # would otherwise round up to 2008 (a value in whole milliseconds must read back as it is).
     return max(math.ceil(round(seconds * 1000, 6)), 1)
+
+
+def epoch_ms(seconds: float) -> int:
+    """An instant (seconds since the epoch) in whole milliseconds, to the nearest: a paid
+    period's instants and a calendar's now compare alike on both backends (see
+    ``backends/memory/_choice.py``)."""
+    return round(seconds * 1000)
 
 
 @lru_cache(maxsize=1024)
@@ -373,7 +380,10 @@ def fence_lift_argv(marker: str) -> tuple[Arg, ...]:
 
 
 def member_spec(spec: MemberSpec, tag: str) -> str:
-    """A pool member's spec as pick.lua reads it (tab-separated); ``tag``: its keys' tag."""
+    """A pool member's spec as pick.lua reads it (tab-separated); ``tag``: its keys' tag. A
+    paid period adds two fields after the region (when it lapses and when its warning window
+    begins, in ms since the epoch); a spec without them (none tracked, or written by an older
+    version) has 7 + 4 per group fields, one with them 9 + 4 per group."""
     plan = spec.plan
     fields: list[str] = [
         tag,
@@ -384,6 +394,8 @@ def member_spec(spec: MemberSpec, tag: str) -> str:
         spec.area,
         spec.region,
     ]
+    if epoch_ms(spec.lapses_at) > 0:
+        fields += (str(epoch_ms(spec.lapses_at)), str(max(epoch_ms(spec.warn_at), 0)))
     for group in plan.groups:
         cap = "" if group.cap is None else str(group.cap)
         fields += (group.group, cap, str(group.reserve), windows_spec(group.windows))
@@ -429,6 +441,7 @@ def pick_argv(
         ms(request.ttl),
         request.pool,
         request.policy,
+        epoch_ms(request.calendar),
     )
 
 
@@ -439,7 +452,11 @@ def pick_result(reply: list[Any], wait: bool) -> PickResult:
         return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
     if reply[0] == 2:
         retry_in = None if reply[1] < 0 else reply[1] / 1000
-        return PickResult(Outcome.REFUSED, None, retry_in, fenced=len(reply) > 2)
+        if len(reply) == 2:
+            return PickResult(Outcome.REFUSED, None, retry_in)
+        return PickResult(
+            Outcome.REFUSED, None, retry_in, fenced=reply[2] == b"f", lapsed=reply[2] == b"l"
+        )
     return PickResult(Outcome(reply[0]), reply[1].decode())
 
 
@@ -599,6 +616,7 @@ CODECS: Mapping[str, Codec] = {
             "line_ms",
             "pool name",
             _VERSION,
+            "calendar",
         ),
         encode=pick_argv,
         decode=pick_result,

@@ -74,6 +74,10 @@ class PickRequest(NamedTuple):
     :ivar session: as :attr:`AcquireRequest.session`
     :ivar policy: as :attr:`AcquireRequest.policy` (the pool's member specs were published with
         it)
+    :ivar calendar: the caller's calendar now (seconds since the epoch; see
+        ``Settings.calendar``): numbers whose paid period lapsed by then are passed over, and
+        those inside their warning window come after their equals (0: no calendar, no number
+        lapsed)
     """
 
     pool: str
@@ -88,3 +92,4 @@ class PickRequest(NamedTuple):
     sticky_ttl: float = STICKY_TTL
     session: bool = False
     policy: int = 0
+    calendar: float = 0.0

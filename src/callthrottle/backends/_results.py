@@ -100,9 +100,12 @@ class PickResult:
         when known
     :ivar fenced: when refused, whether the backend holds every new grant because it may have
         lost its data (see :attr:`AcquireResult.fenced`): it may have lost the pool's numbers
+    :ivar lapsed: when refused, whether every number of the pool lapsed (its paid period ended,
+        by the caller's calendar): none was tried
     """
 
     outcome: Outcome
     number: str | None = None
     retry_in: float | None = None
     fenced: bool = False
+    lapsed: bool = False

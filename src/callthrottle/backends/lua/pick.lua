@@ -2,13 +2,16 @@
 -- Take a slot on the first number of a pool, in the strategy's order, that admits the call
 -- under all of its limits, exactly as acquire (without queueing) decides for one number.
 -- KEYS[1] PM  hash        number -> its spec: "tag\tlimit\twindows\twarmup\tmidnight\tarea\t
---                         region" then, per group, "\tname\tcap\treserve\twindows" (written
---                         by pool_update, which also keeps the area and region sets: PM's key
---                         with ':a:<area>', ':r:<region>' for its last letter)
+--                         region", with a paid period "\tlapses_ms\twarn_ms" (when it lapses,
+--                         when its warning window begins: ms since the epoch), then, per
+--                         group, "\tname\tcap\treserve\twindows" (written by pool_update,
+--                         which also keeps the area and region sets: PM's key with
+--                         ':a:<area>', ':r:<region>' for its last letter)
 -- KEYS[2] PL  sorted set  number -> load * LOAD_SCALE + when its load last changed (picked,
 --                         released, added: a counter): the least loaded first, and among
 --                         equals the one longest at its load;
---                         a number that could not take a call rests behind them all (RESTING)
+--                         a number that could not take a call rests behind them all (RESTING),
+--                         one passed over as lapsed behind those (UNPAID)
 -- KEYS[3] PO  sorted set  number -> its place in the round-robin order
 -- KEYS[4] PC  string      the round-robin cursor: the place after the last number picked
 -- KEYS[5] PS  counter     the move counter (PL's tie-breaker)
@@ -27,7 +30,12 @@
 -- ARGV[16] wait: '1' if the caller waits when nothing admits it, ARGV[17] line_ms: how long
 -- its place in line lasts unless it asks again, ARGV[18] pool name (for its waiters' events),
 -- ARGV[19] the stamp of the published policy the caller decided with (0: none; see
--- policy_stale).
+-- policy_stale), ARGV[20] calendar: the caller's calendar now, ms since the epoch (0: none).
+-- Whatever the strategy, a number whose paid period lapsed (calendar >= lapses_ms) is passed
+-- over, and among numbers of equal load (least-loaded order, local's samples) those inside
+-- their warning window (warn_ms <= calendar) come after the others (the instants are read
+-- from PM's key with 'e' for its last letter, number -> "lapses_ms\twarn_ms", which
+-- pool_update keeps from the specs: one read for a page of numbers).
 -- Callers waiting on the pool: PM's key with ':w' (sorted set "owner\ttoken" -> arrival) and
 -- ':x' (the same -> when the place lapses), both expiring with the latest place; while anyone
 -- waits, only the first in line picks: others (also try-once callers) are refused, or queued
@@ -43,7 +51,7 @@
 -- when none admitted (also when others wait ahead of a caller trying once; {2, retry_in_ms,
 -- 'f'} while the fence holds every grant), or {0, -1} when others wait ahead of a caller that
 -- now waits behind them; {6, -1, stamp} when a newer policy than the caller's is published
--- (nothing is written).
+-- (nothing is written); {2, -1, 'l'} when every number of the pool lapsed (by the calendar).
 local PM, PL, PO, PC, PS, S = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local version = ARGV[19]
 local stale = policy_stale(version, S)
@@ -107,22 +115,105 @@ if first and first ~= me then
   return {2, -1}  -- trying once: refused, never in line
 end
 
-local candidates, seen = {}, {}
-local function consider(number)
-  if #candidates < tries and not seen[number] then
-    seen[number] = true
-    candidates[#candidates + 1] = number
+-- The numbers to try, in order, at most `tries` of them. A number whose paid period lapsed by
+-- the caller's calendar is passed over: it takes no try (nor a place in line: it is not
+-- full) and goes to the very back once the numbers are chosen (UNPAID: behind even the
+-- numbers that could not take a call), so that later picks, also while every number is full,
+-- look at others first (a renewal puts it back at its load: pool_update).
+local UNPAID = 2 * RESTING
+local calendar = tonumber(ARGV[20]) or 0
+-- The paid periods of the pool's numbers that have one (kept by pool_update from their
+-- specs): PM's key with 'e' for its last letter, number -> "lapses_ms\twarn_ms". Read a page
+-- of numbers at a time; a spec is read only for a number tried.
+local PE = PB .. 'e'
+local candidates, seen, unpaid = {}, {}, {}
+local function terms(numbers)
+  if #numbers == 0 then return {} end
+  return redis.call('HMGET', PE, unpack(numbers))
+end
+-- Whether the number is inside its warning window (1) or not (0), by its paid period `term`
+-- (false: none); nil if it lapsed (noted in `unpaid`) or was looked at already.
+local function look(number, term)
+  if seen[number] then return nil end
+  seen[number] = true
+  if not term then return 0 end
+  local lapses, warn = string.match(term, '^(%d+)\t(%d+)$')
+  if calendar >= tonumber(lapses) then
+    unpaid[#unpaid + 1] = number
+    return nil
   end
+  return calendar >= tonumber(warn) and 1 or 0
+end
+local function add(number)
+  candidates[#candidates + 1] = number
+end
+-- Lexicographic order of {load, warns, tie-breaker, ...}: among equals of load, the numbers
+-- not about to lapse first.
+local function before(a, b)
+  for i = 1, 3 do
+    if a[i] ~= b[i] then return a[i] < b[i] end
+  end
+  return a[4] < b[4]
 end
 -- The least loaded of a random sample of a set of the pool's numbers.
 local function sample(set)
   local numbers = redis.call('SRANDMEMBER', set, tries)
   if #numbers == 0 then return end
   local scores = redis.call('ZMSCORE', PL, unpack(numbers))
+  local paid = terms(numbers)
+  local sampled = {}
+  for i, number in ipairs(numbers) do
+    local score = tonumber(scores[i]) or 0
+    sampled[i] = {math.floor(score / LOAD_SCALE), 0, score, number, paid[i]}
+  end
+  -- Looked at in load order (not the sample's random one): the lapsed go back in that order.
+  table.sort(sampled, before)
   local ranked = {}
-  for i, number in ipairs(numbers) do ranked[i] = {tonumber(scores[i]) or 0, number} end
-  table.sort(ranked, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-  for _, item in ipairs(ranked) do consider(item[2]) end
+  for _, item in ipairs(sampled) do
+    local warns = look(item[4], item[5])
+    if warns then
+      item[2] = warns
+      ranked[#ranked + 1] = item
+    end
+  end
+  table.sort(ranked, before)
+  for _, item in ipairs(ranked) do
+    if #candidates < tries then add(item[4]) end
+  end
+end
+-- Then the least loaded, in PL's order, read a page at a time until `tries` are found; the
+-- loads are read only when some number is inside its warning window (to put it after its
+-- equals).
+local function least_loaded()
+  local ranked, from, warned = {}, 0, {}
+  while #candidates + #ranked < tries do
+    local numbers = redis.call('ZRANGE', PL, from, from + tries - 1)
+    local paid = terms(numbers)
+    for i, number in ipairs(numbers) do
+      if #candidates + #ranked < tries then
+        local warns = look(number, paid[i])
+        if warns then
+          ranked[#ranked + 1] = number
+          if warns == 1 then warned[#warned + 1] = number end
+        end
+      end
+    end
+    if #numbers < tries then break end
+    from = from + tries
+  end
+  if #warned == 0 then
+    for _, number in ipairs(ranked) do add(number) end
+    return
+  end
+  local warns = {}
+  for _, number in ipairs(warned) do warns[number] = 1 end
+  local scores = redis.call('ZMSCORE', PL, unpack(ranked))
+  local items = {}
+  for i, number in ipairs(ranked) do
+    items[i] = {math.floor(tonumber(scores[i]) / LOAD_SCALE), warns[number] or 0, i, number}
+  end
+  table.sort(items, before)
+  for _, item in ipairs(items) do add(item[4]) end
 end
 
 if strategy == 'local' then
@@ -130,7 +221,9 @@ if strategy == 'local' then
   if region ~= '' then sample(PB .. 'r:' .. region) end
 elseif strategy == 'sticky' and callee ~= '' then
   local last = redis.call('GET', PB .. 'k:' .. callee)
-  if last and redis.call('HEXISTS', PM, last) == 1 then consider(last) end
+  if last and redis.call('HEXISTS', PM, last) == 1 then
+    if look(last, redis.call('HGET', PE, last)) then add(last) end
+  end
 end
 if strategy == 'round-robin' then
   local size = redis.call('ZCARD', PO)
@@ -139,38 +232,50 @@ if strategy == 'round-robin' then
     if first == me then leave_pool_line(PB, me, channels, pool) end
     return {2, -1}
   end
-  -- PC holds the place after the last number picked (not a count of picks), so that the turn
-  -- passes on in order also after numbers were added or removed.
+  -- PC holds the place after the last number whose turn it was (not a count of picks), so
+  -- that the turn passes on in order also after numbers were added or removed; a lapsed
+  -- number has no turn: the next one takes it.
   local start = (tonumber(redis.call('GET', PC)) or 0) % size
-  redis.call('SET', PC, start + 1)
-  for _, number in ipairs(redis.call('ZRANGE', PO, start, start + tries - 1)) do
-    consider(number)
+  local at, left, turn = start, size, nil
+  while #candidates < tries and left > 0 do
+    local last = math.min(at + tries, size, at + left) - 1
+    local numbers = redis.call('ZRANGE', PO, at, last)
+    local paid = terms(numbers)
+    for i, number in ipairs(numbers) do
+      if #candidates < tries and look(number, paid[i]) then
+        add(number)
+        turn = turn or at + i - 1
+      end
+    end
+    at, left = last + 1, left - (last + 1 - at)
+    if at >= size then at = 0 end
   end
-  if #candidates < tries and start > 0 then
-    local more = math.min(start, tries - #candidates)
-    for _, number in ipairs(redis.call('ZRANGE', PO, 0, more - 1)) do consider(number) end
-  end
+  redis.call('SET', PC, (turn or start) + 1)
 else
-  for _, number in ipairs(redis.call('ZRANGE', PL, 0, tries - 1)) do consider(number) end
+  least_loaded()
+end
+for _, number in ipairs(unpaid) do
+  redis.call('ZADD', PL, 'XX', UNPAID + redis.call('INCR', PS) % LOAD_SCALE, number)
 end
 
 local earliest = nil
 local full = false  -- some number was full: a slot that frees may serve the caller
 for _, number in ipairs(candidates) do
-  local spec = redis.call('HGET', PM, number)
-  local f = split_tabs(spec)
+  local f = split_tabs(redis.call('HGET', PM, number))
+  -- (a paid period adds two fields after the region: the groups start after them)
+  local groups_at = ((#f - 7) % 4 == 2) and 10 or 8
   local tag = f[1]
   local base = member_base(prefix, tag, number)
   local keys = {base .. 'h', base .. 'q', base .. 'w', base .. 'm', base .. 'p', base .. 'r', base .. 'r'}
   local args = {token, owner_arg, f[2], ttl, hold, '0', number, channels, version}
-  local groups = (#f - 7) / 4
+  local groups = (#f - groups_at + 1) / 4
   local with_callee = callee ~= '' and callee_windows ~= ''
   if f[3] ~= '' or f[4] ~= '' or groups > 0 or with_callee then
     if with_callee then keys[7] = prefix .. '{' .. tag .. '}:c:' .. callee end
     args[10], args[11], args[12], args[13] = f[3], tz, f[4], f[5]
     args[14] = with_callee and callee_windows or ''
     for g = 0, groups - 1 do
-      local at = 8 + g * 4
+      local at = groups_at + g * 4
       local gbase = prefix .. '{' .. tag .. '}:g:' .. f[at] .. ':'
       for _, suffix in ipairs({'h', 'r', 'w', 'p'}) do keys[#keys + 1] = gbase .. suffix end
       args[#args + 1] = f[at + 1]
@@ -216,4 +321,7 @@ if waits and full then
 elseif first == me then
   leave_pool_line(PB, me, channels, pool)
 end
+-- None to try but some lapsed: every number lapsed (when none is found, the choice looks at
+-- every number of the pool).
+if #candidates == 0 and #unpaid > 0 and not fence then return {2, -1, 'l'} end
 return {2, earliest or -1, fence and 'f' or nil}

@@ -6,11 +6,19 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+from .._codec import epoch_ms
+
 if TYPE_CHECKING:
     from ..._pools import MemberSpec
 
 
 _RESTING = 1 << 62  # the load recorded for a number that could not take a call: tried last
+
+
+def _lapse(spec: MemberSpec) -> int:
+    """When the number's paid period lapses, in ms since the epoch as the Redis backend keeps
+    it (0: none tracked, as for an instant not after the epoch)."""
+    return max(epoch_ms(spec.lapses_at), 0)
 
 
 class _Pool:
@@ -41,12 +49,17 @@ class _Pool:
         self.taken: dict[str, tuple[str, float]] = {}
 
     def add(self, number: str, spec: MemberSpec, load: int) -> None:
+        """A number joins at ``load`` (its live leases), or its spec is updated; one whose
+        paid period changed (a renewal: a lapsed number rested behind the others) takes its
+        place at ``load`` again."""
         old = self.members.get(number)
         if old is None:
             self.order.append(number)
             self.set_load(number, load)
         else:
             self._unplace(number, old)
+            if _lapse(old) != _lapse(spec):
+                self.set_load(number, load)
         self.members[number] = spec
         if spec.area:
             self.areas.setdefault(spec.area, []).append(number)
@@ -87,39 +100,6 @@ class _Pool:
         self.load[number] = load
         self.buckets.setdefault(load, {})[number] = None
 
-    def least_loaded(self, count: int) -> list[str]:
-        picked: list[str] = []
-        for load in sorted(self.buckets):  # as many buckets as distinct loads: a handful
-            for number in self.buckets[load]:
-                picked.append(number)
-                if len(picked) == count:
-                    return picked
-        return picked
-
-    def near(self, where: tuple[str, str], count: int) -> list[str]:
-        """The callee's area's numbers, then its region's (the least loaded of a random sample
-        of each), then the least loaded."""
-        picked: dict[str, None] = {}
-        for index, key in ((self.areas, where[0]), (self.regions, where[1])):
-            members = index.get(key) if key else None
-            if members:
-                sample = self.random.sample(members, min(count, len(members)))
-                sample.sort(
-                    key=lambda number: (self.load[number], self.picked.get(number, 0), number)
-                )
-                picked.update(dict.fromkeys(sample))
-        picked.update(dict.fromkeys(self.least_loaded(count)))
-        return list(picked)[:count]
-
-    def sticky(self, callee: str, now: float, count: int) -> list[str]:
-        """The callee's last number while remembered, then the least loaded."""
-        remembered = self.callees.get(callee)
-        picked: dict[str, None] = {}
-        if remembered is not None and remembered[1] > now and remembered[0] in self.members:
-            picked[remembered[0]] = None
-        picked.update(dict.fromkeys(self.least_loaded(count)))
-        return list(picked)[:count]
-
     def remember(self, callee: str, number: str, until: float, now: float) -> None:
         self.callees[callee] = (number, until)
         if len(self.callees) % 1024 == 0:  # now and then, forget the callees whose time is up
@@ -136,14 +116,3 @@ class _Pool:
             if taken[oldest][1] > now:
                 return
             del taken[oldest]
-
-    def round_robin(self, count: int) -> list[str]:
-        size = len(self.order)
-        if size == 0:
-            return []
-        start = self.cursor % size
-        self.cursor = start + 1
-        picked = self.order[start : start + count]
-        if len(picked) < count:
-            picked += self.order[: min(start, count - len(picked))]
-        return picked

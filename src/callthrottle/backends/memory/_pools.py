@@ -10,6 +10,7 @@ from ..._rates import NO_RATES
 from .._base import SESSION_HOLD_MAX
 from .._results import Outcome, PickResult
 from ._acquire import _Acquire
+from ._choice import choose
 from ._pool_state import _RESTING, _Pool
 from ._records import _expiry, _live
 from ._sessions import _Session
@@ -84,9 +85,7 @@ class _Pools(_Acquire):
         if request.policy != self._stamp and self._stale(request.policy):
             return PickResult(Outcome.STALE)
         pool, token, owner, ttl = request.pool, request.token, request.owner, request.ttl
-        max_hold, strategy, tries, call = (
-            request.max_hold, request.strategy, request.tries, request.call
-        )  # fmt: skip
+        max_hold, strategy, call = request.max_hold, request.strategy, request.call
         state = self._pools.get(pool)
         if state is None:
             return PickResult(Outcome.REFUSED)
@@ -116,14 +115,7 @@ class _Pools(_Acquire):
             if wait:
                 line[me] = now + ttl
             return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
-        if strategy == "round-robin":
-            candidates = state.round_robin(tries)
-        elif strategy == "local":
-            candidates = state.near(request.near, tries)
-        elif strategy == "sticky" and call.callee is not None:
-            candidates = state.sticky(call.callee, now, tries)
-        else:
-            candidates = state.least_loaded(tries)
+        candidates, lapsed = choose(state, request, now)
         earliest: float | None = None
         full = False  # some number was full: a slot that frees may serve the caller
         for number in candidates:
@@ -159,7 +151,7 @@ class _Pools(_Acquire):
             line[me] = now + ttl  # a place kept in line (its order unchanged when it had one)
         elif first == me:
             self._leave_line(pool, state, me)
-        return PickResult(Outcome.REFUSED, None, earliest)
+        return PickResult(Outcome.REFUSED, None, earliest, lapsed=lapsed)
 
     async def pool_leave(self, pool: str, token: str, owner: str) -> None:
         """Lua twin: ``pool_leave.lua``."""
