@@ -23,6 +23,7 @@ from .backends import Outcome, PickRequest, PickResult
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from ._expiry import ExpiryWatch
     from ._hooks import Hooks
     from ._keeper import Keeper
     from ._line import Line
@@ -46,6 +47,7 @@ class Pools(OnLoop):
         "_backend",
         "_calendar",
         "_check_open",
+        "_expiry",
         "_hooks",
         "_keeper",
         "_lease_ttl",
@@ -67,9 +69,11 @@ class Pools(OnLoop):
         line: Line,
         keeper: Keeper,
         check_open: Callable[[], None],
+        expiry: ExpiryWatch,
     ) -> None:
         super().__init__()
         self._backend = backend
+        self._expiry = expiry  # warnings of a number picked that lapses soon
         # Pools made at run time that this throttle found with numbers: known from then on,
         # so a refused pick of theirs costs no second round trip.
         self._seen: set[str] = set()
@@ -266,6 +270,9 @@ class Pools(OnLoop):
         lease = Lease(result.number, token, self._owner_id)
         lease.pool = pool
         self._keeper.take((result.number, token), lease)
+        term = (self._plans.known.get(lease.number) or self._plans.configured(lease.number))[2]
+        if term is not None:  # inside its warning window: told once a day, as an acquire does
+            self._expiry.lapsed(lease.number, term)
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
             self._check_open()  # closed as the slot came: no lease is taken once closing

@@ -143,9 +143,10 @@ async def finish(
     backend: Backend, published: PublishedPolicy, previous: PolicyDocument | None
 ) -> PublishedPolicy:
     """What follows the document, safe to run again (an ``apply`` cut off half-way, run
-    again, finishes here): its pools (each pool it lists gets its numbers, with their caps
-    and windows as it says, and loses the numbers it no longer lists; a pool it no longer
-    lists, the numbers ``previous`` listed there), then every slot's stamp. If a slot's stamp
+    again, finishes here): its pools (each pool it lists gets its numbers, with their caps,
+    windows and paid periods as it says, and loses the numbers it no longer lists; a pool it
+    no longer lists, the numbers ``previous`` listed there; a pool made at run time keeps its
+    numbers, told what the document says of them), then every slot's stamp. If a slot's stamp
     is above the policy's (processes still decide with a policy the backend lost), the
     document is written again, stamped above it, and finished.
 
@@ -161,6 +162,12 @@ async def finish(
         await _pool(backend, name, plans, numbers, gone, published)
     for name, numbers in before.items():  # pools the document no longer lists
         await _pool(backend, name, plans, (), list(numbers), published)
+    listed = set(document.config.pools) | (
+        set() if previous is None else set(previous.config.pools)
+    )
+    for name, members in (await backend.known_pools()).items():
+        if name not in listed:  # made at run time (add_to_pool): a renewal reaches it too
+            await _pool(backend, name, plans, members, (), published)
     highest = await backend.raise_stamps(stamp)
     if highest > stamp:
         again = await write(

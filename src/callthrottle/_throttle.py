@@ -228,7 +228,14 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
             backend.get_policy,
         )
         self._pools = Pools(
-            backend, settings, plans, self._hooks, self._line, self._keeper, check_open
+            backend,
+            settings,
+            plans,
+            self._hooks,
+            self._line,
+            self._keeper,
+            check_open,
+            self._expiry,
         )
         self._operator = Operator(
             backend,

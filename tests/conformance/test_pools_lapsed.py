@@ -22,7 +22,7 @@ CALLEE = "+8657100000001"  # in the numbers' area (the local strategy)
 
 def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
     """Seconds since the epoch of a moment in UTC."""
-    return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC).timestamp()
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.timezone.utc).timestamp()
 
 
 class Calendar:
@@ -220,3 +220,41 @@ async def test_a_renewal_brings_a_lapsed_number_back_at_once(
         assert await picks(picker, 3) == [N1, N2, N1]
         with pytest.raises(PoolExhausted):
             await picker.acquire_from("p", timeout=0)
+
+
+async def test_a_renewal_reaches_a_pool_made_at_run_time(new_throttle: ThrottleFactory) -> None:
+    """A pool made with add_to_pool is not in the policy, but its numbers are: a publish tells
+    it what the policy now says of them."""
+    calendar = Calendar(at(2027, 2, 3, 12))
+    lapsed: dict[str, Any] = {
+        "numbers": {N1: {"paid_until": "2027-02-01"}, N2: {"paid_until": "2027-12-31"}}
+    }
+    renewed: dict[str, Any] = {
+        "numbers": {N1: {"paid_until": "2027-03-31"}, N2: {"paid_until": "2027-12-31"}}
+    }
+    for settings in (lapsed, renewed):
+        settings["default_profile"], settings["profiles"] = "one", {"one": {"cap": 1}}
+        settings["default_tenant"] = "acme"  # on a Cluster, a run-time pool's numbers share it
+    async with new_throttle(config=lapsed, policy="follow", calendar=calendar) as throttle:
+        await throttle.publish_policy()
+        await throttle.add_to_pool("rt", [N1, N2])
+        assert (await throttle.acquire_from("rt", timeout=0)).number == N2
+        with pytest.raises(PoolExhausted):
+            await throttle.acquire_from("rt", timeout=0)
+        await throttle.publish_policy(renewed)
+        assert (await throttle.acquire_from("rt", timeout=0)).number == N1
+
+
+async def test_a_number_picked_inside_its_warning_window_is_warned_of_once_a_day(
+    new_throttle: ThrottleFactory,
+) -> None:
+    from callthrottle import Event, Expiring
+
+    events: list[Event] = []
+    calendar = Calendar(at(2027, 1, 30, 12))  # N1: two days left, N2: a year
+    paid = {N1: "2027-01-31", N2: "2027-12-31"}
+    settings = config([N1, N2], paid, cap=5)
+    async with new_throttle(config=settings, calendar=calendar, hooks=[events.append]) as throttle:
+        assert sorted(await picks(throttle, 4)) == [N1, N1, N2, N2]
+        warned = [e for e in events if isinstance(e, Expiring)]
+        assert warned == [Expiring(N1, "2027-01-31", 2, "active", "2027-02-08")]
