@@ -60,7 +60,9 @@ class PoolMethods:
 
         Every limit of the number picked applies (its state, cap, rate windows, trunk and
         tenant, and the callee's windows), decided with the pick in one step (one round trip on
-        Redis). Numbers that cannot take the call are skipped. If none can, the pool's
+        Redis). Numbers that cannot take the call are skipped, and so are those whose paid
+        period lapsed by the throttle's ``calendar`` (those about to lapse are taken after
+        their equals of load). If none can, the pool's
         ``fallback`` pool (configured) is tried, and so on; then the call waits for a number
         to free up (looking again when a lease of the pool is released in this process, at the
         earliest expiry the pick reported, and at least every 0.25 s) until ``timeout``, and
@@ -70,6 +72,7 @@ class PoolMethods:
             callee's area, then region, first) or ``"sticky"`` (the callee's last number
             first); defaults to the pool's configured one, else least-loaded
         :raises PoolExhausted: if no number could take the call within ``timeout``
+            (``lapsed`` when the paid period of every number tried lapsed)
         :raises LeaseConflict: if ``token`` already holds a slot on a number of the pool for
             another owner (for this throttle's owner, that slot is returned)
         :raises InvalidArgument: on bad input, before anything is written; also, at once and
