@@ -287,3 +287,24 @@ async def test_an_emptied_pool_leaves_nothing_behind(
         await throttle.release(await throttle.acquire_from("a", strategy="round-robin", timeout=0))
         await throttle.remove_from_pool("a", [NUMBER, OTHER])
         assert_all_expire(sync_client, prefix, 3_000)  # what picks took, as long as their ttl
+
+
+async def test_an_emptied_pool_with_paid_periods_leaves_nothing_behind(
+    redis_url: str, prefix: str, sync_client: redis.Redis
+) -> None:
+    """The paid periods a pool keeps apart for its picks (PM's key with 'e') go with its last
+    number, as its other keys do; while it has numbers, the key is one of its settings."""
+    config = {
+        "numbers": {NUMBER: {"paid_until": "2027-01-31"}, OTHER: {"paid_until": "2099-01-01"}}
+    }
+    async with Throttle.from_url(
+        redis_url, key_prefix=prefix, lease_ttl=2.0, config=config, calendar=lambda: 1.81e9
+    ) as throttle:
+        await throttle.add_to_pool("a", [NUMBER, OTHER])
+        assert any(key.endswith(":pool:a:e") for key in expiries(sync_client, prefix))
+        lease = await throttle.acquire_from("a", timeout=0)
+        assert lease.number == OTHER  # NUMBER lapsed by the calendar (May 2027)
+        await throttle.release(lease)
+        await throttle.remove_from_pool("a", [NUMBER])
+        await throttle.remove_from_pool("a", [OTHER])
+        assert_all_expire(sync_client, prefix, 3_000)
