@@ -45,14 +45,16 @@ def config(lapsed: list[str], strategy: str) -> dict[str, Any]:
 async def pick_cost(
     redis_url: str, prefix: str, client: redis.Redis, lapsed: list[str], strategy: str
 ) -> int:
-    """The commands of the third pick (the first two passed over the lapsed numbers once)."""
+    """The commands of a pick once the lapsed numbers were passed over: each is moved behind
+    the others once (round-robin looks at 4 * 16 places at most, then the least loaded, which
+    moves the rest), and later picks leave them there."""
     async with Throttle.from_url(
         redis_url,
         key_prefix=prefix,
         config=config(lapsed, strategy),
         calendar=lambda: at(2027, 3, 1),
     ) as throttle:
-        for _ in range(2):
+        for _ in range(4):
             await throttle.release(await throttle.acquire_from("p", timeout=0))
         before = counts(client)
         lease = await throttle.acquire_from("p", timeout=0)

@@ -101,6 +101,54 @@ local function join_line()
   for _, key in ipairs({PW, PX, PB .. 'ws'}) do extend(key, wait_ms + 1000) end
 end
 
+-- The numbers to try, in order, at most `tries` of them. A number whose paid period lapsed by
+-- the caller's calendar is passed over: it takes no try (nor a place in line: it is not
+-- full) and goes to the very back once the numbers are chosen (UNPAID: behind even the
+-- numbers that could not take a call), so that later picks, also while every number is full,
+-- look at others first (a renewal puts it back at its load: pool_update).
+local UNPAID = 2 * RESTING
+local BELOW_UNPAID = '(' .. string.format('%.0f', UNPAID)  -- a score bound: below the band
+local calendar = tonumber(ARGV[20]) or 0
+-- The paid periods of the pool's numbers that have one (kept by pool_update from their
+-- specs): PM's key with 'e' for its last letter, number -> "lapses_ms\twarn_ms". Read a page
+-- of numbers at a time; a spec is read only for a number tried.
+local PE = PB .. 'e'
+local candidates, seen, unpaid = {}, {}, {}
+local lapsed_seen = false  -- some number looked at lapsed
+local function terms(numbers)
+  if #numbers == 0 then return {} end
+  return redis.call('HMGET', PE, unpack(numbers))
+end
+-- Whether the number is inside its warning window (1) or not (0), by its paid period `term`
+-- (false: none); nil if it lapsed (noted in `unpaid`, to go to the band of the lapsed, unless
+-- it is there: `banded`) or was looked at already.
+local function look(number, term, banded)
+  if seen[number] then return nil end
+  seen[number] = true
+  if not term then return 0 end
+  local lapses, warn = string.match(term, '^(%d+)\t(%d+)$')
+  if calendar >= tonumber(lapses) then
+    lapsed_seen = true
+    if not banded then unpaid[#unpaid + 1] = number end
+    return nil
+  end
+  return calendar >= tonumber(warn) and 1 or 0
+end
+-- Whether every number of the pool lapsed, as far as one page tells: those outside the band
+-- of the lapsed are fewer than `tries`, and each lapsed by the caller's calendar (a caller
+-- behind others in line is told so rather than kept waiting for numbers that cannot serve).
+local function every_one_lapsed()
+  local numbers = redis.call('ZRANGEBYSCORE', PL, '-inf', BELOW_UNPAID, 'LIMIT', 0, tries)
+  if #numbers >= tries then return false end
+  if #numbers == 0 then return redis.call('EXISTS', PL) == 1 end
+  for _, term in ipairs(terms(numbers)) do
+    if not term or calendar < tonumber(string.match(term, '^(%d+)\t')) then return false end
+  end
+  return true
+end
+local function add(number)
+  candidates[#candidates + 1] = number
+end
 local lapsed = redis.call('ZRANGEBYSCORE', PX, '-inf', now)
 if #lapsed > 0 then
   redis.call('ZREMRANGEBYSCORE', PX, '-inf', now)
@@ -108,6 +156,7 @@ if #lapsed > 0 then
 end
 local first = redis.call('ZRANGE', PW, 0, 0)[1]
 if first and first ~= me then
+  if every_one_lapsed() then return {2, -1, 'l'} end
   if waits then
     join_line()
     return {0, -1}
@@ -115,38 +164,6 @@ if first and first ~= me then
   return {2, -1}  -- trying once: refused, never in line
 end
 
--- The numbers to try, in order, at most `tries` of them. A number whose paid period lapsed by
--- the caller's calendar is passed over: it takes no try (nor a place in line: it is not
--- full) and goes to the very back once the numbers are chosen (UNPAID: behind even the
--- numbers that could not take a call), so that later picks, also while every number is full,
--- look at others first (a renewal puts it back at its load: pool_update).
-local UNPAID = 2 * RESTING
-local calendar = tonumber(ARGV[20]) or 0
--- The paid periods of the pool's numbers that have one (kept by pool_update from their
--- specs): PM's key with 'e' for its last letter, number -> "lapses_ms\twarn_ms". Read a page
--- of numbers at a time; a spec is read only for a number tried.
-local PE = PB .. 'e'
-local candidates, seen, unpaid = {}, {}, {}
-local function terms(numbers)
-  if #numbers == 0 then return {} end
-  return redis.call('HMGET', PE, unpack(numbers))
-end
--- Whether the number is inside its warning window (1) or not (0), by its paid period `term`
--- (false: none); nil if it lapsed (noted in `unpaid`) or was looked at already.
-local function look(number, term)
-  if seen[number] then return nil end
-  seen[number] = true
-  if not term then return 0 end
-  local lapses, warn = string.match(term, '^(%d+)\t(%d+)$')
-  if calendar >= tonumber(lapses) then
-    unpaid[#unpaid + 1] = number
-    return nil
-  end
-  return calendar >= tonumber(warn) and 1 or 0
-end
-local function add(number)
-  candidates[#candidates + 1] = number
-end
 -- Lexicographic order of {load, warns, tie-breaker, ...}: among equals of load, the numbers
 -- not about to lapse first.
 local function before(a, b)
@@ -170,7 +187,7 @@ local function sample(set)
   table.sort(sampled, before)
   local ranked = {}
   for _, item in ipairs(sampled) do
-    local warns = look(item[4], item[5])
+    local warns = look(item[4], item[5], item[3] >= UNPAID)
     if warns then
       item[2] = warns
       ranked[#ranked + 1] = item
@@ -183,23 +200,33 @@ local function sample(set)
 end
 -- Then the least loaded, in PL's order, read a page at a time until `tries` are found; the
 -- loads are read only when some number is inside its warning window (to put it after its
--- equals).
+-- equals). The band of the lapsed is left out (its size does not add to the cost of a pick),
+-- but for one page of it when nothing else was found: a number another caller's calendar
+-- put there may be paid by this one's, and a pool whose every number lapsed says so.
 local function least_loaded()
-  local ranked, from, warned = {}, 0, {}
-  while #candidates + #ranked < tries do
-    local numbers = redis.call('ZRANGE', PL, from, from + tries - 1)
+  local ranked, warned = {}, {}
+  local function rank(numbers, banded)
     local paid = terms(numbers)
     for i, number in ipairs(numbers) do
       if #candidates + #ranked < tries then
-        local warns = look(number, paid[i])
+        local warns = look(number, paid[i], banded)
         if warns then
           ranked[#ranked + 1] = number
           if warns == 1 then warned[#warned + 1] = number end
         end
       end
     end
+  end
+  local from = 0
+  while #candidates + #ranked < tries do
+    local numbers = redis.call('ZRANGEBYSCORE', PL, '-inf', BELOW_UNPAID, 'LIMIT', from, tries)
+    rank(numbers, false)
     if #numbers < tries then break end
     from = from + tries
+  end
+  if #candidates + #ranked == 0 then
+    local band = string.format('%.0f', UNPAID)
+    rank(redis.call('ZRANGEBYSCORE', PL, band, '+inf', 'LIMIT', 0, tries), true)
   end
   if #warned == 0 then
     for _, number in ipairs(ranked) do add(number) end
@@ -222,7 +249,8 @@ if strategy == 'local' then
 elseif strategy == 'sticky' and callee ~= '' then
   local last = redis.call('GET', PB .. 'k:' .. callee)
   if last and redis.call('HEXISTS', PM, last) == 1 then
-    if look(last, redis.call('HGET', PE, last)) then add(last) end
+    local banded = (tonumber(redis.call('ZSCORE', PL, last)) or 0) >= UNPAID
+    if look(last, redis.call('HGET', PE, last), banded) then add(last) end
   end
 end
 if strategy == 'round-robin' then
@@ -234,15 +262,19 @@ if strategy == 'round-robin' then
   end
   -- PC holds the place after the last number whose turn it was (not a count of picks), so
   -- that the turn passes on in order also after numbers were added or removed; a lapsed
-  -- number has no turn: the next one takes it.
+  -- number has no turn: the next one takes it. At most 4 * tries places are looked at (a run
+  -- of lapsed numbers does not add to the cost of a pick): past a run that long with no
+  -- number found, the turn goes on from after it, and this pick takes the least loaded.
   local start = (tonumber(redis.call('GET', PC)) or 0) % size
-  local at, left, turn = start, size, nil
+  local at, left, turn = start, math.min(size, 4 * tries), nil
   while #candidates < tries and left > 0 do
     local last = math.min(at + tries, size, at + left) - 1
     local numbers = redis.call('ZRANGE', PO, at, last)
     local paid = terms(numbers)
+    local scores = redis.call('ZMSCORE', PL, unpack(numbers))
     for i, number in ipairs(numbers) do
-      if #candidates < tries and look(number, paid[i]) then
+      local banded = (tonumber(scores[i]) or 0) >= UNPAID
+      if #candidates < tries and look(number, paid[i], banded) then
         add(number)
         turn = turn or at + i - 1
       end
@@ -250,7 +282,8 @@ if strategy == 'round-robin' then
     at, left = last + 1, left - (last + 1 - at)
     if at >= size then at = 0 end
   end
-  redis.call('SET', PC, (turn or start) + 1)
+  redis.call('SET', PC, turn and turn + 1 or at)
+  if #candidates == 0 then least_loaded() end
 else
   least_loaded()
 end
@@ -323,5 +356,5 @@ elseif first == me then
 end
 -- None to try but some lapsed: every number lapsed (when none is found, the choice looks at
 -- every number of the pool).
-if #candidates == 0 and #unpaid > 0 and not fence then return {2, -1, 'l'} end
+if #candidates == 0 and lapsed_seen and not fence then return {2, -1, 'l'} end
 return {2, earliest or -1, fence and 'f' or nil}

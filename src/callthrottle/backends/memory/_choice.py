@@ -4,12 +4,15 @@ calendar, and putting those inside their warning window after their equals of lo
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from .._codec import epoch_ms
 from ._pool_state import _RESTING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from .._requests import PickRequest
     from ._pool_state import _Pool
 
@@ -24,7 +27,7 @@ class _Choice:
     """One pick's choice: the candidates so far, the numbers looked at, and those found
     lapsed (they go to the back once the choice is made)."""
 
-    __slots__ = ("calendar", "candidates", "seen", "state", "tries", "unpaid")
+    __slots__ = ("calendar", "candidates", "lapsed_seen", "seen", "state", "tries", "unpaid")
 
     def __init__(self, state: _Pool, tries: int, calendar: float) -> None:
         self.state = state
@@ -33,10 +36,16 @@ class _Choice:
         self.candidates: list[str] = []
         self.seen: set[str] = set()
         self.unpaid: list[str] = []
+        self.lapsed_seen = False  # some number looked at lapsed
+
+    def banded(self, number: str) -> bool:
+        """Whether the number is in the band of the lapsed (``_UNPAID``)."""
+        return self.state.load.get(number, 0) >= _UNPAID
 
     def look(self, number: str) -> int | None:
         """Whether the number is inside its warning window (``_WARNS``) or not (``_FRESH``);
-        None if it lapsed (noted), was looked at already, or is not in the pool."""
+        None if it lapsed (noted, to go to the band of the lapsed unless it is there), was
+        looked at already, or is not in the pool."""
         if number in self.seen:
             return None
         self.seen.add(number)
@@ -47,7 +56,9 @@ class _Choice:
         if lapses <= 0:
             return _FRESH
         if self.calendar >= lapses:
-            self.unpaid.append(number)
+            self.lapsed_seen = True
+            if not self.banded(number):
+                self.unpaid.append(number)
             return None
         return _WARNS if self.calendar >= max(epoch_ms(spec.warn_at), 0) else _FRESH
 
@@ -75,22 +86,48 @@ class _Choice:
 
     def least_loaded(self) -> None:
         """Then the least loaded, until ``tries`` are found (among equals of load, those not
-        about to lapse first)."""
+        about to lapse first). The band of the lapsed is left out, but for its first ``tries``
+        numbers when nothing else was found."""
         ranked: list[tuple[int, int, int, str]] = []
         room = self.tries - len(self.candidates)
         state = self.state
+
+        def rank(load: int, numbers: Iterable[str]) -> None:
+            for number in numbers:
+                if len(ranked) == room:
+                    return
+                warns = self.look(number)
+                if warns is not None:
+                    ranked.append((load, warns, len(ranked), number))
+
         if room > 0:
             for load in sorted(state.buckets):  # as many buckets as distinct loads: a handful
-                for number in state.buckets[load]:
-                    warns = self.look(number)
-                    if warns is not None:
-                        ranked.append((load, warns, len(ranked), number))
-                        if len(ranked) == room:
-                            break
-                if len(ranked) == room:
-                    break
+                if load < _UNPAID:
+                    rank(load, state.buckets[load])
+            if not ranked and not self.candidates and _UNPAID in state.buckets:
+                rank(_UNPAID, itertools.islice(state.buckets[_UNPAID], self.tries))
         ranked.sort()
         self.candidates += (item[3] for item in ranked)
+
+    def every_one_lapsed(self) -> bool:
+        """Whether every number of the pool lapsed, as far as one page tells (twin of
+        ``every_one_lapsed`` in ``pick.lua``)."""
+        state = self.state
+        below = [
+            number
+            for load in sorted(state.buckets)
+            if load < _UNPAID
+            for number in state.buckets[load]
+        ][: self.tries]
+        if len(below) >= self.tries:
+            return False
+        if not below:
+            return bool(state.load)
+        for number in below:
+            lapses = epoch_ms(state.members[number].lapses_at)
+            if lapses <= 0 or self.calendar < lapses:
+                return False
+        return True
 
     def round_robin(self) -> None:
         """From the pool's cursor on, in its order; a lapsed number has no turn (the next one
@@ -102,14 +139,17 @@ class _Choice:
             return
         start = state.cursor % size
         turn = None
-        for offset in range(size):
+        walk = min(size, 4 * self.tries)  # a run of lapsed numbers does not add to the cost
+        for offset in range(walk):
             if not self.room:
                 break
             at = (start + offset) % size
             if self.look(order[at]) is not None:
                 self.candidates.append(order[at])
                 turn = at if turn is None else turn
-        state.cursor = (start if turn is None else turn) + 1
+        state.cursor = (start + walk) % size if turn is None else turn + 1
+        if not self.candidates:  # past the run, the turn goes on; this pick takes the least
+            self.least_loaded()
 
 
 def choose(state: _Pool, request: PickRequest, now: float) -> tuple[list[str], bool]:
@@ -135,4 +175,10 @@ def choose(state: _Pool, request: PickRequest, now: float) -> tuple[list[str], b
         choice.least_loaded()
     for number in choice.unpaid:
         state.set_load(number, _UNPAID)
-    return choice.candidates, not choice.candidates and bool(choice.unpaid)
+    return choice.candidates, not choice.candidates and choice.lapsed_seen
+
+
+def every_one_lapsed(state: _Pool, request: PickRequest) -> bool:
+    """Whether every number of the pool lapsed by the request's calendar, as far as one page
+    tells (a caller behind others in line is told so)."""
+    return _Choice(state, request.tries, request.calendar).every_one_lapsed()

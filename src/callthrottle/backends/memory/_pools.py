@@ -10,7 +10,7 @@ from ..._rates import NO_RATES
 from .._base import SESSION_HOLD_MAX
 from .._results import Outcome, PickResult
 from ._acquire import _Acquire
-from ._choice import choose
+from ._choice import choose, every_one_lapsed
 from ._pool_state import _RESTING, _Pool
 from ._records import _expiry, _live
 from ._sessions import _Session
@@ -112,6 +112,8 @@ class _Pools(_Acquire):
             del line[waiter]
         first = next(iter(line), None)
         if first is not None and first != me:
+            if every_one_lapsed(state, request):
+                return PickResult(Outcome.REFUSED, None, None, lapsed=True)
             if wait:
                 line[me] = now + ttl
             return PickResult(Outcome.QUEUED if wait else Outcome.REFUSED)
