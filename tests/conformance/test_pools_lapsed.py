@@ -258,3 +258,18 @@ async def test_a_number_picked_inside_its_warning_window_is_warned_of_once_a_day
         assert sorted(await picks(throttle, 4)) == [N1, N1, N2, N2]
         warned = [e for e in events if isinstance(e, Expiring)]
         assert warned == [Expiring(N1, "2027-01-31", 2, "active", "2027-02-08")]
+
+
+async def test_a_pick_and_an_acquire_agree_on_the_instant_a_number_lapses(
+    new_throttle: ThrottleFactory,
+) -> None:
+    """A fraction of a millisecond before midnight the number is still paid for, to a pick
+    as to an acquire; at midnight it lapsed for both."""
+    lapse = at(2027, 2, 1)
+    calendar = Calendar(lapse - 0.0004)
+    async with new_throttle(config=config([N1], {N1: "2027-01-31"}, cap=5), calendar=calendar) as t:
+        assert await picks(t, 1) == [N1]
+        await t.acquire(N1, timeout=0)
+        calendar.now = lapse
+        with pytest.raises(PoolExhausted):
+            await t.acquire_from("p", timeout=0)

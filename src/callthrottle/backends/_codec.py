@@ -84,10 +84,11 @@ def ms(seconds: float) -> int:
 
 
 def epoch_ms(seconds: float) -> int:
-    """An instant (seconds since the epoch) in whole milliseconds, to the nearest: a paid
+    """An instant (seconds since the epoch) in whole milliseconds, rounded down: a paid
     period's instants and a calendar's now compare alike on both backends (see
-    ``backends/memory/_choice.py``)."""
-    return round(seconds * 1000)
+    ``backends/memory/_choice.py``), and as the throttle compares them in seconds (a calendar
+    a fraction of a millisecond before a lapse is before it)."""
+    return math.floor(seconds * 1000)
 
 
 @lru_cache(maxsize=1024)
