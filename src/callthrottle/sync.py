@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ._health import NumberState, NumberStatus, Reaction
     from ._models import Holder, Lease, ReleaseOutcome, Usage, WindowUsage
     from ._publishing import PublishedPolicy
+    from ._terms import Calendar
     from .backends import Backend
 
 __all__ = ("SyncThrottle",)
@@ -347,6 +348,16 @@ class SyncThrottle:
     def policy_version(self) -> int:
         """:attr:`Throttle.policy_version`."""
         return self.throttle.policy_version
+
+    @property
+    def config(self) -> Config:
+        """:attr:`Throttle.config`."""
+        return self.throttle.config
+
+    @property
+    def calendar(self) -> Calendar:
+        """:attr:`Throttle.calendar`."""
+        return self.throttle.calendar
 
     def published_policy(self) -> PublishedPolicy | None:
         """:meth:`Throttle.published_policy`, blocking."""
