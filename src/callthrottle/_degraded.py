@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 from ._errors import BackendUnavailable
 from ._events import LeaseLost, Released
-from ._expiry import lapse_refusal
+from ._expiry import refusal_if_lapsed
 from ._loop import OnLoop
 from ._models import Lease, ReleaseOutcome
 from ._numbers import normalize_number
@@ -122,9 +122,9 @@ class Degraded(OnLoop):
         number = normalize_number(number, self._settings.region)
         cap = self._plans.cap_for(number, limit)
         term = self._plans.configured(number)[2]
-        lapsed = None if term is None else term.state_at(self._settings.calendar())
-        if term is not None and lapsed is not None:
-            raise lapse_refusal(number, term, lapsed)
+        refused = refusal_if_lapsed(number, term, self._settings.calendar())
+        if refused is not None:
+            raise refused
         share = max(1, int(cap * share_of_cap))
         if self._since is None:
             self._since = self._now()

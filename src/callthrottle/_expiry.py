@@ -81,6 +81,13 @@ class ExpiryWatch:
             )
 
 
+def refusal_if_lapsed(number: str, term: Term | None, now: float) -> NumberUnavailable | None:
+    """The error for a call on ``number`` at ``now`` if its paid period (``term``; None: not
+    tracked) lapsed, else None."""
+    state = None if term is None else term.state_at(now)
+    return None if term is None or state is None else lapse_refusal(number, term, state)
+
+
 def lapse_refusal(
     number: str, term: Term, state: NumberState, runtime: RuntimePolicy | None = None
 ) -> NumberUnavailable:

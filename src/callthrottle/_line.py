@@ -19,7 +19,7 @@ from ._errors import (
     ThrottleError,
 )
 from ._events import Queued
-from ._expiry import lapse_refusal
+from ._expiry import lapse_refusal, refusal_if_lapsed
 from ._health import NumberState
 from ._keeper import CLEANUP_TIMEOUT
 from ._loop import OnLoop
@@ -322,13 +322,13 @@ class Line(OnLoop):
         policy published while it waited gave the number a period that lapsed since) gives
         the slot back at once, as a caller that gave up waiting does, and is refused as a
         caller arriving then would be."""
-        configured = self._known.get(number)
-        term = (configured or self._plans.configured(number))[2]
-        state = None if term is None else term.state_at(self._expiry.calendar())
-        if term is None or state is None:
+        term = (self._known.get(number) or self._plans.configured(number))[2]
+        if term is None:  # not tracked: the calendar is not read
             return
-        await self.abandon(number, token)
-        raise lapse_refusal(number, term, state)
+        refused = refusal_if_lapsed(number, term, self._expiry.calendar())
+        if refused is not None:
+            await self.abandon(number, token)
+            raise refused
 
     async def _replanned(
         self,

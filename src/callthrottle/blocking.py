@@ -46,7 +46,7 @@ from ._errors import (
     PolicyMismatch,
     RateLimited,
 )
-from ._expiry import ExpiryWatch, lapse_refusal
+from ._expiry import ExpiryWatch, lapse_refusal, refusal_if_lapsed
 from ._health import NumberState
 from ._hooks import Hooks
 from ._line import no_newer_policy
@@ -371,9 +371,9 @@ class SessionClient:
         a caller arriving then would be (:meth:`acquire` gives the slot back, as any slot of a
         wait that failed)."""
         term = self._config.term_for(lease.number)
-        state = None if term is None else term.state_at(self._calendar())
-        if term is not None and state is not None:
-            raise lapse_refusal(lease.number, term, state)
+        refused = refusal_if_lapsed(lease.number, term, self._calendar())
+        if refused is not None:
+            raise refused
 
     def end_call(self, lease: Lease) -> ReleaseOutcome:
         """Give the slot back (from any process of the session) and say what was found."""

@@ -113,12 +113,17 @@ class _Choice:
         """Whether every number of the pool lapsed, as far as one page tells (twin of
         ``every_one_lapsed`` in ``pick.lua``)."""
         state = self.state
-        below = [
-            number
-            for load in sorted(state.buckets)
-            if load < _UNPAID
-            for number in state.buckets[load]
-        ][: self.tries]
+        below = list(
+            itertools.islice(
+                (
+                    number
+                    for load in sorted(state.buckets)
+                    if load < _UNPAID
+                    for number in state.buckets[load]
+                ),
+                self.tries,
+            )
+        )
         if len(below) >= self.tries:
             return False
         if not below:
