@@ -24,6 +24,15 @@
    round trips and commands per acquire and per release, 200 coroutines on cap 20 (each beside
    the library without the fence run again, the noise); and the first acquire of a fresh
    library (it reads INFO) against the next one.
+9. Server work per decision and capacity (``capacity.py``): time inside Redis and commands run
+   inside the functions per acquire and per release (plain and under every limit), the
+   server's CPU per call set-up and the set-ups/s one master carries (checked under load from
+   several client processes), the CPU per held call of renewals (per-process and session
+   leases), and the masters 100,000 calls and 2,000 set-ups/s need (scale on paper).
+10. The blocking facade (``facade.py``): ``SyncThrottle`` against ``Throttle`` on asyncio.
+
+The round's goals, each against its reference in the same run, head ``results.md``
+(``goals.py``).
 
 Writes ``benchmarks/results/results.{md,json,png}``; progress goes to stderr.
 """
@@ -678,16 +687,21 @@ async def bench_handoff(url: str, reps: int) -> Section:
         await proc.wait()
         await client.aclose()
         rows.append(latency_row(label, samples, floor=kind == "floor"))
+    rows = with_ratios(rows, "latency")
     return Section(
         "handoff",
         "Hand-off between processes (Redis)",
         "latency",
-        with_ratios(rows, "latency"),
+        rows,
         [
             (
                 "A holder (this process) releases while a waiter in another process is queued "
                 "(`usage().waiting == 1`, or the raw client is blocked); time from the start of the "
                 "release call to the waiter's grant, both by `time.monotonic()`. ops/s = 1 / mean."
+            ),
+            (
+                f"callthrottle / floor p50: {fmt(rows[1].vs_floor, '.2f', 'x')} (goal: at most "
+                "1.0x, the `LPUSH` -> `BLPOP` floor)."
             ),
         ],
     )
@@ -1008,6 +1022,12 @@ def markdown(report: dict[str, Any], sections: list[Section]) -> str:
             "per cycle over the floor's (contended tables), commands or bytes over the floor's."
         ),
     ]
+    if report.get("goals"):
+        from goals import Goal
+        from goals import markdown as goals_markdown
+
+        found = [Goal(**{k: v for k, v in g.items() if k != "met"}) for g in report["goals"]]
+        lines += ["", *goals_markdown(found)]
     for section in sections:
         lines += ["", *section_markdown(section)]
     if report["peers_failed"]:
@@ -1200,14 +1220,26 @@ async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], list[
     sections.append(await bench_handoff(url, args.handoff_reps))
     log("round trips (INFO commandstats, MONITOR)")
     sections.append(await bench_round_trips(url, CAP))
+    from capacity import run as run_capacity  # (it imports this module's helpers)
+
+    sections += await run_capacity(url, args.rounds, args.duration, args.quick)
     from sessions import run as run_sessions  # (it imports this module's helpers)
 
     sections += await run_sessions(url, args.rounds, 200 if not args.quick else 50)
+    from facade import run as run_facade  # (it imports this module's helpers)
+
+    sections += await run_facade(url, args.rounds)
     from fence import run as run_fence  # (it imports this module's helpers)
 
     sections += await run_fence(url, args.rounds, args.duration, args.quick)
     log("memory per number")
     sections.append(await bench_memory_usage(url))
+    from capacity import scale_section
+    from goals import goals
+
+    scale = scale_section(sections)
+    sections += [scale] if scale else []
+    found = goals(sections)
     report: dict[str, Any] = {
         "command": " ".join(["python", "dev.py", "bench", *sys.argv[1:]]),
         "mode": "quick" if args.quick else "full",
@@ -1221,6 +1253,7 @@ async def run(args: argparse.Namespace, url: str) -> tuple[dict[str, Any], list[
             "url": args.url or "started by tests._servers.redis_server()",
         },
         "peers_failed": failed,
+        "goals": [{**asdict(goal), "met": goal.met} for goal in found],
     }
     return report, sections
 
