@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hot_path import NUMBER
-from suite import CALLEE, CAP, POLICED, SCRIPT_COMMANDS, Row, Section, log
+from suite import CALLEE, CAP, POLICED, SCRIPT_COMMANDS, Row, Section, log, prefix_memory
 from tests._servers import redis_server
 
 if TYPE_CHECKING:
@@ -299,6 +299,9 @@ async def bench_capacity(url: str, rounds: int, duration: float) -> Section:
     async with (
         Throttle.from_url(url, key_prefix="bench-cpu:") as plain,
         Throttle.from_url(url, key_prefix="bench-cpup:", config=POLICED) as policed,
+        Throttle.from_url(
+            url, key_prefix="bench-cpus:", config=POLICED, session="bench-cap", keepalive=False
+        ) as in_session,
     ):
 
         async def floor() -> None:
@@ -311,10 +314,15 @@ async def bench_capacity(url: str, rounds: int, duration: float) -> Section:
         async def policed_pair() -> None:
             await policed.release(await policed.acquire(NUMBER, timeout=0, callee=CALLEE))
 
+        async def session_pair() -> None:
+            lease = await in_session.acquire(NUMBER, timeout=0, callee=CALLEE)
+            await in_session.release(lease)
+
         for label, step in (
             ("floor: 2x EVALSHA of `return 1` (redis-py)", floor),
             ("set-up: acquire + release (plain)", pair),
             ("set-up: acquire + release (every limit)", policed_pair),
+            ("set-up: acquire + release (every limit, session lease)", session_pair),
         ):
             cpu = await cpu_per_step(sync, step, count, idle)
             rows.append(
@@ -410,7 +418,7 @@ async def bench_renewals(url: str, held: int) -> Section:
                         "fcalls_per_lease": calls / (beats * held),
                         "server_usec_per_lease": usec / (beats * held),
                         "server_cpu_us_per_lease": per_lease_cpu,
-                        "cpu_us_per_held_call_per_s": per_lease_cpu / RENEW_INTERVAL,
+                        "cpu_ns_per_held_call_per_s": per_lease_cpu / RENEW_INTERVAL * 1e3,
                     },
                 )
             )
@@ -438,10 +446,24 @@ async def bench_renewals(url: str, held: int) -> Section:
                     "fcalls_per_lease": calls / count,
                     "server_usec_per_lease": usec / count,
                     "server_cpu_us_per_lease": per_call_cpu,
-                    "cpu_us_per_held_call_per_s": per_call_cpu / RENEW_INTERVAL / per_session_calls,
+                    "cpu_ns_per_held_call_per_s": per_call_cpu
+                    / RENEW_INTERVAL
+                    / per_session_calls
+                    * 1e3,
                 },
             )
         )
+        # Memory of session leases (section 6 measures per-process ones).
+        taken = [await session.acquire(NUMBER, timeout=0) for _ in range(CAP - 1)]
+        held_bytes = {CAP: prefix_memory(sync, "bench-rns:")[0]}
+        for lease in taken:
+            await session.release(lease)
+        held_bytes[1] = prefix_memory(sync, "bench-rns:")[0]
+        rows += [
+            Row(f"memory: {size} session lease(s) on one number", None, None, None, extra=extra)
+            for size in (1, CAP)
+            for extra in [{"bytes": held_bytes[size]}]
+        ]
     sync.close()
     return Section(
         "renewals",
@@ -455,8 +477,8 @@ async def bench_renewals(url: str, held: int) -> Section:
                 "it holds leases on; *per lease* divides a heartbeat's FCALLs, its time inside "
                 "Redis (`INFO commandstats`) and the server's CPU (`INFO cpu`, network included) "
                 "by the leases renewed. With many processes a process holds about one lease per "
-                "number, the costlier row. *cpu us per held call per s* is the CPU per lease "
-                "over the renew interval."
+                "number, the costlier row. *cpu ns per held call per s* is the CPU per lease "
+                "over the renew interval, in nanoseconds."
             ),
             (
                 "Session leases: one keep-alive per session per `renew_interval`, whatever the "
@@ -474,77 +496,86 @@ def scale_section(sections: list[Section]) -> Section | None:
     if not {"capacity", "renewals", "memory_usage"} <= by_key.keys():
         return None
 
-    def row(key: str, start: str) -> Row:
-        return next(r for r in by_key[key].rows if r.label.startswith(start))
+    def row(key: str, start: str) -> dict[str, Any]:
+        return next(r for r in by_key[key].rows if r.label.startswith(start)).extra
 
-    setup_plain = row("capacity", "set-up: acquire + release (plain)").extra["server_cpu_us"]
-    setup_all = row("capacity", "set-up: acquire + release (every limit)").extra["server_cpu_us"]
-    renew_one = row("renewals", "heartbeat, per-process leases, 1 per").extra
-    keepalive = row("renewals", "session keep-alive").extra["server_cpu_us_per_lease"]
+    setup_plain = row("capacity", "set-up: acquire + release (plain)")["server_cpu_us"]
+    setup_all = row("capacity", "set-up: acquire + release (every limit)")["server_cpu_us"]
+    setup_session = row("capacity", "set-up: acquire + release (every limit, session")[
+        "server_cpu_us"
+    ]
+    renew_one = row("renewals", "heartbeat, per-process leases, 1 per")["server_cpu_us_per_lease"]
+    keepalive = row("renewals", "session keep-alive")["server_cpu_us_per_lease"]
     memory = {r.label: r.extra["bytes"] for r in by_key["memory_usage"].rows}
-    one = memory["busy: 1 lease"]
-    full = memory[f"busy: {CAP} leases (full)"]
-    per_lease = (full - one) / (CAP - 1)
-    per_number = one - per_lease
-    idle = memory["idle again, after use"]
-    setups = SCALE_SETUPS * setup_all / 1e6  # cores; every limit, the dearer kind
-    per_process = SCALE_CALLS / RENEW_INTERVAL * renew_one["server_cpu_us_per_lease"] / 1e6
-    sessions = SCALE_SESSIONS / RENEW_INTERVAL * keepalive / 1e6
-    numbers_busy = min(SCALE_NUMBERS, SCALE_CALLS)
-    mem = numbers_busy * per_number + SCALE_CALLS * per_lease
+    session_one = row("renewals", "memory: 1 session")["bytes"]
+    session_full = row("renewals", f"memory: {CAP} session")["bytes"]
+    numbers = min(SCALE_NUMBERS, SCALE_CALLS)
+
+    def footprint(one: int, full: int) -> tuple[float, float, float]:
+        per_lease = (full - one) / (CAP - 1)
+        per_number = one - per_lease
+        return per_number, per_lease, numbers * per_number + SCALE_CALLS * per_lease
 
     def plan(label: str, load: float, note: str) -> Row:
+        masters = max(1, math.ceil(load / HEADROOM))
         return Row(
-            label,
-            None,
-            None,
-            None,
-            extra={
-                "cores": load,
-                "masters_at_50pct": max(1, math.ceil(load / HEADROOM)),
-                "how": note,
-            },
+            label, None, None, None, extra={"cores": load, "masters_at_50pct": masters, "how": note}
         )
 
+    renewals = SCALE_CALLS / RENEW_INTERVAL * renew_one / 1e6
+    keepalives = SCALE_SESSIONS / RENEW_INTERVAL * keepalive / 1e6
+    per_process = SCALE_SETUPS * setup_all / 1e6
+    in_sessions = SCALE_SETUPS * setup_session / 1e6
     rows = [
         plan(
-            f"set-ups: {SCALE_SETUPS:,}/s (every limit)",
-            setups,
+            f"set-ups: {SCALE_SETUPS:,}/s, every limit, per-process leases",
+            per_process,
             f"{SCALE_SETUPS:,} x {setup_all:.0f} µs (plain: {setup_plain:.0f} µs)",
         ),
         plan(
+            f"set-ups: {SCALE_SETUPS:,}/s, every limit, session leases",
+            in_sessions,
+            f"{SCALE_SETUPS:,} x {setup_session:.0f} µs",
+        ),
+        plan(
             f"renewals, per-process leases: {SCALE_CALLS:,} held",
-            per_process,
-            f"{SCALE_CALLS:,} / {RENEW_INTERVAL:g} s x "
-            f"{renew_one['server_cpu_us_per_lease']:.1f} µs (one lease per number per process)",
+            renewals,
+            f"{SCALE_CALLS:,} / {RENEW_INTERVAL:g} s x {renew_one:.1f} µs "
+            "(one lease per number per process)",
         ),
         plan(
             f"renewals, session leases: {SCALE_SESSIONS} sessions",
-            sessions,
+            keepalives,
             f"{SCALE_SESSIONS} / {RENEW_INTERVAL:g} s x {keepalive:.1f} µs",
         ),
         plan(
-            "total with per-process leases",
-            setups + per_process,
+            "total, per-process leases",
+            per_process + renewals,
             "set-ups + per-process renewals",
         ),
-        plan("total with session leases", setups + sessions, "set-ups + keep-alives"),
+        plan("total, session leases", in_sessions + keepalives, "set-ups + keep-alives"),
     ]
-    rows.append(
-        Row(
-            f"memory: {SCALE_CALLS:,} leases over {numbers_busy:,} numbers",
-            None,
-            None,
-            None,
-            extra={
-                "megabytes": mem / 1e6,
-                "how": (
-                    f"{numbers_busy:,} x {per_number:,.0f} B per busy number + {SCALE_CALLS:,} x "
-                    f"{per_lease:,.0f} B per lease; an idle number after use: {idle:,} B"
-                ),
-            },
+    for kind, one, full in (
+        ("per-process", memory["busy: 1 lease"], memory[f"busy: {CAP} leases (full)"]),
+        ("session", session_one, session_full),
+    ):
+        per_number, per_lease, total = footprint(one, full)
+        rows.append(
+            Row(
+                f"memory: {SCALE_CALLS:,} {kind} leases over {numbers:,} numbers",
+                None,
+                None,
+                None,
+                extra={
+                    "megabytes": total / 1e6,
+                    "how": (
+                        f"{numbers:,} x {per_number:,.0f} B per busy number + {SCALE_CALLS:,} x "
+                        f"{per_lease:,.0f} B per lease"
+                    ),
+                },
+            )
         )
-    )
+    idle = memory["idle again, after use"]
     return Section(
         "scale",
         f"Scale on paper: {SCALE_CALLS:,} concurrent calls, {SCALE_SETUPS:,} set-ups/s",
@@ -553,10 +584,13 @@ def scale_section(sections: list[Section]) -> Section | None:
         [
             (
                 "cores: the share of one master's command thread, from this run's capacity "
-                "(every limit, sequential: the dearer figures), renewals (a heartbeat's "
-                "per-process leases at one per number, or one keep-alive per session) and memory "
-                "per number; masters at 50pct keeps each master's thread under 50% busy. Waiting "
-                "callers' policy reads (one per `renew_interval` per waiting throttle) are left out."
+                "section (every limit, sequential calls: the dearer figures) and renewals "
+                "section (a heartbeat's per-process leases at one per number, or one keep-alive "
+                f"per session, {SCALE_SESSIONS} sessions); masters at 50pct keeps each master's "
+                "thread under 50% busy. Memory: from section 6 (per-process leases) and the "
+                "renewals section (session leases), a number's keys with 1 and with 20 leases; "
+                f"an idle number after use keeps {idle:,} B. Waiting callers' policy reads (one "
+                "per `renew_interval` per waiting throttle) are left out."
             ),
         ],
     )

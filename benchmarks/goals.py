@@ -157,8 +157,8 @@ def goals(sections: list[Section]) -> list[Goal]:
                 None,
             )
         )
-    per_process = _row(by_key, "scale", "total with per-process")
-    sessions = _row(by_key, "scale", "total with session")
+    per_process = _row(by_key, "scale", "total, per-process")
+    sessions = _row(by_key, "scale", "total, session")
     if per_process and sessions:
         found.append(
             Goal(
