@@ -1150,7 +1150,7 @@ def chart(sections: list[Section], path: Path, subtitle: str) -> None:
     import matplotlib.pyplot as plt
 
     by_key = {section.key: section for section in sections}
-    keys = ("redis_uncontended", "cluster_uncontended", "memory_uncontended", "handoff")
+    keys = ("redis_uncontended", "cluster_uncontended", "memory_uncontended", "handoff", "facade")
     latency = [by_key[k] for k in keys if k in by_key]
     contended = [by_key[k] for k in ("contended_redis", "contended_memory", "contended_processes")]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 12.5))
