@@ -1,0 +1,152 @@
+"""Calls from plain threads onto an asyncio event loop that runs in another thread, and back.
+
+One call is one hand-off each way: the calling thread schedules the call with
+``loop.call_soon_threadsafe`` and sleeps on a lock; on the loop, the call runs in a task of its
+own, in a cancel scope, and releases the lock when it ends. (An anyio portal's ``call`` waits
+for the loop twice: once for the task to be started in its task group, once for the result.)
+
+A caller whose wait is interrupted (a signal's handler raised, e.g. ``KeyboardInterrupt``) has
+its call cancelled and waits for the cancellation to finish; if the call had ended already with
+a result that holds something (a lease), ``undo`` gives it back, and the interruption goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from typing import TYPE_CHECKING, Any
+
+from anyio.lowlevel import current_token
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Awaitable, Callable
+
+    import anyio
+
+__all__ = ("LoopCaller",)
+
+
+class _Call:
+    """One call on the loop: what to run, how it ended, and the lock its caller sleeps on."""
+
+    __slots__ = (
+        "args", "cancelled", "done", "ended", "error", "function", "kwargs", "result", "scope",
+    )  # fmt: skip
+
+    def __init__(
+        self, function: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.function, self.args, self.kwargs = function, args, kwargs
+        self.done = threading.Lock()
+        self.done.acquire()  # released once, on the loop, when the call has ended
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.cancelled = False  # the caller left: cancel the call (in the loop's thread)
+        self.ended = False
+
+    async def run(self, caller: LoopCaller) -> None:
+        try:
+            with caller.new_scope() as scope:
+                self.scope = scope
+                if self.cancelled:
+                    scope.cancel()
+                self.result = await self.function(*self.args, **self.kwargs)
+            if scope.cancelled_caught:
+                self.error = concurrent.futures.CancelledError()
+        except BaseException as exc:  # handed to the caller (a loop's shutdown cancels it too)
+            self.error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.scope = None
+            self.end(caller)
+
+    def end(self, caller: LoopCaller) -> None:
+        self.ended = True
+        caller.running.pop(self, None)
+        self.done.release()
+
+    def never_ran(self, caller: LoopCaller) -> None:
+        """The task ended: if it was cancelled before it started (the loop shutting down),
+        :meth:`run` never ran, and the caller is told here."""
+        if not self.ended:
+            self.error = concurrent.futures.CancelledError()
+            self.end(caller)
+
+    def cancel(self) -> None:
+        """Cancel the call (on the loop's thread), if it has not ended."""
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class LoopCaller:
+    """Runs coroutine functions on ``loop`` (an asyncio loop running in another thread) for
+    blocking callers in any other thread."""
+
+    __slots__ = ("_loop", "new_scope", "running")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        # The calls started and not ended, and their tasks (touched on the loop only).
+        self.running: dict[_Call, asyncio.Task[None]] = {}
+        self.new_scope: Callable[[], anyio.CancelScope] = _no_scope
+
+    @classmethod
+    async def here(cls) -> LoopCaller:
+        """A caller onto the running event loop (call on the loop)."""
+        import asyncio
+
+        caller = cls(asyncio.get_running_loop())
+        caller.new_scope = current_token().backend_class.create_cancel_scope
+        return caller
+
+    def _start(self, call: _Call) -> None:
+        try:
+            task = self._loop.create_task(call.run(self))
+        except BaseException as exc:  # noqa: BLE001 (the caller raises it)
+            call.error = exc
+            call.done.release()
+            return
+        self.running[call] = task
+        task.add_done_callback(lambda _: call.never_ran(self))
+
+    def call(
+        self,
+        function: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        undo: Callable[[Any], Awaitable[Any]] | None = None,
+    ) -> Any:
+        """``await function(*args, **kwargs)`` on the loop; its result, or its error raised.
+
+        :param undo: if the caller is interrupted after the call succeeded, ``undo(result)`` is
+            awaited on the loop before the interruption goes on (e.g. a lease's release)
+        """
+        call = _Call(function, args, kwargs)
+        self._loop.call_soon_threadsafe(self._start, call)
+        try:
+            call.done.acquire()
+        except BaseException:
+            self._loop.call_soon_threadsafe(call.cancel)
+            call.done.acquire()
+            if call.error is None and undo is not None:
+                self.call(undo, (call.result,), {})
+            raise
+        if call.error is not None:
+            error, call.error = call.error, None  # no cycle through the traceback's frames
+            raise error
+        return call.result
+
+    async def wait_idle(self) -> None:
+        """Wait until every call started has ended (call on the loop)."""
+        import asyncio
+
+        while self.running:
+            await asyncio.wait(list(self.running.values()))
+
+
+def _no_scope() -> anyio.CancelScope:
+    raise RuntimeError("LoopCaller.here() makes a caller")
