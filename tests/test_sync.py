@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import signal
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -24,7 +26,7 @@ from callthrottle.backends import MemoryBackend
 from callthrottle.sync import SyncThrottle
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 NUMBER = "+8657188880001"
 
@@ -202,3 +204,55 @@ def test_a_slot_whose_release_fails_is_not_raised_over_the_block(
             pass
         assert not lease.released
     assert "could not release" in caplog.text
+
+
+class _Interrupted(BaseException):
+    """What a signal's handler raises in the waiting thread (as ``KeyboardInterrupt`` does)."""
+
+
+@contextmanager
+def interrupt_on(signum: int) -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signum, previous)
+
+
+def test_a_waiter_interrupted_gives_its_place_in_line_up(url: str, prefix: str) -> None:
+    with SyncThrottle.from_url(url, default_limit=1, **options(url, prefix)) as throttle:
+        held = throttle.acquire(NUMBER, timeout=0)
+        started = time.monotonic()
+        with interrupt_on(signal.SIGALRM), pytest.raises(_Interrupted):
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            throttle.acquire(NUMBER, timeout=10)
+        assert time.monotonic() - started < 3  # at once, not when the wait would have ended
+        # The wait was cancelled on the loop before the interruption went on.
+        assert throttle.usage(NUMBER) == Usage(in_use=1, limit=1, waiting=0)
+        assert throttle.release(held) is True
+        assert throttle.held == ()
+        assert throttle.usage(NUMBER).in_use == 0  # nobody was handed the slot
+
+
+def test_a_slot_granted_as_its_caller_is_interrupted_is_given_back(url: str, prefix: str) -> None:
+    caller = threading.get_ident()
+
+    def interrupt_once_admitted(event: Event) -> None:
+        if type(event).__name__ == "Admitted":
+            signal.pthread_kill(caller, signal.SIGALRM)
+            time.sleep(0.2)  # the acquire ends with its lease before the cancellation comes
+
+    with SyncThrottle.from_url(url, default_limit=1, **options(url, prefix)) as throttle:
+        throttle.add_hook(interrupt_once_admitted)
+        for take in (
+            lambda: throttle.acquire(NUMBER, timeout=0),
+            lambda: throttle.slot(NUMBER, timeout=0).__enter__(),
+        ):
+            with interrupt_on(signal.SIGALRM), pytest.raises(_Interrupted):
+                take()
+            assert throttle.held == ()
+            assert throttle.usage(NUMBER).in_use == 0

@@ -13,6 +13,7 @@ a result that holds something (a lease), ``undo`` gives it back, and the interru
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ class _Call:
 
     __slots__ = (
         "args", "cancelled", "done", "ended", "error", "function", "kwargs", "result", "scope",
+        "started",
     )  # fmt: skip
 
     def __init__(
@@ -44,7 +46,8 @@ class _Call:
         self.error: BaseException | None = None
         self.scope: anyio.CancelScope | None = None
         self.cancelled = False  # the caller left: cancel the call (in the loop's thread)
-        self.ended = False
+        self.started = False  # its task was made (on the loop)
+        self.ended = False  # set on the loop just before ``done`` is released
 
     async def run(self, caller: LoopCaller) -> None:
         try:
@@ -75,11 +78,18 @@ class _Call:
             self.error = concurrent.futures.CancelledError()
             self.end(caller)
 
-    def cancel(self) -> None:
-        """Cancel the call (on the loop's thread), if it has not ended."""
+    def cancel(self, caller: LoopCaller) -> None:
+        """Cancel the call (on the loop's thread), if it has not ended. Its caller left while
+        it scheduled it: if it was not scheduled (this comes after its start if it was), it
+        ends here, never run."""
+        if self.ended:
+            return
         self.cancelled = True
         if self.scope is not None:
             self.scope.cancel()
+        elif not self.started:
+            self.error = concurrent.futures.CancelledError()
+            self.end(caller)
 
 
 class LoopCaller:
@@ -104,11 +114,12 @@ class LoopCaller:
         return caller
 
     def _start(self, call: _Call) -> None:
+        call.started = True
         try:
             task = self._loop.create_task(call.run(self))
         except BaseException as exc:  # noqa: BLE001 (the caller raises it)
             call.error = exc
-            call.done.release()
+            call.end(self)
             return
         self.running[call] = task
         task.add_done_callback(lambda _: call.never_ran(self))
@@ -126,19 +137,29 @@ class LoopCaller:
             awaited on the loop before the interruption goes on (e.g. a lease's release)
         """
         call = _Call(function, args, kwargs)
-        self._loop.call_soon_threadsafe(self._start, call)
         try:
+            self._loop.call_soon_threadsafe(self._start, call)
             call.done.acquire()
-        except BaseException:
-            self._loop.call_soon_threadsafe(call.cancel)
-            call.done.acquire()
-            if call.error is None and undo is not None:
-                self.call(undo, (call.result,), {})
+            if call.error is None:
+                return call.result
+        except BaseException:  # interrupted anywhere above, even inside call_soon_threadsafe
+            self._abandon(call, undo)
             raise
-        if call.error is not None:
-            error, call.error = call.error, None  # no cycle through the traceback's frames
-            raise error
-        return call.result
+        error, call.error = call.error, None  # no cycle through the traceback's frames
+        raise error
+
+    def _abandon(self, call: _Call, undo: Callable[[Any], Awaitable[Any]] | None) -> None:
+        """The caller of ``call`` was interrupted: cancel the call, wait for its end, and
+        undo what it did if it succeeded."""
+        try:
+            self._loop.call_soon_threadsafe(call.cancel, self)
+        except RuntimeError:  # the loop is closed: the call never ran, or has ended
+            return
+        if not call.ended:  # (if it has, the lock is ours already, or free)
+            call.done.acquire()
+        if call.error is None and undo is not None:
+            with contextlib.suppress(Exception):  # a release that failed: the lease lapses
+                self.call(undo, (call.result,), {})
 
     async def wait_idle(self) -> None:
         """Wait until every call started has ended (call on the loop)."""
