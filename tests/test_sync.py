@@ -248,10 +248,14 @@ def test_a_slot_granted_as_its_caller_is_interrupted_is_given_back(url: str, pre
 
     with SyncThrottle.from_url(url, default_limit=1, **options(url, prefix)) as throttle:
         throttle.add_hook(interrupt_once_admitted)
-        for take in (
-            lambda: throttle.acquire(NUMBER, timeout=0),
-            lambda: throttle.slot(NUMBER, timeout=0).__enter__(),
-        ):
+
+        def by_acquire() -> Lease:
+            return throttle.acquire(NUMBER, timeout=0)
+
+        def by_slot() -> Lease:
+            return throttle.slot(NUMBER, timeout=0).__enter__()
+
+        for take in (by_acquire, by_slot):
             with interrupt_on(signal.SIGALRM), pytest.raises(_Interrupted):
                 take()
             assert throttle.held == ()
