@@ -260,3 +260,16 @@ def test_a_slot_granted_as_its_caller_is_interrupted_is_given_back(url: str, pre
                 take()
             assert throttle.held == ()
             assert throttle.usage(NUMBER).in_use == 0
+
+
+def test_calls_run_as_asyncio_whatever_the_callers_context_says() -> None:
+    sniffio = pytest.importorskip("sniffio")
+    seen: list[str] = []
+    with SyncThrottle.from_url("memory://") as throttle:
+        throttle.add_hook(lambda event: seen.append(sniffio.current_async_library()))
+        token = sniffio.current_async_library_cvar.set("trio")  # as in a trio task's thread
+        try:
+            throttle.release(throttle.acquire(NUMBER, timeout=0))
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
+    assert seen == ["asyncio", "asyncio"]

@@ -19,9 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from anyio.lowlevel import current_token
 
+_library: ContextVar[str | None] | None
+try:
+    from sniffio import current_async_library_cvar as _library
+except ImportError:  # pragma: no cover (anyio then knows asyncio by its running loop)
+    _library = None
+
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Awaitable, Callable
+    from contextvars import ContextVar
 
     import anyio
 
@@ -115,6 +122,8 @@ class LoopCaller:
 
     def _start(self, call: _Call) -> None:
         call.started = True
+        if _library is not None:  # the caller's context (copied) may name another library
+            _library.set("asyncio")
         try:
             task = self._loop.create_task(call.run(self))
         except BaseException as exc:  # noqa: BLE001 (the caller raises it)
