@@ -273,3 +273,18 @@ def test_calls_run_as_asyncio_whatever_the_callers_context_says() -> None:
         finally:
             sniffio.current_async_library_cvar.reset(token)
     assert seen == ["asyncio", "asyncio"]
+
+
+def test_a_facade_on_a_trio_loop_calls_through_its_portal() -> None:
+    pytest.importorskip("trio")
+    from anyio.from_thread import start_blocking_portal
+
+    with start_blocking_portal("trio") as portal:
+        facade = SyncThrottle(lambda: Throttle(MemoryBackend(), default_limit=1), portal=portal)
+        with facade as throttle:
+            with throttle.slot(NUMBER, timeout=0) as lease:
+                assert throttle.held == (lease,)
+                with pytest.raises(AcquireTimeout):
+                    throttle.acquire(NUMBER, timeout=0)
+            assert throttle.release(throttle.acquire(NUMBER, timeout=0)) is True
+            assert throttle.usage(NUMBER).in_use == 0
