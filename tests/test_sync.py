@@ -288,3 +288,18 @@ def test_a_facade_on_a_trio_loop_calls_through_its_portal() -> None:
                     throttle.acquire(NUMBER, timeout=0)
             assert throttle.release(throttle.acquire(NUMBER, timeout=0)) is True
             assert throttle.usage(NUMBER).in_use == 0
+
+
+def test_a_blocking_call_from_the_loops_own_thread_is_refused(url: str, prefix: str) -> None:
+    errors: list[BaseException] = []
+    with SyncThrottle.from_url(url, **options(url, prefix)) as throttle:
+
+        def hook(event: Event) -> None:  # hooks run in the loop's thread
+            try:
+                throttle.usage(NUMBER)
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        throttle.add_hook(hook)
+        throttle.release(throttle.acquire(NUMBER, timeout=0))
+    assert len(errors) == 2

@@ -103,10 +103,11 @@ class LoopCaller:
     """Runs coroutine functions on ``loop`` (an asyncio loop running in another thread) for
     blocking callers in any other thread."""
 
-    __slots__ = ("_loop", "new_scope", "running")
+    __slots__ = ("_loop", "_thread", "new_scope", "running")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread: int) -> None:
         self._loop = loop
+        self._thread = thread  # the loop's: a call from it would wait for itself for ever
         # The calls started and not ended, and their tasks (touched on the loop only).
         self.running: dict[_Call, asyncio.Task[None]] = {}
         self.new_scope: Callable[[], anyio.CancelScope] = _no_scope
@@ -116,7 +117,7 @@ class LoopCaller:
         """A caller onto the running event loop (call on the loop)."""
         import asyncio
 
-        caller = cls(asyncio.get_running_loop())
+        caller = cls(asyncio.get_running_loop(), threading.get_ident())
         caller.new_scope = current_token().backend_class.create_cancel_scope
         return caller
 
@@ -145,6 +146,8 @@ class LoopCaller:
         :param undo: if the caller is interrupted after the call succeeded, ``undo(result)`` is
             awaited on the loop before the interruption goes on (e.g. a lease's release)
         """
+        if threading.get_ident() == self._thread:
+            raise RuntimeError("a blocking call cannot be made from the event loop's thread")
         call = _Call(function, args, kwargs)
         try:
             self._loop.call_soon_threadsafe(self._start, call)
