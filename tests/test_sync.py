@@ -223,13 +223,22 @@ def interrupt_on(signum: int) -> Iterator[None]:
         signal.signal(signum, previous)
 
 
-def test_a_waiter_interrupted_gives_its_place_in_line_up(url: str, prefix: str) -> None:
-    with SyncThrottle.from_url(url, default_limit=1, **options(url, prefix)) as throttle:
+@pytest.mark.parametrize("way", ["acquire", "slot", "pool"])
+def test_a_waiter_interrupted_gives_its_place_in_line_up(url: str, prefix: str, way: str) -> None:
+    config = {"pools": {"p": {"numbers": [NUMBER]}}}
+    opened = SyncThrottle.from_url(url, default_limit=1, config=config, **options(url, prefix))
+    with opened as throttle:
         held = throttle.acquire(NUMBER, timeout=0)
         started = time.monotonic()
         with interrupt_on(signal.SIGALRM), pytest.raises(_Interrupted):
             signal.setitimer(signal.ITIMER_REAL, 0.3)
-            throttle.acquire(NUMBER, timeout=10)
+            if way == "acquire":
+                throttle.acquire(NUMBER, timeout=10)
+            elif way == "pool":
+                throttle.acquire_from("p", timeout=10)
+            else:
+                with throttle.slot(NUMBER, timeout=10):
+                    pass
         assert time.monotonic() - started < 3  # at once, not when the wait would have ended
         # The wait was cancelled on the loop before the interruption went on.
         assert throttle.usage(NUMBER) == Usage(in_use=1, limit=1, waiting=0)

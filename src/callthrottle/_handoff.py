@@ -6,8 +6,9 @@ own, in a cancel scope, and releases the lock when it ends. (An anyio portal's `
 for the loop twice: once for the task to be started in its task group, once for the result.)
 
 A caller whose wait is interrupted (a signal's handler raised, e.g. ``KeyboardInterrupt``) has
-its call cancelled and waits for the cancellation to finish; if the call had ended already with
-a result that holds something (a lease), ``undo`` gives it back, and the interruption goes on.
+its call cancelled if it may wait long (a call in line for a slot), and waits for the call's
+end; if the call ended with a result that holds something (a lease), ``undo`` gives it back,
+and the interruption goes on.
 """
 
 from __future__ import annotations
@@ -39,14 +40,19 @@ class _Call:
     """One call on the loop: what to run, how it ended, and the lock its caller sleeps on."""
 
     __slots__ = (
-        "args", "cancelled", "done", "ended", "error", "function", "kwargs", "result", "scope",
-        "started",
+        "args", "cancellable", "cancelled", "done", "ended", "error", "function", "kwargs",
+        "result", "scope", "started",
     )  # fmt: skip
 
     def __init__(
-        self, function: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        function: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        cancellable: bool,
     ) -> None:
         self.function, self.args, self.kwargs = function, args, kwargs
+        self.cancellable = cancellable  # run in a cancel scope (a call that may wait long)
         self.done = threading.Lock()
         self.done.acquire()  # released once, on the loop, when the call has ended
         self.result: Any = None
@@ -58,6 +64,9 @@ class _Call:
 
     async def run(self, caller: LoopCaller) -> None:
         try:
+            if not self.cancellable:  # a short call: an interrupted caller waits for its end
+                self.result = await self.function(*self.args, **self.kwargs)
+                return
             with caller.new_scope() as scope:
                 self.scope = scope
                 if self.cancelled:
@@ -140,15 +149,19 @@ class LoopCaller:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         undo: Callable[[Any], Awaitable[Any]] | None = None,
+        *,
+        cancellable: bool = False,
     ) -> Any:
         """``await function(*args, **kwargs)`` on the loop; its result, or its error raised.
 
         :param undo: if the caller is interrupted after the call succeeded, ``undo(result)`` is
             awaited on the loop before the interruption goes on (e.g. a lease's release)
+        :param cancellable: the call may wait long (in line for a slot): if its caller is
+            interrupted, it is cancelled (else it runs to its end, which the caller waits for)
         """
         if threading.get_ident() == self._thread:
             raise RuntimeError("a blocking call cannot be made from the event loop's thread")
-        call = _Call(function, args, kwargs)
+        call = _Call(function, args, kwargs, cancellable)
         try:
             self._loop.call_soon_threadsafe(self._start, call)
             call.done.acquire()

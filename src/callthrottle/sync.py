@@ -127,11 +127,15 @@ class SyncThrottle:
         if caller is None:
             lease: Lease = self._call(function, *args, **kwargs)
             return lease
-        throttle = self.throttle
-        taken: Lease = caller.call(function, args, kwargs, throttle.release)
+        waits = (
+            kwargs["timeout"] != 0
+        )  # it may wait in line: cancelled if the caller is interrupted
+        taken: Lease = caller.call(function, args, kwargs, self.throttle.release, cancellable=waits)
         return taken
 
-    def _wrap(self, manager: AbstractAsyncContextManager[Lease]) -> Iterator[Lease]:
+    def _wrap(
+        self, manager: AbstractAsyncContextManager[Lease], timeout: float | None
+    ) -> Iterator[Lease]:
         caller = self._caller
         if caller is None:
             if self._portal is None:
@@ -144,7 +148,9 @@ class SyncThrottle:
         # Entered in one task of the loop and left in another: the throttle's slot managers
         # hold nothing bound to a task across their ``yield``.
         leave = manager.__aexit__
-        lease = caller.call(manager.__aenter__, (), {}, lambda _: leave(None, None, None))
+        lease = caller.call(
+            manager.__aenter__, (), {}, lambda _: leave(None, None, None), cancellable=timeout != 0
+        )
         try:
             yield lease
         except BaseException as exc:
@@ -248,7 +254,8 @@ class SyncThrottle:
         yield from self._wrap(
             self.throttle.slot(
                 number, token=token, timeout=timeout, limit=limit, callee=callee, priority=priority
-            )
+            ),
+            timeout,
         )
 
     def acquire_from(
@@ -292,7 +299,8 @@ class SyncThrottle:
                 callee=callee,
                 priority=priority,
                 strategy=strategy,
-            )
+            ),
+            timeout,
         )
 
     def usage(self, number: str, *, limit: int | None = None) -> Usage:
