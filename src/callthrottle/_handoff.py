@@ -2,7 +2,7 @@
 
 One call is one hand-off each way: the calling thread schedules the call with
 ``loop.call_soon_threadsafe`` and sleeps on a lock; on the loop, the call runs in a task of its
-own, in a cancel scope, and releases the lock when it ends. (An anyio portal's ``call`` waits
+own (in a cancel scope if it may wait long), which releases the lock when it ends. (An anyio portal's ``call`` waits
 for the loop twice: once for the task to be started in its task group, once for the result.)
 
 A caller whose wait is interrupted (a signal's handler raised, e.g. ``KeyboardInterrupt``) has
@@ -161,6 +161,8 @@ class LoopCaller:
         """
         if threading.get_ident() == self._thread:
             raise RuntimeError("a blocking call cannot be made from the event loop's thread")
+        if not self._loop.is_running():  # (a call scheduled on it would never end)
+            raise RuntimeError("the event loop is not running")
         call = _Call(function, args, kwargs, cancellable)
         try:
             self._loop.call_soon_threadsafe(self._start, call)

@@ -127,9 +127,8 @@ class SyncThrottle:
         if caller is None:
             lease: Lease = self._call(function, *args, **kwargs)
             return lease
-        waits = (
-            kwargs["timeout"] != 0
-        )  # it may wait in line: cancelled if the caller is interrupted
+        # One that may wait in line is cancelled if its caller is interrupted.
+        waits = kwargs["timeout"] != 0
         taken: Lease = caller.call(function, args, kwargs, self.throttle.release, cancellable=waits)
         return taken
 
