@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import signal
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -24,7 +26,7 @@ from callthrottle.backends import MemoryBackend
 from callthrottle.sync import SyncThrottle
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 NUMBER = "+8657188880001"
 
@@ -202,3 +204,111 @@ def test_a_slot_whose_release_fails_is_not_raised_over_the_block(
             pass
         assert not lease.released
     assert "could not release" in caplog.text
+
+
+class _Interrupted(BaseException):
+    """What a signal's handler raises in the waiting thread (as ``KeyboardInterrupt`` does)."""
+
+
+@contextmanager
+def interrupt_on(signum: int) -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signum, previous)
+
+
+@pytest.mark.parametrize("way", ["acquire", "slot", "pool"])
+def test_a_waiter_interrupted_gives_its_place_in_line_up(url: str, prefix: str, way: str) -> None:
+    config = {"pools": {"p": {"numbers": [NUMBER]}}}
+    opened = SyncThrottle.from_url(url, default_limit=1, config=config, **options(url, prefix))
+    with opened as throttle:
+        held = throttle.acquire(NUMBER, timeout=0)
+        started = time.monotonic()
+        with interrupt_on(signal.SIGALRM), pytest.raises(_Interrupted):
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            if way == "acquire":
+                throttle.acquire(NUMBER, timeout=10)
+            elif way == "pool":
+                throttle.acquire_from("p", timeout=10)
+            else:
+                with throttle.slot(NUMBER, timeout=10):
+                    pass
+        assert time.monotonic() - started < 3  # at once, not when the wait would have ended
+        # The wait was cancelled on the loop before the interruption went on.
+        assert throttle.usage(NUMBER) == Usage(in_use=1, limit=1, waiting=0)
+        assert throttle.release(held) is True
+        assert throttle.held == ()
+        assert throttle.usage(NUMBER).in_use == 0  # nobody was handed the slot
+
+
+def test_a_slot_granted_as_its_caller_is_interrupted_is_given_back(url: str, prefix: str) -> None:
+    caller = threading.get_ident()
+
+    def interrupt_once_admitted(event: Event) -> None:
+        if type(event).__name__ == "Admitted":
+            signal.pthread_kill(caller, signal.SIGALRM)
+            time.sleep(0.2)  # the acquire ends with its lease before the cancellation comes
+
+    with SyncThrottle.from_url(url, default_limit=1, **options(url, prefix)) as throttle:
+        throttle.add_hook(interrupt_once_admitted)
+
+        def by_acquire() -> Lease:
+            return throttle.acquire(NUMBER, timeout=0)
+
+        def by_slot() -> Lease:
+            return throttle.slot(NUMBER, timeout=0).__enter__()
+
+        for take in (by_acquire, by_slot):
+            with interrupt_on(signal.SIGALRM), pytest.raises(_Interrupted):
+                take()
+            assert throttle.held == ()
+            assert throttle.usage(NUMBER).in_use == 0
+
+
+def test_calls_run_as_asyncio_whatever_the_callers_context_says() -> None:
+    sniffio = pytest.importorskip("sniffio")
+    seen: list[str] = []
+    with SyncThrottle.from_url("memory://") as throttle:
+        throttle.add_hook(lambda event: seen.append(sniffio.current_async_library()))
+        token = sniffio.current_async_library_cvar.set("trio")  # as in a trio task's thread
+        try:
+            throttle.release(throttle.acquire(NUMBER, timeout=0))
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
+    assert seen == ["asyncio", "asyncio"]
+
+
+def test_a_facade_on_a_trio_loop_calls_through_its_portal() -> None:
+    pytest.importorskip("trio")
+    from anyio.from_thread import start_blocking_portal
+
+    with start_blocking_portal("trio") as portal:
+        facade = SyncThrottle(lambda: Throttle(MemoryBackend(), default_limit=1), portal=portal)
+        with facade as throttle:
+            with throttle.slot(NUMBER, timeout=0) as lease:
+                assert throttle.held == (lease,)
+                with pytest.raises(AcquireTimeout):
+                    throttle.acquire(NUMBER, timeout=0)
+            assert throttle.release(throttle.acquire(NUMBER, timeout=0)) is True
+            assert throttle.usage(NUMBER).in_use == 0
+
+
+def test_a_blocking_call_from_the_loops_own_thread_is_refused(url: str, prefix: str) -> None:
+    errors: list[BaseException] = []
+    with SyncThrottle.from_url(url, **options(url, prefix)) as throttle:
+
+        def hook(event: Event) -> None:  # hooks run in the loop's thread
+            try:
+                throttle.usage(NUMBER)
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        throttle.add_hook(hook)
+        throttle.release(throttle.acquire(NUMBER, timeout=0))
+    assert len(errors) == 2

@@ -14,6 +14,13 @@ threads may call at once: their calls run concurrently on that loop, with the sa
 (queues, timeouts, renewal in the background, release on every exit of a ``with`` block).
 Every public method and property of the async throttle is here, blocking; hooks are called
 in the event loop's thread.
+
+A call crosses to the loop and back once (on asyncio; on another loop given as ``portal``,
+through the portal). A blocking call cannot be cancelled by its caller, only given a timeout;
+but if the calling thread's wait is interrupted (a signal's handler raised, such as
+``KeyboardInterrupt``), the call is cancelled on the loop as a cancelled task's would be (a
+place in line is given up), a slot it had just been granted is given back, and the
+interruption goes on once that is done.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._handoff import LoopCaller
 from ._throttle import Throttle
 
 if TYPE_CHECKING:
@@ -60,6 +68,7 @@ class SyncThrottle:
         self._stack: contextlib.ExitStack | None = None
         self._portal: BlockingPortal | None = None
         self._throttle: Throttle | None = None
+        self._caller: LoopCaller | None = None  # None: through the portal (not asyncio)
 
     @classmethod
     def from_url(
@@ -77,6 +86,9 @@ class SyncThrottle:
             portal = self._given_portal
             if portal is None:
                 portal = stack.enter_context(start_blocking_portal("asyncio"))
+            caller = portal.call(_caller_on_loop)
+            if caller is not None:  # closing waits for the calls in flight (after the throttle)
+                stack.callback(portal.call, caller.wait_idle)
             throttle = portal.call(self._build)
             # Entered and left in one task of the loop (its task group needs that).
             stack.enter_context(portal.wrap_async_context_manager(throttle))
@@ -84,6 +96,7 @@ class SyncThrottle:
             stack.close()
             raise
         self._stack, self._portal, self._throttle = stack, portal, throttle
+        self._caller = caller
         return self
 
     def __exit__(
@@ -93,7 +106,7 @@ class SyncThrottle:
         tb: TracebackType | None,
     ) -> None:
         stack, self._stack = self._stack, None
-        self._portal = self._throttle = None
+        self._portal = self._throttle = self._caller = None
         if stack is not None:
             stack.close()
 
@@ -101,15 +114,49 @@ class SyncThrottle:
         return self._make()
 
     def _call(self, function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        caller = self._caller
+        if caller is not None:
+            return caller.call(function, args, kwargs)
         if self._portal is None:
             raise RuntimeError("open the SyncThrottle first: with SyncThrottle.from_url(...) as t")
         return self._portal.call(partial(function, *args, **kwargs))
 
-    def _wrap(self, manager: AbstractAsyncContextManager[Lease]) -> Iterator[Lease]:
-        if self._portal is None:
-            raise RuntimeError("open the SyncThrottle first: with SyncThrottle.from_url(...) as t")
-        with self._portal.wrap_async_context_manager(manager) as lease:
+    def _take(self, function: Callable[..., Awaitable[Lease]], *args: Any, **kwargs: Any) -> Lease:
+        """A call that returns a lease: given back if the caller's wait was interrupted."""
+        caller = self._caller
+        if caller is None:
+            lease: Lease = self._call(function, *args, **kwargs)
+            return lease
+        # One that may wait in line is cancelled if its caller is interrupted.
+        waits = kwargs["timeout"] != 0
+        taken: Lease = caller.call(function, args, kwargs, self.throttle.release, cancellable=waits)
+        return taken
+
+    def _wrap(
+        self, manager: AbstractAsyncContextManager[Lease], timeout: float | None
+    ) -> Iterator[Lease]:
+        caller = self._caller
+        if caller is None:
+            if self._portal is None:
+                raise RuntimeError(
+                    "open the SyncThrottle first: with SyncThrottle.from_url(...) as t"
+                )
+            with self._portal.wrap_async_context_manager(manager) as lease:
+                yield lease
+            return
+        # Entered in one task of the loop and left in another: the throttle's slot managers
+        # hold nothing bound to a task across their ``yield``.
+        leave = manager.__aexit__
+        lease = caller.call(
+            manager.__aenter__, (), {}, lambda _: leave(None, None, None), cancellable=timeout != 0
+        )
+        try:
             yield lease
+        except BaseException as exc:
+            if not caller.call(leave, (type(exc), exc, exc.__traceback__), {}):
+                raise
+        else:
+            caller.call(leave, (None, None, None), {})
 
     @property
     def throttle(self) -> Throttle:
@@ -165,7 +212,7 @@ class SyncThrottle:
         priority: int = 0,
     ) -> Lease:
         """:meth:`Throttle.acquire`, blocking."""
-        lease: Lease = self._call(
+        return self._take(
             self.throttle.acquire,
             number,
             token=token,
@@ -174,7 +221,6 @@ class SyncThrottle:
             callee=callee,
             priority=priority,
         )
-        return lease
 
     def release(self, lease: Lease) -> bool:
         """:meth:`Throttle.release`, blocking."""
@@ -207,7 +253,8 @@ class SyncThrottle:
         yield from self._wrap(
             self.throttle.slot(
                 number, token=token, timeout=timeout, limit=limit, callee=callee, priority=priority
-            )
+            ),
+            timeout,
         )
 
     def acquire_from(
@@ -221,7 +268,7 @@ class SyncThrottle:
         strategy: str | None = None,
     ) -> Lease:
         """:meth:`Throttle.acquire_from`, blocking."""
-        lease: Lease = self._call(
+        return self._take(
             self.throttle.acquire_from,
             pool,
             token=token,
@@ -230,7 +277,6 @@ class SyncThrottle:
             priority=priority,
             strategy=strategy,
         )
-        return lease
 
     @contextlib.contextmanager
     def slot_from(
@@ -252,7 +298,8 @@ class SyncThrottle:
                 callee=callee,
                 priority=priority,
                 strategy=strategy,
-            )
+            ),
+            timeout,
         )
 
     def usage(self, number: str, *, limit: int | None = None) -> Usage:
@@ -386,6 +433,17 @@ class SyncThrottle:
             expected=expected,
         )
         return result
+
+
+async def _caller_on_loop() -> LoopCaller | None:
+    """A caller onto the portal's loop if it is asyncio's (None on another)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return await LoopCaller.here()
 
 
 async def _sync_on_loop(function: Callable[..., object], *args: object) -> None:
