@@ -431,8 +431,7 @@ class Line(OnLoop):
             if delay == math.inf:
                 await event.wait()
             else:
-                with self._cancel_scope(deadline=self._now() + delay):
-                    await event.wait()
+                await self._wait_until(event, self._now() + delay)
             # Woken at close (or granted as it began): give up, and withdraw the request (a
             # slot granted meanwhile with it), rather than take a lease nobody would renew.
             self._check_open()

@@ -8,6 +8,7 @@ Every helper here is synchronous: atomic within the event loop, as a Lua functio
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from .._base import SESSION_HOLD_MAX
@@ -17,6 +18,21 @@ from ._records import _expiry, _live, _NumberState
 if TYPE_CHECKING:
     from ._pool_state import _Pool
     from ._records import _Entry
+
+
+_session_of = attrgetter("session")
+_expires_of = attrgetter("expires")
+
+
+def _lapses_first(holders: dict[str, _Entry], granted: list[str]) -> bool:
+    """Whether the lease first in line to lapse is one of those just ``granted``: the lowest
+    expiry (a session lease's deadline), the lowest token among equal ones. Twin of the test
+    of ``ZRANGE H 0 0`` in ``promote`` in ``_common.lua``."""
+    soonest = min(holders[token].expires for token in granted)
+    for entry in holders.values():  # the oldest first: mostly the first one tells
+        if entry.expires < soonest:
+            return False
+    return min(t for t, e in holders.items() if e.expires == soonest) in granted
 
 
 class _Lines(_GroupLines):
@@ -55,21 +71,22 @@ class _Lines(_GroupLines):
         ruled = policy is not None and (bool(policy.rates) or policy.warming_since is not None)
         # Nor is a waiter that queued before the newest policy came (its cap may be older).
         reached = self._stamp_reached
-        granted = False
+        granted: list[str] = []
         while queue:
             token, entry = next(iter(queue.items()))
             cap = entry.limit if policy is None else policy.cap_in_force(entry.limit, now)
             full = len(holders) >= cap
             if full or entry.rated or ruled or entry.since <= reached:
-                # The head asks again: to time its wait from the new leases, or (rate windows)
-                # to take the free slot itself, so that its windows are checked.
-                if granted or not full:
+                # The head asks again: to time its wait from the new leases (when one of them
+                # lapses first: it slept until an older one would), or (rate windows) to take
+                # the free slot itself, so that its windows are checked.
+                if not full or (granted and _lapses_first(holders, granted)):
                     self._notify(entry.owner, "nudged", number, token)
                 break
             del queue[token]
             self._grant(state, number, token, entry, now)
             self._notify(entry.owner, "granted", number, token)
-            granted = True
+            granted.append(token)
         return state
 
     @staticmethod
@@ -95,8 +112,11 @@ class _Lines(_GroupLines):
         """Seconds until a slot may free without anyone being told: the earliest lease expiry,
         or the end of a lowered cap (None: neither). Twin of ``retry_in`` in ``_common.lua``."""
         retry_in = None
-        if state.holders:
-            retry_in = max(min(map(_expiry, state.holders.values())) - now, 0.0)
+        holders = state.holders.values()
+        if holders:
+            # (Without a session lease, each lapses at its own expiry: read without a call.)
+            lapses = _expiry if any(map(_session_of, holders)) else _expires_of
+            retry_in = max(min(map(lapses, holders)) - now, 0.0)
         policy = self._policies.get(number)
         lapses = None if policy is None or policy.lowered_cap is None else policy.lowered_until
         if lapses is not None:
