@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._expiry import ExpiryWatch
     from ._hooks import Hooks
     from ._keeper import Keeper, Key
+    from ._loop import Signal
     from ._plans import Configured, Plans
     from ._settings import Settings
     from .backends import RuntimePolicy, SlotStore
@@ -78,7 +79,7 @@ class Waiter:
         self.granted = False
         self.queued = False
         self.fenced = False  # last told that the backend's fence holds every grant
-        self.event: anyio.Event | None = None
+        self.event: Signal | None = None
         # The last rate window that refused it: (the window, when it admits again, local time).
         self.rate_refusal: tuple[str, float] | None = None
         self.group_refusal: str | None = None  # the group whose cap it last waited for
@@ -203,6 +204,8 @@ class Line(OnLoop):
 
     async def stop(self) -> None:
         """At close: wake every waiter (it finds the throttle closed) and let it withdraw."""
+        if self._alarms is not None:
+            self._alarms.clear()
         if not self.waiting:
             return
         self._drained = anyio.Event()
@@ -290,7 +293,8 @@ class Line(OnLoop):
                 raise RateLimited(number, wait, window, retry_after)
             refused_by = "fence" if waiter.fenced else waiter.group_refusal or "cap"
             raise AcquireTimeout(number, wait, refused_by)
-        if wait != 0:  # the number may have lapsed while the caller waited
+        if wait != 0 and (self._known.get(number) or self._plans.configured(number))[2] is not None:
+            # The number's paid period is tracked: it may have lapsed while the caller waited.
             await self._lapsed_while_waiting(number, token)
         lease = Lease(number, token, self._owner_id)
         self._keeper.take(key, lease)
@@ -392,7 +396,7 @@ class Line(OnLoop):
         while True:
             # Armed before asking: a word that arrives while the ask is on its way back (the
             # reply, decided earlier, still says "queued") wakes the sleep below at once.
-            waiter.event = event = self._new_event()
+            waiter.event = event = self._new_signal()
             result = await self._backend.acquire(request, enqueue=True)
             self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
             if result.outcome is Outcome.GRANTED:
@@ -430,8 +434,12 @@ class Line(OnLoop):
                 delay = math.inf if result.retry_in is None else result.retry_in + 0.001
             if delay == math.inf:
                 await event.wait()
+            elif self._alarms is not None:  # on asyncio: a timed wake, cheaper than a scope
+                self._alarms.at(self._now() + delay, event)
+                await event.wait()
             else:
-                await self._wait_until(event, self._now() + delay)
+                with self._cancel_scope(deadline=self._now() + delay):
+                    await event.wait()
             # Woken at close (or granted as it began): give up, and withdraw the request (a
             # slot granted meanwhile with it), rather than take a lease nobody would renew.
             self._check_open()

@@ -598,11 +598,13 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
 
     def _on_event(self, kind: str, number: str, token: str) -> None:
         """The backend's word, routed to the part it concerns."""
-        if kind == "resync":  # events may have been missed: every waiter asks again
+        if kind == "granted" or kind == "nudged":  # (the common case first)
+            waiter = self._line.waiting.get((number, token))
+            if waiter is not None:
+                waiter.wake(kind == "granted")
+        elif kind == "resync":  # events may have been missed: every waiter asks again
             self._keeper.resynced()
             self._line.wake_all()
-        elif kind == "granted" or kind == "nudged":
-            self._line.wake((number, token), kind == "granted")
         elif kind == "released":
             self._keeper.released_elsewhere((number, token))
 

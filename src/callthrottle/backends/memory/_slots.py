@@ -41,7 +41,8 @@ class _Slots(_Lines):
         now = self._clock()
         if state is None:
             return _EXPIRED if self._lapsed.take(number, token, now) else _UNKNOWN
-        self._settle(number, now)
+        if state.next_expiry <= now:
+            self._purge(number, state, now)
         entry = state.holders.pop(token, None)
         if entry is not None:
             if self._group_holders or self._group_waiters:
@@ -55,7 +56,6 @@ class _Slots(_Lines):
                 # A session's other processes hear of it too (the one that took it may hold
                 # it still).
                 self._notify(entry.owner, "released", number, token)
-            self._settle(number, now)
             if self._lapsed.records:
                 self._lapsed.forget(number, token)
             outcome = _RELEASED
@@ -63,7 +63,9 @@ class _Slots(_Lines):
             outcome = _EXPIRED
         else:
             outcome = _UNKNOWN
-        if not state.holders and not state.queue:
+        if state.queue:  # the freed slot goes to the next in line
+            self._promote(number, state, now)
+        elif not state.holders:
             self._numbers.pop(number, None)
         return outcome
 
