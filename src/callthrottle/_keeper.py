@@ -33,6 +33,8 @@ __all__ = ("CLEANUP_TIMEOUT", "Held", "Keeper", "lease_log")
 
 logger = logging.getLogger("callthrottle")
 
+_RELEASED = ReleaseState.RELEASED  # (found once: an enum member read from its class is slow)
+
 #: How long cleanup (giving back a slot, releasing at close) may take before it is left to
 #: lease expiry.
 CLEANUP_TIMEOUT = 5.0
@@ -134,17 +136,18 @@ class Keeper(OnLoop):
             raise InvalidArgument("lease", lease, "a Lease")
         number, token = lease.number, lease.token
         # A lease this throttle holds was validated when it was taken.
-        held_here = (
-            number.__class__ is str and token.__class__ is str and (number, token) in self.held
-        )
-        if not held_here:
+        mine = None
+        if number.__class__ is str and token.__class__ is str:
+            mine = self.held.get((number, token))
+        if mine is None:
             number = normalize_number(number, self._settings.region)
             token = check_token(token)
+            mine = self.held.get((number, token))
         key = (number, token)
         if not closing:
             self._check_open()
         pool = lease.pool
-        if pool is None and (mine := self.held.get(key)) is not None:
+        if pool is None and mine is not None:
             pool = mine.lease.pool
         release_now = self._release_now
         if release_now is not None:  # a plain call: nothing can interrupt it, no shield needed
@@ -161,7 +164,7 @@ class Keeper(OnLoop):
                     held = self.held.pop(key, None)
         if held is not None:
             held.lease._mark_released()
-        if outcome == ReleaseState.RELEASED:
+        if outcome == _RELEASED:
             lease._mark_released()
             if self._hooks.installed:
                 held_for = None if held is None else self._now() - held.since

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import types
 from heapq import heapify, heappop, heappush
 from itertools import count
 from typing import TYPE_CHECKING, Any, Protocol
@@ -12,7 +13,7 @@ import anyio
 from anyio.lowlevel import current_token
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Generator
 
 __all__ = ("Alarms", "OnLoop", "Signal")
 
@@ -60,8 +61,8 @@ class OnLoop:
 class _FutureSignal:
     """A :class:`Signal` on asyncio: a bare future (what an ``asyncio.Event`` makes for each
     waiter, without the event around it). Waiting for it is cancelled by the caller's scopes
-    as any wait; once set, waiting returns at once (where an ``anyio.Event`` would still let
-    other tasks run: a waiter asks the backend, and so yields, before it waits)."""
+    as any wait; once set, waiting still lets other tasks run first, as an ``anyio.Event``
+    does (a waiter told to ask again at each ask must not keep the event loop to itself)."""
 
     __slots__ = ("_future",)
 
@@ -76,7 +77,13 @@ class _FutureSignal:
         return self._future.done()
 
     def wait(self) -> Awaitable[None]:
-        return self._future
+        return _yield() if self._future.done() else self._future
+
+
+@types.coroutine
+def _yield() -> Generator[None, None, None]:
+    """A checkpoint on asyncio (the body of ``asyncio.sleep(0)``)."""
+    yield
 
 
 class Alarms:

@@ -58,6 +58,7 @@ __all__ = ("Throttle",)
 
 logger = logging.getLogger("callthrottle")
 
+_RELEASED = ReleaseState.RELEASED  # (found once: an enum member read from its class is slow)
 _OUTCOMES: dict[int, ReleaseOutcome] = {
     ReleaseState.RELEASED: ReleaseOutcome.RELEASED,
     ReleaseState.EXPIRED: ReleaseOutcome.EXPIRED,
@@ -564,7 +565,7 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
         """
         if self._degraded is not None and self._degraded.holds(lease):
             return await self._degraded.release(lease) is ReleaseOutcome.RELEASED
-        return await self._keeper.release(lease) == ReleaseState.RELEASED
+        return await self._keeper.release(lease) == _RELEASED
 
     async def end_call(self, lease: Lease) -> ReleaseOutcome:
         """Give the slot back when the call ends, as :meth:`release` does, and say what was

@@ -168,7 +168,8 @@ class _Acquire(_Lines):
         claims = rated or session is not None
         entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, claims, session=session)
         if not queue and len(holders) < limit:
-            self._ended.forget(number, owner, token)  # a new lease of the token
+            if self._ended.records:
+                self._ended.forget(number, owner, token)  # a new lease of the token
             if rated:
                 self._admit(state, number, token, entry, now, windows, rates)
             else:
@@ -180,7 +181,8 @@ class _Acquire(_Lines):
                 self._leave_group_lines(number, token, owner, rates.groups)
             entry.since = now  # when it queued (the "since" of its meta in Lua)
             queue[token] = entry
-            self._ended.forget(number, owner, token)  # a new lease of the token, to come
+            if self._ended.records:
+                self._ended.forget(number, owner, token)  # a new lease of the token, to come
             state.next_expiry = min(state.next_expiry, expires)
             return _queued(retry_in)
         self._forget_if_idle(number, state)

@@ -74,7 +74,10 @@ class _Lines(_GroupLines):
         ``_common.lua``."""
         holders, queue = state.holders, state.queue
         policy = self._policies.get(number)
-        if policy is not None and policy.unavailable(now) is not None:
+        if policy is None:
+            if len(holders) >= queue[next(iter(queue))].limit:
+                return  # full (the loop below grants nothing, and tells nobody): the hot path
+        elif policy.unavailable(now) is not None:
             return
         # Windows set at run time, or a warm-up begun, since a waiter queued apply to it too:
         # it is not handed a slot without asking then, so that they are checked and counted.
@@ -99,8 +102,7 @@ class _Lines(_GroupLines):
             self._grant(state, number, token, entry, now)
             self._notify(entry.owner, "granted", number, token)
             granted.append(token)
-            if entry.expires < soonest:
-                soonest = entry.expires
+            soonest = min(soonest, entry.expires)
 
     @staticmethod
     def _grant(state: _NumberState, number: str, token: str, entry: _Entry, now: float) -> None:
