@@ -91,7 +91,7 @@ class Alarms:
     scope with that deadline around the wait would end it), all of them served by one timer
     of the event loop: a wake costs a push on a heap, not a timer of its own. A signal set
     sooner leaves its entry behind: dropped when it comes up, or once such entries make up
-    half the heap."""
+    three quarters of the heap."""
 
     __slots__ = ("_armed", "_call_at", "_heap", "_limit", "_now", "_order", "_timer")
 
@@ -110,7 +110,7 @@ class Alarms:
         if len(heap) >= self._limit:
             heap[:] = [entry for entry in heap if not entry[2].is_set()]
             heapify(heap)
-            self._limit = max(64, 2 * len(heap))
+            self._limit = max(64, 4 * len(heap))
         heappush(heap, (deadline, next(self._order), signal))
         if deadline < self._armed:
             if self._timer is not None:
