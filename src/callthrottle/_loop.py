@@ -1,4 +1,5 @@
-"""The event loop's clock, cancel scopes and events, found once per throttle."""
+"""The event loop's clock, cancel scopes and events, found once per throttle; on asyncio, the
+signals waiters wait for and their timed wakes (one timer of the loop for all of them)."""
 
 from __future__ import annotations
 
