@@ -16,7 +16,7 @@ from ._loop import OnLoop
 from ._models import Lease
 from ._numbers import normalize_number
 from ._validate import check_token
-from .backends import AcquireRequest, ReleaseState, RenewState, RestoreOutcome
+from .backends import AcquireRequest, MemoryBackend, ReleaseState, RenewState, RestoreOutcome
 from .backends._base import RESTORE_WITHIN
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ __all__ = ("CLEANUP_TIMEOUT", "Held", "Keeper", "lease_log")
 
 logger = logging.getLogger("callthrottle")
 
+_RELEASED = ReleaseState.RELEASED  # (found once: an enum member read from its class is slow)
+
 #: How long cleanup (giving back a slot, releasing at close) may take before it is left to
 #: lease expiry.
 CLEANUP_TIMEOUT = 5.0
@@ -44,6 +46,16 @@ class Held:
     renewed_at: float  # local monotonic time just before the last successful acquire/renew
     final: bool  # the backend will not extend the lease again: max_hold ends it
     since: float  # local monotonic time just before it was taken
+
+
+def _release_now(backend: SlotStore) -> Callable[[str, str, str, str | None], int] | None:
+    """The backend's release as a plain call, when it has one: the memory backend's (unless a
+    subclass replaced its release), which has nothing to wait for. A call that never yields
+    cannot be cancelled, so it needs no shield, and gives the slot back in the same turn of
+    the event loop (as ``anyio.CapacityLimiter.release`` does)."""
+    if isinstance(backend, MemoryBackend) and type(backend).release is MemoryBackend.release:
+        return backend.release_now
+    return None
 
 
 def lease_log(lease: Lease, owner_id: str) -> dict[str, str]:
@@ -74,6 +86,7 @@ class Keeper(OnLoop):
         "_hooks",
         "_owner_id",
         "_plans",
+        "_release_now",
         "_renew_soon",
         "_resynced_at",
         "_settings",
@@ -97,6 +110,7 @@ class Keeper(OnLoop):
         self._plans = plans
         self._hooks = hooks
         self._check_open = check_open
+        self._release_now = _release_now(backend)
         self.held: dict[Key, Held] = {}
         self._resynced_at = -float("inf")  # when the backend's connection was last replaced
         self._renew_soon: anyio.Event | None = None  # set: the heartbeat renews at once
@@ -122,27 +136,35 @@ class Keeper(OnLoop):
             raise InvalidArgument("lease", lease, "a Lease")
         number, token = lease.number, lease.token
         # A lease this throttle holds was validated when it was taken.
-        held_here = (
-            number.__class__ is str and token.__class__ is str and (number, token) in self.held
-        )
-        if not held_here:
+        mine = None
+        if number.__class__ is str and token.__class__ is str:
+            mine = self.held.get((number, token))
+        if mine is None:
             number = normalize_number(number, self._settings.region)
             token = check_token(token)
+            mine = self.held.get((number, token))
         key = (number, token)
         if not closing:
             self._check_open()
         pool = lease.pool
-        if pool is None and (mine := self.held.get(key)) is not None:
+        if pool is None and mine is not None:
             pool = mine.lease.pool
-        with self._cancel_scope(shield=True):
+        release_now = self._release_now
+        if release_now is not None:  # a plain call: nothing can interrupt it, no shield needed
             try:
-                # A backend may answer a bool (True: released): int() maps it to 1 or 0.
-                outcome = int(await self._backend.release(number, token, self._owner_id, pool))
+                outcome = release_now(number, token, self._owner_id, pool)
             finally:
                 held = self.held.pop(key, None)
+        else:
+            with self._cancel_scope(shield=True):
+                try:
+                    # A backend may answer a bool (True: released): int() maps it to 1 or 0.
+                    outcome = int(await self._backend.release(number, token, self._owner_id, pool))
+                finally:
+                    held = self.held.pop(key, None)
         if held is not None:
             held.lease._mark_released()
-        if outcome == ReleaseState.RELEASED:
+        if outcome == _RELEASED:
             lease._mark_released()
             if self._hooks.installed:
                 held_for = None if held is None else self._now() - held.since

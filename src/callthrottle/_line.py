@@ -26,7 +26,7 @@ from ._loop import OnLoop
 from ._models import Lease
 from ._numbers import normalize_number
 from ._rates import NO_RATES
-from ._validate import check_limit, check_priority, check_timeout, check_token
+from ._validate import MAX_CAP, check_limit, check_priority, check_timeout, check_token
 from .backends import AcquireRequest, AcquireResult, Outcome
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._expiry import ExpiryWatch
     from ._hooks import Hooks
     from ._keeper import Keeper, Key
+    from ._loop import Signal
     from ._plans import Configured, Plans
     from ._settings import Settings
     from .backends import RuntimePolicy, SlotStore
@@ -45,6 +46,11 @@ logger = logging.getLogger("callthrottle")
 
 _RESTORE_GRACE = 1.0  # seconds new acquires may wait for lost leases to be counted again
 _new_tuple = tuple.__new__
+# The outcomes the hot path tests, found once (an enum member read from its class is slow).
+_GRANTED, _STALE, _RATE_LIMITED, _GROUP_FULL, _CONFLICT, _UNAVAILABLE = (
+    Outcome.GRANTED, Outcome.STALE, Outcome.RATE_LIMITED, Outcome.GROUP_FULL, Outcome.CONFLICT,
+    Outcome.UNAVAILABLE,
+)  # fmt: skip
 
 
 def no_newer_policy(version: int) -> PolicyMismatch:
@@ -78,7 +84,7 @@ class Waiter:
         self.granted = False
         self.queued = False
         self.fenced = False  # last told that the backend's fence holds every grant
-        self.event: anyio.Event | None = None
+        self.event: Signal | None = None
         # The last rate window that refused it: (the window, when it admits again, local time).
         self.rate_refusal: tuple[str, float] | None = None
         self.group_refusal: str | None = None  # the group whose cap it last waited for
@@ -101,9 +107,9 @@ def _window_name(result: AcquireResult, request: AcquireRequest) -> str:
 
 
 def _raise_if_refused_for_good(number: str, token: str, result: AcquireResult) -> None:
-    if result.outcome is Outcome.CONFLICT:
+    if result.outcome is _CONFLICT:
         raise LeaseConflict(number, token, "already holds or waits for a slot of another owner")
-    if result.outcome is Outcome.UNAVAILABLE:
+    if result.outcome is _UNAVAILABLE:
         raise NumberUnavailable(
             number, result.state or "unavailable", result.reason, result.retry_in
         )
@@ -203,6 +209,8 @@ class Line(OnLoop):
 
     async def stop(self) -> None:
         """At close: wake every waiter (it finds the throttle closed) and let it withdraw."""
+        if self._alarms is not None:
+            self._alarms.clear()
         if not self.waiting:
             return
         self._drained = anyio.Event()
@@ -228,7 +236,12 @@ class Line(OnLoop):
         configured = self._known.get(number)
         if configured is None:
             configured = self._plans.configured(number)
-        cap = configured[0] if limit is None else check_limit(limit)
+        if limit is None:
+            cap = configured[0]
+        elif limit.__class__ is int and 0 < limit <= MAX_CAP:
+            cap = limit  # (as check_limit decides it)
+        else:
+            cap = check_limit(limit)
         callee_e164 = None if callee is None else normalize_number(callee, self._region, "callee")
         if priority != 0 or priority.__class__ is not int:
             priority = check_priority(priority)
@@ -259,7 +272,8 @@ class Line(OnLoop):
             while True:
                 try:
                     if wait == 0:
-                        granted = await self._try_once(request)
+                        result = await self._backend.acquire(request, enqueue=False)
+                        granted = result.outcome is _GRANTED or self._refused_once(request, result)
                     elif deadline is None:  # no deadline: no cancel scope needed
                         granted = await self._wait_in_line(request, waiter)
                     else:
@@ -290,7 +304,8 @@ class Line(OnLoop):
                 raise RateLimited(number, wait, window, retry_after)
             refused_by = "fence" if waiter.fenced else waiter.group_refusal or "cap"
             raise AcquireTimeout(number, wait, refused_by)
-        if wait != 0:  # the number may have lapsed while the caller waited
+        if wait != 0 and (self._known.get(number) or self._plans.configured(number))[2] is not None:
+            # The number's paid period is tracked: it may have lapsed while the caller waited.
             await self._lapsed_while_waiting(number, token)
         lease = Lease(number, token, self._owner_id)
         self._keeper.take(key, lease)
@@ -367,12 +382,11 @@ class Line(OnLoop):
             await restoring.wait()
         return None if wait is None else max(wait - (self._now() - started), 0.0)
 
-    async def _try_once(self, request: AcquireRequest) -> bool:
-        result = await self._backend.acquire(request, enqueue=False)
+    def _refused_once(self, request: AcquireRequest, result: AcquireResult) -> bool:
+        """The answer to a single try (``timeout=0``) that was not granted: False (no slot), or
+        the refusal raised."""
         outcome = result.outcome
-        if outcome is Outcome.GRANTED:
-            return True
-        if outcome is Outcome.STALE:
+        if outcome is _STALE:
             raise _Stale
         number, token = request.number, request.token
         if result.fenced:
@@ -381,10 +395,10 @@ class Line(OnLoop):
             refused.retry_after = result.retry_in
             raise refused
         _raise_if_refused_for_good(number, token, result)
-        if outcome is Outcome.RATE_LIMITED:
+        if outcome is _RATE_LIMITED:
             window = _window_name(result, request)
             raise RateLimited(number, 0, window, result.retry_in or 0.0)
-        if outcome is Outcome.GROUP_FULL:
+        if outcome is _GROUP_FULL:
             raise AcquireTimeout(number, 0, result.group or "group")
         return False
 
@@ -392,21 +406,22 @@ class Line(OnLoop):
         while True:
             # Armed before asking: a word that arrives while the ask is on its way back (the
             # reply, decided earlier, still says "queued") wakes the sleep below at once.
-            waiter.event = event = self._new_event()
+            waiter.event = event = self._new_signal()
             result = await self._backend.acquire(request, enqueue=True)
             self._check_open()  # closed meanwhile: give up (the caller withdraws the request)
-            if result.outcome is Outcome.GRANTED:
+            outcome = result.outcome
+            if outcome is _GRANTED:
                 return True
-            if result.outcome is Outcome.STALE:
+            if outcome is _STALE:
                 raise _Stale
             _raise_if_refused_for_good(request.number, request.token, result)
             waiter.fenced = result.fenced
-            if result.outcome is Outcome.RATE_LIMITED:
+            if outcome is _RATE_LIMITED:
                 # Out of the line (nothing counted): ask again when the window has room.
                 waiter.queued = False
                 delay = result.retry_in or 0.0
                 waiter.rate_refusal = (_window_name(result, request), self._now() + delay)
-            elif result.outcome is Outcome.GROUP_FULL:
+            elif outcome is _GROUP_FULL:
                 # Registered as a waiter of the group (not in the number's line): woken when a
                 # slot of the group frees, or at its earliest lease expiry; asking again keeps
                 # the registration alive.
@@ -429,6 +444,9 @@ class Line(OnLoop):
                 # expiries.
                 delay = math.inf if result.retry_in is None else result.retry_in + 0.001
             if delay == math.inf:
+                await event.wait()
+            elif self._alarms is not None:  # on asyncio: a timed wake, cheaper than a scope
+                self._alarms.at(self._now() + delay, event)
                 await event.wait()
             else:
                 with self._cancel_scope(deadline=self._now() + delay):

@@ -58,6 +58,7 @@ __all__ = ("Throttle",)
 
 logger = logging.getLogger("callthrottle")
 
+_RELEASED = ReleaseState.RELEASED  # (found once: an enum member read from its class is slow)
 _OUTCOMES: dict[int, ReleaseOutcome] = {
     ReleaseState.RELEASED: ReleaseOutcome.RELEASED,
     ReleaseState.EXPIRED: ReleaseOutcome.EXPIRED,
@@ -564,7 +565,7 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
         """
         if self._degraded is not None and self._degraded.holds(lease):
             return await self._degraded.release(lease) is ReleaseOutcome.RELEASED
-        return await self._keeper.release(lease) == ReleaseState.RELEASED
+        return await self._keeper.release(lease) == _RELEASED
 
     async def end_call(self, lease: Lease) -> ReleaseOutcome:
         """Give the slot back when the call ends, as :meth:`release` does, and say what was
@@ -598,11 +599,13 @@ class Throttle(PoolMethods, OperatorMethods, PolicyMethods):
 
     def _on_event(self, kind: str, number: str, token: str) -> None:
         """The backend's word, routed to the part it concerns."""
-        if kind == "resync":  # events may have been missed: every waiter asks again
+        if kind == "granted" or kind == "nudged":  # (the common case first)
+            waiter = self._line.waiting.get((number, token))
+            if waiter is not None:
+                waiter.wake(kind == "granted")
+        elif kind == "resync":  # events may have been missed: every waiter asks again
             self._keeper.resynced()
             self._line.wake_all()
-        elif kind == "granted" or kind == "nudged":
-            self._line.wake((number, token), kind == "granted")
         elif kind == "released":
             self._keeper.released_elsewhere((number, token))
 

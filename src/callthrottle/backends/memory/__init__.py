@@ -24,6 +24,7 @@ their sum, so that a call goes straight to its method, without a hop on the hot 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import anyio
@@ -34,6 +35,7 @@ from ._pools import _Pools
 from ._published import _PolicyBook
 from ._sessions import _Sessions
 from ._slots import _Slots
+from ._state import yield_to_loop
 from ._views import _Views
 
 if TYPE_CHECKING:
@@ -71,7 +73,10 @@ class MemoryBackend(_Pools, _Slots, _Views, _Owners, _Sessions, _PolicyBook):
 
     async def open(self) -> None:
         """No Lua twin: nothing to connect to."""
-        self._checkpoint = current_token().backend_class.checkpoint
+        token = current_token()
+        self._checkpoint = token.backend_class.checkpoint
+        if isinstance(token.native_token, asyncio.AbstractEventLoop):
+            self._checkpoint = yield_to_loop  # the same, without two calls around it
         await self._checkpoint()
 
     async def listen(

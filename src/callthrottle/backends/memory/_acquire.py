@@ -5,6 +5,7 @@ functions."""
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from .._results import AcquireResult, Outcome
@@ -23,6 +24,31 @@ if TYPE_CHECKING:
 _GRANTED = AcquireResult(Outcome.GRANTED)  # immutable: one instance serves every grant
 _CONFLICT = AcquireResult(Outcome.CONFLICT)
 _STALE = AcquireResult(Outcome.STALE)
+_QUEUED = Outcome.QUEUED
+
+# A place in line's reply, made field by field (a frozen dataclass's __init__ sets each field
+# through object.__setattr__, three times slower): the hot path of a contended number.
+_FIELDS = ("outcome", "retry_in", "state", "reason", "window", "for_callee", "group", "fenced")
+assert tuple(f.name for f in fields(AcquireResult)) == _FIELDS
+_new_result = object.__new__
+_set_outcome, _set_retry_in, *_set_others = (
+    getattr(AcquireResult, name).__set__ for name in _FIELDS
+)
+_set_state, _set_reason, _set_window, _set_for_callee, _set_group, _set_fenced = _set_others
+
+
+def _queued(retry_in: float | None) -> AcquireResult:
+    """``AcquireResult(Outcome.QUEUED, retry_in)``, made faster."""
+    result: AcquireResult = _new_result(AcquireResult)
+    _set_outcome(result, _QUEUED)
+    _set_retry_in(result, retry_in)
+    _set_state(result, None)
+    _set_reason(result, None)
+    _set_window(result, None)
+    _set_for_callee(result, False)
+    _set_group(result, None)
+    _set_fenced(result, False)
+    return result
 
 
 class _Acquire(_Lines):
@@ -33,13 +59,20 @@ class _Acquire(_Lines):
     async def acquire(self, request: AcquireRequest, *, enqueue: bool) -> AcquireResult:
         """Lua twin: ``acquire.lua`` (also run for each operation of ``batch.lua`` and for each
         number ``pick.lua`` tries)."""
-        await self._checkpoint()
+        # Decided at once, then the checkpoint (a caller cancelled there withdraws what was
+        # written, as after a reply lost on Redis); none after a place in line: the caller's
+        # wait for its turn is its checkpoint.
         number, token, owner, limit, ttl, max_hold, rates, session, version = request  # (hot)
         if version != self._stamp and self._stale(version):
-            return _STALE
-        if session:
-            return self._acquire_in_session(request, enqueue)
-        return self._acquire_now(number, token, owner, limit, ttl, max_hold, enqueue, rates)
+            result = _STALE
+        elif session:
+            result = self._acquire_in_session(request, enqueue)
+        else:
+            result = self._acquire_now(number, token, owner, limit, ttl, max_hold, enqueue, rates)
+            if result.outcome is _QUEUED:
+                return result
+        await self._checkpoint()
+        return result
 
     def _acquire_in_session(self, request: AcquireRequest, enqueue: bool) -> AcquireResult:
         """An acquire of a session lease: granted or queued, it keeps the session alive. Twin
@@ -121,7 +154,7 @@ class _Acquire(_Lines):
                 return _GRANTED
             waiting.expires = expires = now + waiting.ttl
             state.next_expiry = min(state.next_expiry, expires)
-            return AcquireResult(Outcome.QUEUED, self._retry_in(number, state, now))
+            return _queued(self._retry_in(number, state, now))
         if rated:
             refused = self._refusal(
                 number, token, owner, ttl, rates, now, windows, callee_log, wait=enqueue
@@ -135,7 +168,8 @@ class _Acquire(_Lines):
         claims = rated or session is not None
         entry = _Entry(owner, ttl, asked, max_hold, expires, math.inf, claims, session=session)
         if not queue and len(holders) < limit:
-            self._ended.forget(number, owner, token)  # a new lease of the token
+            if self._ended.records:
+                self._ended.forget(number, owner, token)  # a new lease of the token
             if rated:
                 self._admit(state, number, token, entry, now, windows, rates)
             else:
@@ -147,9 +181,10 @@ class _Acquire(_Lines):
                 self._leave_group_lines(number, token, owner, rates.groups)
             entry.since = now  # when it queued (the "since" of its meta in Lua)
             queue[token] = entry
-            self._ended.forget(number, owner, token)  # a new lease of the token, to come
+            if self._ended.records:
+                self._ended.forget(number, owner, token)  # a new lease of the token, to come
             state.next_expiry = min(state.next_expiry, expires)
-            return AcquireResult(Outcome.QUEUED, retry_in)
+            return _queued(retry_in)
         self._forget_if_idle(number, state)
         return AcquireResult(Outcome.REFUSED, retry_in)
 

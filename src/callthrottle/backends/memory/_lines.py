@@ -8,6 +8,7 @@ Every helper here is synchronous: atomic within the event loop, as a Lua functio
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from .._base import SESSION_HOLD_MAX
@@ -17,6 +18,21 @@ from ._records import _expiry, _live, _NumberState
 if TYPE_CHECKING:
     from ._pool_state import _Pool
     from ._records import _Entry
+
+
+_session_of = attrgetter("session")
+_expires_of = attrgetter("expires")
+
+
+def _lapses_first(holders: dict[str, _Entry], granted: list[str], soonest: float) -> bool:
+    """Whether the lease first in line to lapse is one of those just ``granted`` (the first of
+    which to lapse does at ``soonest``): the lowest expiry (a session lease's deadline), the
+    lowest token among equal ones. Twin of the test of ``ZRANGE H 0 0`` in ``promote`` in
+    ``_common.lua``."""
+    for entry in holders.values():  # the oldest first: mostly the first one tells
+        if entry.expires < soonest:
+            return False
+    return min(t for t, e in holders.items() if e.expires == soonest) in granted
 
 
 class _Lines(_GroupLines):
@@ -31,46 +47,62 @@ class _Lines(_GroupLines):
         if state is None:
             state = self._numbers[number] = _NumberState()
             return state
-        holders, queue = state.holders, state.queue
         if state.next_expiry <= now:
-            for token in [t for t, e in holders.items() if _expiry(e) <= now]:
-                entry = holders.pop(token)
-                # a release says "expired"
-                self._lapsed.mark(number, token, entry.ttl, _expiry(entry), now)
-                self._leave_groups(number, token, entry.owner, nudge=False)
-            for token in [t for t, e in queue.items() if e.expires <= now]:
-                del queue[token]
-            # A session's expiry only moves later (or its leases go with it): a lower bound.
-            state.next_expiry = min(
-                min(map(_expiry, holders.values()), default=math.inf),
-                min((e.expires for e in queue.values()), default=math.inf),
-            )
-        if not queue:
-            return state
+            self._purge(number, state, now)
+        if state.queue:
+            self._promote(number, state, now)
+        return state
+
+    def _purge(self, number: str, state: _NumberState, now: float) -> None:
+        """Drop expired holders and waiters. Twin of ``purge`` in ``_common.lua``."""
+        holders, queue = state.holders, state.queue
+        for token in [t for t, e in holders.items() if _expiry(e) <= now]:
+            entry = holders.pop(token)
+            # a release says "expired"
+            self._lapsed.mark(number, token, entry.ttl, _expiry(entry), now)
+            self._leave_groups(number, token, entry.owner, nudge=False)
+        for token in [t for t, e in queue.items() if e.expires <= now]:
+            del queue[token]
+        # A session's expiry only moves later (or its leases go with it): a lower bound.
+        state.next_expiry = min(
+            min(map(_expiry, holders.values()), default=math.inf),
+            min((e.expires for e in queue.values()), default=math.inf),
+        )
+
+    def _promote(self, number: str, state: _NumberState, now: float) -> None:
+        """Grant waiters whose turn came (the line is not empty). Twin of ``promote`` in
+        ``_common.lua``."""
+        holders, queue = state.holders, state.queue
         policy = self._policies.get(number)
-        if policy is not None and policy.unavailable(now) is not None:
-            return state
+        if policy is None:
+            if len(holders) >= queue[next(iter(queue))].limit:
+                return  # full (the loop below grants nothing, and tells nobody): the hot path
+        elif policy.unavailable(now) is not None:
+            return
         # Windows set at run time, or a warm-up begun, since a waiter queued apply to it too:
         # it is not handed a slot without asking then, so that they are checked and counted.
         ruled = policy is not None and (bool(policy.rates) or policy.warming_since is not None)
         # Nor is a waiter that queued before the newest policy came (its cap may be older).
         reached = self._stamp_reached
-        granted = False
+        granted: list[str] = []
+        soonest = math.inf  # when the first lease granted here lapses (its score in H on Redis)
         while queue:
-            token, entry = next(iter(queue.items()))
+            token = next(iter(queue))
+            entry = queue[token]
             cap = entry.limit if policy is None else policy.cap_in_force(entry.limit, now)
             full = len(holders) >= cap
             if full or entry.rated or ruled or entry.since <= reached:
-                # The head asks again: to time its wait from the new leases, or (rate windows)
-                # to take the free slot itself, so that its windows are checked.
-                if granted or not full:
+                # The head asks again: to time its wait from the new leases (when one of them
+                # lapses first: it slept until an older one would), or (rate windows) to take
+                # the free slot itself, so that its windows are checked.
+                if not full or (granted and _lapses_first(holders, granted, soonest)):
                     self._notify(entry.owner, "nudged", number, token)
-                break
+                return
             del queue[token]
             self._grant(state, number, token, entry, now)
             self._notify(entry.owner, "granted", number, token)
-            granted = True
-        return state
+            granted.append(token)
+            soonest = min(soonest, entry.expires)
 
     @staticmethod
     def _grant(state: _NumberState, number: str, token: str, entry: _Entry, now: float) -> None:
@@ -95,8 +127,11 @@ class _Lines(_GroupLines):
         """Seconds until a slot may free without anyone being told: the earliest lease expiry,
         or the end of a lowered cap (None: neither). Twin of ``retry_in`` in ``_common.lua``."""
         retry_in = None
-        if state.holders:
-            retry_in = max(min(map(_expiry, state.holders.values())) - now, 0.0)
+        holders = state.holders.values()
+        if holders:
+            # (Without a session lease, each lapses at its own expiry: read without a call.)
+            lapse_of = _expiry if any(map(_session_of, holders)) else _expires_of
+            retry_in = max(min(map(lapse_of, holders)) - now, 0.0)
         policy = self._policies.get(number)
         lapses = None if policy is None or policy.lowered_cap is None else policy.lowered_until
         if lapses is not None:

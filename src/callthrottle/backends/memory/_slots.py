@@ -26,17 +26,23 @@ class _Slots(_Lines):
     __slots__ = ()
 
     async def release(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
-        # All the work happens before the checkpoint: a release cancelled there is not lost.
         """Lua twin: ``release.lua`` (also run for each operation of ``batch.lua``)."""
+        # All the work happens before the checkpoint: a release cancelled there is not lost.
+        outcome = self.release_now(number, token, releaser, pool)
+        await self._checkpoint()
+        return outcome
+
+    def release_now(self, number: str, token: str, releaser: str, pool: str | None = None) -> int:
+        """Lua twin: ``release.lua``, as :meth:`release` without the checkpoint: a plain call,
+        which nothing can interrupt (a throttle on this backend gives slots back with it)."""
         state = self._numbers.get(number)
         if pool is not None:
             self._note_load(pool, number, state, token)
         now = self._clock()
         if state is None:
-            lapsed = self._lapsed.take(number, token, now)
-            await self._checkpoint()
-            return _EXPIRED if lapsed else _UNKNOWN
-        self._settle(number, now)
+            return _EXPIRED if self._lapsed.take(number, token, now) else _UNKNOWN
+        if state.next_expiry <= now:
+            self._purge(number, state, now)
         entry = state.holders.pop(token, None)
         if entry is not None:
             if self._group_holders or self._group_waiters:
@@ -50,7 +56,6 @@ class _Slots(_Lines):
                 # A session's other processes hear of it too (the one that took it may hold
                 # it still).
                 self._notify(entry.owner, "released", number, token)
-            self._settle(number, now)
             if self._lapsed.records:
                 self._lapsed.forget(number, token)
             outcome = _RELEASED
@@ -58,9 +63,10 @@ class _Slots(_Lines):
             outcome = _EXPIRED
         else:
             outcome = _UNKNOWN
-        if not state.holders and not state.queue:
+        if state.queue:  # the freed slot goes to the next in line
+            self._promote(number, state, now)
+        elif not state.holders:
             self._numbers.pop(number, None)
-        await self._checkpoint()
         return outcome
 
     async def abandon(self, number: str, token: str, owner: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import types
 from typing import TYPE_CHECKING
 
 from anyio.lowlevel import checkpoint
@@ -12,7 +13,7 @@ from .._base import OWN_TAGS, EventListener, Layout
 from ._records import _Ended, _Lapsed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Generator
 
     from .._policy import Published
     from ._policy import _Policy
@@ -20,6 +21,13 @@ if TYPE_CHECKING:
     from ._records import _Entry, _NumberState
     from ._sessions import _Session
     from ._windows import _RateLog
+
+
+@types.coroutine
+def yield_to_loop() -> Generator[None, None, None]:
+    """anyio's checkpoint on asyncio (``await asyncio.sleep(0)``, whose body this is): a bare
+    yield, which the task takes as "run me again soon" (and where a cancellation reaches it)."""
+    yield
 
 
 class _MemoryState:
