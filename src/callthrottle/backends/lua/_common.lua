@@ -82,10 +82,11 @@ local function bind(keys, args)
   -- (a number's keys end with its policy stamp, S: not a group's)
   GROUPS = math.max(math.floor((#keys - 7) / 4), 0)
   NOW, POLICY, PURGED = nil, nil, nil
-  STAMPS = {}
-  EXTENDED = {}
-  SESSIONS = {}
-  MARKED = {}
+  -- (a table the last call left empty serves again)
+  if next(STAMPS) ~= nil then STAMPS = {} end
+  if next(EXTENDED) ~= nil then EXTENDED = {} end
+  if next(SESSIONS) ~= nil then SESSIONS = {} end
+  if next(MARKED) ~= nil then MARKED = {} end
 end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
@@ -201,6 +202,9 @@ end
 -- that may take the reserve when it is further back (the slot may be a reserved one, which
 -- those ahead of it may not take).
 local function nudge_group(gw, channels, count, now)
+  -- Nobody waits (the common case): nothing lapsed to drop, nobody to tell (GQ and GV list
+  -- the members of GW only).
+  if redis.call('ZCARD', gw) == 0 then return end
   purge_group_line(gw, now)
   if count <= 0 then return end
   local told = {}
@@ -270,7 +274,8 @@ end
 
 -- Member m leaves a group's line; when it was first (or the first that may take the reserve),
 -- the next is told (a slot kept for m may be free). `free`: false when m took that slot and
--- none is left (nobody to tell then).
+-- none is left (nobody to tell then); or, as a function, what tells it (asked only when m was
+-- first).
 local function leave_group_line(gw, m, channels, now, free)
   if redis.call('ZREM', gw, m) == 0 then return end
   local gq = group_line(gw)
@@ -282,6 +287,7 @@ local function leave_group_line(gw, m, channels, now, free)
     redis.call('ZREM', gv, m)
     was_first = was_first or first_reserved == m
   end
+  if was_first and type(free) == 'function' then free = free() end
   if was_first and free ~= false then nudge_group(gw, channels, 1, now) end
 end
 
@@ -332,7 +338,7 @@ end
 
 -- The marker key of the key prefix of a number's keys (H): "<prefix>fence".
 local function fence_mark(key)
-  return string.match(key, '^(.-){') .. 'fence'
+  return string.sub(key, 1, string.find(key, '{', 1, true) - 1) .. 'fence'
 end
 
 -- Look at the server (see above) and at the marker key `mark` (nil: none): note a loss seen.
@@ -502,8 +508,9 @@ local function int(n)
 end
 
 local function meta(owner, ttl, hold, limit, flags, since, skey, life)
-  local text = owner .. '\t' .. int(ttl) .. '\t' .. int(hold) .. '\t' .. int(limit) .. '\t'
-    .. flags .. '\t' .. int(since)
+  -- (texts joined as they are: a format's %s stops at a zero byte)
+  local text = owner .. string.format('\t%d\t%d\t%d\t', ttl, hold, limit) .. flags .. '\t'
+    .. int(since)
   if skey and skey ~= '' then text = text .. '\t' .. skey .. '\t' .. int(life or 0) end
   return text
 end
@@ -512,6 +519,7 @@ end
 -- session lease (the record's key without the prefix: see record_of). Returns owner, that
 -- record ('' for none).
 local function split_owner(arg)
+  if not string.find(arg, '\t', 1, true) then return arg, '' end
   local owner, skey = string.match(arg, '^([^\t]*)\t(.+)$')
   if owner then return owner, skey end
   return arg, ''
@@ -562,7 +570,7 @@ local function keep_session(record, owner, ttl, now)
   -- alive twice: when the lease is granted, and for its reply).
   local ms = ttl + 1000
   if (EXTENDED[record] or 0) < now + ms then
-    if redis.call('PTTL', record) < ms then redis.call('PEXPIRE', record, ms) end
+    extend(record, ms)
     EXTENDED[record] = now + ms
   end
   return life[2]

@@ -142,7 +142,9 @@ local function grant()
     redis.call('ZADD', g[1], expires, me)
     extend(g[1], expires - now + 1000)
     -- Out of the group's line; the next is told when a slot is still free for someone.
-    leave_group_line(g[3], me, ARGV[8], now, not g[4] or redis.call('ZCARD', g[1]) < g[4])
+    leave_group_line(g[3], me, ARGV[8], now, g[4] and function()
+      return redis.call('ZCARD', g[1]) < g[4]
+    end)
     if #g[5] > 0 then rate_hit(g[2], g[5], now, ARGV[7] .. ':' .. token) end
   end
   return expires
