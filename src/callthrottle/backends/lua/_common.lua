@@ -73,6 +73,9 @@ local SESSIONS = {}
 local EXTENDED = {}
 -- marker key (see fence_mark) -> true once this call looked at it
 local MARKED = {}
+-- a group's GW -> true once this call found it empty (nobody waits there: only
+-- join_group_line adds to it, and clears this)
+local IDLE_LINES = {}
 
 -- Every function starts here: the keys and arguments of the call become the names above
 -- (Redis runs one function at a time, so they are never shared by two calls).
@@ -87,6 +90,15 @@ local function bind(keys, args)
   if next(EXTENDED) ~= nil then EXTENDED = {} end
   if next(SESSIONS) ~= nil then SESSIONS = {} end
   if next(MARKED) ~= nil then MARKED = {} end
+  if next(IDLE_LINES) ~= nil then IDLE_LINES = {} end
+end
+
+-- Whether nobody waits in a group's line (GW) now.
+local function idle_line(gw)
+  if IDLE_LINES[gw] then return true end
+  if redis.call('ZCARD', gw) > 0 then return false end
+  IDLE_LINES[gw] = true
+  return true
 end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
@@ -204,7 +216,7 @@ end
 local function nudge_group(gw, channels, count, now)
   -- Nobody waits (the common case): nothing lapsed to drop, nobody to tell (GQ and GV list
   -- the members of GW only).
-  if redis.call('ZCARD', gw) == 0 then return end
+  if idle_line(gw) then return end
   purge_group_line(gw, now)
   if count <= 0 then return end
   local told = {}
@@ -226,7 +238,7 @@ end
 -- would find its share full anyway (else it would take that caller's slot).
 local function group_has_room(gw, m, cap, reserve, in_use, reserved, now)
   local share = math.max(cap - reserve - in_use, 0)  -- slots free to every call
-  if redis.call('ZCARD', gw) == 0 then  -- nobody waits: the common case
+  if idle_line(gw) then  -- nobody waits: the common case
     if reserved then return in_use < cap end
     return share > 0
   end
@@ -268,6 +280,7 @@ local function join_group_line(gw, m, now, ms, reserved)
     extend(reserve_line(gw), ms + 1000)
   end
   redis.call('ZADD', gw, now + ms, m)
+  IDLE_LINES[gw] = nil
   extend(gw, ms + 1000)
   extend(gq, ms + 1000)
 end
@@ -277,7 +290,7 @@ end
 -- none is left (nobody to tell then); or, as a function, what tells it (asked only when m was
 -- first).
 local function leave_group_line(gw, m, channels, now, free)
-  if redis.call('ZREM', gw, m) == 0 then return end
+  if IDLE_LINES[gw] or redis.call('ZREM', gw, m) == 0 then return end
   local gq = group_line(gw)
   local was_first = redis.call('ZRANGE', gq, 0, 0)[1] == m
   redis.call('ZREM', gq, m)
@@ -296,7 +309,7 @@ local function leave_groups(owner, number, token, channels, now)
   local m = member(owner, number, token)
   for i = 1, GROUPS do
     local gh, _, gw = group_keys(i)
-    leave_group_line(gw, m, channels, now)
+    if not idle_line(gw) then leave_group_line(gw, m, channels, now) end
     if redis.call('ZREM', gh, m) == 1 then nudge_group(gw, channels, 1, now) end
   end
 end
@@ -622,12 +635,21 @@ local function lapsed_key()
   return string.sub(H, 1, -2) .. 'x'
 end
 
+-- Texts of rate windows read before -> their windows (it depends on the text alone), and how
+-- many it holds (emptied past PARSED_MAX).
+local PARSED, PARSED_COUNT, PARSED_MAX = {}, 0, 1000
+
 -- Rate windows, written "amount:window_ms:calendar;..." (calendar 1: a day from local midnight).
+-- The list returned is shared by every call that reads the same text: read only.
 local function parse_windows(spec)
-  local windows = {}
+  local windows = PARSED[spec]
+  if windows then return windows end
+  windows = {}
   for amount, ms, cal in string.gmatch(spec, '(%d+):(%d+):(%d)') do
     windows[#windows + 1] = {tonumber(amount), tonumber(ms), cal == '1'}
   end
+  if PARSED_COUNT >= PARSED_MAX then PARSED, PARSED_COUNT = {}, 0 end
+  PARSED[spec], PARSED_COUNT = windows, PARSED_COUNT + 1
   return windows
 end
 
@@ -649,6 +671,7 @@ local function windows_in_force(pol, asked, warmup, calendar, now)
     for amount in string.gmatch(warmup, '%d+') do
       i = i + 1
       if i == week then
+        windows = {unpack(windows)}  -- (a list of its own: parse_windows shares its lists)
         windows[#windows + 1] = {tonumber(amount), 86400000, calendar == '1'}
       end
     end
