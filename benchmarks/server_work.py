@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = "+8657188880001"
 CALLEE = "+8613800138000"
+HANDED = "+8657188880002"  # the number of the hand-off case
 CAP = 20
 POLICED = {
     "numbers": {
@@ -41,6 +42,7 @@ POLICED = {
     "tenants": {"a": {"cap": 100000, "rates": "100000/minute"}},
     "callee": {"rates": "100000/minute"},
 }
+CASES = ("plain", "every", "handoff")
 FUNCTION_CALLS = ("fcall", "fcall_ro", "evalsha", "eval", "evalsha_ro", "eval_ro")
 IGNORED = ("info", "function|load", "function")
 
@@ -89,6 +91,7 @@ async def serve(tree: Path, url: str, prefix: str) -> None:
     sync = redis.Redis.from_url(url)
     async with (
         Throttle.from_url(url, key_prefix=prefix + "plain:") as plain,
+        Throttle.from_url(url, key_prefix=prefix + "plain:") as other,
         Throttle.from_url(url, key_prefix=prefix + "every:", config=POLICED) as every,
     ):
         for throttle in (plain, every):
@@ -104,7 +107,28 @@ async def serve(tree: Path, url: str, prefix: str) -> None:
         async def release(case: str, lease: Any) -> None:
             await (plain if case == "plain" else every).release(lease)
 
+        async def handoff(count: int) -> dict[str, Any]:
+            # A slot handed to a waiter of another throttle: from the holder's release to the
+            # waiter's lease (what the server does meanwhile: the release, and anything the
+            # waiter asks before its acquire returns).
+            totals: dict[str, tuple[int, int]] = {}
+            for _ in range(count):
+                held = await plain.acquire(HANDED, limit=1, timeout=0)
+                waiting = asyncio.ensure_future(other.acquire(HANDED, limit=1, timeout=10))
+                while (await plain.usage(HANDED)).waiting == 0:
+                    await asyncio.sleep(0.001)
+                before = sync.info("commandstats")
+                await plain.release(held)
+                lease = await waiting
+                for name, (calls, usec) in delta(before, sync.info("commandstats")).items():
+                    old = totals.get(name, (0, 0))
+                    totals[name] = (old[0] + calls, old[1] + usec)
+                await other.release(lease)
+            return {"release": per_op(totals, count)}
+
         async def run(case: str, count: int) -> dict[str, Any]:
+            if case == "handoff":
+                return await handoff(count)
             first = sync.info("commandstats")
             leases = [await acquire(case) for _ in range(count)]
             middle = sync.info("commandstats")
@@ -116,7 +140,7 @@ async def serve(tree: Path, url: str, prefix: str) -> None:
                 "release": per_op(delta(middle, last), count),
             }
 
-        for case in ("plain", "every"):  # warm up: functions loaded, connections open
+        for case in CASES:  # warm up: functions loaded, connections open
             await run(case, 20)
         print(json.dumps({"ready": str(imported)}), flush=True)
         loop = asyncio.get_running_loop()
@@ -176,8 +200,8 @@ def summary(rounds: list[dict[str, Any]], op: str) -> dict[str, Any]:
 
 def report(workers: list[Worker], trivial: float) -> None:
     print(f"\nEVALSHA of `return 1`: {trivial:.2f} usec per call inside the server")
-    for case in ("plain", "every"):
-        for op in ("acquire", "release"):
+    for case in CASES:
+        for op in ("acquire", "release") if case != "handoff" else ("release",):
             print(f"\n{case} {op} (per operation):")
             figures = [(w.label, summary(w.results[case], op)) for w in workers]
             names = sorted({n for _, s in figures for n in s["inner"]})
@@ -229,9 +253,9 @@ def main() -> None:
         try:
             for i in range(args.rounds):
                 order = workers if i % 2 == 0 else workers[::-1]
-                for case in ("plain", "every"):
+                for case in CASES:
                     for worker in order:
-                        worker.ask(case, args.count)
+                        worker.ask(case, args.count if case != "handoff" else args.count // 4)
                 print(f"\rround {i + 1}/{args.rounds}", end="", file=sys.stderr, flush=True)
             print(file=sys.stderr)
             report(workers, trivial_usec(url))

@@ -866,9 +866,10 @@ local function group_first_lapse(gh)
   return first
 end
 
--- Drop expired leases and lapsed waiters; return how many wait in line afterwards.
-local function purge(now)
-  if PURGED == now then return redis.call('ZCARD', Q) end  -- nothing lapsed since
+-- Drop expired leases and lapsed waiters; return how many wait in line afterwards (`queued`:
+-- how many wait in it now, when the caller just read it).
+local function purge(now, queued)
+  if PURGED == now then return queued or redis.call('ZCARD', Q) end  -- nothing lapsed since
   PURGED = now
   local lapsed = redis.call('ZRANGEBYSCORE', H, '-inf', now, 'WITHSCORES')
   if #lapsed > 0 then
@@ -883,8 +884,8 @@ local function purge(now)
     each_chunk('HDEL', M, dead)
     each_chunk('SREM', sessions_set(), dead)
   end
-  settle_sessions(now)
-  local queued = redis.call('ZCARD', Q)
+  settle_sessions(now)  -- (neither touches the line)
+  queued = queued or redis.call('ZCARD', Q)
   if queued == 0 then return 0 end
   local gone = redis.call('ZRANGEBYSCORE', W, '-inf', now)
   if #gone > 0 then
@@ -964,7 +965,7 @@ local function promote(now, queued, number, channels, here, handed)
   local reached = policy_reached()
   while queued > 0 do
     local token = redis.call('ZRANGE', Q, 0, 0)[1]
-    local owner, ttl, hold, limit, flags, since = parse_meta(redis.call('HGET', M, token))
+    local owner, ttl, hold, limit, flags, since, skey = parse_meta(redis.call('HGET', M, token))
     pol = pol or policy()
     if unavailable(pol, now) then return queued end
     local holding = redis.call('ZCARD', H)
@@ -980,7 +981,6 @@ local function promote(now, queued, number, channels, here, handed)
       end
       return queued
     end
-    local skey = select(7, parse_meta(redis.call('HGET', M, token)))
     local expires, deadline = lease_times(ttl, hold, skey, now)
     local n = grant_life(owner, skey, ttl, now)
     redis.call('ZREM', Q, token)
