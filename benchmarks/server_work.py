@@ -80,14 +80,21 @@ def per_op(changes: dict[str, tuple[int, int]], count: int) -> dict[str, Any]:
 # The worker: one source tree --------------------------------------------------------------------
 
 
-async def serve(tree: Path, url: str, prefix: str) -> None:
+def imported_from(tree: Path) -> Path:
+    """Where ``callthrottle`` is imported from, checked to be ``tree``."""
     import callthrottle
-    import redis
-    from callthrottle import Throttle
 
     imported = Path(callthrottle.__file__).resolve()
     if not imported.is_relative_to(tree.resolve()):
         raise SystemExit(f"callthrottle came from {imported}, not from {tree}")
+    return imported
+
+
+async def serve(tree: Path, url: str, prefix: str) -> None:
+    import redis
+    from callthrottle import Throttle
+
+    imported = imported_from(tree)
     sync = redis.Redis.from_url(url)
     async with (
         Throttle.from_url(url, key_prefix=prefix + "plain:") as plain,
@@ -115,7 +122,9 @@ async def serve(tree: Path, url: str, prefix: str) -> None:
             for _ in range(count):
                 held = await plain.acquire(HANDED, limit=1, timeout=0)
                 waiting = asyncio.ensure_future(other.acquire(HANDED, limit=1, timeout=10))
-                while (await plain.usage(HANDED)).waiting == 0:
+                for _ in range(10000):  # until it waits in line
+                    if (await plain.usage(HANDED)).waiting:
+                        break
                     await asyncio.sleep(0.001)
                 before = sync.info("commandstats")
                 await plain.release(held)
