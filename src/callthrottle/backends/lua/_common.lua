@@ -987,7 +987,8 @@ local function promote(now, queued, number, channels, here, handed)
     redis.call('ZREM', W, token)
     redis.call('ZADD', H, expires, token)
     redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now, skey, n))
-    cover(expires, now, holding == 0, false, ttl, true)
+    -- (the last waiter leaves no line: Q and W are gone)
+    cover(expires, now, holding == 0, false, ttl, queued > 1)
     hold_for_session(token, skey, ttl, expires, now)
     if owner == here then
       handed[#handed + 1] = token
