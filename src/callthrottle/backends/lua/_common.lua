@@ -963,12 +963,13 @@ local function promote(now, queued, number, channels, here, handed)
     return queued
   end
   local reached = policy_reached()
+  local holding = nil  -- (read once: then counted as leases are added)
   while queued > 0 do
     local token = redis.call('ZRANGE', Q, 0, 0)[1]
     local owner, ttl, hold, limit, flags, since, skey = parse_meta(redis.call('HGET', M, token))
     pol = pol or policy()
     if unavailable(pol, now) then return queued end
-    local holding = redis.call('ZCARD', H)
+    holding = holding or redis.call('ZCARD', H)
     local full = holding >= cap_in_force(pol, limit, now)
     -- Windows set at run time, or a warm-up begun, since the head queued apply to it too: it
     -- is not handed a slot without asking then, so that they are checked and counted; nor is
@@ -985,10 +986,11 @@ local function promote(now, queued, number, channels, here, handed)
     local n = grant_life(owner, skey, ttl, now)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
-    redis.call('ZADD', H, expires, token)
+    local added = redis.call('ZADD', H, expires, token)
     redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now, skey, n))
     -- (the last waiter leaves no line: Q and W are gone)
     cover(expires, now, holding == 0, false, ttl, queued > 1)
+    holding = holding + added
     hold_for_session(token, skey, ttl, expires, now)
     if owner == here then
       handed[#handed + 1] = token
