@@ -15,6 +15,12 @@ time the server spent in the function, commands inside included), and the calls 
 command, which are the commands run inside the functions (the worker's own client sends only
 ``FCALL`` and ``INFO`` meanwhile; ``INFO`` is left out). Counts are exact and do not depend on
 load; usec does a little (the median over rounds is printed).
+
+Two more cases: *handoff*, a release that hands its slot to the one waiter, of another throttle
+(per release, up to the waiter's lease: ``--count`` / 4 of them), and *contended*, 200
+coroutines cycling on one number with cap 20 as in ``compare.py`` (per cycle, an acquire and a
+release: ``--count`` * 20 of them). Requests that arrive together run as one batch call there,
+so its counts depend a little on timing too.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NUMBER = "+8657188880001"
 CALLEE = "+8613800138000"
 HANDED = "+8657188880002"  # the number of the hand-off case
+CONTENDED = "+8657188880003"  # the number of the contended case
 CAP = 20
 POLICED = {
     "numbers": {
@@ -42,7 +49,11 @@ POLICED = {
     "tenants": {"a": {"cap": 100000, "rates": "100000/minute"}},
     "callee": {"rates": "100000/minute"},
 }
-CASES = ("plain", "every", "handoff")
+CASES = ("plain", "every", "handoff", "contended")
+#: What each case measures per operation (the others: an acquire and a release).
+OPERATIONS = {"handoff": ("release",), "contended": ("cycle",)}
+#: Operations per round, as a share of --count.
+SIZES = {"handoff": 0.25, "contended": 20}
 FUNCTION_CALLS = ("fcall", "fcall_ro", "evalsha", "eval", "evalsha_ro", "eval_ro")
 IGNORED = ("info", "function|load", "function")
 
@@ -135,9 +146,28 @@ async def serve(tree: Path, url: str, prefix: str) -> None:
                 await other.release(lease)
             return {"release": per_op(totals, count)}
 
+        async def contended(count: int) -> dict[str, Any]:
+            # 200 coroutines cycling on one number with cap 20 (compare.py's): the server's
+            # work per cycle (an acquire, mostly queued and handed a slot, and a release).
+            cycles = 0
+
+            async def cycle() -> None:
+                nonlocal cycles
+                while cycles < count:
+                    lease = await plain.acquire(CONTENDED, limit=20, timeout=10)
+                    await asyncio.sleep(0)
+                    await plain.release(lease)
+                    cycles += 1
+
+            before = sync.info("commandstats")
+            await asyncio.gather(*(cycle() for _ in range(200)))
+            return {"cycle": per_op(delta(before, sync.info("commandstats")), cycles)}
+
         async def run(case: str, count: int) -> dict[str, Any]:
             if case == "handoff":
                 return await handoff(count)
+            if case == "contended":
+                return await contended(count)
             first = sync.info("commandstats")
             leases = [await acquire(case) for _ in range(count)]
             middle = sync.info("commandstats")
@@ -210,7 +240,7 @@ def summary(rounds: list[dict[str, Any]], op: str) -> dict[str, Any]:
 def report(workers: list[Worker], trivial: float) -> None:
     print(f"\nEVALSHA of `return 1`: {trivial:.2f} usec per call inside the server")
     for case in CASES:
-        for op in ("acquire", "release") if case != "handoff" else ("release",):
+        for op in OPERATIONS.get(case, ("acquire", "release")):
             print(f"\n{case} {op} (per operation):")
             figures = [(w.label, summary(w.results[case], op)) for w in workers]
             names = sorted({n for _, s in figures for n in s["inner"]})
@@ -264,7 +294,7 @@ def main() -> None:
                 order = workers if i % 2 == 0 else workers[::-1]
                 for case in CASES:
                     for worker in order:
-                        worker.ask(case, args.count if case != "handoff" else args.count // 4)
+                        worker.ask(case, int(args.count * SIZES.get(case, 1)))
                 print(f"\rround {i + 1}/{args.rounds}", end="", file=sys.stderr, flush=True)
             print(file=sys.stderr)
             report(workers, trivial_usec(url))
