@@ -73,6 +73,9 @@ local SESSIONS = {}
 local EXTENDED = {}
 -- marker key (see fence_mark) -> true once this call looked at it
 local MARKED = {}
+-- a group's GW -> true once this call found it empty (nobody waits there: only
+-- join_group_line adds to it, and clears this)
+local IDLE_LINES = {}
 
 -- Every function starts here: the keys and arguments of the call become the names above
 -- (Redis runs one function at a time, so they are never shared by two calls).
@@ -82,10 +85,20 @@ local function bind(keys, args)
   -- (a number's keys end with its policy stamp, S: not a group's)
   GROUPS = math.max(math.floor((#keys - 7) / 4), 0)
   NOW, POLICY, PURGED = nil, nil, nil
-  STAMPS = {}
-  EXTENDED = {}
-  SESSIONS = {}
-  MARKED = {}
+  -- (a table the last call left empty serves again)
+  if next(STAMPS) ~= nil then STAMPS = {} end
+  if next(EXTENDED) ~= nil then EXTENDED = {} end
+  if next(SESSIONS) ~= nil then SESSIONS = {} end
+  if next(MARKED) ~= nil then MARKED = {} end
+  if next(IDLE_LINES) ~= nil then IDLE_LINES = {} end
+end
+
+-- Whether nobody waits in a group's line (GW) now.
+local function idle_line(gw)
+  if IDLE_LINES[gw] then return true end
+  if redis.call('ZCARD', gw) > 0 then return false end
+  IDLE_LINES[gw] = true
+  return true
 end
 
 -- Pools (see pick.lua): a pool's load score is load * LOAD_SCALE + a pick counter.
@@ -201,6 +214,9 @@ end
 -- that may take the reserve when it is further back (the slot may be a reserved one, which
 -- those ahead of it may not take).
 local function nudge_group(gw, channels, count, now)
+  -- Nobody waits (the common case): nothing lapsed to drop, nobody to tell (GQ and GV list
+  -- the members of GW only).
+  if idle_line(gw) then return end
   purge_group_line(gw, now)
   if count <= 0 then return end
   local told = {}
@@ -222,7 +238,7 @@ end
 -- would find its share full anyway (else it would take that caller's slot).
 local function group_has_room(gw, m, cap, reserve, in_use, reserved, now)
   local share = math.max(cap - reserve - in_use, 0)  -- slots free to every call
-  if redis.call('ZCARD', gw) == 0 then  -- nobody waits: the common case
+  if idle_line(gw) then  -- nobody waits: the common case
     if reserved then return in_use < cap end
     return share > 0
   end
@@ -264,15 +280,17 @@ local function join_group_line(gw, m, now, ms, reserved)
     extend(reserve_line(gw), ms + 1000)
   end
   redis.call('ZADD', gw, now + ms, m)
+  IDLE_LINES[gw] = nil
   extend(gw, ms + 1000)
   extend(gq, ms + 1000)
 end
 
 -- Member m leaves a group's line; when it was first (or the first that may take the reserve),
 -- the next is told (a slot kept for m may be free). `free`: false when m took that slot and
--- none is left (nobody to tell then).
+-- none is left (nobody to tell then); or, as a function, what tells it (asked only when m was
+-- first).
 local function leave_group_line(gw, m, channels, now, free)
-  if redis.call('ZREM', gw, m) == 0 then return end
+  if IDLE_LINES[gw] or redis.call('ZREM', gw, m) == 0 then return end
   local gq = group_line(gw)
   local was_first = redis.call('ZRANGE', gq, 0, 0)[1] == m
   redis.call('ZREM', gq, m)
@@ -282,6 +300,7 @@ local function leave_group_line(gw, m, channels, now, free)
     redis.call('ZREM', gv, m)
     was_first = was_first or first_reserved == m
   end
+  if was_first and type(free) == 'function' then free = free() end
   if was_first and free ~= false then nudge_group(gw, channels, 1, now) end
 end
 
@@ -290,7 +309,7 @@ local function leave_groups(owner, number, token, channels, now)
   local m = member(owner, number, token)
   for i = 1, GROUPS do
     local gh, _, gw = group_keys(i)
-    leave_group_line(gw, m, channels, now)
+    if not idle_line(gw) then leave_group_line(gw, m, channels, now) end
     if redis.call('ZREM', gh, m) == 1 then nudge_group(gw, channels, 1, now) end
   end
 end
@@ -332,7 +351,7 @@ end
 
 -- The marker key of the key prefix of a number's keys (H): "<prefix>fence".
 local function fence_mark(key)
-  return string.match(key, '^(.-){') .. 'fence'
+  return string.sub(key, 1, string.find(key, '{', 1, true) - 1) .. 'fence'
 end
 
 -- Look at the server (see above) and at the marker key `mark` (nil: none): note a loss seen.
@@ -502,8 +521,9 @@ local function int(n)
 end
 
 local function meta(owner, ttl, hold, limit, flags, since, skey, life)
-  local text = owner .. '\t' .. int(ttl) .. '\t' .. int(hold) .. '\t' .. int(limit) .. '\t'
-    .. flags .. '\t' .. int(since)
+  -- (texts joined as they are: a format's %s stops at a zero byte)
+  local text = owner .. string.format('\t%d\t%d\t%d\t', ttl, hold, limit) .. flags .. '\t'
+    .. int(since)
   if skey and skey ~= '' then text = text .. '\t' .. skey .. '\t' .. int(life or 0) end
   return text
 end
@@ -512,6 +532,7 @@ end
 -- session lease (the record's key without the prefix: see record_of). Returns owner, that
 -- record ('' for none).
 local function split_owner(arg)
+  if not string.find(arg, '\t', 1, true) then return arg, '' end
   local owner, skey = string.match(arg, '^([^\t]*)\t(.+)$')
   if owner then return owner, skey end
   return arg, ''
@@ -562,7 +583,7 @@ local function keep_session(record, owner, ttl, now)
   -- alive twice: when the lease is granted, and for its reply).
   local ms = ttl + 1000
   if (EXTENDED[record] or 0) < now + ms then
-    if redis.call('PTTL', record) < ms then redis.call('PEXPIRE', record, ms) end
+    extend(record, ms)
     EXTENDED[record] = now + ms
   end
   return life[2]
@@ -614,12 +635,21 @@ local function lapsed_key()
   return string.sub(H, 1, -2) .. 'x'
 end
 
+-- Texts of rate windows read before -> their windows (it depends on the text alone), and how
+-- many it holds (emptied past PARSED_MAX).
+local PARSED, PARSED_COUNT, PARSED_MAX = {}, 0, 1000
+
 -- Rate windows, written "amount:window_ms:calendar;..." (calendar 1: a day from local midnight).
+-- The list returned is shared by every call that reads the same text: read only.
 local function parse_windows(spec)
-  local windows = {}
+  local windows = PARSED[spec]
+  if windows then return windows end
+  windows = {}
   for amount, ms, cal in string.gmatch(spec, '(%d+):(%d+):(%d)') do
     windows[#windows + 1] = {tonumber(amount), tonumber(ms), cal == '1'}
   end
+  if PARSED_COUNT >= PARSED_MAX then PARSED, PARSED_COUNT = {}, 0 end
+  PARSED[spec], PARSED_COUNT = windows, PARSED_COUNT + 1
   return windows
 end
 
@@ -641,6 +671,7 @@ local function windows_in_force(pol, asked, warmup, calendar, now)
     for amount in string.gmatch(warmup, '%d+') do
       i = i + 1
       if i == week then
+        windows = {unpack(windows)}  -- (a list of its own: parse_windows shares its lists)
         windows[#windows + 1] = {tonumber(amount), 86400000, calendar == '1'}
       end
     end
@@ -835,9 +866,10 @@ local function group_first_lapse(gh)
   return first
 end
 
--- Drop expired leases and lapsed waiters; return how many wait in line afterwards.
-local function purge(now)
-  if PURGED == now then return redis.call('ZCARD', Q) end  -- nothing lapsed since
+-- Drop expired leases and lapsed waiters; return how many wait in line afterwards (`queued`:
+-- how many wait in it now, when the caller just read it).
+local function purge(now, queued)
+  if PURGED == now then return queued or redis.call('ZCARD', Q) end  -- nothing lapsed since
   PURGED = now
   local lapsed = redis.call('ZRANGEBYSCORE', H, '-inf', now, 'WITHSCORES')
   if #lapsed > 0 then
@@ -852,8 +884,8 @@ local function purge(now)
     each_chunk('HDEL', M, dead)
     each_chunk('SREM', sessions_set(), dead)
   end
-  settle_sessions(now)
-  local queued = redis.call('ZCARD', Q)
+  settle_sessions(now)  -- (neither touches the line)
+  queued = queued or redis.call('ZCARD', Q)
   if queued == 0 then return 0 end
   local gone = redis.call('ZRANGEBYSCORE', W, '-inf', now)
   if #gone > 0 then
@@ -931,12 +963,13 @@ local function promote(now, queued, number, channels, here, handed)
     return queued
   end
   local reached = policy_reached()
+  local holding = nil  -- (read once: then counted as leases are added)
   while queued > 0 do
     local token = redis.call('ZRANGE', Q, 0, 0)[1]
-    local owner, ttl, hold, limit, flags, since = parse_meta(redis.call('HGET', M, token))
+    local owner, ttl, hold, limit, flags, since, skey = parse_meta(redis.call('HGET', M, token))
     pol = pol or policy()
     if unavailable(pol, now) then return queued end
-    local holding = redis.call('ZCARD', H)
+    holding = holding or redis.call('ZCARD', H)
     local full = holding >= cap_in_force(pol, limit, now)
     -- Windows set at run time, or a warm-up begun, since the head queued apply to it too: it
     -- is not handed a slot without asking then, so that they are checked and counted; nor is
@@ -949,14 +982,15 @@ local function promote(now, queued, number, channels, here, handed)
       end
       return queued
     end
-    local skey = select(7, parse_meta(redis.call('HGET', M, token)))
     local expires, deadline = lease_times(ttl, hold, skey, now)
     local n = grant_life(owner, skey, ttl, now)
     redis.call('ZREM', Q, token)
     redis.call('ZREM', W, token)
-    redis.call('ZADD', H, expires, token)
+    local added = redis.call('ZADD', H, expires, token)
     redis.call('HSET', M, token, meta(owner, ttl, deadline, limit, flags, now, skey, n))
-    cover(expires, now, holding == 0, false, ttl, true)
+    -- (the last waiter leaves no line: Q and W are gone)
+    cover(expires, now, holding == 0, false, ttl, queued > 1)
+    holding = holding + added
     hold_for_session(token, skey, ttl, expires, now)
     if owner == here then
       handed[#handed + 1] = token

@@ -67,7 +67,9 @@ if fence then limit = 0 end
 
 -- The hot path: no rate window, callee or group; nobody waiting; a slot free. Leases that
 -- expired unnoticed only make the number look fuller here: the full path below settles them.
-if #ARGV <= 9 and GROUPS == 0 and not pol[7] and redis.call('ZCARD', Q) == 0 then
+local plain = #ARGV <= 9 and GROUPS == 0 and not pol[7]
+local waiting = plain and redis.call('ZCARD', Q) or nil  -- (the line, when read here)
+if plain and waiting == 0 then
   local holding = redis.call('ZCARD', H)
   if holding < limit then
     local expires, deadline = lease_times(ttl, hold, skey, now)
@@ -126,7 +128,7 @@ local function rate_limited()
   local w = refusal[2]
   return {4, refusal[1], w[1], w[2], w[3] and 1 or 0, whose}
 end
-local queued = purge(now)
+local queued = purge(now, waiting)  -- (nothing was written since the line was read)
 if queued > 0 then queued = promote(now, queued, ARGV[7], ARGV[8]) end
 
 local function grant()
@@ -142,7 +144,9 @@ local function grant()
     redis.call('ZADD', g[1], expires, me)
     extend(g[1], expires - now + 1000)
     -- Out of the group's line; the next is told when a slot is still free for someone.
-    leave_group_line(g[3], me, ARGV[8], now, not g[4] or redis.call('ZCARD', g[1]) < g[4])
+    leave_group_line(g[3], me, ARGV[8], now, g[4] and function()
+      return redis.call('ZCARD', g[1]) < g[4]
+    end)
     if #g[5] > 0 then rate_hit(g[2], g[5], now, ARGV[7] .. ':' .. token) end
   end
   return expires

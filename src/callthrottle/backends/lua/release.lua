@@ -14,7 +14,7 @@ local now = now_ms()
 -- Expired leases and lapsed waiters are dropped when someone waits (they decide who gets the
 -- slot); otherwise they stay until the number looks full to an acquire, or their keys expire.
 local queued = redis.call('ZCARD', Q)
-if queued > 0 then queued = purge(now) end
+if queued > 0 then queued = purge(now, queued) end
 local removed = 0
 local expiry = tonumber(redis.call('ZSCORE', H, token))
 if expiry then
