@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,7 @@ from .test_fifo import NUMBER, wait_for_waiting
 if TYPE_CHECKING:
     from callthrottle.backends import AcquireResult, Backend
 
-    from ..conftest import BackendFactory
+    from ..conftest import BackendFactory, ThrottleFactory
 
 
 async def test_cancelled_waiter_leaves_the_line(throttle: Throttle) -> None:
@@ -153,3 +155,53 @@ async def test_slot_block_cancelled_gives_the_slot_back(throttle: Throttle) -> N
         assert (await throttle.usage(NUMBER, limit=1)).in_use == 1
         tg.cancel_scope.cancel()
     assert (await throttle.usage(NUMBER, limit=1)).in_use == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_callers_cancelled_at_random_instants(
+    new_throttle: ThrottleFactory, seed: int
+) -> None:
+    """Callers of two throttles in line, cancelled at random instants (deadlines that land
+    while they wait, as they are handed the slot, or as the backend answers; others all at
+    once from outside): never more holders than the cap, nothing left behind, and the callers
+    never cancelled are served in the order they queued."""
+    rnd = random.Random(seed)
+    holding = peak = 0
+    served: list[int] = []
+    scopes: list[anyio.CancelScope] = []
+
+    async def caller(index: int, throttle: Throttle) -> None:
+        nonlocal holding, peak
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            lease = await throttle.acquire(NUMBER, limit=1, timeout=rnd.choice([None, 30]))
+            holding += 1
+            peak = max(peak, holding)
+            try:
+                if scope.deadline == math.inf and index % 4 != 3:
+                    served.append(index)
+                await anyio.sleep(rnd.random() * 0.003)
+            finally:
+                holding -= 1
+                await throttle.release(lease)
+
+    async with new_throttle() as first, new_throttle() as second:
+        held = await first.acquire(NUMBER, limit=1, timeout=0)
+        async with anyio.create_task_group() as tg:
+            for index in range(20):
+                tg.start_soon(caller, index, rnd.choice([first, second]))
+                await wait_for_waiting(first, index + 1)
+            now = anyio.current_time()
+            for scope in scopes:
+                if rnd.random() < 0.3:
+                    scope.deadline = now + rnd.random() * 0.05
+            await anyio.sleep(rnd.random() * 0.02)
+            await first.release(held)
+            await anyio.sleep(rnd.random() * 0.02)
+            for index in range(3, 20, 4):
+                scopes[index].cancel()
+        assert peak <= 1
+        assert served == sorted(served)
+        assert len(served) >= 5
+        assert await first.usage(NUMBER, limit=1) == Usage(in_use=0, limit=1, waiting=0)
+        assert first.held == second.held == ()
