@@ -43,6 +43,11 @@ def interrupt_on(signum: int) -> Iterator[None]:
         signal.signal(signum, previous)
 
 
+async def _wait_idle_within(caller: LoopCaller, seconds: float) -> None:
+    with anyio.fail_after(seconds):
+        await caller.wait_idle()
+
+
 def test_a_call_racing_the_close_is_refused_or_served_never_left_waiting() -> None:
     # Closing a facade waits for the calls in flight (``wait_idle``) and stops the loop; a
     # thread that read the facade's caller just before (and was preempted) calls right then.
@@ -63,7 +68,7 @@ def test_a_call_racing_the_close_is_refused_or_served_never_left_waiting() -> No
             for thread in threads:
                 thread.start()
             time.sleep(0.002)
-            portal.call(caller.wait_idle)
+            portal.call(_wait_idle_within, caller, 10)
         for thread in threads:
             thread.join(5)
         assert not any(thread.is_alive() for thread in threads)
