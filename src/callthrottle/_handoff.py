@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 
 __all__ = ("LoopCaller",)
 
+_forks = [0]  # forks into this process (a child's loops have no thread to run them)
+
+
+def _forked() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
 
 class _Call:
     """One call on the loop: what to run, how it ended, and the lock its caller sleeps on."""
@@ -117,12 +126,12 @@ class LoopCaller:
     """Runs coroutine functions on ``loop`` (an asyncio loop running in another thread) for
     blocking callers in any other thread."""
 
-    __slots__ = ("_loop", "_open", "_pid", "_thread", "calls", "new_scope", "running")
+    __slots__ = ("_fork", "_loop", "_open", "_thread", "calls", "new_scope", "running")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread: int) -> None:
         self._loop = loop
         self._thread = thread  # the loop's: a call from it would wait for itself for ever
-        self._pid = os.getpid()  # a forked child has no loop thread: its calls would never end
+        self._fork = _forks[0]  # a forked child has no loop thread: its calls would never end
         self._open = True  # False once :meth:`wait_idle` began: calls are refused
         # The calls registered and not ended (added by callers, removed on the loop).
         self.calls: set[_Call] = set()
@@ -170,7 +179,7 @@ class LoopCaller:
         """
         if threading.get_ident() == self._thread:
             raise RuntimeError("a blocking call cannot be made from the event loop's thread")
-        if os.getpid() != self._pid:
+        if _forks[0] != self._fork:
             raise RuntimeError("the event loop runs in another process (this one was forked)")
         if not self._loop.is_running():  # (a call scheduled on it would never end)
             raise RuntimeError("the event loop is not running")
