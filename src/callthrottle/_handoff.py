@@ -14,7 +14,7 @@ and the interruption goes on.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,15 @@ if TYPE_CHECKING:
     import anyio
 
 __all__ = ("LoopCaller",)
+
+_forks = [0]  # forks into this process (a child's loops have no thread to run them)
+
+
+def _forked() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _Call:
@@ -85,6 +94,7 @@ class _Call:
     def end(self, caller: LoopCaller) -> None:
         self.ended = True
         caller.running.pop(self, None)
+        caller.calls.discard(self)
         self.done.release()
 
     def never_ran(self, caller: LoopCaller) -> None:
@@ -100,6 +110,10 @@ class _Call:
         ends here, never run."""
         if self.ended:
             return
+        if not self.cancellable:  # a short call runs to its end, even one never scheduled
+            if not self.started:
+                caller._start(self)
+            return
         self.cancelled = True
         if self.scope is not None:
             self.scope.cancel()
@@ -112,11 +126,15 @@ class LoopCaller:
     """Runs coroutine functions on ``loop`` (an asyncio loop running in another thread) for
     blocking callers in any other thread."""
 
-    __slots__ = ("_loop", "_thread", "new_scope", "running")
+    __slots__ = ("_fork", "_loop", "_open", "_thread", "calls", "new_scope", "running")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread: int) -> None:
         self._loop = loop
         self._thread = thread  # the loop's: a call from it would wait for itself for ever
+        self._fork = _forks[0]  # a forked child has no loop thread: its calls would never end
+        self._open = True  # False once :meth:`wait_idle` began: calls are refused
+        # The calls registered and not ended (added by callers, removed on the loop).
+        self.calls: set[_Call] = set()
         # The calls started and not ended, and their tasks (touched on the loop only).
         self.running: dict[_Call, asyncio.Task[None]] = {}
         self.new_scope: Callable[[], anyio.CancelScope] = _no_scope
@@ -161,10 +179,17 @@ class LoopCaller:
         """
         if threading.get_ident() == self._thread:
             raise RuntimeError("a blocking call cannot be made from the event loop's thread")
+        if _forks[0] != self._fork:
+            raise RuntimeError("the event loop runs in another process (this one was forked)")
         if not self._loop.is_running():  # (a call scheduled on it would never end)
             raise RuntimeError("the event loop is not running")
         call = _Call(function, args, kwargs, cancellable)
         try:
+            # Registered, then checked: a close that began after the check waits for it.
+            self.calls.add(call)
+            if not self._open:
+                self.calls.discard(call)
+                raise RuntimeError("the event loop is closing")
             self._loop.call_soon_threadsafe(self._start, call)
             call.done.acquire()
             if call.error is None:
@@ -177,23 +202,46 @@ class LoopCaller:
 
     def _abandon(self, call: _Call, undo: Callable[[Any], Awaitable[Any]] | None) -> None:
         """The caller of ``call`` was interrupted: cancel the call, wait for its end, and
-        undo what it did if it succeeded."""
-        try:
-            self._loop.call_soon_threadsafe(call.cancel, self)
-        except RuntimeError:  # the loop is closed: the call never ran, or has ended
-            return
-        if not call.ended:  # (if it has, the lock is ours already, or free)
-            call.done.acquire()
+        undo what it did if it succeeded. A further interruption meanwhile is raised once that
+        is done (else the slot just granted would be kept, and nobody would know of it)."""
+        if call not in self.calls and not call.ended:
+            return  # never registered (interrupted before, or refused): nothing ran
+        again: BaseException | None = None
+        told = False
+        while True:
+            try:
+                if not told:
+                    try:
+                        self._loop.call_soon_threadsafe(call.cancel, self)
+                    except RuntimeError:  # the loop is closed: the call never ran, or has ended
+                        return
+                    told = True
+                if not call.ended:  # (if it has, the lock is ours already, or free)
+                    call.done.acquire()
+                break
+            except BaseException as exc:  # noqa: BLE001 (raised below, once the call ended)
+                again = exc
         if call.error is None and undo is not None:
-            with contextlib.suppress(Exception):  # a release that failed: the lease lapses
+            try:
                 self.call(undo, (call.result,), {})
+            except Exception:  # noqa: BLE001, S110 (a release that failed: the lease lapses)
+                pass
+            except BaseException as exc:  # noqa: BLE001 (interrupted: the undo ran all the same)
+                again = exc
+        if again is not None:
+            raise again
 
     async def wait_idle(self) -> None:
-        """Wait until every call started has ended (call on the loop)."""
+        """Refuse calls from now on, and wait until every call made has ended (call on the
+        loop)."""
         import asyncio
 
-        while self.running:
-            await asyncio.wait(list(self.running.values()))
+        self._open = False
+        while self.calls:  # (one registered and not scheduled yet is, within a moment)
+            if self.running:
+                await asyncio.wait(list(self.running.values()))
+            else:
+                await asyncio.sleep(0.001)
 
 
 def _no_scope() -> anyio.CancelScope:

@@ -20,7 +20,9 @@ through the portal). A blocking call cannot be cancelled by its caller, only giv
 but if the calling thread's wait is interrupted (a signal's handler raised, such as
 ``KeyboardInterrupt``), the call is cancelled on the loop as a cancelled task's would be (a
 place in line is given up), a slot it had just been granted is given back, and the
-interruption goes on once that is done.
+interruption goes on once that is done. That is so on asyncio only: through another loop's
+portal, an interrupted call goes on on the loop (a slot it is granted later is held, and
+renewed, until the facade closes).
 """
 
 from __future__ import annotations
