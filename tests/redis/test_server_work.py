@@ -52,8 +52,10 @@ async def test_a_plain_acquire_and_release(throttle: Throttle, sync_client: redi
     await throttle.release(held)
 
 
-async def test_every_limit(redis_url: str, prefix: str, sync_client: redis.Redis) -> None:
-    logging.getLogger("callthrottle").setLevel(logging.ERROR)  # (no published policy: warned)
+async def test_every_limit(
+    redis_url: str, prefix: str, sync_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="callthrottle")  # (no published policy: warned)
     async with Throttle.from_url(redis_url, key_prefix=prefix, config=EVERY_LIMIT) as throttle:
         await throttle.release(await throttle.acquire(NUMBER, timeout=0, callee=CALLEE))
         held = await throttle.acquire(NUMBER, timeout=0, callee=CALLEE)
