@@ -17,6 +17,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from importlib import resources
@@ -126,13 +127,23 @@ def find_cli(binary: str) -> str:
     raise RuntimeError(f"no {name} (nor another Redis-protocol client) to create the cluster")
 
 
+class PortTaken(RuntimeError):
+    """Another server answers on the port a test server was started on."""
+
+
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, deadline: float) -> None:
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
     try:
         while True:
             try:
                 client.ping()
-                return
+                # The server answering may be another one on that port (ours failed to bind it,
+                # and a test would then run on a server it did not start): wait for ours.
+                if proc is None or int(client.info("server")["process_id"]) == proc.pid:
+                    return
+                if proc.poll() is not None:
+                    raise PortTaken(f"port of {url} is taken by another server") from None
+                time.sleep(0.05)
             except redis.ConnectionError:
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(f"the test server exited with {proc.returncode}") from None
@@ -213,6 +224,9 @@ class Server:
             self.proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         try:
             _wait_until_up(self.url, self.proc, time.monotonic() + 20)
+        except PortTaken:
+            self.proc = None  # (it exited)
+            raise
         except RuntimeError as exc:
             last = log.read_text(errors="replace").strip().splitlines()[-3:]
             raise RuntimeError(f"{exc} on port {self.port}: {' / '.join(last)}") from None
@@ -235,7 +249,16 @@ def own_server(*, persistent: bool = False) -> Iterator[tuple[str, Server]]:
     the handle to stop and restart it; stop it afterwards."""
     server = Server(free_port(), tempfile.mkdtemp(prefix="callthrottle-redis-"), persistent)
     try:
-        server.start()
+        for attempt in range(5):  # a port taken since free_port() chose it: another one
+            try:
+                server.start()
+                break
+            except PortTaken:
+                if attempt == 4:
+                    raise
+                print(f"test server: port {server.port} taken, trying another", file=sys.stderr)
+                server.port = free_port()
+                server.url = f"redis://127.0.0.1:{server.port}/0"
         lift_fence(server.url)
         yield server.url, server
     finally:
