@@ -143,6 +143,8 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, deadline: flo
                     return
                 if proc.poll() is not None:
                     raise PortTaken(f"port of {url} is taken by another server") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"another server answers on {url}, not ours") from None
                 time.sleep(0.05)
             except redis.ConnectionError:
                 if proc is not None and proc.poll() is not None:
