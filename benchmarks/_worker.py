@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -160,6 +161,19 @@ async def contend(hold: Hold, coroutines: int, start_at: float, duration: float)
         "waits_ns": waits,
         "holds": holds,
     }
+
+
+def stop_worker(proc: subprocess.Popen[str]) -> None:
+    """End a worker process that reads orders on stdin: an empty line, then its exit (killed
+    if it takes over 10 s)."""
+    if proc.stdin is not None and proc.poll() is None:
+        proc.stdin.write("\n")
+        proc.stdin.close()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 async def read_line() -> str:

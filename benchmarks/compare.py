@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _worker import contend, hold_factory, read_line
+from _worker import contend, hold_factory, read_line, stop_worker
 from hot_path import NUMBER, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,14 +189,7 @@ class Variant:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.stdin is not None and self.proc.poll() is None:
-            self.proc.stdin.write("\n")
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_worker(self.proc)
 
     def measure(self, measure: Measure) -> None:
         answer = self.ask({"measure": measure.key, "size": measure.size})

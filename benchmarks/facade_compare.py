@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from _worker import stop_worker
+
 ROOT = Path(__file__).resolve().parent.parent
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -193,14 +195,7 @@ class Worker:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.stdin is not None and self.proc.poll() is None:
-            self.proc.stdin.write("\n")
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_worker(self.proc)
 
 
 def p50(samples_ns: list[int]) -> float:

@@ -35,6 +35,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from _worker import stop_worker
+
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = "+8657188880001"
 CALLEE = "+8613800138000"
@@ -221,14 +223,7 @@ class Worker:
         self.results.setdefault(case, []).append(self.answer())
 
     def stop(self) -> None:
-        if self.proc.stdin is not None and self.proc.poll() is None:
-            self.proc.stdin.write("\n")
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_worker(self.proc)
 
 
 def summary(rounds: list[dict[str, Any]], op: str) -> dict[str, Any]:
